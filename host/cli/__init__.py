@@ -1,0 +1,70 @@
+"""The `qdev` command line: a thin Click layer over the typed host/training API.
+
+Every user error is a :class:`~device.errors.QdevError`; :class:`QdevGroup` maps it, in this one
+place, to ``qdev: <message>`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import click
+
+from device import __version__
+from device.errors import QdevError
+
+__all__ = ["main", "cli", "QdevGroup"]
+
+
+class _UserError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+        click.echo(f"qdev: {self.message}", err=True)
+
+
+class QdevGroup(click.Group):
+    """Click group that turns any QdevError raised by a command into `qdev: ...`, exit 2."""
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201
+        try:
+            return super().invoke(ctx)
+        except QdevError as exc:
+            raise _UserError(str(exc)) from exc
+
+
+@click.group(cls=QdevGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="qdev")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """qdev: QuantU-Net from BUSI training to a low-power FPGA, deployed and measured."""
+    from rich.logging import RichHandler
+
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(
+        level=level, format="%(message)s", handlers=[RichHandler(show_path=False)], force=True
+    )
+
+
+def _register() -> None:
+    from host.cli.data import data
+
+    cli.add_command(data)
+
+
+_register()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point (``qdev``); returns the exit status so tests can call it."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="qdev")
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

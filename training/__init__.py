@@ -1,0 +1,7 @@
+"""qdev workstation side: BUSI data, U-Net / QuantU-Net models, training, export and FINN compile."""
+
+from __future__ import annotations
+
+from device import __version__
+
+__all__ = ["__version__"]

@@ -1,0 +1,27 @@
+"""BUSI data pipeline: locate, scan and validate, preprocess with an on-disk cache, find
+near-duplicates, and split leak-free by duplicate group. Nothing here imports torch."""
+
+from __future__ import annotations
+
+from training.data.busi import CLASSES, BusiRecord, scan_busi
+from training.data.cache import BusiArrays, load_busi
+from training.data.dedup import DedupConfig, DuplicateReport, find_duplicates
+from training.data.locate import BUSI_HELP, resolve_busi_root
+from training.data.split import Split, make_split, read_split, write_split
+
+__all__ = [
+    "BUSI_HELP",
+    "CLASSES",
+    "BusiArrays",
+    "BusiRecord",
+    "DedupConfig",
+    "DuplicateReport",
+    "Split",
+    "find_duplicates",
+    "load_busi",
+    "make_split",
+    "read_split",
+    "resolve_busi_root",
+    "scan_busi",
+    "write_split",
+]
