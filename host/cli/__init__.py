@@ -50,8 +50,11 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     from host.cli.data import data
+    from host.cli.train import evaluate_cmd, train_cmd
 
     cli.add_command(data)
+    cli.add_command(train_cmd)
+    cli.add_command(evaluate_cmd)
 
 
 _register()

@@ -1,0 +1,93 @@
+"""`qdev train` and `qdev evaluate`: thin wrappers over training.trainer / training.evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from device.errors import ConfigError
+
+__all__ = ["train_cmd", "evaluate_cmd"]
+
+
+def _bits(value: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(v) for v in value.split(".."))
+    except ValueError:
+        raise ConfigError(f"--bits {value!r}: expected MIN..MAX, e.g. 2..8") from None
+    return lo, hi
+
+
+@click.command("train")
+@click.option("--model", "kind", type=click.Choice(["float", "quant"]), default="quant", show_default=True)
+@click.option("--width", default=8, show_default=True, help="Channels of the first block (paper: 64).")
+@click.option("--epochs", default=60, show_default=True)
+@click.option("--lambda", "lam", default=0.25, show_default=True, help="Weight of the bit-width loss.")
+@click.option("--bits", default="2..8", show_default=True, help="Trainable bit-width range MIN..MAX.")
+@click.option("--init-bits", default=4, show_default=True, help="Initial bit width (starts low).")
+@click.option("--bit-loss", type=click.Choice(["mean", "weights", "size", "bops"]), default="mean", show_default=True)
+@click.option("--bits-lr", default=1e-2, show_default=True, help="Learning rate of the bit widths.")
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--size", default=128, show_default=True, help="Input side in pixels.")
+@click.option("--no-bn", is_flag=True, help="No BatchNorm (the paper's Table 1 literally).")
+@click.option("--no-augment", is_flag=True)
+@click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None, help="Checkpoint to initialise weights from (e.g. the float twin's best.pt).")
+@click.option("--data", default=None, help="BUSI location.")
+@click.option("--split", default="grouped", show_default=True, help="grouped | paper | split JSON path.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--out", required=True, help="Run folder, e.g. runs/quant-w8.")
+@click.option("--resume", is_flag=True, help="Continue a killed or finished run (may raise --epochs).")
+def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, lr, batch_size, size, no_bn,
+              no_augment, init_from, data, split, seed, device, threads, out, resume) -> None:  # noqa: ANN001
+    """Train the float U-Net or QuantU-Net (trainable per-layer bit widths)."""
+    from rich.console import Console
+
+    from training.models import ModelConfig
+    from training.trainer import TrainConfig, train
+
+    lo, hi = _bits(bits)
+    cfg = TrainConfig(
+        model=ModelConfig(kind=kind, width=width, batchnorm=not no_bn, init_bits=init_bits, min_bits=lo, max_bits=hi),
+        out=out, data=data, split=split, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
+        bits_lr=bits_lr, lam=lam, bit_loss=bit_loss, augment=not no_augment, init_from=init_from,
+        seed=seed, device=device, threads=threads,
+    )
+    rec = train(cfg, resume=resume, console=Console())
+    click.echo(f"done: {out} (best checkpoint train/best.pt; last epoch {rec.get('epoch')})")
+
+
+@click.command("evaluate")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--data", default=None, help="Another BUSI copy to evaluate on.")
+@click.option("--split", "split_name", default="test", show_default=True, type=click.Choice(["test", "val", "train"]))
+@click.option("--json", "as_json", is_flag=True)
+def evaluate_cmd(run: Path, data: str | None, split_name: str, as_json: bool) -> None:
+    """Dice/IoU/pixel accuracy of a run's best checkpoint on its test split (writes metrics.json)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from training.evaluate import evaluate_run
+
+    out = evaluate_run(run, data, split_name)
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+        return
+    m = out["metrics"]
+    t = Table(title=f"{out['run']}: {split_name} split, epoch {out['checkpoint_epoch']}")
+    for c in ("images", "n", "Dice", "IoU", "pixel acc"):
+        t.add_column(c, justify="right" if c != "images" else "left")
+    t.add_row("all", str(m["n_images"]), f"{m['dice']:.4f}", f"{m['iou']:.4f}", f"{m['pixel_acc']:.4f}")
+    t.add_row("lesion images", str(m["n_lesion_images"]), f"{m['dice_lesion']:.4f}", f"{m['iou_lesion']:.4f}", "")
+    for c, v in m["per_class"].items():
+        t.add_row(c, str(v["n"]), f"{v['dice']:.4f}", f"{v['iou']:.4f}", f"{v['pixel_acc']:.4f}")
+    Console().print(t)
+    if out.get("bits"):
+        b = out["bits"]
+        click.echo(f"bits: mean {b['avg_bits']:.2f}, weights {b['avg_weight_bits']:.2f}, acts {b['avg_act_bits']:.2f}, "
+                   f"size-weighted {b['size_weighted_bits']:.2f}; model {b['model_bits']} bits, "
+                   f"{out['compression_vs_float']:.1f}x smaller than float32")

@@ -1,0 +1,136 @@
+"""The U-Net topology, QuantU-Net's quantizers and its trainable bit widths."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from training.losses import total_loss
+from training.models import ModelConfig, build_model
+from training.models.bitwidth import BitWidthTracker
+
+
+def test_float_unet_matches_table1_counts():
+    for width, params in ((8, 486_409), (16, 1_942_289)):
+        m = build_model(ModelConfig(kind="float", width=width))
+        assert len(m.conv_layers()) == 23
+        n = sum(p.numel() for p in m.parameters())
+        assert n == params  # the issue's 0.49 M / 1.9 M
+    paper = build_model(ModelConfig(kind="float", width=64, batchnorm=False))
+    assert 31.0e6 < sum(p.numel() for p in paper.parameters()) < 31.1e6  # the paper's ~31 M
+
+
+def test_shapes_and_quantized_logits():
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(kind="quant", width=2))
+    m.eval()
+    x = torch.rand(3, 1, 32, 32)
+    y = m(x)
+    assert y.shape == (3, 1, 32, 32)
+    scale = float(m.out.act_quant.scale())
+    codes = y / scale
+    assert torch.allclose(codes, codes.round(), atol=1e-3) and codes.abs().max() <= 128
+
+
+def test_bit_width_parameters_inventory_and_integer_widths():
+    m = build_model(ModelConfig(kind="quant", width=2, init_bits=4))
+    t = BitWidthTracker(m, (32, 32))
+    assert len(t.layers) == 23 and len(t.acts) == 18 and len(t.parameters()) == 41
+    rep = t.report()
+    assert all(isinstance(v, int) and v == 4 for v in rep["weight_bits"].values())
+    assert rep["avg_bits"] == 4.0 and rep["model_bits"] > 0
+    # clamped to [min, max]
+    with torch.no_grad():
+        t.layers[0].weight_bw.bit_width_offset.fill_(50.0)
+        t.layers[2].weight_bw.bit_width_offset.fill_(-0.3)
+        t.layers[1].weight_bw.bit_width_offset.fill_(2.6)
+    w, _ = t.widths()
+    assert float(w[0]) == 8.0 and float(w[1]) == 5.0 and float(w[2]) == 2.0
+    t.project_()
+    assert float(t.layers[0].weight_bw.bit_width_offset) == 6.0
+    assert float(t.layers[2].weight_bw.bit_width_offset) == pytest.approx(0.3)
+
+
+def test_gradients_reach_every_bit_width():
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(kind="quant", width=2))
+    t = BitWidthTracker(m, (32, 32))
+    m.train()
+    x = torch.rand(4, 1, 32, 32)
+    y = (torch.rand(4, 1, 32, 32) > 0.7).float()
+    # task loss alone must reach every width (through the quantizers), not only the lambda term
+    parts = total_loss(m(x), y, None, 0.0)
+    parts.total.backward()
+    for p in t.parameters():
+        assert p.grad is not None and torch.isfinite(p.grad)
+    nonzero = sum(float(p.grad.abs()) > 0 for p in t.parameters())
+    assert nonzero >= 35  # (a width whose layer saw no rounding error this batch may get exactly 0)
+    m.zero_grad()
+    parts = total_loss(m(x), y, t.average("mean"), 0.25)
+    parts.total.backward()
+    assert all(p.grad is not None and float(p.grad.abs()) > 0 for p in t.parameters())
+
+
+@pytest.mark.parametrize("mode", ["mean", "weights", "size", "bops"])
+def test_lambda_lowers_average_width_on_toy_run(mode):
+    def run(lam: float) -> float:
+        torch.manual_seed(1)
+        m = build_model(ModelConfig(kind="quant", width=2, init_bits=6))
+        t = BitWidthTracker(m, (32, 32))
+        ids = {id(p) for p in t.parameters()}
+        opt = torch.optim.Adam([
+            {"params": [p for p in m.parameters() if id(p) not in ids], "lr": 1e-3},
+            {"params": t.parameters(), "lr": 5e-2},
+        ])
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(8, 1, 32, 32, generator=g)
+        y = (x > 0.6).float()
+        for _ in range(40):
+            parts = total_loss(m(x), y, t.average(mode), lam)
+            opt.zero_grad()
+            parts.total.backward()
+            opt.step()
+        return float(t.average(mode))
+
+    without, with_lambda = run(0.0), run(0.25)
+    assert with_lambda < without and with_lambda < 6.0
+
+
+def test_qonnx_export_concat_inputs_share_one_quantizer(tmp_path):
+    from brevitas.export import export_qonnx
+
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(kind="quant", width=2))
+    with torch.no_grad():  # distinct scales and widths everywhere, so equality is not accidental
+        for name, p in m.named_parameters():
+            if "scaling_impl.value" in name:
+                p.copy_(torch.rand_like(p) + 0.1)
+        for i, p in enumerate(BitWidthTracker(m, (32, 32)).parameters()):
+            p.fill_(float(i % 5))
+    m.eval()
+    path = tmp_path / "tiny.onnx"
+    export_qonnx(m, torch.rand(1, 1, 32, 32), export_path=str(path))
+    g = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    prod = {o: n for n in g.node for o in n.output}
+    concats = [n for n in g.node if n.op_type == "Concat"]
+    assert len(concats) == 4
+    assert not any(n.op_type in ("Sigmoid", "Resize", "Upsample") for n in g.node)
+    act_params = set()
+    for n in g.node:
+        if n.op_type == "Quant" and n.input[0] not in inits:
+            act_params.add(tuple(float(inits[i].ravel()[0]) for i in n.input[1:4]))
+    assert len(act_params) > 5  # activations really differ in scale/width across layers
+    for c in concats:
+        qs = [prod[i] for i in c.input]
+        assert all(q.op_type == "Quant" for q in qs)
+        vals = [[inits[i] for i in q.input[1:4]] for q in qs]  # scale, zero point, bit width
+        for a, b in zip(*vals):
+            assert np.array_equal(a, b)
+        attrs = [{a.name: a.i for a in q.attribute} for q in qs]
+        assert attrs[0] == attrs[1]
+        bw = float(vals[0][2])
+        assert bw == round(bw)  # exported widths are integers

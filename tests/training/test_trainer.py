@@ -1,0 +1,129 @@
+"""Trainer: log contents, best checkpoint, resume after a kill, config guards, CLI, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from device.errors import QdevError
+from host.cli import cli
+from training.models import ModelConfig
+from training.trainer import TrainConfig, train
+
+TINY = dict(size=32, batch_size=8, threads=1)
+
+
+def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    model = kw.pop("model", ModelConfig(kind="quant", width=2))
+    return TrainConfig(model=model, data=str(data), out=str(out), **{**TINY, **kw})
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "train" / "log.jsonl").read_text().splitlines()]
+
+
+def test_quant_run_logs_everything(phantom_busi, tmp_path):
+    out = tmp_path / "q"
+    rec = train(_cfg(phantom_busi, out, epochs=2))
+    log = _log(out)
+    assert [r["epoch"] for r in log] == [1, 2] and rec["epoch"] == 2
+    r = log[-1]
+    for k in ("total", "bce", "dice", "bits"):
+        assert k in r["train"]
+    for k in ("dice", "dice_lesion", "iou", "pixel_acc", "per_class", "n_lesion_images"):
+        assert k in r["val"]
+    b = r["bits"]
+    assert len(b["weight_bits"]) == 23 and len(b["act_bits"]) == 18
+    for k in ("avg_bits", "avg_weight_bits", "avg_act_bits", "size_weighted_bits", "model_bits"):
+        assert k in b
+    assert r["seconds"] > 0
+    for f in ("best.pt", "last.pt", "split.json", "fig1_layer_bits.png", "fig2_acc_bits.png", "fig3_bit_vs_seg.png"):
+        assert (out / "train" / f).is_file(), f
+    man = json.loads((out / "manifest.json").read_text())
+    st = man["stages"]["train"]
+    assert st["status"] == "done" and "train/best.pt" in st["outputs"] and st["versions"]["torch"]
+
+
+def test_widths_move_during_training(phantom_busi, tmp_path):
+    out = tmp_path / "mv"
+    train(_cfg(phantom_busi, out, epochs=3, bits_lr=0.2, lam=1.0))
+    log = _log(out)
+    raw0 = log[0]["bits"]["raw_bits"]
+    raw2 = log[-1]["bits"]["raw_bits"]
+    moved = [n for n in raw0 if abs(raw2[n] - 4.0) > 0.5]
+    assert len(moved) >= 30
+    assert log[-1]["bits"]["avg_bits"] < 4.0
+
+
+def test_existing_run_and_mismatched_resume_are_refused(phantom_busi, tmp_path):
+    out = tmp_path / "r"
+    train(_cfg(phantom_busi, out, epochs=1, model=ModelConfig(kind="float", width=2)))
+    with pytest.raises(QdevError, match="already holds a training run"):
+        train(_cfg(phantom_busi, out, epochs=1, model=ModelConfig(kind="float", width=2)))
+    with pytest.raises(QdevError, match="different configuration"):
+        train(_cfg(phantom_busi, out, epochs=2, lr=0.5, model=ModelConfig(kind="float", width=2)), resume=True)
+    # extending the epochs of a finished run is a resume
+    train(_cfg(phantom_busi, out, epochs=2, model=ModelConfig(kind="float", width=2)), resume=True)
+    assert [r["epoch"] for r in _log(out)] == [1, 2]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_loses_no_epoch(phantom_busi, tmp_path):
+    out = tmp_path / "k"
+    cmd = [sys.executable, "-m", "host.cli", "train", "--model", "quant", "--width", "2", "--size", "32",
+           "--batch-size", "4", "--epochs", "6", "--threads", "1", "--data", str(phantom_busi), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "train" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(log.read_text().splitlines())
+    assert 2 <= done < 6
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    epochs = [json.loads(x)["epoch"] for x in log.read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4, 5, 6]
+
+
+def test_cli_train_and_evaluate(phantom_busi, tmp_path):
+    out = tmp_path / "cli"
+    r = CliRunner().invoke(cli, ["train", "--model", "float", "--width", "2", "--size", "32", "--epochs", "1",
+                                 "--threads", "1", "--data", str(phantom_busi), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["evaluate", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.output)
+    assert m["split"] == "test" and m["metrics"]["n_images"] > 0 and "dice_lesion" in m["metrics"]
+    assert (out / "evaluate" / "metrics.json").is_file()
+    # tampered checkpoint is refused
+    (out / "train" / "best.pt").write_bytes(b"x")
+    r = CliRunner().invoke(cli, ["evaluate", str(out)])
+    assert r.exit_code == 2 and "sha256 differs" in r.output
+    r = CliRunner().invoke(cli, ["train", "--bits", "9..3", "--out", str(tmp_path / "z"), "--data", str(phantom_busi)])
+    assert r.exit_code == 2 and r.output.startswith("qdev: ")
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(phantom_busi, tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "host.cli", "train", "--model", "quant",
+         "--width", "2", "--size", "32", "--batch-size", "8", "--epochs", "2", "--data", str(phantom_busi),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = _log(out)
+    assert [x["epoch"] for x in log] == [1, 2] and (out / "train" / "best.pt").is_file()

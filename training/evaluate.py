@@ -1,0 +1,61 @@
+"""`qdev evaluate runs/NAME`: test-split metrics of the best checkpoint, written to metrics.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from device.errors import QdevError
+from training.data import load_busi, read_split, resolve_busi_root
+from training.runs import RunFolder, atomic_write_text
+from training.trainer import evaluate_model, load_checkpoint_model
+
+__all__ = ["evaluate_run"]
+
+
+def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test") -> dict:
+    """Evaluate ``runs/NAME/train/best.pt`` on a split of the run's split file.
+
+    Args:
+        run_dir: the run folder.
+        data: another copy of BUSI (default: the one the run was trained on, or the default places).
+        split_name: ``test`` (default) or ``val``/``train``.
+    """
+    run = RunFolder(Path(run_dir))
+    if not run.path.is_dir():
+        raise QdevError(f"{run_dir}: no such run folder")
+    st = run.stage("train")
+    best = run.verified("train", "train/best.pt")
+    split_file = run.verified("train", "train/split.json")
+    if split_name not in ("train", "val", "test"):
+        raise QdevError(f"split must be train, val or test, not {split_name!r}")
+    model, ckpt = load_checkpoint_model(best)
+    size = int(ckpt["size"])
+    root = resolve_busi_root(data if data is not None else st["config"].get("data"))
+    arrays = load_busi(root, (size, size))
+    idx = read_split(split_file).indices(arrays, split_name)
+    x = torch.from_numpy(arrays.images[idx]).float().div_(255.0).unsqueeze(1)
+    y = torch.from_numpy(arrays.masks[idx]).float().unsqueeze(1)
+    metrics, loss = evaluate_model(model, x, y, torch.from_numpy(arrays.labels[idx]), torch.device("cpu"))
+    out = {
+        "run": run.path.name,
+        "split": split_name,
+        "checkpoint_epoch": ckpt["epoch"],
+        "model": ckpt["model_config"],
+        "data_hash": arrays.data_hash,
+        "metrics": metrics,
+        "loss": loss,
+        "bits": ckpt.get("bits"),
+        "params": int(sum(p.numel() for n, p in model.named_parameters() if "bit_width" not in n and "scaling" not in n)),
+    }
+    out["float_model_bits"] = 32 * out["params"]
+    if out["bits"]:
+        out["compression_vs_float"] = out["float_model_bits"] / out["bits"]["model_bits"]
+    edir = run.path / "evaluate"
+    path = edir / "metrics.json" if split_name == "test" else edir / f"metrics_{split_name}.json"
+    t0 = run.begin("evaluate", {"data": data, "split": split_name}, {"best.pt": st["outputs"]["train/best.pt"]})
+    atomic_write_text(path, json.dumps(out, indent=1) + "\n")
+    run.finish("evaluate", t0, [path])
+    return out

@@ -1,0 +1,122 @@
+"""Run folders (`runs/<name>/`) and their manifest: config, versions, sha256 of inputs/outputs,
+per-stage status and duration. A stage refuses inputs whose hash no longer matches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+from device.errors import QdevError
+
+__all__ = ["RunFolder", "sha256_file", "atomic_write_text", "package_versions"]
+
+MANIFEST_FORMAT = 1
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("qdev", "torch", "brevitas", "qonnx", "finn-plus", "onnx", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_revision() -> str | None:
+    try:
+        repo = Path(__file__).resolve().parents[1]
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class RunFolder:
+    """A run folder with a ``manifest.json`` describing each stage."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.manifest_path = self.path / "manifest.json"
+
+    def load(self) -> dict:
+        if not self.manifest_path.is_file():
+            return {"format": MANIFEST_FORMAT, "name": self.path.name, "stages": {}}
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except ValueError as exc:
+            raise QdevError(f"{self.manifest_path}: unreadable manifest ({exc})") from exc
+
+    def save(self, doc: dict) -> None:
+        atomic_write_text(self.manifest_path, json.dumps(doc, indent=1) + "\n")
+
+    def begin(self, stage: str, config: dict, inputs: dict | None = None) -> float:
+        doc = self.load()
+        doc["stages"][stage] = {
+            "status": "running",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "config": config,
+            "inputs": inputs or {},
+            "versions": package_versions(),
+            "git_revision": git_revision(),
+            "host": platform.node(),
+        }
+        self.save(doc)
+        return time.perf_counter()
+
+    def finish(self, stage: str, t0: float, outputs: list[Path], status: str = "done", **extra) -> None:
+        doc = self.load()
+        st = doc["stages"].setdefault(stage, {})
+        st["status"] = status
+        st["duration_s"] = round(time.perf_counter() - t0, 3)
+        st["outputs"] = {str(p.relative_to(self.path)): sha256_file(p) for p in outputs if p.is_file()}
+        st.update(extra)
+        self.save(doc)
+
+    def stage(self, stage: str) -> dict:
+        st = self.load()["stages"].get(stage)
+        if not st or st.get("status") != "done":
+            raise QdevError(f"{self.path}: stage '{stage}' has not finished (run it first)")
+        return st
+
+    def verified(self, stage: str, rel: str) -> Path:
+        """Path of an output of ``stage``, refused if its hash differs from the manifest."""
+        st = self.stage(stage)
+        want = st.get("outputs", {}).get(rel)
+        path = self.path / rel
+        if want is None or not path.is_file():
+            raise QdevError(f"{path}: not an output of stage '{stage}' in {self.manifest_path}")
+        if sha256_file(path) != want:
+            raise QdevError(f"{path}: sha256 differs from the manifest (file changed since '{stage}')")
+        return path

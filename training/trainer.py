@@ -1,0 +1,388 @@
+"""Train the float U-Net or QuantU-Net: per-epoch JSON-lines log, best checkpoint by validation
+lesion Dice, resume after a kill with no completed epoch lost, fixed seeds, CPU/CUDA, DDP.
+
+Runs unchanged under ``torchrun --nproc_per_node N`` (gloo on CPU, NCCL on CUDA): each rank trains
+on a disjoint shard of the epoch's permutation; rank 0 validates, logs and writes checkpoints.
+
+Bit widths move: the bit-width offsets get their own optimizer group (Adam, ``bits_lr`` = 1e-2
+by default, no weight decay). With the weights' learning rate (1e-3) they would need ~1,000 steps
+to move one bit (Brevitas issues #1156, #1177, #1372). A float checkpoint can initialise
+QuantU-Net (``init_from``), as Brevitas recommends for QAT.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from device.errors import ConfigError, QdevError
+from training.augment import AugmentConfig, augment_batch
+from training.data import find_duplicates, load_busi, make_split, read_split, resolve_busi_root, write_split
+from training.losses import total_loss
+from training.metrics import SegMetrics
+from training.models import ModelConfig, build_model
+from training.models.bitwidth import BIT_LOSS_MODES, BitWidthTracker
+from training.runs import RunFolder, atomic_write_text, sha256_file
+
+__all__ = ["TrainConfig", "train", "load_checkpoint_model", "prepare_data", "DataTensors"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in the run manifest and checkpoints).
+
+    Attributes:
+        model: architecture (float/quant, width, BN, bit-width range and init).
+        out: run folder.
+        data: BUSI location (None: $QDEV_BUSI or ../shared/data/busi).
+        split: ``grouped`` (leak-free), ``paper`` (random stratified), or a split JSON path.
+        size: input side (the paper: 128).
+        epochs: number of epochs.
+        batch_size: global batch size (split across DDP ranks).
+        lr: learning rate of weights (AdamW, cosine decay to 1% over the run).
+        bits_lr: learning rate of the bit-width offsets (Adam, constant).
+        weight_decay: AdamW weight decay (not on bit widths, BN or biases).
+        lam: lambda of the bit-width loss.
+        bit_loss: which average the loss penalises: mean, weights, size, bops.
+        augment: use the training augmentation of :mod:`training.augment`.
+        init_from: checkpoint whose weights initialise the model (e.g. the float twin).
+        seed: seed of everything (split, init, order, augmentation).
+        device: ``auto``, ``cpu``, ``cuda``.
+        threads: torch CPU threads (None: torch's default).
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    out: str = "runs/default"
+    data: str | None = None
+    split: str = "grouped"
+    size: int = 128
+    epochs: int = 60
+    batch_size: int = 16
+    lr: float = 1e-3
+    bits_lr: float = 1e-2
+    weight_decay: float = 1e-4
+    lam: float = 0.25
+    bit_loss: str = "mean"
+    augment: bool = True
+    init_from: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> TrainConfig:
+        d = dict(d)
+        d["model"] = ModelConfig(**d["model"])
+        return TrainConfig(**d)
+
+    def check(self) -> None:
+        if self.model.kind not in ("float", "quant"):
+            raise ConfigError(f"--model must be float or quant, not {self.model.kind!r}")
+        if not 2 <= self.model.min_bits <= self.model.init_bits <= self.model.max_bits <= 16:
+            raise ConfigError(
+                f"bit widths need 2 <= min ({self.model.min_bits}) <= init ({self.model.init_bits}) "
+                f"<= max ({self.model.max_bits}) <= 16"
+            )
+        if self.size % 16 or self.size < 16:
+            raise ConfigError(f"--size {self.size}: must be a multiple of 16 (four 2x2 poolings)")
+        if self.model.width < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("--width, --epochs and --batch-size must be positive")
+        if self.bit_loss not in BIT_LOSS_MODES:
+            raise ConfigError(f"--bit-loss must be one of {', '.join(BIT_LOSS_MODES)}")
+        if self.lam < 0:
+            raise ConfigError("--lambda must be >= 0")
+
+
+@dataclass
+class DataTensors:
+    x: dict[str, torch.Tensor]
+    y: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor]
+    ids: dict[str, list[str]]
+    data_hash: str
+    split_path: Path | None
+
+
+def prepare_data(cfg: TrainConfig, split_out: Path | None = None, progress=None) -> DataTensors:  # noqa: ANN001
+    """Load BUSI (cached), make or read the split, return float tensors per split."""
+    root = resolve_busi_root(cfg.data)
+    arrays = load_busi(root, (cfg.size, cfg.size), progress=progress)
+    if cfg.split in ("grouped", "paper"):
+        split = make_split(arrays, find_duplicates(arrays), cfg.split, cfg.seed if cfg.split == "paper" else 0)
+    else:
+        split = read_split(Path(cfg.split))
+    if split_out is not None:
+        write_split(split, split_out)
+    xs, ys, ls, ids = {}, {}, {}, {}
+    for name in ("train", "val", "test"):
+        idx = split.indices(arrays, name)
+        xs[name] = torch.from_numpy(arrays.images[idx]).float().div_(255.0).unsqueeze(1)
+        ys[name] = torch.from_numpy(arrays.masks[idx]).float().unsqueeze(1)
+        ls[name] = torch.from_numpy(arrays.labels[idx])
+        ids[name] = [arrays.ids[i] for i in idx]
+    if len(xs["train"]) == 0 or len(xs["val"]) == 0:
+        raise QdevError("the split leaves no training or validation images")
+    return DataTensors(xs, ys, ls, ids, arrays.data_hash, split_out)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device available")
+    return torch.device(name)
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _param_groups(model: nn.Module, tracker: BitWidthTracker | None, cfg: TrainConfig) -> list[dict]:
+    bit_ids = {id(p) for p in tracker.parameters()} if tracker else set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if id(p) in bit_ids:
+            continue
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [
+        {"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "name": "weights"},
+        {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0, "name": "bias_bn_scale"},
+    ]
+    if tracker:
+        groups.append({"params": tracker.parameters(), "lr": cfg.bits_lr, "weight_decay": 0.0, "name": "bit_widths"})
+    return groups
+
+
+def load_checkpoint_model(path: Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a model from a qdev checkpoint (best.pt/last.pt); returns (model in eval, ckpt)."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise QdevError(f"{path}: unreadable checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or "model_config" not in ckpt:
+        raise QdevError(f"{path}: not a qdev checkpoint")
+    model = build_model(ModelConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, ckpt
+
+
+def _init_from(model: nn.Module, path: str) -> None:
+    src = torch.load(path, map_location="cpu", weights_only=False)
+    state = src.get("model", src)
+    own = model.state_dict()
+    loadable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and "quant" not in k}
+    missing = [k for k in own if k not in loadable and "quant" not in k]
+    model.load_state_dict(loadable, strict=False)
+    if missing:
+        raise QdevError(f"{path}: cannot initialise from it, {len(missing)} tensors missing (e.g. {missing[0]})")
+    log.info("initialised %d tensors from %s", len(loadable), path)
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor,
+                   device: torch.device, batch: int = 32) -> tuple[dict, dict]:
+    """(metrics, mean segmentation loss parts) of ``model`` on tensors (eval mode)."""
+    model.eval()
+    m = SegMetrics()
+    bce = dice = 0.0
+    n = len(x)
+    for i in range(0, n, batch):
+        xb, yb = x[i : i + batch].to(device), y[i : i + batch].to(device)
+        logits = model(xb)
+        parts = total_loss(logits, yb, None, 0.0)
+        bce += float(parts.bce) * len(xb)
+        dice += float(parts.dice) * len(xb)
+        m.update(logits, yb, labels[i : i + batch])
+    return m.aggregate(), {"bce": bce / n, "dice": dice / n, "seg": (bce + dice) / n}
+
+
+def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa: ANN001, C901
+    """Run (or resume) a training run. Returns the last epoch's log record.
+
+    Raises:
+        ConfigError / QdevError: bad options, a run folder that exists without ``resume``,
+            or a resume whose config differs (other than ``epochs``).
+    """
+    cfg.check()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    dev = _device(cfg.device)
+    if world > 1:
+        import torch.distributed as dist
+
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    elif world > 1 and dev.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+    run = RunFolder(Path(cfg.out))
+    tdir = run.path / "train"
+    last_path, best_path, log_path = tdir / "last.pt", tdir / "best.pt", tdir / "log.jsonl"
+    state = None
+    if last_path.is_file():
+        if not resume:
+            raise QdevError(f"{cfg.out} already holds a training run: pass --resume, or choose another --out")
+        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        old = TrainConfig.from_dict(state["config"])
+        if replace(old, epochs=cfg.epochs) != cfg:
+            raise QdevError(f"{cfg.out}: --resume with a different configuration than the stored one")
+    elif resume and rank == 0:
+        log.warning("%s: nothing to resume, starting a new run", cfg.out)
+    if rank == 0:
+        tdir.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(cfg, split_out=tdir / "split.json" if rank == 0 else None)
+    _seed_all(cfg.seed)
+    model = build_model(cfg.model)
+    tracker = BitWidthTracker(model, (cfg.size, cfg.size)) if cfg.model.kind == "quant" else None
+    if cfg.init_from and state is None:
+        _init_from(model, cfg.init_from)
+    model.to(dev)
+    opt = torch.optim.AdamW(_param_groups(model, tracker, cfg))
+    steps_per_epoch = math.ceil(len(data.x["train"]) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+
+    def lr_lambda(step: int) -> float:  # cosine to 1%, bits group constant (see below)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [lr_lambda, lr_lambda] + ([lambda s: 1.0] if tracker else []))
+    start_epoch, best_score, history = 1, -1.0, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, best_score, history = state["epoch"] + 1, state["best_score"], state["history"]
+        torch.set_rng_state(state["torch_rng"])
+        if rank == 0:
+            atomic_write_text(log_path, "".join(json.dumps(h) + "\n" for h in history))
+    ddp_model = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    inputs = {"data_hash": data.data_hash, "split": cfg.split}
+    t_stage = run.begin("train", cfg.to_dict(), inputs) if rank == 0 and state is None else time.perf_counter()
+    aug_cfg = AugmentConfig()
+    record: dict = history[-1] if history else {}
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    show = rank == 0 and console is not None
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        ddp_model.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        perm = torch.randperm(len(data.x["train"]), generator=gen)
+        aug_gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 31 + rank)
+        sums = {"total": 0.0, "bce": 0.0, "dice": 0.0, "bits": 0.0}
+        nb = 0
+        with Progress(TextColumn(f"epoch {epoch}/{cfg.epochs}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console,
+                      disable=not show, transient=True) as prog:
+            task = prog.add_task("train", total=steps_per_epoch, info="")
+            for s in range(steps_per_epoch):
+                idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size][rank::world]
+                if len(idx) == 0:
+                    continue
+                xb, yb = data.x["train"][idx].to(dev), data.y["train"][idx].to(dev)
+                if cfg.augment:
+                    xb, yb = augment_batch(xb, yb, aug_gen, aug_cfg)
+                logits = ddp_model(xb)
+                bits = tracker.average(cfg.bit_loss) if tracker else None
+                parts = total_loss(logits, yb, bits, cfg.lam)
+                opt.zero_grad(set_to_none=True)
+                parts.total.backward()
+                opt.step()
+                sched.step()
+                if tracker:
+                    tracker.project_()
+                for k, v in parts.detached().items():
+                    sums[k] += v
+                nb += 1
+                prog.update(task, advance=1, info=f"loss {sums['total'] / nb:.3f}")
+        train_parts = {k: v / max(nb, 1) for k, v in sums.items()}
+        if world > 1:
+            import torch.distributed as dist
+
+            t = torch.tensor([train_parts[k] for k in sorted(train_parts)], device=dev)
+            dist.all_reduce(t)
+            train_parts = {k: float(v) / world for k, v in zip(sorted(train_parts), t)}
+        if rank == 0:
+            metrics, val_loss = evaluate_model(model, data.x["val"], data.y["val"], data.labels["val"], dev)
+            record = {
+                "epoch": epoch,
+                "seconds": round(time.perf_counter() - t0, 3),
+                "lr": opt.param_groups[0]["lr"],
+                "train": train_parts,
+                "val_loss": val_loss,
+                "val": metrics,
+            }
+            if tracker:
+                record["bits"] = tracker.report()
+                record["bit_loss"] = {"mode": cfg.bit_loss, "lambda": cfg.lam, "value": float(tracker.average(cfg.bit_loss).detach())}
+            score = metrics["dice_lesion"] if metrics["n_lesion_images"] else metrics["dice"]
+            record["best"] = bool(score > best_score)
+            ckpt_common = {"model_config": cfg.model.to_dict(), "config": cfg.to_dict(),
+                           "size": cfg.size, "epoch": epoch}
+            if record["best"]:
+                best_score = score
+                _atomic_save({**ckpt_common, "model": model.state_dict(), "val": metrics,
+                              "bits": record.get("bits")}, best_path)
+            history.append(record)
+            # checkpoint first, then the log line: a kill in between is repaired on resume,
+            # which rewrites the log from the checkpoint's history.
+            _atomic_save({**ckpt_common, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                          "scheduler": sched.state_dict(), "best_score": best_score, "history": history,
+                          "torch_rng": torch.get_rng_state()}, last_path)
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if console is not None:
+                b = record.get("bits")
+                console.print(
+                    f"epoch {epoch:3d}  loss {train_parts['total']:.3f}  val dice {metrics['dice']:.3f} "
+                    f"lesion {metrics['dice_lesion']:.3f}  acc {metrics['pixel_acc']:.4f}"
+                    + (f"  bits w {b['avg_weight_bits']:.2f} a {b['avg_act_bits']:.2f}" if b else "")
+                    + f"  {record['seconds']:.1f}s" + ("  *best*" if record["best"] else "")
+                )
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+    if rank == 0:
+        from training.plots import plot_training
+
+        plots = plot_training(log_path, tdir)
+        outputs = [best_path, last_path, log_path, tdir / "split.json", *plots]
+        run.finish("train", t_stage, outputs, best_val_score=best_score, epochs_done=len(history))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return record
