@@ -4,10 +4,14 @@ lesion Dice, resume after a kill with no completed epoch lost, fixed seeds, CPU/
 Runs unchanged under ``torchrun --nproc_per_node N`` (gloo on CPU, NCCL on CUDA): each rank trains
 on a disjoint shard of the epoch's permutation; rank 0 validates, logs and writes checkpoints.
 
-Bit widths move: the bit-width offsets get their own optimizer group (Adam, ``bits_lr`` = 1e-2
-by default, no weight decay). With the weights' learning rate (1e-3) they would need ~1,000 steps
-to move one bit (Brevitas issues #1156, #1177, #1372). A float checkpoint can initialise
-QuantU-Net (``init_from``), as Brevitas recommends for QAT.
+Bit widths move, and lambda means something: the bit-width offsets get their own optimizer, plain
+SGD with momentum (``bits_lr`` = 0.1, no weight decay), not the weights' AdamW. Under AdamW at the
+weights' rate (1e-3) they need ~1,000 steps per bit (Brevitas issues #1156, #1177, #1372); under
+any Adam, which divides by the gradient's own magnitude, the constant lambda/N term dominates the
+tiny, noisy task gradient of a width and every width walks to the floor at the same pace, whatever
+lambda is (measured: lambda 0.25 and 0.02 gave identical runs). With SGD a width moves by
+``bits_lr * (lambda/N - d task / d width)``, so it settles where the task loss's marginal value of
+a bit equals lambda/N. A float checkpoint can initialise QuantU-Net (``init_from``).
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ class TrainConfig:
         epochs: number of epochs.
         batch_size: global batch size (split across DDP ranks).
         lr: learning rate of weights (AdamW, cosine decay to 1% over the run).
-        bits_lr: learning rate of the bit-width offsets (Adam, constant).
+        bits_lr: learning rate of the bit-width offsets (constant).
+        bits_optimizer: ``sgd`` (momentum 0.9; default, see module doc) or ``adam``.
         weight_decay: AdamW weight decay (not on bit widths, BN or biases).
         lam: lambda of the bit-width loss.
         bit_loss: which average the loss penalises: mean, weights, size, bops.
@@ -71,7 +76,8 @@ class TrainConfig:
     epochs: int = 60
     batch_size: int = 16
     lr: float = 1e-3
-    bits_lr: float = 1e-2
+    bits_lr: float = 0.1
+    bits_optimizer: str = "sgd"
     weight_decay: float = 1e-4
     lam: float = 0.25
     bit_loss: str = "mean"
@@ -173,9 +179,17 @@ def _param_groups(model: nn.Module, tracker: BitWidthTracker | None, cfg: TrainC
         {"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "name": "weights"},
         {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0, "name": "bias_bn_scale"},
     ]
-    if tracker:
-        groups.append({"params": tracker.parameters(), "lr": cfg.bits_lr, "weight_decay": 0.0, "name": "bit_widths"})
     return groups
+
+
+def _bits_optimizer(tracker: BitWidthTracker | None, cfg: TrainConfig) -> torch.optim.Optimizer | None:
+    if tracker is None:
+        return None
+    if cfg.bits_optimizer == "sgd":
+        return torch.optim.SGD(tracker.parameters(), lr=cfg.bits_lr, momentum=0.9)
+    if cfg.bits_optimizer == "adam":
+        return torch.optim.Adam(tracker.parameters(), lr=cfg.bits_lr)
+    raise ConfigError(f"--bits-optimizer must be sgd or adam, not {cfg.bits_optimizer!r}")
 
 
 def load_checkpoint_model(path: Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
@@ -267,17 +281,20 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
         _init_from(model, cfg.init_from)
     model.to(dev)
     opt = torch.optim.AdamW(_param_groups(model, tracker, cfg))
+    bopt = _bits_optimizer(tracker, cfg)
     steps_per_epoch = math.ceil(len(data.x["train"]) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
 
-    def lr_lambda(step: int) -> float:  # cosine to 1%, bits group constant (see below)
+    def lr_lambda(step: int) -> float:  # cosine to 1% (bit widths: constant rate)
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, [lr_lambda, lr_lambda] + ([lambda s: 1.0] if tracker else []))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, [lr_lambda, lr_lambda])
     start_epoch, best_score, history = 1, -1.0, []
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if bopt is not None:
+            bopt.load_state_dict(state["bits_optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, best_score, history = state["epoch"] + 1, state["best_score"], state["history"]
         torch.set_rng_state(state["torch_rng"])
@@ -318,8 +335,12 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
                 bits = tracker.average(cfg.bit_loss) if tracker else None
                 parts = total_loss(logits, yb, bits, cfg.lam)
                 opt.zero_grad(set_to_none=True)
+                if bopt is not None:
+                    bopt.zero_grad(set_to_none=True)
                 parts.total.backward()
                 opt.step()
+                if bopt is not None:
+                    bopt.step()
                 sched.step()
                 if tracker:
                     tracker.project_()
@@ -359,6 +380,7 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
             # checkpoint first, then the log line: a kill in between is repaired on resume,
             # which rewrites the log from the checkpoint's history.
             _atomic_save({**ckpt_common, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                          "bits_optimizer": bopt.state_dict() if bopt is not None else None,
                           "scheduler": sched.state_dict(), "best_score": best_score, "history": history,
                           "torch_rng": torch.get_rng_state()}, last_path)
             with open(log_path, "a") as fh:

@@ -28,7 +28,8 @@ def _bits(value: str) -> tuple[int, int]:
 @click.option("--bits", default="2..8", show_default=True, help="Trainable bit-width range MIN..MAX.")
 @click.option("--init-bits", default=4, show_default=True, help="Initial bit width (starts low).")
 @click.option("--bit-loss", type=click.Choice(["mean", "weights", "size", "bops"]), default="mean", show_default=True)
-@click.option("--bits-lr", default=1e-2, show_default=True, help="Learning rate of the bit widths.")
+@click.option("--bits-lr", default=0.1, show_default=True, help="Learning rate of the bit widths.")
+@click.option("--bits-optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--size", default=128, show_default=True, help="Input side in pixels.")
@@ -42,7 +43,7 @@ def _bits(value: str) -> tuple[int, int]:
 @click.option("--threads", type=int, default=None)
 @click.option("--out", required=True, help="Run folder, e.g. runs/quant-w8.")
 @click.option("--resume", is_flag=True, help="Continue a killed or finished run (may raise --epochs).")
-def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, lr, batch_size, size, no_bn,
+def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, bits_optimizer, lr, batch_size, size, no_bn,
               no_augment, init_from, data, split, seed, device, threads, out, resume) -> None:  # noqa: ANN001
     """Train the float U-Net or QuantU-Net (trainable per-layer bit widths)."""
     from rich.console import Console
@@ -54,7 +55,7 @@ def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, lr, 
     cfg = TrainConfig(
         model=ModelConfig(kind=kind, width=width, batchnorm=not no_bn, init_bits=init_bits, min_bits=lo, max_bits=hi),
         out=out, data=data, split=split, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
-        bits_lr=bits_lr, lam=lam, bit_loss=bit_loss, augment=not no_augment, init_from=init_from,
+        bits_lr=bits_lr, bits_optimizer=bits_optimizer, lam=lam, bit_loss=bit_loss, augment=not no_augment, init_from=init_from,
         seed=seed, device=device, threads=threads,
     )
     rec = train(cfg, resume=resume, console=Console())

@@ -54,7 +54,7 @@ def test_quant_run_logs_everything(phantom_busi, tmp_path):
 
 def test_widths_move_during_training(phantom_busi, tmp_path):
     out = tmp_path / "mv"
-    train(_cfg(phantom_busi, out, epochs=3, bits_lr=0.2, lam=1.0))
+    train(_cfg(phantom_busi, out, epochs=3, bits_lr=2.0, lam=1.0))
     log = _log(out)
     raw0 = log[0]["bits"]["raw_bits"]
     raw2 = log[-1]["bits"]["raw_bits"]

@@ -1,0 +1,122 @@
+"""`qdev export runs/NAME`: Brevitas -> QONNX, cleaned, verified on a golden batch.
+
+Verification: qonnx's ``execute_onnx`` runs the QONNX graph on each golden image and its output
+is compared with the PyTorch model's. The output is an 8-bit quantized logit, so both sides are
+divided by the output scale and the integer codes must be *equal*; the float difference is
+reported too (expected ~1e-6: float32 op order differs between onnx execution and torch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from device.errors import QdevError
+from training.runs import RunFolder, atomic_write_text
+from training.trainer import load_checkpoint_model
+
+__all__ = ["export_run", "golden_batch", "qonnx_forward"]
+
+log = logging.getLogger(__name__)
+
+
+def golden_batch(run: RunFolder, size: int, n: int = 4, data: str | None = None) -> tuple[np.ndarray, str]:
+    """``n`` test images (float32 [n,1,H,W], exactly k/255) from the run's data, else the phantom."""
+    try:
+        from training.data import load_busi, read_split, resolve_busi_root
+
+        st = run.stage("train")
+        root = resolve_busi_root(data if data is not None else st["config"].get("data"))
+        arrays = load_busi(root, (size, size))
+        split = read_split(run.path / "train" / "split.json")
+        idx = split.indices(arrays, "test")
+        # lesion images first (they exercise the output), then the rest, deterministic
+        has = arrays.masks[idx].reshape(len(idx), -1).any(1)
+        order = np.concatenate([idx[has], idx[~has]])[:n]
+        imgs = arrays.images[order]
+        source = "test split: " + ", ".join(arrays.ids[i] for i in order)
+    except QdevError as exc:
+        from device.probe.phantom import phantom_image
+
+        log.warning("golden batch from the phantom (%s)", exc)
+        imgs = np.stack([phantom_image(1000 + i, "mixed", size, size)[0] for i in range(n)])
+        source = "phantom seeds 1000.."
+    return (imgs.astype(np.float32) / 255.0)[:, None], source
+
+
+def qonnx_forward(model_path: Path | str, x: np.ndarray) -> np.ndarray:
+    """Run a QONNX/FINN graph image by image with qonnx's executor; returns [N, ...] outputs."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    m = ModelWrapper(str(model_path))
+    iname, oname = m.graph.input[0].name, m.graph.output[0].name
+    return np.concatenate([execute_onnx(m, {iname: x[i : i + 1]})[oname] for i in range(len(x))])
+
+
+def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4) -> dict:
+    """Export ``train/best.pt`` of a run to ``export/model.qonnx.onnx`` and verify it."""
+    from brevitas.export import export_qonnx
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    run = RunFolder(Path(run_dir))
+    if not run.path.is_dir():
+        raise QdevError(f"{run_dir}: no such run folder")
+    best = run.verified("train", "train/best.pt")
+    model, ckpt = load_checkpoint_model(best)
+    if ckpt["model_config"]["kind"] != "quant":
+        raise QdevError(f"{run_dir}: a float model cannot be exported for FINN; train with --model quant")
+    size = int(ckpt["size"])
+    edir = run.path / "export"
+    edir.mkdir(parents=True, exist_ok=True)
+    t0 = run.begin("export", {"n_golden": n_golden}, {"train/best.pt": run.stage("train")["outputs"]["train/best.pt"]})
+    x, source = golden_batch(run, size, n_golden, data)
+    raw = edir / "model.brevitas.onnx"
+    onnx_path = edir / "model.qonnx.onnx"
+    with torch.no_grad():
+        export_qonnx(model, torch.from_numpy(x[:1]), export_path=str(raw))
+        y_torch = model(torch.from_numpy(x)).numpy()
+    cleaned = cleanup_model(ModelWrapper(str(raw)))
+    cleaned.save(str(onnx_path))
+    raw.unlink()
+    y_onnx = qonnx_forward(onnx_path, x)
+    scale = float(model.out.act_quant.scale())
+    codes_t = np.round(y_torch / scale).astype(np.int32)
+    codes_o = np.round(y_onnx / scale).astype(np.int32)
+    equal = bool(np.array_equal(codes_t, codes_o))
+    np.save(edir / "golden_in.npy", x)
+    np.save(edir / "golden_out.npy", y_torch)
+    np.save(edir / "golden_codes.npy", codes_t.astype(np.int8))
+    report = {
+        "golden_source": source,
+        "n_golden": int(len(x)),
+        "input_shape": list(x.shape[1:]),
+        "output_scale": scale,
+        "integer_outputs_equal": equal,
+        "codes_differing": int((codes_t != codes_o).sum()),
+        "max_abs_float_diff": float(np.abs(y_torch - y_onnx).max()),
+        "float_tolerance_note": "float outputs differ only by float32 operation order; integer codes must be equal",
+        "mask_pixels": int((codes_t > 0).sum()),
+        "bits": ckpt.get("bits"),
+        "node_counts": _op_counts(onnx_path),
+    }
+    atomic_write_text(edir / "verify.json", json.dumps(report, indent=1) + "\n")
+    outs = [onnx_path, edir / "golden_in.npy", edir / "golden_out.npy", edir / "golden_codes.npy", edir / "verify.json"]
+    run.finish("export", t0, outs, status="done" if equal else "failed")
+    if not equal:
+        raise QdevError(f"{onnx_path}: QONNX execution differs from PyTorch in {report['codes_differing']} output codes")
+    return report
+
+
+def _op_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for n in onnx.load(str(path)).graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts
