@@ -55,6 +55,10 @@ def _register() -> None:
     cli.add_command(data)
     cli.add_command(train_cmd)
     cli.add_command(evaluate_cmd)
+    from host.cli.deploy import bundle, compile_cmd, export_cmd, keys
+
+    for cmd in (export_cmd, compile_cmd, keys, bundle):
+        cli.add_command(cmd)
 
 
 _register()

@@ -165,6 +165,33 @@ def extract_intmodel(model: ModelWrapper, out_scale: float, meta: dict) -> IntMo
     )
 
 
+def io_spec(model: ModelWrapper) -> dict:
+    """Input/output shapes (normal, folded, packed) and data types as FINN's driver uses them.
+
+    Packing rule (finn-plus-driver): the folded array's innermost dimension is packed into whole
+    bytes, little-endian, element 0 in the lowest bits; the packed innermost size is
+    ceil(fold * bits / 8).
+    """
+    from finn.util.basic import getHWCustomOp
+
+    first, last = getHWCustomOp(model.graph.node[0], model), getHWCustomOp(model.graph.node[-1], model)
+
+    def packed(folded: list[int], bits: int) -> list[int]:
+        return list(folded[:-1]) + [-(-folded[-1] * bits // 8)]
+
+    idt, odt = first.get_input_datatype(0), last.get_output_datatype(0)
+    ifold, ofold = list(first.get_folded_input_shape(0)), list(last.get_folded_output_shape(0))
+    return {
+        "idt": idt.name, "odt": odt.name,
+        "ishape_normal": list(first.get_normal_input_shape(0)), "ishape_folded": ifold,
+        "ishape_packed": packed(ifold, idt.bitwidth()),
+        "oshape_normal": list(last.get_normal_output_shape(0)), "oshape_folded": ofold,
+        "oshape_packed": packed(ofold, odt.bitwidth()),
+        "packing": "innermost folded dim packed to whole bytes, little-endian, element 0 in the lowest bits",
+        "layout": "NHWC",
+    }
+
+
 def qdev_integer_model(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     """Write ``intmodel/intmodel.npz`` and prove, on the golden batch, that its reference executor
     equals FINN's python execution of the HW-layer model and the QONNX model's codes."""
@@ -189,7 +216,7 @@ def qdev_integer_model(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN00
     np.save(d / "golden_pixels.npy", pixels)
     np.save(d / "golden_codes_nhwc.npy", ref.astype(np.int16))
     ctx.intmodel = {"path": str(path.relative_to(ctx.out)), "bytes": path.stat().st_size, "layers": len(im.layers),
-                    "equals_finn_python_exec": eq_finn, "equals_qonnx_codes": eq_qonnx}
+                    "equals_finn_python_exec": eq_finn, "equals_qonnx_codes": eq_qonnx, "io": io_spec(model)}
     if not (eq_finn and eq_qonnx):
         raise QdevError(f"integer model differs from FINN execution (finn={eq_finn}, qonnx={eq_qonnx})")
     return model

@@ -1,0 +1,156 @@
+"""`qdev export`, `qdev compile`, `qdev keys generate`, `qdev bundle create|verify`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+__all__ = ["export_cmd", "compile_cmd", "keys", "bundle"]
+
+
+@click.command("export")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--data", default=None, help="BUSI location for the golden batch (else the run's).")
+@click.option("--golden", default=4, show_default=True, help="Golden batch size.")
+@click.option("--json", "as_json", is_flag=True)
+def export_cmd(run: Path, data: str | None, golden: int, as_json: bool) -> None:
+    """Export a run's best checkpoint to QONNX and verify it against PyTorch."""
+    from training.export import export_run
+
+    rep = export_run(run, data, golden)
+    if as_json:
+        click.echo(json.dumps(rep, indent=1))
+        return
+    click.echo(f"{run}/export/model.qonnx.onnx: integer outputs equal to PyTorch on {rep['n_golden']} golden "
+               f"images ({rep['codes_differing']} codes differ, max float diff {rep['max_abs_float_diff']:.2e})")
+
+
+@click.command("compile")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--board", required=True, type=click.Choice(["Pynq-Z2", "Ultra96-V2", "ZCU104", "KV260"], case_sensitive=False))
+@click.option("--fps", type=float, default=None, help="Target frames/s (default: the board's target).")
+@click.option("--clock-ns", type=float, default=None, help="Fabric clock period (default: the board's).")
+@click.option("--start-step", default=None, help="Resume the build at this step.")
+@click.option("--stop-step", default=None, help="Stop the build after this step.")
+@click.option("--json", "as_json", is_flag=True)
+def compile_cmd(run: Path, board: str, fps: float | None, clock_ns: float | None, start_step: str | None,
+                stop_step: str | None, as_json: bool) -> None:
+    """Compile a run's QONNX model with FINN for a board: estimates, integer model, bitstream (Vivado)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from training.compile.boards import get_board
+    from training.compile.builder import compile_run
+    from training.compile.config import CompileConfig
+
+    cfg = CompileConfig(board=get_board(board).name, fps=fps, clock_ns=clock_ns, start_step=start_step, stop_step=stop_step)
+    con = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=con,
+                  disable=as_json, transient=True) as prog:
+        task = prog.add_task("compile", total=None)
+
+        def cb(step: str, i: int, n: int) -> None:
+            prog.update(task, description=f"[{i + 1}/{n}] {step}" if step != "done" else "done", completed=i, total=n)
+
+        res = compile_run(run, cfg, cb)
+    if as_json:
+        click.echo(json.dumps(res, indent=1))
+        return
+    _print_summary(res)
+
+
+def _print_summary(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title=f"{s['board']} ({s['part']}) @ {s['clock_mhz']:.0f} MHz: per-layer estimates")
+    for c in ("layer", "cycles", "LUT", "BRAM_18K", "URAM", "DSP"):
+        t.add_column(c, justify="left" if c == "layer" else "right")
+    bott = (s.get("bottleneck") or {}).get("layer")
+    for ly in sorted(s["layers"], key=lambda r: -r["cycles"])[:12]:
+        name = f"[bold red]{ly['layer']}[/]" if ly["layer"] == bott else ly["layer"]
+        t.add_row(name, f"{ly['cycles']:,}", f"{ly['LUT']:,.0f}", f"{ly['BRAM_18K']:.0f}", f"{ly['URAM']:.0f}", f"{ly['DSP']:.0f}")
+    if len(s["layers"]) > 12:
+        t.add_row(f"... {len(s['layers']) - 12} more layers", "", "", "", "", "")
+    r = s["resources"]
+    t.add_row("[bold]total", "", *(f"[bold]{r[k]['used']:,.0f} / {r[k]['available']:,} ({(r[k]['utilisation'] or 0):.0%})"
+                                    for k in ("LUT", "BRAM_18K", "URAM", "DSP")))
+    con.print(t)
+    con.print(f"estimated {s['estimated_fps']:.1f} frames/s, latency {s['estimated_latency_ms']:.2f} ms; "
+              f"bottleneck {bott}; compile {s['compile_seconds']:.0f} s")
+    f = s.get("folding") or {}
+    if f.get("message"):
+        con.print(f"[yellow]{f['message']}[/]")
+    v = s["verification"]
+    ok = all(x["equal"] for x in v["steps"].values())
+    con.print(f"verification ({', '.join(v['modes_run'])} execution, golden batch): "
+              + ("[green]bit-exact after every step[/]" if ok else "[red]MISMATCH[/]")
+              + f"; not run: {', '.join(f'{k} ({m})' for k, m in v['not_run'].items())}")
+    if s.get("stopped"):
+        con.print(f"[yellow]{s['stopped']}[/]")
+
+
+@click.group()
+def keys() -> None:
+    """Ed25519 signing keys for bundles."""
+
+
+@keys.command("generate")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--name", default="qdev", show_default=True)
+def keys_generate(out: Path, name: str) -> None:
+    """Write NAME.key (private, 0600) and NAME.pub into OUT."""
+    from device.bundle import key_id, load_public_key
+    from training.compile.bundle_build import generate_keypair
+
+    k, p = generate_keypair(out, name)
+    from cryptography.hazmat.primitives import serialization
+
+    raw = load_public_key(p).public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    click.echo(f"wrote {k} and {p} (key id {key_id(raw)})")
+
+
+@click.group()
+def bundle() -> None:
+    """Signed deployment bundles (bitstreams/<board>/<model>/)."""
+
+
+@bundle.command("create")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--board", required=True)
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Private signing key.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Default bitstreams/<board>/<run>.")
+@click.option("--model-name", default=None)
+def bundle_create(run: Path, board: str, key: Path, out: Path | None, model_name: str | None) -> None:
+    """Bundle a compiled run for a board and sign its manifest."""
+    from training.compile.boards import get_board
+    from training.compile.bundle_build import build_bundle
+
+    b = get_board(board).name
+    out = out or Path("bitstreams") / b / (model_name or run.name)
+    path = build_bundle(run, b, key, out, model_name)
+    click.echo(f"wrote {path}")
+
+
+@bundle.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--trusted", "trusted", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Trusted public key (repeatable). Default: the development key.")
+@click.option("--json", "as_json", is_flag=True)
+def bundle_verify(path: Path, trusted: tuple[str, ...], as_json: bool) -> None:
+    """Check a bundle's signature and every file's sha256; refuses any mismatch."""
+    from device.bundle import verify_bundle
+    from training.compile.bundle_build import DEV_KEY_DIR
+
+    keys_ = list(trusted) or [str(DEV_KEY_DIR / "qdev-dev.pub")]
+    vb = verify_bundle(path, keys_)
+    m = vb.manifest
+    if as_json:
+        click.echo(json.dumps({"ok": True, "signer": vb.signer, "board": m["board"], "model": m["model"],
+                               "estimate_only": m["estimate_only"], "files": sorted(m["files"])}, indent=1))
+        return
+    click.echo(f"{path}: OK, signed by {vb.signer}; {m['board']} / {m['model']}; {len(m['files'])} files verified"
+               + ("; estimate-only (no bitstream)" if m["estimate_only"] else ""))

@@ -1,0 +1,135 @@
+"""Export -> FINN compile -> integer model -> signed bundle, on a tiny QuantU-Net (real FINN passes)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from device.accel.intmodel import IntModel, run_reference
+from device.bundle import BundleError, verify_bundle
+from device.errors import QdevError
+from host.cli import cli
+from training.compile.bundle_build import DEV_KEY_DIR, build_bundle, generate_keypair
+from training.compile.finn_env import find_vivado
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def compiled(phantom_busi, tmp_path_factory):
+    """A tiny run (width 2, 32x32), exported and compiled for KV260 through the CLI."""
+    run = tmp_path_factory.mktemp("run") / "tiny"
+    r = CliRunner().invoke(cli, ["train", "--model", "quant", "--width", "2", "--size", "32", "--epochs", "2",
+                                 "--threads", "1", "--data", str(phantom_busi), "--out", str(run)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["export", str(run), "--json"])
+    assert r.exit_code == 0, r.output
+    export = json.loads(r.output)
+    r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--json"])
+    assert r.exit_code == 0, r.output
+    return run, export, json.loads(r.output)
+
+
+def test_export_is_bit_exact_and_stored(compiled):
+    run, export, _ = compiled
+    assert export["integer_outputs_equal"] and export["codes_differing"] == 0
+    for f in ("model.qonnx.onnx", "golden_in.npy", "golden_out.npy", "golden_codes.npy", "verify.json"):
+        assert (run / "export" / f).is_file()
+    x = np.load(run / "export" / "golden_in.npy")
+    assert x.shape == (4, 1, 32, 32) and np.array_equal(np.round(x * 255), x * 255)  # exact pixels
+
+
+def test_compile_all_hw_bit_exact_with_reports(compiled):
+    run, _, s = compiled
+    out = run / "compile" / "KV260"
+    assert s["all_hw"] and s["status"] == "stopped"
+    steps = s["verification"]["steps"]
+    assert set(steps) >= {"step_tidy_up", "qdev_streamline_unet", "qdev_lower_unet", "qdev_convert_to_hw"}
+    assert all(v["equal"] and v["codes_differing"] == 0 for v in steps.values())
+    assert s["verification"]["modes_run"] == ["python"] and "rtlsim" in s["verification"]["not_run"]
+    for f in ("estimate_layer_resources.json", "estimate_layer_cycles.json", "estimate_network_performance.json",
+              "op_and_param_counts.json", "auto_folding_config.json"):
+        assert (out / "report" / f).is_file(), f
+    times = json.loads((out / "time_per_step.json").read_text())
+    assert "qdev_streamline_unet" in times and "step_generate_estimate_reports" in times
+    assert (out / "intermediate_models" / "qdev_convert_to_hw.onnx").is_file()
+    hw = json.loads(json.dumps(s["layers"]))
+    assert len(hw) > 60 and s["estimated_fps"] > 0 and s["bottleneck"]["layer"]
+    assert s["resources"]["LUT"]["used"] > 0 and s["resources"]["LUT"]["available"] == 117_120
+    assert s["folding"]["met"]
+
+
+@pytest.mark.skipif(find_vivado().available, reason="Vivado present: the bitstream step runs instead")
+def test_without_vivado_the_bitstream_step_stops_clearly(compiled):
+    _, _, s = compiled
+    assert s["bitstream"] == {"built": False, "reason": s["bitstream"]["reason"]}
+    assert "Vivado not found" in s["stopped"] and "Everything before it is done and kept" in s["stopped"]
+
+
+def test_integer_model_reference_equals_finn(compiled):
+    run, _, s = compiled
+    im = s["intmodel"]
+    assert im["equals_finn_python_exec"] and im["equals_qonnx_codes"]
+    out = run / "compile" / "KV260" / "intmodel"
+    model = IntModel.load(out / "intmodel.npz")
+    codes = run_reference(model, np.load(out / "golden_pixels.npy"))
+    assert np.array_equal(codes, np.load(out / "golden_codes_nhwc.npy"))
+    io = im["io"]
+    assert io["idt"] == "UINT8" and io["ishape_normal"] == [1, 32, 32, 1] and io["ishape_packed"][-1] >= 1
+
+
+def test_start_and_stop_at_named_steps(compiled):
+    run, _, _ = compiled
+    r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--start-step", "step_specialize_layers",
+                                 "--stop-step", "step_generate_estimate_reports", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert s["status"] == "done" and s["estimated_fps"] > 0
+    r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--start-step", "no_such_step"])
+    assert r.exit_code == 2 and "qdev: " in r.output
+
+
+def test_bundle_sign_verify_and_tamper(compiled, tmp_path):
+    run, _, _ = compiled
+    out = build_bundle(run, "KV260", DEV_KEY_DIR / "qdev-dev.key", tmp_path / "b" / "tiny")
+    vb = verify_bundle(out, [DEV_KEY_DIR / "qdev-dev.pub"])
+    m = vb.manifest
+    assert m["estimate_only"] and m["board"] == "KV260" and "intmodel.npz" in m["files"]
+    assert m["io"]["idt"] == "UINT8" and m["estimates"]["estimated_fps"] > 0
+    r = CliRunner().invoke(cli, ["bundle", "verify", str(out)])
+    assert r.exit_code == 0 and "OK" in r.output
+    # another key is not trusted
+    _, pub = generate_keypair(tmp_path / "k", "other")
+    with pytest.raises(BundleError, match="not trusted"):
+        verify_bundle(out, [pub])
+    cases = {
+        "file": lambda p: (p / "intmodel.npz").write_bytes((p / "intmodel.npz").read_bytes() + b"x"),
+        "manifest": lambda p: (p / "manifest.json").write_text((p / "manifest.json").read_text().replace("KV260", "ZCU104")),
+        "extra": lambda p: (p / "evil.sh").write_text("#!/bin/sh"),
+        "missing": lambda p: (p / "golden_codes.npy").unlink(),
+        "unsigned": lambda p: (p / "manifest.json.sig").unlink(),
+    }
+    for name, damage in cases.items():
+        bad = tmp_path / f"bad-{name}"
+        shutil.copytree(out, bad)
+        damage(bad)
+        with pytest.raises(BundleError):
+            verify_bundle(bad, [DEV_KEY_DIR / "qdev-dev.pub"])
+        r = CliRunner().invoke(cli, ["bundle", "verify", str(bad)])
+        assert r.exit_code == 2 and r.output.startswith("qdev: "), name
+
+
+def test_float_run_cannot_be_exported(phantom_busi, tmp_path):
+    out = tmp_path / "f"
+    r = CliRunner().invoke(cli, ["train", "--model", "float", "--width", "2", "--size", "32", "--epochs", "1",
+                                 "--threads", "1", "--data", str(phantom_busi), "--out", str(out)])
+    assert r.exit_code == 0
+    r = CliRunner().invoke(cli, ["export", str(out)])
+    assert r.exit_code == 2 and "float model cannot be exported" in r.output
+    with pytest.raises(QdevError, match="compile for KV260 has not run"):
+        build_bundle(out, "KV260", DEV_KEY_DIR / "qdev-dev.key", tmp_path / "x")

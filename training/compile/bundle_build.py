@@ -1,0 +1,107 @@
+"""Build a signed deployment bundle from a compiled run (``bitstreams/<board>/<model>/``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from device import __version__
+from device.bundle import BUNDLE_FORMAT, MANIFEST, SIGNATURE, file_entry, load_private_key, sign_manifest
+from device.errors import QdevError
+from training.runs import RunFolder
+
+__all__ = ["build_bundle", "generate_keypair", "DEV_KEY_DIR"]
+
+#: The development key pair committed for tests and the demo. NOT for deployment.
+DEV_KEY_DIR = Path(__file__).resolve().parents[2] / "keys" / "dev"
+
+
+def generate_keypair(out_dir: Path, name: str = "qdev") -> tuple[Path, Path]:
+    """Write ``<name>.key`` (PKCS#8 PEM, mode 0600) and ``<name>.pub`` (PEM); never overwrites."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key, pub = out_dir / f"{name}.key", out_dir / f"{name}.pub"
+    for p in (key, pub):
+        if p.exists():
+            raise QdevError(f"{p} exists: refusing to overwrite a key")
+    sk = Ed25519PrivateKey.generate()
+    pem = sk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = __import__("os").open(key, __import__("os").O_WRONLY | __import__("os").O_CREAT | __import__("os").O_EXCL, 0o600)
+    with open(fd, "wb") as fh:
+        fh.write(pem)
+    pub.write_bytes(sk.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key, pub
+
+
+def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: str | None = None) -> Path:
+    """Copy the compiled artifacts of ``run_dir``/compile/<board> into a bundle folder, write the
+    manifest and sign it. The folder is built aside and renamed into place."""
+    run = RunFolder(Path(run_dir))
+    stage = run.load()["stages"].get(f"compile/{board}")
+    if not stage or stage.get("status") not in ("done", "stopped"):
+        raise QdevError(f"{run_dir}: compile for {board} has not run (qdev compile {run_dir} --board {board})")
+    cdir = run.path / "compile" / board
+    summary = json.loads(run.verified(f"compile/{board}", f"compile/{board}/summary.json").read_text())
+    im = summary.get("intmodel") or {}
+    if not im.get("equals_finn_python_exec"):
+        raise QdevError(f"{run_dir}: the integer model for {board} was not verified; rerun the compile")
+    sk = load_private_key(key)
+    export = json.loads(run.verified("export", "export/verify.json").read_text())
+    train = run.stage("train")
+    files = {
+        "intmodel.npz": run.verified(f"compile/{board}", f"compile/{board}/intmodel/intmodel.npz"),
+        "golden_pixels.npy": cdir / "intmodel" / "golden_pixels.npy",
+        "golden_codes.npy": cdir / "intmodel" / "golden_codes_nhwc.npy",
+    }
+    bit = (summary.get("bitstream") or {})
+    if bit.get("built"):
+        files["accel.bit"] = Path(bit["bit"][0])
+        files["accel.hwh"] = Path(bit["hwh"][0])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".bundle-"))
+    try:
+        for name, src in files.items():
+            shutil.copyfile(src, tmp / name)
+        manifest = {
+            "format": "qdev-bundle",
+            "format_version": BUNDLE_FORMAT,
+            "model": model_name or run.path.name,
+            "run_id": run.path.name,
+            "train_config": train.get("config"),
+            "board": summary["board"],
+            "part": summary["part"],
+            "clock_ns": summary["clock_ns"],
+            "estimate_only": not bit.get("built", False),
+            "bitstream": "built" if bit.get("built") else f"not built: {bit.get('reason', 'no Vivado')}",
+            "io": im["io"],
+            "output_scale": export["output_scale"],
+            "mask_rule": "code > 0",
+            "bits": export.get("bits"),
+            "estimates": {k: summary.get(k) for k in ("resources", "estimated_fps", "estimated_latency_ms", "bottleneck", "folding")},
+            "verification": {"export": export.get("integer_outputs_equal"), "finn_python": summary["verification"]["steps"],
+                             "intmodel_equals_finn": im.get("equals_finn_python_exec")},
+            "self_test": {"input": "golden_pixels.npy", "expected": "golden_codes.npy"},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "qdev_version": __version__,
+            "files": {name: file_entry(tmp / name) for name in files},
+        }
+        mbytes = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+        (tmp / MANIFEST).write_bytes(mbytes)
+        (tmp / SIGNATURE).write_bytes(sign_manifest(mbytes, sk))
+        for p in tmp.iterdir():
+            p.chmod(0o644)
+        tmp.chmod(0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
