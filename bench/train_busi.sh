@@ -1,27 +1,35 @@
 #!/usr/bin/env bash
-# Float and QuantU-Net at the default width (8) on the real BUSI leak-free split, 3 seeds, plus
-# one quant run on the paper's random split. Each quant run starts from its float twin's
-# best checkpoint. Results: runs/bench-*/evaluate/metrics.json, summarised by
-# `.venv/bin/python bench/summarise_train.py`.
-# Usage: bench/train_busi.sh [EPOCHS] [SEEDS...]
+# Float U-Net and QuantU-Net at the default width (8) on the real BUSI leak-free split.
+# Recipe: float 80 epochs; quant 40 epochs initialised from its float twin's best checkpoint,
+# lambda 0.25, bits 2..8, bit widths by SGD (see training/trainer.py). Every run is evaluated on
+# its test split (runs/<name>/evaluate/metrics.json); bench/summarise_train.py tabulates them.
+#   bench/train_busi.sh seeds 0 1 2     # the grouped-split runs, seed by seed
+#   bench/train_busi.sh paper           # float on the paper's random split (leak check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EPOCHS=${1:-80}; shift || true
-SEEDS=${*:-0 1 2}
-Q=.venv/bin/qdev
-for s in $SEEDS; do
-  [ -f runs/bench-float-s$s/evaluate/metrics.json ] || {
-    $Q train --model float --width 8 --epochs "$EPOCHS" --seed "$s" --out runs/bench-float-s$s --resume
-    $Q evaluate runs/bench-float-s$s; }
-  [ -f runs/bench-quant-s$s/evaluate/metrics.json ] || {
-    $Q train --model quant --width 8 --epochs "$EPOCHS" --seed "$s" --init-from runs/bench-float-s$s/train/best.pt \
-      --out runs/bench-quant-s$s --resume
-    $Q evaluate runs/bench-quant-s$s; }
-done
-[ -f runs/bench-float-paper-s0/evaluate/metrics.json ] || {
-  $Q train --model float --width 8 --epochs "$EPOCHS" --split paper --out runs/bench-float-paper-s0 --resume
-  $Q evaluate runs/bench-float-paper-s0; }
-[ -f runs/bench-quant-paper-s0/evaluate/metrics.json ] || {
-  $Q train --model quant --width 8 --epochs "$EPOCHS" --split paper --init-from runs/bench-float-paper-s0/train/best.pt \
-    --out runs/bench-quant-paper-s0 --resume
-  $Q evaluate runs/bench-quant-paper-s0; }
+Q=".venv/bin/qdev"
+T=${THREADS:-1}
+FE=${FLOAT_EPOCHS:-80}
+QE=${QUANT_EPOCHS:-40}
+float_run() {  # name seed split
+  [ -f "runs/$1/evaluate/metrics.json" ] && return 0
+  $Q train --model float --width 8 --epochs "$FE" --seed "$2" --split "$3" --threads "$T" --out "runs/$1" --resume
+  $Q evaluate "runs/$1"
+}
+quant_run() {  # name seed split float-run
+  [ -f "runs/$1/evaluate/metrics.json" ] && return 0
+  $Q train --model quant --width 8 --epochs "$QE" --seed "$2" --split "$3" --lambda 0.25 --bits 2..8 \
+    --init-from "runs/$4/train/best.pt" --threads "$T" --out "runs/$1" --resume
+  $Q evaluate "runs/$1"
+}
+case "${1:-seeds}" in
+  seeds)
+    shift || true
+    for s in ${*:-0 1 2}; do
+      float_run "bench-float-s$s" "$s" grouped
+      quant_run "bench-quant-s$s" "$s" grouped "bench-float-s$s"
+    done ;;
+  paper)
+    float_run bench-float-paper-s0 0 paper ;;
+  *) echo "usage: $0 seeds [SEED...] | paper" >&2; exit 2 ;;
+esac

@@ -78,8 +78,14 @@ def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4) -> dic
     x, source = golden_batch(run, size, n_golden, data)
     raw = edir / "model.brevitas.onnx"
     onnx_path = edir / "model.qonnx.onnx"
-    with torch.no_grad():
+    import contextlib
+    import io
+
+    chatter = io.StringIO()  # torch.onnx prints its progress to stdout: keep --json output clean
+    with torch.no_grad(), contextlib.redirect_stdout(chatter):
         export_qonnx(model, torch.from_numpy(x[:1]), export_path=str(raw))
+    log.debug("torch.onnx: %s", chatter.getvalue())
+    with torch.no_grad():
         y_torch = model(torch.from_numpy(x)).numpy()
     cleaned = cleanup_model(ModelWrapper(str(raw)))
     cleaned.save(str(onnx_path))

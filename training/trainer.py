@@ -267,6 +267,8 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
             raise QdevError(f"{cfg.out} already holds a training run: pass --resume, or choose another --out")
         state = torch.load(last_path, map_location="cpu", weights_only=False)
         old = TrainConfig.from_dict(state["config"])
+        if cfg.model.kind == "float":  # bit-width optimiser settings do not apply to a float run
+            old = replace(old, bits_lr=cfg.bits_lr, bits_optimizer=cfg.bits_optimizer)
         if replace(old, epochs=cfg.epochs) != cfg:
             raise QdevError(f"{cfg.out}: --resume with a different configuration than the stored one")
     elif resume and rank == 0:

@@ -54,7 +54,11 @@ def compile_cmd(run: Path, board: str, fps: float | None, clock_ns: float | None
         def cb(step: str, i: int, n: int) -> None:
             prog.update(task, description=f"[{i + 1}/{n}] {step}" if step != "done" else "done", completed=i, total=n)
 
-        res = compile_run(run, cfg, cb)
+        import contextlib
+        import sys
+
+        with contextlib.redirect_stdout(sys.stderr):  # FINN logs to stdout; stdout is for results
+            res = compile_run(run, cfg, cb)
     if as_json:
         click.echo(json.dumps(res, indent=1))
         return

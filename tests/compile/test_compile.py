@@ -29,10 +29,10 @@ def compiled(phantom_busi, tmp_path_factory):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["export", str(run), "--json"])
     assert r.exit_code == 0, r.output
-    export = json.loads(r.output)
+    export = json.loads(r.stdout)
     r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--json"])
     assert r.exit_code == 0, r.output
-    return run, export, json.loads(r.output)
+    return run, export, json.loads(r.stdout)
 
 
 def test_export_is_bit_exact_and_stored(compiled):
@@ -88,7 +88,7 @@ def test_start_and_stop_at_named_steps(compiled):
     r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--start-step", "step_specialize_layers",
                                  "--stop-step", "step_generate_estimate_reports", "--json"])
     assert r.exit_code == 0, r.output
-    s = json.loads(r.output)
+    s = json.loads(r.stdout)
     assert s["status"] == "done" and s["estimated_fps"] > 0
     r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--start-step", "no_such_step"])
     assert r.exit_code == 2 and "qdev: " in r.output

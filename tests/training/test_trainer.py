@@ -102,7 +102,7 @@ def test_cli_train_and_evaluate(phantom_busi, tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["evaluate", str(out), "--json"])
     assert r.exit_code == 0, r.output
-    m = json.loads(r.output)
+    m = json.loads(r.stdout)
     assert m["split"] == "test" and m["metrics"]["n_images"] > 0 and "dice_lesion" in m["metrics"]
     assert (out / "evaluate" / "metrics.json").is_file()
     # tampered checkpoint is refused

@@ -99,11 +99,13 @@ def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None =
     if unknown:
         raise ConfigError(f"unknown build step(s): {', '.join(unknown)}")
     steps = list(cfg.steps)
-    i0 = steps.index(cfg.start_step) if cfg.start_step else 0
-    i1 = steps.index(cfg.stop_step) + 1 if cfg.stop_step else len(steps)
     for name, s in (("--start-step", cfg.start_step), ("--stop-step", cfg.stop_step)):
         if s is not None and s not in steps:
             raise ConfigError(f"{name} {s!r} is not a step of this build ({', '.join(steps)})")
+    i0 = steps.index(cfg.start_step) if cfg.start_step else 0
+    i1 = steps.index(cfg.stop_step) + 1 if cfg.stop_step else len(steps)
+    if i1 <= i0:
+        raise ConfigError(f"--stop-step {cfg.stop_step} comes before --start-step {cfg.start_step}")
     if i0 > 0:
         prev = inter / f"{steps[i0 - 1]}.onnx"
         if not prev.is_file():
@@ -156,6 +158,11 @@ def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None =
         atomic_write_text(vpath, json.dumps(verification, indent=1) + "\n")
     summary = stepsx.summarise(ctx, times, verification, status, stopped_reason)
     spath = out / "summary.json"
+    if i0 > 0 and spath.is_file():  # a partial build keeps what earlier steps established
+        old = json.loads(spath.read_text())
+        for key in ("intmodel", "bitstream", "folding"):
+            if summary.get(key) is None and old.get(key) is not None:
+                summary[key] = old[key]
     atomic_write_text(spath, json.dumps(summary, indent=1) + "\n")
     outputs = [spath, times_path, vpath, *sorted(report.glob("*.json")), *sorted(out.glob("intmodel/*"))]
     run.finish(f"compile/{board.name}", t_stage, outputs, status=status)

@@ -61,6 +61,10 @@ def boot_finn(build_dir: Path) -> VivadoInfo:
     if not viv.available and "SimEngine" not in vars(xsi):
         xsi.SimEngine = None  # see module doc: lets build_dataflow_steps import without Vivado
     import finn.util.settings as fs
+    from finn.util.logging import set_console
+    from rich.console import Console
+
+    set_console(Console(stderr=True))  # FINN's log goes to stdout by default: keep stdout for results
 
     fs._SETTINGS = None  # re-read from the environment of this build
     _booted = build_dir

@@ -126,6 +126,11 @@ _KEEP = {
 }
 
 
+def _int_thresholds(t: np.ndarray) -> np.ndarray:
+    """Integer thresholds: for integer inputs x >= t  <=>  x >= ceil(t), so ceil is exact."""
+    return np.ceil(np.asarray(t, dtype=np.float64)).astype(np.int64)
+
+
 def extract_intmodel(model: ModelWrapper, out_scale: float, meta: dict) -> IntModel:
     """The integer model of a (specialised or not) FINN dataflow graph."""
     from onnx import helper
@@ -150,9 +155,9 @@ def extract_intmodel(model: ModelWrapper, out_scale: float, meta: dict) -> IntMo
             w = model.get_initializer(n.input[1])
             params["weights"] = w.astype(np.int8 if np.abs(w).max() < 128 else np.int32)
             if not raw.get("noActivation", 0):
-                params["thresholds"] = model.get_initializer(n.input[2]).astype(np.int64)
+                params["thresholds"] = _int_thresholds(model.get_initializer(n.input[2]))
         if op == "Thresholding":
-            params["thresholds"] = model.get_initializer(n.input[1]).astype(np.int64)
+            params["thresholds"] = _int_thresholds(model.get_initializer(n.input[1]))
         data_inputs = [i for i in n.input if model.get_initializer(i) is None]
         layers.append(IntLayer(n.name, op, data_inputs, list(n.output), attrs, params))
     gi, go = model.graph.input[0], model.graph.output[0]
@@ -174,7 +179,7 @@ def io_spec(model: ModelWrapper) -> dict:
     """
     from finn.util.basic import getHWCustomOp
 
-    first, last = getHWCustomOp(model.graph.node[0], model), getHWCustomOp(model.graph.node[-1], model)
+    first, last = getHWCustomOp(model.graph.node[0]), getHWCustomOp(model.graph.node[-1])
 
     def packed(folded: list[int], bits: int) -> list[int]:
         return list(folded[:-1]) + [-(-folded[-1] * bits // 8)]
