@@ -1,0 +1,143 @@
+"""The software accelerator: fast, bit-exact execution of an integer model on the CPU (numpy only).
+
+Exactness argument. Every MVAU accumulates integers: ``acc = sum_k x_k * w_k`` with ``x`` in the
+range of its input data type and ``w`` in the range of its weights. Its magnitude is bounded by
+``B = MW * max|x| * max|w|`` (MW = fan-in). float32 represents every integer up to 2^24 exactly and
+the sum of exactly-representable integer products stays exact while every partial sum is below
+2^24 in magnitude, whatever order BLAS adds them in. :func:`plan` computes ``B`` per layer from the
+data types at load time and uses float32 where ``B < 2^24``, float64 (exact to 2^53) otherwise.
+The default QuantU-Net's worst layer has ``B`` of a few hundred thousand.
+
+Thresholds are applied with ``searchsorted`` on each channel's (ascending) threshold row:
+``#{k: acc >= T[k]} == searchsorted(T, acc, side="right")`` for sorted T, which is exact on
+integers held in floats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from device.accel.intmodel import IntLayer, IntModel, dtype_range
+from device.errors import QdevError
+
+__all__ = ["SoftwareExecutor", "layer_bound"]
+
+F32_EXACT = 2**24
+
+
+def _max_abs(dtype: str) -> int:
+    lo, hi = dtype_range(dtype)
+    return max(abs(lo), abs(hi))
+
+
+def layer_bound(ly: IntLayer) -> int:
+    """Bound on |accumulator| of an MVAU from its fan-in and data types."""
+    w = ly.params["weights"]
+    return int(ly.attrs["MW"]) * _max_abs(ly.attrs["inputDataType"]) * int(np.abs(w).max())
+
+
+@dataclass
+class _Step:
+    op: str
+    layer: IntLayer
+    w: np.ndarray | None = None
+    thr: np.ndarray | None = None
+    dtype: type = np.float32
+
+
+class SoftwareExecutor:
+    """Prepared executor of an :class:`IntModel`; ``run(pixels)`` -> int16 output codes NHWC."""
+
+    def __init__(self, model: IntModel) -> None:
+        self.model = model
+        self.steps: list[_Step] = []
+        self.bounds: dict[str, int] = {}
+        for ly in model.layers:
+            st = _Step(ly.op, ly)
+            if ly.op == "MVAU":
+                b = layer_bound(ly)
+                self.bounds[ly.name] = b
+                st.dtype = np.float32 if b < F32_EXACT else np.float64
+                st.w = ly.params["weights"].astype(st.dtype)
+            if "thresholds" in ly.params:
+                t = ly.params["thresholds"]
+                if np.any(np.diff(t, axis=-1) < 0):
+                    raise QdevError(f"{ly.name}: thresholds are not ascending")
+                # values reaching a threshold layer are bounded by lim; clipping thresholds to
+                # +-(lim + 1) changes no comparison and keeps them exact in float32 (lim < 2^24)
+                lim = self.bounds.get(ly.name) if ly.op == "MVAU" else _max_abs(ly.attrs.get("inputDataType", "INT24"))
+                st.thr = np.clip(t, -(lim + 1), lim + 1).astype(np.float64)
+            self.steps.append(st)
+
+    def _thresholds(self, acc: np.ndarray, st: _Step) -> np.ndarray:
+        """``#{k: acc >= T[c, k]}``: summed comparisons for few steps, per-channel
+        ``searchsorted`` (thresholds ascending) for many; both exact on integer values."""
+        t = st.thr  # [C or 1, steps], clipped so that float32 holds it exactly
+        c, steps = acc.shape[-1], t.shape[1]
+        if steps <= 31:
+            tt = t.astype(acc.dtype)
+            out = np.zeros(acc.shape, dtype=np.int32)
+            for k in range(steps):
+                out += acc >= tt[:, k]
+        else:
+            out = np.empty(acc.shape, dtype=np.int32)
+            for ch in range(c):
+                out[..., ch] = np.searchsorted(t[ch if t.shape[0] == c else 0], acc[..., ch], side="right")
+        act = int(st.layer.attrs.get("ActVal", 0))
+        if act:
+            out += act
+        return out
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels [N, H, W] or [N, H, W, 1] -> output codes [N, H, W, C] (int32)."""
+        x = np.asarray(pixels)
+        if x.ndim == 3:
+            x = x[..., None]
+        shape = self.model.input["shape"]
+        if list(x.shape[1:]) != list(shape[1:]):
+            raise QdevError(f"frame shape {list(x.shape[1:])} does not match the model input {shape[1:]}")
+        env = {self.model.input["name"]: x.astype(np.float32)}
+        for st in self.steps:
+            ly = st.layer
+            a = ly.attrs
+            xin = env[ly.inputs[0]]
+            if st.op == "FMPadding":
+                t, left, b, r = a["Padding"]
+                y = np.pad(xin, ((0, 0), (t, b), (left, r), (0, 0)))
+            elif st.op == "FMPadding_Pixel":
+                sy, sx = a["Stride"]
+                n, h, w, c = xin.shape
+                y = np.zeros((n, (h - 1) * sy + 1, (w - 1) * sx + 1, c), dtype=xin.dtype)
+                y[:, ::sy, ::sx, :] = xin
+            elif st.op == "ConvolutionInputGenerator":
+                kh, kw = a["ConvKernelDim"]
+                sy, sx = a["Stride"]
+                dy, dx = a["Dilation"]
+                oh, ow = a["OFMDim"]
+                if (kh, kw) == (1, 1) and (sy, sx) == (1, 1):
+                    y = xin
+                else:  # window flattened (kh, kw, c), channel fastest: concatenate shifted slices
+                    y = np.concatenate(
+                        [xin[:, i * dy : i * dy + (oh - 1) * sy + 1 : sy, j * dx : j * dx + (ow - 1) * sx + 1 : sx, :]
+                         for i in range(kh) for j in range(kw)], axis=-1)
+            elif st.op == "MVAU":
+                acc = xin.astype(st.dtype, copy=False) @ st.w
+                y = acc if a.get("noActivation", 0) else self._thresholds(acc, st).astype(np.float32)
+            elif st.op == "Thresholding":
+                y = self._thresholds(xin, st).astype(np.float32)
+            elif st.op == "Pool":
+                c = a["Channels"]
+                n, oh, ow, kc = xin.shape
+                y = xin.reshape(n, oh, ow, kc // c, c).max(axis=3)
+            elif st.op == "StreamingConcat":
+                y = np.concatenate([env[i] for i in ly.inputs], axis=-1)
+            elif st.op == "DuplicateStreams":
+                for o in ly.outputs:
+                    env[o] = xin
+                continue
+            else:  # pragma: no cover - IntModel.load already refuses unknown ops
+                raise QdevError(f"unsupported op {st.op}")
+            env[ly.outputs[0]] = y
+        return env[self.model.output["name"]].astype(np.int32)
