@@ -17,7 +17,7 @@ from device.errors import QdevError
 
 __all__ = [
     "BUNDLE_FORMAT", "MANIFEST", "SIGNATURE", "BundleError", "VerifiedBundle", "key_id",
-    "load_public_key", "load_private_key", "sign_manifest", "verify_bundle", "file_entry",
+    "load_public_key", "load_private_key", "sha256_file", "sign_manifest", "verify_bundle", "file_entry",
 ]
 
 BUNDLE_FORMAT = 1
@@ -36,7 +36,8 @@ class VerifiedBundle:
     signer: str
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -45,7 +46,7 @@ def _sha256(path: Path) -> str:
 
 
 def file_entry(path: Path) -> dict:
-    return {"sha256": _sha256(path), "bytes": path.stat().st_size}
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def key_id(public_raw: bytes) -> str:
@@ -148,7 +149,7 @@ def verify_bundle(path: Path, trusted: list) -> VerifiedBundle:  # noqa: ANN001,
         f = path / name
         if not f.is_file():
             raise BundleError(f"{path}: {name} is listed but missing")
-        if f.stat().st_size != entry.get("bytes") or _sha256(f) != entry.get("sha256"):
+        if f.stat().st_size != entry.get("bytes") or sha256_file(f) != entry.get("sha256"):
             raise BundleError(f"{path}: {name} does not match its sha256 in the manifest")
     extra = sorted(p.name for p in path.iterdir() if p.name not in files and p.name not in (MANIFEST, SIGNATURE))
     if extra:

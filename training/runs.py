@@ -3,7 +3,6 @@ per-stage status and duration. A stage refuses inputs whose hash no longer match
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -13,19 +12,12 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from device.bundle import sha256_file
 from device.errors import QdevError
 
 __all__ = ["RunFolder", "sha256_file", "atomic_write_text", "package_versions"]
 
 MANIFEST_FORMAT = 1
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1,0 +1,56 @@
+"""The software accelerator on the shipped bundles: signature, bit-exact golden self-test, and
+equality with the int64 reference executor on random frames (runs in both environments)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device.accel.intmodel import IntModel, run_reference
+from device.accel.software import F32_EXACT, SoftwareExecutor
+from device.bundle import verify_bundle
+from device.errors import QdevError
+
+pytestmark = pytest.mark.device_env
+
+REPO = Path(__file__).resolve().parents[2]
+DEV_PUB = REPO / "keys" / "dev" / "qdev-dev.pub"
+BUNDLES = sorted(p.parent for p in (REPO / "bitstreams").glob("*/*/manifest.json"))
+
+
+def test_bundles_are_shipped_for_every_board():
+    boards = {p.parent.name for p in BUNDLES}
+    assert boards >= {"KV260", "ZCU104", "Ultra96-V2", "Pynq-Z2"}, boards
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_bundle_verifies_and_self_test_is_bit_exact(bundle):
+    vb = verify_bundle(bundle, [DEV_PUB])
+    m = vb.manifest
+    assert m["estimate_only"] is True and "accel.bit" not in m["files"]  # nothing claimed that wasn't built
+    model = IntModel.load(bundle / "intmodel.npz")
+    ex = SoftwareExecutor(model)
+    assert max(ex.bounds.values()) < F32_EXACT  # the float32 path is provably exact for this model
+    pixels = np.load(bundle / m["self_test"]["input"])
+    expected = np.load(bundle / m["self_test"]["expected"])
+    assert np.array_equal(ex.run(pixels), expected)
+    assert list(model.input["shape"][1:]) == m["io"]["ishape_normal"][1:]
+
+
+def test_software_equals_reference_on_random_frames():
+    model = IntModel.load(BUNDLES[0] / "intmodel.npz")
+    rng = np.random.default_rng(0)
+    h, w = model.input["shape"][1:3]
+    frames = rng.integers(0, 256, (2, h, w), dtype=np.uint8)
+    frames[1] = 0  # an all-black frame too
+    assert np.array_equal(SoftwareExecutor(model).run(frames), run_reference(model, frames))
+
+
+def test_bad_frames_are_refused():
+    ex = SoftwareExecutor(IntModel.load(BUNDLES[0] / "intmodel.npz"))
+    with pytest.raises(QdevError, match="does not match the model input"):
+        ex.run(np.zeros((1, 7, 9), np.uint8))
+    with pytest.raises(QdevError, match="not a qdev integer model|unreadable"):
+        IntModel.from_arrays({"x": np.zeros(1)})
