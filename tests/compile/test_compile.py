@@ -133,3 +133,23 @@ def test_float_run_cannot_be_exported(phantom_busi, tmp_path):
     assert r.exit_code == 2 and "float model cannot be exported" in r.output
     with pytest.raises(QdevError, match="compile for KV260 has not run"):
         build_bundle(out, "KV260", DEV_KEY_DIR / "qdev-dev.key", tmp_path / "x")
+
+
+def test_unreachable_fps_gives_best_fit_and_a_clear_message(compiled):
+    run, _, _ = compiled
+    r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--fps", "1e9", "--start-step", "qdev_fold",
+                                 "--stop-step", "step_generate_estimate_reports", "--json"])
+    assert r.exit_code == 0, r.output
+    f = json.loads(r.stdout)["folding"]
+    assert f["met"] is False and f["tries"][-1]["fits"]
+    assert "the best folding that fits reaches" in f["message"]
+
+
+@pytest.mark.vivado
+@pytest.mark.skipif(not find_vivado().available, reason="needs Vivado (XILINX_VIVADO or vivado on PATH)")
+def test_bitstream_with_vivado(compiled):  # pragma: no cover - no Vivado here or in CI
+    run, _, _ = compiled
+    r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--start-step", "qdev_bitstream", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["bitstream"]["built"] and s["bitstream"]["bit"] and s["bitstream"]["hwh"]

@@ -97,7 +97,9 @@ def qdev_fold(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     ctx.folding = {"requested_fps": c.target_fps, "achieved_fps": round(fps, 2), "met": met, "tries": tries,
                    "message": None if met else (
                        f"{b.name}: --fps {c.target_fps:g} needs more than {c.max_utilisation:.0%} of the "
-                       f"{b.part}; the best folding that fits reaches {fps:.1f} fps")}
+                       f"{b.part}; the best folding that fits reaches {fps:.1f} fps" if len(tries) > 1 else
+                       f"{b.name}: --fps {c.target_fps:g} is beyond this model's fully parallel dataflow; "
+                       f"the best folding that fits reaches {fps:.1f} fps")}
     if not met:
         log.warning(ctx.folding["message"])
     from finn.util.config import extract_model_config_to_json
