@@ -98,7 +98,8 @@ class RunFolder:
 
     def stage(self, stage: str) -> dict:
         st = self.load()["stages"].get(stage)
-        if not st or st.get("status") != "done":
+        # "stopped": the stage ended early on purpose (a compile without Vivado); its outputs stand
+        if not st or st.get("status") not in ("done", "stopped"):
             raise QdevError(f"{self.path}: stage '{stage}' has not finished (run it first)")
         return st
 
