@@ -31,12 +31,19 @@ from torch import nn
 
 from device.errors import ConfigError, QdevError
 from training.augment import AugmentConfig, augment_batch
-from training.data import find_duplicates, load_busi, make_split, read_split, resolve_busi_root, write_split
+from training.data import (
+    find_duplicates,
+    load_busi,
+    make_split,
+    read_split,
+    resolve_busi_root,
+    write_split,
+)
 from training.losses import total_loss
 from training.metrics import SegMetrics
 from training.models import ModelConfig, build_model
 from training.models.bitwidth import BIT_LOSS_MODES, BitWidthTracker
-from training.runs import RunFolder, atomic_write_text, sha256_file
+from training.runs import RunFolder, atomic_write_text
 
 __all__ = ["TrainConfig", "train", "load_checkpoint_model", "prepare_data", "DataTensors"]
 

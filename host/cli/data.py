@@ -94,7 +94,14 @@ def _print_report(r: dict) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Split JSON to write.")
 def split_cmd(data_path: str | None, kind: str, seed: int, threshold: float, out: Path) -> None:
     """Write a train/val/test split JSON (grouped = leak-free)."""
-    from training.data import DedupConfig, find_duplicates, load_busi, make_split, resolve_busi_root, write_split
+    from training.data import (
+        DedupConfig,
+        find_duplicates,
+        load_busi,
+        make_split,
+        resolve_busi_root,
+        write_split,
+    )
 
     root = resolve_busi_root(data_path)
     with progress_bar("decoding images") as cb:

@@ -9,7 +9,14 @@ import time
 from pathlib import Path
 
 from device import __version__
-from device.bundle import BUNDLE_FORMAT, MANIFEST, SIGNATURE, file_entry, load_private_key, sign_manifest
+from device.bundle import (
+    BUNDLE_FORMAT,
+    MANIFEST,
+    SIGNATURE,
+    file_entry,
+    load_private_key,
+    sign_manifest,
+)
 from device.errors import QdevError
 from training.runs import RunFolder
 

@@ -25,8 +25,8 @@ import json
 import logging
 
 import numpy as np
-from onnx import TensorProto, helper
 import qonnx.core.data_layout as DataLayout
+from onnx import TensorProto, helper
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
@@ -207,7 +207,9 @@ def _bypass_to_output(model: ModelWrapper, node) -> None:  # noqa: ANN001
 def qdev_convert_to_hw(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     from finn.transformation.fpgadataflow.convert_to_hw.concat import InferConcatLayer
     from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
-    from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import InferDuplicateStreamsLayer
+    from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import (
+        InferDuplicateStreamsLayer,
+    )
     from finn.transformation.fpgadataflow.convert_to_hw.pool import InferPool
     from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
         InferQuantizedMatrixVectorActivation,

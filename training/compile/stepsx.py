@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-from device.accel.intmodel import FORMAT, VERSION, IntLayer, IntModel, run_reference
+from device.accel.intmodel import IntLayer, IntModel, run_reference
 from device.errors import QdevError
 from training.compile.boards import Board
 from training.compile.config import CompileConfig
 from training.compile.finn_env import VivadoInfo
-from training.runs import RunFolder, atomic_write_text
+from training.runs import RunFolder
 
 __all__ = ["StepContext", "StopBuild", "EXTRA_STEPS", "summarise", "extract_intmodel"]
 
