@@ -1,0 +1,154 @@
+"""qdev link framing, version 1 (see docs/PROTOCOL.md): the byte-level layer both the device
+runtime and the host speak over a serial port, a pty or TCP. numpy-free, stdlib only.
+
+Frame (little-endian)::
+
+    offset size field
+    0      2    magic  b"QD"
+    2      1    version (1)
+    3      1    type
+    4      4    seq    (u32, per sender)
+    8      4    length (u32, payload bytes, <= max_payload)
+    12     4    hcrc   CRC32 of bytes 0..11
+    16     n    payload
+    16+n   4    crc    CRC32 of bytes 0..16+n-1
+
+The header has its own CRC so that a corrupted length field is caught before the parser waits for
+a payload that will never come. The parser resynchronises after garbage by scanning for the next
+magic; a frame whose header or payload CRC fails is dropped and counted, never delivered.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+__all__ = ["MAGIC", "VERSION", "HEADER", "MsgType", "Frame", "FrameParser", "encode", "ParserStats"]
+
+MAGIC = b"QD"
+VERSION = 1
+_HDR = struct.Struct("<2sBBII")
+HEADER = _HDR.size + 4  # + header CRC
+TRAILER = 4
+DEFAULT_MAX_PAYLOAD = 16 << 20
+
+
+class MsgType(IntEnum):
+    """Message types of protocol version 1 (payload formats in docs/PROTOCOL.md)."""
+
+    HELLO = 1
+    HELLO_ACK = 2
+    ERROR = 3
+    INFO = 4
+    INFO_REPLY = 5
+    INFER = 16
+    INFER_REPLY = 17
+    STREAM_FRAME = 18
+    STREAM_RESULT = 19
+    FLASH_BEGIN = 32
+    FLASH_CHUNK = 33
+    FLASH_END = 34
+    FLASH_STATUS = 35
+    ACTIVATE = 36
+    ROLLBACK = 37
+    STATS = 48
+    POWER = 49
+
+
+@dataclass(frozen=True)
+class Frame:
+    type: int
+    seq: int
+    payload: bytes
+
+
+def encode(msg_type: int, seq: int, payload: bytes = b"", max_payload: int = DEFAULT_MAX_PAYLOAD) -> bytes:
+    """One frame as bytes.
+
+    Raises:
+        ValueError: payload over ``max_payload``, or type/seq out of range.
+    """
+    if len(payload) > max_payload:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds the limit of {max_payload}")
+    if not 0 <= msg_type < 256 or not 0 <= seq < 2**32:
+        raise ValueError("type must fit in u8 and seq in u32")
+    head = _HDR.pack(MAGIC, VERSION, msg_type, seq, len(payload))
+    head += struct.pack("<I", zlib.crc32(head))
+    body = head + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+@dataclass
+class ParserStats:
+    frames: int = 0
+    discarded_bytes: int = 0
+    header_crc_errors: int = 0
+    payload_crc_errors: int = 0
+    oversize: int = 0
+    bad_version: int = 0
+
+
+@dataclass
+class FrameParser:
+    """Incremental, bounded frame parser: ``feed(bytes) -> [Frame, ...]``.
+
+    Memory stays bounded by ``max_payload + HEADER + TRAILER`` plus one ``feed`` chunk.
+    """
+
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    stats: ParserStats = field(default_factory=ParserStats)
+    _buf: bytearray = field(default_factory=bytearray)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buf += data
+        out: list[Frame] = []
+        buf = self._buf
+        while True:
+            i = buf.find(MAGIC)
+            if i < 0:  # keep a trailing b"Q" that may start the next magic
+                keep = 1 if buf.endswith(MAGIC[:1]) else 0
+                self.stats.discarded_bytes += len(buf) - keep
+                del buf[: len(buf) - keep]
+                break
+            if i:
+                self.stats.discarded_bytes += i
+                del buf[:i]
+            if len(buf) < HEADER:
+                break
+            magic, version, mtype, seq, length = _HDR.unpack_from(buf)
+            (hcrc,) = struct.unpack_from("<I", buf, _HDR.size)
+            if zlib.crc32(bytes(buf[: _HDR.size])) != hcrc:
+                self.stats.header_crc_errors += 1
+                self._skip(buf)
+                continue
+            if version != VERSION:
+                self.stats.bad_version += 1
+                self._skip(buf)
+                continue
+            if length > self.max_payload:
+                self.stats.oversize += 1
+                self._skip(buf)
+                continue
+            total = HEADER + length + TRAILER
+            if len(buf) < total:
+                break
+            (crc,) = struct.unpack_from("<I", buf, HEADER + length)
+            if zlib.crc32(bytes(buf[: HEADER + length])) != crc:
+                self.stats.payload_crc_errors += 1
+                self._skip(buf)
+                continue
+            out.append(Frame(mtype, seq, bytes(buf[HEADER : HEADER + length])))
+            self.stats.frames += 1
+            del buf[:total]
+        return out
+
+    def _skip(self, buf: bytearray) -> None:
+        """Drop the magic of a bad frame and look for the next one."""
+        self.stats.discarded_bytes += 2
+        del buf[:2]
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
