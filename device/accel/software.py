@@ -90,8 +90,12 @@ class SoftwareExecutor:
             out += act
         return out
 
-    def run(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 pixels [N, H, W] or [N, H, W, 1] -> output codes [N, H, W, C] (int32)."""
+    def run(self, pixels: np.ndarray, profile: dict | None = None) -> np.ndarray:
+        """uint8 pixels [N, H, W] or [N, H, W, 1] -> output codes [N, H, W, C] (int32).
+
+        ``profile``, when given, accumulates seconds per op type.
+        """
+        import time
         x = np.asarray(pixels)
         if x.ndim == 3:
             x = x[..., None]
@@ -100,6 +104,7 @@ class SoftwareExecutor:
             raise QdevError(f"frame shape {list(x.shape[1:])} does not match the model input {shape[1:]}")
         env = {self.model.input["name"]: x.astype(np.float32)}
         for st in self.steps:
+            t0 = time.perf_counter() if profile is not None else 0.0
             ly = st.layer
             a = ly.attrs
             xin = env[ly.inputs[0]]
@@ -140,4 +145,6 @@ class SoftwareExecutor:
             else:  # pragma: no cover - IntModel.load already refuses unknown ops
                 raise QdevError(f"unsupported op {st.op}")
             env[ly.outputs[0]] = y
+            if profile is not None:
+                profile[st.op] = profile.get(st.op, 0.0) + time.perf_counter() - t0
         return env[self.model.output["name"]].astype(np.int32)
