@@ -4,14 +4,14 @@ lesion Dice, resume after a kill with no completed epoch lost, fixed seeds, CPU/
 Runs unchanged under ``torchrun --nproc_per_node N`` (gloo on CPU, NCCL on CUDA): each rank trains
 on a disjoint shard of the epoch's permutation; rank 0 validates, logs and writes checkpoints.
 
-Bit widths move, and lambda means something: the bit-width offsets get their own optimizer, plain
-SGD with momentum (``bits_lr`` = 0.1, no weight decay), not the weights' AdamW. Under AdamW at the
-weights' rate (1e-3) they need ~1,000 steps per bit (Brevitas issues #1156, #1177, #1372); under
-any Adam, which divides by the gradient's own magnitude, the constant lambda/N term dominates the
-tiny, noisy task gradient of a width and every width walks to the floor at the same pace, whatever
-lambda is (measured: lambda 0.25 and 0.02 gave identical runs). With SGD a width moves by
-``bits_lr * (lambda/N - d task / d width)``, so it settles where the task loss's marginal value of
-a bit equals lambda/N. A float checkpoint can initialise QuantU-Net (``init_from``).
+Bit widths move, and lambda means what it says: the bit-width offsets get their own optimizer,
+plain SGD with momentum (``bits_lr`` = 0.1, no weight decay), not the weights' AdamW. Under
+AdamW at the weights' rate (1e-3) they need ~1,000 steps per bit (Brevitas issues #1156, #1177,
+#1372); under any Adam, which divides each gradient by its own running magnitude, a width moves
+at ~lr per step whatever the size of lambda/N versus the task's gradient. With SGD a width moves by
+``bits_lr * (lambda/N - d task / d width)``, so it settles where the task's marginal value of a
+bit equals lambda/N. A float checkpoint can initialise QuantU-Net (``init_from``); the bit-width
+tracker is built after every ``load_state_dict`` because Brevitas rebuilds its quantizers then.
 """
 
 from __future__ import annotations
@@ -285,10 +285,16 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
     data = prepare_data(cfg, split_out=tdir / "split.json" if rank == 0 else None)
     _seed_all(cfg.seed)
     model = build_model(cfg.model)
-    tracker = BitWidthTracker(model, (cfg.size, cfg.size)) if cfg.model.kind == "quant" else None
     if cfg.init_from and state is None:
         _init_from(model, cfg.init_from)
+    if state is not None:
+        model.load_state_dict(state["model"])
     model.to(dev)
+    # after every load_state_dict: Brevitas rebuilds its quantizer modules when a state dict is
+    # loaded, so a tracker made earlier would hold bit widths that are no longer in the model
+    tracker = BitWidthTracker(model, (cfg.size, cfg.size)) if cfg.model.kind == "quant" else None
+    if tracker is not None:
+        tracker.check_bound(model)
     opt = torch.optim.AdamW(_param_groups(model, tracker, cfg))
     bopt = _bits_optimizer(tracker, cfg)
     steps_per_epoch = math.ceil(len(data.x["train"]) / cfg.batch_size)
@@ -300,7 +306,6 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
     sched = torch.optim.lr_scheduler.LambdaLR(opt, [lr_lambda, lr_lambda])
     start_epoch, best_score, history = 1, -1.0, []
     if state is not None:
-        model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if bopt is not None:
             bopt.load_state_dict(state["bits_optimizer"])

@@ -123,10 +123,13 @@ class SoftwareExecutor:
                 oh, ow = a["OFMDim"]
                 if (kh, kw) == (1, 1) and (sy, sx) == (1, 1):
                     y = xin
-                else:  # window flattened (kh, kw, c), channel fastest: concatenate shifted slices
-                    y = np.concatenate(
-                        [xin[:, i * dy : i * dy + (oh - 1) * sy + 1 : sy, j * dx : j * dx + (ow - 1) * sx + 1 : sx, :]
-                         for i in range(kh) for j in range(kw)], axis=-1)
+                else:  # windows as a strided view [n, oh, ow, kh, kw, c] -> one copy, FINN's order
+                    xin = np.ascontiguousarray(xin)
+                    sn, sh, sw_, sc = xin.strides
+                    view = np.lib.stride_tricks.as_strided(
+                        xin, (xin.shape[0], oh, ow, kh, kw, xin.shape[3]),
+                        (sn, sh * sy, sw_ * sx, sh * dy, sw_ * dx, sc), writeable=False)
+                    y = view.reshape(xin.shape[0], oh, ow, kh * kw * xin.shape[3])
             elif st.op == "MVAU":
                 acc = xin.astype(st.dtype, copy=False) @ st.w
                 y = acc if a.get("noActivation", 0) else self._thresholds(acc, st).astype(np.float32)

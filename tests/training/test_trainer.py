@@ -127,3 +127,25 @@ def test_torchrun_two_processes_gloo(phantom_busi, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     log = _log(out)
     assert [x["epoch"] for x in log] == [1, 2] and (out / "train" / "best.pt").is_file()
+
+
+def test_init_from_float_then_widths_in_checkpoint_match_log(phantom_busi, tmp_path):
+    """Regression: Brevitas rebuilds quantizers on load_state_dict; the bit widths the loss
+    pushes must be the model's own, so the saved checkpoint shows the logged widths."""
+    import torch
+
+    from training.models.bitwidth import BitWidthTracker
+    from training.trainer import load_checkpoint_model
+
+    f = tmp_path / "f"
+    train(_cfg(phantom_busi, f, epochs=1, model=ModelConfig(kind="float", width=2)))
+    q = tmp_path / "q"
+    train(_cfg(phantom_busi, q, epochs=2, bits_lr=2.0, lam=1.0, init_from=str(f / "train" / "best.pt")))
+    logged = _log(q)[-1]["bits"]
+    model, _ = load_checkpoint_model(q / "train" / "last.pt")
+    rep = BitWidthTracker(model, (32, 32)).report()
+    assert rep["weight_bits"] == logged["weight_bits"] and rep["act_bits"] == logged["act_bits"]
+    assert rep["avg_bits"] < 4.0
+    with torch.no_grad():  # and the exported widths are the same integers
+        assert all(float(m.quant_weight().bit_width) == logged["weight_bits"][n]
+                   for n, m in model.conv_layers() if n in logged["weight_bits"])

@@ -105,6 +105,14 @@ class BitWidthTracker:
         mods = [layer.weight_bw for layer in self.layers] + list(self.acts.values())
         return [m.bit_width_offset for m in mods]
 
+    def check_bound(self, model: nn.Module) -> None:
+        """Raise if the tracked bit widths are not the model's own parameters (a stale tracker)."""
+        own = {id(p) for p in model.parameters()}
+        stale = [i for i, p in enumerate(self.parameters()) if id(p) not in own]
+        if stale:
+            raise RuntimeError(f"{len(stale)} tracked bit widths are not parameters of the model "
+                               "(tracker built before load_state_dict?)")
+
     @torch.no_grad()
     def project_(self) -> None:
         """Keep every offset inside [0, max - min] (the clamp's STE would let it drift past)."""
