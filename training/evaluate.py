@@ -15,19 +15,22 @@ from training.trainer import evaluate_model, load_checkpoint_model
 __all__ = ["evaluate_run"]
 
 
-def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test") -> dict:
+def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test", checkpoint: str = "best") -> dict:
     """Evaluate ``runs/NAME/train/best.pt`` on a split of the run's split file.
 
     Args:
         run_dir: the run folder.
         data: another copy of BUSI (default: the one the run was trained on, or the default places).
         split_name: ``test`` (default) or ``val``/``train``.
+        checkpoint: ``best`` (by validation lesion Dice, default) or ``last`` (end of training).
     """
     run = RunFolder(Path(run_dir))
     if not run.path.is_dir():
         raise QdevError(f"{run_dir}: no such run folder")
     st = run.stage("train")
-    best = run.verified("train", "train/best.pt")
+    if checkpoint not in ("best", "last"):
+        raise QdevError(f"checkpoint must be best or last, not {checkpoint!r}")
+    best = run.verified("train", f"train/{checkpoint}.pt")
     split_file = run.verified("train", "train/split.json")
     if split_name not in ("train", "val", "test"):
         raise QdevError(f"split must be train, val or test, not {split_name!r}")
@@ -42,6 +45,7 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
     out = {
         "run": run.path.name,
         "split": split_name,
+        "checkpoint": checkpoint,
         "checkpoint_epoch": ckpt["epoch"],
         "model": ckpt["model_config"],
         "data_hash": arrays.data_hash,
@@ -50,11 +54,16 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
         "bits": ckpt.get("bits"),
         "params": int(sum(p.numel() for n, p in model.named_parameters() if "bit_width" not in n and "scaling" not in n)),
     }
+    if out["bits"] is None and ckpt["model_config"]["kind"] == "quant":  # last.pt: read them off the model
+        from training.models.bitwidth import BitWidthTracker
+
+        out["bits"] = BitWidthTracker(model, (size, size)).report()
     out["float_model_bits"] = 32 * out["params"]
     if out["bits"]:
         out["compression_vs_float"] = out["float_model_bits"] / out["bits"]["model_bits"]
     edir = run.path / "evaluate"
-    path = edir / "metrics.json" if split_name == "test" else edir / f"metrics_{split_name}.json"
+    stem = "metrics" if split_name == "test" else f"metrics_{split_name}"
+    path = edir / (f"{stem}.json" if checkpoint == "best" else f"{stem}_{checkpoint}.json")
     t0 = run.begin("evaluate", {"data": data, "split": split_name}, {"best.pt": st["outputs"]["train/best.pt"]})
     atomic_write_text(path, json.dumps(out, indent=1) + "\n")
     run.finish("evaluate", t0, [path])

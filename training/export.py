@@ -58,8 +58,8 @@ def qonnx_forward(model_path: Path | str, x: np.ndarray) -> np.ndarray:
     return np.concatenate([execute_onnx(m, {iname: x[i : i + 1]})[oname] for i in range(len(x))])
 
 
-def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4) -> dict:
-    """Export ``train/best.pt`` of a run to ``export/model.qonnx.onnx`` and verify it."""
+def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkpoint: str = "best") -> dict:
+    """Export ``train/<checkpoint>.pt`` (best or last) to ``export/model.qonnx.onnx`` and verify it."""
     from brevitas.export import export_qonnx
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
@@ -67,14 +67,21 @@ def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4) -> dic
     run = RunFolder(Path(run_dir))
     if not run.path.is_dir():
         raise QdevError(f"{run_dir}: no such run folder")
-    best = run.verified("train", "train/best.pt")
+    if checkpoint not in ("best", "last"):
+        raise QdevError(f"checkpoint must be best or last, not {checkpoint!r}")
+    best = run.verified("train", f"train/{checkpoint}.pt")
     model, ckpt = load_checkpoint_model(best)
+    if ckpt.get("bits") is None and ckpt["model_config"]["kind"] == "quant":
+        from training.models.bitwidth import BitWidthTracker
+
+        ckpt["bits"] = BitWidthTracker(model, (int(ckpt["size"]),) * 2).report()
     if ckpt["model_config"]["kind"] != "quant":
         raise QdevError(f"{run_dir}: a float model cannot be exported for FINN; train with --model quant")
     size = int(ckpt["size"])
     edir = run.path / "export"
     edir.mkdir(parents=True, exist_ok=True)
-    t0 = run.begin("export", {"n_golden": n_golden}, {"train/best.pt": run.stage("train")["outputs"]["train/best.pt"]})
+    key = f"train/{checkpoint}.pt"
+    t0 = run.begin("export", {"n_golden": n_golden, "checkpoint": checkpoint}, {key: run.stage("train")["outputs"][key]})
     x, source = golden_batch(run, size, n_golden, data)
     raw = edir / "model.brevitas.onnx"
     onnx_path = edir / "model.qonnx.onnx"
@@ -99,6 +106,8 @@ def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4) -> dic
     np.save(edir / "golden_out.npy", y_torch)
     np.save(edir / "golden_codes.npy", codes_t.astype(np.int8))
     report = {
+        "checkpoint": checkpoint,
+        "checkpoint_epoch": ckpt["epoch"],
         "golden_source": source,
         "n_golden": int(len(x)),
         "input_shape": list(x.shape[1:]),

@@ -14,12 +14,13 @@ __all__ = ["export_cmd", "compile_cmd", "keys", "bundle"]
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--data", default=None, help="BUSI location for the golden batch (else the run's).")
 @click.option("--golden", default=4, show_default=True, help="Golden batch size.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def export_cmd(run: Path, data: str | None, golden: int, as_json: bool) -> None:
+def export_cmd(run: Path, data: str | None, golden: int, checkpoint: str, as_json: bool) -> None:
     """Export a run's best checkpoint to QONNX and verify it against PyTorch."""
     from training.export import export_run
 
-    rep = export_run(run, data, golden)
+    rep = export_run(run, data, golden, checkpoint)
     if as_json:
         click.echo(json.dumps(rep, indent=1))
         return

@@ -66,20 +66,21 @@ def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, bits
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--data", default=None, help="Another BUSI copy to evaluate on.")
 @click.option("--split", "split_name", default="test", show_default=True, type=click.Choice(["test", "val", "train"]))
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def evaluate_cmd(run: Path, data: str | None, split_name: str, as_json: bool) -> None:
+def evaluate_cmd(run: Path, data: str | None, split_name: str, checkpoint: str, as_json: bool) -> None:
     """Dice/IoU/pixel accuracy of a run's best checkpoint on its test split (writes metrics.json)."""
     from rich.console import Console
     from rich.table import Table
 
     from training.evaluate import evaluate_run
 
-    out = evaluate_run(run, data, split_name)
+    out = evaluate_run(run, data, split_name, checkpoint)
     if as_json:
         click.echo(json.dumps(out, indent=1))
         return
     m = out["metrics"]
-    t = Table(title=f"{out['run']}: {split_name} split, epoch {out['checkpoint_epoch']}")
+    t = Table(title=f"{out['run']}: {split_name} split, {checkpoint} checkpoint (epoch {out['checkpoint_epoch']})")
     for c in ("images", "n", "Dice", "IoU", "pixel acc"):
         t.add_column(c, justify="right" if c != "images" else "left")
     t.add_row("all", str(m["n_images"]), f"{m['dice']:.4f}", f"{m['iou']:.4f}", f"{m['pixel_acc']:.4f}")
