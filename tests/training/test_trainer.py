@@ -105,6 +105,9 @@ def test_cli_train_and_evaluate(phantom_busi, tmp_path):
     m = json.loads(r.stdout)
     assert m["split"] == "test" and m["metrics"]["n_images"] > 0 and "dice_lesion" in m["metrics"]
     assert (out / "evaluate" / "metrics.json").is_file()
+    r = CliRunner().invoke(cli, ["evaluate", str(out), "--checkpoint", "last", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["checkpoint"] == "last"
+    assert (out / "evaluate" / "metrics_last.json").is_file()
     # tampered checkpoint is refused
     (out / "train" / "best.pt").write_bytes(b"x")
     r = CliRunner().invoke(cli, ["evaluate", str(out)])
