@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "cDEOBG3D1450stV2MqvDKPP+UTmDeokpY298ijpaDTKdlMF8ZTqeAM/g5TDGwi1bUGGfSHLtUwkYulCrQmDLDA=="
+ "signature": "FaQ8weLgR9aEHrkXwU0Rn0ct//8HhcbGKQ/Et48cjB7AP6/eXk0CF8EhqtHOUfIw5OjTk/nQgiQB8fSfnEVZBg=="
 }

@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "1pAE5I1zmBXdQvgSsQVXItUNpt4SPI5vbL0VCnJWKLORSVL7JLvT+6prHA+yGGUY8W2gXCDYW9Mn40n+ilZXBg=="
+ "signature": "u71zQkLi73uHWZX3yWDGsPtmMMOlNL+mA9m4d+XezXiCUXLejmehGh1/nwmMdL35VpbnvxNXME6Nar4vZfT1AA=="
 }

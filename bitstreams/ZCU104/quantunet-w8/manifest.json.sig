@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "/eZiizp6loQl15AzbKVknMT7pNJMbpYc0GKBq0Bry41zmIBF8ZaaqF4y6TJgwW1xF9rE1vwi9D6QsJA4Q1iKAA=="
+ "signature": "6kDHm8EDSVJtrFHn+tG1bZ4tsdEm68E7+AQDM9bb+fspTt65ZqW5KP0q8dD+cx8hj5fRnN7IvcfDPdEvKuZaBw=="
 }
