@@ -10,7 +10,7 @@ import torch
 from device.errors import QdevError
 from training.data import load_busi, read_split, resolve_busi_root
 from training.runs import RunFolder, atomic_write_text
-from training.trainer import evaluate_model, load_checkpoint_model
+from training.trainer import evaluate_model, load_checkpoint_model, run_checkpoint
 
 __all__ = ["evaluate_run"]
 
@@ -24,13 +24,9 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
         split_name: ``test`` (default) or ``val``/``train``.
         checkpoint: ``best`` (by validation lesion Dice, default) or ``last`` (end of training).
     """
-    run = RunFolder(Path(run_dir))
-    if not run.path.is_dir():
-        raise QdevError(f"{run_dir}: no such run folder")
+    run = RunFolder.existing(run_dir)
     st = run.stage("train")
-    if checkpoint not in ("best", "last"):
-        raise QdevError(f"checkpoint must be best or last, not {checkpoint!r}")
-    best = run.verified("train", f"train/{checkpoint}.pt")
+    best = run_checkpoint(run, checkpoint)
     split_file = run.verified("train", "train/split.json")
     if split_name not in ("train", "val", "test"):
         raise QdevError(f"split must be train, val or test, not {split_name!r}")
@@ -54,10 +50,6 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
         "bits": ckpt.get("bits"),
         "params": int(sum(p.numel() for n, p in model.named_parameters() if "bit_width" not in n and "scaling" not in n)),
     }
-    if out["bits"] is None and ckpt["model_config"]["kind"] == "quant":  # last.pt: read them off the model
-        from training.models.bitwidth import BitWidthTracker
-
-        out["bits"] = BitWidthTracker(model, (size, size)).report()
     out["float_model_bits"] = 32 * out["params"]
     if out["bits"]:
         out["compression_vs_float"] = out["float_model_bits"] / out["bits"]["model_bits"]

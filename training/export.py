@@ -17,7 +17,7 @@ import torch
 
 from device.errors import QdevError
 from training.runs import RunFolder, atomic_write_text
-from training.trainer import load_checkpoint_model
+from training.trainer import load_checkpoint_model, run_checkpoint
 
 __all__ = ["export_run", "golden_batch", "qonnx_forward"]
 
@@ -48,12 +48,13 @@ def golden_batch(run: RunFolder, size: int, n: int = 4, data: str | None = None)
     return (imgs.astype(np.float32) / 255.0)[:, None], source
 
 
-def qonnx_forward(model_path: Path | str, x: np.ndarray) -> np.ndarray:
-    """Run a QONNX/FINN graph image by image with qonnx's executor; returns [N, ...] outputs."""
+def qonnx_forward(model, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """Run a QONNX/FINN graph (a ModelWrapper or a path) image by image with qonnx's executor;
+    returns [N, ...] outputs."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
 
-    m = ModelWrapper(str(model_path))
+    m = model if isinstance(model, ModelWrapper) else ModelWrapper(str(model))
     iname, oname = m.graph.input[0].name, m.graph.output[0].name
     return np.concatenate([execute_onnx(m, {iname: x[i : i + 1]})[oname] for i in range(len(x))])
 
@@ -64,17 +65,8 @@ def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkp
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
-    run = RunFolder(Path(run_dir))
-    if not run.path.is_dir():
-        raise QdevError(f"{run_dir}: no such run folder")
-    if checkpoint not in ("best", "last"):
-        raise QdevError(f"checkpoint must be best or last, not {checkpoint!r}")
-    best = run.verified("train", f"train/{checkpoint}.pt")
-    model, ckpt = load_checkpoint_model(best)
-    if ckpt.get("bits") is None and ckpt["model_config"]["kind"] == "quant":
-        from training.models.bitwidth import BitWidthTracker
-
-        ckpt["bits"] = BitWidthTracker(model, (int(ckpt["size"]),) * 2).report()
+    run = RunFolder.existing(run_dir)
+    model, ckpt = load_checkpoint_model(run_checkpoint(run, checkpoint))
     if ckpt["model_config"]["kind"] != "quant":
         raise QdevError(f"{run_dir}: a float model cannot be exported for FINN; train with --model quant")
     size = int(ckpt["size"])

@@ -9,23 +9,30 @@ import platform
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
+from typing import IO
 
 from device.bundle import sha256_file
 from device.errors import QdevError
 
-__all__ = ["RunFolder", "sha256_file", "atomic_write_text", "package_versions"]
+__all__ = ["RunFolder", "sha256_file", "atomic_writer", "atomic_write_text", "package_versions"]
 
 MANIFEST_FORMAT = 1
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+@contextmanager
+def atomic_writer(path: Path, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on a clean exit fsync it and rename it onto
+    ``path`` (mode 0644), on an exception remove it. Readers never see a half-written file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, mode) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
@@ -33,6 +40,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_writer(path, "w") as fh:
+        fh.write(text)
 
 
 def package_versions() -> dict[str, str]:
@@ -61,6 +73,14 @@ class RunFolder:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.manifest_path = self.path / "manifest.json"
+
+    @classmethod
+    def existing(cls, path: Path | str) -> RunFolder:
+        """The run folder at ``path``; raises QdevError if there is none."""
+        run = cls(Path(path))
+        if not run.path.is_dir():
+            raise QdevError(f"{path}: no such run folder")
+        return run
 
     def load(self) -> dict:
         if not self.manifest_path.is_file():

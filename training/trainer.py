@@ -43,9 +43,9 @@ from training.losses import total_loss
 from training.metrics import SegMetrics
 from training.models import ModelConfig, build_model
 from training.models.bitwidth import BIT_LOSS_MODES, BitWidthTracker
-from training.runs import RunFolder, atomic_write_text
+from training.runs import RunFolder, atomic_write_text, atomic_writer
 
-__all__ = ["TrainConfig", "train", "load_checkpoint_model", "prepare_data", "DataTensors"]
+__all__ = ["TrainConfig", "train", "load_checkpoint_model", "run_checkpoint", "prepare_data", "DataTensors"]
 
 log = logging.getLogger(__name__)
 
@@ -168,11 +168,8 @@ def _device(name: str) -> torch.device:
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with atomic_writer(path) as fh:
+        torch.save(obj, fh)
 
 
 def _param_groups(model: nn.Module, tracker: BitWidthTracker | None, cfg: TrainConfig) -> list[dict]:
@@ -210,7 +207,16 @@ def load_checkpoint_model(path: Path, map_location: str = "cpu") -> tuple[nn.Mod
     model = build_model(ModelConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     model.eval()
+    if ckpt.get("bits") is None and ckpt["model_config"]["kind"] == "quant":  # last.pt keeps none
+        ckpt["bits"] = BitWidthTracker(model, (int(ckpt["size"]),) * 2).report()
     return model, ckpt
+
+
+def run_checkpoint(run: RunFolder, which: str = "best") -> Path:
+    """A run's verified ``train/best.pt`` (best by validation lesion Dice) or ``train/last.pt``."""
+    if which not in ("best", "last"):
+        raise QdevError(f"checkpoint must be best or last, not {which!r}")
+    return run.verified("train", f"train/{which}.pt")
 
 
 def _init_from(model: nn.Module, path: str) -> None:

@@ -103,6 +103,16 @@ class IntModel:
             layers.append(IntLayer(ld["name"], ld["op"], ld["inputs"], ld["outputs"], ld["attrs"], params))
         return IntModel(doc["input"], doc["output"], float(doc["output_scale"]), layers, doc.get("meta", {}))
 
+    def frames_nhwc(self, pixels: np.ndarray) -> np.ndarray:
+        """Frames [N, H, W] or [N, H, W, C] as NHWC, refused unless they match the input shape."""
+        x = np.asarray(pixels)
+        if x.ndim == 3:
+            x = x[..., None]
+        shape = self.input["shape"]
+        if list(x.shape[1:]) != list(shape[1:]):
+            raise QdevError(f"frame shape {list(x.shape[1:])} does not match the model input {shape[1:]}")
+        return x
+
     def to_bytes(self) -> bytes:
         doc = {
             "format": FORMAT, "version": VERSION, "input": self.input, "output": self.output,
@@ -177,12 +187,7 @@ def run_layer(ly: IntLayer, xs: list[np.ndarray]) -> list[np.ndarray]:
 
 def run_reference(model: IntModel, pixels: np.ndarray) -> np.ndarray:
     """Reference execution: uint8 pixels [N, H, W] (or NHWC with C=1) -> int output codes NHWC."""
-    x = np.asarray(pixels)
-    shape = model.input["shape"]
-    if x.ndim == 3:
-        x = x[..., None]
-    if list(x.shape[1:]) != list(shape[1:]):
-        raise QdevError(f"input shape {list(x.shape[1:])} does not match the model's {shape[1:]}")
+    x = model.frames_nhwc(pixels)
     lo, hi = dtype_range(model.input["dtype"])
     if x.min() < lo or x.max() > hi:
         raise QdevError(f"input values outside {model.input['dtype']}")

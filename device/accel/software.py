@@ -15,6 +15,7 @@ integers held in floats.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,13 +96,7 @@ class SoftwareExecutor:
 
         ``profile``, when given, accumulates seconds per op type.
         """
-        import time
-        x = np.asarray(pixels)
-        if x.ndim == 3:
-            x = x[..., None]
-        shape = self.model.input["shape"]
-        if list(x.shape[1:]) != list(shape[1:]):
-            raise QdevError(f"frame shape {list(x.shape[1:])} does not match the model input {shape[1:]}")
+        x = self.model.frames_nhwc(pixels)
         env = {self.model.input["name"]: x.astype(np.float32)}
         for st in self.steps:
             t0 = time.perf_counter() if profile is not None else 0.0

@@ -15,7 +15,7 @@ import numpy as np
 from device.errors import ConfigError, QdevError, ToolchainError
 from training.compile.config import VERIFY_AFTER, CompileConfig
 from training.compile.finn_env import boot_finn
-from training.runs import RunFolder, atomic_write_text
+from training.runs import RunFolder, atomic_write_text, sha256_file
 
 __all__ = ["compile_run", "CompileResult", "verify_model"]
 
@@ -59,7 +59,7 @@ def verify_model(model_path: Path, golden_in: np.ndarray, golden_codes: np.ndarr
     x = golden_in if kind_in == "float01" else np.round(golden_in * 255.0).astype(np.float32)
     if kind_in == "uint8_nhwc":
         x = x.transpose(0, 2, 3, 1)
-    y = qonnx_forward(model_path, x)
+    y = qonnx_forward(m, x)
     if m.get_metadata_prop(META_OUTPUT) == "int_codes_nhwc":
         codes = y.transpose(0, 3, 1, 2)
     else:
@@ -74,9 +74,7 @@ def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None =
     """Compile a run's exported QONNX model for ``cfg.board``; see module doc."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    run = RunFolder(Path(run_dir))
-    if not run.path.is_dir():
-        raise QdevError(f"{run_dir}: no such run folder")
+    run = RunFolder.existing(run_dir)
     board = cfg.board_info
     onnx_path = run.verified("export", "export/model.qonnx.onnx")
     golden_in = np.load(run.verified("export", "export/golden_in.npy"))
@@ -119,11 +117,11 @@ def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None =
     fcfg.qdev = ctx  # custom steps find the qdev context on the FINN config
     times_path = out / "time_per_step.json"
     times: dict[str, float] = json.loads(times_path.read_text()) if times_path.is_file() and i0 > 0 else {}
-    verification: dict[str, dict] = {}
+    verification = ctx.verification  # shared with the steps: qdev_integer_model reads it
     vpath = report / "verification.json"
     if vpath.is_file() and i0 > 0:
-        verification = json.loads(vpath.read_text())
-    t_stage = run.begin(f"compile/{board.name}", cfg.to_dict(), {"export/model.qonnx.onnx": sha(onnx_path)})
+        verification.update(json.loads(vpath.read_text()))
+    t_stage = run.begin(f"compile/{board.name}", cfg.to_dict(), {"export/model.qonnx.onnx": sha256_file(onnx_path)})
     status = "done"
     stopped_reason = None
     try:
@@ -169,7 +167,3 @@ def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None =
     return CompileResult(summary)
 
 
-def sha(path: Path) -> str:
-    from training.runs import sha256_file
-
-    return sha256_file(path)

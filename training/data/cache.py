@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from training.data.busi import BusiRecord, read_gray, read_mask_union, scan_busi
+from training.runs import atomic_writer
 
 __all__ = ["BusiArrays", "load_busi", "dataset_hash", "default_cache_dir", "THUMB"]
 
@@ -161,23 +161,15 @@ def load_busi(
     if data is None:
         data = _decode(records, size, progress)
         if use_cache:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(
-                        fh,
-                        images=data["images"],
-                        masks=data["masks"],
-                        orig_hw=data["orig_hw"],
-                        thumbs=data["thumbs"],
-                        shas_json=np.array(json.dumps(data["shas"])),
-                    )
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            with atomic_writer(path) as fh:
+                np.savez(
+                    fh,
+                    images=data["images"],
+                    masks=data["masks"],
+                    orig_hw=data["orig_hw"],
+                    thumbs=data["thumbs"],
+                    shas_json=np.array(json.dumps(data["shas"])),
+                )
     return BusiArrays(
         root=root,
         data_hash=digest,

@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from device.errors import DataError
 from training.data.busi import CLASSES
 from training.data.cache import BusiArrays
 from training.data.dedup import DuplicateReport
+from training.runs import atomic_write_text
 
 __all__ = ["SPLITS", "SPLIT_FORMAT", "Split", "make_split", "read_split", "write_split"]
 
@@ -136,18 +135,8 @@ def make_split(
 def write_split(split: Split, path: Path) -> Path:
     """Write a split as JSON, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"format": SPLIT_FORMAT, **asdict(split)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=1)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
     return path
 
 
