@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Float U-Net and QuantU-Net at the default width (8) on the real BUSI leak-free split.
-# Recipe: float 80 epochs; quant 40 epochs initialised from its float twin's best checkpoint,
-# lambda 0.25, bits 2..8, bit widths by SGD (see training/trainer.py). Every run is evaluated on
-# its test split (runs/<name>/evaluate/metrics.json); bench/summarise_train.py tabulates them.
-#   bench/train_busi.sh seeds 0 1 2     # the grouped-split runs, seed by seed
+# Recipe: float $FLOAT_EPOCHS epochs; quant $QUANT_EPOCHS epochs initialised from a float
+# checkpoint's weights, lambda $LAMBDA, bits 2..8, bit widths by SGD and frozen after
+# $FREEZE of the epochs (see training/trainer.py). Every run is evaluated on its test split
+# (runs/<name>/evaluate/metrics.json); bench/summarise_train.py tabulates them.
+#   bench/train_busi.sh seeds 0 1 2     # per seed: float twin, then quant from that twin
+#   bench/train_busi.sh quant 0 1 2     # quant seeds, all from float seed 0 (float-s0 first)
 #   bench/train_busi.sh paper           # float on the paper's random split (leak check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +13,8 @@ Q=".venv/bin/qdev"
 T=${THREADS:-1}
 FE=${FLOAT_EPOCHS:-80}
 QE=${QUANT_EPOCHS:-40}
+LAM=${LAMBDA:-0.25}
+FZ=${FREEZE:-0.75}
 float_run() {  # name seed split
   [ -f "runs/$1/evaluate/metrics.json" ] && return 0
   $Q train --model float --width 8 --epochs "$FE" --seed "$2" --split "$3" --threads "$T" --out "runs/$1" --resume
@@ -18,7 +22,7 @@ float_run() {  # name seed split
 }
 quant_run() {  # name seed split float-run
   [ -f "runs/$1/evaluate/metrics.json" ] && return 0
-  $Q train --model quant --width 8 --epochs "$QE" --seed "$2" --split "$3" --lambda 0.25 --bits 2..8 \
+  $Q train --model quant --width 8 --epochs "$QE" --seed "$2" --split "$3" --lambda "$LAM" --bits 2..8 --freeze-bits "$FZ" \
     --init-from "runs/$4/train/best.pt" --threads "$T" --out "runs/$1" --resume
   $Q evaluate "runs/$1"
 }
@@ -29,7 +33,13 @@ case "${1:-seeds}" in
       float_run "bench-float-s$s" "$s" grouped
       quant_run "bench-quant-s$s" "$s" grouped "bench-float-s$s"
     done ;;
+  quant)
+    shift || true
+    float_run bench-float-s0 0 grouped
+    for s in ${*:-0 1 2}; do
+      quant_run "bench-quant-s$s" "$s" grouped bench-float-s0
+    done ;;
   paper)
     float_run bench-float-paper-s0 0 paper ;;
-  *) echo "usage: $0 seeds [SEED...] | paper" >&2; exit 2 ;;
+  *) echo "usage: $0 seeds [SEED...] | quant [SEED...] | paper" >&2; exit 2 ;;
 esac

@@ -18,6 +18,7 @@ from device.errors import QdevError
 __all__ = [
     "BUNDLE_FORMAT", "MANIFEST", "SIGNATURE", "BundleError", "VerifiedBundle", "key_id",
     "load_public_key", "load_private_key", "sha256_file", "sign_manifest", "verify_bundle", "file_entry",
+    "pack_bundle", "unpack_bundle",
 ]
 
 BUNDLE_FORMAT = 1
@@ -155,3 +156,53 @@ def verify_bundle(path: Path, trusted: list) -> VerifiedBundle:  # noqa: ANN001,
     if extra:
         raise BundleError(f"{path}: files not in the manifest: {', '.join(extra)}")
     return VerifiedBundle(path, manifest, kid)
+
+
+def pack_bundle(path: Path) -> bytes:
+    """A bundle folder as one uncompressed tar (flat, sorted, fixed metadata) for the link."""
+    import io
+    import tarfile
+
+    path = Path(path)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for f in sorted(p for p in path.iterdir() if p.is_file()):
+            info = tarfile.TarInfo(f.name)
+            info.size = f.stat().st_size
+            info.mtime = 0
+            info.mode = 0o644
+            with open(f, "rb") as fh:
+                tf.addfile(info, fh)
+    return buf.getvalue()
+
+
+def unpack_bundle(tar_path: Path, dest: Path, max_bytes: int) -> None:
+    """Extract a bundle tar into the empty folder ``dest``: regular files with safe flat names only,
+    total size bounded, every file fsynced.
+
+    Raises:
+        BundleError: not a tar, a member that is not a plain file or whose name escapes, too big.
+    """
+    import os
+    import tarfile
+
+    total = 0
+    try:
+        with tarfile.open(tar_path, mode="r:") as tf:
+            for m in tf:
+                if not m.isreg() or not _safe(m.name):
+                    raise BundleError(f"bundle archive member {m.name!r} is not a plain file inside the bundle")
+                total += m.size
+                if total > max_bytes:
+                    raise BundleError(f"bundle archive unpacks to more than {max_bytes} bytes")
+                src = tf.extractfile(m)
+                out = dest / m.name
+                with open(out, "xb") as fh:
+                    while chunk := src.read(1 << 20):
+                        fh.write(chunk)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+    except (tarfile.TarError, EOFError) as exc:
+        raise BundleError(f"not a bundle archive ({exc})") from exc
+    except FileExistsError as exc:
+        raise BundleError(f"bundle archive holds {exc.filename} twice") from exc

@@ -55,6 +55,8 @@ class MsgType(IntEnum):
     ROLLBACK = 37
     STATS = 48
     POWER = 49
+    WATCH = 50
+    LIVE = 51
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,10 @@ class TrainConfig:
         seed: seed of everything (split, init, order, augmentation).
         device: ``auto``, ``cpu``, ``cuda``.
         threads: torch CPU threads (None: torch's default).
+        freeze_bits: fraction of the epochs after which the bit widths are frozen at their
+            integer values (1.0: never). The weights then settle on the final grid, and the best
+            checkpoint is chosen among the frozen epochs only, so the shipped widths are the ones
+            the weights were trained for.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -93,6 +97,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    freeze_bits: float = 0.75
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,7 +106,14 @@ class TrainConfig:
     def from_dict(d: dict) -> TrainConfig:
         d = dict(d)
         d["model"] = ModelConfig(**d["model"])
+        d.setdefault("freeze_bits", 1.0)  # runs made before freezing existed never froze
         return TrainConfig(**d)
+
+    def freeze_epoch(self) -> int | None:
+        """First epoch trained with frozen widths (None: widths train to the end)."""
+        if self.model.kind != "quant" or self.freeze_bits >= 1.0:
+            return None
+        return max(1, min(self.epochs, int(math.floor(self.freeze_bits * self.epochs)) + 1))
 
     def check(self) -> None:
         if self.model.kind not in ("float", "quant"):
@@ -119,6 +131,8 @@ class TrainConfig:
             raise ConfigError(f"--bit-loss must be one of {', '.join(BIT_LOSS_MODES)}")
         if self.lam < 0:
             raise ConfigError("--lambda must be >= 0")
+        if not 0.0 <= self.freeze_bits <= 1.0:
+            raise ConfigError(f"--freeze-bits {self.freeze_bits}: must be a fraction in [0, 1]")
 
 
 @dataclass
@@ -332,8 +346,12 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     show = rank == 0 and console is not None
+    freeze_at = cfg.freeze_epoch()
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
+        frozen = freeze_at is not None and epoch >= freeze_at
+        if frozen and tracker is not None:
+            tracker.freeze_()  # idempotent: snaps offsets to integers, stops their gradients
         ddp_model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         perm = torch.randperm(len(data.x["train"]), generator=gen)
@@ -353,16 +371,18 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
                     xb, yb = augment_batch(xb, yb, aug_gen, aug_cfg)
                 logits = ddp_model(xb)
                 bits = tracker.average(cfg.bit_loss) if tracker else None
+                if bits is not None and frozen:
+                    bits = bits.detach()  # a constant now: logged, but it pulls no width
                 parts = total_loss(logits, yb, bits, cfg.lam)
                 opt.zero_grad(set_to_none=True)
                 if bopt is not None:
                     bopt.zero_grad(set_to_none=True)
                 parts.total.backward()
                 opt.step()
-                if bopt is not None:
+                if bopt is not None and not frozen:
                     bopt.step()
                 sched.step()
-                if tracker:
+                if tracker and not frozen:
                     tracker.project_()
                 for k, v in parts.detached().items():
                     sums[k] += v
@@ -388,8 +408,10 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
             if tracker:
                 record["bits"] = tracker.report()
                 record["bit_loss"] = {"mode": cfg.bit_loss, "lambda": cfg.lam, "value": float(tracker.average(cfg.bit_loss).detach())}
+                record["bits_frozen"] = frozen
             score = metrics["dice_lesion"] if metrics["n_lesion_images"] else metrics["dice"]
-            record["best"] = bool(score > best_score)
+            eligible = freeze_at is None or frozen
+            record["best"] = bool(eligible and score > best_score)
             ckpt_common = {"model_config": cfg.model.to_dict(), "config": cfg.to_dict(),
                            "size": cfg.size, "epoch": epoch}
             if record["best"]:

@@ -20,10 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pathlib import Path
+
+from device.accel.backend import Accelerator, Backend, IoSpec, register_backend
 from device.accel.intmodel import IntLayer, IntModel, dtype_range
 from device.errors import QdevError
 
-__all__ = ["SoftwareExecutor", "layer_bound"]
+__all__ = ["SoftwareExecutor", "SoftwareAccelerator", "layer_bound"]
 
 F32_EXACT = 2**24
 
@@ -146,3 +149,28 @@ class SoftwareExecutor:
             if profile is not None:
                 profile[st.op] = profile.get(st.op, 0.0) + time.perf_counter() - t0
         return env[self.model.output["name"]].astype(np.int32)
+
+
+class SoftwareAccelerator(Accelerator):
+    """The ``software`` backend: a bundle's integer model on the CPU, bit-exact."""
+
+    name = "software"
+
+    def __init__(self, bundle_dir: Path, manifest: dict) -> None:
+        self.manifest = manifest
+        self.io = IoSpec.from_manifest(manifest)
+        ns = manifest.get("clock_ns")
+        self.clock_mhz = 1000.0 / float(ns) if ns else None
+        self.executor = SoftwareExecutor(IntModel.load(Path(bundle_dir) / "intmodel.npz"))
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        return self.executor.run(pixels)
+
+
+def _probe(bundle_dir: Path, manifest: dict) -> str | None:
+    if "intmodel.npz" not in manifest.get("files", {}):
+        return "the bundle has no integer model (intmodel.npz)"
+    return None
+
+
+register_backend(Backend("software", 10, _probe, SoftwareAccelerator))

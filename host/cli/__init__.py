@@ -38,8 +38,13 @@ class QdevGroup(click.Group):
 @click.group(cls=QdevGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="qdev")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.option("-p", "--port", envvar="QDEV_PORT", default=None,
+              help="Device port: serial device / pyserial URL, or tcp://HOST:PORT (env QDEV_PORT).")
+@click.option("-b", "--baud", envvar="QDEV_BAUD", default=921600, show_default=True, help="Serial baud rate.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, port: str | None, baud: int) -> None:
     """qdev: QuantU-Net from BUSI training to a low-power FPGA, deployed and measured."""
+    ctx.obj = {"port": port, "baud": baud}
     from rich.logging import RichHandler
 
     level = logging.WARNING - 10 * min(verbose, 2)
@@ -58,6 +63,11 @@ def _register() -> None:
     from host.cli.deploy import bundle, compile_cmd, export_cmd, keys
 
     for cmd in (export_cmd, compile_cmd, keys, bundle):
+        cli.add_command(cmd)
+    from host.cli.demo import demo_cmd
+    from host.cli.device import COMMANDS
+
+    for cmd in (*COMMANDS, demo_cmd):
         cli.add_command(cmd)
 
 

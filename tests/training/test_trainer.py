@@ -152,3 +152,18 @@ def test_init_from_float_then_widths_in_checkpoint_match_log(phantom_busi, tmp_p
     with torch.no_grad():  # and the exported widths are the same integers
         assert all(float(m.quant_weight().bit_width) == logged["weight_bits"][n]
                    for n, m in model.conv_layers() if n in logged["weight_bits"])
+
+
+def test_widths_freeze_and_best_is_chosen_among_frozen_epochs(phantom_busi, tmp_path):
+    out = tmp_path / "fz"
+    train(_cfg(phantom_busi, out, epochs=4, bits_lr=2.0, lam=1.0, freeze_bits=0.5))
+    log = _log(out)
+    assert [r["bits_frozen"] for r in log] == [False, False, True, True]
+    # frozen widths are integers and do not change any more, whatever the loss says
+    raw3, raw4 = log[2]["bits"]["raw_bits"], log[3]["bits"]["raw_bits"]
+    assert raw3 == raw4 and all(float(v).is_integer() for v in raw4.values())
+    assert not any(r["best"] for r in log[:2]) and any(r["best"] for r in log[2:])
+    import torch
+
+    best = torch.load(out / "train" / "best.pt", weights_only=False)
+    assert best["epoch"] >= 3 and best["bits"]["weight_bits"] == log[3]["bits"]["weight_bits"]

@@ -120,6 +120,13 @@ class BitWidthTracker:
             hi = self.max_bits - float(m.bit_width_base)
             m.bit_width_offset.copy_(m.bit_width_offset.abs().clamp_(0.0, hi))
 
+    @torch.no_grad()
+    def freeze_(self) -> None:
+        """Snap every offset to the integer its forward rounds to (the caller stops stepping them;
+        ``requires_grad`` stays on, which DDP's reducer expects of every parameter it was built with)."""
+        for m in [layer.weight_bw for layer in self.layers] + list(self.acts.values()):
+            m.bit_width_offset.copy_(m.bit_width_offset.abs().round_())
+
     def widths(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weight widths [23] (forward order) and activation widths by name (differentiable)."""
         w = torch.stack([layer.weight_bw() for layer in self.layers])

@@ -1,0 +1,145 @@
+"""``qdev-device`` / ``python -m device``: the board-side runtime.
+
+    qdev-device serve --store /var/lib/qdev --tcp 0.0.0.0:7968 --serial /dev/ttyPS0 --board KV260
+    qdev-device install BUNDLE_DIR --store ...      # local install (e.g. at image build time)
+    qdev-device trust KEY.pub --store ...
+
+Errors print ``qdev-device: <message>`` and exit 2. argparse, not Click: the board image stays lean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from device.errors import ConfigError, QdevError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qdev-device", description="qdev board-side runtime")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", default="/var/lib/qdev", help="bundle store folder")
+    common.add_argument("--board", default=None, help="this board (bundles for others are refused)")
+    common.add_argument("--backend", default="auto", choices=["auto", "pynq", "software"])
+    common.add_argument("--power", default="auto", choices=["auto", "pmbus", "hwmon", "estimate"])
+    common.add_argument("--trust", action="append", default=[], help="trust this Ed25519 public key (PEM)")
+    s = sub.add_parser("serve", parents=[common], help="serve hosts over TCP and/or a serial port")
+    s.add_argument("--tcp", default=None, help="HOST:PORT to listen on (port 0: any; prints the address)")
+    s.add_argument("--serial", default=None, help="serial port or pyserial URL (/dev/ttyPS0, a pty, socket://)")
+    s.add_argument("--baud", type=int, default=921600)
+    s.add_argument("--probe", default=None, help="segment this probe on the device (phantom, video:0, file ...)")
+    s.add_argument("--probe-frames", type=int, default=None, help="stop the phantom after N frames")
+    s.add_argument("--log-dir", default=None, help="rolling live logs (default STORE/logs)")
+    s.add_argument("--log-max-bytes", type=int, default=1 << 20)
+    s.add_argument("--log-keep", type=int, default=5)
+    s.add_argument("--idle-timeout", type=float, default=60.0)
+    i = sub.add_parser("install", parents=[common], help="install and activate a bundle folder locally")
+    i.add_argument("bundle")
+    t = sub.add_parser("trust", parents=[common], help="add a trusted public key to the store")
+    t.add_argument("key")
+    sub.add_parser("info", parents=[common], help="print device info as JSON")
+    return p
+
+
+def _runtime(a):  # noqa: ANN001, ANN202
+    from device.runtime import DeviceRuntime, RuntimeConfig
+    from device.store import BundleStore
+
+    store = BundleStore(a.store, a.board)
+    for k in a.trust:
+        store.trust(Path(k))
+    return DeviceRuntime(RuntimeConfig(store=a.store, board=a.board, backend=a.backend, power=a.power))
+
+
+def _serve(a) -> int:  # noqa: ANN001
+    from device.link import parse_tcp
+    from device.probe.sources import open_probe
+    from device.runtime.live import LiveLoop
+    from device.runtime.server import LiveHub, TcpServer, serve_serial
+
+    if not a.tcp and not a.serial:
+        raise ConfigError("serve needs --tcp HOST:PORT and/or --serial PORT")
+    rt = _runtime(a)
+    stop = threading.Event()
+    hub = LiveHub() if a.probe else None
+    threads, servers = [], []
+    if a.tcp:
+        hp = parse_tcp(a.tcp)
+        if hp is None:
+            raise ConfigError(f"--tcp {a.tcp}: expected HOST:PORT")
+        try:
+            srv = TcpServer(rt, hp[0], hp[1], hub, a.idle_timeout)
+        except OSError as exc:
+            raise ConfigError(f"--tcp {a.tcp}: cannot listen ({exc})") from exc
+        servers.append(srv)
+        threads.append(threading.Thread(target=srv.serve_forever, daemon=True))
+        print(f"listening on tcp://{srv.address[0]}:{srv.address[1]}", flush=True)
+    if a.serial:
+        threads.append(threading.Thread(target=serve_serial, args=(rt, a.serial, a.baud, stop, hub),
+                                        kwargs={"idle_timeout": max(a.idle_timeout, 3600.0)}, daemon=True))
+        print(f"listening on serial {a.serial}", flush=True)
+    live = None
+    if a.probe:
+        live = LiveLoop(rt, open_probe(a.probe, a.probe_frames), hub, Path(a.log_dir or Path(a.store) / "logs"),
+                        a.log_max_bytes, a.log_keep)
+        live.start()
+        print(f"on-device probe {a.probe}: logs in {live.log.folder}", flush=True)
+    for t in threads:
+        t.start()
+
+    def _stop(*_):  # noqa: ANN002, ANN202
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    print(f"ready: bundle {rt.bundle_id or '(none)'}, backend {rt.accel.name if rt.accel else '-'}", flush=True)
+    stop.wait()
+    for s in servers:
+        s.close()
+    if live:
+        live.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    a = _parser().parse_args(argv)
+    try:
+        if a.cmd == "serve":
+            return _serve(a)
+        rt = _runtime(a)
+        if a.cmd == "install":
+            from device.bundle import pack_bundle
+
+            with tempfile.NamedTemporaryFile(dir=a.store, suffix=".tar", delete=False) as fh:
+                fh.write(pack_bundle(Path(a.bundle)))
+            try:
+                res = rt.store.install(Path(fh.name), rt.self_test)
+            finally:
+                Path(fh.name).unlink(missing_ok=True)
+            print(json.dumps({"bundle_id": res.bundle_id, "activated": res.activated, "message": res.message,
+                              "self_test": res.self_test}))
+            return 0 if res.activated else 1
+        if a.cmd == "trust":
+            print(rt.store.trust(Path(a.key)))
+            return 0
+        if a.cmd == "info":
+            print(json.dumps(rt.info(), indent=1))
+            return 0
+    except QdevError as exc:
+        print(f"qdev-device: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Byte links and the message channel on top of them (device and host share this module).
+
+A *link* moves bytes: a TCP socket, or a pyserial port opened with ``serial.serial_for_url``
+(``/dev/ttyPS0``, a pty path, ``socket://``, ``rfc2217://``, ``loop://``). A :class:`Channel`
+puts the framing of :mod:`device.protocol` on a link and carries *messages*: a frame whose
+payload is ``u32 meta_len | meta (JSON, UTF-8) | blob`` (the blob holds pixels, masks or bundle
+bytes; everything else is in the JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+
+from device.errors import QdevError
+from device.protocol import DEFAULT_MAX_PAYLOAD, FrameParser, MsgType, encode
+
+__all__ = ["LinkError", "LinkTimeout", "Link", "SocketLink", "SerialLink", "Message", "Channel",
+           "pack_payload", "unpack_payload", "open_link", "parse_tcp"]
+
+_META = struct.Struct("<I")
+
+
+class LinkError(QdevError):
+    """The link failed: closed by the peer, unreachable, or a malformed message."""
+
+
+class LinkTimeout(LinkError):
+    """No (complete) answer within the timeout."""
+
+
+class Link:
+    """A bidirectional byte pipe."""
+
+    name = "link"
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def read(self, timeout: float) -> bytes:
+        """Up to a chunk of bytes; b"" when nothing arrived within ``timeout``.
+
+        Raises:
+            LinkError: the peer closed the link.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SocketLink(Link):
+    """TCP (TCP_NODELAY: Nagle would add ~40 ms stalls to every small reply)."""
+
+    def __init__(self, sock: socket.socket, name: str = "tcp") -> None:
+        self.sock = sock
+        self.name = name
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise LinkError(f"{self.name}: send failed ({exc})") from exc
+
+    def read(self, timeout: float) -> bytes:
+        self.sock.settimeout(max(timeout, 1e-4))
+        try:
+            data = self.sock.recv(1 << 20)
+        except (TimeoutError, socket.timeout):
+            return b""
+        except OSError as exc:
+            raise LinkError(f"{self.name}: receive failed ({exc})") from exc
+        if not data:
+            raise LinkError(f"{self.name}: closed by the peer")
+        return data
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class SerialLink(Link):
+    """A pyserial port (any URL ``serial.serial_for_url`` accepts)."""
+
+    def __init__(self, url: str, baudrate: int = 921600) -> None:
+        import serial
+
+        try:
+            self.port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.1, write_timeout=30)
+        except (serial.SerialException, ValueError, OSError) as exc:
+            raise LinkError(f"cannot open serial port {url}: {exc}") from exc
+        self.name = url
+
+    def write(self, data: bytes) -> None:
+        import serial
+
+        try:
+            self.port.write(data)
+            self.port.flush()
+        except (serial.SerialException, OSError) as exc:
+            raise LinkError(f"{self.name}: write failed ({exc})") from exc
+
+    def read(self, timeout: float) -> bytes:
+        import serial
+
+        try:
+            self.port.timeout = max(timeout, 1e-4)
+            first = self.port.read(1)
+            if not first:
+                return b""
+            n = self.port.in_waiting
+            return first + (self.port.read(n) if n else b"")
+        except (serial.SerialException, OSError) as exc:
+            raise LinkError(f"{self.name}: read failed ({exc})") from exc
+
+    def close(self) -> None:
+        self.port.close()
+
+
+def parse_tcp(spec: str) -> tuple[str, int] | None:
+    """``tcp://HOST:PORT`` or ``HOST:PORT`` (host a name or dotted IPv4) -> (host, port); else None."""
+    s = spec[len("tcp://"):] if spec.startswith("tcp://") else spec
+    if s.startswith("/") or "://" in s or s.count(":") != 1:
+        return None
+    host, _, port = s.partition(":")
+    if not host or not port.isdigit():
+        return None
+    return host, int(port)
+
+
+def open_link(spec: str, baudrate: int = 921600, timeout: float = 5.0) -> Link:
+    """A link from a port spec: ``tcp://HOST:PORT`` / ``HOST:PORT``, or a serial URL / device path."""
+    tcp = parse_tcp(spec)
+    if tcp is not None:
+        try:
+            sock = socket.create_connection(tcp, timeout=timeout)
+        except OSError as exc:
+            raise LinkError(f"cannot connect to {spec}: {exc}") from exc
+        return SocketLink(sock, f"tcp://{tcp[0]}:{tcp[1]}")
+    return SerialLink(spec, baudrate)
+
+
+def pack_payload(meta: dict, blob: bytes = b"") -> bytes:
+    m = json.dumps(meta, separators=(",", ":")).encode()
+    return _META.pack(len(m)) + m + blob
+
+
+def unpack_payload(payload: bytes) -> tuple[dict, bytes]:
+    if len(payload) < _META.size:
+        raise LinkError("malformed message: payload shorter than its meta length")
+    (n,) = _META.unpack_from(payload)
+    if _META.size + n > len(payload):
+        raise LinkError("malformed message: meta length beyond the payload")
+    try:
+        meta = json.loads(payload[_META.size : _META.size + n])
+    except ValueError as exc:
+        raise LinkError("malformed message: meta is not JSON") from exc
+    if not isinstance(meta, dict):
+        raise LinkError("malformed message: meta is not an object")
+    return meta, payload[_META.size + n :]
+
+
+@dataclass
+class Message:
+    type: int
+    seq: int
+    meta: dict
+    blob: bytes = b""
+
+    @property
+    def name(self) -> str:
+        try:
+            return MsgType(self.type).name
+        except ValueError:
+            return f"type {self.type}"
+
+
+@dataclass
+class Channel:
+    """Messages over a link: framed, CRC-checked; malformed frames are dropped and counted."""
+
+    link: Link
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    parser: FrameParser = field(init=False)
+    _seq: int = 0
+    _pending: list = field(default_factory=list)
+    _wlock: threading.Lock = field(default_factory=threading.Lock)
+    bytes_out: int = 0
+    bytes_in: int = 0
+    malformed: int = 0
+
+    def __post_init__(self) -> None:
+        self.parser = FrameParser(self.max_payload)
+
+    def send(self, msg_type: int, meta: dict | None = None, blob: bytes = b"", seq: int | None = None) -> int:
+        """Send one message; returns its sequence number."""
+        with self._wlock:
+            if seq is None:
+                seq = self._seq
+                self._seq = (self._seq + 1) & 0xFFFFFFFF
+            data = encode(int(msg_type), seq, pack_payload(meta or {}, blob), self.max_payload)
+            self.link.write(data)
+            self.bytes_out += len(data)
+        return seq
+
+    def recv(self, timeout: float) -> Message:
+        """The next message.
+
+        Raises:
+            LinkTimeout: nothing complete within ``timeout`` seconds.
+            LinkError: the link closed.
+        """
+        deadline = time.monotonic() + timeout
+        while not self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LinkTimeout(f"{self.link.name}: no answer within {timeout:g} s")
+            data = self.link.read(min(left, 0.5))
+            if data:
+                self.bytes_in += len(data)
+                for fr in self.parser.feed(data):
+                    try:
+                        meta, blob = unpack_payload(fr.payload)
+                    except LinkError:
+                        self.malformed += 1
+                        continue
+                    self._pending.append(Message(fr.type, fr.seq, meta, blob))
+        return self._pending.pop(0)
+
+    def close(self) -> None:
+        self.link.close()

@@ -1,0 +1,209 @@
+"""DeviceRuntime: what the device does, independent of the link it is reached over.
+
+It owns the bundle store, the opened accelerator of the active bundle (re-opened after every
+flash/activate/rollback), the power meter and the counters. Every method is thread-safe: one
+lock serialises the accelerator, another the store.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from device import __version__
+from device.accel.backend import Accelerator, open_accelerator
+from device.errors import QdevError
+from device.power import PowerMeter, open_power_meter
+from device.protocol import VERSION as PROTOCOL_VERSION
+from device.store import BundleStore, InstallResult
+
+__all__ = ["RuntimeConfig", "DeviceRuntime", "FrameResult"]
+
+
+@dataclass
+class RuntimeConfig:
+    """How the device runtime runs.
+
+    Attributes:
+        store: bundle store folder.
+        board: this device's board name (bundles for another board are refused); None: any.
+        backend: ``auto`` | ``pynq`` | ``software``.
+        power: ``auto`` | ``pmbus`` | ``hwmon`` | ``estimate``.
+        hwmon_root: where hwmon sensors are read from.
+    """
+
+    store: str = "/var/lib/qdev"
+    board: str | None = None
+    backend: str = "auto"
+    power: str = "auto"
+    hwmon_root: str = "/sys/class/hwmon"
+
+
+@dataclass
+class FrameResult:
+    frame_id: int
+    mask: np.ndarray  # uint8 [H, W]
+    t_start: float
+    t_end: float
+    power_w: float
+    energy_mj: float
+    energy_kind: str
+
+    def meta(self) -> dict:
+        h, w = self.mask.shape
+        return {"frame_id": self.frame_id, "h": h, "w": w, "device_ms": (self.t_end - self.t_start) * 1e3,
+                "t_start": self.t_start, "t_end": self.t_end, "power_w": self.power_w,
+                "energy_mj": self.energy_mj, "energy_kind": self.energy_kind,
+                "mask_area": int(self.mask.sum())}
+
+    def mask_bytes(self) -> bytes:
+        return np.packbits(self.mask.reshape(-1)).tobytes()
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    errors: int = 0
+    busy_s: float = 0.0
+    energy_mj: float = 0.0
+    started: float = field(default_factory=time.time)
+
+
+class DeviceRuntime:
+    def __init__(self, cfg: RuntimeConfig) -> None:
+        self.cfg = cfg
+        self.store = BundleStore(cfg.store, cfg.board)
+        self._accel_lock = threading.Lock()
+        self._store_lock = threading.Lock()
+        self.accel: Accelerator | None = None
+        self.bundle_id: str | None = None
+        self.meter: PowerMeter | None = None
+        self.counters = Counters()
+        self._open_active()
+
+    # -------------------------------------------------------------- bundles
+    def _open_active(self) -> None:
+        vb = self.store.active()
+        with self._accel_lock:
+            if self.accel is not None:
+                self.accel.close()
+            self.accel, self.bundle_id, self.meter = None, None, None
+            if vb is None:
+                return
+            self.accel = open_accelerator(vb.path, vb.manifest, self.cfg.backend)
+            self.bundle_id = self.store.state()["active"]
+            self.meter = open_power_meter(self.cfg.power, vb.manifest, self.cfg.hwmon_root)
+
+    def self_test(self, bundle_dir: Path, manifest: dict) -> dict:
+        """Run the bundle's golden frames on the backend this device uses; compare codes."""
+        try:
+            st = manifest.get("self_test") or {}
+            pixels = np.load(Path(bundle_dir) / st["input"], allow_pickle=False)
+            expected = np.load(Path(bundle_dir) / st["expected"], allow_pickle=False)
+            acc = open_accelerator(Path(bundle_dir), manifest, self.cfg.backend)
+            try:
+                t0 = time.perf_counter()
+                codes = acc.run(pixels)
+                secs = time.perf_counter() - t0
+            finally:
+                acc.close()
+        except (KeyError, OSError, ValueError, QdevError) as exc:
+            return {"ok": False, "error": f"self-test could not run: {exc}"}
+        exp = expected.reshape(codes.shape) if expected.size == codes.size else expected
+        if exp.shape != codes.shape:
+            return {"ok": False, "error": f"output shape {list(codes.shape)} != golden {list(expected.shape)}"}
+        differ = int((codes != exp).sum())
+        return {"ok": differ == 0, "frames": int(pixels.shape[0]), "codes_differing": differ,
+                "seconds": round(secs, 4), "backend": acc.name,
+                **({} if differ == 0 else {"error": f"{differ} output codes differ from the golden batch"})}
+
+    def _after_change(self, res: InstallResult) -> InstallResult:
+        if res.activated:
+            self._open_active()
+        return res
+
+    def begin_upload(self, sha: str, size: int) -> int:
+        with self._store_lock:
+            return self.store.begin_upload(sha, size)
+
+    def write_chunk(self, sha: str, offset: int, data: bytes, crc: int) -> int:
+        with self._store_lock:
+            return self.store.write_chunk(sha, offset, data, crc)
+
+    def finish_upload(self, sha: str, size: int) -> InstallResult:
+        with self._store_lock:
+            return self._after_change(self.store.finish_upload(sha, size, self.self_test))
+
+    def activate(self, bid: str) -> InstallResult:
+        with self._store_lock:
+            return self._after_change(self.store.activate(bid, self.self_test))
+
+    def rollback(self) -> InstallResult:
+        with self._store_lock:
+            return self._after_change(self.store.rollback(self.self_test))
+
+    # ------------------------------------------------------------ inference
+    def infer(self, frame_id: int, pixels: np.ndarray) -> FrameResult:
+        """One uint8 frame [H, W] -> its mask, with device timing and energy."""
+        with self._accel_lock:
+            if self.accel is None:
+                raise QdevError("no bundle is active on this device: flash one first")
+            io = self.accel.io
+            if pixels.shape != (io.height, io.width):
+                raise QdevError(f"frame {frame_id}: {pixels.shape[1]}x{pixels.shape[0]} pixels, "
+                                f"the active model takes {io.width}x{io.height}")
+            t0 = time.perf_counter()
+            masks, _ = self.accel.masks(pixels[None])
+            t1 = time.perf_counter()
+            reading = self.meter.read(active=True)
+        energy = reading.watts * (t1 - t0) * 1e3
+        c = self.counters
+        c.frames += 1
+        c.busy_s += t1 - t0
+        c.energy_mj += energy
+        return FrameResult(frame_id, masks[0], t0, t1, reading.watts, energy, reading.kind)
+
+    # ------------------------------------------------------------ reporting
+    def info(self) -> dict:
+        import numpy
+
+        out = {
+            "device_version": __version__, "protocol": PROTOCOL_VERSION, "python": platform.python_version(),
+            "numpy": numpy.__version__, "machine": platform.machine(), "board": self.cfg.board,
+            "bundle_id": self.bundle_id, "store": self.store.describe(),
+        }
+        try:
+            import pynq
+
+            out["pynq"] = pynq.__version__
+        except Exception:
+            out["pynq"] = None
+        with self._accel_lock:
+            if self.accel is not None:
+                out.update(self.accel.describe())
+                out["model"] = self.accel.manifest.get("model")
+                out["estimate_only"] = self.accel.manifest.get("estimate_only")
+                out["power"] = self.meter.describe() if self.meter else None
+            else:
+                out["backend"] = None
+        return out
+
+    def power(self) -> dict:
+        with self._accel_lock:
+            if self.meter is None:
+                raise QdevError("no bundle is active: the power model needs one")
+            idle = self.meter.read(active=False)
+            busy = self.meter.read(active=True)
+        return {"idle_w": idle.watts, "active_w": busy.watts, "kind": idle.kind, "source": idle.source}
+
+    def stats(self) -> dict:
+        c = self.counters
+        up = time.time() - c.started
+        return {"frames": c.frames, "errors": c.errors, "busy_s": round(c.busy_s, 4), "uptime_s": round(up, 3),
+                "energy_mj": round(c.energy_mj, 3),
+                "device_fps": (c.frames / c.busy_s) if c.busy_s else None}

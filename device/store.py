@@ -1,0 +1,256 @@
+"""The device's bundle store: resumable uploads, verified atomic installs, active/previous, rollback.
+
+Layout (one folder, ``--store``)::
+
+    trusted/*.pub            Ed25519 public keys a bundle must be signed by
+    incoming/<sha256>.part   an upload in progress (resumable from its size)
+    bundles/<id>/            installed bundles (id: first 16 hex of sha256(manifest.json))
+    bundles/.staging-*       an install in progress (removed on the next start)
+    state.json               {"active": id | null, "previous": id | null}
+
+Crash safety: a bundle becomes visible only by renaming a fully written, fsynced and verified
+staging folder, and becomes *active* only by atomically replacing ``state.json`` (write aside,
+fsync, rename, fsync the folder) after its self-test passed. A kill at any point leaves either
+the old state or the new one; ``open`` removes leftovers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from device.bundle import MANIFEST, BundleError, VerifiedBundle, load_public_key, unpack_bundle, verify_bundle
+from device.errors import QdevError
+
+__all__ = ["BundleStore", "StoreError", "InstallResult", "MAX_BUNDLE_BYTES", "MAX_CHUNK", "bundle_id"]
+
+MAX_BUNDLE_BYTES = 256 << 20
+MAX_CHUNK = 1 << 20
+FREE_MARGIN = 16 << 20
+
+
+class StoreError(QdevError):
+    """A store operation was refused (limits, disk space, unknown bundle, bad chunk)."""
+
+
+def bundle_id(manifest_bytes: bytes) -> str:
+    return hashlib.sha256(manifest_bytes).hexdigest()[:16]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class InstallResult:
+    bundle_id: str
+    activated: bool
+    self_test: dict
+    previous: str | None
+    message: str
+
+
+SelfTest = Callable[[Path, dict], dict]  # -> {"ok": bool, ...details}
+
+
+class BundleStore:
+    def __init__(self, root: Path | str, board: str | None = None) -> None:
+        self.root = Path(root)
+        self.board = board
+        for sub in ("trusted", "incoming", "bundles"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._cleanup()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.json"
+
+    def state(self) -> dict:
+        try:
+            st = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return {"active": None, "previous": None}
+        except ValueError as exc:  # cannot happen with atomic writes; say so rather than guess
+            raise StoreError(f"{self.state_path}: corrupted ({exc})") from exc
+        return {"active": st.get("active"), "previous": st.get("previous")}
+
+    def _write_state(self, active: str | None, previous: str | None) -> None:
+        tmp = self.root / f".state-{uuid.uuid4().hex}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"active": active, "previous": previous}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.state_path)
+        _fsync_dir(self.root)
+
+    def _cleanup(self) -> None:
+        for p in (self.root / "bundles").glob(".staging-*"):
+            shutil.rmtree(p, ignore_errors=True)
+        for p in self.root.glob(".state-*.tmp"):
+            p.unlink(missing_ok=True)
+        st = self.state()
+        keep = {st["active"], st["previous"]}
+        for p in (self.root / "bundles").iterdir():
+            if p.is_dir() and p.name not in keep:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def trusted_keys(self) -> list:
+        return [load_public_key(p) for p in sorted((self.root / "trusted").glob("*.pub"))]
+
+    def trust(self, pub_path: Path) -> Path:
+        load_public_key(pub_path)  # refuse anything that is not an Ed25519 key
+        dst = self.root / "trusted" / Path(pub_path).name
+        shutil.copyfile(pub_path, dst)
+        return dst
+
+    def bundle_dir(self, bid: str) -> Path:
+        if not bid or not all(c in "0123456789abcdef" for c in bid):
+            raise StoreError(f"not a bundle id: {bid!r}")
+        return self.root / "bundles" / bid
+
+    def verified(self, bid: str) -> VerifiedBundle:
+        return verify_bundle(self.bundle_dir(bid), self.trusted_keys())
+
+    def active(self) -> VerifiedBundle | None:
+        """The active bundle, verified; None when nothing is installed."""
+        bid = self.state()["active"]
+        return self.verified(bid) if bid else None
+
+    def describe(self) -> dict:
+        st = self.state()
+        out = {"store": str(self.root), **st}
+        for which in ("active", "previous"):
+            if st[which]:
+                try:
+                    m = self.verified(st[which]).manifest
+                    out[f"{which}_bundle"] = {"id": st[which], "model": m.get("model"), "board": m.get("board"),
+                                              "run_id": m.get("run_id"), "estimate_only": m.get("estimate_only")}
+                except BundleError as exc:
+                    out[f"{which}_bundle"] = {"id": st[which], "error": str(exc)}
+        return out
+
+    # ----------------------------------------------------------------- upload
+    def _part(self, sha: str) -> Path:
+        if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
+            raise StoreError(f"not a sha256: {sha!r}")
+        return self.root / "incoming" / f"{sha}.part"
+
+    def begin_upload(self, sha: str, size: int) -> int:
+        """Start or resume an upload; returns the offset to continue from."""
+        if not 0 < size <= MAX_BUNDLE_BYTES:
+            raise StoreError(f"bundle of {size} bytes refused (limit {MAX_BUNDLE_BYTES})")
+        part = self._part(sha)
+        have = part.stat().st_size if part.is_file() else 0
+        if have > size:
+            part.unlink()
+            have = 0
+        free = shutil.disk_usage(self.root).free
+        need = (size - have) + 2 * size + FREE_MARGIN  # the rest of the upload, staging copy, margin
+        if free < need:
+            raise StoreError(f"not enough space in {self.root}: {free} bytes free, {need} needed")
+        for other in (self.root / "incoming").glob("*.part"):  # one upload at a time
+            if other != part:
+                other.unlink(missing_ok=True)
+        part.touch()
+        return have
+
+    def write_chunk(self, sha: str, offset: int, data: bytes, crc: int) -> int:
+        """Append a chunk at ``offset`` (must equal the bytes held); returns the new offset."""
+        if len(data) > MAX_CHUNK:
+            raise StoreError(f"chunk of {len(data)} bytes over the limit of {MAX_CHUNK}")
+        if zlib.crc32(data) != crc:
+            raise StoreError("chunk CRC mismatch")
+        part = self._part(sha)
+        if not part.is_file():
+            raise StoreError("no upload in progress for this bundle (send FLASH_BEGIN)")
+        have = part.stat().st_size
+        if offset != have:
+            raise StoreError(f"chunk at offset {offset}, but {have} bytes are held")
+        if have + len(data) > MAX_BUNDLE_BYTES:
+            raise StoreError("upload exceeds the bundle size limit")
+        with open(part, "ab") as fh:
+            fh.write(data)
+        return have + len(data)
+
+    def finish_upload(self, sha: str, size: int, self_test: SelfTest) -> InstallResult:
+        part = self._part(sha)
+        if not part.is_file() or part.stat().st_size != size:
+            raise StoreError(f"upload incomplete: {part.stat().st_size if part.is_file() else 0} of {size} bytes")
+        h = hashlib.sha256()
+        with open(part, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+            os.fsync(fh.fileno())
+        if h.hexdigest() != sha:
+            part.unlink()
+            raise StoreError("uploaded bundle does not match its sha256: discarded, upload again")
+        try:
+            return self.install(part, self_test)
+        finally:
+            part.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- install
+    def install(self, archive: Path, self_test: SelfTest) -> InstallResult:
+        """Verify and install a bundle archive; activate it only if its self-test passes."""
+        staging = self.root / "bundles" / f".staging-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            unpack_bundle(archive, staging, MAX_BUNDLE_BYTES)
+            vb = verify_bundle(staging, self.trusted_keys())
+            board = vb.manifest.get("board")
+            if self.board and board != self.board:
+                raise BundleError(f"bundle is built for {board}, this device is {self.board}")
+            bid = bundle_id((staging / MANIFEST).read_bytes())
+            _fsync_dir(staging)
+            final = self.bundle_dir(bid)
+            if final.exists():
+                shutil.rmtree(staging)
+            else:
+                os.replace(staging, final)
+                _fsync_dir(final.parent)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return self._activate(bid, self_test)
+
+    def _activate(self, bid: str, self_test: SelfTest) -> InstallResult:
+        st = self.state()
+        vb = self.verified(bid)
+        if st["active"] == bid:
+            return InstallResult(bid, True, {"ok": True, "skipped": "already active"}, st["previous"],
+                                 "already active")
+        result = self_test(vb.path, vb.manifest)
+        if not result.get("ok"):
+            if st["active"] != bid and st["previous"] != bid:
+                shutil.rmtree(vb.path, ignore_errors=True)
+            return InstallResult(bid, False, result, st["active"],
+                                 f"self-test failed: {result.get('error', 'mask mismatch')}; "
+                                 f"{st['active'] or 'no bundle'} stays active")
+        old = st["active"]
+        self._write_state(bid, old)
+        if st["previous"] and st["previous"] not in (bid, old):
+            shutil.rmtree(self.bundle_dir(st["previous"]), ignore_errors=True)
+        return InstallResult(bid, True, result, old, f"{bid} active")
+
+    def activate(self, bid: str, self_test: SelfTest) -> InstallResult:
+        if not self.bundle_dir(bid).is_dir():
+            raise StoreError(f"bundle {bid} is not installed")
+        return self._activate(bid, self_test)
+
+    def rollback(self, self_test: SelfTest) -> InstallResult:
+        st = self.state()
+        if not st["previous"]:
+            raise StoreError("no previous bundle to roll back to")
+        return self._activate(st["previous"], self_test)

@@ -1,0 +1,80 @@
+"""``qdev demo``: the embedded default, on a fresh machine with nothing else.
+
+Starts a device runtime in its own process (software backend, empty store trusting the
+development key), flashes the shipped default bundle over TCP loopback, streams the phantom (or
+the BUSI test split's images when a BUSI copy is found), and prints the report.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+
+__all__ = ["demo_cmd"]
+
+
+def _busi_test_source():  # noqa: ANN202
+    from device.probe.sources import ImageFolderSource
+    from training.data.locate import find_default_busi
+    from training.data.split import read_split
+
+    root = find_default_busi()
+    if root is None:
+        return None
+    split = read_split(Path(__file__).resolve().parents[2] / "training" / "splits" / "busi-grouped-seed0.json")
+    files = [root / f"{i}.png" for i in split.ids["test"]]
+    files = [f for f in files if f.is_file()]
+    return ImageFolderSource(files, f"BUSI test split ({len(files)} images, {root})") if files else None
+
+
+@click.command("demo")
+@click.option("--probe", type=click.Choice(["auto", "phantom", "busi"]), default="auto", show_default=True,
+              help="auto: BUSI test images when a BUSI copy is found, else the phantom.")
+@click.option("--frames", default=120, show_default=True, help="Frames to stream.")
+@click.option("--board", default="KV260", show_default=True, help="Which shipped bundle to flash.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Session folder (default sessions/demo-<time>).")
+@click.option("--view/--no-view", default=False, show_default=True)
+@click.pass_context
+def demo_cmd(ctx: click.Context, probe: str, frames: int, board: str, out: Path | None, view: bool) -> None:
+    """Local device + default model: flash, stream live, report. No board, no training needed."""
+    import time
+
+    from device.errors import QdevError
+    from device.probe.sources import open_probe
+    from host.cli.device import stream_session
+    from host.client import connect
+    from host.cli.progress import progress_bar
+    from host.local import LocalDevice, default_bundle, default_trusted
+    from host.report import write_report
+
+    bundle = default_bundle(board)
+    if not (bundle / "manifest.json").is_file():
+        raise QdevError(f"no shipped bundle for {board} at {bundle}")
+    source = _busi_test_source() if probe in ("auto", "busi") else None
+    if source is None:
+        if probe == "busi":
+            raise QdevError("--probe busi: no BUSI copy found (set QDEV_BUSI)")
+        source = open_probe("phantom")
+    out = out or Path("sessions") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    with tempfile.TemporaryDirectory(prefix="qdev-demo-") as tmp:
+        click.echo(f"starting a local device runtime (software backend, store {tmp}/store) ...")
+        with LocalDevice(Path(tmp) / "store") as dev:
+            c = connect(dev.port)
+            try:
+                click.echo(f"connected: {dev.port}, qdev-device {c.hello['device_version']}")
+                with progress_bar(f"flash {board}/{bundle.name}") as cb:
+                    res = c.flash(bundle, default_trusted(), progress=cb)
+                st = res["self_test"]
+                click.echo(f"flashed {res['bundle_id']}: self-test {'passed' if st['ok'] else 'FAILED'} "
+                           f"({st.get('frames')} golden frames, {st.get('codes_differing')} codes differ)")
+                if not res["activated"]:
+                    raise QdevError(res["message"])
+                click.echo(f"streaming {source.name} ...")
+                stream_session(ctx, source, None, frames, 4, 30.0, view, None, out, True, client=c)
+            finally:
+                c.close()
+    rep = write_report(out)
+    click.echo(f"report: {out / 'report' / 'report.html'} ({len(rep['plots'])} plots)")

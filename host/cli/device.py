@@ -1,0 +1,323 @@
+"""Device commands: ports, info, flash, rollback, stream, report, bench, demo (thin wrappers
+over host.client / host.stream / host.report)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from device.errors import ConfigError, QdevError
+
+__all__ = ["COMMANDS"]
+
+
+def _port(ctx: click.Context) -> tuple[str, int]:
+    obj = ctx.find_root().obj or {}
+    if not obj.get("port"):
+        raise ConfigError("no device port: pass -p/--port PORT (a serial port or tcp://HOST:PORT) or set QDEV_PORT")
+    return obj["port"], obj["baud"]
+
+
+def _client(ctx: click.Context, timeout: float = 10.0):  # noqa: ANN202
+    from host.client import connect
+
+    port, baud = _port(ctx)
+    return connect(port, baud, timeout)
+
+
+def _trusted(trust: tuple[str, ...]) -> list[Path]:
+    from host.local import default_trusted
+
+    keys = [Path(k) for k in trust] or default_trusted()
+    if not keys:
+        raise ConfigError("no trusted keys: pass --trust KEY.pub or set QDEV_TRUST")
+    return keys
+
+
+def _echo_json(doc: dict) -> None:
+    click.echo(json.dumps(doc, indent=1, default=str))
+
+
+@click.command("ports")
+@click.option("--check/--no-check", default=True, show_default=True, help="Try the qdev handshake on each port.")
+@click.option("--json", "as_json", is_flag=True)
+def ports_cmd(check: bool, as_json: bool) -> None:
+    """List serial ports; mark those where a qdev device answers."""
+    from serial.tools import list_ports
+
+    from device.link import LinkError
+    from host.client import DeviceError, connect
+
+    rows = []
+    for p in sorted(list_ports.comports(), key=lambda p: p.device):
+        r = {"port": p.device, "description": p.description, "hwid": p.hwid, "qdev": None}
+        if check:
+            try:
+                c = connect(p.device, timeout=1.0)
+                r["qdev"] = {k: c.hello.get(k) for k in ("device_version", "board", "backend", "bundle_id")}
+                c.close()
+            except (LinkError, DeviceError):
+                r["qdev"] = False
+        rows.append(r)
+    if as_json:
+        _echo_json({"ports": rows})
+        return
+    if not rows:
+        click.echo("no serial ports found (a device over TCP: qdev -p tcp://HOST:PORT info)")
+    for r in rows:
+        mark = f"qdev {r['qdev']['device_version']} ({r['qdev']['backend']})" if r["qdev"] else ""
+        click.echo(f"{r['port']:<20} {r['description']:<40} {mark}")
+
+
+@click.command("info")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def info_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Device versions, board, backend, active and previous bundle, power source."""
+    c = _client(ctx)
+    try:
+        info = c.info()
+        info.pop("re", None)
+        try:
+            info["power_now"] = c.power()
+            info["power_now"].pop("re", None)
+        except QdevError:
+            info["power_now"] = None
+    finally:
+        c.close()
+    if as_json:
+        _echo_json(info)
+        return
+    st = info.get("store") or {}
+    click.echo(f"device   qdev-device {info['device_version']} (protocol {info['protocol']}), python {info['python']}, "
+               f"numpy {info['numpy']}, pynq {info.get('pynq')}")
+    click.echo(f"board    {info.get('board') or '(any)'}   backend {info.get('backend')}")
+    for which in ("active", "previous"):
+        b = st.get(f"{which}_bundle")
+        click.echo(f"{which:<8} " + (f"{b['id']} {b.get('model')} for {b.get('board')}" + (" (estimate-only)" if b.get("estimate_only") else "") if b else "-"))
+    p = info.get("power_now")
+    if p:
+        click.echo(f"power    {p['kind']}: idle {p['idle_w']:.2f} W, active {p['active_w']:.2f} W ({p['source']})")
+
+
+@click.command("flash")
+@click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--trust", multiple=True, help="Trusted public key (default: $QDEV_TRUST or keys/dev).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def flash_cmd(ctx: click.Context, bundle: Path, trust: tuple[str, ...], as_json: bool) -> None:
+    """Verify a bundle here, upload it (resumable), install it on the device after its self-test."""
+    from host.cli.progress import progress_bar
+
+    keys = _trusted(trust)
+    c = _client(ctx)
+    try:
+        with progress_bar(f"flash {bundle.name}", disable=as_json) as cb:
+            res = c.flash(bundle, keys, progress=cb)
+    finally:
+        c.close()
+    res.pop("re", None)
+    if as_json:
+        _echo_json(res)
+    else:
+        st = res.get("self_test", {})
+        click.echo(f"self-test: {'passed' if st.get('ok') else 'FAILED'} ({st.get('frames', 0)} golden frames, "
+                   f"{st.get('codes_differing', '-')} codes differ, backend {st.get('backend', '-')})")
+        click.echo(res["message"])
+    if not res.get("activated"):
+        raise QdevError(f"not activated: {res['message']}")
+
+
+@click.command("rollback")
+@click.pass_context
+def rollback_cmd(ctx: click.Context) -> None:
+    """Make the previous bundle active again (after its self-test)."""
+    c = _client(ctx)
+    try:
+        res = c.rollback()
+    finally:
+        c.close()
+    click.echo(res["message"])
+    if not res.get("activated"):
+        raise QdevError(f"rollback failed: {res['message']}")
+
+
+def _watch(ctx: click.Context, spec: str, frames: int | None, view: bool, save: Path | None) -> None:
+    import numpy as np
+
+    from host.view import OverlayView
+
+    c = _client(ctx)
+    ov = OverlayView(view, save)
+    n = 0
+    try:
+        for msg in c.watch():
+            m = msg.meta
+            h, w = int(m["h"]), int(m["w"])
+            nb = (h * w + 7) // 8
+            mask = np.unpackbits(np.frombuffer(msg.blob[:nb], np.uint8), count=h * w).reshape(h, w)
+            px = np.frombuffer(msg.blob[nb:], np.uint8).reshape(h, w)
+            n += 1
+            click.echo(f"frame {m['frame_id']}: device {m['device_ms']:.1f} ms, {m['energy_mj']:.1f} mJ "
+                       f"({m['energy_kind']}), mask {m['mask_area']} px, dropped {m['dropped']}")
+            if not ov.show(px, mask, f"device:{spec}  {m['device_ms']:.0f} ms"):
+                break
+            if frames and n >= frames:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ov.close()
+        c.close()
+
+
+@click.command("stream")
+@click.option("--probe", required=True, help="phantom[:SEED] | video:N | /dev/videoN | cine file | DICOM | image folder/glob | device:SOURCE")
+@click.option("--fps", type=float, default=None, help="Pace frames (default: the probe's rate; files unpaced).")
+@click.option("--frames", "max_frames", type=int, default=None, help="Stop after N frames.")
+@click.option("--window", default=4, show_default=True, help="Frames in flight.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds before a frame counts as lost.")
+@click.option("--view/--no-view", default=True, show_default=True, help="OpenCV window with the mask contour.")
+@click.option("--save", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the overlay video (mp4).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="Session folder (default sessions/<time>).")
+@click.option("--report/--no-report", default=True, show_default=True, help="Print the summary at the end.")
+@click.pass_context
+def stream_cmd(ctx: click.Context, probe: str, fps: float | None, max_frames: int | None, window: int, timeout: float,
+               view: bool, save: Path | None, out: Path | None, report: bool) -> None:
+    """Live segmentation of probe frames on the device, logged per frame."""
+    if probe.startswith("device:"):
+        _watch(ctx, probe[len("device:"):], max_frames, view, save)
+        return
+    from device.probe.sources import open_probe
+
+    stream_session(ctx, open_probe(probe), fps, max_frames, window, timeout, view, save, out, report)
+
+
+def stream_session(ctx: click.Context, source, fps: float | None, max_frames: int | None, window: int,
+                   timeout: float, view: bool, save: Path | None, out: Path | None, report: bool,
+                   client=None) -> Path:  # noqa: ANN001
+    from host.session import SessionWriter
+    from host.stream import StreamConfig, default_session_dir, run_stream
+    from host.view import OverlayView
+
+    if window < 1:
+        raise ConfigError("--window must be >= 1")
+    own = client is None
+    c = client or _client(ctx, timeout)
+    folder = out or default_session_dir()
+    try:
+        info = c.info()
+        info.pop("re", None)
+        if not info.get("backend"):
+            raise QdevError("no bundle is active on the device: qdev flash BUNDLE first")
+        try:
+            pw = c.power()
+            pw.pop("re", None)
+        except QdevError:
+            pw = None
+        if folder.exists():
+            raise ConfigError(f"{folder} already exists: choose another --out")
+        writer = SessionWriter(folder, {"source": source.describe(), "device": info, "power": pw,
+                                        "settings": {"fps": fps, "window": window, "max_frames": max_frames,
+                                                     "timeout": timeout, "port": _port(ctx)[0] if own else "local"}})
+        ov = OverlayView(view, save, fps=fps or source.fps or 20.0)
+        stop = threading.Event()
+        stats = {"n": 0, "t0": time.time()}
+
+        def on_frame(fr, px, rep) -> None:  # noqa: ANN001
+            stats["n"] += 1
+            el = time.time() - stats["t0"]
+            text = (f"{stats['n'] / el if el else 0:.1f} fps  rtt {(rep.t_received - rep.t_sent) * 1e3:.0f} ms\n"
+                    f"device {rep.meta['device_ms']:.0f} ms  {rep.meta['power_w']:.2f} W {rep.meta['energy_kind']}")
+            if not ov.show(px, rep.mask, text):
+                stop.set()
+
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        with console.status(f"streaming {source.name} -> {info.get('backend')} ..."):
+            summ = run_stream(c, source, StreamConfig(fps, window, max_frames, timeout), writer, on_frame, stop)
+        ov.close()
+        writer.close(summary={"frames_ok": summ.frames_ok, "lost": summ.lost, "dropped": summ.dropped,
+                              "seconds": summ.seconds, "fps": summ.fps, "interrupted": summ.interrupted},
+                     stats=c.stats())
+    finally:
+        if own:
+            c.close()
+    if report:
+        from host.report import summarise
+
+        _print_summary(summarise(folder))
+    click.echo(f"session: {folder}")
+    return folder
+
+
+def _print_summary(s: dict) -> None:
+    f = s["frames"]
+    click.echo(f"{f['ok']} frames ok, {f['lost'] + f['timeout']} lost, {f['error']} errors, {s['dropped']} dropped; "
+               f"{s['fps']:.2f} frames/s")
+    for key, label in (("rtt_ms", "round trip"), ("device_ms", "device")):
+        v = s[key]
+        if v.get("n"):
+            click.echo(f"{label:<11} p50 {v['p50']:.1f} ms  p90 {v['p90']:.1f}  p99 {v['p99']:.1f}  max {v['max']:.1f}")
+    e = s["energy_mj_per_frame"]
+    if e.get("n"):
+        click.echo(f"energy     {e['mean']:.1f} mJ/frame, {s['power_w']['mean']:.2f} W average "
+                   f"(idle {s['power_w']['idle_w']} W) [{e['kind']}]")
+    if s.get("dice_vs_truth"):
+        click.echo(f"Dice vs phantom truth: mean {s['dice_vs_truth']['mean']:.3f}")
+    for w in s["warnings"]:
+        click.echo(f"warning: {w}")
+
+
+@click.command("report")
+@click.argument("session", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--compare", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="Default SESSION/report.")
+@click.option("--json", "as_json", is_flag=True)
+def report_cmd(session: Path, compare: Path | None, out: Path | None, as_json: bool) -> None:
+    """Frames, FPS, drops, latency percentiles, power and energy per frame; PNG plots + HTML."""
+    from host.report import write_report
+
+    doc = write_report(session, compare, out)
+    if as_json:
+        _echo_json(doc)
+        return
+    for s in doc["sessions"]:
+        click.echo(f"== {s['session']}")
+        _print_summary(s)
+    click.echo(f"report: {(out or session / 'report') / 'report.html'}")
+
+
+@click.command("bench")
+@click.option("--frames", default=200, show_default=True)
+@click.option("--window", default=4, show_default=True)
+@click.option("--bundle", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Bundle for the host-CPU reference (default: the shipped KV260 bundle).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def bench_cmd(ctx: click.Context, frames: int, window: int, bundle: Path | None, as_json: bool) -> None:
+    """Throughput/latency against the device, and the same model on this CPU as a reference."""
+    from host.bench import bench_device, bench_host_cpu
+    from host.local import default_bundle
+
+    c = _client(ctx)
+    try:
+        dev = bench_device(c, frames, window)
+    finally:
+        c.close()
+    host = bench_host_cpu(bundle or default_bundle(), min(frames, 50))
+    doc = {"device": dev, "host_cpu": host}
+    if as_json:
+        _echo_json(doc)
+        return
+    click.echo(f"device ({dev['backend']}): {dev['fps']:.2f} frames/s end to end, device-only {dev['device_fps']:.2f}; "
+               f"round trip p50 {dev['rtt_ms']['p50']:.1f} ms, p99 {dev['rtt_ms']['p99']:.1f} ms")
+    click.echo(f"host CPU (software executor, same bundle): {host['fps']:.2f} frames/s")
+
+
+COMMANDS = [ports_cmd, info_cmd, flash_cmd, rollback_cmd, stream_cmd, report_cmd, bench_cmd]

@@ -1,0 +1,221 @@
+"""DeviceClient: the host's typed API to a qdev device over any link (serial, pty, TCP).
+
+Every request waits for the reply that names its sequence number (``meta["re"]``); replies to
+older requests (after a timeout) are skipped, an ERROR reply raises :class:`DeviceError`.
+Streaming keeps ``window`` frames in flight; a reply whose mask does not match its CRC is never
+accepted (the frame CRC already guards it; the mask CRC guards the device's own packing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from device.bundle import pack_bundle, verify_bundle
+from device.errors import QdevError
+from device.link import Channel, Link, LinkError, LinkTimeout, Message, open_link
+from device.protocol import MsgType
+
+__all__ = ["DeviceClient", "DeviceError", "StreamReply", "connect"]
+
+CHUNK = 64 << 10
+
+
+class DeviceError(QdevError):
+    """The device answered a request with an error."""
+
+
+@dataclass
+class StreamReply:
+    frame_id: int
+    meta: dict
+    mask: np.ndarray | None  # uint8 [H, W]; None when the frame failed
+    t_sent: float
+    t_received: float
+    error: str | None = None
+
+
+class DeviceClient:
+    def __init__(self, link: Link, timeout: float = 10.0) -> None:
+        self.ch = Channel(link)
+        self.timeout = timeout
+        self.hello: dict | None = None
+
+    # ------------------------------------------------------------- plumbing
+    def _wait(self, seq: int, timeout: float | None = None) -> Message:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LinkTimeout(f"{self.ch.link.name}: no reply within {timeout or self.timeout:g} s")
+            msg = self.ch.recv(left)
+            if msg.meta.get("re") != seq:
+                continue  # a late reply to an abandoned request, or a LIVE push
+            if msg.type == MsgType.ERROR:
+                raise DeviceError(f"device: {msg.meta.get('message', 'error')}")
+            return msg
+
+    def request(self, mtype: MsgType, meta: dict | None = None, blob: bytes = b"", timeout: float | None = None) -> Message:
+        return self._wait(self.ch.send(mtype, meta, blob), timeout)
+
+    def handshake(self, timeout: float | None = None) -> dict:
+        """Host-first HELLO; retried, since a serial port may drop what was sent before it opened."""
+        tries, last = 3, None
+        for _ in range(tries):
+            try:
+                self.hello = self.request(MsgType.HELLO, {"client": "qdev"},
+                                          timeout=(timeout or self.timeout) / tries).meta
+                return self.hello
+            except LinkTimeout as exc:
+                last = exc
+        raise LinkTimeout(f"{self.ch.link.name}: no qdev device answered the handshake") from last
+
+    def close(self) -> None:
+        self.ch.close()
+
+    # ------------------------------------------------------------- commands
+    def info(self) -> dict:
+        return self.request(MsgType.INFO).meta
+
+    def stats(self) -> dict:
+        return self.request(MsgType.STATS).meta
+
+    def power(self) -> dict:
+        return self.request(MsgType.POWER).meta
+
+    def rollback(self) -> dict:
+        return self.request(MsgType.ROLLBACK, timeout=max(self.timeout, 60)).meta
+
+    def activate(self, bundle_id: str) -> dict:
+        return self.request(MsgType.ACTIVATE, {"bundle_id": bundle_id}, timeout=max(self.timeout, 60)).meta
+
+    def flash(self, bundle_dir: Path, trusted: list, progress: Callable[[int, int], None] | None = None,
+              chunk: int = CHUNK, retries: int = 3) -> dict:
+        """Verify locally, upload (resuming where the device stopped), install, return its report."""
+        verify_bundle(bundle_dir, trusted)  # refuse before sending anything
+        data = pack_bundle(bundle_dir)
+        sha = hashlib.sha256(data).hexdigest()
+        size = len(data)
+        attempt = 0
+        while True:
+            try:
+                off = int(self.request(MsgType.FLASH_BEGIN, {"sha256": sha, "size": size}).meta["offset"])
+                if progress:
+                    progress(off, size)
+                while off < size:
+                    piece = data[off : off + chunk]
+                    off = int(self.request(MsgType.FLASH_CHUNK, {"offset": off, "crc": zlib.crc32(piece)},
+                                           piece).meta["offset"])
+                    if progress:
+                        progress(off, size)
+                return self.request(MsgType.FLASH_END, timeout=max(self.timeout, 120)).meta
+            except LinkTimeout:
+                attempt += 1
+                if attempt > retries:
+                    raise
+                self.handshake()  # the session may have been reset: start over from the device's offset
+
+    def infer(self, frame_id: int, pixels: np.ndarray) -> StreamReply:
+        t0 = time.time()
+        msg = self.request(MsgType.INFER, _frame_meta(frame_id, pixels, t0), np.ascontiguousarray(pixels).tobytes())
+        return _reply(msg, t0, time.time())
+
+    def stream(self, frames: Iterable[tuple[int, np.ndarray]], window: int = 4,
+               timeout: float | None = None) -> Iterator[StreamReply]:
+        """Send frames with up to ``window`` in flight; yield replies in order. A frame whose
+        reply does not come within ``timeout`` is yielded with ``error`` set (counted lost)."""
+        timeout = timeout or self.timeout
+        inflight: dict[int, tuple[int, float]] = {}  # seq -> (frame_id, t_sent)
+        order: list[int] = []
+        it = iter(frames)
+        exhausted = False
+        while True:
+            while not exhausted and len(inflight) < window:
+                try:
+                    fid, px = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                t = time.time()
+                seq = self.ch.send(MsgType.STREAM_FRAME, _frame_meta(fid, px, t), np.ascontiguousarray(px).tobytes())
+                inflight[seq] = (fid, t)
+                order.append(seq)
+            if not order:
+                return
+            head = order[0]
+            fid, t_sent = inflight[head]
+            left = t_sent + timeout - time.time()
+            try:
+                if left <= 0:
+                    raise LinkTimeout("frame timed out")
+                msg = self.ch.recv(left)
+            except LinkTimeout:
+                order.pop(0)
+                inflight.pop(head)
+                yield StreamReply(fid, {}, None, t_sent, time.time(), error="timeout")
+                continue
+            re = msg.meta.get("re")
+            if re not in inflight:
+                continue
+            # replies come in order; anything before `re` was lost on the way
+            while order and order[0] != re:
+                lost = order.pop(0)
+                lf, lt = inflight.pop(lost)
+                yield StreamReply(lf, {}, None, lt, time.time(), error="lost")
+            order.pop(0)
+            fid, t_sent = inflight.pop(re)
+            if msg.type == MsgType.ERROR:
+                yield StreamReply(fid, msg.meta, None, t_sent, time.time(), error=str(msg.meta.get("message")))
+                continue
+            try:
+                yield _reply(msg, t_sent, time.time())
+            except DeviceError as exc:
+                yield StreamReply(fid, msg.meta, None, t_sent, time.time(), error=str(exc))
+
+    def watch(self) -> Iterator[Message]:
+        """Attach to the device's on-board probe: yields LIVE messages until the link closes."""
+        self.request(MsgType.WATCH)
+        while True:
+            try:
+                msg = self.ch.recv(self.timeout)
+            except LinkTimeout:
+                continue
+            if msg.type == MsgType.LIVE:
+                yield msg
+
+
+def _frame_meta(fid: int, px: np.ndarray, t: float) -> dict:
+    if px.dtype != np.uint8 or px.ndim != 2:
+        raise QdevError("frames must be uint8 [H, W] (grayscale model input)")
+    return {"frame_id": int(fid), "h": int(px.shape[0]), "w": int(px.shape[1]), "t_sent": t}
+
+
+def _reply(msg: Message, t_sent: float, t_recv: float) -> StreamReply:
+    m = msg.meta
+    h, w = int(m["h"]), int(m["w"])
+    if zlib.crc32(msg.blob[: (h * w + 7) // 8]) != m.get("mask_crc"):
+        raise DeviceError(f"frame {m.get('frame_id')}: mask CRC mismatch")
+    mask = np.unpackbits(np.frombuffer(msg.blob, np.uint8), count=h * w).reshape(h, w)
+    return StreamReply(int(m["frame_id"]), m, mask, t_sent, t_recv)
+
+
+def connect(port: str, baudrate: int = 921600, timeout: float = 10.0) -> DeviceClient:
+    """Open a link and complete the handshake.
+
+    Raises:
+        LinkError: cannot open the port or no qdev device answers.
+    """
+    link = open_link(port, baudrate, timeout=timeout)
+    client = DeviceClient(link, timeout)
+    try:
+        client.handshake()
+    except (LinkError, DeviceError):
+        client.close()
+        raise
+    return client

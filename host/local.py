@@ -1,0 +1,86 @@
+"""A device runtime on this machine, in its own process (the demo and the tests use it):
+``qdev-device serve`` with the software backend, reached over TCP loopback or a pty."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from device.errors import QdevError
+
+__all__ = ["LocalDevice", "DEV_KEYS", "default_trusted", "default_bundle"]
+
+REPO = Path(__file__).resolve().parents[1]
+DEV_KEYS = REPO / "keys" / "dev"
+
+
+def default_trusted() -> list[Path]:
+    """Trusted public keys: $QDEV_TRUST (colon-separated) or the repository's development key."""
+    env = os.environ.get("QDEV_TRUST")
+    if env:
+        return [Path(p) for p in env.split(os.pathsep) if p]
+    return sorted(DEV_KEYS.glob("*.pub"))
+
+
+def default_bundle(board: str = "KV260") -> Path:
+    return REPO / "bitstreams" / board / "quantunet-w8"
+
+
+class LocalDevice:
+    """``with LocalDevice(store) as dev: dev.port`` -> ``tcp://127.0.0.1:PORT``."""
+
+    def __init__(self, store: Path, trusted: list[Path] | None = None, board: str | None = None,
+                 serial: str | None = None, tcp: bool = True, extra: list[str] | None = None,
+                 python: str | None = None) -> None:
+        self.store = Path(store)
+        args = [python or sys.executable, "-m", "device", "serve", "--store", str(store), "--backend", "software"]
+        for k in trusted if trusted is not None else default_trusted():
+            args += ["--trust", str(k)]
+        if board:
+            args += ["--board", board]
+        if tcp:
+            args += ["--tcp", "127.0.0.1:0"]
+        if serial:
+            args += ["--serial", serial]
+        self.args = args + (extra or [])
+        self.proc: subprocess.Popen | None = None
+        self.port: str | None = None
+        self.log = self.store.parent / f"{self.store.name}.device.log"
+
+    def __enter__(self) -> LocalDevice:
+        self.start()
+        return self
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.store.mkdir(parents=True, exist_ok=True)
+        err = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=err, text=True,
+                                     cwd=str(REPO), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            m = re.search(r"tcp://[\d.]+:\d+", line)
+            if m:
+                self.port = m.group(0)
+            if line.startswith("ready:"):
+                return
+        self.stop()
+        raise QdevError(f"the local device runtime did not start (log: {self.log})")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self.stop()

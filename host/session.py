@@ -1,0 +1,87 @@
+"""A streaming session folder: ``frames.csv`` (one row per frame) + ``manifest.json``.
+
+Rows are written as they come and flushed, so Ctrl-C or a crash keeps every frame logged so
+far; the manifest is written atomically at the start and rewritten with the totals at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["COLUMNS", "SessionWriter", "read_session", "write_json_atomic"]
+
+COLUMNS = [
+    "frame_id", "status", "t_capture", "t_sent", "t_received", "rtt_ms", "device_ms",
+    "device_t_start", "device_t_end", "power_w", "energy_mj", "energy_kind", "mask_area", "dice_vs_truth",
+]
+
+
+def write_json_atomic(path: Path, doc: dict) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, indent=1, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class SessionWriter:
+    folder: Path
+    manifest: dict
+    counts: dict = field(default_factory=lambda: {"ok": 0, "lost": 0, "timeout": 0, "error": 0, "dropped": 0})
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=False)
+        self.manifest = {"format": "qdev-session", "version": 1, "started": time.time(), **self.manifest}
+        write_json_atomic(self.folder / "manifest.json", self.manifest)
+        self._fh = open(self.folder / "frames.csv", "w", newline="")
+        self._w = csv.DictWriter(self._fh, COLUMNS, extrasaction="ignore")
+        self._w.writeheader()
+
+    def row(self, r: dict) -> None:
+        self._w.writerow(r)
+        self._fh.flush()
+        key = r.get("status", "ok")
+        self.counts[key if key in self.counts else "error"] += 1
+
+    def close(self, **extra) -> None:  # noqa: ANN003
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        self.manifest.update({"finished": time.time(), "counts": self.counts, **extra})
+        write_json_atomic(self.folder / "manifest.json", self.manifest)
+
+
+def read_session(folder: Path) -> tuple[dict, list[dict]]:
+    """(manifest, rows with numbers parsed) of a session folder."""
+    from device.errors import DataError
+
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        with open(folder / "frames.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{folder}: not a qdev session folder ({exc})") from exc
+    if manifest.get("format") != "qdev-session":
+        raise DataError(f"{folder}: manifest is not a qdev session")
+    for r in rows:
+        for k in COLUMNS:
+            if k in ("status", "energy_kind"):
+                continue
+            v = r.get(k, "")
+            r[k] = float(v) if v not in ("", None) else None
+    return manifest, rows

@@ -1,0 +1,181 @@
+"""Live segmentation of probe frames through a device: ``run_stream``.
+
+Frames are read from the probe (``device.probe.sources``), converted to the model input exactly
+as in training, and sent with several in flight. Pacing: ``fps`` (default: the probe's own rate
+for live sources; as fast as the device goes for files). Live sources are read by a grabber
+thread into a one-frame slot: when the device is slower, the newest frame wins and the
+overwritten ones are counted as dropped. File sources are lossless: every frame is sent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from device.probe.sources import ProbeFrame, ProbeSource, to_model_input
+from host.client import DeviceClient, StreamReply
+from host.session import SessionWriter
+
+__all__ = ["StreamConfig", "StreamSummary", "run_stream"]
+
+
+@dataclass
+class StreamConfig:
+    """Settings of one streaming session.
+
+    Attributes:
+        fps: pace frames at this rate (None: the probe's rate if live, else unpaced).
+        window: frames in flight.
+        max_frames: stop after this many frames (None: until the source ends / Ctrl-C).
+        timeout: seconds before a frame counts as lost.
+    """
+
+    fps: float | None = None
+    window: int = 4
+    max_frames: int | None = None
+    timeout: float = 10.0
+
+
+@dataclass
+class StreamSummary:
+    frames_ok: int
+    lost: int
+    dropped: int
+    seconds: float
+    interrupted: bool
+
+    @property
+    def fps(self) -> float:
+        return self.frames_ok / self.seconds if self.seconds > 0 else 0.0
+
+
+class _NewestSlot:
+    """Grabber thread for live sources: keeps only the newest frame, counts overwritten ones."""
+
+    def __init__(self, source: ProbeSource, fps: float | None) -> None:
+        self.source, self.period = source, (1.0 / fps if fps else 0.0)
+        self.cond = threading.Condition()
+        self.frame: ProbeFrame | None = None
+        self.done = False
+        self.dropped = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._grab, daemon=True)
+        self.thread.start()
+
+    def _grab(self) -> None:
+        nxt = time.monotonic()
+        try:
+            for fr in self.source.frames():
+                if self.stop.is_set():
+                    break
+                if self.period:  # a simulated live source (phantom) produces at its rate
+                    nxt += self.period
+                    delay = nxt - time.monotonic()
+                    if delay > 0:
+                        self.stop.wait(delay)
+                fr.t_capture = time.time()
+                with self.cond:
+                    if self.frame is not None:
+                        self.dropped += 1
+                    self.frame = fr
+                    self.cond.notify()
+        finally:
+            with self.cond:
+                self.done = True
+                self.cond.notify()
+
+    def get(self) -> ProbeFrame | None:
+        with self.cond:
+            while self.frame is None and not self.done:
+                self.cond.wait(0.5)
+            fr, self.frame = self.frame, None
+            return fr
+
+    def close(self) -> None:
+        self.stop.set()
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = int(a.sum()) + int(b.sum())
+    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
+
+
+def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, writer: SessionWriter,
+               on_frame: Callable[[ProbeFrame, np.ndarray, StreamReply], None] | None = None,
+               stop: threading.Event | None = None) -> StreamSummary:
+    """Stream ``source`` through the device; log every frame to ``writer``."""
+    io = client.info()["io"]
+    h, w = int(io["height"]), int(io["width"])
+    stop = stop or threading.Event()
+    pace = cfg.fps if cfg.fps else (source.fps if source.live else None)
+    slot = _NewestSlot(source, pace) if source.live else None
+    sent: dict[int, tuple[ProbeFrame, np.ndarray]] = {}
+
+    def frames() -> Iterator[tuple[int, np.ndarray]]:
+        n = 0
+        it = source.frames() if slot is None else None
+        nxt = time.monotonic()
+        while not stop.is_set() and (cfg.max_frames is None or n < cfg.max_frames):
+            if slot is not None:
+                fr = slot.get()
+                if fr is None:
+                    return
+            else:
+                try:
+                    fr = next(it)
+                except StopIteration:
+                    return
+                if pace:
+                    nxt += 1.0 / pace
+                    delay = nxt - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+            px = to_model_input(fr.image, h, w)
+            sent[fr.index] = (fr, px)
+            n += 1
+            yield fr.index, px
+
+    t0 = time.time()
+    ok = lost = 0
+    interrupted = False
+    try:
+        for rep in client.stream(frames(), cfg.window, cfg.timeout):
+            fr, px = sent.pop(rep.frame_id, (None, None))
+            row = {"frame_id": rep.frame_id, "t_sent": rep.t_sent, "t_received": rep.t_received,
+                   "t_capture": fr.t_capture if fr else None}
+            if rep.error is not None:
+                lost += 1
+                row["status"] = rep.error if rep.error in ("lost", "timeout") else "error"
+                writer.row(row)
+                continue
+            ok += 1
+            m = rep.meta
+            row.update({
+                "status": "ok", "rtt_ms": (rep.t_received - rep.t_sent) * 1e3, "device_ms": m.get("device_ms"),
+                "device_t_start": m.get("t_start"), "device_t_end": m.get("t_end"), "power_w": m.get("power_w"),
+                "energy_mj": m.get("energy_mj"), "energy_kind": m.get("energy_kind"), "mask_area": m.get("mask_area"),
+            })
+            if fr is not None and fr.truth is not None:
+                truth = to_model_input(fr.truth.astype(np.uint8) * 255, h, w) >= 128
+                row["dice_vs_truth"] = round(_dice(rep.mask.astype(bool), truth), 4)
+            writer.row(row)
+            if on_frame is not None and fr is not None:
+                on_frame(fr, px, rep)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if slot is not None:
+            slot.close()
+        source.close()
+    dropped = slot.dropped if slot is not None else 0
+    writer.counts["dropped"] = dropped
+    return StreamSummary(ok, lost, dropped, time.time() - t0, interrupted)
+
+
+def default_session_dir(root: Path = Path("sessions")) -> Path:
+    return root / time.strftime("%Y%m%d-%H%M%S")
