@@ -145,12 +145,12 @@ class DicomSource(ProbeSource):
         except Exception as exc:  # pydicom raises many types (InvalidDicomError, missing handlers ...)
             raise DataError(f"{path}: not a readable DICOM image ({exc})") from exc
         pi = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
-        from pydicom.pixels import apply_color_lut, convert_color_space
-
+        # pydicom (3.x) already returns RGB for YBR_* data (pixel_array's as_rgb default);
+        # palette colour still needs its lookup table
         if pi == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
             arr = apply_color_lut(arr, ds)
-        elif pi.startswith("YBR"):
-            arr = convert_color_space(arr, pi, "RGB")
         frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
         samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
         if pi == "PALETTE COLOR":

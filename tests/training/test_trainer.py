@@ -143,7 +143,8 @@ def test_init_from_float_then_widths_in_checkpoint_match_log(phantom_busi, tmp_p
     f = tmp_path / "f"
     train(_cfg(phantom_busi, f, epochs=1, model=ModelConfig(kind="float", width=2)))
     q = tmp_path / "q"
-    train(_cfg(phantom_busi, q, epochs=2, bits_lr=2.0, lam=1.0, init_from=str(f / "train" / "best.pt")))
+    train(_cfg(phantom_busi, q, epochs=2, bits_lr=2.0, lam=1.0, freeze_bits=1.0,
+               init_from=str(f / "train" / "best.pt")))
     logged = _log(q)[-1]["bits"]
     model, _ = load_checkpoint_model(q / "train" / "last.pt")
     rep = BitWidthTracker(model, (32, 32)).report()

@@ -1,0 +1,52 @@
+"""Bundle fixtures for device tests: copies of the shipped bundle, re-signed with a test key."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = {b: REPO / "bitstreams" / b / "quantunet-w8" for b in ("KV260", "ZCU104")}
+DEV_PUB = REPO / "keys" / "dev" / "qdev-dev.pub"
+
+
+def make_key(folder: Path) -> tuple[object, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    pub = folder / "test.pub"
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key, pub
+
+
+def resign(bundle: Path, key, **manifest_updates) -> Path:  # noqa: ANN001
+    """Rewrite file entries and the given manifest fields of ``bundle`` and sign it with ``key``."""
+    from device.bundle import file_entry, sign_manifest
+
+    m = json.loads((bundle / "manifest.json").read_text())
+    m.update(manifest_updates)
+    m["files"] = {n: file_entry(bundle / n) for n in m["files"]}
+    mb = json.dumps(m, indent=1, sort_keys=True).encode()
+    (bundle / "manifest.json").write_bytes(mb)
+    (bundle / "manifest.json.sig").write_bytes(sign_manifest(mb, key))
+    return bundle
+
+
+def copy_bundle(dst: Path, board: str = "KV260") -> Path:
+    shutil.copytree(SHIPPED[board], dst)
+    return dst
+
+
+def broken_selftest_bundle(dst: Path, key) -> Path:  # noqa: ANN001
+    """A correctly signed bundle whose golden codes are wrong: its self-test must fail."""
+    b = copy_bundle(dst)
+    codes = np.load(b / "golden_codes.npy")
+    codes = codes.copy()
+    codes.flat[0] = 1 - codes.flat[0] if codes.flat[0] in (0, 1) else 0
+    np.save(b / "golden_codes.npy", codes)
+    return resign(b, key, run_id="broken-selftest")

@@ -1,0 +1,142 @@
+"""Kill the device process at random points of a flash, many times: afterwards the old or the
+new bundle is active and passes its self-test, never a broken one. Also: garbage, oversized and
+truncated frames against a live server, and the host-first handshake."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from device.bundle import verify_bundle
+from device.link import LinkError
+from device.protocol import MsgType, encode
+from device.runtime import DeviceRuntime, RuntimeConfig
+from host.client import connect
+from host.local import LocalDevice
+from tests.device.helpers import DEV_PUB, SHIPPED
+
+pytestmark = pytest.mark.device_env
+
+KILLS = int(os.environ.get("QDEV_FLASH_KILLS", "20"))
+
+
+def _flash_in_thread(port: str, bundle, done: list) -> threading.Thread:  # noqa: ANN001
+    def go() -> None:
+        try:
+            c = connect(port, timeout=20.0)
+            done.append(c.flash(bundle, [DEV_PUB], chunk=16 << 10))
+            c.close()
+        except (LinkError, Exception) as exc:  # the device dies under it: expected
+            done.append(exc)
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    return t
+
+
+def test_kill_during_flash_always_leaves_a_working_bundle(tmp_path):
+    store = tmp_path / "store"
+    boards = ["KV260", "ZCU104"]
+    rng = random.Random(7)
+    # how long an uninterrupted flash takes here, to spread the kills over all of it
+    with LocalDevice(store, trusted=[DEV_PUB]) as dev:
+        t0 = time.monotonic()
+        done: list = []
+        _flash_in_thread(dev.port, SHIPPED["KV260"], done).join(60)
+        full = time.monotonic() - t0
+        assert isinstance(done[0], dict) and done[0]["activated"]
+    outcomes = {"old": 0, "new": 0}
+    active_board = "KV260"
+    for i in range(KILLS):
+        target = boards[(boards.index(active_board) + 1) % 2]
+        dev = LocalDevice(store, trusted=[DEV_PUB])
+        dev.start()
+        done = []
+        th = _flash_in_thread(dev.port, SHIPPED[target], done)
+        time.sleep(rng.uniform(0.0, full * 1.1))
+        os.kill(dev.proc.pid, signal.SIGKILL)
+        dev.proc.wait()
+        th.join(30)
+        # what does a fresh start find?
+        rt = DeviceRuntime(RuntimeConfig(store=str(store), backend="software", power="estimate"))
+        vb = rt.store.active()
+        assert vb is not None, f"kill {i}: no active bundle"
+        verify_bundle(vb.path, [DEV_PUB])
+        assert rt.self_test(vb.path, vb.manifest)["ok"], f"kill {i}: active bundle fails its self-test"
+        now = vb.manifest["board"]
+        outcomes["new" if now == target else "old"] += 1
+        active_board = now
+        leftovers = [p.name for p in (store / "bundles").iterdir() if p.name.startswith(".staging")]
+        assert not leftovers
+    assert sum(outcomes.values()) == KILLS
+    print(f"flash kills: {outcomes}")
+
+
+def _raw(port: str) -> socket.socket:
+    host, p = port[len("tcp://"):].split(":")
+    s = socket.create_connection((host, int(p)), timeout=5)
+    return s
+
+
+def _read_frames(s: socket.socket, want: int, timeout: float = 5.0) -> list:
+    from device.protocol import FrameParser
+
+    parser = FrameParser()
+    out: list = []
+    deadline = time.monotonic() + timeout
+    s.settimeout(0.2)
+    while len(out) < want and time.monotonic() < deadline:
+        try:
+            data = s.recv(65536)
+        except socket.timeout:
+            continue
+        if not data:
+            break
+        out += parser.feed(data)
+    return out
+
+
+def test_server_survives_garbage_oversize_and_truncation(tmp_path):
+    from device.link import pack_payload
+
+    with LocalDevice(tmp_path / "store", trusted=[DEV_PUB]) as dev:
+        s = _raw(dev.port)
+        # before HELLO: refused politely
+        s.sendall(encode(MsgType.INFO, 1, pack_payload({})))
+        (f,) = _read_frames(s, 1)
+        assert f.type == MsgType.ERROR and b"HELLO" in f.payload
+        # garbage, a header claiming 1 GiB, a truncated frame, a bit-flipped frame, then HELLO
+        rng = np.random.default_rng(0)
+        s.sendall(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
+        big = bytearray(encode(MsgType.INFER, 2, b"x" * 10))
+        big[8:12] = (1 << 30).to_bytes(4, "little")  # header CRC now wrong too: dropped either way
+        s.sendall(bytes(big))
+        s.sendall(encode(MsgType.INFO, 3, pack_payload({}))[:20])
+        flipped = bytearray(encode(MsgType.INFO, 4, pack_payload({})))
+        flipped[-6] ^= 0x10
+        s.sendall(bytes(flipped))
+        s.sendall(encode(MsgType.HELLO, 5, pack_payload({"client": "test"})))
+        frames = _read_frames(s, 1)
+        assert [fr.type for fr in frames] == [MsgType.HELLO_ACK]
+        assert json.loads(frames[0].payload[4:].decode())["re"] == 5
+        # a malformed request gets an ERROR and the session goes on
+        s.sendall(encode(MsgType.INFER, 6, pack_payload({"h": 128})))
+        s.sendall(encode(MsgType.STATS, 7, pack_payload({})))
+        a, b = _read_frames(s, 2)
+        assert a.type == MsgType.ERROR and b.type == MsgType.STATS
+        stats = json.loads(b.payload[4:].decode())
+        assert stats["link"]["discarded_bytes"] > 5000
+        # disconnect mid-frame: the server keeps serving others
+        s.sendall(encode(MsgType.INFO, 8, pack_payload({}))[:10])
+        s.close()
+        c = connect(dev.port)
+        assert c.info()["device_version"]
+        c.close()

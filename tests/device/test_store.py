@@ -1,0 +1,142 @@
+"""Bundle store: verified atomic installs, refusals, self-test gate, rollback."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from device.bundle import BundleError, pack_bundle
+from device.runtime import DeviceRuntime, RuntimeConfig
+from device.store import MAX_BUNDLE_BYTES, BundleStore, StoreError
+from tests.device.helpers import DEV_PUB, SHIPPED, broken_selftest_bundle, copy_bundle, make_key, resign
+
+pytestmark = pytest.mark.device_env
+
+
+def _archive(bundle: Path, tmp: Path, name: str = "b.tar") -> Path:
+    p = tmp / name
+    p.write_bytes(pack_bundle(bundle))
+    return p
+
+
+@pytest.fixture()
+def rt(tmp_path) -> DeviceRuntime:
+    store = BundleStore(tmp_path / "store")
+    store.trust(DEV_PUB)
+    return DeviceRuntime(RuntimeConfig(store=str(tmp_path / "store"), backend="software", power="estimate"))
+
+
+def test_install_activates_after_self_test_and_keeps_previous(rt, tmp_path):
+    r1 = rt.store.install(_archive(SHIPPED["KV260"], tmp_path, "a.tar"), rt.self_test)
+    assert r1.activated and r1.self_test["ok"] and r1.self_test["codes_differing"] == 0
+    r2 = rt.store.install(_archive(SHIPPED["ZCU104"], tmp_path, "b.tar"), rt.self_test)
+    assert r2.activated and r2.previous == r1.bundle_id
+    assert rt.store.state() == {"active": r2.bundle_id, "previous": r1.bundle_id}
+    back = rt.store.rollback(rt.self_test)
+    assert back.activated and rt.store.state() == {"active": r1.bundle_id, "previous": r2.bundle_id}
+    assert rt.store.active().manifest["board"] == "KV260"
+
+
+def test_failed_self_test_keeps_the_old_bundle_active(rt, tmp_path):
+    key, pub = make_key(tmp_path)
+    rt.store.trust(pub)
+    good = rt.store.install(_archive(SHIPPED["KV260"], tmp_path, "a.tar"), rt.self_test)
+    bad = broken_selftest_bundle(tmp_path / "bad", key)
+    res = rt.store.install(_archive(bad, tmp_path, "bad.tar"), rt.self_test)
+    assert not res.activated and res.self_test["codes_differing"] >= 1
+    assert "stays active" in res.message
+    assert rt.store.state()["active"] == good.bundle_id
+    assert not rt.store.bundle_dir(res.bundle_id).exists()  # the failed bundle is not kept
+
+
+@pytest.mark.parametrize("damage", ["tamper_file", "tamper_manifest", "unsigned", "untrusted", "extra_file"])
+def test_bad_bundles_are_refused_and_change_nothing(rt, tmp_path, damage):
+    good = rt.store.install(_archive(SHIPPED["KV260"], tmp_path, "a.tar"), rt.self_test)
+    b = copy_bundle(tmp_path / "b")
+    if damage == "tamper_file":
+        with open(b / "intmodel.npz", "r+b") as fh:
+            fh.seek(100)
+            byte = fh.read(1)
+            fh.seek(100)
+            fh.write(bytes([byte[0] ^ 0x01]))
+    elif damage == "tamper_manifest":
+        m = json.loads((b / "manifest.json").read_text())
+        m["board"] = "Pynq-Z2"
+        (b / "manifest.json").write_text(json.dumps(m))
+    elif damage == "unsigned":
+        (b / "manifest.json.sig").unlink()
+    elif damage == "untrusted":
+        key, _ = make_key(tmp_path)
+        resign(b, key)
+    elif damage == "extra_file":
+        (b / "payload.sh").write_text("echo pwned")
+    before = sorted(p.name for p in (rt.store.root / "bundles").iterdir())
+    with pytest.raises(BundleError):
+        rt.store.install(_archive(b, tmp_path, "b.tar"), rt.self_test)
+    assert rt.store.state()["active"] == good.bundle_id
+    assert sorted(p.name for p in (rt.store.root / "bundles").iterdir()) == before
+
+
+def test_wrong_board_and_escaping_paths_are_refused(tmp_path):
+    store = BundleStore(tmp_path / "s", board="KV260")
+    store.trust(DEV_PUB)
+    rt = DeviceRuntime(RuntimeConfig(store=str(tmp_path / "s"), board="KV260", backend="software", power="estimate"))
+    with pytest.raises(BundleError, match="built for ZCU104"):
+        rt.store.install(_archive(SHIPPED["ZCU104"], tmp_path), rt.self_test)
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tf:
+        src = tmp_path / "x"
+        src.write_text("x")
+        tf.add(src, arcname="../../escape.txt")
+    with pytest.raises(BundleError, match="not a plain file inside the bundle"):
+        rt.store.install(evil, rt.self_test)
+    assert not (tmp_path / "escape.txt").exists() and rt.store.state()["active"] is None
+
+
+def test_upload_limits_crc_offsets_and_resume(rt, tmp_path):
+    import hashlib
+    import zlib
+
+    data = pack_bundle(SHIPPED["KV260"])
+    sha = hashlib.sha256(data).hexdigest()
+    with pytest.raises(StoreError, match="limit"):
+        rt.store.begin_upload(sha, MAX_BUNDLE_BYTES + 1)
+    assert rt.store.begin_upload(sha, len(data)) == 0
+    off = rt.store.write_chunk(sha, 0, data[:1000], zlib.crc32(data[:1000]))
+    with pytest.raises(StoreError, match="CRC"):
+        rt.store.write_chunk(sha, off, data[1000:2000], zlib.crc32(data[1000:2000]) ^ 1)
+    with pytest.raises(StoreError, match="offset"):
+        rt.store.write_chunk(sha, 5000, data[5000:6000], zlib.crc32(data[5000:6000]))
+    # a new session resumes from what the device holds
+    assert rt.store.begin_upload(sha, len(data)) == 1000
+    off = 1000
+    while off < len(data):
+        piece = data[off : off + 65536]
+        off = rt.store.write_chunk(sha, off, piece, zlib.crc32(piece))
+    res = rt.store.finish_upload(sha, len(data), rt.self_test)
+    assert res.activated
+    assert not list((rt.store.root / "incoming").iterdir())
+
+
+def test_full_disk_is_refused_before_anything_is_written(rt, tmp_path, monkeypatch):
+    import shutil as sh
+    from collections import namedtuple
+
+    du = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda p: du(10 << 20, 10 << 20, 1 << 20))
+    with pytest.raises(StoreError, match="not enough space"):
+        rt.store.begin_upload("0" * 64, 4 << 20)
+    assert not list((rt.store.root / "incoming").iterdir())
+
+
+def test_leftovers_of_a_killed_install_are_cleaned_on_open(rt, tmp_path):
+    good = rt.store.install(_archive(SHIPPED["KV260"], tmp_path), rt.self_test)
+    (rt.store.root / "bundles" / ".staging-dead").mkdir()
+    (rt.store.root / "bundles" / "0123456789abcdef").mkdir()  # renamed, never activated
+    (rt.store.root / ".state-x.tmp").write_text("{")
+    s2 = BundleStore(rt.store.root)
+    assert sorted(p.name for p in (s2.root / "bundles").iterdir()) == [good.bundle_id]
+    assert s2.state()["active"] == good.bundle_id and s2.active() is not None

@@ -1,0 +1,181 @@
+"""End to end: a device runtime in its own process, reached over TCP loopback, over a pty pair
+(with and without a 921600-baud rate limit) and through a fault-injecting proxy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from device.link import LinkError
+from host.cli import cli
+from host.client import DeviceClient, connect
+from host.local import LocalDevice, default_bundle, default_trusted
+from tests.linkfaults import FaultProxy, PtyPair
+
+BUNDLE = default_bundle("KV260")
+GOLD_PX = np.load(BUNDLE / "golden_pixels.npy").reshape(-1, 128, 128)
+GOLD_MASK = (np.load(BUNDLE / "golden_codes.npy").reshape(-1, 128, 128) > 0).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def device(tmp_path_factory):
+    with LocalDevice(tmp_path_factory.mktemp("dev") / "store") as dev:
+        c = connect(dev.port)
+        res = c.flash(BUNDLE, default_trusted())
+        c.close()
+        assert res["activated"]
+        yield dev
+
+
+def _run(*args: str):
+    r = CliRunner().invoke(cli, list(args))
+    return r
+
+
+def test_cli_info_stream_report_over_tcp(device, tmp_path):
+    r = _run("-p", device.port, "info", "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["backend"] == "software" and info["store"]["active_bundle"]["board"] == "KV260"
+    assert info["power_now"]["kind"] == "estimated"
+    sess = tmp_path / "s1"
+    r = _run("-p", device.port, "stream", "--probe", "phantom", "--frames", "12", "--no-view", "--out", str(sess))
+    assert r.exit_code == 0, r.output
+    rows = (sess / "frames.csv").read_text().splitlines()
+    assert len(rows) == 13 and all(",ok," in x for x in rows[1:])
+    man = json.loads((sess / "manifest.json").read_text())
+    assert man["counts"]["ok"] == 12 and man["device"]["bundle_id"]
+    r = _run("report", str(sess), "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)["sessions"][0]
+    assert rep["frames"]["ok"] == 12 and rep["rtt_ms"]["p50"] > 0 and rep["energy_mj_per_frame"]["kind"] == "estimated"
+    assert any("only 12 frames" in w for w in rep["warnings"])
+    for f in ("latency_cdf.png", "latency_timeline.png", "power_timeline.png", "energy_per_frame.png", "report.html"):
+        assert (sess / "report" / f).stat().st_size > 1000, f
+    assert "data:image/png;base64," in (sess / "report" / "report.html").read_text()
+
+
+def test_stream_image_folder_lossless_and_masks_bit_exact(device, tmp_path):
+    from PIL import Image
+
+    for i, px in enumerate(GOLD_PX):
+        Image.fromarray(px).save(tmp_path / f"f{i}.png")
+    c = connect(device.port)
+    try:
+        reps = list(c.stream(((i, GOLD_PX[i]) for i in range(len(GOLD_PX))), window=3))
+    finally:
+        c.close()
+    assert [r.frame_id for r in reps] == list(range(len(GOLD_PX)))
+    for r in reps:
+        assert r.error is None and np.array_equal(r.mask, GOLD_MASK[r.frame_id])
+
+
+@pytest.mark.parametrize("rate", [None, 92160.0], ids=["pty", "pty-921600baud"])
+def test_flash_and_stream_over_a_pty(tmp_path, rate):
+    pty = PtyPair(rate)
+    try:
+        with LocalDevice(tmp_path / "store", serial=pty.dev_path, tcp=False):
+            c = connect(pty.host_path, timeout=30.0)
+            try:
+                res = c.flash(BUNDLE, default_trusted())
+                assert res["activated"] and res["self_test"]["ok"]
+                reps = list(c.stream(((i, GOLD_PX[i % 4]) for i in range(6)), window=2, timeout=30.0))
+            finally:
+                c.close()
+    finally:
+        pty.close()
+    assert all(r.error is None and np.array_equal(r.mask, GOLD_MASK[r.frame_id % 4]) for r in reps)
+
+
+def test_fault_injection_no_silent_corruption_every_loss_counted(device):
+    host, port = device.port[len("tcp://"):].split(":")
+    proxy = FaultProxy((host, int(port)), seed=3, flip=0.03, drop=0.02, stall=0.02)
+    n, ok, lost = 80, 0, 0
+    try:
+        c = DeviceClient(__import__("device.link", fromlist=["open_link"]).open_link(proxy.port), timeout=3.0)
+        for _ in range(5):  # the handshake itself may be hit by a fault
+            try:
+                c.handshake(timeout=3.0)
+                break
+            except LinkError:
+                continue
+        seen = []
+        for r in c.stream(((i, GOLD_PX[i % 4]) for i in range(n)), window=4, timeout=1.5):
+            seen.append(r.frame_id)
+            if r.error is None:
+                ok += 1
+                assert np.array_equal(r.mask, GOLD_MASK[r.frame_id % 4]), f"frame {r.frame_id} silently wrong"
+            else:
+                lost += 1
+        c.close()
+    finally:
+        proxy.close()
+    assert sorted(seen) == list(range(n)) and ok + lost == n
+    assert sum(proxy.counts.values()) > 0 and ok > n // 2
+
+
+def test_disconnect_then_reconnect_and_resumed_flash(device):
+    import hashlib
+    import zlib
+
+    from device.bundle import pack_bundle
+    from device.protocol import MsgType
+
+    host, port = device.port[len("tcp://"):].split(":")
+    proxy = FaultProxy((host, int(port)), seed=1, flip=0, drop=0, stall=0, disconnect=1.0)
+    try:
+        with pytest.raises(LinkError):
+            connect(proxy.port, timeout=2.0)  # the proxy cuts every link at the first chunk
+    finally:
+        proxy.close()
+    # an upload cut half-way resumes from the device's offset on the next connection
+    data = pack_bundle(default_bundle("ZCU104"))
+    sha = hashlib.sha256(data).hexdigest()
+    c = connect(device.port)
+    c.request(MsgType.FLASH_BEGIN, {"sha256": sha, "size": len(data)})
+    half = data[: len(data) // 2]
+    c.request(MsgType.FLASH_CHUNK, {"offset": 0, "crc": zlib.crc32(half)}, half)
+    c.close()
+    c = connect(device.port)
+    first = []
+    try:
+        res = c.flash(default_bundle("ZCU104"), default_trusted(), progress=lambda d, t: first.append(d))
+        assert first[0] == len(data) // 2 and res["activated"]
+        assert c.info()["store"]["active_bundle"]["board"] == "ZCU104"
+        assert c.rollback()["activated"] and c.info()["store"]["active_bundle"]["board"] == "KV260"
+    finally:
+        c.close()
+
+
+def test_user_errors_are_one_line_exit_2(device, tmp_path, monkeypatch):
+    monkeypatch.delenv("QDEV_PORT", raising=False)
+    r = _run("info")
+    assert r.exit_code == 2 and "qdev: no device port" in r.output
+    bad = tmp_path / "bad"
+    shutil.copytree(BUNDLE, bad)
+    (bad / "golden_codes.npy").write_bytes(b"tampered")
+    r = _run("-p", device.port, "flash", str(bad))
+    assert r.exit_code == 2 and "does not match its sha256" in r.output
+    r = _run("-p", device.port, "stream", "--probe", str(tmp_path / "none.mp4"), "--no-view")
+    assert r.exit_code == 2 and "qdev: --probe" in r.output
+    r = _run("-p", "tcp://127.0.0.1:1", "info")
+    assert r.exit_code == 2 and "cannot connect" in r.output
+    r = _run("report", str(tmp_path))
+    assert r.exit_code == 2 and "not a qdev session" in r.output
+    out = tmp_path / "exists"
+    out.mkdir()
+    r = _run("-p", device.port, "stream", "--probe", "phantom", "--frames", "2", "--no-view", "--out", str(out))
+    assert r.exit_code == 2 and "already exists" in r.output and not list(out.iterdir())
+
+
+def test_demo_on_a_fresh_machine(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = _run("demo", "--probe", "phantom", "--frames", "8", "--out", str(tmp_path / "demo"))
+    assert r.exit_code == 0, r.output
+    assert "self-test passed" in r.output and "8 frames ok" in r.output
+    assert (tmp_path / "demo" / "report" / "report.html").is_file()
