@@ -49,6 +49,34 @@ class _Step:
     w: np.ndarray | None = None
     thr: np.ndarray | None = None
     dtype: type = np.float32
+    fused: bool = False  # CIG feeding an MVAU: the MVAU convolves the padded input directly
+    wk: np.ndarray | None = None  # MVAU weights as [kh, kw, C, Cout] for the fused convolution
+    kernel: tuple | None = None  # (kh, kw, oh, ow) of the fused convolution
+    lin: tuple | None = None  # near-uniform thresholds: (t0, 1/step, padded table, row offsets)
+
+
+def _linear_thresholds(t: np.ndarray) -> tuple | None:
+    """Plan the fast threshold path when every row is close to an arithmetic progression.
+
+    With ``L(k) = T[0] + k * d`` (``d`` = the row's mean step) and ``|T[k] - L(k)| <= delta``, the
+    count ``q = #{k: T[k] <= x}`` differs from ``q_est = clip(floor((x - T[0]) / d) + 1, 0, S)`` by
+    at most one whenever ``delta < d / 2`` (float32 rounding of the estimate is far below that
+    margin for the bounded integers here); one comparison up and one down then give ``q`` exactly.
+    Rows that do not satisfy the bound keep the comparison path (returns None).
+    """
+    c, steps = t.shape
+    if steps < 4:
+        return None
+    d = (t[:, -1] - t[:, 0]) / (steps - 1)
+    if np.any(d < 4):
+        return None
+    dev = np.abs(t - (t[:, :1] + np.arange(steps) * d[:, None])).max(axis=1)
+    if np.any(dev >= 0.45 * d):
+        return None
+    table = np.empty((c, steps + 2), np.float32)
+    table[:, 0], table[:, 1 : steps + 1], table[:, steps + 1] = -np.inf, t, np.inf
+    rows = (np.arange(c) * (steps + 2)).astype(np.int32) if c > 1 else np.zeros(1, np.int32)
+    return t[:, 0].astype(np.float32), (1.0 / d).astype(np.float32), table.ravel(), rows
 
 
 class SoftwareExecutor:
@@ -73,14 +101,65 @@ class SoftwareExecutor:
                 # +-(lim + 1) changes no comparison and keeps them exact in float32 (lim < 2^24)
                 lim = self.bounds.get(ly.name) if ly.op == "MVAU" else _max_abs(ly.attrs.get("inputDataType", "INT24"))
                 st.thr = np.clip(t, -(lim + 1), lim + 1).astype(np.float64)
+                st.lin = _linear_thresholds(st.thr)
             self.steps.append(st)
+        self._plan_fusion()
+
+    def _plan_fusion(self) -> None:
+        """Fuse ConvolutionInputGenerator (stride 1, no dilation, >= 4 channels) into the MVAU it
+        feeds: instead of copying every window (im2col), the MVAU sums kh*kw matmuls of the
+        padded input, each read at a flat offset ``ky * W_padded + kx`` (a contiguous slice, no
+        copy); rows that wrap around the image edge are computed and discarded. Every partial
+        sum is a partial sum of the same accumulator, so the 2^24 bound still makes it exact."""
+        consumers: dict[str, list[_Step]] = {}
+        for st in self.steps:
+            for i in st.layer.inputs:
+                consumers.setdefault(i, []).append(st)
+        for st in self.steps:
+            a = st.layer.attrs
+            if st.op != "ConvolutionInputGenerator" or tuple(a["Stride"]) != (1, 1) or tuple(a["Dilation"]) != (1, 1):
+                continue
+            kh, kw = a["ConvKernelDim"]
+            users = consumers.get(st.layer.outputs[0], [])
+            if (kh, kw) == (1, 1) or len(users) != 1 or users[0].op != "MVAU":
+                continue
+            mv = users[0]
+            c = mv.w.shape[0] // (kh * kw)
+            if c < 4 or mv.w.shape[0] != kh * kw * c:
+                continue
+            oh, ow = a["OFMDim"]
+            st.fused = True
+            mv.wk = np.ascontiguousarray(mv.w.reshape(kh, kw, c, mv.w.shape[1]))
+            mv.kernel = (kh, kw, oh, ow)
+
+    @staticmethod
+    def _conv_shifted(xp: np.ndarray, st: _Step) -> np.ndarray:
+        kh, kw, oh, ow = st.kernel
+        n, hp, wp, c = xp.shape
+        flat = np.ascontiguousarray(xp, dtype=st.dtype).reshape(-1, c)
+        rows = flat.shape[0]
+        out = flat @ st.wk[0, 0]
+        for ky in range(kh):
+            for kx in range(kw):
+                if ky == kx == 0:
+                    continue
+                off = ky * wp + kx
+                out[: rows - off] += flat[off:] @ st.wk[ky, kx]
+        return np.ascontiguousarray(out.reshape(n, hp, wp, -1)[:, :oh, :ow, :])
 
     def _thresholds(self, acc: np.ndarray, st: _Step) -> np.ndarray:
         """``#{k: acc >= T[c, k]}``: summed comparisons for few steps, per-channel
         ``searchsorted`` (thresholds ascending) for many; both exact on integer values."""
         t = st.thr  # [C or 1, steps], clipped so that float32 holds it exactly
         c, steps = acc.shape[-1], t.shape[1]
-        if steps <= 31:
+        if st.lin is not None and acc.dtype == np.float32:
+            t0, inv, table, rows = st.lin
+            q = np.floor((acc - t0) * inv)
+            np.clip(q + 1, 0, steps, out=q)
+            qi = q.astype(np.int32)
+            idx = qi + rows
+            out = qi + (np.take(table, idx + 1) <= acc) - (np.take(table, idx) > acc)
+        elif steps <= 31:
             tt = t.astype(acc.dtype)
             out = np.zeros(acc.shape, dtype=np.int32)
             for k in range(steps):
@@ -108,12 +187,16 @@ class SoftwareExecutor:
             xin = env[ly.inputs[0]]
             if st.op == "FMPadding":
                 t, left, b, r = a["Padding"]
-                y = np.pad(xin, ((0, 0), (t, b), (left, r), (0, 0)))
+                n, h, w, c = xin.shape
+                y = np.zeros((n, h + t + b, w + left + r, c), dtype=xin.dtype)
+                y[:, t : t + h, left : left + w, :] = xin
             elif st.op == "FMPadding_Pixel":
                 sy, sx = a["Stride"]
                 n, h, w, c = xin.shape
                 y = np.zeros((n, (h - 1) * sy + 1, (w - 1) * sx + 1, c), dtype=xin.dtype)
                 y[:, ::sy, ::sx, :] = xin
+            elif st.op == "ConvolutionInputGenerator" and st.fused:
+                y = xin  # the MVAU reads the windows in place (see _plan_fusion)
             elif st.op == "ConvolutionInputGenerator":
                 kh, kw = a["ConvKernelDim"]
                 sy, sx = a["Stride"]
@@ -129,7 +212,10 @@ class SoftwareExecutor:
                         (sn, sh * sy, sw_ * sx, sh * dy, sw_ * dx, sc), writeable=False)
                     y = view.reshape(xin.shape[0], oh, ow, kh * kw * xin.shape[3])
             elif st.op == "MVAU":
-                acc = xin.astype(st.dtype, copy=False) @ st.w
+                if st.kernel is not None:
+                    acc = self._conv_shifted(xin, st)
+                else:
+                    acc = xin.astype(st.dtype, copy=False) @ st.w
                 y = acc if a.get("noActivation", 0) else self._thresholds(acc, st).astype(np.float32)
             elif st.op == "Thresholding":
                 y = self._thresholds(xin, st).astype(np.float32)

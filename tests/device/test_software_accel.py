@@ -54,3 +54,21 @@ def test_bad_frames_are_refused():
         ex.run(np.zeros((1, 7, 9), np.uint8))
     with pytest.raises(QdevError, match="not a qdev integer model|unreadable"):
         IntModel.from_arrays({"x": np.zeros(1)})
+
+
+def test_fast_paths_are_planned_and_exact_on_random_frames():
+    """The fused window-free convolution and the near-uniform threshold path are taken for the
+    shipped model, and give the reference executor's codes on frames it was never tested on."""
+    import numpy as np
+
+    from device.accel.intmodel import IntModel, run_reference
+    from device.accel.software import SoftwareExecutor
+    from tests.device.helpers import SHIPPED
+
+    m = IntModel.load(SHIPPED["KV260"] / "intmodel.npz")
+    ex = SoftwareExecutor(m)
+    assert sum(s.fused for s in ex.steps) >= 15 and sum(s.lin is not None for s in ex.steps) >= 20
+    rng = np.random.default_rng(5)
+    frames = np.concatenate([rng.integers(0, 256, (2, 128, 128), dtype=np.uint8),
+                             np.zeros((1, 128, 128), np.uint8), np.full((1, 128, 128), 255, np.uint8)])
+    assert np.array_equal(ex.run(frames), run_reference(m, frames))

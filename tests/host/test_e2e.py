@@ -179,3 +179,23 @@ def test_demo_on_a_fresh_machine(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "self-test passed" in r.output and "8 frames ok" in r.output
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
+
+
+def test_on_device_probe_watched_by_host_with_bounded_logs(tmp_path):
+    store = tmp_path / "store"
+    extra = ["--probe", "phantom", "--log-max-bytes", "1500", "--log-keep", "2"]
+    with LocalDevice(store, extra=extra) as dev:
+        c = connect(dev.port)
+        assert c.flash(BUNDLE, default_trusted())["activated"]
+        c.close()
+        r = _run("-p", dev.port, "stream", "--probe", "device:phantom", "--frames", "25", "--no-view")
+        assert r.exit_code == 0, r.output
+        lines = [x for x in r.stdout.splitlines() if x.startswith("frame ")]
+        assert len(lines) == 25 and "(estimated)" in lines[0]
+        c = connect(dev.port)
+        live = c.stats()["live"]
+        c.close()
+        assert live["source"] == "phantom:0" and live["frame_id"] >= 24
+    logs = sorted((store / "logs").glob("live-*.csv"))
+    assert 1 <= len(logs) <= 2 and all(p.stat().st_size < 1500 + 200 for p in logs)
+    assert logs[0].read_text().startswith("frame_id,")
