@@ -88,29 +88,67 @@ class SocketLink(Link):
 
 
 class SerialLink(Link):
-    """A pyserial port (any URL ``serial.serial_for_url`` accepts)."""
+    """A pyserial port (any URL ``serial.serial_for_url`` accepts).
 
-    def __init__(self, url: str, baudrate: int = 921600) -> None:
+    On a posix tty (a UART, a pty) writes are full duplex: while the output drains, incoming
+    bytes are read into a buffer that ``read`` hands out first. Otherwise two peers that both
+    write more than the tty buffers hold before reading (pipelined frames one way, replies the
+    other) would block each other for good.
+    """
+
+    def __init__(self, url: str, baudrate: int = 921600, write_timeout: float = 30.0) -> None:
         import serial
 
         try:
-            self.port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.1, write_timeout=30)
+            self.port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.1, write_timeout=write_timeout)
         except (serial.SerialException, ValueError, OSError) as exc:
             raise LinkError(f"cannot open serial port {url}: {exc}") from exc
         self.name = url
+        self.write_timeout = write_timeout
+        self._rx = bytearray()
+        try:
+            self._fd = self.port.fileno() if hasattr(self.port, "fd") else None
+        except (AttributeError, OSError, serial.SerialException):
+            self._fd = None
 
     def write(self, data: bytes) -> None:
+        import os
+        import select
+
         import serial
 
-        try:
-            self.port.write(data)
-            self.port.flush()
-        except (serial.SerialException, OSError) as exc:
-            raise LinkError(f"{self.name}: write failed ({exc})") from exc
+        if self._fd is None:
+            try:
+                self.port.write(data)
+                self.port.flush()
+            except (serial.SerialException, OSError) as exc:
+                raise LinkError(f"{self.name}: write failed ({exc})") from exc
+            return
+        view = memoryview(data)
+        deadline = time.monotonic() + self.write_timeout
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LinkError(f"{self.name}: write timed out after {self.write_timeout:g} s")
+            try:
+                r, w, _ = select.select([self._fd], [self._fd], [], min(left, 0.5))
+                if r:
+                    self._rx += os.read(self._fd, 1 << 16)
+                if w:
+                    n = os.write(self._fd, view[: 1 << 16])
+                    view = view[n:]
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                raise LinkError(f"{self.name}: write failed ({exc})") from exc
 
     def read(self, timeout: float) -> bytes:
         import serial
 
+        if self._rx:
+            out = bytes(self._rx)
+            self._rx.clear()
+            return out
         try:
             self.port.timeout = max(timeout, 1e-4)
             first = self.port.read(1)

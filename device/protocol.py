@@ -43,6 +43,8 @@ class MsgType(IntEnum):
     ERROR = 3
     INFO = 4
     INFO_REPLY = 5
+    ECHO = 6
+    ECHO_REPLY = 7
     INFER = 16
     INFER_REPLY = 17
     STREAM_FRAME = 18
@@ -78,8 +80,8 @@ def encode(msg_type: int, seq: int, payload: bytes = b"", max_payload: int = DEF
         raise ValueError("type must fit in u8 and seq in u32")
     head = _HDR.pack(MAGIC, VERSION, msg_type, seq, len(payload))
     head += struct.pack("<I", zlib.crc32(head))
-    body = head + payload
-    return body + struct.pack("<I", zlib.crc32(body))
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return b"".join((head, payload, struct.pack("<I", crc)))
 
 
 @dataclass
@@ -104,52 +106,59 @@ class FrameParser:
     _buf: bytearray = field(default_factory=bytearray)
 
     def feed(self, data: bytes) -> list[Frame]:
-        self._buf += data
-        out: list[Frame] = []
         buf = self._buf
-        while True:
-            i = buf.find(MAGIC)
-            if i < 0:  # keep a trailing b"Q" that may start the next magic
-                keep = 1 if buf.endswith(MAGIC[:1]) else 0
-                self.stats.discarded_bytes += len(buf) - keep
-                del buf[: len(buf) - keep]
-                break
-            if i:
-                self.stats.discarded_bytes += i
-                del buf[:i]
-            if len(buf) < HEADER:
-                break
-            magic, version, mtype, seq, length = _HDR.unpack_from(buf)
-            (hcrc,) = struct.unpack_from("<I", buf, _HDR.size)
-            if zlib.crc32(bytes(buf[: _HDR.size])) != hcrc:
-                self.stats.header_crc_errors += 1
-                self._skip(buf)
-                continue
-            if version != VERSION:
-                self.stats.bad_version += 1
-                self._skip(buf)
-                continue
-            if length > self.max_payload:
-                self.stats.oversize += 1
-                self._skip(buf)
-                continue
-            total = HEADER + length + TRAILER
-            if len(buf) < total:
-                break
-            (crc,) = struct.unpack_from("<I", buf, HEADER + length)
-            if zlib.crc32(bytes(buf[: HEADER + length])) != crc:
-                self.stats.payload_crc_errors += 1
-                self._skip(buf)
-                continue
-            out.append(Frame(mtype, seq, bytes(buf[HEADER : HEADER + length])))
-            self.stats.frames += 1
-            del buf[:total]
+        buf += data
+        out: list[Frame] = []
+        mv = memoryview(buf)
+        pos, n = 0, len(buf)
+        try:
+            while True:
+                i = buf.find(MAGIC, pos)
+                if i < 0:  # keep a trailing b"Q" that may start the next magic
+                    keep = 1 if n > pos and buf[n - 1] == MAGIC[0] else 0
+                    self.stats.discarded_bytes += n - pos - keep
+                    pos = n - keep
+                    break
+                if i > pos:
+                    self.stats.discarded_bytes += i - pos
+                    pos = i
+                if n - pos < HEADER:
+                    break
+                magic, version, mtype, seq, length = _HDR.unpack_from(buf, pos)
+                (hcrc,) = struct.unpack_from("<I", buf, pos + _HDR.size)
+                if zlib.crc32(mv[pos : pos + _HDR.size]) != hcrc:
+                    self.stats.header_crc_errors += 1
+                    pos = self._skip(pos)
+                    continue
+                if version != VERSION:
+                    self.stats.bad_version += 1
+                    pos = self._skip(pos)
+                    continue
+                if length > self.max_payload:
+                    self.stats.oversize += 1
+                    pos = self._skip(pos)
+                    continue
+                total = HEADER + length + TRAILER
+                if n - pos < total:
+                    break
+                (crc,) = struct.unpack_from("<I", buf, pos + HEADER + length)
+                if zlib.crc32(mv[pos : pos + HEADER + length]) != crc:
+                    self.stats.payload_crc_errors += 1
+                    pos = self._skip(pos)
+                    continue
+                out.append(Frame(mtype, seq, bytes(mv[pos + HEADER : pos + HEADER + length])))
+                self.stats.frames += 1
+                pos += total
+        finally:
+            mv.release()
+        if pos:
+            del buf[:pos]  # one compaction per feed, not one per frame
         return out
 
-    def _skip(self, buf: bytearray) -> None:
+    def _skip(self, pos: int) -> int:
         """Drop the magic of a bad frame and look for the next one."""
         self.stats.discarded_bytes += 2
-        del buf[:2]
+        return pos + 2
 
     @property
     def buffered(self) -> int:

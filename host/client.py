@@ -80,6 +80,27 @@ class DeviceClient:
         self.ch.close()
 
     # ------------------------------------------------------------- commands
+    def echo_throughput(self, payload: int, count: int, window: int = 4) -> dict:
+        """Pipelined ECHO of ``count`` blobs of ``payload`` bytes: the protocol's own round-trip
+        throughput through the device's serve loop (no accelerator in the path)."""
+        blob = bytes(range(256)) * (payload // 256) + bytes(payload % 256)
+        t0 = time.perf_counter()
+        pending: list[int] = []
+        sent = done = 0
+        while done < count:
+            while sent < count and len(pending) < window:
+                pending.append(self.ch.send(MsgType.ECHO, {}, blob))
+                sent += 1
+            msg = self.ch.recv(self.timeout)
+            if msg.meta.get("re") != pending[0]:
+                continue
+            if msg.blob != blob:
+                raise DeviceError("echo came back different")
+            pending.pop(0)
+            done += 1
+        secs = time.perf_counter() - t0
+        return {"payload": payload, "count": count, "seconds": secs, "bytes_per_s": payload * count / secs}
+
     def info(self) -> dict:
         return self.request(MsgType.INFO).meta
 

@@ -126,6 +126,8 @@ class Session:
         try:
             if t == MsgType.INFO:
                 self.reply(msg, MsgType.INFO_REPLY, self.rt.info())
+            elif t == MsgType.ECHO:  # link test: the blob comes back unchanged
+                self.reply(msg, MsgType.ECHO_REPLY, {}, msg.blob)
             elif t in (MsgType.INFER, MsgType.STREAM_FRAME):
                 t_recv = time.perf_counter()
                 m = msg.meta
