@@ -35,9 +35,10 @@ class LocalDevice:
 
     def __init__(self, store: Path, trusted: list[Path] | None = None, board: str | None = None,
                  serial: str | None = None, tcp: bool = True, extra: list[str] | None = None,
-                 python: str | None = None) -> None:
+                 python: str | None = None, backend: str = "software", env: dict | None = None) -> None:
         self.store = Path(store)
-        args = [python or sys.executable, "-m", "device", "serve", "--store", str(store), "--backend", "software"]
+        self.env = env or {}
+        args = [python or sys.executable, "-m", "device", "serve", "--store", str(store), "--backend", backend]
         for k in trusted if trusted is not None else default_trusted():
             args += ["--trust", str(k)]
         if board:
@@ -59,7 +60,7 @@ class LocalDevice:
         self.store.mkdir(parents=True, exist_ok=True)
         err = open(self.log, "ab")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=err, text=True,
-                                     cwd=str(REPO), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     cwd=str(REPO), env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()

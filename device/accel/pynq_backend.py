@@ -150,12 +150,16 @@ def _probe(bundle_dir: Path, manifest: dict) -> str | None:
     files = manifest.get("files", {})
     if not _bitfile(manifest) or not any(n.endswith(".hwh") for n in files):
         return "the bundle has no bitstream (.bit + .hwh): it is estimate-only"
+    import warnings
+
     try:
         import pynq
     except ImportError:
         return "pynq is not installed"
     try:
-        devices = pynq.Device.devices
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "No devices found, is the XRT environment sourced?"
+            devices = pynq.Device.devices
     except Exception as exc:  # pynq raises RuntimeError("No Devices Found") and others
         return f"no PYNQ device ({exc})"
     if not devices:
