@@ -199,3 +199,48 @@ def test_on_device_probe_watched_by_host_with_bounded_logs(tmp_path):
     logs = sorted((store / "logs").glob("live-*.csv"))
     assert 1 <= len(logs) <= 2 and all(p.stat().st_size < 1500 + 200 for p in logs)
     assert logs[0].read_text().startswith("frame_id,")
+
+
+def test_ports_bench_and_saved_overlay_video(device, tmp_path):
+    r = _run("ports", "--json")
+    assert r.exit_code == 0, r.output
+    assert isinstance(json.loads(r.stdout)["ports"], list)
+    r = _run("-p", device.port, "bench", "--frames", "12", "--json")
+    assert r.exit_code == 0, r.output
+    b = json.loads(r.stdout)
+    assert b["device"]["frames"] == 12 and b["device"]["fps"] > 0 and b["host_cpu"]["fps"] > 0
+    video = tmp_path / "overlay.mp4"
+    r = _run("-p", device.port, "stream", "--probe", "phantom", "--frames", "6", "--no-view",
+             "--save", str(video), "--out", str(tmp_path / "s"))
+    assert r.exit_code == 0, r.output
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 6
+
+
+def test_ctrl_c_ends_cleanly_with_logs_flushed(device, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sess"
+    p = subprocess.Popen([sys.executable, "-m", "host.cli", "-p", device.port, "stream", "--probe", "phantom",
+                          "--no-view", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        f = out / "frames.csv"
+        if f.is_file() and len(f.read_text().splitlines()) > 5:
+            break
+        time.sleep(0.2)
+    os.kill(p.pid, signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=30)
+    man = json.loads((out / "manifest.json").read_text())
+    rows = (out / "frames.csv").read_text().splitlines()
+    assert man["summary"]["interrupted"] is True and man["counts"]["ok"] == len(rows) - 1 >= 5, stderr
+    assert "Traceback" not in stderr
