@@ -244,3 +244,21 @@ def test_ctrl_c_ends_cleanly_with_logs_flushed(device, tmp_path):
     rows = (out / "frames.csv").read_text().splitlines()
     assert man["summary"]["interrupted"] is True and man["counts"]["ok"] == len(rows) - 1 >= 5, stderr
     assert "Traceback" not in stderr
+
+
+def test_live_source_newest_frame_wins_and_drops_are_counted(device, tmp_path):
+    from device.probe.sources import open_probe
+    from host.session import SessionWriter
+    from host.stream import StreamConfig, run_stream
+
+    c = connect(device.port)
+    try:
+        w = SessionWriter(tmp_path / "s", {"source": "phantom"})
+        # the phantom produces 400 frames/s, far faster than the device: most frames are skipped
+        summ = run_stream(c, open_probe("phantom"), StreamConfig(fps=400.0, window=2, max_frames=15), w)
+        w.close()
+    finally:
+        c.close()
+    assert summ.frames_ok == 15 and summ.lost == 0 and summ.dropped > 15
+    ids = [int(x.split(",")[0]) for x in (tmp_path / "s" / "frames.csv").read_text().splitlines()[1:]]
+    assert ids == sorted(ids) and ids[-1] - ids[0] > 15  # later frames, not a backlog
