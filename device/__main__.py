@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--power", default="auto", choices=["auto", "pmbus", "hwmon", "estimate"])
     common.add_argument("--trust", action="append", default=[], help="trust this Ed25519 public key (PEM)")
     s = sub.add_parser("serve", parents=[common], help="serve hosts over TCP and/or a serial port")
-    s.add_argument("--tcp", default=None, help="HOST:PORT to listen on (port 0: any; prints the address)")
+    s.add_argument("--tcp", default=None,
+                   help="PORT (binds 127.0.0.1) or HOST:PORT to listen on (port 0: any free one; the address is printed)")
     s.add_argument("--serial", default=None, help="serial port or pyserial URL (/dev/ttyPS0, a pty, socket://)")
     s.add_argument("--baud", type=int, default=921600)
     s.add_argument("--probe", default=None, help="segment this probe on the device (phantom, video:0, file ...)")
@@ -73,7 +74,7 @@ def _serve(a) -> int:  # noqa: ANN001
     hub = LiveHub() if a.probe else None
     threads, servers = [], []
     if a.tcp:
-        hp = parse_tcp(a.tcp)
+        hp = ("127.0.0.1", int(a.tcp)) if a.tcp.isdigit() else parse_tcp(a.tcp)
         if hp is None:
             raise ConfigError(f"--tcp {a.tcp}: expected HOST:PORT")
         try:

@@ -76,6 +76,16 @@ class PmbusMeter(PowerMeter):
             return None
         return rails or None
 
+    def record(self, interval_s: float = 0.1):  # noqa: ANN201
+        """A started ``pynq.DataRecorder`` over the rails; call ``.mark()`` at each phase change
+        (idle / streaming / ...) and ``.stop()``; its ``.frame`` holds the samples with a
+        ``Mark`` column. Needs a board with PMBus rails (not exercised here: none exists)."""
+        import pynq
+
+        rec = pynq.DataRecorder(*[r.power for r in self.rails.values() if getattr(r, "power", None) is not None])
+        rec.record(interval_s)
+        return rec
+
     def read(self, active: bool = False) -> PowerReading:
         w = 0.0
         for rail in self.rails.values():

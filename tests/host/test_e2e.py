@@ -262,3 +262,16 @@ def test_live_source_newest_frame_wins_and_drops_are_counted(device, tmp_path):
     assert summ.frames_ok == 15 and summ.lost == 0 and summ.dropped > 15
     ids = [int(x.split(",")[0]) for x in (tmp_path / "s" / "frames.csv").read_text().splitlines()[1:]]
     assert ids == sorted(ids) and ids[-1] - ids[0] > 15  # later frames, not a backlog
+
+
+def test_report_compare_two_sessions(device, tmp_path):
+    for name in ("a", "b"):
+        r = _run("-p", device.port, "stream", "--probe", "phantom:1", "--frames", "5", "--no-view",
+                 "--out", str(tmp_path / name), "--no-report")
+        assert r.exit_code == 0, r.output
+    r = _run("report", str(tmp_path / "a"), "--compare", str(tmp_path / "b"), "--out", str(tmp_path / "rep"), "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert [s["frames"]["ok"] for s in doc["sessions"]] == [5, 5]
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert html.count("<h2>") == 2 and (tmp_path / "rep" / "latency_cdf.png").is_file()
