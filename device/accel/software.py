@@ -52,31 +52,6 @@ class _Step:
     fused: bool = False  # CIG feeding an MVAU: the MVAU convolves the padded input directly
     wk: np.ndarray | None = None  # MVAU weights as [kh, kw, C, Cout] for the fused convolution
     kernel: tuple | None = None  # (kh, kw, oh, ow) of the fused convolution
-    lin: tuple | None = None  # near-uniform thresholds: (t0, 1/step, padded table, row offsets)
-
-
-def _linear_thresholds(t: np.ndarray) -> tuple | None:
-    """Plan the fast threshold path when every row is close to an arithmetic progression.
-
-    With ``L(k) = T[0] + k * d`` (``d`` = the row's mean step) and ``|T[k] - L(k)| <= delta``, the
-    count ``q = #{k: T[k] <= x}`` differs from ``q_est = clip(floor((x - T[0]) / d) + 1, 0, S)`` by
-    at most one whenever ``delta < d / 2`` (float32 rounding of the estimate is far below that
-    margin for the bounded integers here); one comparison up and one down then give ``q`` exactly.
-    Rows that do not satisfy the bound keep the comparison path (returns None).
-    """
-    c, steps = t.shape
-    if steps < 4:
-        return None
-    d = (t[:, -1] - t[:, 0]) / (steps - 1)
-    if np.any(d < 4):
-        return None
-    dev = np.abs(t - (t[:, :1] + np.arange(steps) * d[:, None])).max(axis=1)
-    if np.any(dev >= 0.45 * d):
-        return None
-    table = np.empty((c, steps + 2), np.float32)
-    table[:, 0], table[:, 1 : steps + 1], table[:, steps + 1] = -np.inf, t, np.inf
-    rows = (np.arange(c) * (steps + 2)).astype(np.int32) if c > 1 else np.zeros(1, np.int32)
-    return t[:, 0].astype(np.float32), (1.0 / d).astype(np.float32), table.ravel(), rows
 
 
 class SoftwareExecutor:
@@ -101,7 +76,6 @@ class SoftwareExecutor:
                 # +-(lim + 1) changes no comparison and keeps them exact in float32 (lim < 2^24)
                 lim = self.bounds.get(ly.name) if ly.op == "MVAU" else _max_abs(ly.attrs.get("inputDataType", "INT24"))
                 st.thr = np.clip(t, -(lim + 1), lim + 1).astype(np.float64)
-                st.lin = _linear_thresholds(st.thr)
             self.steps.append(st)
         self._plan_fusion()
 
@@ -152,18 +126,14 @@ class SoftwareExecutor:
         ``searchsorted`` (thresholds ascending) for many; both exact on integer values."""
         t = st.thr  # [C or 1, steps], clipped so that float32 holds it exactly
         c, steps = acc.shape[-1], t.shape[1]
-        if st.lin is not None and acc.dtype == np.float32:
-            t0, inv, table, rows = st.lin
-            q = np.floor((acc - t0) * inv)
-            np.clip(q + 1, 0, steps, out=q)
-            qi = q.astype(np.int32)
-            idx = qi + rows
-            out = qi + (np.take(table, idx + 1) <= acc) - (np.take(table, idx) > acc)
-        elif steps <= 31:
+        if steps <= 31:
             tt = t.astype(acc.dtype)
-            out = np.zeros(acc.shape, dtype=np.int32)
+            out = np.zeros(acc.shape, dtype=np.uint8)  # a count <= 31: one byte moves least memory
+            hit = np.empty(acc.shape, dtype=bool)
             for k in range(steps):
-                out += acc >= tt[:, k]
+                np.greater_equal(acc, tt[:, k], out=hit)
+                out += hit
+            out = out.astype(np.float32)  # what the next layer takes; ActVal is added below
         else:
             out = np.empty(acc.shape, dtype=np.int32)
             for ch in range(c):
@@ -216,9 +186,9 @@ class SoftwareExecutor:
                     acc = self._conv_shifted(xin, st)
                 else:
                     acc = xin.astype(st.dtype, copy=False) @ st.w
-                y = acc if a.get("noActivation", 0) else self._thresholds(acc, st).astype(np.float32)
+                y = acc if a.get("noActivation", 0) else self._thresholds(acc, st).astype(np.float32, copy=False)
             elif st.op == "Thresholding":
-                y = self._thresholds(xin, st).astype(np.float32)
+                y = self._thresholds(xin, st).astype(np.float32, copy=False)
             elif st.op == "Pool":
                 c = a["Channels"]
                 n, oh, ow, kc = xin.shape

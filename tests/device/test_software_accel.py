@@ -57,8 +57,8 @@ def test_bad_frames_are_refused():
 
 
 def test_fast_paths_are_planned_and_exact_on_random_frames():
-    """The fused window-free convolution and the near-uniform threshold path are taken for the
-    shipped model, and give the reference executor's codes on frames it was never tested on."""
+    """The fused window-free convolution is taken for the shipped model, and gives the reference
+    executor's codes on frames it was never tested on."""
     import numpy as np
 
     from device.accel.intmodel import IntModel, run_reference
@@ -67,7 +67,7 @@ def test_fast_paths_are_planned_and_exact_on_random_frames():
 
     m = IntModel.load(SHIPPED["KV260"] / "intmodel.npz")
     ex = SoftwareExecutor(m)
-    assert sum(s.fused for s in ex.steps) >= 15 and sum(s.lin is not None for s in ex.steps) >= 20
+    assert sum(s.fused for s in ex.steps) >= 15
     rng = np.random.default_rng(5)
     frames = np.concatenate([rng.integers(0, 256, (2, 128, 128), dtype=np.uint8),
                              np.zeros((1, 128, 128), np.uint8), np.full((1, 128, 128), 255, np.uint8)])
