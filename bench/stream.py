@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _bench_device():  # noqa: ANN202 - bench/device.py's raw echo helpers
-    spec = importlib.util.spec_from_file_location("bench_device", REPO / "bench" / "device.py")
+def _bench_device():  # noqa: ANN202 - bench/device_bench.py raw echo helpers
+    spec = importlib.util.spec_from_file_location("bench_device", REPO / "bench" / "device_bench.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -6,7 +6,7 @@
    ``qdev-device serve``) over TCP loopback and over a pty pair, as a ratio of the raw link's
    throughput (the same payloads echoed by a bare process over the same kind of link).
 
-Usage: .venv/bin/python bench/device.py [--bundle bitstreams/KV260/quantunet-w8]
+Usage: bench/device.sh (= .venv/bin/python bench/device_bench.py) [--bundle bitstreams/KV260/quantunet-w8]
        [--qonnx models/quantunet-w8/export/model.qonnx.onnx] [--seconds 10] [--skip-accel] [--skip-link]
 
 Both run the shipped default model on its golden frames (batch 1). The software accelerator's
