@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "FaQ8weLgR9aEHrkXwU0Rn0ct//8HhcbGKQ/Et48cjB7AP6/eXk0CF8EhqtHOUfIw5OjTk/nQgiQB8fSfnEVZBg=="
+ "signature": "T2yTqQTQln9onMoIf8/VxkCQJb5a2cy5VWUCytnV7y6TAPLg6+DEp70c1Y0TvU7dHXyxrx3CUR9VlOLfZf90Bg=="
 }

@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "u71zQkLi73uHWZX3yWDGsPtmMMOlNL+mA9m4d+XezXiCUXLejmehGh1/nwmMdL35VpbnvxNXME6Nar4vZfT1AA=="
+ "signature": "2x/n8DIexCs77qf9uGMMb6yChlxPLJQx2yuLDWzQNc/SVvD6kBGuHqhMr8zoVE8rD/dMo+gxEb30edDYbH+ZDg=="
 }

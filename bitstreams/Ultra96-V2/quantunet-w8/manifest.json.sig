@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "GInMWvyybXAdOrz1xx2mEem8mZQNgMkAMuURermvUy0bC0ClUDMhuhLfKijaQSw+mUtrCr562j+f3SaV9vskCw=="
+ "signature": "/vRpl3rHGkWbM9gzKXNaMsQOVizo3y/4X87ZR65AoIsnEamrwv9W10aaWfpq5+QAnZumdgGSlDLPgfOFW04JAQ=="
 }

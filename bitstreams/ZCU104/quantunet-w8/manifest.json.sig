@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "6kDHm8EDSVJtrFHn+tG1bZ4tsdEm68E7+AQDM9bb+fspTt65ZqW5KP0q8dD+cx8hj5fRnN7IvcfDPdEvKuZaBw=="
+ "signature": "uiwCMVEyKET2oW3Bg6xnu+SABepWY7Lc0mL/BW5rVFuweSKzt1WBlO7LZMGKfgu6emiRlzjoGnjah9NwjQZ/DA=="
 }
