@@ -234,6 +234,8 @@ class Channel:
     bytes_out: int = 0
     bytes_in: int = 0
     malformed: int = 0
+    stall_s: float = 1.0  # a partial frame with no byte for this long is dropped (sender died mid-frame)
+    _last_rx: float = 0.0
 
     def __post_init__(self) -> None:
         self.parser = FrameParser(self.max_payload)
@@ -262,9 +264,18 @@ class Channel:
             if left <= 0:
                 raise LinkTimeout(f"{self.link.name}: no answer within {timeout:g} s")
             data = self.link.read(min(left, 0.5))
+            now = time.monotonic()
             if data:
+                self._last_rx = now
+                frames = self.parser.feed(data)
                 self.bytes_in += len(data)
-                for fr in self.parser.feed(data):
+            elif self.parser.buffered and now - self._last_rx > self.stall_s:
+                frames = self.parser.expire()
+                self._last_rx = now
+            else:
+                frames = []
+            if frames:
+                for fr in frames:
                     try:
                         meta, blob = unpack_payload(fr.payload)
                     except LinkError:

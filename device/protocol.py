@@ -92,6 +92,7 @@ class ParserStats:
     payload_crc_errors: int = 0
     oversize: int = 0
     bad_version: int = 0
+    expired: int = 0
 
 
 @dataclass
@@ -154,6 +155,16 @@ class FrameParser:
         if pos:
             del buf[:pos]  # one compaction per feed, not one per frame
         return out
+
+    def expire(self) -> list[Frame]:
+        """Give up on a buffered partial frame (its sender stopped mid-frame): drop its magic,
+        count it, and rescan what follows (which may hold complete frames sent after it)."""
+        if len(self._buf) < 2:
+            return []
+        self.stats.expired += 1
+        self.stats.discarded_bytes += 2
+        del self._buf[:2]
+        return self.feed(b"")
 
     def _skip(self, pos: int) -> int:
         """Drop the magic of a bad frame and look for the next one."""

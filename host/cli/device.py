@@ -236,11 +236,23 @@ def stream_session(ctx: click.Context, source, fps: float | None, max_frames: in
             if not ov.show(px, rep.mask, text):
                 stop.set()
 
+        import signal
+
         from rich.console import Console
 
+        def _interrupt(signum, frame) -> None:  # noqa: ANN001 - first Ctrl-C: finish in-flight frames
+            stop.set()
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second one forces
+
         console = Console(stderr=True)
-        with console.status(f"streaming {source.name} -> {info.get('backend')} ..."):
-            summ = run_stream(c, source, StreamConfig(fps, window, max_frames, timeout), writer, on_frame, stop)
+        old = signal.signal(signal.SIGINT, _interrupt) if threading.current_thread() is threading.main_thread() else None
+        try:
+            with console.status(f"streaming {source.name} -> {info.get('backend')} ... (Ctrl-C to stop)"):
+                summ = run_stream(c, source, StreamConfig(fps, window, max_frames, timeout), writer, on_frame, stop)
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+        summ.interrupted = summ.interrupted or (stop.is_set() and (max_frames is None or summ.frames_ok < max_frames))
         ov.close()
         writer.close(summary={"frames_ok": summ.frames_ok, "lost": summ.lost, "dropped": summ.dropped,
                               "seconds": summ.seconds, "fps": summ.fps, "interrupted": summ.interrupted},

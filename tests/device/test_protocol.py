@@ -68,3 +68,34 @@ def test_fuzz_parser_never_crashes_and_only_delivers_valid_frames(chunks, step):
     for f in got:  # every delivered frame re-encodes to bytes that occur in the stream
         assert encode(f.type, f.seq, f.payload) in data
     assert p.buffered <= 4096 + HEADER + 4 + step
+
+
+def test_a_frame_cut_off_mid_way_is_expired_and_the_next_one_delivered():
+    """A sender killed mid-frame leaves a header promising more bytes than will ever come; the
+    receiver gives up on it (Channel does so after 1 s without bytes) and finds what follows."""
+    from device.protocol import FrameParser, encode
+
+    p = FrameParser()
+    cut = encode(18, 1, b"x" * 16384)[:5000]
+    whole = encode(48, 2, b"{}")
+    assert p.feed(cut + whole) == []  # still waiting for the 16 KiB the first header promised
+    frames = p.expire()
+    assert [(f.type, f.seq) for f in frames] == [(48, 2)] and p.stats.expired == 1
+
+
+def test_channel_expires_a_stalled_partial_frame_over_a_real_socket():
+    import socket
+
+    from device.link import Channel, SocketLink, pack_payload
+    from device.protocol import encode
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    a = socket.create_connection(srv.getsockname())
+    b, _ = srv.accept()
+    srv.close()
+    ch = Channel(SocketLink(b, "tcp"), stall_s=0.3)
+    a.sendall(encode(18, 1, pack_payload({}, b"x" * 16384))[:3000] + encode(48, 2, pack_payload({"ok": 1})))
+    msg = ch.recv(5.0)
+    assert (msg.type, msg.meta) == (48, {"ok": 1})
+    a.close()
+    b.close()
