@@ -15,6 +15,7 @@ FE=${FLOAT_EPOCHS:-80}
 QE=${QUANT_EPOCHS:-40}
 LAM=${LAMBDA:-0.25}
 FZ=${FREEZE:-0.75}
+QP=${QUANT_PREFIX:-bench-quant}   # e.g. QUANT_PREFIX=bench-quant-lam005 LAMBDA=0.05
 float_run() {  # name seed split
   [ -f "runs/$1/evaluate/metrics.json" ] && return 0
   $Q train --model float --width 8 --epochs "$FE" --seed "$2" --split "$3" --threads "$T" --out "runs/$1" --resume
@@ -31,13 +32,13 @@ case "${1:-seeds}" in
     shift || true
     for s in ${*:-0 1 2}; do
       float_run "bench-float-s$s" "$s" grouped
-      quant_run "bench-quant-s$s" "$s" grouped "bench-float-s$s"
+      quant_run "$QP-s$s" "$s" grouped "bench-float-s$s"
     done ;;
   quant)
     shift || true
     float_run bench-float-s0 0 grouped
     for s in ${*:-0 1 2}; do
-      quant_run "bench-quant-s$s" "$s" grouped bench-float-s0
+      quant_run "$QP-s$s" "$s" grouped bench-float-s0
     done ;;
   paper)
     float_run bench-float-paper-s0 0 paper ;;
