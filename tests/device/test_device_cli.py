@@ -1,0 +1,42 @@
+"""``qdev-device`` (python -m device): one-line errors with exit 2, local install and info."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.device.helpers import DEV_PUB, SHIPPED
+
+pytestmark = pytest.mark.device_env
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "device", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_install_then_info(tmp_path):
+    store = tmp_path / "store"
+    r = _run("install", str(SHIPPED["KV260"]), "--store", str(store), "--trust", str(DEV_PUB), "--backend", "software")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["activated"] and res["self_test"]["ok"]
+    r = _run("info", "--store", str(store))
+    info = json.loads(r.stdout)
+    assert info["bundle_id"] == res["bundle_id"] and info["backend"] == "software"
+    assert info["power"]["kind"] == "estimated"
+
+
+def test_errors_are_one_line_exit_2(tmp_path):
+    r = _run("serve", "--store", str(tmp_path / "s"))
+    assert r.returncode == 2 and r.stderr.strip().endswith("qdev-device: serve needs --tcp HOST:PORT and/or --serial PORT")
+    bad = tmp_path / "bad"
+    shutil.copytree(SHIPPED["KV260"], bad)
+    (bad / "manifest.json.sig").unlink()
+    r = _run("install", str(bad), "--store", str(tmp_path / "s"), "--trust", str(DEV_PUB))
+    assert r.returncode == 2 and "unsigned bundle" in r.stderr and "Traceback" not in r.stderr
+    r = _run("serve", "--store", str(tmp_path / "s"), "--tcp", "nonsense")
+    assert r.returncode == 2 and "expected HOST:PORT" in r.stderr
