@@ -147,6 +147,10 @@ def write_report(folder: Path, compare: Path | None = None, out: Path | None = N
         if e.get("n"):
             parts.append(f"<p>energy per frame {e['mean']:.2f} mJ (p99 {e['p99']:.2f}), average power "
                          f"{p['mean']:.3f} W, idle baseline {p['idle_w']} W: <b>{html.escape(str(e['kind']))}</b></p>")
+        if s.get("dice_vs_truth"):
+            d = s["dice_vs_truth"]
+            parts.append(f"<p>Dice of the device's masks against the ground truth: mean {d['mean']:.3f} "
+                         f"over {d['n']} frames</p>")
         for w in s["warnings"]:
             parts.append(f"<p class=warn>warning: {html.escape(w)}</p>")
     for name, data in pngs.items():

@@ -207,7 +207,31 @@ class ImageFolderSource(ProbeSource):
                     a = np.asarray(img.convert("RGB") if img.mode not in ("L", "RGB") else img)
             except OSError as exc:
                 raise DataError(f"{f}: unreadable image ({exc})") from exc
-            yield ProbeFrame(i, a, float(i), time.time())
+            yield ProbeFrame(i, a, float(i), time.time(), _truth(f, a.shape[:2]))
+
+
+def _truth(image: Path, hw: tuple[int, int]) -> np.ndarray | None:
+    """The BUSI-style ground truth of an image (union of ``<stem>_mask*.png``), if present."""
+    from PIL import Image
+
+    masks = sorted(image.parent.glob(f"{glob_escape(image.stem)}_mask*.png"))
+    if not masks:
+        return None
+    out = np.zeros(hw, bool)
+    for m in masks:
+        try:
+            with Image.open(m) as img:
+                a = np.asarray(img.convert("L"))
+        except OSError:
+            return None
+        if a.shape != out.shape:
+            return None
+        out |= a > 127
+    return out
+
+
+def glob_escape(name: str) -> str:
+    return globmod.escape(name)
 
 
 def _is_dicom(path: Path) -> bool:

@@ -281,7 +281,8 @@ def _print_summary(s: dict) -> None:
         click.echo(f"energy     {e['mean']:.1f} mJ/frame, {s['power_w']['mean']:.2f} W average "
                    f"(idle {s['power_w']['idle_w']} W) [{e['kind']}]")
     if s.get("dice_vs_truth"):
-        click.echo(f"Dice vs phantom truth: mean {s['dice_vs_truth']['mean']:.3f}")
+        click.echo(f"Dice vs ground truth (phantom masks or the images' _mask files): mean "
+                   f"{s['dice_vs_truth']['mean']:.3f} over {s['dice_vs_truth']['n']} frames")
     for w in s["warnings"]:
         click.echo(f"warning: {w}")
 

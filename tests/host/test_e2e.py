@@ -275,3 +275,20 @@ def test_report_compare_two_sessions(device, tmp_path):
     assert [s["frames"]["ok"] for s in doc["sessions"]] == [5, 5]
     html = (tmp_path / "rep" / "report.html").read_text()
     assert html.count("<h2>") == 2 and (tmp_path / "rep" / "latency_cdf.png").is_file()
+
+
+@pytest.mark.busi
+def test_demo_on_busi_reproduces_the_evaluated_dice(busi_path, tmp_path, monkeypatch):
+    """Through the whole deployment path (bundle, flash, link, device runtime, software backend),
+    the shipped model's masks on the BUSI test split score exactly the Dice `qdev evaluate`
+    measured in PyTorch: the accelerator is bit-exact and the preprocessing is training's."""
+    from host.report import summarise
+
+    monkeypatch.setenv("QDEV_BUSI", str(busi_path))
+    out = tmp_path / "demo"
+    r = _run("demo", "--probe", "busi", "--frames", "1000", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    s = summarise(out)
+    evaluated = json.loads((BUNDLE.parents[2] / "models" / "quantunet-w8" / "evaluate" / "metrics.json").read_text())
+    assert s["frames"]["ok"] == evaluated["metrics"]["n_images"] == s["dice_vs_truth"]["n"]
+    assert abs(s["dice_vs_truth"]["mean"] - evaluated["metrics"]["dice"]) < 1e-4

@@ -58,6 +58,12 @@ def test_image_folder_skips_masks_and_glob(tmp_path):
         Image.fromarray(np.zeros((50, 60), np.uint8)).save(tmp_path / f"img ({i})_mask.png")
     assert open_probe(str(tmp_path)).n_frames == 3
     assert open_probe(str(tmp_path / "img (1)*.png")).n_frames == 1
+    # BUSI-style ground truth rides along: the union of <stem>_mask*.png
+    m2 = np.zeros((50, 60), np.uint8)
+    m2[10:20, 10:20] = 255
+    Image.fromarray(m2).save(tmp_path / "img (1)_mask_1.png")
+    fr = list(open_probe(str(tmp_path)).frames())
+    assert fr[1].truth is not None and int(fr[1].truth.sum()) == 100 and int(fr[0].truth.sum()) == 0
 
 
 def test_phantom_is_live_with_truth():
