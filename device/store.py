@@ -28,6 +28,7 @@ from pathlib import Path
 
 from device.bundle import MANIFEST, BundleError, VerifiedBundle, load_public_key, unpack_bundle, verify_bundle
 from device.errors import QdevError
+from device.fsutil import atomic_write_text, fsync_dir
 
 __all__ = ["BundleStore", "StoreError", "InstallResult", "MAX_BUNDLE_BYTES", "MAX_CHUNK", "bundle_id"]
 
@@ -42,14 +43,6 @@ class StoreError(QdevError):
 
 def bundle_id(manifest_bytes: bytes) -> str:
     return hashlib.sha256(manifest_bytes).hexdigest()[:16]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -87,18 +80,12 @@ class BundleStore:
         return {"active": st.get("active"), "previous": st.get("previous")}
 
     def _write_state(self, active: str | None, previous: str | None) -> None:
-        tmp = self.root / f".state-{uuid.uuid4().hex}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"active": active, "previous": previous}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.state_path)
-        _fsync_dir(self.root)
+        atomic_write_text(self.state_path, json.dumps({"active": active, "previous": previous}), sync_dir=True)
 
     def _cleanup(self) -> None:
         for p in (self.root / "bundles").glob(".staging-*"):
             shutil.rmtree(p, ignore_errors=True)
-        for p in self.root.glob(".state-*.tmp"):
+        for p in self.root.glob(".state.json.*.tmp"):
             p.unlink(missing_ok=True)
         st = self.state()
         keep = {st["active"], st["previous"]}
@@ -213,13 +200,13 @@ class BundleStore:
             if self.board and board != self.board:
                 raise BundleError(f"bundle is built for {board}, this device is {self.board}")
             bid = bundle_id((staging / MANIFEST).read_bytes())
-            _fsync_dir(staging)
+            fsync_dir(staging)
             final = self.bundle_dir(bid)
             if final.exists():
                 shutil.rmtree(staging)
             else:
                 os.replace(staging, final)
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

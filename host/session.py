@@ -9,10 +9,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from device.fsutil import atomic_write_text
 
 __all__ = ["COLUMNS", "SessionWriter", "read_session", "write_json_atomic"]
 
@@ -23,17 +24,7 @@ COLUMNS = [
 
 
 def write_json_atomic(path: Path, doc: dict) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=1, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(doc, indent=1, default=str))
 
 
 @dataclass

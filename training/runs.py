@@ -4,47 +4,19 @@ per-stage status and duration. A stage refuses inputs whose hash no longer match
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import IO
 
 from device.bundle import sha256_file
 from device.errors import QdevError
+from device.fsutil import atomic_write_text, atomic_writer
 
 __all__ = ["RunFolder", "sha256_file", "atomic_writer", "atomic_write_text", "package_versions"]
 
 MANIFEST_FORMAT = 1
-
-
-@contextmanager
-def atomic_writer(path: Path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on a clean exit fsync it and rename it onto
-    ``path`` (mode 0644), on an exception remove it. Readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_writer(path, "w") as fh:
-        fh.write(text)
 
 
 def package_versions() -> dict[str, str]:

@@ -136,7 +136,8 @@ def test_leftovers_of_a_killed_install_are_cleaned_on_open(rt, tmp_path):
     good = rt.store.install(_archive(SHIPPED["KV260"], tmp_path), rt.self_test)
     (rt.store.root / "bundles" / ".staging-dead").mkdir()
     (rt.store.root / "bundles" / "0123456789abcdef").mkdir()  # renamed, never activated
-    (rt.store.root / ".state-x.tmp").write_text("{")
+    (rt.store.root / ".state.json.x.tmp").write_text("{")  # atomic_writer's temp name
     s2 = BundleStore(rt.store.root)
     assert sorted(p.name for p in (s2.root / "bundles").iterdir()) == [good.bundle_id]
     assert s2.state()["active"] == good.bundle_id and s2.active() is not None
+    assert not list(s2.root.glob("*.tmp"))
