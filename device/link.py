@@ -274,14 +274,13 @@ class Channel:
                 self._last_rx = now
             else:
                 frames = []
-            if frames:
-                for fr in frames:
-                    try:
-                        meta, blob = unpack_payload(fr.payload)
-                    except LinkError:
-                        self.malformed += 1
-                        continue
-                    self._pending.append(Message(fr.type, fr.seq, meta, blob))
+            for fr in frames:
+                try:
+                    meta, blob = unpack_payload(fr.payload)
+                except LinkError:
+                    self.malformed += 1
+                    continue
+                self._pending.append(Message(fr.type, fr.seq, meta, blob))
         return self._pending.pop(0)
 
     def close(self) -> None:

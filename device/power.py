@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.accel.backend import clock_mhz
+
 __all__ = ["PowerReading", "PowerMeter", "PmbusMeter", "HwmonMeter", "EstimateMeter", "open_power_meter",
            "STATIC_W", "DYN_UW_PER_MHZ"]
 
@@ -149,8 +151,7 @@ class EstimateMeter(PowerMeter):
     def __init__(self, manifest: dict) -> None:
         board = manifest.get("board", "")
         self.static_w, self.static_source = STATIC_W.get(board, (5.0, "assumption: unknown board"))
-        ns = manifest.get("clock_ns")
-        mhz = 1000.0 / float(ns) if ns else 100.0
+        mhz = clock_mhz(manifest) or 100.0
         res = (manifest.get("estimates") or {}).get("resources") or {}
         uw = sum(_used(res.get(k)) * c for k, c in DYN_UW_PER_MHZ.items())
         self.dynamic_w = mhz * uw * 1e-6

@@ -59,6 +59,7 @@ class DeviceClient:
                 continue  # a late reply to an abandoned request, or a LIVE push
             if msg.type == MsgType.ERROR:
                 raise DeviceError(f"device: {msg.meta.get('message', 'error')}")
+            del msg.meta["re"]  # matched: callers get the reply's own fields only
             return msg
 
     def request(self, mtype: MsgType, meta: dict | None = None, blob: bytes = b"", timeout: float | None = None) -> Message:

@@ -18,7 +18,7 @@ import numpy as np
 from device.errors import QdevError
 
 __all__ = ["IoSpec", "Accelerator", "Backend", "register_backend", "backends", "open_accelerator",
-           "codes_to_mask"]
+           "codes_to_mask", "clock_mhz"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,12 @@ class IoSpec:
                 "odt": self.odt, "mask_rule": self.mask_rule, "output_scale": self.output_scale}
 
 
+def clock_mhz(manifest: dict) -> float | None:
+    """The fabric clock a bundle was built for (manifest ``clock_ns``), None if not stated."""
+    ns = manifest.get("clock_ns")
+    return 1000.0 / float(ns) if ns else None
+
+
 def codes_to_mask(codes: np.ndarray) -> np.ndarray:
     """Output codes [N, H, W, 1] -> binary masks uint8 [N, H, W] (the bundle's rule: code > 0)."""
     return (codes[..., 0] > 0).astype(np.uint8)
@@ -60,6 +66,12 @@ class Accelerator:
     io: IoSpec
     clock_mhz: float | None
     manifest: dict
+
+    def _bind(self, manifest: dict) -> None:
+        """Take the io spec and clock from the bundle manifest (every backend starts here)."""
+        self.manifest = manifest
+        self.io = IoSpec.from_manifest(manifest)
+        self.clock_mhz = clock_mhz(manifest)
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         raise NotImplementedError

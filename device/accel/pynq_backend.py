@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.accel.backend import Accelerator, Backend, IoSpec, register_backend
+from device.accel.backend import Accelerator, Backend, register_backend
 from device.accel.intmodel import dtype_range
 from device.errors import QdevError, ToolchainError
 
@@ -76,11 +76,8 @@ class PynqAccelerator(Accelerator):
     def __init__(self, bundle_dir: Path, manifest: dict, timeout_s: float = 2.0) -> None:
         from pynq import Overlay, allocate
 
-        self.manifest = manifest
-        self.io = IoSpec.from_manifest(manifest)
+        self._bind(manifest)
         self.iospec = manifest["io"]
-        ns = manifest.get("clock_ns")
-        self.clock_mhz = 1000.0 / float(ns) if ns else None
         self.timeout_s = timeout_s
         bit = Path(bundle_dir) / _bitfile(manifest)
         try:

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from pathlib import Path
-
-from device.accel.backend import Accelerator, Backend, IoSpec, register_backend
+from device.accel.backend import Accelerator, Backend, register_backend
 from device.accel.intmodel import IntLayer, IntModel, dtype_range
 from device.errors import QdevError
 
@@ -213,10 +212,7 @@ class SoftwareAccelerator(Accelerator):
     name = "software"
 
     def __init__(self, bundle_dir: Path, manifest: dict) -> None:
-        self.manifest = manifest
-        self.io = IoSpec.from_manifest(manifest)
-        ns = manifest.get("clock_ns")
-        self.clock_mhz = 1000.0 / float(ns) if ns else None
+        self._bind(manifest)
         self.executor = SoftwareExecutor(IntModel.load(Path(bundle_dir) / "intmodel.npz"))
 
     def run(self, pixels: np.ndarray) -> np.ndarray:

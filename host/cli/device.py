@@ -81,10 +81,8 @@ def info_cmd(ctx: click.Context, as_json: bool) -> None:
     c = _client(ctx)
     try:
         info = c.info()
-        info.pop("re", None)
         try:
             info["power_now"] = c.power()
-            info["power_now"].pop("re", None)
         except QdevError:
             info["power_now"] = None
     finally:
@@ -120,7 +118,6 @@ def flash_cmd(ctx: click.Context, bundle: Path, trust: tuple[str, ...], as_json:
             res = c.flash(bundle, keys, progress=cb)
     finally:
         c.close()
-    res.pop("re", None)
     if as_json:
         _echo_json(res)
     else:
@@ -211,12 +208,10 @@ def stream_session(ctx: click.Context, source, fps: float | None, max_frames: in
     folder = out or default_session_dir()
     try:
         info = c.info()
-        info.pop("re", None)
         if not info.get("backend"):
             raise QdevError("no bundle is active on the device: qdev flash BUNDLE first")
         try:
             pw = c.power()
-            pw.pop("re", None)
         except QdevError:
             pw = None
         if folder.exists():
