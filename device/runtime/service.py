@@ -100,18 +100,22 @@ class DeviceRuntime:
             self.meter = open_power_meter(self.cfg.power, vb.manifest, self.cfg.hwmon_root)
 
     def self_test(self, bundle_dir: Path, manifest: dict) -> dict:
-        """Run the bundle's golden frames on the backend this device uses; compare codes."""
+        """Run the bundle's golden frames on the backend this device uses; compare codes.
+
+        Holds the accelerator lock: on a board the candidate's overlay replaces the active one
+        on the fabric, so no frame may run meanwhile (``_after_change`` loads the active again)."""
         try:
             st = manifest.get("self_test") or {}
             pixels = np.load(Path(bundle_dir) / st["input"], allow_pickle=False)
             expected = np.load(Path(bundle_dir) / st["expected"], allow_pickle=False)
-            acc = open_accelerator(Path(bundle_dir), manifest, self.cfg.backend)
-            try:
-                t0 = time.perf_counter()
-                codes = acc.run(pixels)
-                secs = time.perf_counter() - t0
-            finally:
-                acc.close()
+            with self._accel_lock:
+                acc = open_accelerator(Path(bundle_dir), manifest, self.cfg.backend)
+                try:
+                    t0 = time.perf_counter()
+                    codes = acc.run(pixels)
+                    secs = time.perf_counter() - t0
+                finally:
+                    acc.close()
         except (KeyError, OSError, ValueError, QdevError) as exc:
             return {"ok": False, "error": f"self-test could not run: {exc}"}
         exp = expected.reshape(codes.shape) if expected.size == codes.size else expected
@@ -123,8 +127,9 @@ class DeviceRuntime:
                 **({} if differ == 0 else {"error": f"{differ} output codes differ from the golden batch"})}
 
     def _after_change(self, res: InstallResult) -> InstallResult:
-        if res.activated:
-            self._open_active()
+        # also after a failed self-test: the candidate's bitstream may now be on the fabric,
+        # and the bundle that stays active must be loaded again
+        self._open_active()
         return res
 
     def begin_upload(self, sha: str, size: int) -> int:
