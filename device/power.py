@@ -33,6 +33,7 @@ STATIC_W: dict[str, tuple[float, str]] = {
     "Ultra96-V2": (5.0, "assumption (no measured source at hand)"),
     "Pynq-Z2": (2.5, "assumption (no measured source at hand)"),
 }
+POWER_MONITORS = ["ina226", "ina260", "ina219"]  # hwmon driver names of board power monitors
 DYN_UW_PER_MHZ = {"LUT": 0.05, "BRAM_18K": 1.5, "DSP": 1.0, "URAM": 3.0}
 
 
@@ -184,8 +185,10 @@ def open_power_meter(kind: str, manifest: dict, hwmon_root: str = "/sys/class/hw
         if kind == "pmbus":
             raise ConfigError("--power pmbus: pynq reports no PMBus rails on this machine")
     if kind in ("auto", "hwmon"):
-        if HwmonMeter.available(hwmon_root, None if kind == "hwmon" else ["ina226", "ina260", "ina219"]):
-            return HwmonMeter(hwmon_root, None if kind == "hwmon" else ["ina226", "ina260", "ina219"])
+        # auto: only power monitors; --power hwmon: any sensor with power or volt+current files
+        names = None if kind == "hwmon" else POWER_MONITORS
+        if HwmonMeter.available(hwmon_root, names):
+            return HwmonMeter(hwmon_root, names)
         if kind == "hwmon":
             raise ConfigError(f"--power hwmon: no power sensors under {hwmon_root}")
     if kind in ("auto", "estimate"):
