@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Float U-Net and QuantU-Net at the default width (8) on the real BUSI leak-free split.
+# Float U-Net and QuantU-Net at width $WIDTH (default 8) on the real BUSI leak-free split.
 # Recipe: float $FLOAT_EPOCHS epochs; quant $QUANT_EPOCHS epochs initialised from a float
 # checkpoint's weights, lambda $LAMBDA, bits 2..8, bit widths by SGD and frozen after
 # $FREEZE of the epochs (see training/trainer.py). Every run is evaluated on its test split
@@ -15,15 +15,18 @@ FE=${FLOAT_EPOCHS:-80}
 QE=${QUANT_EPOCHS:-40}
 LAM=${LAMBDA:-0.25}
 FZ=${FREEZE:-0.75}
-QP=${QUANT_PREFIX:-bench-quant}   # e.g. QUANT_PREFIX=bench-quant-lam005 LAMBDA=0.05
+W=${WIDTH:-8}
+SFX=$([ "$W" = 8 ] && echo "" || echo "-w$W")   # width 8 keeps the old run names
+QP=${QUANT_PREFIX:-bench-quant$SFX}   # e.g. QUANT_PREFIX=bench-quant-lam005 LAMBDA=0.05
+FP=${FLOAT_PREFIX:-bench-float$SFX}
 float_run() {  # name seed split
   [ -f "runs/$1/evaluate/metrics.json" ] && return 0
-  $Q train --model float --width 8 --epochs "$FE" --seed "$2" --split "$3" --threads "$T" --out "runs/$1" --resume
+  $Q train --model float --width "$W" --epochs "$FE" --seed "$2" --split "$3" --threads "$T" --out "runs/$1" --resume
   $Q evaluate "runs/$1"
 }
 quant_run() {  # name seed split float-run
   [ -f "runs/$1/evaluate/metrics.json" ] && return 0
-  $Q train --model quant --width 8 --epochs "$QE" --seed "$2" --split "$3" --lambda "$LAM" --bits 2..8 --freeze-bits "$FZ" \
+  $Q train --model quant --width "$W" --epochs "$QE" --seed "$2" --split "$3" --lambda "$LAM" --bits 2..8 --freeze-bits "$FZ" \
     --init-from "runs/$4/train/best.pt" --threads "$T" --out "runs/$1" --resume
   $Q evaluate "runs/$1"
 }
@@ -31,16 +34,16 @@ case "${1:-seeds}" in
   seeds)
     shift || true
     for s in ${*:-0 1 2}; do
-      float_run "bench-float-s$s" "$s" grouped
-      quant_run "$QP-s$s" "$s" grouped "bench-float-s$s"
+      float_run "$FP-s$s" "$s" grouped
+      quant_run "$QP-s$s" "$s" grouped "$FP-s$s"
     done ;;
   quant)
     shift || true
-    float_run bench-float-s0 0 grouped
+    float_run "$FP-s0" 0 grouped
     for s in ${*:-0 1 2}; do
-      quant_run "$QP-s$s" "$s" grouped bench-float-s0
+      quant_run "$QP-s$s" "$s" grouped "$FP-s0"
     done ;;
   paper)
-    float_run bench-float-paper-s0 0 paper ;;
+    float_run "$FP-paper-s0" 0 paper ;;
   *) echo "usage: $0 seeds [SEED...] | quant [SEED...] | paper" >&2; exit 2 ;;
 esac
