@@ -1,4 +1,5 @@
-"""Tabulate the BUSI training benchmark (runs/bench-*/evaluate/metrics.json) as markdown.
+"""Tabulate the BUSI training benchmark (runs/bench-*/evaluate/metrics.json) as markdown: one row per
+(model, width, lambda, split) over its seeds, mean ± std where there are several.
 
 Usage: .venv/bin/python bench/summarise_train.py
 """
@@ -6,6 +7,7 @@ Usage: .venv/bin/python bench/summarise_train.py
 from __future__ import annotations
 
 import json
+import re
 import statistics as st
 from pathlib import Path
 
@@ -29,36 +31,53 @@ def fmt(vals: list[float], pct: bool = False) -> str:
     return f"{m:.2f} ± {s:.2f}%" if pct else f"{m:.4f} ± {s:.4f}"
 
 
+NAME = re.compile(r"bench-(?P<kind>float|quant)(?:-w(?P<width>\d+))?(?:-lam(?P<lam>\d+))?(?P<paper>-paper)?-s(?P<seed>\d+)$")
+
+
+def groups() -> dict[tuple, list[int]]:
+    """(kind, width, lambda digits, split) -> seeds, from the run folder names of bench/train_busi.sh."""
+    out: dict[tuple, list[int]] = {}
+    for p in sorted(Path("runs").glob("bench-*-s*")):
+        m = NAME.match(p.name)
+        if m and load(p.name):
+            key = (m["kind"], int(m["width"] or 8), m["lam"], "paper" if m["paper"] else "grouped")
+            out.setdefault(key, []).append(int(m["seed"]))
+    return out
+
+
+def run_name(kind: str, width: int, lam: str | None, split: str, seed: int) -> str:
+    return (f"bench-{kind}" + (f"-w{width}" if width != 8 else "") + (f"-lam{lam}" if lam else "")
+            + ("-paper" if split == "paper" else "") + f"-s{seed}")
+
+
+def best_val(name: str) -> float:
+    """Validation lesion Dice of the best checkpoint (what the checkpoint was chosen by)."""
+    log = Path("runs") / name / "train" / "log.jsonl"
+    recs = [json.loads(x) for x in log.read_text().splitlines()]
+    return [r for r in recs if r.get("best")][-1]["val"]["dice_lesion"]
+
+
 def main() -> None:
-    print("| model | split | seeds | test Dice (lesion) | test Dice (all) | IoU (lesion) | pixel acc | "
-          "avg bits (all / w / a) | size-weighted bits | model bits | float/quant bits | s/epoch | best epoch |")
-    print("|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
-    groups = [(kind, split, prefix) for kind in ("float", "quant")
-              for split, prefix in (("grouped", f"bench-{kind}-s"), ("paper", f"bench-{kind}-paper-s"))]
-    # lambda studies: runs/bench-quant-lam<digits>-s<seed> (bench/train_busi.sh with QUANT_PREFIX)
-    for lam in sorted({p.name.rsplit("-s", 1)[0] for p in Path("runs").glob("bench-quant-lam*-s*")}):
-        digits = lam.rsplit("lam", 1)[1]  # "005" -> 0.05
-        groups.append((f"quant (λ {digits[0]}.{digits[1:]})", "grouped", f"{lam}-s"))
-    for kind, split, prefix in groups:
-        runs = [(s, load(f"{prefix}{s}")) for s in range(3)]
-        runs = [(s, m) for s, m in runs if m]
-        if not runs:
-            continue
-        ms = [m["metrics"] for _, m in runs]
-        bits = [m.get("bits") for _, m in runs]
-        q = bits[0] is not None
-        row = [kind, split, ",".join(str(s) for s, _ in runs),
+    print("| model | width | split | seeds | val Dice (lesion) | test Dice (lesion) | test Dice (all) | IoU (lesion) | "
+          "pixel acc | avg bits (all / w / a) | size-weighted bits | model bits | float/quant bits | s/epoch | best epoch |")
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    for (kind, width, lam, split), seeds in sorted(groups().items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2] or "", kv[0][3])):
+        names = [run_name(kind, width, lam, split, s) for s in sorted(seeds)]
+        runs = [load(n) for n in names]
+        ms = [m["metrics"] for m in runs]
+        bits = [m.get("bits") for m in runs]
+        label = kind + (f" (λ {lam[0]}.{lam[1:]})" if lam else (" (λ 0.25)" if kind == "quant" else ""))
+        row = [label, str(width), split, ",".join(str(s) for s in sorted(seeds)), fmt([best_val(n) for n in names]),
                fmt([m["dice_lesion"] for m in ms]), fmt([m["dice"] for m in ms]),
                fmt([m["iou_lesion"] for m in ms]), fmt([m["pixel_acc"] for m in ms], pct=True)]
-        if q:
+        if bits[0] is not None:
             row += [" / ".join(f"{st.mean(b[k] for b in bits):.2f}" for k in ("avg_bits", "avg_weight_bits", "avg_act_bits")),
                     f"{st.mean(b['size_weighted_bits'] for b in bits):.2f}",
                     f"{st.mean(b['model_bits'] for b in bits):,.0f}",
-                    f"{st.mean(m['compression_vs_float'] for _, m in runs):.1f}x"]
+                    f"{st.mean(m['compression_vs_float'] for m in runs):.1f}x"]
         else:
-            row += ["32 (float)", "32", f"{runs[0][1]['float_model_bits']:,}", "1x"]
-        row += [f"{st.mean(seconds_per_epoch(f'{prefix}{s}') for s, _ in runs):.1f}",
-                ",".join(str(m["checkpoint_epoch"]) for _, m in runs)]
+            row += ["32 (float)", "32", f"{runs[0]['float_model_bits']:,}", "1x"]
+        row += [f"{st.mean(seconds_per_epoch(n) for n in names):.1f}", ",".join(str(m["checkpoint_epoch"]) for m in runs)]
         print("| " + " | ".join(row) + " |")
 
 

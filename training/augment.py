@@ -6,6 +6,9 @@ Documented choices (ultrasound has a depth axis, so no vertical flips or large r
 * random affine, p = 0.7: rotation +-10 deg, isotropic scale 0.9-1.1, shift +-6% of the size;
   bilinear for the image, nearest for the mask, zero (black) padding like the scanner's border;
 * intensity, p = 0.8: gain 0.85-1.15, offset +-0.05, gamma 0.8-1.25, then clipped to [0, 1].
+
+Presets (``qdev train --augment``): ``full`` (all of the above, default), ``flips`` (horizontal
+flips only), ``none``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AugmentConfig", "augment_batch"]
+__all__ = ["AUGMENT_PRESETS", "AugmentConfig", "augment_batch"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,13 @@ class AugmentConfig:
     gain: tuple[float, float] = (0.85, 1.15)
     offset: float = 0.05
     gamma: tuple[float, float] = (0.8, 1.25)
+
+
+AUGMENT_PRESETS: dict[str, AugmentConfig | None] = {
+    "full": AugmentConfig(),
+    "flips": AugmentConfig(affine=0.0, intensity=0.0),
+    "none": None,
+}
 
 
 def _u(g: torch.Generator, n: int, lo: float, hi: float, device) -> torch.Tensor:  # noqa: ANN001

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from device.errors import ConfigError, QdevError
-from training.augment import AugmentConfig, augment_batch
+from training.augment import AUGMENT_PRESETS, augment_batch
 from training.data import (
     find_duplicates,
     load_busi,
@@ -68,7 +68,7 @@ class TrainConfig:
         weight_decay: AdamW weight decay (not on bit widths, BN or biases).
         lam: lambda of the bit-width loss.
         bit_loss: which average the loss penalises: mean, weights, size, bops.
-        augment: use the training augmentation of :mod:`training.augment`.
+        augment: training augmentation preset of :mod:`training.augment`: full, flips, none.
         init_from: checkpoint whose weights initialise the model (e.g. the float twin).
         seed: seed of everything (split, init, order, augmentation).
         device: ``auto``, ``cpu``, ``cuda``.
@@ -92,7 +92,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     lam: float = 0.25
     bit_loss: str = "mean"
-    augment: bool = True
+    augment: str = "full"
     init_from: str | None = None
     seed: int = 0
     device: str = "auto"
@@ -107,6 +107,8 @@ class TrainConfig:
         d = dict(d)
         d["model"] = ModelConfig(**d["model"])
         d.setdefault("freeze_bits", 1.0)  # runs made before freezing existed never froze
+        if isinstance(d.get("augment"), bool):  # runs made before the presets: on/off
+            d["augment"] = "full" if d["augment"] else "none"
         return TrainConfig(**d)
 
     def freeze_epoch(self) -> int | None:
@@ -129,6 +131,8 @@ class TrainConfig:
             raise ConfigError("--width, --epochs and --batch-size must be positive")
         if self.bit_loss not in BIT_LOSS_MODES:
             raise ConfigError(f"--bit-loss must be one of {', '.join(BIT_LOSS_MODES)}")
+        if self.augment not in AUGMENT_PRESETS:
+            raise ConfigError(f"--augment must be one of {', '.join(AUGMENT_PRESETS)}, not {self.augment!r}")
         if self.lam < 0:
             raise ConfigError("--lambda must be >= 0")
         if not 0.0 <= self.freeze_bits <= 1.0:
@@ -341,7 +345,7 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
         ddp_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     inputs = {"data_hash": data.data_hash, "split": cfg.split}
     t_stage = run.begin("train", cfg.to_dict(), inputs) if rank == 0 and state is None else time.perf_counter()
-    aug_cfg = AugmentConfig()
+    aug_cfg = AUGMENT_PRESETS[cfg.augment]
     record: dict = history[-1] if history else {}
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -367,7 +371,7 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
                 if len(idx) == 0:
                     continue
                 xb, yb = data.x["train"][idx].to(dev), data.y["train"][idx].to(dev)
-                if cfg.augment:
+                if aug_cfg is not None:
                     xb, yb = augment_batch(xb, yb, aug_gen, aug_cfg)
                 logits = ddp_model(xb)
                 bits = tracker.average(cfg.bit_loss) if tracker else None

@@ -36,7 +36,9 @@ def _bits(value: str) -> tuple[int, int]:
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--size", default=128, show_default=True, help="Input side in pixels.")
 @click.option("--no-bn", is_flag=True, help="No BatchNorm (the paper's Table 1 literally).")
-@click.option("--no-augment", is_flag=True)
+@click.option("--augment", "augment", type=click.Choice(["full", "flips", "none"]), default="full", show_default=True,
+              help="Training augmentation (training/augment.py).")
+@click.option("--no-augment", is_flag=True, help="Same as --augment none.")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None, help="Checkpoint to initialise weights from (e.g. the float twin's best.pt).")
 @click.option("--data", default=None, help="BUSI location.")
 @click.option("--split", default="grouped", show_default=True, help="grouped | paper | split JSON path.")
@@ -46,7 +48,7 @@ def _bits(value: str) -> tuple[int, int]:
 @click.option("--out", required=True, help="Run folder, e.g. runs/quant-w8.")
 @click.option("--resume", is_flag=True, help="Continue a killed or finished run (may raise --epochs).")
 def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, bits_optimizer, freeze_bits, lr, batch_size, size, no_bn,
-              no_augment, init_from, data, split, seed, device, threads, out, resume) -> None:  # noqa: ANN001
+              augment, no_augment, init_from, data, split, seed, device, threads, out, resume) -> None:  # noqa: ANN001
     """Train the float U-Net or QuantU-Net (trainable per-layer bit widths)."""
     from rich.console import Console
 
@@ -57,7 +59,7 @@ def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, bits
     cfg = TrainConfig(
         model=ModelConfig(kind=kind, width=width, batchnorm=not no_bn, init_bits=init_bits, min_bits=lo, max_bits=hi),
         out=out, data=data, split=split, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
-        bits_lr=bits_lr, bits_optimizer=bits_optimizer, freeze_bits=freeze_bits, lam=lam, bit_loss=bit_loss, augment=not no_augment, init_from=init_from,
+        bits_lr=bits_lr, bits_optimizer=bits_optimizer, freeze_bits=freeze_bits, lam=lam, bit_loss=bit_loss, augment="none" if no_augment else augment, init_from=init_from,
         seed=seed, device=device, threads=threads,
     )
     rec = train(cfg, resume=resume, console=Console())

@@ -168,3 +168,29 @@ def test_widths_freeze_and_best_is_chosen_among_frozen_epochs(phantom_busi, tmp_
 
     best = torch.load(out / "train" / "best.pt", weights_only=False)
     assert best["epoch"] >= 3 and best["bits"]["weight_bits"] == log[3]["bits"]["weight_bits"]
+
+
+def test_augment_presets_and_runs_from_before_them(phantom_busi, tmp_path):
+    import torch
+
+    from training.augment import AUGMENT_PRESETS, augment_batch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 1, 32, 32)
+    y = (torch.rand(16, 1, 32, 32) > 0.7).float()
+    xa, ya = augment_batch(x, y, g, AUGMENT_PRESETS["flips"])
+    mirrored = [bool(torch.equal(xa[i], x[i].flip(-1))) for i in range(16)]
+    for i in range(16):  # flips only: every image is itself or its mirror, mask alike
+        src = x[i].flip(-1) if mirrored[i] else x[i]
+        assert torch.equal(xa[i], src) and torch.equal(ya[i], y[i].flip(-1) if mirrored[i] else y[i])
+    assert 0 < sum(mirrored) < 16
+    xf, _ = augment_batch(x, y, torch.Generator().manual_seed(0), AUGMENT_PRESETS["full"])
+    assert not all(torch.equal(xf[i], x[i]) or torch.equal(xf[i], x[i].flip(-1)) for i in range(16))
+    # a stored config from before the presets (augment: true/false) still loads and resumes
+    from dataclasses import asdict
+
+    d = asdict(_cfg(phantom_busi, tmp_path / "o"))
+    assert TrainConfig.from_dict({**d, "augment": True}).augment == "full"
+    assert TrainConfig.from_dict({**d, "augment": False}).augment == "none"
+    with pytest.raises(QdevError, match="--augment must be one of"):
+        train(_cfg(phantom_busi, tmp_path / "bad", epochs=1, augment="rotate"))
