@@ -79,6 +79,28 @@ def main() -> None:
             row += ["32 (float)", "32", f"{runs[0]['float_model_bits']:,}", "1x"]
         row += [f"{st.mean(seconds_per_epoch(n) for n in names):.1f}", ",".join(str(m["checkpoint_epoch"]) for m in runs)]
         print("| " + " | ".join(row) + " |")
+    exps = [p.name for p in sorted(Path("runs").glob("exp-*")) if load(p.name)]
+    if exps:
+        print()
+        print("| run | recipe | val Dice (lesion) | test Dice (lesion) | test Dice (all) | avg bits | s/epoch | best epoch |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for n in exps:
+            m = load(n)
+            print(f"| {n} | {recipe(n)} | {best_val(n):.4f} | {m['metrics']['dice_lesion']:.4f} | {m['metrics']['dice']:.4f} | "
+                  f"{m['bits']['avg_bits'] if m.get('bits') else 32:.2f} | {seconds_per_epoch(n):.1f} | {m['checkpoint_epoch']} |")
+
+
+def recipe(name: str) -> str:
+    """The training options of a run, from its manifest, in qdev train's words."""
+    c = json.loads((Path("runs") / name / "manifest.json").read_text())["stages"]["train"]["config"]
+    mc = c["model"]
+    parts = [mc["kind"], f"width {mc['width']}", f"{c['epochs']} epochs", f"augment {c.get('augment')}"]
+    if not mc.get("batchnorm", True):
+        parts.append("no BN")
+    if mc["kind"] == "quant":
+        bits = f"bits {mc['min_bits']}" if mc["min_bits"] == mc["max_bits"] else f"bits {mc['min_bits']}..{mc['max_bits']} (init {mc['init_bits']})"
+        parts += [bits, f"λ {c['lam']:g}", "from " + ("float" if c.get("init_from") else "scratch")]
+    return ", ".join(parts)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
 #   bench/train_busi.sh seeds 0 1 2     # per seed: float twin, then quant from that twin
 #   bench/train_busi.sh quant 0 1 2     # quant seeds, all from float seed 0 (float-s0 first)
 #   bench/train_busi.sh paper           # float on the paper's random split (leak check)
+#   bench/train_busi.sh recipes         # width-8 recipe study: flips-only float and fixed W4A4,
+#                                       # QuantU-Net from scratch (runs/exp-*)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Q=".venv/bin/qdev"
@@ -30,6 +32,12 @@ quant_run() {  # name seed split float-run
     --init-from "runs/$4/train/best.pt" --threads "$T" --out "runs/$1" --resume
   $Q evaluate "runs/$1"
 }
+exp_run() {  # name, then qdev train options
+  local n=$1; shift
+  [ -f "runs/$n/evaluate/metrics.json" ] && return 0
+  $Q train "$@" --split grouped --threads "$T" --out "runs/$n" --resume
+  $Q evaluate "runs/$n"
+}
 case "${1:-seeds}" in
   seeds)
     shift || true
@@ -43,7 +51,15 @@ case "${1:-seeds}" in
     for s in ${*:-0 1 2}; do
       quant_run "$QP-s$s" "$s" grouped "$FP-s0"
     done ;;
+  recipes)
+    exp_run exp-float-w8-flips-s0 --model float --width 8 --epochs 62 --seed 0 --augment flips
+    exp_run exp-w4a4-w8-flips-s0 --model quant --width 8 --epochs 62 --seed 0 --bits 4..4 --init-bits 4 \
+      --lambda 0 --freeze-bits 0 --augment flips
+    for s in 0 1; do
+      exp_run "exp-quant-w8-lam005-scratch-s$s" --model quant --width 8 --epochs 60 --seed "$s" --lambda 0.05 \
+        --bits 2..8 --freeze-bits 0.75
+    done ;;
   paper)
     float_run "$FP-paper-s0" 0 paper ;;
-  *) echo "usage: $0 seeds [SEED...] | quant [SEED...] | paper" >&2; exit 2 ;;
+  *) echo "usage: $0 seeds [SEED...] | quant [SEED...] | recipes | paper" >&2; exit 2 ;;
 esac
