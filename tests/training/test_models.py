@@ -134,3 +134,18 @@ def test_qonnx_export_concat_inputs_share_one_quantizer(tmp_path):
         assert attrs[0] == attrs[1]
         bw = float(vals[0][2])
         assert bw == round(bw)  # exported widths are integers
+
+
+@pytest.mark.parametrize("kind", ["float", "quant"])
+def test_net_without_bn_keeps_its_signal_at_init(kind):
+    """Without BN the 23-layer net gets He init: the initial logits still vary across the image.
+    (PyTorch's default init gave a logit std of ~0.003-0.005 here: every pixel the same class,
+    and training stalled on the all-background mask.)"""
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(kind=kind, width=4, batchnorm=False)).eval()
+    with torch.no_grad():
+        y = m(torch.rand(8, 1, 32, 32))
+    y = y.value if hasattr(y, "value") else y
+    assert float(y.flatten(1).std(1).mean()) > 0.05
+    convs = [mod for _, mod in m.conv_layers()]
+    assert all(float(c.bias.abs().max()) == 0.0 for c in convs if c.bias is not None)

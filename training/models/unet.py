@@ -14,6 +14,8 @@ Deviations from Table 1, each for deployment and each switchable:
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass
 
 import torch
@@ -164,6 +166,24 @@ class UNet(nn.Module):
         self.up1 = UpStep(L, 2 * w, w)
         self.head = L.conv(w, 1, 1, bias=True)
         self.out = L.output()
+        if not cfg.batchnorm:
+            self._he_init()
+
+    def _he_init(self) -> None:
+        """He (Kaiming-normal, fan-in, ReLU) weights and zero biases, for the net without BN.
+
+        PyTorch's default conv init (Kaiming-uniform with a = sqrt(5)) keeps a third of the
+        variance per layer; with nothing to renormalise, the signal of this 23-layer net fades
+        until every initial logit is the same and training stalls on the all-background mask
+        (measured: bench/RESULTS.md). With BN the default stays (BN renormalises each layer).
+        """
+        for _, m in self.conv_layers():
+            if isinstance(m, nn.ConvTranspose2d):  # 2x2/2 taps do not overlap: fan-in = in channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / m.in_channels))
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.inp(x)
