@@ -8,7 +8,7 @@
 #   bench/train_busi.sh quant 0 1 2     # quant seeds, all from float seed 0 (float-s0 first)
 #   bench/train_busi.sh paper           # float on the paper's random split (leak check)
 #   bench/train_busi.sh recipes         # width-8 recipe study: flips-only float and fixed W4A4,
-#                                       # QuantU-Net from scratch (runs/exp-*)
+#                                       # W4A4 without BN, QuantU-Net from scratch (runs/exp-*)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Q=".venv/bin/qdev"
@@ -55,7 +55,9 @@ case "${1:-seeds}" in
     exp_run exp-float-w8-flips-s0 --model float --width 8 --epochs 62 --seed 0 --augment flips
     exp_run exp-w4a4-w8-flips-s0 --model quant --width 8 --epochs 62 --seed 0 --bits 4..4 --init-bits 4 \
       --lambda 0 --freeze-bits 0 --augment flips
-    for s in 0 1; do
+    exp_run exp-w4a4-w8-nobn-flips-s0 --model quant --width 8 --epochs 30 --seed 0 --bits 4..4 --init-bits 4 \
+      --lambda 0 --freeze-bits 0 --no-bn --augment flips
+    for s in 0 1 2; do
       exp_run "exp-quant-w8-lam005-scratch-s$s" --model quant --width 8 --epochs 60 --seed "$s" --lambda 0.05 \
         --bits 2..8 --freeze-bits 0.75
     done ;;
