@@ -79,15 +79,24 @@ def main() -> None:
             row += ["32 (float)", "32", f"{runs[0]['float_model_bits']:,}", "1x"]
         row += [f"{st.mean(seconds_per_epoch(n) for n in names):.1f}", ",".join(str(m["checkpoint_epoch"]) for m in runs)]
         print("| " + " | ".join(row) + " |")
-    exps = [p.name for p in sorted(Path("runs").glob("exp-*")) if load(p.name)]
+    exps: dict[str, list[str]] = {}
+    for p in sorted(Path("runs").glob("exp-*-s*")):
+        if load(p.name):
+            exps.setdefault(p.name.rsplit("-s", 1)[0], []).append(p.name)
     if exps:
         print()
-        print("| run | recipe | val Dice (lesion) | test Dice (lesion) | test Dice (all) | avg bits | s/epoch | best epoch |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|")
-        for n in exps:
-            m = load(n)
-            print(f"| {n} | {recipe(n)} | {best_val(n):.4f} | {m['metrics']['dice_lesion']:.4f} | {m['metrics']['dice']:.4f} | "
-                  f"{m['bits']['avg_bits'] if m.get('bits') else 32:.2f} | {seconds_per_epoch(n):.1f} | {m['checkpoint_epoch']} |")
+        print("| runs | recipe | seeds | val Dice (lesion) | test Dice (lesion) | test Dice (all) | avg bits | "
+              "float/quant bits | s/epoch | best epoch |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for prefix, names in exps.items():
+            ms = [load(n) for n in names]
+            q = ms[0].get("bits") is not None
+            print(f"| {prefix} | {recipe(names[0])} | {','.join(n.rsplit('-s', 1)[1] for n in names)} | "
+                  f"{fmt([best_val(n) for n in names])} | {fmt([m['metrics']['dice_lesion'] for m in ms])} | "
+                  f"{fmt([m['metrics']['dice'] for m in ms])} | "
+                  f"{st.mean(m['bits']['avg_bits'] for m in ms) if q else 32:.2f} | "
+                  f"{st.mean(m['compression_vs_float'] for m in ms) if q else 1:.1f}x | "
+                  f"{st.mean(seconds_per_epoch(n) for n in names):.1f} | {','.join(str(m['checkpoint_epoch']) for m in ms)} |")
 
 
 def recipe(name: str) -> str:

@@ -139,8 +139,8 @@ def test_qonnx_export_concat_inputs_share_one_quantizer(tmp_path):
 @pytest.mark.parametrize("kind", ["float", "quant"])
 def test_net_without_bn_keeps_its_signal_at_init(kind):
     """Without BN the 23-layer net gets He init: the initial logits still vary across the image.
-    (PyTorch's default init gave a logit std of ~0.003-0.005 here: every pixel the same class,
-    and training stalled on the all-background mask.)"""
+    (With PyTorch's default init they were nearly constant and a W4A4 run stalled on the
+    all-background mask: bench/RESULTS.md.)"""
     torch.manual_seed(0)
     m = build_model(ModelConfig(kind=kind, width=4, batchnorm=False)).eval()
     with torch.no_grad():
