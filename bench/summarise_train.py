@@ -34,20 +34,15 @@ def fmt(vals: list[float], pct: bool = False) -> str:
 NAME = re.compile(r"bench-(?P<kind>float|quant)(?:-w(?P<width>\d+))?(?:-lam(?P<lam>\d+))?(?P<paper>-paper)?-s(?P<seed>\d+)$")
 
 
-def groups() -> dict[tuple, list[int]]:
-    """(kind, width, lambda digits, split) -> seeds, from the run folder names of bench/train_busi.sh."""
-    out: dict[tuple, list[int]] = {}
+def groups() -> dict[tuple, list[tuple[int, str]]]:
+    """(kind, width, lambda digits, split) -> [(seed, run name)], from bench/train_busi.sh's names."""
+    out: dict[tuple, list[tuple[int, str]]] = {}
     for p in sorted(Path("runs").glob("bench-*-s*")):
         m = NAME.match(p.name)
         if m and load(p.name):
             key = (m["kind"], int(m["width"] or 8), m["lam"], "paper" if m["paper"] else "grouped")
-            out.setdefault(key, []).append(int(m["seed"]))
+            out.setdefault(key, []).append((int(m["seed"]), p.name))
     return out
-
-
-def run_name(kind: str, width: int, lam: str | None, split: str, seed: int) -> str:
-    return (f"bench-{kind}" + (f"-w{width}" if width != 8 else "") + (f"-lam{lam}" if lam else "")
-            + ("-paper" if split == "paper" else "") + f"-s{seed}")
 
 
 def best_val(name: str) -> float:
@@ -61,13 +56,13 @@ def main() -> None:
     print("| model | width | split | seeds | val Dice (lesion) | test Dice (lesion) | test Dice (all) | IoU (lesion) | "
           "pixel acc | avg bits (all / w / a) | size-weighted bits | model bits | float/quant bits | s/epoch | best epoch |")
     print("|---|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
-    for (kind, width, lam, split), seeds in sorted(groups().items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2] or "", kv[0][3])):
-        names = [run_name(kind, width, lam, split, s) for s in sorted(seeds)]
+    for (kind, width, lam, split), members in sorted(groups().items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2] or "", kv[0][3])):
+        seeds, names = zip(*sorted(members))
         runs = [load(n) for n in names]
         ms = [m["metrics"] for m in runs]
         bits = [m.get("bits") for m in runs]
         label = kind + (f" (λ {lam[0]}.{lam[1:]})" if lam else (" (λ 0.25)" if kind == "quant" else ""))
-        row = [label, str(width), split, ",".join(str(s) for s in sorted(seeds)), fmt([best_val(n) for n in names]),
+        row = [label, str(width), split, ",".join(map(str, seeds)), fmt([best_val(n) for n in names]),
                fmt([m["dice_lesion"] for m in ms]), fmt([m["dice"] for m in ms]),
                fmt([m["iou_lesion"] for m in ms]), fmt([m["pixel_acc"] for m in ms], pct=True)]
         if bits[0] is not None:

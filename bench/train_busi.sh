@@ -21,22 +21,22 @@ W=${WIDTH:-8}
 SFX=$([ "$W" = 8 ] && echo "" || echo "-w$W")   # width 8 keeps the old run names
 QP=${QUANT_PREFIX:-bench-quant$SFX}   # e.g. QUANT_PREFIX=bench-quant-lam005 LAMBDA=0.05
 FP=${FLOAT_PREFIX:-bench-float$SFX}
-float_run() {  # name seed split
-  [ -f "runs/$1/evaluate/metrics.json" ] && return 0
-  $Q train --model float --width "$W" --epochs "$FE" --seed "$2" --split "$3" --threads "$T" --out "runs/$1" --resume
-  $Q evaluate "runs/$1"
-}
-quant_run() {  # name seed split float-run
-  [ -f "runs/$1/evaluate/metrics.json" ] && return 0
-  $Q train --model quant --width "$W" --epochs "$QE" --seed "$2" --split "$3" --lambda "$LAM" --bits 2..8 --freeze-bits "$FZ" \
-    --init-from "runs/$4/train/best.pt" --threads "$T" --out "runs/$1" --resume
-  $Q evaluate "runs/$1"
-}
-exp_run() {  # name, then qdev train options
+run() {  # name, then qdev train options: train (resumable) and evaluate, unless already evaluated
   local n=$1; shift
   [ -f "runs/$n/evaluate/metrics.json" ] && return 0
-  $Q train "$@" --split grouped --threads "$T" --out "runs/$n" --resume
+  $Q train "$@" --threads "$T" --out "runs/$n" --resume
   $Q evaluate "runs/$n"
+}
+float_run() {  # name seed split
+  run "$1" --model float --width "$W" --epochs "$FE" --seed "$2" --split "$3"
+}
+quant_run() {  # name seed split float-run
+  run "$1" --model quant --width "$W" --epochs "$QE" --seed "$2" --split "$3" --lambda "$LAM" --bits 2..8 \
+    --freeze-bits "$FZ" --init-from "runs/$4/train/best.pt"
+}
+exp_run() {  # name, then qdev train options (the grouped split)
+  local n=$1; shift
+  run "$n" "$@" --split grouped
 }
 case "${1:-seeds}" in
   seeds)

@@ -214,7 +214,7 @@ def _truth(image: Path, hw: tuple[int, int]) -> np.ndarray | None:
     """The BUSI-style ground truth of an image (union of ``<stem>_mask*.png``), if present."""
     from PIL import Image
 
-    masks = sorted(image.parent.glob(f"{glob_escape(image.stem)}_mask*.png"))
+    masks = sorted(image.parent.glob(f"{globmod.escape(image.stem)}_mask*.png"))
     if not masks:
         return None
     out = np.zeros(hw, bool)
@@ -228,10 +228,6 @@ def _truth(image: Path, hw: tuple[int, int]) -> np.ndarray | None:
             return None
         out |= a > 127
     return out
-
-
-def glob_escape(name: str) -> str:
-    return globmod.escape(name)
 
 
 def _is_dicom(path: Path) -> bool:

@@ -15,7 +15,6 @@ Deviations from Table 1, each for deployment and each switchable:
 from __future__ import annotations
 
 import math
-
 from dataclasses import asdict, dataclass
 
 import torch
