@@ -9,6 +9,8 @@
 #   bench/train_busi.sh paper           # float on the paper's random split (leak check)
 #   bench/train_busi.sh recipes         # width-8 recipe study: flips-only float and fixed W4A4,
 #                                       # W4A4 without BN, QuantU-Net from scratch (runs/exp-*)
+#   bench/train_busi.sh long 0 1 2      # the from-scratch recipe for $LONG_EPOCHS (150) epochs with
+#                                       # a weight EMA (decay $EMA, 0.995) used for selection
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Q=".venv/bin/qdev"
@@ -61,7 +63,13 @@ case "${1:-seeds}" in
       exp_run "exp-quant-w8-lam005-scratch-s$s" --model quant --width 8 --epochs 60 --seed "$s" --lambda 0.05 \
         --bits 2..8 --freeze-bits 0.75
     done ;;
+  long)
+    shift || true
+    for s in ${*:-0 1 2}; do
+      exp_run "exp-quant-w8-lam005-scratch-e${LONG_EPOCHS:-150}-ema-s$s" --model quant --width 8 \
+        --epochs "${LONG_EPOCHS:-150}" --seed "$s" --lambda 0.05 --bits 2..8 --freeze-bits 0.75 --ema "${EMA:-0.995}"
+    done ;;
   paper)
     float_run "$FP-paper-s0" 0 paper ;;
-  *) echo "usage: $0 seeds [SEED...] | quant [SEED...] | recipes | paper" >&2; exit 2 ;;
+  *) echo "usage: $0 seeds [SEED...] | quant [SEED...] | recipes | long [SEED...] | paper" >&2; exit 2 ;;
 esac

@@ -31,6 +31,7 @@ from torch import nn
 
 from device.errors import ConfigError, QdevError
 from training.augment import AUGMENT_PRESETS, augment_batch
+from training.ema import ModelEMA
 from training.data import (
     find_duplicates,
     load_busi,
@@ -77,6 +78,9 @@ class TrainConfig:
             integer values (1.0: never). The weights then settle on the final grid, and the best
             checkpoint is chosen among the frozen epochs only, so the shipped widths are the ones
             the weights were trained for.
+        ema: decay of the weight EMA (:mod:`training.ema`, 0: none). With it, validation, the
+            best-checkpoint choice and ``best.pt`` use the averaged model (restarted when the
+            widths freeze); the live model's validation Dice is logged beside it.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -98,6 +102,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     freeze_bits: float = 0.75
+    ema: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,6 +112,7 @@ class TrainConfig:
         d = dict(d)
         d["model"] = ModelConfig(**d["model"])
         d.setdefault("freeze_bits", 1.0)  # runs made before freezing existed never froze
+        d.setdefault("ema", 0.0)  # runs made before the EMA existed had none
         if isinstance(d.get("augment"), bool):  # runs made before the presets: on/off
             d["augment"] = "full" if d["augment"] else "none"
         return TrainConfig(**d)
@@ -137,6 +143,8 @@ class TrainConfig:
             raise ConfigError("--lambda must be >= 0")
         if not 0.0 <= self.freeze_bits <= 1.0:
             raise ConfigError(f"--freeze-bits {self.freeze_bits}: must be a fraction in [0, 1]")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"--ema {self.ema}: must be a decay in [0, 1) (0: no EMA)")
 
 
 @dataclass
@@ -328,8 +336,11 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, [lr_lambda, lr_lambda])
+    ema = ModelEMA(model, cfg.ema) if cfg.ema > 0 and rank == 0 else None
     start_epoch, best_score, history = 1, -1.0, []
     if state is not None:
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         if bopt is not None:
             bopt.load_state_dict(state["bits_optimizer"])
@@ -356,6 +367,8 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
         frozen = freeze_at is not None and epoch >= freeze_at
         if frozen and tracker is not None:
             tracker.freeze_()  # idempotent: snaps offsets to integers, stops their gradients
+            if ema is not None and epoch == freeze_at:
+                ema.reset(model)  # average only weights on the final grid
         ddp_model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         perm = torch.randperm(len(data.x["train"]), generator=gen)
@@ -388,6 +401,8 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
                 sched.step()
                 if tracker and not frozen:
                     tracker.project_()
+                if ema is not None:
+                    ema.update(model)
                 for k, v in parts.detached().items():
                     sums[k] += v
                 nb += 1
@@ -400,7 +415,8 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
             dist.all_reduce(t)
             train_parts = {k: float(v) / world for k, v in zip(sorted(train_parts), t)}
         if rank == 0:
-            metrics, val_loss = evaluate_model(model, data.x["val"], data.y["val"], data.labels["val"], dev)
+            judged = ema.module if ema is not None else model
+            metrics, val_loss = evaluate_model(judged, data.x["val"], data.y["val"], data.labels["val"], dev)
             record = {
                 "epoch": epoch,
                 "seconds": round(time.perf_counter() - t0, 3),
@@ -409,6 +425,8 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
                 "val_loss": val_loss,
                 "val": metrics,
             }
+            if ema is not None:  # the live weights, for the EMA-vs-live comparison
+                record["val_live"] = evaluate_model(model, data.x["val"], data.y["val"], data.labels["val"], dev)[0]
             if tracker:
                 record["bits"] = tracker.report()
                 record["bit_loss"] = {"mode": cfg.bit_loss, "lambda": cfg.lam, "value": float(tracker.average(cfg.bit_loss).detach())}
@@ -420,14 +438,15 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
                            "size": cfg.size, "epoch": epoch}
             if record["best"]:
                 best_score = score
-                _atomic_save({**ckpt_common, "model": model.state_dict(), "val": metrics,
-                              "bits": record.get("bits")}, best_path)
+                _atomic_save({**ckpt_common, "model": judged.state_dict(), "val": metrics,
+                              "bits": record.get("bits"), "ema": ema is not None}, best_path)
             history.append(record)
             # checkpoint first, then the log line: a kill in between is repaired on resume,
             # which rewrites the log from the checkpoint's history.
             _atomic_save({**ckpt_common, "model": model.state_dict(), "optimizer": opt.state_dict(),
                           "bits_optimizer": bopt.state_dict() if bopt is not None else None,
                           "scheduler": sched.state_dict(), "best_score": best_score, "history": history,
+                          "ema": ema.state_dict() if ema is not None else None,
                           "torch_rng": torch.get_rng_state()}, last_path)
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")

@@ -194,3 +194,46 @@ def test_augment_presets_and_runs_from_before_them(phantom_busi, tmp_path):
     assert TrainConfig.from_dict({**d, "augment": False}).augment == "none"
     with pytest.raises(QdevError, match="--augment must be one of"):
         train(_cfg(phantom_busi, tmp_path / "bad", epochs=1, augment="rotate"))
+
+
+def test_ema_is_what_is_validated_and_shipped_and_restarts_at_the_freeze(phantom_busi, tmp_path):
+    import torch
+
+    from training.ema import ModelEMA
+    from training.trainer import load_checkpoint_model
+
+    # the average itself: decay d after warm-up, BN buffers averaged, integer buffers copied
+    lin = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = ModelEMA(lin, 0.5)
+    ema.updates = 100  # past the warm-up
+    w0 = lin[0].weight.detach().clone()
+    with torch.no_grad():
+        lin[0].weight.add_(2.0)
+        lin[1].running_mean.fill_(4.0)
+        lin[1].num_batches_tracked.fill_(7)
+    ema.update(lin)
+    assert torch.allclose(ema.module[0].weight, w0 + 1.0)
+    assert torch.allclose(ema.module[1].running_mean, torch.full((2,), 2.0))
+    assert int(ema.module[1].num_batches_tracked) == 7
+
+    out = tmp_path / "ema"
+    train(_cfg(phantom_busi, out, epochs=4, ema=0.9, freeze_bits=0.5))
+    log = _log(out)
+    assert all("val_live" in r for r in log)
+    # the EMA model differs from the live one, and best.pt holds the EMA weights
+    last = torch.load(out / "train" / "last.pt", weights_only=False)
+    best = torch.load(out / "train" / "best.pt", weights_only=False)
+    assert best["ema"] is True and last["ema"]["updates"] > 0
+    ema_state, live_state = last["ema"]["model"], last["model"]
+    assert any(not torch.equal(ema_state[k], live_state[k]) for k in live_state if live_state[k].is_floating_point())
+    if best["epoch"] == last["epoch"]:
+        assert all(torch.equal(best["model"][k], ema_state[k]) for k in ema_state)
+    # restarted at the freeze: the average holds the frozen integer widths, not a mix
+    model, _ = load_checkpoint_model(out / "train" / "best.pt")
+    assert best["bits"] == log[best["epoch"] - 1]["bits"]
+    # resuming restores the average (the next epoch's update count continues)
+    train(_cfg(phantom_busi, out, epochs=5, ema=0.9, freeze_bits=0.5), resume=True)
+    again = torch.load(out / "train" / "last.pt", weights_only=False)
+    assert again["ema"]["updates"] > last["ema"]["updates"]
+    with pytest.raises(QdevError, match="--ema"):
+        train(_cfg(phantom_busi, tmp_path / "bad", epochs=1, ema=1.5))
