@@ -45,7 +45,7 @@ def main() -> None:
         wall = None
         if not args.no_compile:
             t = time.perf_counter()
-            r = subprocess.run([sys.executable, "-m", "host.cli", "compile", str(run), "--board", b, "--json"],
+            r = subprocess.run([sys.executable, "-m", "qdev.host.cli", "compile", str(run), "--board", b, "--json"],
                                capture_output=True, text=True)
             wall = time.perf_counter() - t
             if r.returncode != 0:
@@ -60,7 +60,7 @@ def main() -> None:
         macs = {k: v for k, v in ops.items() if k.startswith("op_mac_")}
         total_macs = sum(macs.values())
         lut_cost = sum(v * lut_per_mac(*map(int, re.findall(r"(\d+)b", k))) for k, v in macs.items()) / total_macs
-        from training.compile.boards import get_board
+        from qdev.training.compile.boards import get_board
 
         bd = get_board(b)
         clock_hz = 1e9 / s["clock_ns"]

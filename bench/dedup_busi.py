@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from training.data import DedupConfig, find_duplicates, load_busi, make_split, resolve_busi_root
+from qdev.training.data import DedupConfig, find_duplicates, load_busi, make_split, resolve_busi_root
 
 
 def main() -> None:

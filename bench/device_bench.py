@@ -75,9 +75,9 @@ def link_bench(payload: int, tcp_count: int, pty_count: int, window: int, uart_c
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from device.link import SerialLink, open_link
-    from host.client import DeviceClient
-    from host.local import LocalDevice
+    from qdev.device.link import SerialLink, open_link
+    from qdev.host.client import DeviceClient
+    from qdev.host.local import LocalDevice
     from tests.linkfaults import PtyPair
 
     rows = []
@@ -135,8 +135,8 @@ def main() -> None:
             print(f"| {name} | {raw / 1e6:.3f} | {proto / 1e6:.3f} | {proto / raw:.2f} | {max(0.0, 1 - proto / raw) * 100:.1f}% |")
     if args.skip_accel:
         return
-    from device.accel.intmodel import IntModel
-    from device.accel.software import SoftwareExecutor
+    from qdev.device.accel.intmodel import IntModel
+    from qdev.device.accel.software import SoftwareExecutor
 
     b = Path(args.bundle)
     ex = SoftwareExecutor(IntModel.load(b / "intmodel.npz"))

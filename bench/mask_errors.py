@@ -16,9 +16,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.data import load_busi, read_split, resolve_busi_root  # noqa: E402
-from training.metrics import SMOOTH  # noqa: E402
-from training.trainer import load_checkpoint_model  # noqa: E402
+from qdev.training.data import load_busi, read_split, resolve_busi_root  # noqa: E402
+from qdev.training.metrics import SMOOTH  # noqa: E402
+from qdev.training.trainer import load_checkpoint_model  # noqa: E402
 
 
 def dice(p: np.ndarray, t: np.ndarray) -> float:

@@ -39,7 +39,7 @@ def _bench_device():  # noqa: ANN202 - bench/device_bench.py raw echo helpers
 def _phantom_folder(folder: Path, n: int) -> Path:
     from PIL import Image
 
-    from device.probe.phantom import PhantomCine, PhantomConfig
+    from qdev.device.probe.phantom import PhantomCine, PhantomConfig
 
     folder.mkdir(parents=True)
     for fr in PhantomCine(PhantomConfig(height=256, width=256, seed=1), n):
@@ -48,10 +48,10 @@ def _phantom_folder(folder: Path, n: int) -> Path:
 
 
 def _session(client, folder: Path, out: Path, window: int, frames: int, timeout: float) -> dict:  # noqa: ANN001
-    from device.probe.sources import open_probe
-    from host.report import summarise
-    from host.session import SessionWriter
-    from host.stream import StreamConfig, run_stream
+    from qdev.device.probe.sources import open_probe
+    from qdev.host.report import summarise
+    from qdev.host.session import SessionWriter
+    from qdev.host.stream import StreamConfig, run_stream
 
     src = open_probe(str(folder))
     w = SessionWriter(out, {"source": src.describe(), "device": client.info()})
@@ -68,18 +68,18 @@ def main() -> None:
     ap.add_argument("--uart-frames", type=int, default=30)
     ap.add_argument("--window", type=int, default=4)
     args = ap.parse_args()
-    from device.accel.intmodel import IntModel
-    from device.link import SerialLink, open_link
-    from device.accel.software import SoftwareExecutor
-    from host.client import DeviceClient, connect
-    from host.local import LocalDevice, default_bundle, default_trusted
+    from qdev.device.accel.intmodel import IntModel
+    from qdev.device.link import SerialLink, open_link
+    from qdev.device.accel.software import SoftwareExecutor
+    from qdev.host.client import DeviceClient, connect
+    from qdev.host.local import LocalDevice, default_bundle, default_trusted
     from tests.linkfaults import PtyPair
 
     bd = _bench_device()
     bundle = default_bundle("KV260")
     tmp = Path(tempfile.mkdtemp(prefix="qdev-bench-stream-"))
     folder = _phantom_folder(tmp / "frames", args.frames)
-    from device.probe.sources import open_probe, to_model_input
+    from qdev.device.probe.sources import open_probe, to_model_input
 
     px = [to_model_input(f.image, 128, 128) for f in open_probe(str(folder)).frames()]
     ex = SoftwareExecutor(IntModel.load(bundle / "intmodel.npz"))

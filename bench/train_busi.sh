@@ -13,7 +13,7 @@
 #                                       # a weight EMA (decay $EMA, 0.995) used for selection
 set -euo pipefail
 cd "$(dirname "$0")/.."
-Q=${QDEV:-.venv/bin/qdev}  # e.g. QDEV="/path/.venv/bin/python -m host.cli" from a frozen worktree
+Q=${QDEV:-.venv/bin/qdev}  # e.g. QDEV="/path/.venv/bin/python -m qdev.host.cli" from a frozen worktree
 T=${THREADS:-1}
 FE=${FLOAT_EPOCHS:-80}
 QE=${QUANT_EPOCHS:-40}

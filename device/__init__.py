@@ -7,8 +7,8 @@ optional readers (OpenCV, pydicom, pynq) imported where they are used.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from qdev import __version__
 
-from device.errors import QdevError
+from qdev.device.errors import QdevError
 
 __all__ = ["QdevError", "__version__"]

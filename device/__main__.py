@@ -18,7 +18,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from device.errors import ConfigError, QdevError
+from qdev.device.errors import ConfigError, QdevError
 
 __all__ = ["main"]
 
@@ -52,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _runtime(a):  # noqa: ANN001, ANN202
-    from device.runtime import DeviceRuntime, RuntimeConfig
-    from device.store import BundleStore
+    from qdev.device.runtime import DeviceRuntime, RuntimeConfig
+    from qdev.device.store import BundleStore
 
     store = BundleStore(a.store, a.board)
     for k in a.trust:
@@ -62,10 +62,10 @@ def _runtime(a):  # noqa: ANN001, ANN202
 
 
 def _serve(a) -> int:  # noqa: ANN001
-    from device.link import parse_tcp
-    from device.probe.sources import open_probe
-    from device.runtime.live import LiveLoop
-    from device.runtime.server import LiveHub, TcpServer, serve_serial
+    from qdev.device.link import parse_tcp
+    from qdev.device.probe.sources import open_probe
+    from qdev.device.runtime.live import LiveLoop
+    from qdev.device.runtime.server import LiveHub, TcpServer, serve_serial
 
     if not a.tcp and not a.serial:
         raise ConfigError("serve needs --tcp HOST:PORT and/or --serial PORT")
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(a)
         rt = _runtime(a)
         if a.cmd == "install":
-            from device.bundle import pack_bundle
+            from qdev.device.bundle import pack_bundle
 
             with tempfile.NamedTemporaryFile(dir=a.store, suffix=".tar", delete=False) as fh:
                 fh.write(pack_bundle(Path(a.bundle)))

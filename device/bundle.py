@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from device.errors import QdevError
+from qdev.device.errors import QdevError
 
 __all__ = [
     "BUNDLE_FORMAT", "MANIFEST", "SIGNATURE", "BundleError", "VerifiedBundle", "key_id",

@@ -16,8 +16,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from device.errors import QdevError
-from device.protocol import DEFAULT_MAX_PAYLOAD, FrameParser, MsgType, encode
+from qdev.device.errors import QdevError
+from qdev.device.protocol import DEFAULT_MAX_PAYLOAD, FrameParser, MsgType, encode
 
 __all__ = ["LinkError", "LinkTimeout", "Link", "SocketLink", "SerialLink", "Message", "Channel",
            "pack_payload", "unpack_payload", "open_link", "parse_tcp"]

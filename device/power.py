@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.accel.backend import clock_mhz
+from qdev.device.accel.backend import clock_mhz
 
 __all__ = ["PowerReading", "PowerMeter", "PmbusMeter", "HwmonMeter", "EstimateMeter", "open_power_meter",
            "STATIC_W", "DYN_UW_PER_MHZ"]
@@ -176,7 +176,7 @@ def _used(entry) -> float:  # noqa: ANN001 - {"used": n, ...} in bundle manifest
 
 def open_power_meter(kind: str, manifest: dict, hwmon_root: str = "/sys/class/hwmon") -> PowerMeter:
     """``auto`` | ``pmbus`` | ``hwmon`` | ``estimate``."""
-    from device.errors import ConfigError
+    from qdev.device.errors import ConfigError
 
     if kind in ("auto", "pmbus"):
         rails = PmbusMeter.available()

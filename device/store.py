@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.bundle import MANIFEST, BundleError, VerifiedBundle, load_public_key, unpack_bundle, verify_bundle
-from device.errors import QdevError
-from device.fsutil import atomic_write_text, fsync_dir
+from qdev.device.bundle import MANIFEST, BundleError, VerifiedBundle, load_public_key, unpack_bundle, verify_bundle
+from qdev.device.errors import QdevError
+from qdev.device.fsutil import atomic_write_text, fsync_dir
 
 __all__ = ["BundleStore", "StoreError", "InstallResult", "MAX_BUNDLE_BYTES", "MAX_CHUNK", "bundle_id"]
 

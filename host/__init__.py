@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from device import __version__
-from device.errors import QdevError
+from qdev.device import __version__
+from qdev.device.errors import QdevError
 
 __all__ = ["QdevError", "__version__"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from host.client import DeviceClient
+from qdev.host.client import DeviceClient
 
 __all__ = ["bench_device", "bench_host_cpu"]
 
@@ -40,8 +40,8 @@ def bench_device(client: DeviceClient, frames: int, window: int) -> dict:
 
 
 def bench_host_cpu(bundle: Path, frames: int) -> dict:
-    from device.accel.intmodel import IntModel
-    from device.accel.software import SoftwareExecutor
+    from qdev.device.accel.intmodel import IntModel
+    from qdev.device.accel.software import SoftwareExecutor
 
     ex = SoftwareExecutor(IntModel.load(Path(bundle) / "intmodel.npz"))
     _, h, w, _ = ex.model.input["shape"]

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from device.bundle import pack_bundle, verify_bundle
-from device.errors import QdevError
-from device.link import Channel, Link, LinkError, LinkTimeout, Message, open_link
-from device.protocol import MsgType
+from qdev.device.bundle import pack_bundle, verify_bundle
+from qdev.device.errors import QdevError
+from qdev.device.link import Channel, Link, LinkError, LinkTimeout, Message, open_link
+from qdev.device.protocol import MsgType
 
 __all__ = ["DeviceClient", "DeviceError", "StreamReply", "connect"]
 

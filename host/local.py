@@ -10,24 +10,23 @@ import sys
 import time
 from pathlib import Path
 
-from device.errors import QdevError
+from qdev import assets
+from qdev.device.errors import QdevError
 
-__all__ = ["LocalDevice", "DEV_KEYS", "default_trusted", "default_bundle"]
-
-REPO = Path(__file__).resolve().parents[1]
-DEV_KEYS = REPO / "keys" / "dev"
+__all__ = ["LocalDevice", "default_trusted", "default_bundle"]
 
 
 def default_trusted() -> list[Path]:
-    """Trusted public keys: $QDEV_TRUST (colon-separated) or the repository's development key."""
+    """Trusted public keys: $QDEV_TRUST (colon-separated) or the shipped development key."""
     env = os.environ.get("QDEV_TRUST")
     if env:
         return [Path(p) for p in env.split(os.pathsep) if p]
-    return sorted(DEV_KEYS.glob("*.pub"))
+    return assets.dev_public_keys()
 
 
 def default_bundle(board: str = "KV260") -> Path:
-    return REPO / "bitstreams" / board / "quantunet-w8"
+    """The shipped default model's signed bundle for ``board`` (package data)."""
+    return assets.shipped_bundle(board)
 
 
 class LocalDevice:
@@ -38,7 +37,7 @@ class LocalDevice:
                  python: str | None = None, backend: str = "software", env: dict | None = None) -> None:
         self.store = Path(store)
         self.env = env or {}
-        args = [python or sys.executable, "-m", "device", "serve", "--store", str(store), "--backend", backend]
+        args = [python or sys.executable, "-m", "qdev.device", "serve", "--store", str(store), "--backend", backend]
         for k in trusted if trusted is not None else default_trusted():
             args += ["--trust", str(k)]
         if board:
@@ -60,7 +59,7 @@ class LocalDevice:
         self.store.mkdir(parents=True, exist_ok=True)
         err = open(self.log, "ab")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=err, text=True,
-                                     cwd=str(REPO), env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
+                                     cwd=str(self.store.parent), env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from host.session import read_session, write_json_atomic
+from qdev.host.session import read_session, write_json_atomic
 
 __all__ = ["summarise", "write_report", "MIN_FRAMES"]
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device.fsutil import atomic_write_text
+from qdev.device.fsutil import atomic_write_text
 
 __all__ = ["COLUMNS", "SessionWriter", "read_session", "write_json_atomic"]
 
@@ -58,7 +58,7 @@ class SessionWriter:
 
 def read_session(folder: Path) -> tuple[dict, list[dict]]:
     """(manifest, rows with numbers parsed) of a session folder."""
-    from device.errors import DataError
+    from qdev.device.errors import DataError
 
     folder = Path(folder)
     try:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from device.probe.sources import ProbeFrame, ProbeSource, to_model_input
-from host.client import DeviceClient, StreamReply
-from host.session import SessionWriter
+from qdev.device.probe.sources import ProbeFrame, ProbeSource, to_model_input
+from qdev.host.client import DeviceClient, StreamReply
+from qdev.host.session import SessionWriter
 
 __all__ = ["StreamConfig", "StreamSummary", "run_stream"]
 

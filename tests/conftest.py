@@ -43,6 +43,6 @@ def busi_path() -> Path:
 @pytest.fixture(scope="session")
 def phantom_busi(tmp_path_factory) -> Path:
     """A small BUSI-layout phantom dataset with planted near-duplicates (session-wide)."""
-    from training.data.synth import write_phantom_busi
+    from qdev.training.data.synth import write_phantom_busi
 
     return write_phantom_busi(tmp_path_factory.mktemp("phantom") / "busi", (18, 12, 6), (96, 120))

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from device.errors import QdevError
-from training.data import load_busi, read_split, resolve_busi_root
-from training.runs import RunFolder, atomic_write_text
-from training.trainer import evaluate_model, load_checkpoint_model, run_checkpoint
+from qdev.device.errors import QdevError
+from qdev.training.data import load_busi, read_split, resolve_busi_root
+from qdev.training.runs import RunFolder, atomic_write_text
+from qdev.training.trainer import evaluate_model, load_checkpoint_model, run_checkpoint
 
 __all__ = ["evaluate_run"]
 

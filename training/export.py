@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from device.errors import QdevError
-from training.runs import RunFolder, atomic_write_text
-from training.trainer import load_checkpoint_model, run_checkpoint
+from qdev.device.errors import QdevError
+from qdev.training.qonnx_exec import qonnx_forward
+from qdev.training.runs import RunFolder, atomic_write_text
+from qdev.training.trainer import load_checkpoint_model, run_checkpoint
 
-__all__ = ["export_run", "golden_batch", "qonnx_forward"]
+__all__ = ["export_run", "golden_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 def golden_batch(run: RunFolder, size: int, n: int = 4, data: str | None = None) -> tuple[np.ndarray, str]:
     """``n`` test images (float32 [n,1,H,W], exactly k/255) from the run's data, else the phantom."""
     try:
-        from training.data import load_busi, read_split, resolve_busi_root
+        from qdev.training.data import load_busi, read_split, resolve_busi_root
 
         st = run.stage("train")
         root = resolve_busi_root(data if data is not None else st["config"].get("data"))
@@ -40,23 +41,12 @@ def golden_batch(run: RunFolder, size: int, n: int = 4, data: str | None = None)
         imgs = arrays.images[order]
         source = "test split: " + ", ".join(arrays.ids[i] for i in order)
     except QdevError as exc:
-        from device.probe.phantom import phantom_image
+        from qdev.device.probe.phantom import phantom_image
 
         log.warning("golden batch from the phantom (%s)", exc)
         imgs = np.stack([phantom_image(1000 + i, "mixed", size, size)[0] for i in range(n)])
         source = "phantom seeds 1000.."
     return (imgs.astype(np.float32) / 255.0)[:, None], source
-
-
-def qonnx_forward(model, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    """Run a QONNX/FINN graph (a ModelWrapper or a path) image by image with qonnx's executor;
-    returns [N, ...] outputs."""
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.core.onnx_exec import execute_onnx
-
-    m = model if isinstance(model, ModelWrapper) else ModelWrapper(str(model))
-    iname, oname = m.graph.input[0].name, m.graph.output[0].name
-    return np.concatenate([execute_onnx(m, {iname: x[i : i + 1]})[oname] for i in range(len(x))])
 
 
 def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkpoint: str = "best") -> dict:

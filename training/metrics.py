@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.data.busi import CLASSES
+from qdev.training.data.busi import CLASSES
 
 __all__ = ["SegMetrics"]
 

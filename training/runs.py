@@ -10,9 +10,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from device.bundle import sha256_file
-from device.errors import QdevError
-from device.fsutil import atomic_write_text, atomic_writer
+from qdev.device.bundle import sha256_file
+from qdev.device.errors import QdevError
+from qdev.device.fsutil import atomic_write_text, atomic_writer
 
 __all__ = ["RunFolder", "sha256_file", "atomic_writer", "atomic_write_text", "package_versions"]
 

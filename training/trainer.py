@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from device.errors import ConfigError, QdevError
-from training.augment import AUGMENT_PRESETS, augment_batch
-from training.ema import ModelEMA
-from training.data import (
+from qdev.device.errors import ConfigError, QdevError
+from qdev.training.augment import AUGMENT_PRESETS, augment_batch
+from qdev.training.ema import ModelEMA
+from qdev.training.data import (
     find_duplicates,
     load_busi,
     make_split,
@@ -40,11 +40,11 @@ from training.data import (
     resolve_busi_root,
     write_split,
 )
-from training.losses import total_loss
-from training.metrics import SegMetrics
-from training.models import ModelConfig, build_model
-from training.models.bitwidth import BIT_LOSS_MODES, BitWidthTracker
-from training.runs import RunFolder, atomic_write_text, atomic_writer
+from qdev.training.losses import total_loss
+from qdev.training.metrics import SegMetrics
+from qdev.training.models import ModelConfig, build_model
+from qdev.training.models.bitwidth import BIT_LOSS_MODES, BitWidthTracker
+from qdev.training.runs import RunFolder, atomic_write_text, atomic_writer
 
 __all__ = ["TrainConfig", "train", "load_checkpoint_model", "run_checkpoint", "prepare_data", "DataTensors"]
 
@@ -463,7 +463,7 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
 
             dist.barrier()
     if rank == 0:
-        from training.plots import plot_training
+        from qdev.training.plots import plot_training
 
         plots = plot_training(log_path, tdir)
         outputs = [best_path, last_path, log_path, tdir / "split.json", *plots]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.errors import QdevError
+from qdev.device.errors import QdevError
 
 __all__ = ["IoSpec", "Accelerator", "Backend", "register_backend", "backends", "open_accelerator",
            "codes_to_mask", "clock_mhz"]
@@ -110,8 +110,8 @@ def backends() -> list[Backend]:
 
 
 def _load_builtin() -> None:
-    import device.accel.pynq_backend  # noqa: F401  (registers "pynq")
-    import device.accel.software  # noqa: F401  (registers "software")
+    import qdev.device.accel.pynq_backend  # noqa: F401  (registers "pynq")
+    import qdev.device.accel.software  # noqa: F401  (registers "software")
 
 
 def open_accelerator(bundle_dir: Path, manifest: dict, backend: str = "auto") -> Accelerator:

@@ -16,14 +16,16 @@ the software backend. Estimate-only bundles (no ``.bit``/``.hwh``) are refused w
 
 from __future__ import annotations
 
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from device.accel.backend import Accelerator, Backend, register_backend
-from device.accel.intmodel import dtype_range
-from device.errors import QdevError, ToolchainError
+from qdev.device.accel.backend import Accelerator, Backend, register_backend
+from qdev.device.accel.intmodel import dtype_range
+from qdev.device.errors import QdevError, ToolchainError
 
 __all__ = ["PynqAccelerator", "pack_innermost", "unpack_innermost", "bits_of"]
 
@@ -31,18 +33,47 @@ CTRL, ADDR_LO, ADDR_HI, COUNT = 0x00, 0x10, 0x14, 0x1C
 AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
 
 
-def bits_of(dtype: str) -> int:
+@dataclass(frozen=True)
+class _Codec:
+    """How one FINN data type travels over the DMA: ``bits`` per element, and the map between
+    values and the unsigned codes packed (two's complement for signed types)."""
+
+    bits: int
+    signed: bool = False
+    bipolar: bool = False
+    frac_bits: int = 0  # FIXED<W,I>: values are codes / 2**(W-I)
+
+
+def _codec(dtype: str) -> _Codec:
+    m = re.fullmatch(r"FIXED<(\d+),\s*(-?\d+)>", dtype)
+    if m:
+        w, i = int(m.group(1)), int(m.group(2))
+        return _Codec(bits=w, signed=True, frac_bits=w - i)
+    if dtype == "BIPOLAR":  # FINN packs -1/+1 as the bits 0/1
+        return _Codec(bits=1, bipolar=True)
     lo, hi = dtype_range(dtype)
-    span = hi - lo
-    return max(1, int(span).bit_length())
+    return _Codec(bits=max(1, int(hi - lo).bit_length()), signed=lo < 0)
+
+
+def bits_of(dtype: str) -> int:
+    """Bits per element on the wire, as FINN's driver packs it (BIPOLAR: 1)."""
+    return _codec(dtype).bits
 
 
 def pack_innermost(x: np.ndarray, dtype: str) -> np.ndarray:
-    """Integer values [..., n] -> bytes [..., ceil(n*bits/8)] (FINN's packing rule)."""
-    bits = bits_of(dtype)
-    lo, _ = dtype_range(dtype)
-    v = np.asarray(x).astype(np.int64)
-    if lo < 0:
+    """Values [..., n] -> bytes [..., ceil(n*bits/8)] (FINN's packing rule: element 0 in the
+    lowest bits, little-endian bytes, i.e. ``finnpy_to_packed_bytearray(reverse_inner=True,
+    reverse_endian=True)``) for BIPOLAR, BINARY, INTn, UINTn and FIXED<W,I>."""
+    c = _codec(dtype)
+    x = np.asarray(x)
+    if c.bipolar:
+        v = (x.astype(np.int64) + 1) // 2
+    elif c.frac_bits:
+        v = np.round(x.astype(np.float64) * 2.0 ** c.frac_bits).astype(np.int64)
+    else:
+        v = x.astype(np.int64)
+    bits = c.bits
+    if c.signed:
         v = v & ((1 << bits) - 1)  # two's complement in `bits` bits
     if bits == 8:
         return v.astype(np.uint8)
@@ -56,17 +87,22 @@ def pack_innermost(x: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def unpack_innermost(b: np.ndarray, dtype: str, n: int) -> np.ndarray:
-    """Inverse of :func:`pack_innermost`: bytes [..., nbytes] -> int64 values [..., n]."""
-    bits = bits_of(dtype)
-    lo, _ = dtype_range(dtype)
+    """Inverse of :func:`pack_innermost`: bytes [..., nbytes] -> values [..., n] (int64; float64
+    for FIXED)."""
+    c = _codec(dtype)
+    bits = c.bits
     if bits == 8:
         v = np.asarray(b, dtype=np.uint8).astype(np.int64)[..., :n]
     else:
         bitarr = np.unpackbits(np.asarray(b, dtype=np.uint8), axis=-1, bitorder="little")[..., : n * bits]
         bitarr = bitarr.reshape(*bitarr.shape[:-1], n, bits).astype(np.int64)
         v = (bitarr << np.arange(bits)).sum(axis=-1)
-    if lo < 0:
+    if c.signed:
         v = np.where(v >= (1 << (bits - 1)), v - (1 << bits), v)
+    if c.bipolar:
+        return 2 * v - 1
+    if c.frac_bits:
+        return v / 2.0 ** c.frac_bits
     return v
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from device.accel.backend import Accelerator, Backend, register_backend
-from device.accel.intmodel import IntLayer, IntModel, dtype_range
-from device.errors import QdevError
+from qdev.device.accel.backend import Accelerator, Backend, register_backend
+from qdev.device.accel.intmodel import IntLayer, IntModel, dtype_range
+from qdev.device.errors import QdevError
 
 __all__ = ["SoftwareExecutor", "SoftwareAccelerator", "layer_bound"]
 

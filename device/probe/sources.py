@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.errors import ConfigError, DataError
+from qdev.device.errors import ConfigError, DataError
 
 __all__ = ["ProbeFrame", "ProbeSource", "open_probe", "to_model_input", "CINE_EXTS", "IMAGE_EXTS"]
 
@@ -86,7 +86,7 @@ class PhantomSource(ProbeSource):
     live = True
 
     def __init__(self, seed: int = 0, n_frames: int | None = None, size: int = 256) -> None:
-        from device.probe.phantom import PhantomCine, PhantomConfig
+        from qdev.device.probe.phantom import PhantomCine, PhantomConfig
 
         self.cine = PhantomCine(PhantomConfig(height=size, width=size, seed=seed), n_frames)
         self.name = f"phantom:{seed}"

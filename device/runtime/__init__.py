@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from device.runtime.service import DeviceRuntime, RuntimeConfig
+from qdev.device.runtime.service import DeviceRuntime, RuntimeConfig
 
 __all__ = ["DeviceRuntime", "RuntimeConfig"]

@@ -12,10 +12,10 @@ import threading
 import time
 from pathlib import Path
 
-from device.errors import QdevError
-from device.probe.sources import ProbeSource, to_model_input
-from device.runtime.server import LiveHub
-from device.runtime.service import DeviceRuntime
+from qdev.device.errors import QdevError
+from qdev.device.probe.sources import ProbeSource, to_model_input
+from qdev.device.runtime.server import LiveHub
+from qdev.device.runtime.service import DeviceRuntime
 
 __all__ = ["RollingLog", "LiveLoop"]
 

@@ -18,11 +18,11 @@ import zlib
 
 import numpy as np
 
-from device.errors import QdevError
-from device.link import Channel, Link, LinkError, LinkTimeout, Message, SerialLink, SocketLink
-from device.protocol import DEFAULT_MAX_PAYLOAD, MsgType
-from device.runtime.service import DeviceRuntime, FrameResult
-from device.store import StoreError
+from qdev.device.errors import QdevError
+from qdev.device.link import Channel, Link, LinkError, LinkTimeout, Message, SerialLink, SocketLink
+from qdev.device.protocol import DEFAULT_MAX_PAYLOAD, MsgType
+from qdev.device.runtime.service import DeviceRuntime, FrameResult
+from qdev.device.store import StoreError
 
 __all__ = ["Session", "TcpServer", "serve_serial", "LiveHub"]
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from device import __version__
-from device.accel.backend import Accelerator, open_accelerator
-from device.errors import QdevError
-from device.power import PowerMeter, open_power_meter
-from device.protocol import VERSION as PROTOCOL_VERSION
-from device.store import BundleStore, InstallResult
+from qdev.device import __version__
+from qdev.device.accel.backend import Accelerator, open_accelerator
+from qdev.device.errors import QdevError
+from qdev.device.power import PowerMeter, open_power_meter
+from qdev.device.protocol import VERSION as PROTOCOL_VERSION
+from qdev.device.store import BundleStore, InstallResult
 
 __all__ = ["RuntimeConfig", "DeviceRuntime", "FrameResult"]
 

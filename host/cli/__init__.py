@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import click
 
-from device import __version__
-from device.errors import QdevError
+from qdev.device import __version__
+from qdev.device.errors import QdevError
 
 __all__ = ["main", "cli", "QdevGroup"]
 
@@ -54,18 +54,18 @@ def cli(ctx: click.Context, verbose: int, port: str | None, baud: int) -> None:
 
 
 def _register() -> None:
-    from host.cli.data import data
-    from host.cli.train import evaluate_cmd, train_cmd
+    from qdev.host.cli.data import data
+    from qdev.host.cli.train import evaluate_cmd, train_cmd
 
     cli.add_command(data)
     cli.add_command(train_cmd)
     cli.add_command(evaluate_cmd)
-    from host.cli.deploy import bundle, compile_cmd, export_cmd, keys
+    from qdev.host.cli.deploy import bundle, compile_cmd, export_cmd, keys
 
     for cmd in (export_cmd, compile_cmd, keys, bundle):
         cli.add_command(cmd)
-    from host.cli.demo import demo_cmd
-    from host.cli.device import COMMANDS
+    from qdev.host.cli.demo import demo_cmd
+    from qdev.host.cli.device import COMMANDS
 
     for cmd in (*COMMANDS, demo_cmd):
         cli.add_command(cmd)

@@ -1,7 +1,7 @@
-"""`python -m host.cli` == `qdev`."""
+"""`python -m qdev.host.cli` == `qdev`."""
 
 import sys
 
-from host.cli import main
+from qdev.host.cli import main
 
 sys.exit(main())

@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from host.cli.progress import progress_bar
+from qdev.host.cli.progress import progress_bar
 
 __all__ = ["data"]
 
@@ -40,7 +40,7 @@ def data() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def inspect_cmd(data_path: str | None, size: str, seed: int, threshold: float, no_cache: bool, as_json: bool) -> None:
     """Counts per class, image sizes, duplicate groups and split sizes."""
-    from host.inspect import InspectConfig, inspect_dataset
+    from qdev.host.dataset_info import InspectConfig, inspect_dataset
 
     cfg = InspectConfig(data_path, _size(size), seed, threshold, not no_cache)
     with progress_bar("decoding images", disable=as_json) as cb:
@@ -94,7 +94,7 @@ def _print_report(r: dict) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Split JSON to write.")
 def split_cmd(data_path: str | None, kind: str, seed: int, threshold: float, out: Path) -> None:
     """Write a train/val/test split JSON (grouped = leak-free)."""
-    from training.data import (
+    from qdev.training.data import (
         DedupConfig,
         find_duplicates,
         load_busi,
@@ -119,8 +119,8 @@ def split_cmd(data_path: str | None, kind: str, seed: int, threshold: float, out
 @click.option("--seed", default=0, show_default=True)
 def phantom_cmd(out: Path, per_class: str, seed: int) -> None:
     """Write a BUSI-layout dataset of synthetic phantom images with exact masks."""
-    from device.errors import ConfigError
-    from training.data.synth import write_phantom_busi
+    from qdev.device.errors import ConfigError
+    from qdev.training.data.synth import write_phantom_busi
 
     try:
         counts = tuple(int(v) for v in per_class.split(","))

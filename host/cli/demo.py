@@ -16,14 +16,16 @@ __all__ = ["demo_cmd"]
 
 
 def _busi_test_source():  # noqa: ANN202
-    from device.probe.sources import ImageFolderSource
-    from training.data.locate import find_default_busi
-    from training.data.split import read_split
+    from qdev.device.probe.sources import ImageFolderSource
+    from qdev.training.data.locate import find_default_busi
+    from qdev.training.data.split import read_split
 
     root = find_default_busi()
     if root is None:
         return None
-    split = read_split(Path(__file__).resolve().parents[2] / "training" / "splits" / "busi-grouped-seed0.json")
+    from qdev import assets
+
+    split = read_split(assets.split_file("busi-grouped-seed0.json"))
     files = [root / f"{i}.png" for i in split.ids["test"]]
     files = [f for f in files if f.is_file()]
     return ImageFolderSource(files, f"BUSI test split ({len(files)} images, {root})") if files else None
@@ -42,13 +44,13 @@ def demo_cmd(ctx: click.Context, probe: str, frames: int, board: str, out: Path 
     """Local device + default model: flash, stream live, report. No board, no training needed."""
     import time
 
-    from device.errors import QdevError
-    from device.probe.sources import open_probe
-    from host.cli.device import stream_session
-    from host.client import connect
-    from host.cli.progress import progress_bar
-    from host.local import LocalDevice, default_bundle, default_trusted
-    from host.report import write_report
+    from qdev.device.errors import QdevError
+    from qdev.device.probe.sources import open_probe
+    from qdev.host.cli.device import stream_session
+    from qdev.host.client import connect
+    from qdev.host.cli.progress import progress_bar
+    from qdev.host.local import LocalDevice, default_bundle, default_trusted
+    from qdev.host.report import write_report
 
     bundle = default_bundle(board)
     if not (bundle / "manifest.json").is_file():

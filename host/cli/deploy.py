@@ -18,7 +18,7 @@ __all__ = ["export_cmd", "compile_cmd", "keys", "bundle"]
 @click.option("--json", "as_json", is_flag=True)
 def export_cmd(run: Path, data: str | None, golden: int, checkpoint: str, as_json: bool) -> None:
     """Export a run's best checkpoint to QONNX and verify it against PyTorch."""
-    from training.export import export_run
+    from qdev.training.export import export_run
 
     rep = export_run(run, data, golden, checkpoint)
     if as_json:
@@ -42,9 +42,9 @@ def compile_cmd(run: Path, board: str, fps: float | None, clock_ns: float | None
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from training.compile.boards import get_board
-    from training.compile.builder import compile_run
-    from training.compile.config import CompileConfig
+    from qdev.training.compile.boards import get_board
+    from qdev.training.compile.builder import compile_run
+    from qdev.training.compile.config import CompileConfig
 
     cfg = CompileConfig(board=get_board(board).name, fps=fps, clock_ns=clock_ns, start_step=start_step, stop_step=stop_step)
     con = Console(stderr=True)
@@ -108,8 +108,8 @@ def keys() -> None:
 @click.option("--name", default="qdev", show_default=True)
 def keys_generate(out: Path, name: str) -> None:
     """Write NAME.key (private, 0600) and NAME.pub into OUT."""
-    from device.bundle import key_id, load_public_key
-    from training.compile.bundle_build import generate_keypair
+    from qdev.device.bundle import key_id, load_public_key
+    from qdev.training.compile.bundle_build import generate_keypair
 
     k, p = generate_keypair(out, name)
     from cryptography.hazmat.primitives import serialization
@@ -131,8 +131,8 @@ def bundle() -> None:
 @click.option("--model-name", default=None)
 def bundle_create(run: Path, board: str, key: Path, out: Path | None, model_name: str | None) -> None:
     """Bundle a compiled run for a board and sign its manifest."""
-    from training.compile.boards import get_board
-    from training.compile.bundle_build import build_bundle
+    from qdev.training.compile.boards import get_board
+    from qdev.training.compile.bundle_build import build_bundle
 
     b = get_board(board).name
     out = out or Path("bitstreams") / b / (model_name or run.name)
@@ -147,10 +147,10 @@ def bundle_create(run: Path, board: str, key: Path, out: Path | None, model_name
 @click.option("--json", "as_json", is_flag=True)
 def bundle_verify(path: Path, trusted: tuple[str, ...], as_json: bool) -> None:
     """Check a bundle's signature and every file's sha256; refuses any mismatch."""
-    from device.bundle import verify_bundle
-    from training.compile.bundle_build import DEV_KEY_DIR
+    from qdev.device.bundle import verify_bundle
+    from qdev import assets
 
-    keys_ = list(trusted) or [str(DEV_KEY_DIR / "qdev-dev.pub")]
+    keys_ = list(trusted) or [str(k) for k in assets.dev_public_keys()]
     vb = verify_bundle(path, keys_)
     m = vb.manifest
     if as_json:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from device.errors import ConfigError, QdevError
+from qdev.device.errors import ConfigError, QdevError
 
 __all__ = ["COMMANDS"]
 
@@ -23,14 +23,14 @@ def _port(ctx: click.Context) -> tuple[str, int]:
 
 
 def _client(ctx: click.Context, timeout: float = 10.0):  # noqa: ANN202
-    from host.client import connect
+    from qdev.host.client import connect
 
     port, baud = _port(ctx)
     return connect(port, baud, timeout)
 
 
 def _trusted(trust: tuple[str, ...]) -> list[Path]:
-    from host.local import default_trusted
+    from qdev.host.local import default_trusted
 
     keys = [Path(k) for k in trust] or default_trusted()
     if not keys:
@@ -49,8 +49,8 @@ def ports_cmd(check: bool, as_json: bool) -> None:
     """List serial ports; mark those where a qdev device answers."""
     from serial.tools import list_ports
 
-    from device.link import LinkError
-    from host.client import DeviceError, connect
+    from qdev.device.link import LinkError
+    from qdev.host.client import DeviceError, connect
 
     rows = []
     for p in sorted(list_ports.comports(), key=lambda p: p.device):
@@ -109,7 +109,7 @@ def info_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def flash_cmd(ctx: click.Context, bundle: Path, trust: tuple[str, ...], as_json: bool) -> None:
     """Verify a bundle here, upload it (resumable), install it on the device after its self-test."""
-    from host.cli.progress import progress_bar
+    from qdev.host.cli.progress import progress_bar
 
     keys = _trusted(trust)
     c = _client(ctx)
@@ -146,7 +146,7 @@ def rollback_cmd(ctx: click.Context) -> None:
 def _watch(ctx: click.Context, spec: str, frames: int | None, view: bool, save: Path | None) -> None:
     import numpy as np
 
-    from host.view import OverlayView
+    from qdev.host.view import OverlayView
 
     c = _client(ctx)
     ov = OverlayView(view, save)
@@ -189,7 +189,7 @@ def stream_cmd(ctx: click.Context, probe: str, fps: float | None, max_frames: in
     if probe.startswith("device:"):
         _watch(ctx, probe[len("device:"):], max_frames, view, save)
         return
-    from device.probe.sources import open_probe
+    from qdev.device.probe.sources import open_probe
 
     stream_session(ctx, open_probe(probe), fps, max_frames, window, timeout, view, save, out, report)
 
@@ -197,9 +197,9 @@ def stream_cmd(ctx: click.Context, probe: str, fps: float | None, max_frames: in
 def stream_session(ctx: click.Context, source, fps: float | None, max_frames: int | None, window: int,
                    timeout: float, view: bool, save: Path | None, out: Path | None, report: bool,
                    client=None) -> Path:  # noqa: ANN001
-    from host.session import SessionWriter
-    from host.stream import StreamConfig, default_session_dir, run_stream
-    from host.view import OverlayView
+    from qdev.host.session import SessionWriter
+    from qdev.host.stream import StreamConfig, default_session_dir, run_stream
+    from qdev.host.view import OverlayView
 
     if window < 1:
         raise ConfigError("--window must be >= 1")
@@ -256,7 +256,7 @@ def stream_session(ctx: click.Context, source, fps: float | None, max_frames: in
         if own:
             c.close()
     if report:
-        from host.report import summarise
+        from qdev.host.report import summarise
 
         _print_summary(summarise(folder))
     click.echo(f"session: {folder}")
@@ -289,7 +289,7 @@ def _print_summary(s: dict) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def report_cmd(session: Path, compare: Path | None, out: Path | None, as_json: bool) -> None:
     """Frames, FPS, drops, latency percentiles, power and energy per frame; PNG plots + HTML."""
-    from host.report import write_report
+    from qdev.host.report import write_report
 
     doc = write_report(session, compare, out)
     if as_json:
@@ -310,8 +310,8 @@ def report_cmd(session: Path, compare: Path | None, out: Path | None, as_json: b
 @click.pass_context
 def bench_cmd(ctx: click.Context, frames: int, window: int, bundle: Path | None, as_json: bool) -> None:
     """Throughput/latency against the device, and the same model on this CPU as a reference."""
-    from host.bench import bench_device, bench_host_cpu
-    from host.local import default_bundle
+    from qdev.host.bench import bench_device, bench_host_cpu
+    from qdev.host.local import default_bundle
 
     c = _client(ctx)
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from device.errors import ConfigError
+from qdev.device.errors import ConfigError
 
 __all__ = ["train_cmd", "evaluate_cmd"]
 
@@ -54,8 +54,8 @@ def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, bits
     """Train the float U-Net or QuantU-Net (trainable per-layer bit widths)."""
     from rich.console import Console
 
-    from training.models import ModelConfig
-    from training.trainer import TrainConfig, train
+    from qdev.training.models import ModelConfig
+    from qdev.training.trainer import TrainConfig, train
 
     lo, hi = _bits(bits)
     cfg = TrainConfig(
@@ -79,7 +79,7 @@ def evaluate_cmd(run: Path, data: str | None, split_name: str, checkpoint: str, 
     from rich.console import Console
     from rich.table import Table
 
-    from training.evaluate import evaluate_run
+    from qdev.training.evaluate import evaluate_run
 
     out = evaluate_run(run, data, split_name, checkpoint)
     if as_json:

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from device.accel.intmodel import IntModel, run_reference
-from device.bundle import BundleError, verify_bundle
-from device.errors import QdevError
-from host.cli import cli
-from training.compile.bundle_build import DEV_KEY_DIR, build_bundle, generate_keypair
-from training.compile.finn_env import find_vivado
+from qdev.device.accel.intmodel import IntModel, run_reference
+from qdev.device.bundle import BundleError, verify_bundle
+from qdev.device.errors import QdevError
+from qdev.host.cli import cli
+from qdev.training.compile.bundle_build import DEV_KEY_DIR, build_bundle, generate_keypair
+from qdev.training.compile.finn_env import find_vivado
+from tests.test_import_rules import loaded_heavy_modules
 
 pytestmark = pytest.mark.slow
 
@@ -46,18 +47,27 @@ def test_export_is_bit_exact_and_stored(compiled):
 def test_compile_all_hw_bit_exact_with_reports(compiled):
     run, _, s = compiled
     out = run / "compile" / "KV260"
-    assert s["all_hw"] and s["status"] == "stopped"
+    assert s["status"] == "stopped"
+    # all_hw is read off the final graph: every node of the last saved model is a FINN HW layer
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    final = ModelWrapper(str(out / "intermediate_models" / "qdev_integer_model.onnx"))
+    assert s["all_hw"] and all(n.domain.startswith("finn.custom_op.fpgadataflow") for n in final.graph.node)
+    assert sum(s["hw_layers"].values()) == len(final.graph.node) and s["software_nodes"] == []
+    assert any("output scale" in p for p in s["software_parts"])
     steps = s["verification"]["steps"]
     assert set(steps) >= {"step_tidy_up", "qdev_streamline_unet", "qdev_lower_unet", "qdev_convert_to_hw"}
     assert all(v["equal"] and v["codes_differing"] == 0 for v in steps.values())
-    assert s["verification"]["modes_run"] == ["python"] and "rtlsim" in s["verification"]["not_run"]
+    # the modes listed as run are the ones the steps' checks used; the rest say why not
+    assert s["verification"]["modes_run"] == sorted({v["exec_mode"] for v in steps.values()})
+    assert set(s["verification"]["not_run"]) == {"cppsim", "rtlsim"} - set(s["verification"]["modes_run"])
     for f in ("estimate_layer_resources.json", "estimate_layer_cycles.json", "estimate_network_performance.json",
               "op_and_param_counts.json", "auto_folding_config.json"):
         assert (out / "report" / f).is_file(), f
     times = json.loads((out / "time_per_step.json").read_text())
     assert "qdev_streamline_unet" in times and "step_generate_estimate_reports" in times
     assert (out / "intermediate_models" / "qdev_convert_to_hw.onnx").is_file()
-    hw = json.loads(json.dumps(s["layers"]))
+    hw = s["layers"]
     assert len(hw) > 60 and s["estimated_fps"] > 0 and s["bottleneck"]["layer"]
     assert s["resources"]["LUT"]["used"] > 0 and s["resources"]["LUT"]["available"] == 117_120
     assert s["folding"]["met"]
@@ -82,13 +92,20 @@ def test_integer_model_reference_equals_finn(compiled):
     assert io["idt"] == "UINT8" and io["ishape_normal"] == [1, 32, 32, 1] and io["ishape_packed"][-1] >= 1
 
 
-def test_start_and_stop_at_named_steps(compiled):
-    run, _, _ = compiled
+def test_start_and_stop_at_named_steps(compiled, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(compiled[0], run)
     r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--start-step", "step_specialize_layers",
                                  "--stop-step", "step_generate_estimate_reports", "--json"])
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert s["status"] == "done" and s["estimated_fps"] > 0
+    # stopped before the HW conversion, the graph still holds software nodes, and the summary says so
+    r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--stop-step", "qdev_lower_unet", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert not s["all_hw"] and s["software_nodes"] and not s["hw_layers"]
+    assert "qdev_convert_to_hw" not in s["verification"]["steps"]
     r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--start-step", "no_such_step"])
     assert r.exit_code == 2 and "qdev: " in r.output
 
@@ -152,3 +169,15 @@ def test_bitstream_with_vivado(compiled):  # pragma: no cover - no Vivado here o
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert s["bitstream"]["built"] and s["bitstream"]["bit"] and s["bitstream"]["hwh"]
+
+
+def test_compile_runs_end_to_end_without_torch(compiled, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(compiled[0], run)
+    shutil.rmtree(run / "compile")  # built anew by that process
+    code = ("from click.testing import CliRunner\n"
+            "from qdev.host.cli import cli\n"
+            f"r = CliRunner().invoke(cli, ['compile', {str(run)!r}, '--board', 'KV260'])\n"
+            "assert r.exit_code == 0, r.output\n")
+    assert loaded_heavy_modules(code) == []  # the whole build ran in that process
+    assert (run / "compile" / "KV260" / "intmodel" / "intmodel.npz").is_file()  # it really compiled

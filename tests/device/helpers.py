@@ -26,7 +26,7 @@ def make_key(folder: Path) -> tuple[object, Path]:
 
 def resign(bundle: Path, key, **manifest_updates) -> Path:  # noqa: ANN001
     """Rewrite file entries and the given manifest fields of ``bundle`` and sign it with ``key``."""
-    from device.bundle import file_entry, sign_manifest
+    from qdev.device.bundle import file_entry, sign_manifest
 
     m = json.loads((bundle / "manifest.json").read_text())
     m.update(manifest_updates)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.device_env
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "device", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "qdev.device", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_install_then_info(tmp_path):

@@ -15,12 +15,12 @@ import time
 import numpy as np
 import pytest
 
-from device.bundle import verify_bundle
-from device.link import LinkError
-from device.protocol import MsgType, encode
-from device.runtime import DeviceRuntime, RuntimeConfig
-from host.client import connect
-from host.local import LocalDevice
+from qdev.device.bundle import verify_bundle
+from qdev.device.link import LinkError
+from qdev.device.protocol import MsgType, encode
+from qdev.device.runtime import DeviceRuntime, RuntimeConfig
+from qdev.host.client import connect
+from qdev.host.local import LocalDevice
 from tests.device.helpers import DEV_PUB, SHIPPED
 
 pytestmark = pytest.mark.device_env
@@ -87,7 +87,7 @@ def _raw(port: str) -> socket.socket:
 
 
 def _read_frames(s: socket.socket, want: int, timeout: float = 5.0) -> list:
-    from device.protocol import FrameParser
+    from qdev.device.protocol import FrameParser
 
     parser = FrameParser()
     out: list = []
@@ -105,7 +105,7 @@ def _read_frames(s: socket.socket, want: int, timeout: float = 5.0) -> list:
 
 
 def test_server_survives_garbage_oversize_and_truncation(tmp_path):
-    from device.link import pack_payload
+    from qdev.device.link import pack_payload
 
     with LocalDevice(tmp_path / "store", trusted=[DEV_PUB]) as dev:
         s = _raw(dev.port)

@@ -8,36 +8,59 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.accel.pynq_backend import pack_innermost, unpack_innermost
-from device.power import EstimateMeter, HwmonMeter, open_power_meter
+from qdev.device.accel.pynq_backend import pack_innermost, unpack_innermost
+from qdev.device.power import EstimateMeter, HwmonMeter, open_power_meter
 from tests.device.helpers import SHIPPED
 
 pytestmark = pytest.mark.device_env
 
 
-@pytest.mark.parametrize("dtype", ["UINT8", "INT8", "INT4", "UINT4", "INT2", "BIPOLAR", "UINT3"])
-def test_pack_unpack_round_trip(dtype):
-    from device.accel.intmodel import dtype_range
+DTYPES = ["UINT8", "INT8", "INT4", "UINT4", "INT2", "UINT3", "BIPOLAR", "BINARY", "UINT1", "INT16",
+          "FIXED<8,4>", "FIXED<6,2>"]
+
+
+def _values(dtype: str, rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    """Random values of a FINN data type (FIXED: codes / 2**fraction bits)."""
+    if dtype == "BIPOLAR":
+        return rng.choice([-1, 1], shape)
+    if dtype.startswith("FIXED"):
+        w, i = (int(v) for v in dtype[6:-1].split(","))
+        return rng.integers(-(2 ** (w - 1)), 2 ** (w - 1), shape) / 2.0 ** (w - i)
+    from qdev.device.accel.intmodel import dtype_range
 
     lo, hi = dtype_range(dtype)
-    rng = np.random.default_rng(1)
-    x = rng.integers(lo, hi + 1, (2, 5, 7))
+    return rng.integers(lo, hi + 1, shape)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pack_unpack_round_trip(dtype):
+    x = _values(dtype, np.random.default_rng(1), (2, 5, 7))
     b = pack_innermost(x, dtype)
     assert b.dtype == np.uint8
     assert np.array_equal(unpack_innermost(b, dtype, 7), x)
 
 
-def test_packing_matches_finn_data_packing():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_packing_matches_finn_data_packing(dtype):
+    """Every data type FINN's driver handles, both directions, against FINN's own functions."""
     dp = pytest.importorskip("finn.util.data_packing", reason="FINN lives in the workstation environment")
     from qonnx.core.datatype import DataType
 
     rng = np.random.default_rng(2)
-    for dtype, n in (("UINT8", 1), ("INT4", 6), ("INT2", 5), ("UINT3", 4), ("INT8", 3)):
-        lo, hi = DataType[dtype].min(), DataType[dtype].max()
-        x = rng.integers(lo, hi + 1, (3, 4, n)).astype(np.float32)
-        # what finn-plus-driver's pack_input does (reverse_endian=True, reverse_inner=True)
+    for n in (1, 3, 5, 6, 8):
+        x = _values(dtype, rng, (3, 4, n)).astype(np.float32)
+        # what finn-plus-driver's pack_input / unpack_output do (reverse_endian, reverse_inner)
         ref = dp.finnpy_to_packed_bytearray(x, DataType[dtype], reverse_inner=True, reverse_endian=True)
-        assert np.array_equal(pack_innermost(x, dtype), ref), dtype
+        assert np.array_equal(pack_innermost(x, dtype), ref), (dtype, n)
+        assert np.array_equal(unpack_innermost(ref, dtype, n), x), (dtype, n)
+        if dtype.startswith("FIXED") and DataType[dtype].bitwidth() in (8, 16):
+            # finn-plus 1.6.1's unpacking takes a "fast" path for 8/16-bit types that views the
+            # bytes as DataType.to_numpy_dt(), float32 for FIXED: its result is garbage, so the
+            # exact values above are the reference for these
+            continue
+        back = dp.packed_bytearray_to_finnpy(np.ascontiguousarray(ref), DataType[dtype], x.shape,
+                                             reverse_inner=True, reverse_endian=True)
+        assert np.array_equal(unpack_innermost(ref, dtype, n), back), (dtype, n)
 
 
 def test_hwmon_meter_reads_power_and_volt_current_files(tmp_path):
@@ -71,8 +94,8 @@ def test_estimate_meter_uses_bundle_resources_and_says_estimated(tmp_path):
 
 
 def test_pynq_backend_refuses_estimate_only_bundles_and_auto_falls_back():
-    from device.accel.backend import open_accelerator
-    from device.errors import QdevError
+    from qdev.device.accel.backend import open_accelerator
+    from qdev.device.errors import QdevError
 
     man = json.loads((SHIPPED["KV260"] / "manifest.json").read_text())
     with pytest.raises(QdevError, match="estimate-only"):

@@ -65,8 +65,8 @@ def remote_board(tmp_path_factory):
 
 
 def test_device_runtime_runs_the_pynq_backend_through_pynq_remote(remote_board, tmp_path):
-    from host.client import connect
-    from host.local import LocalDevice
+    from qdev.host.client import connect
+    from qdev.host.local import LocalDevice
 
     bundle, pub = remote_board
     env = {"PYNQ_REMOTE_DEVICES": "127.0.0.1"}
@@ -87,8 +87,8 @@ def test_device_runtime_runs_the_pynq_backend_through_pynq_remote(remote_board, 
 
 
 def test_without_a_board_auto_falls_back_to_software_and_says_why(tmp_path):
-    from device.accel.backend import backends, open_accelerator
-    from device.errors import QdevError
+    from qdev.device.accel.backend import backends, open_accelerator
+    from qdev.device.errors import QdevError
 
     key, _ = make_key(tmp_path)
     bundle = _bundle_with_bitstream(tmp_path / "b", key)

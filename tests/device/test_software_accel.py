@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.accel.intmodel import IntModel, run_reference
-from device.accel.software import F32_EXACT, SoftwareExecutor
-from device.bundle import verify_bundle
-from device.errors import QdevError
+from qdev.device.accel.intmodel import IntModel, run_reference
+from qdev.device.accel.software import F32_EXACT, SoftwareExecutor
+from qdev.device.bundle import verify_bundle
+from qdev.device.errors import QdevError
 
 pytestmark = pytest.mark.device_env
 
@@ -61,8 +61,8 @@ def test_fast_paths_are_planned_and_exact_on_random_frames():
     executor's codes on frames it was never tested on."""
     import numpy as np
 
-    from device.accel.intmodel import IntModel, run_reference
-    from device.accel.software import SoftwareExecutor
+    from qdev.device.accel.intmodel import IntModel, run_reference
+    from qdev.device.accel.software import SoftwareExecutor
     from tests.device.helpers import SHIPPED
 
     m = IntModel.load(SHIPPED["KV260"] / "intmodel.npz")

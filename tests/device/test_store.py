@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from device.bundle import BundleError, pack_bundle
-from device.runtime import DeviceRuntime, RuntimeConfig
-from device.store import MAX_BUNDLE_BYTES, BundleStore, StoreError
+from qdev.device.bundle import BundleError, pack_bundle
+from qdev.device.runtime import DeviceRuntime, RuntimeConfig
+from qdev.device.store import MAX_BUNDLE_BYTES, BundleStore, StoreError
 from tests.device.helpers import DEV_PUB, SHIPPED, broken_selftest_bundle, copy_bundle, make_key, resign
 
 pytestmark = pytest.mark.device_env

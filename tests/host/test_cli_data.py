@@ -10,8 +10,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from device import __version__
-from host.cli import cli, main
+from qdev.device import __version__
+from qdev.host.cli import cli, main
 
 
 def run(*args: str):
@@ -42,7 +42,7 @@ def test_inspect_table(phantom_busi):
 
 
 def test_inspect_falls_back_to_phantom_when_busi_absent(monkeypatch):
-    import host.inspect as hi
+    import qdev.host.dataset_info as hi
 
     monkeypatch.delenv("QDEV_BUSI", raising=False)
     monkeypatch.setattr(hi, "find_default_busi", lambda: None)
@@ -89,7 +89,7 @@ def test_split_and_phantom_commands(tmp_path):
 
 def test_console_script_entry_point(phantom_busi):
     out = subprocess.run(
-        [sys.executable, "-m", "host.cli", "data", "inspect", "--data", str(phantom_busi), "--json", "--size", "16"],
+        [sys.executable, "-m", "qdev.host.cli", "data", "inspect", "--data", str(phantom_busi), "--json", "--size", "16"],
         capture_output=True, text=True,
     )
     assert out.returncode == 0 and json.loads(out.stdout)["images"] == 36

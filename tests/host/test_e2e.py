@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from device.link import LinkError
-from host.cli import cli
-from host.client import DeviceClient, connect
-from host.local import LocalDevice, default_bundle, default_trusted
+from qdev.device.link import LinkError
+from qdev.host.cli import cli
+from qdev.host.client import DeviceClient, connect
+from qdev.host.local import LocalDevice, default_bundle, default_trusted
 from tests.linkfaults import FaultProxy, PtyPair
 
 BUNDLE = default_bundle("KV260")
@@ -97,7 +97,7 @@ def test_fault_injection_no_silent_corruption_every_loss_counted(device):
     proxy = FaultProxy((host, int(port)), seed=3, flip=0.03, drop=0.02, stall=0.02)
     n, ok, lost = 80, 0, 0
     try:
-        c = DeviceClient(__import__("device.link", fromlist=["open_link"]).open_link(proxy.port), timeout=3.0)
+        c = DeviceClient(__import__("qdev.device.link", fromlist=["open_link"]).open_link(proxy.port), timeout=3.0)
         for _ in range(5):  # the handshake itself may be hit by a fault
             try:
                 c.handshake(timeout=3.0)
@@ -123,8 +123,8 @@ def test_disconnect_then_reconnect_and_resumed_flash(device):
     import hashlib
     import zlib
 
-    from device.bundle import pack_bundle
-    from device.protocol import MsgType
+    from qdev.device.bundle import pack_bundle
+    from qdev.device.protocol import MsgType
 
     host, port = device.port[len("tcp://"):].split(":")
     proxy = FaultProxy((host, int(port)), seed=1, flip=0, drop=0, stall=0, disconnect=1.0)
@@ -230,7 +230,7 @@ def test_ctrl_c_ends_cleanly_with_logs_flushed(device, tmp_path):
     import time
 
     out = tmp_path / "sess"
-    p = subprocess.Popen([sys.executable, "-m", "host.cli", "-p", device.port, "stream", "--probe", "phantom",
+    p = subprocess.Popen([sys.executable, "-m", "qdev.host.cli", "-p", device.port, "stream", "--probe", "phantom",
                           "--no-view", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -247,9 +247,9 @@ def test_ctrl_c_ends_cleanly_with_logs_flushed(device, tmp_path):
 
 
 def test_live_source_newest_frame_wins_and_drops_are_counted(device, tmp_path):
-    from device.probe.sources import open_probe
-    from host.session import SessionWriter
-    from host.stream import StreamConfig, run_stream
+    from qdev.device.probe.sources import open_probe
+    from qdev.host.session import SessionWriter
+    from qdev.host.stream import StreamConfig, run_stream
 
     c = connect(device.port)
     try:
@@ -282,7 +282,7 @@ def test_demo_on_busi_reproduces_the_evaluated_dice(busi_path, tmp_path, monkeyp
     """Through the whole deployment path (bundle, flash, link, device runtime, software backend),
     the shipped model's masks on the BUSI test split score exactly the Dice `qdev evaluate`
     measured in PyTorch: the accelerator is bit-exact and the preprocessing is training's."""
-    from host.report import summarise
+    from qdev.host.report import summarise
 
     monkeypatch.setenv("QDEV_BUSI", str(busi_path))
     out = tmp_path / "demo"

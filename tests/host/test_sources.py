@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device.errors import ConfigError, DataError
-from device.probe.sources import open_probe, to_model_input
+from qdev.device.errors import ConfigError, DataError
+from qdev.device.probe.sources import open_probe, to_model_input
 
 
 @pytest.mark.parametrize("name,frames,fps", [("ybr_color", 30, 30.0), ("rgb_color", 1, None),

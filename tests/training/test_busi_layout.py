@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from device.errors import DataError
-from training.data import CLASSES, load_busi, resolve_busi_root, scan_busi
-from training.data.cache import dataset_hash
+from qdev.device.errors import DataError
+from qdev.training.data import CLASSES, load_busi, resolve_busi_root, scan_busi
+from qdev.training.data.cache import dataset_hash
 
 
 def _copy(src: Path, tmp_path: Path) -> Path:
@@ -100,7 +100,7 @@ def test_cache_second_load_is_cached_and_keyed_by_content(tmp_path, phantom_busi
     cache = tmp_path / "cache"
     first = load_busi(root, (32, 32), cache_dir=cache)
     assert len(list(cache.glob("*.npz"))) == 1
-    import training.data.cache as cache_mod
+    import qdev.training.data.cache as cache_mod
 
     def boom(*a, **k):
         raise AssertionError("decoded again despite the cache")

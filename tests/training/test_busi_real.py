@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import REPO
-from training.data import find_duplicates, load_busi, make_split, read_split, resolve_busi_root
+from qdev.training.data import find_duplicates, load_busi, make_split, read_split, resolve_busi_root
 
 pytestmark = pytest.mark.busi
 

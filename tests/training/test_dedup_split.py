@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from device.errors import DataError
-from training.data import find_duplicates, load_busi, make_split, read_split, write_split
-from training.data.dedup import UnionFind
+from qdev.device.errors import DataError
+from qdev.training.data import find_duplicates, load_busi, make_split, read_split, write_split
+from qdev.training.data.dedup import UnionFind
 
 
 def test_union_find_chains():

@@ -8,9 +8,9 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from training.losses import total_loss
-from training.models import ModelConfig, build_model
-from training.models.bitwidth import BitWidthTracker
+from qdev.training.losses import total_loss
+from qdev.training.models import ModelConfig, build_model
+from qdev.training.models.bitwidth import BitWidthTracker
 
 
 def test_float_unet_matches_table1_counts():

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from device.errors import QdevError
-from host.cli import cli
-from training.models import ModelConfig
-from training.trainer import TrainConfig, train
+from qdev.device.errors import QdevError
+from qdev.host.cli import cli
+from qdev.training.models import ModelConfig
+from qdev.training.trainer import TrainConfig, train
 
 TINY = dict(size=32, batch_size=8, threads=1)
 
@@ -78,7 +78,7 @@ def test_existing_run_and_mismatched_resume_are_refused(phantom_busi, tmp_path):
 @pytest.mark.slow
 def test_resume_after_kill_loses_no_epoch(phantom_busi, tmp_path):
     out = tmp_path / "k"
-    cmd = [sys.executable, "-m", "host.cli", "train", "--model", "quant", "--width", "2", "--size", "32",
+    cmd = [sys.executable, "-m", "qdev.host.cli", "train", "--model", "quant", "--width", "2", "--size", "32",
            "--batch-size", "4", "--epochs", "6", "--threads", "1", "--data", str(phantom_busi), "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = out / "train" / "log.jsonl"
@@ -122,7 +122,7 @@ def test_torchrun_two_processes_gloo(phantom_busi, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "host.cli", "train", "--model", "quant",
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "qdev.host.cli", "train", "--model", "quant",
          "--width", "2", "--size", "32", "--batch-size", "8", "--epochs", "2", "--data", str(phantom_busi),
          "--out", str(out)],
         capture_output=True, text=True, timeout=300, env=env,
@@ -137,8 +137,8 @@ def test_init_from_float_then_widths_in_checkpoint_match_log(phantom_busi, tmp_p
     pushes must be the model's own, so the saved checkpoint shows the logged widths."""
     import torch
 
-    from training.models.bitwidth import BitWidthTracker
-    from training.trainer import load_checkpoint_model
+    from qdev.training.models.bitwidth import BitWidthTracker
+    from qdev.training.trainer import load_checkpoint_model
 
     f = tmp_path / "f"
     train(_cfg(phantom_busi, f, epochs=1, model=ModelConfig(kind="float", width=2)))
@@ -173,7 +173,7 @@ def test_widths_freeze_and_best_is_chosen_among_frozen_epochs(phantom_busi, tmp_
 def test_augment_presets_and_runs_from_before_them(phantom_busi, tmp_path):
     import torch
 
-    from training.augment import AUGMENT_PRESETS, augment_batch
+    from qdev.training.augment import AUGMENT_PRESETS, augment_batch
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(16, 1, 32, 32)
@@ -199,8 +199,8 @@ def test_augment_presets_and_runs_from_before_them(phantom_busi, tmp_path):
 def test_ema_is_what_is_validated_and_shipped_and_restarts_at_the_freeze(phantom_busi, tmp_path):
     import torch
 
-    from training.ema import ModelEMA
-    from training.trainer import load_checkpoint_model
+    from qdev.training.ema import ModelEMA
+    from qdev.training.trainer import load_checkpoint_model
 
     # the average itself: decay d after warm-up, BN buffers averaged, integer buffers copied
     lin = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from device.errors import ConfigError, QdevError, ToolchainError
-from training.compile.config import VERIFY_AFTER, CompileConfig
-from training.compile.finn_env import boot_finn
-from training.runs import RunFolder, atomic_write_text, sha256_file
+from qdev.device.errors import ConfigError, QdevError, ToolchainError
+from qdev.training.compile.config import VERIFY_AFTER, CompileConfig
+from qdev.training.compile.finn_env import boot_finn
+from qdev.training.runs import RunFolder, atomic_write_text, sha256_file
 
 __all__ = ["compile_run", "CompileResult", "verify_model"]
 
@@ -51,8 +51,8 @@ def verify_model(model_path: Path, golden_in: np.ndarray, golden_codes: np.ndarr
     integer output codes with the QONNX model's. Input/output conventions come from metadata."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from training.compile.steps import META_INPUT, META_OUTPUT
-    from training.export import qonnx_forward
+    from qdev.training.compile.steps import META_INPUT, META_OUTPUT
+    from qdev.training.qonnx_exec import qonnx_forward
 
     m = ModelWrapper(str(model_path))
     kind_in = m.get_metadata_prop(META_INPUT) or "float01"
@@ -89,8 +89,8 @@ def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None =
     viv = boot_finn(out / "finn_build")
     from finn.builder.build_dataflow_steps import build_dataflow_step_lookup
 
-    from training.compile import stepsx
-    from training.compile.steps import CUSTOM_STEPS
+    from qdev.training.compile import stepsx
+    from qdev.training.compile.steps import CUSTOM_STEPS
 
     lookup: dict[str, Callable] = {**build_dataflow_step_lookup, **CUSTOM_STEPS, **stepsx.EXTRA_STEPS}
     unknown = [s for s in cfg.steps if s not in lookup]
@@ -154,7 +154,7 @@ def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None =
     finally:
         atomic_write_text(times_path, json.dumps(times, indent=1) + "\n")
         atomic_write_text(vpath, json.dumps(verification, indent=1) + "\n")
-    summary = stepsx.summarise(ctx, times, verification, status, stopped_reason)
+    summary = stepsx.summarise(ctx, model, times, verification, status, stopped_reason)
     spath = out / "summary.json"
     if i0 > 0 and spath.is_file():  # a partial build keeps what earlier steps established
         old = json.loads(spath.read_text())

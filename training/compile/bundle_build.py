@@ -9,8 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from device import __version__
-from device.bundle import (
+from qdev.device import __version__
+from qdev.device.bundle import (
     BUNDLE_FORMAT,
     MANIFEST,
     SIGNATURE,
@@ -18,13 +18,13 @@ from device.bundle import (
     load_private_key,
     sign_manifest,
 )
-from device.errors import QdevError
-from training.runs import RunFolder
+from qdev.device.errors import QdevError
+from qdev.training.runs import RunFolder
 
 __all__ = ["build_bundle", "generate_keypair", "DEV_KEY_DIR"]
 
 #: The development key pair committed for tests and the demo. NOT for deployment.
-DEV_KEY_DIR = Path(__file__).resolve().parents[2] / "keys" / "dev"
+DEV_KEY_DIR = Path(__file__).resolve().parents[2] / "keys" / "dev"  # the checkout's (private key: never in a wheel)
 
 
 def generate_keypair(out_dir: Path, name: str = "qdev") -> tuple[Path, Path]:

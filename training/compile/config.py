@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from training.compile.boards import Board, get_board
+from qdev.training.compile.boards import Board, get_board
 
 __all__ = ["CompileConfig", "DEFAULT_STEPS", "VERIFY_AFTER", "DEFAULT_FPS"]
 

@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-from device.accel.intmodel import IntLayer, IntModel, run_reference
-from device.errors import QdevError
-from training.compile.boards import Board
-from training.compile.config import CompileConfig
-from training.compile.finn_env import VivadoInfo
-from training.runs import RunFolder, atomic_writer
+from qdev.device.accel.intmodel import IntLayer, IntModel, run_reference
+from qdev.device.errors import QdevError
+from qdev.training.compile.boards import Board
+from qdev.training.compile.config import CompileConfig
+from qdev.training.compile.finn_env import VivadoInfo
+from qdev.training.runs import RunFolder, atomic_writer
 
-__all__ = ["StepContext", "StopBuild", "EXTRA_STEPS", "summarise", "extract_intmodel"]
+__all__ = ["StepContext", "StopBuild", "EXTRA_STEPS", "summarise", "extract_intmodel", "graph_parts",
+           "verification_modes"]
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def qdev_integer_model(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN00
         # found the golden codes; equality of integer arrays is transitive
         eq_finn = eq_qonnx
     else:
-        from training.export import qonnx_forward
+        from qdev.training.qonnx_exec import qonnx_forward
 
         hw_model = ctx.out / "intermediate_models" / "qdev_convert_to_hw.onnx"
         finn_out = qonnx_forward(hw_model, pixels[..., None].astype(np.float32))
@@ -269,8 +270,42 @@ def qdev_bitstream(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
 EXTRA_STEPS = {"qdev_fold": qdev_fold, "qdev_integer_model": qdev_integer_model, "qdev_bitstream": qdev_bitstream}
 
 
-def summarise(ctx: StepContext, times: dict, verification: dict, status: str, stopped: str | None) -> dict:
-    """Per-layer and total estimates vs the part, bottleneck, expected FPS/latency, what ran."""
+def graph_parts(model: ModelWrapper) -> dict:
+    """What of ``model`` runs on the fabric and what stays in software, read off the graph itself:
+    HW layers are the nodes of FINN's fpgadataflow domain; the I/O conventions stripped off by
+    ``qdev_strip_io`` are read from the metadata it leaves."""
+    from qdev.training.compile.steps import META_INPUT, META_OUTPUT, META_OUTPUT_SCALE
+
+    hw, sw = {}, []
+    for n in model.graph.node:
+        if n.domain.startswith("finn.custom_op.fpgadataflow"):
+            hw[n.op_type] = hw.get(n.op_type, 0) + 1
+        else:
+            sw.append(f"{n.op_type} {n.name}")
+    edges = []
+    scale = model.get_metadata_prop(META_OUTPUT_SCALE)
+    if scale is not None:
+        edges.append(f"output scale x{float(scale):.6g} (a float multiply the mask does not need: code > 0)")
+    if model.get_metadata_prop(META_INPUT) == "uint8_nhwc":
+        edges.append("NCHW->NHWC input view (a no-op for 1 channel)")
+    if model.get_metadata_prop(META_OUTPUT) == "int_codes_nhwc":
+        edges.append("NHWC->NCHW output view (a no-op for 1 channel)")
+    return {"all_hw": bool(hw) and not sw, "hw_layers": dict(sorted(hw.items())),
+            "software_nodes": sw, "software_parts": edges}
+
+
+def verification_modes(verification: dict, vivado: VivadoInfo) -> dict:
+    """The execution modes that really checked a step of this build, and why the others did not."""
+    ran = sorted({v.get("exec_mode", "python") for v in verification.values()})
+    reasons = {"cppsim": "not requested (needs the HLS headers: see qdev compile --help)",
+               "rtlsim": "needs Vivado xsim (not installed)" if not vivado.available else "not requested"}
+    return {"modes_run": ran, "not_run": {k: r for k, r in reasons.items() if k not in ran}, "steps": verification}
+
+
+def summarise(ctx: StepContext, model: ModelWrapper, times: dict, verification: dict, status: str,
+              stopped: str | None) -> dict:
+    """Per-layer and total estimates vs the part, bottleneck, expected FPS/latency, and what ran,
+    all derived from the reports, the final graph and the verifications the build executed."""
     rep = ctx.out / "report"
 
     def load(name: str) -> dict:
@@ -295,15 +330,10 @@ def summarise(ctx: StepContext, times: dict, verification: dict, status: str, st
         "estimated_fps": perf.get("estimated_throughput_fps"),
         "estimated_latency_ms": (perf.get("estimated_latency_ns") or 0) / 1e6 if perf else None,
         "folding": ctx.folding,
-        "verification": {"modes_run": ["python"], "not_run": {
-            "cppsim": "needs Vitis HLS headers/libraries (not installed)",
-            "rtlsim": "needs Vivado xsim (not installed)" if not ctx.vivado.available else "not requested"},
-            "steps": verification},
+        "verification": verification_modes(verification, ctx.vivado),
         "intmodel": ctx.intmodel,
         "bitstream": ctx.bitstream,
         "time_per_step_s": times,
         "compile_seconds": round(sum(times.values()), 2),
-        "all_hw": True,
-        "software_parts": ["output scale (a float multiply, not needed for the mask: code > 0)",
-                           "NCHW<->NHWC layout at the edges (a no-op for 1 channel)"],
+        **graph_parts(model),
     }

@@ -3,11 +3,11 @@ near-duplicates, and split leak-free by duplicate group. Nothing here imports to
 
 from __future__ import annotations
 
-from training.data.busi import CLASSES, BusiRecord, scan_busi
-from training.data.cache import BusiArrays, load_busi
-from training.data.dedup import DedupConfig, DuplicateReport, find_duplicates
-from training.data.locate import BUSI_HELP, resolve_busi_root
-from training.data.split import Split, make_split, read_split, write_split
+from qdev.training.data.busi import CLASSES, BusiRecord, scan_busi
+from qdev.training.data.cache import BusiArrays, load_busi
+from qdev.training.data.dedup import DedupConfig, DuplicateReport, find_duplicates
+from qdev.training.data.locate import BUSI_HELP, resolve_busi_root
+from qdev.training.data.split import Split, make_split, read_split, write_split
 
 __all__ = [
     "BUSI_HELP",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from device.errors import DataError
+from qdev.device.errors import DataError
 
 __all__ = ["CLASSES", "BusiRecord", "scan_busi", "read_gray", "read_mask_union"]
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.data.busi import BusiRecord, read_gray, read_mask_union, scan_busi
-from training.runs import atomic_writer
+from qdev.training.data.busi import BusiRecord, read_gray, read_mask_union, scan_busi
+from qdev.training.runs import atomic_writer
 
 __all__ = ["BusiArrays", "load_busi", "dataset_hash", "default_cache_dir", "THUMB"]
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.data.busi import CLASSES
-from training.data.cache import BusiArrays
+from qdev.training.data.busi import CLASSES
+from qdev.training.data.cache import BusiArrays
 
 __all__ = ["DedupConfig", "DuplicateReport", "UnionFind", "find_duplicates", "similarity_matrix"]
 

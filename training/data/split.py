@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from device.errors import DataError
-from training.data.busi import CLASSES
-from training.data.cache import BusiArrays
-from training.data.dedup import DuplicateReport
-from training.runs import atomic_write_text
+from qdev.device.errors import DataError
+from qdev.training.data.busi import CLASSES
+from qdev.training.data.cache import BusiArrays
+from qdev.training.data.dedup import DuplicateReport
+from qdev.training.runs import atomic_write_text
 
 __all__ = ["SPLITS", "SPLIT_FORMAT", "Split", "make_split", "read_split", "write_split"]
 

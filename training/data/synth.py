@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from device.probe.phantom import phantom_image
-from training.data.busi import CLASSES
+from qdev.device.probe.phantom import phantom_image
+from qdev.training.data.busi import CLASSES
 
 __all__ = ["write_phantom_busi"]
 

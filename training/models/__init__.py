@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from training.models.unet import ModelConfig, UNet, build_model
+from qdev.training.models.unet import ModelConfig, UNet, build_model
 
 __all__ = ["ModelConfig", "UNet", "build_model"]

@@ -61,7 +61,7 @@ class _Layers:
             return nn.Conv2d(cin, cout, k, padding=k // 2, bias=bias)
         from brevitas.nn import QuantConv2d
 
-        from training.models.quant import weight_quant
+        from qdev.training.models.quant import weight_quant
 
         c = self.cfg
         return QuantConv2d(
@@ -74,7 +74,7 @@ class _Layers:
             return nn.ConvTranspose2d(cin, cout, 2, stride=2)
         from brevitas.nn import QuantConvTranspose2d
 
-        from training.models.quant import weight_quant
+        from qdev.training.models.quant import weight_quant
 
         c = self.cfg
         return QuantConvTranspose2d(
@@ -87,7 +87,7 @@ class _Layers:
             return nn.ReLU(inplace=False)
         from brevitas.nn import QuantReLU
 
-        from training.models.quant import relu_act_quant
+        from qdev.training.models.quant import relu_act_quant
 
         c = self.cfg
         return QuantReLU(act_quant=relu_act_quant(c.init_bits, c.min_bits, c.max_bits))
@@ -97,7 +97,7 @@ class _Layers:
             return nn.Identity()
         from brevitas.nn import QuantIdentity
 
-        from training.models.quant import PixelUint8InputQuant
+        from qdev.training.models.quant import PixelUint8InputQuant
 
         return QuantIdentity(act_quant=PixelUint8InputQuant)
 
@@ -106,7 +106,7 @@ class _Layers:
             return nn.Identity()
         from brevitas.nn import QuantIdentity
 
-        from training.models.quant import LogitInt8OutputQuant
+        from qdev.training.models.quant import LogitInt8OutputQuant
 
         return QuantIdentity(act_quant=LogitInt8OutputQuant)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import (
+from qdev.training.data import (
     CLASSES,
     DedupConfig,
     find_duplicates,
@@ -17,9 +17,9 @@ from training.data import (
     make_split,
     resolve_busi_root,
 )
-from training.data.cache import default_cache_dir
-from training.data.locate import find_default_busi
-from training.data.synth import write_phantom_busi
+from qdev.training.data.cache import default_cache_dir
+from qdev.training.data.locate import find_default_busi
+from qdev.training.data.synth import write_phantom_busi
 
 __all__ = ["InspectConfig", "inspect_dataset", "phantom_root"]
 

@@ -1,0 +1,1 @@
+"""Package data: see qdev.assets (this folder ships in the wheel as qdev.models)."""
