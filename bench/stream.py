@@ -23,7 +23,6 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -79,7 +78,8 @@ def main() -> None:
     bundle = default_bundle("KV260")
     tmp = Path(tempfile.mkdtemp(prefix="qdev-bench-stream-"))
     folder = _phantom_folder(tmp / "frames", args.frames)
-    from qdev.device.probe.sources import open_probe, to_model_input
+    from qdev.device.preprocess import to_model_input
+    from qdev.device.probe.sources import open_probe
 
     px = [to_model_input(f.image, 128, 128) for f in open_probe(str(folder)).frames()]
     ex = SoftwareExecutor(IntModel.load(bundle / "intmodel.npz"))

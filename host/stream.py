@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device.probe.sources import ProbeFrame, ProbeSource, to_model_input
+from qdev.device.preprocess import mask_to_model, to_model_input
+from qdev.device.probe.sources import ProbeFrame, ProbeSource
 from qdev.host.client import DeviceClient, StreamReply
 from qdev.host.session import SessionWriter
 
@@ -161,7 +162,7 @@ def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, wri
                 "energy_mj": m.get("energy_mj"), "energy_kind": m.get("energy_kind"), "mask_area": m.get("mask_area"),
             })
             if fr is not None and fr.truth is not None:
-                truth = to_model_input(fr.truth.astype(np.uint8) * 255, h, w) >= 128
+                truth = mask_to_model(fr.truth, h, w)
                 row["dice_vs_truth"] = round(_dice(rep.mask.astype(bool), truth), 4)
             writer.row(row)
             if on_frame is not None and fr is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from qdev.device.errors import QdevError
+from qdev.device.preprocess import to_unit_float
 from qdev.training.data import load_busi, read_split, resolve_busi_root
 from qdev.training.runs import RunFolder, atomic_write_text
 from qdev.training.trainer import evaluate_model, load_checkpoint_model, run_checkpoint
@@ -35,7 +36,7 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
     root = resolve_busi_root(data if data is not None else st["config"].get("data"))
     arrays = load_busi(root, (size, size))
     idx = read_split(split_file).indices(arrays, split_name)
-    x = torch.from_numpy(arrays.images[idx]).float().div_(255.0).unsqueeze(1)
+    x = torch.from_numpy(to_unit_float(arrays.images[idx])).unsqueeze(1)
     y = torch.from_numpy(arrays.masks[idx]).float().unsqueeze(1)
     metrics, loss = evaluate_model(model, x, y, torch.from_numpy(arrays.labels[idx]), torch.device("cpu"))
     out = {

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from qdev.device.errors import QdevError
+from qdev.device.preprocess import to_unit_float
 from qdev.training.qonnx_exec import qonnx_forward
 from qdev.training.runs import RunFolder, atomic_write_text
 from qdev.training.trainer import load_checkpoint_model, run_checkpoint
@@ -46,7 +47,7 @@ def golden_batch(run: RunFolder, size: int, n: int = 4, data: str | None = None)
         log.warning("golden batch from the phantom (%s)", exc)
         imgs = np.stack([phantom_image(1000 + i, "mixed", size, size)[0] for i in range(n)])
         source = "phantom seeds 1000.."
-    return (imgs.astype(np.float32) / 255.0)[:, None], source
+    return to_unit_float(imgs)[:, None], source
 
 
 def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkpoint: str = "best") -> dict:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from qdev.device.errors import ConfigError, QdevError
+from qdev.device.preprocess import to_unit_float
 from qdev.training.augment import AUGMENT_PRESETS, augment_batch
 from qdev.training.ema import ModelEMA
 from qdev.training.data import (
@@ -170,7 +171,7 @@ def prepare_data(cfg: TrainConfig, split_out: Path | None = None, progress=None)
     xs, ys, ls, ids = {}, {}, {}, {}
     for name in ("train", "val", "test"):
         idx = split.indices(arrays, name)
-        xs[name] = torch.from_numpy(arrays.images[idx]).float().div_(255.0).unsqueeze(1)
+        xs[name] = torch.from_numpy(to_unit_float(arrays.images[idx])).unsqueeze(1)
         ys[name] = torch.from_numpy(arrays.masks[idx]).float().unsqueeze(1)
         ls[name] = torch.from_numpy(arrays.labels[idx])
         ids[name] = [arrays.ids[i] for i in idx]

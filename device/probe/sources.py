@@ -10,9 +10,8 @@ runtime (``qdev-device serve --probe``).
   frame time comes from FrameTime (0018,1063), CineRate (0018,0040) or RecommendedDisplayFrameRate;
 * an image folder or a glob of images (BUSI-style PNGs; ``*_mask*`` files are skipped), Pillow.
 
-Every frame is turned into the model input the same way training did (training/data/cache.py):
-8-bit grayscale as Pillow's ``convert("L")`` (ITU-R 601 luma), resized bilinearly to the model's
-size. OpenCV and pydicom are optional imports: a source that needs a missing one says so.
+Every frame is turned into the model input by :func:`qdev.device.preprocess.to_model_input`, the
+function training uses too. OpenCV and pydicom are optional imports: a source that needs a missing one says so.
 """
 
 from __future__ import annotations
@@ -27,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from qdev.device.errors import ConfigError, DataError
+from qdev.device.preprocess import read_image, read_mask_union
 
-__all__ = ["ProbeFrame", "ProbeSource", "open_probe", "to_model_input", "CINE_EXTS", "IMAGE_EXTS"]
+__all__ = ["ProbeFrame", "ProbeSource", "open_probe", "CINE_EXTS", "IMAGE_EXTS"]
 
 CINE_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -41,27 +41,6 @@ class ProbeFrame:
     t_source: float  # seconds on the source's own clock (frame index / rate for files)
     t_capture: float  # time.time() when the frame was read
     truth: np.ndarray | None = None  # a known mask (phantom) at native size
-
-
-def to_model_input(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Any frame -> uint8 [height, width]: luma as PIL convert("L"), then bilinear resize."""
-    from PIL import Image
-
-    a = np.asarray(image)
-    if a.dtype != np.uint8:
-        lo, hi = float(a.min()), float(a.max())
-        a = np.zeros(a.shape, np.uint8) if hi <= lo else ((a - lo) * (255.0 / (hi - lo))).round().astype(np.uint8)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    if a.ndim == 3:
-        img = Image.fromarray(a[..., :3], "RGB").convert("L")
-    elif a.ndim == 2:
-        img = Image.fromarray(a, "L")
-    else:
-        raise DataError(f"frame of shape {a.shape} is not an image")
-    if img.size != (width, height):
-        img = img.resize((width, height), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
 
 
 class ProbeSource:
@@ -198,36 +177,21 @@ class ImageFolderSource(ProbeSource):
         self.fps = fps
 
     def frames(self) -> Iterator[ProbeFrame]:
-        from PIL import Image
-
         for i, f in enumerate(self.files):
-            try:
-                with Image.open(f) as img:
-                    img.load()
-                    a = np.asarray(img.convert("RGB") if img.mode not in ("L", "RGB") else img)
-            except OSError as exc:
-                raise DataError(f"{f}: unreadable image ({exc})") from exc
+            a = read_image(f)
             yield ProbeFrame(i, a, float(i), time.time(), _truth(f, a.shape[:2]))
 
 
 def _truth(image: Path, hw: tuple[int, int]) -> np.ndarray | None:
-    """The BUSI-style ground truth of an image (union of ``<stem>_mask*.png``), if present."""
-    from PIL import Image
-
+    """The BUSI-style ground truth of an image (union of ``<stem>_mask*.png``, read as training
+    reads it), or None when there is none or it does not fit the image."""
     masks = sorted(image.parent.glob(f"{globmod.escape(image.stem)}_mask*.png"))
     if not masks:
         return None
-    out = np.zeros(hw, bool)
-    for m in masks:
-        try:
-            with Image.open(m) as img:
-                a = np.asarray(img.convert("L"))
-        except OSError:
-            return None
-        if a.shape != out.shape:
-            return None
-        out |= a > 127
-    return out
+    try:
+        return read_mask_union(masks, hw, image)
+    except DataError:
+        return None
 
 
 def _is_dicom(path: Path) -> bool:

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from qdev.device.errors import QdevError
-from qdev.device.probe.sources import ProbeSource, to_model_input
+from qdev.device.preprocess import to_model_input
+from qdev.device.probe.sources import ProbeSource
 from qdev.device.runtime.server import LiveHub
 from qdev.device.runtime.service import DeviceRuntime
 

@@ -57,7 +57,7 @@ def test_inspect_falls_back_to_phantom_when_busi_absent(monkeypatch):
     [
         (lambda root: shutil.rmtree(root / "malignant"), "malignant: class folder missing"),
         (lambda root: (root / "benign" / "benign (2)_mask.png").unlink(), "benign (2).png: image without mask"),
-        (lambda root: (root / "normal" / "normal (3).png").write_bytes(b"\x89PNG\r\n\x1a\nbroken"), "normal (3).png: unreadable or corrupt PNG"),
+        (lambda root: (root / "normal" / "normal (3).png").write_bytes(b"\x89PNG\r\n\x1a\nbroken"), "normal (3).png: unreadable or corrupt image"),
     ],
 )
 def test_bad_data_is_one_line_exit_2(tmp_path, phantom_busi, make, needle):

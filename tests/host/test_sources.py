@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from qdev.device.errors import ConfigError, DataError
-from qdev.device.probe.sources import open_probe, to_model_input
+from qdev.device.preprocess import to_model_input
+from qdev.device.probe.sources import open_probe
 
 
 @pytest.mark.parametrize("name,frames,fps", [("ybr_color", 30, 30.0), ("rgb_color", 1, None),

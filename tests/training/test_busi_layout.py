@@ -68,8 +68,8 @@ def test_multi_mask_union_and_rgb_rgba_inputs(tmp_path, phantom_busi):
         ("empty_class", "normal: class folder holds no images"),
         ("image_without_mask", "benign (3).png: image without mask"),
         ("mask_without_image", "benign (4)_mask.png: mask without image"),
-        ("corrupt_png", "malignant (2).png: unreadable or corrupt PNG"),
-        ("corrupt_mask", "benign (5)_mask.png: unreadable or corrupt PNG"),
+        ("corrupt_png", "malignant (2).png: unreadable or corrupt image"),
+        ("corrupt_mask", "benign (5)_mask.png: unreadable or corrupt image"),
         ("mask_size", "benign (6)_mask.png: mask size"),
     ],
 )

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from qdev.device.errors import DataError
+from qdev.device.preprocess import read_image, read_mask_union, to_luma_u8
 
 __all__ = ["CLASSES", "BusiRecord", "scan_busi", "read_gray", "read_mask_union"]
 
@@ -89,41 +89,7 @@ def _natural_key(stem: str) -> tuple[str, int]:
     return (stem[: m.start()] if m else stem, int(m.group(1)) if m else -1)
 
 
-def _open(path: Path) -> Image.Image:
-    try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable or corrupt PNG ({exc})") from exc
-    return img
-
-
 def read_gray(path: Path) -> np.ndarray:
-    """Read an image as 8-bit grayscale (ITU-R 601 luma for RGB, as PIL's ``convert("L")``)."""
-    img = _open(path)
-    if img.mode in ("RGBA", "LA", "P"):
-        img = img.convert("RGB")
-    return np.asarray(img.convert("L"), dtype=np.uint8)
-
-
-def read_mask_union(paths: tuple[Path, ...], shape: tuple[int, int], image: Path) -> np.ndarray:
-    """Union (logical OR) of lesion masks; a pixel > 0 on any colour channel is lesion.
-
-    Raises:
-        DataError: a mask is unreadable or its size differs from the image's.
-    """
-    union = np.zeros(shape, dtype=bool)
-    for path in paths:
-        img = _open(path)
-        if img.mode == "RGBA":  # alpha is opacity, not lesion: look at colour only
-            img = img.convert("RGB")
-        elif img.mode == "LA":
-            img = img.convert("L")
-        arr = np.asarray(img)
-        if arr.shape[:2] != shape:
-            raise DataError(
-                f"{path}: mask size {arr.shape[1]}x{arr.shape[0]} differs from image "
-                f"{image.name} {shape[1]}x{shape[0]}"
-            )
-        union |= arr.reshape(shape[0], shape[1], -1).astype(bool).any(axis=-1)
-    return union
+    """Read an image as 8-bit luma: the probe sources' decoding and conversion
+    (:mod:`qdev.device.preprocess`)."""
+    return to_luma_u8(read_image(path))

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from qdev.device.preprocess import mask_to_model, to_model_input
 from qdev.training.data.busi import BusiRecord, read_gray, read_mask_union, scan_busi
 from qdev.training.runs import atomic_writer
 
@@ -92,10 +93,6 @@ def dataset_hash(root: Path, records: list[BusiRecord]) -> str:
     return h.hexdigest()
 
 
-def _resize(arr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    return np.asarray(Image.fromarray(arr).resize((hw[1], hw[0]), Image.BILINEAR))
-
-
 def _thumbs(gray: np.ndarray) -> np.ndarray:
     h, w = gray.shape
     dy, dx = int(h * 0.15), int(w * 0.15)
@@ -114,8 +111,8 @@ def _decode(records: list[BusiRecord], size: tuple[int, int], progress: Progress
     for i, rec in enumerate(records):
         gray = read_gray(rec.image)
         mask = read_mask_union(rec.masks, gray.shape, rec.image)
-        images[i] = _resize(gray, size)
-        masks[i] = _resize(mask.astype(np.uint8) * 255, size) >= 128
+        images[i] = to_model_input(gray, *size)  # the deployed preprocessing, the same function
+        masks[i] = mask_to_model(mask, *size)
         orig[i] = gray.shape
         thumbs[i] = _thumbs(gray)
         shas.append(hashlib.sha256(gray.tobytes() + str(gray.shape).encode()).hexdigest())
