@@ -17,12 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qdev.training.data import load_busi, read_split, resolve_busi_root  # noqa: E402
-from qdev.training.metrics import SMOOTH  # noqa: E402
+from qdev.device.masks import dice  # noqa: E402
 from qdev.training.trainer import load_checkpoint_model  # noqa: E402
-
-
-def dice(p: np.ndarray, t: np.ndarray) -> float:
-    return float((2 * (p & t).sum() + SMOOTH) / (p.sum() + t.sum() + SMOOTH))
 
 
 def largest_component(p: np.ndarray) -> np.ndarray:

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--backend", default="auto", choices=["auto", "pynq", "software"])
     common.add_argument("--power", default="auto", choices=["auto", "pmbus", "hwmon", "estimate"])
     common.add_argument("--trust", action="append", default=[], help="trust this Ed25519 public key (PEM)")
+    common.add_argument("--threads", type=int, default=1,
+                        help="BLAS/OpenMP threads of the software backend (default 1: see qdev.device.threads)")
     s = sub.add_parser("serve", parents=[common], help="serve hosts over TCP and/or a serial port")
     s.add_argument("--tcp", default=None,
                    help="PORT (binds 127.0.0.1) or HOST:PORT to listen on (port 0: any free one; the address is printed)")
@@ -55,10 +57,14 @@ def _runtime(a):  # noqa: ANN001, ANN202
     from qdev.device.runtime import DeviceRuntime, RuntimeConfig
     from qdev.device.store import BundleStore
 
+    from qdev.device.threads import pin_threads
+
+    pinned = pin_threads(a.threads)  # before any model runs: the self-test already uses BLAS
     store = BundleStore(a.store, a.board)
     for k in a.trust:
         store.trust(Path(k))
-    return DeviceRuntime(RuntimeConfig(store=a.store, board=a.board, backend=a.backend, power=a.power))
+    return DeviceRuntime(RuntimeConfig(store=a.store, board=a.board, backend=a.backend, power=a.power,
+                                       threads=pinned["threads"]))
 
 
 def _serve(a) -> int:  # noqa: ANN001

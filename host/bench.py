@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qdev.device.threads import DEFAULT_THREADS, pin_threads
 from qdev.host.client import DeviceClient
+from qdev.host.stats import percentiles
 
 __all__ = ["bench_device", "bench_host_cpu"]
 
@@ -32,17 +34,17 @@ def bench_device(client: DeviceClient, frames: int, window: int) -> dict:
         rtt.append((rep.t_received - rep.t_sent) * 1e3)
         dev.append(rep.meta["device_ms"])
     secs = time.perf_counter() - t0
-    a = np.asarray(rtt)
-    return {"backend": info.get("backend"), "frames": len(rtt), "lost": lost, "seconds": secs,
-            "fps": len(rtt) / secs, "device_fps": 1e3 / float(np.mean(dev)) if dev else 0.0,
-            "rtt_ms": {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-                       "p99": float(np.percentile(a, 99)), "max": float(a.max())}}
+    return {"backend": info.get("backend"), "threads": info.get("threads"), "frames": len(rtt), "lost": lost,
+            "seconds": secs, "fps": len(rtt) / secs, "device_fps": 1e3 / float(np.mean(dev)) if dev else 0.0,
+            "rtt_ms": percentiles(rtt)}
 
 
-def bench_host_cpu(bundle: Path, frames: int) -> dict:
+def bench_host_cpu(bundle: Path, frames: int, threads: int = DEFAULT_THREADS) -> dict:
+    """The bundle's integer model on this CPU (the software executor), BLAS pinned to ``threads``."""
     from qdev.device.accel.intmodel import IntModel
     from qdev.device.accel.software import SoftwareExecutor
 
+    pinned = pin_threads(threads)
     ex = SoftwareExecutor(IntModel.load(Path(bundle) / "intmodel.npz"))
     _, h, w, _ = ex.model.input["shape"]
     px = _frames(h, w, 8)
@@ -51,4 +53,5 @@ def bench_host_cpu(bundle: Path, frames: int) -> dict:
     for i in range(frames):
         ex.run(px[i % len(px)][None])
     secs = time.perf_counter() - t0
-    return {"frames": frames, "seconds": secs, "fps": frames / secs}
+    return {"frames": frames, "seconds": secs, "fps": frames / secs, "threads": pinned["threads"],
+            "blas": pinned["pools"]}

@@ -13,19 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from qdev.host.stats import percentiles
 from qdev.host.session import read_session, write_json_atomic
 
 __all__ = ["summarise", "write_report", "MIN_FRAMES"]
 
 MIN_FRAMES = 1000  # below this, tail percentiles (p99) rest on fewer than 10 samples
-
-
-def _pct(v: list[float]) -> dict:
-    if not v:
-        return {"n": 0}
-    a = np.asarray(v, dtype=float)
-    return {"n": int(a.size), "mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
-            "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
 
 
 def summarise(folder: Path) -> dict:
@@ -51,12 +44,12 @@ def summarise(folder: Path) -> dict:
         "device": {k: (manifest.get("device") or {}).get(k) for k in ("board", "backend", "bundle_id", "model")},
         "frames": counts, "dropped": dropped,
         "seconds": span, "fps": (len(ok) / span) if span > 0 else 0.0,
-        "rtt_ms": _pct([r["rtt_ms"] for r in ok]),
-        "device_ms": _pct([r["device_ms"] for r in ok]),
+        "rtt_ms": percentiles([r["rtt_ms"] for r in ok]),
+        "device_ms": percentiles([r["device_ms"] for r in ok]),
         "power_w": {"mean": float(np.mean(power)) if power else None, "kind": "/".join(kinds) or None,
                     "idle_w": (manifest.get("power") or {}).get("idle_w")},
-        "energy_mj_per_frame": {**_pct(energy), "kind": "/".join(kinds) or None},
-        "dice_vs_truth": _pct(dice) if dice else None,
+        "energy_mj_per_frame": {**percentiles(energy), "kind": "/".join(kinds) or None},
+        "dice_vs_truth": percentiles(dice) if dice else None,
         "warnings": warnings,
     }
 

@@ -9,6 +9,8 @@ overwritten ones are counted as dropped. File sources are lossless: every frame 
 
 from __future__ import annotations
 
+import math
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,12 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from qdev.device.errors import ConfigError, QdevError
+from qdev.device.masks import dice
 from qdev.device.preprocess import mask_to_model, to_model_input
 from qdev.device.probe.sources import ProbeFrame, ProbeSource
 from qdev.host.client import DeviceClient, StreamReply
 from qdev.host.session import SessionWriter
 
-__all__ = ["StreamConfig", "StreamSummary", "run_stream"]
+__all__ = ["StreamConfig", "StreamSummary", "run_stream", "stream_to_session", "default_session_dir"]
 
 
 @dataclass
@@ -34,12 +38,31 @@ class StreamConfig:
         window: frames in flight.
         max_frames: stop after this many frames (None: until the source ends / Ctrl-C).
         timeout: seconds before a frame counts as lost.
+        view: show the live overlay window.
+        save: write the overlay video here (mp4).
+        out: session folder (None: ``sessions/<time>``); must not exist yet.
+        port: how the device was reached, recorded in the session manifest.
     """
 
     fps: float | None = None
     window: int = 4
     max_frames: int | None = None
     timeout: float = 10.0
+    view: bool = False
+    save: Path | None = None
+    out: Path | None = None
+    port: str = "local"
+
+    def check(self) -> None:
+        """Refuse settings that cannot stream (one-line errors naming the option)."""
+        if self.window < 1:
+            raise ConfigError(f"--window {self.window}: must be >= 1")
+        if self.fps is not None and not (self.fps > 0 and math.isfinite(self.fps)):
+            raise ConfigError(f"--fps {self.fps}: must be a positive number")
+        if not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise ConfigError(f"--timeout {self.timeout}: must be a positive number of seconds")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError(f"--frames {self.max_frames}: must be >= 1")
 
 
 @dataclass
@@ -101,11 +124,6 @@ class _NewestSlot:
         self.stop.set()
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
-
-
 def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, writer: SessionWriter,
                on_frame: Callable[[ProbeFrame, np.ndarray, StreamReply], None] | None = None,
                stop: threading.Event | None = None) -> StreamSummary:
@@ -163,7 +181,7 @@ def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, wri
             })
             if fr is not None and fr.truth is not None:
                 truth = mask_to_model(fr.truth, h, w)
-                row["dice_vs_truth"] = round(_dice(rep.mask.astype(bool), truth), 4)
+                row["dice_vs_truth"] = round(dice(rep.mask, truth), 4)
             writer.row(row)
             if on_frame is not None and fr is not None:
                 on_frame(fr, px, rep)
@@ -180,3 +198,72 @@ def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, wri
 
 def default_session_dir(root: Path = Path("sessions")) -> Path:
     return root / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _interruptible(stop: threading.Event):  # noqa: ANN202
+    """First Ctrl-C sets ``stop`` (the frames in flight finish and are logged); a second one
+    raises KeyboardInterrupt. Returns the previous handler (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def _interrupt(signum, frame) -> None:  # noqa: ANN001
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    return signal.signal(signal.SIGINT, _interrupt)
+
+
+def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConfig,
+                      status: Callable[[str], object] | None = None) -> tuple[Path, StreamSummary]:
+    """A whole ``qdev stream`` session against a connected device: checks, the session folder
+    and its manifest, the live view, Ctrl-C handling, and the closing statistics.
+
+    ``status(text)``, if given, is a context-manager factory shown while streaming (rich's
+    ``Console.status``). Returns the session folder and the summary.
+    """
+    from qdev.host.view import OverlayView
+
+    cfg.check()
+    folder = cfg.out or default_session_dir()
+    info = client.info()
+    if not info.get("backend"):
+        raise QdevError("no bundle is active on the device: qdev flash BUNDLE first")
+    try:
+        pw = client.power()
+    except QdevError:
+        pw = None
+    if folder.exists():
+        raise ConfigError(f"{folder} already exists: choose another --out")
+    writer = SessionWriter(folder, {"source": source.describe(), "device": info, "power": pw,
+                                    "settings": {"fps": cfg.fps, "window": cfg.window, "max_frames": cfg.max_frames,
+                                                 "timeout": cfg.timeout, "port": cfg.port}})
+    ov = OverlayView(cfg.view, cfg.save, fps=cfg.fps or source.fps or 20.0)
+    stop = threading.Event()
+    t0 = time.time()
+    shown = [0]
+
+    def on_frame(fr: ProbeFrame, px: np.ndarray, rep: StreamReply) -> None:
+        shown[0] += 1
+        el = time.time() - t0
+        text = (f"{shown[0] / el if el else 0:.1f} fps  rtt {(rep.t_received - rep.t_sent) * 1e3:.0f} ms\n"
+                f"device {rep.meta['device_ms']:.0f} ms  {rep.meta['power_w']:.2f} W {rep.meta['energy_kind']}")
+        if not ov.show(px, rep.mask, text):
+            stop.set()
+
+    old = _interruptible(stop)
+    try:
+        import contextlib
+
+        shown_status = status(f"streaming {source.name} -> {info.get('backend')} ... (Ctrl-C to stop)") if status \
+            else contextlib.nullcontext()
+        with shown_status:
+            summ = run_stream(client, source, cfg, writer, on_frame, stop)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+        ov.close()
+    summ.interrupted = summ.interrupted or (stop.is_set() and (cfg.max_frames is None or summ.frames_ok < cfg.max_frames))
+    writer.close(summary={"frames_ok": summ.frames_ok, "lost": summ.lost, "dropped": summ.dropped,
+                          "seconds": summ.seconds, "fps": summ.fps, "interrupted": summ.interrupted},
+                 stats=client.stats())
+    return folder, summ

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from qdev.device.protocol import DEFAULT_MAX_PAYLOAD, MsgType
 from qdev.device.runtime.service import DeviceRuntime, FrameResult
 from qdev.device.store import StoreError
 
-__all__ = ["Session", "TcpServer", "serve_serial", "LiveHub"]
+__all__ = ["Session", "TcpServer", "serve_serial", "LiveHub", "HANDLERS"]
 
 log = logging.getLogger("qdev.device")
 
@@ -113,9 +114,9 @@ class Session:
             return
         self.ch.send(MsgType.LIVE, meta, blob)
 
-    def handle(self, msg: Message) -> None:  # noqa: C901
-        t = msg.type
-        if t == MsgType.HELLO:
+    def handle(self, msg: Message) -> None:
+        """Answer one request (exactly one reply), by the dispatch table :data:`HANDLERS`."""
+        if msg.type == MsgType.HELLO:
             self.hello = True
             self.reply(msg, MsgType.HELLO_ACK, {"protocol": 1, **self.rt.info(),
                                                 "max_payload": self.ch.max_payload})
@@ -123,68 +124,111 @@ class Session:
         if not self.hello:
             self.reply(msg, MsgType.ERROR, {"message": "no session: send HELLO first", "code": "no_hello"})
             return
+        handler = HANDLERS.get(msg.type)
         try:
-            if t == MsgType.INFO:
-                self.reply(msg, MsgType.INFO_REPLY, self.rt.info())
-            elif t == MsgType.ECHO:  # link test: the blob comes back unchanged
-                self.reply(msg, MsgType.ECHO_REPLY, {}, msg.blob)
-            elif t in (MsgType.INFER, MsgType.STREAM_FRAME):
-                t_recv = time.perf_counter()
-                m = msg.meta
-                h, w = int(m["h"]), int(m["w"])
-                if len(msg.blob) != h * w:
-                    raise QdevError(f"frame {m.get('frame_id')}: {len(msg.blob)} bytes for {w}x{h} pixels")
-                px = np.frombuffer(msg.blob, dtype=np.uint8).reshape(h, w)
-                res: FrameResult = self.rt.infer(int(m.get("frame_id", 0)), px)
-                meta = res.meta()
-                meta["t_recv"] = t_recv
-                meta["bundle_id"] = self.rt.bundle_id
-                meta["mask_crc"] = zlib.crc32(res.mask_bytes())
-                self.reply(msg, MsgType.INFER_REPLY if t == MsgType.INFER else MsgType.STREAM_RESULT,
-                           meta, res.mask_bytes())
-            elif t == MsgType.FLASH_BEGIN:
-                sha, size = str(msg.meta["sha256"]), int(msg.meta["size"])
-                off = self.rt.begin_upload(sha, size)
-                self.upload = {"sha256": sha, "size": size}
-                self.reply(msg, MsgType.FLASH_STATUS, {"offset": off, "max_chunk": 1 << 20})
-            elif t == MsgType.FLASH_CHUNK:
-                if not self.upload:
-                    raise StoreError("no upload in progress (send FLASH_BEGIN)")
-                off = self.rt.write_chunk(self.upload["sha256"], int(msg.meta["offset"]), msg.blob,
-                                          int(msg.meta["crc"]))
-                self.reply(msg, MsgType.FLASH_STATUS, {"offset": off})
-            elif t == MsgType.FLASH_END:
-                if not self.upload:
-                    raise StoreError("no upload in progress (send FLASH_BEGIN)")
-                up, self.upload = self.upload, None
-                res = self.rt.finish_upload(up["sha256"], up["size"])
-                self.reply(msg, MsgType.FLASH_STATUS, _install_meta(res))
-            elif t == MsgType.ACTIVATE:
-                self.reply(msg, MsgType.FLASH_STATUS, _install_meta(self.rt.activate(str(msg.meta["bundle_id"]))))
-            elif t == MsgType.ROLLBACK:
-                self.reply(msg, MsgType.FLASH_STATUS, _install_meta(self.rt.rollback()))
-            elif t == MsgType.STATS:
-                self.reply(msg, MsgType.STATS, {**self.rt.stats(), "link": {
-                    "bytes_in": self.ch.bytes_in, "bytes_out": self.ch.bytes_out,
-                    "dropped_frames": self.ch.parser.stats.header_crc_errors + self.ch.parser.stats.payload_crc_errors,
-                    "discarded_bytes": self.ch.parser.stats.discarded_bytes},
-                    "live": self.hub.latest if self.hub else None})
-            elif t == MsgType.POWER:
-                self.reply(msg, MsgType.POWER, self.rt.power())
-            elif t == MsgType.WATCH:
-                if self.hub is None:
-                    raise QdevError("this device runs no on-device probe (start serve with --probe)")
-                if self.watch is None:
-                    self.watch = self.hub.subscribe()
-                self.reply(msg, MsgType.WATCH, {"watching": True})
-            else:
-                raise QdevError(f"unknown request type {t}")
-        except (KeyError, TypeError, ValueError) as exc:
-            self.rt.counters.errors += 1
-            self.reply(msg, MsgType.ERROR, {"message": f"malformed {msg.name} request ({exc})", "code": "malformed"})
+            if handler is None:
+                raise QdevError(f"unknown request type {msg.type}")
+            handler(self, msg)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            self._error(msg, f"malformed {msg.name} request ({exc})", "malformed")
         except QdevError as exc:
-            self.rt.counters.errors += 1
-            self.reply(msg, MsgType.ERROR, {"message": str(exc), "code": type(exc).__name__})
+            self._error(msg, str(exc), type(exc).__name__)
+        except OSError as exc:  # the store's disk: full, read-only, gone
+            log.error("%s: %s failed: %s", self.ch.link.name, msg.name, exc)
+            self._error(msg, f"device storage error: {exc.strerror or exc}", "storage")
+        except LinkError:
+            raise
+        except Exception as exc:  # a bug: keep the session, tell the host, keep the traceback here
+            log.exception("%s: internal error in %s", self.ch.link.name, msg.name)
+            self._error(msg, f"internal error in {msg.name} ({type(exc).__name__}); see the device log", "internal")
+
+    def _error(self, msg: Message, text: str, code: str) -> None:
+        self.rt.counters.errors += 1
+        self.reply(msg, MsgType.ERROR, {"message": text, "code": code})
+
+    # -- request handlers (one per message type; see HANDLERS) --------------------------------
+
+    def _on_info(self, msg: Message) -> None:
+        self.reply(msg, MsgType.INFO_REPLY, self.rt.info())
+
+    def _on_echo(self, msg: Message) -> None:  # link test: the blob comes back unchanged
+        self.reply(msg, MsgType.ECHO_REPLY, {}, msg.blob)
+
+    def _on_frame(self, msg: Message) -> None:
+        t_recv = time.perf_counter()
+        m = msg.meta
+        h, w = int(m["h"]), int(m["w"])
+        if len(msg.blob) != h * w:
+            raise QdevError(f"frame {m.get('frame_id')}: {len(msg.blob)} bytes for {w}x{h} pixels")
+        px = np.frombuffer(msg.blob, dtype=np.uint8).reshape(h, w)
+        res: FrameResult = self.rt.infer(int(m.get("frame_id", 0)), px)
+        meta = res.meta()
+        meta["t_recv"] = t_recv
+        meta["bundle_id"] = self.rt.bundle_id
+        meta["mask_crc"] = zlib.crc32(res.mask_bytes())
+        kind = MsgType.INFER_REPLY if msg.type == MsgType.INFER else MsgType.STREAM_RESULT
+        self.reply(msg, kind, meta, res.mask_bytes())
+
+    def _on_flash_begin(self, msg: Message) -> None:
+        sha, size = str(msg.meta["sha256"]), int(msg.meta["size"])
+        off = self.rt.begin_upload(sha, size)
+        self.upload = {"sha256": sha, "size": size}
+        self.reply(msg, MsgType.FLASH_STATUS, {"offset": off, "max_chunk": 1 << 20})
+
+    def _current_upload(self) -> dict:
+        if not self.upload:
+            raise StoreError("no upload in progress (send FLASH_BEGIN)")
+        return self.upload
+
+    def _on_flash_chunk(self, msg: Message) -> None:
+        up = self._current_upload()
+        off = self.rt.write_chunk(up["sha256"], int(msg.meta["offset"]), msg.blob, int(msg.meta["crc"]))
+        self.reply(msg, MsgType.FLASH_STATUS, {"offset": off})
+
+    def _on_flash_end(self, msg: Message) -> None:
+        up = self._current_upload()
+        self.upload = None
+        self.reply(msg, MsgType.FLASH_STATUS, _install_meta(self.rt.finish_upload(up["sha256"], up["size"])))
+
+    def _on_activate(self, msg: Message) -> None:
+        self.reply(msg, MsgType.FLASH_STATUS, _install_meta(self.rt.activate(str(msg.meta["bundle_id"]))))
+
+    def _on_rollback(self, msg: Message) -> None:
+        self.reply(msg, MsgType.FLASH_STATUS, _install_meta(self.rt.rollback()))
+
+    def _on_stats(self, msg: Message) -> None:
+        ps = self.ch.parser.stats
+        link = {"bytes_in": self.ch.bytes_in, "bytes_out": self.ch.bytes_out,
+                "dropped_frames": ps.header_crc_errors + ps.payload_crc_errors,
+                "discarded_bytes": ps.discarded_bytes}
+        self.reply(msg, MsgType.STATS, {**self.rt.stats(), "link": link,
+                                        "live": self.hub.latest if self.hub else None})
+
+    def _on_power(self, msg: Message) -> None:
+        self.reply(msg, MsgType.POWER, self.rt.power())
+
+    def _on_watch(self, msg: Message) -> None:
+        if self.hub is None:
+            raise QdevError("this device runs no on-device probe (start serve with --probe)")
+        if self.watch is None:
+            self.watch = self.hub.subscribe()
+        self.reply(msg, MsgType.WATCH, {"watching": True})
+
+
+HANDLERS: dict[MsgType, Callable[[Session, Message], None]] = {
+    MsgType.INFO: Session._on_info,
+    MsgType.ECHO: Session._on_echo,
+    MsgType.INFER: Session._on_frame,
+    MsgType.STREAM_FRAME: Session._on_frame,
+    MsgType.FLASH_BEGIN: Session._on_flash_begin,
+    MsgType.FLASH_CHUNK: Session._on_flash_chunk,
+    MsgType.FLASH_END: Session._on_flash_end,
+    MsgType.ACTIVATE: Session._on_activate,
+    MsgType.ROLLBACK: Session._on_rollback,
+    MsgType.STATS: Session._on_stats,
+    MsgType.POWER: Session._on_power,
+    MsgType.WATCH: Session._on_watch,
+}
 
 
 class TcpServer:

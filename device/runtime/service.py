@@ -35,6 +35,7 @@ class RuntimeConfig:
         backend: ``auto`` | ``pynq`` | ``software``.
         power: ``auto`` | ``pmbus`` | ``hwmon`` | ``estimate``.
         hwmon_root: where hwmon sensors are read from.
+        threads: the BLAS/OpenMP threads the process was pinned to (reported in INFO).
     """
 
     store: str = "/var/lib/qdev"
@@ -42,6 +43,7 @@ class RuntimeConfig:
     backend: str = "auto"
     power: str = "auto"
     hwmon_root: str = "/sys/class/hwmon"
+    threads: int | None = None
 
 
 @dataclass
@@ -180,7 +182,7 @@ class DeviceRuntime:
         out = {
             "device_version": __version__, "protocol": PROTOCOL_VERSION, "python": platform.python_version(),
             "numpy": numpy.__version__, "machine": platform.machine(), "board": self.cfg.board,
-            "bundle_id": self.bundle_id, "store": self.store.describe(),
+            "bundle_id": self.bundle_id, "store": self.store.describe(), "threads": self.cfg.threads,
         }
         try:
             import pynq

@@ -47,6 +47,7 @@ def demo_cmd(ctx: click.Context, probe: str, frames: int, board: str, out: Path 
     from qdev.device.errors import QdevError
     from qdev.device.probe.sources import open_probe
     from qdev.host.cli.device import stream_session
+    from qdev.host.stream import StreamConfig
     from qdev.host.client import connect
     from qdev.host.cli.progress import progress_bar
     from qdev.host.local import LocalDevice, default_bundle, default_trusted
@@ -75,7 +76,7 @@ def demo_cmd(ctx: click.Context, probe: str, frames: int, board: str, out: Path 
                 if not res["activated"]:
                     raise QdevError(res["message"])
                 click.echo(f"streaming {source.name} ...")
-                stream_session(ctx, source, None, frames, 4, 30.0, view, None, out, True, client=c)
+                stream_session(ctx, source, StreamConfig(None, 4, frames, 30.0, view, None, out), True, client=c)
             finally:
                 c.close()
     rep = write_report(out)

@@ -4,8 +4,6 @@ over host.client / host.stream / host.report)."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import click
@@ -186,74 +184,30 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: bool, save: 
 def stream_cmd(ctx: click.Context, probe: str, fps: float | None, max_frames: int | None, window: int, timeout: float,
                view: bool, save: Path | None, out: Path | None, report: bool) -> None:
     """Live segmentation of probe frames on the device, logged per frame."""
+    from qdev.host.stream import StreamConfig
+
+    cfg = StreamConfig(fps, window, max_frames, timeout, view, save, out, _port(ctx)[0])
+    cfg.check()  # before connecting: a bad option costs nothing
     if probe.startswith("device:"):
         _watch(ctx, probe[len("device:"):], max_frames, view, save)
         return
     from qdev.device.probe.sources import open_probe
 
-    stream_session(ctx, open_probe(probe), fps, max_frames, window, timeout, view, save, out, report)
+    stream_session(ctx, open_probe(probe), cfg, report)
 
 
-def stream_session(ctx: click.Context, source, fps: float | None, max_frames: int | None, window: int,
-                   timeout: float, view: bool, save: Path | None, out: Path | None, report: bool,
-                   client=None) -> Path:  # noqa: ANN001
-    from qdev.host.session import SessionWriter
-    from qdev.host.stream import StreamConfig, default_session_dir, run_stream
-    from qdev.host.view import OverlayView
+def stream_session(ctx: click.Context, source, cfg, report: bool, client=None) -> Path:  # noqa: ANN001
+    """The CLI side of :func:`qdev.host.stream.stream_to_session`: connect (unless given a client),
+    stream, print the summary."""
+    from rich.console import Console
 
-    if window < 1:
-        raise ConfigError("--window must be >= 1")
-    own = client is None
-    c = client or _client(ctx, timeout)
-    folder = out or default_session_dir()
+    from qdev.host.stream import stream_to_session
+
+    c = client or _client(ctx, cfg.timeout)
     try:
-        info = c.info()
-        if not info.get("backend"):
-            raise QdevError("no bundle is active on the device: qdev flash BUNDLE first")
-        try:
-            pw = c.power()
-        except QdevError:
-            pw = None
-        if folder.exists():
-            raise ConfigError(f"{folder} already exists: choose another --out")
-        writer = SessionWriter(folder, {"source": source.describe(), "device": info, "power": pw,
-                                        "settings": {"fps": fps, "window": window, "max_frames": max_frames,
-                                                     "timeout": timeout, "port": _port(ctx)[0] if own else "local"}})
-        ov = OverlayView(view, save, fps=fps or source.fps or 20.0)
-        stop = threading.Event()
-        stats = {"n": 0, "t0": time.time()}
-
-        def on_frame(fr, px, rep) -> None:  # noqa: ANN001
-            stats["n"] += 1
-            el = time.time() - stats["t0"]
-            text = (f"{stats['n'] / el if el else 0:.1f} fps  rtt {(rep.t_received - rep.t_sent) * 1e3:.0f} ms\n"
-                    f"device {rep.meta['device_ms']:.0f} ms  {rep.meta['power_w']:.2f} W {rep.meta['energy_kind']}")
-            if not ov.show(px, rep.mask, text):
-                stop.set()
-
-        import signal
-
-        from rich.console import Console
-
-        def _interrupt(signum, frame) -> None:  # noqa: ANN001 - first Ctrl-C: finish in-flight frames
-            stop.set()
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second one forces
-
-        console = Console(stderr=True)
-        old = signal.signal(signal.SIGINT, _interrupt) if threading.current_thread() is threading.main_thread() else None
-        try:
-            with console.status(f"streaming {source.name} -> {info.get('backend')} ... (Ctrl-C to stop)"):
-                summ = run_stream(c, source, StreamConfig(fps, window, max_frames, timeout), writer, on_frame, stop)
-        finally:
-            if old is not None:
-                signal.signal(signal.SIGINT, old)
-        summ.interrupted = summ.interrupted or (stop.is_set() and (max_frames is None or summ.frames_ok < max_frames))
-        ov.close()
-        writer.close(summary={"frames_ok": summ.frames_ok, "lost": summ.lost, "dropped": summ.dropped,
-                              "seconds": summ.seconds, "fps": summ.fps, "interrupted": summ.interrupted},
-                     stats=c.stats())
+        folder, _ = stream_to_session(c, source, cfg, status=Console(stderr=True).status)
     finally:
-        if own:
+        if client is None:
             c.close()
     if report:
         from qdev.host.report import summarise
@@ -306,9 +260,11 @@ def report_cmd(session: Path, compare: Path | None, out: Path | None, as_json: b
 @click.option("--window", default=4, show_default=True)
 @click.option("--bundle", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="Bundle for the host-CPU reference (default: the shipped KV260 bundle).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="BLAS/OpenMP threads of the host-CPU reference.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def bench_cmd(ctx: click.Context, frames: int, window: int, bundle: Path | None, as_json: bool) -> None:
+def bench_cmd(ctx: click.Context, frames: int, window: int, bundle: Path | None, threads: int, as_json: bool) -> None:
     """Throughput/latency against the device, and the same model on this CPU as a reference."""
     from qdev.host.bench import bench_device, bench_host_cpu
     from qdev.host.local import default_bundle
@@ -318,14 +274,16 @@ def bench_cmd(ctx: click.Context, frames: int, window: int, bundle: Path | None,
         dev = bench_device(c, frames, window)
     finally:
         c.close()
-    host = bench_host_cpu(bundle or default_bundle(), min(frames, 50))
+    host = bench_host_cpu(bundle or default_bundle(), min(frames, 50), threads)
     doc = {"device": dev, "host_cpu": host}
     if as_json:
         _echo_json(doc)
         return
-    click.echo(f"device ({dev['backend']}): {dev['fps']:.2f} frames/s end to end, device-only {dev['device_fps']:.2f}; "
-               f"round trip p50 {dev['rtt_ms']['p50']:.1f} ms, p99 {dev['rtt_ms']['p99']:.1f} ms")
-    click.echo(f"host CPU (software executor, same bundle): {host['fps']:.2f} frames/s")
+    rtt = dev["rtt_ms"]
+    tail = f"round trip p50 {rtt['p50']:.1f} ms, p99 {rtt['p99']:.1f} ms" if rtt["n"] else "no frame came back"
+    click.echo(f"device ({dev['backend']}, {dev.get('threads') or '?'} BLAS thread(s)): {dev['fps']:.2f} frames/s "
+               f"end to end, device-only {dev['device_fps']:.2f}; {tail}")
+    click.echo(f"host CPU (software executor, same bundle, {host['threads']} BLAS thread(s)): {host['fps']:.2f} frames/s")
 
 
 COMMANDS = [ports_cmd, info_cmd, flash_cmd, rollback_cmd, stream_cmd, report_cmd, bench_cmd]

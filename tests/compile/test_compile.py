@@ -104,7 +104,7 @@ def test_start_and_stop_at_named_steps(compiled, tmp_path):
     r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--stop-step", "qdev_lower_unet", "--json"])
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
-    assert not s["all_hw"] and s["software_nodes"] and not s["hw_layers"]
+    assert not s["all_hw"] and any(n.startswith("MatMul") for n in s["software_nodes"])
     assert "qdev_convert_to_hw" not in s["verification"]["steps"]
     r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--start-step", "no_such_step"])
     assert r.exit_code == 2 and "qdev: " in r.output

@@ -134,9 +134,58 @@ def test_server_survives_garbage_oversize_and_truncation(tmp_path):
         assert a.type == MsgType.ERROR and b.type == MsgType.STATS
         stats = json.loads(b.payload[4:].decode())
         assert stats["link"]["discarded_bytes"] > 5000
+        # an overflowing number gets a malformed-request ERROR, not a dead session
+        s.sendall(encode(MsgType.FLASH_BEGIN, 9, pack_payload({"sha256": "0" * 64, "size": 1e999})))
+        s.sendall(encode(MsgType.INFO, 10, pack_payload({})))
+        a, b = _read_frames(s, 2)
+        assert a.type == MsgType.ERROR and json.loads(a.payload[4:].decode())["code"] == "malformed"
+        assert b.type == MsgType.INFO_REPLY
         # disconnect mid-frame: the server keeps serving others
         s.sendall(encode(MsgType.INFO, 8, pack_payload({}))[:10])
         s.close()
         c = connect(dev.port)
         assert c.info()["device_version"]
         c.close()
+
+
+def test_a_handler_bug_or_disk_error_gets_an_error_reply_and_the_session_goes_on(tmp_path, caplog):
+    """In-process: a handler that raises anything gets ERROR internal (traceback in the device log),
+    an OSError from the store gets ERROR storage, and the next request is served."""
+    from qdev.device.link import Message
+    from qdev.device.runtime import server
+
+    sent = []
+
+    class FakeChannel:
+        max_payload = 1 << 20
+
+        def send(self, mtype, meta, blob=b""):  # noqa: ANN001, ANN202
+            sent.append((mtype, meta))
+
+    class Counters:
+        errors = 0
+
+    class Rt:
+        counters = Counters()
+
+        def info(self):  # noqa: ANN202
+            return {"ok": True}
+
+        def power(self):  # noqa: ANN202
+            raise ZeroDivisionError("a bug")
+
+        def rollback(self):  # noqa: ANN202
+            raise OSError(28, "No space left on device")
+
+    sess = server.Session.__new__(server.Session)
+    sess.rt, sess.ch, sess.hub, sess.hello, sess.watch, sess.upload = Rt(), FakeChannel(), None, True, None, None
+    sess.ch.link = type("L", (), {"name": "test"})()
+    with caplog.at_level("ERROR", logger="qdev.device"):
+        sess.handle(Message(MsgType.POWER, 1, {}, b""))
+        sess.handle(Message(MsgType.ROLLBACK, 2, {}, b""))
+        sess.handle(Message(MsgType.INFO, 3, {}, b""))
+    codes = [(t, m.get("code")) for t, m in sent]
+    assert codes == [(MsgType.ERROR, "internal"), (MsgType.ERROR, "storage"), (MsgType.INFO_REPLY, None)]
+    assert "No space left on device" in sent[1][1]["message"]
+    assert "ZeroDivisionError" in caplog.text and "Traceback" in caplog.text
+    assert Rt.counters.errors == 2
