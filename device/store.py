@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from qdev.device.bundle import MANIFEST, BundleError, VerifiedBundle, load_public_key, unpack_bundle, verify_bundle
 from qdev.device.errors import QdevError
-from qdev.device.fsutil import atomic_write_text, fsync_dir
+from qdev.device.fsutil import FolderBuild, atomic_write_text
 
 __all__ = ["BundleStore", "StoreError", "InstallResult", "MAX_BUNDLE_BYTES", "MAX_CHUNK", "bundle_id"]
 
@@ -191,25 +190,14 @@ class BundleStore:
     # ---------------------------------------------------------------- install
     def install(self, archive: Path, self_test: SelfTest) -> InstallResult:
         """Verify and install a bundle archive; activate it only if its self-test passes."""
-        staging = self.root / "bundles" / f".staging-{uuid.uuid4().hex}"
-        staging.mkdir()
-        try:
-            unpack_bundle(archive, staging, MAX_BUNDLE_BYTES)
-            vb = verify_bundle(staging, self.trusted_keys())
+        with FolderBuild(self.root / "bundles", ".staging-") as build:
+            unpack_bundle(archive, build.path, MAX_BUNDLE_BYTES)
+            vb = verify_bundle(build.path, self.trusted_keys())
             board = vb.manifest.get("board")
             if self.board and board != self.board:
                 raise BundleError(f"bundle is built for {board}, this device is {self.board}")
-            bid = bundle_id((staging / MANIFEST).read_bytes())
-            fsync_dir(staging)
-            final = self.bundle_dir(bid)
-            if final.exists():
-                shutil.rmtree(staging)
-            else:
-                os.replace(staging, final)
-                fsync_dir(final.parent)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            bid = bundle_id((build.path / MANIFEST).read_bytes())
+            build.commit(self.bundle_dir(bid), replace=False, durable=True)  # installed already: kept
         return self._activate(bid, self_test)
 
     def _activate(self, bid: str, self_test: SelfTest) -> InstallResult:

@@ -141,3 +141,25 @@ def test_leftovers_of_a_killed_install_are_cleaned_on_open(rt, tmp_path):
     assert sorted(p.name for p in (s2.root / "bundles").iterdir()) == [good.bundle_id]
     assert s2.state()["active"] == good.bundle_id and s2.active() is not None
     assert not list(s2.root.glob("*.tmp"))
+
+
+def test_folder_build_is_all_or_nothing(tmp_path):
+    from qdev.device.fsutil import FolderBuild
+
+    final = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with FolderBuild(tmp_path) as b:
+            (b.path / "half").write_text("x")
+            raise RuntimeError("killed half way")
+    assert list(tmp_path.iterdir()) == []  # nothing half-built is left behind
+    with FolderBuild(tmp_path) as b:
+        (b.path / "a").write_text("new")
+        assert b.commit(final) is True
+    with FolderBuild(tmp_path) as b:  # already there, not replaced: the old one stays
+        (b.path / "a").write_text("newer")
+        assert b.commit(final, replace=False) is False
+    assert (final / "a").read_text() == "new"
+    with FolderBuild(tmp_path) as b:
+        (b.path / "b").write_text("replacement")
+        assert b.commit(final, replace=True, durable=True) is True
+    assert sorted(p.name for p in final.iterdir()) == ["b"] and [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from qdev.device.bundle import (
     sign_manifest,
 )
 from qdev.device.errors import QdevError
+from qdev.device.fsutil import FolderBuild
 from qdev.training.runs import RunFolder
 
 __all__ = ["build_bundle", "generate_keypair", "DEV_KEY_DIR"]
@@ -72,9 +72,8 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
         files["accel.bit"] = Path(bit["bit"][0])
         files["accel.hwh"] = Path(bit["hwh"][0])
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".bundle-"))
-    try:
+    with FolderBuild(out.parent, ".bundle-") as build:
+        tmp = build.path
         for name, src in files.items():
             shutil.copyfile(src, tmp / name)
         manifest = {
@@ -106,10 +105,5 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
         for p in tmp.iterdir():
             p.chmod(0o644)
         tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        build.commit(out, replace=True)
     return out

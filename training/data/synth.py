@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from qdev.device.fsutil import FolderBuild
 from qdev.device.probe.phantom import phantom_image
 from qdev.training.data.busi import CLASSES
 
@@ -33,9 +31,8 @@ def write_phantom_busi(
         ``out`` (the class-folder root).
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".phantom-"))
-    try:
+    with FolderBuild(out.parent, ".phantom-") as build:
+        tmp = build.path
         k = 0
         for label, (cls, n) in enumerate(zip(CLASSES, per_class)):
             (tmp / cls).mkdir()
@@ -55,12 +52,7 @@ def write_phantom_busi(
                     m2 = np.asarray(Image.fromarray(cmask).resize(shape, Image.NEAREST))
                     _save(tmp / cls, f"{cls} ({i})", img2, m2)
                     i += 1
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        build.commit(out, replace=True)
     return out
 
 
