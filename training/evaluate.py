@@ -11,7 +11,8 @@ from qdev.device.errors import QdevError
 from qdev.device.preprocess import to_unit_float
 from qdev.training.data import load_busi, read_split, resolve_busi_root
 from qdev.training.runs import RunFolder, atomic_write_text
-from qdev.training.trainer import evaluate_model, load_checkpoint_model, run_checkpoint
+from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
+from qdev.training.trainer import evaluate_model
 
 __all__ = ["evaluate_run"]
 

@@ -19,7 +19,7 @@ from qdev.device.errors import QdevError
 from qdev.device.preprocess import to_unit_float
 from qdev.training.qonnx_exec import qonnx_forward
 from qdev.training.runs import RunFolder, atomic_write_text
-from qdev.training.trainer import load_checkpoint_model, run_checkpoint
+from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
 
 __all__ = ["export_run", "golden_batch"]
 

@@ -22,6 +22,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -45,9 +46,10 @@ from qdev.training.losses import total_loss
 from qdev.training.metrics import SegMetrics
 from qdev.training.models import ModelConfig, build_model
 from qdev.training.models.bitwidth import BIT_LOSS_MODES, BitWidthTracker
-from qdev.training.runs import RunFolder, atomic_write_text, atomic_writer
+from qdev.training.checkpoint import init_weights_from, save_checkpoint
+from qdev.training.runs import RunFolder, atomic_write_text
 
-__all__ = ["TrainConfig", "train", "load_checkpoint_model", "run_checkpoint", "prepare_data", "DataTensors"]
+__all__ = ["TrainConfig", "train", "prepare_data", "DataTensors", "evaluate_model", "ProgressFn"]
 
 log = logging.getLogger(__name__)
 
@@ -194,11 +196,6 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _atomic_save(obj: dict, path: Path) -> None:
-    with atomic_writer(path) as fh:
-        torch.save(obj, fh)
-
-
 def _param_groups(model: nn.Module, tracker: BitWidthTracker | None, cfg: TrainConfig) -> list[dict]:
     bit_ids = {id(p) for p in tracker.parameters()} if tracker else set()
     decay, no_decay = [], []
@@ -223,41 +220,6 @@ def _bits_optimizer(tracker: BitWidthTracker | None, cfg: TrainConfig) -> torch.
     raise ConfigError(f"--bits-optimizer must be sgd or adam, not {cfg.bits_optimizer!r}")
 
 
-def load_checkpoint_model(path: Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a model from a qdev checkpoint (best.pt/last.pt); returns (model in eval, ckpt)."""
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise QdevError(f"{path}: unreadable checkpoint ({exc})") from exc
-    if not isinstance(ckpt, dict) or "model_config" not in ckpt:
-        raise QdevError(f"{path}: not a qdev checkpoint")
-    model = build_model(ModelConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    if ckpt.get("bits") is None and ckpt["model_config"]["kind"] == "quant":  # last.pt keeps none
-        ckpt["bits"] = BitWidthTracker(model, (int(ckpt["size"]),) * 2).report()
-    return model, ckpt
-
-
-def run_checkpoint(run: RunFolder, which: str = "best") -> Path:
-    """A run's verified ``train/best.pt`` (best by validation lesion Dice) or ``train/last.pt``."""
-    if which not in ("best", "last"):
-        raise QdevError(f"checkpoint must be best or last, not {which!r}")
-    return run.verified("train", f"train/{which}.pt")
-
-
-def _init_from(model: nn.Module, path: str) -> None:
-    src = torch.load(path, map_location="cpu", weights_only=False)
-    state = src.get("model", src)
-    own = model.state_dict()
-    loadable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and "quant" not in k}
-    missing = [k for k in own if k not in loadable and "quant" not in k]
-    model.load_state_dict(loadable, strict=False)
-    if missing:
-        raise QdevError(f"{path}: cannot initialise from it, {len(missing)} tensors missing (e.g. {missing[0]})")
-    log.info("initialised %d tensors from %s", len(loadable), path)
-
-
 @torch.no_grad()
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor,
                    device: torch.device, batch: int = 32) -> tuple[dict, dict]:
@@ -276,14 +238,45 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: t
     return m.aggregate(), {"bce": bce / n, "dice": dice / n, "seg": (bce + dice) / n}
 
 
-def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa: ANN001, C901
-    """Run (or resume) a training run. Returns the last epoch's log record.
 
-    Raises:
-        ConfigError / QdevError: bad options, a run folder that exists without ``resume``,
-            or a resume whose config differs (other than ``epochs``).
-    """
-    cfg.check()
+# --------------------------------------------------------------------------- the training run
+# ``train`` = setup -> build (or restore) the training state -> per epoch: train, validate and
+# checkpoint -> finish the run stage. Progress goes through a callback (see ProgressFn), so the
+# trainer knows nothing of terminals; the CLI turns it into rich progress bars and epoch lines.
+
+ProgressFn = Callable[[str, dict], None]
+"""``progress(event, info)``: ``"step"`` ({epoch, step, steps, loss}) within an epoch,
+``"epoch"`` (the epoch's log record) after validation."""
+
+
+@dataclass
+class _Dist:
+    world: int
+    rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class _State:
+    """Everything that changes during a run (and what ``last.pt`` restores)."""
+
+    model: nn.Module
+    tracker: BitWidthTracker | None
+    opt: torch.optim.Optimizer
+    bopt: torch.optim.Optimizer | None
+    sched: torch.optim.lr_scheduler.LambdaLR
+    ema: ModelEMA | None
+    steps_per_epoch: int
+    start_epoch: int = 1
+    best_score: float = -1.0
+    history: list = field(default_factory=list)
+
+
+def _setup_distributed(cfg: TrainConfig) -> _Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     dev = _device(cfg.device)
@@ -298,179 +291,198 @@ def train(cfg: TrainConfig, resume: bool = False, console=None) -> dict:  # noqa
         torch.set_num_threads(cfg.threads)
     elif world > 1 and dev.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
-    run = RunFolder(Path(cfg.out))
-    tdir = run.path / "train"
-    last_path, best_path, log_path = tdir / "last.pt", tdir / "best.pt", tdir / "log.jsonl"
-    state = None
-    if last_path.is_file():
-        if not resume:
-            raise QdevError(f"{cfg.out} already holds a training run: pass --resume, or choose another --out")
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
-        old = TrainConfig.from_dict(state["config"])
-        if cfg.model.kind == "float":  # bit-width optimiser settings do not apply to a float run
-            old = replace(old, bits_lr=cfg.bits_lr, bits_optimizer=cfg.bits_optimizer)
-        if replace(old, epochs=cfg.epochs) != cfg:
-            raise QdevError(f"{cfg.out}: --resume with a different configuration than the stored one")
-    elif resume and rank == 0:
-        log.warning("%s: nothing to resume, starting a new run", cfg.out)
-    if rank == 0:
-        tdir.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(cfg, split_out=tdir / "split.json" if rank == 0 else None)
+    return _Dist(world, rank, dev)
+
+
+def _stored_state(cfg: TrainConfig, last_path: Path, resume: bool, main: bool) -> dict | None:
+    """The checkpoint to resume from (None: a new run); refuses a clash with the stored config."""
+    if not last_path.is_file():
+        if resume and main:
+            log.warning("%s: nothing to resume, starting a new run", cfg.out)
+        return None
+    if not resume:
+        raise QdevError(f"{cfg.out} already holds a training run: pass --resume, or choose another --out")
+    state = torch.load(last_path, map_location="cpu", weights_only=False)
+    old = TrainConfig.from_dict(state["config"])
+    if cfg.model.kind == "float":  # bit-width optimiser settings do not apply to a float run
+        old = replace(old, bits_lr=cfg.bits_lr, bits_optimizer=cfg.bits_optimizer)
+    if replace(old, epochs=cfg.epochs) != cfg:
+        raise QdevError(f"{cfg.out}: --resume with a different configuration than the stored one")
+    return state
+
+
+def _build_state(cfg: TrainConfig, stored: dict | None, n_train: int, dist: _Dist) -> _State:
     _seed_all(cfg.seed)
     model = build_model(cfg.model)
-    if cfg.init_from and state is None:
-        _init_from(model, cfg.init_from)
-    if state is not None:
-        model.load_state_dict(state["model"])
-    model.to(dev)
+    if cfg.init_from and stored is None:
+        init_weights_from(model, cfg.init_from)
+    if stored is not None:
+        model.load_state_dict(stored["model"])
+    model.to(dist.device)
     # after every load_state_dict: Brevitas rebuilds its quantizer modules when a state dict is
     # loaded, so a tracker made earlier would hold bit widths that are no longer in the model
     tracker = BitWidthTracker(model, (cfg.size, cfg.size)) if cfg.model.kind == "quant" else None
     if tracker is not None:
         tracker.check_bound(model)
     opt = torch.optim.AdamW(_param_groups(model, tracker, cfg))
-    bopt = _bits_optimizer(tracker, cfg)
-    steps_per_epoch = math.ceil(len(data.x["train"]) / cfg.batch_size)
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
 
     def lr_lambda(step: int) -> float:  # cosine to 1% (bit widths: constant rate)
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, [lr_lambda, lr_lambda])
-    ema = ModelEMA(model, cfg.ema) if cfg.ema > 0 and rank == 0 else None
-    start_epoch, best_score, history = 1, -1.0, []
-    if state is not None:
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        if bopt is not None:
-            bopt.load_state_dict(state["bits_optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_epoch, best_score, history = state["epoch"] + 1, state["best_score"], state["history"]
-        torch.set_rng_state(state["torch_rng"])
-        if rank == 0:
-            atomic_write_text(log_path, "".join(json.dumps(h) + "\n" for h in history))
-    ddp_model = model
-    if world > 1:
+    st = _State(model, tracker, opt, _bits_optimizer(tracker, cfg),
+                torch.optim.lr_scheduler.LambdaLR(opt, [lr_lambda, lr_lambda]),
+                ModelEMA(model, cfg.ema) if cfg.ema > 0 and dist.main else None, steps_per_epoch)
+    if stored is not None:
+        if st.ema is not None and stored.get("ema") is not None:
+            st.ema.load_state_dict(stored["ema"])
+        st.opt.load_state_dict(stored["optimizer"])
+        if st.bopt is not None:
+            st.bopt.load_state_dict(stored["bits_optimizer"])
+        st.sched.load_state_dict(stored["scheduler"])
+        st.start_epoch, st.best_score, st.history = stored["epoch"] + 1, stored["best_score"], stored["history"]
+        torch.set_rng_state(stored["torch_rng"])
+    return st
+
+
+def _train_epoch(cfg: TrainConfig, st: _State, data: DataTensors, dist: _Dist, epoch: int, frozen: bool,
+                 ddp_model: nn.Module, progress: ProgressFn | None) -> dict:
+    """One pass over this rank's shard of the epoch's permutation; mean loss parts (all ranks)."""
+    ddp_model.train()
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    perm = torch.randperm(len(data.x["train"]), generator=gen)
+    aug_gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 31 + dist.rank)
+    aug_cfg = AUGMENT_PRESETS[cfg.augment]
+    sums = {"total": 0.0, "bce": 0.0, "dice": 0.0, "bits": 0.0}
+    nb = 0
+    for s in range(st.steps_per_epoch):
+        idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size][dist.rank :: dist.world]
+        if len(idx) == 0:
+            continue
+        xb, yb = data.x["train"][idx].to(dist.device), data.y["train"][idx].to(dist.device)
+        if aug_cfg is not None:
+            xb, yb = augment_batch(xb, yb, aug_gen, aug_cfg)
+        logits = ddp_model(xb)
+        bits = st.tracker.average(cfg.bit_loss) if st.tracker else None
+        if bits is not None and frozen:
+            bits = bits.detach()  # a constant now: logged, but it pulls no width
+        parts = total_loss(logits, yb, bits, cfg.lam)
+        st.opt.zero_grad(set_to_none=True)
+        if st.bopt is not None:
+            st.bopt.zero_grad(set_to_none=True)
+        parts.total.backward()
+        st.opt.step()
+        if st.bopt is not None and not frozen:
+            st.bopt.step()
+        st.sched.step()
+        if st.tracker and not frozen:
+            st.tracker.project_()
+        if st.ema is not None:
+            st.ema.update(st.model)
+        for k, v in parts.detached().items():
+            sums[k] += v
+        nb += 1
+        if progress is not None and dist.main:
+            progress("step", {"epoch": epoch, "step": s + 1, "steps": st.steps_per_epoch, "loss": sums["total"] / nb})
+    parts_mean = {k: v / max(nb, 1) for k, v in sums.items()}
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        t = torch.tensor([parts_mean[k] for k in sorted(parts_mean)], device=dist.device)
+        tdist.all_reduce(t)
+        parts_mean = {k: float(v) / dist.world for k, v in zip(sorted(parts_mean), t)}
+    return parts_mean
+
+
+def _validate_and_checkpoint(cfg: TrainConfig, st: _State, data: DataTensors, dev: torch.device, epoch: int,
+                             seconds: float, train_parts: dict, frozen: bool, eligible: bool,
+                             paths: dict[str, Path]) -> dict:
+    """Validate (the EMA model if any), pick the best, write best.pt / last.pt / the log line."""
+    judged = st.ema.module if st.ema is not None else st.model
+    metrics, val_loss = evaluate_model(judged, data.x["val"], data.y["val"], data.labels["val"], dev)
+    record = {"epoch": epoch, "seconds": round(seconds, 3), "lr": st.opt.param_groups[0]["lr"],
+              "train": train_parts, "val_loss": val_loss, "val": metrics}
+    if st.ema is not None:  # the live weights, for the EMA-vs-live comparison
+        record["val_live"] = evaluate_model(st.model, data.x["val"], data.y["val"], data.labels["val"], dev)[0]
+    if st.tracker:
+        record["bits"] = st.tracker.report()
+        record["bit_loss"] = {"mode": cfg.bit_loss, "lambda": cfg.lam,
+                              "value": float(st.tracker.average(cfg.bit_loss).detach())}
+        record["bits_frozen"] = frozen
+    score = metrics["dice_lesion"] if metrics["n_lesion_images"] else metrics["dice"]
+    record["best"] = bool(eligible and score > st.best_score)
+    common = {"model_config": cfg.model.to_dict(), "config": cfg.to_dict(), "size": cfg.size, "epoch": epoch}
+    if record["best"]:
+        st.best_score = score
+        save_checkpoint({**common, "model": judged.state_dict(), "val": metrics, "bits": record.get("bits"),
+                         "ema": st.ema is not None}, paths["best"])
+    st.history.append(record)
+    # checkpoint first, then the log line: a kill in between is repaired on resume, which
+    # rewrites the log from the checkpoint's history.
+    save_checkpoint({**common, "model": st.model.state_dict(), "optimizer": st.opt.state_dict(),
+                     "bits_optimizer": st.bopt.state_dict() if st.bopt is not None else None,
+                     "scheduler": st.sched.state_dict(), "best_score": st.best_score, "history": st.history,
+                     "ema": st.ema.state_dict() if st.ema is not None else None,
+                     "torch_rng": torch.get_rng_state()}, paths["last"])
+    with open(paths["log"], "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    return record
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = None) -> dict:
+    """Run (or resume) a training run. Returns the last epoch's log record.
+
+    Raises:
+        ConfigError / QdevError: bad options, a run folder that exists without ``resume``,
+            or a resume whose config differs (other than ``epochs``).
+    """
+    cfg.check()
+    dist = _setup_distributed(cfg)
+    run = RunFolder(Path(cfg.out))
+    tdir = run.path / "train"
+    paths = {"last": tdir / "last.pt", "best": tdir / "best.pt", "log": tdir / "log.jsonl"}
+    stored = _stored_state(cfg, paths["last"], resume, dist.main)
+    if dist.main:
+        tdir.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(cfg, split_out=tdir / "split.json" if dist.main else None)
+    st = _build_state(cfg, stored, len(data.x["train"]), dist)
+    if stored is not None and dist.main:
+        atomic_write_text(paths["log"], "".join(json.dumps(h) + "\n" for h in st.history))
+    ddp_model = st.model
+    if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ddp_model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        ddp_model = DDP(st.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     inputs = {"data_hash": data.data_hash, "split": cfg.split}
-    t_stage = run.begin("train", cfg.to_dict(), inputs) if rank == 0 and state is None else time.perf_counter()
-    aug_cfg = AUGMENT_PRESETS[cfg.augment]
-    record: dict = history[-1] if history else {}
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    show = rank == 0 and console is not None
+    t_stage = run.begin("train", cfg.to_dict(), inputs) if dist.main and stored is None else time.perf_counter()
+    record: dict = st.history[-1] if st.history else {}
     freeze_at = cfg.freeze_epoch()
-    for epoch in range(start_epoch, cfg.epochs + 1):
+    for epoch in range(st.start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         frozen = freeze_at is not None and epoch >= freeze_at
-        if frozen and tracker is not None:
-            tracker.freeze_()  # idempotent: snaps offsets to integers, stops their gradients
-            if ema is not None and epoch == freeze_at:
-                ema.reset(model)  # average only weights on the final grid
-        ddp_model.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        perm = torch.randperm(len(data.x["train"]), generator=gen)
-        aug_gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 31 + rank)
-        sums = {"total": 0.0, "bce": 0.0, "dice": 0.0, "bits": 0.0}
-        nb = 0
-        with Progress(TextColumn(f"epoch {epoch}/{cfg.epochs}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console,
-                      disable=not show, transient=True) as prog:
-            task = prog.add_task("train", total=steps_per_epoch, info="")
-            for s in range(steps_per_epoch):
-                idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size][rank::world]
-                if len(idx) == 0:
-                    continue
-                xb, yb = data.x["train"][idx].to(dev), data.y["train"][idx].to(dev)
-                if aug_cfg is not None:
-                    xb, yb = augment_batch(xb, yb, aug_gen, aug_cfg)
-                logits = ddp_model(xb)
-                bits = tracker.average(cfg.bit_loss) if tracker else None
-                if bits is not None and frozen:
-                    bits = bits.detach()  # a constant now: logged, but it pulls no width
-                parts = total_loss(logits, yb, bits, cfg.lam)
-                opt.zero_grad(set_to_none=True)
-                if bopt is not None:
-                    bopt.zero_grad(set_to_none=True)
-                parts.total.backward()
-                opt.step()
-                if bopt is not None and not frozen:
-                    bopt.step()
-                sched.step()
-                if tracker and not frozen:
-                    tracker.project_()
-                if ema is not None:
-                    ema.update(model)
-                for k, v in parts.detached().items():
-                    sums[k] += v
-                nb += 1
-                prog.update(task, advance=1, info=f"loss {sums['total'] / nb:.3f}")
-        train_parts = {k: v / max(nb, 1) for k, v in sums.items()}
-        if world > 1:
-            import torch.distributed as dist
+        if frozen and st.tracker is not None:
+            st.tracker.freeze_()  # idempotent: snaps offsets to integers, stops their gradients
+            if st.ema is not None and epoch == freeze_at:
+                st.ema.reset(st.model)  # average only weights on the final grid
+        train_parts = _train_epoch(cfg, st, data, dist, epoch, frozen, ddp_model, progress)
+        if dist.main:
+            record = _validate_and_checkpoint(cfg, st, data, dist.device, epoch, time.perf_counter() - t0,
+                                              train_parts, frozen, freeze_at is None or frozen, paths)
+            if progress is not None:
+                progress("epoch", record)
+        if dist.world > 1:
+            import torch.distributed as tdist
 
-            t = torch.tensor([train_parts[k] for k in sorted(train_parts)], device=dev)
-            dist.all_reduce(t)
-            train_parts = {k: float(v) / world for k, v in zip(sorted(train_parts), t)}
-        if rank == 0:
-            judged = ema.module if ema is not None else model
-            metrics, val_loss = evaluate_model(judged, data.x["val"], data.y["val"], data.labels["val"], dev)
-            record = {
-                "epoch": epoch,
-                "seconds": round(time.perf_counter() - t0, 3),
-                "lr": opt.param_groups[0]["lr"],
-                "train": train_parts,
-                "val_loss": val_loss,
-                "val": metrics,
-            }
-            if ema is not None:  # the live weights, for the EMA-vs-live comparison
-                record["val_live"] = evaluate_model(model, data.x["val"], data.y["val"], data.labels["val"], dev)[0]
-            if tracker:
-                record["bits"] = tracker.report()
-                record["bit_loss"] = {"mode": cfg.bit_loss, "lambda": cfg.lam, "value": float(tracker.average(cfg.bit_loss).detach())}
-                record["bits_frozen"] = frozen
-            score = metrics["dice_lesion"] if metrics["n_lesion_images"] else metrics["dice"]
-            eligible = freeze_at is None or frozen
-            record["best"] = bool(eligible and score > best_score)
-            ckpt_common = {"model_config": cfg.model.to_dict(), "config": cfg.to_dict(),
-                           "size": cfg.size, "epoch": epoch}
-            if record["best"]:
-                best_score = score
-                _atomic_save({**ckpt_common, "model": judged.state_dict(), "val": metrics,
-                              "bits": record.get("bits"), "ema": ema is not None}, best_path)
-            history.append(record)
-            # checkpoint first, then the log line: a kill in between is repaired on resume,
-            # which rewrites the log from the checkpoint's history.
-            _atomic_save({**ckpt_common, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "bits_optimizer": bopt.state_dict() if bopt is not None else None,
-                          "scheduler": sched.state_dict(), "best_score": best_score, "history": history,
-                          "ema": ema.state_dict() if ema is not None else None,
-                          "torch_rng": torch.get_rng_state()}, last_path)
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            if console is not None:
-                b = record.get("bits")
-                console.print(
-                    f"epoch {epoch:3d}  loss {train_parts['total']:.3f}  val dice {metrics['dice']:.3f} "
-                    f"lesion {metrics['dice_lesion']:.3f}  acc {metrics['pixel_acc']:.4f}"
-                    + (f"  bits w {b['avg_weight_bits']:.2f} a {b['avg_act_bits']:.2f}" if b else "")
-                    + f"  {record['seconds']:.1f}s" + ("  *best*" if record["best"] else "")
-                )
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-    if rank == 0:
+            tdist.barrier()
+    if dist.main:
         from qdev.training.plots import plot_training
 
-        plots = plot_training(log_path, tdir)
-        outputs = [best_path, last_path, log_path, tdir / "split.json", *plots]
-        run.finish("train", t_stage, outputs, best_val_score=best_score, epochs_done=len(history))
-    if world > 1:
-        import torch.distributed as dist
+        plots = plot_training(paths["log"], tdir)
+        outputs = [paths["best"], paths["last"], paths["log"], tdir / "split.json", *plots]
+        run.finish("train", t_stage, outputs, best_val_score=st.best_score, epochs_done=len(st.history))
+    if dist.world > 1:
+        import torch.distributed as tdist
 
-        dist.destroy_process_group()
+        tdist.destroy_process_group()
     return record

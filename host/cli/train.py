@@ -64,7 +64,11 @@ def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, bits
         bits_lr=bits_lr, bits_optimizer=bits_optimizer, freeze_bits=freeze_bits, lam=lam, bit_loss=bit_loss, augment="none" if no_augment else augment, init_from=init_from,
         seed=seed, device=device, threads=threads, ema=ema,
     )
-    rec = train(cfg, resume=resume, console=Console())
+    from qdev.host.cli.progress import training_progress
+
+    cfg.check()  # a bad option: its one-line error, before any progress display
+    with training_progress(Console(), epochs) as progress:
+        rec = train(cfg, resume=resume, progress=progress)
     click.echo(f"done: {out} (best checkpoint train/best.pt; last epoch {rec.get('epoch')})")
 
 

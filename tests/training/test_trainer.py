@@ -138,7 +138,7 @@ def test_init_from_float_then_widths_in_checkpoint_match_log(phantom_busi, tmp_p
     import torch
 
     from qdev.training.models.bitwidth import BitWidthTracker
-    from qdev.training.trainer import load_checkpoint_model
+    from qdev.training.checkpoint import load_checkpoint_model
 
     f = tmp_path / "f"
     train(_cfg(phantom_busi, f, epochs=1, model=ModelConfig(kind="float", width=2)))
@@ -200,7 +200,7 @@ def test_ema_is_what_is_validated_and_shipped_and_restarts_at_the_freeze(phantom
     import torch
 
     from qdev.training.ema import ModelEMA
-    from qdev.training.trainer import load_checkpoint_model
+    from qdev.training.checkpoint import load_checkpoint_model
 
     # the average itself: decay d after warm-up, BN buffers averaged, integer buffers copied
     lin = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
