@@ -4,7 +4,7 @@ Exactness argument. Every MVAU accumulates integers: ``acc = sum_k x_k * w_k`` w
 range of its input data type and ``w`` in the range of its weights. Its magnitude is bounded by
 ``B = MW * max|x| * max|w|`` (MW = fan-in). float32 represents every integer up to 2^24 exactly and
 the sum of exactly-representable integer products stays exact while every partial sum is below
-2^24 in magnitude, whatever order BLAS adds them in. :func:`plan` computes ``B`` per layer from the
+2^24 in magnitude, whatever order BLAS adds them in. :func:`layer_bound` computes ``B`` per layer from the
 data types at load time and uses float32 where ``B < 2^24``, float64 (exact to 2^53) otherwise.
 The default QuantU-Net's worst layer has ``B`` of a few hundred thousand.
 
@@ -54,7 +54,7 @@ class _Step:
 
 
 class SoftwareExecutor:
-    """Prepared executor of an :class:`IntModel`; ``run(pixels)`` -> int16 output codes NHWC."""
+    """Prepared executor of an :class:`IntModel`; ``run(pixels)`` -> int32 output codes NHWC."""
 
     def __init__(self, model: IntModel) -> None:
         self.model = model

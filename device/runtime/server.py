@@ -143,7 +143,7 @@ class Session:
             self._error(msg, f"internal error in {msg.name} ({type(exc).__name__}); see the device log", "internal")
 
     def _error(self, msg: Message, text: str, code: str) -> None:
-        self.rt.counters.errors += 1
+        self.rt.counters.error()
         self.reply(msg, MsgType.ERROR, {"message": text, "code": code})
 
     # -- request handlers (one per message type; see HANDLERS) --------------------------------

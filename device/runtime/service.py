@@ -2,7 +2,7 @@
 
 It owns the bundle store, the opened accelerator of the active bundle (re-opened after every
 flash/activate/rollback), the power meter and the counters. Every method is thread-safe: one
-lock serialises the accelerator, another the store.
+lock serialises the accelerator, another the store, and the counters have their own.
 """
 
 from __future__ import annotations
@@ -69,11 +69,30 @@ class FrameResult:
 
 @dataclass
 class Counters:
+    """Frame and error counters, updated by every session thread: change them only through
+    :meth:`frame` and :meth:`error`, read them only through :meth:`snapshot` (one lock)."""
+
     frames: int = 0
     errors: int = 0
     busy_s: float = 0.0
     energy_mj: float = 0.0
     started: float = field(default_factory=time.time)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def frame(self, busy_s: float, energy_mj: float) -> None:
+        with self._lock:
+            self.frames += 1
+            self.busy_s += busy_s
+            self.energy_mj += energy_mj
+
+    def error(self) -> None:
+        with self._lock:
+            self.errors += 1
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"frames": self.frames, "errors": self.errors, "busy_s": self.busy_s,
+                    "energy_mj": self.energy_mj, "started": self.started}
 
 
 class DeviceRuntime:
@@ -169,10 +188,7 @@ class DeviceRuntime:
             t1 = time.perf_counter()
             reading = self.meter.read(active=True)
         energy = reading.watts * (t1 - t0) * 1e3
-        c = self.counters
-        c.frames += 1
-        c.busy_s += t1 - t0
-        c.energy_mj += energy
+        self.counters.frame(t1 - t0, energy)
         return FrameResult(frame_id, masks[0], t0, t1, reading.watts, energy, reading.kind)
 
     # ------------------------------------------------------------ reporting
@@ -209,8 +225,8 @@ class DeviceRuntime:
         return {"idle_w": idle.watts, "active_w": busy.watts, "kind": idle.kind, "source": idle.source}
 
     def stats(self) -> dict:
-        c = self.counters
-        up = time.time() - c.started
-        return {"frames": c.frames, "errors": c.errors, "busy_s": round(c.busy_s, 4), "uptime_s": round(up, 3),
-                "energy_mj": round(c.energy_mj, 3),
-                "device_fps": (c.frames / c.busy_s) if c.busy_s else None}
+        c = self.counters.snapshot()
+        up = time.time() - c["started"]
+        return {"frames": c["frames"], "errors": c["errors"], "busy_s": round(c["busy_s"], 4), "uptime_s": round(up, 3),
+                "energy_mj": round(c["energy_mj"], 3),
+                "device_fps": (c["frames"] / c["busy_s"]) if c["busy_s"] else None}

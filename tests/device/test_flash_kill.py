@@ -162,8 +162,7 @@ def test_a_handler_bug_or_disk_error_gets_an_error_reply_and_the_session_goes_on
         def send(self, mtype, meta, blob=b""):  # noqa: ANN001, ANN202
             sent.append((mtype, meta))
 
-    class Counters:
-        errors = 0
+    from qdev.device.runtime.service import Counters
 
     class Rt:
         counters = Counters()
@@ -188,4 +187,4 @@ def test_a_handler_bug_or_disk_error_gets_an_error_reply_and_the_session_goes_on
     assert codes == [(MsgType.ERROR, "internal"), (MsgType.ERROR, "storage"), (MsgType.INFO_REPLY, None)]
     assert "No space left on device" in sent[1][1]["message"]
     assert "ZeroDivisionError" in caplog.text and "Traceback" in caplog.text
-    assert Rt.counters.errors == 2
+    assert Rt.counters.snapshot()["errors"] == 2

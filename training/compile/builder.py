@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ def verify_model(model_path: Path, golden_in: np.ndarray, golden_codes: np.ndarr
     integer output codes with the QONNX model's. Input/output conventions come from metadata."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from qdev.training.compile.steps import META_INPUT, META_OUTPUT
+    from qdev.training.compile.graph_steps import META_INPUT, META_OUTPUT
     from qdev.training.qonnx_exec import qonnx_forward
 
     m = ModelWrapper(str(model_path))
@@ -70,29 +71,26 @@ def verify_model(model_path: Path, golden_in: np.ndarray, golden_codes: np.ndarr
             "codes_differing": int((codes != golden_codes).sum())}
 
 
-def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None = None) -> CompileResult:  # noqa: C901
-    """Compile a run's exported QONNX model for ``cfg.board``; see module doc."""
-    from qonnx.core.modelwrapper import ModelWrapper
+@dataclass
+class _Inputs:
+    """What the export stage handed on to the compile (all sha256-verified by the run folder)."""
 
-    run = RunFolder.existing(run_dir)
-    board = cfg.board_info
-    onnx_path = run.verified("export", "export/model.qonnx.onnx")
-    golden_in = np.load(run.verified("export", "export/golden_in.npy"))
-    golden_codes = np.load(run.verified("export", "export/golden_codes.npy"))
+    onnx: Path
+    golden_in: np.ndarray
+    golden_codes: np.ndarray
+    out_scale: float
+
+
+def _load_inputs(run: RunFolder) -> _Inputs:
     export_report = json.loads(run.verified("export", "export/verify.json").read_text())
-    out_scale = float(export_report["output_scale"])
-    out = run.path / "compile" / board.name
-    inter = out / "intermediate_models"
-    report = out / "report"
-    for d in (inter, report):
-        d.mkdir(parents=True, exist_ok=True)
-    viv = boot_finn(out / "finn_build")
-    from finn.builder.build_dataflow_steps import build_dataflow_step_lookup
+    return _Inputs(run.verified("export", "export/model.qonnx.onnx"),
+                   np.load(run.verified("export", "export/golden_in.npy")),
+                   np.load(run.verified("export", "export/golden_codes.npy")),
+                   float(export_report["output_scale"]))
 
-    from qdev.training.compile import stepsx
-    from qdev.training.compile.steps import CUSTOM_STEPS
 
-    lookup: dict[str, Callable] = {**build_dataflow_step_lookup, **CUSTOM_STEPS, **stepsx.EXTRA_STEPS}
+def _step_range(cfg: CompileConfig, lookup: dict[str, Callable]) -> tuple[list[str], int, int]:
+    """The build's steps and the [start, stop) indices of ``--start-step`` / ``--stop-step``."""
     unknown = [s for s in cfg.steps if s not in lookup]
     if unknown:
         raise ConfigError(f"unknown build step(s): {', '.join(unknown)}")
@@ -104,66 +102,100 @@ def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None =
     i1 = steps.index(cfg.stop_step) + 1 if cfg.stop_step else len(steps)
     if i1 <= i0:
         raise ConfigError(f"--stop-step {cfg.stop_step} comes before --start-step {cfg.start_step}")
-    if i0 > 0:
-        prev = inter / f"{steps[i0 - 1]}.onnx"
-        if not prev.is_file():
-            raise QdevError(f"cannot start at {steps[i0]}: {prev} (the previous step's model) is missing")
-        model = ModelWrapper(str(prev))
-    else:
-        model = ModelWrapper(str(onnx_path))
-    fcfg = _finn_cfg(cfg, out, run.path / "export")
-    ctx = stepsx.StepContext(cfg=cfg, board=board, out=out, golden_in=golden_in, golden_codes=golden_codes,
-                             out_scale=out_scale, vivado=viv, run=run)
-    fcfg.qdev = ctx  # custom steps find the qdev context on the FINN config
-    times_path = out / "time_per_step.json"
-    times: dict[str, float] = json.loads(times_path.read_text()) if times_path.is_file() and i0 > 0 else {}
-    verification = ctx.verification  # shared with the steps: qdev_integer_model reads it
-    vpath = report / "verification.json"
-    if vpath.is_file() and i0 > 0:
-        verification.update(json.loads(vpath.read_text()))
-    t_stage = run.begin(f"compile/{board.name}", cfg.to_dict(), {"export/model.qonnx.onnx": sha256_file(onnx_path)})
-    status = "done"
-    stopped_reason = None
-    try:
-        for k in range(i0, i1):
-            name = steps[k]
-            if progress:
-                progress(name, k - i0, i1 - i0)
-            t0 = time.perf_counter()
-            try:
-                model = lookup[name](model, fcfg)
-            except stepsx.StopBuild as stop:
-                times[name] = round(time.perf_counter() - t0, 3)
-                status, stopped_reason = "stopped", str(stop)
-                break
-            except QdevError:
-                raise
-            except Exception as exc:  # a FINN pass failing is a toolchain error with context
-                raise ToolchainError(f"build step {name} failed: {type(exc).__name__}: {exc}") from exc
-            times[name] = round(time.perf_counter() - t0, 3)
+    return steps, i0, i1
+
+
+def _first_model(steps: list[str], i0: int, inter: Path, onnx: Path):  # noqa: ANN202
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    if i0 == 0:
+        return ModelWrapper(str(onnx))
+    prev = inter / f"{steps[i0 - 1]}.onnx"
+    if not prev.is_file():
+        raise QdevError(f"cannot start at {steps[i0]}: {prev} (the previous step's model) is missing")
+    return ModelWrapper(str(prev))
+
+
+def _resumed_json(path: Path, resuming: bool) -> dict:
+    """A record of earlier steps (times, verifications): kept when the build starts mid-way."""
+    return json.loads(path.read_text()) if resuming and path.is_file() else {}
+
+
+def _run_steps(model, steps: list[str], i0: int, i1: int, lookup: dict[str, Callable], fcfg,  # noqa: ANN001, ANN202
+               inputs: _Inputs, out: Path, times: dict, verification: dict, progress: ProgressFn | None):
+    """Run steps[i0:i1]; after each, save its model, verify it where VERIFY_AFTER says, and
+    persist times and verifications (so a failed build keeps what it established).
+    Returns (model, status, stopped_reason)."""
+    from qdev.training.compile.context import StopBuild
+
+    inter = out / "intermediate_models"
+    times_path, vpath = out / "time_per_step.json", out / "report" / "verification.json"
+    status, stopped = "done", None
+    for k in range(i0, i1):
+        name = steps[k]
+        if progress:
+            progress(name, k - i0, i1 - i0)
+        t0 = time.perf_counter()
+        try:
+            model = lookup[name](model, fcfg)
+        except StopBuild as stop:
+            status, stopped = "stopped", str(stop)
+        except QdevError:
+            raise
+        except Exception as exc:  # a FINN pass failing is a toolchain error with context
+            raise ToolchainError(f"build step {name} failed: {type(exc).__name__}: {exc}") from exc
+        times[name] = round(time.perf_counter() - t0, 3)
+        if status == "done":
             model.save(str(inter / f"{name}.onnx"))
             if name in VERIFY_AFTER:
-                verification[name] = verify_model(inter / f"{name}.onnx", golden_in, golden_codes, out_scale)
-                if not verification[name]["equal"]:
-                    raise QdevError(f"after {name}: FINN python execution differs from the QONNX model "
-                                    f"in {verification[name]['codes_differing']} output codes")
-            atomic_write_text(times_path, json.dumps(times, indent=1) + "\n")
-            atomic_write_text(vpath, json.dumps(verification, indent=1) + "\n")
-        if progress:
-            progress("done", i1 - i0, i1 - i0)
-    finally:
+                verification[name] = verify_model(inter / f"{name}.onnx", inputs.golden_in, inputs.golden_codes,
+                                                  inputs.out_scale)
         atomic_write_text(times_path, json.dumps(times, indent=1) + "\n")
         atomic_write_text(vpath, json.dumps(verification, indent=1) + "\n")
-    summary = stepsx.summarise(ctx, model, times, verification, status, stopped_reason)
+        if status != "done":
+            break
+        if name in verification and not verification[name]["equal"]:
+            raise QdevError(f"after {name}: FINN python execution differs from the QONNX model "
+                            f"in {verification[name]['codes_differing']} output codes")
+    if progress:
+        progress("done", i1 - i0, i1 - i0)
+    return model, status, stopped
+
+
+def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None = None) -> CompileResult:
+    """Compile a run's exported QONNX model for ``cfg.board``; see module doc."""
+    from qdev.training.compile.context import StepContext
+    from qdev.training.compile.registry import step_lookup
+    from qdev.training.compile.summary import summarise
+
+    run = RunFolder.existing(run_dir)
+    board = cfg.board_info
+    inputs = _load_inputs(run)
+    out = run.path / "compile" / board.name
+    for d in (out / "intermediate_models", out / "report"):
+        d.mkdir(parents=True, exist_ok=True)
+    viv = boot_finn(out / "finn_build")
+    lookup = step_lookup()
+    steps, i0, i1 = _step_range(cfg, lookup)
+    model = _first_model(steps, i0, out / "intermediate_models", inputs.onnx)
+    fcfg = _finn_cfg(cfg, out, run.path / "export")
+    ctx = StepContext(cfg=cfg, board=board, out=out, golden_in=inputs.golden_in, golden_codes=inputs.golden_codes,
+                      out_scale=inputs.out_scale, vivado=viv, run=run)
+    fcfg.qdev = ctx  # custom steps find the qdev context on the FINN config
+    times = _resumed_json(out / "time_per_step.json", i0 > 0)
+    verification = ctx.verification  # shared with the steps: qdev_integer_model reads it
+    verification.update(_resumed_json(out / "report" / "verification.json", i0 > 0))
+    t_stage = run.begin(f"compile/{board.name}", cfg.to_dict(), {"export/model.qonnx.onnx": sha256_file(inputs.onnx)})
+    model, status, stopped = _run_steps(model, steps, i0, i1, lookup, fcfg, inputs, out, times, verification, progress)
+    summary = summarise(ctx, model, times, verification, status, stopped)
     spath = out / "summary.json"
-    if i0 > 0 and spath.is_file():  # a partial build keeps what earlier steps established
-        old = json.loads(spath.read_text())
+    if i0 > 0:  # a partial build keeps what earlier steps established
+        old = _resumed_json(spath, True)
         for key in ("intmodel", "bitstream", "folding"):
             if summary.get(key) is None and old.get(key) is not None:
                 summary[key] = old[key]
     atomic_write_text(spath, json.dumps(summary, indent=1) + "\n")
-    outputs = [spath, times_path, vpath, *sorted(report.glob("*.json")), *sorted(out.glob("intmodel/*"))]
+    outputs = [spath, out / "time_per_step.json", out / "report" / "verification.json",
+               *sorted((out / "report").glob("*.json")), *sorted(out.glob("intmodel/*"))]
     run.finish(f"compile/{board.name}", t_stage, outputs, status=status)
     return CompileResult(summary)
-
-

@@ -42,7 +42,7 @@ from qonnx.transformation.infer_shapes import InferShapes
 
 from qdev.device.errors import QdevError
 
-__all__ = ["CUSTOM_STEPS", "META_INPUT", "META_OUTPUT", "META_OUTPUT_SCALE"]
+__all__ = ["GRAPH_STEPS", "META_INPUT", "META_OUTPUT", "META_OUTPUT_SCALE"]
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def qdev_convert_to_hw(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN00
     return model
 
 
-CUSTOM_STEPS = {
+GRAPH_STEPS = {
     "qdev_pixel_input": qdev_pixel_input,
     "qdev_streamline_unet": qdev_streamline_unet,
     "qdev_lower_unet": qdev_lower_unet,

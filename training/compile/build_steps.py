@@ -1,0 +1,152 @@
+"""qdev's build steps that need the build context: folding to a target rate within the board
+(``qdev_fold``), the device's integer model proven equal to FINN (``qdev_integer_model``), and
+the bitstream with Vivado (``qdev_bitstream``). Registered in :mod:`.registry`."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+
+from qdev.device.accel.intmodel import IntModel, run_reference
+from qdev.device.errors import QdevError
+from qdev.training.compile.context import StopBuild, step_context
+from qdev.training.compile.intmodel_export import extract_intmodel, io_spec
+from qdev.training.compile.summary import RES_KEYS
+from qdev.training.runs import atomic_writer
+
+__all__ = ["qdev_fold", "qdev_integer_model", "qdev_bitstream", "BUILD_STEPS"]
+
+log = logging.getLogger(__name__)
+
+
+def _totals(model: ModelWrapper, part: str) -> dict[str, float]:
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+
+    per_layer = model.analysis(partial(res_estimation, fpgapart=part))
+    tot = {k: 0.0 for k in RES_KEYS}
+    for v in per_layer.values():
+        for k in RES_KEYS:
+            tot[k] += float(v.get(k, 0))
+    return tot
+
+
+def _max_cycles(model: ModelWrapper) -> int:
+    from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
+
+    return int(max(model.analysis(exp_cycles_per_layer).values()))
+
+
+def qdev_fold(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
+    """Fold for ``--fps`` with FINN's SetFolding; if the result exceeds the part's resources
+    (times ``max_utilisation``), retry at 0.7x the frame rate until it fits."""
+    from finn.transformation.fpgadataflow.set_folding import SetFolding
+
+    ctx = step_context(cfg)
+    b, c = ctx.board, ctx.cfg
+    clock_hz = 1e9 / c.clock
+    target = c.target_fps
+    cap = b.capacity
+    tries = []
+    while True:
+        cycles = max(int(clock_hz / target), 1)
+        folded = model.transform(SetFolding(cycles, mvau_wwidth_max=c.mvau_wwidth_max, two_pass_relaxation=True))
+        tot = _totals(folded, b.part)
+        fps = clock_hz / _max_cycles(folded)
+        util = {k: (tot[k] / cap[k] if cap[k] else (0.0 if tot[k] == 0 else float("inf"))) for k in RES_KEYS}
+        fits = all(u <= c.max_utilisation for u in util.values())
+        tries.append({"target_fps": round(target, 2), "estimated_fps": round(fps, 2), "fits": fits,
+                      "utilisation": {k: round(v, 4) for k, v in util.items()}})
+        log.info("folding for %.1f fps: est %.1f fps, fits=%s %s", target, fps, fits, util)
+        if fits:
+            break
+        target *= 0.7
+        if target < 0.5:
+            raise QdevError(f"{b.name}: the model does not fit the {b.part} even fully folded "
+                            f"(utilisation {util}); use a smaller --width or another board")
+    met = fps >= c.target_fps * 0.999
+    ctx.folding = {"requested_fps": c.target_fps, "achieved_fps": round(fps, 2), "met": met, "tries": tries,
+                   "message": None if met else (
+                       f"{b.name}: --fps {c.target_fps:g} needs more than {c.max_utilisation:.0%} of the "
+                       f"{b.part}; the best folding that fits reaches {fps:.1f} fps" if len(tries) > 1 else
+                       f"{b.name}: --fps {c.target_fps:g} is beyond this model's fully parallel dataflow; "
+                       f"the best folding that fits reaches {fps:.1f} fps")}
+    if not met:
+        log.warning(ctx.folding["message"])
+    from finn.util.config import extract_model_config_to_json
+
+    extract_model_config_to_json(folded, ctx.out / "report" / "auto_folding_config.json",
+                                 ["PE", "SIMD", "parallel_window", "ram_style", "mem_mode", "resType"])
+    return folded
+
+
+def qdev_integer_model(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
+    """Write ``intmodel/intmodel.npz`` and prove, on the golden batch, that its reference executor
+    equals FINN's python execution of the HW-layer model and the QONNX model's codes."""
+    ctx = step_context(cfg)
+    im = extract_intmodel(model, ctx.out_scale, {"board": ctx.board.name, "source": "compile/" + ctx.board.name})
+    d = ctx.out / "intmodel"
+    d.mkdir(exist_ok=True)
+    path = d / "intmodel.npz"
+    with atomic_writer(path) as fh:
+        fh.write(im.to_bytes())
+    loaded = IntModel.load(path)
+    pixels = np.round(ctx.golden_in[:, 0] * 255.0).astype(np.uint8)
+    ref = run_reference(loaded, pixels)
+    eq_qonnx = bool(np.array_equal(ref.transpose(0, 3, 1, 2), ctx.golden_codes.astype(np.int64)))
+    hw = ctx.verification.get("qdev_convert_to_hw")
+    if hw is not None and hw["equal"]:
+        # the build already ran FINN's python execution of the HW-layer model on these pixels and
+        # found the golden codes; equality of integer arrays is transitive
+        eq_finn = eq_qonnx
+    else:
+        from qdev.training.qonnx_exec import qonnx_forward
+
+        hw_model = ctx.out / "intermediate_models" / "qdev_convert_to_hw.onnx"
+        finn_out = qonnx_forward(hw_model, pixels[..., None].astype(np.float32))
+        eq_finn = bool(np.array_equal(ref, np.round(finn_out).astype(np.int64)))
+    np.save(d / "golden_pixels.npy", pixels)
+    np.save(d / "golden_codes_nhwc.npy", ref.astype(np.int16))
+    ctx.intmodel = {"path": str(path.relative_to(ctx.out)), "bytes": path.stat().st_size, "layers": len(im.layers),
+                    "equals_finn_python_exec": eq_finn, "equals_qonnx_codes": eq_qonnx, "io": io_spec(model)}
+    if not (eq_finn and eq_qonnx):
+        raise QdevError(f"integer model differs from FINN execution (finn={eq_finn}, qonnx={eq_qonnx})")
+    return model
+
+
+def qdev_bitstream(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
+    """Vivado present: FINN's IP generation, FIFO sizing, stitching and synthesis to .bit/.hwh, plus
+    the PYNQ driver. Absent: stop here, keeping everything before it."""
+    ctx = step_context(cfg)
+    if not ctx.vivado.available:
+        ctx.bitstream = {"built": False, "reason": f"Vivado not found ({ctx.vivado.reason})"}
+        raise StopBuild(
+            f"bitstream not built: Vivado not found ({ctx.vivado.reason}); set XILINX_VIVADO or put "
+            "vivado on PATH and rerun with --start-step qdev_bitstream. Everything before it is done and kept."
+        )
+    from finn.builder.build_dataflow_config import DataflowOutputType, ShellFlowType
+    from finn.builder.build_dataflow_steps import (  # pragma: no cover - needs Vivado
+        step_create_stitched_ip,
+        step_hw_codegen,
+        step_hw_ipgen,
+        step_make_driver,
+        step_set_fifo_depths,
+        step_synthesize_bitfile,
+    )
+
+    cfg.shell_flow_type = ShellFlowType.VIVADO_ZYNQ  # pragma: no cover
+    cfg.generate_outputs = [DataflowOutputType.STITCHED_IP, DataflowOutputType.BITFILE,  # pragma: no cover
+                            DataflowOutputType.PYNQ_DRIVER]
+    for step in (step_hw_codegen, step_hw_ipgen, step_set_fifo_depths, step_create_stitched_ip,  # pragma: no cover
+                 step_synthesize_bitfile, step_make_driver):
+        model = step(model, cfg)
+    bit = sorted(Path(cfg.output_dir).glob("bitfile/*.bit"))  # pragma: no cover
+    hwh = sorted(Path(cfg.output_dir).glob("bitfile/*.hwh"))  # pragma: no cover
+    ctx.bitstream = {"built": bool(bit and hwh), "bit": [str(p) for p in bit], "hwh": [str(p) for p in hwh]}  # pragma: no cover
+    return model  # pragma: no cover
+
+
+BUILD_STEPS = {"qdev_fold": qdev_fold, "qdev_integer_model": qdev_integer_model, "qdev_bitstream": qdev_bitstream}

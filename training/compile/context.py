@@ -1,0 +1,41 @@
+"""What qdev's build steps share during one compile: the :class:`StepContext` (hung on FINN's
+build config as ``cfg.qdev``) and :class:`StopBuild` (a step ends the build on purpose)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from qdev.training.compile.boards import Board
+from qdev.training.compile.config import CompileConfig
+from qdev.training.compile.finn_env import VivadoInfo
+from qdev.training.runs import RunFolder
+
+__all__ = ["StepContext", "StopBuild", "step_context"]
+
+
+class StopBuild(Exception):
+    """A step ends the build early on purpose (e.g. no Vivado for synthesis)."""
+
+
+@dataclass
+class StepContext:
+    cfg: CompileConfig
+    board: Board
+    out: Path
+    golden_in: np.ndarray
+    golden_codes: np.ndarray
+    out_scale: float
+    vivado: VivadoInfo
+    run: RunFolder
+    folding: dict | None = None
+    intmodel: dict | None = None
+    bitstream: dict | None = None
+    verification: dict = field(default_factory=dict)  # step name -> verify_model() result
+
+
+def step_context(cfg) -> StepContext:  # noqa: ANN001
+    """The qdev context of a FINN build config."""
+    return cfg.qdev

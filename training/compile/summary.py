@@ -1,0 +1,85 @@
+"""The compile summary (``compile/<board>/summary.json``), derived from what the build produced:
+FINN's estimate reports, the final graph (what is HW, what stays in software) and the
+verifications the build's steps executed."""
+
+from __future__ import annotations
+
+import json
+
+from qonnx.core.modelwrapper import ModelWrapper
+
+from qdev.training.compile.context import StepContext
+from qdev.training.compile.finn_env import VivadoInfo
+
+__all__ = ["summarise", "graph_parts", "verification_modes", "RES_KEYS"]
+
+RES_KEYS = ("LUT", "BRAM_18K", "URAM", "DSP")
+
+
+def graph_parts(model: ModelWrapper) -> dict:
+    """What of ``model`` runs on the fabric and what stays in software, read off the graph itself:
+    HW layers are the nodes of FINN's fpgadataflow domain; the I/O conventions stripped off by
+    ``qdev_strip_io`` are read from the metadata it leaves."""
+    from qdev.training.compile.graph_steps import META_INPUT, META_OUTPUT, META_OUTPUT_SCALE
+
+    hw, sw = {}, []
+    for n in model.graph.node:
+        if n.domain.startswith("finn.custom_op.fpgadataflow"):
+            hw[n.op_type] = hw.get(n.op_type, 0) + 1
+        else:
+            sw.append(f"{n.op_type} {n.name}")
+    edges = []
+    scale = model.get_metadata_prop(META_OUTPUT_SCALE)
+    if scale is not None:
+        edges.append(f"output scale x{float(scale):.6g} (a float multiply the mask does not need: code > 0)")
+    if model.get_metadata_prop(META_INPUT) == "uint8_nhwc":
+        edges.append("NCHW->NHWC input view (a no-op for 1 channel)")
+    if model.get_metadata_prop(META_OUTPUT) == "int_codes_nhwc":
+        edges.append("NHWC->NCHW output view (a no-op for 1 channel)")
+    return {"all_hw": bool(hw) and not sw, "hw_layers": dict(sorted(hw.items())),
+            "software_nodes": sw, "software_parts": edges}
+
+
+def verification_modes(verification: dict, vivado: VivadoInfo) -> dict:
+    """The execution modes that really checked a step of this build, and why the others did not."""
+    ran = sorted({v.get("exec_mode", "python") for v in verification.values()})
+    reasons = {"cppsim": "not requested (needs the HLS headers: see qdev compile --help)",
+               "rtlsim": "needs Vivado xsim (not installed)" if not vivado.available else "not requested"}
+    return {"modes_run": ran, "not_run": {k: r for k, r in reasons.items() if k not in ran}, "steps": verification}
+
+
+def summarise(ctx: StepContext, model: ModelWrapper, times: dict, verification: dict, status: str,
+              stopped: str | None) -> dict:
+    """Per-layer and total estimates vs the part, bottleneck, expected FPS/latency, and what ran,
+    all derived from the reports, the final graph and the verifications the build executed."""
+    rep = ctx.out / "report"
+
+    def load(name: str) -> dict:
+        p = rep / name
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    res, cyc, perf = load("estimate_layer_resources.json"), load("estimate_layer_cycles.json"), load(
+        "estimate_network_performance.json")
+    cap = ctx.board.capacity
+    total = res.get("total", {})
+    layers = [{"layer": k, "cycles": int(cyc.get(k, 0)), **{r: float(v.get(r, 0)) for r in RES_KEYS}}
+              for k, v in res.items() if k != "total"]
+    bottleneck = max(cyc, key=cyc.get) if cyc else None
+    clock_mhz = 1e3 / ctx.cfg.clock
+    return {
+        "board": ctx.board.name, "part": ctx.board.part, "clock_ns": ctx.cfg.clock, "clock_mhz": clock_mhz,
+        "status": status, "stopped": stopped,
+        "resources": {r: {"used": float(total.get(r, 0)), "available": cap[r],
+                          "utilisation": (float(total.get(r, 0)) / cap[r]) if cap[r] else None} for r in RES_KEYS},
+        "layers": layers,
+        "bottleneck": {"layer": bottleneck, "cycles": int(cyc[bottleneck])} if bottleneck else None,
+        "estimated_fps": perf.get("estimated_throughput_fps"),
+        "estimated_latency_ms": (perf.get("estimated_latency_ns") or 0) / 1e6 if perf else None,
+        "folding": ctx.folding,
+        "verification": verification_modes(verification, ctx.vivado),
+        "intmodel": ctx.intmodel,
+        "bitstream": ctx.bitstream,
+        "time_per_step_s": times,
+        "compile_seconds": round(sum(times.values()), 2),
+        **graph_parts(model),
+    }
