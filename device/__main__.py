@@ -1,4 +1,4 @@
-"""``qdev-device`` / ``python -m device``: the board-side runtime.
+"""``qdev-device`` / ``python -m qdev.device``: the board-side runtime.
 
     qdev-device serve --store /var/lib/qdev --tcp 0.0.0.0:7968 --serial /dev/ttyPS0 --board KV260
     qdev-device install BUNDLE_DIR --store ...      # local install (e.g. at image build time)

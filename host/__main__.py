@@ -1,4 +1,4 @@
-"""`python -m host` == `qdev`."""
+"""`python -m qdev.host` == `qdev`."""
 
 import sys
 

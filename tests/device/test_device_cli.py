@@ -1,4 +1,4 @@
-"""``qdev-device`` (python -m device): one-line errors with exit 2, local install and info."""
+"""``qdev-device`` (python -m qdev.device): one-line errors with exit 2, local install and info."""
 
 from __future__ import annotations
 
