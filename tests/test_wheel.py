@@ -4,6 +4,7 @@ virtual environment, run from a folder outside the checkout."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,8 +40,6 @@ def test_wheel_contents(wheel):
         assert must in names, must
     assert not [n for n in names if n.endswith(".key")], "a signing key is in the wheel"
     # every file of every shipped bundle, as its signed manifest lists them
-    import json
-
     z = zipfile.ZipFile(wheel)
     for board in ("KV260", "ZCU104", "Ultra96-V2", "Pynq-Z2"):
         man = json.loads(z.read(f"qdev/bitstreams/{board}/quantunet-w8/manifest.json"))
@@ -69,11 +68,33 @@ def test_fresh_venv_demo_outside_the_checkout(wheel, tmp_path):
     assert "self-test passed" in r.stdout
     manifest = work / "session" / "manifest.json"
     assert (work / "session" / "report" / "report.html").is_file()
-    import json
-
     man = json.loads(manifest.read_text())
     assert man["counts"]["ok"] == 20, man["counts"]
     # it ran the installed package, not a checkout
     r = subprocess.run([str(py), "-c", "import qdev.host, sys; print(qdev.host.__file__)"], cwd=work, env=env,
                        capture_output=True, text=True)
     assert str(env_dir) in r.stdout and str(REPO) not in r.stdout
+
+
+def test_board_install_pulls_no_torch_and_serves(wheel, tmp_path):
+    """``pip install qdev`` (no extras), as on a board: the runtime imports and installs a bundle."""
+    env_dir = tmp_path / "board"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    py = str(env_dir / "bin" / "python")
+    r = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    code = ("import importlib.util as u, json, qdev.device.runtime.server, qdev.device.probe.sources\n"
+            "print(json.dumps({m: u.find_spec(m) is not None for m in ('torch', 'click', 'finn', 'brevitas')}))")
+    r = subprocess.run([py, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"torch": False, "click": False, "finn": False, "brevitas": False}
+    store = tmp_path / "store"
+    qd = str(env_dir / "bin" / "qdev-device")
+    # the shipped bundle and dev key come from the installed package data
+    code = "from qdev import assets; print(assets.shipped_bundle()); print(assets.dev_public_keys()[0])"
+    bundle, pub = subprocess.run([py, "-c", code], capture_output=True, text=True, cwd=tmp_path).stdout.split()
+    r = subprocess.run([qd, "install", bundle, "--store", str(store), "--trust", pub, "--backend", "software"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["self_test"]["ok"]
