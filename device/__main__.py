@@ -64,7 +64,7 @@ def _runtime(a):  # noqa: ANN001, ANN202
     for k in a.trust:
         store.trust(Path(k))
     return DeviceRuntime(RuntimeConfig(store=a.store, board=a.board, backend=a.backend, power=a.power,
-                                       threads=pinned["threads"]))
+                                       threads=pinned["threads"]), store)
 
 
 def _serve(a) -> int:  # noqa: ANN001

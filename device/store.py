@@ -11,7 +11,14 @@ Layout (one folder, ``--store``)::
 Crash safety: a bundle becomes visible only by renaming a fully written, fsynced and verified
 staging folder, and becomes *active* only by atomically replacing ``state.json`` (write aside,
 fsync, rename, fsync the folder) after its self-test passed. A kill at any point leaves either
-the old state or the new one; ``open`` removes leftovers.
+the old state or the new one; ``open`` removes leftovers (staging folders, temporary state files,
+uploads untouched for ``STALE_UPLOAD_S``).
+
+Self-healing: a ``state.json`` that does not parse (a damaged disk; atomic writes never leave one)
+is moved aside to ``state.json.corrupt-<time>`` and the store opens with no bundle active, keeping
+every installed bundle so that one can be activated again; :attr:`BundleStore.recovered` says
+what happened. What to do about a damaged *bundle* is the runtime's choice (safe boot, in
+:mod:`qdev.device.runtime.service`): :meth:`BundleStore.fall_back` makes the previous one active.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +42,7 @@ __all__ = ["BundleStore", "StoreError", "InstallResult", "MAX_BUNDLE_BYTES", "MA
 MAX_BUNDLE_BYTES = 256 << 20
 MAX_CHUNK = 1 << 20
 FREE_MARGIN = 16 << 20
+STALE_UPLOAD_S = 3600.0  # an upload untouched this long is not resumed: removed at start
 
 
 class StoreError(QdevError):
@@ -60,8 +69,10 @@ class BundleStore:
     def __init__(self, root: Path | str, board: str | None = None) -> None:
         self.root = Path(root)
         self.board = board
+        self.recovered: list[str] = []  # what opening the store had to repair, for INFO
         for sub in ("trusted", "incoming", "bundles"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._recover_state()
         self._cleanup()
 
     # ------------------------------------------------------------------ state
@@ -81,11 +92,32 @@ class BundleStore:
     def _write_state(self, active: str | None, previous: str | None) -> None:
         atomic_write_text(self.state_path, json.dumps({"active": active, "previous": previous}), sync_dir=True)
 
+    def _recover_state(self) -> None:
+        try:
+            self.state()
+        except StoreError as exc:
+            aside = self.state_path.with_name(f"state.json.corrupt-{int(time.time())}")
+            os.replace(self.state_path, aside)
+            self._write_state(None, None)
+            self.recovered.append(f"{exc}; moved to {aside.name}, no bundle active "
+                                  f"(installed: {', '.join(self.installed()) or 'none'})")
+
+    def installed(self) -> list[str]:
+        """Ids of the bundle folders present (verified or not)."""
+        return sorted(p.name for p in (self.root / "bundles").iterdir() if p.is_dir() and not p.name.startswith("."))
+
     def _cleanup(self) -> None:
         for p in (self.root / "bundles").glob(".staging-*"):
             shutil.rmtree(p, ignore_errors=True)
         for p in self.root.glob(".state.json.*.tmp"):
             p.unlink(missing_ok=True)
+        now = time.time()
+        for p in (self.root / "incoming").glob("*.part"):
+            if now - p.stat().st_mtime > STALE_UPLOAD_S:
+                p.unlink(missing_ok=True)
+                self.recovered.append(f"removed a stale upload ({p.name})")
+        if self.recovered and self.state()["active"] is None:
+            return  # state was rebuilt: keep every bundle, one of them may be activated again
         st = self.state()
         keep = {st["active"], st["previous"]}
         for p in (self.root / "bundles").iterdir():
@@ -109,6 +141,16 @@ class BundleStore:
     def verified(self, bid: str) -> VerifiedBundle:
         return verify_bundle(self.bundle_dir(bid), self.trusted_keys())
 
+    def _intact(self, bid: str) -> bool:
+        """An installed copy of ``bid`` that verifies."""
+        if not self.bundle_dir(bid).is_dir():
+            return True  # nothing there to keep or replace
+        try:
+            self.verified(bid)
+            return True
+        except BundleError:
+            return False
+
     def active(self) -> VerifiedBundle | None:
         """The active bundle, verified; None when nothing is installed."""
         bid = self.state()["active"]
@@ -116,7 +158,7 @@ class BundleStore:
 
     def describe(self) -> dict:
         st = self.state()
-        out = {"store": str(self.root), **st}
+        out = {"store": str(self.root), **st, "installed": self.installed()}
         for which in ("active", "previous"):
             if st[which]:
                 try:
@@ -197,7 +239,8 @@ class BundleStore:
             if self.board and board != self.board:
                 raise BundleError(f"bundle is built for {board}, this device is {self.board}")
             bid = bundle_id((build.path / MANIFEST).read_bytes())
-            build.commit(self.bundle_dir(bid), replace=False, durable=True)  # installed already: kept
+            # installed already: kept, unless that copy is damaged (then the verified new one wins)
+            build.commit(self.bundle_dir(bid), replace=not self._intact(bid), durable=True)
         return self._activate(bid, self_test)
 
     def _activate(self, bid: str, self_test: SelfTest) -> InstallResult:
@@ -223,6 +266,19 @@ class BundleStore:
         if not self.bundle_dir(bid).is_dir():
             raise StoreError(f"bundle {bid} is not installed")
         return self._activate(bid, self_test)
+
+    def fall_back(self, reason: str) -> str | None:
+        """The active bundle is unusable (``reason``): make the previous one active (the runtime
+        then verifies and self-tests it before using it). Returns the new active id, or None."""
+        st = self.state()
+        self._write_state(st["previous"], None)
+        self.recovered.append(f"active bundle {st['active']} unusable ({reason})")
+        return st["previous"]
+
+    def deactivate(self, reason: str) -> None:
+        st = self.state()
+        self._write_state(None, None)
+        self.recovered.append(f"bundle {st['active']} unusable ({reason}): serving with no bundle")
 
     def rollback(self, self_test: SelfTest) -> InstallResult:
         st = self.state()

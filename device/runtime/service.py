@@ -7,6 +7,7 @@ lock serialises the accelerator, another the store, and the counters have their 
 
 from __future__ import annotations
 
+import logging
 import platform
 import threading
 import time
@@ -23,6 +24,8 @@ from qdev.device.protocol import VERSION as PROTOCOL_VERSION
 from qdev.device.store import BundleStore, InstallResult
 
 __all__ = ["RuntimeConfig", "DeviceRuntime", "FrameResult"]
+
+log = logging.getLogger("qdev.device")
 
 
 @dataclass
@@ -96,9 +99,10 @@ class Counters:
 
 
 class DeviceRuntime:
-    def __init__(self, cfg: RuntimeConfig) -> None:
+    def __init__(self, cfg: RuntimeConfig, store: BundleStore | None = None) -> None:
         self.cfg = cfg
-        self.store = BundleStore(cfg.store, cfg.board)
+        # the store opened once: what opening it repaired (BundleStore.recovered) is reported
+        self.store = store if store is not None else BundleStore(cfg.store, cfg.board)
         self._accel_lock = threading.Lock()
         self._store_lock = threading.Lock()
         self.accel: Accelerator | None = None
@@ -108,17 +112,48 @@ class DeviceRuntime:
         self._open_active()
 
     # -------------------------------------------------------------- bundles
-    def _open_active(self) -> None:
-        vb = self.store.active()
+    def _open_active(self, fallback_test: bool = False) -> None:
+        """Open the active bundle's accelerator. Safe boot: an active bundle that does not verify
+        or open (a damaged file, a missing overlay) never stops the device: the previous bundle
+        is used if it verifies and passes its self-test, else the device serves with no bundle
+        (and can be flashed). Every such step is recorded in :attr:`degraded` for INFO."""
         with self._accel_lock:
             if self.accel is not None:
                 self.accel.close()
             self.accel, self.bundle_id, self.meter = None, None, None
-            if vb is None:
+        for _ in range(2):  # the active bundle, then at most the previous one
+            st = self.store.state()
+            bid = st["active"]
+            if bid is None:
                 return
-            self.accel = open_accelerator(vb.path, vb.manifest, self.cfg.backend)
-            self.bundle_id = self.store.state()["active"]
-            self.meter = open_power_meter(self.cfg.power, vb.manifest, self.cfg.hwmon_root)
+            try:
+                vb = self.store.verified(bid)
+                if fallback_test:
+                    res = self.self_test(vb.path, vb.manifest)
+                    if not res.get("ok"):
+                        raise QdevError(f"self-test failed: {res.get('error')}")
+                with self._accel_lock:
+                    self.accel = open_accelerator(vb.path, vb.manifest, self.cfg.backend)
+                    self.bundle_id = bid
+                    self.meter = open_power_meter(self.cfg.power, vb.manifest, self.cfg.hwmon_root)
+                return
+            except (QdevError, OSError, ValueError, KeyError) as exc:
+                log.error("bundle %s unusable: %s", bid, exc)
+                with self._accel_lock:
+                    if self.accel is not None:
+                        self.accel.close()
+                    self.accel, self.bundle_id, self.meter = None, None, None
+                if st["previous"] and st["previous"] != bid and not fallback_test:
+                    self.store.fall_back(str(exc))
+                    fallback_test = True  # the previous bundle must prove itself first
+                    continue
+                self.store.deactivate(str(exc))
+                return
+
+    @property
+    def degraded(self) -> list[str]:
+        """Why this device is not running as flashed (empty: it is)."""
+        return list(self.store.recovered)
 
     def self_test(self, bundle_dir: Path, manifest: dict) -> dict:
         """Run the bundle's golden frames on the backend this device uses; compare codes.
@@ -150,6 +185,8 @@ class DeviceRuntime:
     def _after_change(self, res: InstallResult) -> InstallResult:
         # also after a failed self-test: the candidate's bitstream may now be on the fabric,
         # and the bundle that stays active must be loaded again
+        if res.activated:
+            self.store.recovered.clear()  # a bundle that passed its self-test is active: healthy
         self._open_active()
         return res
 
@@ -199,6 +236,7 @@ class DeviceRuntime:
             "device_version": __version__, "protocol": PROTOCOL_VERSION, "python": platform.python_version(),
             "numpy": numpy.__version__, "machine": platform.machine(), "board": self.cfg.board,
             "bundle_id": self.bundle_id, "store": self.store.describe(), "threads": self.cfg.threads,
+            "degraded": bool(self.degraded), "degraded_reasons": self.degraded,
         }
         try:
             import pynq

@@ -95,6 +95,11 @@ def info_cmd(ctx: click.Context, as_json: bool) -> None:
     for which in ("active", "previous"):
         b = st.get(f"{which}_bundle")
         click.echo(f"{which:<8} " + (f"{b['id']} {b.get('model')} for {b.get('board')}" + (" (estimate-only)" if b.get("estimate_only") else "") if b else "-"))
+    if info.get("degraded"):
+        for why in info.get("degraded_reasons") or []:
+            click.echo(f"DEGRADED {why}")
+        click.echo(f"         installed: {', '.join(st.get('installed') or []) or 'none'}; "
+                   "qdev flash BUNDLE or qdev activate ID to recover")
     p = info.get("power_now")
     if p:
         click.echo(f"power    {p['kind']}: idle {p['idle_w']:.2f} W, active {p['active_w']:.2f} W ({p['source']})")
@@ -139,6 +144,21 @@ def rollback_cmd(ctx: click.Context) -> None:
     click.echo(res["message"])
     if not res.get("activated"):
         raise QdevError(f"rollback failed: {res['message']}")
+
+
+@click.command("activate")
+@click.argument("bundle_id")
+@click.pass_context
+def activate_cmd(ctx: click.Context, bundle_id: str) -> None:
+    """Make an installed bundle active (after its self-test), e.g. after a damaged store was healed."""
+    c = _client(ctx)
+    try:
+        res = c.activate(bundle_id)
+    finally:
+        c.close()
+    click.echo(res["message"])
+    if not res.get("activated"):
+        raise QdevError(f"activate failed: {res['message']}")
 
 
 def _watch(ctx: click.Context, spec: str, frames: int | None, view: bool, save: Path | None) -> None:
@@ -286,4 +306,4 @@ def bench_cmd(ctx: click.Context, frames: int, window: int, bundle: Path | None,
     click.echo(f"host CPU (software executor, same bundle, {host['threads']} BLAS thread(s)): {host['fps']:.2f} frames/s")
 
 
-COMMANDS = [ports_cmd, info_cmd, flash_cmd, rollback_cmd, stream_cmd, report_cmd, bench_cmd]
+COMMANDS = [ports_cmd, info_cmd, flash_cmd, rollback_cmd, activate_cmd, stream_cmd, report_cmd, bench_cmd]
