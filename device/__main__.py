@@ -1,6 +1,6 @@
 """``qdev-device`` / ``python -m qdev.device``: the board-side runtime.
 
-    qdev-device serve --store /var/lib/qdev --tcp 0.0.0.0:7968 --serial /dev/ttyPS0 --board KV260
+    qdev-device serve --store /var/lib/qdev --tcp 127.0.0.1:7968 --serial /dev/ttyPS0 --board KV260
     qdev-device install BUNDLE_DIR --store ...      # local install (e.g. at image build time)
     qdev-device trust KEY.pub --store ...
 
@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-max-bytes", type=int, default=1 << 20)
     s.add_argument("--log-keep", type=int, default=5)
     s.add_argument("--idle-timeout", type=float, default=60.0)
+    s.add_argument("--max-sessions", type=int, default=16, help="TCP sessions at once")
+    s.add_argument("--insecure-network", action="store_true",
+                   help="allow --tcp on a non-loopback address without authentication (not for patient data)")
     i = sub.add_parser("install", parents=[common], help="install and activate a bundle folder locally")
     i.add_argument("bundle")
     t = sub.add_parser("trust", parents=[common], help="add a trusted public key to the store")
@@ -67,32 +70,51 @@ def _runtime(a):  # noqa: ANN001, ANN202
                                        threads=pinned["threads"]), store)
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _serve(a) -> int:  # noqa: ANN001
     from qdev.device.link import parse_tcp
     from qdev.device.probe.sources import open_probe
     from qdev.device.runtime.live import LiveLoop
     from qdev.device.runtime.server import LiveHub, TcpServer, serve_serial
+    from qdev.device.runtime.supervise import Supervisor
 
     if not a.tcp and not a.serial:
         raise ConfigError("serve needs --tcp HOST:PORT and/or --serial PORT")
     rt = _runtime(a)
     stop = threading.Event()
     hub = LiveHub() if a.probe else None
-    threads, servers = [], []
+    sup = Supervisor(stop)
+    loops, servers = [], []
     if a.tcp:
         hp = ("127.0.0.1", int(a.tcp)) if a.tcp.isdigit() else parse_tcp(a.tcp)
         if hp is None:
             raise ConfigError(f"--tcp {a.tcp}: expected HOST:PORT")
+        if not _loopback(hp[0]) and not a.insecure_network:
+            raise ConfigError(f"--tcp {a.tcp}: refusing to serve unauthenticated on a non-loopback address "
+                              "(anyone who reaches the port could watch the probe and flash bundles); serve on "
+                              "127.0.0.1 and tunnel to it (ssh -L), or pass --insecure-network to accept that")
+        if not _loopback(hp[0]):
+            logging.getLogger("qdev.device").warning("serving UNAUTHENTICATED on %s (--insecure-network)", a.tcp)
         try:
-            srv = TcpServer(rt, hp[0], hp[1], hub, a.idle_timeout)
+            srv = TcpServer(rt, hp[0], hp[1], hub, a.idle_timeout, a.max_sessions)
         except OSError as exc:
             raise ConfigError(f"--tcp {a.tcp}: cannot listen ({exc})") from exc
         servers.append(srv)
-        threads.append(threading.Thread(target=srv.serve_forever, daemon=True))
+        loops.append(("tcp", lambda beat, _stop, srv=srv: srv.serve_forever(beat)))
         print(f"listening on tcp://{srv.address[0]}:{srv.address[1]}", flush=True)
     if a.serial:
-        threads.append(threading.Thread(target=serve_serial, args=(rt, a.serial, a.baud, stop, hub),
-                                        kwargs={"idle_timeout": max(a.idle_timeout, 3600.0)}, daemon=True))
+        idle = max(a.idle_timeout, 3600.0)
+        loops.append(("serial", lambda beat, st: serve_serial(rt, a.serial, a.baud, st, hub, idle, beat)))
         print(f"listening on serial {a.serial}", flush=True)
     live = None
     if a.probe:
@@ -100,20 +122,25 @@ def _serve(a) -> int:  # noqa: ANN001
                         a.log_max_bytes, a.log_keep)
         live.start()
         print(f"on-device probe {a.probe}: logs in {live.log.folder}", flush=True)
-    for t in threads:
-        t.start()
+    for name, loop in loops:
+        sup.add(name, loop)
 
     def _stop(*_):  # noqa: ANN002, ANN202
         stop.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    print(f"ready: bundle {rt.bundle_id or '(none)'}, backend {rt.accel.name if rt.accel else '-'}", flush=True)
+    print(f"ready: bundle {rt.bundle_id or '(none)'}, backend {rt.accel.name if rt.accel else '-'}"
+          + (f"; DEGRADED: {'; '.join(rt.degraded)}" if rt.degraded else ""), flush=True)
+    sup.watchdog()  # READY=1 (and watchdog pings) for systemd's Type=notify
     stop.wait()
     for s in servers:
         s.close()
     if live:
         live.close()
+    if sup.failed:
+        print(f"qdev-device: {sup.failed}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

@@ -192,14 +192,25 @@ def pack_payload(meta: dict, blob: bytes = b"") -> bytes:
 
 
 def unpack_payload(payload: bytes) -> tuple[dict, bytes]:
+    """(meta, blob) of a payload; the meta's size and depth are checked before it is parsed.
+
+    Raises:
+        LinkError: the payload or its meta is unusable (the message says why).
+    """
+    from qdev.device.validate import BadRequest, check_meta_bytes
+
     if len(payload) < _META.size:
         raise LinkError("malformed message: payload shorter than its meta length")
     (n,) = _META.unpack_from(payload)
     if _META.size + n > len(payload):
         raise LinkError("malformed message: meta length beyond the payload")
+    raw = payload[_META.size : _META.size + n]
     try:
-        meta = json.loads(payload[_META.size : _META.size + n])
-    except ValueError as exc:
+        check_meta_bytes(raw)
+        meta = json.loads(raw)
+    except BadRequest as exc:
+        raise LinkError(f"malformed message: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
         raise LinkError("malformed message: meta is not JSON") from exc
     if not isinstance(meta, dict):
         raise LinkError("malformed message: meta is not an object")
@@ -212,6 +223,7 @@ class Message:
     seq: int
     meta: dict
     blob: bytes = b""
+    bad: str | None = None  # why the payload could not be read (the frame itself was intact)
 
     @property
     def name(self) -> str:
@@ -235,7 +247,7 @@ class Channel:
     bytes_in: int = 0
     malformed: int = 0
     stall_s: float = 1.0  # a partial frame with no byte for this long is dropped (sender died mid-frame)
-    _last_rx: float = 0.0
+    last_rx: float = field(default_factory=time.monotonic)  # when a byte last arrived (any byte)
 
     def __post_init__(self) -> None:
         self.parser = FrameParser(self.max_payload)
@@ -266,21 +278,21 @@ class Channel:
             data = self.link.read(min(left, 0.5))
             now = time.monotonic()
             if data:
-                self._last_rx = now
+                self.last_rx = now
                 frames = self.parser.feed(data)
                 self.bytes_in += len(data)
-            elif self.parser.buffered and now - self._last_rx > self.stall_s:
+            elif self.parser.buffered and now - self.last_rx > self.stall_s:
                 frames = self.parser.expire()
-                self._last_rx = now
+                self.last_rx = now
             else:
                 frames = []
             for fr in frames:
                 try:
                     meta, blob = unpack_payload(fr.payload)
-                except LinkError:
-                    self.malformed += 1
-                    continue
-                self._pending.append(Message(fr.type, fr.seq, meta, blob))
+                    self._pending.append(Message(fr.type, fr.seq, meta, blob))
+                except LinkError as exc:  # an intact frame with an unusable payload: still a
+                    self.malformed += 1   # request, which gets its (ERROR) reply
+                    self._pending.append(Message(fr.type, fr.seq, {}, b"", bad=str(exc)))
         return self._pending.pop(0)
 
     def close(self) -> None:

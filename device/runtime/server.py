@@ -3,8 +3,10 @@
 Session rules (docs/PROTOCOL.md): the host speaks first (HELLO); until then the device answers
 nothing but an ERROR to other requests. Each request gets exactly one reply carrying the
 request's sequence number in ``meta["re"]``; a failed request gets an ERROR reply and the
-session goes on. A link that stays silent longer than ``idle_timeout`` is dropped (TCP) or
-reset to "no session" (serial).
+session goes on. Every request's meta is checked against :data:`REQUEST_FIELDS` before use. A
+link from which no byte arrives for ``idle_timeout`` is dropped (TCP) or reset to "no session"
+(serial); a TCP peer that has not said HELLO within ``hello_timeout`` is dropped, and at most
+``max_sessions`` TCP sessions run at once (a new one evicts the oldest that never said HELLO).
 """
 
 from __future__ import annotations
@@ -23,9 +25,25 @@ from qdev.device.errors import QdevError
 from qdev.device.link import Channel, Link, LinkError, LinkTimeout, Message, SerialLink, SocketLink
 from qdev.device.protocol import DEFAULT_MAX_PAYLOAD, MsgType
 from qdev.device.runtime.service import DeviceRuntime, FrameResult
-from qdev.device.store import StoreError
+from qdev.device.store import MAX_BUNDLE_BYTES, MAX_CHUNK, StoreError
+from qdev.device.validate import BadRequest, Field, check_fields
 
-__all__ = ["Session", "TcpServer", "serve_serial", "LiveHub", "HANDLERS"]
+__all__ = ["Session", "TcpServer", "serve_serial", "LiveHub", "HANDLERS", "REQUEST_FIELDS"]
+
+_HEX64, _HEX16 = r"[0-9a-f]{64}", r"[0-9a-f]{16}"
+MAX_SIDE = 4096
+
+REQUEST_FIELDS: dict[MsgType, dict[str, Field]] = {
+    MsgType.INFER: {"h": Field("int", 1, MAX_SIDE), "w": Field("int", 1, MAX_SIDE),
+                    "frame_id": Field("int", 0, 2**63 - 1, required=False)},
+    MsgType.STREAM_FRAME: {"h": Field("int", 1, MAX_SIDE), "w": Field("int", 1, MAX_SIDE),
+                           "frame_id": Field("int", 0, 2**63 - 1, required=False)},
+    MsgType.FLASH_BEGIN: {"sha256": Field("str", hi=64, pattern=_HEX64), "size": Field("int", 1, MAX_BUNDLE_BYTES)},
+    MsgType.FLASH_CHUNK: {"offset": Field("int", 0, MAX_BUNDLE_BYTES), "crc": Field("int", 0, 2**32 - 1)},
+    MsgType.ACTIVATE: {"bundle_id": Field("str", hi=16, pattern=_HEX16)},
+}
+"""The meta fields each request type must carry (others are ignored); the blob limits are the
+frame's own (``h*w`` pixels, ``MAX_CHUNK`` bytes of upload)."""
 
 log = logging.getLogger("qdev.device")
 
@@ -79,28 +97,38 @@ class Session:
         self.hub = hub
         self.idle_timeout = idle_timeout
         self.hello = False
+        self.link_error: LinkError | None = None  # how run() ended, if the link failed
         self.watch: queue.Queue | None = None
         self.upload: dict | None = None
 
     def reply(self, req: Message, mtype: MsgType, meta: dict | None = None, blob: bytes = b"") -> None:
         self.ch.send(mtype, {"re": req.seq, **(meta or {})}, blob)
 
-    def run(self, stop: threading.Event) -> None:
-        last = time.monotonic()
+    def run(self, stop: threading.Event, beat=None, hello_timeout: float | None = None) -> None:  # noqa: ANN001
+        """Serve until ``stop``, the peer closes, or no byte came for ``idle_timeout`` (any byte:
+        a noisy link is not idle). ``hello_timeout``: drop a peer that has not said HELLO by
+        then. ``beat()`` is called every turn (the supervisor's liveness check)."""
+        started = time.monotonic()
         try:
             while not stop.is_set():
+                if beat is not None:
+                    beat()
                 self._push_live()
                 try:
                     msg = self.ch.recv(0.05 if self.watch else 0.5)
                 except LinkTimeout:
-                    if time.monotonic() - last > self.idle_timeout:
+                    now = time.monotonic()
+                    if now - self.ch.last_rx > self.idle_timeout:
                         log.info("%s: idle for %.0f s, closing the session", self.ch.link.name, self.idle_timeout)
                         return
+                    if hello_timeout is not None and not self.hello and now - started > hello_timeout:
+                        log.info("%s: no HELLO within %.0f s, closing", self.ch.link.name, hello_timeout)
+                        return
                     continue
-                last = time.monotonic()
                 self.handle(msg)
         except LinkError as exc:
             log.info("%s: %s", self.ch.link.name, exc)
+            self.link_error = exc
         finally:
             if self.watch is not None and self.hub is not None:
                 self.hub.unsubscribe(self.watch)
@@ -126,11 +154,16 @@ class Session:
             return
         handler = HANDLERS.get(msg.type)
         try:
+            if msg.bad is not None:
+                raise BadRequest("meta", msg.bad)
             if handler is None:
                 raise QdevError(f"unknown request type {msg.type}")
+            check_fields(msg.meta, REQUEST_FIELDS.get(msg.type, {}))
             handler(self, msg)
+        except BadRequest as exc:
+            self._error(msg, f"bad {msg.name} request: {exc}", "bad_request")
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            self._error(msg, f"malformed {msg.name} request ({exc})", "malformed")
+            self._error(msg, f"bad {msg.name} request ({type(exc).__name__}: {exc})", "bad_request")
         except QdevError as exc:
             self._error(msg, str(exc), type(exc).__name__)
         except OSError as exc:  # the store's disk: full, read-only, gone
@@ -158,7 +191,7 @@ class Session:
         t_recv = time.perf_counter()
         m = msg.meta
         h, w = int(m["h"]), int(m["w"])
-        if len(msg.blob) != h * w:
+        if len(msg.blob) != h * w:  # h, w checked (REQUEST_FIELDS): this cannot overflow
             raise QdevError(f"frame {m.get('frame_id')}: {len(msg.blob)} bytes for {w}x{h} pixels")
         px = np.frombuffer(msg.blob, dtype=np.uint8).reshape(h, w)
         res: FrameResult = self.rt.infer(int(m.get("frame_id", 0)), px)
@@ -181,6 +214,8 @@ class Session:
         return self.upload
 
     def _on_flash_chunk(self, msg: Message) -> None:
+        if len(msg.blob) > MAX_CHUNK:
+            raise BadRequest("blob", f"{len(msg.blob)} bytes, the chunk limit is {MAX_CHUNK}")
         up = self._current_upload()
         off = self.rt.write_chunk(up["sha256"], int(msg.meta["offset"]), msg.blob, int(msg.meta["crc"]))
         self.reply(msg, MsgType.FLASH_STATUS, {"offset": off})
@@ -232,33 +267,63 @@ HANDLERS: dict[MsgType, Callable[[Session, Message], None]] = {
 
 
 class TcpServer:
-    """Accepts TCP connections; each gets its own Session thread."""
+    """Accepts TCP connections; each gets its own Session thread, up to ``max_sessions``."""
 
     def __init__(self, runtime: DeviceRuntime, host: str = "127.0.0.1", port: int = 7967,
-                 hub: LiveHub | None = None, idle_timeout: float = 60.0) -> None:
+                 hub: LiveHub | None = None, idle_timeout: float = 60.0, max_sessions: int = 16,
+                 hello_timeout: float = 5.0) -> None:
         self.rt, self.hub, self.idle_timeout = runtime, hub, idle_timeout
+        self.max_sessions, self.hello_timeout = max_sessions, hello_timeout
         self.sock = socket.create_server((host, port), reuse_port=False)
         self.address = self.sock.getsockname()[:2]
         self.stop = threading.Event()
+        self._sessions: list[Session] = []  # in order of arrival
+        self._lock = threading.Lock()
+        self.refused = 0
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, beat=None) -> None:  # noqa: ANN001
         self.sock.settimeout(0.2)
         while not self.stop.is_set():
+            if beat is not None:
+                beat()
             try:
                 conn, peer = self.sock.accept()
             except (TimeoutError, socket.timeout):
                 continue
             except OSError:
-                break
+                if self.stop.is_set():
+                    break
+                raise  # the listening socket failed: the supervisor restarts this loop
             link = SocketLink(conn, f"tcp://{peer[0]}:{peer[1]}")
             s = Session(self.rt, link, self.hub, self.idle_timeout)
+            if not self._admit(s):
+                self.refused += 1
+                log.warning("%s refused: %d sessions already", link.name, self.max_sessions)
+                link.close()
+                continue
             threading.Thread(target=self._run, args=(s,), daemon=True).start()
+
+    def _admit(self, s: Session) -> bool:
+        with self._lock:
+            if len(self._sessions) >= self.max_sessions:
+                silent = [x for x in self._sessions if not x.hello]
+                if not silent:
+                    return False
+                silent[0].ch.close()  # the oldest peer that never said HELLO makes room
+                self._sessions.remove(silent[0])
+            self._sessions.append(s)
+            return True
 
     def _run(self, s: Session) -> None:
         try:
-            s.run(self.stop)
+            s.run(self.stop, hello_timeout=self.hello_timeout)
+        except LinkError:
+            pass
         finally:
             s.ch.close()
+            with self._lock:
+                if s in self._sessions:
+                    self._sessions.remove(s)
 
     def close(self) -> None:
         self.stop.set()
@@ -266,12 +331,20 @@ class TcpServer:
 
 
 def serve_serial(runtime: DeviceRuntime, url: str, baudrate: int, stop: threading.Event,
-                 hub: LiveHub | None = None, idle_timeout: float = 3600.0) -> None:
-    """Serve one serial port until ``stop``; a broken session is restarted (host speaks first)."""
+                 hub: LiveHub | None = None, idle_timeout: float = 3600.0, beat=None) -> None:  # noqa: ANN001
+    """Serve one serial port until ``stop``; a broken session is restarted (host speaks first).
+    A port that fails raises: the supervisor reopens it after a backoff."""
     link = SerialLink(url, baudrate)
+    quick_failures = 0
     try:
         while not stop.is_set():
-            Session(runtime, link, hub, idle_timeout).run(stop)
+            t0 = time.monotonic()
+            s = Session(runtime, link, hub, idle_timeout)
+            s.run(stop, beat)
+            quick = s.link_error is not None and time.monotonic() - t0 < 1.0
+            quick_failures = quick_failures + 1 if quick else 0
+            if quick_failures >= 5:  # the port itself is failing: let the supervisor reopen it
+                raise s.link_error
             time.sleep(0.05)  # the session ended (peer reset, idle): wait for the next HELLO
     finally:
         link.close()

@@ -1,0 +1,190 @@
+"""Hostile peers against a real ``qdev-device serve`` over TCP on 127.0.0.1: malformed, huge,
+nested and ill-typed metas, floods of silent connections, noisy links; plus the supervisor, the
+systemd watchdog and the refusal to serve unauthenticated beyond loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from qdev.device.link import pack_payload
+from qdev.device.protocol import MsgType, encode
+from qdev.host.client import connect
+from qdev.host.local import LocalDevice
+from tests.device.helpers import DEV_PUB, SHIPPED
+from tests.device.test_flash_kill import _raw, _read_frames
+
+pytestmark = pytest.mark.device_env
+
+GOLD_PX = np.load(SHIPPED["KV260"] / "golden_pixels.npy")
+GOLD_CODES = np.load(SHIPPED["KV260"] / "golden_codes.npy")
+
+
+@pytest.fixture(scope="module")
+def device(tmp_path_factory):
+    store = tmp_path_factory.mktemp("hostile") / "store"
+    with LocalDevice(store, trusted=[DEV_PUB], extra=["--idle-timeout", "2", "--max-sessions", "8"]) as dev:
+        c = connect(dev.port)
+        assert c.flash(SHIPPED["KV260"], [DEV_PUB])["activated"]
+        c.close()
+        yield dev
+
+
+def _meta_frame(t: MsgType, seq: int, raw_meta: bytes) -> bytes:
+    import struct
+
+    return encode(t, seq, struct.pack("<I", len(raw_meta)) + raw_meta)
+
+
+def _hello(s: socket.socket) -> None:
+    s.sendall(encode(MsgType.HELLO, 1, pack_payload({"client": "hostile"})))
+    (f,) = _read_frames(s, 1)
+    assert f.type == MsgType.HELLO_ACK
+
+
+def _reply(f) -> dict:  # noqa: ANN001
+    return json.loads(f.payload[4:4 + int.from_bytes(f.payload[:4], "little")].decode())
+
+
+HOSTILE = {
+    "nested 10k deep": (MsgType.INFO, b"[" * 10000 + b"]" * 10000, "nested deeper"),
+    "nested object": (MsgType.INFO, b'{"a":' * 50 + b"1" + b"}" * 50, "nested deeper"),
+    "not JSON": (MsgType.INFO, b"\xff\xfe{garbage", "not JSON"),
+    "not an object": (MsgType.INFO, b"[1,2,3]", "not an object"),
+    "size 1e999": (MsgType.FLASH_BEGIN, b'{"sha256":"' + b"a" * 64 + b'","size":1e999}', "size: must be an integer"),
+    "size negative": (MsgType.FLASH_BEGIN, b'{"sha256":"' + b"a" * 64 + b'","size":-5}', "size: -5 is outside"),
+    "sha not hex": (MsgType.FLASH_BEGIN, b'{"sha256":"../../etc/passwd","size":10}', "sha256:"),
+    "h a string": (MsgType.INFER, b'{"h":"128","w":128}', "h: must be an integer"),
+    "h a bool": (MsgType.INFER, b'{"h":true,"w":128}', "h: must be an integer"),
+    "w huge": (MsgType.INFER, b'{"h":128,"w":1000000000}', "w: 1000000000 is outside"),
+    "h missing": (MsgType.INFER, b'{"w":128}', "h: missing"),
+    "bundle id traversal": (MsgType.ACTIVATE, b'{"bundle_id":"../../state"}', "bundle_id:"),
+    "chunk crc NaN": (MsgType.FLASH_CHUNK, b'{"offset":0,"crc":NaN}', "crc: must be an integer"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_meta_gets_bad_request_naming_the_field_and_the_session_goes_on(device, name):
+    t, raw, needle = HOSTILE[name]
+    s = _raw(device.port)
+    try:
+        _hello(s)
+        s.sendall(_meta_frame(t, 7, raw))
+        s.sendall(encode(MsgType.INFO, 8, pack_payload({})))
+        err, ok = _read_frames(s, 2)
+        e = _reply(err)
+        assert err.type == MsgType.ERROR and err.seq != 0 and e["code"] == "bad_request", e
+        assert needle in e["message"], e["message"]
+        assert ok.type == MsgType.INFO_REPLY and _reply(ok)["re"] == 8
+    finally:
+        s.close()
+
+
+def test_huge_meta_is_refused_before_parsing(device):
+    s = _raw(device.port)
+    try:
+        _hello(s)
+        big = b'{"x":"' + b"a" * (200 << 10) + b'"}'
+        s.sendall(_meta_frame(MsgType.INFO, 9, big))
+        (err,) = _read_frames(s, 1)
+        assert err.type == MsgType.ERROR and "limit is 65536" in _reply(err)["message"]
+    finally:
+        s.close()
+
+
+def test_fifty_silent_connections_do_not_lock_out_a_healthy_client(device):
+    silent = [_raw(device.port) for _ in range(50)]
+    try:
+        time.sleep(0.3)
+        c = connect(device.port, timeout=10.0)
+        try:
+            reps = list(c.stream(((i, GOLD_PX[i % 4]) for i in range(20)), window=4, timeout=10.0))
+        finally:
+            c.close()
+        assert len(reps) == 20 and all(r.error is None for r in reps)
+        want = GOLD_CODES.reshape(len(GOLD_PX), -1) > 0
+        assert all(np.array_equal(r.mask.reshape(-1), want[r.frame_id % 4]) for r in reps)  # bit-exact
+    finally:
+        for s in silent:
+            s.close()
+
+
+def test_a_noisy_link_is_not_idle(device):
+    """--idle-timeout 2: garbage bytes every 0.3 s for 3 s keep the connection; then it works."""
+    s = _raw(device.port)
+    try:
+        _hello(s)
+        t_end = time.monotonic() + 3.0
+        while time.monotonic() < t_end:
+            s.sendall(b"\x00noise\x13" * 4)
+            time.sleep(0.3)
+        s.sendall(encode(MsgType.INFO, 5, pack_payload({})))
+        (f,) = _read_frames(s, 1)
+        assert f.type == MsgType.INFO_REPLY
+        time.sleep(2.8)  # now truly silent: dropped
+        s.settimeout(2.0)
+        assert s.recv(10) == b""
+    finally:
+        s.close()
+
+
+def test_non_loopback_tcp_is_refused_without_the_insecure_flag(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "qdev.device", "serve", "--store", str(tmp_path / "s"),
+                        "--tcp", "0.0.0.0:0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "refusing to serve unauthenticated on a non-loopback address" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_supervisor_restarts_a_dying_loop_and_gives_up_on_one_that_keeps_dying():
+    from qdev.device.runtime.supervise import Supervisor
+
+    stop = threading.Event()
+    sup = Supervisor(stop, max_restarts=3, window_s=30.0, stale_s=5.0)
+    calls = {"flaky": 0}
+
+    def flaky(beat, st):  # noqa: ANN001, ANN202
+        calls["flaky"] += 1
+        if calls["flaky"] == 1:
+            raise OSError("port vanished")
+        while not st.is_set():
+            beat()
+            st.wait(0.05)
+
+    try:
+        sup.add("flaky", flaky)
+        deadline = time.monotonic() + 5
+        while calls["flaky"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert calls["flaky"] == 2 and sup.healthy() and sup.failed is None
+
+        def dead(beat, st):  # noqa: ANN001, ANN202
+            raise RuntimeError("always")
+
+        sup.add("dead", dead)
+        for t in sup.threads:
+            t.join(timeout=20 if t.name == "qdev-dead" else 0.01)
+        assert sup.failed and "dead died 4 times" in sup.failed and stop.is_set() and not sup.healthy()
+    finally:
+        stop.set()
+
+
+def test_systemd_ready_and_watchdog_pings(tmp_path):
+    sock_path = str(tmp_path / "notify.sock")
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(sock_path)
+    rx.settimeout(10)
+    env = {"NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "300000"}
+    got = []
+    with LocalDevice(tmp_path / "store", trusted=[DEV_PUB], env=env):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and got.count("WATCHDOG=1") < 3:
+            got.append(rx.recv(64).decode())
+    rx.close()
+    assert got[0] == "READY=1" and got.count("WATCHDOG=1") >= 3
