@@ -19,10 +19,27 @@ import numpy as np
 
 from qdev.device.errors import DataError
 
-__all__ = ["read_image", "read_mask_union", "to_luma_u8", "resize_u8", "to_model_input", "mask_to_model", "to_unit_float",
+__all__ = ["check_image_header", "read_image", "read_mask_union", "to_luma_u8", "resize_u8", "to_model_input", "mask_to_model", "to_unit_float",
            "MAX_FRAME_PIXELS"]
 
 MAX_FRAME_PIXELS = 64_000_000  # a 8000x8000 frame; ultrasound frames are under 2 MP
+
+
+def check_image_header(path) -> tuple[int, int]:  # noqa: ANN001  (str | Path)
+    """(width, height) from the file's header, without decoding it; refuses unreadable files and
+    images over :data:`MAX_FRAME_PIXELS` (cheap: a source checks all its files up front)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except Image.DecompressionBombError:  # Pillow's own, stricter-than-nothing check fired first
+        raise DataError(f"{path}: image is over the {MAX_FRAME_PIXELS:,}-pixel limit") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable or corrupt image ({exc})") from exc
+    if w * h > MAX_FRAME_PIXELS:
+        raise DataError(f"{path}: {w}x{h} image is over the {MAX_FRAME_PIXELS:,}-pixel limit")
+    return w, h
 
 
 def read_image(path) -> np.ndarray:  # noqa: ANN001  (str | Path)
@@ -43,7 +60,9 @@ def read_image(path) -> np.ndarray:  # noqa: ANN001  (str | Path)
             return np.asarray(img if img.mode in ("L", "RGB") else img.convert("RGB"))
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: image is over the {MAX_FRAME_PIXELS:,}-pixel limit") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable or corrupt image ({exc})") from exc
 
 

@@ -33,7 +33,7 @@ def summarise(folder: Path) -> dict:
     energy = [r["energy_mj"] for r in ok if r["energy_mj"] is not None]
     power = [r["power_w"] for r in ok if r["power_w"] is not None]
     dice = [r["dice_vs_truth"] for r in ok if r["dice_vs_truth"] is not None]
-    warnings = []
+    warnings = list(manifest.get("read_warnings") or [])
     if len(ok) < MIN_FRAMES:
         warnings.append(f"only {len(ok)} frames: tail percentiles need >= {MIN_FRAMES} to be meaningful")
     if "estimated" in kinds:

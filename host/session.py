@@ -56,23 +56,50 @@ class SessionWriter:
         write_json_atomic(self.folder / "manifest.json", self.manifest)
 
 
+STATUSES = ("ok", "lost", "timeout", "error")
+TEXT_COLUMNS = ("status", "energy_kind")
+
+
+def _parse_row(raw: dict) -> dict:
+    """One CSV row with its numbers parsed; ValueError says what is wrong with it."""
+    if None in raw or any(raw.get(k) is None for k in COLUMNS if k in raw or k == "status"):
+        raise ValueError("wrong number of fields (a cut or garbled line)")
+    if raw.get("status") not in STATUSES:
+        raise ValueError(f"status {raw.get('status')!r} is not one of {', '.join(STATUSES)}")
+    row = {}
+    for k in COLUMNS:
+        v = raw.get(k, "")
+        if k in TEXT_COLUMNS:
+            row[k] = v or None
+            continue
+        try:
+            row[k] = float(v) if v not in ("", None) else None
+        except ValueError:
+            raise ValueError(f"{k} {v!r} is not a number") from None
+    if row["frame_id"] is None:
+        raise ValueError("no frame_id")
+    return row
+
+
 def read_session(folder: Path) -> tuple[dict, list[dict]]:
-    """(manifest, rows with numbers parsed) of a session folder."""
+    """(manifest, rows with numbers parsed) of a session folder. Rows that cannot be read (a log
+    cut mid-line by a crash, a garbled line) are skipped; ``manifest["read_warnings"]`` names them."""
     from qdev.device.errors import DataError
 
     folder = Path(folder)
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
-        with open(folder / "frames.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, ValueError) as exc:
+        with open(folder / "frames.csv", newline="", errors="replace") as fh:
+            raw_rows = list(csv.DictReader(fh))
+    except (OSError, ValueError, csv.Error) as exc:
         raise DataError(f"{folder}: not a qdev session folder ({exc})") from exc
-    if manifest.get("format") != "qdev-session":
+    if not isinstance(manifest, dict) or manifest.get("format") != "qdev-session":
         raise DataError(f"{folder}: manifest is not a qdev session")
-    for r in rows:
-        for k in COLUMNS:
-            if k in ("status", "energy_kind"):
-                continue
-            v = r.get(k, "")
-            r[k] = float(v) if v not in ("", None) else None
+    rows, warnings = [], []
+    for i, raw in enumerate(raw_rows, start=2):  # line 1 is the header
+        try:
+            rows.append(_parse_row(raw))
+        except ValueError as exc:
+            warnings.append(f"frames.csv line {i}: {exc}; skipped")
+    manifest["read_warnings"] = warnings
     return manifest, rows

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from qdev.device.errors import ConfigError, DataError
-from qdev.device.preprocess import read_image, read_mask_union
+from qdev.device.preprocess import check_image_header, read_image, read_mask_union
 
 __all__ = ["ProbeFrame", "ProbeSource", "open_probe", "CINE_EXTS", "IMAGE_EXTS"]
 
@@ -171,6 +171,8 @@ def _dicom_fps(ds) -> float | None:  # noqa: ANN001
 
 class ImageFolderSource(ProbeSource):
     def __init__(self, files: list[Path], name: str, fps: float | None = None) -> None:
+        for f in files:  # refuse a bomb or a corrupt file now, before any session folder exists
+            check_image_header(f)
         self.files = files
         self.name = name
         self.n_frames = len(files)

@@ -33,6 +33,8 @@ class QdevGroup(click.Group):
             return super().invoke(ctx)
         except QdevError as exc:
             raise _UserError(str(exc)) from exc
+        except click.BadParameter as exc:  # a missing path, a bad number: one line, not the usage text
+            raise _UserError(exc.format_message()) from exc
 
 
 @click.group(cls=QdevGroup, context_settings={"help_option_names": ["-h", "--help"]})
