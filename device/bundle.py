@@ -18,7 +18,7 @@ from qdev.device.errors import QdevError
 __all__ = [
     "BUNDLE_FORMAT", "MANIFEST", "SIGNATURE", "BundleError", "VerifiedBundle", "key_id",
     "load_public_key", "load_private_key", "sha256_file", "sign_manifest", "verify_bundle", "file_entry",
-    "pack_bundle", "unpack_bundle",
+    "pack_bundle", "unpack_bundle", "verify_manifest", "unpacked_bytes",
 ]
 
 BUNDLE_FORMAT = 1
@@ -102,51 +102,83 @@ def _safe(name: str) -> bool:
     return bool(name) and not p.is_absolute() and ".." not in p.parts and "\\" not in name and p.name == name
 
 
-def verify_bundle(path: Path, trusted: list) -> VerifiedBundle:  # noqa: ANN001, C901
-    """Verify a bundle folder against trusted Ed25519 public keys (key objects or PEM paths).
+MAX_MANIFEST_BYTES = 48 << 10  # the shipped manifests are ~6 KB
+MAX_SIGNATURE_BYTES = 4096
+
+
+def verify_manifest(mbytes: bytes, sbytes: bytes, trusted: list, where: str = "bundle") -> tuple[dict, str]:  # noqa: ANN001, C901
+    """Check a manifest and its detached signature (bytes, not files): size, signature by a
+    trusted key, format, and a file list of safe names with integer sizes and sha256 strings.
+    Returns (manifest, signer key id). Needs nothing on disk: the device runs it before an
+    upload writes a byte.
 
     Raises:
-        BundleError: on any mismatch (see module doc).
+        BundleError: on any mismatch.
     """
     import base64
 
     from cryptography.exceptions import InvalidSignature
 
+    if len(mbytes) > MAX_MANIFEST_BYTES or len(sbytes) > MAX_SIGNATURE_BYTES:
+        raise BundleError(f"{where}: manifest or signature larger than any bundle's ({len(mbytes)}, {len(sbytes)} bytes)")
+    try:
+        sig = json.loads(sbytes)
+        signature = base64.b64decode(sig["signature"], validate=True)
+        kid = str(sig["key_id"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{where}: malformed signature file") from exc
+    keys = [load_public_key(k) if isinstance(k, (str, Path)) else k for k in trusted]
+    if not keys:
+        raise BundleError("no trusted keys: refusing to accept any bundle")
+    by_id = {key_id(_raw(k)): k for k in keys}
+    if kid not in by_id:
+        raise BundleError(f"{where}: signed by key {kid}, which is not trusted")
+    try:
+        by_id[kid].verify(signature, mbytes)
+    except InvalidSignature:
+        raise BundleError(f"{where}: signature does not match {MANIFEST} (tampered manifest)") from None
+    try:
+        manifest = json.loads(mbytes)
+    except ValueError as exc:
+        raise BundleError(f"{where}: {MANIFEST} is not JSON") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != "qdev-bundle" \
+            or manifest.get("format_version") != BUNDLE_FORMAT:
+        raise BundleError(f"{where}: not a qdev bundle of format {BUNDLE_FORMAT}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"{where}: {MANIFEST} lists no files")
+    for name, entry in files.items():
+        if not _safe(name) or name in (MANIFEST, SIGNATURE):
+            raise BundleError(f"{where}: file name {name!r} escapes the bundle")
+        if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or entry["bytes"] < 0 \
+                or not isinstance(entry.get("sha256"), str):
+            raise BundleError(f"{where}: {MANIFEST} entry of {name} lacks an integer size or a sha256")
+    version = manifest.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise BundleError(f"{where}: version {version!r} is not a non-negative integer")
+    return manifest, kid
+
+
+def unpacked_bytes(manifest: dict) -> int:
+    """What a bundle occupies once unpacked, by its signed sizes."""
+    return sum(int(e["bytes"]) for e in manifest["files"].values())
+
+
+def verify_bundle(path: Path, trusted: list) -> VerifiedBundle:  # noqa: ANN001
+    """Verify a bundle folder against trusted Ed25519 public keys (key objects or PEM paths).
+
+    Raises:
+        BundleError: on any mismatch (see module doc).
+    """
     path = Path(path)
     mpath, spath = path / MANIFEST, path / SIGNATURE
     if not mpath.is_file():
         raise BundleError(f"{path}: no {MANIFEST}: not a bundle")
     if not spath.is_file():
         raise BundleError(f"{path}: unsigned bundle (no {SIGNATURE})")
-    mbytes = mpath.read_bytes()
-    try:
-        sig = json.loads(spath.read_bytes())
-        signature = base64.b64decode(sig["signature"], validate=True)
-        kid = str(sig["key_id"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"{spath}: malformed signature file") from exc
-    keys = [load_public_key(k) if isinstance(k, (str, Path)) else k for k in trusted]
-    if not keys:
-        raise BundleError("no trusted keys: refusing to accept any bundle")
-    by_id = {key_id(_raw(k)): k for k in keys}
-    if kid not in by_id:
-        raise BundleError(f"{path}: signed by key {kid}, which is not trusted")
-    try:
-        by_id[kid].verify(signature, mbytes)
-    except InvalidSignature:
-        raise BundleError(f"{path}: signature does not match {MANIFEST} (tampered manifest)") from None
-    try:
-        manifest = json.loads(mbytes)
-    except ValueError as exc:
-        raise BundleError(f"{mpath}: not JSON") from exc
-    if manifest.get("format") != "qdev-bundle" or manifest.get("format_version") != BUNDLE_FORMAT:
-        raise BundleError(f"{mpath}: not a qdev bundle of format {BUNDLE_FORMAT}")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise BundleError(f"{mpath}: lists no files")
+    manifest, kid = verify_manifest(mpath.read_bytes(), spath.read_bytes(), trusted, str(path))
+    files = manifest["files"]
     for name, entry in files.items():
-        if not _safe(name):
-            raise BundleError(f"{mpath}: file name {name!r} escapes the bundle")
         f = path / name
         if not f.is_file():
             raise BundleError(f"{path}: {name} is listed but missing")
@@ -159,15 +191,28 @@ def verify_bundle(path: Path, trusted: list) -> VerifiedBundle:  # noqa: ANN001,
 
 
 def pack_bundle(path: Path) -> bytes:
-    """A bundle folder as one uncompressed tar (flat, sorted, fixed metadata) for the link."""
+    """A bundle folder as one uncompressed tar for the link: the manifest and its signature
+    first (so the device can check them before it unpacks anything), then the listed files in
+    the manifest's order; fixed metadata."""
     import io
     import tarfile
 
     path = Path(path)
+    for must in (MANIFEST, SIGNATURE):
+        if not (path / must).is_file():
+            raise BundleError(f"{path}: no {must}: " + ("not a bundle" if must == MANIFEST else "unsigned bundle"))
+    try:
+        names = [MANIFEST, SIGNATURE, *json.loads((path / MANIFEST).read_bytes()).get("files", {})]
+    except (ValueError, AttributeError) as exc:
+        raise BundleError(f"{path}: {MANIFEST} is not a bundle manifest ({exc})") from exc
+    missing = [n for n in names if not (path / n).is_file()]
+    if missing:
+        raise BundleError(f"{path}: {', '.join(missing)} listed but missing")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for f in sorted(p for p in path.iterdir() if p.is_file()):
-            info = tarfile.TarInfo(f.name)
+        for name in names:
+            f = path / name
+            info = tarfile.TarInfo(name)
             info.size = f.stat().st_size
             info.mtime = 0
             info.mode = 0o644
@@ -176,33 +221,73 @@ def pack_bundle(path: Path) -> bytes:
     return buf.getvalue()
 
 
-def unpack_bundle(tar_path: Path, dest: Path, max_bytes: int) -> None:
-    """Extract a bundle tar into the empty folder ``dest``: regular files with safe flat names only,
-    total size bounded, every file fsynced.
+def _read_member(tf, m, limit: int) -> bytes:  # noqa: ANN001
+    if not m.isreg() or m.issparse() or m.size > limit:
+        raise BundleError(f"bundle archive member {m.name!r} is not a small plain file")
+    return tf.extractfile(m).read()
+
+
+def unpack_bundle(tar_path: Path, dest: Path, trusted: list, board: str | None = None) -> dict:  # noqa: ANN001, C901
+    """Extract a bundle archive into the empty folder ``dest``, trusting nothing in it before its
+    signed manifest is verified:
+
+    1. the first two members must be ``manifest.json`` and its signature; they are read into
+       memory and verified (signature by a trusted key, format, ``board``) before any file is
+       written;
+    2. every further member must be a plain file (no link, device, sparse file) listed in the
+       signed manifest, once, with the signed size; it is hashed while it streams to disk and
+       must match the signed sha256;
+    3. every listed file must be there. The bytes written are bounded by the signed sizes.
+
+    Returns the verified manifest.
 
     Raises:
-        BundleError: not a tar, a member that is not a plain file or whose name escapes, too big.
+        BundleError: the first failing check, with the member's name.
     """
     import os
     import tarfile
 
-    total = 0
     try:
         with tarfile.open(tar_path, mode="r:") as tf:
-            for m in tf:
-                if not m.isreg() or not _safe(m.name):
-                    raise BundleError(f"bundle archive member {m.name!r} is not a plain file inside the bundle")
-                total += m.size
-                if total > max_bytes:
-                    raise BundleError(f"bundle archive unpacks to more than {max_bytes} bytes")
-                src = tf.extractfile(m)
-                out = dest / m.name
-                with open(out, "xb") as fh:
+            head = [tf.next(), tf.next()]
+            if any(m is None for m in head) or [m.name for m in head] != [MANIFEST, SIGNATURE]:
+                raise BundleError(f"bundle archive does not start with {MANIFEST} and {SIGNATURE} "
+                                  "(unsigned, or packed by something other than qdev)")
+            mbytes = _read_member(tf, head[0], MAX_MANIFEST_BYTES)
+            sbytes = _read_member(tf, head[1], MAX_SIGNATURE_BYTES)
+            manifest, _ = verify_manifest(mbytes, sbytes, trusted, "bundle archive")
+            if board and manifest.get("board") != board:
+                raise BundleError(f"bundle is built for {manifest.get('board')}, this device is {board}")
+            files = manifest["files"]
+            (dest / MANIFEST).write_bytes(mbytes)
+            (dest / SIGNATURE).write_bytes(sbytes)
+            seen: set[str] = set()
+            while (m := tf.next()) is not None:  # (iterating tf would start over at the manifest)
+                entry = files.get(m.name)
+                if entry is None or m.name in seen:
+                    raise BundleError(f"bundle archive member {m.name!r} is not in the signed manifest"
+                                      + (" (twice)" if m.name in seen else ""))
+                if not m.isreg() or m.issparse():
+                    raise BundleError(f"bundle archive member {m.name!r} is not a plain file")
+                if m.size != entry["bytes"]:
+                    raise BundleError(f"bundle archive member {m.name!r}: {m.size} bytes, the manifest "
+                                      f"signs {entry['bytes']}")
+                seen.add(m.name)
+                src, h, n = tf.extractfile(m), hashlib.sha256(), 0
+                with open(dest / m.name, "xb") as fh:
                     while chunk := src.read(1 << 20):
+                        n += len(chunk)
+                        if n > entry["bytes"]:
+                            raise BundleError(f"bundle archive member {m.name!r} is longer than signed")
+                        h.update(chunk)
                         fh.write(chunk)
                     fh.flush()
                     os.fsync(fh.fileno())
+                if h.hexdigest() != entry["sha256"]:
+                    raise BundleError(f"bundle archive member {m.name!r} does not match its signed sha256")
+            missing = sorted(set(files) - seen)
+            if missing:
+                raise BundleError(f"bundle archive lacks {', '.join(missing)}")
     except (tarfile.TarError, EOFError) as exc:
         raise BundleError(f"not a bundle archive ({exc})") from exc
-    except FileExistsError as exc:
-        raise BundleError(f"bundle archive holds {exc.filename} twice") from exc
+    return manifest

@@ -6,7 +6,8 @@ Layout (one folder, ``--store``)::
     incoming/<sha256>.part   an upload in progress (resumable from its size)
     bundles/<id>/            installed bundles (id: first 16 hex of sha256(manifest.json))
     bundles/.staging-*       an install in progress (removed on the next start)
-    state.json               {"active": id | null, "previous": id | null}
+    incoming/<sha256>.head   the upload's signed manifest and signature, verified at FLASH_BEGIN
+    state.json               {"active": id | null, "previous": id | null, "max_version": n}
 
 Crash safety: a bundle becomes visible only by renaming a fully written, fsynced and verified
 staging folder, and becomes *active* only by atomically replacing ``state.json`` (write aside,
@@ -33,7 +34,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qdev.device.bundle import MANIFEST, BundleError, VerifiedBundle, load_public_key, unpack_bundle, verify_bundle
+from qdev.device.bundle import (
+    MANIFEST,
+    BundleError,
+    VerifiedBundle,
+    load_public_key,
+    unpack_bundle,
+    unpacked_bytes,
+    verify_bundle,
+    verify_manifest,
+)
 from qdev.device.errors import QdevError
 from qdev.device.fsutil import FolderBuild, atomic_write_text
 
@@ -89,8 +99,17 @@ class BundleStore:
             raise StoreError(f"{self.state_path}: corrupted ({exc})") from exc
         return {"active": st.get("active"), "previous": st.get("previous")}
 
-    def _write_state(self, active: str | None, previous: str | None) -> None:
-        atomic_write_text(self.state_path, json.dumps({"active": active, "previous": previous}), sync_dir=True)
+    def max_version(self) -> int:
+        """The highest bundle version ever active here (rollback protection; 0 before any)."""
+        try:
+            return int(json.loads(self.state_path.read_text()).get("max_version", 0))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return 0
+
+    def _write_state(self, active: str | None, previous: str | None, max_version: int | None = None) -> None:
+        mv = max(self.max_version(), max_version or 0)
+        atomic_write_text(self.state_path, json.dumps({"active": active, "previous": previous, "max_version": mv}),
+                          sync_dir=True)
 
     def _recover_state(self) -> None:
         try:
@@ -175,24 +194,54 @@ class BundleStore:
             raise StoreError(f"not a sha256: {sha!r}")
         return self.root / "incoming" / f"{sha}.part"
 
-    def begin_upload(self, sha: str, size: int) -> int:
-        """Start or resume an upload; returns the offset to continue from."""
+    def check_update(self, manifest_bytes: bytes, sig_bytes: bytes, allow_downgrade: bool = False) -> tuple[dict, str]:
+        """Everything that can be decided from the signed manifest alone, before an upload writes
+        a byte: signature by a trusted key, format, board, version. Returns (manifest, bundle id).
+
+        Raises:
+            BundleError / StoreError: refused, with the reason.
+        """
+        manifest, _ = verify_manifest(manifest_bytes, sig_bytes, self.trusted_keys(), "update")
+        if self.board and manifest.get("board") != self.board:
+            raise BundleError(f"bundle is built for {manifest.get('board')}, this device is {self.board}")
+        self._check_version(manifest, allow_downgrade)
+        return manifest, bundle_id(manifest_bytes)
+
+    def _check_version(self, manifest: dict, allow_downgrade: bool) -> None:
+        v, floor = int(manifest.get("version", 0)), self.max_version()
+        if v < floor and not allow_downgrade:
+            raise StoreError(f"bundle version {v} is older than version {floor}, which this device has run "
+                             "(rollback protection): pass --allow-downgrade to install it anyway")
+
+    def begin_upload(self, sha: str, size: int, manifest_bytes: bytes, sig_bytes: bytes,
+                     allow_downgrade: bool = False) -> dict:
+        """Start or resume an upload of the archive ``sha`` whose signed manifest and signature
+        come first, and are verified before anything is written. Returns ``{"offset": n}`` to
+        continue from, or ``{"installed": id}`` when that bundle is installed and intact already
+        (nothing to upload: activate it)."""
+        manifest, bid = self.check_update(manifest_bytes, sig_bytes, allow_downgrade)
         if not 0 < size <= MAX_BUNDLE_BYTES:
             raise StoreError(f"bundle of {size} bytes refused (limit {MAX_BUNDLE_BYTES})")
+        if self.bundle_dir(bid).is_dir() and self._intact(bid):
+            return {"installed": bid}
         part = self._part(sha)
         have = part.stat().st_size if part.is_file() else 0
         if have > size:
             part.unlink()
             have = 0
         free = shutil.disk_usage(self.root).free
-        need = (size - have) + 2 * size + FREE_MARGIN  # the rest of the upload, staging copy, margin
+        unpacked = unpacked_bytes(manifest) + len(manifest_bytes) + len(sig_bytes)
+        need = (size - have) + unpacked + FREE_MARGIN  # the rest of the upload, the unpacked bundle, margin
         if free < need:
-            raise StoreError(f"not enough space in {self.root}: {free} bytes free, {need} needed")
-        for other in (self.root / "incoming").glob("*.part"):  # one upload at a time
-            if other != part:
+            raise StoreError(f"device store full: need {need / 1e6:.1f} MB, {free / 1e6:.1f} MB free")
+        for other in (self.root / "incoming").iterdir():  # one upload at a time
+            if other.name not in (part.name, f"{sha}.head"):
                 other.unlink(missing_ok=True)
+        atomic_write_text(part.with_suffix(".head"), json.dumps({"manifest": manifest_bytes.decode(),
+                                                                 "signature": sig_bytes.decode(),
+                                                                 "allow_downgrade": allow_downgrade}))
         part.touch()
-        return have
+        return {"offset": have}
 
     def write_chunk(self, sha: str, offset: int, data: bytes, crc: int) -> int:
         """Append a chunk at ``offset`` (must equal the bytes held); returns the new offset."""
@@ -224,20 +273,23 @@ class BundleStore:
         if h.hexdigest() != sha:
             part.unlink()
             raise StoreError("uploaded bundle does not match its sha256: discarded, upload again")
+        head = part.with_suffix(".head")
         try:
-            return self.install(part, self_test)
+            allow = bool(json.loads(head.read_text()).get("allow_downgrade")) if head.is_file() else False
+            return self.install(part, self_test, allow_downgrade=allow)
         finally:
             part.unlink(missing_ok=True)
+            head.unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- install
-    def install(self, archive: Path, self_test: SelfTest) -> InstallResult:
-        """Verify and install a bundle archive; activate it only if its self-test passes."""
+    def install(self, archive: Path, self_test: SelfTest, allow_downgrade: bool = False) -> InstallResult:
+        """Verify and install a bundle archive (its signed manifest first, then each member
+        against it: :func:`qdev.device.bundle.unpack_bundle`); activate it only if its
+        self-test passes."""
         with FolderBuild(self.root / "bundles", ".staging-") as build:
-            unpack_bundle(archive, build.path, MAX_BUNDLE_BYTES)
-            vb = verify_bundle(build.path, self.trusted_keys())
-            board = vb.manifest.get("board")
-            if self.board and board != self.board:
-                raise BundleError(f"bundle is built for {board}, this device is {self.board}")
+            manifest = unpack_bundle(archive, build.path, self.trusted_keys(), self.board)
+            self._check_version(manifest, allow_downgrade)
+            verify_bundle(build.path, self.trusted_keys())  # the folder as installed, once more
             bid = bundle_id((build.path / MANIFEST).read_bytes())
             # installed already: kept, unless that copy is damaged (then the verified new one wins)
             build.commit(self.bundle_dir(bid), replace=not self._intact(bid), durable=True)
@@ -246,6 +298,7 @@ class BundleStore:
     def _activate(self, bid: str, self_test: SelfTest) -> InstallResult:
         st = self.state()
         vb = self.verified(bid)
+        version = int(vb.manifest.get("version", 0))
         if st["active"] == bid:
             return InstallResult(bid, True, {"ok": True, "skipped": "already active"}, st["previous"],
                                  "already active")
@@ -257,14 +310,16 @@ class BundleStore:
                                  f"self-test failed: {result.get('error', 'mask mismatch')}; "
                                  f"{st['active'] or 'no bundle'} stays active")
         old = st["active"]
-        self._write_state(bid, old)
+        self._write_state(bid, old, version)
         if st["previous"] and st["previous"] not in (bid, old):
             shutil.rmtree(self.bundle_dir(st["previous"]), ignore_errors=True)
         return InstallResult(bid, True, result, old, f"{bid} active")
 
-    def activate(self, bid: str, self_test: SelfTest) -> InstallResult:
+    def activate(self, bid: str, self_test: SelfTest, allow_downgrade: bool = False) -> InstallResult:
         if not self.bundle_dir(bid).is_dir():
             raise StoreError(f"bundle {bid} is not installed")
+        if bid != self.state()["previous"]:  # ROLLBACK's target is the one older bundle allowed
+            self._check_version(self.verified(bid).manifest, allow_downgrade)
         return self._activate(bid, self_test)
 
     def fall_back(self, reason: str) -> str | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device.bundle import pack_bundle, verify_bundle
+from qdev.device.bundle import MANIFEST, SIGNATURE, pack_bundle, verify_bundle
 from qdev.device.errors import QdevError
 from qdev.device.link import Channel, Link, LinkError, LinkTimeout, Message, open_link
 from qdev.device.protocol import MsgType
@@ -114,20 +114,32 @@ class DeviceClient:
     def rollback(self) -> dict:
         return self.request(MsgType.ROLLBACK, timeout=max(self.timeout, 60)).meta
 
-    def activate(self, bundle_id: str) -> dict:
-        return self.request(MsgType.ACTIVATE, {"bundle_id": bundle_id}, timeout=max(self.timeout, 60)).meta
+    def activate(self, bundle_id: str, allow_downgrade: bool = False) -> dict:
+        return self.request(MsgType.ACTIVATE, {"bundle_id": bundle_id, "allow_downgrade": allow_downgrade},
+                            timeout=max(self.timeout, 60)).meta
 
     def flash(self, bundle_dir: Path, trusted: list, progress: Callable[[int, int], None] | None = None,
-              chunk: int = CHUNK, retries: int = 3) -> dict:
-        """Verify locally, upload (resuming where the device stopped), install, return its report."""
+              chunk: int = CHUNK, retries: int = 3, allow_downgrade: bool = False) -> dict:
+        """Verify locally, send the signed manifest (the device checks it before accepting a
+        byte), upload the rest (resuming where the device stopped) unless the device has that
+        bundle already, install, return its report."""
         verify_bundle(bundle_dir, trusted)  # refuse before sending anything
         data = pack_bundle(bundle_dir)
         sha = hashlib.sha256(data).hexdigest()
         size = len(data)
+        begin = {"sha256": sha, "size": size, "manifest": (Path(bundle_dir) / MANIFEST).read_text(),
+                 "signature": (Path(bundle_dir) / SIGNATURE).read_text(), "allow_downgrade": allow_downgrade}
         attempt = 0
         while True:
             try:
-                off = int(self.request(MsgType.FLASH_BEGIN, {"sha256": sha, "size": size}).meta["offset"])
+                status = self.request(MsgType.FLASH_BEGIN, begin).meta
+                if "installed" in status:  # nothing to upload: activate what is there
+                    if progress:
+                        progress(size, size)
+                    res = self.activate(status["installed"], allow_downgrade)
+                    res["uploaded"] = False
+                    return res
+                off = int(status["offset"])
                 if progress:
                     progress(off, size)
                 while off < size:

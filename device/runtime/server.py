@@ -25,6 +25,7 @@ from qdev.device.errors import QdevError
 from qdev.device.link import Channel, Link, LinkError, LinkTimeout, Message, SerialLink, SocketLink
 from qdev.device.protocol import DEFAULT_MAX_PAYLOAD, MsgType
 from qdev.device.runtime.service import DeviceRuntime, FrameResult
+from qdev.device.bundle import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES
 from qdev.device.store import MAX_BUNDLE_BYTES, MAX_CHUNK, StoreError
 from qdev.device.validate import BadRequest, Field, check_fields
 
@@ -38,9 +39,11 @@ REQUEST_FIELDS: dict[MsgType, dict[str, Field]] = {
                     "frame_id": Field("int", 0, 2**63 - 1, required=False)},
     MsgType.STREAM_FRAME: {"h": Field("int", 1, MAX_SIDE), "w": Field("int", 1, MAX_SIDE),
                            "frame_id": Field("int", 0, 2**63 - 1, required=False)},
-    MsgType.FLASH_BEGIN: {"sha256": Field("str", hi=64, pattern=_HEX64), "size": Field("int", 1, MAX_BUNDLE_BYTES)},
+    MsgType.FLASH_BEGIN: {"sha256": Field("str", hi=64, pattern=_HEX64), "size": Field("int", 1, MAX_BUNDLE_BYTES),
+                          "manifest": Field("str", hi=MAX_MANIFEST_BYTES), "signature": Field("str", hi=MAX_SIGNATURE_BYTES),
+                          "allow_downgrade": Field("bool", required=False)},
     MsgType.FLASH_CHUNK: {"offset": Field("int", 0, MAX_BUNDLE_BYTES), "crc": Field("int", 0, 2**32 - 1)},
-    MsgType.ACTIVATE: {"bundle_id": Field("str", hi=16, pattern=_HEX16)},
+    MsgType.ACTIVATE: {"bundle_id": Field("str", hi=16, pattern=_HEX16), "allow_downgrade": Field("bool", required=False)},
 }
 """The meta fields each request type must carry (others are ignored); the blob limits are the
 frame's own (``h*w`` pixels, ``MAX_CHUNK`` bytes of upload)."""
@@ -203,10 +206,16 @@ class Session:
         self.reply(msg, kind, meta, res.mask_bytes())
 
     def _on_flash_begin(self, msg: Message) -> None:
-        sha, size = str(msg.meta["sha256"]), int(msg.meta["size"])
-        off = self.rt.begin_upload(sha, size)
+        m = msg.meta
+        sha, size = m["sha256"], m["size"]
+        res = self.rt.begin_upload(sha, size, m["manifest"].encode(), m["signature"].encode(),
+                                   bool(m.get("allow_downgrade", False)))
+        if "installed" in res:  # that bundle is here and intact: nothing to upload
+            self.upload = None
+            self.reply(msg, MsgType.FLASH_STATUS, {"installed": res["installed"], "offset": size})
+            return
         self.upload = {"sha256": sha, "size": size}
-        self.reply(msg, MsgType.FLASH_STATUS, {"offset": off, "max_chunk": 1 << 20})
+        self.reply(msg, MsgType.FLASH_STATUS, {"offset": res["offset"], "max_chunk": MAX_CHUNK})
 
     def _current_upload(self) -> dict:
         if not self.upload:
@@ -226,7 +235,8 @@ class Session:
         self.reply(msg, MsgType.FLASH_STATUS, _install_meta(self.rt.finish_upload(up["sha256"], up["size"])))
 
     def _on_activate(self, msg: Message) -> None:
-        self.reply(msg, MsgType.FLASH_STATUS, _install_meta(self.rt.activate(str(msg.meta["bundle_id"]))))
+        res = self.rt.activate(msg.meta["bundle_id"], bool(msg.meta.get("allow_downgrade", False)))
+        self.reply(msg, MsgType.FLASH_STATUS, _install_meta(res))
 
     def _on_rollback(self, msg: Message) -> None:
         self.reply(msg, MsgType.FLASH_STATUS, _install_meta(self.rt.rollback()))

@@ -190,9 +190,10 @@ class DeviceRuntime:
         self._open_active()
         return res
 
-    def begin_upload(self, sha: str, size: int) -> int:
+    def begin_upload(self, sha: str, size: int, manifest: bytes, signature: bytes,
+                     allow_downgrade: bool = False) -> dict:
         with self._store_lock:
-            return self.store.begin_upload(sha, size)
+            return self.store.begin_upload(sha, size, manifest, signature, allow_downgrade)
 
     def write_chunk(self, sha: str, offset: int, data: bytes, crc: int) -> int:
         with self._store_lock:
@@ -202,9 +203,9 @@ class DeviceRuntime:
         with self._store_lock:
             return self._after_change(self.store.finish_upload(sha, size, self.self_test))
 
-    def activate(self, bid: str) -> InstallResult:
+    def activate(self, bid: str, allow_downgrade: bool = False) -> InstallResult:
         with self._store_lock:
-            return self._after_change(self.store.activate(bid, self.self_test))
+            return self._after_change(self.store.activate(bid, self.self_test, allow_downgrade))
 
     def rollback(self) -> InstallResult:
         with self._store_lock:

@@ -109,8 +109,10 @@ def info_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--trust", multiple=True, help="Trusted public key (default: $QDEV_TRUST or keys/dev).")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--allow-downgrade", is_flag=True,
+              help="Install a bundle older (by its signed version) than one the device has run.")
 @click.pass_context
-def flash_cmd(ctx: click.Context, bundle: Path, trust: tuple[str, ...], as_json: bool) -> None:
+def flash_cmd(ctx: click.Context, bundle: Path, trust: tuple[str, ...], allow_downgrade: bool, as_json: bool) -> None:
     """Verify a bundle here, upload it (resumable), install it on the device after its self-test."""
     from qdev.host.cli.progress import progress_bar
 
@@ -118,7 +120,7 @@ def flash_cmd(ctx: click.Context, bundle: Path, trust: tuple[str, ...], as_json:
     c = _client(ctx)
     try:
         with progress_bar(f"flash {bundle.name}", disable=as_json) as cb:
-            res = c.flash(bundle, keys, progress=cb)
+            res = c.flash(bundle, keys, progress=cb, allow_downgrade=allow_downgrade)
     finally:
         c.close()
     if as_json:

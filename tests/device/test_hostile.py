@@ -188,3 +188,15 @@ def test_systemd_ready_and_watchdog_pings(tmp_path):
             got.append(rx.recv(64).decode())
     rx.close()
     assert got[0] == "READY=1" and got.count("WATCHDOG=1") >= 3
+
+
+def test_reflashing_the_installed_bundle_sends_no_upload(device):
+    c = connect(device.port)
+    try:
+        before = c.stats()["link"]["bytes_in"]
+        res = c.flash(SHIPPED["KV260"], [DEV_PUB])
+        after = c.stats()["link"]["bytes_in"]
+    finally:
+        c.close()
+    assert res["activated"] and res["uploaded"] is False
+    assert after - before < 20_000  # the signed manifest and a few requests, not the ~110 KB bundle

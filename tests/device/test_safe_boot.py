@@ -36,7 +36,7 @@ def _two_bundles(tmp_path):  # noqa: ANN202
     second = resign(copy_bundle(tmp_path / "b2"), key, run_id="second")
     res = _install(store, second, DEV_PUB, pub)
     state = json.loads((store / "state.json").read_text())
-    assert res["activated"] and state == {"active": res["bundle_id"], "previous": first["bundle_id"]}
+    assert res["activated"] and state["active"] == res["bundle_id"] and state["previous"] == first["bundle_id"]
     return store, first["bundle_id"], res["bundle_id"]
 
 

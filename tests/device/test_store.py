@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from qdev.device.store import MAX_BUNDLE_BYTES, BundleStore, StoreError
 from tests.device.helpers import DEV_PUB, SHIPPED, broken_selftest_bundle, copy_bundle, make_key, resign
 
 pytestmark = pytest.mark.device_env
+
+
+def _head(bundle: Path) -> tuple[bytes, bytes]:
+    return (bundle / "manifest.json").read_bytes(), (bundle / "manifest.json.sig").read_bytes()
 
 
 def _archive(bundle: Path, tmp: Path, name: str = "b.tar") -> Path:
@@ -52,7 +57,7 @@ def test_failed_self_test_keeps_the_old_bundle_active(rt, tmp_path):
     assert not rt.store.bundle_dir(res.bundle_id).exists()  # the failed bundle is not kept
 
 
-@pytest.mark.parametrize("damage", ["tamper_file", "tamper_manifest", "unsigned", "untrusted", "extra_file"])
+@pytest.mark.parametrize("damage", ["tamper_file", "tamper_manifest", "unsigned", "untrusted"])
 def test_bad_bundles_are_refused_and_change_nothing(rt, tmp_path, damage):
     good = rt.store.install(_archive(SHIPPED["KV260"], tmp_path, "a.tar"), rt.self_test)
     b = copy_bundle(tmp_path / "b")
@@ -71,8 +76,6 @@ def test_bad_bundles_are_refused_and_change_nothing(rt, tmp_path, damage):
     elif damage == "untrusted":
         key, _ = make_key(tmp_path)
         resign(b, key)
-    elif damage == "extra_file":
-        (b / "payload.sh").write_text("echo pwned")
     before = sorted(p.name for p in (rt.store.root / "bundles").iterdir())
     with pytest.raises(BundleError):
         rt.store.install(_archive(b, tmp_path, "b.tar"), rt.self_test)
@@ -91,7 +94,7 @@ def test_wrong_board_and_escaping_paths_are_refused(tmp_path):
         src = tmp_path / "x"
         src.write_text("x")
         tf.add(src, arcname="../../escape.txt")
-    with pytest.raises(BundleError, match="not a plain file inside the bundle"):
+    with pytest.raises(BundleError, match="does not start with manifest.json"):
         rt.store.install(evil, rt.self_test)
     assert not (tmp_path / "escape.txt").exists() and rt.store.state()["active"] is None
 
@@ -102,16 +105,17 @@ def test_upload_limits_crc_offsets_and_resume(rt, tmp_path):
 
     data = pack_bundle(SHIPPED["KV260"])
     sha = hashlib.sha256(data).hexdigest()
+    head = _head(SHIPPED["KV260"])
     with pytest.raises(StoreError, match="limit"):
-        rt.store.begin_upload(sha, MAX_BUNDLE_BYTES + 1)
-    assert rt.store.begin_upload(sha, len(data)) == 0
+        rt.store.begin_upload(sha, MAX_BUNDLE_BYTES + 1, *head)
+    assert rt.store.begin_upload(sha, len(data), *head) == {"offset": 0}
     off = rt.store.write_chunk(sha, 0, data[:1000], zlib.crc32(data[:1000]))
     with pytest.raises(StoreError, match="CRC"):
         rt.store.write_chunk(sha, off, data[1000:2000], zlib.crc32(data[1000:2000]) ^ 1)
     with pytest.raises(StoreError, match="offset"):
         rt.store.write_chunk(sha, 5000, data[5000:6000], zlib.crc32(data[5000:6000]))
     # a new session resumes from what the device holds
-    assert rt.store.begin_upload(sha, len(data)) == 1000
+    assert rt.store.begin_upload(sha, len(data), *head) == {"offset": 1000}
     off = 1000
     while off < len(data):
         piece = data[off : off + 65536]
@@ -127,8 +131,8 @@ def test_full_disk_is_refused_before_anything_is_written(rt, tmp_path, monkeypat
 
     du = namedtuple("usage", "total used free")
     monkeypatch.setattr(sh, "disk_usage", lambda p: du(10 << 20, 10 << 20, 1 << 20))
-    with pytest.raises(StoreError, match="not enough space"):
-        rt.store.begin_upload("0" * 64, 4 << 20)
+    with pytest.raises(StoreError, match=r"device store full: need \d+\.\d MB, 1\.0 MB free"):
+        rt.store.begin_upload("0" * 64, 4 << 20, *_head(SHIPPED["KV260"]))
     assert not list((rt.store.root / "incoming").iterdir())
 
 
@@ -163,3 +167,118 @@ def test_folder_build_is_all_or_nothing(tmp_path):
         (b.path / "b").write_text("replacement")
         assert b.commit(final, replace=True, durable=True) is True
     assert sorted(p.name for p in final.iterdir()) == ["b"] and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def _evil_archive(tmp: Path, kind: str) -> Path:
+    """The shipped bundle's signed head, followed by a member the signed manifest does not allow."""
+    import io
+
+    b = SHIPPED["KV260"]
+    names = ["manifest.json", "manifest.json.sig", *json.loads((b / "manifest.json").read_text())["files"]]
+    out = tmp / f"evil-{kind}.tar"
+    with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tf:
+        for n in names[:2]:
+            tf.add(b / n, arcname=n)
+        if kind == "unlisted":
+            data = b"echo pwned"
+            info = tarfile.TarInfo("payload.sh")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        elif kind == "symlink":
+            info = tarfile.TarInfo(names[2])
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tf.addfile(info)
+        elif kind == "device":
+            info = tarfile.TarInfo(names[2])
+            info.type = tarfile.CHRTYPE
+            tf.addfile(info)
+        elif kind == "oversize":  # a listed name with more bytes than signed
+            data = b"\0" * (json.loads((b / "manifest.json").read_text())["files"][names[2]]["bytes"] + 1)
+            info = tarfile.TarInfo(names[2])
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        elif kind == "twice":
+            for n in (names[2], names[2]):
+                tf.add(b / n, arcname=n)
+        elif kind == "swapped":  # right name and size, other bytes
+            data = bytearray((b / names[2]).read_bytes())
+            data[-1] ^= 1
+            info = tarfile.TarInfo(names[2])
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(bytes(data)))
+        elif kind == "missing":
+            pass
+    return out
+
+
+@pytest.mark.parametrize("kind, needle", [("unlisted", "not in the signed manifest"), ("symlink", "not a plain file"),
+                                          ("device", "not a plain file"), ("oversize", "the manifest signs"),
+                                          ("twice", "(twice)"), ("swapped", "does not match its signed sha256"),
+                                          ("missing", "lacks")])
+def test_archive_members_are_checked_against_the_signed_manifest(rt, tmp_path, kind, needle):
+    with pytest.raises(BundleError, match=re.escape(needle)):
+        rt.store.install(_evil_archive(tmp_path, kind), rt.self_test)
+    assert rt.store.state()["active"] is None
+    assert [p.name for p in (rt.store.root / "bundles").iterdir()] == []  # the staging folder is gone
+
+
+def test_a_sparse_member_is_refused_before_it_is_expanded(rt, tmp_path):
+    """A GNU sparse member claiming 200 MiB: refused from its header, nothing of it written."""
+    b = SHIPPED["KV260"]
+    out = tmp_path / "sparse.tar"
+    with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tf:
+        for n in ("manifest.json", "manifest.json.sig"):
+            tf.add(b / n, arcname=n)
+    name = next(iter(json.loads((b / "manifest.json").read_text())["files"]))
+    hdr = bytearray(tarfile.TarInfo(name).tobuf(format=tarfile.GNU_FORMAT))
+    hdr[156] = ord("S")  # GNUTYPE_SPARSE
+    hdr[483:495] = b"%011o\0" % (200 << 20)  # realsize
+    hdr[148:156] = b" " * 8
+    hdr[148:156] = b"%06o\0 " % sum(hdr[:512])
+    data = out.read_bytes()
+    end = len(data) - 1024  # before the two zero blocks of the end
+    while end > 0 and data[end - 512:end] == b"\0" * 512:
+        end -= 512
+    out.write_bytes(data[:end] + bytes(hdr[:512]) + b"\0" * 2048)
+    free0 = sum(f.stat().st_size for f in rt.store.root.rglob("*") if f.is_file())
+    with pytest.raises(BundleError):
+        rt.store.install(out, rt.self_test)
+    assert sum(f.stat().st_size for f in rt.store.root.rglob("*") if f.is_file()) == free0
+
+
+def test_an_unsigned_upload_is_refused_before_a_byte_is_stored(rt, tmp_path):
+    m, sig = _head(SHIPPED["KV260"])
+    with pytest.raises(BundleError, match="signature does not match"):
+        rt.store.begin_upload("a" * 64, 10 << 20, m.replace(b"KV260", b"ZCU104"), sig)
+    with pytest.raises(BundleError, match="malformed signature"):
+        rt.store.begin_upload("a" * 64, 10 << 20, m, b"{}")
+    assert list((rt.store.root / "incoming").iterdir()) == []
+
+
+def test_reflash_of_an_installed_bundle_uploads_nothing(rt, tmp_path):
+    import hashlib
+
+    rt.store.install(_archive(SHIPPED["KV260"], tmp_path), rt.self_test)
+    data = pack_bundle(SHIPPED["KV260"])
+    res = rt.store.begin_upload(hashlib.sha256(data).hexdigest(), len(data), *_head(SHIPPED["KV260"]))
+    assert res == {"installed": rt.store.state()["active"]}
+    assert list((rt.store.root / "incoming").iterdir()) == []
+
+
+def test_rollback_protection_refuses_older_versions_unless_allowed(rt, tmp_path):
+    key, pub = make_key(tmp_path)
+    rt.store.trust(pub)
+    v1 = resign(copy_bundle(tmp_path / "v1"), key, run_id="v1", version=100)
+    v2 = resign(copy_bundle(tmp_path / "v2"), key, run_id="v2", version=200)
+    v0 = resign(copy_bundle(tmp_path / "v0"), key, run_id="v0", version=50)
+    r1 = rt.store.install(_archive(v1, tmp_path, "1.tar"), rt.self_test)
+    r2 = rt.store.install(_archive(v2, tmp_path, "2.tar"), rt.self_test)
+    assert r1.activated and r2.activated and rt.store.max_version() == 200
+    with pytest.raises(StoreError, match="older than version 200.*--allow-downgrade"):
+        rt.store.install(_archive(v0, tmp_path, "0.tar"), rt.self_test)
+    with pytest.raises(StoreError, match="older than version 200"):
+        rt.store.check_update(*_head(v0))  # decided at FLASH_BEGIN, before the upload
+    # ROLLBACK goes to the recorded previous bundle (v1): allowed, the one sanctioned step back
+    assert rt.store.rollback(rt.self_test).activated and rt.store.state()["active"] == r1.bundle_id
+    r0 = rt.store.install(_archive(v0, tmp_path, "0.tar"), rt.self_test, allow_downgrade=True)
+    assert r0.activated and rt.store.max_version() == 200  # the floor never sinks

@@ -136,7 +136,9 @@ def test_disconnect_then_reconnect_and_resumed_flash(device):
     data = pack_bundle(default_bundle("ZCU104"))
     sha = hashlib.sha256(data).hexdigest()
     c = connect(device.port)
-    c.request(MsgType.FLASH_BEGIN, {"sha256": sha, "size": len(data)})
+    b = default_bundle("ZCU104")
+    c.request(MsgType.FLASH_BEGIN, {"sha256": sha, "size": len(data), "manifest": (b / "manifest.json").read_text(),
+                                    "signature": (b / "manifest.json.sig").read_text()})
     half = data[: len(data) // 2]
     c.request(MsgType.FLASH_CHUNK, {"offset": 0, "crc": zlib.crc32(half)}, half)
     c.close()

@@ -96,6 +96,9 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
                              "intmodel_equals_finn": im.get("equals_finn_python_exec")},
             "self_test": {"input": "golden_pixels.npy", "expected": "golden_codes.npy"},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            # rises with every build: a device refuses a lower one than it has run (rollback
+            # protection, as MCUboot's security counter) unless told --allow-downgrade
+            "version": int(time.time()),
             "qdev_version": __version__,
             "files": {name: file_entry(tmp / name) for name in files},
         }
