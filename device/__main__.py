@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--backend", default="auto", choices=["auto", "pynq", "software"])
     common.add_argument("--power", default="auto", choices=["auto", "pmbus", "hwmon", "estimate"])
     common.add_argument("--trust", action="append", default=[], help="trust this Ed25519 public key (PEM)")
+    common.add_argument("--dev-key", action="store_true",
+                        help="trust qdev's shipped development key (its private half is public: tests and demos only)")
     common.add_argument("--threads", type=int, default=1,
                         help="BLAS/OpenMP threads of the software backend (default 1: see qdev.device.threads)")
     s = sub.add_parser("serve", parents=[common], help="serve hosts over TCP and/or a serial port")
@@ -63,11 +65,15 @@ def _runtime(a):  # noqa: ANN001, ANN202
     from qdev.device.threads import pin_threads
 
     pinned = pin_threads(a.threads)  # before any model runs: the self-test already uses BLAS
-    store = BundleStore(a.store, a.board)
+    if a.dev_key:
+        print("qdev-device: WARNING: --dev-key: trusting qdev's development key, whose private half is "
+              "public; anyone can sign bundles for this device. Never use it with patient data.",
+              file=sys.stderr, flush=True)
+    store = BundleStore(a.store, a.board, a.dev_key)
     for k in a.trust:
         store.trust(Path(k))
     return DeviceRuntime(RuntimeConfig(store=a.store, board=a.board, backend=a.backend, power=a.power,
-                                       threads=pinned["threads"]), store)
+                                       threads=pinned["threads"], dev_key=a.dev_key), store)
 
 
 def _loopback(host: str) -> bool:

@@ -47,7 +47,7 @@ from qdev.device.bundle import (
 from qdev.device.errors import QdevError
 from qdev.device.fsutil import FolderBuild, atomic_write_text
 
-__all__ = ["BundleStore", "StoreError", "InstallResult", "MAX_BUNDLE_BYTES", "MAX_CHUNK", "bundle_id"]
+__all__ = ["BundleStore", "StoreError", "InstallResult", "MAX_BUNDLE_BYTES", "MAX_CHUNK", "bundle_id", "dev_key_ids"]
 
 MAX_BUNDLE_BYTES = 256 << 20
 MAX_CHUNK = 1 << 20
@@ -75,10 +75,20 @@ class InstallResult:
 SelfTest = Callable[[Path, dict], dict]  # -> {"ok": bool, ...details}
 
 
+def dev_key_ids() -> set[str]:
+    """Key ids of the development keys qdev ships (public, their private halves committed on
+    purpose): a device trusts them only when started with ``--dev-key``."""
+    from qdev import assets
+    from qdev.device.bundle import _raw, key_id
+
+    return {key_id(_raw(load_public_key(p))) for p in assets.dev_public_keys()}
+
+
 class BundleStore:
-    def __init__(self, root: Path | str, board: str | None = None) -> None:
+    def __init__(self, root: Path | str, board: str | None = None, allow_dev_key: bool = False) -> None:
         self.root = Path(root)
         self.board = board
+        self.allow_dev_key = allow_dev_key
         self.recovered: list[str] = []  # what opening the store had to repair, for INFO
         for sub in ("trusted", "incoming", "bundles"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -144,10 +154,23 @@ class BundleStore:
                 shutil.rmtree(p, ignore_errors=True)
 
     def trusted_keys(self) -> list:
-        return [load_public_key(p) for p in sorted((self.root / "trusted").glob("*.pub"))]
+        """The store's trusted keys; the shipped development key only with ``allow_dev_key``
+        (a store that trusted it once, under --dev-key, does not go on trusting it without)."""
+        from qdev.device.bundle import _raw, key_id
+
+        keys = [load_public_key(p) for p in sorted((self.root / "trusted").glob("*.pub"))]
+        if self.allow_dev_key:
+            return keys
+        dev = dev_key_ids()
+        return [k for k in keys if key_id(_raw(k)) not in dev]
 
     def trust(self, pub_path: Path) -> Path:
-        load_public_key(pub_path)  # refuse anything that is not an Ed25519 key
+        from qdev.device.bundle import _raw, key_id
+
+        key = load_public_key(pub_path)  # refuse anything that is not an Ed25519 key
+        if not self.allow_dev_key and key_id(_raw(key)) in dev_key_ids():
+            raise StoreError(f"{pub_path} is qdev's development key, whose private half is public: "
+                             "a device trusts it only when started with --dev-key (never with patient data)")
         dst = self.root / "trusted" / Path(pub_path).name
         shutil.copyfile(pub_path, dst)
         return dst

@@ -38,8 +38,12 @@ class LocalDevice:
         self.store = Path(store)
         self.env = env or {}
         args = [python or sys.executable, "-m", "qdev.device", "serve", "--store", str(store), "--backend", backend]
-        for k in trusted if trusted is not None else default_trusted():
+        keys = list(trusted if trusted is not None else default_trusted())
+        for k in keys:
             args += ["--trust", str(k)]
+        dev = {p.read_bytes() for p in assets.dev_public_keys()}
+        if any(Path(k).read_bytes() in dev for k in keys):
+            args.append("--dev-key")  # a local demo/test device trusting the development key
         if board:
             args += ["--board", board]
         if tcp:

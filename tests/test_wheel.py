@@ -94,7 +94,7 @@ def test_board_install_pulls_no_torch_and_serves(wheel, tmp_path):
     # the shipped bundle and dev key come from the installed package data
     code = "from qdev import assets; print(assets.shipped_bundle()); print(assets.dev_public_keys()[0])"
     bundle, pub = subprocess.run([py, "-c", code], capture_output=True, text=True, cwd=tmp_path).stdout.split()
-    r = subprocess.run([qd, "install", bundle, "--store", str(store), "--trust", pub, "--backend", "software"],
+    r = subprocess.run([qd, "install", bundle, "--store", str(store), "--trust", pub, "--backend", "software", "--dev-key"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["self_test"]["ok"]

@@ -39,6 +39,7 @@ class RuntimeConfig:
         power: ``auto`` | ``pmbus`` | ``hwmon`` | ``estimate``.
         hwmon_root: where hwmon sensors are read from.
         threads: the BLAS/OpenMP threads the process was pinned to (reported in INFO).
+        dev_key: trust qdev's shipped development key (``--dev-key``; INFO warns).
     """
 
     store: str = "/var/lib/qdev"
@@ -47,6 +48,7 @@ class RuntimeConfig:
     power: str = "auto"
     hwmon_root: str = "/sys/class/hwmon"
     threads: int | None = None
+    dev_key: bool = False
 
 
 @dataclass
@@ -102,7 +104,7 @@ class DeviceRuntime:
     def __init__(self, cfg: RuntimeConfig, store: BundleStore | None = None) -> None:
         self.cfg = cfg
         # the store opened once: what opening it repaired (BundleStore.recovered) is reported
-        self.store = store if store is not None else BundleStore(cfg.store, cfg.board)
+        self.store = store if store is not None else BundleStore(cfg.store, cfg.board, cfg.dev_key)
         self._accel_lock = threading.Lock()
         self._store_lock = threading.Lock()
         self.accel: Accelerator | None = None
@@ -238,6 +240,9 @@ class DeviceRuntime:
             "numpy": numpy.__version__, "machine": platform.machine(), "board": self.cfg.board,
             "bundle_id": self.bundle_id, "store": self.store.describe(), "threads": self.cfg.threads,
             "degraded": bool(self.degraded), "degraded_reasons": self.degraded,
+            "dev_key": self.cfg.dev_key,
+            **({"warning": "trusts qdev's public development key (--dev-key): anyone can sign bundles for it"}
+               if self.cfg.dev_key else {}),
         }
         try:
             import pynq

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.device_env
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qdev.device", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "qdev.device", *args, *(["--dev-key"] if args[0] in ("install", "info") else [])],
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_install_then_info(tmp_path):
@@ -40,3 +41,20 @@ def test_errors_are_one_line_exit_2(tmp_path):
     assert r.returncode == 2 and "unsigned bundle" in r.stderr and "Traceback" not in r.stderr
     r = _run("serve", "--store", str(tmp_path / "s"), "--tcp", "nonsense")
     assert r.returncode == 2 and "expected HOST:PORT" in r.stderr
+
+
+def test_the_development_key_needs_an_explicit_flag(tmp_path):
+    store = tmp_path / "store"
+    r = subprocess.run([sys.executable, "-m", "qdev.device", "trust", str(DEV_PUB), "--store", str(store)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "development key" in r.stderr and "--dev-key" in r.stderr
+    assert not list((store / "trusted").glob("*.pub"))
+    r = _run("install", str(SHIPPED["KV260"]), "--store", str(store), "--trust", str(DEV_PUB), "--backend", "software")
+    assert r.returncode == 0 and "WARNING: --dev-key" in r.stderr
+    info = json.loads(_run("info", "--store", str(store)).stdout)
+    assert info["dev_key"] is True and "development key" in info["warning"]
+    # started without the flag, the same store no longer trusts it: the bundle it signed is not used
+    r = subprocess.run([sys.executable, "-m", "qdev.device", "info", "--store", str(store)],
+                       capture_output=True, text=True, timeout=120)
+    info = json.loads(r.stdout)
+    assert info["bundle_id"] is None and info["degraded"] and info["dev_key"] is False

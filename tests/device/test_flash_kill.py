@@ -66,7 +66,7 @@ def test_kill_during_flash_always_leaves_a_working_bundle(tmp_path):
         dev.proc.wait()
         th.join(30)
         # what does a fresh start find?
-        rt = DeviceRuntime(RuntimeConfig(store=str(store), backend="software", power="estimate"))
+        rt = DeviceRuntime(RuntimeConfig(store=str(store), backend="software", power="estimate", dev_key=True))
         vb = rt.store.active()
         assert vb is not None, f"kill {i}: no active bundle"
         verify_bundle(vb.path, [DEV_PUB])

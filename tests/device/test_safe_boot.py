@@ -20,7 +20,7 @@ pytestmark = pytest.mark.device_env
 
 def _install(store, bundle, *trust) -> dict:  # noqa: ANN001
     args = [sys.executable, "-m", "qdev.device", "install", str(bundle), "--store", str(store),
-            "--backend", "software"]
+            "--backend", "software", "--dev-key"]
     for k in trust:
         args += ["--trust", str(k)]
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
@@ -49,7 +49,7 @@ def _flip_byte(path) -> None:  # noqa: ANN001
 def _serve(store, serial=None):  # noqa: ANN001, ANN202
     from qdev.host.local import LocalDevice
 
-    return LocalDevice(store, trusted=[], serial=serial, tcp=serial is None)
+    return LocalDevice(store, trusted=[], serial=serial, tcp=serial is None, extra=["--dev-key"])
 
 
 def test_damaged_active_bundle_falls_back_to_the_previous(tmp_path):

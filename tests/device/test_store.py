@@ -29,9 +29,9 @@ def _archive(bundle: Path, tmp: Path, name: str = "b.tar") -> Path:
 
 @pytest.fixture()
 def rt(tmp_path) -> DeviceRuntime:
-    store = BundleStore(tmp_path / "store")
+    store = BundleStore(tmp_path / "store", allow_dev_key=True)
     store.trust(DEV_PUB)
-    return DeviceRuntime(RuntimeConfig(store=str(tmp_path / "store"), backend="software", power="estimate"))
+    return DeviceRuntime(RuntimeConfig(store=str(tmp_path / "store"), backend="software", power="estimate", dev_key=True))
 
 
 def test_install_activates_after_self_test_and_keeps_previous(rt, tmp_path):
@@ -84,9 +84,10 @@ def test_bad_bundles_are_refused_and_change_nothing(rt, tmp_path, damage):
 
 
 def test_wrong_board_and_escaping_paths_are_refused(tmp_path):
-    store = BundleStore(tmp_path / "s", board="KV260")
+    store = BundleStore(tmp_path / "s", board="KV260", allow_dev_key=True)
     store.trust(DEV_PUB)
-    rt = DeviceRuntime(RuntimeConfig(store=str(tmp_path / "s"), board="KV260", backend="software", power="estimate"))
+    rt = DeviceRuntime(RuntimeConfig(store=str(tmp_path / "s"), board="KV260", backend="software", power="estimate",
+                                     dev_key=True))
     with pytest.raises(BundleError, match="built for ZCU104"):
         rt.store.install(_archive(SHIPPED["ZCU104"], tmp_path), rt.self_test)
     evil = tmp_path / "evil.tar"
@@ -141,7 +142,7 @@ def test_leftovers_of_a_killed_install_are_cleaned_on_open(rt, tmp_path):
     (rt.store.root / "bundles" / ".staging-dead").mkdir()
     (rt.store.root / "bundles" / "0123456789abcdef").mkdir()  # renamed, never activated
     (rt.store.root / ".state.json.x.tmp").write_text("{")  # atomic_writer's temp name
-    s2 = BundleStore(rt.store.root)
+    s2 = BundleStore(rt.store.root, allow_dev_key=True)
     assert sorted(p.name for p in (s2.root / "bundles").iterdir()) == [good.bundle_id]
     assert s2.state()["active"] == good.bundle_id and s2.active() is not None
     assert not list(s2.root.glob("*.tmp"))

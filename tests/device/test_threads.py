@@ -42,9 +42,9 @@ def test_device_info_reports_its_threads(tmp_path):
     store = tmp_path / "store"
     run = [sys.executable, "-m", "qdev.device"]
     r = subprocess.run([*run, "install", str(SHIPPED["KV260"]), "--store", str(store), "--trust", str(DEV_PUB),
-                        "--backend", "software", "--threads", "2"], capture_output=True, text=True, timeout=120)
+                        "--backend", "software", "--threads", "2", "--dev-key"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([*run, "info", "--store", str(store), "--threads", "2"], capture_output=True, text=True,
+    r = subprocess.run([*run, "info", "--store", str(store), "--threads", "2", "--dev-key"], capture_output=True, text=True,
                        timeout=120)
     assert json.loads(r.stdout)["threads"] == 2
     r = subprocess.run([*run, "info", "--store", str(store), "--threads", "0"], capture_output=True, text=True,
