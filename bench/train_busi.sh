@@ -11,6 +11,8 @@
 #                                       # W4A4 without BN, QuantU-Net from scratch (runs/exp-*)
 #   bench/train_busi.sh long 0 1 2      # the from-scratch recipe for $LONG_EPOCHS (150) epochs with
 #                                       # a weight EMA (decay $EMA, 0.995) used for selection
+#   bench/train_busi.sh uniform 3 0 1 2  # fixed WbAb (here W3A3) from scratch, the from-scratch
+#                                       # recipe's schedule and augmentation: the Pareto baselines
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Q=${QDEV:-.venv/bin/qdev}  # e.g. QDEV="/path/.venv/bin/python -m qdev.host.cli" from a frozen worktree
@@ -69,7 +71,14 @@ case "${1:-seeds}" in
       exp_run "exp-quant-w8-lam005-scratch-e${LONG_EPOCHS:-150}-ema-s$s" --model quant --width 8 \
         --epochs "${LONG_EPOCHS:-150}" --seed "$s" --lambda 0.05 --bits 2..8 --freeze-bits 0.75 --ema "${EMA:-0.995}"
     done ;;
+  uniform)
+    shift || true
+    b=${1:?bits}; shift || true
+    for s in ${*:-0 1 2}; do
+      exp_run "exp-w${b}a${b}-w8-scratch-s$s" --model quant --width 8 --epochs 60 --seed "$s" --bits "$b..$b" \
+        --init-bits "$b" --lambda 0 --freeze-bits 0
+    done ;;
   paper)
     float_run "$FP-paper-s0" 0 paper ;;
-  *) echo "usage: $0 seeds [SEED...] | quant [SEED...] | recipes | long [SEED...] | paper" >&2; exit 2 ;;
+  *) echo "usage: $0 seeds [SEED...] | quant [SEED...] | recipes | long [SEED...] | uniform BITS [SEED...] | paper" >&2; exit 2 ;;
 esac

@@ -1,0 +1,88 @@
+"""The paper's claim put to the test: learned per-layer bit widths against uniform fixed widths
+(W2A2, W3A3, W4A4), lesion Dice against model bits. Reads every evaluated QuantU-Net run folder
+under ``runs/`` (``evaluate/metrics.json``), groups seeds of one recipe (the run name without its
+``-sN``), and prints a markdown table (validation Dice of the chosen checkpoint, test Dice,
+average and model bits) and writes the Pareto plot.
+
+Usage: .venv/bin/python bench/pareto.py [--runs runs] [--out bench/pareto.png]
+Runs come from ``bench/train_busi.sh`` (``uniform B SEED...`` for the fixed widths; ``recipes``
+and ``long`` for learned widths).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics as st
+from pathlib import Path
+
+
+def _best_val(run: Path) -> float:
+    recs = [json.loads(x) for x in (run / "train" / "log.jsonl").read_text().splitlines()]
+    return [r for r in recs if r.get("best")][-1]["val"]["dice_lesion"]
+
+
+def collect(root: Path) -> dict[str, list[dict]]:
+    """recipe -> one record per seed (quant runs only)."""
+    out: dict[str, list[dict]] = {}
+    for m in sorted(root.glob("*/evaluate/metrics.json")):
+        run = m.parents[1]
+        doc = json.loads(m.read_text())
+        if doc["model"]["kind"] != "quant" or not doc.get("bits"):
+            continue
+        b = doc["bits"]
+        uniform = doc["model"]["min_bits"] == doc["model"]["max_bits"]
+        out.setdefault(re.sub(r"-s\d+$", "", run.name), []).append({
+            "run": run.name, "kind": f"uniform W{doc['model']['min_bits']}A{doc['model']['min_bits']}" if uniform
+            else "learned", "val": _best_val(run), "test": doc["metrics"]["dice_lesion"],
+            "avg_bits": b["avg_bits"], "model_bits": b["model_bits"],
+            "compression": doc.get("compression_vs_float")})
+    return out
+
+
+def _ms(v: list[float]) -> str:
+    return f"{v[0]:.4f}" if len(v) == 1 else f"{st.mean(v):.4f} ± {st.stdev(v):.4f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, default=Path("runs"))
+    ap.add_argument("--out", type=Path, default=Path("bench/pareto.png"))
+    a = ap.parse_args()
+    groups = collect(a.runs)
+    if not groups:
+        raise SystemExit(f"no evaluated QuantU-Net runs under {a.runs}")
+    print("| recipe | widths | seeds | avg bits | model bits | float/quant | val Dice (lesion) | test Dice (lesion) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, rs in sorted(groups.items(), key=lambda kv: st.mean(r["model_bits"] for r in kv[1])):
+        print(f"| {name} | {rs[0]['kind']} | {len(rs)} | {st.mean(r['avg_bits'] for r in rs):.2f} | "
+              f"{st.mean(r['model_bits'] for r in rs):,.0f} | {st.mean(r['compression'] for r in rs):.1f}x | "
+              f"{_ms([r['val'] for r in rs])} | {_ms([r['test'] for r in rs])} |")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, split in zip(axes, ("val", "test")):
+        for name, rs in groups.items():
+            learned = rs[0]["kind"] == "learned"
+            x = [r["model_bits"] / 1e6 for r in rs]
+            y = [r[split] for r in rs]
+            ax.scatter(x, y, marker="o" if learned else "s", s=40, label=f"{name} ({rs[0]['kind']})",
+                       facecolors="none" if not learned else None)
+        ax.set_xlabel("model bits (millions)")
+        ax.set_title(f"{'validation' if split == 'val' else 'test'} lesion Dice")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("lesion Dice")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("QuantU-Net width 8 on BUSI (grouped split): learned per-layer widths vs uniform widths")
+    fig.tight_layout()
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(a.out, dpi=120)
+    print(f"\nplot: {a.out}")
+
+
+if __name__ == "__main__":
+    main()
