@@ -18,6 +18,15 @@ def read_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def _save(fig, path: Path) -> Path:  # noqa: ANN001
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_training(log_path: Path, out_dir: Path) -> list[Path]:
     """Write the figures next to the log; returns their paths (float runs: only fig 2 and 3)."""
     import matplotlib
@@ -49,10 +58,7 @@ def plot_training(log_path: Path, out_dir: Path) -> list[Path]:
         ax.legend(fontsize=5, ncol=3, loc="upper right")
         ax.grid(alpha=0.3)
         p = out_dir / "fig1_layer_bits.png"
-        fig.tight_layout()
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        out.append(p)
+        out.append(_save(fig, p))
     fig, ax = plt.subplots(figsize=(8, 5))
     ax.plot(ep, [r["val"]["pixel_acc"] for r in recs], "C0-", label="val pixel accuracy")
     ax.plot(ep, [r["val"]["dice_lesion"] for r in recs], "C2-", label="val Dice (lesion images)")
@@ -69,10 +75,7 @@ def plot_training(log_path: Path, out_dir: Path) -> list[Path]:
     ax.legend(loc="lower left")
     ax.set_title("Figure 2: validation accuracy and average bit width")
     p = out_dir / "fig2_acc_bits.png"
-    fig.tight_layout()
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    out.append(p)
+    out.append(_save(fig, p))
     fig, ax = plt.subplots(figsize=(8, 5))
     seg = [r["train"]["bce"] + r["train"]["dice"] for r in recs]
     ax.plot(ep, seg, "C0-", label="segmentation loss (BCE + Dice), train")
@@ -86,8 +89,5 @@ def plot_training(log_path: Path, out_dir: Path) -> list[Path]:
     ax.legend()
     ax.set_title("Figure 3: bit-width loss vs segmentation loss")
     p = out_dir / "fig3_bit_vs_seg.png"
-    fig.tight_layout()
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    out.append(p)
+    out.append(_save(fig, p))
     return out

@@ -60,23 +60,21 @@ class LogitInt8OutputQuant(Int8ActPerTensorFloat):
     collect_stats_steps = 100
 
 
-def weight_quant(init_bits: int, min_bits: int, max_bits: int) -> type:
-    """The weight quantizer with a trainable bit width initialised at ``init_bits``."""
-    return TrainableBitsWeightQuant.let(
+def _trainable_bits(quant: type, init_bits: int, min_bits: int, max_bits: int) -> type:
+    return quant.let(
         bit_width=init_bits,
         min_bit_width=min_bits,
         # despite the names, Brevitas clamps the *total* width with these (and only if both are set)
         bit_width_offset_min_val=min_bits,
         bit_width_offset_max_val=max_bits,
     )
+
+
+def weight_quant(init_bits: int, min_bits: int, max_bits: int) -> type:
+    """The weight quantizer with a trainable bit width initialised at ``init_bits``."""
+    return _trainable_bits(TrainableBitsWeightQuant, init_bits, min_bits, max_bits)
 
 
 def relu_act_quant(init_bits: int, min_bits: int, max_bits: int) -> type:
     """The post-ReLU activation quantizer with a trainable bit width."""
-    return TrainableBitsUintActQuant.let(
-        bit_width=init_bits,
-        min_bit_width=min_bits,
-        # despite the names, Brevitas clamps the *total* width with these (and only if both are set)
-        bit_width_offset_min_val=min_bits,
-        bit_width_offset_max_val=max_bits,
-    )
+    return _trainable_bits(TrainableBitsUintActQuant, init_bits, min_bits, max_bits)
