@@ -18,7 +18,11 @@ class PtyPair:
     """Two pseudo-terminals joined by a relay: open ``dev_path`` on one side, ``host_path`` on
     the other. ``bytes_per_s`` limits each direction (921600 baud 8N1 = 92160 bytes/s)."""
 
-    def __init__(self, bytes_per_s: float | None = None) -> None:
+    def __init__(self, bytes_per_s: float | None = None, seed: int = 0) -> None:
+        self.noise = 0.0  # share of bytes corrupted, in bursts of ``burst`` bytes (settable live)
+        self.burst = 256
+        self.corrupted = 0
+        self._rng = random.Random(seed)
         self.m1, self.s1 = os.openpty()
         self.m2, self.s2 = os.openpty()
         for fd in (self.s1, self.s2):
@@ -47,6 +51,8 @@ class PtyPair:
                 delay = budget_t - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+            if self.noise:
+                data = self._corrupt(data)
             view = memoryview(data)
             while view and not self.stop.is_set():
                 try:
@@ -57,6 +63,21 @@ class PtyPair:
                 except OSError:
                     break
                 view = view[n:]
+
+    def _corrupt(self, data: bytes) -> bytes:
+        """Overwrite bursts of random bytes so that ``noise`` of all bytes are hit on average."""
+        out = bytearray(data)
+        p_start = self.noise / self.burst
+        i = 0
+        while i < len(out):
+            if self._rng.random() < p_start:
+                for j in range(i, min(i + self.burst, len(out))):
+                    out[j] = self._rng.randrange(256)
+                    self.corrupted += 1
+                i += self.burst
+            else:
+                i += 1
+        return bytes(out)
 
     def close(self) -> None:
         self.stop.set()
