@@ -157,9 +157,13 @@ class DicomSource(ProbeSource):
 
 def _dicom_fps(ds) -> float | None:  # noqa: ANN001
     ft = getattr(ds, "FrameTime", None)  # ms per frame
+    ftv = getattr(ds, "FrameTimeVector", None)  # ms between frames (the first entry is 0)
     try:
         if ft:
             return 1000.0 / float(ft)
+        if ftv and len(ftv) > 1:
+            gaps = [float(v) for v in list(ftv)[1:] if float(v) > 0]
+            return 1000.0 * len(gaps) / sum(gaps) if gaps else None
         for tag in ("CineRate", "RecommendedDisplayFrameRate"):
             v = getattr(ds, tag, None)
             if v:

@@ -81,3 +81,38 @@ def test_bad_probe_specs(spec, err, tmp_path):
     bad.write_bytes(b"not a video")
     with pytest.raises(DataError):
         list(open_probe(str(bad)).frames())
+
+
+@pytest.mark.parametrize("name, syntax", [
+    ("SC_rgb_jpeg_dcmtk.dcm", "JPEG baseline"), ("SC_rgb_jpeg_gdcm.dcm", "JPEG baseline (GDCM-encoded)"),
+    ("JPEG2000.dcm", "JPEG 2000"), ("MR_small_RLE.dcm", "RLE (16-bit)"), ("SC_rgb_rle.dcm", "RLE (RGB)"),
+    ("MR_small_jpeg_ls_lossless.dcm", "JPEG-LS lossless (16-bit)"),
+    ("JPEGLSNearLossless_16.dcm", "JPEG-LS near-lossless (16-bit)"),
+])
+def test_compressed_dicom_transfer_syntaxes_decode(name, syntax):
+    """The transfer syntaxes hospitals send, through pydicom's plugins (pylibjpeg, pyjpegls), on
+    pydicom's own test files: decoded, and equal to what pydicom decodes them to."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name)
+    ds = dcmread(path)
+    assert ds.file_meta.TransferSyntaxUID.is_compressed, syntax
+    frames = list(open_probe(path).frames())
+    ref = ds.pixel_array
+    assert len(frames) == int(getattr(ds, "NumberOfFrames", 1) or 1)
+    first = frames[0].image
+    assert first.shape[:2] == (ds.Rows, ds.Columns)
+    assert np.array_equal(first, ref if ref.ndim == first.ndim else ref[0]) or ds.PhotometricInterpretation == "MONOCHROME1"
+    px = to_model_input(first, 128, 128)
+    assert px.dtype == np.uint8 and px.shape == (128, 128) and px.max() > px.min()  # 16-bit scaled, not clipped
+
+
+def test_frame_time_vector_gives_the_rate():
+    from pydicom.dataset import Dataset
+
+    from qdev.device.probe.sources import _dicom_fps
+
+    ds = Dataset()
+    ds.FrameTimeVector = [0, 40, 40, 40]
+    assert _dicom_fps(ds) == pytest.approx(25.0)
