@@ -6,8 +6,7 @@ silently wrong / hangs.
 
     .venv/bin/python bench/robustness.py [--frames 200]
 
-TLS against plain TCP is not measured: the link has no TLS yet (see README, "Not yet
-authenticated").
+TLS against plain TCP: bench/tls.py.
 """
 
 from __future__ import annotations

@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-keep", type=int, default=5)
     s.add_argument("--idle-timeout", type=float, default=60.0)
     s.add_argument("--max-sessions", type=int, default=16, help="TCP sessions at once")
+    s.add_argument("--tls", default=None, help="HOST:PORT: mutually authenticated TLS 1.3 for paired hosts "
+                   "(any address; see qdev-device pair)")
     s.add_argument("--insecure-network", action="store_true",
                    help="allow --tcp on a non-loopback address without authentication (not for patient data)")
     i = sub.add_parser("install", parents=[common], help="install and activate a bundle folder locally")
@@ -55,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("trust", parents=[common], help="add a trusted public key to the store")
     t.add_argument("key")
     sub.add_parser("info", parents=[common], help="print device info as JSON")
+    pr = sub.add_parser("pair", parents=[common], help="pin a host's TLS certificate with a role (tls listener)")
+    pr.add_argument("host_cert")
+    pr.add_argument("--role", choices=["viewer", "operator"], required=True)
+    pr.add_argument("--name", default=None)
+    sub.add_parser("identity", parents=[common], help="print (making it once) this device's TLS certificate path")
     return p
 
 
@@ -94,7 +101,7 @@ def _serve(a) -> int:  # noqa: ANN001
     from qdev.device.runtime.server import LiveHub, TcpServer, serve_serial
     from qdev.device.runtime.supervise import Supervisor
 
-    if not a.tcp and not a.serial:
+    if not a.tcp and not a.serial and not a.tls:
         raise ConfigError("serve needs --tcp HOST:PORT and/or --serial PORT")
     rt = _runtime(a)
     stop = threading.Event()
@@ -118,6 +125,17 @@ def _serve(a) -> int:  # noqa: ANN001
         servers.append(srv)
         loops.append(("tcp", lambda beat, _stop, srv=srv: srv.serve_forever(beat)))
         print(f"listening on tcp://{srv.address[0]}:{srv.address[1]}", flush=True)
+    if a.tls:
+        hp = parse_tcp(a.tls)
+        if hp is None:
+            raise ConfigError(f"--tls {a.tls}: expected HOST:PORT")
+        try:
+            tsrv = TcpServer(rt, hp[0], hp[1], hub, a.idle_timeout, a.max_sessions, tls_store=a.store)
+        except OSError as exc:
+            raise ConfigError(f"--tls {a.tls}: cannot listen ({exc})") from exc
+        servers.append(tsrv)
+        loops.append(("tls", lambda beat, _stop, srv=tsrv: srv.serve_forever(beat)))
+        print(f"listening on tls://{tsrv.address[0]}:{tsrv.address[1]} (paired hosts only)", flush=True)
     if a.serial:
         idle = max(a.idle_timeout, 3600.0)
         loops.append(("serial", lambda beat, st: serve_serial(rt, a.serial, a.baud, st, hub, idle, beat)))
@@ -156,6 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.cmd == "serve":
             return _serve(a)
+        if a.cmd == "pair":  # TLS pairing and identity need no runtime (nor a bundle)
+            from qdev.device.tls import pair_host
+
+            print(pair_host(Path(a.store), Path(a.host_cert), a.role, a.name))
+            return 0
+        if a.cmd == "identity":
+            from qdev.device.tls import make_identity
+
+            print(make_identity(Path(a.store) / "tls", "device", "qdev-device")[1])
+            return 0
         rt = _runtime(a)
         if a.cmd == "install":
             from qdev.device.bundle import pack_bundle

@@ -175,7 +175,26 @@ def parse_tcp(spec: str) -> tuple[str, int] | None:
 
 
 def open_link(spec: str, baudrate: int = 921600, timeout: float = 5.0) -> Link:
-    """A link from a port spec: ``tcp://HOST:PORT`` / ``HOST:PORT``, or a serial URL / device path."""
+    """A link from a port spec: ``tls://HOST:PORT`` (mutually authenticated TLS 1.3 to a paired
+    device, :mod:`qdev.device.tls`), ``tcp://HOST:PORT`` / ``HOST:PORT``, or a serial URL / path."""
+    if spec.startswith("tls://"):
+        import ssl
+
+        from qdev.device.tls import client_context
+
+        hp = parse_tcp("tcp://" + spec[len("tls://"):])
+        if hp is None:
+            raise LinkError(f"{spec}: expected tls://HOST:PORT")
+        ctx = client_context()
+        try:
+            raw = socket.create_connection(hp, timeout=timeout)
+            sock = ctx.wrap_socket(raw)
+        except ssl.SSLError as exc:
+            raise LinkError(f"{spec}: TLS handshake failed ({exc.reason or exc}): is this device paired "
+                            "with this host (qdev pair / qdev-device pair)?") from exc
+        except OSError as exc:
+            raise LinkError(f"cannot connect to {spec}: {exc}") from exc
+        return SocketLink(sock, spec)
     tcp = parse_tcp(spec)
     if tcp is not None:
         try:

@@ -19,7 +19,7 @@ Self-healing: a ``state.json`` that does not parse (a damaged disk; atomic write
 is moved aside to ``state.json.corrupt-<time>`` and the store opens with no bundle active, keeping
 every installed bundle so that one can be activated again; :attr:`BundleStore.recovered` says
 what happened. What to do about a damaged *bundle* is the runtime's choice (safe boot, in
-:mod:`qdev.device.runtime.service`): :meth:`BundleStore.fall_back` makes the previous one active.
+:mod:`qdev.device.runtime.service`): it picks the previous one in memory, leaving ``state.json`` as it is.
 """
 
 from __future__ import annotations
@@ -344,19 +344,6 @@ class BundleStore:
         if bid != self.state()["previous"]:  # ROLLBACK's target is the one older bundle allowed
             self._check_version(self.verified(bid).manifest, allow_downgrade)
         return self._activate(bid, self_test)
-
-    def fall_back(self, reason: str) -> str | None:
-        """The active bundle is unusable (``reason``): make the previous one active (the runtime
-        then verifies and self-tests it before using it). Returns the new active id, or None."""
-        st = self.state()
-        self._write_state(st["previous"], None)
-        self.recovered.append(f"active bundle {st['active']} unusable ({reason})")
-        return st["previous"]
-
-    def deactivate(self, reason: str) -> None:
-        st = self.state()
-        self._write_state(None, None)
-        self.recovered.append(f"bundle {st['active']} unusable ({reason}): serving with no bundle")
 
     def rollback(self, self_test: SelfTest) -> InstallResult:
         st = self.state()

@@ -100,6 +100,7 @@ class Session:
         self.hub = hub
         self.idle_timeout = idle_timeout
         self.hello = False
+        self.role = "operator"  # loopback TCP and the serial console are local; TLS sets the paired role
         self.link_error: LinkError | None = None  # how run() ended, if the link failed
         self.watch: queue.Queue | None = None
         self.upload: dict | None = None
@@ -161,6 +162,10 @@ class Session:
                 raise BadRequest("meta", msg.bad)
             if handler is None:
                 raise QdevError(f"unknown request type {msg.type}")
+            if msg.type in OPERATOR_ONLY and self.role != "operator":
+                self._error(msg, f"{msg.name} needs the operator role; this host is paired as {self.role}",
+                            "forbidden")
+                return
             check_fields(msg.meta, REQUEST_FIELDS.get(msg.type, {}))
             handler(self, msg)
         except BadRequest as exc:
@@ -260,6 +265,10 @@ class Session:
         self.reply(msg, MsgType.WATCH, {"watching": True})
 
 
+OPERATOR_ONLY = frozenset({MsgType.FLASH_BEGIN, MsgType.FLASH_CHUNK, MsgType.FLASH_END, MsgType.ACTIVATE,
+                           MsgType.ROLLBACK})
+"""What a ``viewer`` may not do (it may INFO, STATS, POWER, WATCH, INFER, STREAM)."""
+
 HANDLERS: dict[MsgType, Callable[[Session, Message], None]] = {
     MsgType.INFO: Session._on_info,
     MsgType.ECHO: Session._on_echo,
@@ -281,7 +290,7 @@ class TcpServer:
 
     def __init__(self, runtime: DeviceRuntime, host: str = "127.0.0.1", port: int = 7967,
                  hub: LiveHub | None = None, idle_timeout: float = 60.0, max_sessions: int = 16,
-                 hello_timeout: float = 5.0) -> None:
+                 hello_timeout: float = 5.0, tls_store: str | None = None) -> None:
         self.rt, self.hub, self.idle_timeout = runtime, hub, idle_timeout
         self.max_sessions, self.hello_timeout = max_sessions, hello_timeout
         self.sock = socket.create_server((host, port), reuse_port=False)
@@ -290,6 +299,12 @@ class TcpServer:
         self._sessions: list[Session] = []  # in order of arrival
         self._lock = threading.Lock()
         self.refused = 0
+        self.tls_store = tls_store
+        self.tls = None
+        if tls_store is not None:
+            from qdev.device.tls import server_context
+
+            self.tls = server_context(tls_store)  # made now: a broken identity fails at start
 
     def serve_forever(self, beat=None) -> None:  # noqa: ANN001
         self.sock.settimeout(0.2)
@@ -304,14 +319,38 @@ class TcpServer:
                 if self.stop.is_set():
                     break
                 raise  # the listening socket failed: the supervisor restarts this loop
-            link = SocketLink(conn, f"tcp://{peer[0]}:{peer[1]}")
-            s = Session(self.rt, link, self.hub, self.idle_timeout)
-            if not self._admit(s):
-                self.refused += 1
-                log.warning("%s refused: %d sessions already", link.name, self.max_sessions)
-                link.close()
-                continue
-            threading.Thread(target=self._run, args=(s,), daemon=True).start()
+            threading.Thread(target=self._start, args=(conn, peer), daemon=True).start()
+
+    def _start(self, conn: socket.socket, peer: tuple) -> None:
+        role = "operator"
+        if self.tls is not None:  # the handshake runs here, off the acceptor: a slow peer blocks no one
+            import ssl
+
+            from qdev.device.tls import peer_role
+
+            from qdev.device.tls import server_context
+
+            try:
+                conn.settimeout(self.hello_timeout)
+                # per connection: a host paired (qdev-device pair) while serving is known at once
+                conn = server_context(self.tls_store).wrap_socket(conn, server_side=True)
+                role = peer_role(self.tls_store, conn)
+            except (ssl.SSLError, OSError) as exc:
+                log.warning("tls://%s:%s refused: %s", peer[0], peer[1], exc)
+                conn.close()
+                return
+            if role is None:  # cannot happen with only paired certificates as anchors; never assume
+                conn.close()
+                return
+        link = SocketLink(conn, f"{'tls' if self.tls else 'tcp'}://{peer[0]}:{peer[1]}")
+        s = Session(self.rt, link, self.hub, self.idle_timeout)
+        s.role = role
+        if not self._admit(s):
+            self.refused += 1
+            log.warning("%s refused: %d sessions already", link.name, self.max_sessions)
+            link.close()
+            return
+        self._run(s)
 
     def _admit(self, s: Session) -> bool:
         with self._lock:

@@ -123,14 +123,17 @@ class DeviceRuntime:
             if self.accel is not None:
                 self.accel.close()
             self.accel, self.bundle_id, self.meter = None, None, None
-        for _ in range(2):  # the active bundle, then at most the previous one
-            st = self.store.state()
-            bid = st["active"]
-            if bid is None:
-                return
+        st = self.store.state()
+        # the active bundle, then the previous one; chosen here, in memory: state.json changes only
+        # by a flash, activate or rollback (a signer untrusted at this start may be trusted at the
+        # next, and a damaged bundle is replaced by the next flash)
+        candidates = [st["active"]] if st["active"] else []
+        if st["previous"] and st["previous"] != st["active"]:
+            candidates.append(st["previous"])
+        for i, bid in enumerate(candidates):
             try:
                 vb = self.store.verified(bid)
-                if fallback_test:
+                if fallback_test or i > 0:  # a fallback must prove itself first
                     res = self.self_test(vb.path, vb.manifest)
                     if not res.get("ok"):
                         raise QdevError(f"self-test failed: {res.get('error')}")
@@ -145,12 +148,10 @@ class DeviceRuntime:
                     if self.accel is not None:
                         self.accel.close()
                     self.accel, self.bundle_id, self.meter = None, None, None
-                if st["previous"] and st["previous"] != bid and not fallback_test:
-                    self.store.fall_back(str(exc))
-                    fallback_test = True  # the previous bundle must prove itself first
-                    continue
-                self.store.deactivate(str(exc))
-                return
+                which = "active" if i == 0 else "previous"
+                self.store.recovered.append(f"{which} bundle {bid} unusable ({exc})")
+        if candidates:
+            self.store.recovered.append("serving with no bundle: flash one (qdev flash) or activate one")
 
     @property
     def degraded(self) -> list[str]:

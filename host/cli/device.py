@@ -148,6 +148,31 @@ def rollback_cmd(ctx: click.Context) -> None:
         raise QdevError(f"rollback failed: {res['message']}")
 
 
+@click.command("pair")
+@click.argument("device_cert", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--name", default=None, help="Name of the pin (default: the file's stem).")
+def pair_cmd(device_cert: Path, name: str | None) -> None:
+    """Pin a device's TLS certificate (from qdev-device identity) and print this host's certificate,
+    to pin on the device with: qdev-device pair HOST.pem --role operator|viewer."""
+    import re as _re
+    import shutil
+    import ssl
+
+    from qdev.device.tls import host_home, make_identity
+
+    try:
+        ssl.PEM_cert_to_DER_cert(device_cert.read_text())
+    except ValueError as exc:
+        raise QdevError(f"{device_cert}: not a PEM certificate ({exc})") from exc
+    pins = host_home() / "tls" / "devices"
+    pins.mkdir(parents=True, exist_ok=True)
+    dst = pins / f"{_re.sub(r'[^A-Za-z0-9_.-]', '_', name or device_cert.stem)}.pem"
+    shutil.copyfile(device_cert, dst)
+    _, host_cert = make_identity(host_home() / "tls", "host", "qdev-host")
+    click.echo(f"pinned {dst}")
+    click.echo(f"this host's certificate: {host_cert}")
+
+
 @click.command("activate")
 @click.argument("bundle_id")
 @click.pass_context
@@ -308,4 +333,4 @@ def bench_cmd(ctx: click.Context, frames: int, window: int, bundle: Path | None,
     click.echo(f"host CPU (software executor, same bundle, {host['threads']} BLAS thread(s)): {host['fps']:.2f} frames/s")
 
 
-COMMANDS = [ports_cmd, info_cmd, flash_cmd, rollback_cmd, activate_cmd, stream_cmd, report_cmd, bench_cmd]
+COMMANDS = [ports_cmd, info_cmd, flash_cmd, rollback_cmd, activate_cmd, pair_cmd, stream_cmd, report_cmd, bench_cmd]

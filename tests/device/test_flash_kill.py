@@ -179,6 +179,7 @@ def test_a_handler_bug_or_disk_error_gets_an_error_reply_and_the_session_goes_on
 
     sess = server.Session.__new__(server.Session)
     sess.rt, sess.ch, sess.hub, sess.hello, sess.watch, sess.upload = Rt(), FakeChannel(), None, True, None, None
+    sess.role = "operator"
     sess.ch.link = type("L", (), {"name": "test"})()
     with caplog.at_level("ERROR", logger="qdev.device"):
         sess.handle(Message(MsgType.POWER, 1, {}, b""))
