@@ -66,17 +66,19 @@ def main() -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, split in zip(axes, ("val", "test")):
-        for name, rs in groups.items():
+        for k, (name, rs) in enumerate(sorted(groups.items())):
             learned = rs[0]["kind"] == "learned"
             x = [r["model_bits"] / 1e6 for r in rs]
             y = [r[split] for r in rs]
-            ax.scatter(x, y, marker="o" if learned else "s", s=40, label=f"{name} ({rs[0]['kind']})",
-                       facecolors="none" if not learned else None)
+            ax.scatter(x, y, marker="o" if learned else "s", s=50, label=f"{name} ({rs[0]['kind']})",
+                       facecolors=f"C{k}" if learned else "none", edgecolors=f"C{k}", linewidths=1.5)
         ax.set_xlabel("model bits (millions)")
         ax.set_title(f"{'validation' if split == 'val' else 'test'} lesion Dice")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("lesion Dice")
-    axes[1].legend(fontsize=7, loc="lower right")
+    axes[1].legend(fontsize=7, loc="best")
+    for ax in axes:
+        ax.margins(x=0.15, y=0.15)
     fig.suptitle("QuantU-Net width 8 on BUSI (grouped split): learned per-layer widths vs uniform widths")
     fig.tight_layout()
     a.out.parent.mkdir(parents=True, exist_ok=True)
