@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from qdev.device.errors import QdevError
 from qdev.device.protocol import DEFAULT_MAX_PAYLOAD, FrameParser, MsgType, encode
+from qdev.device.validate import BadRequest, check_meta_bytes
 
 __all__ = ["LinkError", "LinkTimeout", "Link", "SocketLink", "SerialLink", "Message", "Channel",
            "pack_payload", "unpack_payload", "open_link", "parse_tcp"]
@@ -216,8 +217,6 @@ def unpack_payload(payload: bytes) -> tuple[dict, bytes]:
     Raises:
         LinkError: the payload or its meta is unusable (the message says why).
     """
-    from qdev.device.validate import BadRequest, check_meta_bytes
-
     if len(payload) < _META.size:
         raise LinkError("malformed message: payload shorter than its meta length")
     (n,) = _META.unpack_from(payload)

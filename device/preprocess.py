@@ -25,21 +25,40 @@ __all__ = ["check_image_header", "read_image", "read_mask_union", "to_luma_u8", 
 MAX_FRAME_PIXELS = 64_000_000  # a 8000x8000 frame; ultrasound frames are under 2 MP
 
 
+class _Opened:
+    """``with _Opened(path) as img``: Pillow's lazy open (header only), the size checked against
+    :data:`MAX_FRAME_PIXELS` before any decoding, every failure a one-line DataError."""
+
+    def __init__(self, path) -> None:  # noqa: ANN001
+        self.path = path
+
+    def __enter__(self):  # noqa: ANN204
+        from PIL import Image
+
+        self.errors = (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError)
+        try:
+            self.img = Image.open(self.path)
+        except Image.DecompressionBombError:  # Pillow's own, looser check fired first
+            raise DataError(f"{self.path}: image is over the {MAX_FRAME_PIXELS:,}-pixel limit") from None
+        except self.errors as exc:
+            raise DataError(f"{self.path}: unreadable or corrupt image ({exc})") from exc
+        w, h = self.img.size
+        if w * h > MAX_FRAME_PIXELS:
+            self.img.close()
+            raise DataError(f"{self.path}: {w}x{h} image is over the {MAX_FRAME_PIXELS:,}-pixel limit")
+        return self.img
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+        self.img.close()
+        if exc_type is not None and issubclass(exc_type, self.errors) and not issubclass(exc_type, DataError):
+            raise DataError(f"{self.path}: unreadable or corrupt image ({exc})") from exc
+
+
 def check_image_header(path) -> tuple[int, int]:  # noqa: ANN001  (str | Path)
     """(width, height) from the file's header, without decoding it; refuses unreadable files and
     images over :data:`MAX_FRAME_PIXELS` (cheap: a source checks all its files up front)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except Image.DecompressionBombError:  # Pillow's own, stricter-than-nothing check fired first
-        raise DataError(f"{path}: image is over the {MAX_FRAME_PIXELS:,}-pixel limit") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable or corrupt image ({exc})") from exc
-    if w * h > MAX_FRAME_PIXELS:
-        raise DataError(f"{path}: {w}x{h} image is over the {MAX_FRAME_PIXELS:,}-pixel limit")
-    return w, h
+    with _Opened(path) as img:
+        return img.size
 
 
 def read_image(path) -> np.ndarray:  # noqa: ANN001  (str | Path)
@@ -49,21 +68,9 @@ def read_image(path) -> np.ndarray:  # noqa: ANN001  (str | Path)
     Raises:
         DataError: unreadable, corrupt, or too large (a decompression bomb).
     """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            if w * h > MAX_FRAME_PIXELS:
-                raise DataError(f"{path}: {w}x{h} image is over the {MAX_FRAME_PIXELS:,}-pixel limit")
-            img.load()
-            return np.asarray(img if img.mode in ("L", "RGB") else img.convert("RGB"))
-    except DataError:
-        raise
-    except Image.DecompressionBombError:
-        raise DataError(f"{path}: image is over the {MAX_FRAME_PIXELS:,}-pixel limit") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable or corrupt image ({exc})") from exc
+    with _Opened(path) as img:
+        img.load()
+        return np.asarray(img if img.mode in ("L", "RGB") else img.convert("RGB"))
 
 
 def read_mask_union(paths, shape: tuple[int, int], image=None) -> np.ndarray:  # noqa: ANN001

@@ -27,7 +27,7 @@ from pathlib import Path
 from qdev.device.errors import ConfigError
 
 __all__ = ["ROLES", "make_identity", "server_context", "client_context", "peer_role", "fingerprint",
-           "pair_host", "host_home"]
+           "pair_host", "pin_device", "host_home"]
 
 ROLES = ("viewer", "operator")
 
@@ -80,10 +80,26 @@ def pair_host(store: Path, cert: Path, role: str, name: str | None = None) -> Pa
         _der(cert)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{cert}: not a PEM certificate ({exc})") from exc
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name or Path(cert).stem)
+    name = _pin_name(cert, name)
     for r in ROLES:  # one role per host
         (Path(store) / "tls" / "paired" / r / f"{name}.pem").unlink(missing_ok=True)
     dst = Path(store) / "tls" / "paired" / role / f"{name}.pem"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(Path(cert).read_text())
+    return dst
+
+
+def _pin_name(cert: Path, name: str | None) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name or Path(cert).stem)
+
+
+def pin_device(cert: Path, name: str | None = None) -> Path:
+    """Pin a device certificate on this host (``$QDEV_HOME/tls/devices/<name>.pem``)."""
+    try:
+        _der(cert)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{cert}: not a PEM certificate ({exc})") from exc
+    dst = host_home() / "tls" / "devices" / f"{_pin_name(cert, name)}.pem"
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_text(Path(cert).read_text())
     return dst

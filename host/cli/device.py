@@ -154,20 +154,9 @@ def rollback_cmd(ctx: click.Context) -> None:
 def pair_cmd(device_cert: Path, name: str | None) -> None:
     """Pin a device's TLS certificate (from qdev-device identity) and print this host's certificate,
     to pin on the device with: qdev-device pair HOST.pem --role operator|viewer."""
-    import re as _re
-    import shutil
-    import ssl
+    from qdev.device.tls import host_home, make_identity, pin_device
 
-    from qdev.device.tls import host_home, make_identity
-
-    try:
-        ssl.PEM_cert_to_DER_cert(device_cert.read_text())
-    except ValueError as exc:
-        raise QdevError(f"{device_cert}: not a PEM certificate ({exc})") from exc
-    pins = host_home() / "tls" / "devices"
-    pins.mkdir(parents=True, exist_ok=True)
-    dst = pins / f"{_re.sub(r'[^A-Za-z0-9_.-]', '_', name or device_cert.stem)}.pem"
-    shutil.copyfile(device_cert, dst)
+    dst = pin_device(device_cert, name)
     _, host_cert = make_identity(host_home() / "tls", "host", "qdev-host")
     click.echo(f"pinned {dst}")
     click.echo(f"this host's certificate: {host_cert}")
