@@ -102,6 +102,66 @@ def _attack(port: str, name: str) -> bool:
         s.close()
 
 
+def _serial_attacks(tmp: Path) -> dict[str, bool]:
+    """Against a sealed serial session (protocol v2): a third party on the wire replays, forges,
+    speaks plain, or is unpaired; an old (v1) host. Survived: refused, counted, nothing run."""
+    from qdev.device import tls
+    from qdev.device.link import Channel, SerialLink
+    from qdev.device.protocol import SEALED
+    from tests.linkfaults import PtyPair
+
+    out: dict[str, bool] = {}
+    pty = PtyPair(seed=11)
+    try:
+        with LocalDevice(tmp / "store-serial", serial=pty.dev_path, tcp=False):
+            c = connect(pty.host_path, timeout=30.0)
+            c.flash(BUNDLE, assets.dev_public_keys())
+            pty.record = True
+            c.infer(0, PX[0])
+            pty.record = False
+            rec = bytes(pty.tapped["to_device"])
+            before = c.stats()
+            pty.inject_to_device(rec)
+            fr = FrameParser().feed(rec)[0]
+            forged = bytearray(fr.payload)
+            forged[3] ^= 1
+            pty.inject_to_device(encode(fr.type, fr.seq + 500, bytes(forged)))
+            pty.inject_to_device(encode(MsgType.ROLLBACK, 7000, pack_payload({})))
+            time.sleep(1.0)
+            after = c.stats()
+            ran = after["frames"] != before["frames"]
+            lk0, lk1 = before["link"], after["link"]
+            out["replayed serial frame"] = not ran and lk1["replayed"] == lk0["replayed"] + 1
+            out["forged serial frame"] = not ran and lk1["auth_failed"] == lk0["auth_failed"] + 1
+            out["plain request on a sealed serial session"] = lk1["unauthenticated"] == lk0["unauthenticated"] + 1
+            out["wiretap on a sealed serial session (reads no pixels)"] = (PX[0].tobytes()[:64] not in rec
+                                                            and all(f.type & SEALED for f in FrameParser().feed(rec)))
+            c.close()
+        with LocalDevice(tmp / "store-unpaired", serial=pty.dev_path, tcp=False, pair=False):
+            tls.pin_device(tls.device_identity(tmp / "store-unpaired")[1], "unpaired")
+            ch = Channel(SerialLink(pty.host_path))
+            replies = []
+            for t, meta in ((MsgType.HELLO, {"client": "x", "protocol": 2}), (MsgType.WATCH, {})):
+                for _ in range(3):  # bytes right after open may be flushed
+                    ch.send(t, meta)
+                    try:
+                        replies.append(ch.recv(2.0))
+                        break
+                    except Exception:  # noqa: BLE001 - timeout: send again
+                        continue
+            out["unpaired serial host"] = [r.meta.get("code") for r in replies] == ["unpaired", "no_hello"]
+            ch.send(MsgType.HELLO, {"client": "old"}, version=1)
+            try:
+                r = ch.recv(2.0)
+                out["version-1 host on serial"] = r.version == 1 and r.meta.get("code") == "protocol_version"
+            except Exception:  # noqa: BLE001
+                out["version-1 host on serial"] = False
+            ch.close()
+    finally:
+        pty.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=200)
@@ -120,6 +180,8 @@ def main() -> None:
                 healthy = probe.info()["bundle_id"] is not None
                 probe.close()
                 print(f"| {name} | 1 | {int(ok and healthy)} |")
+        for name, ok in _serial_attacks(Path(tmp)).items():
+            print(f"| {name} | 1 | {int(ok)} |")
         pty = PtyPair(seed=7)
         try:
             with LocalDevice(Path(tmp) / "store2", serial=pty.dev_path, tcp=False):

@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass, field
 
 from qdev.device.errors import QdevError
-from qdev.device.protocol import DEFAULT_MAX_PAYLOAD, FrameParser, MsgType, encode
+from qdev.device.linkauth import AuthError, Opener, Sealer
+from qdev.device.protocol import (DEFAULT_MAX_PAYLOAD, SEALED, VERSION, Frame, FrameParser, MsgType,
+                                  associated_data, encode)
 from qdev.device.validate import BadRequest, check_meta_bytes
 
 __all__ = ["LinkError", "LinkTimeout", "Link", "SocketLink", "SerialLink", "Message", "Channel",
@@ -242,6 +244,8 @@ class Message:
     meta: dict
     blob: bytes = b""
     bad: str | None = None  # why the payload could not be read (the frame itself was intact)
+    version: int = VERSION
+    sealed: bool = False  # arrived authenticated and encrypted (linkauth)
 
     @property
     def name(self) -> str:
@@ -251,9 +255,19 @@ class Message:
             return f"type {self.type}"
 
 
+UNAUTHENTICATED = "unauthenticated"
+
+
 @dataclass
 class Channel:
-    """Messages over a link: framed, CRC-checked; malformed frames are dropped and counted."""
+    """Messages over a link: framed, CRC-checked; malformed frames are dropped and counted.
+
+    With ``tx`` / ``rx`` set (an authenticated session, :mod:`qdev.device.linkauth`) every frame
+    sent is sealed, and a sealed frame received is delivered only if it authenticates and is not
+    a replay (else dropped and counted in ``auth_failed`` / ``replayed``). ``sealed_only``: a
+    plain frame other than HELLO is delivered marked ``bad=UNAUTHENTICATED``. ``rx_candidates``
+    (host side, during the handshake): the first that opens a sealed frame becomes ``rx``.
+    """
 
     link: Link
     max_payload: int = DEFAULT_MAX_PAYLOAD
@@ -266,17 +280,30 @@ class Channel:
     malformed: int = 0
     stall_s: float = 1.0  # a partial frame with no byte for this long is dropped (sender died mid-frame)
     last_rx: float = field(default_factory=time.monotonic)  # when a byte last arrived (any byte)
+    tx: Sealer | None = None
+    rx: Opener | None = None
+    sealed_only: bool = False
+    rx_candidates: list = field(default_factory=list)  # [(name, Opener)]
+    rx_matched: str | None = None  # which candidate opened the session
+    auth_failed: int = 0
+    replayed: int = 0
 
     def __post_init__(self) -> None:
         self.parser = FrameParser(self.max_payload)
 
-    def send(self, msg_type: int, meta: dict | None = None, blob: bytes = b"", seq: int | None = None) -> int:
-        """Send one message; returns its sequence number."""
+    def send(self, msg_type: int, meta: dict | None = None, blob: bytes = b"", seq: int | None = None,
+             plain: bool = False, version: int = VERSION) -> int:
+        """Send one message (sealed when the session has keys, unless ``plain``); returns its
+        sequence number. ``version=1``: a plain version-1 frame (only to refuse a v1 peer)."""
         with self._wlock:
             if seq is None:
                 seq = self._seq
                 self._seq = (self._seq + 1) & 0xFFFFFFFF
-            data = encode(int(msg_type), seq, pack_payload(meta or {}, blob), self.max_payload)
+            payload, mtype = pack_payload(meta or {}, blob), int(msg_type)
+            if self.tx is not None and not plain and version == VERSION:
+                mtype |= SEALED
+                payload = self.tx.seal(seq, associated_data(version, mtype, seq), payload)
+            data = encode(mtype, seq, payload, self.max_payload, version)
             self.link.write(data)
             self.bytes_out += len(data)
         return seq
@@ -305,13 +332,52 @@ class Channel:
             else:
                 frames = []
             for fr in frames:
-                try:
-                    meta, blob = unpack_payload(fr.payload)
-                    self._pending.append(Message(fr.type, fr.seq, meta, blob))
-                except LinkError as exc:  # an intact frame with an unusable payload: still a
-                    self.malformed += 1   # request, which gets its (ERROR) reply
-                    self._pending.append(Message(fr.type, fr.seq, {}, b"", bad=str(exc)))
+                msg = self._message(fr)
+                if msg is not None:
+                    self._pending.append(msg)
         return self._pending.pop(0)
+
+    def _message(self, fr: Frame) -> Message | None:
+        """The message of an intact frame; None for a sealed frame that fails (dropped: its
+        sequence number cannot be trusted, so there is nothing to reply to)."""
+        if fr.version != VERSION:  # kept only to say why it is refused (same payload format)
+            try:
+                meta, _ = unpack_payload(fr.payload)
+            except LinkError:
+                meta = {}
+            return Message(fr.type, fr.seq, meta, b"", bad=f"protocol version {fr.version}", version=fr.version)
+        payload, mtype, sealed = fr.payload, fr.type, bool(fr.type & SEALED)
+        if sealed:
+            mtype &= ~SEALED
+            try:
+                payload = self._open(fr)
+            except AuthError as exc:
+                if "replayed" in str(exc):
+                    self.replayed += 1
+                else:
+                    self.auth_failed += 1
+                return None
+        elif self.sealed_only and mtype != MsgType.HELLO:
+            return Message(mtype, fr.seq, {}, b"", bad=UNAUTHENTICATED)
+        try:
+            meta, blob = unpack_payload(payload)
+        except LinkError as exc:  # an intact frame with an unusable payload: still a
+            self.malformed += 1   # request, which gets its (ERROR) reply
+            return Message(mtype, fr.seq, {}, b"", bad=str(exc), sealed=sealed)
+        return Message(mtype, fr.seq, meta, blob, sealed=sealed)
+
+    def _open(self, fr: Frame) -> bytes:
+        ad = associated_data(fr.version, fr.type, fr.seq)
+        if self.rx is not None:
+            return self.rx.open(fr.seq, ad, fr.payload)
+        for name, opener in self.rx_candidates:
+            try:
+                out = opener.open(fr.seq, ad, fr.payload)
+            except AuthError:
+                continue
+            self.rx, self.rx_matched, self.rx_candidates = opener, name, []
+            return out
+        raise AuthError("sealed frame, and no session key opens it")
 
     def close(self) -> None:
         self.link.close()

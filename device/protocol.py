@@ -1,12 +1,12 @@
-"""qdev link framing, version 1 (see docs/PROTOCOL.md): the byte-level layer both the device
+"""qdev link framing, version 2 (see docs/PROTOCOL.md): the byte-level layer both the device
 runtime and the host speak over a serial port, a pty or TCP. numpy-free, stdlib only.
 
 Frame (little-endian)::
 
     offset size field
     0      2    magic  b"QD"
-    2      1    version (1)
-    3      1    type
+    2      1    version (2; a version-1 frame is parsed only to refuse its sender clearly)
+    3      1    type   (bit 7 set: the payload is sealed, see :mod:`qdev.device.linkauth`)
     4      4    seq    (u32, per sender)
     8      4    length (u32, payload bytes, <= max_payload)
     12     4    hcrc   CRC32 of bytes 0..11
@@ -25,10 +25,13 @@ import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-__all__ = ["MAGIC", "VERSION", "HEADER", "MsgType", "Frame", "FrameParser", "encode", "ParserStats"]
+__all__ = ["MAGIC", "VERSION", "SUPPORTED_VERSIONS", "SEALED", "HEADER", "MsgType", "Frame", "FrameParser",
+           "encode", "ParserStats", "associated_data"]
 
 MAGIC = b"QD"
-VERSION = 1
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)  # parsed; only VERSION is served (a v1 peer gets a v1 ERROR saying so)
+SEALED = 0x80  # type-byte flag: payload = AES-GCM(meta+blob), authenticated with the header
 _HDR = struct.Struct("<2sBBII")
 HEADER = _HDR.size + 4  # + header CRC
 TRAILER = 4
@@ -36,7 +39,7 @@ DEFAULT_MAX_PAYLOAD = 16 << 20
 
 
 class MsgType(IntEnum):
-    """Message types of protocol version 1 (payload formats in docs/PROTOCOL.md)."""
+    """Message types of protocol version 2 (payload formats in docs/PROTOCOL.md)."""
 
     HELLO = 1
     HELLO_ACK = 2
@@ -63,12 +66,19 @@ class MsgType(IntEnum):
 
 @dataclass(frozen=True)
 class Frame:
-    type: int
+    type: int  # with the SEALED flag, if set
     seq: int
     payload: bytes
+    version: int = VERSION
 
 
-def encode(msg_type: int, seq: int, payload: bytes = b"", max_payload: int = DEFAULT_MAX_PAYLOAD) -> bytes:
+def associated_data(version: int, type_byte: int, seq: int) -> bytes:
+    """What a sealed frame authenticates besides its payload: magic, version, type, seq."""
+    return MAGIC + struct.pack("<BBI", version, type_byte, seq)
+
+
+def encode(msg_type: int, seq: int, payload: bytes = b"", max_payload: int = DEFAULT_MAX_PAYLOAD,
+           version: int = VERSION) -> bytes:
     """One frame as bytes.
 
     Raises:
@@ -78,7 +88,7 @@ def encode(msg_type: int, seq: int, payload: bytes = b"", max_payload: int = DEF
         raise ValueError(f"payload of {len(payload)} bytes exceeds the limit of {max_payload}")
     if not 0 <= msg_type < 256 or not 0 <= seq < 2**32:
         raise ValueError("type must fit in u8 and seq in u32")
-    head = _HDR.pack(MAGIC, VERSION, msg_type, seq, len(payload))
+    head = _HDR.pack(MAGIC, version, msg_type, seq, len(payload))
     head += struct.pack("<I", zlib.crc32(head))
     crc = zlib.crc32(payload, zlib.crc32(head))
     return b"".join((head, payload, struct.pack("<I", crc)))
@@ -131,7 +141,7 @@ class FrameParser:
                     self.stats.header_crc_errors += 1
                     pos = self._skip(pos)
                     continue
-                if version != VERSION:
+                if version not in SUPPORTED_VERSIONS:
                     self.stats.bad_version += 1
                     pos = self._skip(pos)
                     continue
@@ -147,7 +157,7 @@ class FrameParser:
                     self.stats.payload_crc_errors += 1
                     pos = self._skip(pos)
                     continue
-                out.append(Frame(mtype, seq, bytes(mv[pos + HEADER : pos + HEADER + length])))
+                out.append(Frame(mtype, seq, bytes(mv[pos + HEADER : pos + HEADER + length]), version))
                 self.stats.frames += 1
                 pos += total
         finally:

@@ -27,7 +27,8 @@ from pathlib import Path
 from qdev.device.errors import ConfigError
 
 __all__ = ["ROLES", "make_identity", "server_context", "client_context", "peer_role", "fingerprint",
-           "pair_host", "pin_device", "host_home"]
+           "pair_host", "pin_device", "host_home", "host_identity", "device_identity", "pinned_devices",
+           "paired_host"]
 
 ROLES = ("viewer", "operator")
 
@@ -62,6 +63,34 @@ def make_identity(folder: Path, stem: str, common_name: str) -> tuple[Path, Path
                                    serialization.NoEncryption()))
     cert_p.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key_p, cert_p
+
+
+def host_identity() -> tuple[Path, Path]:
+    """This host's (key, certificate), made on first use."""
+    return make_identity(host_home() / "tls", "host", f"qdev-host@{os.uname().nodename}")
+
+
+def device_identity(store: Path) -> tuple[Path, Path]:
+    """The device's (key, certificate) in its store, made on first use."""
+    return make_identity(Path(store) / "tls", "device", "qdev-device")
+
+
+def pinned_devices(device_name: str | None = None) -> list[Path]:
+    """The device certificates this host has pinned (all, or the one named)."""
+    pins = sorted((host_home() / "tls" / "devices").glob("*.pem"))
+    return [p for p in pins if p.stem == device_name] if device_name else pins
+
+
+def paired_host(store: Path, fp: str) -> tuple[str, Path] | None:
+    """(role, certificate) of the paired host whose certificate has SHA-256 ``fp``, read now."""
+    for role in ROLES:
+        for p in sorted((Path(store) / "tls" / "paired" / role).glob("*.pem")):
+            try:
+                if fingerprint(_der(p)) == fp:
+                    return role, p
+            except (OSError, ValueError):
+                continue  # a damaged pin matches nothing
+    return None
 
 
 def fingerprint(cert_der: bytes) -> str:
@@ -116,7 +145,7 @@ def _paired(store: Path) -> dict[str, str]:
 
 def server_context(store: Path) -> ssl.SSLContext:
     """TLS 1.3 only; the client must present a paired certificate."""
-    key, cert = make_identity(Path(store) / "tls", "device", "qdev-device")
+    key, cert = device_identity(store)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_cert_chain(cert, key)
@@ -136,10 +165,8 @@ def client_context(device_name: str | None = None) -> ssl.SSLContext:
     """TLS 1.3 only, this host's identity, trusting only pinned device certificates (all of them,
     or the one named)."""
     home = host_home() / "tls"
-    key, cert = make_identity(home, "host", f"qdev-host@{os.uname().nodename}")
-    pins = sorted((home / "devices").glob("*.pem"))
-    if device_name:
-        pins = [p for p in pins if p.stem == device_name]
+    key, cert = host_identity()
+    pins = pinned_devices(device_name)
     if not pins:
         raise ConfigError(f"no paired device{' ' + device_name if device_name else ''}: "
                           f"qdev pair DEVICE.pem first (pins in {home / 'devices'})")

@@ -19,8 +19,8 @@ import numpy as np
 
 from qdev.device.bundle import MANIFEST, SIGNATURE, pack_bundle, verify_bundle
 from qdev.device.errors import QdevError
-from qdev.device.link import Channel, Link, LinkError, LinkTimeout, Message, open_link
-from qdev.device.protocol import MsgType
+from qdev.device.link import Channel, Link, LinkError, LinkTimeout, Message, SerialLink, open_link
+from qdev.device.protocol import VERSION, MsgType
 
 __all__ = ["DeviceClient", "DeviceError", "StreamReply", "connect"]
 
@@ -46,6 +46,7 @@ class DeviceClient:
         self.ch = Channel(link)
         self.timeout = timeout
         self.hello: dict | None = None
+        self.device_name: str | None = None  # the pinned device that authenticated (serial)
 
     # ------------------------------------------------------------- plumbing
     def _wait(self, seq: int, timeout: float | None = None) -> Message:
@@ -55,6 +56,11 @@ class DeviceClient:
             if left <= 0:
                 raise LinkTimeout(f"{self.ch.link.name}: no reply within {timeout or self.timeout:g} s")
             msg = self.ch.recv(left)
+            if msg.version != VERSION:
+                raise LinkError(f"{self.ch.link.name}: the device speaks qdev protocol {msg.version}; this host "
+                                f"speaks {VERSION}: update the device runtime (qdev-device)")
+            if msg.bad is not None:
+                continue  # unusable or unauthenticated: never acted on
             if msg.meta.get("re") != seq:
                 continue  # a late reply to an abandoned request, or a LIVE push
             if msg.type == MsgType.ERROR:
@@ -65,17 +71,59 @@ class DeviceClient:
     def request(self, mtype: MsgType, meta: dict | None = None, blob: bytes = b"", timeout: float | None = None) -> Message:
         return self._wait(self.ch.send(mtype, meta, blob), timeout)
 
-    def handshake(self, timeout: float | None = None) -> dict:
-        """Host-first HELLO; retried, since a serial port may drop what was sent before it opened."""
+    def handshake(self, timeout: float | None = None, auth: bool | None = None) -> dict:
+        """Host-first HELLO; retried, since a serial port may drop what was sent before it opened.
+
+        ``auth`` (default: on serial links, which have no TLS): an authenticated, encrypted
+        session keyed by the pairing (:mod:`qdev.device.linkauth`); the device must answer with
+        a HELLO_ACK sealed by a device this host has pinned."""
+        auth = isinstance(self.ch.link, SerialLink) if auth is None else auth
         tries, last = 3, None
         for _ in range(tries):
+            meta: dict = {"client": "qdev", "protocol": VERSION}
+            n_h, secrets = b"", {}
+            if auth:
+                meta["auth"], n_h, secrets = self._offer_auth()
             try:
-                self.hello = self.request(MsgType.HELLO, {"client": "qdev"},
-                                          timeout=(timeout or self.timeout) / tries).meta
-                return self.hello
+                reply = self.request(MsgType.HELLO, meta, timeout=(timeout or self.timeout) / tries)
             except LinkTimeout as exc:
                 last = exc
+                continue
+            if auth:
+                self._finish_auth(reply, n_h, secrets)
+            self.hello = reply.meta
+            return self.hello
+        if auth and self.ch.auth_failed:
+            raise LinkError(f"{self.ch.link.name}: the device's answer did not authenticate against any "
+                            "paired device: pair it (qdev pair DEVICE.pem)") from last
         raise LinkTimeout(f"{self.ch.link.name}: no qdev device answered the handshake") from last
+
+    def _offer_auth(self) -> tuple[dict, bytes, dict[str, bytes]]:
+        from qdev.device import linkauth, tls
+
+        pins = tls.pinned_devices()
+        if not pins:
+            raise LinkError(f"no paired device: a serial link needs pairing (qdev pair DEVICE.pem; pins in "
+                            f"{tls.host_home() / 'tls' / 'devices'})")
+        key, cert = tls.host_identity()
+        n_h = linkauth.new_nonce()
+        secrets = {p.stem: linkauth.shared_secret(key, p) for p in pins}
+        self.ch.tx, self.ch.rx, self.ch.sealed_only, self.ch.rx_matched = None, None, False, None  # fresh
+        self.ch.rx_candidates = [(name, linkauth.host_opener(sec, n_h)) for name, sec in secrets.items()]
+        return {"host": linkauth.cert_fingerprint(cert), "nonce": n_h.hex()}, n_h, secrets
+
+    def _finish_auth(self, reply: Message, n_h: bytes, secrets: dict[str, bytes]) -> None:
+        from qdev.device import linkauth
+
+        if not reply.sealed or self.ch.rx_matched is None:
+            raise LinkError(f"{self.ch.link.name}: the device answered without authenticating itself")
+        try:
+            n_d = bytes.fromhex(reply.meta["auth"]["nonce"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LinkError(f"{self.ch.link.name}: HELLO_ACK lacks the device nonce") from exc
+        self.ch.tx, self.ch.rx = linkauth.host_keys(secrets[self.ch.rx_matched], n_h, n_d, self.ch.rx)
+        self.ch.sealed_only = True
+        self.device_name = self.ch.rx_matched
 
     def close(self) -> None:
         self.ch.close()

@@ -34,8 +34,11 @@ class LocalDevice:
 
     def __init__(self, store: Path, trusted: list[Path] | None = None, board: str | None = None,
                  serial: str | None = None, tcp: bool = True, extra: list[str] | None = None,
-                 python: str | None = None, backend: str = "software", env: dict | None = None) -> None:
+                 python: str | None = None, backend: str = "software", env: dict | None = None,
+                 pair: bool | None = None) -> None:
         self.store = Path(store)
+        self.serial = serial
+        self.auto_pair = bool(serial) if pair is None else pair  # a serial link admits paired hosts only
         self.env = env or {}
         args = [python or sys.executable, "-m", "qdev.device", "serve", "--store", str(store), "--backend", backend]
         keys = list(trusted if trusted is not None else default_trusted())
@@ -59,8 +62,20 @@ class LocalDevice:
         self.start()
         return self
 
+    def pair(self) -> None:
+        """Pair this host (operator) and the device, as ``qdev pair`` / ``qdev-device pair`` would:
+        a serial link accepts paired hosts only."""
+        from qdev.device import tls
+
+        _, host_cert = tls.host_identity()
+        _, dev_cert = tls.device_identity(self.store)
+        tls.pair_host(self.store, host_cert, "operator", "local-host")
+        tls.pin_device(dev_cert, f"local-{self.store.name}")
+
     def start(self, timeout: float = 30.0) -> None:
         self.store.mkdir(parents=True, exist_ok=True)
+        if self.auto_pair:
+            self.pair()
         err = open(self.log, "ab")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=err, text=True,
                                      cwd=str(self.store.parent), env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})

@@ -19,6 +19,8 @@ def _seed_and_isolate(tmp_path_factory, monkeypatch):
     np.random.seed(0)
     cache = tmp_path_factory.getbasetemp() / "qdev-cache"
     monkeypatch.setenv("QDEV_CACHE", str(cache))
+    # pairing (host identity, pinned devices) per test, never in ~/.qdev
+    monkeypatch.setenv("QDEV_HOME", str(tmp_path_factory.mktemp("qdev-home")))
     yield
 
 

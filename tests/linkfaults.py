@@ -22,12 +22,15 @@ class PtyPair:
         self.noise = 0.0  # share of bytes corrupted, in bursts of ``burst`` bytes (settable live)
         self.burst = 256
         self.corrupted = 0
+        self.record = False  # a wiretap: what crossed, per direction, while set
+        self.tapped = {"to_device": bytearray(), "to_host": bytearray()}
         self._rng = random.Random(seed)
         self.m1, self.s1 = os.openpty()
         self.m2, self.s2 = os.openpty()
         for fd in (self.s1, self.s2):
             tty.setraw(fd)
         self.dev_path, self.host_path = os.ttyname(self.s1), os.ttyname(self.s2)
+        self._wlocks = {self.m1: threading.Lock(), self.m2: threading.Lock()}
         self.rate = bytes_per_s
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._pump, args=(a, b), daemon=True)
@@ -53,6 +56,16 @@ class PtyPair:
                     time.sleep(delay)
             if self.noise:
                 data = self._corrupt(data)
+            if self.record:
+                self.tapped["to_device" if dst == self.m1 else "to_host"] += data
+            self._write(dst, data)
+
+    def inject_to_device(self, data: bytes) -> None:
+        """Bytes from a third party on the wire, as the device's port receives them."""
+        self._write(self.m1, data)
+
+    def _write(self, dst: int, data: bytes) -> None:
+        with self._wlocks[dst]:  # per direction: one side's full buffer never stalls the other
             view = memoryview(data)
             while view and not self.stop.is_set():
                 try:

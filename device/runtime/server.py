@@ -22,8 +22,8 @@ from collections.abc import Callable
 import numpy as np
 
 from qdev.device.errors import QdevError
-from qdev.device.link import Channel, Link, LinkError, LinkTimeout, Message, SerialLink, SocketLink
-from qdev.device.protocol import DEFAULT_MAX_PAYLOAD, MsgType
+from qdev.device.link import UNAUTHENTICATED, Channel, Link, LinkError, LinkTimeout, Message, SerialLink, SocketLink
+from qdev.device.protocol import DEFAULT_MAX_PAYLOAD, VERSION, MsgType
 from qdev.device.runtime.service import DeviceRuntime, FrameResult
 from qdev.device.bundle import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES
 from qdev.device.store import MAX_BUNDLE_BYTES, MAX_CHUNK, StoreError
@@ -44,7 +44,9 @@ REQUEST_FIELDS: dict[MsgType, dict[str, Field]] = {
                           "allow_downgrade": Field("bool", required=False)},
     MsgType.FLASH_CHUNK: {"offset": Field("int", 0, MAX_BUNDLE_BYTES), "crc": Field("int", 0, 2**32 - 1)},
     MsgType.ACTIVATE: {"bundle_id": Field("str", hi=16, pattern=_HEX16), "allow_downgrade": Field("bool", required=False)},
+    MsgType.HELLO: {"client": Field("str", hi=64, required=False), "protocol": Field("int", 1, 255, required=False)},
 }
+AUTH_FIELDS = {"host": Field("str", hi=64, pattern=_HEX64), "nonce": Field("str", hi=32, pattern=r"[0-9a-f]{32}")}
 """The meta fields each request type must carry (others are ignored); the blob limits are the
 frame's own (``h*w`` pixels, ``MAX_CHUNK`` bytes of upload)."""
 
@@ -94,8 +96,11 @@ class Session:
     """One host conversation over one link."""
 
     def __init__(self, runtime: DeviceRuntime, link: Link, hub: LiveHub | None = None,
-                 idle_timeout: float = 60.0, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+                 idle_timeout: float = 60.0, max_payload: int = DEFAULT_MAX_PAYLOAD,
+                 auth_required: bool = False) -> None:
         self.rt = runtime
+        self.auth_required = auth_required  # serial: only paired hosts, sealed frames (linkauth)
+        self.unauthenticated = 0  # plain requests refused on a sealed session
         self.ch = Channel(link, max_payload)
         self.hub = hub
         self.idle_timeout = idle_timeout
@@ -148,10 +153,21 @@ class Session:
 
     def handle(self, msg: Message) -> None:
         """Answer one request (exactly one reply), by the dispatch table :data:`HANDLERS`."""
+        if msg.version != VERSION:  # answered in its own framing, so that an old host can say why
+            self.ch.send(MsgType.ERROR, {"re": msg.seq, "code": "protocol_version", "message":
+                         f"this device speaks qdev protocol {VERSION}, not {msg.version}: update the host "
+                         "(pip install -U qdev)"}, version=msg.version)
+            return
         if msg.type == MsgType.HELLO:
-            self.hello = True
-            self.reply(msg, MsgType.HELLO_ACK, {"protocol": 1, **self.rt.info(),
-                                                "max_payload": self.ch.max_payload})
+            try:
+                self._on_hello(msg)
+            except BadRequest as exc:
+                self._error(msg, f"bad HELLO: {exc}", "bad_request", plain=True)
+            return
+        if msg.bad == UNAUTHENTICATED:
+            self.unauthenticated += 1
+            self._error(msg, "this link carries authenticated frames only: HELLO from a paired host first",
+                        "unauthenticated", plain=True)
             return
         if not self.hello:
             self.reply(msg, MsgType.ERROR, {"message": "no session: send HELLO first", "code": "no_hello"})
@@ -183,9 +199,45 @@ class Session:
             log.exception("%s: internal error in %s", self.ch.link.name, msg.name)
             self._error(msg, f"internal error in {msg.name} ({type(exc).__name__}); see the device log", "internal")
 
-    def _error(self, msg: Message, text: str, code: str) -> None:
+    def _error(self, msg: Message, text: str, code: str, plain: bool = False) -> None:
         self.rt.counters.error()
-        self.reply(msg, MsgType.ERROR, {"message": text, "code": code})
+        self.ch.send(MsgType.ERROR, {"re": msg.seq, "message": text, "code": code}, plain=plain)
+
+    def _on_hello(self, msg: Message) -> None:
+        """Start a session. With ``auth`` in the meta (required on serial), the host must be
+        paired: the session's keys come from the pairing (linkauth) and HELLO_ACK is the first
+        sealed frame. A failed HELLO leaves any running session's keys as they were."""
+        if msg.bad is not None:
+            raise BadRequest("meta", msg.bad)
+        check_fields(msg.meta, REQUEST_FIELDS[MsgType.HELLO])
+        auth = msg.meta.get("auth")
+        extra: dict = {}
+        if auth is None and self.auth_required:
+            self._error(msg, "this link needs an authenticated session: pair this host first "
+                        "(qdev-device pair HOST.pem on the device, qdev pair DEVICE.pem here)", "unpaired", plain=True)
+            return
+        if auth is not None:
+            from qdev.device import linkauth, tls
+
+            if not isinstance(auth, dict):
+                raise BadRequest("auth", "must be an object")
+            check_fields(auth, AUTH_FIELDS)
+            found = tls.paired_host(self.rt.cfg.store, auth["host"])
+            if found is None:
+                log.warning("%s: HELLO from an unpaired host %s…", self.ch.link.name, auth["host"][:16])
+                self._error(msg, "this host is not paired with this device (on the device: qdev-device pair "
+                            "HOST.pem --role viewer|operator)", "unpaired", plain=True)
+                return
+            role, cert = found
+            key, _ = tls.device_identity(self.rt.cfg.store)
+            n_d = linkauth.new_nonce()
+            tx, rx = linkauth.device_keys(linkauth.shared_secret(key, cert), bytes.fromhex(auth["nonce"]), n_d)
+            self.ch.tx, self.ch.rx, self.ch.sealed_only = tx, rx, True
+            self.role = role
+            extra = {"auth": {"nonce": n_d.hex(), "role": role}}
+        self.hello = True
+        self.reply(msg, MsgType.HELLO_ACK, {"protocol": VERSION, **self.rt.info(), **extra,
+                                            "max_payload": self.ch.max_payload})
 
     # -- request handlers (one per message type; see HANDLERS) --------------------------------
 
@@ -250,7 +302,8 @@ class Session:
         ps = self.ch.parser.stats
         link = {"bytes_in": self.ch.bytes_in, "bytes_out": self.ch.bytes_out,
                 "dropped_frames": ps.header_crc_errors + ps.payload_crc_errors,
-                "discarded_bytes": ps.discarded_bytes}
+                "discarded_bytes": ps.discarded_bytes, "auth_failed": self.ch.auth_failed,
+                "replayed": self.ch.replayed, "unauthenticated": self.unauthenticated}
         self.reply(msg, MsgType.STATS, {**self.rt.stats(), "link": link,
                                         "live": self.hub.latest if self.hub else None})
 
@@ -388,7 +441,7 @@ def serve_serial(runtime: DeviceRuntime, url: str, baudrate: int, stop: threadin
     try:
         while not stop.is_set():
             t0 = time.monotonic()
-            s = Session(runtime, link, hub, idle_timeout)
+            s = Session(runtime, link, hub, idle_timeout, auth_required=True)
             s.run(stop, beat)
             quick = s.link_error is not None and time.monotonic() - t0 < 1.0
             quick_failures = quick_failures + 1 if quick else 0

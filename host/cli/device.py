@@ -152,12 +152,13 @@ def rollback_cmd(ctx: click.Context) -> None:
 @click.argument("device_cert", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--name", default=None, help="Name of the pin (default: the file's stem).")
 def pair_cmd(device_cert: Path, name: str | None) -> None:
-    """Pin a device's TLS certificate (from qdev-device identity) and print this host's certificate,
-    to pin on the device with: qdev-device pair HOST.pem --role operator|viewer."""
-    from qdev.device.tls import host_home, make_identity, pin_device
+    """Pin a device's certificate (from qdev-device identity) and print this host's certificate,
+    to pin on the device with: qdev-device pair HOST.pem --role operator|viewer. One pairing
+    covers both tls:// and the serial link (whose session keys it derives)."""
+    from qdev.device.tls import host_identity, pin_device
 
     dst = pin_device(device_cert, name)
-    _, host_cert = make_identity(host_home() / "tls", "host", "qdev-host")
+    _, host_cert = host_identity()
     click.echo(f"pinned {dst}")
     click.echo(f"this host's certificate: {host_cert}")
 
