@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("trust", parents=[common], help="add a trusted public key to the store")
     t.add_argument("key")
     sub.add_parser("info", parents=[common], help="print device info as JSON")
-    pr = sub.add_parser("pair", parents=[common], help="pin a host's TLS certificate with a role (tls listener)")
+    pr = sub.add_parser("pair", parents=[common], help="pin a host's certificate with a role (the --tls listener and the serial link)")
     pr.add_argument("host_cert")
     pr.add_argument("--role", choices=["viewer", "operator"], required=True)
     pr.add_argument("--name", default=None)
