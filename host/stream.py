@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +39,7 @@ class StreamConfig:
         window: frames in flight.
         max_frames: stop after this many frames (None: until the source ends / Ctrl-C).
         timeout: seconds before a frame counts as lost.
-        view: show the live overlay window.
+        view: where to show the live overlay: ``window``, ``web[:PORT]``, both (comma), ``none``.
         save: write the overlay video here (mp4).
         out: session folder (None: ``sessions/<time>``); must not exist yet.
         port: how the device was reached, recorded in the session manifest.
@@ -48,7 +49,7 @@ class StreamConfig:
     window: int = 4
     max_frames: int | None = None
     timeout: float = 10.0
-    view: bool = False
+    view: str | bool = "none"
     save: Path | None = None
     out: Path | None = None
     port: str = "local"
@@ -63,6 +64,9 @@ class StreamConfig:
             raise ConfigError(f"--timeout {self.timeout}: must be a positive number of seconds")
         if self.max_frames is not None and self.max_frames < 1:
             raise ConfigError(f"--frames {self.max_frames}: must be >= 1")
+        from qdev.host.view import parse_view
+
+        parse_view(self.view)
 
 
 @dataclass
@@ -125,7 +129,7 @@ class _NewestSlot:
 
 
 def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, writer: SessionWriter,
-               on_frame: Callable[[ProbeFrame, np.ndarray, StreamReply], None] | None = None,
+               on_frame: Callable[[ProbeFrame, np.ndarray, StreamReply, int, int], None] | None = None,
                stop: threading.Event | None = None) -> StreamSummary:
     """Stream ``source`` through the device; log every frame to ``writer``."""
     io = client.info()["io"]
@@ -184,7 +188,7 @@ def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, wri
                 row["dice_vs_truth"] = round(dice(rep.mask, truth), 4)
             writer.row(row)
             if on_frame is not None and fr is not None:
-                on_frame(fr, px, rep)
+                on_frame(fr, px, rep, lost, slot.dropped if slot is not None else 0)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -221,7 +225,7 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
     ``status(text)``, if given, is a context-manager factory shown while streaming (rich's
     ``Console.status``). Returns the session folder and the summary.
     """
-    from qdev.host.view import OverlayView
+    from qdev.host.view import Hud, OverlayView
 
     cfg.check()
     folder = cfg.out or default_session_dir()
@@ -234,20 +238,24 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
         pw = None
     if folder.exists():
         raise ConfigError(f"{folder} already exists: choose another --out")
+    ov = OverlayView(cfg.view, cfg.save, fps=cfg.fps or source.fps or 20.0)  # before the folder: a busy port
     writer = SessionWriter(folder, {"source": source.describe(), "device": info, "power": pw,
                                     "settings": {"fps": cfg.fps, "window": cfg.window, "max_frames": cfg.max_frames,
                                                  "timeout": cfg.timeout, "port": cfg.port}})
-    ov = OverlayView(cfg.view, cfg.save, fps=cfg.fps or source.fps or 20.0)
+    if ov.web is not None:
+        print(f"browser view: {ov.web.url}", file=sys.stderr, flush=True)
     stop = threading.Event()
     t0 = time.time()
     shown = [0]
 
-    def on_frame(fr: ProbeFrame, px: np.ndarray, rep: StreamReply) -> None:
+    def on_frame(fr: ProbeFrame, px: np.ndarray, rep: StreamReply, lost: int, dropped: int) -> None:
         shown[0] += 1
         el = time.time() - t0
-        text = (f"{shown[0] / el if el else 0:.1f} fps  rtt {(rep.t_received - rep.t_sent) * 1e3:.0f} ms\n"
-                f"device {rep.meta['device_ms']:.0f} ms  {rep.meta['power_w']:.2f} W {rep.meta['energy_kind']}")
-        if not ov.show(px, rep.mask, text):
+        m = rep.meta
+        hud = Hud(rep.frame_id, shown[0] / el if el else 0.0, (rep.t_received - rep.t_sent) * 1e3,
+                  m.get("device_ms"), m.get("power_w"), m.get("energy_mj"), m.get("energy_kind"), dropped, lost,
+                  m.get("bundle_id") or info.get("bundle_id"), int(m.get("mask_area") or 0), source.name)
+        if not ov.show(fr.image, rep.mask, hud, fr.display_window):
             stop.set()
 
     old = _interruptible(stop)

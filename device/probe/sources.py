@@ -41,6 +41,7 @@ class ProbeFrame:
     t_source: float  # seconds on the source's own clock (frame index / rate for files)
     t_capture: float  # time.time() when the frame was read
     truth: np.ndarray | None = None  # a known mask (phantom) at native size
+    display_window: tuple[float, float] | None = None  # DICOM window (centre, width), for display only
 
 
 class ProbeSource:
@@ -145,14 +146,31 @@ class DicomSource(ProbeSource):
         self.n_frames = int(arr.shape[0])
         self.fps = _dicom_fps(ds)
         self.photometric = pi
+        self.window = _dicom_window(ds)
 
     def frames(self) -> Iterator[ProbeFrame]:
         dt = 1.0 / self.fps if self.fps else 0.0
         for i in range(self.n_frames):
-            yield ProbeFrame(i, self.arr[i], i * dt, time.time())
+            yield ProbeFrame(i, self.arr[i], i * dt, time.time(), display_window=self.window)
 
     def describe(self) -> dict:
-        return {**super().describe(), "photometric": self.photometric}
+        return {**super().describe(), "photometric": self.photometric, "window": self.window}
+
+
+def _dicom_window(ds) -> tuple[float, float] | None:  # noqa: ANN001
+    """The first (centre, width) of the VOI window, in stored values after the rescale."""
+    c, w = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
+    if c is None or w is None:
+        return None
+    try:
+        c = float(c[0] if hasattr(c, "__len__") and not isinstance(c, str) else c)
+        w = float(w[0] if hasattr(w, "__len__") and not isinstance(w, str) else w)
+        slope, icpt = float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)
+    except (TypeError, ValueError):
+        return None
+    if w <= 1 or slope == 0:
+        return None
+    return (c - icpt) / slope, w / abs(slope)  # the window applies to rescaled values; ours are stored ones
 
 
 def _dicom_fps(ds) -> float | None:  # noqa: ANN001

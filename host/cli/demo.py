@@ -38,9 +38,10 @@ def _busi_test_source():  # noqa: ANN202
 @click.option("--board", default="KV260", show_default=True, help="Which shipped bundle to flash.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Session folder (default sessions/demo-<time>).")
-@click.option("--view/--no-view", default=False, show_default=True)
+@click.option("--view", default="none", show_default=True, metavar="window|web[:PORT]|none",
+              help="Live overlay: a desktop window, a browser view on 127.0.0.1:PORT, or none.")
 @click.pass_context
-def demo_cmd(ctx: click.Context, probe: str, frames: int, board: str, out: Path | None, view: bool) -> None:
+def demo_cmd(ctx: click.Context, probe: str, frames: int, board: str, out: Path | None, view: str) -> None:
     """Local device + default model: flash, stream live, report. No board, no training needed."""
     import time
 

@@ -178,14 +178,18 @@ def activate_cmd(ctx: click.Context, bundle_id: str) -> None:
         raise QdevError(f"activate failed: {res['message']}")
 
 
-def _watch(ctx: click.Context, spec: str, frames: int | None, view: bool, save: Path | None) -> None:
+def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: Path | None) -> None:
+    import time
+
     import numpy as np
 
-    from qdev.host.view import OverlayView
+    from qdev.host.view import Hud, OverlayView
 
     c = _client(ctx)
     ov = OverlayView(view, save)
-    n = 0
+    if ov.web is not None:
+        click.echo(f"browser view: {ov.web.url}", err=True)
+    n, t0 = 0, time.time()
     try:
         for msg in c.watch():
             m = msg.meta
@@ -196,7 +200,11 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: bool, save: 
             n += 1
             click.echo(f"frame {m['frame_id']}: device {m['device_ms']:.1f} ms, {m['energy_mj']:.1f} mJ "
                        f"({m['energy_kind']}), mask {m['mask_area']} px, dropped {m['dropped']}")
-            if not ov.show(px, mask, f"device:{spec}  {m['device_ms']:.0f} ms"):
+            el = time.time() - t0
+            hud = Hud(int(m["frame_id"]), n / el if el else 0.0, None, m.get("device_ms"), m.get("power_w"),
+                      m.get("energy_mj"), m.get("energy_kind"), int(m.get("dropped") or 0), 0, m.get("bundle_id"),
+                      int(m.get("mask_area") or 0), f"device:{spec}")
+            if not ov.show(px, mask, hud):
                 break
             if frames and n >= frames:
                 break
@@ -213,16 +221,19 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: bool, save: 
 @click.option("--frames", "max_frames", type=int, default=None, help="Stop after N frames.")
 @click.option("--window", default=4, show_default=True, help="Frames in flight.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds before a frame counts as lost.")
-@click.option("--view/--no-view", default=True, show_default=True, help="OpenCV window with the mask contour.")
+@click.option("--view", default="window", show_default=True, metavar="window|web[:PORT]|window,web[:PORT]|none",
+              help="Live overlay: a desktop window, a browser view on 127.0.0.1:PORT (default 8765), both, or none.")
+@click.option("--no-view", is_flag=True, help="Same as --view none.")
 @click.option("--save", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the overlay video (mp4).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="Session folder (default sessions/<time>).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Print the summary at the end.")
 @click.pass_context
 def stream_cmd(ctx: click.Context, probe: str, fps: float | None, max_frames: int | None, window: int, timeout: float,
-               view: bool, save: Path | None, out: Path | None, report: bool) -> None:
+               view: str, no_view: bool, save: Path | None, out: Path | None, report: bool) -> None:
     """Live segmentation of probe frames on the device, logged per frame."""
     from qdev.host.stream import StreamConfig
 
+    view = "none" if no_view else view
     cfg = StreamConfig(fps, window, max_frames, timeout, view, save, out, _port(ctx)[0])
     cfg.check()  # before connecting: a bad option costs nothing
     if probe.startswith("device:"):

@@ -160,7 +160,7 @@ def test_a_handler_bug_or_disk_error_gets_an_error_reply_and_the_session_goes_on
     class FakeChannel:
         max_payload = 1 << 20
 
-        def send(self, mtype, meta, blob=b""):  # noqa: ANN001, ANN202
+        def send(self, mtype, meta, blob=b"", plain=False, version=2):  # noqa: ANN001, ANN202
             sent.append((mtype, meta))
 
     from qdev.device.runtime.service import Counters
