@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 WINDOW_TITLE = "qdev live"
 CONTOUR_BGR = (0, 255, 0)
 FILL_BGR = (0, 200, 255)
+MIN_WINDOW_WIDTH = 640
 
 
 @dataclass
@@ -103,11 +104,14 @@ def display_bgr(image: np.ndarray, window: tuple[float, float] | None = None) ->
 
 
 def compose(image: np.ndarray, mask: np.ndarray, hud: Hud | None, fill: bool = True,
-            window: tuple[float, float] | None = None) -> np.ndarray:
-    """The frame (source size) with the model-size mask mapped back onto it, and the HUD."""
+            window: tuple[float, float] | None = None, scale: int = 1) -> np.ndarray:
+    """The frame (source size, or magnified by a whole ``scale``) with the model-size mask mapped
+    back onto it, and the HUD. The contour and text are drawn at the output resolution."""
     import cv2
 
     img = display_bgr(image, window)
+    if scale > 1:
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
     h, w = img.shape[:2]
     big = mask_to_model(mask, h, w).astype(np.uint8)  # the same resampling rule as the ground truth
     if fill and big.any():
@@ -175,12 +179,10 @@ class OverlayView:
         plain = compose(image, mask, None, self.fill, window)
         if self.web is not None:  # the page shows the figures beside the frame, not on it
             self.web.publish(plain, hud.as_dict() if hud else {})
-        if not (self.window or self.save):
-            return True
-        img = plain.copy()
-        if hud is not None:
-            _draw_hud(img, hud.lines())
-        if self.save is not None:
+        if self.save is not None:  # at the source's own size
+            img = plain.copy()
+            if hud is not None:
+                _draw_hud(img, hud.lines())
             if self.writer is None:
                 self.save.parent.mkdir(parents=True, exist_ok=True)
                 self.writer = self.cv2.VideoWriter(str(self.save), self.cv2.VideoWriter_fourcc(*"mp4v"),
@@ -188,14 +190,17 @@ class OverlayView:
             self.writer.write(img)
             self.frames += 1
         if self.window:
-            return self._show_window(img)
+            # small frames (a 128- or 256-pixel phantom) magnified by a whole factor, readable
+            # at arm's length; the contour and the HUD drawn at screen resolution
+            k = max(1, min(4, MIN_WINDOW_WIDTH // max(1, plain.shape[1])))
+            return self._show_window(compose(image, mask, hud, self.fill, window, k))
         return True
 
     def _show_window(self, img: np.ndarray) -> bool:
         cv2 = self.cv2
         try:
             if not self._opened:
-                cv2.namedWindow(WINDOW_TITLE, cv2.WINDOW_AUTOSIZE)
+                cv2.namedWindow(WINDOW_TITLE, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)  # no toolbar
                 self._opened = True
             elif cv2.getWindowProperty(WINDOW_TITLE, cv2.WND_PROP_VISIBLE) < 1:
                 return False  # closed with its close box
