@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from qdev.device import codecs
 from qdev.device.bundle import MANIFEST, SIGNATURE, pack_bundle, verify_bundle
 from qdev.device.errors import QdevError
 from qdev.device.link import Channel, Link, LinkError, LinkTimeout, Message, SerialLink, open_link
 from qdev.device.protocol import VERSION, MsgType
 
-__all__ = ["DeviceClient", "DeviceError", "StreamReply", "connect"]
+__all__ = ["DeviceClient", "DeviceError", "StreamReply", "connect", "live_frame"]
 
 CHUNK = 64 << 10
 
@@ -47,6 +48,8 @@ class DeviceClient:
         self.timeout = timeout
         self.hello: dict | None = None
         self.device_name: str | None = None  # the pinned device that authenticated (serial)
+        self.codecs: dict = codecs.negotiate(None)  # what the device chose from our offer (HELLO_ACK)
+        self.coding = True  # offer the link codings in HELLO (off: the uncoded forms, for comparison)
 
     # ------------------------------------------------------------- plumbing
     def _wait(self, seq: int, timeout: float | None = None) -> Message:
@@ -81,6 +84,8 @@ class DeviceClient:
         tries, last = 3, None
         for _ in range(tries):
             meta: dict = {"client": "qdev", "protocol": VERSION}
+            if self.coding:
+                meta["codecs"] = codecs.HOST_OFFER
             n_h, secrets = b"", {}
             if auth:
                 meta["auth"], n_h, secrets = self._offer_auth()
@@ -92,6 +97,7 @@ class DeviceClient:
             if auth:
                 self._finish_auth(reply, n_h, secrets)
             self.hello = reply.meta
+            self.codecs = reply.meta.get("codecs") or codecs.negotiate(None)
             return self.hello
         if auth and self.ch.auth_failed:
             raise LinkError(f"{self.ch.link.name}: the device's answer did not authenticate against any "
@@ -205,7 +211,7 @@ class DeviceClient:
 
     def infer(self, frame_id: int, pixels: np.ndarray) -> StreamReply:
         t0 = time.time()
-        msg = self.request(MsgType.INFER, _frame_meta(frame_id, pixels, t0), np.ascontiguousarray(pixels).tobytes())
+        msg = self.request(MsgType.INFER, *self._frame(frame_id, pixels, t0))
         return _reply(msg, t0, time.time())
 
     def stream(self, frames: Iterable[tuple[int, np.ndarray]], window: int = 4,
@@ -225,7 +231,7 @@ class DeviceClient:
                     exhausted = True
                     break
                 t = time.time()
-                seq = self.ch.send(MsgType.STREAM_FRAME, _frame_meta(fid, px, t), np.ascontiguousarray(px).tobytes())
+                seq = self.ch.send(MsgType.STREAM_FRAME, *self._frame(fid, px, t))
                 inflight[seq] = (fid, t)
                 order.append(seq)
             if not order:
@@ -260,9 +266,18 @@ class DeviceClient:
             except DeviceError as exc:
                 yield StreamReply(fid, msg.meta, None, t_sent, time.time(), error=str(exc))
 
-    def watch(self) -> Iterator[Message]:
-        """Attach to the device's on-board probe: yields LIVE messages until the link closes."""
-        self.request(MsgType.WATCH)
+    def _frame(self, fid: int, px: np.ndarray, t: float) -> tuple[dict, bytes]:
+        meta = _frame_meta(fid, px, t)
+        enc, blob = codecs.encode_frame(px, self.codecs.get("frame", ["raw"]))
+        if enc != "raw":
+            meta["enc"] = enc
+        return meta, blob
+
+    def watch(self, jpeg_quality: int | None = None) -> Iterator[Message]:
+        """Attach to the device's on-board probe: yields LIVE messages until the link closes
+        (:func:`live_frame` decodes one). ``jpeg_quality``: of the display frames, when the
+        device sends JPEG (negotiated)."""
+        self.request(MsgType.WATCH, {"jpeg_quality": int(jpeg_quality)} if jpeg_quality else {})
         while True:
             try:
                 msg = self.ch.recv(self.timeout)
@@ -278,13 +293,40 @@ def _frame_meta(fid: int, px: np.ndarray, t: float) -> dict:
     return {"frame_id": int(fid), "h": int(px.shape[0]), "w": int(px.shape[1]), "t_sent": t}
 
 
+def _mask(blob: bytes, m: dict) -> np.ndarray:
+    """A reply's mask, decoded as the meta says and checked against the CRC of its packed bits."""
+    h, w = int(m["h"]), int(m["w"])
+    try:
+        mask = codecs.decode_mask(blob, str(m.get("mask_enc", "bits")), h, w)
+    except codecs.CodecError as exc:
+        raise DeviceError(f"frame {m.get('frame_id')}: {exc}") from exc
+    if zlib.crc32(np.packbits(mask.reshape(-1)).tobytes()) != m.get("mask_crc"):
+        raise DeviceError(f"frame {m.get('frame_id')}: mask CRC mismatch")
+    return mask
+
+
 def _reply(msg: Message, t_sent: float, t_recv: float) -> StreamReply:
+    return StreamReply(int(msg.meta["frame_id"]), msg.meta, _mask(msg.blob, msg.meta), t_sent, t_recv)
+
+
+def live_frame(msg: Message) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, display pixels) of a LIVE push, decoded as its meta says.
+
+    Raises:
+        DeviceError: the push does not decode to what it declares.
+    """
     m = msg.meta
     h, w = int(m["h"]), int(m["w"])
-    if zlib.crc32(msg.blob[: (h * w + 7) // 8]) != m.get("mask_crc"):
-        raise DeviceError(f"frame {m.get('frame_id')}: mask CRC mismatch")
-    mask = np.unpackbits(np.frombuffer(msg.blob, np.uint8), count=h * w).reshape(h, w)
-    return StreamReply(int(m["frame_id"]), m, mask, t_sent, t_recv)
+    if "mask_len" in m:
+        nb = int(m["mask_len"])
+    else:  # uncoded: packed bits, then raw pixels
+        nb = (h * w + 7) // 8
+    mask = _mask(msg.blob[:nb], m)
+    try:
+        px = codecs.decode_display(msg.blob[nb:], str(m.get("display_enc", "raw")), h, w)
+    except codecs.CodecError as exc:
+        raise DeviceError(f"live frame {m.get('frame_id')}: {exc}") from exc
+    return mask, px
 
 
 def connect(port: str, baudrate: int = 921600, timeout: float = 10.0) -> DeviceClient:

@@ -99,7 +99,7 @@ class LiveLoop:
                 meta = {**res.meta(), "t_capture": fr.t_capture, "dropped": self.dropped,
                         "bundle_id": self.rt.bundle_id, "source": self.source.name}
                 self.log.write(meta)
-                self.hub.publish(meta, res.mask_bytes() + px.tobytes())
+                self.hub.publish(meta, (res.mask, px))  # each watcher codes it as it negotiated
                 self.frames += 1
                 if self.source.live and self.source.fps:  # pace a simulated live source to its rate
                     wait = 1.0 / self.source.fps - (time.time() - t_prev)

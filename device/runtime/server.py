@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from qdev.device import codecs
 from qdev.device.errors import QdevError
 from qdev.device.link import UNAUTHENTICATED, Channel, Link, LinkError, LinkTimeout, Message, SerialLink, SocketLink
 from qdev.device.protocol import DEFAULT_MAX_PAYLOAD, VERSION, MsgType
@@ -36,9 +37,12 @@ MAX_SIDE = 4096
 
 REQUEST_FIELDS: dict[MsgType, dict[str, Field]] = {
     MsgType.INFER: {"h": Field("int", 1, MAX_SIDE), "w": Field("int", 1, MAX_SIDE),
-                    "frame_id": Field("int", 0, 2**63 - 1, required=False)},
+                    "frame_id": Field("int", 0, 2**63 - 1, required=False),
+                    "enc": Field("str", hi=8, required=False, pattern="raw|zlib|webp")},
     MsgType.STREAM_FRAME: {"h": Field("int", 1, MAX_SIDE), "w": Field("int", 1, MAX_SIDE),
-                           "frame_id": Field("int", 0, 2**63 - 1, required=False)},
+                           "frame_id": Field("int", 0, 2**63 - 1, required=False),
+                           "enc": Field("str", hi=8, required=False, pattern="raw|zlib|webp")},
+    MsgType.WATCH: {"jpeg_quality": Field("int", 10, 95, required=False)},
     MsgType.FLASH_BEGIN: {"sha256": Field("str", hi=64, pattern=_HEX64), "size": Field("int", 1, MAX_BUNDLE_BYTES),
                           "manifest": Field("str", hi=MAX_MANIFEST_BYTES), "signature": Field("str", hi=MAX_SIGNATURE_BYTES),
                           "allow_downgrade": Field("bool", required=False)},
@@ -72,7 +76,7 @@ class LiveHub:
             if q in self._subs:
                 self._subs.remove(q)
 
-    def publish(self, meta: dict, blob: bytes) -> None:
+    def publish(self, meta: dict, blob: object) -> None:
         self.latest = meta
         with self._lock:
             subs = list(self._subs)
@@ -108,7 +112,9 @@ class Session:
         self.role = "operator"  # loopback TCP and the serial console are local; TLS sets the paired role
         self.link_error: LinkError | None = None  # how run() ended, if the link failed
         self.watch: queue.Queue | None = None
+        self.jpeg_quality = 70
         self.upload: dict | None = None
+        self.codecs = codecs.negotiate(None)  # until a HELLO offers better: the uncoded forms
 
     def reply(self, req: Message, mtype: MsgType, meta: dict | None = None, blob: bytes = b"") -> None:
         self.ch.send(mtype, {"re": req.seq, **(meta or {})}, blob)
@@ -146,10 +152,14 @@ class Session:
         if self.watch is None:
             return
         try:
-            meta, blob = self.watch.get_nowait()
+            meta, (mask, px) = self.watch.get_nowait()
         except queue.Empty:
             return
-        self.ch.send(MsgType.LIVE, meta, blob)
+        mb = codecs.encode_mask(mask, self.codecs["mask"])
+        db = codecs.encode_display(px, self.codecs["display"], self.jpeg_quality)
+        self.ch.send(MsgType.LIVE, {**meta, "mask_enc": self.codecs["mask"], "mask_len": len(mb),
+                                    "display_enc": self.codecs["display"],
+                                    "mask_crc": zlib.crc32(np.packbits(mask.reshape(-1)).tobytes())}, mb + db)
 
     def handle(self, msg: Message) -> None:
         """Answer one request (exactly one reply), by the dispatch table :data:`HANDLERS`."""
@@ -236,7 +246,8 @@ class Session:
             self.role = role
             extra = {"auth": {"nonce": n_d.hex(), "role": role}}
         self.hello = True
-        self.reply(msg, MsgType.HELLO_ACK, {"protocol": VERSION, **self.rt.info(), **extra,
+        self.codecs = codecs.negotiate(msg.meta.get("codecs"))
+        self.reply(msg, MsgType.HELLO_ACK, {"protocol": VERSION, **self.rt.info(), **extra, "codecs": self.codecs,
                                             "max_payload": self.ch.max_payload})
 
     # -- request handlers (one per message type; see HANDLERS) --------------------------------
@@ -250,17 +261,22 @@ class Session:
     def _on_frame(self, msg: Message) -> None:
         t_recv = time.perf_counter()
         m = msg.meta
-        h, w = int(m["h"]), int(m["w"])
-        if len(msg.blob) != h * w:  # h, w checked (REQUEST_FIELDS): this cannot overflow
-            raise QdevError(f"frame {m.get('frame_id')}: {len(msg.blob)} bytes for {w}x{h} pixels")
-        px = np.frombuffer(msg.blob, dtype=np.uint8).reshape(h, w)
+        h, w = int(m["h"]), int(m["w"])  # checked (REQUEST_FIELDS): h*w cannot overflow
+        enc = m.get("enc", "raw")
+        if enc not in self.codecs["frame"]:
+            raise BadRequest("enc", f"{enc!r} was not negotiated (this session takes {self.codecs['frame']})")
+        try:
+            px = codecs.decode_frame(msg.blob, enc, h, w)
+        except codecs.CodecError as exc:
+            raise QdevError(f"frame {m.get('frame_id')}: {exc}") from exc
         res: FrameResult = self.rt.infer(int(m.get("frame_id", 0)), px)
         meta = res.meta()
         meta["t_recv"] = t_recv
         meta["bundle_id"] = self.rt.bundle_id
-        meta["mask_crc"] = zlib.crc32(res.mask_bytes())
+        meta["mask_crc"] = zlib.crc32(res.mask_bytes())  # of the packed bits, whatever the coding
+        meta["mask_enc"] = self.codecs["mask"]
         kind = MsgType.INFER_REPLY if msg.type == MsgType.INFER else MsgType.STREAM_RESULT
-        self.reply(msg, kind, meta, res.mask_bytes())
+        self.reply(msg, kind, meta, codecs.encode_mask(res.mask, self.codecs["mask"]))
 
     def _on_flash_begin(self, msg: Message) -> None:
         m = msg.meta
@@ -313,6 +329,7 @@ class Session:
     def _on_watch(self, msg: Message) -> None:
         if self.hub is None:
             raise QdevError("this device runs no on-device probe (start serve with --probe)")
+        self.jpeg_quality = int(msg.meta.get("jpeg_quality", self.jpeg_quality))
         if self.watch is None:
             self.watch = self.hub.subscribe()
         self.reply(msg, MsgType.WATCH, {"watching": True})

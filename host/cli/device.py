@@ -178,11 +178,11 @@ def activate_cmd(ctx: click.Context, bundle_id: str) -> None:
         raise QdevError(f"activate failed: {res['message']}")
 
 
-def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: Path | None) -> None:
+def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: Path | None,
+           quality: int = 40) -> None:
     import time
 
-    import numpy as np
-
+    from qdev.host.client import live_frame
     from qdev.host.view import Hud, OverlayView
 
     c = _client(ctx)
@@ -191,12 +191,9 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: P
         click.echo(f"browser view: {ov.web.url}", err=True)
     n, t0 = 0, time.time()
     try:
-        for msg in c.watch():
+        for msg in c.watch(jpeg_quality=quality):
             m = msg.meta
-            h, w = int(m["h"]), int(m["w"])
-            nb = (h * w + 7) // 8
-            mask = np.unpackbits(np.frombuffer(msg.blob[:nb], np.uint8), count=h * w).reshape(h, w)
-            px = np.frombuffer(msg.blob[nb:], np.uint8).reshape(h, w)
+            mask, px = live_frame(msg)
             n += 1
             click.echo(f"frame {m['frame_id']}: device {m['device_ms']:.1f} ms, {m['energy_mj']:.1f} mJ "
                        f"({m['energy_kind']}), mask {m['mask_area']} px, dropped {m['dropped']}")
@@ -224,12 +221,16 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: P
 @click.option("--view", default="window", show_default=True, metavar="window|web[:PORT]|window,web[:PORT]|none",
               help="Live overlay: a desktop window, a browser view on 127.0.0.1:PORT (default 8765), both, or none.")
 @click.option("--no-view", is_flag=True, help="Same as --view none.")
+@click.option("--display-quality", type=click.IntRange(10, 95), default=40, show_default=True,
+              help="device: mode: JPEG quality of the display frames the device sends (segmentation "
+                   "always runs on the raw pixels).")
 @click.option("--save", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the overlay video (mp4).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="Session folder (default sessions/<time>).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Print the summary at the end.")
 @click.pass_context
 def stream_cmd(ctx: click.Context, probe: str, fps: float | None, max_frames: int | None, window: int, timeout: float,
-               view: str, no_view: bool, save: Path | None, out: Path | None, report: bool) -> None:
+               view: str, no_view: bool, display_quality: int, save: Path | None, out: Path | None,
+               report: bool) -> None:
     """Live segmentation of probe frames on the device, logged per frame."""
     from qdev.host.stream import StreamConfig
 
@@ -237,7 +238,7 @@ def stream_cmd(ctx: click.Context, probe: str, fps: float | None, max_frames: in
     cfg = StreamConfig(fps, window, max_frames, timeout, view, save, out, _port(ctx)[0])
     cfg.check()  # before connecting: a bad option costs nothing
     if probe.startswith("device:"):
-        _watch(ctx, probe[len("device:"):], max_frames, view, save)
+        _watch(ctx, probe[len("device:"):], max_frames, view, save, display_quality)
         return
     from qdev.device.probe.sources import open_probe
 

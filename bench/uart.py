@@ -1,0 +1,124 @@
+"""The link over a UART: a pty pair limited to 921600 baud 8N1 (92,160 bytes/s each way), with the
+protocol-v2 codings negotiated (RLE masks, JPEG display frames, zlib input frames) and without
+them (the uncoded forms, as protocol v1 sent), side by side in one run:
+
+* ``device:`` mode: the device segments its own phantom probe; the host watches. Frames/s the
+  host receives, bytes per LIVE push, and the rate the link alone would allow.
+* host mode (lossless frames: WebP's prediction, else zlib, else raw): the host streams frames (the shipped bundle's BUSI golden frames, and a phantom
+  cine) to the device and gets masks back. Frames/s, bytes per frame each way.
+
+    .venv/bin/python bench/uart.py [--seconds 12] [--frames 60] [--quality 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from qdev import assets  # noqa: E402
+from qdev.device.link import open_link  # noqa: E402
+from qdev.host.client import DeviceClient, live_frame  # noqa: E402
+from qdev.host.local import LocalDevice  # noqa: E402
+from tests.linkfaults import PtyPair  # noqa: E402
+
+RATE = 92160.0
+BUNDLE = assets.shipped_bundle("KV260")
+
+
+def client(port: str, coded: bool) -> DeviceClient:
+    c = DeviceClient(open_link(port), timeout=30.0)
+    c.coding = coded
+    c.handshake()
+    return c
+
+
+def device_mode(tmp: Path, seconds: float, quality: int) -> dict:
+    out = {}
+    pty = PtyPair(RATE)
+    try:
+        with LocalDevice(tmp / "store-dev", serial=pty.dev_path, tcp=False, extra=["--probe", "phantom"]):
+            c = client(pty.host_path, True)
+            c.flash(BUNDLE, assets.dev_public_keys())
+            c.close()
+            for coded in (False, True):
+                c = client(pty.host_path, coded)
+                n, t0, first = 0, time.monotonic(), None
+                for msg in c.watch(jpeg_quality=quality if coded else None):
+                    live_frame(msg)  # decodes, CRC-checks the mask
+                    if first is None:  # count from the first push on: bytes and time of n pushes
+                        first, n0, b0 = msg.meta["frame_id"], time.monotonic(), c.ch.bytes_in
+                        continue
+                    n += 1
+                    if time.monotonic() - t0 > seconds:
+                        break
+                el, per = time.monotonic() - n0, (c.ch.bytes_in - b0) / max(n, 1)  # whole frames, sealed
+                c.close()
+                out["coded" if coded else "uncoded"] = {"fps": n / el, "bytes": per, "link_fps": RATE / per}
+    finally:
+        pty.close()
+    return out
+
+
+def host_mode(tmp: Path, frames: int) -> dict:
+    from qdev.device.codecs import FRAME_CODECS, encode_frame
+    from qdev.device.probe.phantom import PhantomCine, PhantomConfig
+    from qdev.device.preprocess import to_model_input
+
+    gold = np.load(BUNDLE / "golden_pixels.npy").reshape(-1, 128, 128)
+    cine = [to_model_input(f.image, 128, 128) for f in PhantomCine(PhantomConfig(seed=3), 16)]
+    sources = {"BUSI golden frames": gold, "phantom cine": np.stack(cine)}
+    out = {}
+    pty = PtyPair(RATE)
+    try:
+        with LocalDevice(tmp / "store-host", serial=pty.dev_path, tcp=False):
+            c = client(pty.host_path, True)
+            c.flash(BUNDLE, assets.dev_public_keys())
+            c.close()
+            for name, px in sources.items():
+                zr = np.mean([len(encode_frame(p, FRAME_CODECS)[1]) for p in px]) / px[0].size
+                for coded in (False, True):
+                    c = client(pty.host_path, coded)
+                    t0 = time.monotonic()
+                    reps = list(c.stream(((i, px[i % len(px)]) for i in range(frames)), window=3, timeout=30.0))
+                    el = time.monotonic() - t0
+                    c.close()
+                    ok = sum(r.error is None for r in reps)
+                    out[(name, coded)] = {"fps": ok / el, "ok": ok, "zlib_ratio": zr}
+    finally:
+        pty.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=12.0)
+    ap.add_argument("--frames", type=int, default=60)
+    ap.add_argument("--quality", type=int, default=50)
+    a = ap.parse_args()
+    from qdev.device.threads import pin_threads
+
+    pin_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = device_mode(Path(tmp), a.seconds, a.quality)
+        h = host_mode(Path(tmp), a.frames)
+    print(f"device: mode over a 921600-baud pty (phantom probe on the device, JPEG quality {a.quality}):")
+    print("| coding | frames/s received | bytes per push | link-bound frames/s |\n|---|---:|---:|---:|")
+    for k in ("uncoded", "coded"):
+        r = d[k]
+        print(f"| {k} | {r['fps']:.1f} | {r['bytes']:,.0f} | {r['link_fps']:.1f} |")
+    print("\nhost mode over the same pty (window 3):")
+    print("| source | coded size / raw (WebP lossless) | uncoded frames/s | coded frames/s | ratio |\n|---|---:|---:|---:|---:|")
+    for name in ("BUSI golden frames", "phantom cine"):
+        u, c = h[(name, False)], h[(name, True)]
+        print(f"| {name} | {c['zlib_ratio']:.2f} | {u['fps']:.2f} | {c['fps']:.2f} | {c['fps'] / u['fps']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
