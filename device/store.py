@@ -205,8 +205,14 @@ class BundleStore:
             if st[which]:
                 try:
                     m = self.verified(st[which]).manifest
+                    est, bits = m.get("estimates") or {}, m.get("bits") or {}
                     out[f"{which}_bundle"] = {"id": st[which], "model": m.get("model"), "board": m.get("board"),
-                                              "run_id": m.get("run_id"), "estimate_only": m.get("estimate_only")}
+                                              "run_id": m.get("run_id"), "estimate_only": m.get("estimate_only"),
+                                              "version": m.get("version"), "part": m.get("part"),
+                                              "clock_ns": m.get("clock_ns"),
+                                              "estimated_fps": est.get("estimated_fps"),
+                                              "estimated_latency_ms": est.get("estimated_latency_ms"),
+                                              "avg_bits": bits.get("avg_bits"), "model_bits": bits.get("model_bits")}
                 except BundleError as exc:
                     out[f"{which}_bundle"] = {"id": st[which], "error": str(exc)}
         return out

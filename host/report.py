@@ -1,6 +1,9 @@
-"""Power/latency report of a streaming session (MLPerf habits: percentiles, enough samples,
-idle baseline stated): ``summarise`` -> dict, ``write_report`` -> PNG plots + one
-self-contained HTML page + ``report.json``.
+"""Report of a streaming session (MLPerf habits: percentiles, enough samples, idle baseline
+stated): ``summarise`` -> dict, ``write_report`` -> PNG plots + one self-contained HTML page +
+``report.json``. The page shows what was segmented (a gallery of overlays: first, median and
+largest mask, best and worst Dice), the Dice histogram where there is truth, real tables for the
+source, device, board, bundle and model, and energy split honestly (:func:`energy_split`).
+Sessions given with ``--compare`` sit side by side.
 """
 
 from __future__ import annotations
@@ -38,10 +41,17 @@ def summarise(folder: Path) -> dict:
         warnings.append(f"only {len(ok)} frames: tail percentiles need >= {MIN_FRAMES} to be meaningful")
     if "estimated" in kinds:
         warnings.append("energy is ESTIMATED (no power sensor on this device): see device/power.py for the model")
+    dev = manifest.get("device") or {}
+    bundle = (dev.get("store") or {}).get("active_bundle") or {}
+    ok_fps = (len(ok) / span) if span > 0 else 0.0
     return {
         "session": str(folder),
         "source": manifest.get("source"),
-        "device": {k: (manifest.get("device") or {}).get(k) for k in ("board", "backend", "bundle_id", "model")},
+        "device": {k: dev.get(k) for k in ("board", "backend", "bundle_id", "model")},
+        "tables": _tables(manifest, bundle),
+        "energy": energy_split(dev, bundle, energy, kinds, ok_fps, manifest.get("power") or {}),
+        "gallery": _gallery(folder),
+        "log": manifest.get("read_from"),
         "frames": counts, "dropped": dropped,
         "seconds": span, "fps": (len(ok) / span) if span > 0 else 0.0,
         "rtt_ms": percentiles([r["rtt_ms"] for r in ok]),
@@ -52,6 +62,80 @@ def summarise(folder: Path) -> dict:
         "dice_vs_truth": percentiles(dice) if dice else None,
         "warnings": warnings,
     }
+
+
+def _tables(manifest: dict, bundle: dict) -> dict[str, dict]:
+    """Key/value tables for the page (values as shown, None where the session did not record it)."""
+    dev = manifest.get("device") or {}
+    src = manifest.get("source") or {}
+    pw = dev.get("power") or {}
+    return {
+        "source": {"source": src.get("source"), "live": src.get("live"), "rate (frames/s)": src.get("fps"),
+                   "frames": src.get("frames"), **({"DICOM photometric": src["photometric"]} if "photometric" in src else {}),
+                   **({"DICOM window (centre, width)": src["window"]} if src.get("window") else {})},
+        "device": {"backend": dev.get("backend"), "runtime": dev.get("device_version"), "protocol": dev.get("protocol"),
+                   "python / numpy": f"{dev.get('python')} / {dev.get('numpy')}", "machine": dev.get("machine"),
+                   "BLAS threads": dev.get("threads"), "degraded": dev.get("degraded"),
+                   "development key trusted": dev.get("dev_key"), "port": (manifest.get("settings") or {}).get("port")},
+        "board": {"board": bundle.get("board") or dev.get("board"), "part": bundle.get("part"),
+                  "clock (MHz)": dev.get("clock_mhz"), "power": pw.get("kind"), "power model": pw.get("source"),
+                  "bitstream": "none (estimate only: no Vivado)" if bundle.get("estimate_only") else "built"},
+        "bundle": {"id": bundle.get("id") or dev.get("bundle_id"), "version": bundle.get("version"),
+                   "run": bundle.get("run_id"), "FINN-estimated rate (frames/s)": _num(bundle.get("estimated_fps"), 1),
+                   "FINN-estimated latency (ms)": _num(bundle.get("estimated_latency_ms"), 1)},
+        "model": {"model": bundle.get("model") or dev.get("model"), "input": _io(dev.get("io")),
+                  "average bits": _num(bundle.get("avg_bits"), 2), "model bits": bundle.get("model_bits"),
+                  "mask rule": (dev.get("io") or {}).get("mask_rule")},
+    }
+
+
+def _num(v: float | None, nd: int) -> float | None:
+    return None if v is None else round(float(v), nd)
+
+
+def _io(io_: dict | None) -> str | None:
+    if not io_:
+        return None
+    return f"{io_.get('width')}x{io_.get('height')}x{io_.get('channels')} {io_.get('idt')} -> {io_.get('odt')}"
+
+
+def energy_split(dev: dict, bundle: dict, energy: list[float], kinds: list[str], ok_fps: float,
+                 power: dict | None = None) -> dict:
+    """Energy per frame, each figure saying what it describes:
+
+    * ``device``: what the device reported per frame (``measured`` from a power rail, or
+      ``estimated``: its power model times its own compute time per frame), at the rate the
+      device really ran. With the ``software`` backend that compute time is *this computer's*
+      CPU time, so the figure describes no real system, and the page says so.
+    * ``fpga_estimate``: the bundle's FINN-estimated frame rate with the board's estimated power
+      (``active_w / estimated_fps``): what the accelerator would spend per frame, estimated.
+    """
+    pw = dev.get("power") or {}
+    backend = dev.get("backend")
+    out: dict = {"device": None, "fpga_estimate": None, "notes": []}
+    if energy:
+        out["device"] = {"mj_per_frame": float(np.mean(energy)), "kind": "/".join(kinds) or None,
+                         "frames_per_s": ok_fps, "backend": backend}
+        if backend == "software":
+            out["notes"].append("the software backend ran the network on this computer's CPU: the device's "
+                                "per-frame time, and so its energy figure, is CPU time times the board's "
+                                "estimated power; it describes no real system")
+    active, fps = (power or {}).get("active_w"), bundle.get("estimated_fps")
+    if active is None:
+        st, dy = pw.get("static_w"), pw.get("dynamic_w")
+        active = (st + dy) if st is not None and dy is not None else None
+    if active and fps:
+        out["fpga_estimate"] = {"mj_per_frame": 1e3 * float(active) / float(fps), "kind": "estimated",
+                                "board_w": float(active), "frames_per_s": float(fps),
+                                "source": "FINN's estimated rate of the bundle x the board's estimated power"}
+    return out
+
+
+def _gallery(folder: Path) -> list[dict]:
+    try:
+        return json.loads((Path(folder) / "gallery" / "gallery.json").read_text())["entries"]
+    except (OSError, ValueError, KeyError):
+        return []  # an older session, or one that stored no frames
 
 
 def _fig_png(fig) -> bytes:  # noqa: ANN001
@@ -99,6 +183,19 @@ def _plots(sessions: list[tuple[str, list[dict]]]) -> dict[str, bytes]:
         ax.legend(fontsize=7)
         out[fname] = _fig_png(fig)
         plt.close(fig)
+    dice_sets = [(name, [r["dice_vs_truth"] for r in rows if r["status"] == "ok" and r["dice_vs_truth"] is not None])
+                 for name, rows in sessions]
+    if any(d for _, d in dice_sets):
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        for name, d in dice_sets:
+            if d:
+                ax.hist(d, bins=np.linspace(0, 1, 21), alpha=0.6, label=f"{name} (n={len(d)}, mean {np.mean(d):.3f})")
+        ax.set_xlabel("Dice of the device's mask against the ground truth")
+        ax.set_ylabel("frames")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        out["dice_histogram.png"] = _fig_png(fig)
+        plt.close(fig)
     return out
 
 
@@ -115,39 +212,80 @@ def write_report(folder: Path, compare: Path | None = None, out: Path | None = N
     folder = Path(folder)
     out = Path(out or folder / "report")
     out.mkdir(parents=True, exist_ok=True)
-    summaries = [summarise(folder)]
-    sessions = [(folder.name, read_session(folder)[1])]
-    if compare is not None:
-        summaries.append(summarise(Path(compare)))
-        sessions.append((Path(compare).name, read_session(Path(compare))[1]))
+    folders = [folder] + ([Path(compare)] if compare is not None else [])
+    summaries = [summarise(f) for f in folders]
+    sessions = [(f.name, read_session(f)[1]) for f in folders]
     pngs = _plots(sessions)
     for name, data in pngs.items():
         (out / name).write_bytes(data)
     doc = {"sessions": summaries, "plots": sorted(pngs)}
     write_json_atomic(out / "report.json", doc)
-    parts = ["<!doctype html><meta charset=utf-8><title>qdev session report</title>",
-             "<style>body{font-family:sans-serif;max-width:960px;margin:auto}td,th{padding:2px 8px;text-align:right}"
-             "td:first-child{text-align:left}.warn{color:#a40}</style>", "<h1>qdev session report</h1>"]
-    for s in summaries:
-        f = s["frames"]
-        parts.append(f"<h2>{html.escape(s['session'])}</h2><p>source {html.escape(str(s['source']))}; "
-                     f"device {html.escape(json.dumps(s['device']))}</p>")
-        parts.append(f"<p>{f['ok']} frames ok, {f['lost'] + f['timeout']} lost, {f['error']} errors, "
-                     f"{s['dropped']} dropped at the probe; {s['fps']:.2f} frames/s over {s['seconds']:.1f} s</p>")
-        parts.append("<table><tr><th>ms</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th>mean</th></tr>"
-                     + _row("round trip", s, "rtt_ms") + _row("device", s, "device_ms") + "</table>")
-        e, p = s["energy_mj_per_frame"], s["power_w"]
-        if e.get("n"):
-            parts.append(f"<p>energy per frame {e['mean']:.2f} mJ (p99 {e['p99']:.2f}), average power "
-                         f"{p['mean']:.3f} W, idle baseline {p['idle_w']} W: <b>{html.escape(str(e['kind']))}</b></p>")
-        if s.get("dice_vs_truth"):
-            d = s["dice_vs_truth"]
-            parts.append(f"<p>Dice of the device's masks against the ground truth: mean {d['mean']:.3f} "
-                         f"over {d['n']} frames</p>")
-        for w in s["warnings"]:
-            parts.append(f"<p class=warn>warning: {html.escape(w)}</p>")
-    for name, data in pngs.items():
-        parts.append(f"<h3>{name[:-4].replace('_', ' ')}</h3><img src='data:image/png;base64,"
-                     f"{base64.b64encode(data).decode()}'>")
-    (out / "report.html").write_text("\n".join(parts))
+    cols = "".join(f"<section>{_session_html(f, s)}</section>" for f, s in zip(folders, summaries))
+    plots = "".join(f"<figure><img src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
+                    f"<figcaption>{html.escape(name[:-4].replace('_', ' '))}</figcaption></figure>"
+                    for name, data in pngs.items())
+    page = (f"<!doctype html><meta charset=utf-8><title>qdev session report</title><style>{_CSS}</style>"
+            f"<h1>qdev session report</h1><div class=cols>{cols}</div><h2>Plots</h2><div class=plots>{plots}</div>")
+    (out / "report.html").write_text(page)
     return doc
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1400px;padding:0 1em;color:#222}"
+        ".cols{display:flex;gap:2em;flex-wrap:wrap}.cols section{flex:1;min-width:420px}"
+        "table{border-collapse:collapse;margin:.4em 0 1em}td,th{padding:2px 10px;border-bottom:1px solid #eee;"
+        "text-align:right}td:first-child,th:first-child{text-align:left;color:#555}.kv td:last-child{text-align:left}"
+        ".warn{color:#a40}.est{color:#a60;font-weight:600}.gallery{display:flex;flex-wrap:wrap;gap:10px}"
+        "figure{margin:0}figure img{max-width:100%;border:1px solid #ccc}.gallery img{width:220px}"
+        "figcaption{font-size:12px;color:#555}.plots{display:flex;flex-wrap:wrap;gap:12px}.plots img{max-width:640px}")
+
+
+def _kv(title: str, rows: dict) -> str:
+    body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape('-' if v is None else str(v))}</td></tr>"
+                   for k, v in rows.items())
+    return f"<h3>{html.escape(title)}</h3><table class=kv>{body}</table>"
+
+
+def _session_html(folder: Path, s: dict) -> str:
+    f = s["frames"]
+    parts = [f"<h2>{html.escape(s['session'])}</h2>",
+             f"<p>{f['ok']} frames ok, {f['lost'] + f['timeout']} lost, {f['error']} errors, {s['dropped']} dropped "
+             f"at the probe; <b>{s['fps']:.2f} frames/s</b> over {s['seconds']:.1f} s (log: {s.get('log')})</p>"]
+    gal = s.get("gallery") or []
+    if gal:
+        figs = []
+        for g in gal:
+            p = folder / "gallery" / g["file"]
+            if p.is_file():
+                cap = f"{g['kind']}: frame {g['frame_id']}, {g['mask_area']} px" + (
+                    f", Dice {g['dice']:.3f}" if g.get("dice") is not None else "")
+                figs.append(f"<figure><img src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
+                            f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+        parts.append("<h3>What was segmented</h3><div class=gallery>" + "".join(figs) + "</div>")
+    parts.append("<h3>Latency</h3><table><tr><th>ms</th><th>p50</th><th>p90</th><th>p99</th><th>max</th>"
+                 "<th>mean</th></tr>" + _row("round trip", s, "rtt_ms") + _row("device", s, "device_ms") + "</table>")
+    if s.get("dice_vs_truth"):
+        d = s["dice_vs_truth"]
+        parts.append(f"<p>Dice of the device's masks against the ground truth: mean {d['mean']:.3f}, median "
+                     f"{d['p50']:.3f} over {d['n']} frames</p>")
+    parts.append(_energy_html(s.get("energy") or {}))
+    for title, rows in (s.get("tables") or {}).items():
+        parts.append(_kv(title.capitalize(), rows))
+    for w in s["warnings"]:
+        parts.append(f"<p class=warn>warning: {html.escape(w)}</p>")
+    return "".join(parts)
+
+
+def _energy_html(e: dict) -> str:
+    out = ["<h3>Energy per frame</h3><table class=kv>"]
+    d = e.get("device")
+    if d:
+        out.append(f"<tr><td>device, as reported (at the {d['frames_per_s']:.1f} frames/s it ran, {d['backend']} "
+                   f"backend)</td><td>{d['mj_per_frame']:.1f} mJ <span class=est>{html.escape(str(d['kind']))}"
+                   f"</span></td></tr>")
+    fp = e.get("fpga_estimate")
+    if fp:
+        out.append(f"<tr><td>FPGA accelerator ({fp['source']}: {fp['board_w']:.2f} W / {fp['frames_per_s']:.1f} "
+                   f"frames/s)</td><td>{fp['mj_per_frame']:.1f} mJ <span class=est>estimated</span></td></tr>")
+    out.append("</table>")
+    out += [f"<p class=warn>{html.escape(n)}</p>" for n in e.get("notes", [])]
+    return "".join(out)

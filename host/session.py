@@ -1,7 +1,11 @@
-"""A streaming session folder: ``frames.csv`` (one row per frame) + ``manifest.json``.
+"""A streaming session folder: ``frames.csv`` (one row per frame) + ``manifest.json``, and at the
+end ``frames.parquet`` (the same rows, columnar, with :data:`PARQUET_SCHEMA`).
 
-Rows are written as they come and flushed, so Ctrl-C or a crash keeps every frame logged so
-far; the manifest is written atomically at the start and rewritten with the totals at the end.
+Rows are written to the CSV as they come and flushed, so Ctrl-C or a crash keeps every frame
+logged so far; the manifest is written atomically at the start and rewritten with the totals at
+the end, when the Parquet file is written (atomically) from the same rows. Readers prefer the
+Parquet file when it is there and whole, and fall back to the CSV: old sessions (CSV only) and
+sessions that were killed still load.
 """
 
 from __future__ import annotations
@@ -15,12 +19,69 @@ from pathlib import Path
 
 from qdev.device.fsutil import atomic_write_text
 
-__all__ = ["COLUMNS", "SessionWriter", "read_session", "write_json_atomic"]
+__all__ = ["COLUMNS", "SessionWriter", "read_session", "write_json_atomic", "parquet_schema", "PARQUET_COLUMNS"]
 
 COLUMNS = [
     "frame_id", "status", "t_capture", "t_sent", "t_received", "rtt_ms", "device_ms",
     "device_t_start", "device_t_end", "power_w", "energy_mj", "energy_kind", "mask_area", "dice_vs_truth",
 ]
+
+
+PARQUET_COLUMNS: dict[str, str] = {
+    "frame_id": "int64", "status": "string", "t_capture": "float64 (unix s, probe clock read time)",
+    "t_sent": "float64 (unix s)", "t_received": "float64 (unix s)", "rtt_ms": "float64",
+    "device_ms": "float64 (device compute per frame)", "device_t_start": "float64 (device monotonic s)",
+    "device_t_end": "float64 (device monotonic s)", "power_w": "float64 (board power, see energy_kind)",
+    "energy_mj": "float64 (per frame)", "energy_kind": "string (measured | estimated)",
+    "mask_area": "int64 (pixels at the model's resolution)", "dice_vs_truth": "float64 (where truth exists)",
+}
+"""The Parquet log's columns and what they hold (nullable: a lost frame has only its times)."""
+
+
+def parquet_schema():  # noqa: ANN201 - pyarrow is imported lazily
+    import pyarrow as pa
+
+    t = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
+    return pa.schema([pa.field(k, t[v.split()[0]], nullable=True) for k, v in PARQUET_COLUMNS.items()],
+                     metadata={b"format": b"qdev-session-frames", b"version": b"1"})
+
+
+def _write_parquet(path: Path, rows: list[dict]) -> bool:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return False
+    schema = parquet_schema()
+    cols = {}
+    for f in schema:
+        vals = [r.get(f.name) for r in rows]
+        if pa.types.is_integer(f.type):
+            vals = [None if v is None else int(v) for v in vals]
+        cols[f.name] = pa.array(vals, type=f.type)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.table(cols, schema=schema), tmp)
+    os.replace(tmp, path)
+    return True
+
+
+def _read_parquet(path: Path) -> list[dict] | None:
+    """Rows of a whole Parquet log, or None (absent, no pyarrow, unreadable: use the CSV)."""
+    if not path.is_file():
+        return None
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+    except Exception:  # noqa: BLE001 - any failure means: fall back to the CSV
+        return None
+    rows = table.to_pylist()
+    for r in rows:
+        for k in COLUMNS:
+            r.setdefault(k, None)
+            if k not in TEXT_COLUMNS and r[k] is not None:
+                r[k] = float(r[k])
+    return rows
 
 
 def write_json_atomic(path: Path, doc: dict) -> None:
@@ -41,10 +102,12 @@ class SessionWriter:
         self._fh = open(self.folder / "frames.csv", "w", newline="")
         self._w = csv.DictWriter(self._fh, COLUMNS, extrasaction="ignore")
         self._w.writeheader()
+        self._rows: list[dict] = []
 
     def row(self, r: dict) -> None:
         self._w.writerow(r)
         self._fh.flush()
+        self._rows.append({k: r.get(k) for k in COLUMNS})
         key = r.get("status", "ok")
         self.counts[key if key in self.counts else "error"] += 1
 
@@ -52,7 +115,8 @@ class SessionWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
-        self.manifest.update({"finished": time.time(), "counts": self.counts, **extra})
+        logs = ["frames.csv"] + (["frames.parquet"] if _write_parquet(self.folder / "frames.parquet", self._rows) else [])
+        self.manifest.update({"finished": time.time(), "counts": self.counts, "logs": logs, **extra})
         write_json_atomic(self.folder / "manifest.json", self.manifest)
 
 
@@ -96,10 +160,16 @@ def read_session(folder: Path) -> tuple[dict, list[dict]]:
     if not isinstance(manifest, dict) or manifest.get("format") != "qdev-session":
         raise DataError(f"{folder}: manifest is not a qdev session")
     rows, warnings = [], []
+    pq_rows = _read_parquet(folder / "frames.parquet") if "frames.parquet" in (manifest.get("logs") or []) else None
+    if pq_rows is not None and len(pq_rows) >= len(raw_rows):
+        manifest["read_warnings"], manifest["read_from"] = [], "frames.parquet"
+        return manifest, pq_rows
+    if "frames.parquet" in (manifest.get("logs") or []):
+        warnings.append("frames.parquet unreadable or short; read frames.csv")
     for i, raw in enumerate(raw_rows, start=2):  # line 1 is the header
         try:
             rows.append(_parse_row(raw))
         except ValueError as exc:
             warnings.append(f"frames.csv line {i}: {exc}; skipped")
-    manifest["read_warnings"] = warnings
+    manifest["read_warnings"], manifest["read_from"] = warnings, "frames.csv"
     return manifest, rows

@@ -225,6 +225,7 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
     ``status(text)``, if given, is a context-manager factory shown while streaming (rich's
     ``Console.status``). Returns the session folder and the summary.
     """
+    from qdev.host.gallery import Gallery
     from qdev.host.view import Hud, OverlayView
 
     cfg.check()
@@ -244,6 +245,7 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
                                                  "timeout": cfg.timeout, "port": cfg.port}})
     if ov.web is not None:
         print(f"browser view: {ov.web.url}", file=sys.stderr, flush=True)
+    gallery = Gallery(folder / "gallery")
     stop = threading.Event()
     t0 = time.time()
     shown = [0]
@@ -255,6 +257,8 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
         hud = Hud(rep.frame_id, shown[0] / el if el else 0.0, (rep.t_received - rep.t_sent) * 1e3,
                   m.get("device_ms"), m.get("power_w"), m.get("energy_mj"), m.get("energy_kind"), dropped, lost,
                   m.get("bundle_id") or info.get("bundle_id"), int(m.get("mask_area") or 0), source.name)
+        d = dice(rep.mask, mask_to_model(fr.truth, *rep.mask.shape)) if fr.truth is not None else None
+        gallery.offer(rep.frame_id, fr.image, rep.mask, d, fr.display_window, fr.truth)
         if not ov.show(fr.image, rep.mask, hud, fr.display_window):
             stop.set()
 
@@ -271,6 +275,7 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
             signal.signal(signal.SIGINT, old)
         ov.close()
     summ.interrupted = summ.interrupted or (stop.is_set() and (cfg.max_frames is None or summ.frames_ok < cfg.max_frames))
+    gallery.write()
     writer.close(summary={"frames_ok": summ.frames_ok, "lost": summ.lost, "dropped": summ.dropped,
                           "seconds": summ.seconds, "fps": summ.fps, "interrupted": summ.interrupted},
                  stats=client.stats())

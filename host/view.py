@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 WINDOW_TITLE = "qdev live"
 CONTOUR_BGR = (0, 255, 0)
 FILL_BGR = (0, 200, 255)
+TRUTH_BGR = (255, 0, 255)
 MIN_WINDOW_WIDTH = 640
 
 
@@ -104,7 +105,8 @@ def display_bgr(image: np.ndarray, window: tuple[float, float] | None = None) ->
 
 
 def compose(image: np.ndarray, mask: np.ndarray, hud: Hud | None, fill: bool = True,
-            window: tuple[float, float] | None = None, scale: int = 1) -> np.ndarray:
+            window: tuple[float, float] | None = None, scale: int = 1,
+            truth: np.ndarray | None = None) -> np.ndarray:
     """The frame (source size, or magnified by a whole ``scale``) with the model-size mask mapped
     back onto it, and the HUD. The contour and text are drawn at the output resolution."""
     import cv2
@@ -119,7 +121,12 @@ def compose(image: np.ndarray, mask: np.ndarray, hud: Hud | None, fill: bool = T
         tint[big > 0] = FILL_BGR
         img = cv2.addWeighted(tint, 0.25, img, 0.75, 0)
     contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(img, contours, -1, CONTOUR_BGR, max(1, round(min(h, w) / 200)))
+    thick = max(1, round(min(h, w) / 200))
+    if truth is not None:  # the ground truth, where known, as a thin magenta line under the mask's
+        t = mask_to_model(truth, h, w).astype(np.uint8)
+        tc, _ = cv2.findContours(t, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(img, tc, -1, TRUTH_BGR, thick)
+    cv2.drawContours(img, contours, -1, CONTOUR_BGR, thick)
     if hud is not None:
         _draw_hud(img, hud.lines())
     return img
