@@ -7,7 +7,7 @@ them (the uncoded forms, as protocol v1 sent), side by side in one run:
 * host mode (lossless frames: WebP's prediction, else zlib, else raw): the host streams frames (the shipped bundle's BUSI golden frames, and a phantom
   cine) to the device and gets masks back. Frames/s, bytes per frame each way.
 
-    .venv/bin/python bench/uart.py [--seconds 12] [--frames 60] [--quality 60]
+    .venv/bin/python bench/uart.py [--seconds 12] [--frames 60] [--quality 40]
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--frames", type=int, default=60)
-    ap.add_argument("--quality", type=int, default=50)
+    ap.add_argument("--quality", type=int, default=40)
     a = ap.parse_args()
     from qdev.device.threads import pin_threads
 

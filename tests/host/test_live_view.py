@@ -206,3 +206,74 @@ def test_browser_view_loads_updates_and_matches_the_session_log(tmp_path):
     assert int(re.search(r'id="shown">(\d+)<', dom).group(1)) >= 1
     rows = {int(r["frame_id"]): r for r in csv.DictReader(io.StringIO((out / "frames.csv").read_text()))}
     assert rows[frame_id]["status"] == "ok" and int(rows[frame_id]["mask_area"]) == area
+
+
+# -- through the CLI: a 640x480 cine keeps its size; device: mode feeds the browser view too -------
+
+def test_saved_overlay_of_a_640x480_cine_is_640x480_in_colour(tmp_path):
+    import cv2
+    from click.testing import CliRunner
+
+    from qdev.host.cli import cli
+    from qdev.host.client import connect
+    from qdev.host.local import LocalDevice, default_bundle, default_trusted
+
+    cine = tmp_path / "cine.mp4"
+    wr = cv2.VideoWriter(str(cine), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 480))
+    for i in range(8):
+        f = np.full((480, 640, 3), (40, 90, 160), np.uint8)  # a brownish BGR frame
+        cv2.circle(f, (320 + 10 * i, 240), 80, (230, 230, 230), -1)
+        wr.write(f)
+    wr.release()
+    with LocalDevice(tmp_path / "store") as dev:
+        c = connect(dev.port)
+        c.flash(default_bundle("KV260"), default_trusted())
+        c.close()
+        r = CliRunner().invoke(cli, ["-p", dev.port, "stream", "--probe", str(cine), "--no-view", "--save",
+                                     str(tmp_path / "o.mp4"), "--out", str(tmp_path / "s"), "--no-report"])
+    assert r.exit_code == 0, r.output
+    cap = cv2.VideoCapture(str(tmp_path / "o.mp4"))
+    ok, first = cap.read()
+    assert ok and first.shape == (480, 640, 3)
+    corner = first[470:478, 5:40].reshape(-1, 3).mean(axis=0)  # below the HUD band, away from the disc
+    assert corner[2] > corner[0] + 60  # still the frame's colours (red over blue), not grey
+
+
+def test_device_mode_feeds_the_browser_view(tmp_path):
+    import json
+    import socket
+    import sys
+    import urllib.request
+
+    from qdev.host.client import connect
+    from qdev.host.local import LocalDevice, default_bundle, default_trusted
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with LocalDevice(tmp_path / "store", extra=["--probe", "phantom"]) as dev:
+        c = connect(dev.port)
+        c.flash(default_bundle("KV260"), default_trusted())
+        c.close()
+        p = subprocess.Popen([sys.executable, "-m", "qdev.host.cli", "-p", dev.port, "stream", "--probe",
+                              "device:phantom", "--frames", "400", "--view", f"web:{port}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            url, doc, deadline = f"http://127.0.0.1:{port}/", None, time.time() + 60
+            while time.time() < deadline:
+                try:
+                    doc = json.loads(urllib.request.urlopen(url + "stats.json", timeout=2).read())
+                    if doc["frames"] >= 3:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.3)
+            with urllib.request.urlopen(url + f"frame.jpg?after={doc['frames']}", timeout=10) as r:
+                jpeg, fid = r.read(), int(r.headers["X-Frame-Id"])
+        finally:
+            p.kill()
+            p.communicate(timeout=30)
+    assert doc["hud"]["source"] == "device:phantom" and fid > 0
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(jpeg)).size == (128, 128)  # what the device sends: its model input
