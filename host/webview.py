@@ -148,12 +148,17 @@ class WebView:
         ROUTES = {"/": Handler.page, "/index.html": Handler.page, "/frame.jpg": Handler.frame,
                   "/stats.json": Handler.stats, "/stream.mjpg": Handler.mjpeg, "/viewer": Handler.viewer}
 
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+                log.debug("webview: viewer %s went away", client_address)  # a closed tab, not an error
+
         try:
-            self.httpd = ThreadingHTTPServer((host, port), Handler)
+            self.httpd = Server((host, port), Handler)
         except OSError as exc:
             raise ConfigError(f"--view web:{port}: cannot serve the browser view on {host}:{port} "
                               f"({exc.strerror or exc})") from exc
-        self.httpd.daemon_threads = True
         self.address = self.httpd.server_address[:2]
         self.url = f"http://{self.address[0]}:{self.address[1]}/"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="qdev-webview", daemon=True)

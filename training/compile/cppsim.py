@@ -1,0 +1,351 @@
+"""HLS C++ simulation (cppsim) of every HLS layer of a compiled dataflow graph, without Vitis HLS,
+checked bit for bit against FINN's python execution.
+
+* **Code**: FINN's own code generation (``PrepareCppSim``) writes each HLS node's C++.
+* **Compile**: instead of FINN's ``CompileCppSim`` (which links Vitis' simulation libraries), each
+  node is compiled here with g++ against the open-source headers found under ``--hls-deps`` /
+  ``$QDEV_HLS_DEPS`` (default ``../shared/vendor``: finn-hlslib, its three newer files first, and
+  Xilinx's arbitrary-precision types) and qdev's small stand-ins for what Vitis adds
+  (``hls_shim/``: ``hls::stream``, ``hls::vector``, ``hls_math.h``, ``numeric_limits`` for
+  ``ap_int``; each header says what it models and what it does not). Nodes compile in parallel
+  and are cached by a hash of their generated sources (with the build folder's path taken out),
+  the flags and the headers, so a rerun costs seconds.
+* **Check**: every HLS node runs in cppsim on the inputs python execution gave it, per golden
+  frame, and its output is compared element by element with python execution's; then the whole
+  graph runs with every HLS node in cppsim (RTL nodes in python: FINN has no cppsim for them) and
+  its output is compared with the golden codes. "Python execution" is of this very graph (its
+  folding and bit widths): each HLS node by its layer's python implementation, since FINN's
+  executor offers only cppsim/rtlsim after specialisation; that execution's output is itself
+  checked against FINN's executor on the graph before specialisation.
+
+``verify_cppsim`` returns the report (per node and per node type); nothing is claimed for a node
+that was not simulated: RTL nodes are listed with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from qdev.device.errors import ConfigError
+
+__all__ = ["HlsDeps", "find_hls_deps", "CppSimConfig", "verify_cppsim", "compile_nodes", "SHIM"]
+
+SHIM = Path(__file__).with_name("hls_shim")
+_REPO_VENDOR = Path(__file__).resolve().parents[2].parent / "shared" / "vendor"
+
+
+@dataclass(frozen=True)
+class HlsDeps:
+    """The include folders, in search order (shim first, the newer finn-hlslib files before the rest)."""
+
+    root: Path
+    includes: tuple[Path, ...]
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for d in self.includes:
+            for p in sorted(d.rglob("*")):
+                if p.is_file() and p.suffix in (".h", ".hpp"):
+                    h.update(str(p.relative_to(d)).encode())
+                    h.update(p.read_bytes())
+        return h.hexdigest()
+
+
+def find_hls_deps(path: str | os.PathLike | None = None) -> HlsDeps:
+    """``path`` / ``$QDEV_HLS_DEPS`` / ``../shared/vendor``, checked for the files cppsim needs.
+
+    Raises:
+        ConfigError: naming the folder or file that is missing.
+    """
+    root = Path(path or os.environ.get("QDEV_HLS_DEPS") or _REPO_VENDOR)
+    need = {"finn-hlslib-newer": ("pool.hpp", "dup.hpp", "flatten.hpp"),
+            "finn-hlslib": ("bnn-library.h", "streamtools.h", "concat.hpp"),
+            "HLS_arbitrary_Precision_Types/include": ("ap_int.h", "ap_fixed.h")}
+    for sub, files in need.items():
+        for f in files:
+            if not (root / sub / f).is_file():
+                raise ConfigError(f"--hls-deps {root}: {sub}/{f} is missing (cppsim needs finn-hlslib, its newer "
+                                  "pool/dup/flatten files and HLS_arbitrary_Precision_Types; see "
+                                  "../shared/vendor/SOURCE.md)")
+    from finn.templates import get_templates_folder  # noqa: PLC0415 - FINN is booted by then
+
+    npy2stream = Path(get_templates_folder()) / "npy2stream"
+    return HlsDeps(root, (SHIM, root / "finn-hlslib-newer", root / "finn-hlslib",
+                          root / "HLS_arbitrary_Precision_Types" / "include", npy2stream))
+
+
+@dataclass
+class CppSimConfig:
+    """How to build the node simulators.
+
+    Attributes:
+        opt: g++ optimisation flag. FINN uses ``-O3 -fno-builtin -fno-inline``; the last two only
+            slow the simulators down (outputs identical, see ../shared/vendor/SOURCE.md), and a
+            lower level compiles faster, which the CI's tiny model wants.
+        jobs: parallel compiles (default: the cores).
+        cache: compiled simulators, by hash (default ``$QDEV_CACHE/cppsim`` or ``~/.cache/qdev/cppsim``).
+    """
+
+    opt: str = "-O2"
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    cache: Path | None = None
+
+    def cache_dir(self) -> Path:
+        if self.cache is not None:
+            return Path(self.cache)
+        base = os.environ.get("QDEV_CACHE") or Path.home() / ".cache" / "qdev"
+        return Path(base) / "cppsim"
+
+
+def _flags(cfg: CppSimConfig) -> list[str]:
+    return ["-std=c++17", cfg.opt, "-w"]
+
+
+def _sources(code_dir: Path) -> dict[str, bytes]:
+    """The node's generated files, with its own folder's path taken out (the simulator then reads
+    and writes its npy files relative to its working folder, which makes it cacheable)."""
+    out = {}
+    prefix = (str(code_dir) + "/").encode()
+    for p in sorted(code_dir.iterdir()):
+        if p.is_file() and p.suffix in (".cpp", ".h", ".hpp", ".dat"):
+            out[p.name] = p.read_bytes().replace(prefix, b"")
+    return out
+
+
+def _compile_one(code_dir: Path, deps: HlsDeps, cfg: CppSimConfig, salt: str) -> dict:
+    t0 = time.perf_counter()
+    srcs = _sources(code_dir)
+    h = hashlib.sha256(salt.encode())
+    for name, data in srcs.items():
+        h.update(name.encode() + b"\0" + data)
+    key = h.hexdigest()[:24]
+    exe = cfg.cache_dir() / key / "node_model"
+    cached = exe.is_file()
+    err = None
+    if not cached:
+        build = cfg.cache_dir() / (key + ".build")
+        shutil.rmtree(build, ignore_errors=True)
+        build.mkdir(parents=True)
+        for name, data in srcs.items():
+            (build / name).write_bytes(data)
+        npy2stream = deps.includes[-1]
+        cmd = ["g++", *_flags(cfg), *[f"-I{d}" for d in deps.includes], f"-I{build}",
+               *[str(build / n) for n in srcs if n.endswith(".cpp")], str(npy2stream / "cnpy.cpp"), "-lz",
+               "-o", str(build / "node_model")]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            err = (r.stderr or r.stdout).strip().splitlines()[-12:]
+        else:
+            exe.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(build / "node_model", exe)
+        shutil.rmtree(build, ignore_errors=True)
+    if err is None:  # FINN runs executable_path as is: a wrapper runs the simulator in the node's folder
+        wrapper = code_dir / "node_model"
+        wrapper.write_text(f"#!/bin/sh\ncd \"$(dirname \"$0\")\" && exec '{exe}'\n")
+        wrapper.chmod(0o755)
+    return {"compiled": err is None, "cached": cached, "compile_s": round(time.perf_counter() - t0, 3),
+            "key": key, "error": err}
+
+
+def compile_nodes(model, deps: HlsDeps, cfg: CppSimConfig, progress=None) -> dict[str, dict]:  # noqa: ANN001
+    """Compile every HLS node's simulator (parallel, cached); sets FINN's ``executable_path``."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    gxx = subprocess.run(["g++", "--version"], capture_output=True, text=True)
+    if gxx.returncode != 0:
+        raise ConfigError("cppsim needs g++ (apt-get install g++)")
+    salt = "|".join([gxx.stdout.splitlines()[0], *_flags(cfg), deps.fingerprint()])
+    nodes = [n for n in model.graph.node if n.op_type.endswith("_hls")]
+    dirs = {n.name: Path(getCustomOp(n).get_nodeattr("code_gen_dir_cppsim")) for n in nodes}
+    out: dict[str, dict] = {}
+    with ThreadPoolExecutor(max_workers=max(1, cfg.jobs)) as pool:
+        futs = {name: pool.submit(_compile_one, d, deps, cfg, salt) for name, d in dirs.items()}
+        for i, (name, f) in enumerate(futs.items()):
+            out[name] = f.result()
+            if progress:
+                progress(i + 1, len(futs), name)
+    for n in nodes:
+        if out[n.name]["compiled"]:
+            getCustomOp(n).set_nodeattr("executable_path", str(dirs[n.name] / "node_model"))
+    return out
+
+
+def _python_impl(inst):  # noqa: ANN001, ANN202
+    """The python ``execute_node`` of an HLS node: its layer class's, the one before HLSBackend
+    in the method order (``Pool_hls(Pool, HLSBackend)`` -> ``Pool.execute_node``)."""
+    from finn.custom_op.fpgadataflow.hlsbackend import HLSBackend
+
+    for cls in type(inst).__mro__[1:]:
+        if "execute_node" in vars(cls) and not issubclass(cls, HLSBackend):
+            return cls.execute_node
+    raise ConfigError(f"{type(inst).__name__}: no python execution to compare with")
+
+
+def _python_contexts(model, frames: np.ndarray) -> list[dict]:  # noqa: ANN001
+    """FINN's python execution of this very graph (its folding and bit widths), every tensor kept:
+    HLS nodes by their layer's python implementation, RTL nodes as FINN runs them in cppsim
+    mode (python). After specialisation FINN's executor itself offers only cppsim/rtlsim."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    name = model.graph.input[0].name
+    shape = model.get_tensor_shape(name)
+    out = []
+    for f in frames:
+        ctx = {t.name: model.get_initializer(t.name) for t in model.graph.initializer}
+        ctx[name] = f.reshape(shape).astype(np.float32)
+        for n in model.graph.node:  # outputs allocated first, as qonnx's executor does
+            ctx.update({o: np.zeros(model.get_tensor_shape(o), np.float32) for o in n.output})
+        for n in model.graph.node:
+            inst = getCustomOp(n)
+            if n.op_type.endswith("_hls"):
+                _python_impl(inst)(inst, ctx, model.graph)
+            else:
+                inst.set_nodeattr("exec_mode", "cppsim")
+                inst.execute_node(ctx, model.graph)
+        out.append(ctx)
+    return out
+
+
+def _hw_order(model, node, name: str, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """An input as the hardware streams it. FINN's python model of a *depthwise* sliding window
+    emits each window kernel-major, (K, C), but the RTL generator emits (C/SIMD, K, SIMD)
+    (finn-plus's convolutioninputgenerator_rtl.py says so), and the HLS consumer (Pool_batch)
+    reduces in that order. Everything else streams in the python layout."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    prod = model.find_producer(name)
+    if prod is None or not prod.op_type.startswith("ConvolutionInputGenerator"):
+        return x
+    p = getCustomOp(prod)
+    if not p.get_nodeattr("depthwise"):
+        return x
+    c, simd = int(p.get_nodeattr("IFMChannels")), int(p.get_nodeattr("SIMD"))
+    k = int(np.prod(p.get_nodeattr("ConvKernelDim")))
+    lead = x.shape[:-1]
+    y = x.reshape(*lead, k, c // simd, simd)
+    return np.moveaxis(y, -3, -2).reshape(x.shape)
+
+
+def _run_hls(model, n, inst, ctx: dict) -> dict:  # noqa: ANN001
+    """One HLS node's simulator on ``ctx``'s tensors (inputs in hardware stream order)."""
+    local = {k: (_hw_order(model, n, k, ctx[k]) if k in ctx else model.get_initializer(k)) for k in n.input}
+    local.update({k: np.zeros(model.get_tensor_shape(k), np.float32) for k in n.output})
+    inst.execute_node(local, model.graph)
+    return {k: local[k].reshape(model.get_tensor_shape(k)) for k in n.output}
+
+
+def _cppsim_mode(model) -> None:  # noqa: ANN001
+    """Every node to cppsim: HLS nodes run their simulators, FINN runs RTL nodes in python."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    for n in model.graph.node:
+        getCustomOp(n).set_nodeattr("exec_mode", "cppsim")
+
+
+def verify_cppsim(model_path: Path, reference_path: Path, frames: np.ndarray, golden_codes: np.ndarray | None,
+                  deps: HlsDeps, cfg: CppSimConfig, progress=None) -> dict:  # noqa: ANN001
+    """The cppsim report of the specialised dataflow graph at ``model_path`` on ``frames``
+    ([N, H, W] uint8). The reference is FINN's python execution of ``reference_path``, the same
+    layers before specialisation (after it, FINN executes only cppsim/rtlsim): every tensor keeps
+    its name through specialisation, folding and bit-width minimisation, which is checked."""
+    from finn.core.onnx_exec import execute_onnx
+    from finn.transformation.fpgadataflow.prepare_cppsim import PrepareCppSim
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    t0 = time.perf_counter()
+    model = ModelWrapper(str(model_path))
+    ref = _python_contexts(model, frames)
+    t_ref = time.perf_counter() - t0
+    # the same graph before specialisation, through FINN's own executor, must agree at the output
+    # (intermediate tensors may be laid out differently: folding changes the SWG's order)
+    out_name = model.graph.output[0].name
+    before = ModelWrapper(str(reference_path))
+    bname = before.graph.input[0].name
+    ref_before = [execute_onnx(before, {bname: f.reshape(before.get_tensor_shape(bname)).astype(np.float32)})
+                  [before.graph.output[0].name] for f in frames]
+    python_agrees = all(np.array_equal(a.reshape(-1), c[out_name].reshape(-1)) for a, c in zip(ref_before, ref))
+    model = model.transform(PrepareCppSim())
+    comp = compile_nodes(model, deps, cfg, progress)
+    _cppsim_mode(model)
+    nodes: dict[str, dict] = {}
+    for n in model.graph.node:
+        rec: dict = {"op_type": n.op_type}
+        if not n.op_type.endswith("_hls"):
+            rec.update({"simulated": None, "reason": "RTL layer: no C++ model (FINN has no cppsim for it)"})
+            nodes[n.name] = rec
+            continue
+        rec.update({k: comp[n.name][k] for k in ("compiled", "cached", "compile_s", "error")})
+        if not rec["compiled"]:
+            rec["simulated"] = False
+            nodes[n.name] = rec
+            continue
+        inst, diff, total, t_run = getCustomOp(n), 0, 0, time.perf_counter()
+        for ctx in ref:
+            got = _run_hls(model, n, inst, ctx)
+            for o in n.output:
+                diff += int(np.count_nonzero(got[o] != ctx[o]))
+                total += int(ctx[o].size)
+        rec.update({"simulated": True, "elements": total, "elements_differing": diff, "bit_exact": diff == 0,
+                    "run_s": round(time.perf_counter() - t_run, 3)})
+        nodes[n.name] = rec
+    # the whole graph, every HLS node simulated on what its simulated predecessors gave it (RTL
+    # nodes in python), its output against python's and the golden codes
+    t_e2e = time.perf_counter()
+    out = model.graph.output[0].name
+    outs = [_chain(model, f) [out] for f in frames] if all(r.get("compiled", True) for r in nodes.values()) else []
+    e2e = {"frames": int(len(outs)),
+           "differing_from_python": int(sum(np.count_nonzero(o != c[out]) for o, c in zip(outs, ref))),
+           "seconds": round(time.perf_counter() - t_e2e, 2)}
+    if not outs:
+        e2e["skipped"] = "a node did not compile"
+    elif golden_codes is not None:
+        got = np.stack([o.reshape(-1) for o in outs])
+        e2e["differing_from_golden_codes"] = int(np.count_nonzero(got != golden_codes.reshape(len(frames), -1)))
+    e2e["python_equals_unspecialised_graph"] = python_agrees
+    return {"nodes": nodes, "by_type": _by_type(nodes), "end_to_end": e2e, "python_s": round(t_ref, 2),
+            "flags": _flags(cfg), "hls_deps": str(deps.root), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _chain(model, frame: np.ndarray) -> dict:  # noqa: ANN001
+    from qonnx.custom_op.registry import getCustomOp
+
+    name = model.graph.input[0].name
+    ctx = {t.name: model.get_initializer(t.name) for t in model.graph.initializer}
+    ctx[name] = frame.reshape(model.get_tensor_shape(name)).astype(np.float32)
+    for n in model.graph.node:
+        ctx.update({o: np.zeros(model.get_tensor_shape(o), np.float32) for o in n.output})
+    for n in model.graph.node:
+        inst = getCustomOp(n)
+        if n.op_type.endswith("_hls"):
+            ctx.update(_run_hls(model, n, inst, ctx))
+        else:
+            inst.execute_node(ctx, model.graph)
+    return ctx
+
+
+def _by_type(nodes: dict[str, dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for rec in nodes.values():
+        t = out.setdefault(rec["op_type"], {"nodes": 0, "simulated": 0, "bit_exact": 0, "compile_s": 0.0,
+                                            "run_s": 0.0, "elements_differing": 0, "reason": None})
+        t["nodes"] += 1
+        if rec.get("simulated"):
+            t["simulated"] += 1
+            t["bit_exact"] += int(rec["bit_exact"])
+            t["elements_differing"] += rec["elements_differing"]
+            t["run_s"] = round(t["run_s"] + rec["run_s"], 3)
+        if "compile_s" in rec:
+            t["compile_s"] = round(t["compile_s"] + rec["compile_s"], 3)
+        if rec.get("reason"):
+            t["reason"] = rec["reason"]
+    return out
