@@ -96,6 +96,33 @@ def host_mode(tmp: Path, frames: int) -> dict:
     return out
 
 
+def lossless_sizes() -> dict[str, float]:
+    """Mean coded size / raw of the BUSI golden frames for the lossless coders considered."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    from qdev.device.codecs import encode_frame
+
+    gold = np.load(BUNDLE / "golden_pixels.npy").reshape(-1, 128, 128)
+
+    def png(a: np.ndarray) -> int:
+        b = io.BytesIO()
+        Image.fromarray(a, "L").save(b, "PNG", optimize=True)
+        return len(b.getvalue())
+
+    coders = {"zlib -9": lambda a: len(zlib.compress(a.tobytes(), 9)), "PNG (optimize)": png,
+              "WebP lossless (the link's)": lambda a: len(encode_frame(a, ["webp"])[1])}
+    try:
+        import jpeg_ls  # pyjpegls, where installed (the host's DICOM codecs)
+
+        coders["JPEG-LS"] = lambda a: len(jpeg_ls.encode(a))
+    except ImportError:
+        pass
+    return {k: float(np.mean([f(a) for a in gold])) / gold[0].size for k, f in coders.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=12.0)
@@ -118,6 +145,8 @@ def main() -> None:
     for name in ("BUSI golden frames", "phantom cine"):
         u, c = h[(name, False)], h[(name, True)]
         print(f"| {name} | {c['zlib_ratio']:.2f} | {u['fps']:.2f} | {c['fps']:.2f} | {c['fps'] / u['fps']:.2f} |")
+    print("\nlossless coders on the BUSI golden frames (coded / raw): " +
+          ", ".join(f"{k} {v:.2f}" for k, v in lossless_sizes().items()))
 
 
 if __name__ == "__main__":
