@@ -84,6 +84,12 @@ def dev_key_ids() -> set[str]:
     return {key_id(_raw(load_public_key(p))) for p in assets.dev_public_keys()}
 
 
+def _verified(v: dict) -> dict:
+    """What the bundle's build checked, as its signed manifest says (older bundles: python only)."""
+    modes = v.get("modes_run") or (["python"] if v.get("finn_python") else [])
+    return {"modes": modes, "not_run": v.get("not_run"), "layers": v.get("layers")}
+
+
 class BundleStore:
     def __init__(self, root: Path | str, board: str | None = None, allow_dev_key: bool = False) -> None:
         self.root = Path(root)
@@ -212,7 +218,8 @@ class BundleStore:
                                               "clock_ns": m.get("clock_ns"),
                                               "estimated_fps": est.get("estimated_fps"),
                                               "estimated_latency_ms": est.get("estimated_latency_ms"),
-                                              "avg_bits": bits.get("avg_bits"), "model_bits": bits.get("model_bits")}
+                                              "avg_bits": bits.get("avg_bits"), "model_bits": bits.get("model_bits"),
+                                              "verified": _verified(m.get("verification") or {})}
                 except BundleError as exc:
                     out[f"{which}_bundle"] = {"id": st[which], "error": str(exc)}
         return out

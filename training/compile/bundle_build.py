@@ -92,8 +92,15 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
             "mask_rule": "code > 0",
             "bits": export.get("bits"),
             "estimates": {k: summary.get(k) for k in ("resources", "estimated_fps", "estimated_latency_ms", "bottleneck", "folding")},
-            "verification": {"export": export.get("integer_outputs_equal"), "finn_python": summary["verification"]["steps"],
-                             "intmodel_equals_finn": im.get("equals_finn_python_exec")},
+            "verification": {"export": export.get("integer_outputs_equal"),
+                             "finn_python": {k: v for k, v in summary["verification"]["steps"].items()
+                                             if v.get("exec_mode", "python") == "python"},
+                             "cppsim": {k: v for k, v in (summary["verification"]["steps"].get("qdev_cppsim") or {}).items()
+                                        if k != "by_type"} or None,
+                             "intmodel_equals_finn": im.get("equals_finn_python_exec"),
+                             "modes_run": summary["verification"].get("modes_run"),
+                             "not_run": summary["verification"].get("not_run"),
+                             "layers": summary["verification"].get("layers")},
             "self_test": {"input": "golden_pixels.npy", "expected": "golden_codes.npy"},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             # rises with every build: a device refuses a lower one than it has run (rollback

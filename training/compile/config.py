@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from qdev.device.errors import ConfigError
 from qdev.training.compile.boards import Board, get_board
 
 __all__ = ["CompileConfig", "DEFAULT_STEPS", "VERIFY_AFTER", "DEFAULT_FPS"]
@@ -48,6 +49,11 @@ class CompileConfig:
             shell: DMA engines, interconnect, FIFOs).
         mvau_wwidth_max: FINN's cap on an MVAU's weight stream width (bits).
         standalone_thresholds: thresholds as separate layers (fewer LUTs on this U-Net).
+        verify: extra verification modes; ``("cppsim",)`` adds the ``qdev_cppsim`` step before
+            the bitstream (HLS C++ simulation of every HLS node, :mod:`.cppsim`).
+        hls_deps: the open-source HLS headers for cppsim (None: ``$QDEV_HLS_DEPS`` or
+            ``../shared/vendor``).
+        cppsim_opt: g++ optimisation flag of the node simulators.
     """
 
     board: str = "KV260"
@@ -59,6 +65,17 @@ class CompileConfig:
     max_utilisation: float = 0.85
     mvau_wwidth_max: int = 36
     standalone_thresholds: bool = True
+    verify: tuple[str, ...] = ()
+    hls_deps: str | None = None
+    cppsim_opt: str = "-O2"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.verify) - {"cppsim"}
+        if unknown:
+            raise ConfigError(f"--verify {', '.join(sorted(unknown))}: the modes are: cppsim")
+        if "cppsim" in self.verify and "qdev_cppsim" not in self.steps:
+            at = self.steps.index("qdev_bitstream") if "qdev_bitstream" in self.steps else len(self.steps)
+            self.steps = [*self.steps[:at], "qdev_cppsim", *self.steps[at:]]
 
     @property
     def board_info(self) -> Board:

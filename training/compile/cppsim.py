@@ -251,8 +251,8 @@ def _cppsim_mode(model) -> None:  # noqa: ANN001
         getCustomOp(n).set_nodeattr("exec_mode", "cppsim")
 
 
-def verify_cppsim(model_path: Path, reference_path: Path, frames: np.ndarray, golden_codes: np.ndarray | None,
-                  deps: HlsDeps, cfg: CppSimConfig, progress=None) -> dict:  # noqa: ANN001
+def verify_cppsim(model_path: Path, reference_path: Path | None, frames: np.ndarray, golden_codes: np.ndarray | None,
+                  deps: HlsDeps, cfg: CppSimConfig, progress=None, mutate=None) -> dict:  # noqa: ANN001
     """The cppsim report of the specialised dataflow graph at ``model_path`` on ``frames``
     ([N, H, W] uint8). The reference is FINN's python execution of ``reference_path``, the same
     layers before specialisation (after it, FINN executes only cppsim/rtlsim): every tensor keeps
@@ -269,12 +269,16 @@ def verify_cppsim(model_path: Path, reference_path: Path, frames: np.ndarray, go
     # the same graph before specialisation, through FINN's own executor, must agree at the output
     # (intermediate tensors may be laid out differently: folding changes the SWG's order)
     out_name = model.graph.output[0].name
-    before = ModelWrapper(str(reference_path))
-    bname = before.graph.input[0].name
-    ref_before = [execute_onnx(before, {bname: f.reshape(before.get_tensor_shape(bname)).astype(np.float32)})
-                  [before.graph.output[0].name] for f in frames]
-    python_agrees = all(np.array_equal(a.reshape(-1), c[out_name].reshape(-1)) for a, c in zip(ref_before, ref))
+    python_agrees = None
+    if reference_path is not None:
+        before = ModelWrapper(str(reference_path))
+        bname = before.graph.input[0].name
+        ref_before = [execute_onnx(before, {bname: f.reshape(before.get_tensor_shape(bname)).astype(np.float32)})
+                      [before.graph.output[0].name] for f in frames]
+        python_agrees = all(np.array_equal(a.reshape(-1), c[out_name].reshape(-1)) for a, c in zip(ref_before, ref))
     model = model.transform(PrepareCppSim())
+    if mutate is not None:  # tests: corrupt generated code to prove the check can fail
+        mutate(model)
     comp = compile_nodes(model, deps, cfg, progress)
     _cppsim_mode(model)
     nodes: dict[str, dict] = {}

@@ -11,7 +11,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qdev.training.compile.context import StepContext
 from qdev.training.compile.finn_env import VivadoInfo
 
-__all__ = ["summarise", "graph_parts", "verification_modes", "RES_KEYS"]
+__all__ = ["summarise", "graph_parts", "verification_modes", "layer_verification", "RES_KEYS"]
 
 RES_KEYS = ("LUT", "BRAM_18K", "URAM", "DSP")
 
@@ -43,9 +43,24 @@ def graph_parts(model: ModelWrapper) -> dict:
 def verification_modes(verification: dict, vivado: VivadoInfo) -> dict:
     """The execution modes that really checked a step of this build, and why the others did not."""
     ran = sorted({v.get("exec_mode", "python") for v in verification.values()})
-    reasons = {"cppsim": "not requested (needs the HLS headers: see qdev compile --help)",
-               "rtlsim": "needs Vivado xsim (not installed)" if not vivado.available else "not requested"}
-    return {"modes_run": ran, "not_run": {k: r for k, r in reasons.items() if k not in ran}, "steps": verification}
+    reasons = {"cppsim": "not requested (qdev compile --verify cppsim)",
+               "rtlsim": "needs Vivado xsim (not installed)" if not vivado.available else "not requested",
+               "verilator": "not implemented: the RTL layers' SystemVerilog has not been simulated"}
+    return {"modes_run": ran, "not_run": {k: r for k, r in reasons.items() if k not in ran}, "steps": verification,
+            "layers": layer_verification(verification)}
+
+
+def layer_verification(verification: dict) -> dict[str, dict]:
+    """Per node type, what checked it: python execution (every HW layer, at the steps that ran it),
+    cppsim (HLS nodes simulated, and how many bit-exact), verilator (not run)."""
+    cs = (verification.get("qdev_cppsim") or {}).get("by_type") or {}
+    out = {}
+    for op, t in cs.items():
+        out[op] = {"nodes": t["nodes"], "python": True,
+                   "cppsim": (f"{t['bit_exact']}/{t['nodes']} bit-exact" if t["simulated"] else
+                              f"not simulated: {t['reason']}"),
+                   "verilator": "not run"}
+    return out
 
 
 def summarise(ctx: StepContext, model: ModelWrapper, times: dict, verification: dict, status: str,
