@@ -95,6 +95,10 @@ def info_cmd(ctx: click.Context, as_json: bool) -> None:
     for which in ("active", "previous"):
         b = st.get(f"{which}_bundle")
         click.echo(f"{which:<8} " + (f"{b['id']} {b.get('model')} for {b.get('board')}" + (" (estimate-only)" if b.get("estimate_only") else "") if b else "-"))
+        if b and which == "active" and b.get("verified"):
+            v = b["verified"]
+            extra = "; ".join(f"{k}: {r}" for k, r in (v.get("not_run") or {}).items())
+            click.echo(f"verified {', '.join(v.get('modes') or []) or 'nothing recorded'}" + (f"  (not run: {extra})" if extra else ""))
     if info.get("degraded"):
         for why in info.get("degraded_reasons") or []:
             click.echo(f"DEGRADED {why}")
