@@ -36,7 +36,9 @@ def test_wheel_contents(wheel):
                  "qdev/devkeys/qdev-dev.pub", "qdev/bitstreams/KV260/quantunet-w8/manifest.json.sig",
                  "qdev/bitstreams/KV260/quantunet-w8/intmodel.npz", "qdev/models/quantunet-w8/train/best.pt",
                  "qdev/models/quantunet-w8/export/model.qonnx.onnx", "qdev/training/splits/busi-grouped-seed0.json",
-                 "qdev/device/systemd/qdev-device.service"):
+                 "qdev/device/systemd/qdev-device.service", "qdev/host/webview.html",
+                 "qdev/training/compile/hls_shim/hls_stream.h", "qdev/training/compile/hls_shim/ap_int.h",
+                 "qdev/device/linkauth.py", "qdev/device/codecs.py"):
         assert must in names, must
     assert not [n for n in names if n.endswith(".key")], "a signing key is in the wheel"
     # every file of every shipped bundle, as its signed manifest lists them
