@@ -49,16 +49,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=Path("runs"))
     ap.add_argument("--out", type=Path, default=Path("bench/pareto.png"))
+    ap.add_argument("--recorded", type=Path, default=Path("bench/pareto_recorded.json"),
+                    help="points recorded by earlier sessions whose run folders are gone (marked as such)")
     a = ap.parse_args()
     groups = collect(a.runs)
-    if not groups:
+    recorded = json.loads(a.recorded.read_text())["points"] if a.recorded.is_file() else []
+    if not groups and not recorded:
         raise SystemExit(f"no evaluated QuantU-Net runs under {a.runs}")
-    print("| recipe | widths | seeds | avg bits | model bits | float/quant | val Dice (lesion) | test Dice (lesion) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for name, rs in sorted(groups.items(), key=lambda kv: st.mean(r["model_bits"] for r in kv[1])):
-        print(f"| {name} | {rs[0]['kind']} | {len(rs)} | {st.mean(r['avg_bits'] for r in rs):.2f} | "
-              f"{st.mean(r['model_bits'] for r in rs):,.0f} | {st.mean(r['compression'] for r in rs):.1f}x | "
-              f"{_ms([r['val'] for r in rs])} | {_ms([r['test'] for r in rs])} |")
+    print("| recipe | widths | seeds | avg bits | model bits | val Dice (lesion) | test Dice (lesion) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    rows = [(name, rs[0]["kind"], len(rs), st.mean(r["avg_bits"] for r in rs), st.mean(r["model_bits"] for r in rs),
+             _ms([r["val"] for r in rs]), _ms([r["test"] for r in rs])) for name, rs in groups.items()]
+    rows += [(p["recipe"] + " *", p["kind"], p["seeds"], p["avg_bits"], p["model_bits"],
+              f"{p['val_mean']:.4f} ± {p['val_std']:.4f}", f"{p['test_mean']:.4f} ± {p['test_std']:.4f}")
+             for p in recorded]
+    for name, kind, n, ab, mb, v, t in sorted(rows, key=lambda r: r[4]):
+        print(f"| {name} | {kind} | {n} | {ab:.2f} | {mb:,.0f} | {v} | {t} |")
+    if recorded:
+        print("\n\\* recorded by an earlier session (bench/pareto_recorded.json says how)")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,6 +80,10 @@ def main() -> None:
             y = [r[split] for r in rs]
             ax.scatter(x, y, marker="o" if learned else "s", s=50, label=f"{name} ({rs[0]['kind']})",
                        facecolors=f"C{k}" if learned else "none", edgecolors=f"C{k}", linewidths=1.5)
+        for j, p in enumerate(recorded):
+            k = len(groups) + j
+            ax.errorbar([p["model_bits"] / 1e6], [p[f"{split}_mean"]], yerr=[p[f"{split}_std"]], fmt="D",
+                        color=f"C{k}", capsize=4, label=f"{p['recipe']} ({p['kind']}, mean ± sd of {p['seeds']})")
         ax.set_xlabel("model bits (millions)")
         ax.set_title(f"{'validation' if split == 'val' else 'test'} lesion Dice")
         ax.grid(alpha=0.3)
