@@ -27,7 +27,13 @@ def compile_once(run: Path, board: str, opt: str, env: dict, start: str | None) 
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
-        sys.exit(f"bench/cppsim.py: compile failed: {r.stderr.strip().splitlines()[-3:]}")
+        rep = run / "compile" / board / "cppsim" / "report.json"
+        if rep.is_file():  # the check ran and failed: say where
+            doc = json.loads(rep.read_text())
+            bad = {k: v for k, v in doc["nodes"].items() if v.get("bit_exact") is False or v.get("compiled") is False}
+            print(json.dumps({"failing_nodes": bad, "end_to_end": doc["end_to_end"]}, indent=1))
+        sys.exit(f"bench/cppsim.py: compile failed (work folder kept: {run.parent}): "
+                 f"{r.stderr.strip().splitlines()[-1:]}")
     return json.loads(r.stdout), time.perf_counter() - t0
 
 
@@ -35,18 +41,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--opt", default="-O2")
     ap.add_argument("--board", default="KV260")
+    ap.add_argument("--run", type=Path, default=REPO / "models" / "quantunet-w8",
+                    help="the run folder to copy and compile (default: the shipped model)")
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp) / "quantunet-w8"
-        shutil.copytree(REPO / "models" / "quantunet-w8", run)
-        env = {**os.environ, "QDEV_CACHE": str(Path(tmp) / "cache"), "OMP_NUM_THREADS": "1",
-               "OPENBLAS_NUM_THREADS": "1"}
-        cold, cold_s = compile_once(run, a.board, a.opt, env, None)
-        rep_path = run / "compile" / a.board / "cppsim" / "report.json"
-        rep_cold = json.loads(rep_path.read_text())
-        _, warm_s = compile_once(run, a.board, a.opt, env, "qdev_cppsim")
-        rep_warm = json.loads(rep_path.read_text())
-    print(f"{a.board} build of models/quantunet-w8, g++ {a.opt}, {os.cpu_count()} parallel compiles; "
+    tmp = tempfile.mkdtemp(prefix="qdev-cppsim-bench-")  # kept when the check fails, to look at
+    run = Path(tmp) / a.run.name
+    shutil.copytree(a.run, run, ignore=shutil.ignore_patterns("compile"))
+    env = {**os.environ, "QDEV_CACHE": str(Path(tmp) / "cache"), "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1"}
+    cold, cold_s = compile_once(run, a.board, a.opt, env, None)
+    rep_path = run / "compile" / a.board / "cppsim" / "report.json"
+    rep_cold = json.loads(rep_path.read_text())
+    _, warm_s = compile_once(run, a.board, a.opt, env, "qdev_cppsim")
+    rep_warm = json.loads(rep_path.read_text())
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{a.board} build of {a.run}, g++ {a.opt}, {os.cpu_count()} parallel compiles; "
           f"whole compile with cppsim {cold_s:.0f} s (cold cache), cppsim step alone again {warm_s:.1f} s "
           f"(cached: {rep_warm['seconds']:.1f} s inside the step)")
     print("| node type | nodes | simulated | bit-exact | compile s, cold (sum over nodes) | compile s, cached | run s (4 frames) |")

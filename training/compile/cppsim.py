@@ -14,9 +14,11 @@ checked bit for bit against FINN's python execution.
   frame, and its output is compared element by element with python execution's; then the whole
   graph runs with every HLS node in cppsim (RTL nodes in python: FINN has no cppsim for them) and
   its output is compared with the golden codes. "Python execution" is of this very graph (its
-  folding and bit widths): each HLS node by its layer's python implementation, since FINN's
-  executor offers only cppsim/rtlsim after specialisation; that execution's output is itself
-  checked against FINN's executor on the graph before specialisation.
+  folding and bit widths): each HLS node by its layer's python implementation (inputs of a
+  depthwise sliding window put back in the kernel-major order that implementation reads, see
+  :func:`_python_order`), since FINN's executor offers only cppsim/rtlsim after specialisation;
+  that execution's output is itself checked against FINN's executor on the graph before
+  specialisation, and the check fails if they differ.
 
 ``verify_cppsim`` returns the report (per node and per node type); nothing is claimed for a node
 that was not simulated: RTL nodes are listed with the reason.
@@ -207,7 +209,9 @@ def _python_contexts(model, frames: np.ndarray) -> list[dict]:  # noqa: ANN001
         for n in model.graph.node:
             inst = getCustomOp(n)
             if n.op_type.endswith("_hls"):
-                _python_impl(inst)(inst, ctx, model.graph)
+                local = {**ctx, **{i: _python_order(model, i, ctx[i]) for i in n.input if i in ctx}}
+                _python_impl(inst)(inst, local, model.graph)
+                ctx.update({o: local[o] for o in n.output})
             else:
                 inst.set_nodeattr("exec_mode", "cppsim")
                 inst.execute_node(ctx, model.graph)
@@ -215,11 +219,13 @@ def _python_contexts(model, frames: np.ndarray) -> list[dict]:  # noqa: ANN001
     return out
 
 
-def _hw_order(model, node, name: str, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    """An input as the hardware streams it. FINN's python model of a *depthwise* sliding window
-    emits each window kernel-major, (K, C), but the RTL generator emits (C/SIMD, K, SIMD)
-    (finn-plus's convolutioninputgenerator_rtl.py says so), and the HLS consumer (Pool_batch)
-    reduces in that order. Everything else streams in the python layout."""
+def _python_order(model, name: str, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """An HLS node's input as its layer's python implementation expects it. A *depthwise*
+    sliding window streams each window channel-major, (C/SIMD, K, SIMD), as the hardware does:
+    FINN's ConvolutionInputGenerator_rtl interleaves its output so in cppsim mode, and the HLS
+    consumer (Pool_batch) reduces in that order. The python ``Pool.execute_node`` reads a window
+    kernel-major, (K, C), as the generic sliding window emits it before specialisation. Every
+    other tensor has one layout."""
     from qonnx.custom_op.registry import getCustomOp
 
     prod = model.find_producer(name)
@@ -231,13 +237,13 @@ def _hw_order(model, node, name: str, x: np.ndarray) -> np.ndarray:  # noqa: ANN
     c, simd = int(p.get_nodeattr("IFMChannels")), int(p.get_nodeattr("SIMD"))
     k = int(np.prod(p.get_nodeattr("ConvKernelDim")))
     lead = x.shape[:-1]
-    y = x.reshape(*lead, k, c // simd, simd)
-    return np.moveaxis(y, -3, -2).reshape(x.shape)
+    y = x.reshape(*lead, c // simd, k, simd)
+    return np.moveaxis(y, -2, -3).reshape(x.shape)  # -> (K, C/SIMD, SIMD) = (K, C)
 
 
 def _run_hls(model, n, inst, ctx: dict) -> dict:  # noqa: ANN001
-    """One HLS node's simulator on ``ctx``'s tensors (inputs in hardware stream order)."""
-    local = {k: (_hw_order(model, n, k, ctx[k]) if k in ctx else model.get_initializer(k)) for k in n.input}
+    """One HLS node's simulator on ``ctx``'s tensors (as they stream in hardware)."""
+    local = {k: (ctx[k] if k in ctx else model.get_initializer(k)) for k in n.input}
     local.update({k: np.zeros(model.get_tensor_shape(k), np.float32) for k in n.output})
     inst.execute_node(local, model.graph)
     return {k: local[k].reshape(model.get_tensor_shape(k)) for k in n.output}
