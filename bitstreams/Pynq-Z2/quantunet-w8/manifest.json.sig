@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "2x/n8DIexCs77qf9uGMMb6yChlxPLJQx2yuLDWzQNc/SVvD6kBGuHqhMr8zoVE8rD/dMo+gxEb30edDYbH+ZDg=="
+ "signature": "WEtCGwaEwA103FNvw7eJEufa5swq87QGqF6guHi3s0JPQr//UjUvTcSN2qvM7MPVe/pl30NyhKG7IIhx3VqEAw=="
 }

@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "uiwCMVEyKET2oW3Bg6xnu+SABepWY7Lc0mL/BW5rVFuweSKzt1WBlO7LZMGKfgu6emiRlzjoGnjah9NwjQZ/DA=="
+ "signature": "O4PCjlxDWOuf5ekveoUJImXI2givxONYfbk3NzhW88qnoxTndFwedORZPE1AYbktC8O8r2b0UuG10PiguYSBDQ=="
 }
