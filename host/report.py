@@ -138,6 +138,17 @@ def _gallery(folder: Path) -> list[dict]:
         return []  # an older session, or one that stored no frames
 
 
+def _finish(plt, fig, ax, xlabel: str, ylabel: str) -> bytes:  # noqa: ANN001
+    """Label, grid and legend an axes; the figure as PNG bytes (and closed)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    data = _fig_png(fig)
+    plt.close(fig)
+    return data
+
+
 def _fig_png(fig) -> bytes:  # noqa: ANN001
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -157,13 +168,8 @@ def _plots(sessions: list[tuple[str, list[dict]]]) -> dict[str, bytes]:
             v = np.sort([r[key] for r in rows if r["status"] == "ok" and r[key] is not None])
             if v.size:
                 ax.plot(v, np.arange(1, v.size + 1) / v.size, ls, label=f"{name} {key[:-3]}")
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("fraction of frames")
     ax.set_title("Latency CDF (round trip solid, device dashed)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    out["latency_cdf.png"] = _fig_png(fig)
-    plt.close(fig)
+    out["latency_cdf.png"] = _finish(plt, fig, ax, "latency (ms)", "fraction of frames")
     for key, fname, label in (("rtt_ms", "latency_timeline.png", "round-trip latency (ms)"),
                               ("power_w", "power_timeline.png", "board power (W)"),
                               ("energy_mj", "energy_per_frame.png", "energy per frame (mJ)")):
@@ -177,12 +183,7 @@ def _plots(sessions: list[tuple[str, list[dict]]]) -> dict[str, bytes]:
             lost = [r for r in rows if r["status"] != "ok" and r["t_sent"] is not None]
             if lost and key == "rtt_ms":
                 ax.plot([r["t_sent"] - t0 for r in lost], [0] * len(lost), "rx", ms=4, label=f"{name} lost")
-        ax.set_xlabel("time in session (s)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        out[fname] = _fig_png(fig)
-        plt.close(fig)
+        out[fname] = _finish(plt, fig, ax, "time in session (s)", label)
     dice_sets = [(name, [r["dice_vs_truth"] for r in rows if r["status"] == "ok" and r["dice_vs_truth"] is not None])
                  for name, rows in sessions]
     if any(d for _, d in dice_sets):
@@ -190,12 +191,7 @@ def _plots(sessions: list[tuple[str, list[dict]]]) -> dict[str, bytes]:
         for name, d in dice_sets:
             if d:
                 ax.hist(d, bins=np.linspace(0, 1, 21), alpha=0.6, label=f"{name} (n={len(d)}, mean {np.mean(d):.3f})")
-        ax.set_xlabel("Dice of the device's mask against the ground truth")
-        ax.set_ylabel("frames")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        out["dice_histogram.png"] = _fig_png(fig)
-        plt.close(fig)
+        out["dice_histogram.png"] = _finish(plt, fig, ax, "Dice of the device's mask against the ground truth", "frames")
     return out
 
 
