@@ -82,38 +82,42 @@ def _k_hd(secret: bytes, n_h: bytes, n_d: bytes) -> bytes:
 
 
 @dataclass
-class Sealer:
-    """Encrypts and authenticates the frames one side sends."""
+class _Direction:
+    """One direction's key, nonce label and sequence counter."""
 
     key: bytes
     label: bytes
     last_seq: int = -1
 
-    def seal(self, seq: int, ad: bytes, plaintext: bytes) -> bytes:
+    def __post_init__(self) -> None:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+        self._aead = AESGCM(self.key)
+
+    def _nonce(self, seq: int) -> bytes:
+        return self.label + struct.pack("<Q", seq)
+
+
+class Sealer(_Direction):
+    """Encrypts and authenticates the frames one side sends."""
+
+    def seal(self, seq: int, ad: bytes, plaintext: bytes) -> bytes:
         if seq <= self.last_seq:  # a wrapped or reused sequence number would reuse a GCM nonce
             raise AuthError("link sequence number exhausted: start a new session (HELLO)")
         self.last_seq = seq
-        return AESGCM(self.key).encrypt(self.label + struct.pack("<Q", seq), plaintext, ad)
+        return self._aead.encrypt(self._nonce(seq), plaintext, ad)
 
 
-@dataclass
-class Opener:
+class Opener(_Direction):
     """Checks and decrypts the frames one side receives; refuses replays."""
-
-    key: bytes
-    label: bytes
-    last_seq: int = -1
 
     def open(self, seq: int, ad: bytes, sealed: bytes) -> bytes:
         from cryptography.exceptions import InvalidTag
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         if len(sealed) < _TAG:
             raise AuthError("sealed frame shorter than its tag")
         try:
-            out = AESGCM(self.key).decrypt(self.label + struct.pack("<Q", seq), sealed, ad)
+            out = self._aead.decrypt(self._nonce(seq), sealed, ad)
         except InvalidTag:
             raise AuthError("frame does not authenticate") from None
         if seq <= self.last_seq:  # checked after the tag: a forged seq cannot move the counter
