@@ -41,8 +41,8 @@ def summarise(folder: Path) -> dict:
         warnings.append(f"only {len(ok)} frames: tail percentiles need >= {MIN_FRAMES} to be meaningful")
     if "estimated" in kinds:
         warnings.append("energy is ESTIMATED (no power sensor on this device): see device/power.py for the model")
-    dev = manifest.get("device") or {}
-    bundle = (dev.get("store") or {}).get("active_bundle") or {}
+    dev = _as_dict(manifest.get("device"))
+    bundle = _as_dict(_as_dict(dev.get("store")).get("active_bundle"))
     ok_fps = (len(ok) / span) if span > 0 else 0.0
     return {
         "session": str(folder),
@@ -66,9 +66,10 @@ def summarise(folder: Path) -> dict:
 
 def _tables(manifest: dict, bundle: dict) -> dict[str, dict]:
     """Key/value tables for the page (values as shown, None where the session did not record it)."""
-    dev = manifest.get("device") or {}
-    src = manifest.get("source") or {}
-    pw = dev.get("power") or {}
+    dev = _as_dict(manifest.get("device"))
+    src = manifest.get("source")
+    src = src if isinstance(src, dict) else {"source": src}
+    pw = _as_dict(dev.get("power"))
     return {
         "source": {"source": src.get("source"), "live": src.get("live"), "rate (frames/s)": src.get("fps"),
                    "frames": src.get("frames"), **({"DICOM photometric": src["photometric"]} if "photometric" in src else {}),
@@ -87,6 +88,10 @@ def _tables(manifest: dict, bundle: dict) -> dict[str, dict]:
                   "average bits": _num(bundle.get("avg_bits"), 2), "model bits": bundle.get("model_bits"),
                   "mask rule": (dev.get("io") or {}).get("mask_rule")},
     }
+
+
+def _as_dict(v: object) -> dict:
+    return v if isinstance(v, dict) else {}
 
 
 def _num(v: float | None, nd: int) -> float | None:
@@ -110,7 +115,7 @@ def energy_split(dev: dict, bundle: dict, energy: list[float], kinds: list[str],
     * ``fpga_estimate``: the bundle's FINN-estimated frame rate with the board's estimated power
       (``active_w / estimated_fps``): what the accelerator would spend per frame, estimated.
     """
-    pw = dev.get("power") or {}
+    pw = _as_dict(dev.get("power"))
     backend = dev.get("backend")
     out: dict = {"device": None, "fpga_estimate": None, "notes": []}
     if energy:
@@ -120,7 +125,7 @@ def energy_split(dev: dict, bundle: dict, energy: list[float], kinds: list[str],
             out["notes"].append("the software backend ran the network on this computer's CPU: the device's "
                                 "per-frame time, and so its energy figure, is CPU time times the board's "
                                 "estimated power; it describes no real system")
-    active, fps = (power or {}).get("active_w"), bundle.get("estimated_fps")
+    active, fps = _as_dict(power).get("active_w"), bundle.get("estimated_fps")
     if active is None:
         st, dy = pw.get("static_w"), pw.get("dynamic_w")
         active = (st + dy) if st is not None and dy is not None else None
