@@ -240,9 +240,14 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
     if folder.exists():
         raise ConfigError(f"{folder} already exists: choose another --out")
     ov = OverlayView(cfg.view, cfg.save, fps=cfg.fps or source.fps or 20.0)  # before the folder: a busy port
-    writer = SessionWriter(folder, {"source": source.describe(), "device": info, "power": pw,
-                                    "settings": {"fps": cfg.fps, "window": cfg.window, "max_frames": cfg.max_frames,
-                                                 "timeout": cfg.timeout, "port": cfg.port}})
+    try:
+        writer = SessionWriter(folder, {"source": source.describe(), "device": info, "power": pw,
+                                        "settings": {"fps": cfg.fps, "window": cfg.window,
+                                                     "max_frames": cfg.max_frames, "timeout": cfg.timeout,
+                                                     "port": cfg.port}})
+    except BaseException:
+        ov.close()  # no half-open window or web server for a session that never started
+        raise
     if ov.web is not None:
         print(f"browser view: {ov.web.url}", file=sys.stderr, flush=True)
     gallery = Gallery(folder / "gallery")
