@@ -116,7 +116,7 @@ def test_desktop_window_opens_shows_the_overlay_and_q_closes_it(xdisplay, tmp_pa
                           "--view", "window", "--out", str(out)], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
-        shot, deadline = None, time.time() + 90
+        shot, deadline = None, time.time() + 240  # a loaded CI machine: device start, flash, first frames
         while time.time() < deadline:
             time.sleep(1.0)
             a = _grab(xdisplay)
@@ -137,9 +137,15 @@ def test_desktop_window_opens_shows_the_overlay_and_q_closes_it(xdisplay, tmp_pa
         assert ((shot > 240).all(axis=2)).sum() > 200
         if XDOTOOL is None:
             pytest.skip("xdotool not installed: cannot press q")
-        subprocess.run([XDOTOOL, "search", "--onlyvisible", "--name", "qdev live", "windowfocus", "--sync", "key", "q"],
-                       env=env, check=True, timeout=20)
-        stdout, stderr = p.communicate(timeout=60)
+        for _ in range(3):  # a key press can be lost while the window is busy: press again if so
+            subprocess.run([XDOTOOL, "search", "--onlyvisible", "--name", "qdev live", "windowfocus", "--sync",
+                            "key", "q"], env=env, timeout=30, capture_output=True)
+            try:
+                p.wait(timeout=20)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        stdout, stderr = p.communicate(timeout=240)  # the report is written after the window closes
     finally:
         if p.poll() is None:
             p.kill()
@@ -178,7 +184,7 @@ def test_browser_view_loads_updates_and_matches_the_session_log(tmp_path):
         import json
         import urllib.request
 
-        deadline = time.time() + 90
+        deadline = time.time() + 240
         while time.time() < deadline:
             try:
                 if json.loads(urllib.request.urlopen(url + "stats.json", timeout=2).read())["frames"] >= 5:
@@ -196,7 +202,7 @@ def test_browser_view_loads_updates_and_matches_the_session_log(tmp_path):
         dom = _chromium("--dump-dom", url=url, tmp=tmp_path / "chr-dom").stdout.decode()
     finally:
         p.send_signal(__import__("signal").SIGINT)  # Ctrl-C: the session log is flushed
-        p.communicate(timeout=60)
+        p.communicate(timeout=240)
     # the page drew the live frame with its contour, and the frame changed between the shots
     for a in shots:
         assert _green(a).sum() > 30, "no overlay on the page"
@@ -259,7 +265,7 @@ def test_device_mode_feeds_the_browser_view(tmp_path):
                               "device:phantom", "--frames", "400", "--view", f"web:{port}"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            url, doc, deadline = f"http://127.0.0.1:{port}/", None, time.time() + 60
+            url, doc, deadline = f"http://127.0.0.1:{port}/", None, time.time() + 240
             while time.time() < deadline:
                 try:
                     doc = json.loads(urllib.request.urlopen(url + "stats.json", timeout=2).read())
