@@ -106,7 +106,8 @@ class WebView:
                 if jpeg is None:
                     self._send(204, "text/plain", b"")
                     return
-                state.served += 1
+                with state.cond:
+                    state.served += 1
                 self._send(200, "image/jpeg", jpeg, {"X-Frame": str(n), "X-Frame-Id": str(hud.get("frame_id")),
                                                      "X-Mask-Area": str(hud.get("mask_area"))})
 
@@ -143,7 +144,8 @@ class WebView:
                         continue
                     self.wfile.write(b"--qdevframe\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                      + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
-                    state.served += 1
+                    with state.cond:
+                        state.served += 1
 
         ROUTES = {"/": Handler.page, "/index.html": Handler.page, "/frame.jpg": Handler.frame,
                   "/stats.json": Handler.stats, "/stream.mjpg": Handler.mjpeg, "/viewer": Handler.viewer}
