@@ -129,7 +129,7 @@ class _NewestSlot:
 
 
 def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, writer: SessionWriter,
-               on_frame: Callable[[ProbeFrame, np.ndarray, StreamReply, int, int], None] | None = None,
+               on_frame: Callable[[ProbeFrame, np.ndarray, StreamReply, int, int, float | None], None] | None = None,
                stop: threading.Event | None = None) -> StreamSummary:
     """Stream ``source`` through the device; log every frame to ``writer``."""
     io = client.info()["io"]
@@ -183,12 +183,12 @@ def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, wri
                 "device_t_start": m.get("t_start"), "device_t_end": m.get("t_end"), "power_w": m.get("power_w"),
                 "energy_mj": m.get("energy_mj"), "energy_kind": m.get("energy_kind"), "mask_area": m.get("mask_area"),
             })
-            if fr is not None and fr.truth is not None:
-                truth = mask_to_model(fr.truth, h, w)
-                row["dice_vs_truth"] = round(dice(rep.mask, truth), 4)
+            d = dice(rep.mask, mask_to_model(fr.truth, h, w)) if fr is not None and fr.truth is not None else None
+            if d is not None:
+                row["dice_vs_truth"] = round(d, 4)
             writer.row(row)
             if on_frame is not None and fr is not None:
-                on_frame(fr, px, rep, lost, slot.dropped if slot is not None else 0)
+                on_frame(fr, px, rep, lost, slot.dropped if slot is not None else 0, d)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -255,14 +255,13 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
     t0 = time.time()
     shown = [0]
 
-    def on_frame(fr: ProbeFrame, px: np.ndarray, rep: StreamReply, lost: int, dropped: int) -> None:
+    def on_frame(fr: ProbeFrame, px: np.ndarray, rep: StreamReply, lost: int, dropped: int, d: float | None) -> None:
         shown[0] += 1
         el = time.time() - t0
         m = rep.meta
         hud = Hud(rep.frame_id, shown[0] / el if el else 0.0, (rep.t_received - rep.t_sent) * 1e3,
                   m.get("device_ms"), m.get("power_w"), m.get("energy_mj"), m.get("energy_kind"), dropped, lost,
                   m.get("bundle_id") or info.get("bundle_id"), int(m.get("mask_area") or 0), source.name)
-        d = dice(rep.mask, mask_to_model(fr.truth, *rep.mask.shape)) if fr.truth is not None else None
         gallery.offer(rep.frame_id, fr.image, rep.mask, d, fr.display_window, fr.truth)
         if not ov.show(fr.image, rep.mask, hud, fr.display_window):
             stop.set()

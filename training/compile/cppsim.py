@@ -192,20 +192,25 @@ def _python_impl(inst):  # noqa: ANN001, ANN202
     raise ConfigError(f"{type(inst).__name__}: no python execution to compare with")
 
 
+def _fresh_context(model, frame: np.ndarray) -> dict:  # noqa: ANN001
+    """Initializers, the input frame, and every node output allocated, as qonnx's executor does."""
+    name = model.graph.input[0].name
+    ctx = {t.name: model.get_initializer(t.name) for t in model.graph.initializer}
+    ctx[name] = frame.reshape(model.get_tensor_shape(name)).astype(np.float32)
+    for n in model.graph.node:
+        ctx.update({o: np.zeros(model.get_tensor_shape(o), np.float32) for o in n.output})
+    return ctx
+
+
 def _python_contexts(model, frames: np.ndarray) -> list[dict]:  # noqa: ANN001
     """FINN's python execution of this very graph (its folding and bit widths), every tensor kept:
     HLS nodes by their layer's python implementation, RTL nodes as FINN runs them in cppsim
     mode (python). After specialisation FINN's executor itself offers only cppsim/rtlsim."""
     from qonnx.custom_op.registry import getCustomOp
 
-    name = model.graph.input[0].name
-    shape = model.get_tensor_shape(name)
     out = []
     for f in frames:
-        ctx = {t.name: model.get_initializer(t.name) for t in model.graph.initializer}
-        ctx[name] = f.reshape(shape).astype(np.float32)
-        for n in model.graph.node:  # outputs allocated first, as qonnx's executor does
-            ctx.update({o: np.zeros(model.get_tensor_shape(o), np.float32) for o in n.output})
+        ctx = _fresh_context(model, f)
         for n in model.graph.node:
             inst = getCustomOp(n)
             if n.op_type.endswith("_hls"):
@@ -360,11 +365,7 @@ def _run_cached(model, n, inst, ctx: dict, key: str, cfg: CppSimConfig) -> tuple
 def _chain(model, frame: np.ndarray) -> dict:  # noqa: ANN001
     from qonnx.custom_op.registry import getCustomOp
 
-    name = model.graph.input[0].name
-    ctx = {t.name: model.get_initializer(t.name) for t in model.graph.initializer}
-    ctx[name] = frame.reshape(model.get_tensor_shape(name)).astype(np.float32)
-    for n in model.graph.node:
-        ctx.update({o: np.zeros(model.get_tensor_shape(o), np.float32) for o in n.output})
+    ctx = _fresh_context(model, frame)
     for n in model.graph.node:
         inst = getCustomOp(n)
         if n.op_type.endswith("_hls"):
