@@ -4,7 +4,7 @@ under ``runs/`` (``evaluate/metrics.json``), groups seeds of one recipe (the run
 ``-sN``), and prints a markdown table (validation Dice of the chosen checkpoint, test Dice,
 average and model bits) and writes the Pareto plot.
 
-Usage: .venv/bin/python bench/pareto.py [--runs runs] [--out bench/pareto.png]
+Usage: .venv/bin/python bench/pareto.py [--runs runs models] [--out bench/pareto.png]
 Runs come from ``bench/train_busi.sh`` (``uniform B SEED...`` for the fixed widths; ``recipes``
 and ``long`` for learned widths).
 """
@@ -23,18 +23,29 @@ def _best_val(run: Path) -> float:
     return [r for r in recs if r.get("best")][-1]["val"]["dice_lesion"]
 
 
-def collect(root: Path) -> dict[str, list[dict]]:
-    """recipe -> one record per seed (quant runs only)."""
+def _run_name(run: Path) -> str:
+    """The name the run was trained under (its manifest's; a shipped copy keeps it), else its folder's."""
+    try:
+        return json.loads((run / "manifest.json").read_text())["name"]
+    except (OSError, ValueError, KeyError):
+        return run.name
+
+
+def collect(roots: list[Path]) -> dict[str, list[dict]]:
+    """recipe -> one record per seed (quant runs only), from every run folder under ``roots``."""
     out: dict[str, list[dict]] = {}
-    for m in sorted(root.glob("*/evaluate/metrics.json")):
+    seen: set[str] = set()
+    for m in sorted(p for root in roots for p in root.glob("*/evaluate/metrics.json")):
         run = m.parents[1]
         doc = json.loads(m.read_text())
-        if doc["model"]["kind"] != "quant" or not doc.get("bits"):
+        name = _run_name(run)
+        if doc["model"]["kind"] != "quant" or not doc.get("bits") or name in seen:
             continue
+        seen.add(name)
         b = doc["bits"]
         uniform = doc["model"]["min_bits"] == doc["model"]["max_bits"]
-        out.setdefault(re.sub(r"-s\d+$", "", run.name), []).append({
-            "run": run.name, "kind": f"uniform W{doc['model']['min_bits']}A{doc['model']['min_bits']}" if uniform
+        out.setdefault(re.sub(r"-s\d+$", "", name), []).append({
+            "run": name, "kind": f"uniform W{doc['model']['min_bits']}A{doc['model']['min_bits']}" if uniform
             else "learned", "val": _best_val(run), "test": doc["metrics"]["dice_lesion"],
             "avg_bits": b["avg_bits"], "model_bits": b["model_bits"],
             "compression": doc.get("compression_vs_float")})
@@ -45,9 +56,15 @@ def _ms(v: list[float]) -> str:
     return f"{v[0]:.4f}" if len(v) == 1 else f"{st.mean(v):.4f} ± {st.stdev(v):.4f}"
 
 
+def _rec(p: dict, split: str) -> str:
+    sd = p[f"{split}_std"]
+    return f"{p[f'{split}_mean']:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, default=Path("runs"))
+    ap.add_argument("--runs", type=Path, nargs="+", default=[Path("runs"), Path("models")],
+                    help="folders of run folders (default: runs and models, where the shipped run is kept)")
     ap.add_argument("--out", type=Path, default=Path("bench/pareto.png"))
     ap.add_argument("--recorded", type=Path, default=Path("bench/pareto_recorded.json"),
                     help="points recorded by earlier sessions whose run folders are gone (marked as such)")
@@ -55,13 +72,12 @@ def main() -> None:
     groups = collect(a.runs)
     recorded = json.loads(a.recorded.read_text())["points"] if a.recorded.is_file() else []
     if not groups and not recorded:
-        raise SystemExit(f"no evaluated QuantU-Net runs under {a.runs}")
+        raise SystemExit(f"no evaluated QuantU-Net runs under {', '.join(map(str, a.runs))}")
     print("| recipe | widths | seeds | avg bits | model bits | val Dice (lesion) | test Dice (lesion) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     rows = [(name, rs[0]["kind"], len(rs), st.mean(r["avg_bits"] for r in rs), st.mean(r["model_bits"] for r in rs),
              _ms([r["val"] for r in rs]), _ms([r["test"] for r in rs])) for name, rs in groups.items()]
-    rows += [(p["recipe"] + " *", p["kind"], p["seeds"], p["avg_bits"], p["model_bits"],
-              f"{p['val_mean']:.4f} ± {p['val_std']:.4f}", f"{p['test_mean']:.4f} ± {p['test_std']:.4f}")
+    rows += [(p["recipe"] + " *", p["kind"], p["seeds"], p["avg_bits"], p["model_bits"], _rec(p, "val"), _rec(p, "test"))
              for p in recorded]
     for name, kind, n, ab, mb, v, t in sorted(rows, key=lambda r: r[4]):
         print(f"| {name} | {kind} | {n} | {ab:.2f} | {mb:,.0f} | {v} | {t} |")
@@ -82,8 +98,12 @@ def main() -> None:
                        facecolors=f"C{k}" if learned else "none", edgecolors=f"C{k}", linewidths=1.5)
         for j, p in enumerate(recorded):
             k = len(groups) + j
-            ax.errorbar([p["model_bits"] / 1e6], [p[f"{split}_mean"]], yerr=[p[f"{split}_std"]], fmt="D",
-                        color=f"C{k}", capsize=4, label=f"{p['recipe']} ({p['kind']}, mean ± sd of {p['seeds']})")
+            learned = p["kind"] == "learned"
+            sd = p[f"{split}_std"]
+            ax.errorbar([p["model_bits"] / 1e6], [p[f"{split}_mean"]], yerr=None if sd is None else [sd],
+                        fmt="D" if learned else "s", mfc=f"C{k}" if learned else "none", color=f"C{k}", capsize=4,
+                        label=f"{p['recipe']} ({p['kind']}, " + (f"mean ± sd of {p['seeds']})" if sd is not None
+                                                                  else "1 seed)"))
         ax.set_xlabel("model bits (millions)")
         ax.set_title(f"{'validation' if split == 'val' else 'test'} lesion Dice")
         ax.grid(alpha=0.3)

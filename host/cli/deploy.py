@@ -35,18 +35,22 @@ def export_cmd(run: Path, data: str | None, golden: int, checkpoint: str, as_jso
 @click.option("--clock-ns", type=float, default=None, help="Fabric clock period (default: the board's).")
 @click.option("--start-step", default=None, help="Resume the build at this step.")
 @click.option("--stop-step", default=None, help="Stop the build after this step.")
-@click.option("--verify", "verify", multiple=True, type=click.Choice(["cppsim"]),
-              help="Also simulate the hardware's own code: cppsim = every HLS layer's generated C++ compiled "
-                   "against open-source HLS headers and compared with python execution (no Vitis needed).")
+@click.option("--verify", "verify", multiple=True, type=click.Choice(["cppsim", "verilator"]),
+              help="Also simulate the hardware's own code on the golden batch, against python execution "
+                   "(repeatable): cppsim = every HLS layer's generated C++ compiled against open-source HLS "
+                   "headers (no Vitis needed); verilator = every RTL layer's SystemVerilog in Verilator "
+                   "(no Vivado needed).")
 @click.option("--hls-deps", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder with finn-hlslib, finn-hlslib-newer and HLS_arbitrary_Precision_Types "
                    "(default: $QDEV_HLS_DEPS or ../shared/vendor).")
 @click.option("--cppsim-opt", default="-O2", show_default=True, type=click.Choice(["-O0", "-O1", "-O2", "-O3"]),
               help="g++ optimisation of the node simulators.")
+@click.option("--verilator-opt", default="-O1", show_default=True, type=click.Choice(["-O0", "-O1", "-O2", "-O3"]),
+              help="C++ optimisation of the verilated layer models.")
 @click.option("--json", "as_json", is_flag=True)
 def compile_cmd(run: Path, board: str, fps: float | None, clock_ns: float | None, start_step: str | None,
                 stop_step: str | None, verify: tuple[str, ...], hls_deps: Path | None, cppsim_opt: str,
-                as_json: bool) -> None:
+                verilator_opt: str, as_json: bool) -> None:
     """Compile a run's QONNX model with FINN for a board: estimates, integer model, bitstream (Vivado)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -57,7 +61,7 @@ def compile_cmd(run: Path, board: str, fps: float | None, clock_ns: float | None
 
     cfg = CompileConfig(board=get_board(board).name, fps=fps, clock_ns=clock_ns, start_step=start_step,
                         stop_step=stop_step, verify=tuple(verify), hls_deps=str(hls_deps) if hls_deps else None,
-                        cppsim_opt=cppsim_opt)
+                        cppsim_opt=cppsim_opt, verilator_opt=verilator_opt)
     con = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=con,
                   disable=as_json, transient=True) as prog:
@@ -105,6 +109,13 @@ def _print_summary(s: dict) -> None:
     con.print(f"verification ({', '.join(v['modes_run'])} execution, golden batch): "
               + ("[green]bit-exact after every step[/]" if ok else "[red]MISMATCH[/]")
               + f"; not run: {', '.join(f'{k} ({m})' for k, m in v['not_run'].items())}")
+    if v.get("layers"):
+        t = Table(title="the hardware's own code, simulated per layer type (golden batch, against python execution)")
+        for c in ("layer type", "nodes", "cppsim (HLS C++)", "verilator (RTL)"):
+            t.add_column(c, justify="right" if c == "nodes" else "left")
+        for op, row in v["layers"].items():
+            t.add_row(op, str(row["nodes"]), row["cppsim"], row["verilator"])
+        con.print(t)
     if s.get("stopped"):
         con.print(f"[yellow]{s['stopped']}[/]")
 

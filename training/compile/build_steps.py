@@ -1,6 +1,7 @@
 """qdev's build steps that need the build context: folding to a target rate within the board
-(``qdev_fold``), the device's integer model proven equal to FINN (``qdev_integer_model``), and
-the bitstream with Vivado (``qdev_bitstream``). Registered in :mod:`.registry`."""
+(``qdev_fold``), the device's integer model proven equal to FINN (``qdev_integer_model``), the
+simulations of the hardware's own code (:mod:`.sim_steps`) and the bitstream with Vivado
+(``qdev_bitstream``). Registered in :mod:`.registry`."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from qdev.device.accel.intmodel import IntModel, run_reference
 from qdev.device.errors import QdevError
 from qdev.training.compile.context import StopBuild, step_context
 from qdev.training.compile.intmodel_export import extract_intmodel, io_spec
+from qdev.training.compile.sim_steps import SIM_STEPS
 from qdev.training.compile.summary import RES_KEYS
 from qdev.training.runs import atomic_writer
 
-__all__ = ["qdev_fold", "qdev_integer_model", "qdev_cppsim", "qdev_bitstream", "BUILD_STEPS"]
+__all__ = ["qdev_fold", "qdev_integer_model", "qdev_bitstream", "BUILD_STEPS"]
 
 log = logging.getLogger(__name__)
 
@@ -149,42 +151,5 @@ def qdev_bitstream(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     return model  # pragma: no cover
 
 
-def qdev_cppsim(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
-    """HLS C++ simulation of every HLS node against python execution on the golden batch
-    (:mod:`.cppsim`), when the build was asked for it (``--verify cppsim``); writes
-    ``cppsim/report.json`` and records the verification."""
-    import json
-
-    from qdev.training.compile.cppsim import CppSimConfig, find_hls_deps, verify_cppsim
-
-    ctx = step_context(cfg)
-    d = ctx.out / "cppsim"
-    d.mkdir(exist_ok=True)
-    model_path = d / "model.onnx"
-    model.save(str(model_path))
-    pixels = np.round(ctx.golden_in[:, 0] * 255.0).astype(np.uint8)
-    codes = ctx.golden_codes.transpose(0, 2, 3, 1)  # NCHW -> the dataflow graph's NHWC
-    before = ctx.out / "intermediate_models" / "qdev_convert_to_hw.onnx"
-    rep = verify_cppsim(model_path, before if before.is_file() else None, pixels, codes,
-                        find_hls_deps(ctx.cfg.hls_deps), CppSimConfig(opt=ctx.cfg.cppsim_opt))
-    with atomic_writer(d / "report.json") as fh:
-        fh.write(json.dumps(rep, indent=1).encode())
-    e2e = rep["end_to_end"]
-    sim = [r for r in rep["nodes"].values() if r.get("simulated")]
-    exact = all(r["bit_exact"] for r in sim) and all(r.get("compiled", True) for r in rep["nodes"].values())
-    ctx.verification["qdev_cppsim"] = {
-        "exec_mode": "cppsim", "images": e2e["frames"],
-        "equal": bool(exact and not e2e.get("skipped") and e2e.get("differing_from_golden_codes", 0) == 0
-                      and e2e.get("python_equals_unspecialised_graph") is not False),
-        "codes_differing": e2e.get("differing_from_golden_codes"), "hls_nodes_simulated": len(sim),
-        "hls_nodes_bit_exact": sum(r["bit_exact"] for r in sim), "by_type": rep["by_type"],
-        "report": "cppsim/report.json"}
-    if not ctx.verification["qdev_cppsim"]["equal"]:
-        bad = sorted(k for k, r in rep["nodes"].items() if r.get("simulated") is False or r.get("bit_exact") is False)
-        raise QdevError(f"cppsim differs from python execution at {', '.join(bad[:8]) or 'the output'} "
-                        f"(see {d / 'report.json'})")
-    return model
-
-
-BUILD_STEPS = {"qdev_fold": qdev_fold, "qdev_integer_model": qdev_integer_model, "qdev_cppsim": qdev_cppsim,
+BUILD_STEPS = {"qdev_fold": qdev_fold, "qdev_integer_model": qdev_integer_model, **SIM_STEPS,
                "qdev_bitstream": qdev_bitstream}

@@ -19,6 +19,7 @@ from qdev.device.bundle import (
 )
 from qdev.device.errors import QdevError
 from qdev.device.fsutil import FolderBuild
+from qdev.training.compile.config import VERIFY_STEPS
 from qdev.training.runs import RunFolder
 
 __all__ = ["build_bundle", "generate_keypair", "DEV_KEY_DIR"]
@@ -95,8 +96,8 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
             "verification": {"export": export.get("integer_outputs_equal"),
                              "finn_python": {k: v for k, v in summary["verification"]["steps"].items()
                                              if v.get("exec_mode", "python") == "python"},
-                             "cppsim": {k: v for k, v in (summary["verification"]["steps"].get("qdev_cppsim") or {}).items()
-                                        if k != "by_type"} or None,
+                             **{mode: {k: v for k, v in (summary["verification"]["steps"].get(step) or {}).items()
+                                       if k != "by_type"} or None for mode, step in VERIFY_STEPS.items()},
                              "intmodel_equals_finn": im.get("equals_finn_python_exec"),
                              "modes_run": summary["verification"].get("modes_run"),
                              "not_run": summary["verification"].get("not_run"),

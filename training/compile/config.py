@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from qdev.device.errors import ConfigError
 from qdev.training.compile.boards import Board, get_board
 
-__all__ = ["CompileConfig", "DEFAULT_STEPS", "VERIFY_AFTER", "DEFAULT_FPS"]
+__all__ = ["CompileConfig", "DEFAULT_STEPS", "VERIFY_AFTER", "VERIFY_STEPS", "DEFAULT_FPS"]
 
 #: The build, in order. FINN's own steps by their builder names, qdev's prefixed ``qdev_``.
 DEFAULT_STEPS: list[str] = [
@@ -33,6 +33,9 @@ VERIFY_AFTER = ("step_tidy_up", "qdev_streamline_unet", "qdev_lower_unet", "qdev
 #: Target frames/s when --fps is not given (the issue's targets at 128x128).
 DEFAULT_FPS = {"Pynq-Z2": 30.0, "Ultra96-V2": 60.0, "ZCU104": 200.0, "KV260": 200.0}
 
+#: ``--verify`` mode -> the step that performs it (added before the bitstream, in this order).
+VERIFY_STEPS = {"cppsim": "qdev_cppsim", "verilator": "qdev_verilator"}
+
 
 @dataclass
 class CompileConfig:
@@ -49,11 +52,13 @@ class CompileConfig:
             shell: DMA engines, interconnect, FIFOs).
         mvau_wwidth_max: FINN's cap on an MVAU's weight stream width (bits).
         standalone_thresholds: thresholds as separate layers (fewer LUTs on this U-Net).
-        verify: extra verification modes; ``("cppsim",)`` adds the ``qdev_cppsim`` step before
-            the bitstream (HLS C++ simulation of every HLS node, :mod:`.cppsim`).
+        verify: extra verification modes, each a step before the bitstream: ``cppsim`` adds
+            ``qdev_cppsim`` (HLS C++ simulation of every HLS node, :mod:`.cppsim`), ``verilator``
+            adds ``qdev_verilator`` (every RTL node's SystemVerilog in Verilator, :mod:`.verilate`).
         hls_deps: the open-source HLS headers for cppsim (None: ``$QDEV_HLS_DEPS`` or
             ``../shared/vendor``).
         cppsim_opt: g++ optimisation flag of the node simulators.
+        verilator_opt: C++ optimisation flag of the verilated layer models.
     """
 
     board: str = "KV260"
@@ -68,14 +73,16 @@ class CompileConfig:
     verify: tuple[str, ...] = ()
     hls_deps: str | None = None
     cppsim_opt: str = "-O2"
+    verilator_opt: str = "-O1"
 
     def __post_init__(self) -> None:
-        unknown = set(self.verify) - {"cppsim"}
+        unknown = set(self.verify) - set(VERIFY_STEPS)
         if unknown:
-            raise ConfigError(f"--verify {', '.join(sorted(unknown))}: the modes are: cppsim")
-        if "cppsim" in self.verify and "qdev_cppsim" not in self.steps:
-            at = self.steps.index("qdev_bitstream") if "qdev_bitstream" in self.steps else len(self.steps)
-            self.steps = [*self.steps[:at], "qdev_cppsim", *self.steps[at:]]
+            raise ConfigError(f"--verify {', '.join(sorted(unknown))}: the modes are: {', '.join(VERIFY_STEPS)}")
+        for mode, step in VERIFY_STEPS.items():  # in this order, before the bitstream
+            if mode in self.verify and step not in self.steps:
+                at = self.steps.index("qdev_bitstream") if "qdev_bitstream" in self.steps else len(self.steps)
+                self.steps = [*self.steps[:at], step, *self.steps[at:]]
 
     @property
     def board_info(self) -> Board:

@@ -39,7 +39,7 @@ import numpy as np
 
 from qdev.device.errors import ConfigError
 
-__all__ = ["HlsDeps", "find_hls_deps", "CppSimConfig", "verify_cppsim", "compile_nodes", "SHIM"]
+__all__ = ["HlsDeps", "find_hls_deps", "CppSimConfig", "verify_cppsim", "compile_nodes", "python_reference", "SHIM"]
 
 SHIM = Path(__file__).with_name("hls_shim")
 _REPO_VENDOR = Path(__file__).resolve().parents[2].parent / "shared" / "vendor"
@@ -224,6 +224,25 @@ def _python_contexts(model, frames: np.ndarray) -> list[dict]:  # noqa: ANN001
     return out
 
 
+def python_reference(model, frames: np.ndarray, reference_path: Path | None) -> tuple[list[dict], bool | None]:  # noqa: ANN001
+    """FINN's python execution of the specialised graph ``model`` on ``frames``, every tensor kept
+    (one context per frame), and whether its output equals FINN's executor on ``reference_path``,
+    the same layers before specialisation (None: not checked). Intermediate tensors may be laid
+    out differently there (folding changes the sliding window's order); the output may not."""
+    from finn.core.onnx_exec import execute_onnx
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    ref = _python_contexts(model, frames)
+    if reference_path is None:
+        return ref, None
+    out_name = model.graph.output[0].name
+    before = ModelWrapper(str(reference_path))
+    bname = before.graph.input[0].name
+    ref_before = [execute_onnx(before, {bname: f.reshape(before.get_tensor_shape(bname)).astype(np.float32)})
+                  [before.graph.output[0].name] for f in frames]
+    return ref, all(np.array_equal(a.reshape(-1), c[out_name].reshape(-1)) for a, c in zip(ref_before, ref))
+
+
 def _python_order(model, name: str, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
     """An HLS node's input as its layer's python implementation expects it. A *depthwise*
     sliding window streams each window channel-major, (C/SIMD, K, SIMD), as the hardware does:
@@ -268,25 +287,14 @@ def verify_cppsim(model_path: Path, reference_path: Path | None, frames: np.ndar
     ([N, H, W] uint8). The reference is FINN's python execution of ``reference_path``, the same
     layers before specialisation (after it, FINN executes only cppsim/rtlsim): every tensor keeps
     its name through specialisation, folding and bit-width minimisation, which is checked."""
-    from finn.core.onnx_exec import execute_onnx
     from finn.transformation.fpgadataflow.prepare_cppsim import PrepareCppSim
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
     t0 = time.perf_counter()
     model = ModelWrapper(str(model_path))
-    ref = _python_contexts(model, frames)
+    ref, python_agrees = python_reference(model, frames, reference_path)
     t_ref = time.perf_counter() - t0
-    # the same graph before specialisation, through FINN's own executor, must agree at the output
-    # (intermediate tensors may be laid out differently: folding changes the SWG's order)
-    out_name = model.graph.output[0].name
-    python_agrees = None
-    if reference_path is not None:
-        before = ModelWrapper(str(reference_path))
-        bname = before.graph.input[0].name
-        ref_before = [execute_onnx(before, {bname: f.reshape(before.get_tensor_shape(bname)).astype(np.float32)})
-                      [before.graph.output[0].name] for f in frames]
-        python_agrees = all(np.array_equal(a.reshape(-1), c[out_name].reshape(-1)) for a, c in zip(ref_before, ref))
     model = model.transform(PrepareCppSim())
     if mutate is not None:  # tests: corrupt generated code to prove the check can fail
         mutate(model)

@@ -45,21 +45,35 @@ def verification_modes(verification: dict, vivado: VivadoInfo) -> dict:
     ran = sorted({v.get("exec_mode", "python") for v in verification.values()})
     reasons = {"cppsim": "not requested (qdev compile --verify cppsim)",
                "rtlsim": "needs Vivado xsim (not installed)" if not vivado.available else "not requested",
-               "verilator": "not implemented: the RTL layers' SystemVerilog has not been simulated"}
+               "verilator": "not requested (qdev compile --verify verilator)"}
     return {"modes_run": ran, "not_run": {k: r for k, r in reasons.items() if k not in ran}, "steps": verification,
             "layers": layer_verification(verification)}
 
 
+def _simulated(t: dict | None) -> str:
+    if t is None:
+        return "not run"
+    if not t["simulated"]:
+        return f"not simulated: {t['reason']}"
+    s = f"{t['bit_exact']}/{t['nodes']} bit-exact"
+    return s + (f" ({t['note']})" if t.get("note") else "")
+
+
 def layer_verification(verification: dict) -> dict[str, dict]:
-    """Per node type, what checked it: python execution (every HW layer, at the steps that ran it),
-    cppsim (HLS nodes simulated, and how many bit-exact), verilator (not run)."""
+    """Per node type of the simulated graph, what checked it: python execution (every HW layer,
+    at the steps that ran it), cppsim (HLS nodes) and verilator (RTL nodes), each as "k/n
+    bit-exact", "not simulated: why", "not run", or "-" where the language is not the layer's."""
     cs = (verification.get("qdev_cppsim") or {}).get("by_type") or {}
+    vs = (verification.get("qdev_verilator") or {}).get("by_type") or {}
+    ran = {"cppsim": "qdev_cppsim" in verification, "verilator": "qdev_verilator" in verification}
     out = {}
-    for op, t in cs.items():
-        out[op] = {"nodes": t["nodes"], "python": True,
-                   "cppsim": (f"{t['bit_exact']}/{t['nodes']} bit-exact" if t["simulated"] else
-                              f"not simulated: {t['reason']}"),
-                   "verilator": "not run"}
+    for op in sorted(set(cs) | set(vs)):
+        nodes = (cs.get(op) or vs.get(op))["nodes"]
+        hls = op.endswith("_hls")
+        out[op] = {"nodes": nodes, "python": True,
+                   "cppsim": _simulated(cs.get(op)) if hls and ran["cppsim"] else ("-" if not hls else "not run"),
+                   "verilator": (_simulated(vs.get(op)) if ran["verilator"] else "not run") if not hls
+                   else "-"}
     return out
 
 

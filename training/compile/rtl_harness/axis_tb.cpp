@@ -1,0 +1,139 @@
+// qdev's AXI-stream testbench for one verilated FINN RTL layer (top module wrapped as `qdev_dut`,
+// class Vdut). It streams the packed input words of one or more frames into in0_V, collects every
+// word out0_V emits, and stops when the expected count has come (or nothing moved for too long). Words after
+// the last expected one are not waited for: a padding layer may already emit the next frame's
+// top border, as it does in hardware.
+//
+// What it models: a clocked AXI4-Stream master and slave with back-pressure. The master keeps
+// TVALID and TDATA stable until the handshake (AXI4-Stream rule); the slave drops TREADY at
+// random. Both are withheld on a seeded share of cycles (`stall`), so the layer is checked
+// under stalls a FIFO-coupled dataflow sees, not only at full rate. Reset is 16 cycles low.
+// What it does not model: clock domain crossings (ap_clk2x is tied to ap_clk), AXI-lite
+// configuration (tied idle: every layer runs with its generated initial configuration), timing.
+//
+// Usage: tb IN.hex OUT.hex N_OUT MAX_IDLE STALL_PERMILLE SEED
+//   IN.hex: one packed input word per line (hex, most significant digit first)
+//   OUT.hex: written with one output word per line; stdout gets "cycles=C in=I out=O"
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "Vdut.h"
+#include "verilated.h"
+
+using Word = std::vector<uint32_t>;  // least significant 32 bits first
+
+template <typename T>
+static void put(T& port, const Word& w) {
+    uint64_t v = w.empty() ? 0 : w[0];
+    if (w.size() > 1) v |= static_cast<uint64_t>(w[1]) << 32;
+    port = static_cast<T>(v);
+}
+template <std::size_t N>
+static void put(VlWide<N>& port, const Word& w) {
+    for (std::size_t i = 0; i < N; ++i) port[i] = i < w.size() ? w[i] : 0;
+}
+template <typename T>
+static Word get(const T& port) {
+    uint64_t v = static_cast<uint64_t>(port);
+    return {static_cast<uint32_t>(v), static_cast<uint32_t>(v >> 32)};
+}
+template <std::size_t N>
+static Word get(const VlWide<N>& port) {
+    Word w(N);
+    for (std::size_t i = 0; i < N; ++i) w[i] = port[i];
+    return w;
+}
+
+static Word parse_hex(const std::string& s) {
+    Word w;
+    uint32_t cur = 0;
+    int nib = 0;
+    for (auto it = s.rbegin(); it != s.rend(); ++it) {
+        char c = *it;
+        uint32_t d;
+        if (c >= '0' && c <= '9') d = c - '0';
+        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+        else continue;
+        cur |= d << (4 * nib);
+        if (++nib == 8) { w.push_back(cur); cur = 0; nib = 0; }
+    }
+    if (nib) w.push_back(cur);
+    return w;
+}
+
+static void write_hex(std::FILE* f, const Word& w) {
+    for (std::size_t i = w.size(); i-- > 0;) std::fprintf(f, "%08x", w[i]);
+    std::fputc('\n', f);
+}
+
+int main(int argc, char** argv) {
+    if (argc != 7) {
+        std::fprintf(stderr, "usage: %s IN.hex OUT.hex N_OUT MAX_IDLE STALL_PERMILLE SEED\n", argv[0]);
+        return 2;
+    }
+    std::vector<Word> in;
+    {
+        std::ifstream f(argv[1]);
+        for (std::string line; std::getline(f, line);)
+            if (!line.empty()) in.push_back(parse_hex(line));
+    }
+    const std::size_t n_out = std::strtoull(argv[3], nullptr, 10);
+    const uint64_t max_idle = std::strtoull(argv[4], nullptr, 10);
+    const uint32_t stall = std::strtoul(argv[5], nullptr, 10);
+    uint64_t rng = std::strtoull(argv[6], nullptr, 10) * 2862933555777941757ULL + 3037000493ULL;
+    auto chance = [&]() {  // true on (1000 - stall) of 1000 cycles
+        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        return ((rng >> 33) % 1000) >= stall;
+    };
+
+    VerilatedContext ctx;
+    Vdut top{&ctx};
+    auto tick = [&]() {
+        top.ap_clk = 0;
+        top.eval();
+        top.ap_clk = 1;
+        top.eval();
+    };
+    top.ap_rst_n = 0;
+    top.in0_V_TVALID = 0;
+    top.out0_V_TREADY = 0;
+    for (int i = 0; i < 16; ++i) tick();
+    top.ap_rst_n = 1;
+    tick();
+
+    std::vector<Word> out;
+    std::size_t ip = 0;
+    uint64_t cycles = 0, idle = 0;
+    bool holding = false;  // TVALID raised and not yet taken: must stay up with the same data
+    while (out.size() < n_out) {
+        bool valid = ip < in.size() && (holding || chance());
+        top.in0_V_TVALID = valid;
+        if (valid) put(top.in0_V_TDATA, in[ip]);
+        top.out0_V_TREADY = chance();
+        top.ap_clk = 0;
+        top.eval();
+        const bool in_fire = valid && top.in0_V_TREADY;
+        const bool out_fire = top.out0_V_TVALID && top.out0_V_TREADY;
+        if (out_fire) out.push_back(get(top.out0_V_TDATA));
+        top.ap_clk = 1;
+        top.eval();
+        holding = valid && !in_fire;
+        if (in_fire) ++ip;
+        ++cycles;
+        idle = (in_fire || out_fire) ? 0 : idle + 1;
+        if (idle > max_idle) break;
+    }
+    std::FILE* f = std::fopen(argv[2], "w");
+    if (!f) { std::perror(argv[2]); return 2; }
+    for (const auto& w : out) write_hex(f, w);
+    std::fclose(f);
+    std::printf("cycles=%llu in=%zu out=%zu\n", static_cast<unsigned long long>(cycles), ip, out.size());
+    top.final();
+    return out.size() == n_out && ip == in.size() ? 0 : 3;
+}

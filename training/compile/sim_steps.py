@@ -1,0 +1,104 @@
+"""The build steps that simulate the hardware's own code on the golden batch, each when the build
+was asked for it: ``qdev_cppsim`` (``--verify cppsim``: every HLS node's generated C++,
+:mod:`.cppsim`) and ``qdev_verilator`` (``--verify verilator``: every RTL node's SystemVerilog,
+:mod:`.verilate`). Each writes ``<mode>/report.json``, records its verification, and fails the
+build on a mismatch, naming the nodes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+
+from qdev.device.errors import QdevError
+from qdev.training.compile.context import StepContext, step_context
+from qdev.training.runs import atomic_writer
+
+__all__ = ["qdev_cppsim", "qdev_verilator", "SIM_STEPS"]
+
+
+def _golden(ctx: StepContext) -> tuple[np.ndarray, np.ndarray, Path | None]:
+    """The golden frames as pixels, their codes in the dataflow graph's NHWC, and the graph
+    before specialisation (python execution's own reference), if the build saved it."""
+    pixels = np.round(ctx.golden_in[:, 0] * 255.0).astype(np.uint8)
+    codes = ctx.golden_codes.transpose(0, 2, 3, 1)
+    before = ctx.out / "intermediate_models" / "qdev_convert_to_hw.onnx"
+    return pixels, codes, before if before.is_file() else None
+
+
+def _save(model: ModelWrapper, ctx: StepContext, mode: str) -> Path:
+    d = ctx.out / mode
+    d.mkdir(exist_ok=True)
+    model.save(str(d / "model.onnx"))
+    return d
+
+
+def _write(d: Path, rep: dict) -> None:
+    with atomic_writer(d / "report.json") as fh:
+        fh.write(json.dumps(rep, indent=1).encode())
+
+
+def _bad(nodes: dict[str, dict]) -> list[str]:
+    return sorted(k for k, r in nodes.items() if r.get("simulated") is False or r.get("bit_exact") is False)
+
+
+def qdev_cppsim(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
+    """HLS C++ simulation of every HLS node against python execution on the golden batch."""
+    from qdev.training.compile.cppsim import CppSimConfig, find_hls_deps, verify_cppsim
+
+    ctx = step_context(cfg)
+    d = _save(model, ctx, "cppsim")
+    pixels, codes, before = _golden(ctx)
+    rep = verify_cppsim(d / "model.onnx", before, pixels, codes, find_hls_deps(ctx.cfg.hls_deps),
+                        CppSimConfig(opt=ctx.cfg.cppsim_opt))
+    _write(d, rep)
+    e2e = rep["end_to_end"]
+    sim = [r for r in rep["nodes"].values() if r.get("simulated")]
+    exact = all(r["bit_exact"] for r in sim) and all(r.get("compiled", True) for r in rep["nodes"].values())
+    ctx.verification["qdev_cppsim"] = {
+        "exec_mode": "cppsim", "images": e2e["frames"],
+        "equal": bool(exact and not e2e.get("skipped") and e2e.get("differing_from_golden_codes", 0) == 0
+                      and e2e.get("python_equals_unspecialised_graph") is not False),
+        "codes_differing": e2e.get("differing_from_golden_codes"), "hls_nodes_simulated": len(sim),
+        "hls_nodes_bit_exact": sum(r["bit_exact"] for r in sim), "by_type": rep["by_type"],
+        "report": "cppsim/report.json"}
+    if not ctx.verification["qdev_cppsim"]["equal"]:
+        raise QdevError(f"cppsim differs from python execution at {', '.join(_bad(rep['nodes'])[:8]) or 'the output'} "
+                        f"(see {d / 'report.json'})")
+    return model
+
+
+def qdev_verilator(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
+    """Every RTL node's SystemVerilog (FINN's own HDL generation) in Verilator, against python
+    execution on the golden batch. Works on a copy: the build's graph is handed on unchanged."""
+    from qdev.training.compile.cppsim import python_reference
+    from qdev.training.compile.verilate import VerilatorConfig, find_verilator, generate_rtl, verify_verilator
+
+    ctx = step_context(cfg)
+    vl = find_verilator()  # before any work: a missing simulator is a one-line error
+    d = _save(model, ctx, "verilator")
+    pixels, _, before = _golden(ctx)
+    work = ModelWrapper(str(d / "model.onnx"))
+    ref, agrees = python_reference(work, pixels, before)
+    generate_rtl(work, ctx.board.part, ctx.cfg.clock)
+    rep = verify_verilator(work, ref, vl, VerilatorConfig(cflags=ctx.cfg.verilator_opt))
+    rep["python_equals_unspecialised_graph"] = agrees
+    _write(d, rep)
+    nodes = rep["nodes"]
+    sim = [r for r in nodes.values() if r.get("simulated")]
+    ctx.verification["qdev_verilator"] = {
+        "exec_mode": "verilator", "images": rep["frames"], "verilator": rep["verilator"],
+        "equal": bool(all(r["bit_exact"] for r in sim) and not any(r.get("simulated") is False for r in nodes.values())
+                      and agrees is not False),
+        "rtl_nodes_simulated": len(sim), "rtl_nodes_bit_exact": sum(r["bit_exact"] for r in sim),
+        "rtl_nodes_not_simulated": {k: r["reason"] for k, r in nodes.items() if r.get("simulated") is None},
+        "by_type": rep["by_type"], "report": "verilator/report.json"}
+    if not ctx.verification["qdev_verilator"]["equal"]:
+        raise QdevError(f"Verilator differs from python execution at {', '.join(_bad(nodes)[:8]) or 'the output'} "
+                        f"(see {d / 'report.json'})")
+    return model
+
+
+SIM_STEPS = {"qdev_cppsim": qdev_cppsim, "qdev_verilator": qdev_verilator}
