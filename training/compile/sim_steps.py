@@ -86,7 +86,7 @@ def qdev_verilator(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     rep = verify_verilator(work, ref, vl, VerilatorConfig(cflags=ctx.cfg.verilator_opt))
     rep["python_equals_unspecialised_graph"] = agrees
     _write(d, rep)
-    nodes = rep["nodes"]
+    nodes = {k: r for k, r in rep["nodes"].items() if r["op_type"].endswith("_rtl")}
     sim = [r for r in nodes.values() if r.get("simulated")]
     ctx.verification["qdev_verilator"] = {
         "exec_mode": "verilator", "images": rep["frames"], "verilator": rep["verilator"],

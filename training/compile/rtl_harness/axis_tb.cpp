@@ -11,15 +11,15 @@
 // What it does not model: clock domain crossings (ap_clk2x is tied to ap_clk), AXI-lite
 // configuration (tied idle: every layer runs with its generated initial configuration), timing.
 //
-// Usage: tb IN.hex OUT.hex N_OUT MAX_IDLE STALL_PERMILLE SEED
-//   IN.hex: one packed input word per line (hex, most significant digit first)
-//   OUT.hex: written with one output word per line; stdout gets "cycles=C in=I out=O"
+// Usage: tb IN.bin IN_LIMBS OUT.bin OUT_LIMBS N_OUT MAX_IDLE STALL_PERMILLE SEED
+//   IN.bin: the packed input words, each IN_LIMBS little-endian uint32 limbs, least significant first
+//   OUT.bin: written with the output words in the same layout, OUT_LIMBS limbs each
+//   stdout gets "cycles=C in=I out=O"
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
-#include <string>
 #include <vector>
 
 #include "Vdut.h"
@@ -49,44 +49,23 @@ static Word get(const VlWide<N>& port) {
     return w;
 }
 
-static Word parse_hex(const std::string& s) {
-    Word w;
-    uint32_t cur = 0;
-    int nib = 0;
-    for (auto it = s.rbegin(); it != s.rend(); ++it) {
-        char c = *it;
-        uint32_t d;
-        if (c >= '0' && c <= '9') d = c - '0';
-        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
-        else continue;
-        cur |= d << (4 * nib);
-        if (++nib == 8) { w.push_back(cur); cur = 0; nib = 0; }
-    }
-    if (nib) w.push_back(cur);
-    return w;
-}
-
-static void write_hex(std::FILE* f, const Word& w) {
-    for (std::size_t i = w.size(); i-- > 0;) std::fprintf(f, "%08x", w[i]);
-    std::fputc('\n', f);
-}
-
 int main(int argc, char** argv) {
-    if (argc != 7) {
-        std::fprintf(stderr, "usage: %s IN.hex OUT.hex N_OUT MAX_IDLE STALL_PERMILLE SEED\n", argv[0]);
+    if (argc != 9) {
+        std::fprintf(stderr, "usage: %s IN.bin IN_LIMBS OUT.bin OUT_LIMBS N_OUT MAX_IDLE STALL_PERMILLE SEED\n", argv[0]);
         return 2;
     }
+    const std::size_t in_limbs = std::strtoull(argv[2], nullptr, 10);
+    const std::size_t out_limbs = std::strtoull(argv[4], nullptr, 10);
     std::vector<Word> in;
     {
-        std::ifstream f(argv[1]);
-        for (std::string line; std::getline(f, line);)
-            if (!line.empty()) in.push_back(parse_hex(line));
+        std::ifstream f(argv[1], std::ios::binary);
+        Word w(in_limbs);
+        while (in_limbs && f.read(reinterpret_cast<char*>(w.data()), 4 * in_limbs)) in.push_back(w);
     }
-    const std::size_t n_out = std::strtoull(argv[3], nullptr, 10);
-    const uint64_t max_idle = std::strtoull(argv[4], nullptr, 10);
-    const uint32_t stall = std::strtoul(argv[5], nullptr, 10);
-    uint64_t rng = std::strtoull(argv[6], nullptr, 10) * 2862933555777941757ULL + 3037000493ULL;
+    const std::size_t n_out = std::strtoull(argv[5], nullptr, 10);
+    const uint64_t max_idle = std::strtoull(argv[6], nullptr, 10);
+    const uint32_t stall = std::strtoul(argv[7], nullptr, 10);
+    uint64_t rng = std::strtoull(argv[8], nullptr, 10) * 2862933555777941757ULL + 3037000493ULL;
     auto chance = [&]() {  // true on (1000 - stall) of 1000 cycles
         rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
         return ((rng >> 33) % 1000) >= stall;
@@ -129,9 +108,12 @@ int main(int argc, char** argv) {
         idle = (in_fire || out_fire) ? 0 : idle + 1;
         if (idle > max_idle) break;
     }
-    std::FILE* f = std::fopen(argv[2], "w");
-    if (!f) { std::perror(argv[2]); return 2; }
-    for (const auto& w : out) write_hex(f, w);
+    std::FILE* f = std::fopen(argv[3], "wb");
+    if (!f) { std::perror(argv[3]); return 2; }
+    for (auto w : out) {
+        w.resize(out_limbs, 0);
+        std::fwrite(w.data(), 4, out_limbs, f);
+    }
     std::fclose(f);
     std::printf("cycles=%llu in=%zu out=%zu\n", static_cast<unsigned long long>(cycles), ip, out.size());
     top.final();
