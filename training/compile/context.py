@@ -34,6 +34,9 @@ class StepContext:
     intmodel: dict | None = None
     bitstream: dict | None = None
     verification: dict = field(default_factory=dict)  # step name -> verify_model() result
+    # python execution of the specialised graph on the golden frames, shared by the simulation
+    # steps of one build: (sha256 of the graph, contexts, equals the unspecialised graph)
+    sim_reference: tuple | None = None
 
 
 def step_context(cfg) -> StepContext:  # noqa: ANN001

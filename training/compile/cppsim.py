@@ -282,18 +282,20 @@ def _cppsim_mode(model) -> None:  # noqa: ANN001
 
 
 def verify_cppsim(model_path: Path, reference_path: Path | None, frames: np.ndarray, golden_codes: np.ndarray | None,
-                  deps: HlsDeps, cfg: CppSimConfig, progress=None, mutate=None) -> dict:  # noqa: ANN001
+                  deps: HlsDeps, cfg: CppSimConfig, progress=None, mutate=None,  # noqa: ANN001
+                  reference: tuple[list[dict], bool | None] | None = None) -> dict:
     """The cppsim report of the specialised dataflow graph at ``model_path`` on ``frames``
     ([N, H, W] uint8). The reference is FINN's python execution of ``reference_path``, the same
     layers before specialisation (after it, FINN executes only cppsim/rtlsim): every tensor keeps
-    its name through specialisation, folding and bit-width minimisation, which is checked."""
+    its name through specialisation, folding and bit-width minimisation, which is checked.
+    ``reference``: that python execution already computed (:func:`python_reference`)."""
     from finn.transformation.fpgadataflow.prepare_cppsim import PrepareCppSim
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
     t0 = time.perf_counter()
     model = ModelWrapper(str(model_path))
-    ref, python_agrees = python_reference(model, frames, reference_path)
+    ref, python_agrees = reference if reference is not None else python_reference(model, frames, reference_path)
     t_ref = time.perf_counter() - t0
     model = model.transform(PrepareCppSim())
     if mutate is not None:  # tests: corrupt generated code to prove the check can fail

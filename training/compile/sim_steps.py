@@ -40,6 +40,19 @@ def _write(d: Path, rep: dict) -> None:
         fh.write(json.dumps(rep, indent=1).encode())
 
 
+def _reference(ctx: StepContext, model_path: Path, pixels: np.ndarray, before: Path | None) -> tuple:
+    """Python execution of the graph at ``model_path`` on the golden frames, computed once per
+    build for both simulation steps (they see the same graph: checked by its hash)."""
+    import hashlib
+
+    from qdev.training.compile.cppsim import python_reference
+
+    key = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    if ctx.sim_reference is None or ctx.sim_reference[0] != key:
+        ctx.sim_reference = (key, *python_reference(ModelWrapper(str(model_path)), pixels, before))
+    return ctx.sim_reference[1], ctx.sim_reference[2]
+
+
 def _bad(nodes: dict[str, dict]) -> list[str]:
     return sorted(k for k, r in nodes.items() if r.get("simulated") is False or r.get("bit_exact") is False)
 
@@ -51,8 +64,9 @@ def qdev_cppsim(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     ctx = step_context(cfg)
     d = _save(model, ctx, "cppsim")
     pixels, codes, before = _golden(ctx)
-    rep = verify_cppsim(d / "model.onnx", before, pixels, codes, find_hls_deps(ctx.cfg.hls_deps),
-                        CppSimConfig(opt=ctx.cfg.cppsim_opt))
+    deps = find_hls_deps(ctx.cfg.hls_deps)  # before any work: missing headers are a one-line error
+    rep = verify_cppsim(d / "model.onnx", before, pixels, codes, deps, CppSimConfig(opt=ctx.cfg.cppsim_opt),
+                        reference=_reference(ctx, d / "model.onnx", pixels, before))
     _write(d, rep)
     e2e = rep["end_to_end"]
     sim = [r for r in rep["nodes"].values() if r.get("simulated")]
@@ -73,7 +87,6 @@ def qdev_cppsim(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
 def qdev_verilator(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     """Every RTL node's SystemVerilog (FINN's own HDL generation) in Verilator, against python
     execution on the golden batch. Works on a copy: the build's graph is handed on unchanged."""
-    from qdev.training.compile.cppsim import python_reference
     from qdev.training.compile.verilate import VerilatorConfig, find_verilator, generate_rtl, verify_verilator
 
     ctx = step_context(cfg)
@@ -81,7 +94,7 @@ def qdev_verilator(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     d = _save(model, ctx, "verilator")
     pixels, _, before = _golden(ctx)
     work = ModelWrapper(str(d / "model.onnx"))
-    ref, agrees = python_reference(work, pixels, before)
+    ref, agrees = _reference(ctx, d / "model.onnx", pixels, before)
     generate_rtl(work, ctx.board.part, ctx.cfg.clock)
     rep = verify_verilator(work, ref, vl, VerilatorConfig(cflags=ctx.cfg.verilator_opt))
     rep["python_equals_unspecialised_graph"] = agrees

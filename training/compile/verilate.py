@@ -21,6 +21,8 @@ bit for bit against FINN's python execution.
 
 finn-rtllib's MVU selects its behavioural datapath under Verilator (``ifdef VERILATOR``); the
 DSP48E2/DSP58 instantiations that synthesis maps it to are not simulated, and the report says so.
+The simulation is cycle-based (``--no-timing``): the one delay in these sources, the MVU's 100 ns
+start-up watchdog (a warning only), is ignored; the testbench holds reset for 16 cycles.
 """
 
 from __future__ import annotations

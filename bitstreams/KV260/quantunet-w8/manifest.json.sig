@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "tzXPs+ZQopWsxe+uwP4uSKLfsRjKChI0IB6WuFQXYyfSQKf+RVoa67P5VeHaUp3SWWc4wvKNu+LmN6paQBejDA=="
+ "signature": "OywH3EHKYKl8Hl/B1tengvFxWsuQz/hOXQwyYybJuLBATrf2v58DbVFXLYyzWAb7SkvMPy/G3lQ+QP1X6bEBAg=="
 }
