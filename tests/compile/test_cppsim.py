@@ -15,6 +15,8 @@ from click.testing import CliRunner
 from qdev.device.errors import ConfigError
 from qdev.host.cli import cli
 
+from .conftest import simulate_copy
+
 pytestmark = pytest.mark.slow
 
 VENDOR = Path(__file__).resolve().parents[3] / "shared" / "vendor"
@@ -29,14 +31,7 @@ def _cppsim(run: Path, *extra: str):
 
 @needs_vendor
 def test_tiny_quantunet_every_hls_node_bit_exact_cached_and_recorded(compiled, tmp_path):
-    src, _, _ = compiled
-    run = tmp_path / "tiny"
-    shutil.copytree(src, run)
-    r = _cppsim(run)
-    assert r.exit_code == 0, r.output
-    v = json.loads(r.stdout)["verification"]
-    assert "cppsim" in v["modes_run"] and v["steps"]["qdev_cppsim"]["equal"] is True
-    rep = json.loads((run / "compile" / "KV260" / "cppsim" / "report.json").read_text())
+    run, v, rep = simulate_copy(compiled, tmp_path, "cppsim", "--cppsim-opt", "-O1")
     hls = {k: n for k, n in rep["nodes"].items() if n["op_type"].endswith("_hls")}
     assert hls and all(n["compiled"] and n["simulated"] and n["bit_exact"] and n["elements"] > 0 for n in hls.values())
     assert {n["op_type"] for n in hls.values()} >= {"Pool_hls", "DuplicateStreams_hls", "StreamingConcat_hls"}

@@ -7,36 +7,22 @@ simulator named."""
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
 from qdev.device.errors import ConfigError
-from qdev.host.cli import cli
+
+from .conftest import simulate_copy
 
 pytestmark = pytest.mark.slow
 
 RTL_TYPES = {"ConvolutionInputGenerator_rtl", "FMPadding_rtl", "Thresholding_rtl", "MVAU_rtl"}
 
 
-def _verilator(run: Path):
-    return CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--verify", "verilator",
-                                    "--start-step", "qdev_verilator", "--json"])
-
-
 def test_tiny_quantunet_every_rtl_node_bit_exact_cached_and_recorded(compiled, tmp_path):
-    src, _, _ = compiled
-    run = tmp_path / "tiny"
-    shutil.copytree(src, run)
-    r = _verilator(run)
-    assert r.exit_code == 0, r.output
-    v = json.loads(r.stdout)["verification"]
-    assert "verilator" in v["modes_run"] and v["steps"]["qdev_verilator"]["equal"] is True
-    rep = json.loads((run / "compile" / "KV260" / "verilator" / "report.json").read_text())
+    run, v, rep = simulate_copy(compiled, tmp_path, "verilator")
     rtl = {k: n for k, n in rep["nodes"].items() if n["op_type"].endswith("_rtl")}
     assert {n["op_type"] for n in rtl.values()} == RTL_TYPES
     hls = [n for n in rep["nodes"].values() if n["op_type"].endswith("_hls")]
@@ -54,9 +40,7 @@ def test_tiny_quantunet_every_rtl_node_bit_exact_cached_and_recorded(compiled, t
         assert t["verilator"].startswith(f"{t['nodes']}/{t['nodes']} bit-exact") == op.endswith("_rtl")
         assert (t["verilator"] == "-") == op.endswith("_hls")
     # a rerun builds nothing
-    r = _verilator(run)
-    assert r.exit_code == 0, r.output
-    rep2 = json.loads((run / "compile" / "KV260" / "verilator" / "report.json").read_text())
+    _, _, rep2 = simulate_copy(compiled, tmp_path, "verilator")
     assert all(n["cached"] for n in rep2["nodes"].values())
     # the signed bundle says what was verified, and what was not
     from qdev.training.compile.bundle_build import build_bundle, generate_keypair

@@ -34,15 +34,22 @@ def rt(tmp_path) -> DeviceRuntime:
     return DeviceRuntime(RuntimeConfig(store=str(tmp_path / "store"), backend="software", power="estimate", dev_key=True))
 
 
+def _by_version(*boards: str) -> list[tuple[str, Path]]:
+    """Shipped bundles, oldest signature first (a device refuses to go down in version)."""
+    ver = {b: json.loads((SHIPPED[b] / "manifest.json").read_text())["version"] for b in boards}
+    return [(b, SHIPPED[b]) for b in sorted(boards, key=ver.get)]
+
+
 def test_install_activates_after_self_test_and_keeps_previous(rt, tmp_path):
-    r1 = rt.store.install(_archive(SHIPPED["KV260"], tmp_path, "a.tar"), rt.self_test)
+    (old, a), (_, b) = _by_version("KV260", "ZCU104")
+    r1 = rt.store.install(_archive(a, tmp_path, "a.tar"), rt.self_test)
     assert r1.activated and r1.self_test["ok"] and r1.self_test["codes_differing"] == 0
-    r2 = rt.store.install(_archive(SHIPPED["ZCU104"], tmp_path, "b.tar"), rt.self_test)
+    r2 = rt.store.install(_archive(b, tmp_path, "b.tar"), rt.self_test)
     assert r2.activated and r2.previous == r1.bundle_id
     assert rt.store.state() == {"active": r2.bundle_id, "previous": r1.bundle_id}
     back = rt.store.rollback(rt.self_test)
     assert back.activated and rt.store.state() == {"active": r1.bundle_id, "previous": r2.bundle_id}
-    assert rt.store.active().manifest["board"] == "KV260"
+    assert rt.store.active().manifest["board"] == old
 
 
 def test_failed_self_test_keeps_the_old_bundle_active(rt, tmp_path):
