@@ -41,7 +41,7 @@ def test_tiny_quantunet_every_rtl_node_bit_exact_cached_and_recorded(compiled, t
         assert (t["verilator"] == "-") == op.endswith("_hls")
     # a rerun builds nothing
     _, _, rep2 = simulate_copy(compiled, tmp_path, "verilator")
-    assert all(n["cached"] for n in rep2["nodes"].values())
+    assert all(n["cached"] for n in rep2["nodes"].values() if n["op_type"].endswith("_rtl"))
     # the signed bundle says what was verified, and what was not
     from qdev.training.compile.bundle_build import build_bundle, generate_keypair
 

@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "XAPgVsPtKYenIgNgZjAB1Qow/IGz1T1kD1YS5ynQv0e7zB53mzwlHM3xFtX4129QLwOZUdWTst1Fpw909a+GDg=="
+ "signature": "XkPXEABTaLSZNS3VPEh0wVidqlaZ0fKP0+fryA2lEqKEw3mJecTjCp6sdySJde9e+aHcmlpJzWQum1H+HWBgCg=="
 }

@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "O4PCjlxDWOuf5ekveoUJImXI2givxONYfbk3NzhW88qnoxTndFwedORZPE1AYbktC8O8r2b0UuG10PiguYSBDQ=="
+ "signature": "6DF/qZTFD21hRs68UIGJNWYfr2OZBU6VN+r/udmMQgsDIsO7BLuIoVij8E/N7WSoaLbOXRlWZ1LJTctf4MvfAQ=="
 }
