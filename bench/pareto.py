@@ -71,6 +71,8 @@ def main() -> None:
     a = ap.parse_args()
     groups = collect(a.runs)
     recorded = json.loads(a.recorded.read_text())["points"] if a.recorded.is_file() else []
+    have = {r["run"] for rs in groups.values() for r in rs}  # a recorded run whose folder is here: read it
+    recorded = [p for p in recorded if p["recipe"].split(" ")[0] not in have]
     if not groups and not recorded:
         raise SystemExit(f"no evaluated QuantU-Net runs under {', '.join(map(str, a.runs))}")
     print("| recipe | widths | seeds | avg bits | model bits | val Dice (lesion) | test Dice (lesion) |")
