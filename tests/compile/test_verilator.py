@@ -93,8 +93,8 @@ def test_a_corrupted_weight_and_a_starved_layer_are_each_reported_at_their_node(
     starved = next(n for n in model.graph.node if n.op_type == "ConvolutionInputGenerator_rtl")
     real = verilate._pack
 
-    def short(inst, x, frames):  # noqa: ANN001, ANN202
-        words = real(inst, x, frames)
+    def short(inst, x):  # noqa: ANN001, ANN202
+        words = real(inst, x)
         return words[:-3] if inst.onnx_node.name == starved.name else words
 
     monkeypatch.setattr(verilate, "_pack", short)

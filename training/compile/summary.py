@@ -66,14 +66,15 @@ def layer_verification(verification: dict) -> dict[str, dict]:
     cs = (verification.get("qdev_cppsim") or {}).get("by_type") or {}
     vs = (verification.get("qdev_verilator") or {}).get("by_type") or {}
     ran = {"cppsim": "qdev_cppsim" in verification, "verilator": "qdev_verilator" in verification}
+
+    def cell(own: bool, mode: str, t: dict | None) -> str:  # a layer is simulated in its own language only
+        return "-" if not own else _simulated(t) if ran[mode] else "not run"
+
     out = {}
     for op in sorted(set(cs) | set(vs)):
-        nodes = (cs.get(op) or vs.get(op))["nodes"]
         hls = op.endswith("_hls")
-        out[op] = {"nodes": nodes, "python": True,
-                   "cppsim": _simulated(cs.get(op)) if hls and ran["cppsim"] else ("-" if not hls else "not run"),
-                   "verilator": (_simulated(vs.get(op)) if ran["verilator"] else "not run") if not hls
-                   else "-"}
+        out[op] = {"nodes": (cs.get(op) or vs.get(op))["nodes"], "python": True,
+                   "cppsim": cell(hls, "cppsim", cs.get(op)), "verilator": cell(not hls, "verilator", vs.get(op))}
     return out
 
 

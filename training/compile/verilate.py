@@ -237,10 +237,9 @@ def _prepare(n, inst, salt: str) -> _Build:  # noqa: ANN001
         fname = name_re.sub("qdev_node", f.name)
         texts[fname] = t
         srcs[fname] = t.encode()
-    ports = _ports("\n".join(texts.values()), "qdev_node")
-    ms = None
-    if _decoupled(n, inst):
-        ms = ("qdev_node_memstream_wrapper", _ports("\n".join(texts.values()), "qdev_node_memstream_wrapper"))
+    hdl = "\n".join(texts.values())
+    ports = _ports(hdl, "qdev_node")
+    ms = ("qdev_node_memstream_wrapper", _ports(hdl, "qdev_node_memstream_wrapper")) if _decoupled(n, inst) else None
     iw = int(inst.get_instream_width_padded(0))
     ow = int(inst.get_outstream_width_padded(0))
     ww = int(inst.get_instream_width_padded(1)) if ms else 0
@@ -261,6 +260,11 @@ _VL_OPTS = ["--cc", "--exe", "--no-timing", "--top-module", "qdev_dut", "--prefi
 _RUNTIME = ("verilated.o", "verilated_threads.o")
 
 
+def _salt(vl: Verilator, cfg: VerilatorConfig) -> str:
+    """What every built object depends on besides its sources: the tool, its options, the flags."""
+    return "|".join([vl.version, cfg.cflags, *_VL_OPTS])
+
+
 def _make(obj: Path, vl: Verilator, target: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "-s", "-C", str(obj), "-f", "Vdut.mk", *([target] if target else [])],
                           capture_output=True, text=True, env=vl.env())
@@ -269,7 +273,7 @@ def _make(obj: Path, vl: Verilator, target: str | None = None) -> subprocess.Com
 def _runtime(vl: Verilator, cfg: VerilatorConfig, obj: Path) -> None:
     """Put Verilator's runtime objects into ``obj`` from the cache (building them there once),
     newer than their sources so that make keeps them: they are most of a small model's build."""
-    rt = cfg.cache_dir() / "runtime" / hashlib.sha256("|".join([vl.version, cfg.cflags, *_VL_OPTS]).encode()).hexdigest()[:16]
+    rt = cfg.cache_dir() / "runtime" / hashlib.sha256(_salt(vl, cfg).encode()).hexdigest()[:16]
     if not all((rt / o).is_file() for o in _RUNTIME):
         tmp = Path(tempfile.mkdtemp(prefix="rt.", dir=_mkdir(rt.parent)))
         try:
@@ -327,7 +331,7 @@ def build_nodes(model, vl: Verilator, cfg: VerilatorConfig, progress=None) -> di
     """Verilate every RTL node that the testbench can drive (parallel, cached by normalised HDL)."""
     from qonnx.custom_op.registry import getCustomOp
 
-    salt = "|".join([vl.version, cfg.cflags, *_VL_OPTS])
+    salt = _salt(vl, cfg)
     builds: dict[str, _Build] = {}
     for n in model.graph.node:
         if n.op_type.endswith("_rtl") and _unsupported(n, getCustomOp(n)) is None:
@@ -382,8 +386,8 @@ def unpack_words(limbs: np.ndarray, n: int, bits: int, signed: bool) -> np.ndarr
     return out
 
 
-def _pack(inst, x: np.ndarray, frames: int) -> np.ndarray:  # noqa: ANN001, ARG001
-    """The node's input stream for the ``frames`` frames of python execution's tensor ``x``."""
+def _pack(inst, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """The node's input stream for python execution's tensor ``x`` (all frames, in order)."""
     simd = int(inst.get_folded_input_shape(0)[-1])  # folding is a plain reshape: one word per SIMD elements
     return pack_words(np.round(x.reshape(-1, simd)).astype(np.int64), inst.get_input_datatype(0).bitwidth(),
                       int(inst.get_instream_width_padded(0)))
@@ -409,7 +413,7 @@ def _simulate(n, inst, b: _Build, exe: Path, x: np.ndarray, cfg: VerilatorConfig
         run = Path(tmp)
         for name, src in b.data.items():
             shutil.copyfile(src, run / name)
-        words = _pack(inst, x, frames)
+        words = _pack(inst, x)
         np.ascontiguousarray(words, "<u4").tofile(run / "in.bin")
         r = subprocess.run([str(exe), "in.bin", str(in_limbs), "out.bin", str(out_limbs), str(n_out),
                             str(cfg.max_idle), str(cfg.stall_permille), str(cfg.seed)],
@@ -468,14 +472,12 @@ def verify_verilator(model, ref: list[dict], vl: Verilator, cfg: VerilatorConfig
     with ThreadPoolExecutor(max_workers=max(1, cfg.jobs)) as pool:
         for n, got in pool.map(one, todo):
             rec = nodes[n.name]
-            want = np.stack([c[n.output[0]].reshape(got["output"].shape[1:]) for c in ref]) if "output" in got else None
             out = got.pop("output", None)
-            rec.update(got)
-            rec["simulated"] = out is not None
+            rec.update(got, simulated=out is not None)
             if out is not None:
-                diff = int(np.count_nonzero(out != want)) + 0
-                rec.update(elements=int(want.size), elements_differing=diff,
-                           bit_exact=diff == 0)
+                want = np.stack([c[n.output[0]].reshape(out.shape[1:]) for c in ref])
+                diff = int(np.count_nonzero(out != want))
+                rec.update(elements=int(want.size), elements_differing=diff, bit_exact=diff == 0)
     return {"nodes": nodes, "by_type": _by_type(nodes), "verilator": vl.version, "cflags": cfg.cflags,
             "stall_permille": cfg.stall_permille, "frames": len(ref), "seconds": round(time.perf_counter() - t0, 2)}
 
