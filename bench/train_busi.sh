@@ -11,6 +11,7 @@
 #                                       # W4A4 without BN, QuantU-Net from scratch (runs/exp-*)
 #   bench/train_busi.sh long 0 1 2      # the from-scratch recipe for $LONG_EPOCHS (150) epochs with
 #                                       # a weight EMA (decay $EMA, 0.995) used for selection
+#   bench/train_busi.sh normals 4 0     # the long recipe, normal scans' BCE weighted 4x (seed 0)
 #   bench/train_busi.sh uniform 3 0 1 2  # fixed WbAb (here W3A3) from scratch, the from-scratch
 #                                       # recipe's schedule and augmentation: the Pareto baselines
 set -euo pipefail
@@ -70,6 +71,14 @@ case "${1:-seeds}" in
     for s in ${*:-0 1 2}; do
       exp_run "exp-quant-w8-lam005-scratch-e${LONG_EPOCHS:-150}-ema-s$s" --model quant --width 8 \
         --epochs "${LONG_EPOCHS:-150}" --seed "$s" --lambda 0.05 --bits 2..8 --freeze-bits 0.75 --ema "${EMA:-0.995}"
+    done ;;
+  normals)  # the long recipe with normal scans' BCE weighted $2 times (training/losses.py)
+    shift || true
+    nw=${1:?weight}; shift || true
+    for s in ${*:-0 1 2}; do
+      exp_run "exp-quant-w8-lam005-scratch-e${LONG_EPOCHS:-150}-ema-nw$nw-s$s" --model quant --width 8 \
+        --epochs "${LONG_EPOCHS:-150}" --seed "$s" --lambda 0.05 --bits 2..8 --freeze-bits 0.75 --ema "${EMA:-0.995}" \
+        --normal-weight "$nw"
     done ;;
   uniform)
     shift || true

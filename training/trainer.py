@@ -84,6 +84,8 @@ class TrainConfig:
         ema: decay of the weight EMA (:mod:`training.ema`, 0: none). With it, validation, the
             best-checkpoint choice and ``best.pt`` use the averaged model (restarted when the
             widths freeze); the live model's validation Dice is logged beside it.
+        normal_weight: weight of a normal scan's (empty truth's) BCE against a lesion image's
+            (:func:`training.losses.weighted_bce`; 1: the paper's loss).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -106,6 +108,7 @@ class TrainConfig:
     threads: int | None = None
     freeze_bits: float = 0.75
     ema: float = 0.0
+    normal_weight: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,6 +119,7 @@ class TrainConfig:
         d["model"] = ModelConfig(**d["model"])
         d.setdefault("freeze_bits", 1.0)  # runs made before freezing existed never froze
         d.setdefault("ema", 0.0)  # runs made before the EMA existed had none
+        d.setdefault("normal_weight", 1.0)  # runs made before the weighting: the paper's loss
         if isinstance(d.get("augment"), bool):  # runs made before the presets: on/off
             d["augment"] = "full" if d["augment"] else "none"
         return TrainConfig(**d)
@@ -148,6 +152,8 @@ class TrainConfig:
             raise ConfigError(f"--freeze-bits {self.freeze_bits}: must be a fraction in [0, 1]")
         if not 0.0 <= self.ema < 1.0:
             raise ConfigError(f"--ema {self.ema}: must be a decay in [0, 1) (0: no EMA)")
+        if not 0.0 < self.normal_weight <= 100.0:
+            raise ConfigError(f"--normal-weight {self.normal_weight}: must be in (0, 100] (1: the paper's loss)")
 
 
 @dataclass
@@ -367,7 +373,7 @@ def _train_epoch(cfg: TrainConfig, st: _State, data: DataTensors, dist: _Dist, e
         bits = st.tracker.average(cfg.bit_loss) if st.tracker else None
         if bits is not None and frozen:
             bits = bits.detach()  # a constant now: logged, but it pulls no width
-        parts = total_loss(logits, yb, bits, cfg.lam)
+        parts = total_loss(logits, yb, bits, cfg.lam, cfg.normal_weight)
         st.opt.zero_grad(set_to_none=True)
         if st.bopt is not None:
             st.bopt.zero_grad(set_to_none=True)

@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -17,8 +16,8 @@ from qdev.host.cli import cli
 from qdev.host.client import connect
 from qdev.host.local import LocalDevice, default_bundle, default_trusted
 from qdev.host.session import read_session
+from tests.chromium import CHROMIUM, Browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +74,10 @@ def test_report_page_in_a_browser_shows_the_overlays(session, tmp_path):
         pytest.skip("chromium not installed (apt-get install chromium; .ci/run installs it)")
     r = CliRunner().invoke(cli, ["report", str(session), "--out", str(tmp_path / "rep")])
     assert r.exit_code == 0, r.output
-    png = tmp_path / "page.png"
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'chr'}",
-                    "--window-size=1400,900", f"--screenshot={png}", (tmp_path / "rep" / "report.html").as_uri()],
-                   capture_output=True, timeout=60)
+    with Browser(tmp_path / "chr", size=(1400, 900)) as br:
+        br.open((tmp_path / "rep" / "report.html").as_uri())
+        br.wait_for("document.readyState === 'complete' && [...document.images].every((i) => i.complete)")
+        png = br.screenshot(tmp_path / "page.png")
     from PIL import Image
 
     a = np.asarray(Image.open(png).convert("RGB")).astype(int)

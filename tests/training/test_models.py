@@ -149,3 +149,27 @@ def test_net_without_bn_keeps_its_signal_at_init(kind):
     assert float(y.flatten(1).std(1).mean()) > 0.05
     convs = [mod for _, mod in m.conv_layers()]
     assert all(float(c.bias.abs().max()) == 0.0 for c in convs if c.bias is not None)
+
+
+def test_normal_weight_makes_a_false_lesion_on_a_normal_scan_cost_more():
+    import torch
+
+    from qdev.training.losses import total_loss, weighted_bce
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 1, 16, 16, generator=g)
+    target = torch.zeros(4, 1, 16, 16)
+    target[:2, :, 4:10, 4:10] = 1.0  # images 0-1 carry a lesion; 2-3 are normal scans
+    paper = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    assert torch.equal(weighted_bce(logits, target, 1.0), paper)  # weight 1 is the paper's BCE
+    per_image = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((1, 2, 3))
+    w = torch.tensor([1.0, 1.0, 3.0, 3.0])
+    assert torch.allclose(weighted_bce(logits, target, 3.0), (w * per_image).sum() / w.sum())
+    # a false lesion on a normal scan: the weighted loss rises more than the paper's
+    bad = logits.clone()
+    bad[2, :, :4, :4] += 8.0
+    d_paper = float(weighted_bce(bad, target, 1.0) - weighted_bce(logits, target, 1.0))
+    d_weighted = float(weighted_bce(bad, target, 3.0) - weighted_bce(logits, target, 3.0))
+    assert d_paper > 0 and d_weighted / d_paper == pytest.approx((3 / 8) / (1 / 4), rel=1e-4)  # its share: 3 of 8, not 1 of 4
+    # and total_loss passes it on
+    assert torch.allclose(total_loss(logits, target, None, 0.0, 3.0).bce, weighted_bce(logits, target, 3.0))
