@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from qdev.device.errors import QdevError
+from qdev.device.maskrule import MaskRule
 
 __all__ = [
-    "BUNDLE_FORMAT", "MANIFEST", "SIGNATURE", "BundleError", "VerifiedBundle", "key_id",
+    "BUNDLE_FORMAT", "READABLE_FORMATS", "MANIFEST", "SIGNATURE", "BundleError", "VerifiedBundle", "key_id",
     "load_public_key", "load_private_key", "sha256_file", "sign_manifest", "verify_bundle", "file_entry",
     "pack_bundle", "unpack_bundle", "verify_manifest", "unpacked_bytes",
 ]
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # what is built; 2 added the mask rule (device/maskrule.py) a runtime must apply
+READABLE_FORMATS = (1, 2)  # a runtime of format 1 refuses a format-2 bundle, so it never ignores a rule
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.json.sig"
 
@@ -142,8 +144,14 @@ def verify_manifest(mbytes: bytes, sbytes: bytes, trusted: list, where: str = "b
     except ValueError as exc:
         raise BundleError(f"{where}: {MANIFEST} is not JSON") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != "qdev-bundle" \
-            or manifest.get("format_version") != BUNDLE_FORMAT:
-        raise BundleError(f"{where}: not a qdev bundle of format {BUNDLE_FORMAT}")
+            or manifest.get("format_version") not in READABLE_FORMATS:
+        raise BundleError(f"{where}: not a qdev bundle of format {' or '.join(map(str, READABLE_FORMATS))}")
+    try:  # a rule this runtime cannot apply exactly is refused here, before anything is installed
+        rule = MaskRule.from_manifest(manifest.get("mask_rule"))
+    except QdevError as exc:
+        raise BundleError(f"{where}: {exc}") from None
+    if manifest["format_version"] < 2 and not rule.is_default:
+        raise BundleError(f"{where}: format 1 bundles carry only the default mask rule")
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise BundleError(f"{where}: {MANIFEST} lists no files")

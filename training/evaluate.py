@@ -10,6 +10,7 @@ import torch
 from qdev.device.errors import QdevError
 from qdev.device.preprocess import to_unit_float
 from qdev.training.data import load_busi, read_split, resolve_busi_root
+from qdev.training.mask_rule import RULE_FILE, run_mask_rule
 from qdev.training.runs import RunFolder, atomic_write_text
 from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
 from qdev.training.trainer import evaluate_model
@@ -39,7 +40,19 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
     idx = read_split(split_file).indices(arrays, split_name)
     x = torch.from_numpy(to_unit_float(arrays.images[idx])).unsqueeze(1)
     y = torch.from_numpy(arrays.masks[idx]).float().unsqueeze(1)
-    metrics, loss = evaluate_model(model, x, y, torch.from_numpy(arrays.labels[idx]), torch.device("cpu"))
+    labels = torch.from_numpy(arrays.labels[idx])
+    rule, rule_source = run_mask_rule(run)
+    inputs = {"best.pt": st["outputs"]["train/best.pt"]}
+    without = None
+    if rule.is_default:
+        metrics, loss = evaluate_model(model, x, y, labels, torch.device("cpu"))
+    else:  # the run's chosen rule, on the integer output codes, as the device applies it
+        from qdev.training.postprocess import output_scale
+
+        scale = output_scale(model)
+        metrics, loss = evaluate_model(model, x, y, labels, torch.device("cpu"), rule=rule, output_scale=scale)
+        without = evaluate_model(model, x, y, labels, torch.device("cpu"))[0]
+        inputs[RULE_FILE] = run.stage("postprocess")["outputs"][RULE_FILE]
     out = {
         "run": run.path.name,
         "split": split_name,
@@ -48,17 +61,20 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
         "model": ckpt["model_config"],
         "data_hash": arrays.data_hash,
         "metrics": metrics,
+        "mask_rule": {"describe": rule.describe(), **rule.to_dict(), **rule_source},
         "loss": loss,
         "bits": ckpt.get("bits"),
         "params": int(sum(p.numel() for n, p in model.named_parameters() if "bit_width" not in n and "scaling" not in n)),
     }
+    if without is not None:
+        out["metrics_without_rule"] = without  # logit > 0: the network's own masks
     out["float_model_bits"] = 32 * out["params"]
     if out["bits"]:
         out["compression_vs_float"] = out["float_model_bits"] / out["bits"]["model_bits"]
     edir = run.path / "evaluate"
     stem = "metrics" if split_name == "test" else f"metrics_{split_name}"
     path = edir / (f"{stem}.json" if checkpoint == "best" else f"{stem}_{checkpoint}.json")
-    t0 = run.begin("evaluate", {"data": data, "split": split_name}, {"best.pt": st["outputs"]["train/best.pt"]})
+    t0 = run.begin("evaluate", {"data": data, "split": split_name}, inputs)
     atomic_write_text(path, json.dumps(out, indent=1) + "\n")
     run.finish("evaluate", t0, [path])
     return out

@@ -30,7 +30,12 @@ class SegMetrics:
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> None:
-        pred = (logits > 0).flatten(1).float()
+        self.update_masks(logits > 0, target, labels)
+
+    @torch.no_grad()
+    def update_masks(self, masks: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> None:
+        """The same, for predicted masks made by another rule (device/maskrule.py)."""
+        pred = (masks > 0).flatten(1).float()
         tgt = (target > 0.5).flatten(1).float()
         inter = (pred * tgt).sum(1)
         ps, ts = pred.sum(1), tgt.sum(1)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from qdev.device.errors import ConfigError, QdevError
+from qdev.device.maskrule import MaskRule
 from qdev.device.preprocess import to_unit_float
 from qdev.training.augment import AUGMENT_PRESETS, augment_batch
 from qdev.training.ema import ModelEMA
@@ -228,8 +229,13 @@ def _bits_optimizer(tracker: BitWidthTracker | None, cfg: TrainConfig) -> torch.
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor,
-                   device: torch.device, batch: int = 32) -> tuple[dict, dict]:
-    """(metrics, mean segmentation loss parts) of ``model`` on tensors (eval mode)."""
+                   device: torch.device, batch: int = 32, rule: MaskRule | None = None,
+                   output_scale: float | None = None) -> tuple[dict, dict]:
+    """(metrics, mean segmentation loss parts) of ``model`` on tensors (eval mode). With a mask
+    ``rule`` (and the model's ``output_scale``), masks are the rule applied to the integer output
+    codes, as on the device; without one, logit > 0."""
+    if rule is not None and output_scale is None:
+        raise QdevError("a mask rule needs the model's output scale")
     model.eval()
     m = SegMetrics()
     bce = dice = 0.0
@@ -240,7 +246,11 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: t
         parts = total_loss(logits, yb, None, 0.0)
         bce += float(parts.bce) * len(xb)
         dice += float(parts.dice) * len(xb)
-        m.update(logits, yb, labels[i : i + batch])
+        if rule is None:
+            m.update(logits, yb, labels[i : i + batch])
+        else:
+            codes = torch.round(logits / output_scale)[:, 0].cpu().numpy().astype(np.int32)
+            m.update_masks(torch.from_numpy(rule.apply(codes)).unsqueeze(1), yb, labels[i : i + batch])
     return m.aggregate(), {"bce": bce / n, "dice": dice / n, "seg": (bce + dice) / n}
 
 

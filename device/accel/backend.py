@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from qdev.device.errors import QdevError
+from qdev.device.maskrule import DEFAULT_RULE, MaskRule
 
 __all__ = ["IoSpec", "Accelerator", "Backend", "register_backend", "backends", "open_accelerator",
            "codes_to_mask", "clock_mhz"]
@@ -30,7 +31,7 @@ class IoSpec:
     channels: int
     idt: str
     odt: str
-    mask_rule: str
+    mask_rule: MaskRule
     output_scale: float
 
     @staticmethod
@@ -39,13 +40,14 @@ class IoSpec:
         try:
             _, h, w, c = io["ishape_normal"]
             return IoSpec(int(h), int(w), int(c), str(io["idt"]), str(io["odt"]),
-                          str(manifest.get("mask_rule", "code > 0")), float(manifest.get("output_scale", 1.0)))
+                          MaskRule.from_manifest(manifest.get("mask_rule")), float(manifest.get("output_scale", 1.0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise QdevError(f"bundle manifest has no usable io spec ({exc})") from exc
 
     def to_dict(self) -> dict:
         return {"height": self.height, "width": self.width, "channels": self.channels, "idt": self.idt,
-                "odt": self.odt, "mask_rule": self.mask_rule, "output_scale": self.output_scale}
+                "odt": self.odt, "mask_rule": self.mask_rule.describe(), "mask_rule_params": self.mask_rule.to_dict(),
+                "output_scale": self.output_scale}
 
 
 def clock_mhz(manifest: dict) -> float | None:
@@ -54,9 +56,9 @@ def clock_mhz(manifest: dict) -> float | None:
     return 1000.0 / float(ns) if ns else None
 
 
-def codes_to_mask(codes: np.ndarray) -> np.ndarray:
-    """Output codes [N, H, W, 1] -> binary masks uint8 [N, H, W] (the bundle's rule: code > 0)."""
-    return (codes[..., 0] > 0).astype(np.uint8)
+def codes_to_mask(codes: np.ndarray, rule: MaskRule = DEFAULT_RULE) -> np.ndarray:
+    """Output codes [N, H, W, 1] -> binary masks uint8 [N, H, W] by the bundle's mask rule."""
+    return rule.apply(codes)
 
 
 class Accelerator:
@@ -80,7 +82,7 @@ class Accelerator:
         """(binary masks [N, H, W], seconds the accelerator took)."""
         t0 = time.perf_counter()
         codes = self.run(pixels)
-        return codes_to_mask(codes), time.perf_counter() - t0
+        return codes_to_mask(codes, self.io.mask_rule), time.perf_counter() - t0
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -57,11 +57,12 @@ def cli(ctx: click.Context, verbose: int, port: str | None, baud: int) -> None:
 
 def _register() -> None:
     from qdev.host.cli.data import data
-    from qdev.host.cli.train import evaluate_cmd, train_cmd
+    from qdev.host.cli.train import evaluate_cmd, postprocess_cmd, train_cmd
 
     cli.add_command(data)
     cli.add_command(train_cmd)
     cli.add_command(evaluate_cmd)
+    cli.add_command(postprocess_cmd)
     from qdev.host.cli.deploy import bundle, compile_cmd, export_cmd, keys
 
     for cmd in (export_cmd, compile_cmd, keys, bundle):

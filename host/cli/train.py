@@ -9,7 +9,7 @@ import click
 
 from qdev.device.errors import ConfigError
 
-__all__ = ["train_cmd", "evaluate_cmd"]
+__all__ = ["train_cmd", "evaluate_cmd", "postprocess_cmd"]
 
 
 def _bits(value: str) -> tuple[int, int]:
@@ -105,3 +105,45 @@ def evaluate_cmd(run: Path, data: str | None, split_name: str, checkpoint: str, 
         click.echo(f"bits: mean {b['avg_bits']:.2f}, weights {b['avg_weight_bits']:.2f}, acts {b['avg_act_bits']:.2f}, "
                    f"size-weighted {b['size_weighted_bits']:.2f}; model {b['model_bits']} bits, "
                    f"{out['compression_vs_float']:.1f}x smaller than float32")
+
+
+@click.command("postprocess")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--data", default=None, help="Another BUSI copy (default: the run's).")
+@click.option("--json", "as_json", is_flag=True)
+def postprocess_cmd(run: Path, data: str | None, as_json: bool) -> None:
+    """Choose the run's mask rule (threshold, minimum mask area) on its validation split.
+
+    The rule is signed into the run's bundles and applied by the device after the accelerator;
+    `qdev evaluate` applies it too. The test split is not read.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from qdev.training.postprocess import choose_rule
+
+    doc = choose_rule(run, data)
+    if as_json:
+        click.echo(json.dumps(doc, indent=1))
+        return
+    t = Table(title=f"{doc['run']}: mask rules on the validation split ({doc['n_images']} images)")
+    for c in ("rule", "logit >", "Dice all", "Dice lesion", "normals marked", "missed"):
+        t.add_column(c, justify="left" if c == "rule" else "right")
+
+    def row(name: str, thr: float, f: dict, style: str | None = None) -> None:
+        t.add_row(name, f"{thr:.3f}", f"{f['dice_all']:.4f}", f"{f['dice_lesion']:.4f}",
+                  f"{f['normal_marked']} of {f['n_normal']}", f"{f['missed']} of {f['n_lesion']}", style=style)
+
+    row("default: code > 0", 0.0, doc["default"])
+    top = sorted(doc["grid"], key=lambda g: -g["dice_all"])[:5]
+    for g in top:
+        row(_rule_name(g["rule"]), g["logit_threshold"], g)
+    row("chosen: " + _rule_name(doc["rule"]), doc["logit_threshold"], doc["chosen"], style="bold")
+    Console().print(t)
+    click.echo(f"chosen: {doc['describe']} (by {doc['chosen_by']}; missed: lesion images with Dice < 0.1); "
+               f"written to {Path(run) / 'postprocess' / 'rule.json'}. Re-run qdev evaluate and qdev bundle "
+               "create to apply it.")
+
+
+def _rule_name(rule: dict) -> str:
+    return f"code > {rule['min_code']}" + (f", area >= {rule['min_area']}" if rule["min_area"] > 1 else "")

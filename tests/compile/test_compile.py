@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +173,64 @@ def test_compile_runs_end_to_end_without_torch(compiled, tmp_path):
     # torch only by finn-plus's own import (see tests/test_import_rules.py), never by a qdev module
     assert "torch" not in loaded or "/finn/" in loaded["torch"], loaded
     assert (run / "compile" / "KV260" / "intmodel" / "intmodel.npz").is_file()  # it really compiled
+
+
+def test_mask_rule_chosen_on_validation_reaches_evaluate_and_the_bundle(compiled, tmp_path):
+    """`qdev postprocess` searches on validation; evaluate and the bundle apply the run's rule to
+    the integer codes exactly as the device does; a rule chosen for another checkpoint is refused."""
+    import torch
+
+    from qdev.device.accel.backend import open_accelerator
+    from qdev.device.masks import dice
+    from qdev.device.maskrule import MaskRule
+    from qdev.training.checkpoint import load_checkpoint_model
+    from qdev.training.data import load_busi, read_split
+    from qdev.training.postprocess import model_codes
+    from qdev.training.runs import RunFolder
+
+    run = tmp_path / "tiny"
+    shutil.copytree(compiled[0], run)
+    r = CliRunner().invoke(cli, ["postprocess", str(run), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["split"] == "val" and len(doc["grid"]) >= 16
+    assert doc["chosen"]["dice_all"] == max(g["dice_all"] for g in [doc["default"], *doc["grid"]])
+    r = CliRunner().invoke(cli, ["postprocess", str(run)])  # the table a user reads
+    assert r.exit_code == 0 and "chosen" in r.output and "Traceback" not in r.output
+    # a rule that changes this model's masks (a 2-epoch net is far from its decision boundary):
+    # at least half the pixels marked, masks under 5 pixels cleared
+    model, ckpt = load_checkpoint_model(run / "train" / "best.pt")
+    arrays = load_busi(Path(RunFolder(run).stage("train")["config"]["data"]), (32, 32))
+    split = read_split(run / "train" / "split.json")
+    test_idx = split.indices(arrays, "test")
+    codes, scale = model_codes(model, arrays.images[test_idx])
+    rule = MaskRule(int(np.median(codes)) - 1, 5)
+    assert not np.array_equal(rule.apply(codes), (codes > 0).astype(np.uint8))
+    rf = RunFolder(run)
+    t0 = rf.begin("postprocess", {"test": "hand-set rule"}, {"best.pt": rf.stage("train")["outputs"]["train/best.pt"]})
+    (run / "postprocess" / "rule.json").write_text(json.dumps({"rule": rule.to_dict(), "chosen_by": "test", "split": "val"}))
+    rf.finish("postprocess", t0, [run / "postprocess" / "rule.json"])
+    r = CliRunner().invoke(cli, ["evaluate", str(run), "--json"])
+    assert r.exit_code == 0, r.output
+    ev = json.loads(r.stdout)
+    masks = rule.apply(codes)
+    truth = arrays.masks[test_idx] > 0
+    assert ev["mask_rule"]["min_code"] == rule.min_code and "metrics_without_rule" in ev
+    assert ev["metrics"]["dice"] == pytest.approx(np.mean([dice(p, t) for p, t in zip(masks, truth)]), abs=1e-6)
+    with torch.no_grad():  # and without the rule, the network's own logit > 0
+        raw = model(torch.from_numpy(arrays.images[test_idx].astype(np.float32) / 255.0).unsqueeze(1))[:, 0] > 0
+    assert ev["metrics_without_rule"]["dice"] == pytest.approx(
+        np.mean([dice(p, t) for p, t in zip(raw.numpy(), truth)]), abs=1e-6)
+    # the bundle carries it, and the device's accelerator shows exactly those masks
+    out = build_bundle(run, "KV260", DEV_KEY_DIR / "qdev-dev.key", tmp_path / "b" / "tiny")
+    vb = verify_bundle(out, [DEV_KEY_DIR / "qdev-dev.pub"])
+    assert vb.manifest["format_version"] == 2 and vb.manifest["mask_rule"] == rule.to_dict()
+    acc = open_accelerator(out, vb.manifest, backend="software")
+    device_masks, _ = acc.masks(arrays.images[test_idx])
+    assert np.array_equal(device_masks, masks)
+    # a rule chosen for another checkpoint: refused by evaluate and by the bundle, one line each
+    doc = json.loads((run / "manifest.json").read_text())
+    doc["stages"]["postprocess"]["inputs"]["best.pt"] = "0" * 64
+    (run / "manifest.json").write_text(json.dumps(doc))
+    r = CliRunner().invoke(cli, ["evaluate", str(run)])
+    assert r.exit_code == 2 and r.output.strip() == f"qdev: {run}: the mask rule was chosen for another best.pt; rerun qdev postprocess"

@@ -21,6 +21,7 @@ from qdev.device.errors import QdevError
 from qdev.device.fsutil import FolderBuild
 from qdev.training.compile.config import VERIFY_STEPS
 from qdev.training.runs import RunFolder
+from qdev.training.mask_rule import run_mask_rule
 
 __all__ = ["build_bundle", "generate_keypair", "DEV_KEY_DIR"]
 
@@ -63,6 +64,7 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
     sk = load_private_key(key)
     export = json.loads(run.verified("export", "export/verify.json").read_text())
     train = run.stage("train")
+    rule, rule_source = run_mask_rule(run)
     files = {
         "intmodel.npz": run.verified(f"compile/{board}", f"compile/{board}/intmodel/intmodel.npz"),
         "golden_pixels.npy": cdir / "intmodel" / "golden_pixels.npy",
@@ -90,7 +92,9 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
             "bitstream": "built" if bit.get("built") else f"not built: {bit.get('reason', 'no Vivado')}",
             "io": im["io"],
             "output_scale": export["output_scale"],
-            "mask_rule": "code > 0",
+            "mask_rule": rule.to_dict(),
+            "mask_rule_source": {"describe": rule.describe(), "logit_threshold": rule.logit_threshold(
+                export["output_scale"]), **rule_source},
             "bits": export.get("bits"),
             "estimates": {k: summary.get(k) for k in ("resources", "estimated_fps", "estimated_latency_ms", "bottleneck", "folding")},
             "verification": {"export": export.get("integer_outputs_equal"),
