@@ -1,14 +1,12 @@
-"""The two failure modes of a run's masks, and post-processing rules for them, chosen on the
-validation split only, then reported on test:
+"""The two failure modes of a run's masks, and the mask rule ``qdev postprocess`` would choose for
+it, on validation, then reported on test (the same search: ``training/postprocess.py``):
 
-* false lesions on normal scans: the share of normal images with any marked pixel;
+* false lesions on normal scans: normal images with any marked pixel;
 * missed lesions: lesion images whose Dice is below 0.1.
 
-Rules tried (all of them computable on the board's CPU from the accelerator's output codes):
-``min_area A`` (a mask with fewer than A pixels is cleared: an image-level lesion-presence rule)
-and a logit threshold (mask = logit > t instead of > 0). The rule kept is the one with the best
-validation all-image Dice (the lesion Dice, normals scoring 1 when left empty). Also prints the
-EMA-versus-live validation curve statistics of the run's log when it has an EMA.
+The rule is chosen on the validation split only (by all-image Dice); the test columns are read
+after the choice, for the report. Also prints the EMA-versus-live validation curve statistics of
+the run's log when it has an EMA. Reads the run's checkpoint; writes nothing.
 
 Usage: .venv/bin/python bench/postprocess.py RUN [RUN ...]
 """
@@ -22,34 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qdev.device.masks import dice
-from qdev.device.preprocess import to_unit_float
+from qdev.device.maskrule import DEFAULT_RULE
 from qdev.training.checkpoint import load_checkpoint_model
 from qdev.training.data import load_busi, read_split, resolve_busi_root
-
-AREAS = (0, 10, 25, 50, 100, 150, 200, 300)
-THRESHOLDS = (0.0, 0.5, 1.0, 2.0)
-
-
-def _logits(model, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
-    t = torch.from_numpy(to_unit_float(x)).unsqueeze(1)
-    with torch.no_grad():
-        return torch.cat([model(t[i : i + 32]) for i in range(0, len(t), 32)])[:, 0].numpy()
-
-
-def figures(pred: np.ndarray, truth: np.ndarray, labels: np.ndarray) -> dict:
-    lesion = truth.reshape(len(truth), -1).any(1)
-    d = np.array([dice(p, t) for p, t in zip(pred, truth)])
-    normal = labels == 2
-    return {"dice_all": float(d.mean()), "dice_lesion": float(d[lesion].mean()),
-            "normal_marked": float(pred[normal].reshape(normal.sum(), -1).any(1).mean()) if normal.any() else None,
-            "n_normal": int(normal.sum()), "missed": int((d[lesion] < 0.1).sum()), "n_lesion": int(lesion.sum())}
-
-
-def apply_rule(logits: np.ndarray, t: float, area: int) -> np.ndarray:
-    pred = logits > t
-    keep = pred.reshape(len(pred), -1).sum(1) >= max(area, 1)
-    return pred & keep[:, None, None]
+from qdev.training.postprocess import RuleSearch, model_codes, rule_figures, search_rules
 
 
 def ema_curve(run: Path) -> str | None:
@@ -65,6 +39,11 @@ def ema_curve(run: Path) -> str | None:
             f"{live.mean():.4f} (std {live.std():.4f}, max {live.max():.4f}, largest jump {jumps(live):.3f})")
 
 
+def _cells(f: dict) -> str:
+    return (f"{f['dice_all']:.4f} / {f['dice_lesion']:.4f} | {f['normal_marked']} of {f['n_normal']} | "
+            f"{f['missed']} of {f['n_lesion']}")
+
+
 def main(runs: list[str]) -> None:
     torch.set_num_threads(1)
     arrays = load_busi(resolve_busi_root(None), (128, 128))
@@ -74,28 +53,26 @@ def main(runs: list[str]) -> None:
         data = {}
         for name in ("val", "test"):
             idx = split.indices(arrays, name)
-            data[name] = (_logits(model, arrays.images[idx]), arrays.masks[idx] > 0, arrays.labels[idx])
-        print(f"## {run.name} (best.pt: epoch {ckpt['epoch']}, EMA {bool(ckpt.get('ema'))})")
+            codes, scale = model_codes(model, arrays.images[idx])
+            data[name] = (codes, arrays.masks[idx] > 0, arrays.labels[idx])
+        chosen, _, grid = search_rules(*data["val"], scale, RuleSearch())
+        print(f"## {run.name} (best.pt: epoch {ckpt['epoch']}, EMA {bool(ckpt.get('ema'))}; output scale {scale:.5f})")
         curve = ema_curve(run)
         if curve:
             print(curve)
-        print("| rule | val Dice (all) | val Dice (lesion) | val normals marked | val missed | "
-              "test Dice (all) | test Dice (lesion) | test normals marked | test missed |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        results = []
-        for t in THRESHOLDS:
-            for a in AREAS:
-                f = {k: figures(apply_rule(lg, t, a), tr, lb) for k, (lg, tr, lb) in data.items()}
-                results.append(((t, a), f))
-        best = max(results, key=lambda r: r[1]["val"]["dice_all"])
-        for (t, a), f in results:
-            if (t, a) == (0.0, 0) or (t, a) == best[0] or (t == 0.0) or (a == 0):
-                v, s = f["val"], f["test"]
-                mark = " **(chosen on val)**" if (t, a) == best[0] else ""
-                print(f"| logit > {t:g}, min area {a}{mark} | {v['dice_all']:.4f} | {v['dice_lesion']:.4f} | "
-                      f"{v['normal_marked']:.0%} of {v['n_normal']} | {v['missed']} of {v['n_lesion']} | "
-                      f"{s['dice_all']:.4f} | {s['dice_lesion']:.4f} | {s['normal_marked']:.0%} of {s['n_normal']} | "
-                      f"{s['missed']} of {s['n_lesion']} |")
+        print("| rule | val Dice (all / lesion) | val normals marked | val missed | "
+              "test Dice (all / lesion) | test normals marked | test missed |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        shown = [DEFAULT_RULE, chosen] + [r for r, _ in sorted(grid, key=lambda g: -g[1]["dice_all"])[:4]]
+        seen = set()
+        for r in shown:
+            if r in seen:
+                continue
+            seen.add(r)
+            name = r.describe() + (f" (logit > {r.logit_threshold(scale):.2f})" if r.min_code else "")
+            mark = " **(chosen on val)**" if r == chosen else (" (default)" if r == DEFAULT_RULE else "")
+            v, t = (rule_figures(r.apply(c), tr, lb) for c, tr, lb in (data["val"], data["test"]))
+            print(f"| {name}{mark} | {_cells(v)} | {_cells(t)} |")
         print()
 
 

@@ -10,6 +10,7 @@ rm -rf "$DST"; mkdir -p "$DST/train" "$DST/evaluate" "$DST/export"
 cp "$RUN/manifest.json" "$DST/"
 cp "$RUN"/train/{best.pt,log.jsonl,split.json,fig1_layer_bits.png,fig2_acc_bits.png,fig3_bit_vs_seg.png} "$DST/train/"
 cp "$RUN"/evaluate/metrics.json "$DST/evaluate/"
+if [ -f "$RUN/postprocess/rule.json" ]; then mkdir -p "$DST/postprocess"; cp "$RUN/postprocess/rule.json" "$DST/postprocess/"; fi
 cp "$RUN"/export/{model.qonnx.onnx,golden_in.npy,golden_out.npy,golden_codes.npy,verify.json} "$DST/export/"
 for b in KV260 ZCU104 Ultra96-V2 Pynq-Z2; do
   if [ -f "$RUN/compile/$b/summary.json" ]; then

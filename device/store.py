@@ -46,6 +46,7 @@ from qdev.device.bundle import (
 )
 from qdev.device.errors import QdevError
 from qdev.device.fsutil import FolderBuild, atomic_write_text
+from qdev.device.maskrule import MaskRule
 
 __all__ = ["BundleStore", "StoreError", "InstallResult", "MAX_BUNDLE_BYTES", "MAX_CHUNK", "bundle_id", "dev_key_ids"]
 
@@ -219,6 +220,7 @@ class BundleStore:
                                               "estimated_fps": est.get("estimated_fps"),
                                               "estimated_latency_ms": est.get("estimated_latency_ms"),
                                               "avg_bits": bits.get("avg_bits"), "model_bits": bits.get("model_bits"),
+                                              "mask_rule": MaskRule.from_manifest(m.get("mask_rule")).describe(),
                                               "verified": _verified(m.get("verification") or {})}
                 except BundleError as exc:
                     out[f"{which}_bundle"] = {"id": st[which], "error": str(exc)}

@@ -29,7 +29,7 @@ from qdev.training.data.busi import CLASSES
 from qdev.training.mask_rule import RULE_FILE
 from qdev.training.runs import RunFolder, atomic_write_text
 
-__all__ = ["RuleSearch", "output_scale", "model_codes", "rule_figures", "choose_rule"]
+__all__ = ["RuleSearch", "output_scale", "model_codes", "rule_figures", "search_rules", "choose_rule"]
 
 NORMAL = CLASSES.index("normal")
 
@@ -80,6 +80,15 @@ def _preference(rule: MaskRule, figures: dict) -> tuple:
     return (round(figures["dice_all"], 6), rule.is_default, -rule.min_area, -abs(rule.min_code))
 
 
+def search_rules(codes: np.ndarray, truth: np.ndarray, labels: np.ndarray, scale: float,
+                 search: RuleSearch = RuleSearch()) -> tuple[MaskRule, dict, list[tuple[MaskRule, dict]]]:
+    """(the chosen rule, the default rule's figures, the grid [(rule, figures)]) on one split."""
+    default = rule_figures(DEFAULT_RULE.apply(codes), truth, labels)
+    grid = [(r, rule_figures(r.apply(codes), truth, labels)) for r in search.rules(scale)]
+    chosen, _ = max([(DEFAULT_RULE, default), *grid], key=lambda rf: _preference(*rf))
+    return chosen, default, grid
+
+
 def choose_rule(run_dir: Path, data: str | None = None, search: RuleSearch = RuleSearch()) -> dict:
     """Search ``search`` on the run's validation split; write and return ``postprocess/rule.json``."""
     run = RunFolder.existing(run_dir)
@@ -97,9 +106,8 @@ def choose_rule(run_dir: Path, data: str | None = None, search: RuleSearch = Rul
     truth, labels = arrays.masks[idx] > 0, arrays.labels[idx]
     t0 = run.begin("postprocess", {"search": asdict(search), "split": "val"},
                    {"best.pt": st["outputs"]["train/best.pt"]})
-    default = rule_figures(DEFAULT_RULE.apply(codes), truth, labels)
-    grid = [(r, rule_figures(r.apply(codes), truth, labels)) for r in search.rules(scale)]
-    chosen, figures = max([(DEFAULT_RULE, default), *grid], key=lambda rf: _preference(*rf))
+    chosen, default, grid = search_rules(codes, truth, labels, scale, search)
+    figures = rule_figures(chosen.apply(codes), truth, labels)
     doc = {
         "run": run.path.name, "split": "val", "n_images": int(len(idx)), "checkpoint_epoch": ckpt["epoch"],
         "chosen_by": "validation Dice over all images (ties: the simpler rule)",

@@ -169,15 +169,18 @@ def bundle_create(run: Path, board: str, key: Path, out: Path | None, model_name
 @click.option("--json", "as_json", is_flag=True)
 def bundle_verify(path: Path, trusted: tuple[str, ...], as_json: bool) -> None:
     """Check a bundle's signature and every file's sha256; refuses any mismatch."""
-    from qdev.device.bundle import verify_bundle
     from qdev import assets
+    from qdev.device.bundle import verify_bundle
+    from qdev.device.maskrule import MaskRule
 
     keys_ = list(trusted) or [str(k) for k in assets.dev_public_keys()]
     vb = verify_bundle(path, keys_)
     m = vb.manifest
     if as_json:
         click.echo(json.dumps({"ok": True, "signer": vb.signer, "board": m["board"], "model": m["model"],
-                               "estimate_only": m["estimate_only"], "files": sorted(m["files"])}, indent=1))
+                               "estimate_only": m["estimate_only"], "files": sorted(m["files"]),
+                               "mask_rule": MaskRule.from_manifest(m.get("mask_rule")).to_dict()}, indent=1))
         return
     click.echo(f"{path}: OK, signed by {vb.signer}; {m['board']} / {m['model']}; {len(m['files'])} files verified"
-               + ("; estimate-only (no bitstream)" if m["estimate_only"] else ""))
+               + ("; estimate-only (no bitstream)" if m["estimate_only"] else "")
+               + f"; masks: {MaskRule.from_manifest(m.get('mask_rule')).describe()}")

@@ -95,6 +95,8 @@ def info_cmd(ctx: click.Context, as_json: bool) -> None:
     for which in ("active", "previous"):
         b = st.get(f"{which}_bundle")
         click.echo(f"{which:<8} " + (f"{b['id']} {b.get('model')} for {b.get('board')}" + (" (estimate-only)" if b.get("estimate_only") else "") if b else "-"))
+        if b and which == "active" and b.get("mask_rule"):
+            click.echo(f"masks    {b['mask_rule']}")
         if b and which == "active" and b.get("verified"):
             v = b["verified"]
             extra = "; ".join(f"{k}: {r}" for k, r in (v.get("not_run") or {}).items())

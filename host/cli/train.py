@@ -100,6 +100,13 @@ def evaluate_cmd(run: Path, data: str | None, split_name: str, checkpoint: str, 
     for c, v in m["per_class"].items():
         t.add_row(c, str(v["n"]), f"{v['dice']:.4f}", f"{v['iou']:.4f}", f"{v['pixel_acc']:.4f}")
     Console().print(t)
+    rule = out.get("mask_rule") or {}
+    if rule:
+        line = f"masks: {rule['describe']} ({rule['source']})"
+        w = out.get("metrics_without_rule")
+        if w:
+            line += f"; without the rule (logit > 0): Dice {w['dice']:.4f}, lesion images {w['dice_lesion']:.4f}"
+        click.echo(line)
     if out.get("bits"):
         b = out["bits"]
         click.echo(f"bits: mean {b['avg_bits']:.2f}, weights {b['avg_weight_bits']:.2f}, acts {b['avg_act_bits']:.2f}, "
