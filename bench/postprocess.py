@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qdev.device.masks import dice
 from qdev.device.maskrule import DEFAULT_RULE
 from qdev.training.checkpoint import load_checkpoint_model
 from qdev.training.data import load_busi, read_split, resolve_busi_root
@@ -37,6 +38,25 @@ def ema_curve(run: Path) -> str | None:
     return (f"frozen epochs {rows[0]['epoch']}-{rows[-1]['epoch']}: validation lesion Dice EMA mean {e.mean():.4f} "
             f"(std {e.std():.4f}, max {e.max():.4f}, largest epoch-to-epoch jump {jumps(e):.3f}); live mean "
             f"{live.mean():.4f} (std {live.std():.4f}, max {live.max():.4f}, largest jump {jumps(live):.3f})")
+
+
+def missed_kinds(codes: np.ndarray, truth: np.ndarray) -> str:
+    """What the default rule's missed lesions (Dice < 0.1) look like: an empty mask, and whether
+    every lesion pixel sits at the lowest output code (no threshold can bring those back)."""
+    lesion = truth.reshape(len(truth), -1).any(1)
+    empty = floor = elsewhere = 0
+    lowest = int(codes.min())
+    for c, t in zip(codes[lesion], truth[lesion]):
+        p = c > 0
+        if dice(p, t) >= 0.1:
+            continue
+        if not p.any():
+            empty += 1
+            floor += int(c[t].max() == lowest)
+        else:
+            elsewhere += 1
+    return (f"{empty} empty masks ({floor} of them with every lesion pixel at the lowest code, {lowest}), "
+            f"{elsewhere} marked mostly elsewhere")
 
 
 def _cells(f: dict) -> str:
@@ -73,6 +93,8 @@ def main(runs: list[str]) -> None:
             mark = " **(chosen on val)**" if r == chosen else (" (default)" if r == DEFAULT_RULE else "")
             v, t = (rule_figures(r.apply(c), tr, lb) for c, tr, lb in (data["val"], data["test"]))
             print(f"| {name}{mark} | {_cells(v)} | {_cells(t)} |")
+        for name, (c, tr, _) in data.items():
+            print(f"* {name} missed lesions under the default rule: {missed_kinds(c, tr)}")
         print()
 
 

@@ -293,7 +293,8 @@ def test_report_compare_two_sessions(device, tmp_path):
 def test_demo_on_busi_reproduces_the_evaluated_dice(busi_path, tmp_path, monkeypatch):
     """Through the whole deployment path (bundle, flash, link, device runtime, software backend),
     the shipped model's masks on the BUSI test split score exactly the Dice `qdev evaluate`
-    measured in PyTorch: the accelerator is bit-exact and the preprocessing is training's."""
+    measured in PyTorch: the accelerator is bit-exact, the preprocessing is training's, and the
+    mask rule the bundle carries is the one evaluate applied (chosen on validation)."""
     from qdev.host.report import summarise
 
     monkeypatch.setenv("QDEV_BUSI", str(busi_path))
@@ -302,6 +303,10 @@ def test_demo_on_busi_reproduces_the_evaluated_dice(busi_path, tmp_path, monkeyp
     assert r.exit_code == 0, r.output
     s = summarise(out)
     evaluated = json.loads((BUNDLE.parents[2] / "models" / "quantunet-w8" / "evaluate" / "metrics.json").read_text())
+    rule = {k: evaluated["mask_rule"][k] for k in ("min_code", "min_area")}
+    from qdev.device.maskrule import MaskRule
+
+    assert MaskRule.from_manifest(json.loads((BUNDLE / "manifest.json").read_text()).get("mask_rule")).to_dict() == rule
     assert s["frames"]["ok"] == evaluated["metrics"]["n_images"] == s["dice_vs_truth"]["n"]
     assert abs(s["dice_vs_truth"]["mean"] - evaluated["metrics"]["dice"]) < 1e-4
 
