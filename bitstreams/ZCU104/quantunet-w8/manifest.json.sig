@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "6DF/qZTFD21hRs68UIGJNWYfr2OZBU6VN+r/udmMQgsDIsO7BLuIoVij8E/N7WSoaLbOXRlWZ1LJTctf4MvfAQ=="
+ "signature": "129I13b3C6rcG5dyV43X9dcDVaArf0FUz+xB6m9+0kdKGRiK5zA5tIcIjnzA1GMEQ6ITgZUSi5rkCPczC05IBw=="
 }
