@@ -20,8 +20,8 @@ from qdev.device.bundle import (
 from qdev.device.errors import QdevError
 from qdev.device.fsutil import FolderBuild
 from qdev.training.compile.config import VERIFY_STEPS
-from qdev.training.runs import RunFolder
 from qdev.training.mask_rule import run_mask_rule
+from qdev.training.runs import RunFolder
 
 __all__ = ["build_bundle", "generate_keypair", "DEV_KEY_DIR"]
 
