@@ -83,3 +83,16 @@ def test_truncated_and_garbled_session_log_reports_the_good_rows(tmp_path):
     bad = [x for x in s["warnings"] if x.startswith("frames.csv line")]
     assert [b.split(":")[0] for b in bad] == ["frames.csv line 5", "frames.csv line 7", "frames.csv line 11"]
     assert (folder / "report" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("train", "--normal-weight", "0"), "--normal-weight 0.0: must be in (0, 100] (1: the paper's loss)"),
+    (("train", "--normal-weight", "-3"), "--normal-weight -3.0: must be in (0, 100] (1: the paper's loss)"),
+    (("postprocess", "/no/such/run"), "/no/such/run: no such run folder"),
+])
+def test_training_options_and_runs_are_checked_first(args, needle, tmp_path):
+    out = tmp_path / "run"
+    extra = ("--out", str(out)) if args[0] == "train" else ()
+    r = _run(*args, *extra)
+    assert r.exit_code == 2 and r.output.strip() == f"qdev: {needle}"
+    assert not out.exists()
