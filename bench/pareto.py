@@ -46,7 +46,9 @@ def collect(roots: list[Path]) -> dict[str, list[dict]]:
         uniform = doc["model"]["min_bits"] == doc["model"]["max_bits"]
         out.setdefault(re.sub(r"-s\d+$", "", name), []).append({
             "run": name, "kind": f"uniform W{doc['model']['min_bits']}A{doc['model']['min_bits']}" if uniform
-            else "learned", "val": _best_val(run), "test": doc["metrics"]["dice_lesion"],
+            else "learned", "val": _best_val(run),
+            # the network's own masks (logit > 0): a run's mask rule is not part of the width recipe
+            "test": (doc.get("metrics_without_rule") or doc["metrics"])["dice_lesion"],
             "avg_bits": b["avg_bits"], "model_bits": b["model_bits"],
             "compression": doc.get("compression_vs_float")})
     return out
@@ -73,6 +75,12 @@ def main() -> None:
     recorded = json.loads(a.recorded.read_text())["points"] if a.recorded.is_file() else []
     have = {r["run"] for rs in groups.values() for r in rs}  # a recorded run whose folder is here: read it
     recorded = [p for p in recorded if p["recipe"].split(" ")[0] not in have]
+    for p in [p for p in recorded if p["seeds"] == 1 and re.search(r"-s\d+$", p["recipe"].split(" ")[0])]:
+        run = p["recipe"].split(" ")[0]  # one recorded seed of a recipe: counted with its other seeds
+        groups.setdefault(re.sub(r"-s\d+$", "", run), []).append({
+            "run": run + " *", "kind": p["kind"], "val": p["val_mean"], "test": p["test_mean"],
+            "avg_bits": p["avg_bits"], "model_bits": p["model_bits"], "compression": None})
+        recorded.remove(p)
     if not groups and not recorded:
         raise SystemExit(f"no evaluated QuantU-Net runs under {', '.join(map(str, a.runs))}")
     print("| recipe | widths | seeds | avg bits | model bits | val Dice (lesion) | test Dice (lesion) |")
@@ -83,7 +91,10 @@ def main() -> None:
              for p in recorded]
     for name, kind, n, ab, mb, v, t in sorted(rows, key=lambda r: r[4]):
         print(f"| {name} | {kind} | {n} | {ab:.2f} | {mb:,.0f} | {v} | {t} |")
-    if recorded:
+    for name, rs in groups.items():
+        if len(rs) > 1:
+            print(f"\n{name}: " + ", ".join(f"{r['run']} val {r['val']:.4f} test {r['test']:.4f}" for r in rs))
+    if recorded or any(r["run"].endswith(" *") for rs in groups.values() for r in rs):
         print("\n\\* recorded by an earlier session (bench/pareto_recorded.json says how)")
     import matplotlib
 
