@@ -37,6 +37,17 @@ def resign(bundle: Path, key, **manifest_updates) -> Path:  # noqa: ANN001
     return bundle
 
 
+def golden_masks(bundle: Path) -> np.ndarray:
+    """The masks [N, H, W] a device must show for a bundle's golden frames: its golden codes
+    through the bundle's own mask rule (device/maskrule.py)."""
+    from qdev.device.maskrule import MaskRule
+
+    m = json.loads((bundle / "manifest.json").read_text())
+    _, h, w, _ = m["io"]["ishape_normal"]
+    codes = np.load(bundle / "golden_codes.npy").reshape(-1, h, w)
+    return MaskRule.from_manifest(m.get("mask_rule")).apply(codes)
+
+
 def copy_bundle(dst: Path, board: str = "KV260") -> Path:
     shutil.copytree(SHIPPED[board], dst)
     return dst

@@ -101,7 +101,7 @@ def test_a_live_device_refuses_frames_that_do_not_decode_as_declared(tmp_path):
     from qdev.device.protocol import MsgType
     from qdev.host.client import connect
     from qdev.host.local import LocalDevice
-    from tests.device.helpers import DEV_PUB, SHIPPED
+    from tests.device.helpers import DEV_PUB, SHIPPED, golden_masks
 
     with LocalDevice(tmp_path / "store", trusted=[DEV_PUB]) as dev:
         c = connect(dev.port)
@@ -109,7 +109,7 @@ def test_a_live_device_refuses_frames_that_do_not_decode_as_declared(tmp_path):
         px = np.load(SHIPPED["KV260"] / "golden_pixels.npy").reshape(-1, 128, 128)[0]
         rep = c.infer(0, px)  # coded: zlib frame if smaller, RLE mask back
         assert rep.meta["mask_enc"] == "rle" and c.codecs["mask"] == "rle"
-        want = np.load(SHIPPED["KV260"] / "golden_codes.npy").reshape(-1, 128, 128)[0] > 0
+        want = golden_masks(SHIPPED["KV260"])[0].astype(bool)
         assert np.array_equal(rep.mask.astype(bool), want)
         c.close()
         ch = Channel(open_link(dev.port))

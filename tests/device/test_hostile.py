@@ -18,13 +18,12 @@ from qdev.device.link import pack_payload
 from qdev.device.protocol import MsgType, encode
 from qdev.host.client import connect
 from qdev.host.local import LocalDevice
-from tests.device.helpers import DEV_PUB, SHIPPED
+from tests.device.helpers import DEV_PUB, SHIPPED, golden_masks
 from tests.device.test_flash_kill import _raw, _read_frames
 
 pytestmark = pytest.mark.device_env
 
 GOLD_PX = np.load(SHIPPED["KV260"] / "golden_pixels.npy")
-GOLD_CODES = np.load(SHIPPED["KV260"] / "golden_codes.npy")
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +108,7 @@ def test_fifty_silent_connections_do_not_lock_out_a_healthy_client(device):
         finally:
             c.close()
         assert len(reps) == 20 and all(r.error is None for r in reps)
-        want = GOLD_CODES.reshape(len(GOLD_PX), -1) > 0
+        want = golden_masks(SHIPPED["KV260"]).reshape(len(GOLD_PX), -1).astype(bool)
         assert all(np.array_equal(r.mask.reshape(-1), want[r.frame_id % 4]) for r in reps)  # bit-exact
     finally:
         for s in silent:
@@ -208,7 +207,7 @@ def test_bursts_of_noise_on_a_serial_link_lose_frames_but_never_corrupt_one(tmp_
     from tests.linkfaults import PtyPair
 
     pty = PtyPair(seed=3)
-    want = GOLD_CODES.reshape(len(GOLD_PX), -1) > 0
+    want = golden_masks(SHIPPED["KV260"]).reshape(len(GOLD_PX), -1).astype(bool)
     try:
         with LocalDevice(tmp_path / "store", trusted=[DEV_PUB], serial=pty.dev_path, tcp=False):
             c = connect(pty.host_path, timeout=20.0)

@@ -14,11 +14,12 @@ from qdev.device.link import LinkError
 from qdev.host.cli import cli
 from qdev.host.client import DeviceClient, connect
 from qdev.host.local import LocalDevice, default_bundle, default_trusted
+from tests.device.helpers import golden_masks
 from tests.linkfaults import FaultProxy, PtyPair
 
 BUNDLE = default_bundle("KV260")
 GOLD_PX = np.load(BUNDLE / "golden_pixels.npy").reshape(-1, 128, 128)
-GOLD_MASK = (np.load(BUNDLE / "golden_codes.npy").reshape(-1, 128, 128) > 0).astype(np.uint8)
+GOLD_MASK = golden_masks(BUNDLE)  # the golden codes through the bundle's mask rule
 
 
 @pytest.fixture(scope="module")
