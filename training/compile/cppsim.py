@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from qdev.device.errors import ConfigError
+from qdev.training.compile.simtally import tally_by_type
 
 __all__ = ["HlsDeps", "find_hls_deps", "CppSimConfig", "verify_cppsim", "compile_nodes", "python_reference", "SHIM"]
 
@@ -387,18 +388,4 @@ def _chain(model, frame: np.ndarray) -> dict:  # noqa: ANN001
 
 
 def _by_type(nodes: dict[str, dict]) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for rec in nodes.values():
-        t = out.setdefault(rec["op_type"], {"nodes": 0, "simulated": 0, "bit_exact": 0, "compile_s": 0.0,
-                                            "run_s": 0.0, "elements_differing": 0, "reason": None})
-        t["nodes"] += 1
-        if rec.get("simulated"):
-            t["simulated"] += 1
-            t["bit_exact"] += int(rec["bit_exact"])
-            t["elements_differing"] += rec["elements_differing"]
-            t["run_s"] = round(t["run_s"] + rec["run_s"], 3)
-        if "compile_s" in rec:
-            t["compile_s"] = round(t["compile_s"] + rec["compile_s"], 3)
-        if rec.get("reason"):
-            t["reason"] = rec["reason"]
-    return out
+    return tally_by_type(nodes, ("compile_s", "run_s"), ("reason",))

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from qdev.device.errors import ConfigError
+from qdev.training.compile.simtally import tally_by_type
 
 __all__ = ["Verilator", "find_verilator", "VerilatorConfig", "generate_rtl", "build_nodes", "verify_verilator",
            "pack_words", "unpack_words", "HARNESS"]
@@ -483,20 +484,9 @@ def verify_verilator(model, ref: list[dict], vl: Verilator, cfg: VerilatorConfig
 
 
 def _by_type(nodes: dict[str, dict]) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for rec in nodes.values():
-        t = out.setdefault(rec["op_type"], {"nodes": 0, "simulated": 0, "bit_exact": 0, "build_s": 0.0,
-                                            "run_s": 0.0, "elements_differing": 0, "reason": None, "note": None})
-        t["nodes"] += 1
-        if rec.get("simulated"):
-            t["simulated"] += 1
-            t["bit_exact"] += int(rec["bit_exact"])
-            t["elements_differing"] += rec["elements_differing"]
-        t["run_s"] = round(t["run_s"] + rec.get("run_s", 0.0), 3)
-        t["build_s"] = round(t["build_s"] + rec.get("build_s", 0.0), 3)
-        for k in ("reason", "note"):
-            if rec.get(k):
-                t[k] = rec[k]
+    out = tally_by_type(nodes, ("build_s", "run_s"), ("reason", "note"))
+    for rec in nodes.values():  # a node that failed to build or run: its error is its type's reason
+        t = out[rec["op_type"]]
         if rec.get("error") and not t["reason"]:
             t["reason"] = rec["error"] if isinstance(rec["error"], str) else "; ".join(rec["error"][-3:])
     return out
