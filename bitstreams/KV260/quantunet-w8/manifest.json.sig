@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "MZeDLWCVs6CocTollv+3/zQBzZhNJn4iQQ8UwM2ScJxqDWwJT/LbtSkKAxYOPvYRhjymtH6fNSYJZJllrWydAQ=="
+ "signature": "ISMTr9TLYGQStLJwvc6397JXasFvYhtK4/OqYbwrflPpmsJbJvMhQNoYhPkKeU6UXyoBR2xvQ4ENbmW8VebjAQ=="
 }

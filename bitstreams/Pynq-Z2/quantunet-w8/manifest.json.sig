@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "wAgS55g9XR7YhMR6+UQz9wplAtvPESuyFHuxpEkU3aZiVNwewp2wKOprimN4axaVrB3qURdxwluep4DK6z9NCw=="
+ "signature": "a+FV5MJySbdeCvhdR2qBId1c4b+czv8oTln95XjgOxiwp7JoPGRZWAx7sDWFw01qvEy11OkA67YQaj9vfxK8DQ=="
 }

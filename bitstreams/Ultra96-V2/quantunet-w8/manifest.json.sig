@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "33RMozlWzjm5jYrbwrt8saMDDcjm81I7JCo4HedS2RDsow93xVYghGnnsJVJRIcMMxlok8hRfw7oAUmUIoabBg=="
+ "signature": "h9Piq7y9uD+z96mSJ4sHHqfDHF0vxvRwiBslxNbg67miNBW06PeeeTW5qe7Ml0od8obN/F7HvqVnVv1XMY2KCA=="
 }

@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "129I13b3C6rcG5dyV43X9dcDVaArf0FUz+xB6m9+0kdKGRiK5zA5tIcIjnzA1GMEQ6ITgZUSi5rkCPczC05IBw=="
+ "signature": "ly/qR+F+stWe/1kiEFnsOvkLHwiBFGXi2GKZAuyCvrgVRnLV6XmXj3WNeJfT8BK/hf5Od1bcENDlelBwXquUBA=="
 }
