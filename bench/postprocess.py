@@ -75,7 +75,7 @@ def main(runs: list[str]) -> None:
             idx = split.indices(arrays, name)
             codes, scale = model_codes(model, arrays.images[idx])
             data[name] = (codes, arrays.masks[idx] > 0, arrays.labels[idx])
-        chosen, _, grid = search_rules(*data["val"], scale, RuleSearch())
+        chosen, _, _, grid = search_rules(*data["val"], scale, RuleSearch())
         print(f"## {run.name} (best.pt: epoch {ckpt['epoch']}, EMA {bool(ckpt.get('ema'))}; output scale {scale:.5f})")
         curve = ema_curve(run)
         if curve:

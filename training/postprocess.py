@@ -42,7 +42,7 @@ class RuleSearch:
     min_areas: tuple[int, ...] = (0, 10, 25, 50, 100, 150, 200, 300)
 
     def rules(self, scale: float) -> list[MaskRule]:
-        lim = int(np.floor(2.0**15 - 1))
+        lim = 2**15 - 1  # within MaskRule's code bound
         codes = sorted({int(np.clip(np.floor(t / scale), -lim, lim)) for t in self.logit_thresholds})
         return [MaskRule(c, a) for c in codes for a in sorted(set(self.min_areas))]
 
@@ -81,12 +81,13 @@ def _preference(rule: MaskRule, figures: dict) -> tuple:
 
 
 def search_rules(codes: np.ndarray, truth: np.ndarray, labels: np.ndarray, scale: float,
-                 search: RuleSearch = RuleSearch()) -> tuple[MaskRule, dict, list[tuple[MaskRule, dict]]]:
-    """(the chosen rule, the default rule's figures, the grid [(rule, figures)]) on one split."""
+                 search: RuleSearch = RuleSearch()) -> tuple[MaskRule, dict, dict, list[tuple[MaskRule, dict]]]:
+    """(the chosen rule, its figures, the default rule's figures, the grid [(rule, figures)]) on
+    one split."""
     default = rule_figures(DEFAULT_RULE.apply(codes), truth, labels)
     grid = [(r, rule_figures(r.apply(codes), truth, labels)) for r in search.rules(scale)]
-    chosen, _ = max([(DEFAULT_RULE, default), *grid], key=lambda rf: _preference(*rf))
-    return chosen, default, grid
+    chosen, figures = max([(DEFAULT_RULE, default), *grid], key=lambda rf: _preference(*rf))
+    return chosen, figures, default, grid
 
 
 def choose_rule(run_dir: Path, data: str | None = None, search: RuleSearch = RuleSearch()) -> dict:
@@ -106,8 +107,7 @@ def choose_rule(run_dir: Path, data: str | None = None, search: RuleSearch = Rul
     truth, labels = arrays.masks[idx] > 0, arrays.labels[idx]
     t0 = run.begin("postprocess", {"search": asdict(search), "split": "val"},
                    {"best.pt": st["outputs"]["train/best.pt"]})
-    chosen, default, grid = search_rules(codes, truth, labels, scale, search)
-    figures = rule_figures(chosen.apply(codes), truth, labels)
+    chosen, figures, default, grid = search_rules(codes, truth, labels, scale, search)
     doc = {
         "run": run.path.name, "split": "val", "n_images": int(len(idx)), "checkpoint_epoch": ckpt["epoch"],
         "chosen_by": "validation Dice over all images (ties: the simpler rule)",
