@@ -12,6 +12,8 @@
 #   bench/train_busi.sh long 0 1 2      # the from-scratch recipe for $LONG_EPOCHS (150) epochs with
 #                                       # a weight EMA (decay $EMA, 0.995) used for selection
 #   bench/train_busi.sh normals 4 0     # the long recipe, normal scans' BCE weighted 4x (seed 0)
+#   bench/train_busi.sh dice 8 0 1      # the long recipe, per-image Dice, output scale from logits +-8
+#   bench/train_busi.sh range 8 0       # the long recipe, only the output scale from logits +-8
 #   bench/train_busi.sh uniform 3 0 1 2  # fixed WbAb (here W3A3) from scratch, the from-scratch
 #                                       # recipe's schedule and augmentation: the Pareto baselines
 set -euo pipefail
@@ -43,6 +45,11 @@ exp_run() {  # name, then qdev train options (the grouped split)
   local n=$1; shift
   run "$n" "$@" --split grouped
 }
+long_run() {  # name suffix, seed, then extra options: the from-scratch recipe, $LONG_EPOCHS epochs, EMA
+  local sfx=$1 s=$2; shift 2
+  exp_run "exp-quant-w8-lam005-scratch-e${LONG_EPOCHS:-150}-ema$sfx-s$s" --model quant --width 8 \
+    --epochs "${LONG_EPOCHS:-150}" --seed "$s" --lambda 0.05 --bits 2..8 --freeze-bits 0.75 --ema "${EMA:-0.995}" "$@"
+}
 case "${1:-seeds}" in
   seeds)
     shift || true
@@ -68,18 +75,19 @@ case "${1:-seeds}" in
     done ;;
   long)
     shift || true
-    for s in ${*:-0 1 2}; do
-      exp_run "exp-quant-w8-lam005-scratch-e${LONG_EPOCHS:-150}-ema-s$s" --model quant --width 8 \
-        --epochs "${LONG_EPOCHS:-150}" --seed "$s" --lambda 0.05 --bits 2..8 --freeze-bits 0.75 --ema "${EMA:-0.995}"
-    done ;;
+    for s in ${*:-0 1 2}; do long_run "" "$s"; done ;;
   normals)  # the long recipe with normal scans' BCE weighted $2 times (training/losses.py)
     shift || true
     nw=${1:?weight}; shift || true
-    for s in ${*:-0 1 2}; do
-      exp_run "exp-quant-w8-lam005-scratch-e${LONG_EPOCHS:-150}-ema-nw$nw-s$s" --model quant --width 8 \
-        --epochs "${LONG_EPOCHS:-150}" --seed "$s" --lambda 0.05 --bits 2..8 --freeze-bits 0.75 --ema "${EMA:-0.995}" \
-        --normal-weight "$nw"
-    done ;;
+    for s in ${*:-0 1 2}; do long_run "-nw$nw" "$s" --normal-weight "$nw"; done ;;
+  dice)  # the long recipe with the per-image Dice and the output's scale started at logits +-$2
+    shift || true
+    r=${1:?range}; shift || true
+    for s in ${*:-0 1 2}; do long_run "-idice-or$r" "$s" --dice image --out-range "$r"; done ;;
+  range)  # the long recipe with only the output's scale started at logits +-$2
+    shift || true
+    r=${1:?range}; shift || true
+    for s in ${*:-0 1 2}; do long_run "-or$r" "$s" --out-range "$r"; done ;;
   uniform)
     shift || true
     b=${1:?bits}; shift || true
@@ -89,5 +97,5 @@ case "${1:-seeds}" in
     done ;;
   paper)
     float_run "$FP-paper-s0" 0 paper ;;
-  *) echo "usage: $0 seeds [SEED...] | quant [SEED...] | recipes | long [SEED...] | uniform BITS [SEED...] | paper" >&2; exit 2 ;;
+  *) echo "usage: $0 seeds [SEED...] | quant [SEED...] | recipes | long|normals|dice|range ... | uniform BITS [SEED...] | paper" >&2; exit 2 ;;
 esac

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LossParts", "dice_loss", "segmentation_loss", "total_loss", "weighted_bce"]
+__all__ = ["DICE_MODES", "LossParts", "dice_loss", "image_dice_loss", "segmentation_loss", "total_loss",
+           "weighted_bce"]
 
 SMOOTH = 1e-5
+IMAGE_SMOOTH = 1.0  # per image, so a lesion of a few pixels still has a finite, useful gradient
 
 
 @dataclass
@@ -30,6 +32,27 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = SMOOTH
     return 1.0 - (2.0 * inter + smooth) / (p.sum() + target.sum() + smooth)
 
 
+def image_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = IMAGE_SMOOTH) -> torch.Tensor:
+    """1 - mean soft Dice of the batch's lesion images, each image on its own.
+
+    The batch Dice is dominated by large lesions: missing a small one changes it a little. The
+    metric, lesion Dice, is a mean over images, where a missed lesion costs a whole image; this
+    loss matches it. Normal scans (empty truth) are left to the BCE: their Dice is 0 or 1 and its
+    gradient is useless. A batch with no lesion image gives 0.
+    """
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    lesion = t.amax(1) > 0
+    if not bool(lesion.any()):
+        return logits.sum() * 0.0
+    p, t = p[lesion], t[lesion]
+    dice = (2.0 * (p * t).sum(1) + smooth) / (p.sum(1) + t.sum(1) + smooth)
+    return 1.0 - dice.mean()
+
+
+DICE_MODES = {"batch": dice_loss, "image": image_dice_loss}
+
+
 def weighted_bce(logits: torch.Tensor, target: torch.Tensor, normal_weight: float = 1.0) -> torch.Tensor:
     """BCE on logits, each image's mean weighted by ``normal_weight`` where its truth is empty.
 
@@ -46,17 +69,20 @@ def weighted_bce(logits: torch.Tensor, target: torch.Tensor, normal_weight: floa
     return (w * per_image).sum() / w.sum()
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor,
-                      normal_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(BCE, Dice loss). BCE on logits is the paper's BCE on sigmoid outputs, computed stably."""
-    return weighted_bce(logits, target, normal_weight), dice_loss(logits, target)
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, normal_weight: float = 1.0,
+                      dice: str = "batch") -> tuple[torch.Tensor, torch.Tensor]:
+    """(BCE, Dice loss). BCE on logits is the paper's BCE on sigmoid outputs, computed stably.
+
+    ``dice``: ``batch`` (the paper's) or ``image`` (:func:`image_dice_loss`).
+    """
+    return weighted_bce(logits, target, normal_weight), DICE_MODES[dice](logits, target)
 
 
 def total_loss(
     logits: torch.Tensor, target: torch.Tensor, bits: torch.Tensor | None, lam: float,
-    normal_weight: float = 1.0,
+    normal_weight: float = 1.0, dice_mode: str = "batch",
 ) -> LossParts:
-    """BCE + Dice + lam * bits (``bits`` None for the float baseline); see :func:`weighted_bce`."""
-    bce, dice = segmentation_loss(logits, target, normal_weight)
+    """BCE + Dice + lam * bits (``bits`` None for the float baseline); see :func:`segmentation_loss`."""
+    bce, dice = segmentation_loss(logits, target, normal_weight, dice_mode)
     b = bits if bits is not None else torch.zeros((), device=logits.device)
     return LossParts(bce + dice + lam * b, bce, dice, b)

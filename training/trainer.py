@@ -43,7 +43,7 @@ from qdev.training.data import (
     resolve_busi_root,
     write_split,
 )
-from qdev.training.losses import total_loss
+from qdev.training.losses import DICE_MODES, total_loss
 from qdev.training.metrics import SegMetrics
 from qdev.training.models import ModelConfig, build_model
 from qdev.training.models.bitwidth import BIT_LOSS_MODES, BitWidthTracker
@@ -87,6 +87,8 @@ class TrainConfig:
             widths freeze); the live model's validation Dice is logged beside it.
         normal_weight: weight of a normal scan's (empty truth's) BCE against a lesion image's
             (:func:`training.losses.weighted_bce`; 1: the paper's loss).
+        dice: the Dice term, ``batch`` (the paper's) or ``image`` (mean over the batch's lesion
+            images, :func:`training.losses.image_dice_loss`).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -110,6 +112,7 @@ class TrainConfig:
     freeze_bits: float = 0.75
     ema: float = 0.0
     normal_weight: float = 1.0
+    dice: str = "batch"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,6 +124,7 @@ class TrainConfig:
         d.setdefault("freeze_bits", 1.0)  # runs made before freezing existed never froze
         d.setdefault("ema", 0.0)  # runs made before the EMA existed had none
         d.setdefault("normal_weight", 1.0)  # runs made before the weighting: the paper's loss
+        d.setdefault("dice", "batch")  # runs made before the per-image Dice: the paper's
         if isinstance(d.get("augment"), bool):  # runs made before the presets: on/off
             d["augment"] = "full" if d["augment"] else "none"
         return TrainConfig(**d)
@@ -155,6 +159,10 @@ class TrainConfig:
             raise ConfigError(f"--ema {self.ema}: must be a decay in [0, 1) (0: no EMA)")
         if not 0.0 < self.normal_weight <= 100.0:
             raise ConfigError(f"--normal-weight {self.normal_weight}: must be in (0, 100] (1: the paper's loss)")
+        if self.dice not in DICE_MODES:
+            raise ConfigError(f"--dice must be one of {', '.join(DICE_MODES)}, not {self.dice!r}")
+        if not 0.0 <= self.model.out_range <= 64.0:
+            raise ConfigError(f"--out-range {self.model.out_range}: must be in [0, 64] (0: from statistics)")
 
 
 @dataclass
@@ -383,7 +391,7 @@ def _train_epoch(cfg: TrainConfig, st: _State, data: DataTensors, dist: _Dist, e
         bits = st.tracker.average(cfg.bit_loss) if st.tracker else None
         if bits is not None and frozen:
             bits = bits.detach()  # a constant now: logged, but it pulls no width
-        parts = total_loss(logits, yb, bits, cfg.lam, cfg.normal_weight)
+        parts = total_loss(logits, yb, bits, cfg.lam, cfg.normal_weight, cfg.dice)
         st.opt.zero_grad(set_to_none=True)
         if st.bopt is not None:
             st.bopt.zero_grad(set_to_none=True)

@@ -36,6 +36,10 @@ def _bits(value: str) -> tuple[int, int]:
               help="Weight EMA decay used for validation and best.pt (0: none; e.g. 0.995).")
 @click.option("--normal-weight", default=1.0, show_default=True,
               help="Weight of a normal scan's BCE against a lesion image's (1: the paper's loss).")
+@click.option("--dice", "dice", type=click.Choice(["batch", "image"]), default="batch", show_default=True,
+              help="Dice term over the whole batch (the paper's) or per lesion image, averaged.")
+@click.option("--out-range", default=0.0, show_default=True,
+              help="Initial logit range of the 8-bit output's learned scale (0: from the first steps' statistics).")
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--size", default=128, show_default=True, help="Input side in pixels.")
@@ -51,7 +55,7 @@ def _bits(value: str) -> tuple[int, int]:
 @click.option("--threads", type=int, default=None)
 @click.option("--out", required=True, help="Run folder, e.g. runs/quant-w8.")
 @click.option("--resume", is_flag=True, help="Continue a killed or finished run (may raise --epochs).")
-def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, bits_optimizer, freeze_bits, ema, normal_weight, lr, batch_size, size, no_bn,
+def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, bits_optimizer, freeze_bits, ema, normal_weight, dice, out_range, lr, batch_size, size, no_bn,
               augment, no_augment, init_from, data, split, seed, device, threads, out, resume) -> None:  # noqa: ANN001
     """Train the float U-Net or QuantU-Net (trainable per-layer bit widths)."""
     from rich.console import Console
@@ -61,10 +65,11 @@ def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, bits
 
     lo, hi = _bits(bits)
     cfg = TrainConfig(
-        model=ModelConfig(kind=kind, width=width, batchnorm=not no_bn, init_bits=init_bits, min_bits=lo, max_bits=hi),
+        model=ModelConfig(kind=kind, width=width, batchnorm=not no_bn, init_bits=init_bits, min_bits=lo, max_bits=hi,
+                          out_range=out_range),
         out=out, data=data, split=split, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
         bits_lr=bits_lr, bits_optimizer=bits_optimizer, freeze_bits=freeze_bits, lam=lam, bit_loss=bit_loss, augment="none" if no_augment else augment, init_from=init_from,
-        seed=seed, device=device, threads=threads, ema=ema, normal_weight=normal_weight,
+        seed=seed, device=device, threads=threads, ema=ema, normal_weight=normal_weight, dice=dice,
     )
     from qdev.host.cli.progress import training_progress
 

@@ -88,6 +88,7 @@ def test_truncated_and_garbled_session_log_reports_the_good_rows(tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (("train", "--normal-weight", "0"), "--normal-weight 0.0: must be in (0, 100] (1: the paper's loss)"),
     (("train", "--normal-weight", "-3"), "--normal-weight -3.0: must be in (0, 100] (1: the paper's loss)"),
+    (("train", "--out-range", "-1"), "--out-range -1.0: must be in [0, 64] (0: from statistics)"),
     (("postprocess", "/no/such/run"), "/no/such/run: no such run folder"),
 ])
 def test_training_options_and_runs_are_checked_first(args, needle, tmp_path):

@@ -173,3 +173,46 @@ def test_normal_weight_makes_a_false_lesion_on_a_normal_scan_cost_more():
     assert d_paper > 0 and d_weighted / d_paper == pytest.approx((3 / 8) / (1 / 4), rel=1e-4)  # its share: 3 of 8, not 1 of 4
     # and total_loss passes it on
     assert torch.allclose(total_loss(logits, target, None, 0.0, 3.0).bce, weighted_bce(logits, target, 3.0))
+
+
+def test_image_dice_counts_a_missed_small_lesion_as_a_whole_image():
+    import torch
+
+    from qdev.training.losses import dice_loss, image_dice_loss, total_loss
+
+    target = torch.zeros(3, 1, 32, 32)
+    target[0, :, 4:28, 4:28] = 1.0  # a large lesion (576 px), found
+    target[1, :, 2:5, 2:5] = 1.0  # a small one (9 px), missed; image 2 is a normal scan
+    logits = torch.full((3, 1, 32, 32), -30.0)
+    logits[0, :, 4:28, 4:28] = 30.0
+    # by hand: image 0's Dice is (2*576+1)/(576+576+1) = 1, image 1's is 1/(0+9+1) = 0.1
+    assert float(image_dice_loss(logits, target)) == pytest.approx(1.0 - (1.0 + 0.1) / 2, abs=1e-6)
+    # the batch Dice barely notices the missed lesion: 1 - 2*576/(576+585)
+    assert float(dice_loss(logits, target)) == pytest.approx(1.0 - 2 * 576 / (576 + 585), abs=1e-6)
+    # the normal scan is left to the BCE: a false lesion on it leaves this term as it is
+    bad = logits.clone()
+    bad[2, :, :8, :8] = 30.0
+    assert float(image_dice_loss(bad, target)) == pytest.approx(float(image_dice_loss(logits, target)), abs=1e-6)
+    # a batch of normal scans: 0, with a gradient of zeros rather than none
+    x = logits.clone().requires_grad_(True)
+    loss = image_dice_loss(x, torch.zeros_like(target))
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and float(x.grad.abs().sum()) == 0.0
+    # and total_loss passes the mode on
+    assert torch.allclose(total_loss(logits, target, None, 0.0, 1.0, "image").dice, image_dice_loss(logits, target))
+
+
+def test_out_range_starts_the_output_scale_at_the_given_logits():
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(kind="quant", width=2, out_range=8.0)).train()
+    m(torch.rand(2, 1, 32, 32))  # a training step's statistics do not move a PARAMETER scale
+    assert float(m.out.act_quant.scale()) == pytest.approx(8.0 / 128)
+    with torch.no_grad():
+        m.head.bias.fill_(50.0)  # far outside the range: saturates at the top code
+        y = m.eval()(torch.rand(1, 1, 32, 32))
+    assert float(y.max()) == pytest.approx(127 * 8.0 / 128)
+    # the default (0) keeps the scale from the first steps' statistics, as models made before
+    d = build_model(ModelConfig(kind="quant", width=2)).train()
+    for _ in range(3):
+        d(torch.rand(2, 1, 32, 32))
+    assert float(d.out.act_quant.scale()) != pytest.approx(8.0 / 128)

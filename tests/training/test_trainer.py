@@ -237,3 +237,21 @@ def test_ema_is_what_is_validated_and_shipped_and_restarts_at_the_freeze(phantom
     assert again["ema"]["updates"] > last["ema"]["updates"]
     with pytest.raises(QdevError, match="--ema"):
         train(_cfg(phantom_busi, tmp_path / "bad", epochs=1, ema=1.5))
+
+
+def test_image_dice_and_out_range_are_recorded_resumed_and_export_bit_exact(phantom_busi, tmp_path):
+    out = tmp_path / "idice"
+    args = ["train", "--model", "quant", "--width", "2", "--size", "32", "--epochs", "1", "--threads", "1",
+            "--dice", "image", "--out-range", "8", "--data", str(phantom_busi), "--out", str(out)]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "manifest.json").read_text())["stages"]["train"]["config"]
+    assert cfg["dice"] == "image" and cfg["model"]["out_range"] == 8.0
+    r = CliRunner().invoke(cli, [*args[:args.index("--epochs") + 1], "2", *args[args.index("--epochs") + 2:], "--resume"])
+    assert r.exit_code == 0, r.output
+    assert [x["epoch"] for x in _log(out)] == [1, 2]
+    r = CliRunner().invoke(cli, ["export", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    # the learned scale moved from its start (8/128) but stays a plain per-tensor scale FINN takes
+    assert rep["integer_outputs_equal"] is True and rep["output_scale"] > 0

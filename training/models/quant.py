@@ -7,7 +7,11 @@
   percentile statistics), trainable bit width in the same range.
 * Input: fixed 8-bit unsigned with scale 1/255, so the accelerator takes raw 8-bit pixels.
 * Output head: fixed 8-bit signed logits; the hardware mask is ``code > 0`` (logit > 0 <=>
-  sigmoid > 0.5), so no sigmoid is ever mapped to hardware.
+  sigmoid > 0.5), so no sigmoid is ever mapped to hardware. Its scale is learned, initialised
+  from the first steps' statistics (the default) or, with :func:`logit_output_quant`, at a given
+  logit range: logits at initialisation are small, and a scale taken from them can leave the
+  learned range so narrow (measured: logits clipped at about +-2) that no pixel's probability
+  gets below ~0.11, which blurs the soft Dice and caps BCE.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "LogitInt8OutputQuant",
     "weight_quant",
     "relu_act_quant",
+    "logit_output_quant",
 ]
 
 
@@ -58,6 +63,16 @@ class LogitInt8OutputQuant(Int8ActPerTensorFloat):
 
     bit_width = 8
     collect_stats_steps = 100
+
+
+def logit_output_quant(out_range: float) -> type:
+    """The output quantizer; ``out_range`` > 0 starts its learned scale at logits of +-out_range.
+
+    0 keeps :class:`LogitInt8OutputQuant` (scale from runtime statistics of the first steps).
+    """
+    if out_range <= 0:
+        return LogitInt8OutputQuant
+    return LogitInt8OutputQuant.let(scaling_impl_type=ScalingImplType.PARAMETER, scaling_init=float(out_range))
 
 
 def _trainable_bits(quant: type, init_bits: int, min_bits: int, max_bits: int) -> type:

@@ -36,6 +36,9 @@ class ModelConfig:
         init_bits: initial weight/activation bit width of QuantU-Net.
         min_bits: lower bound of the trainable bit widths.
         max_bits: upper bound of the trainable bit widths.
+        out_range: initial logit range of the 8-bit output quantizer's learned scale (0: from
+            the first steps' statistics, as models made before the option;
+            :func:`qdev.training.models.quant.logit_output_quant`).
     """
 
     kind: str = "quant"
@@ -44,6 +47,7 @@ class ModelConfig:
     init_bits: int = 4
     min_bits: int = 2
     max_bits: int = 8
+    out_range: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,9 +110,9 @@ class _Layers:
             return nn.Identity()
         from brevitas.nn import QuantIdentity
 
-        from qdev.training.models.quant import LogitInt8OutputQuant
+        from qdev.training.models.quant import logit_output_quant
 
-        return QuantIdentity(act_quant=LogitInt8OutputQuant)
+        return QuantIdentity(act_quant=logit_output_quant(self.cfg.out_range))
 
 
 class ConvBlock(nn.Module):
