@@ -45,13 +45,12 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
     inputs = {"best.pt": st["outputs"]["train/best.pt"]}
     without = None
     if rule.is_default:
-        metrics, loss = evaluate_model(model, x, y, labels, torch.device("cpu"))
+        metrics, loss, _ = evaluate_model(model, x, y, labels, torch.device("cpu"))
     else:  # the run's chosen rule, on the integer output codes, as the device applies it
         from qdev.training.postprocess import output_scale
 
-        scale = output_scale(model)
-        metrics, loss = evaluate_model(model, x, y, labels, torch.device("cpu"), rule=rule, output_scale=scale)
-        without = evaluate_model(model, x, y, labels, torch.device("cpu"))[0]
+        without, loss, metrics = evaluate_model(model, x, y, labels, torch.device("cpu"), rule=rule,
+                                                output_scale=output_scale(model))
         inputs[RULE_FILE] = run.stage("postprocess")["outputs"][RULE_FILE]
     out = {
         "run": run.path.name,

@@ -17,6 +17,7 @@ import torch
 
 from qdev.device.errors import QdevError
 from qdev.device.preprocess import to_unit_float
+from qdev.training.postprocess import logit_codes
 from qdev.training.qonnx_exec import qonnx_forward
 from qdev.training.runs import RunFolder, atomic_write_text
 from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
@@ -82,8 +83,7 @@ def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkp
     raw.unlink()
     y_onnx = qonnx_forward(onnx_path, x)
     scale = float(model.out.act_quant.scale())
-    codes_t = np.round(y_torch / scale).astype(np.int32)
-    codes_o = np.round(y_onnx / scale).astype(np.int32)
+    codes_t, codes_o = logit_codes(y_torch, scale), logit_codes(y_onnx, scale)
     equal = bool(np.array_equal(codes_t, codes_o))
     np.save(edir / "golden_in.npy", x)
     np.save(edir / "golden_out.npy", y_torch)

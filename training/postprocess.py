@@ -29,7 +29,7 @@ from qdev.training.data.busi import CLASSES
 from qdev.training.mask_rule import RULE_FILE
 from qdev.training.runs import RunFolder, atomic_write_text
 
-__all__ = ["RuleSearch", "output_scale", "model_codes", "rule_figures", "search_rules", "choose_rule"]
+__all__ = ["RuleSearch", "output_scale", "model_codes", "logit_codes", "rule_figures", "search_rules", "choose_rule"]
 
 NORMAL = CLASSES.index("normal")
 
@@ -61,7 +61,12 @@ def model_codes(model: torch.nn.Module, images: np.ndarray, batch: int = 32) -> 
     scale = output_scale(model)
     x = torch.from_numpy(to_unit_float(images)).unsqueeze(1)
     logits = torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])[:, 0].numpy()
-    return np.round(logits / scale).astype(np.int32), scale
+    return logit_codes(logits, scale), scale
+
+
+def logit_codes(logits: np.ndarray, scale: float) -> np.ndarray:
+    """The 8-bit output's integer codes (int32) of its dequantised logits."""
+    return np.round(logits / scale).astype(np.int32)
 
 
 def rule_figures(masks: np.ndarray, truth: np.ndarray, labels: np.ndarray) -> dict:

@@ -238,29 +238,32 @@ def _bits_optimizer(tracker: BitWidthTracker | None, cfg: TrainConfig) -> torch.
 @torch.no_grad()
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor,
                    device: torch.device, batch: int = 32, rule: MaskRule | None = None,
-                   output_scale: float | None = None) -> tuple[dict, dict]:
-    """(metrics, mean segmentation loss parts) of ``model`` on tensors (eval mode). With a mask
-    ``rule`` (and the model's ``output_scale``), masks are the rule applied to the integer output
-    codes, as on the device; without one, logit > 0."""
+                   output_scale: float | None = None) -> tuple[dict, dict, dict | None]:
+    """(metrics of the network's own masks (logit > 0), mean segmentation loss parts, metrics
+    under ``rule`` or None) of ``model`` on tensors (eval mode), in one pass. Under a mask rule
+    (which needs the model's ``output_scale``) masks are the rule applied to the integer output
+    codes, as on the device."""
     if rule is not None and output_scale is None:
         raise QdevError("a mask rule needs the model's output scale")
+    from qdev.training.postprocess import logit_codes
+
     model.eval()
-    m = SegMetrics()
+    own = SegMetrics()
+    ruled = SegMetrics() if rule is not None else None
     bce = dice = 0.0
     n = len(x)
     for i in range(0, n, batch):
-        xb, yb = x[i : i + batch].to(device), y[i : i + batch].to(device)
+        xb, yb, lb = x[i : i + batch].to(device), y[i : i + batch].to(device), labels[i : i + batch]
         logits = model(xb)
         parts = total_loss(logits, yb, None, 0.0)
         bce += float(parts.bce) * len(xb)
         dice += float(parts.dice) * len(xb)
-        if rule is None:
-            m.update(logits, yb, labels[i : i + batch])
-        else:
-            codes = torch.round(logits / output_scale)[:, 0].cpu().numpy().astype(np.int32)
-            m.update_masks(torch.from_numpy(rule.apply(codes)).unsqueeze(1), yb, labels[i : i + batch])
-    return m.aggregate(), {"bce": bce / n, "dice": dice / n, "seg": (bce + dice) / n}
-
+        own.update(logits, yb, lb)
+        if ruled is not None:
+            codes = logit_codes(logits[:, 0].detach().cpu().numpy(), output_scale)
+            ruled.update_masks(torch.from_numpy(rule.apply(codes)).unsqueeze(1), yb, lb)
+    loss = {"bce": bce / n, "dice": dice / n, "seg": (bce + dice) / n}
+    return own.aggregate(), loss, (ruled.aggregate() if ruled is not None else None)
 
 
 # --------------------------------------------------------------------------- the training run
@@ -424,7 +427,7 @@ def _validate_and_checkpoint(cfg: TrainConfig, st: _State, data: DataTensors, de
                              paths: dict[str, Path]) -> dict:
     """Validate (the EMA model if any), pick the best, write best.pt / last.pt / the log line."""
     judged = st.ema.module if st.ema is not None else st.model
-    metrics, val_loss = evaluate_model(judged, data.x["val"], data.y["val"], data.labels["val"], dev)
+    metrics, val_loss, _ = evaluate_model(judged, data.x["val"], data.y["val"], data.labels["val"], dev)
     record = {"epoch": epoch, "seconds": round(seconds, 3), "lr": st.opt.param_groups[0]["lr"],
               "train": train_parts, "val_loss": val_loss, "val": metrics}
     if st.ema is not None:  # the live weights, for the EMA-vs-live comparison
