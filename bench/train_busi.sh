@@ -13,6 +13,7 @@
 #                                       # a weight EMA (decay $EMA, 0.995) used for selection
 #   bench/train_busi.sh normals 4 0     # the long recipe, normal scans' BCE weighted 4x (seed 0)
 #   bench/train_busi.sh dice 8 0 1      # the long recipe, per-image Dice, output scale from logits +-8
+#   bench/train_busi.sh dicenw 8 4 0    # the same with normal scans' BCE weighted 4x
 #   bench/train_busi.sh range 8 0       # the long recipe, only the output scale from logits +-8
 #   bench/train_busi.sh uniform 3 0 1 2  # fixed WbAb (here W3A3) from scratch, the from-scratch
 #                                       # recipe's schedule and augmentation: the Pareto baselines
@@ -84,6 +85,10 @@ case "${1:-seeds}" in
     shift || true
     r=${1:?range}; shift || true
     for s in ${*:-0 1 2}; do long_run "-idice-or$r" "$s" --dice image --out-range "$r"; done ;;
+  dicenw)  # the dice recipe ($2: output range) with normal scans' BCE weighted $3 times
+    shift || true
+    r=${1:?range}; nw=${2:?weight}; shift 2 || true
+    for s in ${*:-0 1 2}; do long_run "-idice-or$r-nw$nw" "$s" --dice image --out-range "$r" --normal-weight "$nw"; done ;;
   range)  # the long recipe with only the output's scale started at logits +-$2
     shift || true
     r=${1:?range}; shift || true
