@@ -5,6 +5,8 @@ under ``runs/`` (``evaluate/metrics.json``), groups seeds of one recipe (the run
 average and model bits) and writes the Pareto plot.
 
 Usage: .venv/bin/python bench/pareto.py [--runs runs models] [--out bench/pareto.png]
+       .venv/bin/python bench/pareto.py --record RUN [RUN ...] --note "how they were made"
+         (keeps those runs' points in bench/pareto_recorded.json, for when runs/ is gone)
 Runs come from ``bench/train_busi.sh`` (``uniform B SEED...`` for the fixed widths; ``recipes``
 and ``long`` for learned widths).
 """
@@ -15,6 +17,7 @@ import argparse
 import json
 import re
 import statistics as st
+import time
 from pathlib import Path
 
 
@@ -63,6 +66,25 @@ def _rec(p: dict, split: str) -> str:
     return f"{p[f'{split}_mean']:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
 
 
+def record(runs: list[Path], path: Path, note: str) -> None:
+    """Keep one point per run (one seed each) in the recorded file, replacing a point of the same run."""
+    doc = json.loads(path.read_text()) if path.is_file() else {"note": "", "points": []}
+    for run in runs:
+        recs = collect([run.parent])
+        name = _run_name(run)
+        rec = next((r for rs in recs.values() for r in rs if r["run"] == name), None)
+        if rec is None:
+            raise SystemExit(f"{run}: not an evaluated QuantU-Net run")
+        doc["points"] = [p for p in doc["points"] if p["recipe"].split(" ")[0] != name]
+        doc["points"].append({"recipe": f"{name} ({time.strftime('%Y-%m-%d')})", "kind": rec["kind"], "seeds": 1,
+                              "avg_bits": round(rec["avg_bits"], 2), "model_bits": rec["model_bits"],
+                              "val_mean": round(rec["val"], 4), "val_std": None,
+                              "test_mean": round(rec["test"], 4), "test_std": None})
+    doc["note"] = (doc["note"] + " " + note).strip()
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"recorded {len(runs)} run(s) in {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, nargs="+", default=[Path("runs"), Path("models")],
@@ -70,7 +92,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/pareto.png"))
     ap.add_argument("--recorded", type=Path, default=Path("bench/pareto_recorded.json"),
                     help="points recorded by earlier sessions whose run folders are gone (marked as such)")
+    ap.add_argument("--record", type=Path, nargs="+", help="run folders to keep in the recorded file, then stop")
+    ap.add_argument("--note", default="", help="with --record: how those runs were made (appended to the file's note)")
     a = ap.parse_args()
+    if a.record:
+        record(a.record, a.recorded, a.note)
+        return
     groups = collect(a.runs)
     recorded = json.loads(a.recorded.read_text())["points"] if a.recorded.is_file() else []
     have = {r["run"] for rs in groups.values() for r in rs}  # a recorded run whose folder is here: read it
