@@ -16,15 +16,13 @@ import re
 import statistics as st
 from pathlib import Path
 
+from pareto import _run_name  # bench/ is on the path of a script run from it
+
 
 def load(run: Path) -> tuple[str, list[dict]]:
-    """(the run's recipe name: its trained name without ``-sN``, its epoch records)."""
-    try:
-        name = json.loads((run / "manifest.json").read_text())["name"]
-    except (OSError, ValueError, KeyError):
-        name = run.name
+    """(the name the run was trained under, its epoch records)."""
     recs = [json.loads(x) for x in (run / "train" / "log.jsonl").read_text().splitlines()]
-    return name, recs
+    return _run_name(run), recs
 
 
 def chosen(recs: list[dict]) -> dict | None:

@@ -69,10 +69,10 @@ def _rec(p: dict, split: str) -> str:
 def record(runs: list[Path], path: Path, note: str) -> None:
     """Keep one point per run (one seed each) in the recorded file, replacing a point of the same run."""
     doc = json.loads(path.read_text()) if path.is_file() else {"note": "", "points": []}
+    found = {r["run"]: r for rs in collect(sorted({run.parent for run in runs})).values() for r in rs}
     for run in runs:
-        recs = collect([run.parent])
         name = _run_name(run)
-        rec = next((r for rs in recs.values() for r in rs if r["run"] == name), None)
+        rec = found.get(name)
         if rec is None:
             raise SystemExit(f"{run}: not an evaluated QuantU-Net run")
         doc["points"] = [p for p in doc["points"] if p["recipe"].split(" ")[0] != name]

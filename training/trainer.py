@@ -45,6 +45,7 @@ from qdev.training.data import (
 )
 from qdev.training.losses import DICE_MODES, total_loss
 from qdev.training.metrics import SegMetrics
+from qdev.training.postprocess import logit_codes
 from qdev.training.models import ModelConfig, build_model
 from qdev.training.models.bitwidth import BIT_LOSS_MODES, BitWidthTracker
 from qdev.training.checkpoint import init_weights_from, save_checkpoint
@@ -245,8 +246,6 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: t
     codes, as on the device."""
     if rule is not None and output_scale is None:
         raise QdevError("a mask rule needs the model's output scale")
-    from qdev.training.postprocess import logit_codes
-
     model.eval()
     own = SegMetrics()
     ruled = SegMetrics() if rule is not None else None
@@ -260,7 +259,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: t
         dice += float(parts.dice) * len(xb)
         own.update(logits, yb, lb)
         if ruled is not None:
-            codes = logit_codes(logits[:, 0].detach().cpu().numpy(), output_scale)
+            codes = logit_codes(logits[:, 0].cpu().numpy(), output_scale)
             ruled.update_masks(torch.from_numpy(rule.apply(codes)).unsqueeze(1), yb, lb)
     loss = {"bce": bce / n, "dice": dice / n, "seg": (bce + dice) / n}
     return own.aggregate(), loss, (ruled.aggregate() if ruled is not None else None)
