@@ -1,11 +1,12 @@
 """``qdev postprocess RUN``: choose the run's mask rule (device/maskrule.py) on the validation split.
 
 The rule is searched over a grid of thresholds on the network's integer output codes (given in
-logit units, each turned into the code it means for this model's output scale) and minimum mask
-areas. The rule kept is the one with the highest **validation Dice over all images** (lesion
+logit units, each turned into the code it means for this model's output scale), minimum mask
+areas, and image-level peak thresholds (an image keeps its mask only where its highest output is
+above the peak; off is part of the grid). The rule kept is the one with the highest **validation Dice over all images** (lesion
 images and normal scans alike, so it counts both failure modes: a missed lesion and a false
-lesion on a normal scan); ties go to the simpler rule (the default first, then smaller areas,
-then thresholds nearer 0). The test split is never read. The choice is written to
+lesion on a normal scan); ties go to the simpler rule (the default first, then no peak rule,
+then smaller areas, then thresholds nearer 0, then lower peaks). The test split is never read. The choice is written to
 ``postprocess/rule.json`` with the whole validation grid; ``qdev evaluate`` and ``qdev bundle``
 then apply it, and the device runs it after the accelerator.
 """
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from qdev.device.errors import QdevError
-from qdev.device.masks import dice
+from qdev.device.masks import SMOOTH
 from qdev.device.maskrule import DEFAULT_RULE, MaskRule
 from qdev.device.preprocess import to_unit_float
 from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
@@ -36,15 +37,25 @@ NORMAL = CLASSES.index("normal")
 
 @dataclass(frozen=True)
 class RuleSearch:
-    """The grid: thresholds in logit units (-> codes) and minimum mask areas in pixels."""
+    """The grid: thresholds in logit units (-> codes), minimum mask areas in pixels, and peak
+    thresholds in logit units (None: no peak rule). A peak at or below the threshold changes
+    nothing and is left out."""
 
     logit_thresholds: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
     min_areas: tuple[int, ...] = (0, 10, 25, 50, 100, 150, 200, 300)
+    peak_logits: tuple[float | None, ...] = (None, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0)
 
     def rules(self, scale: float) -> list[MaskRule]:
-        lim = 2**15 - 1  # within MaskRule's code bound
-        codes = sorted({int(np.clip(np.floor(t / scale), -lim, lim)) for t in self.logit_thresholds})
-        return [MaskRule(c, a) for c in codes for a in sorted(set(self.min_areas))]
+        codes = sorted({_code(t, scale) for t in self.logit_thresholds})
+        peaks = sorted({_code(t, scale) for t in self.peak_logits if t is not None})
+        off = [None] if None in self.peak_logits else []
+        return [MaskRule(c, a, p) for c in codes for a in sorted(set(self.min_areas))
+                for p in off + [q for q in peaks if q > c]]
+
+
+def _code(logit: float, scale: float) -> int:
+    lim = 2**15 - 1  # within MaskRule's code bound
+    return int(np.clip(np.floor(logit / scale), -lim, lim))
 
 
 def output_scale(model: torch.nn.Module) -> float:
@@ -71,18 +82,21 @@ def logit_codes(logits: np.ndarray, scale: float) -> np.ndarray:
 
 def rule_figures(masks: np.ndarray, truth: np.ndarray, labels: np.ndarray) -> dict:
     """Dice over all images and lesion images, and the two failure modes, of masks [N, H, W]."""
-    t = truth.astype(bool)
-    lesion = t.reshape(len(t), -1).any(1)
-    d = np.array([dice(p, g) for p, g in zip(masks, t)])
+    t = truth.astype(bool).reshape(len(truth), -1)
+    m = masks.astype(bool).reshape(len(masks), -1)
+    lesion = t.any(1)
+    # device/masks.dice, per image at once (the grid scores hundreds of rules)
+    d = (2.0 * (m & t).sum(1) + SMOOTH) / (m.sum(1) + t.sum(1) + SMOOTH)
     normal = labels == NORMAL
-    marked = masks.reshape(len(masks), -1).any(1)
+    marked = m.any(1)
     return {"dice_all": float(d.mean()), "dice_lesion": float(d[lesion].mean()) if lesion.any() else None,
             "normal_marked": int(marked[normal].sum()), "n_normal": int(normal.sum()),
             "missed": int((d[lesion] < 0.1).sum()), "n_lesion": int(lesion.sum())}
 
 
 def _preference(rule: MaskRule, figures: dict) -> tuple:
-    return (round(figures["dice_all"], 6), rule.is_default, -rule.min_area, -abs(rule.min_code))
+    return (round(figures["dice_all"], 6), rule.is_default, rule.min_peak is None, -rule.min_area,
+            -abs(rule.min_code), -(rule.min_peak or 0))
 
 
 def search_rules(codes: np.ndarray, truth: np.ndarray, labels: np.ndarray, scale: float,
@@ -117,8 +131,10 @@ def choose_rule(run_dir: Path, data: str | None = None, search: RuleSearch = Rul
         "run": run.path.name, "split": "val", "n_images": int(len(idx)), "checkpoint_epoch": ckpt["epoch"],
         "chosen_by": "validation Dice over all images (ties: the simpler rule)",
         "output_scale": scale, "rule": chosen.to_dict(), "describe": chosen.describe(),
-        "logit_threshold": chosen.logit_threshold(scale), "chosen": figures, "default": default,
-        "grid": [{"rule": r.to_dict(), "logit_threshold": r.logit_threshold(scale), **f} for r, f in grid],
+        "logit_threshold": chosen.logit_threshold(scale), "peak_logit": chosen.peak_logit(scale),
+        "chosen": figures, "default": default,
+        "grid": [{"rule": r.to_dict(), "logit_threshold": r.logit_threshold(scale), "peak_logit": r.peak_logit(scale), **f}
+                 for r, f in grid],
     }
     path = run.path / RULE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from qdev.device.errors import ConfigError
+from qdev.device.maskrule import MaskRule
 
 __all__ = ["train_cmd", "evaluate_cmd", "postprocess_cmd"]
 
@@ -124,7 +125,7 @@ def evaluate_cmd(run: Path, data: str | None, split_name: str, checkpoint: str, 
 @click.option("--data", default=None, help="Another BUSI copy (default: the run's).")
 @click.option("--json", "as_json", is_flag=True)
 def postprocess_cmd(run: Path, data: str | None, as_json: bool) -> None:
-    """Choose the run's mask rule (threshold, minimum mask area) on its validation split.
+    """Choose the run's mask rule (threshold, minimum mask area, peak) on its validation split.
 
     The rule is signed into the run's bundles and applied by the device after the accelerator;
     `qdev evaluate` applies it too. The test split is not read.
@@ -139,18 +140,19 @@ def postprocess_cmd(run: Path, data: str | None, as_json: bool) -> None:
         click.echo(json.dumps(doc, indent=1))
         return
     t = Table(title=f"{doc['run']}: mask rules on the validation split ({doc['n_images']} images)")
-    for c in ("rule", "logit >", "Dice all", "Dice lesion", "normals marked", "missed"):
+    for c in ("rule", "logit >", "peak logit >", "Dice all", "Dice lesion", "normals marked", "missed"):
         t.add_column(c, justify="left" if c == "rule" else "right")
 
-    def row(name: str, thr: float, f: dict, style: str | None = None) -> None:
-        t.add_row(name, f"{thr:.3f}", f"{f['dice_all']:.4f}", f"{f['dice_lesion']:.4f}",
-                  f"{f['normal_marked']} of {f['n_normal']}", f"{f['missed']} of {f['n_lesion']}", style=style)
+    def row(name: str, thr: float, peak: float | None, f: dict, style: str | None = None) -> None:
+        t.add_row(name, f"{thr:.3f}", "-" if peak is None else f"{peak:.3f}", f"{f['dice_all']:.4f}",
+                  f"{f['dice_lesion']:.4f}", f"{f['normal_marked']} of {f['n_normal']}",
+                  f"{f['missed']} of {f['n_lesion']}", style=style)
 
-    row("default: code > 0", 0.0, doc["default"])
+    row("default: code > 0", 0.0, None, doc["default"])
     top = sorted(doc["grid"], key=lambda g: -g["dice_all"])[:5]
     for g in top:
-        row(_rule_name(g["rule"]), g["logit_threshold"], g)
-    row("chosen: " + _rule_name(doc["rule"]), doc["logit_threshold"], doc["chosen"], style="bold")
+        row(_rule_name(g["rule"]), g["logit_threshold"], g.get("peak_logit"), g)
+    row("chosen: " + _rule_name(doc["rule"]), doc["logit_threshold"], doc.get("peak_logit"), doc["chosen"], style="bold")
     Console().print(t)
     click.echo(f"chosen: {doc['describe']} (by {doc['chosen_by']}; missed: lesion images with Dice < 0.1); "
                f"written to {Path(run) / 'postprocess' / 'rule.json'}. Re-run qdev evaluate and qdev bundle "
@@ -158,4 +160,6 @@ def postprocess_cmd(run: Path, data: str | None, as_json: bool) -> None:
 
 
 def _rule_name(rule: dict) -> str:
-    return f"code > {rule['min_code']}" + (f", area >= {rule['min_area']}" if rule["min_area"] > 1 else "")
+    r = MaskRule.from_manifest(rule)
+    return f"code > {r.min_code}" + (f", area >= {r.min_area}" if r.min_area > 1 else "") + (
+        f", peak > {r.min_peak}" if r.min_peak is not None else "")

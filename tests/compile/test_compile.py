@@ -194,6 +194,7 @@ def test_mask_rule_chosen_on_validation_reaches_evaluate_and_the_bundle(compiled
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["split"] == "val" and len(doc["grid"]) >= 16
+    assert any(g["rule"].get("min_peak") is not None for g in doc["grid"])  # peak rules are searched
     assert doc["chosen"]["dice_all"] == max(g["dice_all"] for g in [doc["default"], *doc["grid"]])
     r = CliRunner().invoke(cli, ["postprocess", str(run)])  # the table a user reads
     assert r.exit_code == 0 and "chosen" in r.output and "Traceback" not in r.output

@@ -32,7 +32,25 @@ def test_threshold_and_minimum_area_on_codes():
     assert nhwc.dtype == np.uint8 and nhwc.shape == (3, 8, 8) and nhwc.reshape(3, -1).sum(1).tolist() == [0, 25, 0]
 
 
+def test_peak_rule_clears_images_without_a_confident_pixel():
+    codes = np.zeros((3, 8, 8), np.int8)
+    codes[0, :5, :5] = 3  # a faint blob: 25 px at code 3, nothing higher
+    codes[1, :5, :5] = 3
+    codes[1, 2, 2] = 9  # the same blob with one confident pixel: kept whole
+    codes[2] = -5  # nothing marked
+    rule = MaskRule(min_code=0, min_area=0, min_peak=8)
+    assert rule.apply(codes).reshape(3, -1).sum(1).tolist() == [0, 25, 0]
+    assert MaskRule(0, 0, 2).apply(codes).reshape(3, -1).sum(1).tolist() == [25, 25, 0]
+    assert MaskRule(0, 0, 9).apply(codes).reshape(3, -1).sum(1).tolist() == [0, 0, 0]  # "above", not "at"
+    assert rule.describe() == "code > 0, images without a code > 8 cleared" and not rule.is_default
+    assert rule.to_dict() == {"min_code": 0, "min_area": 0, "min_peak": 8}
+    assert MaskRule(3, 10).to_dict() == {"min_code": 3, "min_area": 10}  # rules without a peak: as before
+    assert MaskRule.from_manifest(rule.to_dict()) == rule and rule.peak_logit(0.5) == 4.0
+    assert MaskRule(3, 10).peak_logit(0.5) is None
+
+
 @pytest.mark.parametrize("value", [{"min_code": "0"}, {"min_code": True}, {"min_area": -1}, {"min_area": 2**40},
+                                   {"min_peak": "8"}, {"min_peak": 2**20}, {"min_peak": 1.0}, {"min_peak": [8]},
                                    {"min_code": 1.5}, {"min_code": 0, "shell": "rm -rf /"}, [0, 25],
                                    "code > 1", {"min_code": {"nested": [1]}}])
 def test_malformed_rules_are_refused_with_one_line(value):
@@ -58,6 +76,14 @@ def test_bundle_rule_is_checked_at_verification_and_applied_by_the_accelerator(t
     masks, _ = acc.masks(pixels)
     assert np.array_equal(masks, MaskRule(40, 25).apply(codes))
     assert not np.array_equal(masks, DEFAULT_RULE.apply(codes))  # the rule changed what is shown
+    # a peak rule: the device clears the frames whose highest code is not above it
+    peak = int(np.sort(codes.reshape(len(codes), -1).max(1))[len(codes) // 2])
+    pb = resign(copy_bundle(tmp_path / "peak"), key, format_version=2,
+                mask_rule={"min_code": 0, "min_area": 0, "min_peak": peak})
+    pacc = open_accelerator(pb, verify_bundle(pb, [pub]).manifest, backend="software")
+    pmasks, _ = pacc.masks(pixels)
+    assert np.array_equal(pmasks, MaskRule(0, 0, peak).apply(codes))
+    assert not np.array_equal(pmasks, DEFAULT_RULE.apply(codes))
     # refused before anything is installed: a malformed rule, a rule in a format-1 bundle
     bad = resign(copy_bundle(tmp_path / "bad"), key, format_version=2, mask_rule={"min_code": "40"})
     with pytest.raises(BundleError, match="min_code"):
