@@ -1,5 +1,6 @@
 """The two failure modes of a run's masks, and the mask rule ``qdev postprocess`` would choose for
-it, on validation, then reported on test (the same search: ``training/postprocess.py``):
+it, on validation, then reported on test (the same search: ``training/postprocess.py``; the best
+rule of the grid without its peak rules is shown beside it):
 
 * false lesions on normal scans: normal images with any marked pixel;
 * missed lesions: lesion images whose Dice is below 0.1.
@@ -76,6 +77,7 @@ def main(runs: list[str]) -> None:
             codes, scale = model_codes(model, arrays.images[idx])
             data[name] = (codes, arrays.masks[idx] > 0, arrays.labels[idx])
         chosen, _, _, grid = search_rules(*data["val"], scale, RuleSearch())
+        no_peak, _, _, _ = search_rules(*data["val"], scale, RuleSearch(peak_logits=(None,)))
         print(f"## {run.name} (best.pt: epoch {ckpt['epoch']}, EMA {bool(ckpt.get('ema'))}; output scale {scale:.5f})")
         curve = ema_curve(run)
         if curve:
@@ -83,14 +85,17 @@ def main(runs: list[str]) -> None:
         print("| rule | val Dice (all / lesion) | val normals marked | val missed | "
               "test Dice (all / lesion) | test normals marked | test missed |")
         print("|---|---:|---:|---:|---:|---:|---:|")
-        shown = [DEFAULT_RULE, chosen] + [r for r, _ in sorted(grid, key=lambda g: -g[1]["dice_all"])[:4]]
+        shown = [DEFAULT_RULE, chosen, no_peak] + [r for r, _ in sorted(grid, key=lambda g: -g[1]["dice_all"])[:4]]
         seen = set()
         for r in shown:
             if r in seen:
                 continue
             seen.add(r)
-            name = r.describe() + (f" (logit > {r.logit_threshold(scale):.2f})" if r.min_code else "")
-            mark = " **(chosen on val)**" if r == chosen else (" (default)" if r == DEFAULT_RULE else "")
+            logits = ([f"logit > {r.logit_threshold(scale):.2f}"] if r.min_code else []) + (
+                [f"peak logit > {r.peak_logit(scale):.2f}"] if r.min_peak is not None else [])
+            name = r.describe() + (f" ({', '.join(logits)})" if logits else "")
+            mark = (" **(chosen on val)**" if r == chosen else " (default)" if r == DEFAULT_RULE
+                    else " (chosen on val without a peak rule)" if r == no_peak else "")
             v, t = (rule_figures(r.apply(c), tr, lb) for c, tr, lb in (data["val"], data["test"]))
             print(f"| {name}{mark} | {_cells(v)} | {_cells(t)} |")
         for name, (c, tr, _) in data.items():
