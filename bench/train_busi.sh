@@ -17,6 +17,8 @@
 #   bench/train_busi.sh range 8 0       # the long recipe, only the output scale from logits +-8
 #   bench/train_busi.sh uniform 3 0 1 2  # fixed WbAb (here W3A3) from scratch, the from-scratch
 #                                       # recipe's schedule and augmentation: the Pareto baselines
+#   bench/train_busi.sh uniformdice 3 8 0  # fixed WbAb under the dice recipe ($LONG_EPOCHS, EMA,
+#                                       # per-image Dice, output range 8): the matched baseline
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Q=${QDEV:-.venv/bin/qdev}  # e.g. QDEV="/path/.venv/bin/python -m qdev.host.cli" from a frozen worktree
@@ -100,7 +102,15 @@ case "${1:-seeds}" in
       exp_run "exp-w${b}a${b}-w8-scratch-s$s" --model quant --width 8 --epochs 60 --seed "$s" --bits "$b..$b" \
         --init-bits "$b" --lambda 0 --freeze-bits 0
     done ;;
+  uniformdice)  # fixed W$2A$2 with every other setting of the dice recipe (output range $3)
+    shift || true
+    b=${1:?bits}; r=${2:?range}; shift 2 || true
+    for s in ${*:-0 1 2}; do
+      exp_run "exp-w${b}a${b}-w8-scratch-e${LONG_EPOCHS:-150}-ema-idice-or$r-s$s" --model quant --width 8 \
+        --epochs "${LONG_EPOCHS:-150}" --seed "$s" --bits "$b..$b" --init-bits "$b" --lambda 0 --freeze-bits 0 \
+        --ema "${EMA:-0.995}" --dice image --out-range "$r"
+    done ;;
   paper)
     float_run "$FP-paper-s0" 0 paper ;;
-  *) echo "usage: $0 seeds [SEED...] | quant [SEED...] | recipes | long|normals|dice|range ... | uniform BITS [SEED...] | paper" >&2; exit 2 ;;
+  *) echo "usage: $0 seeds [SEED...] | quant [SEED...] | recipes | long|normals|dice|range ... | uniform BITS [SEED...] | uniformdice BITS RANGE [SEED...] | paper" >&2; exit 2 ;;
 esac
