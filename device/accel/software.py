@@ -8,9 +8,16 @@ the sum of exactly-representable integer products stays exact while every partia
 data types at load time and uses float32 where ``B < 2^24``, float64 (exact to 2^53) otherwise.
 The default QuantU-Net's worst layer has ``B`` of a few hundred thousand.
 
-Thresholds are applied with ``searchsorted`` on each channel's (ascending) threshold row:
-``#{k: acc >= T[k]} == searchsorted(T, acc, side="right")`` for sorted T, which is exact on
-integers held in floats.
+Thresholds. A thresholding step maps an integer ``v`` of channel ``c`` to ``#{k: v >= T[c, k]}``.
+On integers this count only changes at ``ceil(T)``: it is 0 for ``v < lo = min ceil(T)`` and
+``steps`` for ``v >= hi = max ceil(T)``. So the default method (``lut``) tabulates it once per
+channel for ``v`` in ``[lo - 1, hi]`` (ActVal added in), clips each value into that range and
+looks it up: one gather per element, whatever the number of steps, exact because every value is
+an integer held exactly in its float. Where the table would be large (``TABLE_MAX`` entries) the
+step falls back to summed comparisons (``compare``, few steps) or a per-channel ``searchsorted``
+(``search``; for sorted T, ``#{k: v >= T[k]} == searchsorted(T, v, side="right")``). All three
+stay selectable (``SoftwareExecutor(model, thresholds=...)``) so that tests and ``bench/`` compare
+them on the same frames.
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ from qdev.device.accel.backend import Accelerator, Backend, register_backend
 from qdev.device.accel.intmodel import IntLayer, IntModel, dtype_range
 from qdev.device.errors import QdevError
 
-__all__ = ["SoftwareExecutor", "SoftwareAccelerator", "layer_bound"]
+__all__ = ["SoftwareExecutor", "SoftwareAccelerator", "layer_bound", "THRESHOLD_METHODS"]
 
 F32_EXACT = 2**24
+TABLE_MAX = 1 << 22  # entries (float32: 16 MiB) a step's threshold table may take at most
 
 
 def _max_abs(dtype: str) -> int:
@@ -51,13 +59,36 @@ class _Step:
     fused: bool = False  # CIG feeding an MVAU: the MVAU convolves the padded input directly
     wk: np.ndarray | None = None  # MVAU weights as [kh, kw, C, Cout] for the fused convolution
     kernel: tuple | None = None  # (kh, kw, oh, ow) of the fused convolution
+    lut: np.ndarray | None = None  # flat [C * L] float32 table of count + ActVal (method lut)
+    lut_lo: int = 0  # the value indexed by column 0 of each channel's row
+    lut_len: int = 0  # L: row length (values lo .. lo + L - 1)
+    lut_rows: np.ndarray | None = None  # per-channel row offsets c * L, int32 (None: one shared row)
+
+
+def _build_lut(st: _Step) -> None:
+    """Tabulate ``#{k: v >= T[c, k]} + ActVal`` for the integers where it changes (see module doc);
+    leaves ``st.lut`` None where the table would exceed :data:`TABLE_MAX`."""
+    t = np.ceil(st.thr)  # [C or 1, steps]
+    lo, hi = int(t.min()) - 1, int(t.max())
+    length = hi - lo + 1
+    if t.shape[0] * length > TABLE_MAX:
+        return
+    v = np.arange(lo, hi + 1, dtype=np.float64)
+    counts = np.stack([np.searchsorted(row, v, side="right") for row in t])  # [C or 1, L]
+    st.lut = (counts + int(st.layer.attrs.get("ActVal", 0))).astype(np.float32).ravel()
+    st.lut_lo, st.lut_len = lo, length
+    if t.shape[0] > 1:
+        st.lut_rows = (np.arange(t.shape[0], dtype=np.int32) * length)
 
 
 class SoftwareExecutor:
     """Prepared executor of an :class:`IntModel`; ``run(pixels)`` -> int32 output codes NHWC."""
 
-    def __init__(self, model: IntModel) -> None:
+    def __init__(self, model: IntModel, thresholds: str = "lut") -> None:
+        if thresholds not in THRESHOLD_METHODS:
+            raise QdevError(f"unknown threshold method {thresholds!r} (one of {', '.join(THRESHOLD_METHODS)})")
         self.model = model
+        self.threshold_method = thresholds
         self.steps: list[_Step] = []
         self.bounds: dict[str, int] = {}
         for ly in model.layers:
@@ -75,6 +106,8 @@ class SoftwareExecutor:
                 # +-(lim + 1) changes no comparison and keeps them exact in float32 (lim < 2^24)
                 lim = self.bounds.get(ly.name) if ly.op == "MVAU" else _max_abs(ly.attrs.get("inputDataType", "INT24"))
                 st.thr = np.clip(t, -(lim + 1), lim + 1).astype(np.float64)
+                if thresholds == "lut":
+                    _build_lut(st)
             self.steps.append(st)
         self._plan_fusion()
 
@@ -121,26 +154,11 @@ class SoftwareExecutor:
         return np.ascontiguousarray(out.reshape(n, hp, wp, -1)[:, :oh, :ow, :])
 
     def _thresholds(self, acc: np.ndarray, st: _Step) -> np.ndarray:
-        """``#{k: acc >= T[c, k]}``: summed comparisons for few steps, per-channel
-        ``searchsorted`` (thresholds ascending) for many; both exact on integer values."""
-        t = st.thr  # [C or 1, steps], clipped so that float32 holds it exactly
-        c, steps = acc.shape[-1], t.shape[1]
-        if steps <= 31:
-            tt = t.astype(acc.dtype)
-            out = np.zeros(acc.shape, dtype=np.uint8)  # a count <= 31: one byte moves least memory
-            hit = np.empty(acc.shape, dtype=bool)
-            for k in range(steps):
-                np.greater_equal(acc, tt[:, k], out=hit)
-                out += hit
-            out = out.astype(np.float32)  # what the next layer takes; ActVal is added below
-        else:
-            out = np.empty(acc.shape, dtype=np.int32)
-            for ch in range(c):
-                out[..., ch] = np.searchsorted(t[ch if t.shape[0] == c else 0], acc[..., ch], side="right")
-        act = int(st.layer.attrs.get("ActVal", 0))
-        if act:
-            out += act
-        return out
+        """``#{k: acc >= T[c, k]} + ActVal`` as float32 (what the next layer takes)."""
+        if st.lut is not None:
+            return _thr_lut(acc, st)
+        few = st.thr.shape[1] <= 31 and self.threshold_method != "search"
+        return (_thr_compare if few else _thr_search)(acc, st)
 
     def run(self, pixels: np.ndarray, profile: dict | None = None) -> np.ndarray:
         """uint8 pixels [N, H, W] or [N, H, W, 1] -> output codes [N, H, W, C] (int32).
@@ -204,6 +222,45 @@ class SoftwareExecutor:
             if profile is not None:
                 profile[st.op] = profile.get(st.op, 0.0) + time.perf_counter() - t0
         return env[self.model.output["name"]].astype(np.int32)
+
+
+def _thr_lut(acc: np.ndarray, st: _Step) -> np.ndarray:
+    idx = np.clip(acc, st.lut_lo, st.lut_lo + st.lut_len - 1).astype(np.int32)
+    idx -= st.lut_lo
+    if st.lut_rows is not None:
+        idx += st.lut_rows  # broadcast over the channel axis (last)
+    return st.lut.take(idx)
+
+
+def _thr_compare(acc: np.ndarray, st: _Step) -> np.ndarray:
+    tt = st.thr.astype(acc.dtype)
+    out = np.zeros(acc.shape, dtype=np.uint8)  # a count <= 31: one byte moves least memory
+    hit = np.empty(acc.shape, dtype=bool)
+    for k in range(tt.shape[1]):
+        np.greater_equal(acc, tt[:, k], out=hit)
+        out += hit
+    return _plus_act(out.astype(np.float32), st)
+
+
+def _thr_search(acc: np.ndarray, st: _Step) -> np.ndarray:
+    t, c = st.thr, acc.shape[-1]
+    out = np.empty(acc.shape, dtype=np.float32)
+    for ch in range(c):
+        out[..., ch] = np.searchsorted(t[ch if t.shape[0] == c else 0], acc[..., ch], side="right")
+    return _plus_act(out, st)
+
+
+def _plus_act(out: np.ndarray, st: _Step) -> np.ndarray:
+    act = int(st.layer.attrs.get("ActVal", 0))
+    if act:
+        out += act
+    return out
+
+
+# the methods a SoftwareExecutor can be built with: "lut" (the default; a step whose table would be
+# too large falls back to the "compare" rule), "compare" (summed comparisons up to 31 steps,
+# searchsorted above: the method before tables), "search" (searchsorted for every step)
+THRESHOLD_METHODS = ("lut", "compare", "search")
 
 
 class SoftwareAccelerator(Accelerator):

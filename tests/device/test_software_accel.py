@@ -72,3 +72,61 @@ def test_fast_paths_are_planned_and_exact_on_random_frames():
     frames = np.concatenate([rng.integers(0, 256, (2, 128, 128), dtype=np.uint8),
                              np.zeros((1, 128, 128), np.uint8), np.full((1, 128, 128), 255, np.uint8)])
     assert np.array_equal(ex.run(frames), run_reference(m, frames))
+
+
+def _threshold_model(t: np.ndarray, act: int, channels: int) -> IntModel:
+    from qdev.device.accel.intmodel import IntLayer
+
+    ly = IntLayer("thr0", "Thresholding", ["x"], ["y"], {"ActVal": act, "inputDataType": "UINT8"},
+                  {"thresholds": t})
+    return IntModel({"name": "x", "shape": [1, 6, 7, channels], "dtype": "UINT8", "layout": "NHWC"},
+                    {"name": "y", "shape": [1, 6, 7, channels], "dtype": "INT8", "layout": "NHWC"},
+                    1.0, [ly], {})
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-channel", "one-row"])
+def test_threshold_table_equals_comparisons_and_the_reference(shared):
+    """Fractional and repeated thresholds, a negative ActVal, values below and above every
+    threshold: the table method gives the counts the comparison and search methods give, and
+    the int64 reference executor's."""
+    rng = np.random.default_rng(11)
+    c = 5
+    t = np.sort(rng.uniform(20, 230, (1 if shared else c, 15)), axis=1)
+    t[:, 3] = t[:, 4]  # a repeated threshold
+    t[:, 7] = np.floor(t[:, 7])  # an integer one: v == T counts
+    model = _threshold_model(t, -4, c)
+    px = rng.integers(0, 256, (3, 6, 7, c), dtype=np.uint8)
+    px[0] = 0
+    px[1] = 255
+    px[2, 0, :, :] = np.floor(t[0, 7])
+    lut = SoftwareExecutor(model)
+    assert lut.steps[0].lut is not None
+    got = lut.run(px)
+    assert np.array_equal(got, run_reference(model, px))
+    for method in ("compare", "search"):
+        assert np.array_equal(SoftwareExecutor(model, method).run(px), got)
+    assert got.min() == -4 and got.max() == 15 - 4
+
+
+def test_threshold_table_too_large_falls_back(monkeypatch):
+    import qdev.device.accel.software as sw
+
+    t = np.sort(np.random.default_rng(2).uniform(0, 250, (3, 7)), axis=1)
+    model = _threshold_model(t, 0, 3)
+    monkeypatch.setattr(sw, "TABLE_MAX", 10)
+    ex = SoftwareExecutor(model)
+    assert ex.steps[0].lut is None
+    px = np.random.default_rng(3).integers(0, 256, (2, 6, 7, 3), dtype=np.uint8)
+    assert np.array_equal(ex.run(px), run_reference(model, px))
+
+
+def test_every_threshold_method_is_exact_on_the_shipped_model():
+    bundle = BUNDLES[0]
+    model = IntModel.load(bundle / "intmodel.npz")
+    m = verify_bundle(bundle, [DEV_PUB]).manifest
+    pixels = np.load(bundle / m["self_test"]["input"])
+    expected = np.load(bundle / m["self_test"]["expected"])
+    for method in ("lut", "compare", "search"):
+        assert np.array_equal(SoftwareExecutor(model, method).run(pixels), expected), method
+    with pytest.raises(QdevError, match="unknown threshold method"):
+        SoftwareExecutor(model, "fastest")
