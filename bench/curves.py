@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics as st
 from pathlib import Path
 
-from pareto import _run_name  # bench/ is on the path of a script run from it
+from pareto import _run_name, recipe_of  # bench/ is on the path of a script run from it
 
 
 def load(run: Path) -> tuple[str, list[dict]]:
@@ -46,11 +45,11 @@ def plot(runs: list[tuple[str, list[dict]]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    recipes = sorted({re.sub(r"-s\d+$", "", n) for n, _ in runs})
+    recipes = sorted({recipe_of(n) for n, _ in runs})
     colours = {r: f"C{i}" for i, r in enumerate(recipes)}
     fig, ax = plt.subplots(figsize=(9, 5))
     for name, recs in runs:
-        recipe = re.sub(r"-s\d+$", "", name)
+        recipe = recipe_of(name)
         ep = [r["epoch"] for r in recs]
         ax.plot(ep, [r["val"]["dice_lesion"] for r in recs], color=colours[recipe], lw=1.2, alpha=0.85,
                 label=name)

@@ -26,6 +26,18 @@ def _best_val(run: Path) -> float:
     return [r for r in recs if r.get("best")][-1]["val"]["dice_lesion"]
 
 
+_SEED = re.compile(r"-s\d+$")
+
+
+def recipe_of(run_name: str) -> str:
+    """A run's recipe: its name without the trailing seed (``...-s2``)."""
+    return _SEED.sub("", run_name)
+
+
+def has_seed(run_name: str) -> bool:
+    return bool(_SEED.search(run_name))
+
+
 def _run_name(run: Path) -> str:
     """The name the run was trained under (its manifest's; a shipped copy keeps it), else its folder's."""
     try:
@@ -47,7 +59,7 @@ def collect(roots: list[Path]) -> dict[str, list[dict]]:
         seen.add(name)
         b = doc["bits"]
         uniform = doc["model"]["min_bits"] == doc["model"]["max_bits"]
-        out.setdefault(re.sub(r"-s\d+$", "", name), []).append({
+        out.setdefault(recipe_of(name), []).append({
             "run": name, "kind": f"uniform W{doc['model']['min_bits']}A{doc['model']['min_bits']}" if uniform
             else "learned", "val": _best_val(run),
             # the network's own masks (logit > 0): a run's mask rule is not part of the width recipe
@@ -102,9 +114,9 @@ def main() -> None:
     recorded = json.loads(a.recorded.read_text())["points"] if a.recorded.is_file() else []
     have = {r["run"] for rs in groups.values() for r in rs}  # a recorded run whose folder is here: read it
     recorded = [p for p in recorded if p["recipe"].split(" ")[0] not in have]
-    for p in [p for p in recorded if p["seeds"] == 1 and re.search(r"-s\d+$", p["recipe"].split(" ")[0])]:
+    for p in [p for p in recorded if p["seeds"] == 1 and has_seed(p["recipe"].split(" ")[0])]:
         run = p["recipe"].split(" ")[0]  # one recorded seed of a recipe: counted with its other seeds
-        groups.setdefault(re.sub(r"-s\d+$", "", run), []).append({
+        groups.setdefault(recipe_of(run), []).append({
             "run": run + " *", "kind": p["kind"], "val": p["val_mean"], "test": p["test_mean"],
             "avg_bits": p["avg_bits"], "model_bits": p["model_bits"], "compression": None})
         recorded.remove(p)
