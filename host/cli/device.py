@@ -101,9 +101,9 @@ def info_cmd(ctx: click.Context, as_json: bool) -> None:
             v = b["verified"]
             extra = "; ".join(f"{k}: {r}" for k, r in (v.get("not_run") or {}).items())
             click.echo(f"verified {', '.join(v.get('modes') or []) or 'nothing recorded'}" + (f"  (not run: {extra})" if extra else ""))
-            for op, row in (v.get("layers") or {}).items():  # per layer type, its own language's simulation
-                lang = "cppsim" if op.endswith("_hls") else "verilator"
-                click.echo(f"         {op} x{row.get('nodes')}: {lang} {row.get(lang)}")
+            for op, row in (v.get("layers") or {}).items():  # per layer type, its own language's cell
+                own = [f"{lang} {row[lang]}" for lang in ("cppsim", "verilator") if row.get(lang) not in (None, "-")]
+                click.echo(f"         {op} x{row.get('nodes')}: {'; '.join(own) or '-'}")
     if info.get("degraded"):
         for why in info.get("degraded_reasons") or []:
             click.echo(f"DEGRADED {why}")
