@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "ISMTr9TLYGQStLJwvc6397JXasFvYhtK4/OqYbwrflPpmsJbJvMhQNoYhPkKeU6UXyoBR2xvQ4ENbmW8VebjAQ=="
+ "signature": "3RRu4b6Du+kIvSAyE/Q9h3JBxefL4fhRKSGgBzEoce5nZ8gZaoTaudeoqUFRLGuwknM8AKjNqZd7/g7nqGJlBQ=="
 }

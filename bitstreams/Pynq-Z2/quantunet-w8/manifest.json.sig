@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "a+FV5MJySbdeCvhdR2qBId1c4b+czv8oTln95XjgOxiwp7JoPGRZWAx7sDWFw01qvEy11OkA67YQaj9vfxK8DQ=="
+ "signature": "KFTm0w+JKlaAG4SeMZLrWS+cnuZsCjaNbjo4W2PiItqHEDFqaPrPCtesonMpgqoRMIMg5GFizZM7tLkFVfi3BQ=="
 }

@@ -1,5 +1,5 @@
 {
  "alg": "ed25519",
  "key_id": "da58b89a63d33ae8",
- "signature": "ly/qR+F+stWe/1kiEFnsOvkLHwiBFGXi2GKZAuyCvrgVRnLV6XmXj3WNeJfT8BK/hf5Od1bcENDlelBwXquUBA=="
+ "signature": "ts2f4UZC5tvH4LVgytVlmXiBz0K7Ilo7dgr0XT3j7SxX9Qf0FWWAi33/gAGP4ZCYrFle7ChcRESRAAzul5GFDg=="
 }
