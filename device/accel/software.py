@@ -69,6 +69,8 @@ def _build_lut(st: _Step) -> None:
     """Tabulate ``#{k: v >= T[c, k]} + ActVal`` for the integers where it changes (see module doc);
     leaves ``st.lut`` None where the table would exceed :data:`TABLE_MAX`."""
     t = np.ceil(st.thr)  # [C or 1, steps]
+    if t.size == 0:  # no steps: nothing to tabulate (the comparisons give ActVal everywhere)
+        return
     lo, hi = int(t.min()) - 1, int(t.max())
     length = hi - lo + 1
     if t.shape[0] * length > TABLE_MAX:
