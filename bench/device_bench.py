@@ -30,16 +30,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def rate(fn, seconds: float) -> float:  # noqa: ANN001
-    fn()  # warm-up
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        fn()
-        n += 1
-    return n / (time.perf_counter() - t0)
+SLICES = 10  # alternating slices the software methods are timed in
 
 
-def interleaved_rates(fns: dict, seconds: float, rounds: int = 10) -> dict:  # noqa: ANN001
+def interleaved_rates(fns: dict, seconds: float, rounds: int = SLICES) -> dict:  # noqa: ANN001
     """frames/s of each callable, measured in ``rounds`` alternating slices of ``seconds / rounds``
     each, so that a slow spell of a shared machine falls on all of them alike."""
     for fn in fns.values():
@@ -54,6 +48,11 @@ def interleaved_rates(fns: dict, seconds: float, rounds: int = 10) -> dict:  # n
                 n[k] += 1
             spent[k] += time.perf_counter() - t0
     return {k: n[k] / spent[k] for k in fns}
+
+
+def rate(fn, seconds: float) -> float:  # noqa: ANN001
+    """calls/s of one callable over ``seconds`` (after one warm-up call)."""
+    return interleaved_rates({"": fn}, seconds, rounds=1)[""]
 
 
 RAW_ECHO_TCP = """
@@ -159,9 +158,10 @@ def main() -> None:
     px = np.load(b / "golden_pixels.npy")
     codes = np.load(b / "golden_codes.npy")
     # every threshold method of the executor, on the same frame, in alternating slices
-    exs = {m: SoftwareExecutor(IntModel.load(b / "intmodel.npz"), thresholds=m) for m in THRESHOLD_METHODS}
-    fps = interleaved_rates({m: (lambda e=e: e.run(px[:1])) for m, e in exs.items()}, args.seconds)
-    sw_rows = [(m, fps[m], np.array_equal(e.run(px), codes)) for m, e in exs.items()]
+    model = IntModel.load(b / "intmodel.npz")
+    exs = {m: SoftwareExecutor(model, thresholds=m) for m in THRESHOLD_METHODS}
+    rates = interleaved_rates({m: (lambda e=e: e.run(px[:1])) for m, e in exs.items()}, args.seconds)
+    sw_rows = [(m, rates[m], np.array_equal(e.run(px), codes)) for m, e in exs.items()]
     sw = sw_rows[0][1]
 
     import onnxruntime as ort
@@ -178,12 +178,12 @@ def main() -> None:
     sess = ort.InferenceSession(str(tmp), so, providers=["CPUExecutionProvider"])
     iname = sess.get_inputs()[0].name
     x = (px.astype(np.float32) / 255.0)[:, None]
-    scale = float(IntModel.load(b / "intmodel.npz").output_scale)
+    scale = float(model.output_scale)
     ort_codes = np.concatenate([np.round(sess.run(None, {iname: x[i : i + 1]})[0] / scale) for i in range(len(x))])
     ort_exact = np.array_equal(ort_codes.transpose(0, 2, 3, 1).astype(np.int64), codes.astype(np.int64))
     ort_rate = rate(lambda: sess.run(None, {iname: x[:1]}), args.seconds)
     print(f"frames: {px.shape[1]}x{px.shape[2]}, batch 1, one thread each, {args.seconds:.0f} s per measurement "
-          "(the software methods in 10 alternating slices)")
+          f"(the software methods in {SLICES} alternating slices)")
     print("| executor | frames/s | bit-exact vs bundle golden |")
     print("|---|---:|---|")
     for method, fps, exact in sw_rows:

@@ -61,8 +61,8 @@ class _Step:
     kernel: tuple | None = None  # (kh, kw, oh, ow) of the fused convolution
     lut: np.ndarray | None = None  # flat [C * L] float32 table of count + ActVal (method lut)
     lut_lo: int = 0  # the value indexed by column 0 of each channel's row
-    lut_len: int = 0  # L: row length (values lo .. lo + L - 1)
-    lut_rows: np.ndarray | None = None  # per-channel row offsets c * L, int32 (None: one shared row)
+    lut_hi: int = 0  # the value indexed by the last column (lo + L - 1)
+    lut_off: np.ndarray | int = 0  # what a clipped value adds to become its flat index: c * L - lo
 
 
 def _build_lut(st: _Step) -> None:
@@ -78,9 +78,9 @@ def _build_lut(st: _Step) -> None:
     v = np.arange(lo, hi + 1, dtype=np.float64)
     counts = np.stack([np.searchsorted(row, v, side="right") for row in t])  # [C or 1, L]
     st.lut = (counts + int(st.layer.attrs.get("ActVal", 0))).astype(np.float32).ravel()
-    st.lut_lo, st.lut_len = lo, length
-    if t.shape[0] > 1:
-        st.lut_rows = (np.arange(t.shape[0], dtype=np.int32) * length)
+    st.lut_lo, st.lut_hi = lo, hi
+    # one shared row: a scalar; per channel: broadcast over the channel axis (last)
+    st.lut_off = -lo if t.shape[0] == 1 else np.arange(t.shape[0], dtype=np.int32) * length - lo
 
 
 class SoftwareExecutor:
@@ -227,10 +227,8 @@ class SoftwareExecutor:
 
 
 def _thr_lut(acc: np.ndarray, st: _Step) -> np.ndarray:
-    idx = np.clip(acc, st.lut_lo, st.lut_lo + st.lut_len - 1).astype(np.int32)
-    idx -= st.lut_lo
-    if st.lut_rows is not None:
-        idx += st.lut_rows  # broadcast over the channel axis (last)
+    idx = np.clip(acc, st.lut_lo, st.lut_hi).astype(np.int32)
+    idx += st.lut_off
     return st.lut.take(idx)
 
 
