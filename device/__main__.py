@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--power", default="auto", choices=["auto", "pmbus", "hwmon", "estimate"])
     common.add_argument("--trust", action="append", default=[], help="trust this Ed25519 public key (PEM)")
     common.add_argument("--dev-key", action="store_true",
-                        help="trust qdev's shipped development key (its private half is public: tests and demos only)")
+                        help="allow qdev's shipped development key to be trusted (with --trust "
+                             "keys/dev/qdev-dev.pub or `trust`; its private half is public: tests and demos only)")
     common.add_argument("--threads", type=int, default=1,
                         help="BLAS/OpenMP threads of the software backend (default 1: see qdev.device.threads)")
     s = sub.add_parser("serve", parents=[common], help="serve hosts over TCP and/or a serial port")

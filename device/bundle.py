@@ -131,7 +131,8 @@ def verify_manifest(mbytes: bytes, sbytes: bytes, trusted: list, where: str = "b
         raise BundleError(f"{where}: malformed signature file") from exc
     keys = [load_public_key(k) if isinstance(k, (str, Path)) else k for k in trusted]
     if not keys:
-        raise BundleError("no trusted keys: refusing to accept any bundle")
+        raise BundleError("no trusted keys: refusing to accept any bundle (on the device: "
+                          "qdev-device trust KEY.pub, or serve --trust KEY.pub)")
     by_id = {key_id(_raw(k)): k for k in keys}
     if kid not in by_id:
         raise BundleError(f"{where}: signed by key {kid}, which is not trusted")
