@@ -140,7 +140,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.6), sharey=True)
     for ax, split in zip(axes, ("val", "test")):
         for k, (name, rs) in enumerate(sorted(groups.items())):
             learned = rs[0]["kind"] == "learned"
@@ -160,11 +160,13 @@ def main() -> None:
         ax.set_title(f"{'validation' if split == 'val' else 'test'} lesion Dice")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("lesion Dice")
-    axes[1].legend(fontsize=7, loc="best")
+    # below both panels: inside either one it covers points once there are more than a few recipes
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2, frameon=False)
     for ax in axes:
         ax.margins(x=0.15, y=0.15)
     fig.suptitle("QuantU-Net width 8 on BUSI (grouped split): learned per-layer widths vs uniform widths")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 + 0.022 * ((len(labels) + 1) // 2), 1, 1))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(a.out, dpi=120)
     print(f"\nplot: {a.out}")
