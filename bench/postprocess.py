@@ -1,12 +1,12 @@
 """The two failure modes of a run's masks, and the mask rule ``qdev postprocess`` would choose for
-it, on validation, then reported on test (the same search: ``training/postprocess.py``; the best
-rule of the grid without its peak rules is shown beside it):
+it, on validation, then reported on test (the same search: ``training/postprocess.py``):
 
 * false lesions on normal scans: normal images with any marked pixel;
 * missed lesions: lesion images whose Dice is below 0.1.
 
-The rule is chosen on the validation split only (by all-image Dice); the test columns are read
-after the choice, for the report. Also prints the EMA-versus-live validation curve statistics of
+The rule is chosen on the validation split only (by all-image Dice, each step to a more complex rule
+behind the search's bootstrap margin; the grid's best rule without the margin is shown beside it);
+the test columns are read after the choice, for the report. Also prints the EMA-versus-live validation curve statistics of
 the run's log when it has an EMA. Reads the run's checkpoint; writes nothing.
 
 Usage: .venv/bin/python bench/postprocess.py RUN [RUN ...]
@@ -76,8 +76,10 @@ def main(runs: list[str]) -> None:
             idx = split.indices(arrays, name)
             codes, scale = model_codes(model, arrays.images[idx])
             data[name] = (codes, arrays.masks[idx] > 0, arrays.labels[idx])
-        chosen, _, _, grid = search_rules(*data["val"], scale, RuleSearch())
-        no_peak, _, _, _ = search_rules(*data["val"], scale, RuleSearch(peak_logits=(None,)))
+        found = search_rules(*data["val"], scale, RuleSearch())
+        chosen, grid = found.rule, found.grid
+        no_margin = search_rules(*data["val"], scale, RuleSearch(level=0.0)).rule
+        no_peak = search_rules(*data["val"], scale, RuleSearch(peak_logits=(None,), level=0.0)).rule
         print(f"## {run.name} (best.pt: epoch {ckpt['epoch']}, EMA {bool(ckpt.get('ema'))}; output scale {scale:.5f})")
         curve = ema_curve(run)
         if curve:
@@ -85,7 +87,10 @@ def main(runs: list[str]) -> None:
         print("| rule | val Dice (all / lesion) | val normals marked | val missed | "
               "test Dice (all / lesion) | test normals marked | test missed |")
         print("|---|---:|---:|---:|---:|---:|---:|")
-        shown = [DEFAULT_RULE, chosen, no_peak] + [r for r, _ in sorted(grid, key=lambda g: -g[1]["dice_all"])[:4]]
+        for st in found.steps:
+            print(f"* step to the best {st.stage} rule, {st.candidate.describe()}: validation all-image Dice "
+                  f"{st.gain:+.4f}, bootstrap P(gain > 0) {st.p_gain:.3f}: {'taken' if st.taken else 'not taken'}")
+        shown = [DEFAULT_RULE, chosen, no_margin, no_peak] + [r for r, _ in sorted(grid, key=lambda g: -g[1]["dice_all"])[:4]]
         seen = set()
         for r in shown:
             if r in seen:
@@ -95,7 +100,8 @@ def main(runs: list[str]) -> None:
                 [f"peak logit > {r.peak_logit(scale):.2f}"] if r.min_peak is not None else [])
             name = r.describe() + (f" ({', '.join(logits)})" if logits else "")
             mark = (" **(chosen on val)**" if r == chosen else " (default)" if r == DEFAULT_RULE
-                    else " (chosen on val without a peak rule)" if r == no_peak else "")
+                    else " (best on val without the margin)" if r == no_margin
+                    else " (best on val without a peak rule)" if r == no_peak else "")
             v, t = (rule_figures(r.apply(c), tr, lb) for c, tr, lb in (data["val"], data["test"]))
             print(f"| {name}{mark} | {_cells(v)} | {_cells(t)} |")
         for name, (c, tr, _) in data.items():

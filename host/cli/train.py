@@ -127,6 +127,10 @@ def evaluate_cmd(run: Path, data: str | None, split_name: str, checkpoint: str, 
 def postprocess_cmd(run: Path, data: str | None, as_json: bool) -> None:
     """Choose the run's mask rule (threshold, minimum mask area, peak) on its validation split.
 
+    A step away from the network's own masks (to a threshold/area rule, then to a peak) is taken
+    only where a paired bootstrap over the validation images finds its gain above 0 in 95% of
+    the resamples.
+
     The rule is signed into the run's bundles and applied by the device after the accelerator;
     `qdev evaluate` applies it too. The test split is not read.
     """
@@ -154,6 +158,9 @@ def postprocess_cmd(run: Path, data: str | None, as_json: bool) -> None:
         row(_rule_name(g["rule"]), g["logit_threshold"], g.get("peak_logit"), g)
     row("chosen: " + _rule_name(doc["rule"]), doc["logit_threshold"], doc.get("peak_logit"), doc["chosen"], style="bold")
     Console().print(t)
+    for st in doc.get("steps", []):
+        click.echo(f"step to the best {st['stage']} rule, {st['describe']}: all-image Dice {st['gain']:+.4f}, "
+                   f"bootstrap P(gain > 0) {st['p_gain']:.3f}: {'taken' if st['taken'] else 'not taken'}")
     click.echo(f"chosen: {doc['describe']} (by {doc['chosen_by']}; missed: lesion images with Dice < 0.1); "
                f"written to {Path(run) / 'postprocess' / 'rule.json'}. Re-run qdev evaluate and qdev bundle "
                "create to apply it.")

@@ -195,7 +195,12 @@ def test_mask_rule_chosen_on_validation_reaches_evaluate_and_the_bundle(compiled
     doc = json.loads(r.stdout)
     assert doc["split"] == "val" and len(doc["grid"]) >= 16
     assert any(g["rule"].get("min_peak") is not None for g in doc["grid"])  # peak rules are searched
-    assert doc["chosen"]["dice_all"] == max(g["dice_all"] for g in [doc["default"], *doc["grid"]])
+    # the steps of the search: each taken one cleared the bootstrap margin, and the rule kept is the last taken
+    assert [st["stage"] for st in doc["steps"]] == ["threshold and area", "peak"]
+    taken = [st for st in doc["steps"] if st["taken"]]
+    assert all(st["gain"] > 0 and st["p_gain"] >= 0.95 for st in taken)
+    assert doc["rule"] == (taken[-1]["candidate"] if taken else MaskRule().to_dict())
+    assert doc["chosen"]["dice_all"] >= doc["default"]["dice_all"]
     r = CliRunner().invoke(cli, ["postprocess", str(run)])  # the table a user reads
     assert r.exit_code == 0 and "chosen" in r.output and "Traceback" not in r.output
     # a rule that changes this model's masks (a 2-epoch net is far from its decision boundary):
