@@ -108,9 +108,10 @@ def per_image_dice(masks: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return (2.0 * (m & t).sum(1) + SMOOTH) / (m.sum(1) + t.sum(1) + SMOOTH)
 
 
-def rule_figures(masks: np.ndarray, truth: np.ndarray, labels: np.ndarray) -> dict:
-    """Dice over all images and lesion images, and the two failure modes, of masks [N, H, W]."""
-    d = per_image_dice(masks, truth)
+def rule_figures(masks: np.ndarray, truth: np.ndarray, labels: np.ndarray, d: np.ndarray | None = None) -> dict:
+    """Dice over all images and lesion images, and the two failure modes, of masks [N, H, W]
+    (``d``: their per-image Dice where the caller has it)."""
+    d = per_image_dice(masks, truth) if d is None else d
     lesion = truth.reshape(len(truth), -1).any(1)
     normal = labels == NORMAL
     marked = masks.reshape(len(masks), -1).any(1)
@@ -171,13 +172,13 @@ def _preference(rule: MaskRule, figures: dict) -> tuple:
 def search_rules(codes: np.ndarray, truth: np.ndarray, labels: np.ndarray, scale: float,
                  search: RuleSearch = RuleSearch()) -> RuleChoice:
     """Search ``search`` on one split (see the module doc for the steps and their margin)."""
-    default = rule_figures(DEFAULT_RULE.apply(codes), truth, labels)
     grid, per_image = [], {}
-    for r in search.rules(scale):
+    for r in [DEFAULT_RULE, *search.rules(scale)]:
         masks = r.apply(codes)
-        grid.append((r, rule_figures(masks, truth, labels)))
         per_image[r] = per_image_dice(masks, truth)
-    held, held_fig, held_d = DEFAULT_RULE, default, per_image_dice(DEFAULT_RULE.apply(codes), truth)
+        grid.append((r, rule_figures(masks, truth, labels, per_image[r])))
+    (_, default), grid = grid[0], grid[1:]
+    held, held_fig, held_d = DEFAULT_RULE, default, per_image[DEFAULT_RULE]
     steps = []
     for stage, admits in STAGES.items():
         cands = [(r, f) for r, f in grid if admits(r) and r != held]
