@@ -14,6 +14,7 @@
 #   bench/train_busi.sh normals 4 0     # the long recipe, normal scans' BCE weighted 4x (seed 0)
 #   bench/train_busi.sh dice 8 0 1      # the long recipe, per-image Dice, output scale from logits +-8
 #   bench/train_busi.sh dicenw 8 4 0    # the same with normal scans' BCE weighted 4x
+#   WIDTH=12 bench/train_busi.sh dicenw 8 4 0   # the long recipes take $WIDTH too (runs/exp-quant-w12-*)
 #   bench/train_busi.sh range 8 0       # the long recipe, only the output scale from logits +-8
 #   bench/train_busi.sh uniform 3 0 1 2  # fixed WbAb (here W3A3) from scratch, the from-scratch
 #                                       # recipe's schedule and augmentation: the Pareto baselines
@@ -50,7 +51,7 @@ exp_run() {  # name, then qdev train options (the grouped split)
 }
 long_run() {  # name suffix, seed, then extra options: the from-scratch recipe, $LONG_EPOCHS epochs, EMA
   local sfx=$1 s=$2; shift 2
-  exp_run "exp-quant-w8-lam005-scratch-e${LONG_EPOCHS:-150}-ema$sfx-s$s" --model quant --width 8 \
+  exp_run "exp-quant-w$W-lam005-scratch-e${LONG_EPOCHS:-150}-ema$sfx-s$s" --model quant --width "$W" \
     --epochs "${LONG_EPOCHS:-150}" --seed "$s" --lambda 0.05 --bits 2..8 --freeze-bits 0.75 --ema "${EMA:-0.995}" "$@"
 }
 case "${1:-seeds}" in

@@ -143,20 +143,23 @@ def postprocess_cmd(run: Path, data: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(doc, indent=1))
         return
+    # fits 80 columns with the rule on one line: the logits and the gains are in the lines below
     t = Table(title=f"{doc['run']}: mask rules on the validation split ({doc['n_images']} images)")
-    for c in ("rule", "logit >", "peak logit >", "Dice all", "Dice lesion", "normals marked", "missed"):
-        t.add_column(c, justify="left" if c == "rule" else "right")
+    t.add_column("rule", no_wrap=True)
+    for c in ("search", "Dice all", "Dice lesion", "normals marked", "missed"):
+        t.add_column(c, justify="right")
 
-    def row(name: str, thr: float, peak: float | None, f: dict, style: str | None = None) -> None:
-        t.add_row(name, f"{thr:.3f}", "-" if peak is None else f"{peak:.3f}", f"{f['dice_all']:.4f}",
-                  f"{f['dice_lesion']:.4f}", f"{f['normal_marked']} of {f['n_normal']}",
-                  f"{f['missed']} of {f['n_lesion']}", style=style)
+    def row(name: str, what: str, f: dict, style: str | None = None) -> None:
+        t.add_row(name, what, f"{f['dice_all']:.4f}", f"{f['dice_lesion']:.4f}",
+                  f"{f['normal_marked']}/{f['n_normal']}", f"{f['missed']}/{f['n_lesion']}", style=style)
 
-    row("default: code > 0", 0.0, None, doc["default"])
-    top = sorted(doc["grid"], key=lambda g: -g["dice_all"])[:5]
-    for g in top:
-        row(_rule_name(g["rule"]), g["logit_threshold"], g.get("peak_logit"), g)
-    row("chosen: " + _rule_name(doc["rule"]), doc["logit_threshold"], doc.get("peak_logit"), doc["chosen"], style="bold")
+    by_rule = {json.dumps(g["rule"], sort_keys=True): g for g in doc["grid"]}
+    row("code > 0", "network", doc["default"])
+    for st in doc.get("steps", []):  # each step's best candidate, whether the margin let it in or not
+        g = by_rule.get(json.dumps(st["candidate"], sort_keys=True))
+        if g is not None:
+            row(_rule_name(st["candidate"]), "taken" if st["taken"] else "refused", g)
+    row(_rule_name(doc["rule"]), "chosen", doc["chosen"], style="bold")
     Console().print(t)
     for st in doc.get("steps", []):
         click.echo(f"step to the best {st['stage']} rule, {st['describe']}: all-image Dice {st['gain']:+.4f}, "

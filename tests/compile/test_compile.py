@@ -201,8 +201,15 @@ def test_mask_rule_chosen_on_validation_reaches_evaluate_and_the_bundle(compiled
     assert all(st["gain"] > 0 and st["p_gain"] >= 0.95 for st in taken)
     assert doc["rule"] == (taken[-1]["candidate"] if taken else MaskRule().to_dict())
     assert doc["chosen"]["dice_all"] >= doc["default"]["dice_all"]
-    r = CliRunner().invoke(cli, ["postprocess", str(run)])  # the table a user reads
-    assert r.exit_code == 0 and "chosen" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["postprocess", str(run)], env={"COLUMNS": "80"})  # the table a user reads
+    assert r.exit_code == 0 and "Traceback" not in r.output
+    table = r.output.splitlines()
+    assert all(len(line) <= 80 for line in table if line.startswith(("┃", "│", "┏", "└")))
+    # one row per step of the search, marked as the margin judged it, then the rule kept, each rule on one line
+    verdicts = [line.split("│")[2].strip() for line in table if line.startswith("│")]
+    assert verdicts == ["network"] + ["taken" if st["taken"] else "refused" for st in doc["steps"]] + ["chosen"]
+    kept = next(line for line in table if line.startswith("│") and "chosen" in line)
+    assert f"code > {doc['rule']['min_code']}" in kept
     # a rule that changes this model's masks (a 2-epoch net is far from its decision boundary):
     # at least half the pixels marked, masks under 5 pixels cleared
     model, ckpt = load_checkpoint_model(run / "train" / "best.pt")
