@@ -4,7 +4,8 @@ For each run: its figures on the validation and test splits under the mask rule 
 (``postprocess/rule.json``, as recorded: not searched again; code > 0 where it has none) and with
 the network's own masks (code > 0), the two failure modes (normal scans with any marked pixel,
 lesion images with Dice < 0.1), its average widths and its model bits against its float twin's
-(from ``evaluate/metrics.json``). Reads the checkpoints; writes nothing.
+(from ``evaluate/metrics.json``). A column equal to one already shown (the same network's own masks
+under two labels) is left out. Reads the checkpoints; writes nothing.
 
 Usage: .venv/bin/python bench/model_card.py LABEL=RUN [LABEL=RUN ...]
   e.g. bench/model_card.py "default=models/quantunet-w8" "previous default=runs/prev-default"
@@ -67,6 +68,8 @@ def main(args: list[str]) -> None:
         if not run:
             sys.exit(f"bench/model_card.py: {arg!r}: expected LABEL=RUN")
         for k, col in card(Path(run), arrays).items():
+            if col in columns:  # the same network's own masks, already shown under another label
+                continue
             header.append(f" {label}, {k} |")
             columns.append(col)
     print("".join(header))
