@@ -165,7 +165,7 @@ def main() -> None:
     fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2, frameon=False)
     for ax in axes:
         ax.margins(x=0.15, y=0.15)
-    fig.suptitle("QuantU-Net width 8 on BUSI (grouped split): learned per-layer widths vs uniform widths")
+    fig.suptitle("QuantU-Net on BUSI (grouped split; width 8, w12: width 12): learned per-layer widths vs uniform widths")
     fig.tight_layout(rect=(0, 0.04 + 0.022 * ((len(labels) + 1) // 2), 1, 1))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(a.out, dpi=120)
