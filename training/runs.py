@@ -4,6 +4,7 @@ per-stage status and duration. A stage refuses inputs whose hash no longer match
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
@@ -14,7 +15,7 @@ from qdev.device.bundle import sha256_file
 from qdev.device.errors import QdevError
 from qdev.device.fsutil import atomic_write_text, atomic_writer
 
-__all__ = ["RunFolder", "sha256_file", "atomic_writer", "atomic_write_text", "package_versions"]
+__all__ = ["RunFolder", "sha256_file", "atomic_writer", "atomic_write_text", "package_versions", "cpu_description"]
 
 MANIFEST_FORMAT = 1
 
@@ -27,6 +28,26 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def cpu_description() -> str:
+    """The CPU a stage ran on: model name, widest vector extension, CPUs this process may use.
+
+    Float sums in the convolutions depend on the kernels the CPU selects, so the same command and
+    seed train different networks on different machines; the manifest says which machine it was."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("", platform.machine()):
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    simd = next((f for f in ("avx512f", "avx2", "avx", "sse4_2", "asimd") if f in flags), None)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}" + (f", {simd}" if simd else "") + f", {cpus} CPUs"
 
 
 def git_revision() -> str | None:
@@ -75,6 +96,7 @@ class RunFolder:
             "versions": package_versions(),
             "git_revision": git_revision(),
             "host": platform.node(),
+            "cpu": cpu_description(),
         }
         self.save(doc)
         return time.perf_counter()

@@ -50,6 +50,7 @@ def test_quant_run_logs_everything(phantom_busi, tmp_path):
     man = json.loads((out / "manifest.json").read_text())
     st = man["stages"]["train"]
     assert st["status"] == "done" and "train/best.pt" in st["outputs"] and st["versions"]["torch"]
+    assert st["cpu"].endswith(" CPUs") and len(st["cpu"]) > len(" 1 CPUs")  # which machine trained it
 
 
 def test_widths_move_during_training(phantom_busi, tmp_path):
