@@ -19,19 +19,16 @@ from pathlib import Path
 
 import torch
 
-from qdev.device.maskrule import DEFAULT_RULE, MaskRule
+from qdev.device.maskrule import DEFAULT_RULE
 from qdev.training.checkpoint import load_checkpoint_model
 from qdev.training.data import load_busi, read_split, resolve_busi_root
+from qdev.training.mask_rule import run_mask_rule
 from qdev.training.postprocess import model_codes, rule_figures
+from qdev.training.runs import RunFolder
 
 ROWS = ("rule", "validation Dice, all images / lesion images", "test Dice, all images / lesion images",
         "normal test scans marked with a lesion", "lesion test images missed (Dice < 0.1)",
         "average bits, weights / activations", "model bits")
-
-
-def _rule(run: Path) -> MaskRule:
-    f = run / "postprocess" / "rule.json"
-    return MaskRule.from_manifest(json.loads(f.read_text())["rule"]) if f.exists() else DEFAULT_RULE
 
 
 def card(run: Path, arrays) -> dict[str, list[str]]:  # noqa: ANN001 - BusiArrays
@@ -39,7 +36,7 @@ def card(run: Path, arrays) -> dict[str, list[str]]:  # noqa: ANN001 - BusiArray
     model, _ = load_checkpoint_model(run / "train" / "best.pt")
     split = read_split(run / "train" / "split.json")
     metrics = json.loads((run / "evaluate" / "metrics.json").read_text())
-    rules = {"as deployed": _rule(run), "logit > 0": DEFAULT_RULE}
+    rules = {"as deployed": run_mask_rule(RunFolder(run))[0], "logit > 0": DEFAULT_RULE}
     figs: dict[str, dict[str, dict]] = {k: {} for k in rules}
     for name in ("val", "test"):
         idx = split.indices(arrays, name)

@@ -16,11 +16,16 @@ import os
 
 from qdev.device.errors import ConfigError
 
-__all__ = ["pin_threads", "DEFAULT_THREADS", "THREAD_ENV"]
+__all__ = ["pin_threads", "available_cpus", "DEFAULT_THREADS", "THREAD_ENV"]
 
 DEFAULT_THREADS = 1
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def pin_threads(n: int | None = DEFAULT_THREADS) -> dict:
@@ -28,7 +33,7 @@ def pin_threads(n: int | None = DEFAULT_THREADS) -> dict:
 
     Returns what was done: ``{"threads": n, "pools": [{"library", "api", "threads"}...]}``.
     """
-    avail = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    avail = available_cpus()
     if n is None:
         n = avail
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:

@@ -4,7 +4,6 @@ per-stage status and duration. A stage refuses inputs whose hash no longer match
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from qdev.device.bundle import sha256_file
 from qdev.device.errors import QdevError
 from qdev.device.fsutil import atomic_write_text, atomic_writer
+from qdev.device.threads import available_cpus
 
 __all__ = ["RunFolder", "sha256_file", "atomic_writer", "atomic_write_text", "package_versions", "cpu_description"]
 
@@ -33,8 +33,8 @@ def package_versions() -> dict[str, str]:
 def cpu_description() -> str:
     """The CPU a stage ran on: model name, widest vector extension, CPUs this process may use.
 
-    Float sums in the convolutions depend on the kernels the CPU selects, so the same command and
-    seed train different networks on different machines; the manifest says which machine it was."""
+    The same command and seed trained different networks on different VMs (bench/RESULTS.md);
+    the manifest says which machine a stage ran on, so such runs can be told apart."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -46,8 +46,7 @@ def cpu_description() -> str:
     except OSError:
         pass
     simd = next((f for f in ("avx512f", "avx2", "avx", "sse4_2", "asimd") if f in flags), None)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}" + (f", {simd}" if simd else "") + f", {cpus} CPUs"
+    return f"{model}" + (f", {simd}" if simd else "") + f", {available_cpus()} CPUs"
 
 
 def git_revision() -> str | None:
