@@ -1,8 +1,13 @@
 """Where a run's test Dice goes: per-image Dice buckets on lesion images, and whether keeping only
 the largest connected component of each mask (nnU-Net-style post-processing) helps, on the
-validation and the test split of the run's own split file.
+validation and the test split of the run's own split file. A second table looks at the missed
+lesions (Dice < 0.1): their true area against the found lesions' (is resolution what misses them?)
+and whether the network drew nothing or drew a blob somewhere else.
 
 Usage: .venv/bin/python bench/mask_errors.py RUN [RUN ...]     (e.g. runs/bench-float-w16-s0)
+       .venv/bin/python bench/mask_errors.py --gallery missed.png RUN ...
+         (also draws the first run's missed validation lesions: the scan, the true outline in
+          magenta, the network's mask in cyan)
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qdev.training.data import load_busi, read_split, resolve_busi_root  # noqa: E402
+from qdev.training.data.dedup import find_duplicates  # noqa: E402
 from qdev.device.masks import dice  # noqa: E402
 from qdev.training.checkpoint import load_checkpoint_model  # noqa: E402
 
@@ -28,11 +34,43 @@ def largest_component(p: np.ndarray) -> np.ndarray:
     return lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
-def main(runs: list[str]) -> None:
+def draw_missed(images: np.ndarray, pred: np.ndarray, truth: np.ndarray, d: np.ndarray, title: str,
+                out: Path, limit: int = 12) -> None:
+    """The missed lesions (Dice < 0.1) as a grid of overlays, written to ``out`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    idx = np.flatnonzero(d < 0.1)[:limit]
+    cols = 4
+    rows = max(1, -(-len(idx) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, idx):
+        ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+        ax.imshow(np.ma.masked_where(~pred[i], pred[i]), cmap=ListedColormap(["cyan"]), alpha=0.45)
+        ax.contour(truth[i].astype(float), levels=[0.5], colors="magenta", linewidths=1.2)
+        ax.set_title(f"Dice {d[i]:.2f}, {int(truth[i].sum())} px true", fontsize=8)
+    if not len(idx):
+        axes.flat[0].text(0.5, 0.5, "no missed lesion", ha="center", va="center")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    print(f"\nmissed lesions drawn: {out}")
+
+
+def main(runs: list[str], gallery: Path | None = None) -> None:
     torch.set_num_threads(1)
     arrays = load_busi(resolve_busi_root(None), (128, 128))
     print("| run | split | lesion images | Dice (lesion) | largest component only | Dice < 0.1 | 0.1-0.5 | >= 0.5 (mean) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
+    anatomy = []
+    group_of = np.array(find_duplicates(arrays).group_of)  # near-copies of one scan: one group
     for run in runs:
         model, _ = load_checkpoint_model(Path(run) / "train" / "best.pt")
         model.eval()
@@ -47,9 +85,40 @@ def main(runs: list[str]) -> None:
             lc = np.mean([dice(largest_component(p), t) for p, t in zip(pred[lesion], truth[lesion])])
             print(f"| {Path(run).name} | {split} | {lesion.sum()} | {d.mean():.4f} | {lc:.4f} | {(d < 0.1).sum()} | "
                   f"{((d >= 0.1) & (d < 0.5)).sum()} | {(d >= 0.5).sum()} ({d[d >= 0.5].mean():.3f}) |")
+            anatomy.append((Path(run).name, split, *missed_anatomy(pred[lesion], truth[lesion], d),
+                            len(set(group_of[idx][lesion][d < 0.1].tolist()))))
+            if gallery is not None and run == runs[0] and split == "val":
+                draw_missed(arrays.images[idx][lesion], pred[lesion], truth[lesion], d,
+                            f"{Path(run).name}: missed validation lesions (magenta: truth, cyan: network)", gallery)
+    side = pred.shape[-1]
+    print(f"\n| run | split | missed | true area of missed: median (range), px at {side}x{side} | "
+          "true area of found: median | missed with nothing drawn | missed with a blob elsewhere | "
+          "distinct scans among the missed (duplicate groups) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for row in anatomy:
+        print("| " + " | ".join(map(str, row)) + " |")
+
+
+def missed_anatomy(pred: np.ndarray, truth: np.ndarray, d: np.ndarray) -> tuple:
+    """(missed count, their true area as 'median (min-max)', found lesions' median area, missed with
+    an empty mask, missed with pixels drawn that (nearly) miss the lesion), over lesion images."""
+    area = truth.reshape(len(truth), -1).sum(1)
+    drawn = pred.reshape(len(pred), -1).sum(1)
+    m = d < 0.1
+    if not m.any():
+        return 0, "-", f"{np.median(area):.0f}", 0, 0
+    missed = f"{np.median(area[m]):.0f} ({area[m].min()}-{area[m].max()})"
+    found = f"{np.median(area[~m]):.0f}" if (~m).any() else "-"
+    return int(m.sum()), missed, found, int((drawn[m] == 0).sum()), int((drawn[m] > 0).sum())
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    args = sys.argv[1:]
+    out = None
+    if args[:1] == ["--gallery"]:
+        if len(args) < 2:
+            sys.exit(__doc__)
+        out, args = Path(args[1]), args[2:]
+    if not args:
         sys.exit(__doc__)
-    main(sys.argv[1:])
+    main(args, out)
