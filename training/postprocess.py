@@ -34,7 +34,7 @@ from qdev.device.masks import SMOOTH
 from qdev.device.maskrule import DEFAULT_RULE, MaskRule
 from qdev.device.preprocess import to_unit_float
 from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
-from qdev.training.data import load_busi, read_split, resolve_busi_root
+from qdev.training.data import open_busi, read_split
 from qdev.training.data.busi import CLASSES
 from qdev.training.mask_rule import RULE_FILE
 from qdev.training.runs import RunFolder, atomic_write_text
@@ -203,7 +203,7 @@ def choose_rule(run_dir: Path, data: str | None = None, search: RuleSearch = Rul
     if ckpt["model_config"]["kind"] != "quant":
         raise QdevError(f"{run_dir}: a float model has no integer output codes; the mask rule is for QuantU-Nets")
     size = int(ckpt["size"])
-    arrays = load_busi(resolve_busi_root(data if data is not None else st["config"].get("data")), (size, size))
+    arrays = open_busi(data if data is not None else st["config"].get("data"), (size, size))
     idx = read_split(run.verified("train", "train/split.json")).indices(arrays, "val")
     if len(idx) == 0:
         raise QdevError(f"{run_dir}: the run's validation split is empty")

@@ -4,6 +4,7 @@ per-stage status and duration. A stage refuses inputs whose hash no longer match
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
@@ -50,6 +51,11 @@ def cpu_description() -> str:
 
 
 def git_revision() -> str | None:
+    """HEAD of the checkout qdev runs from; where qdev runs from an installed wheel on a machine
+    with no checkout (a rented GPU box), ``$QDEV_GIT_REVISION`` as the caller set it."""
+    env = os.environ.get("QDEV_GIT_REVISION")
+    if env:
+        return env
     try:
         repo = Path(__file__).resolve().parents[1]
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
@@ -85,7 +91,9 @@ class RunFolder:
     def save(self, doc: dict) -> None:
         atomic_write_text(self.manifest_path, json.dumps(doc, indent=1) + "\n")
 
-    def begin(self, stage: str, config: dict, inputs: dict | None = None) -> float:
+    def begin(self, stage: str, config: dict, inputs: dict | None = None, **extra) -> float:
+        """Mark ``stage`` running, with its config, inputs, versions and machine; ``extra`` (e.g. the
+        accelerator a training ran on) is stored beside them."""
         doc = self.load()
         doc["stages"][stage] = {
             "status": "running",
@@ -96,6 +104,7 @@ class RunFolder:
             "git_revision": git_revision(),
             "host": platform.node(),
             "cpu": cpu_description(),
+            **extra,
         }
         self.save(doc)
         return time.perf_counter()

@@ -37,10 +37,9 @@ from qdev.training.augment import AUGMENT_PRESETS, augment_batch
 from qdev.training.ema import ModelEMA
 from qdev.training.data import (
     find_duplicates,
-    load_busi,
     make_split,
+    open_busi,
     read_split,
-    resolve_busi_root,
     write_split,
 )
 from qdev.training.losses import DICE_MODES, total_loss
@@ -178,8 +177,7 @@ class DataTensors:
 
 def prepare_data(cfg: TrainConfig, split_out: Path | None = None, progress=None) -> DataTensors:  # noqa: ANN001
     """Load BUSI (cached), make or read the split, return float tensors per split."""
-    root = resolve_busi_root(cfg.data)
-    arrays = load_busi(root, (cfg.size, cfg.size), progress=progress)
+    arrays = open_busi(cfg.data, (cfg.size, cfg.size), progress=progress)
     if cfg.split in ("grouped", "paper"):
         split = make_split(arrays, find_duplicates(arrays), cfg.split, cfg.seed if cfg.split == "paper" else 0)
     else:
@@ -481,7 +479,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = 
 
         ddp_model = DDP(st.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     inputs = {"data_hash": data.data_hash, "split": cfg.split}
-    t_stage = run.begin("train", cfg.to_dict(), inputs) if dist.main and stored is None else time.perf_counter()
+    accel = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else None
+    t_stage = (run.begin("train", cfg.to_dict(), inputs, accelerator=accel) if dist.main and stored is None
+               else time.perf_counter())
     record: dict = st.history[-1] if st.history else {}
     freeze_at = cfg.freeze_epoch()
     for epoch in range(st.start_epoch, cfg.epochs + 1):

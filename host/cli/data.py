@@ -28,7 +28,7 @@ def _size(value: str) -> tuple[int, int]:
 
 @click.group()
 def data() -> None:
-    """The BUSI dataset: inspect, split, phantom."""
+    """The BUSI dataset: inspect, split, pack, phantom."""
 
 
 @data.command("inspect")
@@ -111,6 +111,22 @@ def split_cmd(data_path: str | None, kind: str, seed: int, threshold: float, out
     sizes = split.sizes()
     click.echo(f"wrote {out}: " + ", ".join(f"{n} {sizes[n]['total']}" for n in sizes)
                + f"; {len(split.crossing_groups())} duplicate groups cross splits")
+
+
+@data.command("pack")
+@click.option("--data", "data_path", type=str, default=None, help="BUSI location (else $QDEV_BUSI, else ../shared/data/busi).")
+@click.option("--size", default="128", show_default=True, help="Preprocessed size N or HxW.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Pack file to write (.npz).")
+def pack_cmd(data_path: str | None, size: str, out: Path) -> None:
+    """Write the preprocessed dataset as one file, to train where BUSI is not (``--data PACK``)."""
+    from qdev.training.data import load_busi, resolve_busi_root, write_pack
+
+    root = resolve_busi_root(data_path)
+    with progress_bar("decoding images") as cb:
+        arrays = load_busi(root, _size(size), progress=cb)
+    write_pack(arrays, out)
+    click.echo(f"wrote {out}: {len(arrays)} images at {arrays.size[0]}x{arrays.size[1]}, "
+               f"{out.stat().st_size / 1e6:.1f} MB, data hash {arrays.data_hash[:16]}")
 
 
 @data.command("phantom")

@@ -7,6 +7,7 @@ from qdev.training.data.busi import CLASSES, BusiRecord, scan_busi
 from qdev.training.data.cache import BusiArrays, load_busi
 from qdev.training.data.dedup import DedupConfig, DuplicateReport, find_duplicates
 from qdev.training.data.locate import BUSI_HELP, resolve_busi_root
+from qdev.training.data.pack import open_busi, read_pack, write_pack
 from qdev.training.data.split import Split, make_split, read_split, write_split
 
 __all__ = [
@@ -20,8 +21,11 @@ __all__ = [
     "find_duplicates",
     "load_busi",
     "make_split",
+    "open_busi",
+    "read_pack",
     "read_split",
     "resolve_busi_root",
     "scan_busi",
+    "write_pack",
     "write_split",
 ]
