@@ -34,7 +34,13 @@ case "${1:?smoke|probe|main}" in
     epoch_seconds probe1
     specs=(); for s in 0 1 2 3 4 5 6 7; do specs+=("probe8-s$s $BASE --width 8 --epochs 3 --seed $s"); done
     "${SWEEP[@]}" --jobs 8 "${specs[@]}"
-    epoch_seconds probe8 ;;
+    epoch_seconds probe8
+    if [ -n "${MPS:-}" ] && command -v nvidia-cuda-mps-control >/dev/null && timeout 20 nvidia-cuda-mps-control -d; then
+      specs=(); for s in 0 1 2 3 4 5 6 7; do specs+=("probempsA-s$s $BASE --width 8 --epochs 3 --seed $s"); done
+      timeout 150 "${SWEEP[@]}" --jobs 8 "${specs[@]}" || true
+      epoch_seconds probemps
+      echo quit | timeout 20 nvidia-cuda-mps-control || true
+    fi ;;
   main)
     jobs=${2:?JOBS}; secs=${3:?SECONDS}
     specs=()
