@@ -41,14 +41,12 @@ case "${1:?smoke|probe|main}" in
       epoch_seconds probemps
       echo quit | timeout 20 nvidia-cuda-mps-control || true
     fi ;;
-  main)
-    jobs=${2:?JOBS}; secs=${3:?SECONDS}
+  main)  # MPS (nvidia-cuda-mps-control -d) lets 16 of these run at the speed of one (probe)
+    jobs=${2:?JOBS}; secs=${3:?SECONDS}; epochs=${EPOCHS:-60}
     specs=()
-    for s in 0 1 2 3; do
-      specs+=("gpu-w8-e100-s$s $BASE --width 8 --epochs 100 --seed $s")     # the shipped recipe, GPU draws
-      specs+=("gpu-w12-e100-s$s $BASE --width 12 --epochs 100 --seed $s")   # width 12
-      specs+=("gpu-w8-e200-s$s $BASE --width 8 --epochs 200 --seed $s")     # twice as long
-      specs+=("gpu-w8-e100-b8-s$s $BASE --width 8 --epochs 100 --batch-size 8 --seed $s")  # twice the steps
+    for s in 0 1 2 3 4 5 6 7; do
+      specs+=("gpu-w8-e$epochs-s$s $BASE --width 8 --epochs $epochs --seed $s")     # the shipped recipe, shorter, GPU draws
+      specs+=("gpu-w12-e$epochs-s$s $BASE --width 12 --epochs $epochs --seed $s")   # width 12
     done
-    "${SWEEP[@]}" --jobs "$jobs" --deadline "$secs" --collect "$OUT" "${specs[@]}" | tee "$OUT/sweep.md" ;;
+    "${SWEEP[@]}" --jobs "$jobs" --deadline "$secs" --no-last --collect "$OUT" "${specs[@]}" | tee "$OUT/sweep.md" ;;
 esac

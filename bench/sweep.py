@@ -71,13 +71,13 @@ def reached(run: Path) -> dict:
             "s_per_epoch": round(sum(r["seconds"] for r in recs) / len(recs), 2) if recs else None}
 
 
-def collect(jobs: list[Job], runs: Path, out: Path, part_mb: float) -> None:
+def collect(jobs: list[Job], runs: Path, out: Path, part_mb: float, with_last: bool = True) -> None:
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     for j in jobs:
         run = runs / j.name
         keep = ["manifest.json", "train/best.pt", "train/log.jsonl", "train/split.json"]
-        if j.rc != 0:
+        if j.rc != 0 and with_last:
             keep.append("train/last.pt")
         files += [run / k for k in keep if (run / k).is_file()]
         files.append(j.log)
@@ -103,6 +103,7 @@ def main() -> None:
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--collect", type=Path, default=None)
     ap.add_argument("--part-mb", type=float, default=15.0)
+    ap.add_argument("--no-last", action="store_true", help="collect no last.pt, not even of stopped runs")
     a = ap.parse_args()
     jobs = [parse_job(s, a.runs) for s in a.specs]
     pending, running, t0 = list(jobs), [], time.time()
@@ -131,7 +132,7 @@ def main() -> None:
         if j.rc not in (0, None):
             print("   " + " ".join(j.log.read_text(errors="replace").splitlines()[-3:])[-400:])
     if a.collect:
-        collect([j for j in jobs if j.started], a.runs, a.collect, a.part_mb)
+        collect([j for j in jobs if j.started], a.runs, a.collect, a.part_mb, not a.no_last)
 
 
 if __name__ == "__main__":
