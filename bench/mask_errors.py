@@ -1,5 +1,6 @@
 """Where a run's test Dice goes: per-image Dice buckets on lesion images, and whether keeping only
-the largest connected component of each mask (nnU-Net-style post-processing) helps, on the
+the largest connected component of each mask (nnU-Net-style post-processing) or averaging the logits
+of the scan and its mirror image (test-time flip, the accelerator run twice) helps, on the
 validation and the test split of the run's own split file. A second table looks at the missed
 lesions (Dice < 0.1): their true area against the found lesions' (is resolution what misses them?)
 and whether the network drew nothing or drew a blob somewhere else.
@@ -67,8 +68,8 @@ def draw_missed(images: np.ndarray, pred: np.ndarray, truth: np.ndarray, d: np.n
 def main(runs: list[str], gallery: Path | None = None) -> None:
     torch.set_num_threads(1)
     arrays = load_busi(resolve_busi_root(None), (128, 128))
-    print("| run | split | lesion images | Dice (lesion) | largest component only | Dice < 0.1 | 0.1-0.5 | >= 0.5 (mean) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| run | split | lesion images | Dice (lesion) | largest component only | flip-averaged (missed) | Dice < 0.1 | 0.1-0.5 | >= 0.5 (mean) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     anatomy = []
     group_of = np.array(find_duplicates(arrays).group_of)  # near-copies of one scan: one group
     for run in runs:
@@ -79,11 +80,15 @@ def main(runs: list[str], gallery: Path | None = None) -> None:
             x = torch.from_numpy(arrays.images[idx]).float().div_(255).unsqueeze(1)
             with torch.no_grad():
                 logits = torch.cat([model(x[i : i + 32]) for i in range(0, len(x), 32)])
+                mirrored = torch.cat([model(x[i : i + 32].flip(-1)) for i in range(0, len(x), 32)]).flip(-1)
             pred, truth = (logits[:, 0] > 0).numpy(), arrays.masks[idx] > 0
             lesion = truth.reshape(len(truth), -1).any(1)
             d = np.array([dice(p, t) for p, t in zip(pred[lesion], truth[lesion])])
             lc = np.mean([dice(largest_component(p), t) for p, t in zip(pred[lesion], truth[lesion])])
-            print(f"| {Path(run).name} | {split} | {lesion.sum()} | {d.mean():.4f} | {lc:.4f} | {(d < 0.1).sum()} | "
+            flipped = ((logits[:, 0] + mirrored[:, 0]) > 0).numpy()
+            fd = np.array([dice(p, t) for p, t in zip(flipped[lesion], truth[lesion])])
+            print(f"| {Path(run).name} | {split} | {lesion.sum()} | {d.mean():.4f} | {lc:.4f} | "
+                  f"{fd.mean():.4f} ({(fd < 0.1).sum()}) | {(d < 0.1).sum()} | "
                   f"{((d >= 0.1) & (d < 0.5)).sum()} | {(d >= 0.5).sum()} ({d[d >= 0.5].mean():.3f}) |")
             anatomy.append((Path(run).name, split, *missed_anatomy(pred[lesion], truth[lesion], d),
                             len(set(group_of[idx][lesion][d < 0.1].tolist()))))
