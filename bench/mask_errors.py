@@ -3,7 +3,9 @@ the largest connected component of each mask (nnU-Net-style post-processing) or 
 of the scan and its mirror image (test-time flip, the accelerator run twice) helps, on the
 validation and the test split of the run's own split file. A second table looks at the missed
 lesions (Dice < 0.1): their true area against the found lesions' (is resolution what misses them?)
-and whether the network drew nothing or drew a blob somewhere else.
+and whether the network drew nothing or drew a blob somewhere else. Given several runs, a third
+counts the lesion images missed by at least k of them: the same hard scans each time, or each
+run's own misses.
 
 Usage: .venv/bin/python bench/mask_errors.py RUN [RUN ...]     (e.g. runs/bench-float-w16-s0)
        .venv/bin/python bench/mask_errors.py --gallery missed.png RUN ...
@@ -71,6 +73,7 @@ def main(runs: list[str], gallery: Path | None = None) -> None:
     print("| run | split | lesion images | Dice (lesion) | largest component only | flip-averaged (missed) | Dice < 0.1 | 0.1-0.5 | >= 0.5 (mean) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     anatomy = []
+    missed_by: dict[str, dict[str, int]] = {"val": {}, "test": {}}  # image id -> runs that miss it
     group_of = np.array(find_duplicates(arrays).group_of)  # near-copies of one scan: one group
     for run in runs:
         model, _ = load_checkpoint_model(Path(run) / "train" / "best.pt")
@@ -90,6 +93,8 @@ def main(runs: list[str], gallery: Path | None = None) -> None:
             print(f"| {Path(run).name} | {split} | {lesion.sum()} | {d.mean():.4f} | {lc:.4f} | "
                   f"{fd.mean():.4f} ({(fd < 0.1).sum()}) | {(d < 0.1).sum()} | "
                   f"{((d >= 0.1) & (d < 0.5)).sum()} | {(d >= 0.5).sum()} ({d[d >= 0.5].mean():.3f}) |")
+            for i in np.asarray(idx)[lesion][d < 0.1]:
+                missed_by[split][arrays.ids[i]] = missed_by[split].get(arrays.ids[i], 0) + 1
             anatomy.append((Path(run).name, split, *missed_anatomy(pred[lesion], truth[lesion], d),
                             len(set(group_of[idx][lesion][d < 0.1].tolist()))))
             if gallery is not None and run == runs[0] and split == "val":
@@ -102,6 +107,19 @@ def main(runs: list[str], gallery: Path | None = None) -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for row in anatomy:
         print("| " + " | ".join(map(str, row)) + " |")
+    if len(runs) > 1:
+        print_missed_overlap(missed_by, len(runs))
+
+
+def print_missed_overlap(missed_by: dict[str, dict[str, int]], n_runs: int) -> None:
+    """How many lesion images are missed by how many of the runs: the same hard images every time,
+    or each run's own misses?"""
+    print(f"\n| split | lesion images missed by at least k of the {n_runs} runs: k = "
+          + " | ".join(str(k) for k in range(1, n_runs + 1)) + " |")
+    print("|---|" + "---:|" * n_runs)
+    for split, counts in missed_by.items():
+        c = np.array(list(counts.values()) or [0])
+        print(f"| {split} | " + " | ".join(str(int((c >= k).sum())) for k in range(1, n_runs + 1)) + " |")
 
 
 def missed_anatomy(pred: np.ndarray, truth: np.ndarray, d: np.ndarray) -> tuple:
