@@ -112,3 +112,17 @@ def test_cli_pack_errors_are_one_line_and_leave_no_file(tmp_path):
                         "--out", str(out)], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.startswith("qdev: ") and p.stderr.count("\n") == 1, p.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_leaves_no_pack_and_no_temporary_file(phantom_busi, tmp_path, monkeypatch):
+    import errno
+
+    arrays = load_busi(phantom_busi, (32, 32))
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full)
+    with pytest.raises(DataError, match="cannot write the pack .No space left on device"):
+        write_pack(arrays, tmp_path / "p.npz")
+    assert list(tmp_path.iterdir()) == []

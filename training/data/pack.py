@@ -38,13 +38,20 @@ def is_pack(location: str | os.PathLike[str] | None) -> bool:
 
 
 def write_pack(arrays: BusiArrays, path: Path) -> Path:
-    """Write ``arrays`` as a pack at ``path`` (atomically: a failed write leaves nothing)."""
+    """Write ``arrays`` as a pack at ``path`` (atomically: a failed write leaves nothing).
+
+    Raises:
+        DataError: the file cannot be written (no space, no permission).
+    """
     meta = {"format": PACK_FORMAT, "preprocess_version": PREPROCESS_VERSION, "data_hash": arrays.data_hash,
             "size": list(arrays.size), "ids": arrays.ids, "pixel_sha": arrays.pixel_sha, "source": str(arrays.root)}
-    with atomic_writer(Path(path)) as fh:
-        np.savez_compressed(fh, meta_json=np.array(json.dumps(meta)), labels=arrays.labels, images=arrays.images,
-                            masks=np.packbits(arrays.masks, axis=-1), orig_hw=arrays.orig_hw,
-                            n_mask_files=arrays.n_mask_files, thumbs=arrays.thumbs)
+    try:
+        with atomic_writer(Path(path)) as fh:
+            np.savez_compressed(fh, meta_json=np.array(json.dumps(meta)), labels=arrays.labels, images=arrays.images,
+                                masks=np.packbits(arrays.masks, axis=-1), orig_hw=arrays.orig_hw,
+                                n_mask_files=arrays.n_mask_files, thumbs=arrays.thumbs)
+    except OSError as exc:  # disk full, read-only folder: the temporary file is already gone
+        raise DataError(f"{path}: cannot write the pack ({exc.strerror or exc})") from None
     return Path(path)
 
 
