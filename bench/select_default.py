@@ -9,6 +9,8 @@ the validation score ranks the runs' test scores (Spearman's rho over the runs g
 evidence for how much a validation difference between two runs means.
 
 Usage: .venv/bin/python bench/select_default.py [--default models/quantunet-w8] RUN [RUN ...]
+       .venv/bin/python bench/select_default.py --check RUN   (exit 0 only if RUN replaces the
+         default; bench/ship_default.sh asks this before it ships another network)
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--default", type=Path, default=Path("models/quantunet-w8"))
+    ap.add_argument("--check", action="store_true", help="exit 1 unless the best run replaces the default")
     a = ap.parse_args()
     torch.set_num_threads(1)
     arrays = load_busi(resolve_busi_root(None), (128, 128))
@@ -73,13 +76,15 @@ def main() -> None:
               f"{t['dice_all']:.4f} ({t['dice_lesion']:.4f}) | {t['normal_marked']}/{t['n_normal']} | "
               f"{t['missed']}/{t['n_lesion']} |")
     everyone = [base, *(r[1] for r in rows)]
-    for key in ("dice_all", "dice_lesion"):
+    for key in ("dice_all", "dice_lesion") if len(everyone) >= 4 else ():  # a rank over fewer says nothing
         rho = spearman([f["val"][key] for f in everyone], [f["test"][key] for f in everyone])
         print(f"\nSpearman rho, validation against test {key} over the {len(everyone)} runs: {rho:+.2f}")
     name, f, g, p = rows[0]
     verdict = "replaces the default" if p >= LEVEL and g > 0 else "does not replace the default"
     print(f"\nbest by validation: {name}, all-image Dice {g:+.4f} over the default, bootstrap P(gain > 0) "
           f"{p:.3f} (margin {LEVEL}): {verdict}")
+    if a.check and verdict != "replaces the default":
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

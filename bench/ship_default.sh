@@ -6,6 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/bench-quant-s0}
 DST=models/quantunet-w8
+# another network ships only if it beats the default on validation by the margin (bench/select_default.py);
+# the same network (a new mask rule, a new export) re-ships without the check; FORCE=1 skips it
+if [ -z "${FORCE:-}" ] && [ -f "$DST/train/best.pt" ] && ! cmp -s "$RUN/train/best.pt" "$DST/train/best.pt"; then
+  if ! .venv/bin/python bench/select_default.py --default "$DST" --check "$RUN"; then
+    echo "ship_default: $RUN does not beat $DST on validation by the margin; nothing shipped (FORCE=1 ships it anyway)" >&2
+    exit 2
+  fi
+fi
 rm -rf "$DST"; mkdir -p "$DST/train" "$DST/evaluate" "$DST/export"
 cp "$RUN/manifest.json" "$DST/"
 cp "$RUN"/train/{best.pt,log.jsonl,split.json,fig1_layer_bits.png,fig2_acc_bits.png,fig3_bit_vs_seg.png} "$DST/train/"
