@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from qdev.training.data import (
 )
 from qdev.training.data.cache import default_cache_dir
 from qdev.training.data.locate import find_default_busi
+from qdev.training.data.pack import is_pack, read_pack
 from qdev.training.data.synth import write_phantom_busi
 
 __all__ = ["InspectConfig", "inspect_dataset", "phantom_root"]
@@ -54,12 +56,17 @@ def inspect_dataset(
     in the default places; an explicit ``--data`` or ``$QDEV_BUSI`` that is wrong is an error.
     """
     source = "busi"
-    if cfg.data is None and find_default_busi() is None:
-        root = phantom_root()
-        source = "phantom"
+    location = cfg.data if cfg.data is not None else os.environ.get("QDEV_BUSI")
+    if is_pack(location):  # `qdev data pack`'s file: the arrays as they were packed
+        root, source = Path(location).expanduser(), "pack"  # type: ignore[arg-type]
+        arrays = read_pack(root, cfg.size)
     else:
-        root = resolve_busi_root(cfg.data)
-    arrays = load_busi(root, cfg.size, use_cache=cfg.use_cache, progress=progress)
+        if cfg.data is None and find_default_busi() is None:
+            root = phantom_root()
+            source = "phantom"
+        else:
+            root = resolve_busi_root(cfg.data)
+        arrays = load_busi(root, cfg.size, use_cache=cfg.use_cache, progress=progress)
     dups = find_duplicates(arrays, DedupConfig(threshold=cfg.threshold))
     classes = {}
     for k, c in enumerate(CLASSES):

@@ -32,7 +32,7 @@ def data() -> None:
 
 
 @data.command("inspect")
-@click.option("--data", "data_path", type=str, default=None, help="BUSI location (else $QDEV_BUSI, else ../shared/data/busi, else the phantom).")
+@click.option("--data", "data_path", type=str, default=None, help="BUSI location, a folder or a pack (else $QDEV_BUSI, else ../shared/data/busi, else the phantom).")
 @click.option("--size", default="128", show_default=True, help="Preprocessed size N or HxW.")
 @click.option("--seed", default=0, show_default=True, help="Split seed.")
 @click.option("--threshold", default=0.92, show_default=True, help="Near-duplicate correlation threshold.")
@@ -87,25 +87,17 @@ def _print_report(r: dict) -> None:
 
 
 @data.command("split")
-@click.option("--data", "data_path", type=str, default=None, help="BUSI location.")
+@click.option("--data", "data_path", type=str, default=None, help="BUSI location (a folder or a pack).")
 @click.option("--kind", type=click.Choice(["grouped", "paper"]), default="grouped", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threshold", default=0.92, show_default=True, help="Near-duplicate threshold.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Split JSON to write.")
 def split_cmd(data_path: str | None, kind: str, seed: int, threshold: float, out: Path) -> None:
     """Write a train/val/test split JSON (grouped = leak-free)."""
-    from qdev.training.data import (
-        DedupConfig,
-        find_duplicates,
-        load_busi,
-        make_split,
-        resolve_busi_root,
-        write_split,
-    )
+    from qdev.training.data import DedupConfig, find_duplicates, make_split, open_busi, write_split
 
-    root = resolve_busi_root(data_path)
     with progress_bar("decoding images") as cb:
-        arrays = load_busi(root, progress=cb)
+        arrays = open_busi(data_path, (128, 128), progress=cb)
     split = make_split(arrays, find_duplicates(arrays, DedupConfig(threshold)), kind, seed)
     write_split(split, out)
     sizes = split.sizes()

@@ -126,3 +126,18 @@ def test_a_full_disk_leaves_no_pack_and_no_temporary_file(phantom_busi, tmp_path
     with pytest.raises(DataError, match="cannot write the pack .No space left on device"):
         write_pack(arrays, tmp_path / "p.npz")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_inspect_and_split_read_a_pack_as_they_read_the_folder(phantom_busi, pack, tmp_path):
+    runner = CliRunner()
+    r1 = runner.invoke(cli, ["data", "inspect", "--data", str(phantom_busi), "--size", "32", "--json"])
+    r2 = runner.invoke(cli, ["data", "inspect", "--data", str(pack), "--size", "32", "--json"])
+    assert r1.exit_code == 0 and r2.exit_code == 0, r2.output
+    a, b = json.loads(r1.stdout), json.loads(r2.stdout)
+    assert b["source"] == "pack" and b["root"] == str(pack)
+    for key in ("data_hash", "images", "classes", "duplicates", "splits", "width_px", "height_px"):
+        assert a[key] == b[key], key
+    r = runner.invoke(cli, ["data", "inspect", "--data", str(pack), "--size", "64"])
+    assert r.exit_code == 2 and "qdev data pack --size 64x64" in r.output
+    r = runner.invoke(cli, ["data", "split", "--data", str(pack), "--out", str(tmp_path / "s.json")])
+    assert r.exit_code == 2 and "a pack of [32, 32] images" in r.output  # split files are made at 128x128
