@@ -25,7 +25,7 @@ from qdev.device.masks import dice
 from qdev.device.maskrule import DEFAULT_RULE
 from qdev.training.checkpoint import load_checkpoint_model
 from qdev.training.data import load_busi, read_split, resolve_busi_root
-from qdev.training.postprocess import RuleSearch, model_codes, rule_figures, search_rules
+from qdev.training.postprocess import RuleSearch, rule_figures, search_rules, split_codes
 
 
 def ema_curve(run: Path) -> str | None:
@@ -70,12 +70,9 @@ def main(runs: list[str]) -> None:
     arrays = load_busi(resolve_busi_root(None), (128, 128))
     for run in map(Path, runs):
         model, ckpt = load_checkpoint_model(run / "train" / "best.pt")
-        split = read_split(run / "train" / "split.json")
-        data = {}
-        for name in ("val", "test"):
-            idx = split.indices(arrays, name)
-            codes, scale = model_codes(model, arrays.images[idx])
-            data[name] = (codes, arrays.masks[idx] > 0, arrays.labels[idx])
+        full = split_codes(model, arrays, read_split(run / "train" / "split.json"))
+        data = {name: (codes, truth, labels) for name, (codes, truth, labels, _) in full.items()}
+        scale = full["val"][3]
         found = search_rules(*data["val"], scale, RuleSearch())
         chosen, grid = found.rule, found.grid
         no_margin = search_rules(*data["val"], scale, RuleSearch(level=0.0)).rule

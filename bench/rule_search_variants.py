@@ -22,7 +22,7 @@ import torch
 from qdev.device.maskrule import DEFAULT_RULE, MaskRule
 from qdev.training.checkpoint import load_checkpoint_model
 from qdev.training.data import load_busi, read_split, resolve_busi_root
-from qdev.training.postprocess import RuleSearch, model_codes, rule_figures, search_rules
+from qdev.training.postprocess import RuleSearch, rule_figures, search_rules, split_codes
 
 VARIANTS: dict[str, RuleSearch | None] = {
     "network's own (code > 0)": None,
@@ -35,12 +35,7 @@ VARIANTS: dict[str, RuleSearch | None] = {
 def run_rules(run: Path, arrays) -> dict[str, tuple[MaskRule, dict, dict]]:  # noqa: ANN001 - BusiArrays
     """variant -> (rule, validation figures, test figures) for one run."""
     model, _ = load_checkpoint_model(run / "train" / "best.pt")
-    split = read_split(run / "train" / "split.json")
-    data = {}
-    for name in ("val", "test"):
-        idx = split.indices(arrays, name)
-        codes, scale = model_codes(model, arrays.images[idx])
-        data[name] = (codes, arrays.masks[idx] > 0, arrays.labels[idx], scale)
+    data = split_codes(model, arrays, read_split(run / "train" / "split.json"))
     out = {}
     for label, search in VARIANTS.items():
         rule = DEFAULT_RULE if search is None else search_rules(*data["val"], search).rule

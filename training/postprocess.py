@@ -40,7 +40,7 @@ from qdev.training.mask_rule import RULE_FILE
 from qdev.training.runs import RunFolder, atomic_write_text
 
 __all__ = ["RuleSearch", "RuleStep", "RuleChoice", "output_scale", "model_codes", "logit_codes", "per_image_dice",
-           "rule_figures", "paired_bootstrap", "search_rules", "choose_rule"]
+           "rule_figures", "paired_bootstrap", "search_rules", "choose_rule", "split_codes"]
 
 NORMAL = CLASSES.index("normal")
 
@@ -93,6 +93,17 @@ def model_codes(model: torch.nn.Module, images: np.ndarray, batch: int = 32) -> 
     x = torch.from_numpy(to_unit_float(images)).unsqueeze(1)
     logits = torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])[:, 0].numpy()
     return logit_codes(logits, scale), scale
+
+
+def split_codes(model: torch.nn.Module, arrays, split, names: tuple[str, ...] = ("val", "test")) -> dict:  # noqa: ANN001
+    """name -> (output codes, truth masks, labels, output scale) of ``model`` on each named split of
+    ``split`` (a :class:`training.data.Split` over ``arrays``): what the rule figures are made of."""
+    out = {}
+    for name in names:
+        idx = split.indices(arrays, name)
+        codes, scale = model_codes(model, arrays.images[idx])
+        out[name] = (codes, arrays.masks[idx] > 0, arrays.labels[idx], scale)
+    return out
 
 
 def logit_codes(logits: np.ndarray, scale: float) -> np.ndarray:
