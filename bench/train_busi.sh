@@ -14,6 +14,7 @@
 #   bench/train_busi.sh normals 4 0     # the long recipe, normal scans' BCE weighted 4x (seed 0)
 #   bench/train_busi.sh dice 8 0 1      # the long recipe, per-image Dice, output scale from logits +-8
 #   bench/train_busi.sh dicenw 8 4 0    # the same with normal scans' BCE weighted 4x
+#   bench/train_busi.sh strongaug 8 4 0 # dicenw under the stronger augmentation (--augment strong)
 #   WIDTH=12 bench/train_busi.sh dicenw 8 4 0   # the long recipes take $WIDTH too (runs/exp-quant-w12-*)
 #   bench/train_busi.sh range 8 0       # the long recipe, only the output scale from logits +-8
 #   bench/train_busi.sh uniform 3 0 1 2  # fixed WbAb (here W3A3) from scratch, the from-scratch
@@ -92,6 +93,12 @@ case "${1:-seeds}" in
     shift || true
     r=${1:?range}; nw=${2:?weight}; shift 2 || true
     for s in ${*:-0 1 2}; do long_run "-idice-or$r-nw$nw" "$s" --dice image --out-range "$r" --normal-weight "$nw"; done ;;
+  strongaug)  # the dicenw recipe ($2: output range, $3: normal weight) under --augment strong
+    shift || true
+    r=${1:?range}; nw=${2:?weight}; shift 2 || true
+    for s in ${*:-0 1 2}; do
+      long_run "-idice-or$r-nw$nw-strong" "$s" --dice image --out-range "$r" --normal-weight "$nw" --augment strong
+    done ;;
   range)  # the long recipe with only the output's scale started at logits +-$2
     shift || true
     r=${1:?range}; shift || true

@@ -45,7 +45,7 @@ def _bits(value: str) -> tuple[int, int]:
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--size", default=128, show_default=True, help="Input side in pixels.")
 @click.option("--no-bn", is_flag=True, help="No BatchNorm (the paper's Table 1 literally).")
-@click.option("--augment", "augment", type=click.Choice(["full", "flips", "none"]), default="full", show_default=True,
+@click.option("--augment", "augment", type=click.Choice(["full", "flips", "strong", "none"]), default="full", show_default=True,
               help="Training augmentation (training/augment.py).")
 @click.option("--no-augment", is_flag=True, help="Same as --augment none.")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None, help="Checkpoint to initialise weights from (e.g. the float twin's best.pt).")

@@ -197,6 +197,43 @@ def test_augment_presets_and_runs_from_before_them(phantom_busi, tmp_path):
         train(_cfg(phantom_busi, tmp_path / "bad", epochs=1, augment="rotate"))
 
 
+def test_strong_augment_steps_do_what_they_say_and_train(phantom_busi, tmp_path):
+    from dataclasses import replace
+
+    import torch
+
+    from qdev.training.augment import AUGMENT_PRESETS, AugmentConfig, augment_batch
+
+    off = AugmentConfig(hflip=0.0, affine=0.0, intensity=0.0)
+    y = (torch.rand(4, 1, 32, 32) > 0.7).float()
+    flat = torch.full((4, 1, 32, 32), 0.5)
+    # blur: a normalised kernel keeps a flat image flat; a point spreads symmetrically, its sum kept
+    xb, yb = augment_batch(flat, y, torch.Generator().manual_seed(1), replace(off, blur=1.0))
+    assert torch.allclose(xb, flat, atol=1e-6) and torch.equal(yb, y)
+    point = torch.zeros(4, 1, 32, 32)
+    point[:, :, 16, 16] = 1.0
+    xp, _ = augment_batch(point, y, torch.Generator().manual_seed(1), replace(off, blur=1.0))
+    assert torch.allclose(xp.sum((1, 2, 3)), torch.ones(4), atol=1e-5)
+    assert torch.allclose(xp, xp.flip(-1).roll(1, -1), atol=1e-6) and (xp[:, :, 16, 16] < 1).all()
+    # contrast: the image's mean stays where no pixel clips
+    x = 0.4 + 0.2 * torch.rand(4, 1, 32, 32)
+    xc, _ = augment_batch(x, y, torch.Generator().manual_seed(2), replace(off, contrast=1.0))
+    assert torch.allclose(xc.mean((1, 2, 3)), x.mean((1, 2, 3)), atol=1e-5) and not torch.equal(xc, x)
+    # noise: zero-mean, within [0, 1], never more than the configured spread
+    xn, _ = augment_batch(x, y, torch.Generator().manual_seed(3), replace(off, noise=1.0))
+    d = xn - x
+    assert d.abs().mean() > 0 and d.std((1, 2, 3)).max() <= 0.05 * 1.2 and d.mean().abs() < 0.01
+    # the preset as a whole: same seed, same batch; masks stay binary
+    xs = torch.rand(8, 1, 32, 32)
+    a = augment_batch(xs, y.repeat(2, 1, 1, 1), torch.Generator().manual_seed(4), AUGMENT_PRESETS["strong"])
+    b = augment_batch(xs, y.repeat(2, 1, 1, 1), torch.Generator().manual_seed(4), AUGMENT_PRESETS["strong"])
+    assert torch.equal(a[0], b[0]) and set(a[1].unique().tolist()) <= {0.0, 1.0}
+    assert a[0].min() >= 0 and a[0].max() <= 1
+    train(_cfg(phantom_busi, tmp_path / "s", epochs=1, augment="strong"))
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["config"]["augment"] == "strong"
+
+
 def test_ema_is_what_is_validated_and_shipped_and_restarts_at_the_freeze(phantom_busi, tmp_path):
     import torch
 
