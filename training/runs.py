@@ -65,6 +65,21 @@ def git_revision() -> str | None:
         return None
 
 
+def git_dirty() -> bool | None:
+    """Whether tracked files of the checkout differ from HEAD (a stage run on uncommitted code
+    names a revision that does not hold it); None without a checkout or with
+    ``$QDEV_GIT_REVISION`` set (the caller vouches for the revision)."""
+    if os.environ.get("QDEV_GIT_REVISION"):
+        return None
+    try:
+        repo = Path(__file__).resolve().parents[1]
+        out = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True, timeout=5)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 class RunFolder:
     """A run folder with a ``manifest.json`` describing each stage."""
 
@@ -102,6 +117,7 @@ class RunFolder:
             "inputs": inputs or {},
             "versions": package_versions(),
             "git_revision": git_revision(),
+            "git_dirty": git_dirty(),
             "host": platform.node(),
             "cpu": cpu_description(),
             **extra,
