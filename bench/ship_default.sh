@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Ship the default model: copy the trained/evaluated/exported run (without last.pt) into
 # models/quantunet-w8/ and sign a bundle per compiled board into bitstreams/<board>/quantunet-w8/
-# with the committed DEVELOPMENT key.   Usage: bench/ship_default.sh [RUN]
+# with the committed DEVELOPMENT key.
+#   Usage: bench/ship_default.sh [RUN [OTHER ...]]   (OTHER: the other runs RUN was picked from,
+#   so that the margin is corrected for how many were compared)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/bench-quant-s0}
 DST=models/quantunet-w8
-# another network ships only if it beats the default on validation by the margin (bench/select_default.py);
+# another network ships only if it is the best of its pool and beats the default on validation by the
+# margin for that pool (bench/select_default.py);
 # the same network (a new mask rule, a new export) re-ships without the check; FORCE=1 skips it
 if [ -z "${FORCE:-}" ] && [ -f "$DST/train/best.pt" ] && ! cmp -s "$RUN/train/best.pt" "$DST/train/best.pt"; then
-  if ! .venv/bin/python bench/select_default.py --default "$DST" --check "$RUN"; then
+  if ! .venv/bin/python bench/select_default.py --default "$DST" --check "$RUN" "${@:2}"; then
     echo "ship_default: $RUN does not beat $DST on validation by the margin; nothing shipped (FORCE=1 ships it anyway)" >&2
     exit 2
   fi
