@@ -34,7 +34,7 @@ def test_false_winners_under_no_difference_are_held_near_the_level():
         c = choose_default(scores, gains, resamples=500)
         naive += c.gain > 0 and c.p_gain >= 0.95
         corrected += c.replaces
-    assert naive / trials > 0.12 and corrected / trials <= 0.08
+    assert naive / trials > 0.15 and corrected / trials <= 0.06  # measured: 0.23 and 0.035
 
 
 def test_bad_pools_are_refused():
