@@ -13,7 +13,7 @@ DST=models/quantunet-w8
 # the same network (a new mask rule, a new export) re-ships without the check; FORCE=1 skips it
 if [ -z "${FORCE:-}" ] && [ -f "$DST/train/best.pt" ] && ! cmp -s "$RUN/train/best.pt" "$DST/train/best.pt"; then
   if ! .venv/bin/python bench/select_default.py --default "$DST" --check "$RUN" "${@:2}"; then
-    echo "ship_default: $RUN does not beat $DST on validation by the margin; nothing shipped (FORCE=1 ships it anyway)" >&2
+    echo "ship_default: $RUN is not the best of its pool or does not beat $DST on validation by its margin; nothing shipped (FORCE=1 ships it anyway)" >&2
     exit 2
   fi
 fi

@@ -50,19 +50,23 @@ def cpu_description() -> str:
     return f"{model}" + (f", {simd}" if simd else "") + f", {available_cpus()} CPUs"
 
 
+def _git(*args: str) -> subprocess.CompletedProcess | None:
+    """``git ARGS`` in the checkout qdev runs from; None where git cannot be run."""
+    try:
+        repo = Path(__file__).resolve().parents[1]
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def git_revision() -> str | None:
     """HEAD of the checkout qdev runs from; where qdev runs from an installed wheel on a machine
     with no checkout (a rented GPU box), ``$QDEV_GIT_REVISION`` as the caller set it."""
     env = os.environ.get("QDEV_GIT_REVISION")
     if env:
         return env
-    try:
-        repo = Path(__file__).resolve().parents[1]
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    out = _git("rev-parse", "HEAD")
+    return (out.stdout.strip() or None) if out is not None else None
 
 
 def git_dirty() -> bool | None:
@@ -71,13 +75,8 @@ def git_dirty() -> bool | None:
     ``$QDEV_GIT_REVISION`` set (the caller vouches for the revision)."""
     if os.environ.get("QDEV_GIT_REVISION"):
         return None
-    try:
-        repo = Path(__file__).resolve().parents[1]
-        out = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                             capture_output=True, text=True, timeout=5)
-        return bool(out.stdout.strip()) if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return bool(out.stdout.strip()) if out is not None and out.returncode == 0 else None
 
 
 class RunFolder:
