@@ -91,7 +91,7 @@ def link_bench(payload: int, tcp_count: int, pty_count: int, window: int, uart_c
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from qdev.device.link import SerialLink, open_link
+    from qdev.core.link import SerialLink, open_link
     from qdev.host.client import DeviceClient
     from qdev.host.local import LocalDevice
     from tests.linkfaults import PtyPair
@@ -151,8 +151,8 @@ def main() -> None:
             print(f"| {name} | {raw / 1e6:.3f} | {proto / 1e6:.3f} | {proto / raw:.2f} | {max(0.0, 1 - proto / raw) * 100:.1f}% |")
     if args.skip_accel:
         return
-    from qdev.device.accel.intmodel import IntModel
-    from qdev.device.accel.software import THRESHOLD_METHODS, SoftwareExecutor
+    from qdev.core.intmodel import IntModel
+    from qdev.core.software import THRESHOLD_METHODS, SoftwareExecutor
 
     b = Path(args.bundle)
     px = np.load(b / "golden_pixels.npy")

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qdev.training.data import load_busi, read_split, resolve_busi_root  # noqa: E402
 from qdev.training.data.dedup import find_duplicates  # noqa: E402
-from qdev.device.masks import dice  # noqa: E402
+from qdev.core.masks import dice  # noqa: E402
 from qdev.training.checkpoint import load_checkpoint_model  # noqa: E402
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from qdev.device.maskrule import DEFAULT_RULE
+from qdev.core.maskrule import DEFAULT_RULE
 from qdev.training.checkpoint import load_checkpoint_model
 from qdev.training.data import load_busi, read_split, resolve_busi_root
 from qdev.training.mask_rule import run_mask_rule

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qdev.device.masks import dice
-from qdev.device.maskrule import DEFAULT_RULE
+from qdev.core.masks import dice
+from qdev.core.maskrule import DEFAULT_RULE
 from qdev.training.checkpoint import load_checkpoint_model
 from qdev.training.data import load_busi, read_split, resolve_busi_root
 from qdev.training.postprocess import RuleSearch, rule_figures, search_rules, split_codes

@@ -25,8 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.linkfaults: the pty relay
 
 from qdev import assets  # noqa: E402
-from qdev.device.link import pack_payload  # noqa: E402
-from qdev.device.protocol import FrameParser, MsgType, encode  # noqa: E402
+from qdev.core.link import pack_payload  # noqa: E402
+from qdev.core.protocol import FrameParser, MsgType, encode  # noqa: E402
 from qdev.host.client import connect  # noqa: E402
 from qdev.host.local import LocalDevice  # noqa: E402
 
@@ -105,9 +105,9 @@ def _attack(port: str, name: str) -> bool:
 def _serial_attacks(tmp: Path) -> dict[str, bool]:
     """Against a sealed serial session (protocol v2): a third party on the wire replays, forges,
     speaks plain, or is unpaired; an old (v1) host. Survived: refused, counted, nothing run."""
-    from qdev.device import tls
-    from qdev.device.link import Channel, SerialLink
-    from qdev.device.protocol import SEALED
+    from qdev.core import tls
+    from qdev.core.link import Channel, SerialLink
+    from qdev.core.protocol import SEALED
     from tests.linkfaults import PtyPair
 
     out: dict[str, bool] = {}

@@ -38,7 +38,7 @@ def _bench_device():  # noqa: ANN202 - bench/device_bench.py raw echo helpers
 def _phantom_folder(folder: Path, n: int) -> Path:
     from PIL import Image
 
-    from qdev.device.probe.phantom import PhantomCine, PhantomConfig
+    from qdev.core.probe.phantom import PhantomCine, PhantomConfig
 
     folder.mkdir(parents=True)
     for fr in PhantomCine(PhantomConfig(height=256, width=256, seed=1), n):
@@ -47,7 +47,7 @@ def _phantom_folder(folder: Path, n: int) -> Path:
 
 
 def _session(client, folder: Path, out: Path, window: int, frames: int, timeout: float) -> dict:  # noqa: ANN001
-    from qdev.device.probe.sources import open_probe
+    from qdev.core.probe.sources import open_probe
     from qdev.host.report import summarise
     from qdev.host.session import SessionWriter
     from qdev.host.stream import StreamConfig, run_stream
@@ -67,9 +67,9 @@ def main() -> None:
     ap.add_argument("--uart-frames", type=int, default=30)
     ap.add_argument("--window", type=int, default=4)
     args = ap.parse_args()
-    from qdev.device.accel.intmodel import IntModel
-    from qdev.device.link import SerialLink, open_link
-    from qdev.device.accel.software import SoftwareExecutor
+    from qdev.core.intmodel import IntModel
+    from qdev.core.link import SerialLink, open_link
+    from qdev.core.software import SoftwareExecutor
     from qdev.host.client import DeviceClient, connect
     from qdev.host.local import LocalDevice, default_bundle, default_trusted
     from tests.linkfaults import PtyPair
@@ -78,8 +78,8 @@ def main() -> None:
     bundle = default_bundle("KV260")
     tmp = Path(tempfile.mkdtemp(prefix="qdev-bench-stream-"))
     folder = _phantom_folder(tmp / "frames", args.frames)
-    from qdev.device.preprocess import to_model_input
-    from qdev.device.probe.sources import open_probe
+    from qdev.core.preprocess import to_model_input
+    from qdev.core.probe.sources import open_probe
 
     px = [to_model_input(f.image, 128, 128) for f in open_probe(str(folder)).frames()]
     ex = SoftwareExecutor(IntModel.load(bundle / "intmodel.npz"))

@@ -21,12 +21,12 @@ import time
 CHILD = r"""
 import json, sys, time
 from qdev import assets
-from qdev.device.threads import pin_threads
+from qdev.core.threads import pin_threads
 n = sys.argv[1]
 info = pin_threads(int(n)) if n != "default" else None
 import numpy as np
-from qdev.device.accel.intmodel import IntModel
-from qdev.device.accel.software import SoftwareExecutor
+from qdev.core.intmodel import IntModel
+from qdev.core.software import SoftwareExecutor
 ex = SoftwareExecutor(IntModel.load(assets.shipped_bundle("KV260") / "intmodel.npz"))
 _, h, w, _ = ex.model.input["shape"]
 px = np.random.default_rng(0).integers(0, 256, (1, h, w), dtype=np.uint8)

@@ -32,7 +32,7 @@ def main() -> None:
     px = np.load(bundle / "golden_pixels.npy")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["QDEV_HOME"] = str(Path(tmp) / "host")
-        from qdev.device.tls import make_identity, pair_host
+        from qdev.core.tls import make_identity, pair_host
 
         store = Path(tmp) / "store"
         run = [sys.executable, "-m", "qdev.device"]

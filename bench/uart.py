@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qdev import assets  # noqa: E402
-from qdev.device.link import open_link  # noqa: E402
+from qdev.core.link import open_link  # noqa: E402
 from qdev.host.client import DeviceClient, live_frame  # noqa: E402
 from qdev.host.local import LocalDevice  # noqa: E402
 from tests.linkfaults import PtyPair  # noqa: E402
@@ -67,9 +67,9 @@ def device_mode(tmp: Path, seconds: float, quality: int) -> dict:
 
 
 def host_mode(tmp: Path, frames: int) -> dict:
-    from qdev.device.codecs import FRAME_CODECS, encode_frame
-    from qdev.device.probe.phantom import PhantomCine, PhantomConfig
-    from qdev.device.preprocess import to_model_input
+    from qdev.core.codecs import FRAME_CODECS, encode_frame
+    from qdev.core.probe.phantom import PhantomCine, PhantomConfig
+    from qdev.core.preprocess import to_model_input
 
     gold = np.load(BUNDLE / "golden_pixels.npy").reshape(-1, 128, 128)
     cine = [to_model_input(f.image, 128, 128) for f in PhantomCine(PhantomConfig(seed=3), 16)]
@@ -103,7 +103,7 @@ def lossless_sizes() -> dict[str, float]:
 
     from PIL import Image
 
-    from qdev.device.codecs import encode_frame
+    from qdev.core.codecs import encode_frame
 
     gold = np.load(BUNDLE / "golden_pixels.npy").reshape(-1, 128, 128)
 
@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--quality", type=int, default=40)
     a = ap.parse_args()
-    from qdev.device.threads import pin_threads
+    from qdev.core.threads import pin_threads
 
     pin_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

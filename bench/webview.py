@@ -54,7 +54,7 @@ def rate(ts: list[float]) -> float:
 
 
 def view_alone(rate_hz: float, seconds: float, tmp: Path) -> dict:
-    from qdev.device.probe.phantom import PhantomCine, PhantomConfig
+    from qdev.core.probe.phantom import PhantomCine, PhantomConfig
     from qdev.host.view import Hud, compose
     from qdev.host.webview import WebView
 
@@ -86,7 +86,7 @@ def view_alone(rate_hz: float, seconds: float, tmp: Path) -> dict:
 
 def whole_stream(rate_hz: float, frames: int, tmp: Path) -> dict:
     from qdev import assets
-    from qdev.device.probe.sources import open_probe
+    from qdev.core.probe.sources import open_probe
     from qdev.host.client import connect
     from qdev.host.local import LocalDevice
     from qdev.host.stream import StreamConfig, stream_to_session
@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--frames", type=int, default=300)
     a = ap.parse_args()
-    from qdev.device.threads import pin_threads
+    from qdev.core.threads import pin_threads
 
     pin_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from qdev.device.errors import ConfigError, QdevError
+from qdev.core.errors import ConfigError, QdevError
 
 __all__ = ["main"]
 
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="allow qdev's shipped development key to be trusted (with --trust "
                              "keys/dev/qdev-dev.pub or `trust`; its private half is public: tests and demos only)")
     common.add_argument("--threads", type=int, default=1,
-                        help="BLAS/OpenMP threads of the software backend (default 1: see qdev.device.threads)")
+                        help="BLAS/OpenMP threads of the software backend (default 1: see qdev.core.threads)")
     s = sub.add_parser("serve", parents=[common], help="serve hosts over TCP and/or a serial port")
     s.add_argument("--tcp", default=None,
                    help="PORT (binds 127.0.0.1) or HOST:PORT to listen on (port 0: any free one; the address is printed)")
@@ -70,7 +70,7 @@ def _runtime(a):  # noqa: ANN001, ANN202
     from qdev.device.runtime import DeviceRuntime, RuntimeConfig
     from qdev.device.store import BundleStore
 
-    from qdev.device.threads import pin_threads
+    from qdev.core.threads import pin_threads
 
     pinned = pin_threads(a.threads)  # before any model runs: the self-test already uses BLAS
     if a.dev_key:
@@ -96,8 +96,8 @@ def _loopback(host: str) -> bool:
 
 
 def _serve(a) -> int:  # noqa: ANN001
-    from qdev.device.link import parse_tcp
-    from qdev.device.probe.sources import open_probe
+    from qdev.core.link import parse_tcp
+    from qdev.core.probe.sources import open_probe
     from qdev.device.runtime.live import LiveLoop
     from qdev.device.runtime.server import LiveHub, TcpServer, serve_serial
     from qdev.device.runtime.supervise import Supervisor
@@ -176,18 +176,18 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "serve":
             return _serve(a)
         if a.cmd == "pair":  # TLS pairing and identity need no runtime (nor a bundle)
-            from qdev.device.tls import pair_host
+            from qdev.core.tls import pair_host
 
             print(pair_host(Path(a.store), Path(a.host_cert), a.role, a.name))
             return 0
         if a.cmd == "identity":
-            from qdev.device.tls import make_identity
+            from qdev.core.tls import make_identity
 
             print(make_identity(Path(a.store) / "tls", "device", "qdev-device")[1])
             return 0
         rt = _runtime(a)
         if a.cmd == "install":
-            from qdev.device.bundle import pack_bundle
+            from qdev.core.bundle import pack_bundle
 
             with tempfile.NamedTemporaryFile(dir=a.store, suffix=".tar", delete=False) as fh:
                 fh.write(pack_bundle(Path(a.bundle)))

@@ -176,7 +176,7 @@ def _used(entry) -> float:  # noqa: ANN001 - {"used": n, ...} in bundle manifest
 
 def open_power_meter(kind: str, manifest: dict, hwmon_root: str = "/sys/class/hwmon") -> PowerMeter:
     """``auto`` | ``pmbus`` | ``hwmon`` | ``estimate``."""
-    from qdev.device.errors import ConfigError
+    from qdev.core.errors import ConfigError
 
     if kind in ("auto", "pmbus"):
         rails = PmbusMeter.available()

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qdev.device.bundle import (
+from qdev.core.bundle import (
     MANIFEST,
     BundleError,
     VerifiedBundle,
@@ -44,9 +44,9 @@ from qdev.device.bundle import (
     verify_bundle,
     verify_manifest,
 )
-from qdev.device.errors import QdevError
-from qdev.device.fsutil import FolderBuild, atomic_write_text
-from qdev.device.maskrule import MaskRule
+from qdev.core.errors import QdevError
+from qdev.core.fsutil import FolderBuild, atomic_write_text
+from qdev.core.maskrule import MaskRule
 
 __all__ = ["BundleStore", "StoreError", "InstallResult", "MAX_BUNDLE_BYTES", "MAX_CHUNK", "bundle_id", "dev_key_ids"]
 
@@ -80,7 +80,7 @@ def dev_key_ids() -> set[str]:
     """Key ids of the development keys qdev ships (public, their private halves committed on
     purpose): a device trusts them only when started with ``--dev-key``."""
     from qdev import assets
-    from qdev.device.bundle import _raw, key_id
+    from qdev.core.bundle import _raw, key_id
 
     return {key_id(_raw(load_public_key(p))) for p in assets.dev_public_keys()}
 
@@ -163,7 +163,7 @@ class BundleStore:
     def trusted_keys(self) -> list:
         """The store's trusted keys; the shipped development key only with ``allow_dev_key``
         (a store that trusted it once, under --dev-key, does not go on trusting it without)."""
-        from qdev.device.bundle import _raw, key_id
+        from qdev.core.bundle import _raw, key_id
 
         keys = [load_public_key(p) for p in sorted((self.root / "trusted").glob("*.pub"))]
         if self.allow_dev_key:
@@ -172,7 +172,7 @@ class BundleStore:
         return [k for k in keys if key_id(_raw(k)) not in dev]
 
     def trust(self, pub_path: Path) -> Path:
-        from qdev.device.bundle import _raw, key_id
+        from qdev.core.bundle import _raw, key_id
 
         key = load_public_key(pub_path)  # refuse anything that is not an Ed25519 key
         if not self.allow_dev_key and key_id(_raw(key)) in dev_key_ids():
@@ -322,7 +322,7 @@ class BundleStore:
     # ---------------------------------------------------------------- install
     def install(self, archive: Path, self_test: SelfTest, allow_downgrade: bool = False) -> InstallResult:
         """Verify and install a bundle archive (its signed manifest first, then each member
-        against it: :func:`qdev.device.bundle.unpack_bundle`); activate it only if its
+        against it: :func:`qdev.core.bundle.unpack_bundle`); activate it only if its
         self-test passes."""
         with FolderBuild(self.root / "bundles", ".staging-") as build:
             manifest = unpack_bundle(archive, build.path, self.trusted_keys(), self.board)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qdev.device import __version__
-from qdev.device.errors import QdevError
+from qdev import __version__
+from qdev.core.errors import QdevError
 
 __all__ = ["QdevError", "__version__"]

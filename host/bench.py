@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device.threads import DEFAULT_THREADS, pin_threads
+from qdev.core.threads import DEFAULT_THREADS, pin_threads
 from qdev.host.client import DeviceClient
 from qdev.host.stats import percentiles
 
@@ -41,8 +41,8 @@ def bench_device(client: DeviceClient, frames: int, window: int) -> dict:
 
 def bench_host_cpu(bundle: Path, frames: int, threads: int = DEFAULT_THREADS) -> dict:
     """The bundle's integer model on this CPU (the software executor), BLAS pinned to ``threads``."""
-    from qdev.device.accel.intmodel import IntModel
-    from qdev.device.accel.software import SoftwareExecutor
+    from qdev.core.intmodel import IntModel
+    from qdev.core.software import SoftwareExecutor
 
     pinned = pin_threads(threads)
     ex = SoftwareExecutor(IntModel.load(Path(bundle) / "intmodel.npz"))

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device import codecs
-from qdev.device.bundle import MANIFEST, SIGNATURE, pack_bundle, verify_bundle
-from qdev.device.errors import QdevError
-from qdev.device.link import Channel, Link, LinkError, LinkTimeout, Message, SerialLink, open_link
-from qdev.device.protocol import VERSION, MsgType
+from qdev.core import codecs
+from qdev.core.bundle import MANIFEST, SIGNATURE, pack_bundle, verify_bundle
+from qdev.core.errors import QdevError
+from qdev.core.link import Channel, Link, LinkError, LinkTimeout, Message, SerialLink, open_link
+from qdev.core.protocol import VERSION, MsgType
 
 __all__ = ["DeviceClient", "DeviceError", "StreamReply", "connect", "live_frame"]
 
@@ -78,7 +78,7 @@ class DeviceClient:
         """Host-first HELLO; retried, since a serial port may drop what was sent before it opened.
 
         ``auth`` (default: on serial links, which have no TLS): an authenticated, encrypted
-        session keyed by the pairing (:mod:`qdev.device.linkauth`); the device must answer with
+        session keyed by the pairing (:mod:`qdev.core.linkauth`); the device must answer with
         a HELLO_ACK sealed by a device this host has pinned."""
         auth = isinstance(self.ch.link, SerialLink) if auth is None else auth
         tries, last = 3, None
@@ -105,7 +105,7 @@ class DeviceClient:
         raise LinkTimeout(f"{self.ch.link.name}: no qdev device answered the handshake") from last
 
     def _offer_auth(self) -> tuple[dict, bytes, dict[str, bytes]]:
-        from qdev.device import linkauth, tls
+        from qdev.core import linkauth, tls
 
         pins = tls.pinned_devices()
         if not pins:
@@ -119,7 +119,7 @@ class DeviceClient:
         return {"host": linkauth.cert_fingerprint(cert), "nonce": n_h.hex()}, n_h, secrets
 
     def _finish_auth(self, reply: Message, n_h: bytes, secrets: dict[str, bytes]) -> None:
-        from qdev.device import linkauth
+        from qdev.core import linkauth
 
         if not reply.sealed or self.ch.rx_matched is None:
             raise LinkError(f"{self.ch.link.name}: the device answered without authenticating itself")

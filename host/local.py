@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from qdev import assets
-from qdev.device.errors import QdevError
+from qdev.core.errors import QdevError
 
 __all__ = ["LocalDevice", "default_trusted", "default_bundle"]
 
@@ -65,7 +65,7 @@ class LocalDevice:
     def pair(self) -> None:
         """Pair this host (operator) and the device, as ``qdev pair`` / ``qdev-device pair`` would:
         a serial link accepts paired hosts only."""
-        from qdev.device import tls
+        from qdev.core import tls
 
         _, host_cert = tls.host_identity()
         _, dev_cert = tls.device_identity(self.store)

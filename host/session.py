@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qdev.device.fsutil import atomic_write_text
+from qdev.core.fsutil import atomic_write_text
 
 __all__ = ["COLUMNS", "SessionWriter", "read_session", "write_json_atomic", "parquet_schema", "PARQUET_COLUMNS"]
 
@@ -148,7 +148,7 @@ def _parse_row(raw: dict) -> dict:
 def read_session(folder: Path) -> tuple[dict, list[dict]]:
     """(manifest, rows with numbers parsed) of a session folder. Rows that cannot be read (a log
     cut mid-line by a crash, a garbled line) are skipped; ``manifest["read_warnings"]`` names them."""
-    from qdev.device.errors import DataError
+    from qdev.core.errors import DataError
 
     folder = Path(folder)
     try:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device.errors import ConfigError, QdevError
-from qdev.device.masks import dice
-from qdev.device.preprocess import mask_to_model, to_model_input
-from qdev.device.probe.sources import ProbeFrame, ProbeSource
+from qdev.core.errors import ConfigError, QdevError
+from qdev.core.masks import dice
+from qdev.core.preprocess import mask_to_model, to_model_input
+from qdev.core.probe.sources import ProbeFrame, ProbeSource
 from qdev.host.client import DeviceClient, StreamReply
 from qdev.host.session import SessionWriter
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device.errors import ConfigError
-from qdev.device.preprocess import mask_to_model
+from qdev.core.errors import ConfigError
+from qdev.core.preprocess import mask_to_model
 
 __all__ = ["Hud", "ViewSpec", "parse_view", "display_bgr", "compose", "OverlayView", "WINDOW_TITLE"]
 

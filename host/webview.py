@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
-from qdev.device.errors import ConfigError
+from qdev.core.errors import ConfigError
 
 __all__ = ["WebView", "PAGE"]
 

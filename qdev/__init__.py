@@ -1,8 +1,10 @@
 """qdev: QuantU-Net from BUSI training to a low-power FPGA, and its measurement there.
 
-One import namespace over the repository's three top-level folders (setuptools ``package-dir``):
+One import namespace over the repository's top-level folders (setuptools ``package-dir``):
 
-* :mod:`qdev.device`   -- ``device/``, the board-side runtime (numpy + stdlib; no torch),
+* :mod:`qdev.core`     -- ``core/``, what all sides share (errors, bundles, link, preprocessing,
+  masks, the integer model; numpy + stdlib),
+* :mod:`qdev.device`   -- ``device/``, only what runs on the board (numpy + stdlib; no torch),
 * :mod:`qdev.host`     -- ``host/``, the ``qdev`` command-line tool and its typed API,
 * :mod:`qdev.training` -- ``training/``, data, Brevitas models, trainer, export, FINN compile.
 

@@ -66,3 +66,33 @@ def test_host_modules_import_training_only_inside_functions():
                           if n.startswith(("qdev.training", "torch", "brevitas", "finn", "qonnx"))
                           and not n.startswith("qdev.training.data")]
     assert offenders == []
+
+
+def _imports(py: Path) -> list[str]:
+    """Every module name a file imports, at any level (functions included)."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(py.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+            names += [f"{node.module}.{a.name}" for a in node.names]
+    return names
+
+
+def _offenders(folder: str, banned: tuple[str, ...]) -> list[str]:
+    return [f"{py.relative_to(REPO)}: {n}" for py in sorted((REPO / folder).rglob("*.py"))
+            for n in _imports(py) if n == "qdev.device" or n.startswith(banned)]
+
+
+def test_host_and_training_never_import_the_board_runtime():
+    """The host reaches a device only through the link (DeviceClient) and starts a local one as
+    a process (``python -m qdev.device``, host/local.py); training needs nothing of it. What both
+    sides share is qdev.core."""
+    assert _offenders("host", ("qdev.device.",)) == []
+    assert _offenders("training", ("qdev.device.",)) == []
+
+
+def test_core_imports_no_side():
+    banned = ("qdev.device.", "qdev.host", "qdev.training", "torch", "brevitas", "finn", "qonnx", "click")
+    assert _offenders("core", banned) == []

@@ -38,7 +38,7 @@ def test_wheel_contents(wheel):
                  "qdev/models/quantunet-w8/export/model.qonnx.onnx", "qdev/training/splits/busi-grouped-seed0.json",
                  "qdev/device/systemd/qdev-device.service", "qdev/host/webview.html",
                  "qdev/training/compile/hls_shim/hls_stream.h", "qdev/training/compile/hls_shim/ap_int.h",
-                 "qdev/device/linkauth.py", "qdev/device/codecs.py"):
+                 "qdev/core/linkauth.py", "qdev/core/codecs.py"):
         assert must in names, must
     assert not [n for n in names if n.endswith(".key")], "a signing key is in the wheel"
     # every file of every shipped bundle, as its signed manifest lists them
@@ -86,7 +86,7 @@ def test_board_install_pulls_no_torch_and_serves(wheel, tmp_path):
     r = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    code = ("import importlib.util as u, json, qdev.device.runtime.server, qdev.device.probe.sources\n"
+    code = ("import importlib.util as u, json, qdev.device.runtime.server, qdev.core.probe.sources\n"
             "print(json.dumps({m: u.find_spec(m) is not None for m in ('torch', 'click', 'finn', 'brevitas')}))")
     r = subprocess.run([py, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from qdev.device import __version__
+from qdev import __version__
 
 __all__ = ["__version__"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qdev.device.errors import QdevError
+from qdev.core.errors import QdevError
 from qdev.training.models import ModelConfig, build_model
 from qdev.training.models.bitwidth import BitWidthTracker
 from qdev.training.runs import RunFolder, atomic_writer

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from qdev.device.errors import QdevError
-from qdev.device.preprocess import to_unit_float
+from qdev.core.errors import QdevError
+from qdev.core.preprocess import to_unit_float
 from qdev.training.data import open_busi, read_split
 from qdev.training.mask_rule import RULE_FILE, run_mask_rule
 from qdev.training.runs import RunFolder, atomic_write_text

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qdev.device.errors import QdevError
-from qdev.device.preprocess import to_unit_float
+from qdev.core.errors import QdevError
+from qdev.core.preprocess import to_unit_float
 from qdev.training.postprocess import logit_codes
 from qdev.training.qonnx_exec import qonnx_forward
 from qdev.training.runs import RunFolder, atomic_write_text
@@ -42,7 +42,7 @@ def golden_batch(run: RunFolder, size: int, n: int = 4, data: str | None = None)
         imgs = arrays.images[order]
         source = "test split: " + ", ".join(arrays.ids[i] for i in order)
     except QdevError as exc:
-        from qdev.device.probe.phantom import phantom_image
+        from qdev.core.probe.phantom import phantom_image
 
         log.warning("golden batch from the phantom (%s)", exc)
         imgs = np.stack([phantom_image(1000 + i, "mixed", size, size)[0] for i in range(n)])

@@ -1,12 +1,12 @@
-"""A run's mask rule (device/maskrule.py), as its ``postprocess`` stage chose it; torch-free, so
+"""A run's mask rule (core/maskrule.py), as its ``postprocess`` stage chose it; torch-free, so
 that ``qdev compile``/``qdev bundle`` read it without the trainer."""
 
 from __future__ import annotations
 
 import json
 
-from qdev.device.errors import QdevError
-from qdev.device.maskrule import DEFAULT_RULE, MaskRule
+from qdev.core.errors import QdevError
+from qdev.core.maskrule import DEFAULT_RULE, MaskRule
 from qdev.training.runs import RunFolder
 
 __all__ = ["RULE_FILE", "run_mask_rule"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from qdev.device.masks import SMOOTH  # the Dice of qdev.device.masks, batched on tensors here
+from qdev.core.masks import SMOOTH  # the Dice of qdev.core.masks, batched on tensors here
 from qdev.training.data.busi import CLASSES
 
 __all__ = ["SegMetrics"]
@@ -34,7 +34,7 @@ class SegMetrics:
 
     @torch.no_grad()
     def update_masks(self, masks: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> None:
-        """The same, for predicted masks made by another rule (device/maskrule.py)."""
+        """The same, for predicted masks made by another rule (core/maskrule.py)."""
         pred = (masks > 0).flatten(1).float()
         tgt = (target > 0.5).flatten(1).float()
         inter = (pred * tgt).sum(1)

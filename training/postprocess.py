@@ -1,4 +1,4 @@
-"""``qdev postprocess RUN``: choose the run's mask rule (device/maskrule.py) on the validation split.
+"""``qdev postprocess RUN``: choose the run's mask rule (core/maskrule.py) on the validation split.
 
 The rule is searched over a grid of thresholds on the network's integer output codes (given in
 logit units, each turned into the code it means for this model's output scale), minimum mask
@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qdev.device.errors import QdevError
-from qdev.device.masks import SMOOTH
-from qdev.device.maskrule import DEFAULT_RULE, MaskRule
-from qdev.device.preprocess import to_unit_float
+from qdev.core.errors import QdevError
+from qdev.core.masks import SMOOTH
+from qdev.core.maskrule import DEFAULT_RULE, MaskRule
+from qdev.core.preprocess import to_unit_float
 from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
 from qdev.training.data import open_busi, read_split
 from qdev.training.data.busi import CLASSES

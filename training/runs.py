@@ -11,10 +11,10 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from qdev.device.bundle import sha256_file
-from qdev.device.errors import QdevError
-from qdev.device.fsutil import atomic_write_text, atomic_writer
-from qdev.device.threads import available_cpus
+from qdev.core.bundle import sha256_file
+from qdev.core.errors import QdevError
+from qdev.core.fsutil import atomic_write_text, atomic_writer
+from qdev.core.threads import available_cpus
 
 __all__ = ["RunFolder", "sha256_file", "atomic_writer", "atomic_write_text", "package_versions", "cpu_description"]
 

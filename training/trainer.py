@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from qdev.device.errors import ConfigError, QdevError
-from qdev.device.maskrule import MaskRule
-from qdev.device.preprocess import to_unit_float
+from qdev.core.errors import ConfigError, QdevError
+from qdev.core.maskrule import MaskRule
+from qdev.core.preprocess import to_unit_float
 from qdev.training.augment import AUGMENT_PRESETS, augment_batch
 from qdev.training.ema import ModelEMA
 from qdev.training.data import (

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device.errors import QdevError
-from qdev.device.maskrule import DEFAULT_RULE, MaskRule
+from qdev.core.errors import QdevError
+from qdev.core.maskrule import DEFAULT_RULE, MaskRule
 
 __all__ = ["IoSpec", "Accelerator", "Backend", "register_backend", "backends", "open_accelerator",
            "codes_to_mask", "clock_mhz"]

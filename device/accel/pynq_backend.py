@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from qdev.device.accel.backend import Accelerator, Backend, register_backend
-from qdev.device.accel.intmodel import dtype_range
-from qdev.device.errors import QdevError, ToolchainError
+from qdev.core.intmodel import dtype_range
+from qdev.core.errors import QdevError, ToolchainError
 
 __all__ = ["PynqAccelerator", "pack_innermost", "unpack_innermost", "bits_of"]
 

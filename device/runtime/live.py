@@ -12,9 +12,9 @@ import threading
 import time
 from pathlib import Path
 
-from qdev.device.errors import QdevError
-from qdev.device.preprocess import to_model_input
-from qdev.device.probe.sources import ProbeSource
+from qdev.core.errors import QdevError
+from qdev.core.preprocess import to_model_input
+from qdev.core.probe.sources import ProbeSource
 from qdev.device.runtime.server import LiveHub
 from qdev.device.runtime.service import DeviceRuntime
 

@@ -21,14 +21,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from qdev.device import codecs
-from qdev.device.errors import QdevError
-from qdev.device.link import UNAUTHENTICATED, Channel, Link, LinkError, LinkTimeout, Message, SerialLink, SocketLink
-from qdev.device.protocol import DEFAULT_MAX_PAYLOAD, VERSION, MsgType
+from qdev.core import codecs
+from qdev.core.errors import QdevError
+from qdev.core.link import UNAUTHENTICATED, Channel, Link, LinkError, LinkTimeout, Message, SerialLink, SocketLink
+from qdev.core.protocol import DEFAULT_MAX_PAYLOAD, VERSION, MsgType
 from qdev.device.runtime.service import DeviceRuntime, FrameResult
-from qdev.device.bundle import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES
+from qdev.core.bundle import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES
 from qdev.device.store import MAX_BUNDLE_BYTES, MAX_CHUNK, StoreError
-from qdev.device.validate import BadRequest, Field, check_fields
+from qdev.core.validate import BadRequest, Field, check_fields
 
 __all__ = ["Session", "TcpServer", "serve_serial", "LiveHub", "HANDLERS", "REQUEST_FIELDS"]
 
@@ -227,7 +227,7 @@ class Session:
                         "(qdev-device pair HOST.pem on the device, qdev pair DEVICE.pem here)", "unpaired", plain=True)
             return
         if auth is not None:
-            from qdev.device import linkauth, tls
+            from qdev.core import linkauth, tls
 
             if not isinstance(auth, dict):
                 raise BadRequest("auth", "must be an object")
@@ -372,7 +372,7 @@ class TcpServer:
         self.tls_store = tls_store
         self.tls = None
         if tls_store is not None:
-            from qdev.device.tls import server_context
+            from qdev.core.tls import server_context
 
             self.tls = server_context(tls_store)  # made now: a broken identity fails at start
 
@@ -396,9 +396,9 @@ class TcpServer:
         if self.tls is not None:  # the handshake runs here, off the acceptor: a slow peer blocks no one
             import ssl
 
-            from qdev.device.tls import peer_role
+            from qdev.core.tls import peer_role
 
-            from qdev.device.tls import server_context
+            from qdev.core.tls import server_context
 
             try:
                 conn.settimeout(self.hello_timeout)

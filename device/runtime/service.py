@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device import __version__
+from qdev import __version__
 from qdev.device.accel.backend import Accelerator, open_accelerator
-from qdev.device.errors import QdevError
+from qdev.core.errors import QdevError
 from qdev.device.power import PowerMeter, open_power_meter
-from qdev.device.protocol import VERSION as PROTOCOL_VERSION
+from qdev.core.protocol import VERSION as PROTOCOL_VERSION
 from qdev.device.store import BundleStore, InstallResult
 
 __all__ = ["RuntimeConfig", "DeviceRuntime", "FrameResult"]

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import click
 
-from qdev.device import __version__
-from qdev.device.errors import QdevError
+from qdev import __version__
+from qdev.core.errors import QdevError
 
 __all__ = ["main", "cli", "QdevGroup"]
 

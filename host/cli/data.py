@@ -127,7 +127,7 @@ def pack_cmd(data_path: str | None, size: str, out: Path) -> None:
 @click.option("--seed", default=0, show_default=True)
 def phantom_cmd(out: Path, per_class: str, seed: int) -> None:
     """Write a BUSI-layout dataset of synthetic phantom images with exact masks."""
-    from qdev.device.errors import ConfigError
+    from qdev.core.errors import ConfigError
     from qdev.training.data.synth import write_phantom_busi
 
     try:

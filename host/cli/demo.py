@@ -16,7 +16,7 @@ __all__ = ["demo_cmd"]
 
 
 def _busi_test_source():  # noqa: ANN202
-    from qdev.device.probe.sources import ImageFolderSource
+    from qdev.core.probe.sources import ImageFolderSource
     from qdev.training.data.locate import find_default_busi
     from qdev.training.data.split import read_split
 
@@ -45,8 +45,8 @@ def demo_cmd(ctx: click.Context, probe: str, frames: int, board: str, out: Path 
     """Local device + default model: flash, stream live, report. No board, no training needed."""
     import time
 
-    from qdev.device.errors import QdevError
-    from qdev.device.probe.sources import open_probe
+    from qdev.core.errors import QdevError
+    from qdev.core.probe.sources import open_probe
     from qdev.host.cli.device import stream_session
     from qdev.host.stream import StreamConfig
     from qdev.host.client import connect

@@ -130,7 +130,7 @@ def keys() -> None:
 @click.option("--name", default="qdev", show_default=True)
 def keys_generate(out: Path, name: str) -> None:
     """Write NAME.key (private, 0600) and NAME.pub into OUT."""
-    from qdev.device.bundle import key_id, load_public_key
+    from qdev.core.bundle import key_id, load_public_key
     from qdev.training.compile.bundle_build import generate_keypair
 
     k, p = generate_keypair(out, name)
@@ -170,8 +170,8 @@ def bundle_create(run: Path, board: str, key: Path, out: Path | None, model_name
 def bundle_verify(path: Path, trusted: tuple[str, ...], as_json: bool) -> None:
     """Check a bundle's signature and every file's sha256; refuses any mismatch."""
     from qdev import assets
-    from qdev.device.bundle import verify_bundle
-    from qdev.device.maskrule import MaskRule
+    from qdev.core.bundle import verify_bundle
+    from qdev.core.maskrule import MaskRule
 
     keys_ = list(trusted) or [str(k) for k in assets.dev_public_keys()]
     vb = verify_bundle(path, keys_)

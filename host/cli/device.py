@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from qdev.device.errors import ConfigError, QdevError
+from qdev.core.errors import ConfigError, QdevError
 
 __all__ = ["COMMANDS"]
 
@@ -47,7 +47,7 @@ def ports_cmd(check: bool, as_json: bool) -> None:
     """List serial ports; mark those where a qdev device answers."""
     from serial.tools import list_ports
 
-    from qdev.device.link import LinkError
+    from qdev.core.link import LinkError
     from qdev.host.client import DeviceError, connect
 
     rows = []
@@ -164,7 +164,7 @@ def pair_cmd(device_cert: Path, name: str | None) -> None:
     """Pin a device's certificate (from qdev-device identity) and print this host's certificate,
     to pin on the device with: qdev-device pair HOST.pem --role operator|viewer. One pairing
     covers both tls:// and the serial link (whose session keys it derives)."""
-    from qdev.device.tls import host_identity, pin_device
+    from qdev.core.tls import host_identity, pin_device
 
     dst = pin_device(device_cert, name)
     _, host_cert = host_identity()
@@ -249,7 +249,7 @@ def stream_cmd(ctx: click.Context, probe: str, fps: float | None, max_frames: in
     if probe.startswith("device:"):
         _watch(ctx, probe[len("device:"):], max_frames, view, save, display_quality)
         return
-    from qdev.device.probe.sources import open_probe
+    from qdev.core.probe.sources import open_probe
 
     stream_session(ctx, open_probe(probe), cfg, report)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from qdev.device.errors import ConfigError
-from qdev.device.maskrule import MaskRule
+from qdev.core.errors import ConfigError
+from qdev.core.maskrule import MaskRule
 
 __all__ = ["train_cmd", "evaluate_cmd", "postprocess_cmd"]
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from qdev.device.accel.intmodel import IntModel, run_reference
-from qdev.device.bundle import BundleError, verify_bundle
-from qdev.device.errors import QdevError
+from qdev.core.intmodel import IntModel, run_reference
+from qdev.core.bundle import BundleError, verify_bundle
+from qdev.core.errors import QdevError
 from qdev.host.cli import cli
 from qdev.training.compile.bundle_build import DEV_KEY_DIR, build_bundle, generate_keypair
 from qdev.training.compile.finn_env import find_vivado
@@ -181,8 +181,8 @@ def test_mask_rule_chosen_on_validation_reaches_evaluate_and_the_bundle(compiled
     import torch
 
     from qdev.device.accel.backend import open_accelerator
-    from qdev.device.masks import dice
-    from qdev.device.maskrule import MaskRule
+    from qdev.core.masks import dice
+    from qdev.core.maskrule import MaskRule
     from qdev.training.checkpoint import load_checkpoint_model
     from qdev.training.data import load_busi, read_split
     from qdev.training.postprocess import model_codes

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from qdev.device.errors import ConfigError
+from qdev.core.errors import ConfigError
 from qdev.host.cli import cli
 
 from .conftest import simulate_copy

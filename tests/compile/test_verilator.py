@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qdev.device.errors import ConfigError
+from qdev.core.errors import ConfigError
 
 from .conftest import simulate_copy
 

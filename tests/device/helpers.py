@@ -26,7 +26,7 @@ def make_key(folder: Path) -> tuple[object, Path]:
 
 def resign(bundle: Path, key, **manifest_updates) -> Path:  # noqa: ANN001
     """Rewrite file entries and the given manifest fields of ``bundle`` and sign it with ``key``."""
-    from qdev.device.bundle import file_entry, sign_manifest
+    from qdev.core.bundle import file_entry, sign_manifest
 
     m = json.loads((bundle / "manifest.json").read_text())
     m.update(manifest_updates)
@@ -39,8 +39,8 @@ def resign(bundle: Path, key, **manifest_updates) -> Path:  # noqa: ANN001
 
 def golden_masks(bundle: Path) -> np.ndarray:
     """The masks [N, H, W] a device must show for a bundle's golden frames: its golden codes
-    through the bundle's own mask rule (device/maskrule.py)."""
-    from qdev.device.maskrule import MaskRule
+    through the bundle's own mask rule (core/maskrule.py)."""
+    from qdev.core.maskrule import MaskRule
 
     m = json.loads((bundle / "manifest.json").read_text())
     _, h, w, _ = m["io"]["ishape_normal"]

@@ -1,4 +1,4 @@
-"""Link codings of protocol v2 (device/codecs.py): exact round trips, bounded decoders against
+"""Link codings of protocol v2 (core/codecs.py): exact round trips, bounded decoders against
 hostile blobs, negotiation, and a live device refusing frames that do not decode as declared."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from qdev.device import codecs
+from qdev.core import codecs
 
 pytestmark = pytest.mark.device_env
 
@@ -97,8 +97,8 @@ def test_webp_frames_are_bit_exact_and_smaller_on_ultrasound():
 
 
 def test_a_live_device_refuses_frames_that_do_not_decode_as_declared(tmp_path):
-    from qdev.device.link import Channel, open_link
-    from qdev.device.protocol import MsgType
+    from qdev.core.link import Channel, open_link
+    from qdev.core.protocol import MsgType
     from qdev.host.client import connect
     from qdev.host.local import LocalDevice
     from tests.device.helpers import DEV_PUB, SHIPPED, golden_masks

@@ -15,9 +15,9 @@ import time
 import numpy as np
 import pytest
 
-from qdev.device.bundle import verify_bundle
-from qdev.device.link import LinkError
-from qdev.device.protocol import MsgType, encode
+from qdev.core.bundle import verify_bundle
+from qdev.core.link import LinkError
+from qdev.core.protocol import MsgType, encode
 from qdev.device.runtime import DeviceRuntime, RuntimeConfig
 from qdev.host.client import connect
 from qdev.host.local import LocalDevice
@@ -87,7 +87,7 @@ def _raw(port: str) -> socket.socket:
 
 
 def _read_frames(s: socket.socket, want: int, timeout: float = 5.0) -> list:
-    from qdev.device.protocol import FrameParser
+    from qdev.core.protocol import FrameParser
 
     parser = FrameParser()
     out: list = []
@@ -105,7 +105,7 @@ def _read_frames(s: socket.socket, want: int, timeout: float = 5.0) -> list:
 
 
 def test_server_survives_garbage_oversize_and_truncation(tmp_path):
-    from qdev.device.link import pack_payload
+    from qdev.core.link import pack_payload
 
     with LocalDevice(tmp_path / "store", trusted=[DEV_PUB]) as dev:
         s = _raw(dev.port)
@@ -152,7 +152,7 @@ def test_server_survives_garbage_oversize_and_truncation(tmp_path):
 def test_a_handler_bug_or_disk_error_gets_an_error_reply_and_the_session_goes_on(tmp_path, caplog):
     """In-process: a handler that raises anything gets ERROR internal (traceback in the device log),
     an OSError from the store gets ERROR storage, and the next request is served."""
-    from qdev.device.link import Message
+    from qdev.core.link import Message
     from qdev.device.runtime import server
 
     sent = []

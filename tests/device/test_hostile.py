@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from qdev.device.link import pack_payload
-from qdev.device.protocol import MsgType, encode
+from qdev.core.link import pack_payload
+from qdev.core.protocol import MsgType, encode
 from qdev.host.client import connect
 from qdev.host.local import LocalDevice
 from tests.device.helpers import DEV_PUB, SHIPPED, golden_masks

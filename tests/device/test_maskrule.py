@@ -1,4 +1,4 @@
-"""The mask rule a bundle carries (device/maskrule.py): what it does to output codes, how a
+"""The mask rule a bundle carries (core/maskrule.py): what it does to output codes, how a
 bundle's rule is checked before anything is installed, and that the device's accelerator applies
 it (runs in both environments)."""
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from qdev.device.accel.backend import open_accelerator
-from qdev.device.bundle import BundleError, verify_bundle
-from qdev.device.errors import QdevError
-from qdev.device.maskrule import DEFAULT_RULE, MaskRule
+from qdev.core.bundle import BundleError, verify_bundle
+from qdev.core.errors import QdevError
+from qdev.core.maskrule import DEFAULT_RULE, MaskRule
 from tests.device.helpers import copy_bundle, make_key, resign
 
 pytestmark = pytest.mark.device_env

@@ -26,7 +26,7 @@ def _values(dtype: str, rng: np.random.Generator, shape: tuple) -> np.ndarray:
     if dtype.startswith("FIXED"):
         w, i = (int(v) for v in dtype[6:-1].split(","))
         return rng.integers(-(2 ** (w - 1)), 2 ** (w - 1), shape) / 2.0 ** (w - i)
-    from qdev.device.accel.intmodel import dtype_range
+    from qdev.core.intmodel import dtype_range
 
     lo, hi = dtype_range(dtype)
     return rng.integers(lo, hi + 1, shape)
@@ -95,7 +95,7 @@ def test_estimate_meter_uses_bundle_resources_and_says_estimated(tmp_path):
 
 def test_pynq_backend_refuses_estimate_only_bundles_and_auto_falls_back():
     from qdev.device.accel.backend import open_accelerator
-    from qdev.device.errors import QdevError
+    from qdev.core.errors import QdevError
 
     man = json.loads((SHIPPED["KV260"] / "manifest.json").read_text())
     with pytest.raises(QdevError, match="estimate-only"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qdev.device.probe.phantom import PhantomCine, PhantomConfig, phantom_image
+from qdev.core.probe.phantom import PhantomCine, PhantomConfig, phantom_image
 
 pytestmark = pytest.mark.device_env
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qdev.device.protocol import HEADER, Frame, FrameParser, MsgType, encode
+from qdev.core.protocol import HEADER, Frame, FrameParser, MsgType, encode
 
 pytestmark = pytest.mark.device_env
 
@@ -73,7 +73,7 @@ def test_fuzz_parser_never_crashes_and_only_delivers_valid_frames(chunks, step):
 def test_a_frame_cut_off_mid_way_is_expired_and_the_next_one_delivered():
     """A sender killed mid-frame leaves a header promising more bytes than will ever come; the
     receiver gives up on it (Channel does so after 1 s without bytes) and finds what follows."""
-    from qdev.device.protocol import FrameParser, encode
+    from qdev.core.protocol import FrameParser, encode
 
     p = FrameParser()
     cut = encode(18, 1, b"x" * 16384)[:5000]
@@ -86,8 +86,8 @@ def test_a_frame_cut_off_mid_way_is_expired_and_the_next_one_delivered():
 def test_channel_expires_a_stalled_partial_frame_over_a_real_socket():
     import socket
 
-    from qdev.device.link import Channel, SocketLink, pack_payload
-    from qdev.device.protocol import encode
+    from qdev.core.link import Channel, SocketLink, pack_payload
+    from qdev.core.protocol import encode
 
     srv = socket.create_server(("127.0.0.1", 0))
     a = socket.create_connection(srv.getsockname())

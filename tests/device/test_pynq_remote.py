@@ -88,7 +88,7 @@ def test_device_runtime_runs_the_pynq_backend_through_pynq_remote(remote_board, 
 
 def test_without_a_board_auto_falls_back_to_software_and_says_why(tmp_path):
     from qdev.device.accel.backend import backends, open_accelerator
-    from qdev.device.errors import QdevError
+    from qdev.core.errors import QdevError
 
     key, _ = make_key(tmp_path)
     bundle = _bundle_with_bitstream(tmp_path / "b", key)

@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from qdev.device import tls
-from qdev.device.link import Channel, LinkError, SerialLink
-from qdev.device.protocol import SEALED, FrameParser, MsgType, encode
-from qdev.device.link import pack_payload
+from qdev.core import tls
+from qdev.core.link import Channel, LinkError, SerialLink
+from qdev.core.protocol import SEALED, FrameParser, MsgType, encode
+from qdev.core.link import pack_payload
 from qdev.host.client import DeviceClient, DeviceError, connect
 from qdev.host.local import LocalDevice
 from tests.device.helpers import DEV_PUB, SHIPPED, golden_masks
@@ -164,7 +164,7 @@ def test_version_1_peers_get_a_clear_refusal(tmp_path, pty):
 def test_host_refuses_a_version_1_device():
     import socket
 
-    from qdev.device.link import SocketLink
+    from qdev.core.link import SocketLink
 
     srv = socket.create_server(("127.0.0.1", 0))
     a = socket.create_connection(srv.getsockname())

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qdev.device.accel.intmodel import IntModel, run_reference
-from qdev.device.accel.software import F32_EXACT, SoftwareExecutor
-from qdev.device.bundle import verify_bundle
-from qdev.device.errors import QdevError
+from qdev.core.intmodel import IntModel, run_reference
+from qdev.core.software import F32_EXACT, SoftwareExecutor
+from qdev.core.bundle import verify_bundle
+from qdev.core.errors import QdevError
 
 pytestmark = pytest.mark.device_env
 
@@ -61,8 +61,8 @@ def test_fast_paths_are_planned_and_exact_on_random_frames():
     executor's codes on frames it was never tested on."""
     import numpy as np
 
-    from qdev.device.accel.intmodel import IntModel, run_reference
-    from qdev.device.accel.software import SoftwareExecutor
+    from qdev.core.intmodel import IntModel, run_reference
+    from qdev.core.software import SoftwareExecutor
     from tests.device.helpers import SHIPPED
 
     m = IntModel.load(SHIPPED["KV260"] / "intmodel.npz")
@@ -75,7 +75,7 @@ def test_fast_paths_are_planned_and_exact_on_random_frames():
 
 
 def _threshold_model(t: np.ndarray, act: int, channels: int) -> IntModel:
-    from qdev.device.accel.intmodel import IntLayer
+    from qdev.core.intmodel import IntLayer
 
     ly = IntLayer("thr0", "Thresholding", ["x"], ["y"], {"ActVal": act, "inputDataType": "UINT8"},
                   {"thresholds": t})
@@ -109,7 +109,7 @@ def test_threshold_table_equals_comparisons_and_the_reference(shared):
 
 
 def test_threshold_table_too_large_falls_back(monkeypatch):
-    import qdev.device.accel.software as sw
+    import qdev.core.software as sw
 
     t = np.sort(np.random.default_rng(2).uniform(0, 250, (3, 7)), axis=1)
     model = _threshold_model(t, 0, 3)

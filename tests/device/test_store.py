@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from qdev.device.bundle import BundleError, pack_bundle
+from qdev.core.bundle import BundleError, pack_bundle
 from qdev.device.runtime import DeviceRuntime, RuntimeConfig
 from qdev.device.store import MAX_BUNDLE_BYTES, BundleStore, StoreError
 from tests.device.helpers import DEV_PUB, SHIPPED, broken_selftest_bundle, copy_bundle, make_key, resign
@@ -156,7 +156,7 @@ def test_leftovers_of_a_killed_install_are_cleaned_on_open(rt, tmp_path):
 
 
 def test_folder_build_is_all_or_nothing(tmp_path):
-    from qdev.device.fsutil import FolderBuild
+    from qdev.core.fsutil import FolderBuild
 
     final = tmp_path / "out"
     with pytest.raises(RuntimeError):

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.device_env
 
 def test_pin_threads_limits_every_loaded_pool_and_children():
     code = ("import os, json\n"
-            "from qdev.device.threads import pin_threads\n"
+            "from qdev.core.threads import pin_threads\n"
             "from threadpoolctl import threadpool_info\n"
             "r = pin_threads(1)\n"
             "print(json.dumps([r['threads'], [p['num_threads'] for p in threadpool_info()], os.environ['OPENBLAS_NUM_THREADS']]))\n")
@@ -26,8 +26,8 @@ def test_pin_threads_limits_every_loaded_pool_and_children():
 
 
 def test_bad_thread_counts_are_refused():
-    from qdev.device.errors import ConfigError
-    from qdev.device.threads import pin_threads
+    from qdev.core.errors import ConfigError
+    from qdev.core.threads import pin_threads
 
     for bad in (0, -2, 1.5, True):
         with pytest.raises(ConfigError, match="--threads"):

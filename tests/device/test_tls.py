@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from qdev.device.link import LinkError
+from qdev.core.link import LinkError
 from qdev.host.client import DeviceError, connect
 from tests.device.helpers import DEV_PUB, SHIPPED
 
@@ -27,7 +27,7 @@ def _qd(*args: str) -> str:
 
 @pytest.fixture()
 def tls_device(tmp_path, monkeypatch):
-    from qdev.device.tls import make_identity
+    from qdev.core.tls import make_identity
 
     monkeypatch.setenv("QDEV_HOME", str(tmp_path / "host"))
     store = tmp_path / "store"
@@ -82,7 +82,7 @@ def test_operator_flashes_and_streams_viewer_only_streams(tls_device):
 
 
 def test_a_host_with_another_certificate_is_refused(tls_device, tmp_path):
-    from qdev.device.tls import make_identity
+    from qdev.core.tls import make_identity
 
     _pin_device(tls_device)
     _qd("pair", str(tls_device["host_cert"]), "--role", "operator", "--store", str(tls_device["store"]))
@@ -95,7 +95,7 @@ def test_a_host_with_another_certificate_is_refused(tls_device, tmp_path):
 
 
 def test_a_device_with_another_certificate_is_refused(tls_device, tmp_path):
-    from qdev.device.tls import make_identity
+    from qdev.core.tls import make_identity
 
     _qd("pair", str(tls_device["host_cert"]), "--role", "operator", "--store", str(tls_device["store"]))
     _, other = make_identity(tmp_path / "impostor", "device", "qdev-device")

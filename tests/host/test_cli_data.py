@@ -10,7 +10,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from qdev.device import __version__
+from qdev import __version__
 from qdev.host.cli import cli, main
 
 

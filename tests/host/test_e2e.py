@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from qdev.device.link import LinkError
+from qdev.core.link import LinkError
 from qdev.host.cli import cli
 from qdev.host.client import DeviceClient, connect
 from qdev.host.local import LocalDevice, default_bundle, default_trusted
@@ -103,7 +103,7 @@ def test_fault_injection_no_silent_corruption_every_loss_counted(device):
     proxy = FaultProxy((host, int(port)), seed=3, flip=0.03, drop=0.02, stall=0.02)
     n, ok, lost = 80, 0, 0
     try:
-        c = DeviceClient(__import__("qdev.device.link", fromlist=["open_link"]).open_link(proxy.port), timeout=3.0)
+        c = DeviceClient(__import__("qdev.core.link", fromlist=["open_link"]).open_link(proxy.port), timeout=3.0)
         for _ in range(5):  # the handshake itself may be hit by a fault
             try:
                 c.handshake(timeout=3.0)
@@ -129,8 +129,8 @@ def test_disconnect_then_reconnect_and_resumed_flash(device):
     import hashlib
     import zlib
 
-    from qdev.device.bundle import pack_bundle
-    from qdev.device.protocol import MsgType
+    from qdev.core.bundle import pack_bundle
+    from qdev.core.protocol import MsgType
 
     host, port = device.port[len("tcp://"):].split(":")
     proxy = FaultProxy((host, int(port)), seed=1, flip=0, drop=0, stall=0, disconnect=1.0)
@@ -258,7 +258,7 @@ def test_ctrl_c_ends_cleanly_with_logs_flushed(device, tmp_path):
 
 
 def test_live_source_newest_frame_wins_and_drops_are_counted(device, tmp_path):
-    from qdev.device.probe.sources import open_probe
+    from qdev.core.probe.sources import open_probe
     from qdev.host.session import SessionWriter
     from qdev.host.stream import StreamConfig, run_stream
 
@@ -306,7 +306,7 @@ def test_demo_on_busi_reproduces_the_evaluated_dice(busi_path, tmp_path, monkeyp
     evaluated = json.loads((BUNDLE.parents[2] / "models" / "quantunet-w8" / "evaluate" / "metrics.json").read_text())
     rule = {k: evaluated["mask_rule"][k] for k in ("min_code", "min_area", "min_peak")
             if evaluated["mask_rule"].get(k) is not None}  # min_peak only where the rule has one
-    from qdev.device.maskrule import MaskRule
+    from qdev.core.maskrule import MaskRule
 
     assert MaskRule.from_manifest(json.loads((BUNDLE / "manifest.json").read_text()).get("mask_rule")).to_dict() == rule
     assert s["frames"]["ok"] == evaluated["metrics"]["n_images"] == s["dice_vs_truth"]["n"]

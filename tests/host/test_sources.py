@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qdev.device.errors import ConfigError, DataError
-from qdev.device.preprocess import to_model_input
-from qdev.device.probe.sources import open_probe
+from qdev.core.errors import ConfigError, DataError
+from qdev.core.preprocess import to_model_input
+from qdev.core.probe.sources import open_probe
 
 
 @pytest.mark.parametrize("name,frames,fps", [("ybr_color", 30, 30.0), ("rgb_color", 1, None),
@@ -111,7 +111,7 @@ def test_compressed_dicom_transfer_syntaxes_decode(name, syntax):
 def test_frame_time_vector_gives_the_rate():
     from pydicom.dataset import Dataset
 
-    from qdev.device.probe.sources import _dicom_fps
+    from qdev.core.probe.sources import _dicom_fps
 
     ds = Dataset()
     ds.FrameTimeVector = [0, 40, 40, 40]

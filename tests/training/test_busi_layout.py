@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qdev.device.errors import DataError
+from qdev.core.errors import DataError
 from qdev.training.data import CLASSES, load_busi, resolve_busi_root, scan_busi
 from qdev.training.data.cache import dataset_hash
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from qdev.device.errors import DataError
+from qdev.core.errors import DataError
 from qdev.training.data import find_duplicates, load_busi, make_split, read_split, write_split
 from qdev.training.data.dedup import UnionFind
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from qdev.device.errors import DataError
+from qdev.core.errors import DataError
 from qdev.host.cli import cli
 from qdev.training.data import find_duplicates, load_busi, make_split, open_busi, read_pack, write_pack
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from qdev.device.masks import dice
-from qdev.device.maskrule import DEFAULT_RULE, MaskRule
+from qdev.core.masks import dice
+from qdev.core.maskrule import DEFAULT_RULE, MaskRule
 import pytest
 
-from qdev.device.errors import QdevError
+from qdev.core.errors import QdevError
 from qdev.training.postprocess import NORMAL, RuleSearch, paired_bootstrap, rule_figures, search_rules
 
 SCALE = 0.0625  # logit = code / 16

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from qdev.device.preprocess import mask_to_model, to_model_input
-from qdev.device.probe.sources import open_probe
+from qdev.core.preprocess import mask_to_model, to_model_input
+from qdev.core.probe.sources import open_probe
 from qdev.training.data import load_busi, scan_busi
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from qdev.device.errors import QdevError
+from qdev.core.errors import QdevError
 from qdev.host.cli import cli
 from qdev.training.models import ModelConfig
 from qdev.training.trainer import TrainConfig, train

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qdev.device.errors import ConfigError
+from qdev.core.errors import ConfigError
 
 __all__ = ["Board", "BOARDS", "get_board"]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-from qdev.device.accel.intmodel import IntModel, run_reference
-from qdev.device.errors import QdevError
+from qdev.core.intmodel import IntModel, run_reference
+from qdev.core.errors import QdevError
 from qdev.training.compile.context import StopBuild, step_context
 from qdev.training.compile.intmodel_export import extract_intmodel, io_spec
 from qdev.training.compile.sim_steps import SIM_STEPS

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device.errors import ConfigError, QdevError, ToolchainError
+from qdev.core.errors import ConfigError, QdevError, ToolchainError
 from qdev.training.compile.config import VERIFY_AFTER, CompileConfig
 from qdev.training.compile.finn_env import boot_finn
 from qdev.training.runs import RunFolder, atomic_write_text, sha256_file

@@ -8,8 +8,8 @@ import shutil
 import time
 from pathlib import Path
 
-from qdev.device import __version__
-from qdev.device.bundle import (
+from qdev import __version__
+from qdev.core.bundle import (
     BUNDLE_FORMAT,
     MANIFEST,
     SIGNATURE,
@@ -17,8 +17,8 @@ from qdev.device.bundle import (
     load_private_key,
     sign_manifest,
 )
-from qdev.device.errors import QdevError
-from qdev.device.fsutil import FolderBuild
+from qdev.core.errors import QdevError
+from qdev.core.fsutil import FolderBuild
 from qdev.training.compile.config import VERIFY_STEPS
 from qdev.training.mask_rule import run_mask_rule
 from qdev.training.runs import RunFolder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from qdev.device.errors import ConfigError
+from qdev.core.errors import ConfigError
 from qdev.training.compile.boards import Board, get_board
 
 __all__ = ["CompileConfig", "DEFAULT_STEPS", "VERIFY_AFTER", "VERIFY_STEPS", "DEFAULT_FPS"]

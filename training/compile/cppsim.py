@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device.errors import ConfigError
+from qdev.core.errors import ConfigError
 from qdev.training.compile.simtally import tally_by_type
 
 __all__ = ["HlsDeps", "find_hls_deps", "CppSimConfig", "verify_cppsim", "compile_nodes", "python_reference", "SHIM"]

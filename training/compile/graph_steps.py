@@ -40,7 +40,7 @@ from qonnx.transformation.infer_data_layouts import InferDataLayouts
 from qonnx.transformation.infer_datatypes import InferDataTypes
 from qonnx.transformation.infer_shapes import InferShapes
 
-from qdev.device.errors import QdevError
+from qdev.core.errors import QdevError
 
 __all__ = ["GRAPH_STEPS", "META_INPUT", "META_OUTPUT", "META_OUTPUT_SCALE"]
 

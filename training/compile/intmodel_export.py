@@ -1,4 +1,4 @@
-"""From FINN's HW-layer graph to the device's integer model (:mod:`qdev.device.accel.intmodel`):
+"""From FINN's HW-layer graph to the device's integer model (:mod:`qdev.core.intmodel`):
 layer order, shapes, data types, weights, integer thresholds and folding, plus the io spec of
 the accelerator's DMA streams (normal, folded and packed shapes, FINN's packing rule)."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-from qdev.device.accel.intmodel import IntLayer, IntModel
-from qdev.device.errors import QdevError
+from qdev.core.intmodel import IntLayer, IntModel
+from qdev.core.errors import QdevError
 
 __all__ = ["extract_intmodel", "io_spec"]
 

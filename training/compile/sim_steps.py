@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-from qdev.device.errors import QdevError
+from qdev.core.errors import QdevError
 from qdev.training.compile.context import StepContext, step_context
 from qdev.training.runs import atomic_writer
 

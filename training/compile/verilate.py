@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device.errors import ConfigError
+from qdev.core.errors import ConfigError
 from qdev.training.compile.simtally import tally_by_type
 
 __all__ = ["Verilator", "find_verilator", "VerilatorConfig", "generate_rtl", "build_nodes", "verify_verilator",

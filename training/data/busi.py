@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device.errors import DataError
-from qdev.device.preprocess import read_image, read_mask_union, to_luma_u8
+from qdev.core.errors import DataError
+from qdev.core.preprocess import read_image, read_mask_union, to_luma_u8
 
 __all__ = ["CLASSES", "BusiRecord", "scan_busi", "read_gray", "read_mask_union"]
 
@@ -91,5 +91,5 @@ def _natural_key(stem: str) -> tuple[str, int]:
 
 def read_gray(path: Path) -> np.ndarray:
     """Read an image as 8-bit luma: the probe sources' decoding and conversion
-    (:mod:`qdev.device.preprocess`)."""
+    (:mod:`qdev.core.preprocess`)."""
     return to_luma_u8(read_image(path))

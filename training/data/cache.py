@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from qdev.device.preprocess import mask_to_model, to_model_input
+from qdev.core.preprocess import mask_to_model, to_model_input
 from qdev.training.data.busi import BusiRecord, read_gray, read_mask_union, scan_busi
 from qdev.training.runs import atomic_writer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qdev.device.errors import DataError
+from qdev.core.errors import DataError
 
 __all__ = ["BUSI_HELP", "DEFAULT_SHARED", "resolve_busi_root", "find_default_busi"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device.errors import DataError
+from qdev.core.errors import DataError
 from qdev.training.data.cache import PREPROCESS_VERSION, THUMB, BusiArrays, ProgressFn, load_busi
 from qdev.training.data.locate import resolve_busi_root
 from qdev.training.runs import atomic_writer

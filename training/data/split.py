@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device.errors import DataError
+from qdev.core.errors import DataError
 from qdev.training.data.busi import CLASSES
 from qdev.training.data.cache import BusiArrays
 from qdev.training.data.dedup import DuplicateReport

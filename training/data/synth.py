@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from qdev.device.fsutil import FolderBuild
-from qdev.device.probe.phantom import phantom_image
+from qdev.core.fsutil import FolderBuild
+from qdev.core.probe.phantom import phantom_image
 from qdev.training.data.busi import CLASSES
 
 __all__ = ["write_phantom_busi"]

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device.errors import QdevError
+from qdev.core.errors import QdevError
 
 __all__ = ["IntModel", "IntLayer", "FORMAT", "VERSION", "run_reference", "dtype_range"]
 

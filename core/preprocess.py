@@ -1,6 +1,6 @@
 """The one preprocessing of qdev: from a decoded frame to the model's input, and from a lesion
 mask to the model's resolution. Training (:mod:`qdev.training.data.cache`), evaluation, every
-probe source (:mod:`qdev.device.probe.sources`) and the host's Dice against ground truth call
+probe source (:mod:`qdev.core.probe.sources`) and the host's Dice against ground truth call
 these functions and nothing else, so training and deployment cannot drift apart.
 
 * frame: 8-bit luma as Pillow's ``convert("L")`` (ITU-R 601: L = R*299/1000 + G*587/1000 +
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qdev.device.errors import DataError
+from qdev.core.errors import DataError
 
 __all__ = ["check_image_header", "read_image", "read_mask_union", "to_luma_u8", "resize_u8", "to_model_input", "mask_to_model", "to_unit_float",
            "MAX_FRAME_PIXELS"]

@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from qdev.device.errors import QdevError
+from qdev.core.errors import QdevError
 
 __all__ = ["BadRequest", "Field", "check_meta_bytes", "check_fields", "MAX_META_BYTES", "MAX_META_DEPTH"]
 

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from qdev.device.errors import QdevError
-from qdev.device.maskrule import MaskRule
+from qdev.core.errors import QdevError
+from qdev.core.maskrule import MaskRule
 
 __all__ = [
     "BUNDLE_FORMAT", "READABLE_FORMATS", "MANIFEST", "SIGNATURE", "BundleError", "VerifiedBundle", "key_id",
@@ -22,7 +22,7 @@ __all__ = [
     "pack_bundle", "unpack_bundle", "verify_manifest", "unpacked_bytes",
 ]
 
-BUNDLE_FORMAT = 2  # what is built; 2 added the mask rule (device/maskrule.py) a runtime must apply
+BUNDLE_FORMAT = 2  # what is built; 2 added the mask rule (core/maskrule.py) a runtime must apply
 READABLE_FORMATS = (1, 2)  # a runtime of format 1 refuses a format-2 bundle, so it never ignores a rule
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.json.sig"

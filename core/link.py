@@ -16,11 +16,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from qdev.device.errors import QdevError
-from qdev.device.linkauth import AuthError, Opener, Sealer
-from qdev.device.protocol import (DEFAULT_MAX_PAYLOAD, SEALED, VERSION, Frame, FrameParser, MsgType,
+from qdev.core.errors import QdevError
+from qdev.core.linkauth import AuthError, Opener, Sealer
+from qdev.core.protocol import (DEFAULT_MAX_PAYLOAD, SEALED, VERSION, Frame, FrameParser, MsgType,
                                   associated_data, encode)
-from qdev.device.validate import BadRequest, check_meta_bytes
+from qdev.core.validate import BadRequest, check_meta_bytes
 
 __all__ = ["LinkError", "LinkTimeout", "Link", "SocketLink", "SerialLink", "Message", "Channel",
            "pack_payload", "unpack_payload", "open_link", "parse_tcp"]
@@ -179,11 +179,11 @@ def parse_tcp(spec: str) -> tuple[str, int] | None:
 
 def open_link(spec: str, baudrate: int = 921600, timeout: float = 5.0) -> Link:
     """A link from a port spec: ``tls://HOST:PORT`` (mutually authenticated TLS 1.3 to a paired
-    device, :mod:`qdev.device.tls`), ``tcp://HOST:PORT`` / ``HOST:PORT``, or a serial URL / path."""
+    device, :mod:`qdev.core.tls`), ``tcp://HOST:PORT`` / ``HOST:PORT``, or a serial URL / path."""
     if spec.startswith("tls://"):
         import ssl
 
-        from qdev.device.tls import client_context
+        from qdev.core.tls import client_context
 
         hp = parse_tcp("tcp://" + spec[len("tls://"):])
         if hp is None:
@@ -262,7 +262,7 @@ UNAUTHENTICATED = "unauthenticated"
 class Channel:
     """Messages over a link: framed, CRC-checked; malformed frames are dropped and counted.
 
-    With ``tx`` / ``rx`` set (an authenticated session, :mod:`qdev.device.linkauth`) every frame
+    With ``tx`` / ``rx`` set (an authenticated session, :mod:`qdev.core.linkauth`) every frame
     sent is sealed, and a sealed frame received is delivered only if it authenticates and is not
     a replay (else dropped and counted in ``auth_failed`` / ``replayed``). ``sealed_only``: a
     plain frame other than HELLO is delivered marked ``bad=UNAUTHENTICATED``. ``rx_candidates``

@@ -24,7 +24,7 @@ import re
 import ssl
 from pathlib import Path
 
-from qdev.device.errors import ConfigError
+from qdev.core.errors import ConfigError
 
 __all__ = ["ROLES", "make_identity", "server_context", "client_context", "peer_role", "fingerprint",
            "pair_host", "pin_device", "host_home", "host_identity", "device_identity", "pinned_devices",

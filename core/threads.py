@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from qdev.device.errors import ConfigError
+from qdev.core.errors import ConfigError
 
 __all__ = ["pin_threads", "available_cpus", "DEFAULT_THREADS", "THREAD_ENV"]
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from qdev.device.probe.phantom import Lesion, PhantomCine, PhantomConfig, PhantomFrame, phantom_image
+from qdev.core.probe.phantom import Lesion, PhantomCine, PhantomConfig, PhantomFrame, phantom_image
 
 __all__ = ["Lesion", "PhantomCine", "PhantomConfig", "PhantomFrame", "phantom_image"]

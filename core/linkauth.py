@@ -1,6 +1,6 @@
 """Authenticated, encrypted frames for links without TLS (the serial console), protocol version 2.
 
-Keys come from the pairing that TLS already uses (:mod:`qdev.device.tls`), so one ``qdev pair`` /
+Keys come from the pairing that TLS already uses (:mod:`qdev.core.tls`), so one ``qdev pair`` /
 ``qdev-device pair`` covers both transports and no secret is ever copied:
 
 * **Pairing secret**: static ECDH (P-256) between this side's identity key and the peer's pinned
@@ -29,7 +29,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from qdev.device.errors import QdevError
+from qdev.core.errors import QdevError
 
 __all__ = ["AuthError", "Sealer", "Opener", "NONCE_BYTES", "shared_secret", "device_keys", "host_keys",
            "host_opener", "new_nonce", "cert_fingerprint"]

@@ -6,7 +6,7 @@ Frame (little-endian)::
     offset size field
     0      2    magic  b"QD"
     2      1    version (2; a version-1 frame is parsed only to refuse its sender clearly)
-    3      1    type   (bit 7 set: the payload is sealed, see :mod:`qdev.device.linkauth`)
+    3      1    type   (bit 7 set: the payload is sealed, see :mod:`qdev.core.linkauth`)
     4      4    seq    (u32, per sender)
     8      4    length (u32, payload bytes, <= max_payload)
     12     4    hcrc   CRC32 of bytes 0..11

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qdev.device.errors import QdevError
+from qdev.core.errors import QdevError
 
 __all__ = ["MaskRule", "DEFAULT_RULE"]
 

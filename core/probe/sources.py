@@ -10,7 +10,7 @@ runtime (``qdev-device serve --probe``).
   frame time comes from FrameTime (0018,1063), CineRate (0018,0040) or RecommendedDisplayFrameRate;
 * an image folder or a glob of images (BUSI-style PNGs; ``*_mask*`` files are skipped), Pillow.
 
-Every frame is turned into the model input by :func:`qdev.device.preprocess.to_model_input`, the
+Every frame is turned into the model input by :func:`qdev.core.preprocess.to_model_input`, the
 function training uses too. OpenCV and pydicom are optional imports: a source that needs a missing one says so.
 """
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.device.errors import ConfigError, DataError
-from qdev.device.preprocess import check_image_header, read_image, read_mask_union
+from qdev.core.errors import ConfigError, DataError
+from qdev.core.preprocess import check_image_header, read_image, read_mask_union
 
 __all__ = ["ProbeFrame", "ProbeSource", "open_probe", "CINE_EXTS", "IMAGE_EXTS"]
 
@@ -66,7 +66,7 @@ class PhantomSource(ProbeSource):
     live = True
 
     def __init__(self, seed: int = 0, n_frames: int | None = None, size: int = 256) -> None:
-        from qdev.device.probe.phantom import PhantomCine, PhantomConfig
+        from qdev.core.probe.phantom import PhantomCine, PhantomConfig
 
         self.cine = PhantomCine(PhantomConfig(height=size, width=size, seed=seed), n_frames)
         self.name = f"phantom:{seed}"
