@@ -47,10 +47,13 @@ def export_cmd(run: Path, data: str | None, golden: int, checkpoint: str, as_jso
               help="g++ optimisation of the node simulators.")
 @click.option("--verilator-opt", default="-O1", show_default=True, type=click.Choice(["-O0", "-O1", "-O2", "-O3"]),
               help="C++ optimisation of the verilated layer models.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--mvau-wwidth-max", type=click.IntRange(8, 4096), default=36, show_default=True,
+              help="FINN's cap on an MVAU's weight-stream width in bits (SIMD x PE x weight bits); raising "
+                   "it lets the folding go faster at more LUTs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the compile summary as JSON.")
 def compile_cmd(run: Path, board: str, fps: float | None, clock_ns: float | None, start_step: str | None,
                 stop_step: str | None, verify: tuple[str, ...], hls_deps: Path | None, cppsim_opt: str,
-                verilator_opt: str, as_json: bool) -> None:
+                verilator_opt: str, mvau_wwidth_max: int, as_json: bool) -> None:
     """Compile a run's QONNX model with FINN for a board: estimates, integer model, bitstream (Vivado)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -61,7 +64,7 @@ def compile_cmd(run: Path, board: str, fps: float | None, clock_ns: float | None
 
     cfg = CompileConfig(board=get_board(board).name, fps=fps, clock_ns=clock_ns, start_step=start_step,
                         stop_step=stop_step, verify=tuple(verify), hls_deps=str(hls_deps) if hls_deps else None,
-                        cppsim_opt=cppsim_opt, verilator_opt=verilator_opt)
+                        cppsim_opt=cppsim_opt, verilator_opt=verilator_opt, mvau_wwidth_max=mvau_wwidth_max)
     con = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=con,
                   disable=as_json, transient=True) as prog:
@@ -101,7 +104,19 @@ def _print_summary(s: dict) -> None:
     con.print(t)
     con.print(f"estimated {s['estimated_fps']:.1f} frames/s, latency {s['estimated_latency_ms']:.2f} ms; "
               f"bottleneck {bott}; compile {s['compile_seconds']:.0f} s")
+    ff = s.get("fifos")
+    if ff:
+        rw = s["resources_with_fifos"]
+        con.print(f"FIFOs: {ff['count']} (+{ff['dwcs']} width converters), skip depths "
+                  + ", ".join(f"{x['depth_pixels']:,} px ({x['depth']:,} x {x['width_bits']} b, {x['ram_style']})"
+                              for x in ff["skips"])
+                  + "; with them " + ", ".join(f"{k} {rw[k]['used']:,.0f} ({(rw[k]['utilisation'] or 0):.0%})"
+                                               for k in ("LUT", "BRAM_18K", "URAM"))
+                  + ("" if ff["fits"] else " [red](over the fit limit)[/]"))
+        con.print(f"stitched dataflow, token simulation at these depths: {ff['simulation']['summary']}")
     f = s.get("folding") or {}
+    if f.get("binding_limit") and not f.get("met"):
+        con.print(f"rate limit: {f['binding_limit']}")
     if f.get("message"):
         con.print(f"[yellow]{f['message']}[/]")
     v = s["verification"]

@@ -20,7 +20,7 @@ from qdev.training.compile.sim_steps import SIM_STEPS
 from qdev.training.compile.summary import RES_KEYS
 from qdev.training.runs import atomic_writer
 
-__all__ = ["qdev_fold", "qdev_integer_model", "qdev_bitstream", "BUILD_STEPS"]
+__all__ = ["qdev_fold", "qdev_fifo_depths", "qdev_integer_model", "qdev_bitstream", "BUILD_STEPS"]
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,39 @@ def _max_cycles(model: ModelWrapper) -> int:
     return int(max(model.analysis(exp_cycles_per_layer).values()))
 
 
+def _binding_limit(model: ModelWrapper, wwidth_max: int) -> str:
+    """Why the bottleneck layer cannot go faster: the MVAU weight-stream cap, full parallelism,
+    or (other layers) FINN's folding search."""
+    from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
+    from qonnx.core.datatype import DataType
+    from qonnx.custom_op.registry import getCustomOp
+
+    cyc = model.analysis(exp_cycles_per_layer)
+    name = max(cyc, key=cyc.get)
+    node = model.get_node_from_name(name)
+    inst = getCustomOp(node)
+    if node.op_type.startswith("MVAU"):
+        simd, pe = inst.get_nodeattr("SIMD"), inst.get_nodeattr("PE")
+        mw, mh = inst.get_nodeattr("MW"), inst.get_nodeattr("MH")
+        wbits = DataType[inst.get_nodeattr("weightDataType")].bitwidth()
+        if simd == mw and pe == mh:
+            return f"{name} is fully parallel (SIMD {simd} = MW, PE {pe} = MH)"
+        nxt = next((d for d in range(simd + 1, mw + 1) if mw % d == 0), None)
+        if nxt is not None and nxt * pe * wbits > wwidth_max:
+            return (f"{name} (SIMD {simd}, PE {pe}, {wbits}-bit weights) is held by the weight-stream cap "
+                    f"mvau_wwidth_max = {wwidth_max} bits: its next SIMD ({nxt}) needs {nxt * pe * wbits}; "
+                    "raise --mvau-wwidth-max")
+        return f"{name} (SIMD {simd}/{mw}, PE {pe}/{mh}) is where FINN's folding search stopped"
+    return f"{name} ({node.op_type}) is where FINN's folding search stopped"
+
+
 def qdev_fold(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
-    """Fold for ``--fps`` with FINN's SetFolding; if the result exceeds the part's resources
-    (times ``max_utilisation``), retry at 0.7x the frame rate until it fits."""
+    """Fold for ``--fps`` with FINN's SetFolding; if the result, **with the FIFOs its streams need**
+    (:func:`.fifo_step.fifo_plan`), exceeds the part's resources (times ``max_utilisation``), retry
+    at 0.7x the frame rate until it fits."""
     from finn.transformation.fpgadataflow.set_folding import SetFolding
+
+    from qdev.training.compile.fifo_step import fifo_plan, fifo_totals
 
     ctx = step_context(cfg)
     b, c = ctx.board, ctx.cfg
@@ -56,25 +85,30 @@ def qdev_fold(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     while True:
         cycles = max(int(clock_hz / target), 1)
         folded = model.transform(SetFolding(cycles, mvau_wwidth_max=c.mvau_wwidth_max, two_pass_relaxation=True))
-        tot = _totals(folded, b.part)
+        layers = _totals(folded, b.part)
+        fifo = fifo_totals(fifo_plan(folded, b, layers))
+        tot = {k: layers[k] + fifo.get(k, 0.0) for k in RES_KEYS}
         fps = clock_hz / _max_cycles(folded)
         util = {k: (tot[k] / cap[k] if cap[k] else (0.0 if tot[k] == 0 else float("inf"))) for k in RES_KEYS}
         fits = all(u <= c.max_utilisation for u in util.values())
         tries.append({"target_fps": round(target, 2), "estimated_fps": round(fps, 2), "fits": fits,
-                      "utilisation": {k: round(v, 4) for k, v in util.items()}})
+                      "utilisation": {k: round(v, 4) for k, v in util.items()},
+                      "utilisation_layers_only": {k: round(layers[k] / cap[k], 4) if cap[k] else 0.0 for k in RES_KEYS}})
         log.info("folding for %.1f fps: est %.1f fps, fits=%s %s", target, fps, fits, util)
         if fits:
             break
         target *= 0.7
         if target < 0.5:
             raise QdevError(f"{b.name}: the model does not fit the {b.part} even fully folded "
-                            f"(utilisation {util}); use a smaller --width or another board")
+                            f"(utilisation with FIFOs {util}); use a smaller --width or another board")
     met = fps >= c.target_fps * 0.999
+    limit = _binding_limit(folded, c.mvau_wwidth_max)
     ctx.folding = {"requested_fps": c.target_fps, "achieved_fps": round(fps, 2), "met": met, "tries": tries,
+                   "binding_limit": limit,
                    "message": None if met else (
                        f"{b.name}: --fps {c.target_fps:g} needs more than {c.max_utilisation:.0%} of the "
-                       f"{b.part}; the best folding that fits reaches {fps:.1f} fps" if len(tries) > 1 else
-                       f"{b.name}: --fps {c.target_fps:g} is beyond this model's fully parallel dataflow; "
+                       f"{b.part} (FIFOs included); the best folding that fits reaches {fps:.1f} fps" if len(tries) > 1 else
+                       f"{b.name}: --fps {c.target_fps:g} is out of reach: {limit}; "
                        f"the best folding that fits reaches {fps:.1f} fps")}
     if not met:
         log.warning(ctx.folding["message"])
@@ -83,6 +117,43 @@ def qdev_fold(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     extract_model_config_to_json(folded, ctx.out / "report" / "auto_folding_config.json",
                                  ["PE", "SIMD", "parallel_window", "ram_style", "mem_mode", "resType"])
     return folded
+
+
+def qdev_fifo_depths(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
+    """Every stream's FIFO depth from the token model (:mod:`.fifo_step`), written into the graph
+    for FINN's InsertFIFO and as ``report/fifo_config.json`` for the bitstream flow; the graph FINN
+    will build from it estimated with FINN's own cost model; the whole dataflow simulated at
+    those depths over two frames back to back (it must complete)."""
+    from qdev.training.compile.fifo_step import (apply_fifo_depths, check_plan, fifo_plan, fifo_totals,
+                                                 finn_fifo_model, finn_fifo_resources, write_reports)
+
+    ctx = step_context(cfg)
+    b = ctx.board
+    layers = _totals(model, b.part)
+    plan = fifo_plan(model, b, layers)
+    model = apply_fifo_depths(model, plan)
+    fm, fifo_cfg = finn_fifo_model(model, plan, b.part)
+    finn_cost = finn_fifo_resources(fm, b.part)
+    sim = check_plan(model, plan)
+    write_reports(ctx.out, plan, sim, fifo_cfg)
+    added = {k: finn_cost["fifo"][k] + finn_cost["dwc"][k] for k in RES_KEYS}
+    cap = b.capacity
+    util = {k: ((layers[k] + added[k]) / cap[k]) if cap[k] else 0.0 for k in RES_KEYS}
+    ctx.fifos = {"count": finn_cost["fifos"], "dwcs": finn_cost["dwcs"],
+                 "skips": [{k: f[k] for k in ("stream", "producer", "consumer", "must_pixels", "depth_pixels",
+                                              "words_per_pixel", "depth", "width_bits", "bits", "ram_style",
+                                              "LUT", "BRAM_18K", "URAM")} for f in plan if f["role"] == "skip"],
+                 "plan_totals": fifo_totals(plan), "finn_estimate": finn_cost, "added": added,
+                 "layers_only": layers, "with_fifos": {k: layers[k] + added[k] for k in RES_KEYS},
+                 "utilisation_with_fifos": {k: round(v, 4) for k, v in util.items()},
+                 "fits": all(v <= ctx.cfg.max_utilisation for v in util.values()),
+                 "simulation": sim, "config_file": "report/fifo_config.json"}
+    if not sim["completed"]:
+        raise QdevError(f"the stitched dataflow deadlocks at the computed FIFO depths: {sim['summary']}")
+    if not ctx.fifos["fits"]:
+        log.warning("%s: with its FIFOs the accelerator exceeds %.0f%% of the part: %s", b.name,
+                    100 * ctx.cfg.max_utilisation, util)
+    return model
 
 
 def qdev_integer_model(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
@@ -119,6 +190,17 @@ def qdev_integer_model(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN00
     return model
 
 
+def use_qdev_fifo_depths(cfg, out: Path) -> None:  # noqa: ANN001 - FINN's DataflowBuildConfig
+    """Point FINN's ``step_set_fifo_depths`` at qdev's depths: ``auto_fifo_depths=False`` with
+    ``report/fifo_config.json`` (written by ``qdev_fifo_depths``), so no simulation-based sizing
+    runs and no design with FINN's default depths (which deadlocks on the U-Net's skips) is built."""
+    path = out / "report" / "fifo_config.json"
+    if not path.is_file():
+        raise QdevError(f"{path}: missing; run the build from qdev_fifo_depths (--start-step qdev_fifo_depths)")
+    cfg.auto_fifo_depths = False
+    cfg.fifo_config_file = path
+
+
 def qdev_bitstream(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     """Vivado present: FINN's IP generation, FIFO sizing, stitching and synthesis to .bit/.hwh, plus
     the PYNQ driver. Absent: stop here, keeping everything before it."""
@@ -139,6 +221,7 @@ def qdev_bitstream(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
         step_synthesize_bitfile,
     )
 
+    use_qdev_fifo_depths(cfg, ctx.out)
     cfg.shell_flow_type = ShellFlowType.VIVADO_ZYNQ  # pragma: no cover
     cfg.generate_outputs = [DataflowOutputType.STITCHED_IP, DataflowOutputType.BITFILE,  # pragma: no cover
                             DataflowOutputType.PYNQ_DRIVER]
@@ -151,5 +234,5 @@ def qdev_bitstream(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     return model  # pragma: no cover
 
 
-BUILD_STEPS = {"qdev_fold": qdev_fold, "qdev_integer_model": qdev_integer_model, **SIM_STEPS,
+BUILD_STEPS = {"qdev_fold": qdev_fold, "qdev_fifo_depths": qdev_fifo_depths, "qdev_integer_model": qdev_integer_model, **SIM_STEPS,
                "qdev_bitstream": qdev_bitstream}

@@ -191,7 +191,7 @@ def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None =
     spath = out / "summary.json"
     if i0 > 0:  # a partial build keeps what earlier steps established
         old = _resumed_json(spath, True)
-        for key in ("intmodel", "bitstream", "folding"):
+        for key in ("intmodel", "bitstream", "folding", "fifos", "resources_with_fifos"):
             if summary.get(key) is None and old.get(key) is not None:
                 summary[key] = old[key]
     atomic_write_text(spath, json.dumps(summary, indent=1) + "\n")

@@ -96,7 +96,9 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
             "mask_rule_source": {"describe": rule.describe(), "logit_threshold": rule.logit_threshold(
                 export["output_scale"]), **rule_source},
             "bits": export.get("bits"),
-            "estimates": {k: summary.get(k) for k in ("resources", "estimated_fps", "estimated_latency_ms", "bottleneck", "folding")},
+            "estimates": {k: summary.get(k) for k in ("resources", "resources_with_fifos", "estimated_fps",
+                                                      "estimated_latency_ms", "bottleneck", "folding")},
+            "fifos": summary.get("fifos"),
             "verification": {"export": export.get("integer_outputs_equal"),
                              "finn_python": {k: v for k, v in summary["verification"]["steps"].items()
                                              if v.get("exec_mode", "python") == "python"},

@@ -22,6 +22,7 @@ DEFAULT_STEPS: list[str] = [
     "step_specialize_layers",
     "qdev_fold",
     "step_minimize_bit_width",
+    "qdev_fifo_depths",
     "step_generate_estimate_reports",
     "qdev_integer_model",
     "qdev_bitstream",

@@ -106,6 +106,10 @@ def summarise(ctx: StepContext, model: ModelWrapper, times: dict, verification: 
         "estimated_fps": perf.get("estimated_throughput_fps"),
         "estimated_latency_ms": (perf.get("estimated_latency_ns") or 0) / 1e6 if perf else None,
         "folding": ctx.folding,
+        "fifos": ctx.fifos,
+        "resources_with_fifos": None if not ctx.fifos else {
+            r: {"used": ctx.fifos["with_fifos"][r], "available": cap[r],
+                "utilisation": ctx.fifos["utilisation_with_fifos"][r] if cap[r] else None} for r in RES_KEYS},
         "verification": verification_modes(verification, ctx.vivado),
         "intmodel": ctx.intmodel,
         "bitstream": ctx.bitstream,
