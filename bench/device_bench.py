@@ -1,7 +1,8 @@
 """Device benchmarks, each measured side by side in one run:
 
-1. software accelerator frames/s on one core beside onnxruntime (single thread) on the same
-   network's QCDQ export;
+1. every executor of the bundle (the onnx backend, the numpy executor with each threshold
+   method, the numpy executor of an earlier git revision) beside onnxruntime on the same
+   network's QCDQ export (optimisations off and on), one thread each, in alternating slices;
 2. the serve loop's throughput (pipelined ECHO messages of one 128x128 frame, 16 KiB, through
    ``qdev-device serve``) over TCP loopback and over a pty pair, as a ratio of the raw link's
    throughput (the same payloads echoed by a bare process over the same kind of link).
@@ -141,6 +142,8 @@ def main() -> None:
     ap.add_argument("--skip-accel", action="store_true")
     ap.add_argument("--skip-link", action="store_true")
     ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--baseline", default="5d9cade",
+                    help="git revision whose numpy executor is timed beside today's (empty: none)")
     args = ap.parse_args()
     if not args.skip_link:
         rows = link_bench(16384, 3000, 600, args.window)
@@ -151,47 +154,96 @@ def main() -> None:
             print(f"| {name} | {raw / 1e6:.3f} | {proto / 1e6:.3f} | {proto / raw:.2f} | {max(0.0, 1 - proto / raw) * 100:.1f}% |")
     if args.skip_accel:
         return
-    from qdev.core.intmodel import IntModel
-    from qdev.core.software import THRESHOLD_METHODS, SoftwareExecutor
+    accel_bench(Path(args.bundle), Path(args.qonnx), args.seconds, args.baseline)
 
-    b = Path(args.bundle)
-    px = np.load(b / "golden_pixels.npy")
-    codes = np.load(b / "golden_codes.npy")
-    # every threshold method of the executor, on the same frame, in alternating slices
-    model = IntModel.load(b / "intmodel.npz")
-    exs = {m: SoftwareExecutor(model, thresholds=m) for m in THRESHOLD_METHODS}
-    rates = interleaved_rates({m: (lambda e=e: e.run(px[:1])) for m, e in exs.items()}, args.seconds)
-    sw_rows = [(m, rates[m], np.array_equal(e.run(px), codes)) for m, e in exs.items()]
-    sw = sw_rows[0][1]
 
+def _baseline_executor(rev: str):  # noqa: ANN202
+    """The numpy executor as it was at git revision ``rev`` (loaded from git, for the side-by-side
+    ratio; it imported the integer model from qdev.core.intmodel and its own helpers)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    src = subprocess.run(["git", "show", f"{rev}:core/software.py"], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    path = Path(tempfile.mkdtemp()) / "software_baseline.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("qdev_software_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod.SoftwareExecutor
+
+
+def accel_bench(b: Path, qonnx: Path, seconds: float, baseline: str | None) -> None:
+    """Every executor of the same bundle, and onnxruntime's QCDQ model of the same network,
+    timed in alternating slices in this one process (one thread each)."""
     import onnxruntime as ort
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.transformation.qonnx_to_qcdq import QuantToQCDQ
 
-    m = ModelWrapper(args.qonnx).transform(QuantToQCDQ())
+    from qdev.core.intmodel import IntModel, run_reference
+    from qdev.core.onnx_lower import lower, make_session
+    from qdev.core.software import THRESHOLD_METHODS, SoftwareExecutor
+
+    px = np.load(b / "golden_pixels.npy")
+    codes = np.load(b / "golden_codes.npy")
+    model = IntModel.load(b / "intmodel.npz")
+    one = px[:1]
+    runs: dict = {}
+    exact: dict = {}
+    t0 = time.perf_counter()
+    graph, info = lower(model)
+    lower_s = time.perf_counter() - t0
+    sess = make_session(graph, 1)
+    runs["onnx backend (lowered integer model, onnxruntime)"] = lambda: sess.run(None, {"pixels": one[..., None]})
+    exact["onnx backend (lowered integer model, onnxruntime)"] = np.array_equal(
+        sess.run(None, {"pixels": px[..., None]})[0], codes)
+    for m in THRESHOLD_METHODS:
+        ex = SoftwareExecutor(model, thresholds=m)
+        key = f"numpy executor, thresholds {m}"
+        runs[key] = (lambda e=ex: e.run(one))
+        exact[key] = np.array_equal(ex.run(px), codes)
+    if baseline:
+        old = _baseline_executor(baseline)(model)
+        key = f"numpy executor as of {baseline} (before this plan)"
+        runs[key] = lambda: old.run(one)
+        exact[key] = np.array_equal(old.run(px), codes)
+    q = ModelWrapper(str(qonnx)).transform(QuantToQCDQ())
     tmp = Path(tempfile.mkdtemp()) / "qcdq.onnx"
-    m.save(str(tmp))
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(str(tmp), so, providers=["CPUExecutionProvider"])
-    iname = sess.get_inputs()[0].name
+    q.save(str(tmp))
     x = (px.astype(np.float32) / 255.0)[:, None]
     scale = float(model.output_scale)
-    ort_codes = np.concatenate([np.round(sess.run(None, {iname: x[i : i + 1]})[0] / scale) for i in range(len(x))])
-    ort_exact = np.array_equal(ort_codes.transpose(0, 2, 3, 1).astype(np.int64), codes.astype(np.int64))
-    ort_rate = rate(lambda: sess.run(None, {iname: x[:1]}), args.seconds)
-    print(f"frames: {px.shape[1]}x{px.shape[2]}, batch 1, one thread each, {args.seconds:.0f} s per measurement "
-          f"(the software methods in {SLICES} alternating slices)")
+    for level, name in ((ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "ORT_DISABLE_ALL"),
+                        (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "ORT_ENABLE_ALL")):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = level
+        qs = ort.InferenceSession(str(tmp), so, providers=["CPUExecutionProvider"])
+        iname = qs.get_inputs()[0].name
+        key = f"onnxruntime {ort.__version__} QCDQ model, {name}"
+        runs[key] = (lambda s=qs, n=iname: s.run(None, {n: x[:1]}))
+        got = np.concatenate([np.round(qs.run(None, {iname: x[i: i + 1]})[0] / scale) for i in range(len(x))])
+        exact[key] = np.array_equal(got.transpose(0, 2, 3, 1).astype(np.int64), codes.astype(np.int64))
+    assert np.array_equal(run_reference(model, px), codes)
+    rates = interleaved_rates(runs, seconds)
+    print(f"frames: {px.shape[1]}x{px.shape[2]}, batch 1, one thread each, {seconds:.0f} s per executor in "
+          f"{SLICES} alternating slices; lowering to ONNX took {lower_s:.2f} s ({info['nodes']} nodes)")
     print("| executor | frames/s | bit-exact vs bundle golden |")
     print("|---|---:|---|")
-    for method, fps, exact in sw_rows:
-        print(f"| qdev software accelerator (numpy, float32 BLAS), thresholds: {method} | {fps:.1f} | {exact} |")
-    print(f"| onnxruntime {ort.__version__} QCDQ, ORT_DISABLE_ALL | {ort_rate:.1f} | {ort_exact} |")
-    print(f"ratio software ({sw_rows[0][0]}) / onnxruntime: {sw / ort_rate:.2f}")
-    for method, fps, _ in sw_rows[1:]:
-        print(f"ratio thresholds {sw_rows[0][0]} / {method}: {sw / fps:.2f}")
+    for k, r in rates.items():
+        print(f"| {k} | {r:.1f} | {exact[k]} |")
+    qcdq_off = rates[f"onnxruntime {ort.__version__} QCDQ model, ORT_DISABLE_ALL"]
+    qcdq_all = rates[f"onnxruntime {ort.__version__} QCDQ model, ORT_ENABLE_ALL"]
+    onnx_r = rates["onnx backend (lowered integer model, onnxruntime)"]
+    numpy_r = rates["numpy executor, thresholds affine"]
+    print(f"ratio onnx backend / onnxruntime QCDQ: {onnx_r / qcdq_off:.2f} (ORT_DISABLE_ALL), "
+          f"{onnx_r / qcdq_all:.2f} (ORT_ENABLE_ALL)")
+    if baseline:
+        print(f"ratio numpy executor (affine) / numpy as of {baseline}: "
+              f"{numpy_r / rates[f'numpy executor as of {baseline} (before this plan)']:.2f}")
+    print(f"ratio numpy executor (affine) / onnxruntime QCDQ ORT_DISABLE_ALL: {numpy_r / qcdq_off:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,67 +1,68 @@
-"""The software executor: fast, bit-exact execution of an integer model on the CPU (numpy only).
+"""The software executor: fast, bit-exact execution of an integer model on the CPU (numpy only),
+running the model's execution plan (:mod:`qdev.core.intplan`: fused convolutions, transposed
+convolutions, pools and thresholds, each step with its exactness proof).
 
-Exactness argument. Every MVAU accumulates integers: ``acc = sum_k x_k * w_k`` with ``x`` in the
-range of its input data type and ``w`` in the range of its weights. Its magnitude is bounded by
-``B = MW * max|x| * max|w|`` (MW = fan-in). float32 represents every integer up to 2^24 exactly and
-the sum of exactly-representable integer products stays exact while every partial sum is below
-2^24 in magnitude, whatever order BLAS adds them in. :func:`layer_bound` computes ``B`` per layer from the
-data types at load time and uses float32 where ``B < 2^24``, float64 (exact to 2^53) otherwise.
-The default QuantU-Net's worst layer has ``B`` of a few hundred thousand.
+Arithmetic. Every convolution accumulates integers in float32 where the plan proves every
+accumulator below 2^24 (float64 otherwise): exact whatever order BLAS adds the products in.
+A convolution is one copy of its windows (im2col, measured faster here than summing ``kh*kw``
+shifted matmuls) and one matmul; a convolution of a channel concatenation reads each part with
+its slice of the weights (the partial sums are sums of the same integer products), so the
+concatenation is never copied. A transposed convolution whose stride equals its kernel is one
+matmul and a depth-to-space (each input pixel owns a k x k block of the output), instead of a
+convolution over a map that is three quarters zeros. A threshold step reading a convolution's
+result that nothing else reads works in place.
 
-Thresholds. A thresholding step maps an integer ``v`` of channel ``c`` to ``#{k: v >= T[c, k]}``.
-On integers this count only changes at ``ceil(T)``: it is 0 for ``v < lo = min ceil(T)`` and
-``steps`` for ``v >= hi = max ceil(T)``. So the default method (``lut``) tabulates it once per
-channel for ``v`` in ``[lo - 1, hi]`` (ActVal added in), clips each value into that range and
-looks it up: one gather per element, whatever the number of steps, exact because every value is
-an integer held exactly in its float. Where the table would be large (``TABLE_MAX`` entries) the
-step falls back to summed comparisons (``compare``, few steps) or a per-channel ``searchsorted``
-(``search``; for sorted T, ``#{k: v >= T[k]} == searchsorted(T, v, side="right")``). All three
-stay selectable (``SoftwareExecutor(model, thresholds=...)``) so that tests and ``bench/`` compare
-them on the same frames.
+Thresholds. ``#{k: v >= T[c, k]} + ActVal`` on integers ``v``:
+
+* ``affine`` (default): ``clip(floor((v + a) * b), 0, S) + ActVal`` where the plan proved it equal
+  for every integer the input can hold (float32, as computed); steps without such a form use
+  ``lut``;
+* ``lut``: the count tabulated per channel over ``[min ceil(T) - 1, max ceil(T)]`` (it only changes
+  at ``ceil(T)``), values clipped into that range and looked up; a table over ``TABLE_MAX``
+  entries falls back to ``compare``;
+* ``compare``: summed comparisons (few steps) or a per-channel ``searchsorted``;
+* ``search``: ``searchsorted`` for every step (for sorted T, ``#{k: v >= T[k]} ==
+  searchsorted(T, v, side="right")``).
+
+All stay selectable (``SoftwareExecutor(model, thresholds=...)``) so that tests and ``bench/``
+compare them on the same frames.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from qdev.core.intmodel import IntLayer, IntModel, dtype_range
 from qdev.core.errors import QdevError
+from qdev.core.intmodel import IntModel
+from qdev.core.intplan import F32_EXACT, Plan, Step, layer_bound, make_plan
 
 __all__ = ["SoftwareExecutor", "layer_bound", "THRESHOLD_METHODS", "F32_EXACT"]
 
-F32_EXACT = 2**24
 TABLE_MAX = 1 << 22  # entries (float32: 16 MiB) a step's threshold table may take at most
 
-
-def _max_abs(dtype: str) -> int:
-    lo, hi = dtype_range(dtype)
-    return max(abs(lo), abs(hi))
-
-
-def layer_bound(ly: IntLayer) -> int:
-    """Bound on |accumulator| of an MVAU from its fan-in and data types."""
-    w = ly.params["weights"]
-    return int(ly.attrs["MW"]) * _max_abs(ly.attrs["inputDataType"]) * int(np.abs(w).max())
+#: the methods a SoftwareExecutor can be built with (see the module's doc)
+THRESHOLD_METHODS = ("affine", "lut", "compare", "search")
 
 
 @dataclass
-class _Step:
-    op: str
-    layer: IntLayer
-    w: np.ndarray | None = None
-    thr: np.ndarray | None = None
-    dtype: type = np.float32
-    fused: bool = False  # CIG feeding an MVAU: the MVAU convolves the padded input directly
-    wk: np.ndarray | None = None  # MVAU weights as [kh, kw, C, Cout] for the fused convolution
-    kernel: tuple | None = None  # (kh, kw, oh, ow) of the fused convolution
-    lut: np.ndarray | None = None  # flat [C * L] float32 table of count + ActVal (method lut)
-    lut_lo: int = 0  # the value indexed by column 0 of each channel's row
-    lut_hi: int = 0  # the value indexed by the last column (lo + L - 1)
-    lut_off: np.ndarray | int = 0  # what a clipped value adds to become its flat index: c * L - lo
+class _Thr:
+    """A threshold step prepared for one method."""
+
+    method: str  # what this step runs: affine, lut, compare or search
+    thr: np.ndarray  # [C or 1, S] float64 (integers, clipped to the input's range + 1)
+    act: int
+    a: np.ndarray | None = None
+    b: np.ndarray | None = None
+    lut: np.ndarray | None = None
+    lut_lo: int = 0
+    lut_hi: int = 0
+    lut_off: np.ndarray | int = 0
+    inplace: bool = False  # affine: the input is a temporary only this step reads
+    clip_lo: bool = True  # affine: whether the input's range can reach below 0 / above S
+    clip_hi: bool = True
 
 
 def _build_lut(st: _Step) -> None:
@@ -76,162 +77,199 @@ def _build_lut(st: _Step) -> None:
         return
     v = np.arange(lo, hi + 1, dtype=np.float64)
     counts = np.stack([np.searchsorted(row, v, side="right") for row in t])  # [C or 1, L]
-    st.lut = (counts + int(st.layer.attrs.get("ActVal", 0))).astype(np.float32).ravel()
+    st.lut = (counts + int(st.act)).astype(np.float32).ravel()
     st.lut_lo, st.lut_hi = lo, hi
     # one shared row: a scalar; per channel: broadcast over the channel axis (last)
     st.lut_off = -lo if t.shape[0] == 1 else np.arange(t.shape[0], dtype=np.int32) * length - lo
 
 
+
+def _prepare_threshold(step: Step, method: str) -> _Thr:
+    at = step.attrs
+    th = _Thr(method, at["t"].astype(np.float64), at["act"])
+    if method == "affine" and at["method"] == "affine":
+        th.a, th.b = at["a"], at["b"]
+        # the formula is monotone in x: its values at the input range's ends bound all others
+        ends = np.floor((np.array(at["range"], np.float32)[:, None] + th.a) * th.b)
+        th.clip_lo, th.clip_hi = bool((ends[0] < 0).any()), bool((ends[1] > th.thr.shape[1]).any())
+        return th
+    th.method = "lut" if method == "affine" else method
+    if th.method == "lut":
+        _build_lut(th)
+        if th.lut is None:
+            th.method = "compare"
+    return th
+
+
 class SoftwareExecutor:
     """Prepared executor of an :class:`IntModel`; ``run(pixels)`` -> int32 output codes NHWC."""
 
-    def __init__(self, model: IntModel, thresholds: str = "lut") -> None:
+    def __init__(self, model: IntModel, thresholds: str = "affine") -> None:
         if thresholds not in THRESHOLD_METHODS:
             raise QdevError(f"unknown threshold method {thresholds!r} (one of {', '.join(THRESHOLD_METHODS)})")
         self.model = model
         self.threshold_method = thresholds
-        self.steps: list[_Step] = []
-        self.bounds: dict[str, int] = {}
-        for ly in model.layers:
-            st = _Step(ly.op, ly)
-            if ly.op == "MVAU":
-                b = layer_bound(ly)
-                self.bounds[ly.name] = b
-                st.dtype = np.float32 if b < F32_EXACT else np.float64
-                st.w = ly.params["weights"].astype(st.dtype)
-            if "thresholds" in ly.params:
-                t = ly.params["thresholds"]
-                if np.any(np.diff(t, axis=-1) < 0):
-                    raise QdevError(f"{ly.name}: thresholds are not ascending")
-                # values reaching a threshold layer are bounded by lim; clipping thresholds to
-                # +-(lim + 1) changes no comparison and keeps them exact in float32 (lim < 2^24)
-                lim = self.bounds.get(ly.name) if ly.op == "MVAU" else _max_abs(ly.attrs.get("inputDataType", "INT24"))
-                st.thr = np.clip(t, -(lim + 1), lim + 1).astype(np.float64)
-                if thresholds == "lut":
-                    _build_lut(st)
-            self.steps.append(st)
-        self._plan_fusion()
-
-    def _plan_fusion(self) -> None:
-        """Fuse ConvolutionInputGenerator (stride 1, no dilation, >= 4 channels) into the MVAU it
-        feeds: instead of copying every window (im2col), the MVAU sums kh*kw matmuls of the
-        padded input, each read at a flat offset ``ky * W_padded + kx`` (a contiguous slice, no
-        copy); rows that wrap around the image edge are computed and discarded. Every partial
-        sum is a partial sum of the same accumulator, so the 2^24 bound still makes it exact."""
-        consumers: dict[str, list[_Step]] = {}
-        for st in self.steps:
-            for i in st.layer.inputs:
-                consumers.setdefault(i, []).append(st)
-        for st in self.steps:
-            a = st.layer.attrs
-            if st.op != "ConvolutionInputGenerator" or tuple(a["Stride"]) != (1, 1) or tuple(a["Dilation"]) != (1, 1):
-                continue
-            kh, kw = a["ConvKernelDim"]
-            users = consumers.get(st.layer.outputs[0], [])
-            if (kh, kw) == (1, 1) or len(users) != 1 or users[0].op != "MVAU":
-                continue
-            mv = users[0]
-            c = mv.w.shape[0] // (kh * kw)
-            if c < 4 or mv.w.shape[0] != kh * kw * c:
-                continue
-            oh, ow = a["OFMDim"]
-            st.fused = True
-            mv.wk = np.ascontiguousarray(mv.w.reshape(kh, kw, c, mv.w.shape[1]))
-            mv.kernel = (kh, kw, oh, ow)
-
-    @staticmethod
-    def _conv_shifted(xp: np.ndarray, st: _Step) -> np.ndarray:
-        kh, kw, oh, ow = st.kernel
-        n, hp, wp, c = xp.shape
-        flat = np.ascontiguousarray(xp, dtype=st.dtype).reshape(-1, c)
-        rows = flat.shape[0]
-        out = flat @ st.wk[0, 0]
-        for ky in range(kh):
-            for kx in range(kw):
-                if ky == kx == 0:
-                    continue
-                off = ky * wp + kx
-                out[: rows - off] += flat[off:] @ st.wk[ky, kx]
-        return np.ascontiguousarray(out.reshape(n, hp, wp, -1)[:, :oh, :ow, :])
-
-    def _thresholds(self, acc: np.ndarray, st: _Step) -> np.ndarray:
-        """``#{k: acc >= T[c, k]} + ActVal`` as float32 (what the next layer takes)."""
-        if st.lut is not None:
-            return _thr_lut(acc, st)
-        few = st.thr.shape[1] <= 31 and self.threshold_method != "search"
-        return (_thr_compare if few else _thr_search)(acc, st)
+        self.plan: Plan = make_plan(model)
+        self.bounds = {ly.name: layer_bound(ly) for ly in model.layers if ly.op == "MVAU"}
+        self.thr: dict[int, _Thr] = {i: _prepare_threshold(st, thresholds)
+                                     for i, st in enumerate(self.plan.steps) if st.kind == "threshold"}
+        # a threshold whose input is a convolution's fresh result read by nothing else works in place
+        readers: dict[str, int] = {}
+        for st in self.plan.steps:
+            for n in st.inputs:
+                readers[n] = readers.get(n, 0) + 1
+        made_by = {o: st.kind for st in self.plan.steps for o in st.outputs}
+        for i, t in self.thr.items():
+            src = self.plan.steps[i].inputs[0]
+            t.inplace = readers.get(src) == 1 and made_by.get(src) in ("conv", "deconv", "mvau") \
+                and src != self.plan.output
 
     def run(self, pixels: np.ndarray, profile: dict | None = None) -> np.ndarray:
         """uint8 pixels [N, H, W] or [N, H, W, 1] -> output codes [N, H, W, C] (int32).
 
-        ``profile``, when given, accumulates seconds per op type.
+        ``profile``, when given, accumulates seconds per step kind.
         """
         x = self.model.frames_nhwc(pixels)
-        env = {self.model.input["name"]: x.astype(np.float32)}
-        for st in self.steps:
+        env = {self.plan.input: x.astype(np.float32)}
+        for i, st in enumerate(self.plan.steps):
             t0 = time.perf_counter() if profile is not None else 0.0
-            ly = st.layer
-            a = ly.attrs
-            xin = env[ly.inputs[0]]
-            if st.op == "FMPadding":
-                t, left, b, r = a["Padding"]
-                n, h, w, c = xin.shape
-                y = np.zeros((n, h + t + b, w + left + r, c), dtype=xin.dtype)
-                y[:, t : t + h, left : left + w, :] = xin
-            elif st.op == "FMPadding_Pixel":
-                sy, sx = a["Stride"]
-                n, h, w, c = xin.shape
-                y = np.zeros((n, (h - 1) * sy + 1, (w - 1) * sx + 1, c), dtype=xin.dtype)
-                y[:, ::sy, ::sx, :] = xin
-            elif st.op == "ConvolutionInputGenerator" and st.fused:
-                y = xin  # the MVAU reads the windows in place (see _plan_fusion)
-            elif st.op == "ConvolutionInputGenerator":
-                kh, kw = a["ConvKernelDim"]
-                sy, sx = a["Stride"]
-                dy, dx = a["Dilation"]
-                oh, ow = a["OFMDim"]
-                if (kh, kw) == (1, 1) and (sy, sx) == (1, 1):
-                    y = xin
-                else:  # windows as a strided view [n, oh, ow, kh, kw, c] -> one copy, FINN's order
-                    xin = np.ascontiguousarray(xin)
-                    sn, sh, sw_, sc = xin.strides
-                    view = np.lib.stride_tricks.as_strided(
-                        xin, (xin.shape[0], oh, ow, kh, kw, xin.shape[3]),
-                        (sn, sh * sy, sw_ * sx, sh * dy, sw_ * dx, sc), writeable=False)
-                    y = view.reshape(xin.shape[0], oh, ow, kh * kw * xin.shape[3])
-            elif st.op == "MVAU":
-                if st.kernel is not None:
-                    acc = self._conv_shifted(xin, st)
-                else:
-                    acc = xin.astype(st.dtype, copy=False) @ st.w
-                y = acc if a.get("noActivation", 0) else self._thresholds(acc, st).astype(np.float32, copy=False)
-            elif st.op == "Thresholding":
-                y = self._thresholds(xin, st).astype(np.float32, copy=False)
-            elif st.op == "Pool":
-                c = a["Channels"]
-                n, oh, ow, kc = xin.shape
-                y = xin.reshape(n, oh, ow, kc // c, c).max(axis=3)
-            elif st.op == "StreamingConcat":
-                y = np.concatenate([env[i] for i in ly.inputs], axis=-1)
-            elif st.op == "DuplicateStreams":
-                for o in ly.outputs:
-                    env[o] = xin
-                continue
-            else:  # pragma: no cover - IntModel.load already refuses unknown ops
-                raise QdevError(f"unsupported op {st.op}")
-            env[ly.outputs[0]] = y
+            xs = [env[n] for n in st.inputs]
+            if st.kind not in ("conv", "dup"):
+                xs = [_whole(v) for v in xs]
+            ys = _OPS[st.kind](self, i, st, xs)
+            for name, y in zip(st.outputs, ys):
+                env[name] = y
             if profile is not None:
-                profile[st.op] = profile.get(st.op, 0.0) + time.perf_counter() - t0
-        return env[self.model.output["name"]].astype(np.int32)
+                key = st.kind + (f"/{self.thr[i].method}" if i in self.thr else "")
+                profile[key] = profile.get(key, 0.0) + time.perf_counter() - t0
+        return _whole(env[self.plan.output]).astype(np.int32)
+
+    def methods(self) -> dict[str, int]:
+        """Threshold steps per method actually run."""
+        out: dict[str, int] = {}
+        for t in self.thr.values():
+            out[t.method] = out.get(t.method, 0) + 1
+        return out
 
 
-def _thr_lut(acc: np.ndarray, st: _Step) -> np.ndarray:
+class _Parts(list):
+    """A channel concatenation not yet made: a convolution reads its parts with the matching
+    slices of its weights (no copy); anything else gets the concatenated array."""
+
+
+def _whole(x: np.ndarray | _Parts) -> np.ndarray:
+    return np.concatenate(x, axis=-1) if isinstance(x, _Parts) else x
+
+
+def _pad(x: np.ndarray, pads: tuple) -> np.ndarray:
+    t, left, b, r = pads
+    if not any(pads):
+        return x
+    n, h, w, c = x.shape
+    y = np.zeros((n, h + t + b, w + left + r, c), dtype=x.dtype)
+    y[:, t : t + h, left : left + w, :] = x
+    return y
+
+
+def _pixelpad(x: np.ndarray, stride: tuple) -> np.ndarray:
+    sy, sx = stride
+    n, h, w, c = x.shape
+    y = np.zeros((n, (h - 1) * sy + 1, (w - 1) * sx + 1, c), dtype=x.dtype)
+    y[:, ::sy, ::sx, :] = x
+    return y
+
+
+def _windows(x: np.ndarray, k: tuple, s: tuple, d: tuple, out: tuple) -> np.ndarray:
+    """Sliding windows as one copy [n, oh, ow, kh*kw*c], FINN's (kh, kw, c) order."""
+    kh, kw = k
+    oh, ow = out
+    if (kh, kw) == (1, 1) and s == (1, 1):
+        return x[:, :oh, :ow, :]
+    x = np.ascontiguousarray(x)
+    sn, sh, sw_, sc = x.strides
+    view = np.lib.stride_tricks.as_strided(x, (x.shape[0], oh, ow, kh, kw, x.shape[3]),
+                                           (sn, sh * s[0], sw_ * s[1], sh * d[0], sw_ * d[1], sc), writeable=False)
+    return view.reshape(x.shape[0], oh, ow, kh * kw * x.shape[3])
+
+
+def _conv(ex: SoftwareExecutor, i: int, st: Step, xs: list) -> list:
+    a = st.attrs
+    w = a["w"]
+    kh, kw, c, cout = w.shape
+    oh, ow = a["out"]
+    parts = xs[0] if isinstance(xs[0], _Parts) else [xs[0]]
+    out, c0 = None, 0
+    for p in parts:  # conv(concat(x1, x2), W) = conv(x1, W[..., :c1, :]) + conv(x2, W[..., c1:, :])
+        cp = p.shape[-1]
+        wp = np.ascontiguousarray(w[:, :, c0 : c0 + cp, :]).reshape(kh * kw * cp, cout) if len(parts) > 1 else \
+            w.reshape(kh * kw * c, cout)
+        cols = _windows(_pad(p, a["pads"]), (kh, kw), a["stride"], a["dilation"], (oh, ow))
+        y = cols.astype(w.dtype, copy=False) @ wp
+        out = y if out is None else np.add(out, y, out=out)
+        c0 += cp
+    return [out]
+
+
+def _deconv(ex: SoftwareExecutor, i: int, st: Step, xs: list) -> list:
+    a = st.attrs
+    w = a["w"]  # [k, k, C, Cout] of the convolution over the zero-inserted map
+    kh, kw, c, cout = w.shape
+    x = xs[0]
+    n, h, wd, _ = x.shape
+    if a["blocks"]:  # stride == kernel, no overlap: out[s*i + di, s*j + dj] = x[i, j] @ flip(w)[di, dj]
+        wt = w[::-1, ::-1]  # the transposed convolution's kernel
+        y = x.reshape(-1, c).astype(w.dtype, copy=False) @ np.ascontiguousarray(
+            wt.transpose(2, 0, 1, 3)).reshape(c, kh * kw * cout)
+        y = y.reshape(n, h, wd, kh, kw, cout).transpose(0, 1, 3, 2, 4, 5)
+        return [np.ascontiguousarray(y).reshape(n, h * kh, wd * kw, cout)]
+    p = kh - 1 - a["pads"]
+    z = _pad(_pixelpad(x, a["stride"]), (p, p, p, p))
+    oh, ow = z.shape[1] - kh + 1, z.shape[2] - kw + 1
+    cols = _windows(z, (kh, kw), (1, 1), (1, 1), (oh, ow))
+    return [cols.astype(w.dtype, copy=False) @ w.reshape(kh * kw * c, cout)]
+
+
+def _maxpool(ex: SoftwareExecutor, i: int, st: Step, xs: list) -> list:
+    a = st.attrs
+    (kh, kw), s, (oh, ow) = a["k"], a["stride"], a["out"]
+    x = xs[0]
+    n, _, _, c = x.shape
+    if (kh, kw) == s:  # non-overlapping windows: the elementwise max of kh*kw strided views
+        y = None
+        for dy in range(kh):
+            for dx in range(kw):
+                v = x[:, dy : dy + oh * kh : kh, dx : dx + ow * kw : kw, :]
+                y = v.copy() if y is None else np.maximum(y, v, out=y)
+        return [y]
+    return [_windows(x, (kh, kw), s, (1, 1), (oh, ow)).reshape(n, oh, ow, kh * kw, c).max(axis=3)]
+
+
+def _threshold(ex: SoftwareExecutor, i: int, st: Step, xs: list) -> list:
+    th = ex.thr[i]
+    return [_THRESHOLD_METHODS[th.method](xs[0], th)]
+
+
+def _thr_affine(x: np.ndarray, th: _Thr) -> np.ndarray:
+    own = th.inplace and x.dtype == np.float32 and x.flags.c_contiguous
+    y = np.add(x, th.a, out=x) if own else np.add(x, th.a, dtype=np.float32)
+    y *= th.b
+    np.floor(y, out=y)
+    if th.clip_lo:
+        np.maximum(y, 0, out=y)
+    if th.clip_hi:
+        np.minimum(y, th.thr.shape[1], out=y)
+    if th.act:
+        y += th.act
+    return y
+
+
+def _thr_lut(acc: np.ndarray, st: _Thr) -> np.ndarray:
     idx = np.clip(acc, st.lut_lo, st.lut_hi).astype(np.int32)
     idx += st.lut_off
     return st.lut.take(idx)
 
 
-def _thr_compare(acc: np.ndarray, st: _Step) -> np.ndarray:
+def _thr_compare(acc: np.ndarray, st: _Thr) -> np.ndarray:
     tt = st.thr.astype(acc.dtype)
     out = np.zeros(acc.shape, dtype=np.uint8)  # a count <= 31: one byte moves least memory
     hit = np.empty(acc.shape, dtype=bool)
@@ -241,7 +279,7 @@ def _thr_compare(acc: np.ndarray, st: _Step) -> np.ndarray:
     return _plus_act(out.astype(np.float32), st)
 
 
-def _thr_search(acc: np.ndarray, st: _Step) -> np.ndarray:
+def _thr_search(acc: np.ndarray, st: _Thr) -> np.ndarray:
     t, c = st.thr, acc.shape[-1]
     out = np.empty(acc.shape, dtype=np.float32)
     for ch in range(c):
@@ -249,14 +287,46 @@ def _thr_search(acc: np.ndarray, st: _Step) -> np.ndarray:
     return _plus_act(out, st)
 
 
-def _plus_act(out: np.ndarray, st: _Step) -> np.ndarray:
-    act = int(st.layer.attrs.get("ActVal", 0))
+def _plus_act(out: np.ndarray, st: _Thr) -> np.ndarray:
+    act = st.act
     if act:
         out += act
     return out
 
 
-# the methods a SoftwareExecutor can be built with: "lut" (the default; a step whose table would be
-# too large falls back to the "compare" rule), "compare" (summed comparisons up to 31 steps,
-# searchsorted above: the method before tables), "search" (searchsorted for every step)
-THRESHOLD_METHODS = ("lut", "compare", "search")
+
+def _thr_compare_or_search(acc: np.ndarray, th: _Thr) -> np.ndarray:
+    return (_thr_compare if th.thr.shape[1] <= 31 else _thr_search)(acc, th)
+
+
+_THRESHOLD_METHODS = {"affine": _thr_affine, "lut": _thr_lut, "compare": _thr_compare_or_search,
+                      "search": _thr_search}
+
+
+def _mvau(ex: SoftwareExecutor, i: int, st: Step, xs: list) -> list:
+    w = st.attrs["w"]
+    return [xs[0].astype(w.dtype, copy=False) @ w]
+
+
+def _poolwin(ex: SoftwareExecutor, i: int, st: Step, xs: list) -> list:
+    x = xs[0]
+    c = st.attrs["c"]
+    n, oh, ow, kc = x.shape
+    return [x.reshape(n, oh, ow, kc // c, c).max(axis=3)]
+
+
+#: one function per plan step kind (the kinds :func:`qdev.core.intplan.make_plan` makes)
+_OPS = {
+    "conv": _conv,
+    "deconv": _deconv,
+    "maxpool": _maxpool,
+    "threshold": _threshold,
+    "mvau": _mvau,
+    "concat": lambda ex, i, st, xs: [_Parts(xs)],
+    "dup": lambda ex, i, st, xs: [xs[0]] * len(st.outputs),
+    "pad": lambda ex, i, st, xs: [_pad(xs[0], st.attrs["pads"])],
+    "pixelpad": lambda ex, i, st, xs: [_pixelpad(xs[0], st.attrs["stride"])],
+    "windows": lambda ex, i, st, xs: [_windows(xs[0], st.attrs["k"], st.attrs["stride"], st.attrs["dilation"],
+                                               st.attrs["out"])],
+    "poolwin": _poolwin,
+}

@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", default="/var/lib/qdev", help="bundle store folder")
     common.add_argument("--board", default=None, help="this board (bundles for others are refused)")
-    common.add_argument("--backend", default="auto", choices=["auto", "pynq", "software"])
+    common.add_argument("--backend", default="auto", choices=["auto", "pynq", "onnx", "software"])
     common.add_argument("--power", default="auto", choices=["auto", "pmbus", "hwmon", "estimate"])
     common.add_argument("--trust", action="append", default=[], help="trust this Ed25519 public key (PEM)")
     common.add_argument("--dev-key", action="store_true",

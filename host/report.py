@@ -121,8 +121,8 @@ def energy_split(dev: dict, bundle: dict, energy: list[float], kinds: list[str],
     if energy:
         out["device"] = {"mj_per_frame": float(np.mean(energy)), "kind": "/".join(kinds) or None,
                          "frames_per_s": ok_fps, "backend": backend}
-        if backend == "software":
-            out["notes"].append("the software backend ran the network on this computer's CPU: the device's "
+        if backend in ("software", "onnx"):  # the CPU backends (numpy; onnxruntime)
+            out["notes"].append(f"the {backend} backend ran the network on this computer's CPU: the device's "
                                 "per-frame time, and so its energy figure, is CPU time times the board's "
                                 "estimated power; it describes no real system")
     active, fps = _as_dict(power).get("active_w"), bundle.get("estimated_fps")

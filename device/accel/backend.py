@@ -112,6 +112,7 @@ def backends() -> list[Backend]:
 
 
 def _load_builtin() -> None:
+    import qdev.device.accel.onnx_backend  # noqa: F401  (registers "onnx")
     import qdev.device.accel.pynq_backend  # noqa: F401  (registers "pynq")
     import qdev.device.accel.software  # noqa: F401  (registers "software")
 
@@ -135,6 +136,9 @@ def open_accelerator(bundle_dir: Path, manifest: dict, backend: str = "auto") ->
     for b in avail:
         why = b.probe(bundle_dir, manifest)
         if why is None:
-            return b.open(bundle_dir, manifest)
+            try:
+                return b.open(bundle_dir, manifest)
+            except QdevError as exc:  # e.g. a model the onnx lowering does not express: the next one
+                why = f"could not open ({exc})"
         reasons.append(f"{b.name}: {why}")
     raise QdevError("no accelerator backend can run this bundle here (" + "; ".join(reasons) + ")")

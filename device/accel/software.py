@@ -26,6 +26,10 @@ class SoftwareAccelerator(Accelerator):
     def run(self, pixels: np.ndarray) -> np.ndarray:
         return self.executor.run(pixels)
 
+    def describe(self) -> dict:
+        return {**super().describe(), "executor": "numpy, integer-model plan",
+                "exact": {"proven": True, "steps": self.executor.plan.describe()["kinds"]}}
+
 
 def _probe(bundle_dir: Path, manifest: dict) -> str | None:
     if "intmodel.npz" not in manifest.get("files", {}):

@@ -35,7 +35,7 @@ class RuntimeConfig:
     Attributes:
         store: bundle store folder.
         board: this device's board name (bundles for another board are refused); None: any.
-        backend: ``auto`` | ``pynq`` | ``software``.
+        backend: ``auto`` | ``pynq`` | ``onnx`` | ``software``.
         power: ``auto`` | ``pmbus`` | ``hwmon`` | ``estimate``.
         hwmon_root: where hwmon sensors are read from.
         threads: the BLAS/OpenMP threads the process was pinned to (reported in INFO).

@@ -91,7 +91,13 @@ def info_cmd(ctx: click.Context, as_json: bool) -> None:
     st = info.get("store") or {}
     click.echo(f"device   qdev-device {info['device_version']} (protocol {info['protocol']}), python {info['python']}, "
                f"numpy {info['numpy']}, pynq {info.get('pynq')}")
-    click.echo(f"board    {info.get('board') or '(any)'}   backend {info.get('backend')}")
+    click.echo(f"board    {info.get('board') or '(any)'}   backend {info.get('backend') or '- (no bundle active)'}")
+    if info.get("executor"):
+        ex = info.get("exact") or {}
+        steps = ", ".join(f"{k} x{v}" for k, v in (ex.get("steps") or {}).items())
+        click.echo(f"executor {info['executor']}" + (f"; every step proven exact ({steps})" if ex.get("proven") else ""))
+    if info.get("warning"):
+        click.echo(f"WARNING  {info['warning']}")
     for which in ("active", "previous"):
         b = st.get(f"{which}_bundle")
         click.echo(f"{which:<8} " + (f"{b['id']} {b.get('model')} for {b.get('board')}" + (" (estimate-only)" if b.get("estimate_only") else "") if b else "-"))

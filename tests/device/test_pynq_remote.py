@@ -96,7 +96,7 @@ def test_without_a_board_auto_falls_back_to_software_and_says_why(tmp_path):
     pynq_b = next(b for b in backends() if b.name == "pynq")
     reason = pynq_b.probe(bundle, manifest)
     assert reason and ("device" in reason or "pynq" in reason)
-    assert open_accelerator(bundle, manifest, "auto").name == "software"
+    assert open_accelerator(bundle, manifest, "auto").name in ("onnx", "software")
     with pytest.raises(QdevError, match="backend pynq cannot run here"):
         open_accelerator(bundle, manifest, "pynq")
 

@@ -67,7 +67,9 @@ def test_fast_paths_are_planned_and_exact_on_random_frames():
 
     m = IntModel.load(SHIPPED["KV260"] / "intmodel.npz")
     ex = SoftwareExecutor(m)
-    assert sum(s.fused for s in ex.steps) >= 15
+    kinds = ex.plan.describe()["kinds"]
+    assert kinds["conv"] >= 15 and kinds["deconv"] == 4 and kinds["maxpool"] == 4
+    assert ex.methods() == {"affine": 23}  # every threshold step of the shipped model proven affine
     rng = np.random.default_rng(5)
     frames = np.concatenate([rng.integers(0, 256, (2, 128, 128), dtype=np.uint8),
                              np.zeros((1, 128, 128), np.uint8), np.full((1, 128, 128), 255, np.uint8)])
@@ -99,11 +101,11 @@ def test_threshold_table_equals_comparisons_and_the_reference(shared):
     px[0] = 0
     px[1] = 255
     px[2, 0, :, :] = np.floor(t[0, 7])
-    lut = SoftwareExecutor(model)
-    assert lut.steps[0].lut is not None
+    lut = SoftwareExecutor(model, "lut")
+    assert lut.thr[0].lut is not None
     got = lut.run(px)
     assert np.array_equal(got, run_reference(model, px))
-    for method in ("compare", "search"):
+    for method in ("affine", "compare", "search"):
         assert np.array_equal(SoftwareExecutor(model, method).run(px), got)
     assert got.min() == -4 and got.max() == 15 - 4
 
@@ -114,8 +116,8 @@ def test_threshold_table_too_large_falls_back(monkeypatch):
     t = np.sort(np.random.default_rng(2).uniform(0, 250, (3, 7)), axis=1)
     model = _threshold_model(t, 0, 3)
     monkeypatch.setattr(sw, "TABLE_MAX", 10)
-    ex = SoftwareExecutor(model)
-    assert ex.steps[0].lut is None
+    ex = SoftwareExecutor(model, "lut")
+    assert ex.thr[0].lut is None and ex.thr[0].method == "compare"
     px = np.random.default_rng(3).integers(0, 256, (2, 6, 7, 3), dtype=np.uint8)
     assert np.array_equal(ex.run(px), run_reference(model, px))
 
@@ -126,7 +128,7 @@ def test_every_threshold_method_is_exact_on_the_shipped_model():
     m = verify_bundle(bundle, [DEV_PUB]).manifest
     pixels = np.load(bundle / m["self_test"]["input"])
     expected = np.load(bundle / m["self_test"]["expected"])
-    for method in ("lut", "compare", "search"):
+    for method in ("affine", "lut", "compare", "search"):
         assert np.array_equal(SoftwareExecutor(model, method).run(pixels), expected), method
     with pytest.raises(QdevError, match="unknown threshold method"):
         SoftwareExecutor(model, "fastest")

@@ -1,0 +1,297 @@
+"""The integer model's execution plan: one definition of what each layer (or fused group of
+layers) computes, shared by the fast executors (numpy, :mod:`qdev.core.software`; ONNX,
+:mod:`qdev.core.onnx_lower`), each step carrying the proof that float32 arithmetic computes it
+exactly. The int64 reference (:func:`qdev.core.intmodel.run_reference`) is the definition the plan
+is checked against.
+
+Steps (tensors NHWC, values integers held in float32):
+
+* ``conv``: an optional ``FMPadding``, a ``ConvolutionInputGenerator`` and the ``MVAU`` it feeds,
+  as one convolution (weights ``[kh, kw, C, Cout]``, padding, stride, dilation). Exact in float32
+  because every accumulator is bounded below 2^24 (:func:`layer_bound`): every partial sum of
+  integer products is then an integer float32 holds exactly, in any order of summation.
+* ``deconv``: ``FMPadding_Pixel`` (stride s) + symmetric ``FMPadding`` (p) + window (k, stride 1)
+  + ``MVAU``, which FINN makes of a transposed convolution, back as one: the zero-inserted map
+  convolved with ``W`` equals the transposed convolution of the map with ``W`` flipped, with
+  pads ``q = k - 1 - p`` (needs q >= 0). When also s == k and q == 0 every input pixel owns a
+  k x k block of the output: one matmul and a depth-to-space (``blocks``).
+* ``maxpool``: window (k, stride s, no padding) + ``Pool``.
+* ``threshold``: ``#{k: x >= T[c, k]} + ActVal`` per channel. ``affine`` where it is proven equal,
+  in float32 as computed, to ``clip(floor((x + a[c]) * b[c]), 0, S) + ActVal`` for **every**
+  integer the input can hold (:func:`fit_affine`); otherwise ``compare`` (summed comparisons,
+  exact on integers).
+* ``concat``, ``dup`` (aliases), and the unfused ops as themselves (``pad``, ``pixelpad``,
+  ``windows``, ``mvau``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qdev.core.errors import QdevError
+from qdev.core.intmodel import IntLayer, IntModel, dtype_range
+
+__all__ = ["Step", "Plan", "make_plan", "fit_affine", "layer_bound", "F32_EXACT", "AFFINE_CHECK_MAX"]
+
+F32_EXACT = 2**24
+#: the most integers one affine proof enumerates per channel (beyond it: the threshold range
+#: plus the monotonicity argument of :func:`fit_affine`)
+AFFINE_CHECK_MAX = 1 << 22
+
+
+def _max_abs(dtype: str) -> int:
+    lo, hi = dtype_range(dtype)
+    return max(abs(lo), abs(hi))
+
+
+def layer_bound(ly: IntLayer) -> int:
+    """Bound on |accumulator| of an MVAU from its fan-in and data types."""
+    w = ly.params["weights"]
+    return int(ly.attrs["MW"]) * _max_abs(ly.attrs["inputDataType"]) * int(np.abs(w).max())
+
+
+@dataclass
+class Step:
+    kind: str
+    inputs: list[str]
+    outputs: list[str]
+    layers: list[str]  # the integer model's layers this step computes
+    attrs: dict = field(default_factory=dict)
+    proof: str = ""
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+    input: str
+    output: str
+    proofs: dict[str, int]  # kind -> steps proven
+
+    def describe(self) -> dict:
+        kinds: dict[str, int] = {}
+        for s in self.steps:
+            k = s.kind + (f"/{s.attrs['method']}" if s.kind == "threshold" else "")
+            kinds[k] = kinds.get(k, 0) + 1
+        return {"steps": len(self.steps), "kinds": kinds, "proven_exact": True}
+
+
+def _acc_dtype(bound: int) -> type:
+    """float32 where every accumulator provably stays below 2^24, else float64 (exact to 2^53)."""
+    if bound >= 2**53:
+        raise QdevError(f"accumulator bound {bound} >= 2^53: no float type holds it exactly")
+    return np.float32 if bound < F32_EXACT else np.float64
+
+
+def _acc_proof(bound: int) -> str:
+    return f"|accumulator| <= {bound} < 2^{24 if bound < F32_EXACT else 53}"
+
+
+def _f32(x: float) -> np.float32:
+    return np.float32(x)
+
+
+def fit_affine(t: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per row of integer-valued thresholds ``t`` [R, S] (ascending), float32 ``a``, ``b`` with
+    ``clip(floor(float32(float32(x + a) * b)), 0, S) == #{k: x >= t[r, k]}`` for **every** integer
+    ``x`` in ``[lo, hi]``, or None where some row has none.
+
+    Fit: real ``T0, s`` with ``c_k - 1 < T0 + k*s <= c_k`` for the ceilings ``c_k`` (the pairwise
+    bounds on ``s``, then the middle of ``T0``'s interval); then ``x >= c_k`` iff
+    ``x >= T0 + k*s`` on integers, so the count is ``floor((x - T0)/s) + 1``: ``a = s - T0``,
+    ``b = 1/s``. Proof: the float32 formula is evaluated on every integer where the count changes
+    (``[min c - 1, max c]``, clipped to ``[lo, hi]``) and at ``lo`` and ``hi``; both sides are
+    monotone non-decreasing in ``x`` (IEEE addition and multiplication by ``b > 0`` are) and
+    constant outside that interval, so equality there is equality on all of ``[lo, hi]``."""
+    c = np.ceil(np.asarray(t, dtype=np.float64)).astype(np.int64)
+    rows, steps = c.shape
+    a = np.zeros(rows, np.float32)
+    b = np.zeros(rows, np.float32)
+    for r in range(rows):
+        cr = c[r]
+        if steps == 1:
+            s, t0 = 1.0, cr[0] - 0.5
+        else:
+            i, j = np.triu_indices(steps, 1)
+            d = (j - i).astype(np.float64)
+            s_lo = ((cr[j] - 1 - cr[i]) / d).max()
+            s_hi = ((cr[j] - cr[i] + 1) / d).min()
+            s_lo = max(s_lo, 0.0)
+            if not s_lo < s_hi:
+                return None
+            s = (s_lo + s_hi) / 2
+            k = np.arange(steps)
+            t_lo = (cr - 1 - k * s).max()
+            t_hi = (cr - k * s).min()
+            if not t_lo < t_hi:
+                return None
+            t0 = (t_lo + t_hi) / 2
+        a[r], b[r] = _f32(s - t0), _f32(1.0 / s)
+        xs_lo, xs_hi = max(lo, int(cr.min()) - 1), min(hi, int(cr.max()))
+        xs = np.arange(xs_lo, xs_hi + 1, dtype=np.int64) if xs_lo <= xs_hi else np.zeros(0, np.int64)
+        xs = np.concatenate([xs, [lo, hi]])
+        if xs.size > AFFINE_CHECK_MAX or np.abs(xs).max() >= F32_EXACT:
+            return None
+        got = np.clip(np.floor((xs.astype(np.float32) + a[r]) * b[r]), 0, steps)
+        want = np.searchsorted(cr, xs, side="right")
+        if not np.array_equal(got.astype(np.int64), want):
+            return None
+    return a, b
+
+
+def _threshold_step(ly: IntLayer, in_range: tuple[int, int], inputs: list[str], outputs: list[str],
+                    layers: list[str]) -> Step:
+    t = ly.params["thresholds"]
+    if np.any(np.diff(t, axis=-1) < 0):
+        raise QdevError(f"{ly.name}: thresholds are not ascending")
+    lo, hi = in_range
+    if "inputDataType" in ly.attrs:  # FINN's declared type of the input: prove over both ranges
+        dlo, dhi = dtype_range(ly.attrs["inputDataType"])
+        lo, hi = min(lo, dlo), max(hi, dhi)
+    act = int(ly.attrs.get("ActVal", 0))
+    # comparisons with thresholds beyond the input's range never change: clip them there
+    tc = np.clip(np.ceil(t.astype(np.float64)), lo - 1, hi + 1)
+    fit = fit_affine(tc, lo, hi)
+    attrs = {"steps": int(t.shape[1]), "act": act, "t": tc.astype(np.float32), "range": (lo, hi)}
+    if fit is not None:
+        attrs.update(method="affine", a=fit[0], b=fit[1])
+        proof = f"affine form equal to the count on every integer in [{lo}, {hi}], per channel, in float32"
+    else:
+        attrs.update(method="compare")
+        proof = "summed comparisons of integers with integer thresholds (exact)"
+    return Step("threshold", inputs, outputs, layers, attrs, proof)
+
+
+def make_plan(model: IntModel) -> Plan:
+    """The plan of ``model``: layers fused into convolutions, transposed convolutions and pools
+    where the graph's pattern allows, each step with its exactness proof (a step that cannot be
+    proven exact in float32 is refused: QdevError)."""
+    layers = model.layers
+    consumers: dict[str, list[IntLayer]] = {}
+    for ly in layers:
+        for i in ly.inputs:
+            consumers.setdefault(i, []).append(ly)
+    producer = {o: ly for ly in layers for o in ly.outputs}
+    only = lambda name: consumers.get(name, [])  # noqa: E731
+    ranges: dict[str, tuple[int, int]] = {model.input["name"]: dtype_range(model.input["dtype"])}
+    done: set[str] = set()
+    steps: list[Step] = []
+
+    def sole(name: str, op: str) -> IntLayer | None:
+        c = only(name)
+        return c[0] if len(c) == 1 and c[0].op == op else None
+
+    for ly in layers:
+        if ly.name in done:
+            continue
+        a = ly.attrs
+        x = ly.inputs[0]
+        rng = ranges.get(x, (0, 0))
+        chain = [ly]
+        # -- fused groups, matched from their first layer
+        pad = (0, 0, 0, 0)
+        stride_px = None
+        head = ly
+        if head.op == "FMPadding_Pixel":
+            nxt = sole(head.outputs[0], "FMPadding")
+            if nxt is not None and sole(nxt.outputs[0], "ConvolutionInputGenerator") is not None:
+                stride_px = tuple(head.attrs["Stride"])
+                chain.append(nxt)
+                pad = tuple(nxt.attrs["Padding"])
+                head = nxt
+        elif head.op == "FMPadding" and sole(head.outputs[0], "ConvolutionInputGenerator") is not None:
+            pad = tuple(head.attrs["Padding"])
+        swg = head if head.op == "ConvolutionInputGenerator" else sole(head.outputs[0], "ConvolutionInputGenerator") \
+            if head.op in ("FMPadding", "FMPadding_Pixel") else None
+        if swg is not None and swg is not head:
+            chain.append(swg)
+        if swg is not None:
+            sa = swg.attrs
+            k, s, d = tuple(sa["ConvKernelDim"]), tuple(sa["Stride"]), tuple(sa.get("Dilation", [1, 1]))
+            mv = sole(swg.outputs[0], "MVAU")
+            pool = sole(swg.outputs[0], "Pool")
+            if mv is not None and not mv.attrs.get("noActivation", 0):
+                mv = None  # an MVAU with its own thresholds: left unfused (not made by this compile)
+            if mv is not None:
+                b = layer_bound(mv)
+                dt = _acc_dtype(b)
+                c = mv.params["weights"].shape[0] // (k[0] * k[1])
+                w = mv.params["weights"].astype(dt).reshape(k[0], k[1], c, -1)
+                proof = _acc_proof(b)
+                if stride_px is not None:
+                    p = pad
+                    q = k[0] - 1 - p[0]
+                    sym = p[0] == p[1] == p[2] == p[3] and k[0] == k[1] and s == (1, 1) and d == (1, 1)
+                    if sym and q >= 0:
+                        attrs = {"w": w, "stride": stride_px, "pads": q, "k": k,
+                                 "blocks": tuple(stride_px) == k and q == 0}
+                        steps.append(Step("deconv", [x], mv.outputs, [*(z.name for z in chain), mv.name], attrs, proof))
+                        done.update([*(z.name for z in chain), mv.name])
+                        ranges[mv.outputs[0]] = (-b, b)
+                        continue
+                    # not a transposed convolution we recognise: pixel padding on its own
+                    chain = [ly]
+                    pad = (0, 0, 0, 0)
+                else:
+                    pads = pad if chain[0].op == "FMPadding" else (0, 0, 0, 0)
+                    attrs = {"w": w, "pads": pads, "stride": s, "dilation": d, "k": k, "out": tuple(sa["OFMDim"])}
+                    steps.append(Step("conv", [x], mv.outputs, [*(z.name for z in chain), mv.name], attrs, proof))
+                    done.update([*(z.name for z in chain), mv.name])
+                    ranges[mv.outputs[0]] = (-b, b)
+                    continue
+            elif pool is not None and chain[0] is swg and d == (1, 1):
+                steps.append(Step("maxpool", [x], pool.outputs, [swg.name, pool.name],
+                                  {"k": k, "stride": s, "out": tuple(sa["OFMDim"]), "c": int(pool.attrs["Channels"])},
+                                  "max of integers (exact)"))
+                done.update([swg.name, pool.name])
+                ranges[pool.outputs[0]] = rng
+                continue
+        # -- single layers
+        if ly.op == "Thresholding":
+            st = _threshold_step(ly, rng, [x], ly.outputs, [ly.name])
+            steps.append(st)
+            ranges[ly.outputs[0]] = (st.attrs["act"], st.attrs["act"] + st.attrs["steps"])
+        elif ly.op == "MVAU":
+            b = layer_bound(ly)
+            st = Step("mvau", [x], ly.outputs, [ly.name], {"w": ly.params["weights"].astype(_acc_dtype(b))},
+                      _acc_proof(b))
+            steps.append(st)
+            ranges[ly.outputs[0]] = (-b, b)
+            if not a.get("noActivation", 0):
+                th = _threshold_step(ly, (-b, b), ly.outputs, ly.outputs, [ly.name])
+                steps.append(th)
+                ranges[ly.outputs[0]] = (th.attrs["act"], th.attrs["act"] + th.attrs["steps"])
+        elif ly.op == "StreamingConcat":
+            steps.append(Step("concat", list(ly.inputs), ly.outputs, [ly.name], {}, "copy"))
+            los, his = zip(*(ranges.get(i, (0, 0)) for i in ly.inputs))
+            ranges[ly.outputs[0]] = (min(los), max(his))
+        elif ly.op == "DuplicateStreams":
+            steps.append(Step("dup", [x], ly.outputs, [ly.name], {}, "alias"))
+            for o in ly.outputs:
+                ranges[o] = rng
+        elif ly.op == "FMPadding":
+            steps.append(Step("pad", [x], ly.outputs, [ly.name], {"pads": tuple(a["Padding"])}, "copy"))
+            ranges[ly.outputs[0]] = (min(rng[0], 0), max(rng[1], 0))
+        elif ly.op == "FMPadding_Pixel":
+            steps.append(Step("pixelpad", [x], ly.outputs, [ly.name], {"stride": tuple(a["Stride"])}, "copy"))
+            ranges[ly.outputs[0]] = (min(rng[0], 0), max(rng[1], 0))
+        elif ly.op == "ConvolutionInputGenerator":
+            steps.append(Step("windows", [x], ly.outputs, [ly.name],
+                              {"k": tuple(a["ConvKernelDim"]), "stride": tuple(a["Stride"]),
+                               "dilation": tuple(a.get("Dilation", [1, 1])), "out": tuple(a["OFMDim"])}, "copy"))
+            ranges[ly.outputs[0]] = rng
+        elif ly.op == "Pool":
+            steps.append(Step("poolwin", [x], ly.outputs, [ly.name], {"c": int(a["Channels"])}, "max of integers"))
+            ranges[ly.outputs[0]] = rng
+        else:  # pragma: no cover - IntModel.load refuses unknown ops
+            raise QdevError(f"unsupported op {ly.op}")
+        done.add(ly.name)
+    kinds: dict[str, int] = {}
+    for s in steps:
+        kinds[s.kind] = kinds.get(s.kind, 0) + 1
+    missing = {ly.name for ly in layers} - done
+    if missing:  # pragma: no cover - every layer is matched above
+        raise QdevError(f"plan: layers left out: {sorted(missing)}")
+    _ = producer
+    return Plan(steps, model.input["name"], model.output["name"], kinds)
