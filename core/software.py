@@ -31,7 +31,7 @@ compare them on the same frames.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -61,6 +61,7 @@ class _Thr:
     lut_hi: int = 0
     lut_off: np.ndarray | int = 0
     inplace: bool = False  # affine: the input is a temporary only this step reads
+    tiled: dict = field(default_factory=dict)  # affine: row length -> (a, b) tiled over a row
     clip_lo: bool = True  # affine: whether the input's range can reach below 0 / above S
     clip_hi: bool = True
 
@@ -187,9 +188,14 @@ def _windows(x: np.ndarray, k: tuple, s: tuple, d: tuple, out: tuple) -> np.ndar
         return x[:, :oh, :ow, :]
     x = np.ascontiguousarray(x)
     sn, sh, sw_, sc = x.strides
-    view = np.lib.stride_tricks.as_strided(x, (x.shape[0], oh, ow, kh, kw, x.shape[3]),
-                                           (sn, sh * s[0], sw_ * s[1], sh * d[0], sw_ * d[1], sc), writeable=False)
-    return view.reshape(x.shape[0], oh, ow, kh * kw * x.shape[3])
+    c = x.shape[3]
+    if d[1] == 1:  # a window row's kw pixels are kw*c contiguous values: copy them as one run
+        view = np.lib.stride_tricks.as_strided(x, (x.shape[0], oh, ow, kh, kw * c),
+                                               (sn, sh * s[0], sw_ * s[1], sh * d[0], sc), writeable=False)
+    else:
+        view = np.lib.stride_tricks.as_strided(x, (x.shape[0], oh, ow, kh, kw, c),
+                                               (sn, sh * s[0], sw_ * s[1], sh * d[0], sw_ * d[1], sc), writeable=False)
+    return view.reshape(x.shape[0], oh, ow, kh * kw * c)
 
 
 def _conv(ex: SoftwareExecutor, i: int, st: Step, xs: list) -> list:
@@ -251,8 +257,19 @@ def _threshold(ex: SoftwareExecutor, i: int, st: Step, xs: list) -> list:
 
 def _thr_affine(x: np.ndarray, th: _Thr) -> np.ndarray:
     own = th.inplace and x.dtype == np.float32 and x.flags.c_contiguous
-    y = np.add(x, th.a, out=x) if own else np.add(x, th.a, dtype=np.float32)
-    y *= th.b
+    shape = x.shape
+    if th.a.size > 1 and x.flags.c_contiguous:  # per channel: rows of W*C, a and b tiled along
+        row = shape[-2] * shape[-1]  # them (numpy's inner loop then runs a whole row, not C)
+        tiled = th.tiled.get(row)
+        if tiled is None:
+            reps = row // th.a.size
+            tiled = th.tiled[row] = (np.tile(th.a, reps), np.tile(th.b, reps))
+        a, b = tiled
+        x = x.reshape(-1, row)
+    else:
+        a, b = th.a, th.b
+    y = np.add(x, a, out=x) if own else np.add(x, a, dtype=np.float32)
+    y *= b
     np.floor(y, out=y)
     if th.clip_lo:
         np.maximum(y, 0, out=y)
@@ -260,7 +277,7 @@ def _thr_affine(x: np.ndarray, th: _Thr) -> np.ndarray:
         np.minimum(y, th.thr.shape[1], out=y)
     if th.act:
         y += th.act
-    return y
+    return y.reshape(shape)
 
 
 def _thr_lut(acc: np.ndarray, st: _Thr) -> np.ndarray:
