@@ -85,7 +85,7 @@ class DeviceClient:
         for _ in range(tries):
             meta: dict = {"client": "qdev", "protocol": VERSION}
             if self.coding:
-                meta["codecs"] = codecs.HOST_OFFER
+                meta["codecs"] = codecs.offer_for(serial=isinstance(self.ch.link, SerialLink))
             n_h, secrets = b"", {}
             if auth:
                 meta["auth"], n_h, secrets = self._offer_auth()

@@ -1,6 +1,7 @@
 """``qdev demo``: the embedded default, on a fresh machine with nothing else.
 
-Starts a device runtime in its own process (software backend, empty store trusting the
+Starts a device runtime in its own process (the best CPU backend: onnx where onnxruntime
+imports, else the numpy software backend; an empty store trusting the
 development key), flashes the shipped default bundle over TCP loopback, streams the phantom (or
 the BUSI test split's images when a BUSI copy is found), and prints the report.
 """
@@ -64,8 +65,8 @@ def demo_cmd(ctx: click.Context, probe: str, frames: int, board: str, out: Path 
         source = open_probe("phantom")
     out = out or Path("sessions") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     with tempfile.TemporaryDirectory(prefix="qdev-demo-") as tmp:
-        click.echo(f"starting a local device runtime (software backend, store {tmp}/store) ...")
-        with LocalDevice(Path(tmp) / "store") as dev:
+        click.echo(f"starting a local device runtime (store {tmp}/store) ...")
+        with LocalDevice(Path(tmp) / "store", backend="auto") as dev:
             c = connect(dev.port)
             try:
                 click.echo(f"connected: {dev.port}, qdev-device {c.hello['device_version']}")
@@ -73,7 +74,8 @@ def demo_cmd(ctx: click.Context, probe: str, frames: int, board: str, out: Path 
                     res = c.flash(bundle, default_trusted(), progress=cb)
                 st = res["self_test"]
                 click.echo(f"flashed {res['bundle_id']}: self-test {'passed' if st['ok'] else 'FAILED'} "
-                           f"({st.get('frames')} golden frames, {st.get('codes_differing')} codes differ)")
+                           f"({st.get('frames')} golden frames, {st.get('codes_differing')} codes differ) "
+                           f"on the {st.get('backend')} backend")
                 if not res["activated"]:
                     raise QdevError(res["message"])
                 click.echo(f"streaming {source.name} ...")
