@@ -36,7 +36,7 @@ import numpy as np
 
 from qdev.core.errors import QdevError
 
-__all__ = ["IntModel", "IntLayer", "FORMAT", "VERSION", "run_reference", "dtype_range"]
+__all__ = ["IntModel", "IntLayer", "FORMAT", "VERSION", "run_reference", "run_layer", "dtype_range", "REFERENCE_OPS"]
 
 FORMAT = "qdev-intmodel"
 VERSION = 1
@@ -152,37 +152,62 @@ def _im2col(x: np.ndarray, k: tuple[int, int], s: tuple[int, int], d: tuple[int,
     return cols.reshape(n, oh, ow, k[0] * k[1] * c)
 
 
+def _ref_pad(ly: IntLayer, xs: list[np.ndarray]) -> list[np.ndarray]:
+    t, left, b, r = ly.attrs["Padding"]
+    return [np.pad(xs[0], ((0, 0), (t, b), (left, r), (0, 0)))]
+
+
+def _ref_pixel_pad(ly: IntLayer, xs: list[np.ndarray]) -> list[np.ndarray]:
+    sy, sx = ly.attrs["Stride"]
+    x = xs[0]
+    n, h, w, c = x.shape
+    out = np.zeros((n, (h - 1) * sy + 1, (w - 1) * sx + 1, c), dtype=x.dtype)
+    out[:, ::sy, ::sx, :] = x
+    return [out]
+
+
+def _ref_windows(ly: IntLayer, xs: list[np.ndarray]) -> list[np.ndarray]:
+    a = ly.attrs
+    return [_im2col(xs[0], tuple(a["ConvKernelDim"]), tuple(a["Stride"]), tuple(a["Dilation"]), tuple(a["OFMDim"]))]
+
+
+def _ref_mvau(ly: IntLayer, xs: list[np.ndarray]) -> list[np.ndarray]:
+    acc = xs[0].astype(np.int64) @ ly.params["weights"].astype(np.int64)
+    if ly.attrs.get("noActivation", 0):
+        return [acc]
+    return [_thresholds(acc, ly.params["thresholds"], int(ly.attrs.get("ActVal", 0)))]
+
+
+def _ref_thresholding(ly: IntLayer, xs: list[np.ndarray]) -> list[np.ndarray]:
+    return [_thresholds(xs[0].astype(np.int64), ly.params["thresholds"], int(ly.attrs.get("ActVal", 0)))]
+
+
+def _ref_pool(ly: IntLayer, xs: list[np.ndarray]) -> list[np.ndarray]:
+    c = ly.attrs["Channels"]
+    n, oh, ow, kc = xs[0].shape
+    return [xs[0].reshape(n, oh, ow, kc // c, c).max(axis=3)]
+
+
+#: The definition of every op of the integer model (exact, int64). The fast executors run the
+#: execution plan of :mod:`qdev.core.intplan`, whose fused steps are checked against these.
+REFERENCE_OPS = {
+    "FMPadding": _ref_pad,
+    "FMPadding_Pixel": _ref_pixel_pad,
+    "ConvolutionInputGenerator": _ref_windows,
+    "MVAU": _ref_mvau,
+    "Thresholding": _ref_thresholding,
+    "Pool": _ref_pool,
+    "StreamingConcat": lambda ly, xs: [np.concatenate(xs, axis=-1)],
+    "DuplicateStreams": lambda ly, xs: [xs[0]] * int(ly.attrs["NumOutputStreams"]),
+}
+
+
 def run_layer(ly: IntLayer, xs: list[np.ndarray]) -> list[np.ndarray]:
     """Execute one layer exactly (int64 arithmetic)."""
-    a = ly.attrs
-    x = xs[0]
-    if ly.op == "FMPadding":
-        t, left, b, r = a["Padding"]
-        return [np.pad(x, ((0, 0), (t, b), (left, r), (0, 0)))]
-    if ly.op == "FMPadding_Pixel":
-        sy, sx = a["Stride"]
-        n, h, w, c = x.shape
-        out = np.zeros((n, (h - 1) * sy + 1, (w - 1) * sx + 1, c), dtype=x.dtype)
-        out[:, ::sy, ::sx, :] = x
-        return [out]
-    if ly.op == "ConvolutionInputGenerator":
-        return [_im2col(x, tuple(a["ConvKernelDim"]), tuple(a["Stride"]), tuple(a["Dilation"]), tuple(a["OFMDim"]))]
-    if ly.op == "MVAU":
-        acc = x.astype(np.int64) @ ly.params["weights"].astype(np.int64)
-        if a.get("noActivation", 0):
-            return [acc]
-        return [_thresholds(acc, ly.params["thresholds"], int(a.get("ActVal", 0)))]
-    if ly.op == "Thresholding":
-        return [_thresholds(x.astype(np.int64), ly.params["thresholds"], int(a.get("ActVal", 0)))]
-    if ly.op == "Pool":
-        c = a["Channels"]
-        n, oh, ow, kc = x.shape
-        return [x.reshape(n, oh, ow, kc // c, c).max(axis=3)]
-    if ly.op == "StreamingConcat":
-        return [np.concatenate(xs, axis=-1)]
-    if ly.op == "DuplicateStreams":
-        return [x] * int(a["NumOutputStreams"])
-    raise QdevError(f"unsupported op {ly.op}")
+    fn = REFERENCE_OPS.get(ly.op)
+    if fn is None:
+        raise QdevError(f"unsupported op {ly.op}")
+    return fn(ly, xs)
 
 
 def run_reference(model: IntModel, pixels: np.ndarray) -> np.ndarray:

@@ -7,9 +7,16 @@
   and USB power meters expose.
 * :class:`EstimateMeter`: a documented model where nothing is measurable: board power =
   static board power + FPGA dynamic power from the bundle's resource estimates and clock,
-  ``P_dyn = f_MHz * (LUT * 0.05 + BRAM18 * 1.5 + DSP * 1.0 + URAM * 3.0) uW`` while the accelerator runs, 0 when
-  idle. The coefficients are assumptions of the order of Xilinx's XPE defaults at 12.5 %
-  toggle rate, not measurements; the static figures are in ``STATIC_W`` with their sources.
+  ``P_dyn = f_MHz * (LUT * 0.05 + BRAM18 * 1.5 + DSP * 1.0 + URAM * 3.0) uW`` while the
+  accelerator runs, 0 when idle.
+
+Sources. One figure here has a source that was checked: the KV260's 9.15 W idle at its 12 V
+input (Simfero, "What One Inference Costs in Watts", dAIEDGE project, March 2026: shunt at the
+12 V DC input, 9.15 W idle and 10.13 W under DPU load). Everything else is an **assumption**:
+the other boards' static power, and the dynamic coefficients (of the order of Xilinx's XPE
+defaults at 12.5 % toggle rate, not fitted to any measurement). :data:`ASSUMPTIONS` lists them,
+and every estimated reading carries that list (``EstimateMeter.describe()["assumptions"]``) and
+says "assumption" in its source text.
 
 ``open_power_meter("auto")`` picks PMBus, then hwmon, then the estimate.
 """
@@ -23,16 +30,19 @@ from pathlib import Path
 from qdev.device.accel.backend import clock_mhz
 
 __all__ = ["PowerReading", "PowerMeter", "PmbusMeter", "HwmonMeter", "EstimateMeter", "open_power_meter",
-           "STATIC_W", "DYN_UW_PER_MHZ"]
+           "STATIC_W", "DYN_UW_PER_MHZ", "ASSUMPTIONS", "estimate_split"]
 
 # Static (idle) board power, W, at the board's main supply, and where the figure comes from.
 STATIC_W: dict[str, tuple[float, str]] = {
     "KV260": (9.15, "measured at the 12 V input, idle: Simfero, 'What one inference costs in watts' (2026), "
                     "simfero.eu knowledge base"),
-    "ZCU104": (12.0, "assumption (no measured source at hand): larger board than KV260 (ZU7EV, more peripherals)"),
-    "Ultra96-V2": (5.0, "assumption (no measured source at hand)"),
-    "Pynq-Z2": (2.5, "assumption (no measured source at hand)"),
+    "ZCU104": (12.0, "assumption (no measured source checked): larger board than KV260 (ZU7EV, more peripherals)"),
+    "Ultra96-V2": (5.0, "assumption (no measured source checked)"),
+    "Pynq-Z2": (2.5, "assumption (no measured source checked)"),
 }
+#: what the estimate rests on without a checked source
+ASSUMPTIONS = ("dynamic power coefficients (uW per MHz per LUT/BRAM18/DSP/URAM): assumed, of the order of "
+               "XPE defaults at 12.5 % toggle; not fitted to a measurement",)
 POWER_MONITORS = ["ina226", "ina260", "ina219"]  # hwmon driver names of board power monitors
 DYN_UW_PER_MHZ = {"LUT": 0.05, "BRAM_18K": 1.5, "DSP": 1.0, "URAM": 3.0}
 
@@ -146,18 +156,31 @@ def _hwmon_sensors(root: Path, names: list[str] | None) -> list[tuple[str, str, 
     return out
 
 
+def estimate_split(board: str, mhz: float, resources: dict) -> dict:
+    """The estimate's parts: static board power (with its source or "assumption") and FPGA dynamic
+    power from ``resources`` (``{"LUT": n | {"used": n}, ...}``) at ``mhz``, with the assumptions."""
+    static_w, static_source = STATIC_W.get(board, (5.0, "assumption: unknown board"))
+    uw = sum(_used(resources.get(k)) * c for k, c in DYN_UW_PER_MHZ.items())
+    assumed = [f"{board} static power: {static_source}"] if static_source.startswith("assumption") else []
+    return {"static_w": static_w, "static_source": static_source, "dynamic_w": mhz * uw * 1e-6,
+            "assumptions": assumed + list(ASSUMPTIONS)}
+
+
 class EstimateMeter(PowerMeter):
     kind = "estimated"
 
     def __init__(self, manifest: dict) -> None:
         board = manifest.get("board", "")
-        self.static_w, self.static_source = STATIC_W.get(board, (5.0, "assumption: unknown board"))
         mhz = clock_mhz(manifest) or 100.0
-        res = (manifest.get("estimates") or {}).get("resources") or {}
-        uw = sum(_used(res.get(k)) * c for k, c in DYN_UW_PER_MHZ.items())
-        self.dynamic_w = mhz * uw * 1e-6
-        self.source = (f"estimate: static {self.static_w:.2f} W ({board}) + dynamic {self.dynamic_w:.3f} W "
-                       f"({mhz:.0f} MHz x resources)")
+        est = manifest.get("estimates") or {}
+        # the accelerator with its FIFOs where the bundle records them
+        res = est.get("resources_with_fifos") or est.get("resources") or {}
+        split = estimate_split(board, mhz, res)
+        self.static_w, self.static_source = split["static_w"], split["static_source"]
+        self.dynamic_w, self.assumptions = split["dynamic_w"], split["assumptions"]
+        static_kind = "assumption" if self.static_source.startswith("assumption") else "measured idle, cited"
+        self.source = (f"estimate: static {self.static_w:.2f} W ({board}, {static_kind}) + dynamic "
+                       f"{self.dynamic_w:.3f} W ({mhz:.0f} MHz x resources, assumed coefficients)")
 
     def read(self, active: bool = False) -> PowerReading:
         return PowerReading(self.static_w + (self.dynamic_w if active else 0.0), "estimated", self.source, time.time())
@@ -165,7 +188,7 @@ class EstimateMeter(PowerMeter):
     def describe(self) -> dict:
         return {"kind": self.kind, "source": self.source, "static_w": self.static_w,
                 "static_source": self.static_source, "dynamic_w": self.dynamic_w,
-                "coefficients_uw_per_mhz": DYN_UW_PER_MHZ}
+                "coefficients_uw_per_mhz": DYN_UW_PER_MHZ, "assumptions": self.assumptions}
 
 
 def _used(entry) -> float:  # noqa: ANN001 - {"used": n, ...} in bundle manifests, or a number

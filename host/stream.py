@@ -10,6 +10,7 @@ overwritten ones are counted as dropped. File sources are lossless: every frame 
 from __future__ import annotations
 
 import math
+import queue
 import signal
 import sys
 import threading
@@ -128,6 +129,57 @@ class _NewestSlot:
         self.stop.set()
 
 
+class _Prefetch:
+    """A file source read ahead by a thread (lossless: it blocks when ``depth`` frames wait), each
+    frame already made the model's input and its truth mask the model's size: decoding PNGs,
+    DICOMs and video frames overlaps the link and the device instead of stalling them."""
+
+    _END = object()
+
+    def __init__(self, source: ProbeSource, h: int, w: int, depth: int) -> None:
+        self.q: queue.Queue = queue.Queue(maxsize=max(2, depth))
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self._run, args=(source, h, w), name="qdev-prefetch", daemon=True)
+        self.t.start()
+
+    def _run(self, source: ProbeSource, h: int, w: int) -> None:
+        try:
+            for fr in source.frames():
+                item = (fr, to_model_input(fr.image, h, w),
+                        mask_to_model(fr.truth, h, w) if fr.truth is not None else None)
+                while not self.stop.is_set():
+                    try:
+                        self.q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:  # the consumer is behind: wait, unless stopped
+                        continue
+                if self.stop.is_set():
+                    return
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put_final(exc)
+            return
+        self._put_final(self._END)
+
+    def _put_final(self, item: object) -> None:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def get(self) -> tuple | None:
+        item = self.q.get()
+        if item is self._END:
+            return None
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+
+
 def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, writer: SessionWriter,
                on_frame: Callable[[ProbeFrame, np.ndarray, StreamReply, int, int, float | None], None] | None = None,
                stop: threading.Event | None = None) -> StreamSummary:
@@ -137,29 +189,30 @@ def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, wri
     stop = stop or threading.Event()
     pace = cfg.fps if cfg.fps else (source.fps if source.live else None)
     slot = _NewestSlot(source, pace) if source.live else None
-    sent: dict[int, tuple[ProbeFrame, np.ndarray]] = {}
+    ahead = _Prefetch(source, h, w, 2 * cfg.window) if slot is None else None
+    sent: dict[int, tuple[ProbeFrame, np.ndarray, np.ndarray | None]] = {}
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
         n = 0
-        it = source.frames() if slot is None else None
         nxt = time.monotonic()
         while not stop.is_set() and (cfg.max_frames is None or n < cfg.max_frames):
             if slot is not None:
                 fr = slot.get()
                 if fr is None:
                     return
+                px = to_model_input(fr.image, h, w)
+                truth = mask_to_model(fr.truth, h, w) if fr.truth is not None else None
             else:
-                try:
-                    fr = next(it)
-                except StopIteration:
+                item = ahead.get()
+                if item is None:
                     return
+                fr, px, truth = item
                 if pace:
                     nxt += 1.0 / pace
                     delay = nxt - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
-            px = to_model_input(fr.image, h, w)
-            sent[fr.index] = (fr, px)
+            sent[fr.index] = (fr, px, truth)
             n += 1
             yield fr.index, px
 
@@ -168,7 +221,7 @@ def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, wri
     interrupted = False
     try:
         for rep in client.stream(frames(), cfg.window, cfg.timeout):
-            fr, px = sent.pop(rep.frame_id, (None, None))
+            fr, px, truth = sent.pop(rep.frame_id, (None, None, None))
             row = {"frame_id": rep.frame_id, "t_sent": rep.t_sent, "t_received": rep.t_received,
                    "t_capture": fr.t_capture if fr else None}
             if rep.error is not None:
@@ -183,7 +236,7 @@ def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, wri
                 "device_t_start": m.get("t_start"), "device_t_end": m.get("t_end"), "power_w": m.get("power_w"),
                 "energy_mj": m.get("energy_mj"), "energy_kind": m.get("energy_kind"), "mask_area": m.get("mask_area"),
             })
-            d = dice(rep.mask, mask_to_model(fr.truth, h, w)) if fr is not None and fr.truth is not None else None
+            d = dice(rep.mask, truth) if truth is not None else None
             if d is not None:
                 row["dice_vs_truth"] = round(d, 4)
             writer.row(row)
@@ -194,6 +247,8 @@ def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, wri
     finally:
         if slot is not None:
             slot.close()
+        if ahead is not None:
+            ahead.close()
         source.close()
     dropped = slot.dropped if slot is not None else 0
     writer.counts["dropped"] = dropped

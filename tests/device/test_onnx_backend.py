@@ -165,3 +165,12 @@ def test_auto_picks_onnx_and_says_it_is_exact():
     assert np.array_equal(acc.run(px), np.load(b / "golden_codes.npy"))
     sw = open_accelerator(b, man, "software")
     assert sw.describe()["exact"]["proven"] and np.array_equal(sw.run(px), acc.run(px))
+
+
+def test_every_op_has_one_reference_definition_and_a_plan_step():
+    from qdev.core.intmodel import OPS, REFERENCE_OPS
+
+    assert set(REFERENCE_OPS) == set(OPS)
+    model = IntModel.load(BUNDLES[0] / "intmodel.npz")
+    covered = {name for st in make_plan(model).steps for name in st.layers}
+    assert covered == {ly.name for ly in model.layers}  # every layer in exactly the steps that run it

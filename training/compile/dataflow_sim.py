@@ -365,8 +365,13 @@ def simulate(g: DataflowGraph, depths: dict[str, int], frames: int = 2,
                 starving = [p.stream for p in g.ports[n.name] if produced[p.stream] == consumed[p.stream]]
                 blocked.append({"node": n.name, "waits_on": "input empty", "stream": starving[0] if starving else "?"})
         # the cause first: a fork held by a full skip FIFO, and the concat starving on its other input
-        rank = {"DuplicateStreams": 0, "StreamingConcat": 1}
-        blocked.sort(key=lambda b: rank.get(g.node(b["node"]).op, 2))
+        def rank(b: dict) -> int:
+            op = g.node(b["node"]).op
+            if op == "DuplicateStreams" and b["waits_on"] == "output full":
+                return 0  # a fork held by its full skip FIFO
+            return 1 if op == "StreamingConcat" else 2  # the concat starving on its deep input
+
+        blocked.sort(key=rank)
         if events >= max_events:
             blocked.insert(0, {"node": "-", "waits_on": "event budget", "stream": str(max_events)})
     return SimResult(done, frames, produced[sink], expected, {s: v for s, v in peak.items()}, blocked, events)

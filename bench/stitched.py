@@ -1,0 +1,60 @@
+"""The stitched dataflow of the shipped builds, as a whole, at pixel granularity
+(training/compile/dataflow_sim.py): the chosen skip-FIFO depths against the smallest depths at
+which the simulation still completes (bisection, the other FIFOs at their chosen depths), four
+golden frames back to back at the chosen depths, and FINN's default depths reported as a deadlock.
+
+Usage: .venv/bin/python bench/stitched.py [--boards KV260 Pynq-Z2] [--frames 4]
+
+What it is: a token model (no pixel values, no clock): each node reads as far ahead as its line
+buffer allows; a FIFO shallower than one pixel counts as one. Pixel values are checked per node by
+cppsim/Verilator (bench/cppsim.py), not here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from qdev import assets
+from qdev.core.intmodel import IntModel
+from qdev.training.compile.dataflow_sim import (build_graph, choose_skip_depths, min_skip_depth,
+                                                nodes_from_intmodel, simulate)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--boards", nargs="+", default=["KV260", "Pynq-Z2"])
+    ap.add_argument("--frames", type=int, default=4)
+    args = ap.parse_args()
+    for board in args.boards:
+        model = IntModel.load(assets.shipped_bundle(board) / "intmodel.npz")
+        h, w = model.input["shape"][1:3]
+        g = build_graph(nodes_from_intmodel(model), (h, w))
+        chosen = choose_skip_depths(g)
+        depths = {s: v["depth"] for s, v in chosen.items()}
+        print(f"\n{board}: {len(g.nodes)} nodes, {len(g.pixels)} streams, {len(chosen)} skip FIFOs")
+        print("| skip stream (fork -> concat) | map | analytic bound px | chosen px | smallest completing px "
+              "(bisection) | chosen / smallest | bisection s |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for d, s, c in g.skips():
+            t = time.perf_counter()
+            mn = min_skip_depth(g, s, depths, frames=2, hi=depths[s])
+            side = int(round(g.pixels[s] ** 0.5))
+            print(f"| {s} ({d} -> {c}) | {side}x{side} | {chosen[s]['must']:,} | {depths[s]:,} | {mn:,} | "
+                  f"{depths[s] / mn:.3f} | {time.perf_counter() - t:.1f} |")
+        t = time.perf_counter()
+        r = simulate(g, depths, frames=args.frames)
+        print(f"chosen depths, {args.frames} frames back to back: {r.summary()} "
+              f"({r.events:,} node firings, {time.perf_counter() - t:.1f} s); peak skip occupancy "
+              + ", ".join(f"{r.peak[s]:,}/{depths[s]:,} px" for s in depths))
+        t = time.perf_counter()
+        r = simulate(g, {}, frames=1)
+        print(f"FINN's default depth (2 words: under one pixel): {r.summary()} "
+              f"(reported after {time.perf_counter() - t:.2f} s)")
+        t = time.perf_counter()
+        r = simulate(g, {s: v // 2 for s, v in depths.items()}, frames=1)
+        print(f"skip FIFOs at half their chosen depth: {r.summary()} (reported after {time.perf_counter() - t:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The file-source read-ahead of host/stream.py: frames in order and complete, a source that fails
+mid-way fails the session (no hang), and a consumer that stops early stops the reader."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from qdev.core.probe.sources import ProbeFrame
+from qdev.host.stream import _Prefetch
+
+
+class _Source:
+    def __init__(self, n: int, fail_at: int | None = None) -> None:
+        self.n, self.fail_at = n, fail_at
+
+    def frames(self):  # noqa: ANN201
+        for i in range(self.n):
+            if i == self.fail_at:
+                raise OSError("disk went away")
+            img = np.full((20, 30), i, np.uint8)
+            yield ProbeFrame(i, img, i / 30, time.time(), (img > 100).astype(np.uint8))
+
+
+def test_prefetch_keeps_order_and_converts():
+    p = _Prefetch(_Source(25), 16, 16, 4)
+    got = []
+    while (item := p.get()) is not None:
+        fr, px, truth = item
+        got.append(fr.index)
+        assert px.shape == (16, 16) and int(px[0, 0]) == fr.index and truth.shape == (16, 16)
+    assert got == list(range(25))
+
+
+def test_prefetch_failure_reaches_the_consumer():
+    p = _Prefetch(_Source(10, fail_at=3), 8, 8, 2)
+    assert [p.get()[0].index for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(OSError, match="disk went away"):
+        p.get()
+
+
+def test_prefetch_stops_when_closed_early():
+    p = _Prefetch(_Source(10_000), 8, 8, 2)
+    p.get()
+    p.close()
+    p.t.join(timeout=2)
+    assert not p.t.is_alive() and threading.active_count() >= 1
