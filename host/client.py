@@ -134,6 +134,12 @@ class DeviceClient:
     def close(self) -> None:
         self.ch.close()
 
+    def __enter__(self) -> DeviceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------- commands
     def echo_throughput(self, payload: int, count: int, window: int = 4) -> dict:
         """Pipelined ECHO of ``count`` blobs of ``payload`` bytes: the protocol's own round-trip

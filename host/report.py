@@ -9,7 +9,6 @@ Sessions given with ``--compare`` sit side by side.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 from pathlib import Path
@@ -200,14 +199,6 @@ def _plots(sessions: list[tuple[str, list[dict]]]) -> dict[str, bytes]:
     return out
 
 
-def _row(label: str, s: dict, key: str) -> str:
-    v = s.get(key) or {}
-    if not v.get("n"):
-        return f"<tr><td>{label}</td><td colspan=5>-</td></tr>"
-    return (f"<tr><td>{label}</td>" + "".join(f"<td>{v[k]:.2f}</td>" for k in ("p50", "p90", "p99", "max", "mean"))
-            + "</tr>")
-
-
 def write_report(folder: Path, compare: Path | None = None, out: Path | None = None) -> dict:
     """Summaries (and the comparison's), plots and report.html into ``out`` (default: the session)."""
     folder = Path(folder)
@@ -221,12 +212,7 @@ def write_report(folder: Path, compare: Path | None = None, out: Path | None = N
         (out / name).write_bytes(data)
     doc = {"sessions": summaries, "plots": sorted(pngs)}
     write_json_atomic(out / "report.json", doc)
-    cols = "".join(f"<section>{_session_html(f, s)}</section>" for f, s in zip(folders, summaries))
-    plots = "".join(f"<figure><img src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
-                    f"<figcaption>{html.escape(name[:-4].replace('_', ' '))}</figcaption></figure>"
-                    for name, data in pngs.items())
-    page = (f"<!doctype html><meta charset=utf-8><title>qdev session report</title><style>{_CSS}</style>"
-            f"<h1>qdev session report</h1><div class=cols>{cols}</div><h2>Plots</h2><div class=plots>{plots}</div>")
+    page = render_html(folders, summaries, pngs)
     (out / "report.html").write_text(page)
     return doc
 
@@ -240,53 +226,33 @@ _CSS = ("body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1400p
         "figcaption{font-size:12px;color:#555}.plots{display:flex;flex-wrap:wrap;gap:12px}.plots img{max-width:640px}")
 
 
-def _kv(title: str, rows: dict) -> str:
-    body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape('-' if v is None else str(v))}</td></tr>"
-                   for k, v in rows.items())
-    return f"<h3>{html.escape(title)}</h3><table class=kv>{body}</table>"
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
-def _session_html(folder: Path, s: dict) -> str:
-    f = s["frames"]
-    parts = [f"<h2>{html.escape(s['session'])}</h2>",
-             f"<p>{f['ok']} frames ok, {f['lost'] + f['timeout']} lost, {f['error']} errors, {s['dropped']} dropped "
-             f"at the probe; <b>{s['fps']:.2f} frames/s</b> over {s['seconds']:.1f} s (log: {s.get('log')})</p>"]
-    gal = s.get("gallery") or []
-    if gal:
-        figs = []
-        for g in gal:
-            p = folder / "gallery" / g["file"]
-            if p.is_file():
-                cap = f"{g['kind']}: frame {g['frame_id']}, {g['mask_area']} px" + (
-                    f", Dice {g['dice']:.3f}" if g.get("dice") is not None else "")
-                figs.append(f"<figure><img src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
-                            f"<figcaption>{html.escape(cap)}</figcaption></figure>")
-        parts.append("<h3>What was segmented</h3><div class=gallery>" + "".join(figs) + "</div>")
-    parts.append("<h3>Latency</h3><table><tr><th>ms</th><th>p50</th><th>p90</th><th>p99</th><th>max</th>"
-                 "<th>mean</th></tr>" + _row("round trip", s, "rtt_ms") + _row("device", s, "device_ms") + "</table>")
-    if s.get("dice_vs_truth"):
-        d = s["dice_vs_truth"]
-        parts.append(f"<p>Dice of the device's masks against the ground truth: mean {d['mean']:.3f}, median "
-                     f"{d['p50']:.3f} over {d['n']} frames</p>")
-    parts.append(_energy_html(s.get("energy") or {}))
-    for title, rows in (s.get("tables") or {}).items():
-        parts.append(_kv(title.capitalize(), rows))
-    for w in s["warnings"]:
-        parts.append(f"<p class=warn>warning: {html.escape(w)}</p>")
-    return "".join(parts)
+def _view(folder: Path, s: dict) -> dict:
+    """What the template shows of one session: the summary, its gallery as inline PNGs with
+    captions, latency rows, tables as (title, rows) pairs. Values stay raw: the template escapes."""
+    figs = []
+    for g in s.get("gallery") or []:
+        p = folder / "gallery" / g["file"]
+        if p.is_file():
+            cap = f"{g['kind']}: frame {g['frame_id']}, {g['mask_area']} px" + (
+                f", Dice {g['dice']:.3f}" if g.get("dice") is not None else "")
+            figs.append({"png": _b64(p.read_bytes()), "caption": cap})
+    energy = {"device": None, "fpga_estimate": None, "notes": [], **(s.get("energy") or {})}
+    return {**s, "figures": figs, "energy": energy,
+            "latency": [("round trip", s.get("rtt_ms")), ("device", s.get("device_ms"))],
+            "tables": [(t.capitalize(), list(rows.items())) for t, rows in (s.get("tables") or {}).items()]}
 
 
-def _energy_html(e: dict) -> str:
-    out = ["<h3>Energy per frame</h3><table class=kv>"]
-    d = e.get("device")
-    if d:
-        out.append(f"<tr><td>device, as reported (at the {d['frames_per_s']:.1f} frames/s it ran, {d['backend']} "
-                   f"backend)</td><td>{d['mj_per_frame']:.1f} mJ <span class=est>{html.escape(str(d['kind']))}"
-                   f"</span></td></tr>")
-    fp = e.get("fpga_estimate")
-    if fp:
-        out.append(f"<tr><td>FPGA accelerator ({fp['source']}: {fp['board_w']:.2f} W / {fp['frames_per_s']:.1f} "
-                   f"frames/s)</td><td>{fp['mj_per_frame']:.1f} mJ <span class=est>estimated</span></td></tr>")
-    out.append("</table>")
-    out += [f"<p class=warn>{html.escape(n)}</p>" for n in e.get("notes", [])]
-    return "".join(out)
+def render_html(folders: list[Path], summaries: list[dict], pngs: dict[str, bytes]) -> str:
+    """report.html, rendered with Jinja2 (autoescape on: strings from the device, the source and
+    the session folder are text, never markup)."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(loader=PackageLoader("qdev.host", "."), autoescape=select_autoescape(["html", "j2"]),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    tpl = env.get_template("report.html.j2")
+    plots = [{"png": _b64(data), "caption": name[:-4].replace("_", " ")} for name, data in pngs.items()]
+    return tpl.render(css=_CSS, sessions=[_view(f, s) for f, s in zip(folders, summaries)], plots=plots)

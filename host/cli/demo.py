@@ -67,8 +67,7 @@ def demo_cmd(ctx: click.Context, probe: str, frames: int, board: str, out: Path 
     with tempfile.TemporaryDirectory(prefix="qdev-demo-") as tmp:
         click.echo(f"starting a local device runtime (store {tmp}/store) ...")
         with LocalDevice(Path(tmp) / "store", backend="auto") as dev:
-            c = connect(dev.port)
-            try:
+            with connect(dev.port) as c:
                 click.echo(f"connected: {dev.port}, qdev-device {c.hello['device_version']}")
                 with progress_bar(f"flash {board}/{bundle.name}") as cb:
                     res = c.flash(bundle, default_trusted(), progress=cb)
@@ -80,7 +79,5 @@ def demo_cmd(ctx: click.Context, probe: str, frames: int, board: str, out: Path 
                     raise QdevError(res["message"])
                 click.echo(f"streaming {source.name} ...")
                 stream_session(ctx, source, StreamConfig(None, 4, frames, 30.0, view, None, out), True, client=c)
-            finally:
-                c.close()
     rep = write_report(out)
     click.echo(f"report: {out / 'report' / 'report.html'} ({len(rep['plots'])} plots)")

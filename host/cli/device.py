@@ -55,9 +55,8 @@ def ports_cmd(check: bool, as_json: bool) -> None:
         r = {"port": p.device, "description": p.description, "hwid": p.hwid, "qdev": None}
         if check:
             try:
-                c = connect(p.device, timeout=1.0)
-                r["qdev"] = {k: c.hello.get(k) for k in ("device_version", "board", "backend", "bundle_id")}
-                c.close()
+                with connect(p.device, timeout=1.0) as c:
+                    r["qdev"] = {k: c.hello.get(k) for k in ("device_version", "board", "backend", "bundle_id")}
             except (LinkError, DeviceError):
                 r["qdev"] = False
         rows.append(r)
@@ -76,15 +75,12 @@ def ports_cmd(check: bool, as_json: bool) -> None:
 @click.pass_context
 def info_cmd(ctx: click.Context, as_json: bool) -> None:
     """Device versions, board, backend, active and previous bundle, power source."""
-    c = _client(ctx)
-    try:
+    with _client(ctx) as c:
         info = c.info()
         try:
             info["power_now"] = c.power()
         except QdevError:
             info["power_now"] = None
-    finally:
-        c.close()
     if as_json:
         _echo_json(info)
         return
@@ -132,12 +128,9 @@ def flash_cmd(ctx: click.Context, bundle: Path, trust: tuple[str, ...], allow_do
     from qdev.host.cli.progress import progress_bar
 
     keys = _trusted(trust)
-    c = _client(ctx)
-    try:
+    with _client(ctx) as c:
         with progress_bar(f"flash {bundle.name}", disable=as_json) as cb:
             res = c.flash(bundle, keys, progress=cb, allow_downgrade=allow_downgrade)
-    finally:
-        c.close()
     if as_json:
         _echo_json(res)
     else:
@@ -153,11 +146,8 @@ def flash_cmd(ctx: click.Context, bundle: Path, trust: tuple[str, ...], allow_do
 @click.pass_context
 def rollback_cmd(ctx: click.Context) -> None:
     """Make the previous bundle active again (after its self-test)."""
-    c = _client(ctx)
-    try:
+    with _client(ctx) as c:
         res = c.rollback()
-    finally:
-        c.close()
     click.echo(res["message"])
     if not res.get("activated"):
         raise QdevError(f"rollback failed: {res['message']}")
@@ -183,11 +173,8 @@ def pair_cmd(device_cert: Path, name: str | None) -> None:
 @click.pass_context
 def activate_cmd(ctx: click.Context, bundle_id: str) -> None:
     """Make an installed bundle active (after its self-test), e.g. after a damaged store was healed."""
-    c = _client(ctx)
-    try:
+    with _client(ctx) as c:
         res = c.activate(bundle_id)
-    finally:
-        c.close()
     click.echo(res["message"])
     if not res.get("activated"):
         raise QdevError(f"activate failed: {res['message']}")
@@ -333,11 +320,8 @@ def bench_cmd(ctx: click.Context, frames: int, window: int, bundle: Path | None,
     from qdev.host.bench import bench_device, bench_host_cpu
     from qdev.host.local import default_bundle
 
-    c = _client(ctx)
-    try:
+    with _client(ctx) as c:
         dev = bench_device(c, frames, window)
-    finally:
-        c.close()
     host = bench_host_cpu(bundle or default_bundle(), min(frames, 50), threads)
     doc = {"device": dev, "host_cpu": host}
     if as_json:

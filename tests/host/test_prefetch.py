@@ -48,3 +48,19 @@ def test_prefetch_stops_when_closed_early():
     p.close()
     p.t.join(timeout=2)
     assert not p.t.is_alive() and threading.active_count() >= 1
+
+
+def test_device_client_is_a_context_manager():
+    from qdev.host.client import DeviceClient
+
+    closed = []
+
+    class _Ch:
+        def close(self) -> None:
+            closed.append(True)
+
+    c = DeviceClient.__new__(DeviceClient)
+    c.ch = _Ch()
+    with c as same:
+        assert same is c
+    assert closed == [True]

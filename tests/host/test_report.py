@@ -120,3 +120,19 @@ def _copy(src, dst, drop_parquet=False):
     if drop_parquet:
         (dst / "frames.parquet").unlink()
     return dst
+
+
+def test_device_supplied_text_is_escaped_in_the_report(session, tmp_path):
+    """Strings the device reports (its backend's name) reach the page as text, never as markup."""
+    import shutil
+
+    s2 = tmp_path / "s"
+    shutil.copytree(session, s2)
+    man = json.loads((s2 / "manifest.json").read_text())
+    man["device"]["backend"] = "<script>alert(1)</script>"
+    (s2 / "manifest.json").write_text(json.dumps(man))
+    r = CliRunner().invoke(cli, ["report", str(s2), "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Research use, not for diagnosis" in page
