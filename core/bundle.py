@@ -19,8 +19,20 @@ from qdev.core.maskrule import MaskRule
 __all__ = [
     "BUNDLE_FORMAT", "READABLE_FORMATS", "MANIFEST", "SIGNATURE", "BundleError", "VerifiedBundle", "key_id",
     "load_public_key", "load_private_key", "sha256_file", "sign_manifest", "verify_bundle", "file_entry",
-    "pack_bundle", "unpack_bundle", "verify_manifest", "unpacked_bytes",
+    "pack_bundle", "unpack_bundle", "verify_manifest", "unpacked_bytes", "BOARD_NAMES", "board_name",
 ]
+
+#: The boards qdev builds for (training/compile/boards.py holds their parts and resources).
+BOARD_NAMES = ("KV260", "ZCU104", "Ultra96-V2", "Pynq-Z2")
+
+
+def board_name(name: str) -> str:
+    """The canonical spelling of a board name (case-insensitive), or QdevError naming the choices."""
+    for b in BOARD_NAMES:
+        if b.lower() == str(name).lower():
+            return b
+    raise QdevError(f"unknown board {name!r}; choose one of {', '.join(BOARD_NAMES)}")
+
 
 BUNDLE_FORMAT = 2  # what is built; 2 added the mask rule (core/maskrule.py) a runtime must apply
 READABLE_FORMATS = (1, 2)  # a runtime of format 1 refuses a format-2 bundle, so it never ignores a rule

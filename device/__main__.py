@@ -18,9 +18,17 @@ import tempfile
 import threading
 from pathlib import Path
 
+from qdev.core.bundle import BOARD_NAMES, board_name
 from qdev.core.errors import ConfigError, QdevError
 
 __all__ = ["main"]
+
+
+def _board(name: str) -> str:
+    try:
+        return board_name(name)
+    except QdevError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", default="/var/lib/qdev", help="bundle store folder")
-    common.add_argument("--board", default=None, help="this board (bundles for others are refused)")
+    common.add_argument("--board", default=None, type=_board,
+                        help=f"this board, one of {', '.join(BOARD_NAMES)} (bundles for others are refused)")
     common.add_argument("--backend", default="auto", choices=["auto", "pynq", "onnx", "software"])
     common.add_argument("--power", default="auto", choices=["auto", "pmbus", "hwmon", "estimate"])
     common.add_argument("--trust", action="append", default=[], help="trust this Ed25519 public key (PEM)")

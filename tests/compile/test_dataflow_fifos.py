@@ -138,3 +138,10 @@ def test_compile_counts_fifos_and_finn_consumes_the_depths(compiled, tmp_path, m
     assert deep == sorted(x["depth"] for x in ff["skips"])
     report = json.loads((tmp_path / "report" / "fifo_sizing.json").read_text())
     assert report["fifo_depths"] == want
+
+
+def test_the_device_knows_the_boards_the_compile_builds_for():
+    from qdev.core.bundle import BOARD_NAMES
+    from qdev.training.compile.boards import BOARDS
+
+    assert tuple(sorted(BOARDS)) == tuple(sorted(BOARD_NAMES))

@@ -58,3 +58,13 @@ def test_the_development_key_needs_an_explicit_flag(tmp_path):
                        capture_output=True, text=True, timeout=120)
     info = json.loads(r.stdout)
     assert info["bundle_id"] is None and info["degraded"] and info["dev_key"] is False
+
+
+def test_board_is_a_checked_choice(tmp_path):
+    """`serve --board KV-260` is refused at once with the choices (it used to fail only at flash);
+    any case of a real name is taken as the board's own spelling."""
+    r = subprocess.run([sys.executable, "-m", "qdev.device", "serve", "--board", "KV-260", "--store",
+                        str(tmp_path / "s")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown board 'KV-260'" in r.stderr and "Pynq-Z2" in r.stderr
+    r = _run("info", "--board", "kv260", "--store", str(tmp_path / "s2"))
+    assert r.returncode == 0 and json.loads(r.stdout)["board"] == "KV260"
