@@ -3,7 +3,7 @@ meets the probe's 30 frames/s with its FIFOs counted, its resources, and the est
 into static and dynamic (device/power.py's model; what rests on an assumption is said).
 
 Usage: .venv/bin/python bench/wearable.py [--run models/quantunet-w8] [--work /tmp/wearable]
-       [--boards KV260 ZCU104 Ultra96-V2 Pynq-Z2] [--fps 30] [--clocks-ns 500 333 ... 5]
+       [--boards KV260 ZCU104 Ultra96-V2 Pynq-Z2] [--fps 30] [--clocks-ns 125 100 50 25 10 5]
 
 Per board: one full ``qdev compile`` of a copy of the run (its default clock and target: the
 "previous" figures, layers only, beside the same build with FIFOs), then ``qdev compile
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/qdev-wearable")
     ap.add_argument("--boards", nargs="+", default=["KV260", "ZCU104", "Ultra96-V2", "Pynq-Z2"])
     ap.add_argument("--fps", type=float, default=30.0)
-    ap.add_argument("--clocks-ns", nargs="+", type=float, default=[500, 333, 250, 200, 160, 125, 100, 80, 50, 40, 25, 20, 10, 5])
+    ap.add_argument("--clocks-ns", nargs="+", type=float, default=[125, 100, 50, 25, 10, 5])
     args = ap.parse_args()
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
@@ -65,7 +65,7 @@ def main() -> None:
                              "--fps", f"{args.fps:g}", "--clock-ns", f"{p:g}")
             ok = bool(s["folding"]["met"]) and bool(s["fifos"]["fits"])
             print(f"  {1e3 / p:6.1f} MHz: est. {s['estimated_fps']:7.1f} frames/s, met {s['folding']['met']}, "
-                  f"fits {s['fifos']['fits']}" + ("" if s["folding"]["met"] else f" ({s['folding'].get('binding_limit')})"))
+                  f"fits {s['fifos']['fits']}" + ("" if s["folding"]["met"] else f" ({s['folding'].get('message')})"))
             if ok:
                 best = (p, s)
                 break

@@ -227,6 +227,20 @@ class BundleStore:
         return out
 
     # ----------------------------------------------------------------- upload
+    def _declared_size(self, sha: str) -> int:
+        """The archive size FLASH_BEGIN declared for this upload (its .head), 0 if unreadable."""
+        try:
+            size = json.loads(self._part(sha).with_suffix(".head").read_text()).get("size")
+        except (OSError, ValueError, AttributeError):
+            return 0
+        return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 0
+
+    def _discard(self, sha: str) -> None:
+        """Remove an upload's partial archive and its head."""
+        part = self._part(sha)
+        part.unlink(missing_ok=True)
+        part.with_suffix(".head").unlink(missing_ok=True)
+
     def _part(self, sha: str) -> Path:
         if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
             raise StoreError(f"not a sha256: {sha!r}")
@@ -277,7 +291,8 @@ class BundleStore:
                 other.unlink(missing_ok=True)
         atomic_write_text(part.with_suffix(".head"), json.dumps({"manifest": manifest_bytes.decode(),
                                                                  "signature": sig_bytes.decode(),
-                                                                 "allow_downgrade": allow_downgrade}))
+                                                                 "allow_downgrade": allow_downgrade,
+                                                                 "size": size}))
         part.touch()
         return {"offset": have}
 
@@ -293,8 +308,10 @@ class BundleStore:
         have = part.stat().st_size
         if offset != have:
             raise StoreError(f"chunk at offset {offset}, but {have} bytes are held")
-        if have + len(data) > MAX_BUNDLE_BYTES:
-            raise StoreError("upload exceeds the bundle size limit")
+        declared = self._declared_size(sha)
+        if have + len(data) > min(declared, MAX_BUNDLE_BYTES):
+            self._discard(sha)  # past what FLASH_BEGIN declared: nothing of it stays on disk
+            raise StoreError(f"upload past its declared size of {declared} bytes: discarded, flash again")
         with open(part, "ab") as fh:
             fh.write(data)
         return have + len(data)
@@ -309,7 +326,7 @@ class BundleStore:
                 h.update(chunk)
             os.fsync(fh.fileno())
         if h.hexdigest() != sha:
-            part.unlink()
+            self._discard(sha)
             raise StoreError("uploaded bundle does not match its sha256: discarded, upload again")
         head = part.with_suffix(".head")
         try:

@@ -32,6 +32,19 @@ from qdev.core.validate import BadRequest, Field, check_fields
 
 __all__ = ["Session", "TcpServer", "serve_serial", "LiveHub", "HANDLERS", "REQUEST_FIELDS"]
 
+#: the longest message an ERROR reply carries (characters): far under the host's 64 KiB meta
+ERROR_TEXT_MAX = 1024
+
+
+def bounded_text(text: object, limit: int) -> str:
+    """``text`` as a string of at most ``limit`` characters, cut in the middle with a marker."""
+    s = str(text)
+    if len(s) <= limit:
+        return s
+    keep = max(0, limit - 40)
+    return f"{s[: keep // 2]} [... {len(s) - keep} characters cut ...] {s[-(keep - keep // 2):]}"[:limit]
+
+
 _HEX64, _HEX16 = r"[0-9a-f]{64}", r"[0-9a-f]{16}"
 MAX_SIDE = 4096
 
@@ -210,8 +223,12 @@ class Session:
             self._error(msg, f"internal error in {msg.name} ({type(exc).__name__}); see the device log", "internal")
 
     def _error(self, msg: Message, text: str, code: str, plain: bool = False) -> None:
+        """An ERROR reply, bounded: the message cut to :data:`ERROR_TEXT_MAX` characters (a name
+        repeated from the request, e.g. a 17 MiB tar member name, never makes a reply too big for
+        the frame or the host's meta limit), the code to 64 characters of its own alphabet."""
         self.rt.counters.error()
-        self.ch.send(MsgType.ERROR, {"re": msg.seq, "message": text, "code": code}, plain=plain)
+        self.ch.send(MsgType.ERROR, {"re": msg.seq, "message": bounded_text(text, ERROR_TEXT_MAX),
+                                     "code": bounded_text(code, 64)}, plain=plain)
 
     def _on_hello(self, msg: Message) -> None:
         """Start a session. With ``auth`` in the meta (required on serial), the host must be

@@ -233,3 +233,51 @@ def test_bursts_of_noise_on_a_serial_link_lose_frames_but_never_corrupt_one(tmp_
     assert len(reps) == 60 and wrong == [] and pty.corrupted > 0 and lost  # the noise really bit
     assert noisy_s < 120  # no hang: lost frames cost their timeout, no more
     assert [r.error for r in after] == [None] * 8  # recovered
+
+
+def test_error_replies_are_bounded_whatever_the_request_repeats(tmp_path):
+    """A refusal that repeats what the request carried (a 17 MiB tar member name made an ERROR
+    bigger than the frame, killing the reply path) is cut to ERROR_TEXT_MAX characters: the reply
+    is sent, parses on the host side, and the session goes on."""
+    import json as _json
+    import threading as _th
+
+    from qdev.core.errors import QdevError
+    from qdev.core.link import Channel
+    from qdev.core.protocol import MsgType
+    from qdev.device.runtime import DeviceRuntime, RuntimeConfig
+    from qdev.device.runtime import server as srv
+    from qdev.core.link import SocketLink
+
+    lst = socket.create_server(("127.0.0.1", 0))
+    b = socket.create_connection(lst.getsockname())
+    a, _ = lst.accept()
+    lst.close()
+    rt = DeviceRuntime(RuntimeConfig(store=str(tmp_path / "store"), backend="software", power="estimate"))
+    sess = srv.Session(rt, SocketLink(a, "test-a"))
+    sess.hello = True
+    host = Channel(SocketLink(b, "test-b"))
+    huge = "m" * (17 << 20)
+
+    def boom(session, msg):  # noqa: ANN001, ANN202
+        raise QdevError(f"archive member {huge!r} is not in the signed manifest")
+
+    stop = _th.Event()
+    t = _th.Thread(target=sess.run, args=(stop,), daemon=True)
+    old = srv.HANDLERS[MsgType.INFO]
+    srv.HANDLERS[MsgType.INFO] = boom
+    try:
+        t.start()
+        host.send(MsgType.INFO, {})
+        reply = host.recv(10.0)
+        assert reply.type == MsgType.ERROR
+        assert len(reply.meta["message"]) <= srv.ERROR_TEXT_MAX and "characters cut" in reply.meta["message"]
+        assert len(_json.dumps(reply.meta)) < 64 << 10
+        srv.HANDLERS[MsgType.INFO] = old
+        host.send(MsgType.INFO, {})  # the session is still there
+        assert host.recv(10.0).type == MsgType.INFO_REPLY
+    finally:
+        srv.HANDLERS[MsgType.INFO] = old
+        stop.set()
+        a.close()
+        b.close()

@@ -290,3 +290,35 @@ def test_rollback_protection_refuses_older_versions_unless_allowed(rt, tmp_path)
     assert rt.store.rollback(rt.self_test).activated and rt.store.state()["active"] == r1.bundle_id
     r0 = rt.store.install(_archive(v0, tmp_path, "0.tar"), rt.self_test, allow_downgrade=True)
     assert r0.activated and rt.store.max_version() == 200  # the floor never sinks
+
+
+def test_uploads_past_the_declared_size_and_bad_hashes_leave_nothing(rt, tmp_path):
+    """A chunk past FLASH_BEGIN's declared size is refused at once and the upload discarded (it
+    used to be accepted up to the 256 MiB cap and left on disk); a sha256 mismatch leaves no
+    .part and no .head either."""
+    import hashlib
+    import zlib
+
+    data = pack_bundle(SHIPPED["KV260"])
+    sha = hashlib.sha256(data).hexdigest()
+    head = _head(SHIPPED["KV260"])
+    incoming = rt.store.root / "incoming"
+    rt.store.begin_upload(sha, len(data), *head)
+    off = rt.store.write_chunk(sha, 0, data, zlib.crc32(data))
+    extra = b"x" * 4096
+    with pytest.raises(StoreError, match="past its declared size"):
+        rt.store.write_chunk(sha, off, extra, zlib.crc32(extra))
+    assert not list(incoming.iterdir())
+    # a declared size smaller than what is sent: refused at the chunk that crosses it
+    rt.store.begin_upload(sha, 1000, *head)
+    with pytest.raises(StoreError, match="declared size of 1000"):
+        rt.store.write_chunk(sha, 0, data[:4096], zlib.crc32(data[:4096]))
+    assert not list(incoming.iterdir())
+    # every byte right but the wrong bytes: the hash check discards both files
+    wrong = bytearray(data)
+    wrong[-1] ^= 1
+    rt.store.begin_upload(sha, len(data), *head)
+    rt.store.write_chunk(sha, 0, bytes(wrong), zlib.crc32(bytes(wrong)))
+    with pytest.raises(StoreError, match="does not match its sha256"):
+        rt.store.finish_upload(sha, len(data), rt.self_test)
+    assert not list(incoming.iterdir())

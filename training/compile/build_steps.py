@@ -102,7 +102,11 @@ def qdev_fold(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
             raise QdevError(f"{b.name}: the model does not fit the {b.part} even fully folded "
                             f"(utilisation with FIFOs {util}); use a smaller --width or another board")
     met = fps >= c.target_fps * 0.999
-    limit = _binding_limit(folded, c.mvau_wwidth_max)
+    first = tries[0]["utilisation"]
+    limit = _binding_limit(folded, c.mvau_wwidth_max) if len(tries) == 1 else (
+        f"the board's resources: the folding for --fps {c.target_fps:g} needs "
+        + ", ".join(f"{k} {v:.0%}" for k, v in first.items() if v > c.max_utilisation)
+        + f" (over {c.max_utilisation:.0%}, FIFOs included)")
     ctx.folding = {"requested_fps": c.target_fps, "achieved_fps": round(fps, 2), "met": met, "tries": tries,
                    "binding_limit": limit,
                    "message": None if met else (
