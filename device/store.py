@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import zlib
@@ -91,6 +92,39 @@ def _verified(v: dict) -> dict:
     return {"modes": modes, "not_run": v.get("not_run"), "layers": v.get("layers")}
 
 
+_BUNDLE_ID = re.compile(r"[0-9a-f]{1,64}")
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """``state.json``, typed: which bundle is active, which was before it, and the highest bundle
+    version ever active (rollback protection). :meth:`parse` takes any JSON value and accepts
+    only this shape: ``{"active": id|null, "previous": id|null, "max_version": int >= 0}``
+    (``max_version`` may be absent), ids lowercase hex."""
+
+    active: str | None = None
+    previous: str | None = None
+    max_version: int = 0
+
+    @staticmethod
+    def parse(obj: object) -> StoreState:
+        if not isinstance(obj, dict):
+            raise ValueError(f"expected an object, got {type(obj).__name__}")
+        unknown = set(obj) - {"active", "previous", "max_version"}
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}")
+        ids = {}
+        for k in ("active", "previous"):
+            v = obj.get(k)
+            if v is not None and not (isinstance(v, str) and _BUNDLE_ID.fullmatch(v)):
+                raise ValueError(f"{k}: {v!r} is not a bundle id")
+            ids[k] = v
+        mv = obj.get("max_version", 0)
+        if not isinstance(mv, int) or isinstance(mv, bool) or mv < 0:
+            raise ValueError(f"max_version: {mv!r} is not a non-negative integer")
+        return StoreState(ids["active"], ids["previous"], mv)
+
+
 class BundleStore:
     def __init__(self, root: Path | str, board: str | None = None, allow_dev_key: bool = False) -> None:
         self.root = Path(root)
@@ -108,19 +142,24 @@ class BundleStore:
         return self.root / "state.json"
 
     def state(self) -> dict:
+        st = self._typed_state()
+        return {"active": st.active, "previous": st.previous}
+
+    def _typed_state(self) -> StoreState:
         try:
-            st = json.loads(self.state_path.read_text())
+            raw = self.state_path.read_text()
         except FileNotFoundError:
-            return {"active": None, "previous": None}
-        except ValueError as exc:  # cannot happen with atomic writes; say so rather than guess
+            return StoreState()
+        try:
+            return StoreState.parse(json.loads(raw))
+        except ValueError as exc:  # not JSON, or JSON of the wrong shape: never guessed at
             raise StoreError(f"{self.state_path}: corrupted ({exc})") from exc
-        return {"active": st.get("active"), "previous": st.get("previous")}
 
     def max_version(self) -> int:
         """The highest bundle version ever active here (rollback protection; 0 before any)."""
         try:
-            return int(json.loads(self.state_path.read_text()).get("max_version", 0))
-        except (OSError, ValueError, TypeError, AttributeError):
+            return self._typed_state().max_version
+        except (OSError, StoreError):
             return 0
 
     def _write_state(self, active: str | None, previous: str | None, max_version: int | None = None) -> None:

@@ -149,3 +149,39 @@ def test_stale_uploads_and_staging_are_cleaned_at_start(tmp_path):
     assert not stale.exists() and fresh.exists()  # a recent upload still resumes
     assert not (store / "bundles" / ".staging-dead").exists()
     assert any("stale upload" in r for r in s.recovered)
+
+
+@pytest.mark.parametrize("content", ["null", "[]", "5", '"x"', '{"active": 5}', '{"active": "zz"}',
+                                     '{"active": "../../etc"}', '{"previous": {}}', '{"max_version": -1}',
+                                     '{"max_version": true}', '{"active": null, "evil": 1}'],
+                         ids=["null", "list", "number", "string", "active-int", "active-not-hex", "active-path",
+                              "previous-object", "version-negative", "version-bool", "unknown-field"])
+def test_state_json_of_any_wrong_shape_is_moved_aside(tmp_path, content):
+    """Valid JSON of the wrong shape used to stop `serve` with a traceback (null, [], 5,
+    {"active": 5}) or start it unable to answer HELLO ({"active": "zz"}): now every one is moved
+    aside like a torn file, the store opens with no bundle active and says why."""
+    from qdev.device.store import BundleStore
+
+    root = tmp_path / "store"
+    BundleStore(root)
+    (root / "state.json").write_text(content)
+    s = BundleStore(root)
+    assert s.state() == {"active": None, "previous": None}
+    assert len(s.recovered) == 1 and "corrupted" in s.recovered[0]
+    assert len(list(root.glob("state.json.corrupt-*"))) == 1
+
+
+def test_a_wrong_shape_state_boots_degraded_and_answers(tmp_path):
+    from qdev.host.client import connect
+
+    store, first, second = _two_bundles(tmp_path)
+    (store / "state.json").write_text('{"active": "zz"}')
+    with _serve(store) as dev:
+        c = connect(dev.port)
+        try:
+            assert c.hello["degraded"]
+            info = c.info()
+            assert info["degraded"] and info["bundle_id"] is None and "corrupted" in info["degraded_reasons"][0]
+            assert c.activate(first)["activated"]
+        finally:
+            c.close()
