@@ -230,7 +230,7 @@ def pack_bundle(path: Path) -> bytes:
     if missing:
         raise BundleError(f"{path}: {', '.join(missing)} listed but missing")
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:  # plain ustar: tarstrict
         for name in names:
             f = path / name
             info = tarfile.TarInfo(name)
@@ -242,10 +242,13 @@ def pack_bundle(path: Path) -> bytes:
     return buf.getvalue()
 
 
-def _read_member(tf, m, limit: int) -> bytes:  # noqa: ANN001
-    if not m.isreg() or m.issparse() or m.size > limit:
+def _read_exact(fh, m, limit: int) -> bytes:  # noqa: ANN001
+    if m.size > limit:
         raise BundleError(f"bundle archive member {m.name!r} is not a small plain file")
-    return tf.extractfile(m).read()
+    data = fh.read(m.size)
+    if len(data) != m.size:
+        raise BundleError(f"bundle archive member {m.name!r} is truncated")
+    return data
 
 
 def unpack_bundle(tar_path: Path, dest: Path, trusted: list, board: str | None = None) -> dict:  # noqa: ANN001, C901
@@ -255,10 +258,12 @@ def unpack_bundle(tar_path: Path, dest: Path, trusted: list, board: str | None =
     1. the first two members must be ``manifest.json`` and its signature; they are read into
        memory and verified (signature by a trusted key, format, ``board``) before any file is
        written;
-    2. every further member must be a plain file (no link, device, sparse file) listed in the
-       signed manifest, once, with the signed size; it is hashed while it streams to disk and
-       must match the signed sha256;
+    2. every further member must be a plain file listed in the signed manifest, once, with the
+       signed size; it is hashed while it streams to disk and must match the signed sha256;
     3. every listed file must be there. The bytes written are bounded by the signed sizes.
+
+    The archive is read by :mod:`qdev.core.tarstrict` (fixed-width ustar headers of regular files
+    only), never by ``tarfile``: no PAX header of unverified bytes is ever parsed.
 
     Returns the verified manifest.
 
@@ -266,16 +271,20 @@ def unpack_bundle(tar_path: Path, dest: Path, trusted: list, board: str | None =
         BundleError: the first failing check, with the member's name.
     """
     import os
-    import tarfile
+
+    from qdev.core.tarstrict import TarError, members
 
     try:
-        with tarfile.open(tar_path, mode="r:") as tf:
-            head = [tf.next(), tf.next()]
-            if any(m is None for m in head) or [m.name for m in head] != [MANIFEST, SIGNATURE]:
-                raise BundleError(f"bundle archive does not start with {MANIFEST} and {SIGNATURE} "
-                                  "(unsigned, or packed by something other than qdev)")
-            mbytes = _read_member(tf, head[0], MAX_MANIFEST_BYTES)
-            sbytes = _read_member(tf, head[1], MAX_SIGNATURE_BYTES)
+        with open(tar_path, "rb") as raw:
+            it = members(raw)
+            head = []
+            for want, limit in ((MANIFEST, MAX_MANIFEST_BYTES), (SIGNATURE, MAX_SIGNATURE_BYTES)):
+                m = next(it, None)
+                if m is None or m.name != want:
+                    raise BundleError(f"bundle archive does not start with {MANIFEST} and {SIGNATURE} "
+                                      "(unsigned, or packed by something other than qdev)")
+                head.append(_read_exact(raw, m, limit))
+            mbytes, sbytes = head
             manifest, _ = verify_manifest(mbytes, sbytes, trusted, "bundle archive")
             if board and manifest.get("board") != board:
                 raise BundleError(f"bundle is built for {manifest.get('board')}, this device is {board}")
@@ -283,23 +292,22 @@ def unpack_bundle(tar_path: Path, dest: Path, trusted: list, board: str | None =
             (dest / MANIFEST).write_bytes(mbytes)
             (dest / SIGNATURE).write_bytes(sbytes)
             seen: set[str] = set()
-            while (m := tf.next()) is not None:  # (iterating tf would start over at the manifest)
+            for m in it:
                 entry = files.get(m.name)
                 if entry is None or m.name in seen:
                     raise BundleError(f"bundle archive member {m.name!r} is not in the signed manifest"
                                       + (" (twice)" if m.name in seen else ""))
-                if not m.isreg() or m.issparse():
-                    raise BundleError(f"bundle archive member {m.name!r} is not a plain file")
                 if m.size != entry["bytes"]:
                     raise BundleError(f"bundle archive member {m.name!r}: {m.size} bytes, the manifest "
                                       f"signs {entry['bytes']}")
                 seen.add(m.name)
-                src, h, n = tf.extractfile(m), hashlib.sha256(), 0
+                h, left = hashlib.sha256(), m.size
                 with open(dest / m.name, "xb") as fh:
-                    while chunk := src.read(1 << 20):
-                        n += len(chunk)
-                        if n > entry["bytes"]:
-                            raise BundleError(f"bundle archive member {m.name!r} is longer than signed")
+                    while left:
+                        chunk = raw.read(min(left, 1 << 20))
+                        if not chunk:
+                            raise BundleError(f"bundle archive member {m.name!r} is truncated")
+                        left -= len(chunk)
                         h.update(chunk)
                         fh.write(chunk)
                     fh.flush()
@@ -309,6 +317,6 @@ def unpack_bundle(tar_path: Path, dest: Path, trusted: list, board: str | None =
             missing = sorted(set(files) - seen)
             if missing:
                 raise BundleError(f"bundle archive lacks {', '.join(missing)}")
-    except (tarfile.TarError, EOFError) as exc:
-        raise BundleError(f"not a bundle archive ({exc})") from exc
+    except TarError as exc:
+        raise BundleError(f"not a bundle archive qdev accepts ({exc})") from exc
     return manifest

@@ -102,7 +102,7 @@ def test_wrong_board_and_escaping_paths_are_refused(tmp_path):
         src = tmp_path / "x"
         src.write_text("x")
         tf.add(src, arcname="../../escape.txt")
-    with pytest.raises(BundleError, match="does not start with manifest.json"):
+    with pytest.raises(BundleError, match="does not start with manifest.json|extension headers are refused"):
         rt.store.install(evil, rt.self_test)
     assert not (tmp_path / "escape.txt").exists() and rt.store.state()["active"] is None
 
@@ -322,3 +322,45 @@ def test_uploads_past_the_declared_size_and_bad_hashes_leave_nothing(rt, tmp_pat
     with pytest.raises(StoreError, match="does not match its sha256"):
         rt.store.finish_upload(sha, len(data), rt.self_test)
     assert not list(incoming.iterdir())
+
+
+def test_a_crafted_pax_header_is_refused_without_parsing_it(rt, tmp_path):
+    """CVE-2024-6232: CPython 3.11.7's tarfile spends quadratic time on a crafted PAX header (a
+    131,072-digit one froze the device for 23 s). The store's reader never hands unverified
+    bytes to tarfile: such a header is refused by its type, in bounded time, and nothing is written."""
+    import time as _time
+
+    from qdev.core.tarstrict import BLOCK
+
+    payload = b"1" * 131072
+    hdr = bytearray(BLOCK)
+    hdr[0:14] = b"././@PaxHeader"
+    hdr[100:107] = b"0000644"
+    hdr[124:135] = b"%011o" % (len(payload) + 20)
+    hdr[156:157] = b"x"
+    hdr[257:263] = b"ustar\0"
+    hdr[148:156] = b" " * 8
+    hdr[148:155] = b"%06o\0" % sum(hdr)
+    evil = tmp_path / "pax.tar"
+    evil.write_bytes(bytes(hdr) + b"%d path=" % len(payload) + payload + bytes(BLOCK * 300))
+    t0 = _time.perf_counter()
+    with pytest.raises(BundleError, match="extension headers are refused"):
+        rt.store.install(evil, rt.self_test)
+    assert _time.perf_counter() - t0 < 2.0
+    assert rt.store.state()["active"] is None and not list((rt.store.root / "bundles").glob("[0-9a-f]*"))
+
+
+def test_the_strict_reader_refuses_damaged_headers(tmp_path):
+    from qdev.core.tarstrict import BLOCK, TarError, members
+
+    good = pack_bundle(SHIPPED["KV260"])
+    import io
+
+    names = [m.name for m in members(io.BytesIO(good))]
+    assert names[:2] == ["manifest.json", "manifest.json.sig"] and "intmodel.npz" in names
+    bad = bytearray(good)
+    bad[130] ^= 0x01  # a size digit: the checksum no longer matches
+    with pytest.raises(TarError, match="checksum"):
+        list(members(io.BytesIO(bytes(bad))))
+    with pytest.raises(TarError, match="truncated"):
+        list(members(io.BytesIO(good[: BLOCK + 100])))
