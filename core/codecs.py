@@ -178,6 +178,8 @@ def _decode_webp(blob: bytes, h: int, w: int) -> np.ndarray:
         if im.size != (w, h):
             raise CodecError(f"WebP frame is {im.size[0]}x{im.size[1]}, declared {w}x{h}")
         a = np.asarray(im.convert("L"), np.uint8)  # lossless WebP of gray holds R = G = B: exact
+    except Image.DecompressionBombError as exc:  # a header declaring a huge image: not ours to decode
+        raise CodecError(f"WebP frame declares an image far larger than {w}x{h} ({exc})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise CodecError(f"frame is not a WebP image ({exc})") from exc
     return a

@@ -128,3 +128,20 @@ def test_a_live_device_refuses_frames_that_do_not_decode_as_declared(tmp_path):
             assert ch.recv(5).type == MsgType.INFO_REPLY  # the session goes on
         finally:
             ch.close()
+
+
+def test_a_webp_declaring_a_huge_image_is_a_codec_error_not_an_internal_one():
+    """A lossless WebP whose header declares 16383 x 16383 made Pillow raise its decompression-bomb
+    error, which reached the host as ERROR internal with a traceback per frame."""
+    import io as _io
+    import struct
+
+    from PIL import Image
+
+    b = _io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(b, "WEBP", lossless=True)
+    d = bytearray(b.getvalue())
+    bits = struct.unpack("<I", d[21:25])[0]
+    d[21:25] = struct.pack("<I", (bits & ~((1 << 28) - 1)) | 16382 | (16382 << 14))  # VP8L: width-1, height-1
+    with pytest.raises(codecs.CodecError, match="far larger than 128x128"):
+        codecs.decode_frame(bytes(d), "webp", 128, 128)
