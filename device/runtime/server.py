@@ -284,8 +284,8 @@ class Session:
             raise BadRequest("enc", f"{enc!r} was not negotiated (this session takes {self.codecs['frame']})")
         try:
             px = codecs.decode_frame(msg.blob, enc, h, w)
-        except codecs.CodecError as exc:
-            raise QdevError(f"frame {m.get('frame_id')}: {exc}") from exc
+        except codecs.CodecError as exc:  # the host's frame, not the device: bad_request
+            raise BadRequest("blob", f"frame {m.get('frame_id')}: {exc}") from exc
         res: FrameResult = self.rt.infer(int(m.get("frame_id", 0)), px)
         meta = res.meta()
         meta["t_recv"] = t_recv
