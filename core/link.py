@@ -167,8 +167,12 @@ class SerialLink(Link):
 
 
 def parse_tcp(spec: str) -> tuple[str, int] | None:
-    """``tcp://HOST:PORT`` or ``HOST:PORT`` (host a name or dotted IPv4) -> (host, port); else None."""
+    """``tcp://HOST:PORT`` or ``HOST:PORT`` (host a name, a dotted IPv4 or a bracketed IPv6
+    address, ``[::1]:7968``) -> (host, port); else None."""
     s = spec[len("tcp://"):] if spec.startswith("tcp://") else spec
+    if s.startswith("["):
+        host, sep, port = s[1:].partition("]:")
+        return (host, int(port)) if sep and host and ":" in host and port.isdigit() else None
     if s.startswith("/") or "://" in s or s.count(":") != 1:
         return None
     host, _, port = s.partition(":")

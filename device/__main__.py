@@ -93,6 +93,12 @@ def _runtime(a):  # noqa: ANN001, ANN202
                                        threads=pinned["threads"], dev_key=a.dev_key), store)
 
 
+def _hostport(addr: tuple) -> str:
+    """HOST:PORT as a host would type it back (IPv6 addresses bracketed)."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _loopback(host: str) -> bool:
     import ipaddress
 
@@ -134,7 +140,7 @@ def _serve(a) -> int:  # noqa: ANN001
             raise ConfigError(f"--tcp {a.tcp}: cannot listen ({exc})") from exc
         servers.append(srv)
         loops.append(("tcp", lambda beat, _stop, srv=srv: srv.serve_forever(beat)))
-        print(f"listening on tcp://{srv.address[0]}:{srv.address[1]}", flush=True)
+        print(f"listening on tcp://{_hostport(srv.address)}", flush=True)
     if a.tls:
         hp = parse_tcp(a.tls)
         if hp is None:
@@ -145,7 +151,7 @@ def _serve(a) -> int:  # noqa: ANN001
             raise ConfigError(f"--tls {a.tls}: cannot listen ({exc})") from exc
         servers.append(tsrv)
         loops.append(("tls", lambda beat, _stop, srv=tsrv: srv.serve_forever(beat)))
-        print(f"listening on tls://{tsrv.address[0]}:{tsrv.address[1]} (paired hosts only)", flush=True)
+        print(f"listening on tls://{_hostport(tsrv.address)} (paired hosts only)", flush=True)
     if a.serial:
         idle = max(a.idle_timeout, 3600.0)
         loops.append(("serial", lambda beat, st: serve_serial(rt, a.serial, a.baud, st, hub, idle, beat)))

@@ -131,8 +131,11 @@ class BundleStore:
         self.board = board
         self.allow_dev_key = allow_dev_key
         self.recovered: list[str] = []  # what opening the store had to repair, for INFO
-        for sub in ("trusted", "incoming", "bundles"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            for sub in ("trusted", "incoming", "bundles"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # read-only, full, or a file where a folder must be: one line
+            raise StoreError(f"cannot open the store {self.root}: {exc.strerror or exc} ({exc.filename})") from exc
         self._recover_state()
         self._cleanup()
 
@@ -218,7 +221,10 @@ class BundleStore:
             raise StoreError(f"{pub_path} is qdev's development key, whose private half is public: "
                              "a device trusts it only when started with --dev-key (never with patient data)")
         dst = self.root / "trusted" / Path(pub_path).name
-        shutil.copyfile(pub_path, dst)
+        try:
+            shutil.copyfile(pub_path, dst)
+        except OSError as exc:  # a read-only or full store: one line, not a traceback
+            raise StoreError(f"cannot add {Path(pub_path).name} to {dst.parent}: {exc.strerror or exc}") from exc
         return dst
 
     def bundle_dir(self, bid: str) -> Path:

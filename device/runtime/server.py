@@ -380,7 +380,8 @@ class TcpServer:
                  hello_timeout: float = 5.0, tls_store: str | None = None) -> None:
         self.rt, self.hub, self.idle_timeout = runtime, hub, idle_timeout
         self.max_sessions, self.hello_timeout = max_sessions, hello_timeout
-        self.sock = socket.create_server((host, port), reuse_port=False)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.create_server((host, port), family=family, reuse_port=False)
         self.address = self.sock.getsockname()[:2]
         self.stop = threading.Event()
         self._sessions: list[Session] = []  # in order of arrival

@@ -25,7 +25,7 @@ def test_install_then_info(tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["activated"] and res["self_test"]["ok"]
-    r = _run("info", "--store", str(store))
+    r = _run("info", "--store", str(store), "--backend", "software")
     info = json.loads(r.stdout)
     assert info["bundle_id"] == res["bundle_id"] and info["backend"] == "software"
     assert info["power"]["kind"] == "estimated"
@@ -68,3 +68,48 @@ def test_board_is_a_checked_choice(tmp_path):
     assert r.returncode == 2 and "unknown board 'KV-260'" in r.stderr and "Pynq-Z2" in r.stderr
     r = _run("info", "--board", "kv260", "--store", str(tmp_path / "s2"))
     assert r.returncode == 0 and json.loads(r.stdout)["board"] == "KV260"
+
+
+def test_serve_on_ipv6_loopback(tmp_path):
+    """`--tcp [::1]:0` serves on the IPv6 loopback (it could not be given before) and a host
+    reaches it as tcp://[::1]:PORT."""
+    import socket as _socket
+
+    if not _socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        _socket.create_server(("::1", 0), family=_socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    from qdev.core.link import open_link, parse_tcp
+    from qdev.core.protocol import MsgType
+
+    assert parse_tcp("tcp://[::1]:7968") == ("::1", 7968) and parse_tcp("[::1]") is None
+    p = subprocess.Popen([sys.executable, "-m", "qdev.device", "serve", "--store", str(tmp_path / "s"),
+                          "--tcp", "[::1]:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline().strip()
+        assert line.startswith("listening on tcp://[::1]:"), line
+        from qdev.core.link import Channel
+
+        ch = Channel(open_link(line.split("listening on ")[1]))
+        ch.send(MsgType.HELLO, {"client": "t", "protocol": 2})
+        assert ch.recv(10.0).type == MsgType.HELLO_ACK
+        ch.close()
+    finally:
+        p.terminate()
+        p.wait(10)
+
+
+def test_trust_and_open_failures_of_the_store_are_one_line(tmp_path):
+    """`trust` into a store that cannot take the file, and any command on a store whose folders
+    cannot be made, end with one `qdev-device:` line and exit 2 (they were raw OSError tracebacks)."""
+    store = tmp_path / "s"
+    (store / "trusted" / "qdev-dev.pub").mkdir(parents=True)  # the copy's destination cannot be written
+    r = _run("trust", str(DEV_PUB), "--store", str(store), "--dev-key")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "cannot add qdev-dev.pub" in r.stderr, r.stderr
+    bad = tmp_path / "b"
+    bad.mkdir()
+    (bad / "trusted").write_text("a file where a folder must be")
+    r = _run("info", "--store", str(bad))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "cannot open the store" in r.stderr, r.stderr
