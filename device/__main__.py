@@ -57,7 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-max-bytes", type=int, default=1 << 20)
     s.add_argument("--log-keep", type=int, default=5)
     s.add_argument("--idle-timeout", type=float, default=60.0)
-    s.add_argument("--max-sessions", type=int, default=16, help="TCP sessions at once")
+    s.add_argument("--max-sessions", type=int, default=16, help="TCP/TLS sessions at once (each listener)")
+    s.add_argument("--evict-after", type=float, default=10.0,
+                   help="when the session cap is full, a session that sent no whole request for this many "
+                        "seconds (and is not watching) makes room for a newcomer; an operator also evicts "
+                        "the oldest viewer")
     s.add_argument("--tls", default=None, help="HOST:PORT: mutually authenticated TLS 1.3 for paired hosts "
                    "(any address; see qdev-device pair)")
     s.add_argument("--insecure-network", action="store_true",
@@ -135,7 +139,7 @@ def _serve(a) -> int:  # noqa: ANN001
         if not _loopback(hp[0]):
             logging.getLogger("qdev.device").warning("serving UNAUTHENTICATED on %s (--insecure-network)", a.tcp)
         try:
-            srv = TcpServer(rt, hp[0], hp[1], hub, a.idle_timeout, a.max_sessions)
+            srv = TcpServer(rt, hp[0], hp[1], hub, a.idle_timeout, a.max_sessions, evict_after=a.evict_after)
         except OSError as exc:
             raise ConfigError(f"--tcp {a.tcp}: cannot listen ({exc})") from exc
         servers.append(srv)
@@ -146,7 +150,8 @@ def _serve(a) -> int:  # noqa: ANN001
         if hp is None:
             raise ConfigError(f"--tls {a.tls}: expected HOST:PORT")
         try:
-            tsrv = TcpServer(rt, hp[0], hp[1], hub, a.idle_timeout, a.max_sessions, tls_store=a.store)
+            tsrv = TcpServer(rt, hp[0], hp[1], hub, a.idle_timeout, a.max_sessions, tls_store=a.store,
+                             evict_after=a.evict_after)
         except OSError as exc:
             raise ConfigError(f"--tls {a.tls}: cannot listen ({exc})") from exc
         servers.append(tsrv)

@@ -128,6 +128,7 @@ class Session:
         self.jpeg_quality = 70
         self.upload: dict | None = None
         self.codecs = codecs.negotiate(None)  # until a HELLO offers better: the uncoded forms
+        self.last_request = time.monotonic()  # when the last whole request arrived (bytes alone do not count)
 
     def reply(self, req: Message, mtype: MsgType, meta: dict | None = None, blob: bytes = b"") -> None:
         self.ch.send(mtype, {"re": req.seq, **(meta or {})}, blob)
@@ -153,6 +154,7 @@ class Session:
                         log.info("%s: no HELLO within %.0f s, closing", self.ch.link.name, hello_timeout)
                         return
                     continue
+                self.last_request = time.monotonic()
                 self.handle(msg)
         except LinkError as exc:
             log.info("%s: %s", self.ch.link.name, exc)
@@ -377,9 +379,9 @@ class TcpServer:
 
     def __init__(self, runtime: DeviceRuntime, host: str = "127.0.0.1", port: int = 7967,
                  hub: LiveHub | None = None, idle_timeout: float = 60.0, max_sessions: int = 16,
-                 hello_timeout: float = 5.0, tls_store: str | None = None) -> None:
+                 hello_timeout: float = 5.0, tls_store: str | None = None, evict_after: float = 10.0) -> None:
         self.rt, self.hub, self.idle_timeout = runtime, hub, idle_timeout
-        self.max_sessions, self.hello_timeout = max_sessions, hello_timeout
+        self.max_sessions, self.hello_timeout, self.evict_after = max_sessions, hello_timeout, evict_after
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.create_server((host, port), family=family, reuse_port=False)
         self.address = self.sock.getsockname()[:2]
@@ -441,15 +443,33 @@ class TcpServer:
         self._run(s)
 
     def _admit(self, s: Session) -> bool:
+        """Take ``s``, making room when the cap is full; nobody can hold the cap against others:
+        the oldest peer that never said HELLO goes first; then, for an operator, the oldest viewer
+        (an operator can always get in); then the session whose last whole request is oldest, if
+        that is over ``evict_after`` seconds ago and it is not watching the live feed (a peer that
+        says HELLO and then trickles a byte now and then holds nothing)."""
         with self._lock:
             if len(self._sessions) >= self.max_sessions:
-                silent = [x for x in self._sessions if not x.hello]
-                if not silent:
+                victim = self._victim(s)
+                if victim is None:
                     return False
-                silent[0].ch.close()  # the oldest peer that never said HELLO makes room
-                self._sessions.remove(silent[0])
+                log.warning("session cap full: closing %s to admit %s", victim.ch.link.name, s.ch.link.name)
+                victim.ch.close()
+                self._sessions.remove(victim)
             self._sessions.append(s)
             return True
+
+    def _victim(self, s: Session) -> Session | None:
+        silent = [x for x in self._sessions if not x.hello]
+        if silent:
+            return silent[0]
+        if s.role == "operator":
+            viewers = [x for x in self._sessions if x.role == "viewer"]
+            if viewers:
+                return viewers[0]
+        now = time.monotonic()
+        stale = [x for x in self._sessions if x.watch is None and now - x.last_request > self.evict_after]
+        return min(stale, key=lambda x: x.last_request) if stale else None
 
     def _run(self, s: Session) -> None:
         try:

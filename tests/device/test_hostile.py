@@ -281,3 +281,38 @@ def test_error_replies_are_bounded_whatever_the_request_repeats(tmp_path):
         stop.set()
         a.close()
         b.close()
+
+
+def test_hello_then_trickle_cannot_hold_the_session_cap(tmp_path):
+    """--max-sessions 3: three local peers say HELLO and then trickle a byte now and then (which
+    keeps a link from counting as idle). They used to lock every new client out; now a newcomer
+    evicts the one whose last whole request is oldest, once it is --evict-after seconds old."""
+    store = tmp_path / "store"
+    with LocalDevice(store, trusted=[DEV_PUB], extra=["--max-sessions", "3", "--evict-after", "1"]) as dev:
+        hogs = []
+        for _ in range(3):
+            s = _raw(dev.port)
+            _hello(s)
+            hogs.append(s)
+        stop = threading.Event()
+
+        def trickle() -> None:
+            while not stop.is_set():
+                for s in hogs:
+                    try:
+                        s.sendall(b"\\x00")
+                    except OSError:
+                        pass
+                time.sleep(0.2)
+
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        try:
+            time.sleep(1.5)
+            c = connect(dev.port, timeout=10.0)  # admitted: the stalest trickler made room
+            assert c.info()["device_version"]
+            c.close()
+        finally:
+            stop.set()
+            for s in hogs:
+                s.close()
