@@ -168,7 +168,7 @@ def _serve(a) -> int:  # noqa: ANN001
         live.start()
         print(f"on-device probe {a.probe}: logs in {live.log.folder}", flush=True)
     for name, loop in loops:
-        sup.add(name, loop)
+        sup.add(name, loop, transport=True)
 
     def _stop(*_):  # noqa: ANN002, ANN202
         stop.set()

@@ -5,6 +5,9 @@
   backoff (0.5 s doubling to 10 s). One that keeps dying (``max_restarts`` within
   ``window_s``) is given up on: the supervisor sets ``failed`` and the process exits non-zero, so
   systemd (``Restart=on-failure``) starts it afresh.
+* Transports (TCP, TLS, serial: ``add(..., transport=True)``) are independent: one that keeps
+  dying (an unplugged USB-serial adapter) is retried every ``RETRY_S`` while another transport
+  still serves; only when every transport keeps dying does the process give up.
 * Each loop calls its ``beat()`` at least once per turn. :func:`sd_notify` sends systemd's
   ``READY=1`` once the loops run and ``WATCHDOG=1`` every half ``WATCHDOG_USEC``, but only while
   every loop has beaten within ``stale_s``: a hung loop stops the pings and systemd's
@@ -21,7 +24,9 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["Supervisor", "sd_notify", "Loop"]
+__all__ = ["Supervisor", "sd_notify", "Loop", "RETRY_S"]
+
+RETRY_S = 10.0  # how often a failing transport is retried while others serve
 
 log = logging.getLogger("qdev.device")
 
@@ -58,8 +63,12 @@ class Supervisor:
         self._lock = threading.Lock()
         self.threads: list[threading.Thread] = []
         self.restarts: dict[str, int] = {}
+        self.transports: set[str] = set()
+        self.failing: set[str] = set()  # transports past max_restarts, retried while another serves
 
-    def add(self, name: str, loop: Loop) -> None:
+    def add(self, name: str, loop: Loop, transport: bool = False) -> None:
+        if transport:
+            self.transports.add(name)
         t = threading.Thread(target=self._run, args=(name, loop), name=f"qdev-{name}", daemon=True)
         self.threads.append(t)
         self._beat(name)
@@ -90,14 +99,32 @@ class Supervisor:
             deaths = [t for t in deaths if now - t < self.window_s] + [now]
             self.restarts[name] = self.restarts.get(name, 0) + 1
             if len(deaths) > self.max_restarts:
+                with self._lock:
+                    if name in self.transports:
+                        self.failing.add(name)
+                    others = self.transports - self.failing
+                if name in self.transports and others:
+                    log.error("%s died %d times within %g s; retrying it every %g s while %s serve(s)", name,
+                              len(deaths), self.window_s, RETRY_S, ", ".join(sorted(others)))
+                    self._wait_beating(name, RETRY_S)
+                    continue
                 self.failed = f"{name} died {len(deaths)} times within {self.window_s:g} s"
                 log.error("giving up: %s; exiting so that the service manager restarts the device", self.failed)
                 self.stop.set()
                 return
+            with self._lock:
+                self.failing.discard(name)
             log.warning("restarting %s in %.1f s", name, backoff)
-            self.stop.wait(backoff)
+            self._wait_beating(name, backoff)
             backoff = min(backoff * 2, 10.0)
+
+    def _wait_beating(self, name: str, seconds: float) -> None:
+        """Wait (until stop), beating for ``name``: a loop waiting to be retried is not stalled."""
+        end = time.monotonic() + seconds
+        while not self.stop.is_set() and (left := end - time.monotonic()) > 0:
             self._beat(name)
+            self.stop.wait(min(1.0, left))
+        self._beat(name)
 
     def watchdog(self, env: dict | None = None) -> None:
         """Tell systemd we are up, then ping its watchdog while :meth:`healthy` (a thread)."""

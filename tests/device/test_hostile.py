@@ -316,3 +316,44 @@ def test_hello_then_trickle_cannot_hold_the_session_cap(tmp_path):
             stop.set()
             for s in hogs:
                 s.close()
+
+
+def test_a_vanished_serial_port_does_not_take_tcp_down(monkeypatch):
+    """Transports are independent: a transport that keeps dying (an unplugged USB-serial adapter
+    made the process exit after 16 s, TCP and TLS with it) is retried while another still serves;
+    the process gives up only when every transport keeps dying."""
+    import qdev.device.runtime.supervise as sv
+
+    monkeypatch.setattr(sv, "RETRY_S", 0.2)
+    stop = threading.Event()
+    sup = sv.Supervisor(stop, max_restarts=2, window_s=30.0, stale_s=5.0)
+    tcp_turns = {"n": 0}
+
+    def tcp(beat, st):  # noqa: ANN001, ANN202
+        while not st.is_set():
+            tcp_turns["n"] += 1
+            beat()
+            st.wait(0.02)
+
+    def serial(beat, st):  # noqa: ANN001, ANN202
+        raise OSError("[Errno 2] could not open port /dev/ttyUSB0")
+
+    try:
+        sup.add("tcp", tcp, transport=True)
+        sup.add("serial", serial, transport=True)
+        time.sleep(4.0)  # far past max_restarts for the serial loop (backoff 0.5, 1, 2 ...)
+        assert sup.failed is None and not stop.is_set() and "serial" in sup.failing
+        assert sup.restarts["serial"] >= 3 and sup.healthy()
+        n = tcp_turns["n"]
+        time.sleep(0.2)
+        assert tcp_turns["n"] > n  # TCP kept serving
+    finally:
+        stop.set()
+    # every transport dying: the process gives up (systemd restarts it)
+    stop2 = threading.Event()
+    sup2 = sv.Supervisor(stop2, max_restarts=1, window_s=30.0, stale_s=5.0)
+    sup2.add("tcp", serial, transport=True)
+    sup2.add("serial", serial, transport=True)
+    for t in sup2.threads:
+        t.join(timeout=20)
+    assert sup2.failed and stop2.is_set()
