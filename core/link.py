@@ -187,7 +187,7 @@ def open_link(spec: str, baudrate: int = 921600, timeout: float = 5.0) -> Link:
     if spec.startswith("tls://"):
         import ssl
 
-        from qdev.core.tls import client_context
+        from qdev.core.tls import check_pinned, client_context
 
         hp = parse_tcp("tcp://" + spec[len("tls://"):])
         if hp is None:
@@ -201,6 +201,11 @@ def open_link(spec: str, baudrate: int = 921600, timeout: float = 5.0) -> Link:
                             "with this host (qdev pair / qdev-device pair)?") from exc
         except OSError as exc:
             raise LinkError(f"cannot connect to {spec}: {exc}") from exc
+        try:
+            check_pinned(sock)
+        except QdevError as exc:
+            sock.close()
+            raise LinkError(f"{spec}: {exc}") from exc
         return SocketLink(sock, spec)
     tcp = parse_tcp(spec)
     if tcp is not None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from qdev.core.errors import ConfigError
 
-__all__ = ["ROLES", "make_identity", "server_context", "client_context", "peer_role", "fingerprint",
+__all__ = ["ROLES", "make_identity", "server_context", "client_context", "peer_role", "fingerprint", "check_pinned",
            "pair_host", "pin_device", "host_home", "host_identity", "device_identity", "pinned_devices",
            "paired_host"]
 
@@ -48,7 +48,10 @@ def make_identity(folder: Path, stem: str, common_name: str) -> tuple[Path, Path
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    # a subject of its own: OpenSSL finds a trust anchor by subject, so two pinned identities that
+    # shared one (every device was CN=qdev-device) made the second fail the handshake
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} {hashlib.sha256(spki).hexdigest()[:16]}")])
     now = dt.datetime.now(dt.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
@@ -110,8 +113,15 @@ def pair_host(store: Path, cert: Path, role: str, name: str | None = None) -> Pa
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{cert}: not a PEM certificate ({exc})") from exc
     name = _pin_name(cert, name)
-    for r in ROLES:  # one role per host
-        (Path(store) / "tls" / "paired" / r / f"{name}.pem").unlink(missing_ok=True)
+    fp = fingerprint(_der(cert))
+    for r in ROLES:  # one role per host: the same certificate (by fingerprint) or the same name
+        for p in (Path(store) / "tls" / "paired" / r).glob("*.pem"):
+            try:
+                same = p.stem == name or fingerprint(_der(p)) == fp
+            except (OSError, ValueError):
+                same = p.stem == name
+            if same:
+                p.unlink(missing_ok=True)
     dst = Path(store) / "tls" / "paired" / role / f"{name}.pem"
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_text(Path(cert).read_text())
@@ -119,7 +129,12 @@ def pair_host(store: Path, cert: Path, role: str, name: str | None = None) -> Pa
 
 
 def _pin_name(cert: Path, name: str | None) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name or Path(cert).stem)
+    """The pin's file name: the one given, else the file's stem and the certificate's fingerprint
+    (every device's certificate file is device.pem, every host's host.pem: a stem alone made the
+    second pin replace the first)."""
+    if name:
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{Path(cert).stem}-{fingerprint(_der(cert))[:12]}")
 
 
 def pin_device(cert: Path, name: str | None = None) -> Path:
@@ -159,6 +174,17 @@ def server_context(store: Path) -> ssl.SSLContext:
 def peer_role(store: Path, sock: ssl.SSLSocket) -> str | None:
     der = sock.getpeercert(binary_form=True)
     return _paired(store).get(fingerprint(der)) if der else None
+
+
+def check_pinned(sock: ssl.SSLSocket, device_name: str | None = None) -> str:
+    """The connected device's certificate fingerprint, which must be one this host pinned (the
+    handshake checked the chain; this checks the exact certificate, whatever its subject)."""
+    der = sock.getpeercert(binary_form=True)
+    fp = fingerprint(der) if der else ""
+    pins = {fingerprint(_der(p)) for p in pinned_devices(device_name)}
+    if fp not in pins:
+        raise ConfigError("the device presented a certificate this host has not pinned")
+    return fp
 
 
 def client_context(device_name: str | None = None) -> ssl.SSLContext:

@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("pair", parents=[common], help="pin a host's certificate with a role (the --tls listener and the serial link)")
     pr.add_argument("host_cert")
     pr.add_argument("--role", choices=["viewer", "operator"], required=True)
-    pr.add_argument("--name", default=None)
+    pr.add_argument("--name", default=None, help="name of the pin (default: the file's stem and the certificate's fingerprint)")
     sub.add_parser("identity", parents=[common], help="print (making it once) this device's TLS certificate path")
     return p
 

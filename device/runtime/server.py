@@ -267,7 +267,7 @@ class Session:
         self.hello = True
         self.codecs = codecs.negotiate(msg.meta.get("codecs"))
         self.reply(msg, MsgType.HELLO_ACK, {"protocol": VERSION, **self.rt.info(), **extra, "codecs": self.codecs,
-                                            "max_payload": self.ch.max_payload})
+                                            "max_payload": self.ch.max_payload, "role": self.role})
 
     # -- request handlers (one per message type; see HANDLERS) --------------------------------
 

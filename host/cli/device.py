@@ -155,7 +155,7 @@ def rollback_cmd(ctx: click.Context) -> None:
 
 @click.command("pair")
 @click.argument("device_cert", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--name", default=None, help="Name of the pin (default: the file's stem).")
+@click.option("--name", default=None, help="Name of the pin (default: the file's stem and the certificate's fingerprint).")
 def pair_cmd(device_cert: Path, name: str | None) -> None:
     """Pin a device's certificate (from qdev-device identity) and print this host's certificate,
     to pin on the device with: qdev-device pair HOST.pem --role operator|viewer. One pairing

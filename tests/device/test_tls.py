@@ -5,6 +5,7 @@ handshake failure and nothing else."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 import shutil
 import subprocess
 import sys
@@ -104,3 +105,75 @@ def test_a_device_with_another_certificate_is_refused(tls_device, tmp_path):
     shutil.copy(other, dst / "board.pem")  # the host pinned another device
     with pytest.raises(LinkError, match="TLS handshake failed"):
         connect(tls_device["port"], timeout=5.0)
+
+
+def _serve_tls(store, tmp_path):  # noqa: ANN001, ANN202
+    proc = subprocess.Popen([sys.executable, "-m", "qdev.device", "serve", "--store", str(store), "--backend",
+                             "software", "--dev-key", "--tls", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    port = None
+    for line in proc.stdout:
+        m = re.search(r"tls://[\d.]+:\d+", line)
+        port = m.group(0) if m else port
+        if line.startswith("ready:"):
+            break
+    return proc, port
+
+
+def test_one_host_pairs_with_two_devices_and_each_says_the_role(tmp_path, monkeypatch):
+    """Every device used to be CN=qdev-device: a host that pinned two of them failed the second
+    handshake (CERTIFICATE_VERIFY_FAILED). Identities now have subjects of their own, pins are
+    checked by fingerprint, and HELLO_ACK states the role the session got."""
+    from qdev.core.tls import host_identity, pin_device
+
+    monkeypatch.setenv("QDEV_HOME", str(tmp_path / "host"))
+    _, host_cert = host_identity()
+    procs = []
+    try:
+        ports = []
+        for i, role in enumerate(("operator", "viewer")):
+            store = tmp_path / f"store{i}"
+            cert = _qd("identity", "--store", str(store))
+            pin_device(Path(cert), f"board{i}")  # what `qdev pair CERT --name boardI` does
+            _qd("pair", str(host_cert), "--role", role, "--store", str(store))
+            proc, port = _serve_tls(store, tmp_path)
+            procs.append(proc)
+            ports.append((port, role))
+        for port, role in ports:
+            c = connect(port, timeout=10.0)
+            try:
+                assert c.hello["role"] == role and c.info()["device_version"]
+            finally:
+                c.close()
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+
+
+def test_two_hosts_of_one_hostname_keep_their_own_roles(tmp_path, monkeypatch):
+    """A second host with the same hostname, paired as viewer, used to lock the first host (the
+    operator) out (TLSV1_ALERT_UNKNOWN_CA: same subject). Each keeps its own role now."""
+    from qdev.core.tls import host_identity, pin_device
+
+    store = tmp_path / "store"
+    device_cert = _qd("identity", "--store", str(store))
+    homes = {}
+    for who, role in (("a", "operator"), ("b", "viewer")):
+        monkeypatch.setenv("QDEV_HOME", str(tmp_path / who))
+        _, cert = host_identity()  # same hostname, own key and subject
+        pin_device(Path(device_cert))
+        _qd("pair", str(cert), "--role", role, "--store", str(store))
+        homes[who] = role
+    proc, port = _serve_tls(store, tmp_path)
+    try:
+        for who, role in homes.items():
+            monkeypatch.setenv("QDEV_HOME", str(tmp_path / who))
+            c = connect(port, timeout=10.0)
+            try:
+                assert c.hello["role"] == role
+            finally:
+                c.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
