@@ -72,9 +72,12 @@ def qdev_fold(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     """Fold for ``--fps`` with FINN's SetFolding; if the result, **with the FIFOs its streams need**
     (:func:`.fifo_step.fifo_plan`), exceeds the part's resources (times ``max_utilisation``), retry
     at 0.7x the frame rate until it fits."""
+    from copy import deepcopy
+
+    from finn.builder.build_dataflow_steps import step_minimize_bit_width
     from finn.transformation.fpgadataflow.set_folding import SetFolding
 
-    from qdev.training.compile.fifo_step import fifo_plan, fifo_totals
+    from qdev.training.compile.fifo_step import fifo_added
 
     ctx = step_context(cfg)
     b, c = ctx.board, ctx.cfg
@@ -85,8 +88,11 @@ def qdev_fold(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     while True:
         cycles = max(int(clock_hz / target), 1)
         folded = model.transform(SetFolding(cycles, mvau_wwidth_max=c.mvau_wwidth_max, two_pass_relaxation=True))
-        layers = _totals(folded, b.part)
-        fifo = fifo_totals(fifo_plan(folded, b, layers))
+        # estimated as the later steps will build it: bit widths minimised, FIFOs and FINN's width
+        # converters added (the estimate of the folding alone missed both)
+        built = step_minimize_bit_width(ModelWrapper(deepcopy(folded.model)), cfg)
+        layers = _totals(built, b.part)
+        fifo = fifo_added(built, b, layers)
         tot = {k: layers[k] + fifo.get(k, 0.0) for k in RES_KEYS}
         fps = clock_hz / _max_cycles(folded)
         util = {k: (tot[k] / cap[k] if cap[k] else (0.0 if tot[k] == 0 else float("inf"))) for k in RES_KEYS}

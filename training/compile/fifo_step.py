@@ -26,7 +26,7 @@ from qdev.training.compile.dataflow_sim import (SKIP_MARGIN, StreamNode, build_g
                                                 simulate, words)
 
 __all__ = ["finn_nodes", "fifo_plan", "apply_fifo_depths", "fifo_totals", "SHALLOW_DEPTH", "finn_fifo_model",
-           "finn_fifo_resources", "check_plan", "write_reports"]
+           "finn_fifo_resources", "check_plan", "write_reports", "fifo_added"]
 
 log = logging.getLogger(__name__)
 
@@ -219,3 +219,15 @@ def finn_fifo_resources(model: ModelWrapper, part: str) -> dict:
             tot[part_of][k] += float(per.get(name, {}).get(k, 0))
     return {"fifos": sum(op.startswith("StreamingFIFO") for op in keep.values()),
             "dwcs": sum(op.startswith("StreamingDataWidth") for op in keep.values()), **tot}
+
+
+def fifo_added(model: ModelWrapper, board: Board, layers: dict[str, float]) -> dict[str, float]:
+    """What the FIFOs and FINN's width converters add to ``model`` (a folded graph; a copy is
+    used), by finn-plus's estimate of the graph its FIFO step would build: the fold's fit check."""
+    from copy import deepcopy
+
+    m = ModelWrapper(deepcopy(model.model))
+    plan = fifo_plan(m, board, layers)
+    fm, _ = finn_fifo_model(apply_fifo_depths(m, plan), plan, board.part)
+    cost = finn_fifo_resources(fm, board.part)
+    return {k: cost["fifo"][k] + cost["dwc"][k] for k in ("LUT", "BRAM_18K", "URAM", "DSP")}
