@@ -3,7 +3,7 @@ meets the probe's 30 frames/s with its FIFOs counted, its resources, and the est
 into static and dynamic (device/power.py's model; what rests on an assumption is said).
 
 Usage: .venv/bin/python bench/wearable.py [--run models/quantunet-w8] [--work /tmp/wearable]
-       [--boards KV260 ZCU104 Ultra96-V2 Pynq-Z2] [--fps 30] [--clocks-ns 125 100 50 25 10 5]
+       [--boards KV260 ZCU104 Ultra96-V2 Pynq-Z2] [--fps 30] [--clocks-ns 250 200 160 125 100 50 25 10 5]
 
 Per board: one full ``qdev compile`` of a copy of the run (its default clock and target: the
 "previous" figures, layers only, beside the same build with FIFOs), then ``qdev compile
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/qdev-wearable")
     ap.add_argument("--boards", nargs="+", default=["KV260", "ZCU104", "Ultra96-V2", "Pynq-Z2"])
     ap.add_argument("--fps", type=float, default=30.0)
-    ap.add_argument("--clocks-ns", nargs="+", type=float, default=[125, 100, 50, 25, 10, 5])
+    ap.add_argument("--clocks-ns", nargs="+", type=float, default=[250, 200, 160, 125, 100, 50, 25, 10, 5])
     args = ap.parse_args()
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)

@@ -26,6 +26,20 @@ def _qd(*args: str) -> str:
     return r.stdout.strip()
 
 
+def _serve_tls(store):  # noqa: ANN001, ANN202
+    """A TLS-only device on a free loopback port: (process, tls://127.0.0.1:PORT)."""
+    proc = subprocess.Popen([sys.executable, "-m", "qdev.device", "serve", "--store", str(store), "--backend",
+                             "software", "--dev-key", "--tls", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    port = None
+    for line in proc.stdout:
+        m = re.search(r"tls://[\d.]+:\d+", line)
+        port = m.group(0) if m else port
+        if line.startswith("ready:"):
+            break
+    return proc, port
+
+
 @pytest.fixture()
 def tls_device(tmp_path, monkeypatch):
     from qdev.core.tls import make_identity
@@ -36,15 +50,7 @@ def tls_device(tmp_path, monkeypatch):
         "--dev-key")
     _, host_cert = make_identity(tmp_path / "host" / "tls", "host", "test-host")
     device_cert = _qd("identity", "--store", str(store))
-    proc = subprocess.Popen([sys.executable, "-m", "qdev.device", "serve", "--store", str(store), "--backend",
-                             "software", "--dev-key", "--tls", "127.0.0.1:0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    port = None
-    for line in proc.stdout:
-        m = re.search(r"tls://[\d.]+:\d+", line)
-        port = m.group(0) if m else port
-        if line.startswith("ready:"):
-            break
+    proc, port = _serve_tls(store)
     yield {"store": store, "port": port, "host_cert": host_cert, "device_cert": device_cert, "tmp": tmp_path}
     proc.terminate()
     proc.wait(10)
@@ -107,19 +113,6 @@ def test_a_device_with_another_certificate_is_refused(tls_device, tmp_path):
         connect(tls_device["port"], timeout=5.0)
 
 
-def _serve_tls(store, tmp_path):  # noqa: ANN001, ANN202
-    proc = subprocess.Popen([sys.executable, "-m", "qdev.device", "serve", "--store", str(store), "--backend",
-                             "software", "--dev-key", "--tls", "127.0.0.1:0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    port = None
-    for line in proc.stdout:
-        m = re.search(r"tls://[\d.]+:\d+", line)
-        port = m.group(0) if m else port
-        if line.startswith("ready:"):
-            break
-    return proc, port
-
-
 def test_one_host_pairs_with_two_devices_and_each_says_the_role(tmp_path, monkeypatch):
     """Every device used to be CN=qdev-device: a host that pinned two of them failed the second
     handshake (CERTIFICATE_VERIFY_FAILED). Identities now have subjects of their own, pins are
@@ -136,7 +129,7 @@ def test_one_host_pairs_with_two_devices_and_each_says_the_role(tmp_path, monkey
             cert = _qd("identity", "--store", str(store))
             pin_device(Path(cert), f"board{i}")  # what `qdev pair CERT --name boardI` does
             _qd("pair", str(host_cert), "--role", role, "--store", str(store))
-            proc, port = _serve_tls(store, tmp_path)
+            proc, port = _serve_tls(store)
             procs.append(proc)
             ports.append((port, role))
         for port, role in ports:
@@ -165,7 +158,7 @@ def test_two_hosts_of_one_hostname_keep_their_own_roles(tmp_path, monkeypatch):
         pin_device(Path(device_cert))
         _qd("pair", str(cert), "--role", role, "--store", str(store))
         homes[who] = role
-    proc, port = _serve_tls(store, tmp_path)
+    proc, port = _serve_tls(store)
     try:
         for who, role in homes.items():
             monkeypatch.setenv("QDEV_HOME", str(tmp_path / who))
