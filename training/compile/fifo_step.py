@@ -137,15 +137,18 @@ def fifo_totals(plan: list[dict]) -> dict[str, float]:
 
 
 def apply_fifo_depths(model: ModelWrapper, plan: list[dict]) -> ModelWrapper:
-    """Write the plan's depths where FINN's InsertFIFO reads them: ``outFIFODepths`` of each
-    producer and ``inFIFODepths`` of each consumer (InsertFIFO takes the larger)."""
+    """Write the plan's depths where FINN's InsertFIFO reads them: each stream's depth as the
+    producer's ``outFIFODepths`` (in the producer's words, as the plan counts them), every
+    ``inFIFODepths`` at the minimum. InsertFIFO takes the larger of the two sides of an edge, so
+    where FINN puts a width converter on a skip stream the deep FIFO is the one before it, once
+    (set on both sides, the FIFO after the converter came out deep too: twice the memory)."""
     from qonnx.custom_op.registry import getCustomOp
 
     by_stream = {f["stream"]: f["depth"] for f in plan}
     for n in model.graph.node:
         inst = getCustomOp(n)
         inst.set_nodeattr("outFIFODepths", [by_stream.get(s, SHALLOW_DEPTH) for s in n.output])
-        inst.set_nodeattr("inFIFODepths", [by_stream.get(s, SHALLOW_DEPTH) for s in n.input])
+        inst.set_nodeattr("inFIFODepths", [SHALLOW_DEPTH for _ in n.input])
     return model
 
 
