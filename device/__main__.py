@@ -128,6 +128,9 @@ def _serve(a) -> int:  # noqa: ANN001
     hub = LiveHub() if a.probe else None
     sup = Supervisor(stop)
     loops, servers = [], []
+    # the probe first: a source this board cannot read (no OpenCV, no pydicom, no such file) is
+    # refused before anything says it is listening
+    probe_src = open_probe(a.probe, a.probe_frames) if a.probe else None
     if a.tcp:
         hp = ("127.0.0.1", int(a.tcp)) if a.tcp.isdigit() else parse_tcp(a.tcp)
         if hp is None:
@@ -163,7 +166,7 @@ def _serve(a) -> int:  # noqa: ANN001
         print(f"listening on serial {a.serial}", flush=True)
     live = None
     if a.probe:
-        live = LiveLoop(rt, open_probe(a.probe, a.probe_frames), hub, Path(a.log_dir or Path(a.store) / "logs"),
+        live = LiveLoop(rt, probe_src, hub, Path(a.log_dir or Path(a.store) / "logs"),
                         a.log_max_bytes, a.log_keep)
         live.start()
         print(f"on-device probe {a.probe}: logs in {live.log.folder}", flush=True)

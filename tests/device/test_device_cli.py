@@ -113,3 +113,17 @@ def test_trust_and_open_failures_of_the_store_are_one_line(tmp_path):
     (bad / "trusted").write_text("a file where a folder must be")
     r = _run("info", "--store", str(bad))
     assert r.returncode == 2 and "Traceback" not in r.stderr and "cannot open the store" in r.stderr, r.stderr
+
+
+def test_a_probe_the_board_cannot_read_is_refused_before_listening(tmp_path):
+    """`serve --probe` used to print `listening on tcp://...` and only then fail on the probe."""
+    r = subprocess.run([sys.executable, "-m", "qdev.device", "serve", "--store", str(tmp_path / "s"), "--tcp", "0",
+                        "--probe", str(tmp_path / "no-such.mp4")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "listening" not in r.stdout and "--probe" in r.stderr
+
+
+def test_the_board_environment_reads_video_and_dicom_probes():
+    """OpenCV (headless) and pydicom are in the board's requirements: the README's
+    `serve --probe video:0` and DICOM cines need them on the board, not only on the host."""
+    import cv2  # noqa: F401
+    import pydicom  # noqa: F401
