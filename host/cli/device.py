@@ -268,6 +268,15 @@ def stream_session(ctx: click.Context, source, cfg, report: bool, client=None) -
     return folder
 
 
+def energy_label(backend: str | None, kind: str | None, board: str | None) -> str:
+    """What an energy figure describes, in words: a CPU backend's figure is this computer's time
+    times the board's power, which describes no real system."""
+    if backend in ("software", "onnx"):
+        return (f"this computer's CPU time ({backend} backend) x the {board or 'board'}'s {kind or 'estimated'} power: "
+                "describes no real system")
+    return f"{kind or 'unknown'} on the device ({backend or 'unknown'} backend)"
+
+
 def _print_summary(s: dict) -> None:
     f = s["frames"]
     click.echo(f"{f['ok']} frames ok, {f['lost'] + f['timeout']} lost, {f['error']} errors, {s['dropped']} dropped; "
@@ -278,8 +287,15 @@ def _print_summary(s: dict) -> None:
             click.echo(f"{label:<11} p50 {v['p50']:.1f} ms  p90 {v['p90']:.1f}  p99 {v['p99']:.1f}  max {v['max']:.1f}")
     e = s["energy_mj_per_frame"]
     if e.get("n"):
+        dev = s.get("device") or {}
+        board = dev.get("board") or ((s.get("tables") or {}).get("board") or {}).get("board")
+        what = energy_label(dev.get("backend"), e["kind"], board)
         click.echo(f"energy     {e['mean']:.1f} mJ/frame, {s['power_w']['mean']:.2f} W average "
-                   f"(idle {s['power_w']['idle_w']} W) [{e['kind']}]")
+                   f"(idle {s['power_w']['idle_w']} W): {what}")
+    fp = (s.get("energy") or {}).get("fpga_estimate")
+    if fp:
+        click.echo(f"FPGA       {fp['mj_per_frame']:.1f} mJ/frame: the bundle's FINN-estimated {fp['frames_per_s']:.1f} "
+                   f"frames/s at the board's estimated {fp['board_w']:.2f} W (estimated)")
     if s.get("dice_vs_truth"):
         click.echo(f"Dice vs ground truth (phantom masks or the images' _mask files): mean "
                    f"{s['dice_vs_truth']['mean']:.3f} over {s['dice_vs_truth']['n']} frames")

@@ -64,3 +64,14 @@ def test_device_client_is_a_context_manager():
     with c as same:
         assert same is c
     assert closed == [True]
+
+
+def test_energy_lines_say_what_they_describe():
+    """A CPU backend's energy figure is this computer's time times the board's power: the terminal
+    says so instead of a bare `[estimated]`."""
+    from qdev.host.cli.device import energy_label
+
+    for backend in ("software", "onnx"):
+        s = energy_label(backend, "estimated", "KV260")
+        assert "CPU time" in s and "KV260" in s and "no real system" in s
+    assert energy_label("pynq", "measured", "KV260").startswith("measured on the device")
