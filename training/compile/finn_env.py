@@ -15,7 +15,37 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["VivadoInfo", "boot_finn", "find_vivado"]
+__all__ = ["VivadoInfo", "boot_finn", "find_vivado", "PATCHES", "Patch", "FINN_VERSION"]
+
+#: the finn-plus release these patches were written against (tests/compile/test_finn_env.py
+#: fails when another one is installed, so each patch is looked at again)
+FINN_VERSION = "1.6.1"
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One thing qdev changes in finn-plus's process state, and why."""
+
+    target: str  # dotted name of what is written
+    what: str
+    why: str
+
+
+#: Everything :func:`boot_finn` writes outside qdev, in the order it does.
+PATCHES = (
+    Patch("os.environ['FINN_BUILD_DIR']", "the compile's own finn_build folder",
+          "finn-plus writes its code generation there; unset, it uses a global folder"),
+    Patch("os.environ['FINN_SETTINGS']", "an empty settings file in that folder",
+          "unset, finn-plus reads and writes ~/.finn"),
+    Patch("os.environ['XILINX_VIVADO']", "Vivado's root, when it is on PATH but the variable is unset",
+          "finn-plus finds Vivado only through the variable"),
+    Patch("finn.xsi.SimEngine", "None, only when Vivado is absent",
+          "finn.builder.build_dataflow_steps imports it at import time and finn.xsi raises without "
+          "XILINX_VIVADO; rtlsim, its only user, is never called then"),
+    Patch("finn.util.logging console", "a rich Console on stderr (finn.util.logging.set_console)",
+          "FINN logs to stdout by default; qdev keeps stdout for results (--json)"),
+    Patch("finn.util.settings._SETTINGS", "None", "finn-plus caches its settings; reset so this build's are read"),
+)
 
 
 @dataclass(frozen=True)
@@ -40,12 +70,9 @@ def find_vivado() -> VivadoInfo:
     return VivadoInfo(False, None, "no XILINX_VIVADO and no vivado on PATH")
 
 
-_booted: Path | None = None
-
-
 def boot_finn(build_dir: Path) -> VivadoInfo:
-    """Set up finn-plus for this process; idempotent. Returns what was found of Vivado."""
-    global _booted
+    """Set up finn-plus for this process (every change is listed in :data:`PATCHES`); idempotent.
+    Returns what was found of Vivado."""
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     os.environ["FINN_BUILD_DIR"] = str(build_dir)
@@ -67,5 +94,4 @@ def boot_finn(build_dir: Path) -> VivadoInfo:
     set_console(Console(stderr=True))  # FINN's log goes to stdout by default: keep stdout for results
 
     fs._SETTINGS = None  # re-read from the environment of this build
-    _booted = build_dir
     return viv
