@@ -280,8 +280,9 @@ class DeviceClient:
         return meta, blob
 
     def watch(self, jpeg_quality: int | None = None) -> Iterator[Message]:
-        """Attach to the device's on-board probe: yields LIVE messages until the link closes
-        (:func:`live_frame` decodes one). ``jpeg_quality``: of the display frames, when the
+        """Attach to the device's on-board probe: yields LIVE messages until the device's source
+        ends (its end message is kept in ``watch_end``) or the link closes (:func:`live_frame`
+        decodes one). ``jpeg_quality``: of the display frames, when the
         device sends JPEG (negotiated)."""
         self.request(MsgType.WATCH, {"jpeg_quality": int(jpeg_quality)} if jpeg_quality else {})
         while True:
@@ -290,6 +291,9 @@ class DeviceClient:
             except LinkTimeout:
                 continue
             if msg.type == MsgType.LIVE:
+                if msg.meta.get("end"):  # the device's source ended: so does the watch
+                    self.watch_end = dict(msg.meta)
+                    return
                 yield msg
 
 

@@ -77,14 +77,18 @@ class LiveLoop:
     def _run(self) -> None:
         try:
             t_prev = None
+            waited = False
             for fr in self.source.frames():
                 if self.stop.is_set():
                     break
+                while self.rt.accel is None and not self.stop.is_set():
+                    if not waited:  # a file source is not used up while no bundle is active
+                        log.info("on-device probe: waiting for a bundle to be flashed")
+                        waited = True
+                    self.stop.wait(0.2)
                 acc = self.rt.accel
                 if acc is None:
-                    time.sleep(0.2)
-                    self.dropped += 1
-                    continue
+                    break
                 # a live probe keeps producing while we compute: count what we could not take
                 if self.source.live and self.source.fps and t_prev is not None:
                     behind = int((time.time() - t_prev) * self.source.fps) - 1
@@ -105,6 +109,9 @@ class LiveLoop:
                     wait = 1.0 / self.source.fps - (time.time() - t_prev)
                     if wait > 0:
                         self.stop.wait(wait)
+            if not self.stop.is_set():
+                self.hub.end({"frames": self.frames, "dropped": self.dropped, "source": self.source.name,
+                              "reason": "the source has no more frames"})
         finally:
             self.source.close()
             self.log.close()

@@ -77,12 +77,29 @@ class LiveHub:
         self._lock = threading.Lock()
         self._subs: list[queue.Queue] = []
         self.latest: dict | None = None
+        self.ended: dict | None = None  # set once the on-device source has no more frames
 
     def subscribe(self) -> queue.Queue:
         q: queue.Queue = queue.Queue(maxsize=1)
         with self._lock:
             self._subs.append(q)
+            if self.ended is not None:  # a watcher that comes after the end is told at once
+                q.put_nowait((self.ended, None))
         return q
+
+    def end(self, meta: dict) -> None:
+        """The source ended: every watcher gets ``meta`` (``end``: true) after its last frame."""
+        with self._lock:
+            self.ended = {**meta, "end": True}
+            subs = list(self._subs)
+        for q in subs:
+            while True:  # the end must not be dropped for the newest frame: wait for room
+                try:
+                    q.put((self.ended, None), timeout=0.5)
+                    break
+                except queue.Full:
+                    if q not in self._subs:
+                        break
 
     def unsubscribe(self, q: queue.Queue) -> None:
         with self._lock:
@@ -167,9 +184,13 @@ class Session:
         if self.watch is None:
             return
         try:
-            meta, (mask, px) = self.watch.get_nowait()
+            meta, item = self.watch.get_nowait()
         except queue.Empty:
             return
+        if item is None:  # the end of the on-device source
+            self.ch.send(MsgType.LIVE, meta)
+            return
+        mask, px = item
         mb = codecs.encode_mask(mask, self.codecs["mask"])
         db = codecs.encode_display(px, self.codecs["display"], self.jpeg_quality)
         self.ch.send(MsgType.LIVE, {**meta, "mask_enc": self.codecs["mask"], "mask_len": len(mb),

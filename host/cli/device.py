@@ -212,6 +212,13 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: P
     finally:
         ov.close()
         c.close()
+    end = getattr(c, "watch_end", None)
+    el = time.time() - t0
+    if end is not None:
+        click.echo(f"the device's source ended: {end.get('frames')} frames segmented on the device "
+                   f"({end.get('dropped', 0)} dropped there), {n} received here in {el:.1f} s")
+    else:
+        click.echo(f"{n} frames received in {el:.1f} s")
 
 
 @click.command("stream")

@@ -324,3 +324,31 @@ def test_stream_settings_are_checked_before_connecting(opt, value, needle, tmp_p
              "--out", str(tmp_path / "s"))
     assert r.exit_code == 2 and r.output.strip() == f"qdev: {needle}"
     assert not (tmp_path / "s").exists()
+
+
+def test_device_mode_with_a_file_probe_ends_by_itself_and_waits_for_a_bundle(tmp_path):
+    """`serve --probe FILES` started before any bundle is flashed waits (it used to drop the
+    whole source, one frame per 0.2 s); once flashed, it segments every frame, and a watching
+    `qdev stream --probe device:...` ends by itself at the end of the source, exit 0 (it used to
+    hang until killed)."""
+    import time as _time
+
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "cine"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (96, 120), dtype=np.uint8)).save(folder / f"f{i:02d}.png")
+    store = tmp_path / "store"
+    with LocalDevice(store, extra=["--probe", str(folder / "*.png")]) as dev:
+        _time.sleep(1.5)  # no bundle yet: the device must not use the source up
+        c = connect(dev.port)
+        assert c.flash(BUNDLE, default_trusted())["activated"]
+        c.close()
+        t0 = _time.monotonic()
+        r = _run("-p", dev.port, "stream", "--probe", "device:files", "--no-view")
+        assert r.exit_code == 0, r.output
+        assert _time.monotonic() - t0 < 60
+        assert "the device's source ended: 12 frames segmented on the device" in r.stdout, r.stdout
