@@ -65,6 +65,7 @@ class LiveLoop:
     def __init__(self, runtime: DeviceRuntime, source: ProbeSource, hub: LiveHub, log_dir: Path,
                  max_bytes: int = 1 << 20, keep: int = 5) -> None:
         self.rt, self.source, self.hub = runtime, source, hub
+        hub.source = source.name
         self.log = RollingLog(log_dir, max_bytes, keep)
         self.stop = threading.Event()
         self.frames = 0

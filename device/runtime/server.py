@@ -78,6 +78,7 @@ class LiveHub:
         self._subs: list[queue.Queue] = []
         self.latest: dict | None = None
         self.ended: dict | None = None  # set once the on-device source has no more frames
+        self.source: str | None = None  # the on-device probe's name (serve --probe)
 
     def subscribe(self) -> queue.Queue:
         q: queue.Queue = queue.Queue(maxsize=1)
@@ -361,7 +362,8 @@ class Session:
                 "discarded_bytes": ps.discarded_bytes, "auth_failed": self.ch.auth_failed,
                 "replayed": self.ch.replayed, "unauthenticated": self.unauthenticated}
         self.reply(msg, MsgType.STATS, {**self.rt.stats(), "link": link,
-                                        "live": self.hub.latest if self.hub else None})
+                                        "live": self.hub.latest if self.hub else None,
+                                        "live_source": self.hub.source if self.hub else None})
 
     def _on_power(self, msg: Message) -> None:
         self.reply(msg, MsgType.POWER, self.rt.power())

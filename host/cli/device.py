@@ -180,6 +180,12 @@ def activate_cmd(ctx: click.Context, bundle_id: str) -> None:
         raise QdevError(f"activate failed: {res['message']}")
 
 
+def _same_source(spec: str, source: str) -> bool:
+    """``device:SPEC`` names the device's own probe: its full name, its kind (``phantom`` for
+    ``phantom:0``) or a part of a file name."""
+    return spec == source or source.startswith(spec + ":") or spec in source
+
+
 def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: Path | None,
            quality: int = 40) -> None:
     import time
@@ -188,20 +194,33 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: P
     from qdev.host.view import Hud, OverlayView
 
     c = _client(ctx)
+    try:
+        source = c.stats().get("live_source")
+    except QdevError:
+        source = None
+    if spec and source and not _same_source(spec, source):
+        c.close()
+        raise QdevError(f"--probe device:{spec}: this device segments its own probe '{source}' (chosen by "
+                        "qdev-device serve --probe); say device: or device:" + source)
     ov = OverlayView(view, save)
     if ov.web is not None:
         click.echo(f"browser view: {ov.web.url}", err=True)
-    n, t0 = 0, time.time()
+    n, t0, last_id, skipped = 0, time.time(), None, 0
     try:
         for msg in c.watch(jpeg_quality=quality):
             m = msg.meta
             mask, px = live_frame(msg)
             n += 1
+            fid = int(m["frame_id"])
+            if last_id is not None and fid > last_id + 1:
+                skipped += fid - last_id - 1  # the device moved on while this viewer was busy
+            last_id = fid
             click.echo(f"frame {m['frame_id']}: device {m['device_ms']:.1f} ms, {m['energy_mj']:.1f} mJ "
-                       f"({m['energy_kind']}), mask {m['mask_area']} px, dropped {m['dropped']}")
+                       f"({m['energy_kind']}), mask {m['mask_area']} px, dropped {m['dropped']} at the probe, "
+                       f"{skipped} skipped by this viewer")
             el = time.time() - t0
             hud = Hud(int(m["frame_id"]), n / el if el else 0.0, None, m.get("device_ms"), m.get("power_w"),
-                      m.get("energy_mj"), m.get("energy_kind"), int(m.get("dropped") or 0), 0, m.get("bundle_id"),
+                      m.get("energy_mj"), m.get("energy_kind"), int(m.get("dropped") or 0) + skipped, 0, m.get("bundle_id"),
                       int(m.get("mask_area") or 0), f"device:{spec}")
             if not ov.show(px, mask, hud):
                 break
@@ -216,9 +235,9 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: P
     el = time.time() - t0
     if end is not None:
         click.echo(f"the device's source ended: {end.get('frames')} frames segmented on the device "
-                   f"({end.get('dropped', 0)} dropped there), {n} received here in {el:.1f} s")
+                   f"({end.get('dropped', 0)} dropped there), {n} received here in {el:.1f} s, {skipped} skipped")
     else:
-        click.echo(f"{n} frames received in {el:.1f} s")
+        click.echo(f"{n} frames received in {el:.1f} s, {skipped} skipped by this viewer")
 
 
 @click.command("stream")

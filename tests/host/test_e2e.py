@@ -348,7 +348,10 @@ def test_device_mode_with_a_file_probe_ends_by_itself_and_waits_for_a_bundle(tmp
         assert c.flash(BUNDLE, default_trusted())["activated"]
         c.close()
         t0 = _time.monotonic()
-        r = _run("-p", dev.port, "stream", "--probe", "device:files", "--no-view")
+        r = _run("-p", dev.port, "stream", "--probe", "device:cine", "--no-view")
         assert r.exit_code == 0, r.output
         assert _time.monotonic() - t0 < 60
         assert "the device's source ended: 12 frames segmented on the device" in r.stdout, r.stdout
+        # device:SOURCE names the device's own probe: another one is refused in one line
+        r = _run("-p", dev.port, "stream", "--probe", "device:video:7", "--no-view")
+        assert r.exit_code == 2 and "this device segments its own probe" in r.output and "Traceback" not in r.output
