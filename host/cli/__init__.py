@@ -25,6 +25,11 @@ class _UserError(click.ClickException):
         click.echo(f"qdev: {self.message}", err=True)
 
 
+#: packages of the `workstation` extra (training, export, the FINN compile): a command that needs
+#: one on a host-only install says which extra to install instead of a traceback
+WORKSTATION_PACKAGES = ("torch", "brevitas", "qonnx", "finn", "onnx", "onnxscript")
+
+
 class QdevGroup(click.Group):
     """Click group that turns any QdevError raised by a command into `qdev: ...`, exit 2."""
 
@@ -33,6 +38,13 @@ class QdevGroup(click.Group):
             return super().invoke(ctx)
         except QdevError as exc:
             raise _UserError(str(exc)) from exc
+        except ModuleNotFoundError as exc:
+            top = (exc.name or "").split(".")[0]
+            if top not in WORKSTATION_PACKAGES:
+                raise
+            cmd = ctx.invoked_subcommand or "this command"
+            raise _UserError(f"'qdev {cmd}' needs the workstation extras ({top} is not installed): "
+                             "pip install 'qdev[workstation]' (the FINN compile: scripts/setup)") from exc
         except click.BadParameter as exc:  # a missing path, a bad number: one line, not the usage text
             raise _UserError(exc.format_message()) from exc
 

@@ -1,5 +1,6 @@
-"""The file-source read-ahead of host/stream.py: frames in order and complete, a source that fails
-mid-way fails the session (no hang), and a consumer that stops early stops the reader."""
+"""Host-side behaviour without a device: the file-source read-ahead of host/stream.py (frames in
+order and complete, a failing source fails the session, an early stop stops the reader), the
+client as a context manager, the energy wording, and the workstation-extras message."""
 
 from __future__ import annotations
 
@@ -75,3 +76,30 @@ def test_energy_lines_say_what_they_describe():
         s = energy_label(backend, "estimated", "KV260")
         assert "CPU time" in s and "KV260" in s and "no real system" in s
     assert energy_label("pynq", "measured", "KV260").startswith("measured on the device")
+
+
+def test_a_workstation_command_on_a_host_only_install_names_the_extra():
+    """`qdev train/export/compile` on `pip install qdev[host]` ended in a ModuleNotFoundError
+    traceback; now one line names the extra to install, exit 2. Other missing modules still raise."""
+    import click
+    from click.testing import CliRunner
+
+    from qdev.host.cli import QdevGroup
+
+    @click.group(cls=QdevGroup)
+    def g() -> None:
+        pass
+
+    @g.command("train")
+    def train() -> None:
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    @g.command("other")
+    def other() -> None:
+        raise ModuleNotFoundError("No module named 'nosuch'", name="nosuch")
+
+    r = CliRunner().invoke(g, ["train"])
+    assert r.exit_code == 2 and "'qdev train' needs the workstation extras" in r.output
+    assert "pip install 'qdev[workstation]'" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(g, ["other"])
+    assert isinstance(r.exception, ModuleNotFoundError)
