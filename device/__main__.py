@@ -34,16 +34,21 @@ def _board(name: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qdev-device", description="qdev board-side runtime")
     sub = p.add_subparsers(dest="cmd", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", default="/var/lib/qdev", help="bundle store folder")
+    store_only = argparse.ArgumentParser(add_help=False)  # what pair / identity / trust need
+    store_only.add_argument("--store", default="/var/lib/qdev", help="bundle store folder (default %(default)s)")
+    dev_key = argparse.ArgumentParser(add_help=False)
+    dev_key.add_argument("--dev-key", action="store_true",
+                         help="allow qdev's shipped development key to be trusted (with --trust "
+                              "keys/dev/qdev-dev.pub or `trust`; its private half is public: tests and demos only)")
+    common = argparse.ArgumentParser(add_help=False, parents=[store_only, dev_key])
     common.add_argument("--board", default=None, type=_board,
                         help=f"this board, one of {', '.join(BOARD_NAMES)} (bundles for others are refused)")
-    common.add_argument("--backend", default="auto", choices=["auto", "pynq", "onnx", "software"])
-    common.add_argument("--power", default="auto", choices=["auto", "pmbus", "hwmon", "estimate"])
+    common.add_argument("--backend", default="auto", choices=["auto", "pynq", "onnx", "software"],
+                        help="accelerator backend (default auto: pynq with a bitstream and a board, else onnx "
+                             "where onnxruntime imports, else software)")
+    common.add_argument("--power", default="auto", choices=["auto", "pmbus", "hwmon", "estimate"],
+                        help="power source (default auto: PMBus rails, else hwmon sensors, else the estimate)")
     common.add_argument("--trust", action="append", default=[], help="trust this Ed25519 public key (PEM)")
-    common.add_argument("--dev-key", action="store_true",
-                        help="allow qdev's shipped development key to be trusted (with --trust "
-                             "keys/dev/qdev-dev.pub or `trust`; its private half is public: tests and demos only)")
     common.add_argument("--threads", type=int, default=1,
                         help="BLAS/OpenMP threads of the software backend (default 1: see qdev.core.threads)")
     s = sub.add_parser("serve", parents=[common], help="serve hosts over TCP and/or a serial port")
@@ -68,14 +73,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="allow --tcp on a non-loopback address without authentication (not for patient data)")
     i = sub.add_parser("install", parents=[common], help="install and activate a bundle folder locally")
     i.add_argument("bundle")
-    t = sub.add_parser("trust", parents=[common], help="add a trusted public key to the store")
+    t = sub.add_parser("trust", parents=[store_only, dev_key], help="add a trusted public key to the store")
     t.add_argument("key")
     sub.add_parser("info", parents=[common], help="print device info as JSON")
-    pr = sub.add_parser("pair", parents=[common], help="pin a host's certificate with a role (the --tls listener and the serial link)")
+    pr = sub.add_parser("pair", parents=[store_only], help="pin a host's certificate with a role (the --tls listener and the serial link)")
     pr.add_argument("host_cert")
     pr.add_argument("--role", choices=["viewer", "operator"], required=True)
     pr.add_argument("--name", default=None, help="name of the pin (default: the file's stem and the certificate's fingerprint)")
-    sub.add_parser("identity", parents=[common], help="print (making it once) this device's TLS certificate path")
+    sub.add_parser("identity", parents=[store_only], help="print (making it once) this device's TLS certificate path")
     return p
 
 
@@ -208,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
 
             print(make_identity(Path(a.store) / "tls", "device", "qdev-device")[1])
             return 0
+        if a.cmd == "trust":  # a key file into the store: no runtime, no self-test
+            from qdev.device.store import BundleStore
+
+            print(BundleStore(a.store, None, a.dev_key).trust(Path(a.key)))
+            return 0
         rt = _runtime(a)
         if a.cmd == "install":
             from qdev.core.bundle import pack_bundle
@@ -221,9 +231,6 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"bundle_id": res.bundle_id, "activated": res.activated, "message": res.message,
                               "self_test": res.self_test}))
             return 0 if res.activated else 1
-        if a.cmd == "trust":
-            print(rt.store.trust(Path(a.key)))
-            return 0
         if a.cmd == "info":
             print(json.dumps(rt.info(), indent=1))
             return 0

@@ -127,3 +127,14 @@ def test_the_board_environment_reads_video_and_dicom_probes():
     `serve --probe video:0` and DICOM cines need them on the board, not only on the host."""
     import cv2  # noqa: F401
     import pydicom  # noqa: F401
+
+
+def test_each_subcommand_lists_only_its_own_options():
+    """`trust`, `identity` and `pair` listed --board/--backend/--power/--threads they never use."""
+    for cmd, absent in (("trust", "--backend"), ("identity", "--board"), ("pair", "--threads")):
+        r = subprocess.run([sys.executable, "-m", "qdev.device", cmd, "--help"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0 and "--store" in r.stdout and absent not in r.stdout, (cmd, r.stdout)
+    r = subprocess.run([sys.executable, "-m", "qdev.device", "serve", "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert "--backend" in r.stdout and "default auto" in r.stdout
