@@ -16,25 +16,43 @@ import click
 __all__ = ["demo_cmd"]
 
 
-def _busi_test_source():  # noqa: ANN202
+def _busi_test_source(data: Path | None, required: bool):  # noqa: ANN202
+    """The BUSI test split as a file source, by the one rule every command uses: ``--data``, else
+    ``$QDEV_BUSI``, else ../shared/data/busi. A location that was given (--data, QDEV_BUSI) or a
+    required one (--probe busi) must be right: a clear error, never a silent fallback. Returns
+    None only when nothing was given and nothing was found."""
+    import os
+
+    from qdev.core.errors import DataError
     from qdev.core.probe.sources import ImageFolderSource
-    from qdev.training.data.locate import find_default_busi
+    from qdev.training.data.locate import find_default_busi, resolve_busi_root
     from qdev.training.data.split import read_split
 
-    root = find_default_busi()
-    if root is None:
-        return None
+    given = data if data is not None else os.environ.get("QDEV_BUSI")
+    if given and Path(given).expanduser().is_file():
+        raise DataError(f"{given}: a BUSI pack holds no source images; the demo streams the PNG folder "
+                        "(--data PATH/Dataset_BUSI_with_GT)")
+    if given or required:
+        root = resolve_busi_root(data)
+    else:
+        root = find_default_busi()
+        if root is None:
+            return None
     from qdev import assets
 
     split = read_split(assets.split_file("busi-grouped-seed0.json"))
     files = [root / f"{i}.png" for i in split.ids["test"]]
     files = [f for f in files if f.is_file()]
-    return ImageFolderSource(files, f"BUSI test split ({len(files)} images, {root})") if files else None
+    if not files:
+        raise DataError(f"{root}: none of the BUSI test split's images is there (is it a BUSI copy?)")
+    return ImageFolderSource(files, f"BUSI test split ({len(files)} images, {root})")
 
 
 @click.command("demo")
 @click.option("--probe", type=click.Choice(["auto", "phantom", "busi"]), default="auto", show_default=True,
               help="auto: BUSI test images when a BUSI copy is found, else the phantom.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="BUSI copy to stream the test split of (default: $QDEV_BUSI, else ../shared/data/busi).")
 @click.option("--frames", default=120, show_default=True, help="Frames to stream.")
 @click.option("--board", default="KV260", show_default=True, help="Which shipped bundle to flash.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -42,7 +60,8 @@ def _busi_test_source():  # noqa: ANN202
 @click.option("--view", default="none", show_default=True, metavar="window|web[:PORT]|none",
               help="Live overlay: a desktop window, a browser view on 127.0.0.1:PORT, or none.")
 @click.pass_context
-def demo_cmd(ctx: click.Context, probe: str, frames: int, board: str, out: Path | None, view: str) -> None:
+def demo_cmd(ctx: click.Context, probe: str, data: Path | None, frames: int, board: str, out: Path | None,
+             view: str) -> None:
     """Local device + default model: flash, stream live, report. No board, no training needed."""
     import time
 
@@ -58,10 +77,11 @@ def demo_cmd(ctx: click.Context, probe: str, frames: int, board: str, out: Path 
     bundle = default_bundle(board)
     if not (bundle / "manifest.json").is_file():
         raise QdevError(f"no shipped bundle for {board} at {bundle}")
-    source = _busi_test_source() if probe in ("auto", "busi") else None
+    source = _busi_test_source(data, probe == "busi") if probe in ("auto", "busi") else None
     if source is None:
-        if probe == "busi":
-            raise QdevError("--probe busi: no BUSI copy found (set QDEV_BUSI)")
+        if probe == "auto":
+            click.echo("no BUSI copy found (no --data, no QDEV_BUSI, no ../shared/data/busi): "
+                       "streaming the synthetic phantom instead")
         source = open_probe("phantom")
     out = out or Path("sessions") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     with tempfile.TemporaryDirectory(prefix="qdev-demo-") as tmp:

@@ -355,3 +355,20 @@ def test_device_mode_with_a_file_probe_ends_by_itself_and_waits_for_a_bundle(tmp
         # device:SOURCE names the device's own probe: another one is refused in one line
         r = _run("-p", dev.port, "stream", "--probe", "device:video:7", "--no-view")
         assert r.exit_code == 2 and "this device segments its own probe" in r.output and "Traceback" not in r.output
+
+
+def test_demo_finds_busi_by_the_one_rule_and_never_falls_back_silently(tmp_path, monkeypatch):
+    """A wrong QDEV_BUSI or --data is an error naming it (QDEV_BUSI=no-such-dir used to fall back
+    to the phantom without a word); a pack is refused with the reason (it holds no images)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QDEV_BUSI", str(tmp_path / "no-such-dir"))
+    r = _run("demo", "--frames", "2", "--out", str(tmp_path / "d1"))
+    assert r.exit_code == 2 and "QDEV_BUSI=" in r.output and "no such folder" in r.output
+    monkeypatch.delenv("QDEV_BUSI")
+    r = _run("demo", "--data", str(tmp_path / "nope"), "--frames", "2", "--out", str(tmp_path / "d2"))
+    assert r.exit_code == 2 and "nope: no such folder" in r.output
+    pack = tmp_path / "busi.npz"
+    pack.write_bytes(b"not really")
+    r = _run("demo", "--data", str(pack), "--probe", "busi", "--frames", "2", "--out", str(tmp_path / "d3"))
+    assert r.exit_code == 2 and "pack holds no source images" in r.output
+    assert not (tmp_path / "d1").exists() and not (tmp_path / "d2").exists() and not (tmp_path / "d3").exists()
