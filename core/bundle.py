@@ -20,6 +20,7 @@ __all__ = [
     "BUNDLE_FORMAT", "READABLE_FORMATS", "MANIFEST", "SIGNATURE", "BundleError", "VerifiedBundle", "key_id",
     "load_public_key", "load_private_key", "sha256_file", "sign_manifest", "verify_bundle", "file_entry",
     "pack_bundle", "unpack_bundle", "verify_manifest", "unpacked_bytes", "BOARD_NAMES", "board_name",
+    "resign_bundle",
 ]
 
 #: The boards qdev builds for (training/compile/boards.py holds their parts and resources).
@@ -320,3 +321,25 @@ def unpack_bundle(tar_path: Path, dest: Path, trusted: list, board: str | None =
     except TarError as exc:
         raise BundleError(f"not a bundle archive qdev accepts ({exc})") from exc
     return manifest
+
+
+def resign_bundle(src: Path, key_path: Path, trusted: list, out: Path) -> VerifiedBundle:
+    """A copy of the bundle ``src`` at ``out`` signed with ``key_path``: ``src`` must verify against
+    ``trusted`` first (every file's sha256 and its signature), its manifest is kept byte for byte
+    (the bundle id a device sees does not change), only ``manifest.json.sig`` is new. The copy is
+    built aside and moved into place whole; an existing ``out`` is refused."""
+    import shutil
+
+    from qdev.core.fsutil import FolderBuild
+
+    vb = verify_bundle(src, trusted)
+    key = load_private_key(key_path)
+    out = Path(out)
+    if out.exists():
+        raise BundleError(f"{out}: exists; choose another --out")
+    with FolderBuild(out.parent) as b:
+        for name in [MANIFEST, *vb.manifest["files"]]:
+            shutil.copy2(Path(src) / name, b.path / name)
+        (b.path / SIGNATURE).write_bytes(sign_manifest((Path(src) / MANIFEST).read_bytes(), key))
+        b.commit(out)
+    return verify_bundle(out, [key.public_key()])

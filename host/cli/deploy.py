@@ -177,6 +177,24 @@ def bundle_create(run: Path, board: str, key: Path, out: Path | None, model_name
     click.echo(f"wrote {path}")
 
 
+@bundle.command("sign")
+@click.argument("path", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Your private signing key (qdev keys generate).")
+@click.option("--trusted", "trusted", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Key the bundle must verify against first (repeatable). Default: the development key.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for the re-signed copy (must not exist).")
+def bundle_sign(path: Path, key: Path, trusted: tuple[str, ...], out: Path) -> None:
+    """Re-sign a verified bundle (e.g. a shipped one) with your own key, for devices that trust it."""
+    from qdev import assets
+    from qdev.core.bundle import resign_bundle
+
+    vb = resign_bundle(path, key, list(trusted) or [str(k) for k in assets.dev_public_keys()], out)
+    click.echo(f"{out}: signed by {vb.signer}; {vb.manifest['board']} / {vb.manifest['model']}, manifest unchanged "
+               f"(verified first against {', '.join(trusted) or 'the development key'})")
+
+
 @bundle.command("verify")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--trusted", "trusted", multiple=True, type=click.Path(exists=True, dir_okay=False),

@@ -103,3 +103,42 @@ def test_a_workstation_command_on_a_host_only_install_names_the_extra():
     assert "pip install 'qdev[workstation]'" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(g, ["other"])
     assert isinstance(r.exception, ModuleNotFoundError)
+
+
+def test_a_user_re_signs_a_shipped_bundle_and_a_device_trusting_only_their_key_installs_it(tmp_path):
+    """Following "Deploy and measure" with one's own key (`qdev keys generate`, `qdev-device trust`)
+    could not flash the shipped bundles (signed by the development key) nor re-sign them; now
+    `qdev bundle sign` verifies the bundle and signs a copy with the user's key."""
+    import json
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from qdev import assets
+    from qdev.host.cli import cli
+
+    keys = tmp_path / "keys"
+    r = CliRunner().invoke(cli, ["keys", "generate", "--out", str(keys)])
+    assert r.exit_code == 0, r.output
+    key = next(keys.glob("*.key"))
+    pub = next(keys.glob("*.pub"))
+    out = tmp_path / "mine"
+    r = CliRunner().invoke(cli, ["bundle", "sign", str(assets.shipped_bundle("KV260")), "--key", str(key),
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "manifest.json").read_bytes() == (assets.shipped_bundle("KV260") / "manifest.json").read_bytes()
+    r = CliRunner().invoke(cli, ["bundle", "verify", str(out), "--trusted", str(pub)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["bundle", "verify", str(out)])  # not by the development key any more
+    assert r.exit_code == 2
+    r = CliRunner().invoke(cli, ["bundle", "sign", str(assets.shipped_bundle("KV260")), "--key", str(key),
+                                 "--out", str(out)])
+    assert r.exit_code == 2 and "exists" in r.output  # nothing overwritten
+    store = tmp_path / "store"
+    qd = [sys.executable, "-m", "qdev.device"]
+    assert subprocess.run([*qd, "trust", str(pub), "--store", str(store)], capture_output=True).returncode == 0
+    r = subprocess.run([*qd, "install", str(out), "--store", str(store), "--backend", "software"],
+                       capture_output=True, text=True, timeout=300)  # no --dev-key: only the user's key
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["activated"]
