@@ -29,7 +29,49 @@ CHUNK = 64 << 10
 
 
 class DeviceError(QdevError):
-    """The device answered a request with an error."""
+    """The device answered a request with an error; ``code`` is its ERROR code."""
+
+    code = "error"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class DeviceRequestError(DeviceError):
+    """The request itself was wrong (``bad_request``, ``no_hello``, ``protocol_version``)."""
+
+
+class DeviceForbidden(DeviceError):
+    """This host may not do that (``forbidden``: a viewer; ``unpaired``, ``unauthenticated``)."""
+
+
+class DeviceRefused(DeviceError):
+    """The device refused the request on its merits: a bundle's signature, board, size, version,
+    self-test (``StoreError``, ``BundleError``, ``QdevError``, ...)."""
+
+
+class DeviceStorageError(DeviceError):
+    """The device's disk failed (``storage``)."""
+
+
+class DeviceInternalError(DeviceError):
+    """A bug in the device runtime (``internal``); its traceback is in the device log."""
+
+
+#: ERROR code -> the exception the host raises (docs/PROTOCOL.md lists the codes)
+ERROR_CODES: dict[str, type[DeviceError]] = {
+    "bad_request": DeviceRequestError, "no_hello": DeviceRequestError, "protocol_version": DeviceRequestError,
+    "forbidden": DeviceForbidden, "unpaired": DeviceForbidden, "unauthenticated": DeviceForbidden,
+    "storage": DeviceStorageError, "internal": DeviceInternalError,
+}
+
+
+def device_error(meta: dict) -> DeviceError:
+    """The typed exception of an ERROR reply (an unknown code is a refusal)."""
+    code = str(meta.get("code", "error"))
+    return ERROR_CODES.get(code, DeviceRefused)(f"device: {meta.get('message', 'error')}", code)
 
 
 @dataclass
@@ -67,7 +109,7 @@ class DeviceClient:
             if msg.meta.get("re") != seq:
                 continue  # a late reply to an abandoned request, or a LIVE push
             if msg.type == MsgType.ERROR:
-                raise DeviceError(f"device: {msg.meta.get('message', 'error')}")
+                raise device_error(msg.meta)
             del msg.meta["re"]  # matched: callers get the reply's own fields only
             return msg
 

@@ -76,8 +76,11 @@ def test_operator_flashes_and_streams_viewer_only_streams(tls_device):
     try:
         reps = list(c.stream(((i, px[i]) for i in range(len(px))), window=2))
         assert [r.error for r in reps] == [None] * len(px), c.info()
-        with pytest.raises(DeviceError, match="needs the operator role"):
+        with pytest.raises(DeviceError, match="needs the operator role") as err:
             c.rollback()
+        from qdev.host.client import DeviceForbidden
+
+        assert isinstance(err.value, DeviceForbidden) and err.value.code == "forbidden"  # typed, code kept
     finally:
         c.close()
     _qd("pair", str(tls_device["host_cert"]), "--role", "operator", "--store", str(tls_device["store"]))

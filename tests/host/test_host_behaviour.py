@@ -142,3 +142,14 @@ def test_a_user_re_signs_a_shipped_bundle_and_a_device_trusting_only_their_key_i
                        capture_output=True, text=True, timeout=300)  # no --dev-key: only the user's key
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["activated"]
+
+
+def test_error_codes_become_typed_exceptions():
+    from qdev.host.client import (DeviceError, DeviceForbidden, DeviceInternalError, DeviceRefused,
+                                  DeviceRequestError, DeviceStorageError, device_error)
+
+    cases = {"bad_request": DeviceRequestError, "forbidden": DeviceForbidden, "unpaired": DeviceForbidden,
+             "storage": DeviceStorageError, "internal": DeviceInternalError, "StoreError": DeviceRefused}
+    for code, cls in cases.items():
+        e = device_error({"message": "m", "code": code})
+        assert type(e) is cls and isinstance(e, DeviceError) and e.code == code and str(e) == "device: m"
