@@ -145,3 +145,22 @@ def test_the_device_knows_the_boards_the_compile_builds_for():
     from qdev.training.compile.boards import BOARDS
 
     assert tuple(sorted(BOARDS)) == tuple(sorted(BOARD_NAMES))
+
+
+def test_timed_model_runs_at_the_bottleneck_when_fifos_allow():
+    """The timed token model: a padder, a 3x3 window and an MVAU (640 cycles a frame, the slowest)
+    stream three frames at the MVAU's rate when the FIFOs hold a row; one-pixel FIFOs stall it a
+    little (the window generator's row turns); the first frame's latency is the pipeline's fill."""
+    from qdev.training.compile.dataflow_sim import timed
+
+    nodes = [StreamNode("pad", "FMPadding", ("in",), ("a",), {"ImgDim": [8, 8], "Padding": [1, 1, 1, 1]}),
+             StreamNode("swg", "ConvolutionInputGenerator", ("a",), ("b",),
+                        {"IFMDim": [10, 10], "OFMDim": [8, 8], "ConvKernelDim": [3, 3]}),
+             StreamNode("mv", "MVAU", ("b",), ("out",), {})]
+    g = build_graph(nodes, (8, 8))
+    cycles = {"pad": 100, "swg": 100, "mv": 640}
+    roomy = timed(g, {"a": 100, "b": 100}, cycles, frames=3)
+    assert roomy.converged and roomy.bottleneck_cycles == 640 and roomy.cycles_per_frame == 640
+    tight = timed(g, {}, cycles, frames=3)
+    assert tight.converged and 640 <= tight.cycles_per_frame < 700
+    assert roomy.first_frame_cycles > 640  # the fill: the window needs two rows before its first output

@@ -414,3 +414,105 @@ def words(pixels: int, words_per_pixel: int) -> int:
 def pixels_of(depth_words: int, words_per_pixel: int) -> int:
     """A FIFO depth in words as whole pixels (at least one: see the module's note)."""
     return max(1, math.floor(depth_words / max(1, words_per_pixel)))
+
+
+# ---------------------------------------------------------------- rate: a timed token model
+
+
+@dataclass
+class TimedResult:
+    converged: bool
+    iterations: int
+    cycles_per_frame: float  # steady state: between the last output pixels of the last two frames
+    first_frame_cycles: float  # from the first input pixel to the first frame's last output pixel
+    bottleneck_cycles: float  # the slowest node's cycles per frame (FINN's estimate of the rate)
+
+
+def _frames(a: list[int] | None, n_other: int, n: int, frames: int) -> np.ndarray | None:
+    """A per-frame need/release array over ``frames`` frames back to back (counts)."""
+    if a is None:
+        return None
+    base = np.asarray(a, dtype=np.int64)
+    return np.concatenate([base + f * n_other for f in range(frames)])
+
+
+def timed(g: DataflowGraph, depths: dict[str, int], cycles: dict[str, float], frames: int = 3,
+          max_iter: int = 5000) -> TimedResult:
+    """When each pixel is written and read, in clock cycles, under a stated timing model:
+
+    * a node writes one output pixel every ``cycles[node] / output pixels`` cycles at most (FINN's
+      expected cycles of the node spread evenly over its outputs), and only after it has read the
+      input pixels that output needs (its ``need``);
+    * it reads an input pixel one cycle after the producer wrote it, in order, and only while its
+      line buffer has room (``cap`` past what it may drop, as in :func:`simulate`);
+    * it writes a pixel only when the FIFO has room: the consumer has read the pixel ``depth``
+      places earlier; the graph's input delivers one pixel per cycle, its output never stalls.
+
+    The earliest times meeting every constraint are found by iterating the constraints to their
+    fixed point (each pass is vectorised per node). Returns the steady cycles per frame beside the
+    slowest node's: equal when the FIFOs let the pipeline run at its bottleneck's rate."""
+    order = g.nodes
+    E: dict[str, np.ndarray] = {}
+    R: dict[tuple[str, int], np.ndarray] = {}
+    ii = {n.name: max(1.0, float(cycles.get(n.name, g.n_out[n.name])) / g.n_out[n.name]) for n in order}
+    ports = {n.name: [(p, _frames(p.need, p.n_in, g.n_out[n.name], frames),
+                       _frames(p.release, p.n_in, g.n_out[n.name], frames)) for p in g.ports[n.name]]
+             for n in order}
+    reader = {p.stream: (n.name, k) for n in order for k, p in enumerate(g.ports[n.name])}
+    for n in order:
+        E[n.name] = np.zeros(g.n_out[n.name] * frames)
+        for k, p in enumerate(g.ports[n.name]):
+            R[(n.name, k)] = np.zeros(p.n_in * frames)
+    src_avail = np.arange(g.pixels[g.source] * frames, dtype=np.float64)
+    it, changed = 0, True
+    while changed and it < max_iter:
+        it += 1
+        changed = False
+        # forward sweeps carry data dependencies down the graph in one pass, backward sweeps carry
+        # back-pressure (a full FIFO) up it: alternating them reaches the fixed point in few passes
+        for n in (order if it % 2 else order[::-1]):
+            nm = n.name
+            nout = g.n_out[nm] * frames
+            k_idx = np.arange(nout, dtype=np.float64)
+            # reads: after the producer wrote the pixel, in order, while the line buffer has room
+            for k, (p, need, rel) in enumerate(ports[nm]):
+                prod = g.producer.get(p.stream)
+                arrive = src_avail if prod is None else E[prod] + 1.0
+                lb = arrive.copy()
+                i = np.arange(p.n_in * frames)
+                # room: the node must have written e outputs with release(e) >= i + 1 - cap
+                want = i + 1 - p.cap
+                has = want > 0
+                if has.any():
+                    relc = rel if rel is not None else np.arange(1, nout + 1)
+                    e = np.searchsorted(relc, want[has], side="left")  # outputs written = e + 1
+                    e = np.minimum(e, nout - 1)
+                    lb[has] = np.maximum(lb[has], E[nm][e] + 1.0)
+                new = np.maximum.accumulate(lb)
+                if not np.array_equal(new, R[(nm, k)]):
+                    changed = True
+                    R[(nm, k)] = new
+            # writes: after the needed reads, at most one per ii, and into a FIFO with room
+            lb = np.zeros(nout)
+            for k, (p, need, rel) in enumerate(ports[nm]):
+                last = (need if need is not None else np.arange(1, nout + 1)) - 1
+                ok = last >= 0
+                lb[ok] = np.maximum(lb[ok], R[(nm, k)][last[ok]] + 1.0)
+            for s in n.outputs:
+                if s == g.sink or s not in reader:
+                    continue
+                cap = max(1, int(depths.get(s, 1)))
+                cn, ck = reader[s]
+                j = np.arange(nout) - cap
+                ok = j >= 0
+                lb[ok] = np.maximum(lb[ok], R[(cn, ck)][j[ok]])
+            new = k_idx * ii[nm] + np.maximum.accumulate(lb - k_idx * ii[nm])
+            if not np.allclose(new, E[nm], rtol=0, atol=1e-9):
+                changed = True
+                E[nm] = new
+    last = E[g.producer[g.sink]]
+    per = g.pixels[g.sink]
+    ends = [last[(f + 1) * per - 1] for f in range(frames)]
+    slowest = max(ii[n.name] * g.n_out[n.name] for n in order)
+    return TimedResult(not changed, it, float(ends[-1] - ends[-2]) if frames > 1 else float(ends[0]),
+                       float(ends[0]), float(slowest))
