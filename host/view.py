@@ -128,20 +128,50 @@ def compose(image: np.ndarray, mask: np.ndarray, hud: Hud | None, fill: bool = T
         cv2.drawContours(img, tc, -1, TRUTH_BGR, thick)
     cv2.drawContours(img, contours, -1, CONTOUR_BGR, thick)
     if hud is not None:
-        _draw_hud(img, hud.lines())
+        img = with_hud(img, hud.lines())
     return img
 
 
-def _draw_hud(img: np.ndarray, lines: list[str]) -> None:
+def _wrap(cv2, lines: list[str], width: int, scale: float) -> list[str]:  # noqa: ANN001
+    """Lines that fit ``width`` pixels, broken at the HUD's double spaces (then at single ones)."""
+    out = []
+    for line in lines:
+        rest = line
+        while rest:
+            if cv2.getTextSize(rest, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] <= width:
+                out.append(rest)
+                break
+            cut = None
+            for sep in ("  ", " "):
+                for i in range(len(rest) - 1, 0, -1):
+                    if rest[i : i + len(sep)] == sep and cv2.getTextSize(rest[:i], cv2.FONT_HERSHEY_SIMPLEX, scale,
+                                                                          1)[0][0] <= width:
+                        cut = (i, len(sep))
+                        break
+                if cut:
+                    break
+            if cut is None:
+                out.append(rest)
+                break
+            out.append(rest[: cut[0]])
+            rest = rest[cut[0] + cut[1] :].lstrip()
+    return out
+
+
+def with_hud(img: np.ndarray, lines: list[str]) -> np.ndarray:
+    """The frame with the HUD in a band **below** it: nothing is drawn over the scan (lesions near
+    the skin lie in its top rows), and no line is cut off (long ones wrap)."""
     import cv2
 
     h, w = img.shape[:2]
     scale = max(0.35, min(0.7, w / 900))
     step = int(26 * scale + 6)
-    band = img[: step * len(lines) + 8]
-    band[:] = (band * 0.45).astype(np.uint8)  # darken under the text, keep the image visible
+    lines = _wrap(cv2, lines, w - 12, scale)
+    band = np.full((step * len(lines) + 10, w, 3), 24, np.uint8)
     for i, line in enumerate(lines):
-        cv2.putText(img, line, (6, step * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(band, line, (6, step * (i + 1) - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    return np.vstack([img, band])
 
 
 class OverlayView:
@@ -187,10 +217,12 @@ class OverlayView:
         if self.web is not None:  # the page shows the figures beside the frame, not on it
             self.web.publish(plain, hud.as_dict() if hud else {})
         if self.save is not None:  # at the source's own size
-            img = plain.copy()
-            if hud is not None:
-                _draw_hud(img, hud.lines())
+            img = with_hud(plain, hud.lines()) if hud is not None else plain
+            if self.writer is not None and img.shape[:2] != self._video_hw:  # a HUD that wrapped differently
+                hh, ww = self._video_hw
+                img = np.vstack([img, np.full((max(0, hh - img.shape[0]), ww, 3), 24, np.uint8)])[:hh]
             if self.writer is None:
+                self._video_hw = img.shape[:2]
                 self.save.parent.mkdir(parents=True, exist_ok=True)
                 self.writer = self.cv2.VideoWriter(str(self.save), self.cv2.VideoWriter_fourcc(*"mp4v"),
                                                    self.fps, (img.shape[1], img.shape[0]))

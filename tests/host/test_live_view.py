@@ -40,7 +40,10 @@ def test_overlay_is_at_the_source_size_in_colour_with_the_mask_mapped_back():
     mask = np.zeros((128, 128), np.uint8)
     mask[32:96, 64:128] = 1  # the right half of the model input, rows a quarter to three quarters
     img = compose(rgb, mask, Hud(3, 25.0, 12.0, 5.0, 1.5, 7.5, "measured", 0, 0, "abcd", 4096), fill=False)
-    assert img.shape == (h, w, 3)
+    plain = compose(rgb, mask, None, fill=False)
+    # the HUD is a band below the frame: the scan's own rows are untouched (nothing hides the skin line)
+    assert img.shape[0] > h and img.shape[1:] == (w, 3) and np.array_equal(img[:h], plain)
+    assert (img[h:] > 240).all(axis=2).sum() > 50  # its white text is in the band
     assert img[400, 100, 2] == 200 and img[400, 100, 0] == 0  # colour kept, as BGR
     ys, xs = np.nonzero(_green(img[..., ::-1]))
     # the contour runs around the mask's place in the *source* frame: x 320..640, y 120..360
@@ -239,9 +242,9 @@ def test_saved_overlay_of_a_640x480_cine_is_640x480_in_colour(tmp_path):
     assert r.exit_code == 0, r.output
     cap = cv2.VideoCapture(str(tmp_path / "o.mp4"))
     ok, first = cap.read()
-    assert ok and first.shape == (480, 640, 3)
-    corner = first[470:478, 5:40].reshape(-1, 3).mean(axis=0)  # below the HUD band, away from the disc
-    assert corner[2] > corner[0] + 60  # still the frame's colours (red over blue), not grey
+    assert ok and first.shape[0] > 480 and first.shape[1:] == (640, 3)  # the frame, and the HUD band below it
+    corner = first[5:40, 5:40].reshape(-1, 3).mean(axis=0)  # the frame's top left: no HUD over it any more
+    assert corner[2] > corner[0] + 60  # the frame's own colours (red over blue), not darkened
 
 
 def test_device_mode_feeds_the_browser_view(tmp_path):
