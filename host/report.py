@@ -178,15 +178,20 @@ def _plots(sessions: list[tuple[str, list[dict]]]) -> dict[str, bytes]:
                               ("power_w", "power_timeline.png", "board power (W)"),
                               ("energy_mj", "energy_per_frame.png", "energy per frame (mJ)")):
         fig, ax = plt.subplots(figsize=(7, 3.2))
+        kinds = set()
         for name, rows in sessions:
             ok = [r for r in rows if r["status"] == "ok" and r[key] is not None]
             if not ok:
                 continue
+            kinds |= {r.get("energy_kind") or "?" for r in ok}
             t0 = ok[0]["t_sent"]
             ax.plot([r["t_sent"] - t0 for r in ok], [r[key] for r in ok], ".", ms=2, label=name)
             lost = [r for r in rows if r["status"] != "ok" and r["t_sent"] is not None]
             if lost and key == "rtt_ms":
                 ax.plot([r["t_sent"] - t0 for r in lost], [0] * len(lost), "rx", ms=4, label=f"{name} lost")
+        if key != "rtt_ms" and kinds:  # a power or energy plot says whether it is measured or estimated
+            ax.set_title(f"{label.split(' (')[0]}: {', '.join(sorted(kinds)).upper()}")
+            label = f"{label}, {'/'.join(sorted(kinds))}"
         out[fname] = _finish(plt, fig, ax, "time in session (s)", label)
     dice_sets = [(name, [r["dice_vs_truth"] for r in rows if r["status"] == "ok" and r["dice_vs_truth"] is not None])
                  for name, rows in sessions]
@@ -237,7 +242,7 @@ def _view(folder: Path, s: dict) -> dict:
     for g in s.get("gallery") or []:
         p = folder / "gallery" / g["file"]
         if p.is_file():
-            cap = f"{g['kind']}: frame {g['frame_id']}, {g['mask_area']} px" + (
+            cap = f"{g['kind']}: frame {g['frame_id']}, mask {g['mask_area']} model px" + (
                 f", Dice {g['dice']:.3f}" if g.get("dice") is not None else "")
             figs.append({"png": _b64(p.read_bytes()), "caption": cap})
     energy = {"device": None, "fpga_estimate": None, "notes": [], **(s.get("energy") or {})}
