@@ -223,12 +223,9 @@ def must_buffer(g: DataflowGraph, skip: str, frames: int = 2) -> int:
     # the concat writes output j-1 once it has read pixel j-1 of every input
     for s in conc.inputs:
         req[s] = jj.copy()
-    order = [n for n in g.nodes]
-    idx = {n.name: i for i, n in enumerate(order)}
-    for n in reversed(order[: idx[cname]]):
-        outs = [req[s] for s in n.outputs if s in req and (s != skip)]
-        if n.name == dup.name:
-            outs = [req[s] for s in n.outputs if s in req and s != skip]
+    idx = {n.name: i for i, n in enumerate(g.nodes)}
+    for n in reversed(g.nodes[: idx[cname]]):  # back from the concat, in reverse graph order
+        outs = [req[s] for s in n.outputs if s in req and s != skip]  # the skip itself is what is sized
         if not outs:
             continue
         r = np.maximum.reduce(outs)
