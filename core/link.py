@@ -59,12 +59,17 @@ class Link:
 class SocketLink(Link):
     """TCP (TCP_NODELAY: Nagle would add ~40 ms stalls to every small reply)."""
 
+    #: how long a send may wait for the peer to take bytes (its own deadline: a send used to
+    #: inherit the last receive's 0.05-0.5 s timeout and cut a large reply to a slow reader)
+    SEND_TIMEOUT_S = 30.0
+
     def __init__(self, sock: socket.socket, name: str = "tcp") -> None:
         self.sock = sock
         self.name = name
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def write(self, data: bytes) -> None:
+        self.sock.settimeout(self.SEND_TIMEOUT_S)
         try:
             self.sock.sendall(data)
         except OSError as exc:

@@ -357,3 +357,37 @@ def test_a_vanished_serial_port_does_not_take_tcp_down(monkeypatch):
     for t in sup2.threads:
         t.join(timeout=20)
     assert sup2.failed and stop2.is_set()
+
+
+def test_a_large_reply_to_a_slow_reader_is_not_cut_by_the_last_receive_timeout():
+    """A send inherited the socket's last receive timeout (0.05-0.5 s): a large reply to a reader
+    that pauses was cut with `send failed (timed out)`. A send has its own deadline now."""
+    from qdev.core.link import SocketLink
+
+    lst = socket.create_server(("127.0.0.1", 0))
+    b = socket.create_connection(lst.getsockname())
+    a, _ = lst.accept()
+    lst.close()
+    writer = SocketLink(a, "writer")
+    blob = bytes(8 << 20)
+    got = bytearray()
+
+    def slow_reader() -> None:
+        time.sleep(0.6)  # longer than the receive timeout the writer just used
+        while len(got) < len(blob):
+            chunk = b.recv(1 << 16)
+            if not chunk:
+                break
+            got.extend(chunk)
+            time.sleep(0.001)
+
+    t = threading.Thread(target=slow_reader, daemon=True)
+    t.start()
+    try:
+        assert writer.read(0.05) == b""  # the socket's timeout is now 0.05 s
+        writer.write(blob)  # 8 MiB, far over the socket buffers: must wait for the reader
+        t.join(timeout=60)
+        assert len(got) == len(blob)
+    finally:
+        a.close()
+        b.close()
