@@ -49,7 +49,7 @@ def summarise(folder: Path) -> dict:
         "device": {k: dev.get(k) for k in ("board", "backend", "bundle_id", "model")},
         "tables": _tables(manifest, bundle),
         "energy": energy_split(dev, bundle, energy, kinds, ok_fps, manifest.get("power") or {}),
-        "gallery": _gallery(folder),
+        "gallery": _named(_gallery(folder), rows),
         "log": manifest.get("read_from"),
         "frames": counts, "dropped": dropped,
         "seconds": span, "fps": (len(ok) / span) if span > 0 else 0.0,
@@ -61,6 +61,12 @@ def summarise(folder: Path) -> dict:
         "dice_vs_truth": percentiles(dice) if dice else None,
         "warnings": warnings,
     }
+
+
+def _named(gallery: list[dict], rows: list[dict]) -> list[dict]:
+    """The gallery's entries with the file each frame came from, where the log has it."""
+    names = {int(r["frame_id"]): r.get("source") for r in rows if r.get("frame_id") is not None}
+    return [{**g, "source": names.get(int(g["frame_id"]))} for g in gallery]
 
 
 def _tables(manifest: dict, bundle: dict) -> dict[str, dict]:
@@ -242,8 +248,8 @@ def _view(folder: Path, s: dict) -> dict:
     for g in s.get("gallery") or []:
         p = folder / "gallery" / g["file"]
         if p.is_file():
-            cap = f"{g['kind']}: frame {g['frame_id']}, mask {g['mask_area']} model px" + (
-                f", Dice {g['dice']:.3f}" if g.get("dice") is not None else "")
+            cap = f"{g['kind']}: frame {g['frame_id']}" + (f" ({g['source']})" if g.get("source") else "") + (
+                f", mask {g['mask_area']} model px") + (f", Dice {g['dice']:.3f}" if g.get("dice") is not None else "")
             figs.append({"png": _b64(p.read_bytes()), "caption": cap})
     energy = {"device": None, "fpga_estimate": None, "notes": [], **(s.get("energy") or {})}
     return {**s, "figures": figs, "energy": energy,

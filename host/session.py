@@ -24,6 +24,7 @@ __all__ = ["COLUMNS", "SessionWriter", "read_session", "write_json_atomic", "par
 COLUMNS = [
     "frame_id", "status", "t_capture", "t_sent", "t_received", "rtt_ms", "device_ms",
     "device_t_start", "device_t_end", "power_w", "energy_mj", "energy_kind", "mask_area", "dice_vs_truth",
+    "source",
 ]
 
 
@@ -34,6 +35,7 @@ PARQUET_COLUMNS: dict[str, str] = {
     "device_t_end": "float64 (device monotonic s)", "power_w": "float64 (board power, see energy_kind)",
     "energy_mj": "float64 (per frame)", "energy_kind": "string (measured | estimated)",
     "mask_area": "int64 (pixels at the model's resolution)", "dice_vs_truth": "float64 (where truth exists)",
+    "source": "string (the frame's file, where the probe is a set of files)",
 }
 """The Parquet log's columns and what they hold (nullable: a lost frame has only its times)."""
 
@@ -121,7 +123,7 @@ class SessionWriter:
 
 
 STATUSES = ("ok", "lost", "timeout", "error")
-TEXT_COLUMNS = ("status", "energy_kind")
+TEXT_COLUMNS = ("status", "energy_kind", "source")
 
 
 def _parse_row(raw: dict) -> dict:

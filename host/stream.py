@@ -223,7 +223,7 @@ def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, wri
         for rep in client.stream(frames(), cfg.window, cfg.timeout):
             fr, px, truth = sent.pop(rep.frame_id, (None, None, None))
             row = {"frame_id": rep.frame_id, "t_sent": rep.t_sent, "t_received": rep.t_received,
-                   "t_capture": fr.t_capture if fr else None}
+                   "t_capture": fr.t_capture if fr else None, "source": fr.name if fr else None}
             if rep.error is not None:
                 lost += 1
                 row["status"] = rep.error if rep.error in ("lost", "timeout") else "error"

@@ -42,6 +42,7 @@ class ProbeFrame:
     t_capture: float  # time.time() when the frame was read
     truth: np.ndarray | None = None  # a known mask (phantom) at native size
     display_window: tuple[float, float] | None = None  # DICOM window (centre, width), for display only
+    name: str | None = None  # the frame's own file, where the source is a set of files
 
 
 class ProbeSource:
@@ -203,7 +204,7 @@ class ImageFolderSource(ProbeSource):
     def frames(self) -> Iterator[ProbeFrame]:
         for i, f in enumerate(self.files):
             a = read_image(f)
-            yield ProbeFrame(i, a, float(i), time.time(), _truth(f, a.shape[:2]))
+            yield ProbeFrame(i, a, float(i), time.time(), _truth(f, a.shape[:2]), name=f.name)
 
 
 def _truth(image: Path, hw: tuple[int, int]) -> np.ndarray | None:

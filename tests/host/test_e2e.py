@@ -372,3 +372,28 @@ def test_demo_finds_busi_by_the_one_rule_and_never_falls_back_silently(tmp_path,
     r = _run("demo", "--data", str(pack), "--probe", "busi", "--frames", "2", "--out", str(tmp_path / "d3"))
     assert r.exit_code == 2 and "pack holds no source images" in r.output
     assert not (tmp_path / "d1").exists() and not (tmp_path / "d2").exists() and not (tmp_path / "d3").exists()
+
+
+def test_frames_log_and_report_name_each_frames_file(device, tmp_path):
+    """frames.csv / frames.parquet have a `source` column (the frame's own file for a file
+    source), and the report's gallery captions name the file."""
+    import numpy as np
+    from PIL import Image
+
+    from qdev.host.session import read_session
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (64, 80), dtype=np.uint8)).save(folder / f"scan_{i}.png")
+    out = tmp_path / "s"
+    r = _run("-p", device.port, "stream", "--probe", str(folder / "*.png"), "--no-view", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    _, rows = read_session(out)
+    assert sorted(r_["source"] for r_ in rows) == [f"scan_{i}.png" for i in range(5)]
+    page = (out / "report" / "report.html").read_text() if (out / "report" / "report.html").exists() else None
+    if page is None:
+        assert _run("report", str(out)).exit_code == 0
+        page = (out / "report" / "report.html").read_text()
+    assert "scan_" in page and ".png)" in page
