@@ -36,12 +36,21 @@ import numpy as np
 
 from qdev.core.errors import QdevError
 
-__all__ = ["IntModel", "IntLayer", "FORMAT", "VERSION", "run_reference", "run_layer", "dtype_range", "REFERENCE_OPS"]
+__all__ = ["IntModel", "IntLayer", "FORMAT", "VERSION", "run_reference", "run_layer", "dtype_range", "REFERENCE_OPS", "base_op"]
 
 FORMAT = "qdev-intmodel"
 VERSION = 1
 OPS = ("FMPadding", "FMPadding_Pixel", "ConvolutionInputGenerator", "MVAU", "Thresholding", "Pool",
        "StreamingConcat", "DuplicateStreams")
+
+
+def base_op(op_type: str) -> str:
+    """A FINN node type without its backend suffix (``MVAU_hls`` -> ``MVAU``): the integer
+    model's op names, and the token model's."""
+    for suf in ("_hls", "_rtl"):
+        if op_type.endswith(suf):
+            return op_type[: -len(suf)]
+    return op_type
 
 
 def dtype_range(name: str) -> tuple[int, int]:

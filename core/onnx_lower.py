@@ -64,11 +64,17 @@ class _Graph:
         return outs[0] if n_out == 1 else outs
 
 
-def _conv(g: _Graph, st: Step, x: str) -> str:
-    a = st.attrs
-    w = a["w"]
+def _f32_weights(st: Step) -> np.ndarray:
+    """The step's weights, which float32 must hold exactly (the plan chose float64 otherwise)."""
+    w = st.attrs["w"]
     if w.dtype != np.float32:
         raise NotLowerable(f"{st.layers[-1]}: its accumulators need float64")
+    return w
+
+
+def _conv(g: _Graph, st: Step, x: str) -> str:
+    a = st.attrs
+    w = _f32_weights(st)
     t, left, b, r = a["pads"]
     wn = g.const(w.transpose(3, 2, 0, 1), "W")  # [Cout, C, kh, kw]
     return g.op("Conv", [x, wn], "conv", kernel_shape=list(w.shape[:2]), pads=[t, left, b, r],
@@ -77,9 +83,7 @@ def _conv(g: _Graph, st: Step, x: str) -> str:
 
 def _deconv(g: _Graph, st: Step, x: str) -> str:
     a = st.attrs
-    w = a["w"]
-    if w.dtype != np.float32:
-        raise NotLowerable(f"{st.layers[-1]}: its accumulators need float64")
+    w = _f32_weights(st)
     wt = np.ascontiguousarray(w[::-1, ::-1].transpose(2, 3, 0, 1))  # [C, Cout, kh, kw]
     q = int(a["pads"])
     return g.op("ConvTranspose", [x, g.const(wt, "Wt")], "deconv", kernel_shape=list(w.shape[:2]),
@@ -117,9 +121,7 @@ def _threshold(g: _Graph, st: Step, x: str) -> str:
 
 
 def _mvau(g: _Graph, st: Step, x: str) -> str:
-    w = st.attrs["w"]
-    if w.dtype != np.float32:
-        raise NotLowerable(f"{st.layers[-1]}: its accumulators need float64")
+    w = _f32_weights(st)
     wn = g.const(np.ascontiguousarray(w.T.reshape(w.shape[1], w.shape[0], 1, 1)), "W")
     return g.op("Conv", [x, wn], "mvau", kernel_shape=[1, 1])
 

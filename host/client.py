@@ -92,6 +92,7 @@ class DeviceClient:
         self.device_name: str | None = None  # the pinned device that authenticated (serial)
         self.codecs: dict = codecs.negotiate(None)  # what the device chose from our offer (HELLO_ACK)
         self.coding = True  # offer the link codings in HELLO (off: the uncoded forms, for comparison)
+        self.watch_end: dict | None = None  # the device's end-of-source message, once watch() got it
 
     # ------------------------------------------------------------- plumbing
     def _wait(self, seq: int, timeout: float | None = None) -> Message:

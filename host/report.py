@@ -23,6 +23,11 @@ __all__ = ["summarise", "write_report", "MIN_FRAMES"]
 MIN_FRAMES = 1000  # below this, tail percentiles (p99) rest on fewer than 10 samples
 
 
+#: backends that run the network on a computer's CPU (numpy; onnxruntime): their per-frame
+#: time, and so their energy figure, is that CPU's, not the board's accelerator's
+CPU_BACKENDS = ("software", "onnx")
+
+
 def summarise(folder: Path) -> dict:
     manifest, rows = read_session(folder)
     ok = [r for r in rows if r["status"] == "ok"]
@@ -126,7 +131,7 @@ def energy_split(dev: dict, bundle: dict, energy: list[float], kinds: list[str],
     if energy:
         out["device"] = {"mj_per_frame": float(np.mean(energy)), "kind": "/".join(kinds) or None,
                          "frames_per_s": ok_fps, "backend": backend}
-        if backend in ("software", "onnx"):  # the CPU backends (numpy; onnxruntime)
+        if backend in CPU_BACKENDS:
             out["notes"].append(f"the {backend} backend ran the network on this computer's CPU: the device's "
                                 "per-frame time, and so its energy figure, is CPU time times the board's "
                                 "estimated power; it describes no real system")

@@ -147,26 +147,22 @@ class _Prefetch:
             for fr in source.frames():
                 item = (fr, to_model_input(fr.image, h, w),
                         mask_to_model(fr.truth, h, w) if fr.truth is not None else None)
-                while not self.stop.is_set():
-                    try:
-                        self.q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:  # the consumer is behind: wait, unless stopped
-                        continue
-                if self.stop.is_set():
+                if not self._put(item):
                     return
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            self._put_final(exc)
+            self._put(exc)
             return
-        self._put_final(self._END)
+        self._put(self._END)
 
-    def _put_final(self, item: object) -> None:
+    def _put(self, item: object) -> bool:
+        """Queue ``item``, waiting while the consumer is behind; False once stopped."""
         while not self.stop.is_set():
             try:
                 self.q.put(item, timeout=0.1)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
 
     def get(self) -> tuple | None:
         item = self.q.get()

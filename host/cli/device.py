@@ -231,7 +231,7 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: P
     finally:
         ov.close()
         c.close()
-    end = getattr(c, "watch_end", None)
+    end = c.watch_end
     el = time.time() - t0
     if end is not None:
         click.echo(f"the device's source ended: {end.get('frames')} frames segmented on the device "
@@ -297,7 +297,9 @@ def stream_session(ctx: click.Context, source, cfg, report: bool, client=None) -
 def energy_label(backend: str | None, kind: str | None, board: str | None) -> str:
     """What an energy figure describes, in words: a CPU backend's figure is this computer's time
     times the board's power, which describes no real system."""
-    if backend in ("software", "onnx"):
+    from qdev.host.report import CPU_BACKENDS
+
+    if backend in CPU_BACKENDS:
         return (f"this computer's CPU time ({backend} backend) x the {board or 'board'}'s {kind or 'estimated'} power: "
                 "describes no real system")
     return f"{kind or 'unknown'} on the device ({backend or 'unknown'} backend)"

@@ -32,6 +32,18 @@ def device(tmp_path_factory):
         yield dev
 
 
+def _png_folder(folder, n: int, hw: tuple[int, int], stem: str, seed: int):  # noqa: ANN001, ANN202
+    """``n`` random grayscale PNGs ``<stem>NN.png`` of size ``hw`` in a new ``folder``."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, hw, dtype=np.uint8)).save(folder / f"{stem}{i:02d}.png")
+    return folder
+
+
 def _run(*args: str):
     r = CliRunner().invoke(cli, list(args))
     return r
@@ -333,14 +345,7 @@ def test_device_mode_with_a_file_probe_ends_by_itself_and_waits_for_a_bundle(tmp
     hang until killed)."""
     import time as _time
 
-    import numpy as np
-    from PIL import Image
-
-    folder = tmp_path / "cine"
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 256, (96, 120), dtype=np.uint8)).save(folder / f"f{i:02d}.png")
+    folder = _png_folder(tmp_path / "cine", 12, (96, 120), "f", seed=3)
     store = tmp_path / "store"
     with LocalDevice(store, extra=["--probe", str(folder / "*.png")]) as dev:
         _time.sleep(1.5)  # no bundle yet: the device must not use the source up
@@ -377,23 +382,14 @@ def test_demo_finds_busi_by_the_one_rule_and_never_falls_back_silently(tmp_path,
 def test_frames_log_and_report_name_each_frames_file(device, tmp_path):
     """frames.csv / frames.parquet have a `source` column (the frame's own file for a file
     source), and the report's gallery captions name the file."""
-    import numpy as np
-    from PIL import Image
-
     from qdev.host.session import read_session
 
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(5):
-        Image.fromarray(rng.integers(0, 256, (64, 80), dtype=np.uint8)).save(folder / f"scan_{i}.png")
+    folder = _png_folder(tmp_path / "imgs", 5, (64, 80), "scan_", seed=1)
     out = tmp_path / "s"
     r = _run("-p", device.port, "stream", "--probe", str(folder / "*.png"), "--no-view", "--out", str(out))
     assert r.exit_code == 0, r.output
     _, rows = read_session(out)
-    assert sorted(r_["source"] for r_ in rows) == [f"scan_{i}.png" for i in range(5)]
-    page = (out / "report" / "report.html").read_text() if (out / "report" / "report.html").exists() else None
-    if page is None:
-        assert _run("report", str(out)).exit_code == 0
-        page = (out / "report" / "report.html").read_text()
-    assert "scan_" in page and ".png)" in page
+    assert sorted(r_["source"] for r_ in rows) == [f"scan_{i:02d}.png" for i in range(5)]
+    assert _run("report", str(out)).exit_code == 0
+    page = (out / "report" / "report.html").read_text()
+    assert "(scan_0" in page and ".png)" in page

@@ -134,17 +134,18 @@ def qdev_fifo_depths(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     for FINN's InsertFIFO and as ``report/fifo_config.json`` for the bitstream flow; the graph FINN
     will build from it estimated with FINN's own cost model; the whole dataflow simulated at
     those depths over two frames back to back (it must complete)."""
-    from qdev.training.compile.fifo_step import (apply_fifo_depths, check_plan, fifo_plan, fifo_totals,
-                                                 finn_fifo_model, finn_fifo_resources, write_reports)
+    from qdev.training.compile.fifo_step import (apply_fifo_depths, check_plan, dataflow_graph, fifo_plan,
+                                                 fifo_totals, finn_fifo_model, finn_fifo_resources, write_reports)
 
     ctx = step_context(cfg)
     b = ctx.board
     layers = _totals(model, b.part)
-    plan = fifo_plan(model, b, layers)
+    g = dataflow_graph(model)
+    plan = fifo_plan(model, b, layers, g=g)
     model = apply_fifo_depths(model, plan)
     fm, fifo_cfg = finn_fifo_model(model, plan, b.part)
     finn_cost = finn_fifo_resources(fm, b.part)
-    sim = check_plan(model, plan)
+    sim = check_plan(g, plan)
     write_reports(ctx.out, plan, sim, fifo_cfg)
     added = {k: finn_cost["fifo"][k] + finn_cost["dwc"][k] for k in RES_KEYS}
     cap = b.capacity

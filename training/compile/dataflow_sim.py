@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qdev.core.errors import QdevError
+from qdev.core.intmodel import base_op
 
 __all__ = ["StreamNode", "Port", "DataflowGraph", "SimResult", "nodes_from_intmodel", "build_graph",
            "must_buffer", "simulate", "SKIP_MARGIN",
@@ -111,16 +112,9 @@ class DataflowGraph:
         self._by_name = {n.name: n for n in self.nodes}
 
 
-def _strip(op: str) -> str:
-    for suf in ("_hls", "_rtl"):
-        if op.endswith(suf):
-            return op[: -len(suf)]
-    return op
-
-
 def nodes_from_intmodel(model) -> list[StreamNode]:  # noqa: ANN001 - qdev.core.intmodel.IntModel
     """The token-model nodes of a bundle's integer model (its layers keep FINN's attributes)."""
-    return [StreamNode(ly.name, _strip(ly.op), tuple(ly.inputs), tuple(ly.outputs), dict(ly.attrs))
+    return [StreamNode(ly.name, base_op(ly.op), tuple(ly.inputs), tuple(ly.outputs), dict(ly.attrs))
             for ly in model.layers]
 
 

@@ -21,25 +21,20 @@ from pathlib import Path
 
 from qonnx.core.modelwrapper import ModelWrapper
 
+from qdev.core.intmodel import base_op
+
 from qdev.training.compile.boards import Board
-from qdev.training.compile.dataflow_sim import (SKIP_MARGIN, StreamNode, build_graph, choose_skip_depths,
-                                                simulate, words)
+from qdev.training.compile.dataflow_sim import (SKIP_MARGIN, DataflowGraph, StreamNode, build_graph,
+                                                choose_skip_depths, pixels_of, simulate, words)
 
 __all__ = ["finn_nodes", "fifo_plan", "apply_fifo_depths", "fifo_totals", "SHALLOW_DEPTH", "finn_fifo_model",
-           "finn_fifo_resources", "check_plan", "write_reports", "fifo_added"]
+           "finn_fifo_resources", "check_plan", "write_reports", "fifo_added", "dataflow_graph"]
 
 log = logging.getLogger(__name__)
 
 #: FINN's minimal FIFO depth (InsertFIFO never builds one shallower).
 SHALLOW_DEPTH = 2
 STYLES = ("srl", "distributed", "block", "ultra")
-
-
-def _strip(op: str) -> str:
-    for suf in ("_hls", "_rtl"):
-        if op.endswith(suf):
-            return op[: -len(suf)]
-    return op
 
 
 def finn_nodes(model: ModelWrapper) -> list[StreamNode]:
@@ -56,7 +51,7 @@ def finn_nodes(model: ModelWrapper) -> list[StreamNode]:
             except Exception:  # noqa: BLE001 - an attribute FINN cannot decode is not one we need
                 continue
         streams = tuple(x for x in n.input if model.get_initializer(x) is None)  # not the weights
-        out.append(StreamNode(n.name, _strip(n.op_type), streams, tuple(n.output), attrs))
+        out.append(StreamNode(n.name, base_op(n.op_type), streams, tuple(n.output), attrs))
     return out
 
 
@@ -105,14 +100,19 @@ def _choose_styles(entries: list[dict], board: Board, base: dict[str, float]) ->
             used[k] += costs[style][k]
 
 
+def dataflow_graph(model: ModelWrapper) -> DataflowGraph:
+    """The token model of a FINN HW graph (its input's height and width from the graph)."""
+    shape = model.get_tensor_shape(model.graph.input[0].name)
+    return build_graph(finn_nodes(model), (int(shape[1]), int(shape[2])))
+
+
 def fifo_plan(model: ModelWrapper, board: Board, base: dict[str, float] | None = None,
-              margin: float = SKIP_MARGIN) -> list[dict]:
+              margin: float = SKIP_MARGIN, g: DataflowGraph | None = None) -> list[dict]:
     """One entry per internal stream of the folded HW graph: producer, consumer, role (skip or
     shallow), depth in pixels (skips) and words, width, memory style, bits and FINN-model cost.
-    ``base``: what the layers already take of the board (the styles are chosen around it)."""
-    nodes = finn_nodes(model)
-    shape = model.get_tensor_shape(model.graph.input[0].name)
-    g = build_graph(nodes, (int(shape[1]), int(shape[2])))
+    ``base``: what the layers already take of the board (the styles are chosen around it);
+    ``g``: the graph's token model where the caller has it already."""
+    g = g or dataflow_graph(model)
     skips = choose_skip_depths(g, margin=margin)
     geo = _stream_geometry(model)
     plan = []
@@ -192,12 +192,9 @@ def write_reports(out: Path, plan: list[dict], sim: dict, fifo_cfg: dict) -> Non
     atomic_write_text(rep / "fifo_config.json", json.dumps(fifo_cfg, indent=1))
 
 
-def check_plan(model: ModelWrapper, plan: list[dict], frames: int = 2) -> dict:
+def check_plan(g: DataflowGraph, plan: list[dict], frames: int = 2) -> dict:
     """The stitched token simulation of the folded graph at the plan's depths: it must complete."""
-    nodes = finn_nodes(model)
-    shape = model.get_tensor_shape(model.graph.input[0].name)
-    g = build_graph(nodes, (int(shape[1]), int(shape[2])))
-    depths = {f["stream"]: max(1, f["depth"] // max(1, f["words_per_pixel"])) for f in plan}
+    depths = {f["stream"]: pixels_of(f["depth"], f["words_per_pixel"]) for f in plan}
     r = simulate(g, depths, frames=frames)
     return {"frames": frames, "completed": r.completed, "summary": r.summary(),
             "peak_pixels": {f["stream"]: r.peak[f["stream"]] for f in plan if f["role"] == "skip"},

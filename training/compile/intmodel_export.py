@@ -7,17 +7,10 @@ from __future__ import annotations
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-from qdev.core.intmodel import IntLayer, IntModel
+from qdev.core.intmodel import IntLayer, IntModel, base_op
 from qdev.core.errors import QdevError
 
 __all__ = ["extract_intmodel", "io_spec"]
-
-
-def _strip(op: str) -> str:
-    for suf in ("_hls", "_rtl"):
-        if op.endswith(suf):
-            return op[: -len(suf)]
-    return op
 
 
 _KEEP = {
@@ -43,7 +36,7 @@ def extract_intmodel(model: ModelWrapper, out_scale: float, meta: dict) -> IntMo
 
     layers = []
     for n in model.graph.node:
-        op = _strip(n.op_type)
+        op = base_op(n.op_type)
         if op not in _KEEP:
             raise QdevError(f"cannot describe {n.op_type} ({n.name}) in the integer model")
         raw = {a.name: helper.get_attribute_value(a) for a in n.attribute}
