@@ -20,7 +20,8 @@ from qdev.training.data import (
 )
 from qdev.training.data.cache import default_cache_dir
 from qdev.training.data.locate import find_default_busi
-from qdev.training.data.pack import is_pack, read_pack
+from qdev.training.data.layouts import DataOptions
+from qdev.training.data.pack import dataset_kind, open_dataset, read_pack
 from qdev.training.data.synth import write_phantom_busi
 
 __all__ = ["InspectConfig", "inspect_dataset", "phantom_root"]
@@ -37,6 +38,7 @@ class InspectConfig:
     seed: int = 0
     threshold: float = DedupConfig.threshold
     use_cache: bool = True
+    options: DataOptions = DataOptions()
 
 
 def phantom_root() -> Path:
@@ -57,9 +59,13 @@ def inspect_dataset(
     """
     source = "busi"
     location = cfg.data if cfg.data is not None else os.environ.get("QDEV_BUSI")
-    if is_pack(location):  # `qdev data pack`'s file: the arrays as they were packed
+    kind = dataset_kind(location)
+    if kind == "pack":  # `qdev data pack`'s file: the arrays as they were packed
         root, source = Path(location).expanduser(), "pack"  # type: ignore[arg-type]
         arrays = read_pack(root, cfg.size)
+    elif kind != "busi":  # an images/ + masks/ folder or a datalist
+        root, source = Path(location).expanduser(), kind  # type: ignore[arg-type]
+        arrays = open_dataset(location, cfg.size, progress, cfg.options)
     else:
         if cfg.data is None and find_default_busi() is None:
             root = phantom_root()
@@ -71,6 +77,12 @@ def inspect_dataset(
     classes = {}
     for k, c in enumerate(CLASSES):
         sel = arrays.labels == k
+        if not sel.any() and c == "lesion":
+            continue  # the class a dataset only has when it does not say benign or malignant
+        if not sel.any():
+            classes[c] = {"images": 0, "mask_files": 0, "multi_mask_images": 0, "lesion_images": 0,
+                          "width_px": [0, 0], "height_px": [0, 0]}
+            continue
         hw = arrays.orig_hw[sel]
         classes[c] = {
             "images": int(sel.sum()),
@@ -96,6 +108,7 @@ def inspect_dataset(
         "height_px": [int(arrays.orig_hw[:, 0].min()), int(arrays.orig_hw[:, 0].max())],
         "median_hw": [int(np.median(arrays.orig_hw[:, 0])), int(np.median(arrays.orig_hw[:, 1]))],
         "classes": classes,
+        "patients": len(set(arrays.patients)) if arrays.patients is not None else None,
         "duplicates": dups.summary(arrays),
         "splits": splits,
     }

@@ -20,6 +20,20 @@ The ranges of ``strong`` follow the spirit of nnU-Net's 2-D defaults (scale 0.85
 MIC-DKFZ/nnUNet v1); the numbers here are our own choice for 128 x 128 ultrasound. The extra steps
 draw random numbers only where their probability is above 0, so ``full`` keeps its stream (and a
 seed its draws) as before.
+
+``scanner`` (for another site's scanner, issue 33) is ``strong`` plus the kinds of difference
+between two machines and two operators, each with its own probability:
+
+* depth crop, p = 0.3: the top 70-100% of the rows stretched to the full height (another depth
+  setting: the same tissue at another scale along the beam), image and mask alike;
+* time-gain curve, p = 0.5: a smooth gain along depth, 0.6-1.4 at three knots (top, middle,
+  bottom) interpolated linearly (another TGC setting);
+* resolution, p = 0.3: down to 50-90% of the side and back up bilinearly (another probe's
+  lateral and axial resolution, another scan converter);
+* speckle, p = 0.3: multiplicative noise ``x * (1 + s * n)`` with ``n`` blurred once so that the
+  grain spans a few pixels, ``s`` in 0-0.25;
+* caliper marks, p = 0.3: 1-4 bright "+" marks of 5 px at random places (BUS-UCLM's and many
+  clinics' scans carry the sonographer's calipers; BUSI's mostly do not).
 """
 
 from __future__ import annotations
@@ -50,6 +64,15 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.5, 1.0)
     noise: float = 0.0
     noise_sigma: float = 0.05
+    depth_crop: float = 0.0
+    depth_keep: tuple[float, float] = (0.7, 1.0)
+    tgc: float = 0.0
+    tgc_range: tuple[float, float] = (0.6, 1.4)
+    resolution: float = 0.0
+    resolution_range: tuple[float, float] = (0.5, 0.9)
+    speckle: float = 0.0
+    speckle_sigma: float = 0.25
+    calipers: float = 0.0
 
 
 AUGMENT_PRESETS: dict[str, AugmentConfig | None] = {
@@ -59,6 +82,8 @@ AUGMENT_PRESETS: dict[str, AugmentConfig | None] = {
     "strong": AugmentConfig(rotate_deg=15.0, scale=(0.8, 1.25), shift=0.10, gamma=(0.7, 1.5),
                             contrast=0.15, blur=0.2, noise=0.15),
 }
+AUGMENT_PRESETS["scanner"] = AugmentConfig(**{**AUGMENT_PRESETS["strong"].__dict__, "depth_crop": 0.3, "tgc": 0.5,
+                                              "resolution": 0.3, "speckle": 0.3, "calipers": 0.3})
 
 
 def _u(g: torch.Generator, n: int, lo: float, hi: float, device) -> torch.Tensor:  # noqa: ANN001
@@ -70,6 +95,10 @@ def augment_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment images ``x`` [B,1,H,W] in [0,1] and masks ``y`` [B,1,H,W] with generator ``g``."""
     b, dev = x.shape[0], x.device
+    if cfg.depth_crop > 0:  # geometry first, so that the later steps act on the new scale
+        use = (torch.rand(b, generator=g) < cfg.depth_crop).to(dev)[:, None, None, None]
+        xc, yc = _depth_crop(x, y, g, cfg)
+        x, y = torch.where(use, xc, x), torch.where(use, yc, y)
     flip = (torch.rand(b, generator=g) < cfg.hflip).to(dev)
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     y = torch.where(flip[:, None, None, None], y.flip(-1), y)
@@ -90,6 +119,11 @@ def augment_batch(
     xi = (x.clamp(0, 1) ** gam * gain + off).clamp(0, 1)
     x = torch.where(use, xi, x)
     for p, step in ((cfg.contrast, _contrast), (cfg.blur, _blur), (cfg.noise, _noise)):
+        if p > 0:
+            use = (torch.rand(b, generator=g) < p).to(dev)[:, None, None, None]
+            x = torch.where(use, step(x, g, cfg), x)
+    for p, step in ((cfg.tgc, _tgc), (cfg.resolution, _resolution), (cfg.speckle, _speckle),
+                    (cfg.calipers, _calipers)):
         if p > 0:
             use = (torch.rand(b, generator=g) < p).to(dev)[:, None, None, None]
             x = torch.where(use, step(x, g, cfg), x)
@@ -118,3 +152,51 @@ def _noise(x: torch.Tensor, g: torch.Generator, cfg: AugmentConfig) -> torch.Ten
     sd = _u(g, x.shape[0], 0.0, cfg.noise_sigma, x.device)[:, None, None, None]
     n = torch.randn(x.shape, generator=g).to(x.device)
     return (x + n * sd).clamp(0, 1)
+
+
+def _depth_crop(x: torch.Tensor, y: torch.Tensor, g: torch.Generator,
+                cfg: AugmentConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    b, dev = x.shape[0], x.device
+    keep = _u(g, b, *cfg.depth_keep, dev)
+    # output row v in [-1, 1] samples input row -1 + (v + 1) * keep: the top `keep` of the depth
+    zero, one = torch.zeros(b, device=dev), torch.ones(b, device=dev)
+    theta = torch.stack([torch.stack([one, zero, zero], 1), torch.stack([zero, keep, keep - 1], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return (F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False),
+            F.grid_sample(y, grid, mode="nearest", padding_mode="border", align_corners=False))
+
+
+def _tgc(x: torch.Tensor, g: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    b, h = x.shape[0], x.shape[2]
+    knots = _u(g, b * 3, *cfg.tgc_range, x.device).view(b, 1, 3)  # top, middle, bottom
+    curve = F.interpolate(knots, size=h, mode="linear", align_corners=True)  # [B, 1, H]
+    return (x * curve[:, :, :, None]).clamp(0, 1)
+
+
+def _resolution(x: torch.Tensor, g: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    h, w = x.shape[2], x.shape[3]
+    f = float(_u(g, 1, *cfg.resolution_range, "cpu")[0])  # one factor per batch: one resize call
+    small = F.interpolate(x, size=(max(4, round(h * f)), max(4, round(w * f))), mode="bilinear",
+                          align_corners=False, antialias=True)
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def _speckle(x: torch.Tensor, g: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    s = _u(g, x.shape[0], 0.0, cfg.speckle_sigma, x.device)[:, None, None, None]
+    n = torch.randn(x.shape, generator=g).to(x.device)
+    n = F.avg_pool2d(F.pad(n, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 3.0  # grain of ~3 px, unit sd
+    return (x * (1 + s * n)).clamp(0, 1)
+
+
+def _calipers(x: torch.Tensor, g: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
+    b, _, h, w = x.shape
+    marks = torch.zeros(b, 1, h, w)
+    count = torch.randint(1, 5, (b,), generator=g)
+    ys = torch.randint(2, h - 2, (b, 4), generator=g)
+    xs = torch.randint(2, w - 2, (b, 4), generator=g)
+    for i in range(b):
+        for k in range(int(count[i])):
+            cy, cx = int(ys[i, k]), int(xs[i, k])
+            marks[i, 0, cy, cx - 2 : cx + 3] = 1.0
+            marks[i, 0, cy - 2 : cy + 3, cx] = 1.0
+    return torch.maximum(x, marks.to(x.device))

@@ -9,7 +9,7 @@ import torch
 
 from qdev.core.errors import QdevError
 from qdev.core.preprocess import to_unit_float
-from qdev.training.data import open_busi, read_split
+from qdev.training.data import open_run_data, read_split
 from qdev.training.mask_rule import RULE_FILE, run_mask_rule
 from qdev.training.runs import RunFolder, atomic_write_text
 from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
@@ -35,7 +35,7 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
         raise QdevError(f"split must be train, val or test, not {split_name!r}")
     model, ckpt = load_checkpoint_model(best)
     size = int(ckpt["size"])
-    arrays = open_busi(data if data is not None else st["config"].get("data"), (size, size))
+    arrays = open_run_data(st["config"], data, (size, size))
     idx = read_split(split_file).indices(arrays, split_name)
     x = torch.from_numpy(to_unit_float(arrays.images[idx])).unsqueeze(1)
     y = torch.from_numpy(arrays.masks[idx]).float().unsqueeze(1)

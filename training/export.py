@@ -30,10 +30,10 @@ log = logging.getLogger(__name__)
 def golden_batch(run: RunFolder, size: int, n: int = 4, data: str | None = None) -> tuple[np.ndarray, str]:
     """``n`` test images (float32 [n,1,H,W], exactly k/255) from the run's data, else the phantom."""
     try:
-        from qdev.training.data import open_busi, read_split
+        from qdev.training.data import open_run_data, read_split
 
         st = run.stage("train")
-        arrays = open_busi(data if data is not None else st["config"].get("data"), (size, size))
+        arrays = open_run_data(st["config"], data, (size, size))
         split = read_split(run.path / "train" / "split.json")
         idx = split.indices(arrays, "test")
         # lesion images first (they exercise the output), then the rest, deterministic

@@ -34,7 +34,7 @@ from qdev.core.masks import SMOOTH
 from qdev.core.maskrule import DEFAULT_RULE, MaskRule
 from qdev.core.preprocess import to_unit_float
 from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
-from qdev.training.data import open_busi, read_split
+from qdev.training.data import open_run_data, read_split
 from qdev.training.data.busi import CLASSES
 from qdev.training.mask_rule import RULE_FILE
 from qdev.training.runs import RunFolder, atomic_write_text
@@ -214,7 +214,7 @@ def choose_rule(run_dir: Path, data: str | None = None, search: RuleSearch = Rul
     if ckpt["model_config"]["kind"] != "quant":
         raise QdevError(f"{run_dir}: a float model has no integer output codes; the mask rule is for QuantU-Nets")
     size = int(ckpt["size"])
-    arrays = open_busi(data if data is not None else st["config"].get("data"), (size, size))
+    arrays = open_run_data(st["config"], data, (size, size))
     idx = read_split(run.verified("train", "train/split.json")).indices(arrays, "val")
     if len(idx) == 0:
         raise QdevError(f"{run_dir}: the run's validation split is empty")

@@ -36,6 +36,7 @@ from qdev.core.preprocess import to_unit_float
 from qdev.training.augment import AUGMENT_PRESETS, augment_batch
 from qdev.training.ema import ModelEMA
 from qdev.training.data import (
+    DataOptions,
     find_duplicates,
     make_split,
     open_busi,
@@ -50,7 +51,8 @@ from qdev.training.models.bitwidth import BIT_LOSS_MODES, BitWidthTracker
 from qdev.training.checkpoint import init_weights_from, save_checkpoint
 from qdev.training.runs import RunFolder, atomic_write_text
 
-__all__ = ["TrainConfig", "train", "prepare_data", "DataTensors", "evaluate_model", "ProgressFn"]
+__all__ = ["TrainConfig", "train", "prepare_data", "DataTensors", "evaluate_model", "ProgressFn",
+           "finetune_model_config"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,9 @@ class TrainConfig:
         bit_loss: which average the loss penalises: mean, weights, size, bops.
         augment: training augmentation preset of :mod:`training.augment`: full, flips, none.
         init_from: checkpoint whose weights initialise the model (e.g. the float twin).
+        finetune_from: checkpoint whose whole state (weights, quantizer scales, bit widths)
+            starts the run, with its own model configuration: fine-tuning a trained network
+            (``qdev adapt``, or with ``freeze_bits`` 0 at the base's hardware cost).
         seed: seed of everything (split, init, order, augmentation).
         device: ``auto``, ``cpu``, ``cuda``.
         threads: torch CPU threads (None: torch's default).
@@ -89,6 +94,13 @@ class TrainConfig:
             (:func:`training.losses.weighted_bce`; 1: the paper's loss).
         dice: the Dice term, ``batch`` (the paper's) or ``image`` (mean over the batch's lesion
             images, :func:`training.losses.image_dice_loss`).
+        data_options: how ``data`` is read where it is not BUSI's layout
+            (:class:`training.data.DataOptions` as a dict: colour map, patient pattern, site).
+        mix: more training data, each ``{"data", "data_options", "split", "weight"}``: the train
+            split (a split JSON path, or ``grouped``) of another dataset, drawn ``weight`` times as
+            often per epoch as the main dataset's training images are (0.5: one image of it for
+            every two of the main set). Validation stays the main dataset's. Empty: every epoch
+            is one permutation of the main training set, as before.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -106,6 +118,7 @@ class TrainConfig:
     bit_loss: str = "mean"
     augment: str = "full"
     init_from: str | None = None
+    finetune_from: str | None = None
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -113,6 +126,8 @@ class TrainConfig:
     ema: float = 0.0
     normal_weight: float = 1.0
     dice: str = "batch"
+    data_options: dict | None = None
+    mix: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,6 +140,9 @@ class TrainConfig:
         d.setdefault("ema", 0.0)  # runs made before the EMA existed had none
         d.setdefault("normal_weight", 1.0)  # runs made before the weighting: the paper's loss
         d.setdefault("dice", "batch")  # runs made before the per-image Dice: the paper's
+        d.setdefault("finetune_from", None)
+        d.setdefault("data_options", None)
+        d.setdefault("mix", [])
         if isinstance(d.get("augment"), bool):  # runs made before the presets: on/off
             d["augment"] = "full" if d["augment"] else "none"
         return TrainConfig(**d)
@@ -161,6 +179,9 @@ class TrainConfig:
             raise ConfigError(f"--normal-weight {self.normal_weight}: must be in (0, 100] (1: the paper's loss)")
         if self.dice not in DICE_MODES:
             raise ConfigError(f"--dice must be one of {', '.join(DICE_MODES)}, not {self.dice!r}")
+        for m in self.mix:
+            if not isinstance(m, dict) or "data" not in m or not 0.0 < float(m.get("weight", 0)) <= 100.0:
+                raise ConfigError(f"mix entry {m!r}: needs a data location and a weight in (0, 100]")
         if not 0.0 <= self.model.out_range <= 64.0:
             raise ConfigError(f"--out-range {self.model.out_range}: must be in [0, 64] (0: from statistics)")
 
@@ -173,11 +194,19 @@ class DataTensors:
     ids: dict[str, list[str]]
     data_hash: str
     split_path: Path | None
+    weights: torch.Tensor | None = None  # per training image, where several datasets are mixed
+    epoch_draws: int = 0  # training images drawn per epoch (0: one permutation of the train set)
+    mix_hashes: list = field(default_factory=list)
+
+    @property
+    def n_epoch(self) -> int:
+        return self.epoch_draws or len(self.x["train"])
 
 
 def prepare_data(cfg: TrainConfig, split_out: Path | None = None, progress=None) -> DataTensors:  # noqa: ANN001
     """Load BUSI (cached), make or read the split, return float tensors per split."""
-    arrays = open_busi(cfg.data, (cfg.size, cfg.size), progress=progress)
+    arrays = open_busi(cfg.data, (cfg.size, cfg.size), progress=progress,
+                       options=DataOptions.from_dict(cfg.data_options))
     if cfg.split in ("grouped", "paper"):
         split = make_split(arrays, find_duplicates(arrays), cfg.split, cfg.seed if cfg.split == "paper" else 0)
     else:
@@ -193,7 +222,48 @@ def prepare_data(cfg: TrainConfig, split_out: Path | None = None, progress=None)
         ids[name] = [arrays.ids[i] for i in idx]
     if len(xs["train"]) == 0 or len(xs["val"]) == 0:
         raise QdevError("the split leaves no training or validation images")
-    return DataTensors(xs, ys, ls, ids, arrays.data_hash, split_out)
+    out = DataTensors(xs, ys, ls, ids, arrays.data_hash, split_out)
+    if cfg.mix:
+        _add_mix(cfg, out)
+    return out
+
+
+def _add_mix(cfg: TrainConfig, data: DataTensors) -> None:
+    """Append the mixed datasets' training images and give every training image its draw weight."""
+    n_main = len(data.x["train"])
+    weights = [torch.ones(n_main, dtype=torch.float64)]
+    draws = float(n_main)
+    for m in cfg.mix:
+        arrays = open_busi(m["data"], (cfg.size, cfg.size), options=DataOptions.from_dict(m.get("data_options")))
+        split_spec = m.get("split", "grouped")
+        split = (make_split(arrays, find_duplicates(arrays)) if split_spec == "grouped"
+                 else read_split(Path(split_spec)))
+        idx = split.indices(arrays, "train")
+        if len(idx) == 0:
+            raise QdevError(f"mix {m['data']}: its split has no training images")
+        data.x["train"] = torch.cat([data.x["train"], torch.from_numpy(to_unit_float(arrays.images[idx])).unsqueeze(1)])
+        data.y["train"] = torch.cat([data.y["train"], torch.from_numpy(arrays.masks[idx]).float().unsqueeze(1)])
+        data.labels["train"] = torch.cat([data.labels["train"], torch.from_numpy(arrays.labels[idx])])
+        data.ids["train"] = data.ids["train"] + [f"{Path(str(m['data'])).name}:{arrays.ids[i]}" for i in idx]
+        w = float(m["weight"])
+        weights.append(torch.full((len(idx),), w * n_main / len(idx), dtype=torch.float64))
+        draws += w * n_main
+        data.mix_hashes.append(arrays.data_hash)
+    data.weights = torch.cat(weights)
+    data.epoch_draws = int(round(draws))
+
+
+def finetune_model_config(path: str) -> ModelConfig:
+    """The model configuration of the checkpoint a fine-tune starts from.
+
+    Raises:
+        QdevError: not a qdev checkpoint.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        return ModelConfig(**ckpt["model_config"])
+    except (OSError, KeyError, TypeError, RuntimeError) as exc:
+        raise QdevError(f"{path}: not a qdev checkpoint to fine-tune ({exc.__class__.__name__})") from None
 
 
 def _seed_all(seed: int) -> None:
@@ -340,6 +410,8 @@ def _build_state(cfg: TrainConfig, stored: dict | None, n_train: int, dist: _Dis
     model = build_model(cfg.model)
     if cfg.init_from and stored is None:
         init_weights_from(model, cfg.init_from)
+    if cfg.finetune_from and stored is None:
+        model.load_state_dict(torch.load(cfg.finetune_from, map_location="cpu", weights_only=False)["model"])
     if stored is not None:
         model.load_state_dict(stored["model"])
     model.to(dist.device)
@@ -375,7 +447,10 @@ def _train_epoch(cfg: TrainConfig, st: _State, data: DataTensors, dist: _Dist, e
     """One pass over this rank's shard of the epoch's permutation; mean loss parts (all ranks)."""
     ddp_model.train()
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    perm = torch.randperm(len(data.x["train"]), generator=gen)
+    if data.weights is None:
+        perm = torch.randperm(len(data.x["train"]), generator=gen)
+    else:  # mixed datasets: each image drawn with its dataset's weight
+        perm = torch.multinomial(data.weights, data.n_epoch, replacement=True, generator=gen)
     aug_gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 31 + dist.rank)
     aug_cfg = AUGMENT_PRESETS[cfg.augment]
     sums = {"total": 0.0, "bce": 0.0, "dice": 0.0, "bits": 0.0}
@@ -461,6 +536,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = 
         ConfigError / QdevError: bad options, a run folder that exists without ``resume``,
             or a resume whose config differs (other than ``epochs``).
     """
+    if cfg.finetune_from:
+        cfg.model = finetune_model_config(cfg.finetune_from)
     cfg.check()
     dist = _setup_distributed(cfg)
     run = RunFolder(Path(cfg.out))
@@ -470,7 +547,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = 
     if dist.main:
         tdir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cfg, split_out=tdir / "split.json" if dist.main else None)
-    st = _build_state(cfg, stored, len(data.x["train"]), dist)
+    st = _build_state(cfg, stored, data.n_epoch, dist)
     if stored is not None and dist.main:
         atomic_write_text(paths["log"], "".join(json.dumps(h) + "\n" for h in st.history))
     ddp_model = st.model
@@ -479,6 +556,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = 
 
         ddp_model = DDP(st.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     inputs = {"data_hash": data.data_hash, "split": cfg.split}
+    if data.mix_hashes:
+        inputs["mix_data_hashes"] = data.mix_hashes
     accel = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else None
     t_stage = (run.begin("train", cfg.to_dict(), inputs, accelerator=accel) if dist.main and stored is None
                else time.perf_counter())

@@ -75,6 +75,9 @@ def _register() -> None:
     cli.add_command(train_cmd)
     cli.add_command(evaluate_cmd)
     cli.add_command(postprocess_cmd)
+    from qdev.host.cli.adapt import adapt_cmd
+
+    cli.add_command(adapt_cmd)
     from qdev.host.cli.deploy import bundle, compile_cmd, export_cmd, keys
 
     for cmd in (export_cmd, compile_cmd, keys, bundle):

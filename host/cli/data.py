@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from qdev.host.cli.dataopts import data_options_of, dataset_options
 from qdev.host.cli.progress import progress_bar
 
 __all__ = ["data"]
@@ -38,11 +39,14 @@ def data() -> None:
 @click.option("--threshold", default=0.92, show_default=True, help="Near-duplicate correlation threshold.")
 @click.option("--no-cache", is_flag=True, help="Decode everything again, ignore the cache.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def inspect_cmd(data_path: str | None, size: str, seed: int, threshold: float, no_cache: bool, as_json: bool) -> None:
-    """Counts per class, image sizes, duplicate groups and split sizes."""
+@dataset_options
+def inspect_cmd(data_path: str | None, size: str, seed: int, threshold: float, no_cache: bool, as_json: bool,
+                mask_colours: str | None, patient_pattern: str | None, site: str | None) -> None:
+    """Counts per class, image sizes, duplicate groups (or patients) and split sizes."""
     from qdev.host.dataset_info import InspectConfig, inspect_dataset
 
-    cfg = InspectConfig(data_path, _size(size), seed, threshold, not no_cache)
+    cfg = InspectConfig(data_path, _size(size), seed, threshold, not no_cache,
+                        data_options_of(mask_colours, patient_pattern, site))
     with progress_bar("decoding images", disable=as_json) as cb:
         report = inspect_dataset(cfg, progress=cb)
     if as_json:
@@ -68,6 +72,8 @@ def _print_report(r: dict) -> None:
     t.add_row("[bold]total", f"[bold]{r['images']}", f"[bold]{r['mask_files']}",
               f"[bold]{r['multi_mask_images']}", "", "{}–{}".format(*r["width_px"]), "{}–{}".format(*r["height_px"]))
     con.print(t)
+    if r.get("patients"):
+        con.print(f"Patients: [bold]{r['patients']}[/] (splits keep each patient's images together)")
     d = r["duplicates"]
     con.print(
         f"Duplicates ({d['method']}, threshold {d['threshold']}): [bold]{d['groups']}[/] groups, "
@@ -91,31 +97,52 @@ def _print_report(r: dict) -> None:
 @click.option("--kind", type=click.Choice(["grouped", "paper"]), default="grouped", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threshold", default=0.92, show_default=True, help="Near-duplicate threshold.")
+@click.option("--fractions", default="0.70,0.15,0.15", show_default=True, help="train,val,test fractions.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Split JSON to write.")
-def split_cmd(data_path: str | None, kind: str, seed: int, threshold: float, out: Path) -> None:
-    """Write a train/val/test split JSON (grouped = leak-free)."""
+@dataset_options
+def split_cmd(data_path: str | None, kind: str, seed: int, threshold: float, fractions: str, out: Path,
+              mask_colours: str | None, patient_pattern: str | None, site: str | None) -> None:
+    """Write a train/val/test split JSON (grouped = leak-free: by patient where known)."""
     from qdev.training.data import DedupConfig, find_duplicates, make_split, open_busi, write_split
 
+    fr = _fractions(fractions)
     with progress_bar("decoding images") as cb:
-        arrays = open_busi(data_path, (128, 128), progress=cb)
-    split = make_split(arrays, find_duplicates(arrays, DedupConfig(threshold)), kind, seed)
+        arrays = open_busi(data_path, (128, 128), progress=cb, options=data_options_of(mask_colours, patient_pattern, site))
+    split = make_split(arrays, find_duplicates(arrays, DedupConfig(threshold)), kind, seed, fr)
     write_split(split, out)
     sizes = split.sizes()
     click.echo(f"wrote {out}: " + ", ".join(f"{n} {sizes[n]['total']}" for n in sizes)
-               + f"; {len(split.crossing_groups())} duplicate groups cross splits")
+               + f"; {len(split.crossing_groups())} duplicate groups cross splits; unit: {split.unit}")
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    from qdev.core.errors import ConfigError
+
+    try:
+        parts = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--fractions {text!r}: expected three numbers like 0.7,0.15,0.15") from None
+    if len(parts) != 3:
+        raise ConfigError(f"--fractions {text!r}: expected three numbers like 0.7,0.15,0.15")
+    return parts  # type: ignore[return-value]
 
 
 @data.command("pack")
 @click.option("--data", "data_path", type=str, default=None, help="BUSI location (else $QDEV_BUSI, else ../shared/data/busi).")
 @click.option("--size", default="128", show_default=True, help="Preprocessed size N or HxW.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Pack file to write (.npz).")
-def pack_cmd(data_path: str | None, size: str, out: Path) -> None:
-    """Write the preprocessed dataset as one file, to train where BUSI is not (``--data PACK``)."""
-    from qdev.training.data import load_busi, resolve_busi_root, write_pack
+@dataset_options
+def pack_cmd(data_path: str | None, size: str, out: Path, mask_colours: str | None, patient_pattern: str | None,
+             site: str | None) -> None:
+    """Write the preprocessed dataset as one file, to train where the images are not (``--data PACK``)."""
+    from qdev.core.errors import DataError
+    from qdev.training.data import dataset_kind, open_dataset, write_pack
 
-    root = resolve_busi_root(data_path)
+    if dataset_kind(data_path) == "pack":
+        raise DataError(f"{data_path}: already a pack")
     with progress_bar("decoding images") as cb:
-        arrays = load_busi(root, _size(size), progress=cb)
+        arrays = open_dataset(data_path, _size(size), progress=cb,
+                              options=data_options_of(mask_colours, patient_pattern, site))
     write_pack(arrays, out)
     click.echo(f"wrote {out}: {len(arrays)} images at {arrays.size[0]}x{arrays.size[1]}, "
                f"{out.stat().st_size / 1e6:.1f} MB, data hash {arrays.data_hash[:16]}")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from qdev.host.cli.dataopts import data_options_of, dataset_options
+
 from qdev.core.errors import ConfigError
 from qdev.core.maskrule import MaskRule
 
@@ -45,10 +47,12 @@ def _bits(value: str) -> tuple[int, int]:
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--size", default=128, show_default=True, help="Input side in pixels.")
 @click.option("--no-bn", is_flag=True, help="No BatchNorm (the paper's Table 1 literally).")
-@click.option("--augment", "augment", type=click.Choice(["full", "flips", "strong", "none"]), default="full", show_default=True,
+@click.option("--augment", "augment", type=click.Choice(["full", "flips", "strong", "scanner", "none"]), default="full", show_default=True,
               help="Training augmentation (training/augment.py).")
 @click.option("--no-augment", is_flag=True, help="Same as --augment none.")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None, help="Checkpoint to initialise weights from (e.g. the float twin's best.pt).")
+@click.option("--finetune-from", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Fine-tune this checkpoint: its whole state and model options (with --freeze-bits 0, its bit widths stay).")
 @click.option("--data", default=None, help="BUSI location.")
 @click.option("--split", default="grouped", show_default=True, help="grouped | paper | split JSON path.")
 @click.option("--seed", default=0, show_default=True)
@@ -57,7 +61,7 @@ def _bits(value: str) -> tuple[int, int]:
 @click.option("--out", required=True, help="Run folder, e.g. runs/quant-w8.")
 @click.option("--resume", is_flag=True, help="Continue a killed or finished run (may raise --epochs).")
 def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, bits_optimizer, freeze_bits, ema, normal_weight, dice, out_range, lr, batch_size, size, no_bn,
-              augment, no_augment, init_from, data, split, seed, device, threads, out, resume) -> None:  # noqa: ANN001
+              augment, no_augment, init_from, finetune_from, data, split, seed, device, threads, out, resume) -> None:  # noqa: ANN001
     """Train the float U-Net or QuantU-Net (trainable per-layer bit widths)."""
     from rich.console import Console
 
@@ -70,7 +74,7 @@ def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, bits
                           out_range=out_range),
         out=out, data=data, split=split, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
         bits_lr=bits_lr, bits_optimizer=bits_optimizer, freeze_bits=freeze_bits, lam=lam, bit_loss=bit_loss, augment="none" if no_augment else augment, init_from=init_from,
-        seed=seed, device=device, threads=threads, ema=ema, normal_weight=normal_weight, dice=dice,
+        finetune_from=finetune_from, seed=seed, device=device, threads=threads, ema=ema, normal_weight=normal_weight, dice=dice,
     )
     from qdev.host.cli.progress import training_progress
 
@@ -81,13 +85,34 @@ def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, bits
 
 
 @click.command("evaluate")
-@click.argument("run", type=click.Path(path_type=Path))
-@click.option("--data", default=None, help="Another BUSI copy to evaluate on.")
-@click.option("--split", "split_name", default="test", show_default=True, type=click.Choice(["test", "val", "train"]))
+@click.argument("run", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--data", default=None, help="Dataset: BUSI (default), an images/ + masks/ folder, a datalist (.csv/.json) or a pack.")
+@click.option("--split", "split_name", default=None, type=click.Choice(["all", "test", "val", "train"]),
+              help="Images to score [default: test for a run on its own data; all on another dataset].")
+@click.option("--split-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="Split JSON made from --data (for --split test/val/train of a bundle or another dataset).")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Write evaluation.json, images.csv, worst.png and report.html here.")
+@dataset_options
 @click.option("--json", "as_json", is_flag=True)
-def evaluate_cmd(run: Path, data: str | None, split_name: str, checkpoint: str, as_json: bool) -> None:
-    """Dice/IoU/pixel accuracy of a run's best checkpoint on its test split (writes metrics.json)."""
+def evaluate_cmd(run: Path, data: str | None, split_name: str | None, split_file: Path | None, checkpoint: str,
+                 out: Path | None, mask_colours: str | None, patient_pattern: str | None, site: str | None,
+                 as_json: bool) -> None:
+    """Score a run (as trained) or a signed bundle (as deployed: its integer model and mask rule)
+    on a dataset: per-image table, lesion/all-image Dice, missed lesions, normal scans marked, with
+    patient-level 95% intervals. A run on its own BUSI data without other options keeps the
+    classic report (metrics.json in the run)."""
+    from qdev.training.data import dataset_kind
+
+    options = data_options_of(mask_colours, patient_pattern, site)
+    is_run = (run / "train").is_dir() and not (run / "manifest.json.sig").is_file()
+    classic = (is_run and out is None and split_file is None and split_name != "all" and options.is_default()
+               and site is None and dataset_kind(data) in ("busi", "pack"))
+    if not classic:
+        _evaluate_dataset(run, data, split_name or ("test" if split_file else "all"), split_file, out, options, as_json)
+        return
+    split_name = split_name or "test"
     from rich.console import Console
     from rich.table import Table
 
@@ -118,6 +143,41 @@ def evaluate_cmd(run: Path, data: str | None, split_name: str, checkpoint: str, 
         click.echo(f"bits: mean {b['avg_bits']:.2f}, weights {b['avg_weight_bits']:.2f}, acts {b['avg_act_bits']:.2f}, "
                    f"size-weighted {b['size_weighted_bits']:.2f}; model {b['model_bits']} bits, "
                    f"{out['compression_vs_float']:.1f}x smaller than float32")
+
+
+def _evaluate_dataset(target: Path, data: str | None, split: str, split_file: Path | None, out: Path | None,
+                      options, as_json: bool) -> None:  # noqa: ANN001
+    from rich.console import Console
+    from rich.table import Table
+
+    from qdev.host.cli.progress import progress_bar
+    from qdev.host.local import default_trusted
+    from qdev.training.site_eval import EvalConfig, evaluate_dataset
+
+    with progress_bar("reading the dataset", disable=as_json) as cb:
+        ev, paths = evaluate_dataset(EvalConfig(target, data, options, split, split_file, out), default_trusted(), cb)
+    if as_json:
+        click.echo(json.dumps({**ev.to_dict(), "written": {k: str(v) for k, v in paths.items()}}, indent=1))
+        return
+    f, ci = ev.figures, ev.ci
+
+    def iv(name: str, pct: bool = False) -> str:
+        v = ci.get(name)
+        return "-" if not v else (f"{100 * v[0]:.0f}-{100 * v[1]:.0f}%" if pct else f"{v[0]:.3f}-{v[1]:.3f}")
+
+    how = "as deployed" if ev.subject["kind"] == "bundle" else "as trained"
+    t = Table(title=f"{ev.subject['name']} ({how}) on {ev.site}, {split}: {f['n_images']} images"
+                    + (f", {f['n_patients']} patients" if f.get("n_patients") else ""))
+    for c in ("figure", "value", "95% interval"):
+        t.add_column(c, justify="left" if c == "figure" else "right")
+    t.add_row("lesion Dice", "-" if f["dice_lesion"] is None else f"{f['dice_lesion']:.3f}", iv("dice_lesion"))
+    t.add_row("all-image Dice", f"{f['dice_all']:.3f}", iv("dice_all"))
+    t.add_row("missed lesions", f"{f['missed']} of {f['n_lesion']}", iv("missed_fraction", True))
+    t.add_row("normal scans marked", f"{f['normal_marked']} of {f['n_normal']}", iv("normal_marked_fraction", True))
+    Console().print(t)
+    click.echo(f"masks: {ev.subject['mask_rule']}; intervals resample {ev.unit}s; data hash {ev.data_hash[:16]}")
+    if paths:
+        click.echo(f"report: {paths['html']}")
 
 
 @click.command("postprocess")

@@ -16,10 +16,12 @@ import numpy as np
 from qdev.core.errors import DataError
 from qdev.core.preprocess import read_image, read_mask_union, to_luma_u8
 
-__all__ = ["CLASSES", "BusiRecord", "scan_busi", "read_gray", "read_mask_union"]
+__all__ = ["BUSI_CLASSES", "CLASSES", "BusiRecord", "scan_busi", "read_gray", "read_mask_union"]
 
-#: Label order: 0 benign, 1 malignant, 2 normal.
-CLASSES: tuple[str, ...] = ("benign", "malignant", "normal")
+#: Label order: 0 benign, 1 malignant, 2 normal, 3 lesion of no stated class (other datasets'
+#: binary masks; BUSI has none).
+CLASSES: tuple[str, ...] = ("benign", "malignant", "normal", "lesion")
+BUSI_CLASSES: tuple[str, ...] = CLASSES[:3]
 
 _NAME = re.compile(r"^(?P<stem>.+?)(?P<mask>_mask(?:_(?P<k>\d+))?)?\.png$", re.IGNORECASE)
 
@@ -33,12 +35,14 @@ class BusiRecord:
         label: 0 benign, 1 malignant, 2 normal.
         image: path of the image PNG.
         masks: paths of its mask PNGs (one lesion each), ``_mask`` first.
+        patient: the patient, where the dataset says (None: unknown; BUSI never says).
     """
 
     id: str
     label: int
     image: Path
     masks: tuple[Path, ...]
+    patient: str | None = None
 
     @property
     def cls(self) -> str:
@@ -53,10 +57,11 @@ def scan_busi(root: Path) -> list[BusiRecord]:
             image. The message names the offending file or folder.
     """
     records: list[BusiRecord] = []
-    for label, cls in enumerate(CLASSES):
+    for label, cls in enumerate(BUSI_CLASSES):
         folder = root / cls
         if not folder.is_dir():
-            raise DataError(f"{folder}: class folder missing (expected {', '.join(CLASSES)})")
+            raise DataError(f"{folder}: class folder missing (expected {', '.join(BUSI_CLASSES)}; or an "
+                            "images/ + masks/ folder, a datalist or a pack)")
         images: dict[str, Path] = {}
         masks: dict[str, list[tuple[int, Path]]] = {}
         for path in sorted(folder.iterdir()):

@@ -26,7 +26,7 @@ from qdev.core.preprocess import mask_to_model, to_model_input
 from qdev.training.data.busi import BusiRecord, read_gray, read_mask_union, scan_busi
 from qdev.training.runs import atomic_writer
 
-__all__ = ["BusiArrays", "load_busi", "dataset_hash", "default_cache_dir", "THUMB"]
+__all__ = ["BusiArrays", "load_busi", "load_records", "dataset_hash", "default_cache_dir", "THUMB"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class BusiArrays:
         thumbs: float32 [N, 2, THUMB, THUMB]: thumbnails of the full image and of its centre
             70% crop, from the original resolution (used by the duplicate detector).
         pixel_sha: per-image sha256 of the decoded grayscale pixels (exact duplicates).
+        patients: per-image patient where the dataset says (None: unknown, as for BUSI).
+        kind: the layout it was read from (busi, pairs, datalist, pack).
     """
 
     root: Path
@@ -63,6 +65,8 @@ class BusiArrays:
     n_mask_files: np.ndarray
     thumbs: np.ndarray
     pixel_sha: list[str]
+    patients: list[str] | None = None
+    kind: str = "busi"
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,12 +86,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "qdev"
 
 
-def dataset_hash(root: Path, records: list[BusiRecord]) -> str:
-    """sha256 over every image and mask file (relative path + content), in scan order."""
+def dataset_hash(root: Path, records: list[BusiRecord], options: dict | None = None) -> str:
+    """sha256 over every image and mask file (relative path + content), in scan order, and the
+    reading options where there are any (a colour map or patient pattern changes the data)."""
     h = hashlib.sha256()
+    if options:
+        h.update(json.dumps(options, sort_keys=True).encode())
     for rec in records:
         for path in (rec.image, *rec.masks):
-            h.update(str(path.relative_to(root)).encode())
+            h.update(os.path.relpath(path, root).encode())
             h.update(b"\0")
             h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
@@ -140,10 +147,28 @@ def load_busi(
     Raises:
         DataError: anything wrong with the files (names the file).
     """
-    records = scan_busi(root)
-    digest = dataset_hash(root, records)
+    return load_records(root, scan_busi(root), size, cache_dir, use_cache, progress)
+
+
+def load_records(
+    root: Path,
+    records: list[BusiRecord],
+    size: tuple[int, int] = (128, 128),
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    progress: ProgressFn | None = None,
+    kind: str = "busi",
+    options: dict | None = None,
+) -> BusiArrays:
+    """Decode and preprocess scanned records of any layout, through the on-disk cache (see
+    :func:`load_busi`; ``options`` are the reading options that enter the data hash)."""
+    if not records:
+        from qdev.core.errors import DataError
+
+        raise DataError(f"{root}: the dataset holds no images")
+    digest = dataset_hash(root, records, options)
     cache_dir = cache_dir or default_cache_dir()
-    key = f"busi-{digest[:20]}-{size[0]}x{size[1]}-v{PREPROCESS_VERSION}.npz"
+    key = f"{kind}-{digest[:20]}-{size[0]}x{size[1]}-v{PREPROCESS_VERSION}.npz"
     path = cache_dir / key
     data = None
     if use_cache and path.is_file():
@@ -178,4 +203,6 @@ def load_busi(
         n_mask_files=np.array([len(r.masks) for r in records], np.int32),
         thumbs=data["thumbs"],
         pixel_sha=list(data["shas"]),
+        patients=[str(r.patient) for r in records] if all(r.patient for r in records) else None,
+        kind=kind,
     )

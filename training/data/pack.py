@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from qdev.core.errors import DataError
-from qdev.training.data.cache import PREPROCESS_VERSION, THUMB, BusiArrays, ProgressFn, load_busi
+from qdev.training.data.cache import PREPROCESS_VERSION, THUMB, BusiArrays, ProgressFn, load_busi, load_records
+from qdev.training.data.layouts import DataOptions, scan_datalist, scan_pairs
 from qdev.training.data.locate import resolve_busi_root
 from qdev.training.runs import atomic_writer
 
-__all__ = ["PACK_FORMAT", "write_pack", "read_pack", "open_busi", "is_pack"]
+__all__ = ["PACK_FORMAT", "write_pack", "read_pack", "open_busi", "open_dataset", "is_pack", "dataset_kind", "open_run_data"]
 
 PACK_FORMAT = "qdev-busi-pack-1"
 _ARRAYS = ("labels", "images", "masks", "orig_hw", "n_mask_files", "thumbs")
@@ -44,7 +45,8 @@ def write_pack(arrays: BusiArrays, path: Path) -> Path:
         DataError: the file cannot be written (no space, no permission).
     """
     meta = {"format": PACK_FORMAT, "preprocess_version": PREPROCESS_VERSION, "data_hash": arrays.data_hash,
-            "size": list(arrays.size), "ids": arrays.ids, "pixel_sha": arrays.pixel_sha, "source": str(arrays.root)}
+            "size": list(arrays.size), "ids": arrays.ids, "pixel_sha": arrays.pixel_sha, "source": str(arrays.root),
+            "patients": arrays.patients, "kind": arrays.kind}
     try:
         with atomic_writer(Path(path)) as fh:
             np.savez_compressed(fh, meta_json=np.array(json.dumps(meta)), labels=arrays.labels, images=arrays.images,
@@ -99,17 +101,60 @@ def read_pack(path: Path, size: tuple[int, int]) -> BusiArrays:
     return BusiArrays(root=path, data_hash=str(meta["data_hash"]), ids=list(meta["ids"]),
                       labels=z["labels"].astype(np.int64), images=z["images"].astype(np.uint8), masks=masks,
                       orig_hw=z["orig_hw"].astype(np.int32), n_mask_files=z["n_mask_files"].astype(np.int32),
-                      thumbs=z["thumbs"].astype(np.float32), pixel_sha=list(meta["pixel_sha"]))
+                      thumbs=z["thumbs"].astype(np.float32), pixel_sha=list(meta["pixel_sha"]),
+                      patients=_patients(path, meta.get("patients"), n), kind=str(meta.get("kind", "busi")))
+
+
+def _patients(path: Path, patients: object, n: int) -> list[str] | None:
+    if patients is None:
+        return None
+    if not isinstance(patients, list) or len(patients) != n or not all(isinstance(p, str) for p in patients):
+        raise DataError(f"{path}: damaged pack (its patient list does not match its {n} ids)")
+    return patients
+
+
+def dataset_kind(location: str | os.PathLike[str] | None) -> str:
+    """Which layout ``location`` holds: ``datalist`` (a .csv/.json file), ``pack`` (another file),
+    ``pairs`` (a folder with images/ and masks/) or ``busi`` (anything else, checked when read)."""
+    if location is None:
+        return "busi"
+    path = Path(location).expanduser()
+    if path.is_file():
+        return "datalist" if path.suffix.lower() in (".csv", ".json") else "pack"
+    if (path / "images").is_dir() and (path / "masks").is_dir():
+        return "pairs"
+    return "busi"
 
 
 def open_busi(data: str | os.PathLike[str] | None, size: tuple[int, int],
-              progress: ProgressFn | None = None) -> BusiArrays:
-    """The dataset at ``data`` (else ``$QDEV_BUSI``, else ../shared): a pack file or a BUSI folder.
+              progress: ProgressFn | None = None, options: DataOptions | None = None) -> BusiArrays:
+    """The dataset at ``data`` (else ``$QDEV_BUSI``, else ../shared), in any layout
+    :func:`dataset_kind` tells apart, read with ``options`` (colour map, patient pattern).
 
     Raises:
-        DataError: nothing found there, or a bad pack (see :func:`read_pack`).
+        DataError: nothing found there, files that do not fit the layout, or a bad pack.
     """
     location = data if data is not None else os.environ.get("QDEV_BUSI")
-    if is_pack(location):
+    options = options or DataOptions()
+    kind = dataset_kind(location)
+    if kind == "pack":
         return read_pack(Path(location), size)  # type: ignore[arg-type]
-    return load_busi(resolve_busi_root(data), size, progress=progress)
+    if kind == "busi":
+        if not options.is_default():
+            raise DataError("--mask-colours and --patient-pattern are for images/ + masks/ folders and datalists")
+        return load_busi(resolve_busi_root(data), size, progress=progress)
+    path = Path(location).expanduser()  # type: ignore[arg-type]
+    root, records = (scan_datalist(path, options) if kind == "datalist" else (path, scan_pairs(path, options)))
+    opts = ({k: v for k, v in options.to_dict().items() if k != "site"}  # a report name is not data
+            if not options.is_default() else None)
+    return load_records(root, records, size, progress=progress, kind=kind, options=opts)
+
+
+open_dataset = open_busi  # the neutral name, for new code
+
+
+def open_run_data(config: dict, data: str | os.PathLike[str] | None, size: tuple[int, int]) -> BusiArrays:
+    """The dataset a run was trained on (its ``data`` and ``data_options``), or ``data`` instead."""
+    if data is not None:
+        return open_busi(data, size)
+    return open_busi(config.get("data"), size, options=DataOptions.from_dict(config.get("data_options")))

@@ -42,6 +42,8 @@ class Split:
         groups: duplicate groups (size > 1) as id lists, for audit.
         data_hash: hash of the dataset the split was made from.
         dedup: the detector summary.
+        unit: what a split never cuts: ``duplicate-group`` (near-duplicates) or ``patient``
+            (the dataset names patients: a patient's images, and any duplicates, stay together).
     """
 
     kind: str
@@ -51,6 +53,7 @@ class Split:
     groups: list[list[str]] = field(default_factory=list)
     data_hash: str = ""
     dedup: dict = field(default_factory=dict)
+    unit: str = "duplicate-group"
 
     def indices(self, arrays: BusiArrays, name: str) -> np.ndarray:
         """Indices into ``arrays`` of the images of split ``name``.
@@ -71,7 +74,7 @@ class Split:
         out: dict[str, dict[str, int]] = {}
         for name in SPLITS:
             per_class = Counter(i.split("/", 1)[0] for i in self.ids[name])
-            out[name] = {c: per_class.get(c, 0) for c in CLASSES}
+            out[name] = {c: per_class.get(c, 0) for c in CLASSES if c != "lesion" or per_class.get(c)}
             out[name]["total"] = len(self.ids[name])
         return out
 
@@ -109,9 +112,11 @@ def make_split(
             b = a + int(round(fractions[1] * n))
             for name, part in zip(SPLITS, (idx[:a], idx[a:b], idx[b:])):
                 out[name].extend(part.tolist())
+    elif arrays.patients is not None:  # by patient: a site has few, so balance what is scarce
+        _fill_by_lesions(arrays, split_units(arrays, duplicates), fractions, rng, out)
     else:
         strata: dict[int, list[list[int]]] = {k: [] for k in range(len(CLASSES))}
-        for g in duplicates.groups:
+        for g in split_units(arrays, duplicates):
             counts = Counter(int(labels[i]) for i in g)
             top = max(counts.values())
             stratum = min(k for k, v in counts.items() if v == top)
@@ -129,7 +134,43 @@ def make_split(
                 filled[s] += len(g)
     ids = {name: [arrays.ids[i] for i in sorted(out[name])] for name in SPLITS}
     groups = [[arrays.ids[i] for i in g] for g in duplicates.duplicate_groups]
-    return Split(kind, seed, fractions, ids, groups, arrays.data_hash, duplicates.summary(arrays))
+    unit = "patient" if arrays.patients is not None and kind == "grouped" else "duplicate-group"
+    return Split(kind, seed, fractions, ids, groups, arrays.data_hash, duplicates.summary(arrays), unit)
+
+
+def _fill_by_lesions(arrays: BusiArrays, units: list[list[int]], fractions: tuple[float, float, float],
+                     rng: np.random.Generator, out: dict[str, list[int]]) -> None:
+    """Patients, most lesion images first (ties in a seeded random order), each to the split
+    furthest below its share of lesion images, then of normal scans: a 19-patient site split
+    by majority class can leave a test split with a handful of lesions."""
+    lesion = arrays.masks.reshape(len(arrays), -1).any(1)
+    counts = [(int(lesion[g].sum()), int((~lesion[g]).sum())) for g in units]
+    order = rng.permutation(len(units)).tolist()
+    order.sort(key=lambda u: (-counts[u][0], -counts[u][1]))  # stable: equal counts keep the random order
+    tot = np.array([sum(c[0] for c in counts), sum(c[1] for c in counts)], np.float64)
+    target = np.outer(fractions, tot)  # [split, (lesion, normal)]
+    filled = np.zeros_like(target)
+    for u in order:
+        deficit = (target - filled) / np.maximum(target, 1e-9)
+        s = int(np.argmax(deficit[:, 0] + 0.5 * deficit[:, 1]))
+        out[SPLITS[s]].extend(units[u])
+        filled[s] += counts[u]
+
+
+def split_units(arrays: BusiArrays, duplicates: DuplicateReport) -> list[list[int]]:
+    """The groups a grouped split keeps whole: duplicate groups, merged by patient where known."""
+    if arrays.patients is None:
+        return duplicates.groups
+    from qdev.training.data.dedup import UnionFind
+
+    uf = UnionFind(len(arrays))
+    for g in duplicates.groups:
+        for i in g[1:]:
+            uf.union(g[0], i)
+    first: dict[str, int] = {}
+    for i, p in enumerate(arrays.patients):
+        uf.union(first.setdefault(p, i), i)
+    return uf.groups()
 
 
 def write_split(split: Split, path: Path) -> Path:
@@ -164,6 +205,7 @@ def read_split(path: Path) -> Split:
             groups=doc.get("groups", []),
             data_hash=doc.get("data_hash", ""),
             dedup=doc.get("dedup", {}),
+            unit=doc.get("unit", "duplicate-group"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: malformed split file ({exc})") from exc
