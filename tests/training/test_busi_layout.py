@@ -141,4 +141,9 @@ def test_resolve_order(tmp_path, monkeypatch, phantom_busi):
 
 
 def test_class_order():
-    assert CLASSES == ("benign", "malignant", "normal")
+    # label indices are stored in caches, packs and splits: BUSI's three keep their places and
+    # the other datasets' "lesion of no stated class" comes after them
+    from qdev.training.data.busi import BUSI_CLASSES
+
+    assert CLASSES == ("benign", "malignant", "normal", "lesion")
+    assert BUSI_CLASSES == CLASSES[:3]
