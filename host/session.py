@@ -17,9 +17,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from qdev.core.fsutil import atomic_write_text
 
-__all__ = ["COLUMNS", "SessionWriter", "read_session", "write_json_atomic", "parquet_schema", "PARQUET_COLUMNS"]
+MASKS_FILE = "masks.bin"
+
+__all__ = ["COLUMNS", "MASKS_FILE", "SessionWriter", "read_masks", "read_session", "write_json_atomic", "parquet_schema", "PARQUET_COLUMNS"]
 
 COLUMNS = [
     "frame_id", "status", "t_capture", "t_sent", "t_received", "rtt_ms", "device_ms",
@@ -105,6 +109,25 @@ class SessionWriter:
         self._w = csv.DictWriter(self._fh, COLUMNS, extrasaction="ignore")
         self._w.writeheader()
         self._rows: list[dict] = []
+        self._masks = None
+        self._mask_shape: tuple[int, ...] | None = None
+
+    def mask(self, frame_id: int, mask: np.ndarray) -> None:
+        """Append a frame's mask to ``masks.bin`` (flushed: a crash keeps every mask so far).
+
+        Records of fixed size: frame id (int64, little-endian) then the mask's bits
+        (``np.packbits`` of the row-major bool array); the shape is in the manifest."""
+        m = np.asarray(mask).astype(bool)
+        if self._masks is None:
+            self._masks = open(self.folder / MASKS_FILE, "wb")
+            self._mask_shape = m.shape
+            self.manifest["masks"] = {"file": MASKS_FILE, "shape": list(m.shape), "record_bytes": 8 + (m.size + 7) // 8,
+                                      "layout": "int64 frame id (little-endian) + numpy.packbits(mask)"}
+            write_json_atomic(self.folder / "manifest.json", self.manifest)
+        if m.shape != self._mask_shape:
+            return  # one shape per session (the model's); never the case with one bundle
+        self._masks.write(int(frame_id).to_bytes(8, "little", signed=True) + np.packbits(m).tobytes())
+        self._masks.flush()
 
     def row(self, r: dict) -> None:
         self._w.writerow(r)
@@ -117,9 +140,40 @@ class SessionWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
+        if self._masks is not None:
+            os.fsync(self._masks.fileno())
+            self._masks.close()
         logs = ["frames.csv"] + (["frames.parquet"] if _write_parquet(self.folder / "frames.parquet", self._rows) else [])
         self.manifest.update({"finished": time.time(), "counts": self.counts, "logs": logs, **extra})
         write_json_atomic(self.folder / "manifest.json", self.manifest)
+
+
+def read_masks(folder: Path, manifest: dict) -> dict[int, np.ndarray]:
+    """frame id -> bool mask of a session's ``masks.bin`` (a cut last record is ignored).
+
+    Raises:
+        DataError: the session has no masks, or its record layout is not what the manifest says.
+    """
+    from qdev.core.errors import DataError
+
+    info = manifest.get("masks")
+    path = Path(folder) / MASKS_FILE
+    if not info or not path.is_file():
+        raise DataError(f"{folder}: the session kept no masks (sessions before qdev 0.3 did not)")
+    try:
+        h, w = (int(v) for v in info["shape"])
+        rec = int(info["record_bytes"])
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{folder}: the manifest's mask layout is damaged") from None
+    if rec != 8 + (h * w + 7) // 8 or not (0 < h <= 4096 and 0 < w <= 4096):
+        raise DataError(f"{folder}: the manifest's mask layout is damaged")
+    raw = path.read_bytes()
+    out = {}
+    for off in range(0, len(raw) - rec + 1, rec):
+        fid = int.from_bytes(raw[off : off + 8], "little", signed=True)
+        bits = np.frombuffer(raw, np.uint8, rec - 8, off + 8)
+        out[fid] = np.unpackbits(bits, count=h * w).reshape(h, w).astype(bool)
+    return out
 
 
 STATUSES = ("ok", "lost", "timeout", "error")

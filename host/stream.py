@@ -44,6 +44,8 @@ class StreamConfig:
         save: write the overlay video here (mp4).
         out: session folder (None: ``sessions/<time>``); must not exist yet.
         port: how the device was reached, recorded in the session manifest.
+        igtl: serve frames and masks over OpenIGTLink at ``[HOST:]PORT`` (None: off).
+        igtl_wait: seconds to wait for a first OpenIGTLink client before the first frame (0: none).
     """
 
     fps: float | None = None
@@ -54,6 +56,8 @@ class StreamConfig:
     save: Path | None = None
     out: Path | None = None
     port: str = "local"
+    igtl: str | None = None
+    igtl_wait: float = 0.0
 
     def check(self) -> None:
         """Refuse settings that cannot stream (one-line errors naming the option)."""
@@ -68,6 +72,12 @@ class StreamConfig:
         from qdev.host.view import parse_view
 
         parse_view(self.view)
+        if self.igtl is not None:
+            from qdev.host.igtl_out import parse_igtl_address
+
+            parse_igtl_address(self.igtl)
+        if not (0 <= self.igtl_wait <= 3600):
+            raise ConfigError(f"--igtl-wait {self.igtl_wait}: must be 0-3600 seconds")
 
 
 @dataclass
@@ -251,6 +261,15 @@ def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, wri
     return StreamSummary(ok, lost, dropped, time.time() - t0, interrupted)
 
 
+def _igtl_server(spec: str | None):  # noqa: ANN202
+    if spec is None:
+        return None
+    from qdev.host.igtl_out import IgtlServer, parse_igtl_address
+
+    host, port = parse_igtl_address(spec)
+    return IgtlServer(host, port)
+
+
 def default_session_dir(root: Path = Path("sessions")) -> Path:
     return root / time.strftime("%Y%m%d-%H%M%S")
 
@@ -290,7 +309,13 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
         pw = None
     if folder.exists():
         raise ConfigError(f"{folder} already exists: choose another --out")
-    ov = OverlayView(cfg.view, cfg.save, fps=cfg.fps or source.fps or 20.0)  # before the folder: a busy port
+    igtl = _igtl_server(cfg.igtl)  # before the folder: a busy port is an error that writes nothing
+    try:
+        ov = OverlayView(cfg.view, cfg.save, fps=cfg.fps or source.fps or 20.0)
+    except BaseException:
+        if igtl is not None:
+            igtl.close()
+        raise
     try:
         writer = SessionWriter(folder, {"source": source.describe(), "device": info, "power": pw,
                                         "settings": {"fps": cfg.fps, "window": cfg.window,
@@ -298,7 +323,14 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
                                                      "port": cfg.port}})
     except BaseException:
         ov.close()  # no half-open window or web server for a session that never started
+        if igtl is not None:
+            igtl.close()
         raise
+    if igtl is not None:
+        print(f"OpenIGTLink: {igtl.address} (IMAGE qdev-frame, IMAGE qdev-mask, STRING qdev-info)",
+              file=sys.stderr, flush=True)
+        if cfg.igtl_wait and not igtl.wait_for_client(cfg.igtl_wait):
+            print(f"no OpenIGTLink client within {cfg.igtl_wait:g} s: streaming anyway", file=sys.stderr, flush=True)
     if ov.web is not None:
         print(f"browser view: {ov.web.url}", file=sys.stderr, flush=True)
     gallery = Gallery(folder / "gallery")
@@ -314,6 +346,12 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
                   m.get("device_ms"), m.get("power_w"), m.get("energy_mj"), m.get("energy_kind"), dropped, lost,
                   m.get("bundle_id") or info.get("bundle_id"), int(m.get("mask_area") or 0), source.name)
         gallery.offer(rep.frame_id, fr.image, rep.mask, d, fr.display_window, fr.truth)
+        writer.mask(rep.frame_id, rep.mask)
+        if igtl is not None:
+            igtl.publish(rep.frame_id, fr.image, rep.mask, {
+                "frame_id": rep.frame_id, "device_ms": m.get("device_ms"), "energy_mj": m.get("energy_mj"),
+                "energy_kind": m.get("energy_kind"), "bundle_id": m.get("bundle_id") or info.get("bundle_id")},
+                fr.spacing)
         if not ov.show(fr.image, rep.mask, hud, fr.display_window):
             stop.set()
 
@@ -329,9 +367,12 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
         if old is not None:
             signal.signal(signal.SIGINT, old)
         ov.close()
+        if igtl is not None:
+            igtl.close()
     summ.interrupted = summ.interrupted or (stop.is_set() and (cfg.max_frames is None or summ.frames_ok < cfg.max_frames))
     gallery.write()
+    extra = {"igtl": igtl.stats()} if igtl is not None else {}
     writer.close(summary={"frames_ok": summ.frames_ok, "lost": summ.lost, "dropped": summ.dropped,
                           "seconds": summ.seconds, "fps": summ.fps, "interrupted": summ.interrupted},
-                 stats=client.stats())
+                 stats=client.stats(), source_end=source.describe(), **extra)
     return folder, summ

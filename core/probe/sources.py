@@ -43,6 +43,7 @@ class ProbeFrame:
     truth: np.ndarray | None = None  # a known mask (phantom) at native size
     display_window: tuple[float, float] | None = None  # DICOM window (centre, width), for display only
     name: str | None = None  # the frame's own file, where the source is a set of files
+    spacing: tuple[float, float] | None = None  # (row, column) pixel spacing in mm, where the source says
 
 
 class ProbeSource:
@@ -148,14 +149,40 @@ class DicomSource(ProbeSource):
         self.fps = _dicom_fps(ds)
         self.photometric = pi
         self.window = _dicom_window(ds)
+        self.spacing = dicom_spacing(ds)
+        self.identity = {"path": str(Path(path).resolve()), "frames": self.n_frames,
+                         **{k: str(getattr(ds, k, "") or "") for k in _IDENTITY}}
 
     def frames(self) -> Iterator[ProbeFrame]:
         dt = 1.0 / self.fps if self.fps else 0.0
         for i in range(self.n_frames):
-            yield ProbeFrame(i, self.arr[i], i * dt, time.time(), display_window=self.window)
+            yield ProbeFrame(i, self.arr[i], i * dt, time.time(), display_window=self.window, spacing=self.spacing,
+                             name=f"{Path(self.name).name}#{i + 1}")
 
     def describe(self) -> dict:
-        return {**super().describe(), "photometric": self.photometric, "window": self.window}
+        return {**super().describe(), "photometric": self.photometric, "window": self.window,
+                "spacing_mm": self.spacing, "dicom": self.identity}
+
+
+# what a DICOM SEG / SR made from a session needs to reference the source (issue 32)
+_IDENTITY = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "PatientID", "Modality")
+
+
+def dicom_spacing(ds) -> tuple[float, float] | None:  # noqa: ANN001
+    """(row, column) spacing in mm: PixelSpacing, else the first ultrasound region's physical deltas
+    when their unit is cm (code 3), else None."""
+    try:
+        ps = getattr(ds, "PixelSpacing", None)
+        if ps is not None and len(ps) == 2 and float(ps[0]) > 0 and float(ps[1]) > 0:
+            return float(ps[0]), float(ps[1])
+        for region in getattr(ds, "SequenceOfUltrasoundRegions", None) or []:
+            if int(getattr(region, "PhysicalUnitsXDirection", 0)) == 3 and int(getattr(region, "PhysicalUnitsYDirection", 0)) == 3:
+                dx, dy = float(region.PhysicalDeltaX), float(region.PhysicalDeltaY)
+                if dx > 0 and dy > 0:
+                    return dy * 10.0, dx * 10.0
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return None
 
 
 def _dicom_window(ds) -> tuple[float, float] | None:  # noqa: ANN001
@@ -246,6 +273,10 @@ def open_probe(spec: str, phantom_frames: int | None = None) -> ProbeSource:
         if seed and not seed.isdigit():
             raise ConfigError(f"--probe {spec}: phantom:SEED needs an integer seed")
         return PhantomSource(int(seed or 0), phantom_frames)
+    if spec.startswith("igtl://"):
+        from qdev.core.probe.igtl_source import IgtlSource
+
+        return IgtlSource(spec)
     if spec.startswith("video:"):
         dev = spec[len("video:"):]
         return OpenCVSource(int(dev) if dev.isdigit() else dev, live=True)

@@ -59,9 +59,10 @@ def _busi_test_source(data: Path | None, required: bool):  # noqa: ANN202
               help="Session folder (default sessions/demo-<time>).")
 @click.option("--view", default="none", show_default=True, metavar="window|web[:PORT]|none",
               help="Live overlay: a desktop window, a browser view on 127.0.0.1:PORT, or none.")
+@click.option("--igtl", default=None, metavar="[HOST:]PORT", help="Also serve the session over OpenIGTLink.")
 @click.pass_context
 def demo_cmd(ctx: click.Context, probe: str, data: Path | None, frames: int, board: str, out: Path | None,
-             view: str) -> None:
+             view: str, igtl: str | None) -> None:
     """Local device + default model: flash, stream live, report. No board, no training needed."""
     import time
 
@@ -98,6 +99,6 @@ def demo_cmd(ctx: click.Context, probe: str, data: Path | None, frames: int, boa
                 if not res["activated"]:
                     raise QdevError(res["message"])
                 click.echo(f"streaming {source.name} ...")
-                stream_session(ctx, source, StreamConfig(None, 4, frames, 30.0, view, None, out), True, client=c)
+                stream_session(ctx, source, StreamConfig(None, 4, frames, 30.0, view, None, out, igtl=igtl), True, client=c)
     rep = write_report(out)
     click.echo(f"report: {out / 'report' / 'report.html'} ({len(rep['plots'])} plots)")

@@ -187,7 +187,7 @@ def _same_source(spec: str, source: str) -> bool:
 
 
 def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: Path | None,
-           quality: int = 40) -> None:
+           quality: int = 40, igtl_spec: str | None = None) -> None:
     import time
 
     from qdev.host.client import live_frame
@@ -202,9 +202,18 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: P
         c.close()
         raise QdevError(f"--probe device:{spec}: this device segments its own probe '{source}' (chosen by "
                         "qdev-device serve --probe); say device: or device:" + source)
+    from qdev.host.stream import _igtl_server
+
+    try:
+        igtl = _igtl_server(igtl_spec)
+    except BaseException:
+        c.close()
+        raise
     ov = OverlayView(view, save)
     if ov.web is not None:
         click.echo(f"browser view: {ov.web.url}", err=True)
+    if igtl is not None:
+        click.echo(f"OpenIGTLink: {igtl.address}", err=True)
     n, t0, last_id, skipped = 0, time.time(), None, 0
     try:
         for msg in c.watch(jpeg_quality=quality):
@@ -222,6 +231,9 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: P
             hud = Hud(int(m["frame_id"]), n / el if el else 0.0, None, m.get("device_ms"), m.get("power_w"),
                       m.get("energy_mj"), m.get("energy_kind"), int(m.get("dropped") or 0) + skipped, 0, m.get("bundle_id"),
                       int(m.get("mask_area") or 0), f"device:{spec}")
+            if igtl is not None:
+                igtl.publish(fid, px, mask, {k: m.get(k) for k in ("frame_id", "device_ms", "energy_mj", "energy_kind",
+                                                                     "bundle_id")})
             if not ov.show(px, mask, hud):
                 break
             if frames and n >= frames:
@@ -230,6 +242,8 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: P
         pass
     finally:
         ov.close()
+        if igtl is not None:
+            igtl.close()
         c.close()
     end = c.watch_end
     el = time.time() - t0
@@ -241,7 +255,7 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: P
 
 
 @click.command("stream")
-@click.option("--probe", required=True, help="phantom[:SEED] | video:N | /dev/videoN | cine file | DICOM | image folder/glob | device:SOURCE")
+@click.option("--probe", required=True, help="phantom[:SEED] | video:N | /dev/videoN | cine file | DICOM | image folder/glob | igtl://HOST:PORT[/DEVICE] | device:SOURCE")
 @click.option("--fps", type=float, default=None, help="Pace frames (default: the probe's rate; files unpaced).")
 @click.option("--frames", "max_frames", type=int, default=None, help="Stop after N frames.")
 @click.option("--window", default=4, show_default=True, help="Frames in flight.")
@@ -255,18 +269,23 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: P
 @click.option("--save", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the overlay video (mp4).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="Session folder (default sessions/<time>).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Print the summary at the end.")
+@click.option("--igtl", default=None, metavar="[HOST:]PORT",
+              help="Serve frames, masks (labelmap) and per-frame info over OpenIGTLink, e.g. to 3D Slicer "
+                   "(18944 is the usual port; loopback unless HOST is given).")
+@click.option("--igtl-wait", default=0.0, show_default=True, metavar="SECONDS",
+              help="Wait this long for a first OpenIGTLink client (e.g. Slicer) before streaming.")
 @click.pass_context
 def stream_cmd(ctx: click.Context, probe: str, fps: float | None, max_frames: int | None, window: int, timeout: float,
                view: str, no_view: bool, display_quality: int, save: Path | None, out: Path | None,
-               report: bool) -> None:
+               report: bool, igtl: str | None, igtl_wait: float) -> None:
     """Live segmentation of probe frames on the device, logged per frame."""
     from qdev.host.stream import StreamConfig
 
     view = "none" if no_view else view
-    cfg = StreamConfig(fps, window, max_frames, timeout, view, save, out, _port(ctx)[0])
+    cfg = StreamConfig(fps, window, max_frames, timeout, view, save, out, _port(ctx)[0], igtl, igtl_wait)
     cfg.check()  # before connecting: a bad option costs nothing
     if probe.startswith("device:"):
-        _watch(ctx, probe[len("device:"):], max_frames, view, save, display_quality)
+        _watch(ctx, probe[len("device:"):], max_frames, view, save, display_quality, igtl)
         return
     from qdev.core.probe.sources import open_probe
 
