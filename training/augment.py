@@ -33,7 +33,10 @@ between two machines and two operators, each with its own probability:
 * speckle, p = 0.3: multiplicative noise ``x * (1 + s * n)`` with ``n`` blurred once so that the
   grain spans a few pixels, ``s`` in 0-0.25;
 * caliper marks, p = 0.3: 1-4 bright "+" marks of 5 px at random places (BUS-UCLM's and many
-  clinics' scans carry the sonographer's calipers; BUSI's mostly do not).
+  clinics' scans carry the sonographer's calipers; BUSI's mostly do not);
+* aspect, within the affine step: width and height scaled by r and 1/r, r log-uniform in
+  0.75-1.33 (scanners' fields of view differ in aspect, and every frame is resized to a square,
+  so the same lesion arrives stretched differently).
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class AugmentConfig:
     speckle: float = 0.0
     speckle_sigma: float = 0.25
     calipers: float = 0.0
+    aspect: tuple[float, float] = (1.0, 1.0)
 
 
 AUGMENT_PRESETS: dict[str, AugmentConfig | None] = {
@@ -83,7 +87,8 @@ AUGMENT_PRESETS: dict[str, AugmentConfig | None] = {
                             contrast=0.15, blur=0.2, noise=0.15),
 }
 AUGMENT_PRESETS["scanner"] = AugmentConfig(**{**AUGMENT_PRESETS["strong"].__dict__, "depth_crop": 0.3, "tgc": 0.5,
-                                              "resolution": 0.3, "speckle": 0.3, "calipers": 0.3})
+                                              "resolution": 0.3, "speckle": 0.3, "calipers": 0.3,
+                                              "aspect": (0.75, 1.33)})
 
 
 def _u(g: torch.Generator, n: int, lo: float, hi: float, device) -> torch.Tensor:  # noqa: ANN001
@@ -107,8 +112,12 @@ def augment_batch(
     sc = torch.where(use, _u(g, b, *cfg.scale, dev), torch.ones(b, device=dev))
     tx = _u(g, b, -cfg.shift, cfg.shift, dev) * 2 * use
     ty = _u(g, b, -cfg.shift, cfg.shift, dev) * 2 * use
+    if cfg.aspect != (1.0, 1.0):  # drawn only where asked, so the other presets keep their stream
+        r = torch.exp(_u(g, b, math.log(cfg.aspect[0]), math.log(cfg.aspect[1]), dev) * use)
+    else:
+        r = torch.ones(b, device=dev)
     cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    theta = torch.stack([torch.stack([cos / r, -sin / r, tx], 1), torch.stack([sin * r, cos * r, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
