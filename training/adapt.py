@@ -13,9 +13,11 @@ Steps, each recorded in the run folder (``adapt`` stage of the manifest, ``adapt
    optional **replay** of the base's own training images against forgetting (``--replay W``: W
    base images drawn per site image each epoch). The best epoch is chosen on the site's
    validation patients.
-3. The mask rule is searched again on the site's validation patients (``qdev postprocess``).
-4. **The decision**: per-image all-image Dice on the site's validation images, adapted (its new
-   rule) minus base (its own rule); a paired bootstrap over **patients** must find the gain above
+3. The mask rule is searched again on the site's validation patients (``qdev postprocess``,
+   scored by the same criterion as the decision).
+4. **The decision**: per-image Dice on the site's validation images under the criterion
+   (``balanced`` by default: lesion images and normal scans half each, as in the rule search),
+   adapted (its new rule) minus base (its own rule); a paired bootstrap over **patients** must find the gain above
    0 in at least ``1 - 0.05 / k`` of resamples (k candidates, Bonferroni as in
    :mod:`training.select`). ``adapt/decision.json`` says offered or not, with the figures.
 5. Base and adapted side by side on the site's test patients and on BUSI's test split
@@ -56,6 +58,9 @@ class AdaptConfig:
         threads: torch CPU threads.
         candidates: how many adapted candidates the caller compares (the margin's k).
         level: the uncorrected bootstrap level (0.95).
+        criterion: how masks are scored for the rule search and the decision: ``balanced``
+            (lesion images and normal scans weigh half each, default) or ``all`` (all-image Dice,
+            the shipped default's; see :data:`training.postprocess.CRITERIA`).
     """
 
     base: Path
@@ -76,6 +81,7 @@ class AdaptConfig:
     candidates: int = 1
     level: float = 0.95
     resamples: int = 2000
+    criterion: str = "balanced"
 
     def check(self) -> None:
         if self.images is not None and self.images < 1:
@@ -128,7 +134,7 @@ def _site_split(cfg: AdaptConfig, out: Path, size: int):  # noqa: ANN202
 
 def adapt(cfg: AdaptConfig, progress=None) -> dict:  # noqa: ANN001
     """Run the five steps; returns the decision document (also ``adapt/decision.json``)."""
-    from qdev.training.postprocess import choose_rule
+    from qdev.training.postprocess import RuleSearch, choose_rule
     from qdev.training.trainer import TrainConfig, train
 
     cfg.check()
@@ -146,9 +152,9 @@ def adapt(cfg: AdaptConfig, progress=None) -> dict:  # noqa: ANN001
     tcfg = replace(bcfg, out=str(out), data=cfg.data, data_options=cfg.options.to_dict(), split=str(split_path),
                    epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, augment=cfg.augment, ema=cfg.ema,
                    finetune_from=str(best), init_from=None, freeze_bits=0.0, seed=cfg.seed, threads=cfg.threads,
-                   device="auto", mix=mix)
+                   device="auto", mix=mix, select="balanced" if cfg.criterion == "balanced" else "lesion")
     train(tcfg, progress=progress)
-    choose_rule(out)
+    choose_rule(out, search=RuleSearch(criterion=cfg.criterion))
     decision = _decide(cfg, Path(cfg.base), out, arrays, split)
     run = RunFolder(out)
     t0 = run.begin("adapt", {**asdict(cfg), "base": str(cfg.base), "out": str(out), "options": cfg.options.to_dict()},
@@ -193,8 +199,8 @@ def _comparison_html(decision: dict, comparison: dict) -> str:
 <style>body{font-family:sans-serif;max-width:1000px;margin:1em auto}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:3px 8px}td.n{text-align:right}</style></head><body>
 <h1>Adapted vs base</h1><p>Research use, not for diagnosis. Decision on the site's validation patients
-({{ d.n_patients }} patients, {{ d.n_images }} images): <b>{{ d.rule }}</b> (gain in all-image Dice
-{{ '%+.4f' % d.gain_dice_all }}, P(gain &gt; 0) {{ '%.3f' % d.p_gain }}, needed {{ '%.3f' % d.level }}).</p>
+({{ d.n_patients }} patients, {{ d.n_images }} images): <b>{{ d.rule }}</b> (gain in {{ d.criterion }} Dice
+{{ '%+.4f' % d.gain }}, P(gain &gt; 0) {{ '%.3f' % d.p_gain }}, needed {{ '%.3f' % d.level }}).</p>
 {% for where, pair in c.items() %}<h2>{{ where }}</h2><table><tr><th></th><th>lesion Dice</th><th>all-image Dice</th>
 <th>missed lesions</th><th>normal scans marked</th><th>mask rule</th></tr>
 {% for name, r in pair.items() %}<tr><td>{{ name }}</td><td class="n">{{ fmt(r.figures.dice_lesion) }}
@@ -214,7 +220,7 @@ td,th{border:1px solid #ccc;padding:3px 8px}td.n{text-align:right}</style></head
 
 
 def _decide(cfg: AdaptConfig, base: Path, out: Path, arrays, split) -> dict:  # noqa: ANN001
-    from qdev.training.postprocess import per_image_dice, rule_figures
+    from qdev.training.postprocess import criterion_weights, per_image_dice, rule_figures
     from qdev.training.select import corrected_level
     from qdev.training.site_eval import load_subject
 
@@ -227,12 +233,16 @@ def _decide(cfg: AdaptConfig, base: Path, out: Path, arrays, split) -> dict:  # 
         masks = subj.rule.apply(subj.codes(arrays.images[idx]))
         dice[name] = per_image_dice(masks, truth)
         figs[name] = {**rule_figures(masks, truth, labels, dice[name]), "mask_rule": subj.rule.describe()}
-    gain = dice["adapted"] - dice["base"]
+    w = criterion_weights(truth, cfg.criterion)
+    gain = (dice["adapted"] - dice["base"]) * w  # its mean is the criterion's gain
+    for name in ("base", "adapted"):
+        figs[name]["score"] = float((dice[name] * w).mean())
     level = corrected_level(cfg.level, cfg.candidates)
     p = patient_bootstrap(gain, units, cfg.resamples)
     offered = bool(gain.mean() > 0 and p >= level)
     return {"offered": offered, "split": "site validation patients", "n_images": int(len(idx)),
-            "n_patients": int(units.max() + 1), "gain_dice_all": float(gain.mean()), "p_gain": float(p),
+            "n_patients": int(units.max() + 1), "criterion": cfg.criterion, "gain": float(gain.mean()),
+            "p_gain": float(p),
             "level": level, "candidates": cfg.candidates, "site_data_hash": arrays.data_hash,
             "base": {"path": str(base), **figs["base"]}, "adapted": {"path": str(out), **figs["adapted"]},
             "rule": ("offered: the adapted network beats the base on the site's validation patients"

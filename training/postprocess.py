@@ -58,8 +58,11 @@ class RuleSearch:
     peak_logits: tuple[float | None, ...] = (None, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0)
     level: float = 0.95
     resamples: int = 2000
+    criterion: str = "all"
 
     def __post_init__(self) -> None:
+        if self.criterion not in CRITERIA:
+            raise QdevError(f"rule search: criterion must be one of {', '.join(CRITERIA)}, not {self.criterion!r}")
         if not 0.0 <= self.level < 1.0:
             raise QdevError(f"rule search: level {self.level} must be in [0, 1)")
         if self.resamples < 1:
@@ -71,6 +74,26 @@ class RuleSearch:
         off = [None] if None in self.peak_logits else []
         return [MaskRule(c, a, p) for c in codes for a in sorted(set(self.min_areas))
                 for p in off + [q for q in peaks if q > c]]
+
+
+CRITERIA = ("all", "balanced")
+"""What a rule is scored by: ``all``, the mean Dice over all images (the shipped default's; a
+split's prevalence weighs its two failure modes), or ``balanced``, the mean of the lesion images'
+mean Dice and the normal scans' mean Dice (each failure mode half, whatever the prevalence: a new
+site's validation patients can be two-thirds normal scans, and then ``all`` trades lesions for
+normals; ``qdev adapt`` uses it)."""
+
+
+def criterion_weights(truth: np.ndarray, criterion: str) -> np.ndarray:
+    """Per-image weights (mean 1) under which the weighted mean Dice is the criterion's score."""
+    n = len(truth)
+    w = np.ones(n)
+    if criterion == "balanced":
+        lesion = truth.reshape(n, -1).any(1)
+        k = int(lesion.sum())
+        if 0 < k < n:
+            w = np.where(lesion, n / (2.0 * k), n / (2.0 * (n - k)))
+    return w
 
 
 def _code(logit: float, scale: float) -> int:
@@ -176,7 +199,7 @@ STAGES: dict[str, Callable[[MaskRule], bool]] = {
 
 
 def _preference(rule: MaskRule, figures: dict) -> tuple:
-    return (round(figures["dice_all"], 6), rule.is_default, rule.min_peak is None, -rule.min_area,
+    return (round(figures["score"], 6), rule.is_default, rule.min_peak is None, -rule.min_area,
             -abs(rule.min_code), -(rule.min_peak or 0))
 
 
@@ -184,10 +207,13 @@ def search_rules(codes: np.ndarray, truth: np.ndarray, labels: np.ndarray, scale
                  search: RuleSearch = RuleSearch()) -> RuleChoice:
     """Search ``search`` on one split (see the module doc for the steps and their margin)."""
     grid, per_image = [], {}
+    w = criterion_weights(truth, search.criterion)
     for r in [DEFAULT_RULE, *search.rules(scale)]:
         masks = r.apply(codes)
-        per_image[r] = per_image_dice(masks, truth)
-        grid.append((r, rule_figures(masks, truth, labels, per_image[r])))
+        per_image[r] = per_image_dice(masks, truth) * w  # weighted: its mean is the criterion's score
+        f = rule_figures(masks, truth, labels, per_image[r] / w)
+        f["score"] = float(per_image[r].mean())
+        grid.append((r, f))
     (_, default), grid = grid[0], grid[1:]
     held, held_fig, held_d = DEFAULT_RULE, default, per_image[DEFAULT_RULE]
     steps = []
@@ -224,9 +250,12 @@ def choose_rule(run_dir: Path, data: str | None = None, search: RuleSearch = Rul
                    {"best.pt": st["outputs"]["train/best.pt"]})
     found = search_rules(codes, truth, labels, scale, search)
     chosen, figures = found.rule, found.figures
+    what = "Dice over all images" if search.criterion == "all" else \
+        "balanced Dice (mean of lesion images' and normal scans' mean Dice)"
     doc = {
         "run": run.path.name, "split": "val", "n_images": int(len(idx)), "checkpoint_epoch": ckpt["epoch"],
-        "chosen_by": (f"validation Dice over all images, a step to a more complex rule taken where a paired bootstrap "
+        "criterion": search.criterion,
+        "chosen_by": (f"validation {what}, a step to a more complex rule taken where a paired bootstrap "
                       f"gives P(gain > 0) >= {search.level} (ties: the simpler rule)"),
         "output_scale": scale, "rule": chosen.to_dict(), "describe": chosen.describe(),
         "logit_threshold": chosen.logit_threshold(scale), "peak_logit": chosen.peak_logit(scale),

@@ -96,6 +96,9 @@ class TrainConfig:
             images, :func:`training.losses.image_dice_loss`).
         data_options: how ``data`` is read where it is not BUSI's layout
             (:class:`training.data.DataOptions` as a dict: colour map, patient pattern, site).
+        select: what picks the best checkpoint on validation: ``lesion`` (lesion images' Dice, the
+            default's) or ``balanced`` (the mean of lesion images' and normal scans' Dice, so that
+            a checkpoint that marks every normal scan does not win: ``qdev adapt``'s).
         mix: more training data, each ``{"data", "data_options", "split", "weight"}``: the train
             split (a split JSON path, or ``grouped``) of another dataset, drawn ``weight`` times as
             often per epoch as the main dataset's training images are (0.5: one image of it for
@@ -128,6 +131,7 @@ class TrainConfig:
     dice: str = "batch"
     data_options: dict | None = None
     mix: list = field(default_factory=list)
+    select: str = "lesion"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,6 +147,7 @@ class TrainConfig:
         d.setdefault("finetune_from", None)
         d.setdefault("data_options", None)
         d.setdefault("mix", [])
+        d.setdefault("select", "lesion")
         if isinstance(d.get("augment"), bool):  # runs made before the presets: on/off
             d["augment"] = "full" if d["augment"] else "none"
         return TrainConfig(**d)
@@ -179,6 +184,8 @@ class TrainConfig:
             raise ConfigError(f"--normal-weight {self.normal_weight}: must be in (0, 100] (1: the paper's loss)")
         if self.dice not in DICE_MODES:
             raise ConfigError(f"--dice must be one of {', '.join(DICE_MODES)}, not {self.dice!r}")
+        if self.select not in SELECT_MODES:
+            raise ConfigError(f"select must be one of {', '.join(SELECT_MODES)}, not {self.select!r}")
         for m in self.mix:
             if not isinstance(m, dict) or "data" not in m or not 0.0 < float(m.get("weight", 0)) <= 100.0:
                 raise ConfigError(f"mix entry {m!r}: needs a data location and a weight in (0, 100]")
@@ -251,6 +258,19 @@ def _add_mix(cfg: TrainConfig, data: DataTensors) -> None:
         data.mix_hashes.append(arrays.data_hash)
     data.weights = torch.cat(weights)
     data.epoch_draws = int(round(draws))
+
+
+SELECT_MODES = ("lesion", "balanced")
+
+
+def selection_score(metrics: dict, select: str = "lesion") -> float:
+    """The validation score the best checkpoint is chosen by (see ``TrainConfig.select``)."""
+    if not metrics["n_lesion_images"]:
+        return metrics["dice"]
+    normal = metrics["per_class"].get("normal")
+    if select == "balanced" and normal and normal["n"]:
+        return 0.5 * (metrics["dice_lesion"] + normal["dice"])
+    return metrics["dice_lesion"]
 
 
 def finetune_model_config(path: str) -> ModelConfig:
@@ -509,7 +529,7 @@ def _validate_and_checkpoint(cfg: TrainConfig, st: _State, data: DataTensors, de
         record["bit_loss"] = {"mode": cfg.bit_loss, "lambda": cfg.lam,
                               "value": float(st.tracker.average(cfg.bit_loss).detach())}
         record["bits_frozen"] = frozen
-    score = metrics["dice_lesion"] if metrics["n_lesion_images"] else metrics["dice"]
+    score = selection_score(metrics, cfg.select)
     record["best"] = bool(eligible and score > st.best_score)
     common = {"model_config": cfg.model.to_dict(), "config": cfg.to_dict(), "size": cfg.size, "epoch": epoch}
     if record["best"]:

@@ -28,11 +28,13 @@ __all__ = ["adapt_cmd"]
 @click.option("--replay-data", default=None, help="Where the base's training data is (default: its own record).")
 @click.option("--candidates", default=1, show_default=True,
               help="Adapted candidates you compare (the margin is corrected for them).")
+@click.option("--criterion", type=click.Choice(["balanced", "all"]), default="balanced", show_default=True,
+              help="Score masks (rule search and decision): lesion images and normal scans half each, or all images alike.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", type=int, default=None)
 def adapt_cmd(base: Path, data: str, mask_colours: str | None, patient_pattern: str | None, site: str | None, out: Path,
               fractions: str, images: int | None, epochs: int, lr: float, augment: str, replay: float,
-              replay_data: str | None, candidates: int, seed: int, threads: int | None) -> None:
+              replay_data: str | None, candidates: int, criterion: str, seed: int, threads: int | None) -> None:
     """Fine-tune BASE (a QuantU-Net run, e.g. models/quantunet-w8) on a new site's images at the
     same bit widths; search its mask rule on the site's validation patients; offer it only where
     it beats the base there by the guarded margin; compare both on the site's test patients and
@@ -45,7 +47,7 @@ def adapt_cmd(base: Path, data: str, mask_colours: str | None, patient_pattern: 
 
     cfg = AdaptConfig(base=base, data=data, out=out, options=data_options_of(mask_colours, patient_pattern, site),
                       fractions=_fractions(fractions), images=images, epochs=epochs, lr=lr, augment=augment,
-                      replay=replay, replay_data=replay_data, seed=seed, threads=threads, candidates=candidates)
+                      replay=replay, replay_data=replay_data, seed=seed, threads=threads, candidates=candidates, criterion=criterion)
     cfg.check()
     with training_progress(Console(), epochs) as progress:
         d = adapt(cfg, progress=progress)
@@ -54,5 +56,5 @@ def adapt_cmd(base: Path, data: str, mask_colours: str | None, patient_pattern: 
                f"(lesion {b['dice_lesion']:.3f}, {b['missed']}/{b['n_lesion']} missed, {b['normal_marked']}/"
                f"{b['n_normal']} normals marked) -> adapted {a['dice_all']:.3f} (lesion {a['dice_lesion']:.3f}, "
                f"{a['missed']}/{a['n_lesion']} missed, {a['normal_marked']}/{a['n_normal']} normals marked)")
-    click.echo(f"{d['rule']} (gain {d['gain_dice_all']:+.4f}, P(gain > 0) {d['p_gain']:.3f}, needed {d['level']:.3f})")
+    click.echo(f"{d['rule']} ({d['criterion']} Dice gain {d['gain']:+.4f}, P(gain > 0) {d['p_gain']:.3f}, needed {d['level']:.3f})")
     click.echo(f"report: {out / 'adapt' / 'report.html'}")

@@ -10,13 +10,29 @@ import click
 __all__ = ["export_cmd", "compile_cmd", "keys", "bundle"]
 
 
-@click.command("export")
+class _ExportGroup(click.Group):
+    """``qdev export RUN`` (the model, as before) and ``qdev export dicom SESSION``: a first
+    argument that is no subcommand is the run of ``qdev export run``."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):  # noqa: ANN201
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().resolve_command(ctx, args)
+
+
+@click.group("export", cls=_ExportGroup, invoke_without_command=False)
+def export_cmd() -> None:
+    """Export a run's model to QONNX (qdev export RUN) or a session's results as DICOM
+    (qdev export dicom SESSION)."""
+
+
+@export_cmd.command("run")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--data", default=None, help="BUSI location for the golden batch (else the run's).")
 @click.option("--golden", default=4, show_default=True, help="Golden batch size.")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def export_cmd(run: Path, data: str | None, golden: int, checkpoint: str, as_json: bool) -> None:
+def export_run_cmd(run: Path, data: str | None, golden: int, checkpoint: str, as_json: bool) -> None:
     """Export a run's best checkpoint to QONNX and verify it against PyTorch."""
     from qdev.training.export import export_run
 
@@ -26,6 +42,44 @@ def export_cmd(run: Path, data: str | None, golden: int, checkpoint: str, as_jso
         return
     click.echo(f"{run}/export/model.qonnx.onnx: integer outputs equal to PyTorch on {rep['n_golden']} golden "
                f"images ({rep['codes_differing']} codes differ, max float diff {rep['max_abs_float_diff']:.2e})")
+
+
+
+@export_cmd.command("dicom")
+@click.argument("session", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder for the DICOM files.")
+@click.option("--pacs", "targets", multiple=True, metavar="URL",
+              help="Also store them: http(s)://HOST/.../dicom-web (STOW-RS) or dimse://CALLED_AE@HOST:PORT (C-STORE).")
+@click.option("--credentials", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="File with user:password for the PACS (else $QDEV_PACS_USER / $QDEV_PACS_PASSWORD).")
+@click.option("--ca", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="CA certificate bundle to verify an https PACS.")
+@click.option("--patient-id", default="QDEV-ANON", show_default=True,
+              help="Patient ID of the new study (non-DICOM sources; a DICOM source keeps its own).")
+@click.option("--json", "as_json", is_flag=True)
+def export_dicom_cmd(session: Path, out: Path, targets: tuple[str, ...], credentials: Path | None, ca: Path | None,
+                     patient_id: str, as_json: bool) -> None:
+    """A session's masks as DICOM SEG and its lesion areas as a TID 1500 SR (referencing the
+    source DICOM, or new secondary-capture images of file sources); optionally stored in a PACS."""
+    from qdev.host.dicom_export import export_session_dicom
+    from qdev.host.pacs import parse_target, store
+
+    for t in targets:
+        parse_target(t)  # a bad URL costs nothing
+    res = export_session_dicom(session, out, patient_id=patient_id)
+    stored = [store(res.files, t, credentials, ca) for t in targets]
+    doc = {"out": str(res.out), "frames": res.frames, "references": res.referenced, "segs": len(res.segs),
+           "images": len(res.images), "sr": str(res.sr), "study_uid": res.study_uid, "seg_series_uid": res.seg_series_uid,
+           "sr_uid": res.sr_uid, "stored": [{"target": s.target, "sent": s.sent, "failed": s.failed} for s in stored]}
+    if as_json:
+        click.echo(json.dumps(doc, indent=1))
+        return
+    click.echo(f"wrote {out}: {len(res.segs)} SEG, 1 SR" + (f", {len(res.images)} secondary-capture images" if res.images
+               else "") + f" for {res.frames} frames, referencing the {res.referenced}; study {res.study_uid}")
+    for s in stored:
+        click.echo(f"stored at {s.target}: {s.sent} sent" + (f", {len(s.failed)} FAILED" if s.failed else ""))
+    if any(s.failed for s in stored):
+        raise click.exceptions.Exit(1)
 
 
 @click.command("compile")

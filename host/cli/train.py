@@ -183,8 +183,10 @@ def _evaluate_dataset(target: Path, data: str | None, split: str, split_file: Pa
 @click.command("postprocess")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--data", default=None, help="Another BUSI copy (default: the run's).")
+@click.option("--criterion", type=click.Choice(["all", "balanced"]), default="all", show_default=True,
+              help="Score rules by Dice over all images, or balanced (lesion images and normal scans half each).")
 @click.option("--json", "as_json", is_flag=True)
-def postprocess_cmd(run: Path, data: str | None, as_json: bool) -> None:
+def postprocess_cmd(run: Path, data: str | None, criterion: str, as_json: bool) -> None:
     """Choose the run's mask rule (threshold, minimum mask area, peak) on its validation split.
 
     A step away from the network's own masks (to a threshold/area rule, then to a peak) is taken
@@ -199,7 +201,9 @@ def postprocess_cmd(run: Path, data: str | None, as_json: bool) -> None:
 
     from qdev.training.postprocess import choose_rule
 
-    doc = choose_rule(run, data)
+    from qdev.training.postprocess import RuleSearch
+
+    doc = choose_rule(run, data, RuleSearch(criterion=criterion))
     if as_json:
         click.echo(json.dumps(doc, indent=1))
         return
@@ -222,7 +226,8 @@ def postprocess_cmd(run: Path, data: str | None, as_json: bool) -> None:
     row(_rule_name(doc["rule"]), "chosen", doc["chosen"], style="bold")
     Console().print(t)
     for st in doc.get("steps", []):
-        click.echo(f"step to the best {st['stage']} rule, {st['describe']}: all-image Dice {st['gain']:+.4f}, "
+        crit = "balanced Dice" if doc.get("criterion") == "balanced" else "all-image Dice"
+        click.echo(f"step to the best {st['stage']} rule, {st['describe']}: {crit} {st['gain']:+.4f}, "
                    f"bootstrap P(gain > 0) {st['p_gain']:.3f}: {'taken' if st['taken'] else 'not taken'}")
     click.echo(f"chosen: {doc['describe']} (by {doc['chosen_by']}; missed: lesion images with Dice < 0.1); "
                f"written to {Path(run) / 'postprocess' / 'rule.json'}. Re-run qdev evaluate and qdev bundle "

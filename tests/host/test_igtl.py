@@ -18,8 +18,6 @@ import numpy as np
 import pytest
 
 from qdev.core.igtl import HEADER, IgtlError, crc64, encode_image, parse_header
-from qdev.host.client import connect
-from qdev.host.local import LocalDevice, default_bundle, default_trusted
 from qdev.host.session import read_masks, read_session
 
 CPP = Path(__file__).parent / "igtl_cpp"
@@ -48,11 +46,8 @@ def igtl_bin(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def device(tmp_path_factory):
-    with LocalDevice(tmp_path_factory.mktemp("dev") / "store") as dev:
-        with connect(dev.port) as c:
-            assert c.flash(default_bundle("KV260"), default_trusted())["activated"]
-        yield dev
+def device(flashed_device):
+    return flashed_device
 
 
 def _stream(device, out: Path, frames: int, port: int, *extra: str) -> subprocess.Popen:  # noqa: ANN001

@@ -251,7 +251,7 @@ def test_adapt_end_to_end_keeps_bits_splits_by_patient_and_decides(tiny_base, tm
     assert "site validation" in r.output and ("offered" in r.output)
     d = json.loads((out / "adapt" / "decision.json").read_text())
     assert isinstance(d["offered"], bool) and d["level"] == pytest.approx(0.95)
-    assert d["offered"] == (d["gain_dice_all"] > 0 and d["p_gain"] >= 0.95)
+    assert d["offered"] == (d["gain"] > 0 and d["p_gain"] >= 0.95) and d["criterion"] == "balanced"
     split = json.loads((out / "train" / "split.json").read_text())
     assert len(split["ids"]["train"]) == 8 and split["unit"] == "patient"
     pats = {n: {i.split("/")[1].split("_")[0] for i in split["ids"][n]} for n in ("train", "val", "test")}

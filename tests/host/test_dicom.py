@@ -1,0 +1,245 @@
+"""`qdev export dicom`: DICOM SEG + TID 1500 SR of a session, checked by peers nobody here wrote:
+dicom3tools' dciodvfy (every object), dcmtk (storescp as a C-STORE receiver, dcmdump), and Orthanc
+with its DICOMweb plugin (STOW-RS in, QIDO-RS and WADO-RS out, compared bit for bit)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from qdev.host.cli import cli
+from qdev.host.session import read_masks, read_session
+from qdev.host.stream import StreamConfig, stream_to_session
+from tests.host.dicom_helpers import write_us_cine
+
+PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def _session(device, probe: str, out: Path, frames: int | None = None) -> Path:  # noqa: ANN001
+    from qdev.core.probe.sources import open_probe
+    from qdev.host.client import connect
+
+    with connect(device.port) as c:
+        stream_to_session(c, open_probe(probe), StreamConfig(out=out, max_frames=frames))
+    return out
+
+
+def _resize_nearest(m: np.ndarray, h: int, w: int) -> np.ndarray:
+    ys = (np.arange(h) * m.shape[0] // h).clip(0, m.shape[0] - 1)
+    xs = (np.arange(w) * m.shape[1] // w).clip(0, m.shape[1] - 1)
+    return m[ys][:, xs]
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    r = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    return [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("Error")]
+
+
+@pytest.fixture(scope="module")
+def cine_session(flashed_device, tmp_path_factory):
+    d = tmp_path_factory.mktemp("cine")
+    src = write_us_cine(d / "cine.dcm", frames=6)
+    return src, _session(flashed_device, str(d / "cine.dcm"), d / "session")
+
+
+@pytest.fixture(scope="module")
+def png_session(flashed_device, tmp_path_factory):
+    d = tmp_path_factory.mktemp("png")
+    (d / "frames").mkdir()
+    for i in range(4):
+        ds = write_us_cine(d / f"tmp{i}.dcm", frames=1, rows=90, cols=110, seed=i)
+        Image.fromarray(np.frombuffer(ds.PixelData, np.uint8).reshape(90, 110)).save(d / "frames" / f"f{i}.png")
+    return _session(flashed_device, str(d / "frames"), d / "session")
+
+
+def test_seg_and_sr_reference_the_dicom_source_and_pass_dciodvfy(cine_session, tmp_path):
+    import pydicom
+
+    src, session = cine_session
+    out = tmp_path / "dicom"
+    r = CliRunner().invoke(cli, ["export", "dicom", str(session), "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["references"] == "source DICOM" and doc["segs"] == 6 and doc["images"] == 0
+    manifest, _ = read_session(session)
+    masks = read_masks(session, manifest)
+    segs = sorted((out / "seg").glob("*.dcm"))
+    assert len(segs) == 6
+    for k, p in enumerate(segs):
+        seg = pydicom.dcmread(p)
+        assert seg.StudyInstanceUID == src.StudyInstanceUID and seg.PatientID == "P1"
+        ref = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
+        assert ref.ReferencedSOPInstanceUID == src.SOPInstanceUID and ref.ReferencedSOPClassUID == src.SOPClassUID
+        assert int(ref.ReferencedFrameNumber) == k + 1
+        inst = seg.ReferencedSeriesSequence[0]
+        assert inst.SeriesInstanceUID == src.SeriesInstanceUID
+        assert "research use" in seg.SeriesDescription
+        sd = seg.SegmentSequence[0]
+        assert sd.SegmentedPropertyTypeCodeSequence[0].CodeValue == "52988006"
+        assert sd.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
+        assert sd.SegmentAlgorithmType == "AUTOMATIC"
+        want = _resize_nearest(masks[k], int(src.Rows), int(src.Columns))
+        assert np.array_equal(seg.pixel_array.astype(bool), want)
+    sr = pydicom.dcmread(out / "SR.dcm")
+    assert sr.StudyInstanceUID == src.StudyInstanceUID
+    areas = _sr_areas(sr)
+    # spacing from the cine's ultrasound region: 0.025 cm rows x 0.02 cm columns -> 0.05 mm^2 a pixel
+    want_areas = [float(_resize_nearest(masks[k], 120, 160).sum()) * 0.25 * 0.2 for k in range(6)]
+    assert [a for a, _ in areas] == pytest.approx(want_areas) and {u for _, u in areas} == {"mm2"}
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dicom3tools' dciodvfy not installed (apt install dicom3tools)")
+    for p in [*segs, out / "SR.dcm"]:
+        assert _dciodvfy_errors(p) == [], p
+
+
+def _sr_areas(sr) -> list[tuple[float, str]]:  # noqa: ANN001
+    out = []
+
+    def walk(items) -> None:  # noqa: ANN001
+        for it in items:
+            if getattr(it, "ValueType", "") == "NUM" and it.ConceptNameCodeSequence[0].CodeMeaning == "Area":
+                mv = it.MeasuredValueSequence[0]
+                out.append((float(mv.NumericValue), mv.MeasurementUnitsCodeSequence[0].CodeValue))
+            walk(getattr(it, "ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    return out
+
+
+def test_file_source_gets_secondary_capture_and_a_dcmtk_receiver_takes_all(png_session, tmp_path):
+    if shutil.which("storescp") is None:
+        pytest.skip("dcmtk not installed (apt install dcmtk)")
+    port = _free_port()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    scp = subprocess.Popen(["storescp", "-od", str(inbox), "-aet", "STORESCP", str(port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(0.5)
+        r = CliRunner().invoke(cli, ["export", "dicom", str(png_session), "--out", str(tmp_path / "d"), "--pacs",
+                                     f"dimse://STORESCP@127.0.0.1:{port}", "--json"])
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert doc["references"] == "secondary capture" and doc["images"] == 4 and doc["segs"] == 4
+        assert doc["stored"][0]["sent"] == 9 and doc["stored"][0]["failed"] == []
+    finally:
+        scp.terminate()
+        scp.wait(10)
+    got = sorted(inbox.iterdir())
+    assert len(got) == 9
+    dump = subprocess.run(["dcmdump", str(next(p for p in got if p.name.startswith("SG")))], capture_output=True, text=True)
+    assert "Segmentation" in dump.stdout and "lesion" in dump.stdout
+    if shutil.which("dciodvfy"):
+        for p in (tmp_path / "d").rglob("*.dcm"):
+            assert _dciodvfy_errors(p) == [], p
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    if shutil.which("Orthanc") is None or not PLUGIN.is_file():
+        pytest.skip("Orthanc with its DICOMweb plugin not installed (apt install orthanc orthanc-dicomweb)")
+    http, dimse = _free_port(), _free_port()
+    cfg = {"Name": "qdev-test", "StorageDirectory": str(tmp_path / "db"), "IndexDirectory": str(tmp_path / "db"),
+           "HttpPort": http, "DicomPort": dimse, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
+           "AuthenticationEnabled": True, "RegisteredUsers": {"qdev": "s3cret-pw"}, "Plugins": [str(PLUGIN)],
+           "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, "DicomCheckCalledAet": False}
+    (tmp_path / "orthanc.json").write_text(json.dumps(cfg))
+    p = subprocess.Popen(["Orthanc", str(tmp_path / "orthanc.json")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import requests
+
+    for _ in range(100):
+        try:
+            if requests.get(f"http://127.0.0.1:{http}/system", auth=("qdev", "s3cret-pw"), timeout=1).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.1)
+    else:
+        p.kill()
+        pytest.fail("Orthanc did not start")
+    cred = tmp_path / "cred"
+    cred.write_text("qdev:s3cret-pw\n")
+    cred.chmod(0o600)
+    yield {"url": f"http://127.0.0.1:{http}/dicom-web", "dimse": f"dimse://ORTHANC@127.0.0.1:{dimse}", "cred": cred,
+           "http": http}
+    p.terminate()
+    p.wait(10)
+
+
+def test_orthanc_round_trip_is_bit_exact(cine_session, orthanc, tmp_path):
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    src, session = cine_session
+    out = tmp_path / "d"
+    r = CliRunner().invoke(cli, ["export", "dicom", str(session), "--out", str(out), "--pacs", orthanc["url"],
+                                 "--credentials", str(orthanc["cred"]), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["stored"][0]["sent"] == 7
+    s = requests.Session()
+    s.auth = ("qdev", "s3cret-pw")
+    client = DICOMwebClient(url=orthanc["url"], session=s)
+    series = client.search_for_series(study_instance_uid=src.StudyInstanceUID)  # QIDO-RS
+    by_modality = {x["00080060"]["Value"][0]: x["0020000E"]["Value"][0] for x in series}
+    assert set(by_modality) == {"SEG", "SR"}
+    segs = client.retrieve_series(src.StudyInstanceUID, by_modality["SEG"])  # WADO-RS
+    manifest, _ = read_session(session)
+    masks = read_masks(session, manifest)
+    assert len(segs) == 6
+    for seg in segs:
+        k = int(seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
+                .ReferencedFrameNumber) - 1
+        assert np.array_equal(seg.pixel_array.astype(bool), _resize_nearest(masks[k], 120, 160))
+    # wrong credentials: one line, exit 2, nothing stored twice
+    bad = tmp_path / "bad"
+    bad.write_text("qdev:wrong\n")
+    bad.chmod(0o600)
+    r = CliRunner().invoke(cli, ["export", "dicom", str(session), "--out", str(tmp_path / "d2"), "--pacs", orthanc["url"],
+                                 "--credentials", str(bad)])
+    assert r.exit_code == 2 and "refused (401)" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_credentials_never_from_a_readable_file_or_clear_text_to_another_host(tmp_path, monkeypatch):
+    from qdev.core.errors import ConfigError
+    from qdev.host.pacs import load_credentials, parse_target, store
+
+    cred = tmp_path / "c"
+    cred.write_text("u:p\n")
+    cred.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_credentials(cred)
+    cred.chmod(0o600)
+    assert load_credentials(cred) == ("u", "p")
+    monkeypatch.setenv("QDEV_PACS_USER", "env")
+    monkeypatch.setenv("QDEV_PACS_PASSWORD", "pw")
+    assert load_credentials(None) == ("env", "pw")
+    with pytest.raises(ConfigError, match="use https"):
+        store([cred], "http://pacs.example.org/dicom-web", cred)
+    for bad in ("ftp://x", "dimse://host:104", "dimse://AE@host"):
+        with pytest.raises(ConfigError):
+            parse_target(bad)
+
+
+def test_sessions_whose_pixels_are_gone_say_so(flashed_device, tmp_path):
+    session = _session(flashed_device, "phantom", tmp_path / "s", frames=3)
+    r = CliRunner().invoke(cli, ["export", "dicom", str(session), "--out", str(tmp_path / "d")])
+    assert r.exit_code == 2 and "kept no pixels" in r.output
+    assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
