@@ -47,11 +47,24 @@ class IgtlError(QdevError):
         self.kind = kind  # malformed | oversized | crc | unsupported
 
 
-def crc64(data: bytes) -> int:
-    """The OpenIGTLink body CRC (ECMA-182 polynomial, no reflection, zero init), pyigtl's table."""
-    from pyigtl.messages import CRC64
+def _crc_function():  # noqa: ANN202
+    try:  # CRC-64/ECMA-182 with SIMD: ~7 us for a 640x480 frame where crcmod's table takes ~1 ms
+        from fastcrc import crc64 as fast
 
-    return int(CRC64(data))
+        return fast.ecma_182
+    except ImportError:
+        from pyigtl.messages import CRC64
+
+        return CRC64
+
+
+_CRC = _crc_function()
+
+
+def crc64(data: bytes) -> int:
+    """The OpenIGTLink body CRC: CRC-64/ECMA-182 (polynomial 0x42F0E1EBA9EA3693, no reflection,
+    zero init and xor-out; pyigtl's definition), by fastcrc where installed, else pyigtl's crcmod."""
+    return int(_CRC(data))
 
 
 @dataclass(frozen=True)
@@ -156,13 +169,30 @@ def _matrix(h: int, w: int, spacing: tuple[float, float] | None) -> np.ndarray:
     return m
 
 
+_ASCII, _UTF8 = 3, 106  # IANA MIBenums of the metadata values' encodings
+
+
 def _with_meta(msg, device: str, ts: float, meta: dict | None) -> bytes:  # noqa: ANN001
-    msg.device_name = device[:20]
-    msg.timestamp = ts
-    if meta is not None:  # a v3 peer: header version 2 with metadata
-        msg.header_version = 2
-        msg.metadata = {str(k): str(v) for k, v in meta.items()}
-    return msg.pack()
+    """Frame a pyigtl message's content: header (and for v3 peers the extended header and the
+    metadata), as the spec lays them out and as pyigtl's ``pack`` does, with :func:`crc64`."""
+    content = msg._pack_content()
+    if meta is None:
+        version, body = 1, content
+    else:  # a v3 peer: header version 2, extended header, metadata after the content
+        version = 2
+        mh, mb = [struct.pack("> H", len(meta))], []
+        for k, v in meta.items():
+            kb, vb = str(k).encode("utf-8"), str(v).encode("utf-8")
+            enc = _ASCII if vb.isascii() else _UTF8  # as pyigtl: ASCII where it is
+            mh.append(struct.pack("> H H I", len(kb), enc, len(vb)))
+            mb.append(kb + vb)
+        meta_h, meta_b = b"".join(mh), b"".join(mb)
+        body = struct.pack("> H H I I", 12, len(meta_h), len(meta_b), 0) + content + meta_h + meta_b
+    sec = int(ts)
+    frac = int((ts - sec) * 2**32) & 0xFFFFFFFF
+    head = HEADER.pack(version, msg.message_type.encode("ascii"), device[:20].encode("ascii"), sec, frac,
+                       len(body), crc64(body))
+    return head + body
 
 
 def encode_image(image: np.ndarray, device: str, ts: float, spacing: tuple[float, float] | None = None,

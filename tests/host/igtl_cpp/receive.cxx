@@ -3,6 +3,7 @@
 // checks each body's CRC through the library (Unpack(1)), and writes, per frame, one line
 //   <device> <i> <j> <k> <components> <scalar type> <spacing i> <spacing j> <pixel bytes as hex>
 // to stdout (mask) or a checksum line (frame), so the test can compare with the session's masks.
+// (libopenigtlink 1.11: Socket::Receive(data, length, readFully = 1) reads the whole length.)
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -28,8 +29,7 @@ int main(int argc, char** argv) {
   igtl::MessageHeader::Pointer head = igtl::MessageHeader::New();
   while (masks < n || frames < n || strings < n) {
     head->InitPack();
-    bool timeout = false;
-    igtlUint64 r = sock->Receive(head->GetPackPointer(), head->GetPackSize(), timeout);
+    igtlUint64 r = sock->Receive(head->GetPackPointer(), head->GetPackSize());
     if (r != head->GetPackSize()) { std::fprintf(stderr, "header cut after %d masks\n", masks); return 4; }
     head->Unpack();
     std::string type = head->GetDeviceType();
@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
       igtl::ImageMessage::Pointer img = igtl::ImageMessage::New();
       img->SetMessageHeader(head);
       img->AllocatePack();
-      sock->Receive(img->GetPackBodyPointer(), img->GetPackBodySize(), timeout);
+      if (sock->Receive(img->GetPackBodyPointer(), img->GetPackBodySize()) != (int)img->GetPackBodySize()) { std::fprintf(stderr, "body cut\n"); return 6; }
       int c = img->Unpack(1);
       if (!(c & igtl::MessageHeader::UNPACK_BODY)) { std::fprintf(stderr, "CRC or body error\n"); return 5; }
       int i, j, k; img->GetDimensions(i, j, k);
@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
       igtl::StringMessage::Pointer s = igtl::StringMessage::New();
       s->SetMessageHeader(head);
       s->AllocatePack();
-      sock->Receive(s->GetPackBodyPointer(), s->GetPackBodySize(), timeout);
+      if (sock->Receive(s->GetPackBodyPointer(), s->GetPackBodySize()) != (int)s->GetPackBodySize()) { std::fprintf(stderr, "body cut\n"); return 6; }
       s->Unpack(1);
       std::printf("STRING %s\n", s->GetString());
       ++strings;
