@@ -67,7 +67,7 @@ def main() -> None:
                     port = _free_port()
                     proc = None
                     if mode == "on":
-                        proc = subprocess.Popen([str(recv), "127.0.0.1", str(port), str(a.frames)],
+                        proc = subprocess.Popen([str(recv), "127.0.0.1", str(port), str(a.frames), "quiet"],
                                                 stdout=subprocess.DEVNULL)
                     cfg = StreamConfig(max_frames=a.frames, out=out, igtl=f"127.0.0.1:{port}" if mode == "on" else None,
                                        igtl_wait=30.0)

@@ -15,8 +15,9 @@
 #include "igtlStringMessage.h"
 
 int main(int argc, char** argv) {
-  if (argc < 4) { std::fprintf(stderr, "usage: receive HOST PORT N\n"); return 2; }
+  if (argc < 4) { std::fprintf(stderr, "usage: receive HOST PORT N [quiet]\n"); return 2; }
   int n = std::atoi(argv[3]);
+  bool quiet = argc > 4 && std::string(argv[4]) == "quiet";  // a consumer's cost only: CRC, no printing
   igtl::ClientSocket::Pointer sock = igtl::ClientSocket::New();
   int tries = 0;  // the server may not listen yet: retry for up to 30 s
   while (sock->ConnectToServer(argv[1], std::atoi(argv[2])) != 0) {
@@ -43,6 +44,10 @@ int main(int argc, char** argv) {
       int i, j, k; img->GetDimensions(i, j, k);
       float si, sj, sk; img->GetSpacing(si, sj, sk);
       std::string dev = head->GetDeviceName();
+      if (quiet) {
+        if (dev == "qdev-mask") ++masks; else ++frames;
+        continue;
+      }
       const unsigned char* px = static_cast<const unsigned char*>(img->GetScalarPointer());
       int bytes = img->GetImageSize();
       std::printf("%s %d %d %d %d %d %.4f %.4f ", dev.c_str(), i, j, k, img->GetNumComponents(),
@@ -63,12 +68,13 @@ int main(int argc, char** argv) {
       s->AllocatePack();
       if (sock->Receive(s->GetPackBodyPointer(), s->GetPackBodySize()) != (int)s->GetPackBodySize()) { std::fprintf(stderr, "body cut\n"); return 6; }
       s->Unpack(1);
-      std::printf("STRING %s\n", s->GetString());
+      if (!quiet) std::printf("STRING %s\n", s->GetString());
       ++strings;
     } else {
       sock->Skip(head->GetBodySizeToRead(), 0);
     }
   }
+  if (quiet) std::printf("%d frames %d masks %d strings\n", frames, masks, strings);
   std::fflush(stdout);
   sock->CloseSocket();
   return 0;
