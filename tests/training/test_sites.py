@@ -281,3 +281,43 @@ def test_adapt_refuses_a_site_without_patients(tiny_base, tmp_path):
     r = CliRunner().invoke(cli, ["adapt", str(tiny_base), "--data", str(tmp_path / "site"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "by patient" in r.output
     assert not (tmp_path / "o" / "train").exists()
+
+
+def test_scanner_augment_steps_do_what_they_say():
+    import torch
+
+    from qdev.training.augment import AUGMENT_PRESETS, AugmentConfig, _calipers, _depth_crop, _tgc, augment_batch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((4, 1, 32, 32), 0.5)
+    y = torch.zeros(4, 1, 32, 32)
+    y[:, :, 10:20, 8:24] = 1
+    x = torch.where(y > 0, torch.tensor(0.1), x)
+    off = AugmentConfig(hflip=0, affine=0, intensity=0)
+    # depth crop: a zoom on the top rows, image and mask alike (the lesion grows, stays aligned)
+    xc, yc = _depth_crop(x, y, g, AugmentConfig(depth_keep=(0.5, 0.5)))
+    assert torch.equal(yc > 0, xc < 0.3) and yc.sum() > y.sum()
+    # time-gain curve: one gain per row (depth), not per column
+    xt = _tgc(torch.full((2, 1, 32, 32), 0.5), g, AugmentConfig(tgc_range=(0.5, 1.5)))
+    assert torch.allclose(xt.std(dim=3), torch.zeros(2, 1, 32)) and xt.std(dim=2).max() > 0.01
+    # calipers: bright crosses, nothing darkened
+    xk = _calipers(x, g, off)
+    assert (xk >= x).all() and (xk == 1).any()
+    # the preset runs end to end and keeps masks binary
+    a, b = augment_batch(x, y, torch.Generator().manual_seed(1), AUGMENT_PRESETS["scanner"])
+    assert a.shape == x.shape and set(b.unique().tolist()) <= {0.0, 1.0} and 0 <= float(a.min()) <= float(a.max()) <= 1
+
+
+def test_balanced_criterion_weights_and_checkpoint_score():
+    from qdev.training.postprocess import criterion_weights
+    from qdev.training.trainer import selection_score
+
+    truth = np.zeros((10, 4, 4), bool)
+    truth[:3, 1, 1] = True  # 3 lesion images, 7 normal scans
+    d = np.array([0.5, 0.7, 0.9] + [1, 1, 0, 1, 1, 1, 0], float)
+    w = criterion_weights(truth, "balanced")
+    assert w.mean() == pytest.approx(1.0)
+    assert (d * w).mean() == pytest.approx(0.5 * (d[:3].mean() + d[3:].mean()))
+    assert np.array_equal(criterion_weights(truth, "all"), np.ones(10))
+    m = {"n_lesion_images": 3, "dice_lesion": 0.7, "dice": 0.6, "per_class": {"normal": {"n": 7, "dice": 0.4}}}
+    assert selection_score(m, "lesion") == 0.7 and selection_score(m, "balanced") == pytest.approx(0.55)
