@@ -243,3 +243,52 @@ def test_sessions_whose_pixels_are_gone_say_so(flashed_device, tmp_path):
     r = CliRunner().invoke(cli, ["export", "dicom", str(session), "--out", str(tmp_path / "d")])
     assert r.exit_code == 2 and "kept no pixels" in r.output
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
+
+
+def test_a_dicom_dataset_reads_cine_frames_and_seg_masks_back(cine_session, tmp_path):
+    """A dataset of DICOM images with DICOM SEG masks (here: the SEGs qdev exported from a session
+    on that cine): every frame a record, its mask the SEG frame that references it, equal to the
+    session's mask; a frame no SEG references is an error naming it."""
+    from qdev.core.errors import DataError
+    from qdev.training.data import DataOptions, open_dataset
+
+    src, session = cine_session
+    out = tmp_path / "export"
+    assert CliRunner().invoke(cli, ["export", "dicom", str(session), "--out", str(out)]).exit_code == 0
+    ds_root = tmp_path / "site"
+    (ds_root / "images").mkdir(parents=True)
+    shutil.copytree(out / "seg", ds_root / "masks")
+    shutil.copy(Path(read_session(session)[0]["source"]["dicom"]["path"]), ds_root / "images" / "PAT_001.dcm")
+    a = open_dataset(ds_root, (120, 160), options=DataOptions(None, "^([A-Z]+)_"))
+    assert a.kind == "pairs" and len(a) == 6 and a.patients == ["PAT"] * 6
+    masks = read_masks(session, read_session(session)[0])
+    for k in range(6):
+        i = a.ids.index(next(x for x in a.ids if x.endswith(f"PAT_001#{k + 1}")))
+        assert np.array_equal(a.masks[i], _resize_nearest(masks[k], 120, 160))
+        assert a.ids[i].startswith("normal/") == (not masks[k].any())
+    (ds_root / "masks" / "SEG00003.dcm").unlink()
+    with pytest.raises(DataError, match="frame 3: no mask"):
+        open_dataset(ds_root, (120, 160))
+
+
+def test_a_datalist_of_dicom_frames_with_seg_masks(cine_session, tmp_path):
+    from qdev.core.errors import DataError
+    from qdev.training.data import open_dataset
+
+    src, session = cine_session
+    out = tmp_path / "export"
+    assert CliRunner().invoke(cli, ["export", "dicom", str(session), "--out", str(out)]).exit_code == 0
+    cine = Path(read_session(session)[0]["source"]["dicom"]["path"])
+    rows = [{"image": str(cine), "frame": str(k + 1), "label": str(out / "seg" / f"SEG{k + 1:05d}.dcm"),
+             "patient": "P1"} for k in range(6)]
+    lst = tmp_path / "list.json"
+    lst.write_text(json.dumps(rows))
+    a = open_dataset(lst, (120, 160))
+    masks = read_masks(session, read_session(session)[0])
+    assert len(a) == 6 and a.kind == "datalist"
+    for k in range(6):
+        assert np.array_equal(a.masks[k], _resize_nearest(masks[k], 120, 160))
+    rows[0].pop("frame")
+    lst.write_text(json.dumps(rows))
+    with pytest.raises(DataError, match="needs a 'frame' column"):
+        open_dataset(lst, (120, 160))

@@ -36,6 +36,8 @@ class BusiRecord:
         image: path of the image PNG.
         masks: paths of its mask PNGs (one lesion each), ``_mask`` first.
         patient: the patient, where the dataset says (None: unknown; BUSI never says).
+        frame: the frame of a multi-frame DICOM image (1-based; None: the whole file).
+        seg_frames: DICOM SEG frames that are this image's lesion masks, as (SEG file, frame index).
     """
 
     id: str
@@ -43,6 +45,8 @@ class BusiRecord:
     image: Path
     masks: tuple[Path, ...]
     patient: str | None = None
+    frame: int | None = None
+    seg_frames: tuple = ()
 
     @property
     def cls(self) -> str:

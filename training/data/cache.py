@@ -93,7 +93,9 @@ def dataset_hash(root: Path, records: list[BusiRecord], options: dict | None = N
     if options:
         h.update(json.dumps(options, sort_keys=True).encode())
     for rec in records:
-        for path in (rec.image, *rec.masks):
+        if rec.frame is not None or rec.seg_frames:  # DICOM frames: which frame, which SEG frames
+            h.update(f"{rec.frame}|{[(os.path.relpath(p, root), k) for p, k in rec.seg_frames]}".encode())
+        for path in (rec.image, *rec.masks, *sorted({p for p, _ in rec.seg_frames})):
             h.update(os.path.relpath(path, root).encode())
             h.update(b"\0")
             h.update(hashlib.sha256(path.read_bytes()).digest())
@@ -108,6 +110,22 @@ def _thumbs(gray: np.ndarray) -> np.ndarray:
     return np.stack([np.asarray(x, dtype=np.float32) for x in t])
 
 
+def read_record(rec: BusiRecord) -> tuple[np.ndarray, np.ndarray]:
+    """(8-bit luma [H, W], lesion mask bool [H, W]) of a record at its own size: an image file or
+    a DICOM frame, its mask files and DICOM SEG frames unioned."""
+    from qdev.core.preprocess import to_luma_u8
+    from qdev.training.data.dicomdata import is_dicom, read_dicom_frame, read_seg_mask
+
+    if is_dicom(rec.image):
+        gray = to_luma_u8(read_dicom_frame(rec.image, rec.frame))
+    else:
+        gray = read_gray(rec.image)
+    mask = read_mask_union(rec.masks, gray.shape, rec.image)
+    if rec.seg_frames:
+        mask |= read_seg_mask(rec.seg_frames, gray.shape, str(rec.image))
+    return gray, mask
+
+
 def _decode(records: list[BusiRecord], size: tuple[int, int], progress: ProgressFn | None) -> dict:
     n = len(records)
     images = np.zeros((n, *size), np.uint8)
@@ -116,8 +134,7 @@ def _decode(records: list[BusiRecord], size: tuple[int, int], progress: Progress
     thumbs = np.zeros((n, 2, THUMB, THUMB), np.float32)
     shas = []
     for i, rec in enumerate(records):
-        gray = read_gray(rec.image)
-        mask = read_mask_union(rec.masks, gray.shape, rec.image)
+        gray, mask = read_record(rec)
         images[i] = to_model_input(gray, *size)  # the deployed preprocessing, the same function
         masks[i] = mask_to_model(mask, *size)
         orig[i] = gray.shape

@@ -101,10 +101,16 @@ def parse_colours(text: str | None) -> tuple[tuple[tuple[int, int, int], str], .
     return tuple(out)
 
 
-def _mask_class(paths: tuple[Path, ...], colours) -> str:  # noqa: ANN001
+def _mask_class(paths: tuple[Path, ...], colours, seg_frames: tuple = ()) -> str:  # noqa: ANN001
     """``normal`` for empty masks; else the colour map's class covering most pixels, or ``lesion``."""
     counts: dict[str, int] = {}
     any_lesion = False
+    if seg_frames:
+        import pydicom
+
+        for p, k in seg_frames:
+            arr = pydicom.dcmread(p).pixel_array
+            any_lesion |= bool((arr if arr.ndim == 2 else arr[k]).any())
     for path in paths:
         a = read_image(path)
         rgb = a[..., :3] if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2)
@@ -116,20 +122,22 @@ def _mask_class(paths: tuple[Path, ...], colours) -> str:  # noqa: ANN001
                 counts[cls] = counts.get(cls, 0) + int(np.all(flat == np.array(colour, flat.dtype), axis=1).sum())
     if not any_lesion:
         return "normal"
-    if colours:
+    if colours and paths:
         if not any(counts.values()):
+            if seg_frames:
+                return "lesion"  # the lesion is in a SEG, which has no colours
             raise DataError(f"{paths[0]}: lesion pixels in none of the --mask-colours")
         return max(counts, key=lambda k: counts[k])
     return "lesion"
 
 
 def _record(stem: str, image: Path, masks: tuple[Path, ...], cls: str, opts: DataOptions,
-            patient: str | None = None) -> BusiRecord:
+            patient: str | None = None, frame: int | None = None, seg_frames: tuple = ()) -> BusiRecord:
     if cls not in CLASSES:
         raise DataError(f"{image}: class {cls!r} is none of {', '.join(CLASSES)}")
     if patient is None:
         patient = opts.patient_of(image)
-    return BusiRecord(f"{cls}/{stem}", CLASSES.index(cls), image, masks, patient)
+    return BusiRecord(f"{cls}/{stem}", CLASSES.index(cls), image, masks, patient, frame, seg_frames)
 
 
 def scan_pairs(root: Path, opts: DataOptions) -> list[BusiRecord]:
@@ -142,24 +150,54 @@ def scan_pairs(root: Path, opts: DataOptions) -> list[BusiRecord]:
     for d in (idir, mdir):
         if not d.is_dir():
             raise DataError(f"{d}: folder missing (an images/ + masks/ dataset has both)")
-    images = {p.stem: p for p in sorted(idir.iterdir()) if p.suffix.lower() in IMAGE_EXTS and p.is_file()}
+    from qdev.training.data.dicomdata import SegIndex, dicom_info, is_dicom
+
+    files = [p for p in sorted(idir.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    images = {p.stem: p for p in files if p.suffix.lower() in IMAGE_EXTS or is_dicom(p)}
     if not images:
-        raise DataError(f"{idir}: holds no images ({', '.join(IMAGE_EXTS)})")
+        raise DataError(f"{idir}: holds no images ({', '.join(IMAGE_EXTS)} or DICOM)")
+    mfiles = [p for p in sorted(mdir.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    segs = SegIndex.scan([p for p in mfiles if is_dicom(p)])
     masks: dict[str, list[tuple[int, Path]]] = {}
-    for p in sorted(mdir.iterdir()):
-        if p.suffix.lower() not in IMAGE_EXTS or not p.is_file():
+    for p in mfiles:
+        if is_dicom(p) or p.suffix.lower() not in IMAGE_EXTS:
             continue
         m = _MASK_SUFFIX.match(p.stem)
         stem, k = (p.stem, None) if p.stem in images else (m.group("stem"), m.group("k"))  # type: ignore[union-attr]
-        if stem not in images:
+        f = _FRAME_MASK.match(p.stem)
+        if stem not in images and f and f.group("stem") in images:
+            stem, k = p.stem, None  # a cine frame's mask: kept under its own name
+        elif stem not in images:
             raise DataError(f"{p}: mask without image (no images/{p.stem}.*)")
         masks.setdefault(stem, []).append((int(k or 0), p))
     out = []
     for stem, image in images.items():
+        if is_dicom(image):
+            out.extend(_dicom_records(stem, image, dicom_info(image), masks, segs, opts))
+            continue
         if stem not in masks:
             raise DataError(f"{image}: image without mask (no masks/{stem}.*)")
         mpaths = tuple(p for _, p in sorted(masks[stem]))
         out.append(_record(stem, image, mpaths, _mask_class(mpaths, opts.colours), opts))
+    return out
+
+
+_FRAME_MASK = re.compile(r"^(?P<stem>.+)_f(?P<frame>\d+)$")
+
+
+def _dicom_records(stem: str, image: Path, info, masks: dict, segs, opts: DataOptions) -> list[BusiRecord]:  # noqa: ANN001
+    """Records of a DICOM image: one, or one per frame of a cine, each with its PNG masks and SEG frames."""
+    out = []
+    frames = [None] if info.frames == 1 else list(range(1, info.frames + 1))
+    for fno in frames:
+        key = stem if fno is None else f"{stem}_f{fno}"
+        pngs = tuple(p for _, p in sorted(masks.get(key, [])))
+        seg = segs.for_frame(info.sop_uid, fno)
+        if not pngs and not seg:
+            raise DataError(f"{image}{'' if fno is None else f' frame {fno}'}: no mask (masks/{key}.png or a "
+                            "DICOM SEG referencing it)")
+        rid = stem if fno is None else f"{stem}#{fno}"
+        out.append(_record(rid, image, pngs, _mask_class(pngs, opts.colours, seg), opts, frame=fno, seg_frames=seg))
     return out
 
 
@@ -184,6 +222,24 @@ def _read_rows(path: Path) -> list[dict]:
     return list(csv.DictReader(text.splitlines(), delimiter=delim))
 
 
+def _split_seg(image: Path, frame: int | None, masks: tuple[Path, ...]) -> tuple[tuple, tuple[Path, ...]]:
+    """(SEG frames referencing ``image`` [``frame``], the other, image-file masks) of a row."""
+    from qdev.training.data.dicomdata import SegIndex, dicom_info, is_dicom
+
+    dicoms = [m for m in masks if is_dicom(m)]
+    if not dicoms:
+        return (), masks
+    if not is_dicom(image):
+        raise DataError(f"{dicoms[0]}: a DICOM SEG mask needs a DICOM image")
+    info = dicom_info(image)
+    if info.frames > 1 and frame is None:
+        raise DataError(f"{image}: a multi-frame image needs a 'frame' column (1-{info.frames})")
+    seg = SegIndex.scan(dicoms).for_frame(info.sop_uid, frame)
+    if not seg:
+        raise DataError(f"{image}: none of its SEG files references {'it' if frame is None else f'frame {frame}'}")
+    return seg, tuple(m for m in masks if m not in dicoms)
+
+
 def scan_datalist(path: Path, opts: DataOptions) -> tuple[Path, list[BusiRecord]]:
     """(the list's folder, records) of a CSV/JSON datalist.
 
@@ -206,14 +262,20 @@ def scan_datalist(path: Path, opts: DataOptions) -> tuple[Path, list[BusiRecord]
         for p in (image, *masks):
             if not p.is_file():
                 raise DataError(f"{where}: {p} not found")
-        if image in seen:
+        frame_s = str(row.get("frame") or "").strip()
+        if not frame_s.isdigit() and frame_s:
+            raise DataError(f"{where}: frame {frame_s!r} is not a frame number (1, 2, ...)")
+        frame = int(frame_s) if frame_s else None
+        if (image, frame) in seen:
             raise DataError(f"{where}: {image_s} listed twice")
-        seen.add(image)
-        cls = str(row.get("class") or "").strip().lower() or (_mask_class(masks, opts.colours) if masks else "normal")
-        patient = str(row.get("patient") or "").strip() or None
+        seen.add((image, frame))
         try:
+            seg, masks = _split_seg(image, frame, masks)
+            given = str(row.get("class") or "").strip().lower()
+            cls = given or (_mask_class(masks, opts.colours, seg) if masks or seg else "normal")
+            patient = str(row.get("patient") or "").strip() or None
             stem = image.relative_to(root).with_suffix("").as_posix() if image.is_relative_to(root) else image.stem
-            out.append(_record(stem, image, masks, cls, opts, patient))
+            out.append(_record(stem if frame is None else f"{stem}#{frame}", image, masks, cls, opts, patient, frame, seg))
         except DataError as exc:
             raise DataError(f"{where}: {exc}") from None
     return root, out
