@@ -220,14 +220,18 @@ def bundle() -> None:
 @click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Private signing key.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Default bitstreams/<board>/<run>.")
 @click.option("--model-name", default=None)
-def bundle_create(run: Path, board: str, key: Path, out: Path | None, model_name: str | None) -> None:
-    """Bundle a compiled run for a board and sign its manifest."""
+@click.option("--allow-unoffered", is_flag=True,
+              help="Bundle an adapted run (qdev adapt) that did not beat its base on the site's validation patients.")
+def bundle_create(run: Path, board: str, key: Path, out: Path | None, model_name: str | None,
+                  allow_unoffered: bool) -> None:
+    """Bundle a compiled run for a board and sign its manifest (an adapted run's bundle records
+    its base, the site's data hash, the split and the decision)."""
     from qdev.training.compile.boards import get_board
     from qdev.training.compile.bundle_build import build_bundle
 
     b = get_board(board).name
     out = out or Path("bitstreams") / b / (model_name or run.name)
-    path = build_bundle(run, b, key, out, model_name)
+    path = build_bundle(run, b, key, out, model_name, allow_unoffered)
     click.echo(f"wrote {path}")
 
 

@@ -270,6 +270,20 @@ def test_adapt_end_to_end_keeps_bits_splits_by_patient_and_decides(tiny_base, tm
     assert set(c) == {"site test patients", "base's test split"}
     assert set(c["site test patients"]) == {"base", "adapted"}
     assert "Research use" in (out / "adapt" / "report.html").read_text()
+    # what its bundle will record (and a refusal where the adaptation was not offered)
+    from qdev.core.errors import QdevError
+    from qdev.training.compile.bundle_build import adaptation_record
+    from qdev.training.runs import RunFolder
+
+    if d["offered"]:
+        rec = adaptation_record(RunFolder(out))
+        assert rec["site_data_hash"] == d["site_data_hash"] and rec["base"] == str(tiny_base)
+        assert rec["site_split_sha256"] == st["adapt"]["outputs"]["adapt/site_split.json"]
+    else:
+        with pytest.raises(QdevError, match="not offered"):
+            adaptation_record(RunFolder(out))
+    assert adaptation_record(RunFolder(out), allow_unoffered=True)["offered"] == d["offered"]
+    assert adaptation_record(RunFolder(tiny_base)) is None
     # the adapted run exports like any other (its integer model is what a bundle ships)
     r = CliRunner().invoke(cli, ["adapt", str(tiny_base), "--data", str(tmp_path / "site"), "--mask-colours", COLOURS,
                                  "--patient-pattern", PATTERN, "--out", str(out)])

@@ -49,10 +49,38 @@ def generate_keypair(out_dir: Path, name: str = "qdev") -> tuple[Path, Path]:
     return key, pub
 
 
-def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: str | None = None) -> Path:
+def adaptation_record(run: RunFolder, allow_unoffered: bool = False) -> dict | None:
+    """What a bundle of an adapted run (``qdev adapt``) records: its base, the site's data hash, the
+    split and the decision; None for other runs.
+
+    Raises:
+        QdevError: the adaptation was not offered (it did not beat its base on the site's
+            validation patients) and ``allow_unoffered`` is not set.
+    """
+    st = run.load()["stages"].get("adapt")
+    if not st:
+        return None
+    if st.get("status") != "done":
+        raise QdevError(f"{run.path}: qdev adapt did not finish")
+    decision = json.loads(run.verified("adapt", "adapt/decision.json").read_text())
+    if not decision.get("offered") and not allow_unoffered:
+        raise QdevError(f"{run.path}: this adaptation was not offered ({decision.get('rule')}); "
+                        "pass --allow-unoffered to bundle it anyway")
+    cfg = st.get("config") or {}
+    return {"base": cfg.get("base"), "base_best_pt_sha256": (st.get("inputs") or {}).get("base_best.pt"),
+            "site": (cfg.get("options") or {}).get("site") or Path(str(cfg.get("data"))).name,
+            "site_data_hash": decision.get("site_data_hash"),
+            "site_split_sha256": (st.get("outputs") or {}).get("adapt/site_split.json"),
+            "offered": decision.get("offered"), "criterion": decision.get("criterion"),
+            "gain": decision.get("gain"), "p_gain": decision.get("p_gain"), "level": decision.get("level")}
+
+
+def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: str | None = None,
+                 allow_unoffered: bool = False) -> Path:
     """Copy the compiled artifacts of ``run_dir``/compile/<board> into a bundle folder, write the
     manifest and sign it. The folder is built aside and renamed into place."""
     run = RunFolder(Path(run_dir))
+    adapted = adaptation_record(run, allow_unoffered)
     stage = run.load()["stages"].get(f"compile/{board}")
     if not stage or stage.get("status") not in ("done", "stopped"):
         raise QdevError(f"{run_dir}: compile for {board} has not run (qdev compile {run_dir} --board {board})")
@@ -85,6 +113,7 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
             "model": model_name or run.path.name,
             "run_id": run.path.name,
             "train_config": train.get("config"),
+            **({"adapted": adapted} if adapted else {}),
             "board": summary["board"],
             "part": summary["part"],
             "clock_ns": summary["clock_ns"],
