@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from qdev.core.errors import ConfigError, DataError, QdevError
 
-__all__ = ["PacsTarget", "parse_target", "load_credentials", "store", "StoreResult"]
+__all__ = ["PacsTarget", "parse_target", "load_credentials", "pacs_session", "store", "StoreResult"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,37 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _session_class():  # noqa: ANN202
+    import requests
+
+    class Session(requests.Session):
+        """A session whose ``--ca`` holds: requests lets $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE
+        override ``Session.verify`` (psf/requests#3829), which silently dropped the CA a user named
+        wherever those variables are set (as on this machine)."""
+
+        def __init__(self, ca: str | None) -> None:
+            super().__init__()
+            self._ca = ca
+            self.verify = ca if ca else True
+
+        def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: ANN001, ANN201
+            out = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if self._ca:
+                out["verify"] = self._ca
+            return out
+
+    return Session
+
+
+def pacs_session(ca: Path | str | None = None, creds: tuple[str, str] | None = None):  # noqa: ANN201
+    """A requests session for a PACS: basic auth where given, verified against ``ca`` where given
+    (whatever the environment says), else the system CAs."""
+    session = _session_class()(str(ca) if ca else None)
+    if creds:
+        session.auth = creds
+    return session
+
+
 def _stow(paths: list[Path], t: PacsTarget, creds: tuple[str, str] | None, ca: Path | None) -> StoreResult:
     import pydicom
     import requests
@@ -96,10 +127,7 @@ def _stow(paths: list[Path], t: PacsTarget, creds: tuple[str, str] | None, ca: P
     u = urlsplit(t.url)
     if creds and u.scheme == "http" and not _loopback(u.hostname or ""):
         raise ConfigError(f"--pacs {t.url}: credentials over plain http to another machine; use https")
-    session = requests.Session()
-    if creds:
-        session.auth = creds
-    session.verify = str(ca) if ca else True
+    session = pacs_session(ca, creds)
     client = DICOMwebClient(url=t.url, session=session)
     failed: list[str] = []
     sent = 0
@@ -113,7 +141,7 @@ def _stow(paths: list[Path], t: PacsTarget, creds: tuple[str, str] | None, ca: P
             client.store_instances(datasets=batch)
             sent += len(batch)
         except requests.exceptions.SSLError as exc:
-            raise QdevError(f"--pacs {t.url}: TLS verification failed ({exc.__class__.__name__}); pass --ca FILE") from None
+            raise QdevError(f"--pacs {t.url}: TLS verification failed ({exc}); pass --ca FILE"[:400]) from None
         except requests.exceptions.HTTPError as exc:
             code = exc.response.status_code if exc.response is not None else "?"
             if code in (401, 403):

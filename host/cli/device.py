@@ -354,12 +354,19 @@ def _print_summary(s: dict) -> None:
 @click.argument("session", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--compare", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None)
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="Default SESSION/report.")
+@click.option("--dicom", "dicom_out", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
+              help="Also write the session's DICOM SEG + SR here (as qdev export dicom).")
 @click.option("--json", "as_json", is_flag=True)
-def report_cmd(session: Path, compare: Path | None, out: Path | None, as_json: bool) -> None:
+def report_cmd(session: Path, compare: Path | None, out: Path | None, dicom_out: Path | None, as_json: bool) -> None:
     """Frames, FPS, drops, latency percentiles, power and energy per frame; PNG plots + HTML."""
     from qdev.host.report import write_report
 
     doc = write_report(session, compare, out)
+    if dicom_out is not None:
+        from qdev.host.dicom_export import export_session_dicom
+
+        res = export_session_dicom(session, dicom_out)
+        doc["dicom"] = {"out": str(res.out), "segs": len(res.segs), "sr": str(res.sr), "study_uid": res.study_uid}
     if as_json:
         _echo_json(doc)
         return
@@ -367,6 +374,8 @@ def report_cmd(session: Path, compare: Path | None, out: Path | None, as_json: b
         click.echo(f"== {s['session']}")
         _print_summary(s)
     click.echo(f"report: {(out or session / 'report') / 'report.html'}")
+    if doc.get("dicom"):
+        click.echo(f"dicom: {doc['dicom']['out']} ({doc['dicom']['segs']} SEG + SR, study {doc['dicom']['study_uid']})")
 
 
 @click.command("bench")
