@@ -275,7 +275,6 @@ class _TlsProxy:
 def test_orthanc_round_trip_is_bit_exact(cine_session, orthanc, tmp_path, monkeypatch):
     # requests lets this variable override a session's CA (psf/requests#3829): --ca must still hold
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
-    import requests
     from dicomweb_client.api import DICOMwebClient
 
     src, session = cine_session
