@@ -28,7 +28,7 @@ import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import quote, parse_qs, urlparse
 
 import numpy as np
 
@@ -102,14 +102,16 @@ class WebView:
                     after = 0
                 with state.cond:
                     state.cond.wait_for(lambda: state.n > after or state.closed, LONG_POLL_S)
-                    n, jpeg, hud = state.n, state.jpeg, state.hud
-                if jpeg is None:
-                    self._send(204, "text/plain", b"")
+                    n, jpeg, hud, closed = state.n, state.jpeg, state.hud, state.closed
+                if jpeg is None or n <= after:  # nothing newer: the session ended, or the poll timed out
+                    self._send(204, "text/plain", b"", {"X-Ended": "1" if closed else "0"})
                     return
                 with state.cond:
                     state.served += 1
+                # the frame's own figures ride with it, so the page's table is always the frame shown
                 self._send(200, "image/jpeg", jpeg, {"X-Frame": str(n), "X-Frame-Id": str(hud.get("frame_id")),
-                                                     "X-Mask-Area": str(hud.get("mask_area"))})
+                                                     "X-Mask-Area": str(hud.get("mask_area")),
+                                                     "X-Hud": quote(json.dumps(hud, default=str))})
 
             def stats(self, q: dict) -> None:
                 with state.cond:
@@ -177,9 +179,13 @@ class WebView:
             st.history.append([hud.get("rtt_ms"), hud.get("device_ms")])
             st.cond.notify_all()
 
-    def close(self) -> None:
+    def close(self, grace_s: float = 1.5) -> None:
+        """End the session: pages waiting for a frame are told it ended, and the server keeps
+        answering for ``grace_s`` so that every page can show the end state before it goes."""
         with self.state.cond:
             self.state.closed = True
             self.state.cond.notify_all()
+        if grace_s > 0 and self.state.served:
+            time.sleep(grace_s)
         self.httpd.shutdown()
         self.httpd.server_close()

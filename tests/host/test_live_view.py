@@ -201,8 +201,16 @@ def test_browser_view_loads_updates_and_matches_the_session_log(tmp_path):
                 png = br.screenshot(tmp_path / f"page{i}.png")
                 shots.append(np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(png).convert("RGB")))
             dom = br.dom()
+            p.send_signal(__import__("signal").SIGINT)  # Ctrl-C: the session ends, its log is flushed
+            # the page says so, and stops counting (it used to count the last frame again and again)
+            br.wait_for("document.getElementById('state').textContent === 'session ended'", timeout=120)
+            shown_at_end = int(br.evaluate("document.getElementById('shown').textContent"))
+            time.sleep(1.0)
+            assert int(br.evaluate("document.getElementById('shown').textContent")) == shown_at_end
+            br.screenshot(tmp_path / "page-ended.png")
     finally:
-        p.send_signal(__import__("signal").SIGINT)  # Ctrl-C: the session log is flushed
+        if p.poll() is None:
+            p.send_signal(__import__("signal").SIGINT)
         p.communicate(timeout=240)
     # the page drew the live frame with its contour, and the frame changed between the shots
     for a in shots:  # the contour, through JPEG and the browser's scaling: clearly green, not pure green
@@ -214,6 +222,11 @@ def test_browser_view_loads_updates_and_matches_the_session_log(tmp_path):
     assert int(re.search(r'id="shown">(\d+)<', dom).group(1)) >= 1
     rows = {int(r["frame_id"]): r for r in csv.DictReader(io.StringIO((out / "frames.csv").read_text()))}
     assert rows[frame_id]["status"] == "ok" and int(rows[frame_id]["mask_area"]) == area
+    # the table is the frame shown's own row of the log (it was one frame behind)
+    rtt = float(re.search(r'id="rtt">([\d.]+) ms<', dom).group(1))
+    dev = float(re.search(r'id="device">([\d.]+) ms<', dom).group(1))
+    assert abs(rtt - float(rows[frame_id]["rtt_ms"])) <= 0.51 and abs(dev - float(rows[frame_id]["device_ms"])) <= 0.051
+    assert shown_at_end <= sum(r["status"] == "ok" for r in rows.values())
 
 
 # -- through the CLI: a 640x480 cine keeps its size; device: mode feeds the browser view too -------
