@@ -58,8 +58,9 @@ def summarise(folder: Path) -> dict:
         "log": manifest.get("read_from"),
         "frames": counts, "dropped": dropped,
         "seconds": span, "fps": (len(ok) / span) if span > 0 else 0.0,
-        "rtt_ms": percentiles([r["rtt_ms"] for r in ok]),
-        "device_ms": percentiles([r["device_ms"] for r in ok]),
+        # device: sessions have no round trip (the device pushes): only the values a row has
+        "rtt_ms": percentiles([r["rtt_ms"] for r in ok if r["rtt_ms"] is not None]),
+        "device_ms": percentiles([r["device_ms"] for r in ok if r["device_ms"] is not None]),
         "power_w": {"mean": float(np.mean(power)) if power else None, "kind": "/".join(kinds) or None,
                     "idle_w": (manifest.get("power") or {}).get("idle_w")},
         "energy_mj_per_frame": {**percentiles(energy), "kind": "/".join(kinds) or None},

@@ -180,78 +180,24 @@ def activate_cmd(ctx: click.Context, bundle_id: str) -> None:
         raise QdevError(f"activate failed: {res['message']}")
 
 
-def _same_source(spec: str, source: str) -> bool:
-    """``device:SPEC`` names the device's own probe: its full name, its kind (``phantom`` for
-    ``phantom:0``) or a part of a file name."""
-    return spec == source or source.startswith(spec + ":") or spec in source
-
-
 def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: Path | None,
-           quality: int = 40, igtl_spec: str | None = None) -> None:
-    import time
+           quality: int = 40, igtl_spec: str | None = None, out: Path | None = None, report: bool = True) -> None:
+    from qdev.host.watch import WatchConfig, watch_to_session
 
-    from qdev.host.client import live_frame
-    from qdev.host.view import Hud, OverlayView
-
-    c = _client(ctx)
-    try:
-        source = c.stats().get("live_source")
-    except QdevError:
-        source = None
-    if spec and source and not _same_source(spec, source):
-        c.close()
-        raise QdevError(f"--probe device:{spec}: this device segments its own probe '{source}' (chosen by "
-                        "qdev-device serve --probe); say device: or device:" + source)
-    from qdev.host.stream import _igtl_server
-
-    try:
-        igtl = _igtl_server(igtl_spec)
-    except BaseException:
-        c.close()
-        raise
-    ov = OverlayView(view, save)
-    if ov.web is not None:
-        click.echo(f"browser view: {ov.web.url}", err=True)
-    if igtl is not None:
-        click.echo(f"OpenIGTLink: {igtl.address}", err=True)
-    n, t0, last_id, skipped = 0, time.time(), None, 0
-    try:
-        for msg in c.watch(jpeg_quality=quality):
-            m = msg.meta
-            mask, px = live_frame(msg)
-            n += 1
-            fid = int(m["frame_id"])
-            if last_id is not None and fid > last_id + 1:
-                skipped += fid - last_id - 1  # the device moved on while this viewer was busy
-            last_id = fid
-            click.echo(f"frame {m['frame_id']}: device {m['device_ms']:.1f} ms, {m['energy_mj']:.1f} mJ "
-                       f"({m['energy_kind']}), mask {m['mask_area']} px, dropped {m['dropped']} at the probe, "
-                       f"{skipped} skipped by this viewer")
-            el = time.time() - t0
-            hud = Hud(int(m["frame_id"]), n / el if el else 0.0, None, m.get("device_ms"), m.get("power_w"),
-                      m.get("energy_mj"), m.get("energy_kind"), int(m.get("dropped") or 0) + skipped, 0, m.get("bundle_id"),
-                      int(m.get("mask_area") or 0), f"device:{spec}")
-            if igtl is not None:
-                igtl.publish(fid, px, mask, {k: m.get(k) for k in ("frame_id", "device_ms", "energy_mj", "energy_kind",
-                                                                     "bundle_id")})
-            if not ov.show(px, mask, hud):
-                break
-            if frames and n >= frames:
-                break
-    except KeyboardInterrupt:
-        pass
-    finally:
-        ov.close()
-        if igtl is not None:
-            igtl.close()
-        c.close()
-    end = c.watch_end
-    el = time.time() - t0
+    with _client(ctx) as c:
+        folder, summ = watch_to_session(c, WatchConfig(spec, frames, view, save, quality, igtl_spec, out), click.echo)
+    end = summ.ended_by_device
     if end is not None:
         click.echo(f"the device's source ended: {end.get('frames')} frames segmented on the device "
-                   f"({end.get('dropped', 0)} dropped there), {n} received here in {el:.1f} s, {skipped} skipped")
+                   f"({end.get('dropped', 0)} dropped there), {summ.received} received here in {summ.seconds:.1f} s, "
+                   f"{summ.skipped} skipped")
     else:
-        click.echo(f"{n} frames received in {el:.1f} s, {skipped} skipped by this viewer")
+        click.echo(f"{summ.received} frames received in {summ.seconds:.1f} s, {summ.skipped} skipped by this viewer")
+    if report:
+        from qdev.host.report import summarise
+
+        _print_summary(summarise(folder))
+    click.echo(f"session: {folder}")
 
 
 @click.command("stream")
@@ -285,7 +231,7 @@ def stream_cmd(ctx: click.Context, probe: str, fps: float | None, max_frames: in
     cfg = StreamConfig(fps, window, max_frames, timeout, view, save, out, _port(ctx)[0], igtl, igtl_wait)
     cfg.check()  # before connecting: a bad option costs nothing
     if probe.startswith("device:"):
-        _watch(ctx, probe[len("device:"):], max_frames, view, save, display_quality, igtl)
+        _watch(ctx, probe[len("device:"):], max_frames, view, save, display_quality, igtl, out, report)
         return
     from qdev.core.probe.sources import open_probe
 

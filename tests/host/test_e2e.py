@@ -208,7 +208,8 @@ def test_on_device_probe_watched_by_host_with_bounded_logs(tmp_path):
         c = connect(dev.port)
         assert c.flash(BUNDLE, default_trusted())["activated"]
         c.close()
-        r = _run("-p", dev.port, "stream", "--probe", "device:phantom", "--frames", "25", "--no-view")
+        r = _run("-p", dev.port, "stream", "--probe", "device:phantom", "--frames", "25", "--no-view",
+                 "--out", str(tmp_path / "sess"))
         assert r.exit_code == 0, r.output
         lines = [x for x in r.stdout.splitlines() if x.startswith("frame ")]
         assert len(lines) == 25 and "(estimated)" in lines[0]
@@ -353,13 +354,26 @@ def test_device_mode_with_a_file_probe_ends_by_itself_and_waits_for_a_bundle(tmp
         assert c.flash(BUNDLE, default_trusted())["activated"]
         c.close()
         t0 = _time.monotonic()
-        r = _run("-p", dev.port, "stream", "--probe", "device:cine", "--no-view")
+        r = _run("-p", dev.port, "stream", "--probe", "device:cine", "--no-view", "--out", str(tmp_path / "sess"))
         assert r.exit_code == 0, r.output
         assert _time.monotonic() - t0 < 60
         assert "the device's source ended: 12 frames segmented on the device" in r.stdout, r.stdout
+        # and the session folder is the same as host mode's (it wrote none before)
+        from qdev.host.report import summarise
+        from qdev.host.session import read_masks, read_session
+
+        m, rows = read_session(tmp_path / "sess")
+        # every frame the device segmented was either received here or counted as skipped by this
+        # viewer (the device moves on while a viewer is busy)
+        first = int(rows[0]["frame_id"])
+        assert len(rows) + m["summary"]["skipped_by_viewer"] + first == 12 and all(x["status"] == "ok" for x in rows)
+        assert len(read_masks(tmp_path / "sess", m)) == len(rows) and m["summary"]["ended_by_device"]["frames"] == 12
+        assert (tmp_path / "sess" / "frames.parquet").is_file() and (tmp_path / "sess" / "gallery").is_dir()
+        assert summarise(tmp_path / "sess")["frames"]["ok"] == len(rows) and "session: " in r.stdout
         # device:SOURCE names the device's own probe: another one is refused in one line
-        r = _run("-p", dev.port, "stream", "--probe", "device:video:7", "--no-view")
+        r = _run("-p", dev.port, "stream", "--probe", "device:video:7", "--no-view", "--out", str(tmp_path / "s2"))
         assert r.exit_code == 2 and "this device segments its own probe" in r.output and "Traceback" not in r.output
+        assert not (tmp_path / "s2").exists()
 
 
 def test_demo_finds_busi_by_the_one_rule_and_never_falls_back_silently(tmp_path, monkeypatch):
