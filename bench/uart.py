@@ -39,11 +39,27 @@ def client(port: str, coded: bool) -> DeviceClient:
     return c
 
 
-def device_mode(tmp: Path, seconds: float, quality: int) -> dict:
+def _probe_frames(folder: Path, size: tuple[int, int], n: int) -> str:
+    """``n`` frames of a phantom cine at ``size`` (w, h) as PNG files: a probe of the issue's size."""
+    from PIL import Image
+
+    from qdev.core.probe.phantom import phantom_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img, _, _ = phantom_image(i, "mixed", size[1], size[0])
+        Image.fromarray(img).save(folder / f"f{i:04d}.png", compress_level=1)
+    return str(folder / "*.png")
+
+
+def device_mode(tmp: Path, seconds: float, quality: int, size: tuple[int, int] | None = None,
+                backend: str = "software") -> dict:
     out = {}
     pty = PtyPair(RATE)
+    probe = "phantom" if size is None else _probe_frames(tmp / "probe", size, int(seconds * 2 * 40) + 40)
     try:
-        with LocalDevice(tmp / "store-dev", serial=pty.dev_path, tcp=False, extra=["--probe", "phantom"]):
+        with LocalDevice(tmp / "store-dev", serial=pty.dev_path, tcp=False, extra=["--probe", probe],
+                         backend=backend):
             c = client(pty.host_path, True)
             c.flash(BUNDLE, assets.dev_public_keys())
             c.close()
@@ -128,18 +144,26 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--quality", type=int, default=40)
+    ap.add_argument("--probe-size", default=None, metavar="WxH",
+                    help="device: mode with a file probe of this size (e.g. 640x480) instead of the phantom")
+    ap.add_argument("--backend", default="software", help="the device's backend (auto: the fastest here)")
+    ap.add_argument("--device-only", action="store_true", help="skip the host-mode runs")
     a = ap.parse_args()
     from qdev.core.threads import pin_threads
 
     pin_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        d = device_mode(Path(tmp), a.seconds, a.quality)
-        h = host_mode(Path(tmp), a.frames)
-    print(f"device: mode over a 921600-baud pty (phantom probe on the device, JPEG quality {a.quality}):")
+        size = tuple(int(v) for v in a.probe_size.split("x")) if a.probe_size else None
+        d = device_mode(Path(tmp), a.seconds, a.quality, size, a.backend)
+        h = {} if a.device_only else host_mode(Path(tmp), a.frames)
+    what = f"{a.probe_size} file probe" if a.probe_size else "phantom probe"
+    print(f"device: mode over a 921600-baud pty ({what} on the device, {a.backend} backend, JPEG quality {a.quality}):")
     print("| coding | frames/s received | bytes per push | link-bound frames/s |\n|---|---:|---:|---:|")
     for k in ("uncoded", "coded"):
         r = d[k]
         print(f"| {k} | {r['fps']:.1f} | {r['bytes']:,.0f} | {r['link_fps']:.1f} |")
+    if not h:
+        return
     print("\nhost mode over the same pty (window 3):")
     print("| source | coded size / raw (WebP lossless) | uncoded frames/s | coded frames/s | ratio |\n|---|---:|---:|---:|---:|")
     for name in ("BUSI golden frames", "phantom cine"):
