@@ -20,7 +20,7 @@ __all__ = [
     "BUNDLE_FORMAT", "READABLE_FORMATS", "MANIFEST", "SIGNATURE", "BundleError", "VerifiedBundle", "key_id",
     "load_public_key", "load_private_key", "sha256_file", "sign_manifest", "verify_bundle", "file_entry",
     "pack_bundle", "unpack_bundle", "verify_manifest", "unpacked_bytes", "BOARD_NAMES", "board_name",
-    "resign_bundle",
+    "resign_bundle", "bundle_id",
 ]
 
 #: The boards qdev builds for (training/compile/boards.py holds their parts and resources).
@@ -50,6 +50,11 @@ class VerifiedBundle:
     path: Path
     manifest: dict
     signer: str
+
+
+def bundle_id(manifest_bytes: bytes) -> str:
+    """A bundle's id: the first 16 hex digits of its manifest's sha256 (what the device reports)."""
+    return hashlib.sha256(manifest_bytes).hexdigest()[:16]
 
 
 def sha256_file(path: Path) -> str:

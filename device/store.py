@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qdev.core.bundle import (
+    bundle_id,
     MANIFEST,
     BundleError,
     VerifiedBundle,
@@ -59,10 +60,6 @@ STALE_UPLOAD_S = 3600.0  # an upload untouched this long is not resumed: removed
 
 class StoreError(QdevError):
     """A store operation was refused (limits, disk space, unknown bundle, bad chunk)."""
-
-
-def bundle_id(manifest_bytes: bytes) -> str:
-    return hashlib.sha256(manifest_bytes).hexdigest()[:16]
 
 
 @dataclass

@@ -352,4 +352,28 @@ def bench_cmd(ctx: click.Context, frames: int, window: int, bundle: Path | None,
     click.echo(f"host CPU (software executor, same bundle, {host['threads']} BLAS thread(s)): {host['fps']:.2f} frames/s")
 
 
-COMMANDS = [ports_cmd, info_cmd, flash_cmd, rollback_cmd, activate_cmd, pair_cmd, stream_cmd, report_cmd, bench_cmd]
+
+
+@click.command("lineage")
+@click.argument("target", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--root", "roots", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Where to look for bundles and runs (default: bitstreams/, models/, runs/).")
+@click.option("--trust", multiple=True, help="Trusted public key (default: $QDEV_TRUST or keys/dev).")
+@click.option("--json", "as_json", is_flag=True)
+def lineage_cmd(target: Path, roots: tuple[Path, ...], trust: tuple[str, ...], as_json: bool) -> None:
+    """Which data, run and bundle produced a session (or a bundle), each hash checked where the files are."""
+    from dataclasses import asdict
+
+    from qdev.host.lineage import lineage
+
+    links = lineage(target, list(roots) or None, _trusted(trust))
+    if as_json:
+        _echo_json([asdict(x) for x in links])
+        return
+    for x in links:
+        click.echo(f"{x.what:<8} {x.status:<12} {x.name}\n{'':<21}{x.detail}")
+    if any(x.status == "MISMATCH" for x in links):
+        raise click.exceptions.Exit(1)
+
+
+COMMANDS = [ports_cmd, info_cmd, flash_cmd, rollback_cmd, activate_cmd, pair_cmd, stream_cmd, report_cmd, bench_cmd, lineage_cmd]

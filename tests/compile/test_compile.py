@@ -247,3 +247,40 @@ def test_mask_rule_chosen_on_validation_reaches_evaluate_and_the_bundle(compiled
     (run / "manifest.json").write_text(json.dumps(doc))
     r = CliRunner().invoke(cli, ["evaluate", str(run)])
     assert r.exit_code == 2 and r.output.strip() == f"qdev: {run}: the mask rule was chosen for another best.pt; rerun qdev postprocess"
+
+
+def test_lineage_from_a_session_back_to_the_data(compiled, phantom_busi, tmp_path, monkeypatch):
+    """A bundle records its run manifest's and best.pt's sha256 and the data hash; `qdev lineage`
+    walks session -> bundle -> run -> data checking each, and says MISMATCH (exit 1) when the
+    run changed after the bundle was built."""
+    from qdev.host.lineage import lineage
+
+    run, _, _ = compiled
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(run, runs / run.name)
+    bundle = build_bundle(runs / run.name, "KV260", DEV_KEY_DIR / "qdev-dev.key", tmp_path / "bitstreams" / "KV260" / "tiny")
+    lin = verify_bundle(bundle, [DEV_KEY_DIR / "qdev-dev.pub"]).manifest["lineage"]
+    assert set(lin) == {"run_manifest_sha256", "data_hash", "split", "best_pt_sha256"}
+    from qdev.core.bundle import bundle_id
+
+    bid = bundle_id((bundle / "manifest.json").read_bytes())
+    session = tmp_path / "session"
+    session.mkdir()
+    (session / "manifest.json").write_text(json.dumps({"format": "qdev-session", "device": {"bundle_id": bid},
+                                                       "counts": {"ok": 3}}))
+    monkeypatch.setenv("QDEV_TRUST", str(DEV_KEY_DIR / "qdev-dev.pub"))
+    roots = ["--root", str(tmp_path / "bitstreams"), "--root", str(runs)]
+    r = CliRunner().invoke(cli, ["lineage", str(session), *roots, "--json"])
+    assert r.exit_code == 0, r.output
+    chain = json.loads(r.stdout)
+    assert [x["what"] for x in chain] == ["data", "run", "bundle", "session"]
+    assert [x["status"] for x in chain] == ["ok", "ok", "ok", "ok"], chain
+    # the run's manifest changes after the bundle (a later stage rewrote it): said, exit 1
+    m = json.loads((runs / run.name / "manifest.json").read_text())
+    m["note"] = "edited"
+    (runs / run.name / "manifest.json").write_text(json.dumps(m))
+    links = {x.what: x for x in lineage(session, [tmp_path / "bitstreams", runs], [DEV_KEY_DIR / "qdev-dev.pub"])}
+    assert links["run"].status == "MISMATCH" and links["bundle"].status == "ok"
+    r = CliRunner().invoke(cli, ["lineage", str(session), *roots])
+    assert r.exit_code == 1 and "MISMATCH" in r.output

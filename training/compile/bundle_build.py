@@ -15,6 +15,7 @@ from qdev.core.bundle import (
     SIGNATURE,
     file_entry,
     load_private_key,
+    sha256_file,
     sign_manifest,
 )
 from qdev.core.errors import QdevError
@@ -113,6 +114,11 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
             "model": model_name or run.path.name,
             "run_id": run.path.name,
             "train_config": train.get("config"),
+            # lineage: the run manifest and the data this network was trained on (qdev lineage)
+            "lineage": {"run_manifest_sha256": sha256_file(run.manifest_path),
+                        "data_hash": (train.get("inputs") or {}).get("data_hash"),
+                        "split": (train.get("outputs") or {}).get("train/split.json"),
+                        "best_pt_sha256": (train.get("outputs") or {}).get("train/best.pt")},
             **({"adapted": adapted} if adapted else {}),
             "board": summary["board"],
             "part": summary["part"],

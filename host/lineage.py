@@ -1,0 +1,137 @@
+"""``qdev lineage SESSION|BUNDLE``: which data, which run and which bundle produced a session's
+masks, each link checked by its hash where the files are here.
+
+The chain, walked from the end:
+
+* **session** -> the bundle id the device reported (``manifest.json`` -> ``device.bundle_id``);
+* **bundle**: found among the bundle folders under the search roots (default ``bitstreams/``) by
+  that id (the first 16 hex digits of its manifest's sha256), then verified (signature against
+  the trusted keys, every file's sha256);
+* **run**: the bundle's ``run_id`` found among the run folders under the search roots (default
+  ``models/`` and ``runs/``); where the bundle records ``lineage.run_manifest_sha256`` (bundles
+  built by qdev 0.3 on) the run's manifest must have that hash, and its ``best.pt`` the recorded one;
+* **data**: the run's training ``data_hash`` (and the bundle's copy of it), recomputed from the
+  dataset where it is here (BUSI found by the one rule, or the run's ``data``).
+
+Each link is ``ok``, ``MISMATCH`` (the hash differs: the file changed since), ``not recorded`` (an
+older artefact carries no hash to check) or ``not here`` (the folder is elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from qdev.core.bundle import MANIFEST, BundleError, bundle_id, sha256_file, verify_bundle
+from qdev.core.errors import DataError, QdevError
+
+__all__ = ["Link", "lineage", "DEFAULT_ROOTS"]
+
+DEFAULT_ROOTS = (Path("bitstreams"), Path("models"), Path("runs"))
+
+
+@dataclass
+class Link:
+    what: str  # session | bundle | run | data
+    name: str
+    status: str  # ok | MISMATCH | not recorded | not here
+    detail: str
+
+
+def _bundles(roots: list[Path]) -> dict[str, Path]:
+    out = {}
+    for root in roots:
+        for m in sorted(root.glob("**/" + MANIFEST)) if root.is_dir() else []:
+            if (m.parent / (MANIFEST + ".sig")).is_file():
+                out[bundle_id(m.read_bytes())] = m.parent
+    return out
+
+
+def _runs(roots: list[Path]) -> dict[str, Path]:
+    out = {}
+    for root in roots:
+        for m in sorted(root.glob("*/" + MANIFEST)) if root.is_dir() else []:
+            if (m.parent / "train").is_dir():
+                try:
+                    name = json.loads(m.read_text()).get("name")
+                except (OSError, ValueError):
+                    continue
+                out.setdefault(m.parent.name, m.parent)
+                if name:
+                    out.setdefault(str(name), m.parent)
+    return out
+
+
+def _data_link(train: dict, recorded: str | None) -> Link:
+    want = (train.get("inputs") or {}).get("data_hash")
+    if recorded and want and recorded != want:
+        return Link("data", want[:16], "MISMATCH", f"the bundle records data {recorded[:16]}, the run {want[:16]}")
+    if not want:
+        return Link("data", "-", "not recorded", "the run records no data hash")
+    try:
+        from qdev.training.data import open_run_data
+
+        size = int((train.get("config") or {}).get("size", 128))
+        arrays = open_run_data(train.get("config") or {}, None, (size, size))
+    except (DataError, QdevError, ImportError) as exc:
+        return Link("data", want[:16], "not here", f"the dataset is not readable here ({str(exc)[:80]})")
+    where = str(arrays.root)
+    if arrays.data_hash != want:
+        return Link("data", want[:16], "MISMATCH", f"{where} hashes to {arrays.data_hash[:16]}")
+    return Link("data", want[:16], "ok", f"{where}: every image and mask file hashed again")
+
+
+def lineage(target: Path, roots: list[Path] | None = None, trusted: list | None = None) -> list[Link]:
+    """The chain of ``target`` (a session folder or a bundle folder), from its data to it.
+
+    Raises:
+        DataError: ``target`` is neither a session nor a bundle.
+    """
+    roots = list(roots or DEFAULT_ROOTS)
+    target = Path(target)
+    links: list[Link] = []
+    try:
+        doc = json.loads((target / MANIFEST).read_text())
+    except (OSError, ValueError):
+        raise DataError(f"{target}: neither a session nor a bundle (no readable {MANIFEST})") from None
+    if doc.get("format") == "qdev-session":
+        bid = str((doc.get("device") or {}).get("bundle_id") or "")
+        links.append(Link("session", str(target), "ok", f"masks of {sum((doc.get('counts') or {}).values())} "
+                          f"frames from bundle {bid or '?'}"))
+        bundle = _bundles(roots).get(bid)
+        if bundle is None:
+            links.append(Link("bundle", bid or "-", "not here", f"no bundle with id {bid} under "
+                              f"{', '.join(map(str, roots))}"))
+            return list(reversed(links))
+    elif (target / (MANIFEST + ".sig")).is_file():
+        bundle = target
+    else:
+        raise DataError(f"{target}: neither a session nor a bundle")
+    try:
+        vb = verify_bundle(bundle, trusted or [])
+        m = vb.manifest
+        links.append(Link("bundle", f"{bundle} ({bundle_id((bundle / MANIFEST).read_bytes())})", "ok",
+                          f"signature by key {vb.signer} and every file's sha256 verified"))
+    except BundleError as exc:
+        links.append(Link("bundle", str(bundle), "MISMATCH", str(exc)[:160]))
+        return list(reversed(links))
+    lin = m.get("lineage") or {}
+    run = _runs(roots).get(str(m.get("run_id")))
+    if run is None:
+        links.append(Link("run", str(m.get("run_id")), "not here", "no run folder of that name under the roots"))
+        return list(reversed(links))
+    train = json.loads((run / MANIFEST).read_text())["stages"].get("train") or {}
+    want = lin.get("run_manifest_sha256")
+    if want is None:
+        links.append(Link("run", f"{run} ({m.get('run_id')})", "not recorded",
+                          "this bundle predates lineage records: its run is found by name only"))
+    elif sha256_file(run / MANIFEST) != want:
+        links.append(Link("run", str(run), "MISMATCH", "the run's manifest changed since the bundle was built"))
+    else:
+        best = lin.get("best_pt_sha256")
+        ok = best is None or sha256_file(run / "train" / "best.pt") == best
+        links.append(Link("run", str(run), "ok" if ok else "MISMATCH",
+                          "manifest sha256 as recorded" + ("; best.pt as recorded" if ok else "; best.pt differs")))
+    links.append(_data_link(train, lin.get("data_hash")))
+    return list(reversed(links))
