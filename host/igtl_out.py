@@ -11,6 +11,7 @@ Per frame, every connected client gets three messages, packed once per header ve
   bundle id; the same keys as v3 metadata on both IMAGEs for a client that speaks v3 (one that
   has sent us any header-version-2 message).
 
+Frames are encoded by a packer thread, never on the session's own (publish only hands them over).
 Bounded in every direction: at most ``max_clients`` at once (more are closed at once, counted);
 each client has a queue of ``backlog`` frames, and a client slower than the session loses its
 oldest queued frame (counted per client) rather than slowing anything; a client that accepts no
@@ -84,9 +85,12 @@ class IgtlServer:
         self._clients: list[_Client] = []
         self._lock = threading.Condition()
         self._closed = False
+        self._pending: deque = deque()
         self.counts = {"clients": 0, "refused_busy": 0, "dropped_garbage": 0, "dropped_oversized": 0,
                        "dropped_stalled": 0, "disconnected": 0, "frames_published": 0, "frames_skipped": 0}
         threading.Thread(target=self._accept, name="igtl-accept", daemon=True).start()
+        self._packing = threading.Thread(target=self._packer, name="igtl-pack", daemon=True)
+        self._packing.start()
 
     def __enter__(self) -> IgtlServer:
         return self
@@ -176,10 +180,37 @@ class IgtlServer:
     # ------------------------------------------------------------------ publishing
     def publish(self, frame_id: int, image: np.ndarray, mask: np.ndarray, info: dict,
                 spacing: tuple[float, float] | None = None) -> None:
-        """Queue one frame for every client (never blocks on a client)."""
+        """Hand one frame to the packer thread and return (never blocks: with ``backlog`` frames
+        already waiting to be packed, the oldest is dropped, counted as skipped for every client)."""
+        self.counts["frames_published"] += 1
+        with self._lock:
+            if not any(c.alive for c in self._clients):
+                return
+            if len(self._pending) >= self.backlog:
+                self._pending.popleft()
+                self.counts["frames_skipped"] += 1
+                for c in self._clients:
+                    if c.alive:
+                        c.skipped += 1
+            self._pending.append((frame_id, image, mask, info, spacing))
+            self._lock.notify_all()
+
+    def _packer(self) -> None:
+        """Encode each handed frame once per header version and queue it for every client; the
+        session's thread never pays for the encoding."""
+        while True:
+            with self._lock:
+                while not self._pending and not self._closed:
+                    self._lock.wait(0.5)
+                if not self._pending:
+                    return
+                item = self._pending.popleft()
+            self._distribute(*item)
+
+    def _distribute(self, frame_id: int, image: np.ndarray, mask: np.ndarray, info: dict,
+                    spacing: tuple[float, float] | None) -> None:
         with self._lock:
             clients = [c for c in self._clients if c.alive]
-        self.counts["frames_published"] += 1
         if not clients:
             return
         img = image if image.dtype == np.uint8 else np.clip(image, 0, 255).astype(np.uint8)
@@ -224,7 +255,10 @@ class IgtlServer:
                                     "connected": c.alive} for c in self._clients]}
 
     def close(self) -> None:
-        self._closed = True
+        with self._lock:  # the frame handed last is still packed and sent
+            self._closed = True
+            self._lock.notify_all()
+        self._packing.join(5.0)
         try:
             self._lsock.close()
         except OSError:
