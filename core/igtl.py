@@ -58,13 +58,15 @@ def _crc_function():  # noqa: ANN202
         return CRC64
 
 
-_CRC = _crc_function()
+_CRC: list = []  # the function, found on first use (importing this module needs neither library)
 
 
 def crc64(data: bytes) -> int:
     """The OpenIGTLink body CRC: CRC-64/ECMA-182 (polynomial 0x42F0E1EBA9EA3693, no reflection,
     zero init and xor-out; pyigtl's definition), by fastcrc where installed, else pyigtl's crcmod."""
-    return int(_CRC(data))
+    if not _CRC:
+        _CRC.append(_crc_function())
+    return int(_CRC[0](data))
 
 
 @dataclass(frozen=True)
