@@ -71,7 +71,8 @@ def main() -> None:
         print(f"| {a.default.name} (base) | site test patients of {run.name} | {_fmt(figures(a.default, site, idx))} |")
         print(f"| {label} | site test patients | {_fmt(figures(run, site, idx))} |")
         print(f"| {label} | BUSI test | {_fmt(figures(run, busi, busi_test))} |")
-        print(f"|  | decision on site validation ({dec['criterion']}) | gain {dec['gain']:+.4f} | "
+        gain = dec.get("gain", dec.get("gain_dice_all"))  # runs decided before the criterion was recorded: all-image
+        print(f"|  | decision on site validation ({dec.get('criterion', 'all')}) | gain {gain:+.4f} | "
               f"P {dec['p_gain']:.3f} | needed {dec['level']:.3f} | replay {cfg.get('replay')}, augment "
               f"{cfg.get('augment')}, {cfg.get('epochs')} epochs |")
 
