@@ -53,7 +53,7 @@ def _probe_frames(folder: Path, size: tuple[int, int], n: int) -> str:
 
 
 def device_mode(tmp: Path, seconds: float, quality: int, size: tuple[int, int] | None = None,
-                backend: str = "software") -> dict:
+                backend: str = "software", display_max: int = 0) -> dict:
     out = {}
     pty = PtyPair(RATE)
     probe = "phantom" if size is None else _probe_frames(tmp / "probe", size, int(seconds * 2 * 40) + 40)
@@ -66,7 +66,7 @@ def device_mode(tmp: Path, seconds: float, quality: int, size: tuple[int, int] |
             for coded in (False, True):
                 c = client(pty.host_path, coded)
                 n, t0, first = 0, time.monotonic(), None
-                for msg in c.watch(jpeg_quality=quality if coded else None):
+                for msg in c.watch(jpeg_quality=quality if coded else None, display_max=display_max):
                     live_frame(msg)  # decodes, CRC-checks the mask
                     if first is None:  # count from the first push on: bytes and time of n pushes
                         first, n0, b0 = msg.meta["frame_id"], time.monotonic(), c.ch.bytes_in
@@ -148,16 +148,20 @@ def main() -> None:
                     help="device: mode with a file probe of this size (e.g. 640x480) instead of the phantom")
     ap.add_argument("--backend", default="software", help="the device's backend (auto: the fastest here)")
     ap.add_argument("--device-only", action="store_true", help="skip the host-mode runs")
+    ap.add_argument("--display-size", type=int, default=0,
+                    help="device: mode's display frame: the probe's own, longer side at most this (0: the model input)")
     a = ap.parse_args()
     from qdev.core.threads import pin_threads
 
     pin_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         size = tuple(int(v) for v in a.probe_size.split("x")) if a.probe_size else None
-        d = device_mode(Path(tmp), a.seconds, a.quality, size, a.backend)
+        d = device_mode(Path(tmp), a.seconds, a.quality, size, a.backend, a.display_size)
         h = {} if a.device_only else host_mode(Path(tmp), a.frames)
     what = f"{a.probe_size} file probe" if a.probe_size else "phantom probe"
-    print(f"device: mode over a 921600-baud pty ({what} on the device, {a.backend} backend, JPEG quality {a.quality}):")
+    shown = f"display {a.display_size} px longest side" if a.display_size else "display = the model input"
+    print(f"device: mode over a 921600-baud pty ({what} on the device, {a.backend} backend, JPEG quality "
+          f"{a.quality}, {shown}):")
     print("| coding | frames/s received | bytes per push | link-bound frames/s |\n|---|---:|---:|---:|")
     for k in ("uncoded", "coded"):
         r = d[k]

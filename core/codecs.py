@@ -24,7 +24,7 @@ import zlib
 import numpy as np
 
 __all__ = ["MASK_CODECS", "DISPLAY_CODECS", "FRAME_CODECS", "CodecError", "encode_mask", "decode_mask",
-           "encode_display", "decode_display", "encode_frame", "decode_frame", "rle_encode", "rle_decode",
+           "encode_display", "decode_display", "fit_display", "encode_frame", "decode_frame", "rle_encode", "rle_decode",
            "negotiate", "HOST_OFFER", "offer_for"]
 
 MASK_CODECS = ("rle", "bits")
@@ -94,6 +94,19 @@ def decode_mask(blob: bytes, codec: str, h: int, w: int) -> np.ndarray:
     if len(blob) < nb:
         raise CodecError(f"{len(blob)} mask bytes for {w}x{h}")
     return np.unpackbits(np.frombuffer(blob[:nb], np.uint8), count=h * w).reshape(h, w)
+
+
+def fit_display(frame: np.ndarray, longest: int) -> np.ndarray:
+    """The probe's own frame (uint8 luma [H, W]) for the link: kept at its size and aspect when its
+    longer side is within ``longest``, else scaled down to it (area-averaged), aspect kept."""
+    h, w = frame.shape[:2]
+    if max(h, w) <= longest:
+        return np.ascontiguousarray(frame, np.uint8)
+    from PIL import Image
+
+    s = longest / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(frame, np.uint8), "L").resize(size, Image.BOX), np.uint8)
 
 
 def encode_display(px: np.ndarray, codec: str, quality: int = 70) -> bytes:

@@ -322,12 +322,15 @@ class DeviceClient:
             meta["enc"] = enc
         return meta, blob
 
-    def watch(self, jpeg_quality: int | None = None) -> Iterator[Message]:
+    def watch(self, jpeg_quality: int | None = None, display_max: int | None = None) -> Iterator[Message]:
         """Attach to the device's on-board probe: yields LIVE messages until the device's source
         ends (its end message is kept in ``watch_end``) or the link closes (:func:`live_frame`
         decodes one). ``jpeg_quality``: of the display frames, when the
         device sends JPEG (negotiated)."""
-        self.request(MsgType.WATCH, {"jpeg_quality": int(jpeg_quality)} if jpeg_quality else {})
+        req = {"jpeg_quality": int(jpeg_quality)} if jpeg_quality else {}
+        if display_max is not None:  # the probe's own frame, longer side at most this (0: the model input)
+            req["display_max"] = int(display_max)
+        self.request(MsgType.WATCH, req)
         while True:
             try:
                 msg = self.ch.recv(self.timeout)
@@ -376,7 +379,10 @@ def live_frame(msg: Message) -> tuple[np.ndarray, np.ndarray]:
         nb = (h * w + 7) // 8
     mask = _mask(msg.blob[:nb], m)
     try:
-        px = codecs.decode_display(msg.blob[nb:], str(m.get("display_enc", "raw")), h, w)
+        dh, dw = int(m.get("dh", h)), int(m.get("dw", w))  # the display frame: its own size where stated
+        if not (0 < dh <= 8192 and 0 < dw <= 8192):
+            raise DeviceError(f"LIVE display size {dw}x{dh} out of range")
+        px = codecs.decode_display(msg.blob[nb:], str(m.get("display_enc", "raw")), dh, dw)
     except codecs.CodecError as exc:
         raise DeviceError(f"live frame {m.get('frame_id')}: {exc}") from exc
     return mask, px

@@ -24,7 +24,9 @@ __all__ = ["WatchConfig", "WatchSummary", "watch_to_session"]
 
 @dataclass
 class WatchConfig:
-    """Settings of one ``device:`` session (see :class:`qdev.host.stream.StreamConfig` for the shared ones)."""
+    """Settings of one ``device:`` session (see :class:`qdev.host.stream.StreamConfig` for the shared
+    ones). ``display_max``: the longer side of the probe's own frame as the device sends it for
+    display (its aspect kept; 0: the model's input instead)."""
 
     spec: str = ""
     frames: int | None = None
@@ -33,6 +35,7 @@ class WatchConfig:
     quality: int = 40
     igtl: str | None = None
     out: Path | None = None
+    display_max: int = 320
 
 
 @dataclass
@@ -91,7 +94,7 @@ def watch_to_session(client, cfg: WatchConfig, echo: Callable[[str], None] = pri
     gallery = Gallery(folder / "gallery")
     n, t0, last_id, skipped, dropped = 0, time.time(), None, 0, 0
     try:
-        for msg in client.watch(jpeg_quality=cfg.quality):
+        for msg in client.watch(jpeg_quality=cfg.quality, display_max=cfg.display_max):
             m = msg.meta
             mask, px = live_frame(msg)
             n += 1
@@ -111,9 +114,13 @@ def watch_to_session(client, cfg: WatchConfig, echo: Callable[[str], None] = pri
             echo(f"frame {fid}: device {m['device_ms']:.1f} ms, {m['energy_mj']:.1f} mJ ({m['energy_kind']}), "
                  f"mask {m['mask_area']} px, dropped {dropped} at the probe, {skipped} skipped by this viewer")
             el = t - t0
+            label = f"device:{cfg.spec or source}"
+            ph, pw = m.get("probe_h"), m.get("probe_w")
+            if ph and (px.shape[0], px.shape[1]) != (int(ph), int(pw)):  # the HUD says when the view is reduced
+                label += f" (display {px.shape[1]}x{px.shape[0]} of {pw}x{ph})"
             hud = Hud(fid, n / el if el else 0.0, None, m.get("device_ms"), m.get("power_w"), m.get("energy_mj"),
                       m.get("energy_kind"), dropped + skipped, 0, m.get("bundle_id"), int(m.get("mask_area") or 0),
-                      f"device:{cfg.spec or source}")
+                      label)
             if igtl is not None:
                 igtl.publish(fid, px, mask, {k: m.get(k) for k in ("frame_id", "device_ms", "energy_mj",
                                                                      "energy_kind", "bundle_id")})

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from qdev.core.errors import QdevError
-from qdev.core.preprocess import to_model_input
+from qdev.core.preprocess import to_luma_u8, to_model_input
 from qdev.core.probe.sources import ProbeSource
 from qdev.device.runtime.server import LiveHub
 from qdev.device.runtime.service import DeviceRuntime
@@ -104,7 +104,8 @@ class LiveLoop:
                 meta = {**res.meta(), "t_capture": fr.t_capture, "dropped": self.dropped,
                         "bundle_id": self.rt.bundle_id, "source": self.source.name}
                 self.log.write(meta)
-                self.hub.publish(meta, (res.mask, px))  # each watcher codes it as it negotiated
+                # each watcher codes it as it negotiated: the model's input or the probe's own frame
+                self.hub.publish(meta, (res.mask, px, to_luma_u8(fr.image)))
                 self.frames += 1
                 if self.source.live and self.source.fps:  # pace a simulated live source to its rate
                     wait = 1.0 / self.source.fps - (time.time() - t_prev)

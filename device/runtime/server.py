@@ -55,7 +55,8 @@ REQUEST_FIELDS: dict[MsgType, dict[str, Field]] = {
     MsgType.STREAM_FRAME: {"h": Field("int", 1, MAX_SIDE), "w": Field("int", 1, MAX_SIDE),
                            "frame_id": Field("int", 0, 2**63 - 1, required=False),
                            "enc": Field("str", hi=8, required=False, pattern="raw|zlib|webp")},
-    MsgType.WATCH: {"jpeg_quality": Field("int", 10, 95, required=False)},
+    MsgType.WATCH: {"jpeg_quality": Field("int", 10, 95, required=False),
+                    "display_max": Field("int", 0, 4096, required=False)},
     MsgType.FLASH_BEGIN: {"sha256": Field("str", hi=64, pattern=_HEX64), "size": Field("int", 1, MAX_BUNDLE_BYTES),
                           "manifest": Field("str", hi=MAX_MANIFEST_BYTES), "signature": Field("str", hi=MAX_SIGNATURE_BYTES),
                           "allow_downgrade": Field("bool", required=False)},
@@ -144,6 +145,7 @@ class Session:
         self.link_error: LinkError | None = None  # how run() ended, if the link failed
         self.watch: queue.Queue | None = None
         self.jpeg_quality = 70
+        self.display_max = 0  # the display frame's longer side (0: the model's input, as protocol v2 began)
         self.upload: dict | None = None
         self.codecs = codecs.negotiate(None)  # until a HELLO offers better: the uncoded forms
         self.last_request = time.monotonic()  # when the last whole request arrived (bytes alone do not count)
@@ -191,11 +193,14 @@ class Session:
         if item is None:  # the end of the on-device source
             self.ch.send(MsgType.LIVE, meta)
             return
-        mask, px = item
+        mask, px, probe = item
+        shown = px if self.display_max <= 0 else codecs.fit_display(probe, self.display_max)
         mb = codecs.encode_mask(mask, self.codecs["mask"])
-        db = codecs.encode_display(px, self.codecs["display"], self.jpeg_quality)
+        db = codecs.encode_display(shown, self.codecs["display"], self.jpeg_quality)
         self.ch.send(MsgType.LIVE, {**meta, "mask_enc": self.codecs["mask"], "mask_len": len(mb),
-                                    "display_enc": self.codecs["display"],
+                                    "display_enc": self.codecs["display"], "dh": int(shown.shape[0]),
+                                    "dw": int(shown.shape[1]), "probe_h": int(probe.shape[0]),
+                                    "probe_w": int(probe.shape[1]),
                                     "mask_crc": zlib.crc32(np.packbits(mask.reshape(-1)).tobytes())}, mb + db)
 
     def handle(self, msg: Message) -> None:
@@ -372,6 +377,7 @@ class Session:
         if self.hub is None:
             raise QdevError("this device runs no on-device probe (start serve with --probe)")
         self.jpeg_quality = int(msg.meta.get("jpeg_quality", self.jpeg_quality))
+        self.display_max = int(msg.meta.get("display_max", self.display_max))
         if self.watch is None:
             self.watch = self.hub.subscribe()
         self.reply(msg, MsgType.WATCH, {"watching": True})

@@ -181,11 +181,15 @@ def activate_cmd(ctx: click.Context, bundle_id: str) -> None:
 
 
 def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: Path | None,
-           quality: int = 40, igtl_spec: str | None = None, out: Path | None = None, report: bool = True) -> None:
+           quality: int = 40, igtl_spec: str | None = None, out: Path | None = None, report: bool = True,
+           display_max: int = 320) -> None:
     from qdev.host.watch import WatchConfig, watch_to_session
 
+    if not 0 <= display_max <= 4096:
+        raise ConfigError(f"--display-size {display_max}: must be 0-4096 pixels")
     with _client(ctx) as c:
-        folder, summ = watch_to_session(c, WatchConfig(spec, frames, view, save, quality, igtl_spec, out), click.echo)
+        folder, summ = watch_to_session(c, WatchConfig(spec, frames, view, save, quality, igtl_spec, out, display_max),
+                                        click.echo)
     end = summ.ended_by_device
     if end is not None:
         click.echo(f"the device's source ended: {end.get('frames')} frames segmented on the device "
@@ -218,12 +222,15 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: P
 @click.option("--igtl", default=None, metavar="[HOST:]PORT",
               help="Serve frames, masks (labelmap) and per-frame info over OpenIGTLink, e.g. to 3D Slicer "
                    "(18944 is the usual port; loopback unless HOST is given).")
+@click.option("--display-size", default=320, show_default=True, metavar="PX",
+              help="device: mode: the probe's own frame is sent for display with its longer side at most PX "
+                   "(aspect kept; 0: the model's input). The HUD says when it is reduced.")
 @click.option("--igtl-wait", default=0.0, show_default=True, metavar="SECONDS",
               help="Wait this long for a first OpenIGTLink client (e.g. Slicer) before streaming.")
 @click.pass_context
 def stream_cmd(ctx: click.Context, probe: str, fps: float | None, max_frames: int | None, window: int, timeout: float,
                view: str, no_view: bool, display_quality: int, save: Path | None, out: Path | None,
-               report: bool, igtl: str | None, igtl_wait: float) -> None:
+               report: bool, igtl: str | None, display_size: int, igtl_wait: float) -> None:
     """Live segmentation of probe frames on the device, logged per frame."""
     from qdev.host.stream import StreamConfig
 
@@ -231,7 +238,7 @@ def stream_cmd(ctx: click.Context, probe: str, fps: float | None, max_frames: in
     cfg = StreamConfig(fps, window, max_frames, timeout, view, save, out, _port(ctx)[0], igtl, igtl_wait)
     cfg.check()  # before connecting: a bad option costs nothing
     if probe.startswith("device:"):
-        _watch(ctx, probe[len("device:"):], max_frames, view, save, display_quality, igtl, out, report)
+        _watch(ctx, probe[len("device:"):], max_frames, view, save, display_quality, igtl, out, report, display_size)
         return
     from qdev.core.probe.sources import open_probe
 

@@ -407,3 +407,31 @@ def test_frames_log_and_report_name_each_frames_file(device, tmp_path):
     assert _run("report", str(out)).exit_code == 0
     page = (out / "report" / "report.html").read_text()
     assert "(scan_0" in page and ".png)" in page
+
+
+def test_device_mode_shows_the_probe_s_own_frame_reduced_for_the_link_and_says_so(tmp_path):
+    """device: mode displays the probe's own frame (it used to be the 128x128 model input): a
+    640x480 probe arrives as 320x240 under --display-size 320 (aspect kept) and as itself under
+    --display-size 640; the mask maps back onto it, and the session's HUD label says when the
+    view is reduced."""
+    from qdev.core.codecs import fit_display
+    from qdev.host.client import live_frame
+
+    folder = tmp_path / "cine"
+    folder.mkdir()
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (480, 640), dtype=np.uint8)).save(folder / f"f{i}.png")
+    with LocalDevice(tmp_path / "store", extra=["--probe", str(folder / "*.png")]) as dev:
+        c = connect(dev.port)
+        assert c.flash(BUNDLE, default_trusted())["activated"]
+        sizes = []
+        for limit in (320, 640):
+            msg = next(iter(c.watch(jpeg_quality=60, display_max=limit)))
+            mask, px = live_frame(msg)
+            sizes.append((px.shape, mask.shape, msg.meta["probe_w"], msg.meta["probe_h"]))
+        c.close()
+    assert sizes[0] == ((240, 320), (128, 128), 640, 480) and sizes[1] == ((480, 640), (128, 128), 640, 480)
+    assert fit_display(np.zeros((100, 50), np.uint8), 64).shape == (64, 32)

@@ -277,7 +277,7 @@ def test_device_mode_feeds_the_browser_view(tmp_path):
         c.flash(default_bundle("KV260"), default_trusted())
         c.close()
         p = subprocess.Popen([sys.executable, "-m", "qdev.host.cli", "-p", dev.port, "stream", "--probe",
-                              "device:phantom", "--frames", "400", "--view", f"web:{port}"],
+                              "device:phantom", "--frames", "400", "--view", f"web:{port}", "--out", str(tmp_path / "s")],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             url, doc, deadline = f"http://127.0.0.1:{port}/", None, time.time() + 240
@@ -297,4 +297,6 @@ def test_device_mode_feeds_the_browser_view(tmp_path):
     assert doc["hud"]["source"] == "device:phantom" and fid > 0
     from PIL import Image
 
-    assert Image.open(io.BytesIO(jpeg)).size == (128, 128)  # what the device sends: its model input
+    # the probe's own frame (the device's phantom is 256x256, within --display-size 320), not the
+    # 128x128 model input the device used to send
+    assert Image.open(io.BytesIO(jpeg)).size == (256, 256)
