@@ -198,22 +198,21 @@ STAGES: dict[str, Callable[[MaskRule], bool]] = {
 }
 
 
-def _preference(rule: MaskRule, figures: dict) -> tuple:
-    return (round(figures["score"], 6), rule.is_default, rule.min_peak is None, -rule.min_area,
+def _preference(rule: MaskRule, score: float) -> tuple:
+    return (round(score, 6), rule.is_default, rule.min_peak is None, -rule.min_area,
             -abs(rule.min_code), -(rule.min_peak or 0))
 
 
 def search_rules(codes: np.ndarray, truth: np.ndarray, labels: np.ndarray, scale: float,
                  search: RuleSearch = RuleSearch()) -> RuleChoice:
     """Search ``search`` on one split (see the module doc for the steps and their margin)."""
-    grid, per_image = [], {}
+    grid, per_image, score = [], {}, {}
     w = criterion_weights(truth, search.criterion)
     for r in [DEFAULT_RULE, *search.rules(scale)]:
         masks = r.apply(codes)
         per_image[r] = per_image_dice(masks, truth) * w  # weighted: its mean is the criterion's score
-        f = rule_figures(masks, truth, labels, per_image[r] / w)
-        f["score"] = float(per_image[r].mean())
-        grid.append((r, f))
+        score[r] = float(per_image[r].mean())
+        grid.append((r, rule_figures(masks, truth, labels, per_image[r] / w)))
     (_, default), grid = grid[0], grid[1:]
     held, held_fig, held_d = DEFAULT_RULE, default, per_image[DEFAULT_RULE]
     steps = []
@@ -221,7 +220,7 @@ def search_rules(codes: np.ndarray, truth: np.ndarray, labels: np.ndarray, scale
         cands = [(r, f) for r, f in grid if admits(r) and r != held]
         if not cands:
             continue
-        best, best_fig = max(cands, key=lambda rf: _preference(*rf))
+        best, best_fig = max(cands, key=lambda rf: _preference(rf[0], score[rf[0]]))
         gain = per_image[best] - held_d
         p = paired_bootstrap(gain, search.resamples)
         taken = gain.mean() > 0 and p >= search.level

@@ -204,8 +204,9 @@ def test_browser_view_loads_updates_and_matches_the_session_log(tmp_path):
             p.send_signal(__import__("signal").SIGINT)  # Ctrl-C: the session ends, its log is flushed
             # the page says so, and stops counting (it used to count the last frame again and again)
             br.wait_for("document.getElementById('state').textContent === 'session ended'", timeout=120)
+            time.sleep(1.0)  # a frame already on its way may still arrive; then nothing more
             shown_at_end = int(br.evaluate("document.getElementById('shown').textContent"))
-            time.sleep(1.0)
+            time.sleep(1.5)
             assert int(br.evaluate("document.getElementById('shown').textContent")) == shown_at_end
             br.screenshot(tmp_path / "page-ended.png")
     finally:
