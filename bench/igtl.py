@@ -8,7 +8,6 @@ Usage: .venv/bin/python bench/igtl.py [--frames 300] [--rounds 3] [--probe files
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,14 +17,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO.parent))
+sys.path.insert(0, str(REPO))  # tests.netutil
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def _crc_figures() -> None:
@@ -57,6 +51,7 @@ def main() -> None:
     from qdev.host.local import LocalDevice, default_bundle, default_trusted
     from qdev.host.session import read_session
     from qdev.host.stream import StreamConfig, stream_to_session
+    from tests.netutil import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -80,7 +75,7 @@ def main() -> None:
             for r in range(a.rounds):
                 for mode in ("off", "on"):
                     out = tmp / f"{mode}{r}"
-                    port = _free_port()
+                    port = free_port()
                     proc = None
                     if mode == "on":
                         proc = subprocess.Popen([str(recv), "127.0.0.1", str(port), str(a.frames), "quiet"],

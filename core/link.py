@@ -22,7 +22,7 @@ from qdev.core.protocol import (DEFAULT_MAX_PAYLOAD, SEALED, VERSION, Frame, Fra
                                   associated_data, encode)
 from qdev.core.validate import BadRequest, check_meta_bytes
 
-__all__ = ["LinkError", "LinkTimeout", "Link", "SocketLink", "SerialLink", "Message", "Channel",
+__all__ = ["is_loopback", "LinkError", "LinkTimeout", "Link", "SocketLink", "SerialLink", "Message", "Channel",
            "pack_payload", "unpack_payload", "open_link", "parse_tcp"]
 
 _META = struct.Struct("<I")
@@ -169,6 +169,18 @@ class SerialLink(Link):
 
     def close(self) -> None:
         self.port.close()
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_tcp(spec: str) -> tuple[str, int] | None:

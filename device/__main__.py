@@ -20,6 +20,7 @@ from pathlib import Path
 
 from qdev.core.bundle import BOARD_NAMES, board_name
 from qdev.core.errors import ConfigError, QdevError
+from qdev.core.link import is_loopback
 
 __all__ = ["main"]
 
@@ -108,17 +109,6 @@ def _hostport(addr: tuple) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _serve(a) -> int:  # noqa: ANN001
     from qdev.core.link import parse_tcp
     from qdev.core.probe.sources import open_probe
@@ -140,11 +130,11 @@ def _serve(a) -> int:  # noqa: ANN001
         hp = ("127.0.0.1", int(a.tcp)) if a.tcp.isdigit() else parse_tcp(a.tcp)
         if hp is None:
             raise ConfigError(f"--tcp {a.tcp}: expected HOST:PORT")
-        if not _loopback(hp[0]) and not a.insecure_network:
+        if not is_loopback(hp[0]) and not a.insecure_network:
             raise ConfigError(f"--tcp {a.tcp}: refusing to serve unauthenticated on a non-loopback address "
                               "(anyone who reaches the port could watch the probe and flash bundles); serve on "
                               "127.0.0.1 and tunnel to it (ssh -L), or pass --insecure-network to accept that")
-        if not _loopback(hp[0]):
+        if not is_loopback(hp[0]):
             logging.getLogger("qdev.device").warning("serving UNAUTHENTICATED on %s (--insecure-network)", a.tcp)
         try:
             srv = TcpServer(rt, hp[0], hp[1], hub, a.idle_timeout, a.max_sessions, evict_after=a.evict_after)

@@ -10,7 +10,6 @@ CA store or ``--ca FILE``; an ``http`` URL with credentials is refused unless it
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import stat
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from qdev.core.errors import ConfigError, DataError, QdevError
+from qdev.core.link import is_loopback
 
 __all__ = ["PacsTarget", "parse_target", "load_credentials", "pacs_session", "store", "StoreResult"]
 
@@ -79,15 +79,6 @@ def load_credentials(path: Path | None) -> tuple[str, str] | None:
     return None
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _session_class():  # noqa: ANN202
     import requests
 
@@ -125,7 +116,7 @@ def _stow(paths: list[Path], t: PacsTarget, creds: tuple[str, str] | None, ca: P
     from dicomweb_client.api import DICOMwebClient
 
     u = urlsplit(t.url)
-    if creds and u.scheme == "http" and not _loopback(u.hostname or ""):
+    if creds and u.scheme == "http" and not is_loopback(u.hostname or ""):
         raise ConfigError(f"--pacs {t.url}: credentials over plain http to another machine; use https")
     session = pacs_session(ca, creds)
     client = DICOMwebClient(url=t.url, session=session)

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from qdev.host.cli import cli
+from tests.netutil import free_port
 from qdev.host.session import read_masks, read_session
 from qdev.host.stream import StreamConfig, stream_to_session
 from tests.host.dicom_helpers import write_us_cine
@@ -25,12 +26,6 @@ from tests.host.dicom_helpers import write_us_cine
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def _session(device, probe: str, out: Path, frames: int | None = None) -> Path:  # noqa: ANN001
@@ -127,7 +122,7 @@ def _sr_areas(sr) -> list[tuple[float, str]]:  # noqa: ANN001
 def test_file_source_gets_secondary_capture_and_a_dcmtk_receiver_takes_all(png_session, tmp_path):
     if shutil.which("storescp") is None:
         pytest.skip("dcmtk not installed (apt install dcmtk)")
-    port = _free_port()
+    port = free_port()
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     scp = subprocess.Popen(["storescp", "-od", str(inbox), "-aet", "STORESCP", str(port)],
@@ -183,7 +178,7 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
 def orthanc(tmp_path, request):
     if shutil.which("Orthanc") is None or not PLUGIN.is_file():
         pytest.skip("Orthanc with its DICOMweb plugin not installed (apt install orthanc orthanc-dicomweb)")
-    http, dimse = _free_port(), _free_port()
+    http, dimse = free_port(), free_port()
     tls = request.param == "https"
     cfg = {"Name": "qdev-test", "StorageDirectory": str(tmp_path / "db"), "IndexDirectory": str(tmp_path / "db"),
            "HttpPort": http, "DicomPort": dimse, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,

@@ -19,17 +19,12 @@ import pytest
 
 from qdev.core.igtl import HEADER, IgtlError, crc64, encode_image, parse_header
 from qdev.host.session import read_masks, read_session
+from tests.netutil import free_port
 
 CPP = Path(__file__).parent / "igtl_cpp"
 INCLUDE = Path("/usr/include/openigtlink")
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +72,7 @@ def _parse_receiver(text: str) -> list[dict]:
 
 
 def test_reference_client_gets_every_frame_and_the_session_s_masks(device, igtl_bin, tmp_path):
-    n, port = 300, _free_port()
+    n, port = 300, free_port()
     out = tmp_path / "s"
     p = _stream(device, out, n, port)
     recv = subprocess.run([str(igtl_bin / "receive"), "127.0.0.1", str(port), str(n)], capture_output=True,
@@ -119,7 +114,7 @@ def _hostile(port: int, kind: str) -> socket.socket:
 
 
 def test_hostile_clients_are_dropped_and_counted_while_the_session_goes_on(device, igtl_bin, tmp_path):
-    n, port = 120, _free_port()
+    n, port = 120, free_port()
     out = tmp_path / "s"
     p = _stream(device, out, n, port, "--fps", "40")
     peers = [_hostile(port, k) for k in ("garbage", "4GiB", "never-reads")]
@@ -144,7 +139,7 @@ def test_hostile_clients_are_dropped_and_counted_while_the_session_goes_on(devic
 def test_igtl_probe_takes_frames_from_a_reference_server(igtl_bin, kind):
     from qdev.core.probe.sources import open_probe
 
-    port, n, w, h = _free_port(), 12, 64, 48
+    port, n, w, h = free_port(), 12, 64, 48
     srv = subprocess.Popen([str(igtl_bin / "send"), str(port), str(n), kind, str(w), str(h), "50"],
                            stdout=subprocess.PIPE, text=True)
     assert srv.stdout.readline().strip() == "listening"

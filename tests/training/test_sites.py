@@ -84,6 +84,18 @@ def test_patient_split_keeps_every_patient_in_one_split_and_balances_lesions(tmp
     assert min(lesions["val"], lesions["test"]) >= 3, lesions
 
 
+def _write_list(path: Path, rows: list[dict], wrapped: bool) -> Path:
+    """A CSV datalist, or a JSON one (``{"data": [...]}`` or a bare list)."""
+    if path.suffix == ".csv":
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, ["image", "label", "patient", "class"])
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        path.write_text(json.dumps({"data": rows} if wrapped else rows))
+    return path
+
+
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_datalist_reads_the_same_images_and_says_which_row_is_wrong(tmp_path, fmt):
     truth = write_site(tmp_path / "site")
@@ -91,14 +103,7 @@ def test_datalist_reads_the_same_images_and_says_which_row_is_wrong(tmp_path, fm
     for stem, cls in truth.items():
         rows.append({"image": f"site/images/{stem}.png", "label": "" if cls == "normal" else f"site/masks/{stem}.png",
                      "patient": stem.split("_")[0], "class": cls})
-    lst = tmp_path / f"list.{fmt}"
-    if fmt == "csv":
-        with open(lst, "w", newline="") as fh:
-            w = csv.DictWriter(fh, ["image", "label", "patient", "class"])
-            w.writeheader()
-            w.writerows(rows)
-    else:
-        lst.write_text(json.dumps({"data": rows}))
+    lst = _write_list(tmp_path / f"list.{fmt}", rows, wrapped=True)
     a = open_dataset(lst, (32, 32))
     b = open_dataset(tmp_path / "site", (32, 32), options=_opts())
     assert a.kind == "datalist" and sorted(set(a.patients)) == sorted(set(b.patients))
@@ -106,13 +111,7 @@ def test_datalist_reads_the_same_images_and_says_which_row_is_wrong(tmp_path, fm
     np.testing.assert_array_equal(a.images[order], b.images)
     np.testing.assert_array_equal(a.masks[order], b.masks)
     rows[3]["image"] = "site/images/GONE_999.png"
-    if fmt == "csv":
-        with open(lst, "w", newline="") as fh:
-            w = csv.DictWriter(fh, ["image", "label", "patient", "class"])
-            w.writeheader()
-            w.writerows(rows)
-    else:
-        lst.write_text(json.dumps(rows))
+    _write_list(lst, rows, wrapped=False)
     with pytest.raises(DataError, match=r"row \d+: .*GONE_999.png not found"):
         open_dataset(lst, (32, 32))
 
