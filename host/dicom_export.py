@@ -161,7 +161,8 @@ def _sc_images(files: list[tuple[Path, np.ndarray]], study_uid: str, info: dict)
 
 def export_session_dicom(session: Path, out: Path, patient_id: str = "QDEV-ANON",
                          patient_name: str = "Anonymous^Research") -> DicomExport:
-    """Write ``SEG.dcm``, ``SR.dcm`` (and ``images/*.dcm`` for non-DICOM sources) under ``out``.
+    """Write ``seg/SEG*.dcm`` (one per segmented frame), ``SR.dcm`` (and ``images/SC*.dcm`` for
+    non-DICOM sources) under ``out``.
 
     Raises:
         DataError: the session, its masks or its source cannot be read, or ``out`` is not writable.
@@ -176,20 +177,11 @@ def export_session_dicom(session: Path, out: Path, patient_id: str = "QDEV-ANON"
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty: choose another --out")
-    dev = manifest.get("device") or {}
-    bundle_id = str(dev.get("bundle_id") or "unknown")
-    algo = hd.AlgorithmIdentificationSequence(name="qdev QuantU-Net", version=bundle_id[:64], family=_ai_family(),
-                                              source="qdev")
-    cat, typ = _codes()
-    desc = hd.seg.SegmentDescription(
-        segment_number=1, segment_label="lesion", segmented_property_category=cat, segmented_property_type=typ,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algo,
-        tracking_uid=hd.UID(), tracking_id="qdev lesion")
-    now = datetime.datetime.now()
-    src = manifest.get("source") or {}
+    bundle_id = str((manifest.get("device") or {}).get("bundle_id") or "unknown")
+    desc = _segment_description(bundle_id)
     result = DicomExport(out, out / "SR.dcm", frames=len(frames))
     series = hd.UID()
-    dicom_src = _dicom_source(manifest, frames) if src.get("dicom") else None
+    dicom_src = _dicom_source(manifest, frames) if (manifest.get("source") or {}).get("dicom") else None
     files = None if dicom_src else _file_frames(manifest, frames)  # both check the source before any write
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -197,20 +189,16 @@ def export_session_dicom(session: Path, out: Path, patient_id: str = "QDEV-ANON"
         raise DataError(f"{out}: cannot create ({exc.strerror or exc})") from None
     if dicom_src is not None:
         ds, refs = dicom_src
-        sources = [ds]
-        spacing = _spacing(ds)
+        sources, spacing, result.referenced = [ds], _spacing(ds), "source DICOM"
         frame_refs = [(ds, fno, m) for fno, m in refs]
-        result.referenced = "source DICOM"
     else:
+        now = datetime.datetime.now()
         info = {"patient_id": patient_id, "patient_name": patient_name, "date": now.date(), "time": now.time()}
-        study = hd.UID()
-        sources = _sc_images(files, study, info)
+        sources, spacing, result.referenced = _sc_images(files, hd.UID(), info), None, "secondary capture"
         (out / "images").mkdir()
         for i, sc in enumerate(sources, start=1):
             result.images.append(_save(sc, out / "images" / f"SC{i:05d}.dcm"))
-        spacing = None
         frame_refs = [(sc, None, _resize_nearest(m, int(sc.Rows), int(sc.Columns))) for sc, (_, m) in zip(sources, files)]
-        result.referenced = "secondary capture"
     (out / "seg").mkdir()
     segs = []
     for k, (ds, fno, m) in enumerate(frame_refs, start=1):
@@ -222,6 +210,19 @@ def export_session_dicom(session: Path, out: Path, patient_id: str = "QDEV-ANON"
     result.study_uid, result.sr_uid = str(sr.StudyInstanceUID), str(sr.SOPInstanceUID)
     result.seg_series_uid = series
     return result
+
+
+def _segment_description(bundle_id: str):  # noqa: ANN202
+    """The one segment: "lesion", SNOMED-coded, found automatically by the bundle."""
+    import highdicom as hd
+
+    algo = hd.AlgorithmIdentificationSequence(name="qdev QuantU-Net", version=bundle_id[:64], family=_ai_family(),
+                                              source="qdev")
+    cat, typ = _codes()
+    return hd.seg.SegmentDescription(
+        segment_number=1, segment_label="lesion", segmented_property_category=cat, segmented_property_type=typ,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algo,
+        tracking_uid=hd.UID(), tracking_id="qdev lesion")
 
 
 def _ai_family():  # noqa: ANN202

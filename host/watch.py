@@ -53,18 +53,94 @@ def _same_source(spec: str, source: str) -> bool:
     return spec == source or source.startswith(spec + ":") or spec in source
 
 
+class _Watch:
+    """One ``device:`` session's sinks (log, masks, gallery, view, OpenIGTLink) and counters."""
+
+    def __init__(self, client, cfg: WatchConfig, source: str | None, echo: Callable[[str], None]) -> None:  # noqa: ANN001
+        from qdev.host.gallery import Gallery
+        from qdev.host.session import SessionWriter
+        from qdev.host.stream import _igtl_server, default_session_dir
+        from qdev.host.view import OverlayView
+
+        self.cfg, self.echo, self.label = cfg, echo, f"device:{cfg.spec or source}"
+        self.folder = cfg.out or default_session_dir()
+        if self.folder.exists():
+            raise ConfigError(f"{self.folder} already exists: choose another --out")
+        info = client.info()
+        self.igtl = _igtl_server(cfg.igtl)  # a busy port: an error before anything is written
+        try:
+            self.ov = OverlayView(cfg.view, cfg.save)
+        except BaseException:
+            if self.igtl is not None:
+                self.igtl.close()
+            raise
+        self.writer = SessionWriter(self.folder, {
+            "source": {"source": self.label, "live": True, "on_device": True, "device_source": source},
+            "device": info, "power": None, "settings": {"max_frames": cfg.frames, "display_quality": cfg.quality,
+                                                        "display_max": cfg.display_max}})
+        if self.ov.web is not None:
+            print(f"browser view: {self.ov.web.url}", file=sys.stderr, flush=True)
+        if self.igtl is not None:
+            print(f"OpenIGTLink: {self.igtl.address}", file=sys.stderr, flush=True)
+        self.gallery = Gallery(self.folder / "gallery")
+        self.n, self.t0, self.last_id, self.skipped, self.dropped = 0, time.time(), None, 0, 0
+
+    def frame(self, msg) -> bool:  # noqa: ANN001
+        """Log, keep and show one LIVE push; False when the viewer closed or enough frames came."""
+        from qdev.host.client import live_frame
+        from qdev.host.view import Hud
+
+        m = msg.meta
+        mask, px = live_frame(msg)
+        self.n += 1
+        fid = int(m["frame_id"])
+        if self.last_id is not None and fid > self.last_id + 1:
+            self.skipped += fid - self.last_id - 1  # the device moved on while this viewer was busy
+        self.last_id = fid
+        self.dropped = int(m.get("dropped") or 0)
+        t = time.time()
+        self.writer.row({"frame_id": fid, "status": "ok", "t_received": t, "device_ms": m.get("device_ms"),
+                         "device_t_start": m.get("t_start"), "device_t_end": m.get("t_end"),
+                         "power_w": m.get("power_w"), "energy_mj": m.get("energy_mj"),
+                         "energy_kind": m.get("energy_kind"), "mask_area": m.get("mask_area"), "source": m.get("source")})
+        self.writer.mask(fid, mask)
+        self.gallery.offer(fid, px, mask, None, None, None)
+        self.echo(f"frame {fid}: device {m['device_ms']:.1f} ms, {m['energy_mj']:.1f} mJ ({m['energy_kind']}), "
+                  f"mask {m['mask_area']} px, dropped {self.dropped} at the probe, {self.skipped} skipped by this viewer")
+        label = self.label
+        ph, pw = m.get("probe_h"), m.get("probe_w")
+        if ph and (px.shape[0], px.shape[1]) != (int(ph), int(pw)):  # the HUD says when the view is reduced
+            label += f" (display {px.shape[1]}x{px.shape[0]} of {pw}x{ph})"
+        el = t - self.t0
+        hud = Hud(fid, self.n / el if el else 0.0, None, m.get("device_ms"), m.get("power_w"), m.get("energy_mj"),
+                  m.get("energy_kind"), self.dropped + self.skipped, 0, m.get("bundle_id"), int(m.get("mask_area") or 0),
+                  label)
+        if self.igtl is not None:
+            self.igtl.publish(fid, px, mask, {k: m.get(k) for k in ("frame_id", "device_ms", "energy_mj",
+                                                                      "energy_kind", "bundle_id")})
+        return self.ov.show(px, mask, hud) and not (self.cfg.frames and self.n >= self.cfg.frames)
+
+    def close(self, end: dict | None) -> WatchSummary:
+        self.ov.close()
+        extra = {"igtl": self.igtl.stats()} if self.igtl is not None else {}
+        if self.igtl is not None:
+            self.igtl.close()
+        el = time.time() - self.t0
+        lost_here = self.dropped + self.skipped
+        self.writer.counts["dropped"] = lost_here
+        self.gallery.write()
+        self.writer.close(summary={"frames_ok": self.n, "lost": 0, "dropped": lost_here,
+                                   "dropped_at_device": self.dropped, "skipped_by_viewer": self.skipped,
+                                   "seconds": el, "fps": self.n / el if el else 0.0, "ended_by_device": end}, **extra)
+        return WatchSummary(self.n, self.skipped, self.dropped, el, end)
+
+
 def watch_to_session(client, cfg: WatchConfig, echo: Callable[[str], None] = print) -> tuple[Path, WatchSummary]:  # noqa: ANN001
     """Watch the device's own probe into a session folder; returns (folder, summary).
 
     Raises:
         QdevError: the device segments another source than ``cfg.spec``, or the folder exists.
     """
-    from qdev.host.client import live_frame
-    from qdev.host.gallery import Gallery
-    from qdev.host.session import SessionWriter
-    from qdev.host.stream import _igtl_server, default_session_dir
-    from qdev.host.view import Hud, OverlayView
-
     try:
         source = client.stats().get("live_source")
     except QdevError:
@@ -72,74 +148,13 @@ def watch_to_session(client, cfg: WatchConfig, echo: Callable[[str], None] = pri
     if cfg.spec and source and not _same_source(cfg.spec, source):
         raise QdevError(f"--probe device:{cfg.spec}: this device segments its own probe '{source}' (chosen by "
                         "qdev-device serve --probe); say device: or device:" + source)
-    folder = cfg.out or default_session_dir()
-    if folder.exists():
-        raise ConfigError(f"{folder} already exists: choose another --out")
-    info = client.info()
-    igtl = _igtl_server(cfg.igtl)
-    try:
-        ov = OverlayView(cfg.view, cfg.save)
-    except BaseException:
-        if igtl is not None:
-            igtl.close()
-        raise
-    writer = SessionWriter(folder, {"source": {"source": f"device:{cfg.spec or source}", "live": True,
-                                               "on_device": True, "device_source": source},
-                                    "device": info, "power": None, "settings": {"max_frames": cfg.frames,
-                                                                                "display_quality": cfg.quality}})
-    if ov.web is not None:
-        print(f"browser view: {ov.web.url}", file=sys.stderr, flush=True)
-    if igtl is not None:
-        print(f"OpenIGTLink: {igtl.address}", file=sys.stderr, flush=True)
-    gallery = Gallery(folder / "gallery")
-    n, t0, last_id, skipped, dropped = 0, time.time(), None, 0, 0
+    w = _Watch(client, cfg, source, echo)
     try:
         for msg in client.watch(jpeg_quality=cfg.quality, display_max=cfg.display_max):
-            m = msg.meta
-            mask, px = live_frame(msg)
-            n += 1
-            fid = int(m["frame_id"])
-            if last_id is not None and fid > last_id + 1:
-                skipped += fid - last_id - 1  # the device moved on while this viewer was busy
-            last_id = fid
-            dropped = int(m.get("dropped") or 0)
-            t = time.time()
-            writer.row({"frame_id": fid, "status": "ok", "t_received": t, "device_ms": m.get("device_ms"),
-                        "device_t_start": m.get("t_start"), "device_t_end": m.get("t_end"),
-                        "power_w": m.get("power_w"), "energy_mj": m.get("energy_mj"),
-                        "energy_kind": m.get("energy_kind"), "mask_area": m.get("mask_area"),
-                        "source": m.get("source")})
-            writer.mask(fid, mask)
-            gallery.offer(fid, px, mask, None, None, None)
-            echo(f"frame {fid}: device {m['device_ms']:.1f} ms, {m['energy_mj']:.1f} mJ ({m['energy_kind']}), "
-                 f"mask {m['mask_area']} px, dropped {dropped} at the probe, {skipped} skipped by this viewer")
-            el = t - t0
-            label = f"device:{cfg.spec or source}"
-            ph, pw = m.get("probe_h"), m.get("probe_w")
-            if ph and (px.shape[0], px.shape[1]) != (int(ph), int(pw)):  # the HUD says when the view is reduced
-                label += f" (display {px.shape[1]}x{px.shape[0]} of {pw}x{ph})"
-            hud = Hud(fid, n / el if el else 0.0, None, m.get("device_ms"), m.get("power_w"), m.get("energy_mj"),
-                      m.get("energy_kind"), dropped + skipped, 0, m.get("bundle_id"), int(m.get("mask_area") or 0),
-                      label)
-            if igtl is not None:
-                igtl.publish(fid, px, mask, {k: m.get(k) for k in ("frame_id", "device_ms", "energy_mj",
-                                                                     "energy_kind", "bundle_id")})
-            if not ov.show(px, mask, hud):
-                break
-            if cfg.frames and n >= cfg.frames:
+            if not w.frame(msg):
                 break
     except KeyboardInterrupt:
         pass
     finally:
-        ov.close()
-        extra = {"igtl": igtl.stats()} if igtl is not None else {}
-        if igtl is not None:
-            igtl.close()
-        el = time.time() - t0
-        writer.counts["dropped"] = dropped + skipped
-        gallery.write()
-        end = client.watch_end
-        writer.close(summary={"frames_ok": n, "lost": 0, "dropped": dropped + skipped, "dropped_at_device": dropped,
-                              "skipped_by_viewer": skipped, "seconds": el, "fps": n / el if el else 0.0,
-                              "ended_by_device": end}, **extra)
-    return folder, WatchSummary(n, skipped, dropped, el, end)
+        summary = w.close(client.watch_end)
+    return w.folder, summary
