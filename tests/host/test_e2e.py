@@ -435,3 +435,28 @@ def test_device_mode_shows_the_probe_s_own_frame_reduced_for_the_link_and_says_s
         c.close()
     assert sizes[0] == ((240, 320), (128, 128), 640, 480) and sizes[1] == ((480, 640), (128, 128), 640, 480)
     assert fit_display(np.zeros((100, 50), np.uint8), 64).shape == (64, 32)
+
+
+def test_device_mode_over_a_pty_ends_by_itself_and_writes_its_folder(tmp_path):
+    """The wearable on its own over a serial line: `qdev -p PTY stream --probe device:...` with a
+    file probe on the device ends by itself when the source does, exit 0, and writes the session
+    folder a host-mode session writes."""
+    from qdev.host.session import read_masks, read_session
+
+    folder = _png_folder(tmp_path / "cine", 8, (120, 160), "f", seed=5)
+    pty = PtyPair(None)
+    try:
+        with LocalDevice(tmp_path / "store", serial=pty.dev_path, tcp=False, extra=["--probe", str(folder / "*.png")]):
+            c = connect(pty.host_path, timeout=30.0)
+            try:
+                assert c.flash(BUNDLE, default_trusted())["activated"]
+            finally:
+                c.close()
+            r = _run("-p", pty.host_path, "stream", "--probe", "device:cine", "--no-view", "--out", str(tmp_path / "s"))
+    finally:
+        pty.close()
+    assert r.exit_code == 0, r.output
+    assert "the device's source ended: 8 frames segmented on the device" in r.stdout
+    m, rows = read_session(tmp_path / "s")
+    assert rows and len(read_masks(tmp_path / "s", m)) == len(rows) and (tmp_path / "s" / "frames.parquet").is_file()
+    assert len(rows) + m["summary"]["skipped_by_viewer"] + int(rows[0]["frame_id"]) == 8
