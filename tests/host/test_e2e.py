@@ -275,12 +275,34 @@ def test_live_source_newest_frame_wins_and_drops_are_counted(device, tmp_path):
     from qdev.host.session import SessionWriter
     from qdev.host.stream import StreamConfig, run_stream
 
+    from qdev.core.probe.sources import ProbeFrame, ProbeSource
+
+    class FastLive(ProbeSource):
+        """A live source faster than any device here: pre-rendered phantom frames at 400 frames/s
+        (the phantom renders at about the device's rate on an idle machine, so it dropped nothing
+        there: a flaky test, found when this VM was idle)."""
+
+        live, fps, name = True, 400.0, "fast-live"
+
+        def __init__(self) -> None:
+            import itertools
+
+            self.images = [f.image for f in itertools.islice(open_probe("phantom").frames(), 8)]
+
+        def frames(self):  # noqa: ANN202
+            i = 0
+            while True:
+                yield ProbeFrame(i, self.images[i % len(self.images)], i / self.fps, time.time())
+                i += 1
+
+    import time
+
     c = connect(device.port)
     try:
         w = SessionWriter(tmp_path / "s", {"source": "phantom"})
-        # the phantom is paced at 400 frames/s, as fast as it can render, faster than the device
-        # (one window slot): frames are skipped, not queued
-        summ = run_stream(c, open_probe("phantom"), StreamConfig(fps=400.0, window=1, max_frames=15), w)
+        # the source produces at 400 frames/s, faster than the device (one window slot): frames
+        # are skipped, not queued
+        summ = run_stream(c, FastLive(), StreamConfig(fps=400.0, window=1, max_frames=15), w)
         w.close()
     finally:
         c.close()
