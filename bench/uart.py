@@ -46,9 +46,9 @@ def _probe_frames(folder: Path, size: tuple[int, int], n: int) -> str:
     from qdev.core.probe.phantom import phantom_image
 
     folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        img, _, _ = phantom_image(i, "mixed", size[1], size[0])
-        Image.fromarray(img).save(folder / f"f{i:04d}.png", compress_level=1)
+    distinct = [Image.fromarray(phantom_image(i, "mixed", size[1], size[0])[0]) for i in range(24)]
+    for i in range(n):  # the device reads them faster than the link carries: enough for both runs
+        distinct[i % len(distinct)].save(folder / f"f{i:05d}.png", compress_level=1)
     return str(folder / "*.png")
 
 
@@ -56,7 +56,7 @@ def device_mode(tmp: Path, seconds: float, quality: int, size: tuple[int, int] |
                 backend: str = "software", display_max: int = 0) -> dict:
     out = {}
     pty = PtyPair(RATE)
-    probe = "phantom" if size is None else _probe_frames(tmp / "probe", size, int(seconds * 2 * 40) + 40)
+    probe = "phantom" if size is None else _probe_frames(tmp / "probe", size, int((seconds * 2 + 20) * 120))
     try:
         with LocalDevice(tmp / "store-dev", serial=pty.dev_path, tcp=False, extra=["--probe", probe],
                          backend=backend):
