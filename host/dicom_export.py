@@ -13,8 +13,9 @@ Results profile has AI results reach a PACS.
 The SEG is BINARY with one segment, "lesion" (category SCT 49755003 Morphologically abnormal
 structure, type SCT 52988006 Lesion), algorithm identification = the bundle (name, id and
 version), and "research use, not for diagnosis" in the series description. Masks are at the
-model's pixels; they are resized nearest-neighbour to each source frame's size (the live view's
-overlay does the same). Areas are in mm^2 where the source states its pixel spacing, else in
+model's pixels; they are resized nearest-neighbour to each source frame's size (every model pixel
+kept as a block; the live view's overlay resamples bilinearly and thresholds instead, so contours
+drawn there can differ from the SEG by a pixel at edges). Areas are in mm^2 where the source states its pixel spacing, else in
 source pixels (unit ``{pixels}``), and the SR says which. Every object is written to a temporary
 name and renamed, so a failed export leaves no half file.
 """

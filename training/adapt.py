@@ -95,14 +95,11 @@ class AdaptConfig:
 
 
 def patient_bootstrap(gain: np.ndarray, units: np.ndarray, resamples: int, seed: int = 0) -> float:
-    """P(mean gain > 0) over bootstrap resamples of whole units (patients), images weighted equally."""
-    members = [np.flatnonzero(units == u) for u in np.unique(units)]
-    rng = np.random.default_rng(seed)
-    wins = 0
-    for _ in range(resamples):
-        pick = np.concatenate([members[u] for u in rng.integers(0, len(members), len(members))])
-        wins += gain[pick].mean() > 0
-    return wins / resamples
+    """P(mean gain > 0) over bootstrap resamples of whole units (patients), images weighted equally;
+    ``units`` 0..k-1 per image."""
+    from qdev.training.site_eval import unit_resamples
+
+    return sum(gain[pick].mean() > 0 for pick in unit_resamples(units, resamples, seed)) / resamples
 
 
 def _base_run(base: Path) -> tuple[RunFolder, dict, Path]:

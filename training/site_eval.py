@@ -32,7 +32,7 @@ from qdev.training.postprocess import per_image_dice, rule_figures
 from qdev.training.runs import atomic_write_text, atomic_writer
 
 __all__ = ["Subject", "load_subject", "ImageRow", "SiteEvaluation", "evaluate_subject", "bootstrap_ci",
-           "write_evaluation", "MISSED_DICE"]
+           "write_evaluation", "MISSED_DICE", "unit_resamples"]
 
 MISSED_DICE = 0.1  # a lesion image under this Dice counts as missed (as in rule_figures)
 _NORMAL = CLASSES.index("normal")
@@ -154,16 +154,21 @@ def _stats(d: np.ndarray, lesion: np.ndarray, normal: np.ndarray, marked: np.nda
 _STAT_NAMES = ("dice_lesion", "dice_all", "missed_fraction", "normal_marked_fraction")
 
 
+def unit_resamples(units: np.ndarray, resamples: int, seed: int = 0):  # noqa: ANN201 - an iterator of index arrays
+    """Image indices of ``resamples`` bootstrap draws of whole units (patients), with replacement;
+    ``units`` are 0..k-1 per image (as ``np.unique(..., return_inverse=True)`` gives them)."""
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(units == u) for u in range(int(units.max()) + 1)]
+    for _ in range(resamples):
+        yield np.concatenate([members[u] for u in rng.integers(0, len(members), len(members))])
+
+
 def bootstrap_ci(d: np.ndarray, lesion: np.ndarray, normal: np.ndarray, marked: np.ndarray, units: np.ndarray,
                  resamples: int = 2000, seed: int = 0) -> dict:
     """95% percentile intervals of lesion Dice, all-image Dice, missed and marked fractions,
     resampling whole units (patients) with replacement."""
-    rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(units == u) for u in range(int(units.max()) + 1)]
-    draws = []
-    for _ in range(resamples):
-        pick = np.concatenate([members[u] for u in rng.integers(0, len(members), len(members))])
-        draws.append(_stats(d[pick], lesion[pick], normal[pick], marked[pick]))
+    draws = [_stats(d[pick], lesion[pick], normal[pick], marked[pick])
+             for pick in unit_resamples(units, resamples, seed)]
     arr = np.array(draws)
     out = {}
     for k, name in enumerate(_STAT_NAMES):
