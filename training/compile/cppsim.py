@@ -124,10 +124,12 @@ def _sources(code_dir: Path) -> dict[str, bytes]:
     return out
 
 
-def _compile_one(code_dir: Path, deps: HlsDeps, cfg: CppSimConfig, salt: str) -> dict:
+def _compile_one(code_dir: Path, deps: HlsDeps, cfg: CppSimConfig, salt: str, extra: tuple[str, ...] = ()) -> dict:
+    """Compile the node's generated C++ in ``code_dir`` (cached by its normalised sources, the
+    flags, ``extra`` flags and ``salt``) and put a wrapper ``node_model`` that runs it there."""
     t0 = time.perf_counter()
     srcs = _sources(code_dir)
-    h = hashlib.sha256(salt.encode())
+    h = hashlib.sha256(salt.encode() + "|".join(extra).encode())
     for name, data in srcs.items():
         h.update(name.encode() + b"\0" + data)
     key = h.hexdigest()[:24]
@@ -141,7 +143,7 @@ def _compile_one(code_dir: Path, deps: HlsDeps, cfg: CppSimConfig, salt: str) ->
         for name, data in srcs.items():
             (build / name).write_bytes(data)
         npy2stream = deps.includes[-1]
-        cmd = ["g++", *_flags(cfg), *[f"-I{d}" for d in deps.includes], f"-I{build}",
+        cmd = ["g++", *_flags(cfg), *extra, *[f"-I{d}" for d in deps.includes], f"-I{build}",
                *[str(build / n) for n in srcs if n.endswith(".cpp")], str(npy2stream / "cnpy.cpp"), "-lz",
                "-o", str(build / "node_model")]
         r = subprocess.run(cmd, capture_output=True, text=True)

@@ -47,6 +47,8 @@ __all__ = ["Verilator", "find_verilator", "VerilatorConfig", "generate_rtl", "bu
            "pack_words", "unpack_words", "HARNESS"]
 
 HARNESS = Path(__file__).with_name("rtl_harness") / "axis_tb.cpp"
+#: the channels the same testbench uses in the stitched co-simulation (stitch.py)
+STITCH_RT = Path(__file__).with_name("stitch_rt")
 #: what the MVU's datapath is under Verilator (finn-rtllib mvu.sv: BEHAVIORAL under `ifdef VERILATOR`)
 MVU_NOTE = "behavioural MVU datapath (finn-rtllib selects it under Verilator); the DSP48E2/DSP58 primitives are not simulated"
 
@@ -127,13 +129,14 @@ class VerilatorConfig:
 
 # ------------------------------------------------------------------------------------ HDL ----
 
-def generate_rtl(model, fpgapart: str, clk_ns: float) -> None:  # noqa: ANN001
-    """FINN's HDL generation for every RTL node, each into its own fresh folder."""
+def generate_rtl(model, fpgapart: str, clk_ns: float, only: set[str] | None = None) -> None:  # noqa: ANN001
+    """FINN's HDL generation for every RTL node (or those named in ``only``), each into its own
+    fresh folder."""
     from finn.util.basic import make_build_dir
     from qonnx.custom_op.registry import getCustomOp
 
     for n in model.graph.node:
-        if n.op_type.endswith("_rtl"):
+        if n.op_type.endswith("_rtl") and (only is None or n.name in only):
             inst = getCustomOp(n)
             inst.set_nodeattr("code_gen_dir_ipgen", make_build_dir(f"verilator_{n.name}_"))
             inst.generate_hdl(model, fpgapart, clk_ns)
@@ -248,7 +251,7 @@ def _prepare(n, inst, salt: str) -> _Build:  # noqa: ANN001
     wrap = wrap.replace("WW-1", str(max(ww, 1) - 1))
     srcs["qdev_dut.sv"] = wrap.encode()
     data = {name_re.sub("qdev_node", p.name): p for p in sorted(code.iterdir()) if p.suffix == ".dat"}
-    h = hashlib.sha256(salt.encode() + HARNESS.read_bytes())
+    h = hashlib.sha256(salt.encode() + HARNESS.read_bytes() + (STITCH_RT / "qdev_stitch.h").read_bytes())
     for k in sorted(srcs):
         h.update(k.encode() + b"\0" + srcs[k])
     return _Build(h.hexdigest()[:24], srcs, data, (iw, ow, ww))
@@ -305,7 +308,7 @@ def _verilate(b: _Build, vl: Verilator, cfg: VerilatorConfig) -> dict:
             # packages first (mvu_pkg, swg_pkg), then the rest in FINN's order, the top last
             order = sorted(b.sources, key=lambda s: (not s.endswith("_pkg.sv"), s == "qdev_dut.sv"))
             obj = build / "obj"
-            cmd = [str(vl.exe), *_VL_OPTS, "--Mdir", str(obj), "-o", "tb", "-CFLAGS", cfg.cflags,
+            cmd = [str(vl.exe), *_VL_OPTS, "--Mdir", str(obj), "-o", "tb", "-CFLAGS", cfg.cflags, "-CFLAGS", f"-I{STITCH_RT}",
                    *[str(build / s) for s in order], str(HARNESS)]
             r = subprocess.run(cmd, capture_output=True, text=True, env=vl.env(), cwd=build)
             if r.returncode == 0:
@@ -328,14 +331,16 @@ def _mkdir(p: Path) -> Path:
     return p
 
 
-def build_nodes(model, vl: Verilator, cfg: VerilatorConfig, progress=None) -> dict[str, tuple[_Build, dict]]:  # noqa: ANN001
-    """Verilate every RTL node that the testbench can drive (parallel, cached by normalised HDL)."""
+def build_nodes(model, vl: Verilator, cfg: VerilatorConfig, progress=None,  # noqa: ANN001
+                only: set[str] | None = None) -> dict[str, tuple[_Build, dict]]:
+    """Verilate every RTL node (or those named in ``only``) that the testbench can drive
+    (parallel, cached by normalised HDL)."""
     from qonnx.custom_op.registry import getCustomOp
 
     salt = _salt(vl, cfg)
     builds: dict[str, _Build] = {}
     for n in model.graph.node:
-        if n.op_type.endswith("_rtl") and _unsupported(n, getCustomOp(n)) is None:
+        if n.op_type.endswith("_rtl") and (only is None or n.name in only) and _unsupported(n, getCustomOp(n)) is None:
             builds[n.name] = _prepare(n, getCustomOp(n), salt)
     by_key: dict[str, _Build] = {}
     for b in builds.values():

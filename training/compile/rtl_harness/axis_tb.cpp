@@ -15,14 +15,24 @@
 //   IN.bin: the packed input words, each IN_LIMBS little-endian uint32 limbs, least significant first
 //   OUT.bin: written with the output words in the same layout, OUT_LIMBS limbs each
 //   stdout gets "cycles=C in=I out=O"
+//
+// With QDEV_STITCH set (the stitched co-simulation, training/compile/stitch.py), the same model
+// is one process of the whole dataflow instead: in0_V reads the bounded channel bound to it and
+// out0_V writes its channel (stitch_rt/qdev_stitch.h), with TVALID raised whenever the channel
+// holds a word and TREADY whenever the next one has room. Usage then: tb N_IN N_OUT (words over
+// all frames). A layer with nothing to move for `patience` cycles sleeps until a neighbour moves
+// a word (or 20 ms pass, then clocks on: internal work is never lost, only delayed in wall time).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <vector>
 
 #include "Vdut.h"
+#include "qdev_stitch.h"
 #include "verilated.h"
 
 using Word = std::vector<uint32_t>;  // least significant 32 bits first
@@ -49,7 +59,90 @@ static Word get(const VlWide<N>& port) {
     return w;
 }
 
+static Word limbs_of(const uint8_t* b, uint32_t slot) {
+    Word w((slot + 3) / 4, 0);
+    std::memcpy(w.data(), b, slot);
+    return w;
+}
+
+static int stitched(int argc, char** argv) {
+    if (argc != 3) {
+        std::fprintf(stderr, "usage (QDEV_STITCH set): %s N_IN N_OUT\n", argv[0]);
+        return 2;
+    }
+    const uint64_t n_in = std::strtoull(argv[1], nullptr, 10);
+    const uint64_t n_out = std::strtoull(argv[2], nullptr, 10);
+    qs::attach();
+    const int ri = qs::bound("in0_V"), ro = qs::bound("out0_V");
+    if (ri < 0 || ro < 0) qs::die("in0_V and out0_V must be bound");
+    qs::Ring in(ri), out(ro);
+    uint8_t obuf[qs::MAX_SLOT];
+
+    VerilatedContext ctx;
+    Vdut top{&ctx};
+    auto tick = [&]() {
+        top.ap_clk = 0;
+        top.eval();
+        top.ap_clk = 1;
+        top.eval();
+    };
+    top.ap_rst_n = 0;
+    top.in0_V_TVALID = 0;
+    top.out0_V_TREADY = 0;
+    for (int i = 0; i < 16; ++i) tick();
+    top.ap_rst_n = 1;
+    tick();
+
+    uint64_t taken = 0, given = 0, cycles = 0, idle = 0, patience = 32;
+    bool timed_out = false;  // the last sleep ended by its timeout, not by a neighbour
+    uint64_t* cyc = reinterpret_cast<uint64_t*>(qs::me() + 8);
+    while (given < n_out) {
+        const uint32_t seq = qs::bell();
+        const bool valid = taken < n_in && !in.empty();
+        top.in0_V_TVALID = valid;
+        if (valid) put(top.in0_V_TDATA, limbs_of(in.head(), in.slot));
+        top.out0_V_TREADY = !out.full();
+        top.ap_clk = 0;
+        top.eval();
+        const bool in_fire = valid && top.in0_V_TREADY;
+        const bool out_fire = top.out0_V_TVALID && top.out0_V_TREADY;
+        if (out_fire) {
+            Word w = get(top.out0_V_TDATA);
+            std::memset(obuf, 0, out.slot);
+            std::memcpy(obuf, w.data(), std::min<std::size_t>(out.slot, 4 * w.size()));
+            out.push(obuf);
+            ++given;
+        }
+        top.ap_clk = 1;
+        top.eval();
+        if (in_fire) {
+            in.pop();
+            ++taken;
+        }
+        *cyc = ++cycles;
+        if (in_fire || out_fire) {
+            if (timed_out && patience < 65536) patience *= 2;  // it had internal work: wait longer next time
+            idle = 0;
+            timed_out = false;
+            continue;
+        }
+        if (++idle < patience) continue;
+        const bool starved = taken < n_in && in.empty();
+        const bool blocked = out.full();
+        const uint32_t before = qs::bell();
+        qs::wait(seq, blocked ? out.idx : in.idx, blocked ? qs::WRITE : (starved || taken >= n_in ? qs::READ : qs::NONE));
+        timed_out = qs::bell() == before;
+        idle = 0;
+    }
+    top.final();
+    qs::done();
+    std::printf("cycles=%llu in=%llu out=%llu\n", static_cast<unsigned long long>(cycles),
+                static_cast<unsigned long long>(taken), static_cast<unsigned long long>(given));
+    return taken == n_in ? 0 : 3;
+}
+
 int main(int argc, char** argv) {
+    if (std::getenv("QDEV_STITCH")) return stitched(argc, argv);
     if (argc != 9) {
         std::fprintf(stderr, "usage: %s IN.bin IN_LIMBS OUT.bin OUT_LIMBS N_OUT MAX_IDLE STALL_PERMILLE SEED\n", argv[0]);
         return 2;
