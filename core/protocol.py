@@ -62,6 +62,7 @@ class MsgType(IntEnum):
     POWER = 49
     WATCH = 50
     LIVE = 51
+    TLS_RECORD = 64  # serial only: a carrier frame of the TLS stream (qdev.core.tlsserial)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from qdev.core.errors import ConfigError
 
-__all__ = ["ROLES", "make_identity", "server_context", "client_context", "peer_role", "fingerprint", "check_pinned",
+__all__ = ["ROLES", "make_identity", "server_context", "client_context", "peer_role", "peer_role_der", "fingerprint",
+           "check_pinned", "check_pinned_der",
            "pair_host", "pin_device", "host_home", "host_identity", "device_identity", "pinned_devices",
            "paired_host"]
 
@@ -172,14 +173,22 @@ def server_context(store: Path) -> ssl.SSLContext:
 
 
 def peer_role(store: Path, sock: ssl.SSLSocket) -> str | None:
-    der = sock.getpeercert(binary_form=True)
+    return peer_role_der(store, sock.getpeercert(binary_form=True))
+
+
+def peer_role_der(store: Path, der: bytes | None) -> str | None:
+    """The role the peer's certificate (DER) is paired with, by its fingerprint (None: unpaired)."""
     return _paired(store).get(fingerprint(der)) if der else None
 
 
 def check_pinned(sock: ssl.SSLSocket, device_name: str | None = None) -> str:
     """The connected device's certificate fingerprint, which must be one this host pinned (the
     handshake checked the chain; this checks the exact certificate, whatever its subject)."""
-    der = sock.getpeercert(binary_form=True)
+    return check_pinned_der(sock.getpeercert(binary_form=True), device_name)
+
+
+def check_pinned_der(der: bytes | None, device_name: str | None = None) -> str:
+    """:func:`check_pinned` for a certificate in DER (a TLS connection over memory BIOs)."""
     fp = fingerprint(der) if der else ""
     pins = {fingerprint(_der(p)) for p in pinned_devices(device_name)}
     if fp not in pins:

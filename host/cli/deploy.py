@@ -89,11 +89,12 @@ def export_dicom_cmd(session: Path, out: Path, targets: tuple[str, ...], credent
 @click.option("--clock-ns", type=float, default=None, help="Fabric clock period (default: the board's).")
 @click.option("--start-step", default=None, help="Resume the build at this step.")
 @click.option("--stop-step", default=None, help="Stop the build after this step.")
-@click.option("--verify", "verify", multiple=True, type=click.Choice(["cppsim", "verilator"]),
+@click.option("--verify", "verify", multiple=True, type=click.Choice(["cppsim", "verilator", "stitched"]),
               help="Also simulate the hardware's own code on the golden batch, against python execution "
                    "(repeatable): cppsim = every HLS layer's generated C++ compiled against open-source HLS "
                    "headers (no Vitis needed); verilator = every RTL layer's SystemVerilog in Verilator "
-                   "(no Vivado needed).")
+                   "(no Vivado needed); stitched = all layers at once in those languages, connected by FIFOs of "
+                   "the chosen depths, golden frames back to back, deadlocks detected and named.")
 @click.option("--hls-deps", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder with finn-hlslib, finn-hlslib-newer and HLS_arbitrary_Precision_Types "
                    "(default: $QDEV_HLS_DEPS or ../shared/vendor).")
@@ -185,6 +186,10 @@ def _print_summary(s: dict) -> None:
         for op, row in v["layers"].items():
             t.add_row(op, str(row["nodes"]), row["cppsim"], row["verilator"])
         con.print(t)
+    st = v["steps"].get("qdev_stitched")
+    if st:
+        con.print(f"stitched co-simulation (every layer at once in its hardware language, through the chosen FIFOs): "
+                  + (f"[green]{st['summary']}[/]" if st["equal"] else f"[red]{st['summary']}[/]"))
     if s.get("stopped"):
         con.print(f"[yellow]{s['stopped']}[/]")
 

@@ -35,7 +35,7 @@ VERIFY_AFTER = ("step_tidy_up", "qdev_streamline_unet", "qdev_lower_unet", "qdev
 DEFAULT_FPS = {"Pynq-Z2": 30.0, "Ultra96-V2": 60.0, "ZCU104": 200.0, "KV260": 200.0}
 
 #: ``--verify`` mode -> the step that performs it (added before the bitstream, in this order).
-VERIFY_STEPS = {"cppsim": "qdev_cppsim", "verilator": "qdev_verilator"}
+VERIFY_STEPS = {"cppsim": "qdev_cppsim", "verilator": "qdev_verilator", "stitched": "qdev_stitched"}
 
 
 @dataclass
@@ -55,7 +55,9 @@ class CompileConfig:
         standalone_thresholds: thresholds as separate layers (fewer LUTs on this U-Net).
         verify: extra verification modes, each a step before the bitstream: ``cppsim`` adds
             ``qdev_cppsim`` (HLS C++ simulation of every HLS node, :mod:`.cppsim`), ``verilator``
-            adds ``qdev_verilator`` (every RTL node's SystemVerilog in Verilator, :mod:`.verilate`).
+            adds ``qdev_verilator`` (every RTL node's SystemVerilog in Verilator, :mod:`.verilate`),
+            ``stitched`` adds ``qdev_stitched`` (all nodes at once through FIFOs of the chosen
+            depths, :mod:`.stitch`).
         hls_deps: the open-source HLS headers for cppsim (None: ``$QDEV_HLS_DEPS`` or
             ``../shared/vendor``).
         cppsim_opt: g++ optimisation flag of the node simulators.

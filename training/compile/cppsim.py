@@ -30,6 +30,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -137,9 +138,8 @@ def _compile_one(code_dir: Path, deps: HlsDeps, cfg: CppSimConfig, salt: str, ex
     cached = exe.is_file()
     err = None
     if not cached:
-        build = cfg.cache_dir() / (key + ".build")
-        shutil.rmtree(build, ignore_errors=True)
-        build.mkdir(parents=True)
+        cfg.cache_dir().mkdir(parents=True, exist_ok=True)  # a folder of its own: nodes of one source build at once
+        build = Path(tempfile.mkdtemp(prefix=key + ".", suffix=".build", dir=cfg.cache_dir()))
         for name, data in srcs.items():
             (build / name).write_bytes(data)
         npy2stream = deps.includes[-1]

@@ -16,7 +16,7 @@ from qdev.core.errors import QdevError
 from qdev.training.compile.context import StepContext, step_context
 from qdev.training.runs import atomic_writer
 
-__all__ = ["qdev_cppsim", "qdev_verilator", "SIM_STEPS"]
+__all__ = ["qdev_cppsim", "qdev_verilator", "qdev_stitched", "SIM_STEPS"]
 
 
 def _golden(ctx: StepContext) -> tuple[np.ndarray, np.ndarray, Path | None]:
@@ -114,4 +114,60 @@ def qdev_verilator(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     return model
 
 
-SIM_STEPS = {"qdev_cppsim": qdev_cppsim, "qdev_verilator": qdev_verilator}
+def qdev_stitched(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
+    """The whole accelerator at once (:mod:`.stitch`): every node of the graph FINN's FIFO step
+    builds from this build's depths, each in its hardware language, connected by FIFOs of those
+    depths; the golden frames back to back; bit-exact against the golden codes, no deadlock.
+    Works on a copy: the build's graph is handed on unchanged."""
+    import logging
+    import shutil
+    import time
+
+    from qdev.training.compile.cppsim import find_hls_deps
+    from qdev.training.compile.stitch import StitchConfig, build_processes, run_stitched, stitched_graph
+    from qdev.training.compile.verilate import VerilatorConfig, find_verilator
+
+    log = logging.getLogger(__name__)
+    ctx = step_context(cfg)
+    vl = find_verilator()  # before any work: missing tools are a one-line error
+    deps = find_hls_deps(ctx.cfg.hls_deps)
+    plan_file = ctx.out / "report" / "fifo_depths.json"
+    if not plan_file.is_file():
+        raise QdevError(f"--verify stitched needs the FIFO depths of step qdev_fifo_depths ({plan_file} is missing)")
+    plan = json.loads(plan_file.read_text())["fifos"]
+    d = ctx.out / "stitched"
+    work = d / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    pixels, codes, _ = _golden(ctx)
+    fm = stitched_graph(model, plan, ctx.board.part)
+    scfg = StitchConfig(keep=work)
+    hls, rtl, facts = build_processes(fm, work, deps, vl, scfg, VerilatorConfig(cflags=ctx.cfg.verilator_opt),
+                                      ctx.cfg.clock, ctx.board.part)
+    last = [0.0]
+
+    def progress(got: int, total: int) -> None:
+        if time.monotonic() - last[0] > 10:
+            last[0] = time.monotonic()
+            log.info("stitched co-simulation: %d of %d output words", got, total)
+
+    rep = run_stitched(fm, pixels, codes, hls, rtl, scfg, progress)
+    rep["build"] = facts
+    d.mkdir(exist_ok=True)
+    _write(d, rep)
+    if rep["bit_exact"]:
+        shutil.rmtree(work, ignore_errors=True)  # kept (logs, words) only when something went wrong
+    ctx.verification["qdev_stitched"] = {
+        "exec_mode": "stitched", "images": rep["frames"], "equal": bool(rep["bit_exact"]), "status": rep["status"],
+        "summary": rep["summary"],
+        "processes": rep["processes"], "channels": rep["channels_count"],
+        "elements_differing": rep.get("elements_differing"), "run_s": rep["run_s"], "report": "stitched/report.json"}
+    if rep["status"] == "deadlock":
+        raise QdevError(f"the stitched accelerator deadlocks at the chosen FIFO depths: {rep['summary']} "
+                        f"(see {d / 'report.json'})")
+    if not rep["bit_exact"]:
+        raise QdevError(f"the stitched co-simulation {rep['status']}: output differs from the golden codes or is "
+                        f"incomplete (see {d / 'report.json'}, logs in {work})")
+    return model
+
+
+SIM_STEPS = {"qdev_cppsim": qdev_cppsim, "qdev_verilator": qdev_verilator, "qdev_stitched": qdev_stitched}

@@ -511,10 +511,40 @@ def run_stitched(model, pixels: np.ndarray, codes: np.ndarray, hls_exe: dict[str
         res["bit_exact"] = out.shape == want.shape and res["elements_differing"] == 0
     else:
         res["bit_exact"] = False
+    res["summary"] = _summary(res)
     res["seconds"] = round(time.perf_counter() - t0, 2)
     if not cfg.keep:
         shutil.rmtree(work, ignore_errors=True)
     return res
+
+
+def _summary(res: dict) -> str:
+    """One line: what happened, and on a deadlock its cause as the graph shows it (a fork held by
+    a full branch, a join starving on the other)."""
+    got = res["output_words"]
+    if res["status"] == "completed":
+        diff = res.get("elements_differing")
+        return (f"completed: {res['frames']} frames back to back through {res['processes']} processes and "
+                f"{res['channels_count']} FIFOs, {got['received']}/{got['expected']} output words, "
+                + ("bit-exact" if res.get("bit_exact") else f"{diff} elements differ from the golden codes"))
+    if res["status"] == "deadlock":
+        blocked = res["blocked"]
+        chans = {c["stream"]: c for c in res.get("channels", [])}
+        full = [b for b in blocked if b.get("waits") == "writing"]
+        empty = [b for b in blocked if b.get("waits") == "reading"]
+        outs: dict[str, int] = {}
+        ins: dict[str, int] = {}
+        for c in chans.values():
+            outs[c["producer"]] = outs.get(c["producer"], 0) + 1
+            ins[c["consumer"]] = ins.get(c["consumer"], 0) + 1
+        forks = [b["why"] for b in full if outs.get(b["node"], 0) > 1]
+        joins = [b["why"] for b in empty if ins.get(b["node"], 0) > 1]
+        cause = "; ".join((forks + joins)[:4]) or (blocked[0]["why"] if blocked else "no process left")
+        return (f"DEADLOCK after {got['received']} of {got['expected']} output words: {len(full)} processes wait on a "
+                f"full FIFO, {len(empty)} on an empty one; {cause}")
+    if res["status"] == "failed":
+        return "a process failed: " + ", ".join(f"{f['node']} (exit {f['exit']})" for f in res["failed"])
+    return f"timed out after {got['received']} of {got['expected']} output words"
 
 
 def _limbs_to_bytes(limbs: np.ndarray, slot: int) -> np.ndarray:

@@ -45,7 +45,8 @@ def verification_modes(verification: dict, vivado: VivadoInfo) -> dict:
     ran = sorted({v.get("exec_mode", "python") for v in verification.values()})
     reasons = {"cppsim": "not requested (qdev compile --verify cppsim)",
                "rtlsim": "needs Vivado xsim (not installed)" if not vivado.available else "not requested",
-               "verilator": "not requested (qdev compile --verify verilator)"}
+               "verilator": "not requested (qdev compile --verify verilator)",
+               "stitched": "not requested (qdev compile --verify stitched)"}
     return {"modes_run": ran, "not_run": {k: r for k, r in reasons.items() if k not in ran}, "steps": verification,
             "layers": layer_verification(verification)}
 

@@ -129,9 +129,8 @@ static int stitched(int argc, char** argv) {
         if (++idle < patience) continue;
         const bool starved = taken < n_in && in.empty();
         const bool blocked = out.full();
-        const uint32_t before = qs::bell();
         qs::wait(seq, blocked ? out.idx : in.idx, blocked ? qs::WRITE : (starved || taken >= n_in ? qs::READ : qs::NONE));
-        timed_out = qs::bell() == before;
+        timed_out = qs::bell() == seq;  // no neighbour moved a word since this cycle began
         idle = 0;
     }
     top.final();

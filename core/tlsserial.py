@@ -1,0 +1,235 @@
+"""TLS 1.3 over the serial link: the same mutually pinned TLS as TCP (:mod:`qdev.core.tls`),
+run by stdlib ``ssl`` over memory BIOs (``SSLContext.wrap_bio``) on the framed byte stream.
+
+A serial line has no connections, so TLS's bytes travel in **carrier frames**: qdev's frame
+(magic, CRC-checked header and payload, :mod:`qdev.core.protocol`) of type ``TLS_RECORD`` whose
+payload is an 8-byte connection id (the host's random choice per handshake) and up to
+:data:`MAX_CHUNK` bytes of the TLS stream. Line noise is dropped by the frame CRC; a lost
+carrier frame breaks its TLS connection (TLS authenticates every record and has no
+retransmission), and the host starts a new one.
+
+The device keeps at most one **live** connection and one **pending** handshake. A handshake
+becomes live only when it completes with a paired certificate (mutual TLS: the host proved its
+key); only then is the previous live connection closed. So a recorded or replayed ClientHello,
+or any stream of frames from someone without a paired key, never touches the live session (it
+dies in the pending slot), and a recorded session is worthless: TLS 1.3's ephemeral (EC)DHE
+gives every connection fresh keys (forward secrecy), which the sealed frames of protocol v2
+(static ECDH, :mod:`qdev.core.linkauth` until this module replaced it) did not.
+
+Inside a live connection the protocol is unchanged: framed messages (HELLO first), as over TCP.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from qdev.core.link import Link, LinkError, LinkTimeout
+from qdev.core.protocol import FrameParser, MsgType, encode
+
+__all__ = ["CID_BYTES", "MAX_CHUNK", "Carrier", "TlsBioLink", "client_over_serial"]
+
+CID_BYTES = 8
+MAX_CHUNK = 16 * 1024 + 256  # one TLS record (16 KiB of data + its overhead) per carrier frame
+
+
+class Carrier:
+    """Carrier frames on a byte link: ``send(cid, data)``, ``recv(timeout) -> (cid, data)``.
+    Frames of any other type are handed to ``other`` (the device answers a plain HELLO of an
+    older host with an ERROR saying why), garbage and CRC failures are dropped and counted."""
+
+    def __init__(self, link: Link, other: Callable | None = None) -> None:
+        self.link = link
+        self.parser = FrameParser(max_payload=CID_BYTES + MAX_CHUNK)
+        self.other = other
+        self._seq = 0
+        self._wlock = threading.Lock()
+        self._ready: deque = deque()
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.frames_out = 0
+
+    def send(self, cid: bytes, data: bytes) -> None:
+        with self._wlock:
+            for i in range(0, len(data), MAX_CHUNK):
+                frame = encode(MsgType.TLS_RECORD, self._seq, cid + data[i:i + MAX_CHUNK], CID_BYTES + MAX_CHUNK)
+                self._seq = (self._seq + 1) & 0xFFFFFFFF
+                self.link.write(frame)
+                self.bytes_out += len(frame)
+                self.frames_out += 1
+
+    def recv(self, timeout: float) -> tuple[bytes, bytes]:
+        """The next carrier frame's (connection id, bytes).
+
+        Raises:
+            LinkTimeout: none within ``timeout``.
+            LinkError: the link failed.
+        """
+        deadline = time.monotonic() + timeout
+        while not self._ready:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LinkTimeout(f"{self.link.name}: nothing within {timeout:g} s")
+            data = self.link.read(min(left, 0.25))
+            if not data:
+                if self.parser.buffered:
+                    for fr in self.parser.expire():
+                        self._take(fr)
+                continue
+            self.bytes_in += len(data)
+            for fr in self.parser.feed(data):
+                self._take(fr)
+        return self._ready.popleft()
+
+    def _take(self, fr) -> None:  # noqa: ANN001
+        if fr.type == MsgType.TLS_RECORD and len(fr.payload) > CID_BYTES:
+            self._ready.append((fr.payload[:CID_BYTES], fr.payload[CID_BYTES:]))
+        elif self.other is not None:
+            self.other(fr)
+
+
+class TlsBioLink(Link):
+    """One TLS connection over a :class:`Carrier`, as a byte :class:`Link` (the protocol's
+    Channel runs on it as on a TLS socket). The host side pumps the carrier itself; the device
+    side is fed by its demultiplexer (:meth:`feed`) from another thread."""
+
+    def __init__(self, carrier: Carrier, ctx: ssl.SSLContext, server_side: bool, cid: bytes | None = None,
+                 name: str = "tls-serial", pump: bool = True) -> None:
+        self.carrier, self.name = carrier, name
+        self.cid = cid or os.urandom(CID_BYTES)
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self._in, self._out, server_side=server_side)
+        self._lock = threading.Lock()
+        self._fed = threading.Condition(self._lock)
+        self._pump = pump
+        self.closed = False
+        self.failed: str | None = None
+
+    # -- the device's demultiplexer hands this connection its bytes --------------------------
+    def feed(self, data: bytes) -> None:
+        with self._fed:
+            self._in.write(data)
+            self._fed.notify_all()
+
+    def handshake_step(self) -> bool:
+        """Advance the handshake on what was fed (device side). True: complete.
+
+        Raises:
+            ssl.SSLError: the peer failed it (unpaired, a replay, garbage).
+        """
+        with self._lock:
+            try:
+                self.obj.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            out = self._out.read()
+        if out:
+            self.carrier.send(self.cid, out)
+        return done
+
+    # -- Link ----------------------------------------------------------------------------------
+    def handshake(self, timeout: float) -> None:
+        """Run the whole handshake (host side: pumps the carrier).
+
+        Raises:
+            LinkError: it failed or timed out.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self._lock:
+                    self.obj.do_handshake()
+                self._flush()
+                return
+            except ssl.SSLWantReadError:
+                self._flush()
+            except ssl.SSLError as exc:
+                self._flush()  # the alert tells the peer why
+                raise LinkError(f"{self.name}: TLS handshake failed ({exc.reason or exc}): is this device "
+                                "paired with this host (qdev pair / qdev-device pair)?") from exc
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LinkError(f"{self.name}: no TLS answer within {timeout:g} s (is qdev-device serving "
+                                "this port, and at this baud rate?)")
+            self._wait_input(left)
+
+    def _flush(self) -> None:
+        with self._lock:
+            out = self._out.read()
+        if out:
+            self.carrier.send(self.cid, out)
+
+    def _wait_input(self, timeout: float) -> None:
+        """Host: read carrier frames of this connection into the BIO. Device: wait to be fed."""
+        if not self._pump:
+            with self._fed:
+                self._fed.wait(min(timeout, 0.5))
+            return
+        try:
+            cid, data = self.carrier.recv(timeout)
+        except LinkTimeout:
+            return
+        if cid == self.cid:
+            self.feed(data)
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            raise LinkError(f"{self.name}: closed")
+        try:
+            with self._lock:
+                self.obj.write(data)
+                out = self._out.read()
+        except ssl.SSLError as exc:
+            raise LinkError(f"{self.name}: TLS failed ({exc.reason or exc})") from exc
+        self.carrier.send(self.cid, out)
+
+    def read(self, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.closed:
+                raise LinkError(f"{self.name}: closed" + (f" ({self.failed})" if self.failed else ""))
+            try:
+                with self._lock:
+                    return self.obj.read(1 << 16)
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError as exc:
+                raise LinkError(f"{self.name}: the peer closed the connection") from exc
+            except ssl.SSLError as exc:
+                self.failed = str(exc.reason or exc)
+                raise LinkError(f"{self.name}: TLS failed ({self.failed}): a frame was lost or forged") from exc
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return b""
+            self._wait_input(left)
+
+    def peer_der(self) -> bytes | None:
+        return self.obj.getpeercert(binary_form=True)
+
+    def close(self) -> None:
+        self.closed = True
+        with self._fed:
+            self._fed.notify_all()
+
+
+def client_over_serial(link: Link, device_name: str | None = None, timeout: float = 10.0) -> TlsBioLink:
+    """The host's TLS connection to a paired device over a serial ``link``.
+
+    Raises:
+        LinkError: the handshake failed (unpaired on either side, no device, wrong baud rate).
+    """
+    from qdev.core.errors import QdevError
+    from qdev.core.tls import check_pinned_der, client_context
+
+    t = TlsBioLink(Carrier(link), client_context(device_name), server_side=False, name=link.name)
+    t.handshake(timeout)
+    try:
+        t.device = check_pinned_der(t.peer_der(), device_name)  # type: ignore[attr-defined]
+    except QdevError as exc:
+        raise LinkError(f"{link.name}: {exc}") from exc
+    return t

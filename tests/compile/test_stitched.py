@@ -1,0 +1,117 @@
+"""The whole accelerator at once (``qdev compile --verify stitched``): every node of the tiny
+QuantU-Net's FIFO graph (FINN's own InsertDWC/InsertFIFO at qdev's depths) runs as its own process
+in its hardware language (FINN's generated HLS C++, the Verilator models of the RTL layers),
+connected by bounded FIFOs of exactly those depths; 4 golden frames back to back. qdev's depths
+complete bit-exact; FINN's default depths and half the skip depths are reported as a deadlock,
+in bounded time, naming the fork held by its full skip FIFO and the concat starving; a corrupted
+weight is caught at the output."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import simulate_copy
+
+pytestmark = pytest.mark.slow
+
+PART = "xck26-sfvc784-2LV-c"
+
+
+def test_chosen_depths_complete_bit_exact_through_every_fifo(compiled, tmp_path):
+    run, v, rep = simulate_copy(compiled, tmp_path, "stitched")
+    assert rep["status"] == "completed" and rep["bit_exact"] is True
+    assert rep["frames"] == 4
+    assert rep["output_words"]["received"] == rep["output_words"]["expected"] > 0
+    assert rep["elements"]["received"] == rep["elements"]["expected"] == 4 * 32 * 32
+    assert rep["elements_differing"] == 0
+    # every node of the graph ran: HLS in C++, RTL in Verilator, plus the source and the sink
+    summary = json.loads((run / "compile" / "KV260" / "summary.json").read_text())
+    assert rep["processes"] == rep["hls_processes"] + rep["rtl_processes"] + 2
+    assert rep["hls_processes"] > 0 and rep["rtl_processes"] > 0
+    # the channels are FINN's FIFOs at qdev's depths: each skip FIFO's capacity is the plan's depth
+    plan = json.loads((run / "compile" / "KV260" / "report" / "fifo_depths.json").read_text())["fifos"]
+    skips = {f["stream"]: f["depth"] for f in plan if f["role"] == "skip"}
+    chans = {c["stream"]: c for c in rep["channels"]}
+    assert skips and all(chans[s]["capacity"] == d for s, d in skips.items())
+    assert all(0 < c["peak"] <= c["capacity"] for c in rep["channels"])
+    assert all(c["fifos"] for c in rep["channels"])  # every stream went through one of FINN's FIFOs
+    # recorded: the build's verification and the summary line the CLI prints
+    st = v["steps"]["qdev_stitched"]
+    assert st["equal"] is True and st["status"] == "completed" and "bit-exact" in st["summary"]
+    assert "stitched" in summary["verification"]["modes_run"]
+    assert not (run / "compile" / "KV260" / "stitched" / "work").exists()  # cleaned up after success
+
+
+def _setup(compiled):  # noqa: ANN001, ANN202
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from qdev.training.compile.finn_env import boot_finn
+
+    src, _, _ = compiled
+    out = src / "compile" / "KV260"
+    boot_finn(out / "finn_build")
+    model = ModelWrapper(str(out / "intermediate_models" / "qdev_integer_model.onnx"))
+    plan = json.loads((out / "report" / "fifo_depths.json").read_text())["fifos"]
+    pixels = np.round(np.load(src / "export" / "golden_in.npy")[:, 0] * 255).astype(np.uint8)
+    codes = np.load(src / "export" / "golden_codes.npy").transpose(0, 2, 3, 1)
+    return model, plan, pixels, codes
+
+
+def _run(compiled, tmp_path: Path, depths=None, mutate=None, frames: int = 2) -> dict:  # noqa: ANN001
+    from qdev.training.compile.cppsim import find_hls_deps
+    from qdev.training.compile.stitch import StitchConfig, build_processes, run_stitched, stitched_graph
+    from qdev.training.compile.verilate import VerilatorConfig, find_verilator
+
+    model, plan, pixels, codes = _setup(compiled)
+    fm = stitched_graph(model, plan, PART, depths(plan) if depths else None)
+    if mutate:
+        mutate(fm)
+    cfg = StitchConfig(frames=frames, keep=tmp_path / "work", timeout_s=300)
+    hls, rtl, _ = build_processes(fm, tmp_path / "work", find_hls_deps(None), find_verilator(), cfg,
+                                  VerilatorConfig(), 5.0, PART)
+    return run_stitched(fm, pixels, codes, hls, rtl, cfg)
+
+
+@pytest.mark.parametrize("which", ["finn-default", "half-skips"])
+def test_too_shallow_fifos_are_reported_as_a_deadlock_in_bounded_time(compiled, tmp_path, which):
+    """FINN's default (every FIFO 2 words) and the skips cut to half their chosen depth: the run
+    stops within seconds of the stall, not at a timeout, and names the fork held by its full
+    skip FIFO; nothing of the output is claimed."""
+    depths = {"finn-default": lambda plan: {f["stream"]: 2 for f in plan},
+              "half-skips": lambda plan: {f["stream"]: f["depth"] // 2 for f in plan if f["role"] == "skip"}}[which]
+    t0 = time.perf_counter()
+    rep = _run(compiled, tmp_path, depths)
+    assert rep["status"] == "deadlock", rep["summary"]
+    assert rep["detected_after_s"] < 5 and time.perf_counter() - t0 < 120
+    assert rep["bit_exact"] is False and "elements" not in rep
+    assert rep["output_words"]["received"] < rep["output_words"]["expected"]
+    assert rep["summary"].startswith("DEADLOCK")
+    forks = [b for b in rep["blocked"] if b["op_type"].startswith("DuplicateStreams") and b.get("waits") == "writing"]
+    assert forks, rep["summary"]
+    held = {c["stream"]: c for c in rep["channels"]}[forks[0]["channel"]]
+    assert held["peak"] == held["capacity"] and held["consumer"].startswith("StreamingConcat")
+    assert forks[0]["why"] in rep["summary"]
+
+
+def test_a_corrupted_weight_changes_the_stitched_output(compiled, tmp_path):
+    """The comparison can fail: one MVAU weight changed in the graph (its memory file and its
+    Verilator model follow) and the stitched output differs from the golden codes."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    def corrupt(fm):  # noqa: ANN001, ANN202
+        mvau = next(n for n in fm.graph.node if n.op_type.startswith("MVAU"))
+        w = fm.get_initializer(mvau.input[1]).copy()
+        lo, hi = getCustomOp(mvau).get_input_datatype(1).min(), getCustomOp(mvau).get_input_datatype(1).max()
+        w[w == w.flat[0]] = hi if w.flat[0] != hi else lo
+        fm.set_initializer(mvau.input[1], w)
+
+    rep = _run(compiled, tmp_path, mutate=corrupt)
+    assert rep["status"] == "completed"
+    assert rep["elements"]["received"] == rep["elements"]["expected"]
+    assert rep["elements_differing"] > 0 and rep["bit_exact"] is False
+    assert "differ from the golden codes" in rep["summary"]
