@@ -17,9 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from qdev.core.errors import QdevError
-from qdev.core.linkauth import AuthError, Opener, Sealer
-from qdev.core.protocol import (DEFAULT_MAX_PAYLOAD, SEALED, VERSION, Frame, FrameParser, MsgType,
-                                  associated_data, encode)
+from qdev.core.protocol import DEFAULT_MAX_PAYLOAD, VERSION, Frame, FrameParser, MsgType, encode
 from qdev.core.validate import BadRequest, check_meta_bytes
 
 __all__ = ["is_loopback", "LinkError", "LinkTimeout", "Link", "SocketLink", "SerialLink", "Message", "Channel",
@@ -96,6 +94,8 @@ class SocketLink(Link):
 
 
 class SerialLink(Link):
+    serial = True  # the codings a slow line wants (codecs.offer_for)
+
     """A pyserial port (any URL ``serial.serial_for_url`` accepts).
 
     On a posix tty (a UART, a pty) writes are full duplex: while the output drains, incoming
@@ -200,7 +200,8 @@ def parse_tcp(spec: str) -> tuple[str, int] | None:
 
 def open_link(spec: str, baudrate: int = 921600, timeout: float = 5.0) -> Link:
     """A link from a port spec: ``tls://HOST:PORT`` (mutually authenticated TLS 1.3 to a paired
-    device, :mod:`qdev.core.tls`), ``tcp://HOST:PORT`` / ``HOST:PORT``, or a serial URL / path."""
+    device, :mod:`qdev.core.tls`), ``tcp://HOST:PORT`` / ``HOST:PORT``, or a serial URL / path
+    (the same TLS over the serial line, :mod:`qdev.core.tlsserial`)."""
     if spec.startswith("tls://"):
         import ssl
 
@@ -231,7 +232,9 @@ def open_link(spec: str, baudrate: int = 921600, timeout: float = 5.0) -> Link:
         except OSError as exc:
             raise LinkError(f"cannot connect to {spec}: {exc}") from exc
         return SocketLink(sock, f"tcp://{tcp[0]}:{tcp[1]}")
-    return SerialLink(spec, baudrate)
+    from qdev.core.tlsserial import client_over_serial
+
+    return client_over_serial(SerialLink(spec, baudrate), timeout=timeout)
 
 
 def pack_payload(meta: dict, blob: bytes = b"") -> bytes:
@@ -271,7 +274,6 @@ class Message:
     blob: bytes = b""
     bad: str | None = None  # why the payload could not be read (the frame itself was intact)
     version: int = VERSION
-    sealed: bool = False  # arrived authenticated and encrypted (linkauth)
 
     @property
     def name(self) -> str:
@@ -281,19 +283,11 @@ class Message:
             return f"type {self.type}"
 
 
-UNAUTHENTICATED = "unauthenticated"
-
-
 @dataclass
 class Channel:
     """Messages over a link: framed, CRC-checked; malformed frames are dropped and counted.
-
-    With ``tx`` / ``rx`` set (an authenticated session, :mod:`qdev.core.linkauth`) every frame
-    sent is sealed, and a sealed frame received is delivered only if it authenticates and is not
-    a replay (else dropped and counted in ``auth_failed`` / ``replayed``). ``sealed_only``: a
-    plain frame other than HELLO is delivered marked ``bad=UNAUTHENTICATED``. ``rx_candidates``
-    (host side, during the handshake): the first that opens a sealed frame becomes ``rx``.
-    """
+    Security is the link's: TLS 1.3 on TCP (:mod:`qdev.core.tls`) and on serial
+    (:mod:`qdev.core.tlsserial`); loopback TCP is plain."""
 
     link: Link
     max_payload: int = DEFAULT_MAX_PAYLOAD
@@ -306,29 +300,19 @@ class Channel:
     malformed: int = 0
     stall_s: float = 1.0  # a partial frame with no byte for this long is dropped (sender died mid-frame)
     last_rx: float = field(default_factory=time.monotonic)  # when a byte last arrived (any byte)
-    tx: Sealer | None = None
-    rx: Opener | None = None
-    sealed_only: bool = False
-    rx_candidates: list = field(default_factory=list)  # [(name, Opener)]
-    rx_matched: str | None = None  # which candidate opened the session
-    auth_failed: int = 0
-    replayed: int = 0
 
     def __post_init__(self) -> None:
         self.parser = FrameParser(self.max_payload)
 
     def send(self, msg_type: int, meta: dict | None = None, blob: bytes = b"", seq: int | None = None,
-             plain: bool = False, version: int = VERSION) -> int:
-        """Send one message (sealed when the session has keys, unless ``plain``); returns its
-        sequence number. ``version=1``: a plain version-1 frame (only to refuse a v1 peer)."""
+             version: int = VERSION) -> int:
+        """Send one message; returns its sequence number. ``version=1``: a version-1 frame (only
+        to refuse a v1 peer)."""
         with self._wlock:
             if seq is None:
                 seq = self._seq
                 self._seq = (self._seq + 1) & 0xFFFFFFFF
             payload, mtype = pack_payload(meta or {}, blob), int(msg_type)
-            if self.tx is not None and not plain and version == VERSION:
-                mtype |= SEALED
-                payload = self.tx.seal(seq, associated_data(version, mtype, seq), payload)
             data = encode(mtype, seq, payload, self.max_payload, version)
             self.link.write(data)
             self.bytes_out += len(data)
@@ -358,52 +342,23 @@ class Channel:
             else:
                 frames = []
             for fr in frames:
-                msg = self._message(fr)
-                if msg is not None:
-                    self._pending.append(msg)
+                self._pending.append(self._message(fr))
         return self._pending.pop(0)
 
-    def _message(self, fr: Frame) -> Message | None:
-        """The message of an intact frame; None for a sealed frame that fails (dropped: its
-        sequence number cannot be trusted, so there is nothing to reply to)."""
+    def _message(self, fr: Frame) -> Message:
+        """The message of an intact frame."""
         if fr.version != VERSION:  # kept only to say why it is refused (same payload format)
             try:
                 meta, _ = unpack_payload(fr.payload)
             except LinkError:
                 meta = {}
             return Message(fr.type, fr.seq, meta, b"", bad=f"protocol version {fr.version}", version=fr.version)
-        payload, mtype, sealed = fr.payload, fr.type, bool(fr.type & SEALED)
-        if sealed:
-            mtype &= ~SEALED
-            try:
-                payload = self._open(fr)
-            except AuthError as exc:
-                if "replayed" in str(exc):
-                    self.replayed += 1
-                else:
-                    self.auth_failed += 1
-                return None
-        elif self.sealed_only and mtype != MsgType.HELLO:
-            return Message(mtype, fr.seq, {}, b"", bad=UNAUTHENTICATED)
         try:
-            meta, blob = unpack_payload(payload)
+            meta, blob = unpack_payload(fr.payload)
         except LinkError as exc:  # an intact frame with an unusable payload: still a
             self.malformed += 1   # request, which gets its (ERROR) reply
-            return Message(mtype, fr.seq, {}, b"", bad=str(exc), sealed=sealed)
-        return Message(mtype, fr.seq, meta, blob, sealed=sealed)
-
-    def _open(self, fr: Frame) -> bytes:
-        ad = associated_data(fr.version, fr.type, fr.seq)
-        if self.rx is not None:
-            return self.rx.open(fr.seq, ad, fr.payload)
-        for name, opener in self.rx_candidates:
-            try:
-                out = opener.open(fr.seq, ad, fr.payload)
-            except AuthError:
-                continue
-            self.rx, self.rx_matched, self.rx_candidates = opener, name, []
-            return out
-        raise AuthError("sealed frame, and no session key opens it")
+            return Message(fr.type, fr.seq, {}, b"", bad=str(exc))
+        return Message(fr.type, fr.seq, meta, blob)
 
     def close(self) -> None:
         self.link.close()

@@ -6,7 +6,7 @@ Frame (little-endian)::
     offset size field
     0      2    magic  b"QD"
     2      1    version (2; a version-1 frame is parsed only to refuse its sender clearly)
-    3      1    type   (bit 7 set: the payload is sealed, see :mod:`qdev.core.linkauth`)
+    3      1    type
     4      4    seq    (u32, per sender)
     8      4    length (u32, payload bytes, <= max_payload)
     12     4    hcrc   CRC32 of bytes 0..11
@@ -25,13 +25,12 @@ import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-__all__ = ["MAGIC", "VERSION", "SUPPORTED_VERSIONS", "SEALED", "HEADER", "MsgType", "Frame", "FrameParser",
-           "encode", "ParserStats", "associated_data"]
+__all__ = ["MAGIC", "VERSION", "SUPPORTED_VERSIONS", "HEADER", "MsgType", "Frame", "FrameParser",
+           "encode", "ParserStats"]
 
 MAGIC = b"QD"
 VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)  # parsed; only VERSION is served (a v1 peer gets a v1 ERROR saying so)
-SEALED = 0x80  # type-byte flag: payload = AES-GCM(meta+blob), authenticated with the header
 _HDR = struct.Struct("<2sBBII")
 HEADER = _HDR.size + 4  # + header CRC
 TRAILER = 4
@@ -71,11 +70,6 @@ class Frame:
     seq: int
     payload: bytes
     version: int = VERSION
-
-
-def associated_data(version: int, type_byte: int, seq: int) -> bytes:
-    """What a sealed frame authenticates besides its payload: magic, version, type, seq."""
-    return MAGIC + struct.pack("<BBI", version, type_byte, seq)
 
 
 def encode(msg_type: int, seq: int, payload: bytes = b"", max_payload: int = DEFAULT_MAX_PAYLOAD,

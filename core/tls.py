@@ -27,7 +27,7 @@ from pathlib import Path
 from qdev.core.errors import ConfigError
 
 __all__ = ["ROLES", "make_identity", "server_context", "client_context", "peer_role", "peer_role_der", "fingerprint",
-           "check_pinned", "check_pinned_der",
+           "check_pinned", "check_pinned_der", "pin_name",
            "pair_host", "pin_device", "host_home", "host_identity", "device_identity", "pinned_devices",
            "paired_host"]
 
@@ -194,6 +194,14 @@ def check_pinned_der(der: bytes | None, device_name: str | None = None) -> str:
     if fp not in pins:
         raise ConfigError("the device presented a certificate this host has not pinned")
     return fp
+
+
+def pin_name(fp: str) -> str | None:
+    """The name this host pinned the device with the certificate fingerprint ``fp`` under."""
+    for p in pinned_devices():
+        if fingerprint(_der(p)) == fp:
+            return p.stem
+    return None
 
 
 def client_context(device_name: str | None = None) -> ssl.SSLContext:

@@ -49,6 +49,8 @@ class Carrier:
         self._seq = 0
         self._wlock = threading.Lock()
         self._ready: deque = deque()
+        self.stall_s = 1.0
+        self.last_rx = time.monotonic()
         self.bytes_out = 0
         self.bytes_in = 0
         self.frames_out = 0
@@ -75,11 +77,16 @@ class Carrier:
             if left <= 0:
                 raise LinkTimeout(f"{self.link.name}: nothing within {timeout:g} s")
             data = self.link.read(min(left, 0.25))
+            now = time.monotonic()
             if not data:
-                if self.parser.buffered:
+                # a partial frame whose sender went quiet for stall_s: it died mid-frame; a pause
+                # shorter than that is a busy sender, and its frame is still coming
+                if self.parser.buffered and now - self.last_rx > self.stall_s:
+                    self.last_rx = now
                     for fr in self.parser.expire():
                         self._take(fr)
                 continue
+            self.last_rx = now
             self.bytes_in += len(data)
             for fr in self.parser.feed(data):
                 self._take(fr)
@@ -97,6 +104,8 @@ class TlsBioLink(Link):
     Channel runs on it as on a TLS socket). The host side pumps the carrier itself; the device
     side is fed by its demultiplexer (:meth:`feed`) from another thread."""
 
+    serial = True  # the codings a slow line wants (codecs.offer_for)
+
     def __init__(self, carrier: Carrier, ctx: ssl.SSLContext, server_side: bool, cid: bytes | None = None,
                  name: str = "tls-serial", pump: bool = True) -> None:
         self.carrier, self.name = carrier, name
@@ -108,6 +117,8 @@ class TlsBioLink(Link):
         self._pump = pump
         self.closed = False
         self.failed: str | None = None
+        self.device: str | None = None  # host side: the pinned device's name
+        self.got_data = False
 
     # -- the device's demultiplexer hands this connection its bytes --------------------------
     def feed(self, data: bytes) -> None:
@@ -127,6 +138,11 @@ class TlsBioLink(Link):
                 done = True
             except ssl.SSLWantReadError:
                 done = False
+            except ssl.SSLError:
+                out = self._out.read()  # the alert tells the peer why
+                if out:
+                    self.carrier.send(self.cid, out)
+                raise
             out = self._out.read()
         if out:
             self.carrier.send(self.cid, out)
@@ -195,13 +211,18 @@ class TlsBioLink(Link):
                 raise LinkError(f"{self.name}: closed" + (f" ({self.failed})" if self.failed else ""))
             try:
                 with self._lock:
-                    return self.obj.read(1 << 16)
+                    data = self.obj.read(1 << 16)
+                self.got_data = True
+                return data
             except ssl.SSLWantReadError:
                 pass
             except ssl.SSLZeroReturnError as exc:
                 raise LinkError(f"{self.name}: the peer closed the connection") from exc
             except ssl.SSLError as exc:
                 self.failed = str(exc.reason or exc)
+                if not self.got_data and "ALERT" in self.failed:  # TLS 1.3: the server refused our certificate
+                    raise LinkError(f"{self.name}: TLS handshake failed ({self.failed}): is this host paired with "
+                                    "the device (qdev-device pair HOST.pem on the device)?") from exc
                 raise LinkError(f"{self.name}: TLS failed ({self.failed}): a frame was lost or forged") from exc
             left = deadline - time.monotonic()
             if left <= 0:
@@ -215,6 +236,8 @@ class TlsBioLink(Link):
         self.closed = True
         with self._fed:
             self._fed.notify_all()
+        if self._pump:  # the host's connection owns its port
+            self.carrier.link.close()
 
 
 def client_over_serial(link: Link, device_name: str | None = None, timeout: float = 10.0) -> TlsBioLink:
@@ -224,12 +247,19 @@ def client_over_serial(link: Link, device_name: str | None = None, timeout: floa
         LinkError: the handshake failed (unpaired on either side, no device, wrong baud rate).
     """
     from qdev.core.errors import QdevError
-    from qdev.core.tls import check_pinned_der, client_context
+    from qdev.core.tls import check_pinned_der, client_context, pin_name
 
-    t = TlsBioLink(Carrier(link), client_context(device_name), server_side=False, name=link.name)
-    t.handshake(timeout)
     try:
-        t.device = check_pinned_der(t.peer_der(), device_name)  # type: ignore[attr-defined]
+        ctx = client_context(device_name)
     except QdevError as exc:
+        link.close()
         raise LinkError(f"{link.name}: {exc}") from exc
+    t = TlsBioLink(Carrier(link), ctx, server_side=False, name=link.name)
+    try:
+        t.handshake(timeout)
+        fp = check_pinned_der(t.peer_der(), device_name)
+    except QdevError as exc:
+        link.close()
+        raise LinkError(f"{link.name}: {exc}") from exc
+    t.device = pin_name(fp)
     return t

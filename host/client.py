@@ -20,7 +20,7 @@ import numpy as np
 from qdev.core import codecs
 from qdev.core.bundle import MANIFEST, SIGNATURE, pack_bundle, verify_bundle
 from qdev.core.errors import QdevError
-from qdev.core.link import Channel, Link, LinkError, LinkTimeout, Message, SerialLink, open_link
+from qdev.core.link import Channel, Link, LinkError, LinkTimeout, Message, open_link
 from qdev.core.protocol import VERSION, MsgType
 
 __all__ = ["DeviceClient", "DeviceError", "StreamReply", "connect", "live_frame"]
@@ -89,7 +89,7 @@ class DeviceClient:
         self.ch = Channel(link)
         self.timeout = timeout
         self.hello: dict | None = None
-        self.device_name: str | None = None  # the pinned device that authenticated (serial)
+        self.device_name: str | None = None  # the pinned device the link's TLS authenticated (serial)
         self.codecs: dict = codecs.negotiate(None)  # what the device chose from our offer (HELLO_ACK)
         self.coding = True  # offer the link codings in HELLO (off: the uncoded forms, for comparison)
         self.watch_end: dict | None = None  # the device's end-of-source message, once watch() got it
@@ -117,62 +117,26 @@ class DeviceClient:
     def request(self, mtype: MsgType, meta: dict | None = None, blob: bytes = b"", timeout: float | None = None) -> Message:
         return self._wait(self.ch.send(mtype, meta, blob), timeout)
 
-    def handshake(self, timeout: float | None = None, auth: bool | None = None) -> dict:
+    def handshake(self, timeout: float | None = None) -> dict:
         """Host-first HELLO; retried, since a serial port may drop what was sent before it opened.
-
-        ``auth`` (default: on serial links, which have no TLS): an authenticated, encrypted
-        session keyed by the pairing (:mod:`qdev.core.linkauth`); the device must answer with
-        a HELLO_ACK sealed by a device this host has pinned."""
-        auth = isinstance(self.ch.link, SerialLink) if auth is None else auth
+        The link's own security (TLS on TCP and serial) has run before; HELLO_ACK says the role
+        this host is paired with."""
+        serial = bool(getattr(self.ch.link, "serial", False))
+        self.device_name = getattr(self.ch.link, "device", None)
         tries, last = 3, None
         for _ in range(tries):
             meta: dict = {"client": "qdev", "protocol": VERSION}
             if self.coding:
-                meta["codecs"] = codecs.offer_for(serial=isinstance(self.ch.link, SerialLink))
-            n_h, secrets = b"", {}
-            if auth:
-                meta["auth"], n_h, secrets = self._offer_auth()
+                meta["codecs"] = codecs.offer_for(serial=serial)
             try:
                 reply = self.request(MsgType.HELLO, meta, timeout=(timeout or self.timeout) / tries)
             except LinkTimeout as exc:
                 last = exc
                 continue
-            if auth:
-                self._finish_auth(reply, n_h, secrets)
             self.hello = reply.meta
             self.codecs = reply.meta.get("codecs") or codecs.negotiate(None)
             return self.hello
-        if auth and self.ch.auth_failed:
-            raise LinkError(f"{self.ch.link.name}: the device's answer did not authenticate against any "
-                            "paired device: pair it (qdev pair DEVICE.pem)") from last
         raise LinkTimeout(f"{self.ch.link.name}: no qdev device answered the handshake") from last
-
-    def _offer_auth(self) -> tuple[dict, bytes, dict[str, bytes]]:
-        from qdev.core import linkauth, tls
-
-        pins = tls.pinned_devices()
-        if not pins:
-            raise LinkError(f"no paired device: a serial link needs pairing (qdev pair DEVICE.pem; pins in "
-                            f"{tls.host_home() / 'tls' / 'devices'})")
-        key, cert = tls.host_identity()
-        n_h = linkauth.new_nonce()
-        secrets = {p.stem: linkauth.shared_secret(key, p) for p in pins}
-        self.ch.tx, self.ch.rx, self.ch.sealed_only, self.ch.rx_matched = None, None, False, None  # fresh
-        self.ch.rx_candidates = [(name, linkauth.host_opener(sec, n_h)) for name, sec in secrets.items()]
-        return {"host": linkauth.cert_fingerprint(cert), "nonce": n_h.hex()}, n_h, secrets
-
-    def _finish_auth(self, reply: Message, n_h: bytes, secrets: dict[str, bytes]) -> None:
-        from qdev.core import linkauth
-
-        if not reply.sealed or self.ch.rx_matched is None:
-            raise LinkError(f"{self.ch.link.name}: the device answered without authenticating itself")
-        try:
-            n_d = bytes.fromhex(reply.meta["auth"]["nonce"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LinkError(f"{self.ch.link.name}: HELLO_ACK lacks the device nonce") from exc
-        self.ch.tx, self.ch.rx = linkauth.host_keys(secrets[self.ch.rx_matched], n_h, n_d, self.ch.rx)
-        self.ch.sealed_only = True
-        self.device_name = self.ch.rx_matched
 
     def close(self) -> None:
         self.ch.close()

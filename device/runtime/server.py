@@ -23,14 +23,14 @@ import numpy as np
 
 from qdev.core import codecs
 from qdev.core.errors import QdevError
-from qdev.core.link import UNAUTHENTICATED, Channel, Link, LinkError, LinkTimeout, Message, SerialLink, SocketLink
+from qdev.core.link import Channel, Link, LinkError, LinkTimeout, Message, SerialLink, SocketLink
 from qdev.core.protocol import DEFAULT_MAX_PAYLOAD, VERSION, MsgType
 from qdev.device.runtime.service import DeviceRuntime, FrameResult
 from qdev.core.bundle import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES
 from qdev.device.store import MAX_BUNDLE_BYTES, MAX_CHUNK, StoreError
 from qdev.core.validate import BadRequest, Field, check_fields
 
-__all__ = ["Session", "TcpServer", "serve_serial", "LiveHub", "HANDLERS", "REQUEST_FIELDS"]
+__all__ = ["Session", "TcpServer", "SerialTlsServer", "serve_serial", "LiveHub", "HANDLERS", "REQUEST_FIELDS"]
 
 #: the longest message an ERROR reply carries (characters): far under the host's 64 KiB meta
 ERROR_TEXT_MAX = 1024
@@ -64,7 +64,6 @@ REQUEST_FIELDS: dict[MsgType, dict[str, Field]] = {
     MsgType.ACTIVATE: {"bundle_id": Field("str", hi=16, pattern=_HEX16), "allow_downgrade": Field("bool", required=False)},
     MsgType.HELLO: {"client": Field("str", hi=64, required=False), "protocol": Field("int", 1, 255, required=False)},
 }
-AUTH_FIELDS = {"host": Field("str", hi=64, pattern=_HEX64), "nonce": Field("str", hi=32, pattern=r"[0-9a-f]{32}")}
 """The meta fields each request type must carry (others are ignored); the blob limits are the
 frame's own (``h*w`` pixels, ``MAX_CHUNK`` bytes of upload)."""
 
@@ -132,16 +131,13 @@ class Session:
     """One host conversation over one link."""
 
     def __init__(self, runtime: DeviceRuntime, link: Link, hub: LiveHub | None = None,
-                 idle_timeout: float = 60.0, max_payload: int = DEFAULT_MAX_PAYLOAD,
-                 auth_required: bool = False) -> None:
+                 idle_timeout: float = 60.0, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.rt = runtime
-        self.auth_required = auth_required  # serial: only paired hosts, sealed frames (linkauth)
-        self.unauthenticated = 0  # plain requests refused on a sealed session
         self.ch = Channel(link, max_payload)
         self.hub = hub
         self.idle_timeout = idle_timeout
         self.hello = False
-        self.role = "operator"  # loopback TCP and the serial console are local; TLS sets the paired role
+        self.role = "operator"  # loopback TCP is local; TLS (TCP or serial) sets the paired role
         self.link_error: LinkError | None = None  # how run() ended, if the link failed
         self.watch: queue.Queue | None = None
         self.jpeg_quality = 70
@@ -149,6 +145,7 @@ class Session:
         self.upload: dict | None = None
         self.codecs = codecs.negotiate(None)  # until a HELLO offers better: the uncoded forms
         self.last_request = time.monotonic()  # when the last whole request arrived (bytes alone do not count)
+        self.link_facts: Callable[[], dict] | None = None
 
     def reply(self, req: Message, mtype: MsgType, meta: dict | None = None, blob: bytes = b"") -> None:
         self.ch.send(mtype, {"re": req.seq, **(meta or {})}, blob)
@@ -216,12 +213,7 @@ class Session:
             try:
                 self._on_hello(msg)
             except BadRequest as exc:
-                self._error(msg, f"bad HELLO: {exc}", "bad_request", plain=True)
-            return
-        if msg.bad == UNAUTHENTICATED:
-            self.unauthenticated += 1
-            self._error(msg, "this link carries authenticated frames only: HELLO from a paired host first",
-                        "unauthenticated", plain=True)
+                self._error(msg, f"bad HELLO: {exc}", "bad_request")
             return
         if not self.hello:
             self.reply(msg, MsgType.ERROR, {"message": "no session: send HELLO first", "code": "no_hello"})
@@ -253,49 +245,24 @@ class Session:
             log.exception("%s: internal error in %s", self.ch.link.name, msg.name)
             self._error(msg, f"internal error in {msg.name} ({type(exc).__name__}); see the device log", "internal")
 
-    def _error(self, msg: Message, text: str, code: str, plain: bool = False) -> None:
+    def _error(self, msg: Message, text: str, code: str) -> None:
         """An ERROR reply, bounded: the message cut to :data:`ERROR_TEXT_MAX` characters (a name
         repeated from the request, e.g. a 17 MiB tar member name, never makes a reply too big for
         the frame or the host's meta limit), the code to 64 characters of its own alphabet."""
         self.rt.counters.error()
         self.ch.send(MsgType.ERROR, {"re": msg.seq, "message": bounded_text(text, ERROR_TEXT_MAX),
-                                     "code": bounded_text(code, 64)}, plain=plain)
+                                     "code": bounded_text(code, 64)})
 
     def _on_hello(self, msg: Message) -> None:
-        """Start a session. With ``auth`` in the meta (required on serial), the host must be
-        paired: the session's keys come from the pairing (linkauth) and HELLO_ACK is the first
-        sealed frame. A failed HELLO leaves any running session's keys as they were."""
+        """Start a session: the codecs both sides speak, and what this device is. The peer's role
+        is the link's (a paired certificate's over TLS; operator on loopback TCP) and HELLO_ACK
+        states it."""
         if msg.bad is not None:
             raise BadRequest("meta", msg.bad)
         check_fields(msg.meta, REQUEST_FIELDS[MsgType.HELLO])
-        auth = msg.meta.get("auth")
-        extra: dict = {}
-        if auth is None and self.auth_required:
-            self._error(msg, "this link needs an authenticated session: pair this host first "
-                        "(qdev-device pair HOST.pem on the device, qdev pair DEVICE.pem here)", "unpaired", plain=True)
-            return
-        if auth is not None:
-            from qdev.core import linkauth, tls
-
-            if not isinstance(auth, dict):
-                raise BadRequest("auth", "must be an object")
-            check_fields(auth, AUTH_FIELDS)
-            found = tls.paired_host(self.rt.cfg.store, auth["host"])
-            if found is None:
-                log.warning("%s: HELLO from an unpaired host %s…", self.ch.link.name, auth["host"][:16])
-                self._error(msg, "this host is not paired with this device (on the device: qdev-device pair "
-                            "HOST.pem --role viewer|operator)", "unpaired", plain=True)
-                return
-            role, cert = found
-            key, _ = tls.device_identity(self.rt.cfg.store)
-            n_d = linkauth.new_nonce()
-            tx, rx = linkauth.device_keys(linkauth.shared_secret(key, cert), bytes.fromhex(auth["nonce"]), n_d)
-            self.ch.tx, self.ch.rx, self.ch.sealed_only = tx, rx, True
-            self.role = role
-            extra = {"auth": {"nonce": n_d.hex(), "role": role}}
         self.hello = True
         self.codecs = codecs.negotiate(msg.meta.get("codecs"))
-        self.reply(msg, MsgType.HELLO_ACK, {"protocol": VERSION, **self.rt.info(), **extra, "codecs": self.codecs,
+        self.reply(msg, MsgType.HELLO_ACK, {"protocol": VERSION, **self.rt.info(), "codecs": self.codecs,
                                             "max_payload": self.ch.max_payload, "role": self.role})
 
     # -- request handlers (one per message type; see HANDLERS) --------------------------------
@@ -366,8 +333,9 @@ class Session:
         ps = self.ch.parser.stats
         link = {"bytes_in": self.ch.bytes_in, "bytes_out": self.ch.bytes_out,
                 "dropped_frames": ps.header_crc_errors + ps.payload_crc_errors,
-                "discarded_bytes": ps.discarded_bytes, "auth_failed": self.ch.auth_failed,
-                "replayed": self.ch.replayed, "unauthenticated": self.unauthenticated}
+                "discarded_bytes": ps.discarded_bytes}
+        if self.link_facts is not None:  # the serial port's TLS: handshakes, the carrier's drops
+            link.update(self.link_facts())
         self.reply(msg, MsgType.STATS, {**self.rt.stats(), "link": link,
                                         "live": self.hub.latest if self.hub else None,
                                         "live_source": self.hub.source if self.hub else None})
@@ -518,21 +486,131 @@ class TcpServer:
         self.sock.close()
 
 
+class SerialTlsServer:
+    """The serial port's TLS (:mod:`qdev.core.tlsserial`): carrier frames demultiplexed by
+    connection id into one **live** TLS session (served by a :class:`Session` on its own thread)
+    and at most one **pending** handshake. A handshake replaces the live session only once it
+    completes with a paired certificate, so a replayed or forged ClientHello, or a stranger's
+    frames, never disturb the paired host's session. A plain frame (an older host's HELLO) gets
+    a plain ERROR saying what this link needs."""
+
+    def __init__(self, runtime: DeviceRuntime, link: Link, hub: LiveHub | None = None,
+                 idle_timeout: float = 3600.0, handshake_timeout: float = 10.0) -> None:
+        from qdev.core.tlsserial import Carrier
+
+        self.rt, self.link, self.hub = runtime, link, hub
+        self.idle_timeout, self.handshake_timeout = idle_timeout, handshake_timeout
+        self.carrier = Carrier(link, other=self._plain)
+        self.live = None  # (TlsBioLink, Session, Thread)
+        self.pending = None  # (TlsBioLink, started)
+        self.handshakes = {"completed": 0, "failed": 0, "expired": 0, "unpaired": 0}
+
+    def _plain(self, fr) -> None:  # noqa: ANN001
+        from qdev.core.protocol import encode
+
+        text = ("this serial link carries TLS only (qdev protocol 2 over TLS 1.3): update the host "
+                "(pip install -U qdev) and pair it (qdev pair / qdev-device pair)")
+        if fr.version != VERSION:
+            text = f"this device speaks qdev protocol {VERSION}, not {fr.version}: update the host (pip install -U qdev)"
+        if fr.type == MsgType.ERROR:
+            return  # never answer an answer
+        from qdev.core.link import pack_payload
+
+        code = "protocol_version" if fr.version != VERSION else "unauthenticated"
+        self.link.write(encode(MsgType.ERROR, 0, pack_payload({"re": fr.seq, "code": code, "message": text}),
+                               version=fr.version))
+
+    def run(self, stop: threading.Event, beat=None) -> None:  # noqa: ANN001
+        """Serve until ``stop``. A link failure (the port vanished) raises :class:`LinkError`."""
+        import ssl
+
+        from qdev.core.tlsserial import TlsBioLink
+        from qdev.core.tls import peer_role_der, server_context
+
+        store = self.rt.cfg.store
+        try:
+            while not stop.is_set():
+                if beat is not None:
+                    beat()
+                self._reap()
+                try:
+                    cid, data = self.carrier.recv(0.25)
+                except LinkTimeout:
+                    continue
+                if self.live is not None and cid == self.live[0].cid:
+                    self.live[0].feed(data)
+                    continue
+                if self.pending is None or cid != self.pending[0].cid:
+                    if self.pending is not None:
+                        self.handshakes["failed"] += 1  # a new handshake abandons the unfinished one
+                    # per handshake: a host paired while serving is known at once
+                    self.pending = (TlsBioLink(self.carrier, server_context(store), True, cid, self.link.name,
+                                               pump=False), time.monotonic())
+                t = self.pending[0]
+                t.feed(data)
+                try:
+                    done = t.handshake_step()
+                except ssl.SSLError as exc:
+                    self.handshakes["failed"] += 1
+                    log.warning("%s: TLS handshake refused (%s)", self.link.name, exc.reason or exc)
+                    self.pending = None
+                    continue
+                if done:
+                    self.pending = None
+                    self._go_live(t, peer_role_der(store, t.peer_der()), stop)
+        finally:
+            self._close_live()
+
+    def _go_live(self, t, role: str | None, stop: threading.Event) -> None:  # noqa: ANN001
+        if role is None:  # only paired certificates are anchors, so this cannot happen; never assume
+            self.handshakes["unpaired"] += 1
+            return
+        self._close_live()
+        s = Session(self.rt, t, self.hub, self.idle_timeout)
+        s.role = role
+        s.link_facts = self.facts
+        th = threading.Thread(target=self._serve, args=(s, stop), daemon=True, name="serial-session")
+        self.live = (t, s, th)
+        self.handshakes["completed"] += 1
+        th.start()
+
+    @staticmethod
+    def _serve(s: Session, stop: threading.Event) -> None:
+        try:
+            s.run(stop)
+        except LinkError:
+            pass
+        finally:
+            s.ch.link.close()
+
+    def facts(self) -> dict:
+        ps = self.carrier.parser.stats
+        return {"tls": "TLS 1.3 over serial", "handshakes": dict(self.handshakes),
+                "carrier_bytes_in": self.carrier.bytes_in, "carrier_bytes_out": self.carrier.bytes_out,
+                "carrier_dropped_frames": ps.header_crc_errors + ps.payload_crc_errors,
+                "carrier_discarded_bytes": ps.discarded_bytes}
+
+    def _reap(self) -> None:
+        if self.live is not None and not self.live[2].is_alive():
+            self.live = None  # the session ended (idle, TLS failure): the next handshake starts afresh
+        if self.pending is not None and time.monotonic() - self.pending[1] > self.handshake_timeout:
+            self.handshakes["expired"] += 1
+            self.pending = None
+
+    def _close_live(self) -> None:
+        if self.live is not None:
+            t, _, th = self.live
+            t.close()
+            th.join(timeout=2.0)
+            self.live = None
+
+
 def serve_serial(runtime: DeviceRuntime, url: str, baudrate: int, stop: threading.Event,
                  hub: LiveHub | None = None, idle_timeout: float = 3600.0, beat=None) -> None:  # noqa: ANN001
-    """Serve one serial port until ``stop``; a broken session is restarted (host speaks first).
-    A port that fails raises: the supervisor reopens it after a backoff."""
+    """Serve one serial port until ``stop`` (TLS 1.3, :class:`SerialTlsServer`). A port that
+    fails raises: the supervisor reopens it after a backoff."""
     link = SerialLink(url, baudrate)
-    quick_failures = 0
     try:
-        while not stop.is_set():
-            t0 = time.monotonic()
-            s = Session(runtime, link, hub, idle_timeout, auth_required=True)
-            s.run(stop, beat)
-            quick = s.link_error is not None and time.monotonic() - t0 < 1.0
-            quick_failures = quick_failures + 1 if quick else 0
-            if quick_failures >= 5:  # the port itself is failing: let the supervisor reopen it
-                raise s.link_error
-            time.sleep(0.05)  # the session ended (peer reset, idle): wait for the next HELLO
+        SerialTlsServer(runtime, link, hub, idle_timeout).run(stop, beat)
     finally:
         link.close()
