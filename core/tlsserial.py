@@ -112,6 +112,8 @@ class TlsBioLink(Link):
         self.cid = cid or os.urandom(CID_BYTES)
         self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.obj = ctx.wrap_bio(self._in, self._out, server_side=server_side)
+        self._ctx, self._device_name = ctx, None
+        self.reconnects = 0
         self._lock = threading.Lock()
         self._fed = threading.Condition(self._lock)
         self._pump = pump
@@ -229,6 +231,24 @@ class TlsBioLink(Link):
                 return b""
             self._wait_input(left)
 
+    def reconnect(self, timeout: float) -> None:
+        """Host side: a fresh TLS connection (new id, new keys) over the same port, after the last
+        one broke (a lost or forged record). The device's session state starts afresh with it."""
+        from qdev.core.errors import QdevError
+        from qdev.core.tls import check_pinned_der
+
+        with self._lock:
+            self.cid = os.urandom(CID_BYTES)
+            self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self.obj = self._ctx.wrap_bio(self._in, self._out, server_side=False)
+            self.failed, self.got_data = None, False
+        self.handshake(timeout)
+        try:
+            check_pinned_der(self.peer_der(), self._device_name)
+        except QdevError as exc:
+            raise LinkError(f"{self.name}: {exc}") from exc
+        self.reconnects += 1
+
     def peer_der(self) -> bytes | None:
         return self.obj.getpeercert(binary_form=True)
 
@@ -255,6 +275,7 @@ def client_over_serial(link: Link, device_name: str | None = None, timeout: floa
         link.close()
         raise LinkError(f"{link.name}: {exc}") from exc
     t = TlsBioLink(Carrier(link), ctx, server_side=False, name=link.name)
+    t._device_name = device_name
     try:
         t.handshake(timeout)
         fp = check_pinned_der(t.peer_der(), device_name)

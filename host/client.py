@@ -85,6 +85,8 @@ class StreamReply:
 
 
 class DeviceClient:
+    RECOVER_TRIES = 5  # new TLS connections tried after one broke (serial)
+
     def __init__(self, link: Link, timeout: float = 10.0) -> None:
         self.ch = Channel(link)
         self.timeout = timeout
@@ -114,8 +116,22 @@ class DeviceClient:
             del msg.meta["re"]  # matched: callers get the reply's own fields only
             return msg
 
+    #: not sent again after the link's TLS broke mid-request: it may have run (its reply was what broke)
+    NOT_RETRIED = frozenset({MsgType.ROLLBACK, MsgType.HELLO})
+
     def request(self, mtype: MsgType, meta: dict | None = None, blob: bytes = b"", timeout: float | None = None) -> Message:
-        return self._wait(self.ch.send(mtype, meta, blob), timeout)
+        """One request, one reply. On a serial link whose TLS connection broke (a lost or forged
+        record), a new connection is made and the request sent once more, unless it is one
+        that must not run twice (:data:`NOT_RETRIED`)."""
+        try:
+            return self._wait(self.ch.send(mtype, meta, blob), timeout)
+        except LinkTimeout:
+            raise
+        except LinkError:
+            if mtype in self.NOT_RETRIED or getattr(self.ch.link, "reconnect", None) is None:
+                raise
+            self.recover()
+            return self._wait(self.ch.send(mtype, meta, blob), timeout)
 
     def handshake(self, timeout: float | None = None) -> dict:
         """Host-first HELLO; retried, since a serial port may drop what was sent before it opened.
@@ -137,6 +153,26 @@ class DeviceClient:
             self.codecs = reply.meta.get("codecs") or codecs.negotiate(None)
             return self.hello
         raise LinkTimeout(f"{self.ch.link.name}: no qdev device answered the handshake") from last
+
+    def recover(self) -> None:
+        """After the link's TLS broke (serial: a lost or forged record ends a TLS connection):
+        a new connection over the same port and a new HELLO. Other links cannot: the error stays.
+
+        Raises:
+            LinkError: the link cannot reconnect, or the device does not answer.
+        """
+        reconnect = getattr(self.ch.link, "reconnect", None)
+        if reconnect is None:
+            raise LinkError(f"{self.ch.link.name}: the link broke")
+        for attempt in range(self.RECOVER_TRIES):  # a noisy line may break the new connection too
+            try:
+                reconnect(self.timeout)
+                self.ch = Channel(self.ch.link)
+                self.handshake()
+                return
+            except LinkError:
+                if attempt == self.RECOVER_TRIES - 1:
+                    raise
 
     def close(self) -> None:
         self.ch.close()
@@ -216,11 +252,13 @@ class DeviceClient:
                     if progress:
                         progress(off, size)
                 return self.request(MsgType.FLASH_END, timeout=max(self.timeout, 120)).meta
-            except LinkTimeout:
+            except LinkError as exc:
                 attempt += 1
                 if attempt > retries:
                     raise
-                self.handshake()  # the session may have been reset: start over from the device's offset
+                # the session may have been reset (timeout) or its TLS broken (serial noise): start
+                # over from the device's offset
+                self.handshake() if isinstance(exc, LinkTimeout) else self.recover()
 
     def infer(self, frame_id: int, pixels: np.ndarray) -> StreamReply:
         t0 = time.time()
@@ -260,6 +298,13 @@ class DeviceClient:
                 order.pop(0)
                 inflight.pop(head)
                 yield StreamReply(fid, {}, None, t_sent, time.time(), error="timeout")
+                continue
+            except LinkError:  # the link's TLS broke (serial noise): what was in flight is lost
+                for s_ in order:
+                    lf, lt = inflight.pop(s_)
+                    yield StreamReply(lf, {}, None, lt, time.time(), error="lost")
+                order.clear()
+                self.recover()
                 continue
             re = msg.meta.get("re")
             if re not in inflight:
