@@ -139,6 +139,28 @@ def lossless_sizes() -> dict[str, float]:
     return {k: float(np.mean([f(a) for a in gold])) / gold[0].size for k, f in coders.items()}
 
 
+def link_setup(tries: int = 5) -> dict:
+    """Opening the link and the HELLO over the 921600-baud pty, ``tries`` times on one running
+    device: seconds (median) and the bytes each way (TLS 1.3 over serial: handshake + HELLO)."""
+    pty = PtyPair(RATE)
+    times, sent, got = [], [], []
+    try:
+        with tempfile.TemporaryDirectory() as tmp, LocalDevice(Path(tmp) / "store", serial=pty.dev_path, tcp=False):
+            client(pty.host_path, True).close()  # the device is up and serving
+            for _ in range(tries):
+                t0 = time.monotonic()
+                c = client(pty.host_path, True)
+                times.append(time.monotonic() - t0)
+                carrier = getattr(c.ch.link, "carrier", None)
+                sent.append(carrier.bytes_out if carrier else c.ch.bytes_out)
+                got.append(carrier.bytes_in if carrier else c.ch.bytes_in)
+                c.close()
+    finally:
+        pty.close()
+    return {"s": float(np.median(times)), "max_s": max(times), "to_device": int(np.median(sent)),
+            "to_host": int(np.median(got)), "tries": tries}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=12.0)
@@ -158,6 +180,10 @@ def main() -> None:
         size = tuple(int(v) for v in a.probe_size.split("x")) if a.probe_size else None
         d = device_mode(Path(tmp), a.seconds, a.quality, size, a.backend, a.display_size)
         h = {} if a.device_only else host_mode(Path(tmp), a.frames)
+    hs = link_setup()
+    print(f"link set-up over the 921600-baud pty (open, security handshake, HELLO; median of {hs['tries']}): "
+          f"{hs['s']:.3f} s (max {hs['max_s']:.3f}), {hs['to_device']:,} bytes to the device, "
+          f"{hs['to_host']:,} to the host\n")
     what = f"{a.probe_size} file probe" if a.probe_size else "phantom probe"
     shown = f"display {a.display_size} px longest side" if a.display_size else "display = the model input"
     print(f"device: mode over a 921600-baud pty ({what} on the device, {a.backend} backend, JPEG quality "

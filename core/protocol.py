@@ -66,7 +66,7 @@ class MsgType(IntEnum):
 
 @dataclass(frozen=True)
 class Frame:
-    type: int  # with the SEALED flag, if set
+    type: int
     seq: int
     payload: bytes
     version: int = VERSION

@@ -49,11 +49,10 @@ from qdev.core.bundle import (
 from qdev.core.errors import QdevError
 from qdev.core.fsutil import FolderBuild, atomic_write_text
 from qdev.core.maskrule import MaskRule
+from qdev.core.messages import MAX_BUNDLE_BYTES, MAX_CHUNK  # the protocol's limits, declared once
 
 __all__ = ["BundleStore", "StoreError", "InstallResult", "MAX_BUNDLE_BYTES", "MAX_CHUNK", "bundle_id", "dev_key_ids"]
 
-MAX_BUNDLE_BYTES = 256 << 20
-MAX_CHUNK = 1 << 20
 FREE_MARGIN = 16 << 20
 STALE_UPLOAD_S = 3600.0  # an upload untouched this long is not resumed: removed at start
 

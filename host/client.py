@@ -21,6 +21,7 @@ from qdev.core import codecs
 from qdev.core.bundle import MANIFEST, SIGNATURE, pack_bundle, verify_bundle
 from qdev.core.errors import QdevError
 from qdev.core.link import Channel, Link, LinkError, LinkTimeout, Message, open_link
+from qdev.core.messages import REQUESTS
 from qdev.core.protocol import VERSION, MsgType
 
 __all__ = ["DeviceClient", "DeviceError", "StreamReply", "connect", "live_frame"]
@@ -116,22 +117,24 @@ class DeviceClient:
             del msg.meta["re"]  # matched: callers get the reply's own fields only
             return msg
 
-    #: not sent again after the link's TLS broke mid-request: it may have run (its reply was what broke)
-    NOT_RETRIED = frozenset({MsgType.ROLLBACK, MsgType.HELLO})
-
     def request(self, mtype: MsgType, meta: dict | None = None, blob: bytes = b"", timeout: float | None = None) -> Message:
         """One request, one reply. On a serial link whose TLS connection broke (a lost or forged
         record), a new connection is made and the request sent once more, unless it is one
-        that must not run twice (:data:`NOT_RETRIED`)."""
+        that must not run twice (``resend`` of its declaration, :data:`qdev.core.messages.REQUESTS`).
+        A reply of another type than the declared one is refused."""
+        decl = REQUESTS[mtype]
         try:
-            return self._wait(self.ch.send(mtype, meta, blob), timeout)
+            msg = self._wait(self.ch.send(mtype, meta, blob), timeout)
         except LinkTimeout:
             raise
         except LinkError:
-            if mtype in self.NOT_RETRIED or getattr(self.ch.link, "reconnect", None) is None:
+            if not decl.resend or getattr(self.ch.link, "reconnect", None) is None:
                 raise
             self.recover()
-            return self._wait(self.ch.send(mtype, meta, blob), timeout)
+            msg = self._wait(self.ch.send(mtype, meta, blob), timeout)
+        if msg.type != decl.reply:
+            raise DeviceError(f"{mtype.name}: the device answered {msg.name}, not {decl.reply.name}")
+        return msg
 
     def handshake(self, timeout: float | None = None) -> dict:
         """Host-first HELLO; retried, since a serial port may drop what was sent before it opened.

@@ -38,7 +38,7 @@ def test_wheel_contents(wheel):
                  "qdev/models/quantunet-w8/export/model.qonnx.onnx", "qdev/training/splits/busi-grouped-seed0.json",
                  "qdev/device/systemd/qdev-device.service", "qdev/host/webview.html",
                  "qdev/training/compile/hls_shim/hls_stream.h", "qdev/training/compile/hls_shim/ap_int.h",
-                 "qdev/core/linkauth.py", "qdev/core/codecs.py"):
+                 "qdev/core/tlsserial.py", "qdev/core/codecs.py"):
         assert must in names, must
     assert not [n for n in names if n.endswith(".key")], "a signing key is in the wheel"
     # every file of every shipped bundle, as its signed manifest lists them

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -26,8 +26,8 @@ from qdev.core.errors import QdevError
 from qdev.core.link import Channel, Link, LinkError, LinkTimeout, Message, SerialLink, SocketLink
 from qdev.core.protocol import DEFAULT_MAX_PAYLOAD, VERSION, MsgType
 from qdev.device.runtime.service import DeviceRuntime, FrameResult
-from qdev.core.bundle import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES
-from qdev.device.store import MAX_BUNDLE_BYTES, MAX_CHUNK, StoreError
+from qdev.core.messages import MAX_CHUNK, REQUESTS, allowed
+from qdev.device.store import StoreError
 from qdev.core.validate import BadRequest, Field, check_fields
 
 __all__ = ["Session", "TcpServer", "SerialTlsServer", "serve_serial", "LiveHub", "HANDLERS", "REQUEST_FIELDS"]
@@ -45,27 +45,10 @@ def bounded_text(text: object, limit: int) -> str:
     return f"{s[: keep // 2]} [... {len(s) - keep} characters cut ...] {s[-(keep - keep // 2):]}"[:limit]
 
 
-_HEX64, _HEX16 = r"[0-9a-f]{64}", r"[0-9a-f]{16}"
-MAX_SIDE = 4096
-
-REQUEST_FIELDS: dict[MsgType, dict[str, Field]] = {
-    MsgType.INFER: {"h": Field("int", 1, MAX_SIDE), "w": Field("int", 1, MAX_SIDE),
-                    "frame_id": Field("int", 0, 2**63 - 1, required=False),
-                    "enc": Field("str", hi=8, required=False, pattern="raw|zlib|webp")},
-    MsgType.STREAM_FRAME: {"h": Field("int", 1, MAX_SIDE), "w": Field("int", 1, MAX_SIDE),
-                           "frame_id": Field("int", 0, 2**63 - 1, required=False),
-                           "enc": Field("str", hi=8, required=False, pattern="raw|zlib|webp")},
-    MsgType.WATCH: {"jpeg_quality": Field("int", 10, 95, required=False),
-                    "display_max": Field("int", 0, 4096, required=False)},
-    MsgType.FLASH_BEGIN: {"sha256": Field("str", hi=64, pattern=_HEX64), "size": Field("int", 1, MAX_BUNDLE_BYTES),
-                          "manifest": Field("str", hi=MAX_MANIFEST_BYTES), "signature": Field("str", hi=MAX_SIGNATURE_BYTES),
-                          "allow_downgrade": Field("bool", required=False)},
-    MsgType.FLASH_CHUNK: {"offset": Field("int", 0, MAX_BUNDLE_BYTES), "crc": Field("int", 0, 2**32 - 1)},
-    MsgType.ACTIVATE: {"bundle_id": Field("str", hi=16, pattern=_HEX16), "allow_downgrade": Field("bool", required=False)},
-    MsgType.HELLO: {"client": Field("str", hi=64, required=False), "protocol": Field("int", 1, 255, required=False)},
-}
-"""The meta fields each request type must carry (others are ignored); the blob limits are the
-frame's own (``h*w`` pixels, ``MAX_CHUNK`` bytes of upload)."""
+#: the meta fields each request type must carry (others are ignored), from the one declaration
+#: per request (:data:`qdev.core.messages.REQUESTS`); the blob limits are the frame's own (``h*w``
+#: pixels, ``MAX_CHUNK`` bytes of upload)
+REQUEST_FIELDS: dict[MsgType, Mapping[str, Field]] = {t: r.fields for t, r in REQUESTS.items()}
 
 log = logging.getLogger("qdev.device")
 
@@ -224,11 +207,11 @@ class Session:
                 raise BadRequest("meta", msg.bad)
             if handler is None:
                 raise QdevError(f"unknown request type {msg.type}")
-            if msg.type in OPERATOR_ONLY and self.role != "operator":
-                self._error(msg, f"{msg.name} needs the operator role; this host is paired as {self.role}",
-                            "forbidden")
+            if not allowed(MsgType(msg.type), self.role):
+                self._error(msg, f"{msg.name} needs the {REQUESTS[MsgType(msg.type)].role} role; this host is "
+                            f"paired as {self.role}", "forbidden")
                 return
-            check_fields(msg.meta, REQUEST_FIELDS.get(msg.type, {}))
+            check_fields(msg.meta, REQUEST_FIELDS[MsgType(msg.type)])
             handler(self, msg)
         except BadRequest as exc:
             self._error(msg, f"bad {msg.name} request: {exc}", "bad_request")
@@ -353,137 +336,9 @@ class Session:
         self.reply(msg, MsgType.WATCH, {"watching": True})
 
 
-OPERATOR_ONLY = frozenset({MsgType.FLASH_BEGIN, MsgType.FLASH_CHUNK, MsgType.FLASH_END, MsgType.ACTIVATE,
-                           MsgType.ROLLBACK})
-"""What a ``viewer`` may not do (it may INFO, STATS, POWER, WATCH, INFER, STREAM)."""
-
-HANDLERS: dict[MsgType, Callable[[Session, Message], None]] = {
-    MsgType.INFO: Session._on_info,
-    MsgType.ECHO: Session._on_echo,
-    MsgType.INFER: Session._on_frame,
-    MsgType.STREAM_FRAME: Session._on_frame,
-    MsgType.FLASH_BEGIN: Session._on_flash_begin,
-    MsgType.FLASH_CHUNK: Session._on_flash_chunk,
-    MsgType.FLASH_END: Session._on_flash_end,
-    MsgType.ACTIVATE: Session._on_activate,
-    MsgType.ROLLBACK: Session._on_rollback,
-    MsgType.STATS: Session._on_stats,
-    MsgType.POWER: Session._on_power,
-    MsgType.WATCH: Session._on_watch,
-}
-
-
-class TcpServer:
-    """Accepts TCP connections; each gets its own Session thread, up to ``max_sessions``."""
-
-    def __init__(self, runtime: DeviceRuntime, host: str = "127.0.0.1", port: int = 7967,
-                 hub: LiveHub | None = None, idle_timeout: float = 60.0, max_sessions: int = 16,
-                 hello_timeout: float = 5.0, tls_store: str | None = None, evict_after: float = 10.0) -> None:
-        self.rt, self.hub, self.idle_timeout = runtime, hub, idle_timeout
-        self.max_sessions, self.hello_timeout, self.evict_after = max_sessions, hello_timeout, evict_after
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.create_server((host, port), family=family, reuse_port=False)
-        self.address = self.sock.getsockname()[:2]
-        self.stop = threading.Event()
-        self._sessions: list[Session] = []  # in order of arrival
-        self._lock = threading.Lock()
-        self.refused = 0
-        self.tls_store = tls_store
-        self.tls = None
-        if tls_store is not None:
-            from qdev.core.tls import server_context
-
-            self.tls = server_context(tls_store)  # made now: a broken identity fails at start
-
-    def serve_forever(self, beat=None) -> None:  # noqa: ANN001
-        self.sock.settimeout(0.2)
-        while not self.stop.is_set():
-            if beat is not None:
-                beat()
-            try:
-                conn, peer = self.sock.accept()
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                if self.stop.is_set():
-                    break
-                raise  # the listening socket failed: the supervisor restarts this loop
-            threading.Thread(target=self._start, args=(conn, peer), daemon=True).start()
-
-    def _start(self, conn: socket.socket, peer: tuple) -> None:
-        role = "operator"
-        if self.tls is not None:  # the handshake runs here, off the acceptor: a slow peer blocks no one
-            import ssl
-
-            from qdev.core.tls import peer_role
-
-            from qdev.core.tls import server_context
-
-            try:
-                conn.settimeout(self.hello_timeout)
-                # per connection: a host paired (qdev-device pair) while serving is known at once
-                conn = server_context(self.tls_store).wrap_socket(conn, server_side=True)
-                role = peer_role(self.tls_store, conn)
-            except (ssl.SSLError, OSError) as exc:
-                log.warning("tls://%s:%s refused: %s", peer[0], peer[1], exc)
-                conn.close()
-                return
-            if role is None:  # cannot happen with only paired certificates as anchors; never assume
-                conn.close()
-                return
-        link = SocketLink(conn, f"{'tls' if self.tls else 'tcp'}://{peer[0]}:{peer[1]}")
-        s = Session(self.rt, link, self.hub, self.idle_timeout)
-        s.role = role
-        if not self._admit(s):
-            self.refused += 1
-            log.warning("%s refused: %d sessions already", link.name, self.max_sessions)
-            link.close()
-            return
-        self._run(s)
-
-    def _admit(self, s: Session) -> bool:
-        """Take ``s``, making room when the cap is full; nobody can hold the cap against others:
-        the oldest peer that never said HELLO goes first; then, for an operator, the oldest viewer
-        (an operator can always get in); then the session whose last whole request is oldest, if
-        that is over ``evict_after`` seconds ago and it is not watching the live feed (a peer that
-        says HELLO and then trickles a byte now and then holds nothing)."""
-        with self._lock:
-            if len(self._sessions) >= self.max_sessions:
-                victim = self._victim(s)
-                if victim is None:
-                    return False
-                log.warning("session cap full: closing %s to admit %s", victim.ch.link.name, s.ch.link.name)
-                victim.ch.close()
-                self._sessions.remove(victim)
-            self._sessions.append(s)
-            return True
-
-    def _victim(self, s: Session) -> Session | None:
-        silent = [x for x in self._sessions if not x.hello]
-        if silent:
-            return silent[0]
-        if s.role == "operator":
-            viewers = [x for x in self._sessions if x.role == "viewer"]
-            if viewers:
-                return viewers[0]
-        now = time.monotonic()
-        stale = [x for x in self._sessions if x.watch is None and now - x.last_request > self.evict_after]
-        return min(stale, key=lambda x: x.last_request) if stale else None
-
-    def _run(self, s: Session) -> None:
-        try:
-            s.run(self.stop, hello_timeout=self.hello_timeout)
-        except LinkError:
-            pass
-        finally:
-            s.ch.close()
-            with self._lock:
-                if s in self._sessions:
-                    self._sessions.remove(s)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sock.close()
+#: the device's handler of every declared request (HELLO included: Session.handle runs it first)
+HANDLERS: dict[MsgType, Callable[[Session, Message], None]] = {t: getattr(Session, r.handler)
+                                                               for t, r in REQUESTS.items()}
 
 
 class SerialTlsServer:
