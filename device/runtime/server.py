@@ -341,6 +341,119 @@ HANDLERS: dict[MsgType, Callable[[Session, Message], None]] = {t: getattr(Sessio
                                                                for t, r in REQUESTS.items()}
 
 
+class TcpServer:
+    """Accepts TCP connections; each gets its own Session thread, up to ``max_sessions``."""
+
+    def __init__(self, runtime: DeviceRuntime, host: str = "127.0.0.1", port: int = 7967,
+                 hub: LiveHub | None = None, idle_timeout: float = 60.0, max_sessions: int = 16,
+                 hello_timeout: float = 5.0, tls_store: str | None = None, evict_after: float = 10.0) -> None:
+        self.rt, self.hub, self.idle_timeout = runtime, hub, idle_timeout
+        self.max_sessions, self.hello_timeout, self.evict_after = max_sessions, hello_timeout, evict_after
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.create_server((host, port), family=family, reuse_port=False)
+        self.address = self.sock.getsockname()[:2]
+        self.stop = threading.Event()
+        self._sessions: list[Session] = []  # in order of arrival
+        self._lock = threading.Lock()
+        self.refused = 0
+        self.tls_store = tls_store
+        self.tls = None
+        if tls_store is not None:
+            from qdev.core.tls import server_context
+
+            self.tls = server_context(tls_store)  # made now: a broken identity fails at start
+
+    def serve_forever(self, beat=None) -> None:  # noqa: ANN001
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            if beat is not None:
+                beat()
+            try:
+                conn, peer = self.sock.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                if self.stop.is_set():
+                    break
+                raise  # the listening socket failed: the supervisor restarts this loop
+            threading.Thread(target=self._start, args=(conn, peer), daemon=True).start()
+
+    def _start(self, conn: socket.socket, peer: tuple) -> None:
+        role = "operator"
+        if self.tls is not None:  # the handshake runs here, off the acceptor: a slow peer blocks no one
+            import ssl
+
+            from qdev.core.tls import peer_role
+
+            from qdev.core.tls import server_context
+
+            try:
+                conn.settimeout(self.hello_timeout)
+                # per connection: a host paired (qdev-device pair) while serving is known at once
+                conn = server_context(self.tls_store).wrap_socket(conn, server_side=True)
+                role = peer_role(self.tls_store, conn)
+            except (ssl.SSLError, OSError) as exc:
+                log.warning("tls://%s:%s refused: %s", peer[0], peer[1], exc)
+                conn.close()
+                return
+            if role is None:  # cannot happen with only paired certificates as anchors; never assume
+                conn.close()
+                return
+        link = SocketLink(conn, f"{'tls' if self.tls else 'tcp'}://{peer[0]}:{peer[1]}")
+        s = Session(self.rt, link, self.hub, self.idle_timeout)
+        s.role = role
+        if not self._admit(s):
+            self.refused += 1
+            log.warning("%s refused: %d sessions already", link.name, self.max_sessions)
+            link.close()
+            return
+        self._run(s)
+
+    def _admit(self, s: Session) -> bool:
+        """Take ``s``, making room when the cap is full; nobody can hold the cap against others:
+        the oldest peer that never said HELLO goes first; then, for an operator, the oldest viewer
+        (an operator can always get in); then the session whose last whole request is oldest, if
+        that is over ``evict_after`` seconds ago and it is not watching the live feed (a peer that
+        says HELLO and then trickles a byte now and then holds nothing)."""
+        with self._lock:
+            if len(self._sessions) >= self.max_sessions:
+                victim = self._victim(s)
+                if victim is None:
+                    return False
+                log.warning("session cap full: closing %s to admit %s", victim.ch.link.name, s.ch.link.name)
+                victim.ch.close()
+                self._sessions.remove(victim)
+            self._sessions.append(s)
+            return True
+
+    def _victim(self, s: Session) -> Session | None:
+        silent = [x for x in self._sessions if not x.hello]
+        if silent:
+            return silent[0]
+        if s.role == "operator":
+            viewers = [x for x in self._sessions if x.role == "viewer"]
+            if viewers:
+                return viewers[0]
+        now = time.monotonic()
+        stale = [x for x in self._sessions if x.watch is None and now - x.last_request > self.evict_after]
+        return min(stale, key=lambda x: x.last_request) if stale else None
+
+    def _run(self, s: Session) -> None:
+        try:
+            s.run(self.stop, hello_timeout=self.hello_timeout)
+        except LinkError:
+            pass
+        finally:
+            s.ch.close()
+            with self._lock:
+                if s in self._sessions:
+                    self._sessions.remove(s)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
 class SerialTlsServer:
     """The serial port's TLS (:mod:`qdev.core.tlsserial`): carrier frames demultiplexed by
     connection id into one **live** TLS session (served by a :class:`Session` on its own thread)
