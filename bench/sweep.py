@@ -123,7 +123,7 @@ def main() -> None:
                 j.rc, j.ended = j.proc.returncode, time.time()
                 running.remove(j)
         time.sleep(1.0)
-    print(f"| run | rc | wall s | epochs | best epoch | val lesion Dice | s/epoch |")
+    print("| run | rc | wall s | epochs | best epoch | val lesion Dice | s/epoch |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for j in jobs:
         r = reached(a.runs / j.name)

@@ -21,7 +21,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -66,7 +66,7 @@ class _Thr:
     clip_hi: bool = True
 
 
-def _build_lut(st: _Step) -> None:
+def _build_lut(st: Step) -> None:
     """Tabulate ``#{k: v >= T[c, k]} + ActVal`` for the integers where it changes (see module doc);
     leaves ``st.lut`` None where the table would exceed :data:`TABLE_MAX`."""
     t = np.ceil(st.thr)  # [C or 1, steps]

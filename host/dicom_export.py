@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qdev.core.errors import ConfigError, DataError, QdevError
+from qdev.core.errors import ConfigError, DataError
 
 __all__ = ["DicomExport", "export_session_dicom", "LESION_CATEGORY", "LESION_TYPE"]
 

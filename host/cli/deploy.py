@@ -188,7 +188,7 @@ def _print_summary(s: dict) -> None:
         con.print(t)
     st = v["steps"].get("qdev_stitched")
     if st:
-        con.print(f"stitched co-simulation (every layer at once in its hardware language, through the chosen FIFOs): "
+        con.print("stitched co-simulation (every layer at once in its hardware language, through the chosen FIFOs): "
                   + (f"[green]{st['summary']}[/]" if st["equal"] else f"[red]{st['summary']}[/]"))
     if s.get("stopped"):
         con.print(f"[yellow]{s['stopped']}[/]")

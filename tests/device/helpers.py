@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +63,29 @@ def broken_selftest_bundle(dst: Path, key) -> Path:  # noqa: ANN001
     codes.flat[0] = 1 - codes.flat[0] if codes.flat[0] in (0, 1) else 0
     np.save(b / "golden_codes.npy", codes)
     return resign(b, key, run_id="broken-selftest")
+
+
+def raw_socket(port: str) -> socket.socket:
+    """A plain TCP socket to a ``tcp://HOST:PORT`` device: for bytes no client would send."""
+    host, p = port[len("tcp://"):].split(":")
+    s = socket.create_connection((host, int(p)), timeout=5)
+    return s
+
+
+def read_frames(s: socket.socket, want: int, timeout: float = 5.0) -> list:
+    """Up to ``want`` whole frames from ``s`` within ``timeout``."""
+    from qdev.core.protocol import FrameParser
+
+    parser = FrameParser()
+    out: list = []
+    deadline = time.monotonic() + timeout
+    s.settimeout(0.2)
+    while len(out) < want and time.monotonic() < deadline:
+        try:
+            data = s.recv(65536)
+        except socket.timeout:
+            continue
+        if not data:
+            break
+        out += parser.feed(data)
+    return out

@@ -8,7 +8,6 @@ import json
 import os
 import random
 import signal
-import socket
 import threading
 import time
 
@@ -21,7 +20,7 @@ from qdev.core.protocol import MsgType, encode
 from qdev.device.runtime import DeviceRuntime, RuntimeConfig
 from qdev.host.client import connect
 from qdev.host.local import LocalDevice
-from tests.device.helpers import DEV_PUB, SHIPPED
+from tests.device.helpers import DEV_PUB, SHIPPED, raw_socket, read_frames
 
 pytestmark = pytest.mark.device_env
 
@@ -80,38 +79,14 @@ def test_kill_during_flash_always_leaves_a_working_bundle(tmp_path):
     print(f"flash kills: {outcomes}")
 
 
-def _raw(port: str) -> socket.socket:
-    host, p = port[len("tcp://"):].split(":")
-    s = socket.create_connection((host, int(p)), timeout=5)
-    return s
-
-
-def _read_frames(s: socket.socket, want: int, timeout: float = 5.0) -> list:
-    from qdev.core.protocol import FrameParser
-
-    parser = FrameParser()
-    out: list = []
-    deadline = time.monotonic() + timeout
-    s.settimeout(0.2)
-    while len(out) < want and time.monotonic() < deadline:
-        try:
-            data = s.recv(65536)
-        except socket.timeout:
-            continue
-        if not data:
-            break
-        out += parser.feed(data)
-    return out
-
-
 def test_server_survives_garbage_oversize_and_truncation(tmp_path):
     from qdev.core.link import pack_payload
 
     with LocalDevice(tmp_path / "store", trusted=[DEV_PUB]) as dev:
-        s = _raw(dev.port)
+        s = raw_socket(dev.port)
         # before HELLO: refused politely
         s.sendall(encode(MsgType.INFO, 1, pack_payload({})))
-        (f,) = _read_frames(s, 1)
+        (f,) = read_frames(s, 1)
         assert f.type == MsgType.ERROR and b"HELLO" in f.payload
         # garbage, a header claiming 1 GiB, a truncated frame, a bit-flipped frame, then HELLO
         rng = np.random.default_rng(0)
@@ -124,20 +99,20 @@ def test_server_survives_garbage_oversize_and_truncation(tmp_path):
         flipped[-6] ^= 0x10
         s.sendall(bytes(flipped))
         s.sendall(encode(MsgType.HELLO, 5, pack_payload({"client": "test"})))
-        frames = _read_frames(s, 1)
+        frames = read_frames(s, 1)
         assert [fr.type for fr in frames] == [MsgType.HELLO_ACK]
         assert json.loads(frames[0].payload[4:].decode())["re"] == 5
         # a malformed request gets an ERROR and the session goes on
         s.sendall(encode(MsgType.INFER, 6, pack_payload({"h": 128})))
         s.sendall(encode(MsgType.STATS, 7, pack_payload({})))
-        a, b = _read_frames(s, 2)
+        a, b = read_frames(s, 2)
         assert a.type == MsgType.ERROR and b.type == MsgType.STATS
         stats = json.loads(b.payload[4:].decode())
         assert stats["link"]["discarded_bytes"] > 5000
         # an overflowing number gets a malformed-request ERROR, not a dead session
         s.sendall(encode(MsgType.FLASH_BEGIN, 9, pack_payload({"sha256": "0" * 64, "size": 1e999})))
         s.sendall(encode(MsgType.INFO, 10, pack_payload({})))
-        a, b = _read_frames(s, 2)
+        a, b = read_frames(s, 2)
         err = json.loads(a.payload[4:].decode())
         assert a.type == MsgType.ERROR and err["code"] == "bad_request" and "size: must be an integer" in err["message"]
         assert b.type == MsgType.INFO_REPLY

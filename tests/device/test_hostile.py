@@ -18,8 +18,7 @@ from qdev.core.link import pack_payload
 from qdev.core.protocol import MsgType, encode
 from qdev.host.client import connect
 from qdev.host.local import LocalDevice
-from tests.device.helpers import DEV_PUB, SHIPPED, golden_masks
-from tests.device.test_flash_kill import _raw, _read_frames
+from tests.device.helpers import DEV_PUB, SHIPPED, golden_masks, raw_socket, read_frames
 
 pytestmark = pytest.mark.device_env
 
@@ -44,7 +43,7 @@ def _meta_frame(t: MsgType, seq: int, raw_meta: bytes) -> bytes:
 
 def _hello(s: socket.socket) -> None:
     s.sendall(encode(MsgType.HELLO, 1, pack_payload({"client": "hostile"})))
-    (f,) = _read_frames(s, 1)
+    (f,) = read_frames(s, 1)
     assert f.type == MsgType.HELLO_ACK
 
 
@@ -72,12 +71,12 @@ HOSTILE = {
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_meta_gets_bad_request_naming_the_field_and_the_session_goes_on(device, name):
     t, raw, needle = HOSTILE[name]
-    s = _raw(device.port)
+    s = raw_socket(device.port)
     try:
         _hello(s)
         s.sendall(_meta_frame(t, 7, raw))
         s.sendall(encode(MsgType.INFO, 8, pack_payload({})))
-        err, ok = _read_frames(s, 2)
+        err, ok = read_frames(s, 2)
         e = _reply(err)
         assert err.type == MsgType.ERROR and err.seq != 0 and e["code"] == "bad_request", e
         assert needle in e["message"], e["message"]
@@ -87,19 +86,19 @@ def test_hostile_meta_gets_bad_request_naming_the_field_and_the_session_goes_on(
 
 
 def test_huge_meta_is_refused_before_parsing(device):
-    s = _raw(device.port)
+    s = raw_socket(device.port)
     try:
         _hello(s)
         big = b'{"x":"' + b"a" * (200 << 10) + b'"}'
         s.sendall(_meta_frame(MsgType.INFO, 9, big))
-        (err,) = _read_frames(s, 1)
+        (err,) = read_frames(s, 1)
         assert err.type == MsgType.ERROR and "limit is 65536" in _reply(err)["message"]
     finally:
         s.close()
 
 
 def test_fifty_silent_connections_do_not_lock_out_a_healthy_client(device):
-    silent = [_raw(device.port) for _ in range(50)]
+    silent = [raw_socket(device.port) for _ in range(50)]
     try:
         time.sleep(0.3)
         c = connect(device.port, timeout=10.0)
@@ -117,7 +116,7 @@ def test_fifty_silent_connections_do_not_lock_out_a_healthy_client(device):
 
 def test_a_noisy_link_is_not_idle(device):
     """--idle-timeout 2: garbage bytes every 0.3 s for 3 s keep the connection; then it works."""
-    s = _raw(device.port)
+    s = raw_socket(device.port)
     try:
         _hello(s)
         t_end = time.monotonic() + 3.0
@@ -125,7 +124,7 @@ def test_a_noisy_link_is_not_idle(device):
             s.sendall(b"\x00noise\x13" * 4)
             time.sleep(0.3)
         s.sendall(encode(MsgType.INFO, 5, pack_payload({})))
-        (f,) = _read_frames(s, 1)
+        (f,) = read_frames(s, 1)
         assert f.type == MsgType.INFO_REPLY
         time.sleep(2.8)  # now truly silent: dropped
         s.settimeout(2.0)
@@ -295,7 +294,7 @@ def test_hello_then_trickle_cannot_hold_the_session_cap(tmp_path):
     with LocalDevice(store, trusted=[DEV_PUB], extra=["--max-sessions", "3", "--evict-after", "1"]) as dev:
         hogs = []
         for _ in range(3):
-            s = _raw(dev.port)
+            s = raw_socket(dev.port)
             _hello(s)
             hogs.append(s)
         stop = threading.Event()

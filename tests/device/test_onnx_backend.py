@@ -96,7 +96,6 @@ def test_non_affine_thresholds_fall_back_to_exact_comparisons():
 def test_every_affine_threshold_of_the_shipped_model_is_exact_in_onnxruntime():
     """Each threshold step of the shipped model, run by onnxruntime on every integer its input
     type can hold, gives the count: the float32 arithmetic of the session itself, checked."""
-    import onnx
     from onnx import TensorProto, helper
 
     from qdev.core.onnx_lower import OPSET, _Graph, _threshold, make_session

@@ -5,7 +5,6 @@ with its DICOMweb plugin (STOW-RS in, QIDO-RS and WADO-RS out, compared bit for 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess

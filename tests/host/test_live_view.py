@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,6 +193,7 @@ def test_browser_view_loads_updates_and_matches_the_session_log(tmp_path):
         with Browser(tmp_path / "chr") as br:
             br.open(url)
             br.wait_for("Number(document.getElementById('shown').textContent) >= 1", timeout=120)
+            seen = 0
             for i in range(2):
                 if i:  # the next frame reached the page
                     br.wait_for(f"Number(document.getElementById('shown').textContent) > {seen}", timeout=120)

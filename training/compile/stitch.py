@@ -77,7 +77,7 @@ class StitchConfig:
     frames: int | None = None
     deadlock_s: float = 1.0
     timeout_s: float = 900.0
-    poll_s: float = 0.02
+    poll_s: float = 0.05
     opt: str = "-O2"
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     cache: Path | None = None
@@ -334,6 +334,10 @@ class _Board:
         base = HDR + RING * self.n_chans
         return self.w[base + NODE * i: base + NODE * (i + 1)]
 
+    def states(self) -> np.ndarray:
+        base = HDR + RING * self.n_chans
+        return self.w[base: base + NODE * self.n_procs].reshape(self.n_procs, NODE)[:, 2]
+
     def moved(self) -> int:
         r = self.w[HDR: HDR + RING * self.n_chans].reshape(self.n_chans, RING)
         return int(r[:, 0].astype(np.int64).sum() + r[:, 16].astype(np.int64).sum())
@@ -400,7 +404,7 @@ def _supervise(board: _Board, procs: list[Process], chans: list[Channel], popen:
             return {"status": "completed"}
         live = [i for i, c in enumerate(codes) if c is None]
         moved = board.moved()
-        blocked = all(int(board.node(i)[2]) == 2 for i in live)
+        blocked = bool(np.all(board.states()[live] == 2))
         if blocked and moved == last_moved:
             still_since = still_since or time.perf_counter()
             if time.perf_counter() - still_since >= cfg.deadlock_s:
