@@ -41,7 +41,13 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
     y = torch.from_numpy(arrays.masks[idx]).float().unsqueeze(1)
     labels = torch.from_numpy(arrays.labels[idx])
     rule, rule_source = run_mask_rule(run)
-    inputs = {"best.pt": st["outputs"]["train/best.pt"]}
+    ckpt_rel = str(Path(best).resolve().relative_to(run.path.resolve()))
+    inputs = {ckpt_rel: st["outputs"].get(ckpt_rel)}  # run-relative keys, as every stage writes them
+    if not rule.is_default:
+        inputs[RULE_FILE] = run.stage("postprocess")["outputs"][RULE_FILE]
+    # one stage record per split and checkpoint: evaluating val after test keeps test's record
+    stage = f"evaluate/{split_name}" + ("" if checkpoint == "best" else f"@{checkpoint}")
+    t0 = run.begin(stage, {"data": data, "split": split_name, "checkpoint": checkpoint}, inputs)
     without = None
     if rule.is_default:
         metrics, loss, _ = evaluate_model(model, x, y, labels, torch.device("cpu"))
@@ -50,7 +56,6 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
 
         without, loss, metrics = evaluate_model(model, x, y, labels, torch.device("cpu"), rule=rule,
                                                 output_scale=output_scale(model))
-        inputs[RULE_FILE] = run.stage("postprocess")["outputs"][RULE_FILE]
     out = {
         "run": run.path.name,
         "split": split_name,
@@ -72,7 +77,6 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
     edir = run.path / "evaluate"
     stem = "metrics" if split_name == "test" else f"metrics_{split_name}"
     path = edir / (f"{stem}.json" if checkpoint == "best" else f"{stem}_{checkpoint}.json")
-    t0 = run.begin("evaluate", {"data": data, "split": split_name}, inputs)
     atomic_write_text(path, json.dumps(out, indent=1) + "\n")
-    run.finish("evaluate", t0, [path])
+    run.finish(stage, t0, [path])
     return out

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from qdev.core.errors import QdevError
 from qdev.host.cli import cli
+from qdev.training.runs import sha256_file
 from qdev.training.models import ModelConfig
 from qdev.training.trainer import TrainConfig, train
 
@@ -109,6 +110,15 @@ def test_cli_train_and_evaluate(phantom_busi, tmp_path):
     r = CliRunner().invoke(cli, ["evaluate", str(out), "--checkpoint", "last", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["checkpoint"] == "last"
     assert (out / "evaluate" / "metrics_last.json").is_file()
+    r = CliRunner().invoke(cli, ["evaluate", str(out), "--split", "val", "--json"])
+    assert r.exit_code == 0, r.output
+    # one stage record per split and checkpoint: the val run kept test's record, each with the
+    # checkpoint it read (by its run-relative path) and its own output's hash
+    st = json.loads((out / "manifest.json").read_text())["stages"]
+    assert {"evaluate/test", "evaluate/test@last", "evaluate/val"} <= set(st)
+    assert st["evaluate/test"]["outputs"] == {"evaluate/metrics.json": sha256_file(out / "evaluate" / "metrics.json")}
+    assert st["evaluate/test@last"]["inputs"] == {"train/last.pt": st["train"]["outputs"]["train/last.pt"]}
+    assert st["evaluate/val"]["duration_s"] > 0
     # tampered checkpoint is refused
     (out / "train" / "best.pt").write_bytes(b"x")
     r = CliRunner().invoke(cli, ["evaluate", str(out)])
