@@ -223,7 +223,8 @@ def bundle() -> None:
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--board", required=True)
 @click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Private signing key.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Default bitstreams/<board>/<run>.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Default: inside the run, RUN/bundle/<board> (then qdev bundle publish copies it out).")
 @click.option("--model-name", default=None)
 @click.option("--allow-unoffered", is_flag=True,
               help="Bundle an adapted run (qdev adapt) that did not beat its base on the site's validation patients.")
@@ -235,9 +236,28 @@ def bundle_create(run: Path, board: str, key: Path, out: Path | None, model_name
     from qdev.training.compile.bundle_build import build_bundle
 
     b = get_board(board).name
-    out = out or Path("bitstreams") / b / (model_name or run.name)
+    out = out or run / "bundle" / b
     path = build_bundle(run, b, key, out, model_name, allow_unoffered)
     click.echo(f"wrote {path}")
+
+
+@bundle.command("publish")
+@click.argument("run", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--board", required=True)
+@click.option("--to", "dest", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Default bitstreams/<board>/<model>.")
+def bundle_publish(run: Path, board: str, dest: Path | None) -> None:
+    """Copy a run's bundle (qdev bundle create) out of the run, each file checked against the hash
+    the bundle stage recorded."""
+    from qdev.training.compile.boards import get_board
+    from qdev.training.compile.bundle_build import publish_bundle
+    from qdev.training.runs import RunFolder
+
+    b = get_board(board).name
+    if dest is None:
+        model = (RunFolder(run).stage(f"bundle/{b}").get("config") or {}).get("model") or run.name
+        dest = Path("bitstreams") / b / model
+    click.echo(f"published {publish_bundle(run, b, dest)}")
 
 
 @bundle.command("sign")

@@ -129,6 +129,41 @@ def test_bundle_sign_verify_and_tamper(compiled, tmp_path):
         assert r.exit_code == 2 and r.output.startswith("qdev: "), name
 
 
+def test_bundle_is_a_stage_of_its_run_and_publish_copies_it_checked(compiled, tmp_path, monkeypatch):
+    """`qdev bundle create` without --out writes inside the run (RUN/bundle/<board>) and records a
+    stage (inputs: the compile's files by hash; outputs: the bundle's files; its id); `qdev bundle
+    publish` copies it to bitstreams/<board>/<model> byte for byte, and refuses a changed file."""
+    run = tmp_path / "tiny"
+    shutil.copytree(compiled[0], run)
+    key = DEV_KEY_DIR / "qdev-dev.key"
+    r = CliRunner().invoke(cli, ["bundle", "create", str(run), "--board", "kv260", "--key", str(key),
+                                 "--model-name", "tiny-w"])
+    assert r.exit_code == 0, r.output
+    b = run / "bundle" / "KV260"
+    vb = verify_bundle(b, [DEV_KEY_DIR / "qdev-dev.pub"])
+    st = json.loads((run / "manifest.json").read_text())["stages"]["bundle/KV260"]
+    assert st["status"] == "done" and st["config"]["model"] == "tiny-w"
+    assert set(st["outputs"]) == {f"bundle/KV260/{p.name}" for p in b.iterdir()}
+    assert st["inputs"]["compile/KV260/intmodel/intmodel.npz"] == vb.manifest["files"]["intmodel.npz"]["sha256"]
+    from qdev.core.bundle import bundle_id
+
+    assert st["bundle_id"] == bundle_id((b / "manifest.json").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["bundle", "publish", str(run), "--board", "KV260"])
+    assert r.exit_code == 0, r.output
+    pub = tmp_path / "bitstreams" / "KV260" / "tiny-w"
+    assert sorted(p.name for p in pub.iterdir()) == sorted(p.name for p in b.iterdir())
+    assert all((pub / p.name).read_bytes() == p.read_bytes() for p in b.iterdir())
+    # a file changed inside the run since the bundle stage: refused, nothing published over
+    (b / "golden_codes.npy").write_bytes(b"x")
+    r = CliRunner().invoke(cli, ["bundle", "publish", str(run), "--board", "KV260", "--to", str(tmp_path / "p2")])
+    assert r.exit_code == 2 and "sha256 differs" in r.output and not (tmp_path / "p2").exists()
+    # the compile's own golden file changed: bundle create refuses it (it used to copy it unchecked)
+    (run / "compile" / "KV260" / "intmodel" / "golden_pixels.npy").write_bytes(b"y")
+    r = CliRunner().invoke(cli, ["bundle", "create", str(run), "--board", "KV260", "--key", str(key)])
+    assert r.exit_code == 2 and "golden_pixels.npy" in r.output
+
+
 def test_float_run_cannot_be_exported(phantom_busi, tmp_path):
     out = tmp_path / "f"
     r = CliRunner().invoke(cli, ["train", "--model", "float", "--width", "2", "--size", "32", "--epochs", "1",

@@ -85,7 +85,6 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
     stage = run.load()["stages"].get(f"compile/{board}")
     if not stage or stage.get("status") not in ("done", "stopped"):
         raise QdevError(f"{run_dir}: compile for {board} has not run (qdev compile {run_dir} --board {board})")
-    cdir = run.path / "compile" / board
     summary = json.loads(run.verified(f"compile/{board}", f"compile/{board}/summary.json").read_text())
     im = summary.get("intmodel") or {}
     if not im.get("equals_finn_python_exec"):
@@ -94,16 +93,23 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
     export = json.loads(run.verified("export", "export/verify.json").read_text())
     train = run.stage("train")
     rule, rule_source = run_mask_rule(run)
-    files = {
-        "intmodel.npz": run.verified(f"compile/{board}", f"compile/{board}/intmodel/intmodel.npz"),
-        "golden_pixels.npy": cdir / "intmodel" / "golden_pixels.npy",
-        "golden_codes.npy": cdir / "intmodel" / "golden_codes_nhwc.npy",
+    stage_name = f"compile/{board}"
+    files = {  # each checked against the hash the compile recorded (a changed file is refused)
+        "intmodel.npz": run.verified(stage_name, f"compile/{board}/intmodel/intmodel.npz"),
+        "golden_pixels.npy": run.verified(stage_name, f"compile/{board}/intmodel/golden_pixels.npy"),
+        "golden_codes.npy": run.verified(stage_name, f"compile/{board}/intmodel/golden_codes_nhwc.npy"),
     }
     bit = (summary.get("bitstream") or {})
     if bit.get("built"):
         files["accel.bit"] = Path(bit["bit"][0])
         files["accel.hwh"] = Path(bit["hwh"][0])
     out = Path(out)
+    t0 = run.begin(f"bundle/{board}", {"board": board, "model": model_name or run.path.name, "out": str(out),
+                                       "allow_unoffered": allow_unoffered},
+                   {f"compile/{board}/{rel}": run.stage(stage_name)["outputs"][f"compile/{board}/{rel}"]
+                    for rel in ("intmodel/intmodel.npz", "intmodel/golden_pixels.npy",
+                                "intmodel/golden_codes_nhwc.npy", "summary.json")})
+    out.parent.mkdir(parents=True, exist_ok=True)
     with FolderBuild(out.parent, ".bundle-") as build:
         tmp = build.path
         for name, src in files.items():
@@ -158,4 +164,41 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
             p.chmod(0o644)
         tmp.chmod(0o755)
         build.commit(out, replace=True)
+    inside = out.resolve().is_relative_to(run.path.resolve())
+    # the bundle is a stage of its run: its files' hashes when it lies inside the run (the
+    # default), its id (the manifest's sha256) wherever it lies; qdev bundle publish copies it out
+    run.finish(f"bundle/{board}", t0, sorted(out.iterdir()) if inside else [], bundle_id=bundle_id_of(out),
+               bundle_dir=str(out.resolve()))
     return out
+
+
+def bundle_id_of(folder: Path) -> str:
+    from qdev.core.bundle import bundle_id
+
+    return bundle_id((Path(folder) / MANIFEST).read_bytes())
+
+
+def publish_bundle(run_dir: Path, board: str, dest: Path) -> Path:
+    """Copy the bundle recorded by ``run_dir``'s ``bundle/<board>`` stage to ``dest`` (e.g.
+    ``bitstreams/<board>/<model>``), every file checked against the hash the stage recorded
+    first; the copy is built aside and renamed into place.
+
+    Raises:
+        QdevError: no bundle stage, the bundle lies outside the run, or a file changed since.
+    """
+    run = RunFolder(Path(run_dir))
+    st = run.stage(f"bundle/{board}")
+    outs = st.get("outputs") or {}
+    if not outs:
+        raise QdevError(f"{run_dir}: the {board} bundle was written outside the run ({st.get('bundle_dir')}); "
+                        "publish copies bundles made inside it (qdev bundle create without --out)")
+    files = [run.verified(f"bundle/{board}", rel) for rel in sorted(outs)]
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FolderBuild(dest.parent, ".publish-") as build:
+        for f in files:
+            shutil.copyfile(f, build.path / f.name)
+            (build.path / f.name).chmod(0o644)
+        build.path.chmod(0o755)
+        build.commit(dest, replace=True)
+    return dest
