@@ -158,7 +158,14 @@ class TlsBioLink(Link):
             LinkError: it failed or timed out.
         """
         deadline = time.monotonic() + timeout
+        # a port opened after our ClientHello left flushes it (pyserial's open() does): with no
+        # answer at all for a while, start over (as the plain HELLO is retried)
+        retry_after = min(3.0, timeout / 3)
+        started, heard = time.monotonic(), False
         while True:
+            if not heard and time.monotonic() - started > retry_after and self._pump:
+                self._restart()
+                started = time.monotonic()
             try:
                 with self._lock:
                     self.obj.do_handshake()
@@ -174,7 +181,7 @@ class TlsBioLink(Link):
             if left <= 0:
                 raise LinkError(f"{self.name}: no TLS answer within {timeout:g} s (is qdev-device serving "
                                 "this port, and at this baud rate?)")
-            self._wait_input(left)
+            heard = self._wait_input(min(left, retry_after)) or heard
 
     def _flush(self) -> None:
         with self._lock:
@@ -182,18 +189,29 @@ class TlsBioLink(Link):
         if out:
             self.carrier.send(self.cid, out)
 
-    def _wait_input(self, timeout: float) -> None:
-        """Host: read carrier frames of this connection into the BIO. Device: wait to be fed."""
+    def _wait_input(self, timeout: float) -> bool:
+        """Host: read carrier frames of this connection into the BIO. Device: wait to be fed.
+        True when bytes of this connection came."""
         if not self._pump:
             with self._fed:
                 self._fed.wait(min(timeout, 0.5))
-            return
+            return False
         try:
             cid, data = self.carrier.recv(timeout)
         except LinkTimeout:
-            return
+            return False
         if cid == self.cid:
             self.feed(data)
+            return True
+        return False
+
+    def _restart(self) -> None:
+        """A fresh connection (new id, new TLS object) in place of one that got no answer."""
+        with self._lock:
+            self.cid = os.urandom(CID_BYTES)
+            self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self.obj = self._ctx.wrap_bio(self._in, self._out, server_side=False)
+            self.failed, self.got_data = None, False
 
     def write(self, data: bytes) -> None:
         if self.closed:
@@ -237,11 +255,7 @@ class TlsBioLink(Link):
         from qdev.core.errors import QdevError
         from qdev.core.tls import check_pinned_der
 
-        with self._lock:
-            self.cid = os.urandom(CID_BYTES)
-            self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
-            self.obj = self._ctx.wrap_bio(self._in, self._out, server_side=False)
-            self.failed, self.got_data = None, False
+        self._restart()
         self.handshake(timeout)
         try:
             check_pinned_der(self.peer_der(), self._device_name)

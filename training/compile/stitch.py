@@ -76,7 +76,7 @@ class StitchConfig:
 
     frames: int | None = None
     deadlock_s: float = 1.0
-    timeout_s: float = 900.0
+    timeout_s: float = 3600.0
     poll_s: float = 0.05
     opt: str = "-O2"
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
