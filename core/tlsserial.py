@@ -194,7 +194,8 @@ class TlsBioLink(Link):
         True when bytes of this connection came."""
         if not self._pump:
             with self._fed:
-                self._fed.wait(min(timeout, 0.5))
+                if not self._in.pending and not self.closed:  # fed since the last read: no wait
+                    self._fed.wait(min(timeout, 0.5))
             return False
         try:
             cid, data = self.carrier.recv(timeout)
