@@ -127,7 +127,8 @@ def _serial_attacks(tmp: Path) -> dict[str, bool]:
             rec = bytes(pty.tapped["to_device"])
             frames = FrameParser().feed(rec)
             out["wiretap on a serial session (reads no pixels)"] = (
-                PX[0].tobytes()[:64] not in rec and all(f.type == MsgType.TLS_RECORD for f in frames))
+                PX[0].tobytes()[:64] not in rec and all(f.type in (MsgType.TLS_RECORD, MsgType.TLS_ACK, MsgType.TLS_RESET)
+                                                     for f in frames))
             c = connect(pty.host_path, timeout=30.0)
             before, store0 = c.stats(), c.info()["store"]
             pty.inject_to_device(encode(frames[0].type, frames[0].seq, frames[0].payload))  # a ClientHello
@@ -165,7 +166,7 @@ def _serial_attacks(tmp: Path) -> dict[str, bool]:
             ch.send(MsgType.HELLO, {"client": "old"}, version=1)
             try:
                 r = ch.recv(2.0)
-                while r.type == MsgType.TLS_RECORD:  # what is left of the refused TLS connection
+                while r.type in (MsgType.TLS_RECORD, MsgType.TLS_ACK, MsgType.TLS_RESET):  # the refused TLS's rest
                     r = ch.recv(2.0)
                 out["version-1 host on serial"] = r.version == 1 and r.meta.get("code") == "protocol_version"
             except Exception:  # noqa: BLE001

@@ -62,6 +62,8 @@ class MsgType(IntEnum):
     WATCH = 50
     LIVE = 51
     TLS_RECORD = 64  # serial only: a carrier frame of the TLS stream (qdev.core.tlsserial)
+    TLS_ACK = 65  # serial only: the carrier frames of a connection received so far (cumulative)
+    TLS_RESET = 66  # serial only: no such connection (any more): start a new one
 
 
 @dataclass(frozen=True)

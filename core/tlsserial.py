@@ -31,41 +31,110 @@ from collections.abc import Callable
 from qdev.core.link import Link, LinkError, LinkTimeout
 from qdev.core.protocol import FrameParser, MsgType, encode
 
-__all__ = ["CID_BYTES", "MAX_CHUNK", "Carrier", "TlsBioLink", "client_over_serial"]
+__all__ = ["CID_BYTES", "MAX_CHUNK", "MAX_UNACKED", "Carrier", "TlsBioLink", "client_over_serial"]
 
 CID_BYTES = 8
 MAX_CHUNK = 16 * 1024 + 256  # one TLS record (16 KiB of data + its overhead) per carrier frame
+MAX_UNACKED = 8 << 20  # bytes a connection may have unacknowledged
+
+
+class _Tx:
+    """One connection's sending side: the next sequence number and what the peer has not acked."""
+
+    def __init__(self) -> None:
+        self.next = 0
+        self.unacked: dict[int, bytes] = {}  # seq -> the whole encoded frame, in sending order
+        self.sent_at = 0.0  # when the oldest unacked frame was (re)sent
+        self.resends = 0
 
 
 class Carrier:
-    """Carrier frames on a byte link: ``send(cid, data)``, ``recv(timeout) -> (cid, data)``.
-    Frames of any other type are handed to ``other`` (the device answers a plain HELLO of an
-    older host with an ERROR saying why), garbage and CRC failures are dropped and counted."""
+    """Carrier frames on a byte link, reliable and in order per connection id:
+    ``send(cid, data)``, ``recv(timeout) -> (cid, data)``.
+
+    Each connection numbers its frames (the frame header's ``seq``); the receiver delivers them
+    in order, drops duplicates and anything past a gap, and acknowledges cumulatively (a
+    ``TLS_ACK`` frame: the next ``seq`` it wants); the sender sends everything unacknowledged
+    again when the oldest has waited longer than the link needs to carry it plus
+    :attr:`rto` (go-back-N). So line noise, which the CRCs turn into lost frames, costs a
+    resend, not the TLS connection. Unacknowledged data is bounded (:data:`MAX_UNACKED`): a
+    peer that never acknowledges fails the connection. Frames of any other type are handed to
+    ``other`` (the device answers a plain HELLO of an older host with an ERROR saying why).
+    A frame in the middle of a connection this side does not know (it ended it) is answered with
+    ``TLS_RESET``, so the peer starts a new one at once instead of waiting out its timeout.
+    Acknowledgements and resets are not authenticated: forging them can only break a connection,
+    which anyone on the wire can do by jamming it."""
+
+    rto = 0.15  # seconds, beyond the time the link needs to carry what is in flight
+    max_resends = 40  # a connection whose data is never acknowledged is given up
 
     def __init__(self, link: Link, other: Callable | None = None) -> None:
         self.link = link
         self.parser = FrameParser(max_payload=CID_BYTES + MAX_CHUNK)
         self.other = other
-        self._seq = 0
+        self.rate = float(getattr(link, "baudrate", 921600)) / 10.0  # bytes/s, 8N1
         self._wlock = threading.Lock()
+        self._slock = threading.Lock()
+        self._tx: dict[bytes, _Tx] = {}
+        self._expect: dict[bytes, int] = {}
         self._ready: deque = deque()
         self.stall_s = 1.0
         self.last_rx = time.monotonic()
         self.bytes_out = 0
         self.bytes_in = 0
         self.frames_out = 0
+        self.resent = 0
+        self.out_of_order = 0
+        self.resets: set[bytes] = set()
+
+    def _write(self, frame: bytes) -> None:
+        with self._wlock:
+            self.link.write(frame)
+            self.bytes_out += len(frame)
+            self.frames_out += 1
 
     def send(self, cid: bytes, data: bytes) -> None:
-        with self._wlock:
-            for i in range(0, len(data), MAX_CHUNK):
-                frame = encode(MsgType.TLS_RECORD, self._seq, cid + data[i:i + MAX_CHUNK], CID_BYTES + MAX_CHUNK)
-                self._seq = (self._seq + 1) & 0xFFFFFFFF
-                self.link.write(frame)
-                self.bytes_out += len(frame)
-                self.frames_out += 1
+        for i in range(0, len(data), MAX_CHUNK):
+            with self._slock:
+                st = self._tx.setdefault(cid, _Tx())
+                if sum(map(len, st.unacked.values())) > MAX_UNACKED:
+                    raise LinkError(f"{self.link.name}: the peer acknowledges nothing ({MAX_UNACKED} bytes waiting)")
+                frame = encode(MsgType.TLS_RECORD, st.next, cid + data[i:i + MAX_CHUNK], CID_BYTES + MAX_CHUNK)
+                if not st.unacked:
+                    st.sent_at = time.monotonic()
+                st.unacked[st.next] = frame
+                st.next = (st.next + 1) & 0xFFFFFFFF
+            self._write(frame)
+
+    def forget(self, cid: bytes) -> None:
+        """Drop a connection's state (it ended): nothing of it is sent again."""
+        with self._slock:
+            self._tx.pop(cid, None)
+            self._expect.pop(cid, None)
+            self.resets.discard(cid)
+
+    def _resend_due(self) -> None:
+        now = time.monotonic()
+        due = []
+        with self._slock:
+            for cid, st in list(self._tx.items()):
+                if not st.unacked:
+                    continue
+                wait = self.rto + sum(map(len, st.unacked.values())) / self.rate
+                if now - st.sent_at < wait:
+                    continue
+                st.resends += 1
+                if st.resends > self.max_resends:  # the peer is gone: stop (the TLS layer times out)
+                    del self._tx[cid]
+                    continue
+                st.sent_at = now
+                due += list(st.unacked.values())
+        for frame in due:
+            self.resent += 1
+            self._write(frame)
 
     def recv(self, timeout: float) -> tuple[bytes, bytes]:
-        """The next carrier frame's (connection id, bytes).
+        """The next in-order data of any connection: (connection id, bytes).
 
         Raises:
             LinkTimeout: none within ``timeout``.
@@ -73,10 +142,11 @@ class Carrier:
         """
         deadline = time.monotonic() + timeout
         while not self._ready:
+            self._resend_due()
             left = deadline - time.monotonic()
             if left <= 0:
                 raise LinkTimeout(f"{self.link.name}: nothing within {timeout:g} s")
-            data = self.link.read(min(left, 0.25))
+            data = self.link.read(min(left, 0.05))
             now = time.monotonic()
             if not data:
                 # a partial frame whose sender went quiet for stall_s: it died mid-frame; a pause
@@ -93,10 +163,36 @@ class Carrier:
         return self._ready.popleft()
 
     def _take(self, fr) -> None:  # noqa: ANN001
-        if fr.type == MsgType.TLS_RECORD and len(fr.payload) > CID_BYTES:
-            self._ready.append((fr.payload[:CID_BYTES], fr.payload[CID_BYTES:]))
-        elif self.other is not None:
-            self.other(fr)
+        if fr.type == MsgType.TLS_RESET and len(fr.payload) == CID_BYTES:
+            self.resets.add(fr.payload)  # the peer has no such connection (any more)
+            return
+        if fr.type == MsgType.TLS_ACK and len(fr.payload) == CID_BYTES:
+            with self._slock:
+                st = self._tx.get(fr.payload)
+                if st is not None:
+                    acked = [q for q in st.unacked if 0 < ((fr.seq - q) & 0xFFFFFFFF) <= 0x80000000]
+                    for q in acked:  # every seq before the one the peer wants next
+                        del st.unacked[q]
+                    if acked:
+                        st.sent_at, st.resends = time.monotonic(), 0
+            return
+        if fr.type != MsgType.TLS_RECORD or len(fr.payload) <= CID_BYTES:
+            if self.other is not None:
+                self.other(fr)
+            return
+        cid = fr.payload[:CID_BYTES]
+        if cid not in self._expect and fr.seq != 0:  # the middle of a connection this side ended
+            self._write(encode(MsgType.TLS_RESET, 0, cid))
+            return
+        want = self._expect.get(cid, 0)
+        if fr.seq == want:
+            self._expect[cid] = (want + 1) & 0xFFFFFFFF
+            self._ready.append((cid, fr.payload[CID_BYTES:]))
+            if len(self._expect) > 8:  # ids of ended connections: keep the newest few
+                self._expect.pop(next(iter(self._expect)))
+        else:
+            self.out_of_order += 1  # a duplicate, or past a gap: the sender will send it again
+        self._write(encode(MsgType.TLS_ACK, self._expect.get(cid, want), cid))
 
 
 class TlsBioLink(Link):
@@ -208,6 +304,7 @@ class TlsBioLink(Link):
 
     def _restart(self) -> None:
         """A fresh connection (new id, new TLS object) in place of one that got no answer."""
+        self.carrier.forget(self.cid)
         with self._lock:
             self.cid = os.urandom(CID_BYTES)
             self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -245,6 +342,8 @@ class TlsBioLink(Link):
                     raise LinkError(f"{self.name}: TLS handshake failed ({self.failed}): is this host paired with "
                                     "the device (qdev-device pair HOST.pem on the device)?") from exc
                 raise LinkError(f"{self.name}: TLS failed ({self.failed}): a frame was lost or forged") from exc
+            if self.cid in self.carrier.resets:
+                raise LinkError(f"{self.name}: the device ended this TLS connection (a record was lost or forged)")
             left = deadline - time.monotonic()
             if left <= 0:
                 return b""
@@ -271,6 +370,7 @@ class TlsBioLink(Link):
         self.closed = True
         with self._fed:
             self._fed.notify_all()
+        self.carrier.forget(self.cid)
         if self._pump:  # the host's connection owns its port
             self.carrier.link.close()
 

@@ -511,6 +511,7 @@ class SerialTlsServer:
                 if self.pending is None or cid != self.pending[0].cid:
                     if self.pending is not None:
                         self.handshakes["failed"] += 1  # a new handshake abandons the unfinished one
+                        self.pending[0].close()
                     # per handshake: a host paired while serving is known at once
                     self.pending = (TlsBioLink(self.carrier, server_context(store), True, cid, self.link.name,
                                                pump=False), time.monotonic())
@@ -521,6 +522,7 @@ class SerialTlsServer:
                 except ssl.SSLError as exc:
                     self.handshakes["failed"] += 1
                     log.warning("%s: TLS handshake refused (%s)", self.link.name, exc.reason or exc)
+                    t.close()
                     self.pending = None
                     continue
                 if done:
@@ -554,15 +556,18 @@ class SerialTlsServer:
     def facts(self) -> dict:
         ps = self.carrier.parser.stats
         return {"tls": "TLS 1.3 over serial", "handshakes": dict(self.handshakes),
+                "carrier_resent": self.carrier.resent, "carrier_out_of_order": self.carrier.out_of_order,
                 "carrier_bytes_in": self.carrier.bytes_in, "carrier_bytes_out": self.carrier.bytes_out,
                 "carrier_dropped_frames": ps.header_crc_errors + ps.payload_crc_errors,
                 "carrier_discarded_bytes": ps.discarded_bytes}
 
     def _reap(self) -> None:
         if self.live is not None and not self.live[2].is_alive():
+            self.live[0].close()
             self.live = None  # the session ended (idle, TLS failure): the next handshake starts afresh
         if self.pending is not None and time.monotonic() - self.pending[1] > self.handshake_timeout:
             self.handshakes["expired"] += 1
+            self.pending[0].close()
             self.pending = None
 
     def _close_live(self) -> None:
