@@ -34,7 +34,8 @@ from qdev.core.protocol import FrameParser, MsgType, encode
 __all__ = ["CID_BYTES", "MAX_CHUNK", "MAX_UNACKED", "Carrier", "TlsBioLink", "client_over_serial"]
 
 CID_BYTES = 8
-MAX_CHUNK = 16 * 1024 + 256  # one TLS record (16 KiB of data + its overhead) per carrier frame
+MAX_CHUNK = 1024  # bytes of the TLS stream per carrier frame: a noise burst costs one small resend
+MAX_OUT_OF_ORDER = 512  # frames a receiver keeps past a gap, waiting for the missing one
 MAX_UNACKED = 8 << 20  # bytes a connection may have unacknowledged
 
 
@@ -46,6 +47,7 @@ class _Tx:
         self.unacked: dict[int, bytes] = {}  # seq -> the whole encoded frame, in sending order
         self.sent_at = 0.0  # when the oldest unacked frame was (re)sent
         self.resends = 0
+        self.dups = 0  # acks in a row that acknowledged nothing new
 
 
 class Carrier:
@@ -54,10 +56,12 @@ class Carrier:
 
     Each connection numbers its frames (the frame header's ``seq``); the receiver delivers them
     in order, drops duplicates and anything past a gap, and acknowledges cumulatively (a
-    ``TLS_ACK`` frame: the next ``seq`` it wants); the sender sends everything unacknowledged
-    again when the oldest has waited longer than the link needs to carry it plus
-    :attr:`rto` (go-back-N). So line noise, which the CRCs turn into lost frames, costs a
-    resend, not the TLS connection. Unacknowledged data is bounded (:data:`MAX_UNACKED`): a
+    ``TLS_ACK`` frame: the next ``seq`` it wants) and keeps what arrives past a gap; the sender
+    sends the oldest unacknowledged frame again when the same acknowledgement comes twice more
+    (frames are arriving past a gap) or when it has waited longer than the link needs to carry
+    what is in flight plus :attr:`rto` (selective repeat, with small frames). So line
+    noise, which the CRCs turn into lost frames, costs a resend of a kilobyte, not the TLS
+    connection. Unacknowledged data is bounded (:data:`MAX_UNACKED`): a
     peer that never acknowledges fails the connection. Frames of any other type are handed to
     ``other`` (the device answers a plain HELLO of an older host with an ERROR saying why).
     A frame in the middle of a connection this side does not know (it ended it) is answered with
@@ -66,7 +70,7 @@ class Carrier:
     which anyone on the wire can do by jamming it."""
 
     rto = 0.15  # seconds, beyond the time the link needs to carry what is in flight
-    max_resends = 40  # a connection whose data is never acknowledged is given up
+    max_resends = 200  # a connection whose data is never acknowledged is given up
 
     def __init__(self, link: Link, other: Callable | None = None) -> None:
         self.link = link
@@ -77,6 +81,7 @@ class Carrier:
         self._slock = threading.Lock()
         self._tx: dict[bytes, _Tx] = {}
         self._expect: dict[bytes, int] = {}
+        self._held: dict[bytes, dict[int, bytes]] = {}  # per connection: frames past a gap
         self._ready: deque = deque()
         self.stall_s = 1.0
         self.last_rx = time.monotonic()
@@ -111,6 +116,7 @@ class Carrier:
         with self._slock:
             self._tx.pop(cid, None)
             self._expect.pop(cid, None)
+            self._held.pop(cid, None)
             self.resets.discard(cid)
 
     def _resend_due(self) -> None:
@@ -120,7 +126,7 @@ class Carrier:
             for cid, st in list(self._tx.items()):
                 if not st.unacked:
                     continue
-                wait = self.rto + sum(map(len, st.unacked.values())) / self.rate
+                wait = self.rto + min(sum(map(len, st.unacked.values())), 64 << 10) / self.rate
                 if now - st.sent_at < wait:
                     continue
                 st.resends += 1
@@ -128,7 +134,7 @@ class Carrier:
                     del self._tx[cid]
                     continue
                 st.sent_at = now
-                due += list(st.unacked.values())
+                due.append(next(iter(st.unacked.values())))  # the oldest: the receiver holds what came after it
         for frame in due:
             self.resent += 1
             self._write(frame)
@@ -169,12 +175,20 @@ class Carrier:
         if fr.type == MsgType.TLS_ACK and len(fr.payload) == CID_BYTES:
             with self._slock:
                 st = self._tx.get(fr.payload)
+                fast = None
                 if st is not None:
                     acked = [q for q in st.unacked if 0 < ((fr.seq - q) & 0xFFFFFFFF) <= 0x80000000]
                     for q in acked:  # every seq before the one the peer wants next
                         del st.unacked[q]
                     if acked:
-                        st.sent_at, st.resends = time.monotonic(), 0
+                        st.sent_at, st.resends, st.dups = time.monotonic(), 0, 0
+                    elif st.unacked:  # the same ack again: frames arrive past a gap (fast resend)
+                        st.dups += 1
+                        if st.dups == 2:
+                            fast, st.sent_at = next(iter(st.unacked.values())), time.monotonic()
+            if fast is not None:
+                self.resent += 1
+                self._write(fast)
             return
         if fr.type != MsgType.TLS_RECORD or len(fr.payload) <= CID_BYTES:
             if self.other is not None:
@@ -185,13 +199,26 @@ class Carrier:
             self._write(encode(MsgType.TLS_RESET, 0, cid))
             return
         want = self._expect.get(cid, 0)
-        if fr.seq == want:
-            self._expect[cid] = (want + 1) & 0xFFFFFFFF
+        ahead = (fr.seq - want) & 0xFFFFFFFF
+        if ahead == 0:
             self._ready.append((cid, fr.payload[CID_BYTES:]))
+            want = (want + 1) & 0xFFFFFFFF
+            held = self._held.get(cid, {})
+            while want in held:  # what came past the gap, now in order
+                self._ready.append((cid, held.pop(want)))
+                want = (want + 1) & 0xFFFFFFFF
+            self._expect[cid] = want
             if len(self._expect) > 8:  # ids of ended connections: keep the newest few
-                self._expect.pop(next(iter(self._expect)))
+                old = next(iter(self._expect))
+                self._expect.pop(old)
+                self._held.pop(old, None)
+        elif ahead < MAX_OUT_OF_ORDER:  # past a gap: kept until the missing frame comes again
+            self.out_of_order += 1
+            held = self._held.setdefault(cid, {})
+            if len(held) < MAX_OUT_OF_ORDER:
+                held[fr.seq] = fr.payload[CID_BYTES:]
         else:
-            self.out_of_order += 1  # a duplicate, or past a gap: the sender will send it again
+            self.out_of_order += 1  # a duplicate (or far ahead): the ack says what is wanted
         self._write(encode(MsgType.TLS_ACK, self._expect.get(cid, want), cid))
 
 
