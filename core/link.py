@@ -114,6 +114,7 @@ class SerialLink(Link):
         self.name = url
         self.write_timeout = write_timeout
         self._rx = bytearray()
+        self._rlock = threading.Lock()
         try:
             self._fd = self.port.fileno() if hasattr(self.port, "fd") else None
         except (AttributeError, OSError, serial.SerialException):
@@ -140,8 +141,11 @@ class SerialLink(Link):
                 raise LinkError(f"{self.name}: write timed out after {self.write_timeout:g} s")
             try:
                 r, w, _ = select.select([self._fd], [self._fd], [], min(left, 0.5))
-                if r:
-                    self._rx += os.read(self._fd, 1 << 16)
+                if r and self._rlock.acquire(blocking=False):  # unless another thread reads now
+                    try:
+                        self._rx += os.read(self._fd, 1 << 16)
+                    finally:
+                        self._rlock.release()
                 if w:
                     n = os.write(self._fd, view[: 1 << 16])
                     view = view[n:]
@@ -153,19 +157,20 @@ class SerialLink(Link):
     def read(self, timeout: float) -> bytes:
         import serial
 
-        if self._rx:
-            out = bytes(self._rx)
-            self._rx.clear()
-            return out
-        try:
-            self.port.timeout = max(timeout, 1e-4)
-            first = self.port.read(1)
-            if not first:
-                return b""
-            n = self.port.in_waiting
-            return first + (self.port.read(n) if n else b"")
-        except (serial.SerialException, OSError) as exc:
-            raise LinkError(f"{self.name}: read failed ({exc})") from exc
+        with self._rlock:  # one reader at a time (the device reads on one thread, writes on another)
+            if self._rx:
+                out = bytes(self._rx)
+                self._rx.clear()
+                return out
+            try:
+                self.port.timeout = max(timeout, 1e-4)
+                first = self.port.read(1)
+                if not first:
+                    return b""
+                n = self.port.in_waiting
+                return first + (self.port.read(n) if n else b"")
+            except (serial.SerialException, OSError) as exc:
+                raise LinkError(f"{self.name}: read failed ({exc})") from exc
 
     def close(self) -> None:
         self.port.close()

@@ -370,7 +370,7 @@ class TlsBioLink(Link):
                                     "the device (qdev-device pair HOST.pem on the device)?") from exc
                 raise LinkError(f"{self.name}: TLS failed ({self.failed}): a frame was lost or forged") from exc
             if self.cid in self.carrier.resets:
-                raise LinkError(f"{self.name}: the device ended this TLS connection (a record was lost or forged)")
+                raise LinkError(f"{self.name}: the peer ended this TLS connection (it closed, or a record was forged)")
             left = deadline - time.monotonic()
             if left <= 0:
                 return b""

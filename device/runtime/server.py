@@ -496,6 +496,7 @@ class SerialTlsServer:
         from qdev.core.tls import peer_role_der, server_context
 
         store = self.rt.cfg.store
+        failures = 0
         try:
             while not stop.is_set():
                 if beat is not None:
@@ -503,7 +504,17 @@ class SerialTlsServer:
                 self._reap()
                 try:
                     cid, data = self.carrier.recv(0.25)
+                    failures = 0
                 except LinkTimeout:
+                    failures = 0
+                    continue
+                except LinkError:
+                    # a pty or USB adapter whose other end just closed reports a read with no data;
+                    # only a port that keeps failing is gone (the supervisor then reopens it)
+                    failures += 1
+                    if failures >= 5:
+                        raise
+                    time.sleep(0.05)
                     continue
                 if self.live is not None and cid == self.live[0].cid:
                     self.live[0].feed(data)
