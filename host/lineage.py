@@ -19,6 +19,7 @@ older artefact carries no hash to check) or ``not here`` (the folder is elsewher
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,13 @@ def _data_link(train: dict, recorded: str | None) -> Link:
     return Link("data", want[:16], "ok", f"{where}: every image and mask file hashed again")
 
 
+def _stages_sha256(manifest: dict, names: list[str]) -> str:
+    """As the bundle recorded it (training/compile/bundle_build.stages_sha256; the host may not
+    import the compile path, so the three lines are here too)."""
+    part = {n: manifest["stages"].get(n) for n in names}
+    return hashlib.sha256(json.dumps(part, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def lineage(target: Path, roots: list[Path] | None = None, trusted: list | None = None) -> list[Link]:
     """The chain of ``target`` (a session folder or a bundle folder), from its data to it.
 
@@ -121,17 +129,23 @@ def lineage(target: Path, roots: list[Path] | None = None, trusted: list | None 
     if run is None:
         links.append(Link("run", str(m.get("run_id")), "not here", "no run folder of that name under the roots"))
         return list(reversed(links))
-    train = json.loads((run / MANIFEST).read_text())["stages"].get("train") or {}
-    want = lin.get("run_manifest_sha256")
+    run_doc = json.loads((run / MANIFEST).read_text())
+    train = run_doc["stages"].get("train") or {}
+    want = lin.get("run_stages_sha256") or lin.get("run_manifest_sha256")
+    if lin.get("run_stages_sha256"):  # the stages it rests on (later stages may come and go)
+        got = _stages_sha256(run_doc, list(lin.get("run_stages") or []))
+        what = f"the records of {', '.join(lin.get('run_stages') or [])}"
+    else:  # bundles of the previous session recorded the whole manifest file
+        got, what = sha256_file(run / MANIFEST), "the run's manifest"
     if want is None:
         links.append(Link("run", f"{run} ({m.get('run_id')})", "not recorded",
                           "this bundle predates lineage records: its run is found by name only"))
-    elif sha256_file(run / MANIFEST) != want:
-        links.append(Link("run", str(run), "MISMATCH", "the run's manifest changed since the bundle was built"))
+    elif got != want:
+        links.append(Link("run", str(run), "MISMATCH", f"{what} changed since the bundle was built"))
     else:
         best = lin.get("best_pt_sha256")
         ok = best is None or sha256_file(run / "train" / "best.pt") == best
         links.append(Link("run", str(run), "ok" if ok else "MISMATCH",
-                          "manifest sha256 as recorded" + ("; best.pt as recorded" if ok else "; best.pt differs")))
+                          f"{what}: sha256 as recorded" + ("; best.pt as recorded" if ok else "; best.pt differs")))
     links.append(_data_link(train, lin.get("data_hash")))
     return list(reversed(links))

@@ -48,7 +48,7 @@ def test_compile_all_hw_bit_exact_with_reports(compiled):
     assert all(v["equal"] and v["codes_differing"] == 0 for v in steps.values())
     # the modes listed as run are the ones the steps' checks used; the rest say why not
     assert s["verification"]["modes_run"] == sorted({v["exec_mode"] for v in steps.values()})
-    assert set(s["verification"]["not_run"]) == {"cppsim", "rtlsim", "verilator"} - set(s["verification"]["modes_run"])
+    assert set(s["verification"]["not_run"]) == {"cppsim", "rtlsim", "verilator", "stitched"} - set(s["verification"]["modes_run"])
     for f in ("estimate_layer_resources.json", "estimate_layer_cycles.json", "estimate_network_performance.json",
               "op_and_param_counts.json", "auto_folding_config.json"):
         assert (out / "report" / f).is_file(), f
@@ -311,9 +311,14 @@ def test_lineage_from_a_session_back_to_the_data(compiled, phantom_busi, tmp_pat
     chain = json.loads(r.stdout)
     assert [x["what"] for x in chain] == ["data", "run", "bundle", "session"]
     assert [x["status"] for x in chain] == ["ok", "ok", "ok", "ok"], chain
-    # the run's manifest changes after the bundle (a later stage rewrote it): said, exit 1
+    # a later stage of the run (an evaluation) leaves the bundle's lineage intact ...
     m = json.loads((runs / run.name / "manifest.json").read_text())
-    m["note"] = "edited"
+    m["stages"]["evaluate/val"] = {"status": "done", "outputs": {}}
+    (runs / run.name / "manifest.json").write_text(json.dumps(m))
+    links = {x.what: x for x in lineage(session, [tmp_path / "bitstreams", runs], [DEV_KEY_DIR / "qdev-dev.pub"])}
+    assert links["run"].status == "ok", links["run"]
+    # ... a stage it rests on, rewritten after the bundle: said, exit 1
+    m["stages"]["train"]["config"]["epochs"] = 999
     (runs / run.name / "manifest.json").write_text(json.dumps(m))
     links = {x.what: x for x in lineage(session, [tmp_path / "bitstreams", runs], [DEV_KEY_DIR / "qdev-dev.pub"])}
     assert links["run"].status == "MISMATCH" and links["bundle"].status == "ok"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 import socket
 import time
 from pathlib import Path
@@ -89,3 +91,22 @@ def read_frames(s: socket.socket, want: int, timeout: float = 5.0) -> list:
             break
         out += parser.feed(data)
     return out
+
+
+@contextmanager
+def client_and_fake_device(timeout: float = 5.0) -> Iterator[tuple[object, socket.socket]]:
+    """A host ``DeviceClient`` on a loopback socket whose other end the test plays, raw frames
+    in hand: for devices that answer wrongly (another protocol version, another reply type)."""
+    from qdev.core.link import SocketLink
+    from qdev.host.client import DeviceClient
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    a = socket.create_connection(srv.getsockname())
+    b, _ = srv.accept()
+    srv.close()
+    c = DeviceClient(SocketLink(a), timeout=timeout)
+    try:
+        yield c, b
+    finally:
+        c.close()
+        b.close()

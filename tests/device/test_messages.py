@@ -7,16 +7,16 @@ from __future__ import annotations
 import ast
 import inspect
 import re
-import socket
 
 import pytest
 
-from qdev.core.link import SocketLink, pack_payload
+from qdev.core.link import pack_payload
 from qdev.core.messages import REQUESTS, allowed
 from qdev.core.protocol import MsgType, encode
 from qdev.device.runtime import server
 from qdev.host import client as host_client
 from qdev.host.client import DeviceClient, DeviceError
+from tests.device.helpers import client_and_fake_device
 
 pytestmark = pytest.mark.device_env
 
@@ -55,15 +55,7 @@ def test_roles_follow_the_declaration():
 
 
 def test_a_reply_of_another_type_is_refused():
-    srv = socket.create_server(("127.0.0.1", 0))
-    a = socket.create_connection(srv.getsockname())
-    b, _ = srv.accept()
-    srv.close()
-    c = DeviceClient(SocketLink(a), timeout=5.0)
-    try:
-        b.sendall(encode(MsgType.POWER, 7, pack_payload({"re": 0, "rails": {}})))  # STATS asked, POWER came
+    with client_and_fake_device() as (c, dev):
+        dev.sendall(encode(MsgType.POWER, 7, pack_payload({"re": 0, "rails": {}})))  # STATS asked, POWER came
         with pytest.raises(DeviceError, match="answered POWER, not STATS"):
             c.stats()
-    finally:
-        c.close()
-        b.close()

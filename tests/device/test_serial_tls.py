@@ -15,7 +15,7 @@ from qdev.core.protocol import FrameParser, MsgType, encode
 from qdev.core.tlsserial import CID_BYTES
 from qdev.host.client import DeviceClient, connect
 from qdev.host.local import LocalDevice
-from tests.device.helpers import DEV_PUB, SHIPPED, golden_masks
+from tests.device.helpers import DEV_PUB, SHIPPED, client_and_fake_device, golden_masks
 from tests.linkfaults import PtyPair
 
 pytestmark = pytest.mark.device_env
@@ -204,20 +204,8 @@ def test_version_1_peers_get_a_clear_refusal(tmp_path, pty):
 
 
 def test_host_refuses_a_version_1_device():
-    import socket
-
-    from qdev.core.link import SocketLink
-
-    srv = socket.create_server(("127.0.0.1", 0))
-    a = socket.create_connection(srv.getsockname())
-    b, _ = srv.accept()
-    srv.close()
-    c = DeviceClient(SocketLink(a), timeout=5.0)
-    try:
+    with client_and_fake_device() as (c, dev):
         seq = c.ch.send(MsgType.HELLO, {"client": "qdev", "protocol": 2})
-        b.sendall(encode(MsgType.HELLO_ACK, 0, pack_payload({"re": seq, "protocol": 1}), version=1))
+        dev.sendall(encode(MsgType.HELLO_ACK, 0, pack_payload({"re": seq, "protocol": 1}), version=1))
         with pytest.raises(LinkError, match="speaks qdev protocol 1"):
             c._wait(seq, 5.0)
-    finally:
-        c.close()
-        b.close()

@@ -15,7 +15,6 @@ from qdev.core.bundle import (
     SIGNATURE,
     file_entry,
     load_private_key,
-    sha256_file,
     sign_manifest,
 )
 from qdev.core.errors import QdevError
@@ -104,6 +103,9 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
         files["accel.bit"] = Path(bit["bit"][0])
         files["accel.hwh"] = Path(bit["hwh"][0])
     out = Path(out)
+    # what the bundle rests on, hashed before this bundle's own stage is written into the run
+    rests_on = [n for n in ("train", "export", "postprocess", stage_name) if n in run.load()["stages"]]
+    stages_sha = stages_sha256(run.load(), rests_on)
     t0 = run.begin(f"bundle/{board}", {"board": board, "model": model_name or run.path.name, "out": str(out),
                                        "allow_unoffered": allow_unoffered},
                    {f"compile/{board}/{rel}": run.stage(stage_name)["outputs"][f"compile/{board}/{rel}"]
@@ -121,7 +123,9 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
             "run_id": run.path.name,
             "train_config": train.get("config"),
             # lineage: the run manifest and the data this network was trained on (qdev lineage)
-            "lineage": {"run_manifest_sha256": sha256_file(run.manifest_path),
+            # the stages it rests on, by a hash of their records: later stages of the run (its
+            # own bundle stage, an evaluation) change the manifest file but not these
+            "lineage": {"run_stages": rests_on, "run_stages_sha256": stages_sha,
                         "data_hash": (train.get("inputs") or {}).get("data_hash"),
                         "split": (train.get("outputs") or {}).get("train/split.json"),
                         "best_pt_sha256": (train.get("outputs") or {}).get("train/best.pt")},
@@ -170,6 +174,15 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
     run.finish(f"bundle/{board}", t0, sorted(out.iterdir()) if inside else [], bundle_id=bundle_id_of(out),
                bundle_dir=str(out.resolve()))
     return out
+
+
+def stages_sha256(manifest: dict, names: list[str]) -> str:
+    """sha256 of the named stages' records in a run manifest (canonical JSON): what ``qdev
+    lineage`` recomputes to tell whether they changed since a bundle was built."""
+    import hashlib
+
+    part = {n: manifest["stages"].get(n) for n in names}
+    return hashlib.sha256(json.dumps(part, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def bundle_id_of(folder: Path) -> str:
