@@ -21,7 +21,7 @@ def test_each_layer_type_reports_its_own_languages_simulation():
     assert got["FMPadding_rtl"]["cppsim"] == "-" and got["FMPadding_rtl"]["verilator"] == "1/2 bit-exact"
     assert got["MVAU_rtl"]["verilator"] == "3/3 bit-exact (behavioural)"
     modes = verification_modes(v, VivadoInfo(False, None, "no vivado"))
-    assert modes["modes_run"] == ["cppsim", "verilator"] and set(modes["not_run"]) == {"rtlsim"}
+    assert modes["modes_run"] == ["cppsim", "verilator"] and set(modes["not_run"]) == {"rtlsim", "stitched"}
 
 
 def test_a_step_that_did_not_run_is_never_claimed():
