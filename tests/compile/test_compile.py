@@ -296,7 +296,8 @@ def test_lineage_from_a_session_back_to_the_data(compiled, phantom_busi, tmp_pat
     shutil.copytree(run, runs / run.name)
     bundle = build_bundle(runs / run.name, "KV260", DEV_KEY_DIR / "qdev-dev.key", tmp_path / "bitstreams" / "KV260" / "tiny")
     lin = verify_bundle(bundle, [DEV_KEY_DIR / "qdev-dev.pub"]).manifest["lineage"]
-    assert set(lin) == {"run_manifest_sha256", "data_hash", "split", "best_pt_sha256"}
+    assert set(lin) == {"run_stages", "run_stages_sha256", "data_hash", "split", "best_pt_sha256"}
+    assert lin["run_stages"] == ["train", "export", "compile/KV260"]  # what the bundle rests on
     from qdev.core.bundle import bundle_id
 
     bid = bundle_id((bundle / "manifest.json").read_bytes())
