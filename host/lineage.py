@@ -8,8 +8,10 @@ The chain, walked from the end:
   that id (the first 16 hex digits of its manifest's sha256), then verified (signature against
   the trusted keys, every file's sha256);
 * **run**: the bundle's ``run_id`` found among the run folders under the search roots (default
-  ``models/`` and ``runs/``); where the bundle records ``lineage.run_manifest_sha256`` (bundles
-  built by qdev 0.3 on) the run's manifest must have that hash, and its ``best.pt`` the recorded one;
+  ``models/`` and ``runs/``); where the bundle records ``lineage.run_stages_sha256`` the records
+  of the stages it rests on (``lineage.run_stages``) must hash to it (later stages may come and
+  go); older bundles record ``run_manifest_sha256``, the whole manifest file's; and the run's
+  ``best.pt`` must be the recorded one;
 * **data**: the run's training ``data_hash`` (and the bundle's copy of it), recomputed from the
   dataset where it is here (BUSI found by the one rule, or the run's ``data``).
 
