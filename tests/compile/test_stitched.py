@@ -10,7 +10,6 @@ upstream change can show at its output; per-node corruption is caught by --verif
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -85,10 +84,9 @@ def test_too_shallow_fifos_are_reported_as_a_deadlock_in_bounded_time(compiled, 
     skip FIFO; nothing of the output is claimed."""
     depths = {"finn-default": lambda plan: {f["stream"]: 2 for f in plan},
               "half-skips": lambda plan: {f["stream"]: f["depth"] // 2 for f in plan if f["role"] == "skip"}}[which]
-    t0 = time.perf_counter()
     rep = _run(compiled, tmp_path, depths)
     assert rep["status"] == "deadlock", rep["summary"]
-    assert rep["detected_after_s"] < 5 and time.perf_counter() - t0 < 120
+    assert rep["detected_after_s"] < 5 and rep["run_s"] < 60  # the simulation's own time, builds aside
     assert rep["bit_exact"] is False and "elements" not in rep
     assert rep["output_words"]["received"] < rep["output_words"]["expected"]
     assert rep["summary"].startswith("DEADLOCK")

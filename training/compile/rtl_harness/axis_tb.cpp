@@ -59,6 +59,22 @@ static Word get(const VlWide<N>& port) {
     return w;
 }
 
+// Reset held for 16 cycles, both stream handshakes idle, then one cycle out of reset.
+static void reset(Vdut& top) {
+    auto tick = [&]() {
+        top.ap_clk = 0;
+        top.eval();
+        top.ap_clk = 1;
+        top.eval();
+    };
+    top.ap_rst_n = 0;
+    top.in0_V_TVALID = 0;
+    top.out0_V_TREADY = 0;
+    for (int i = 0; i < 16; ++i) tick();
+    top.ap_rst_n = 1;
+    tick();
+}
+
 static Word limbs_of(const uint8_t* b, uint32_t slot) {
     Word w((slot + 3) / 4, 0);
     std::memcpy(w.data(), b, slot);
@@ -80,18 +96,7 @@ static int stitched(int argc, char** argv) {
 
     VerilatedContext ctx;
     Vdut top{&ctx};
-    auto tick = [&]() {
-        top.ap_clk = 0;
-        top.eval();
-        top.ap_clk = 1;
-        top.eval();
-    };
-    top.ap_rst_n = 0;
-    top.in0_V_TVALID = 0;
-    top.out0_V_TREADY = 0;
-    for (int i = 0; i < 16; ++i) tick();
-    top.ap_rst_n = 1;
-    tick();
+    reset(top);
 
     uint64_t taken = 0, given = 0, cycles = 0, idle = 0, patience = 32;
     bool timed_out = false;  // the last sleep ended by its timeout, not by a neighbour
@@ -165,18 +170,7 @@ int main(int argc, char** argv) {
 
     VerilatedContext ctx;
     Vdut top{&ctx};
-    auto tick = [&]() {
-        top.ap_clk = 0;
-        top.eval();
-        top.ap_clk = 1;
-        top.eval();
-    };
-    top.ap_rst_n = 0;
-    top.in0_V_TVALID = 0;
-    top.out0_V_TREADY = 0;
-    for (int i = 0; i < 16; ++i) tick();
-    top.ap_rst_n = 1;
-    tick();
+    reset(top);
 
     std::vector<Word> out;
     std::size_t ip = 0;
