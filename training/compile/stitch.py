@@ -84,10 +84,9 @@ class StitchConfig:
     keep: Path | None = None
 
     def cache_dir(self) -> Path:
-        if self.cache is not None:
-            return Path(self.cache)
-        base = os.environ.get("QDEV_CACHE") or Path.home() / ".cache" / "qdev"
-        return Path(base) / "stitch"
+        from qdev.training.data.cache import default_cache_dir
+
+        return Path(self.cache) if self.cache is not None else default_cache_dir() / "stitch"
 
 
 @dataclass
