@@ -15,7 +15,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def main() -> None:
@@ -32,7 +31,9 @@ def main() -> None:
     from qdev.training.compile.cppsim import find_hls_deps
     from qdev.training.compile.finn_env import boot_finn
     from qdev.training.compile.stitch import StitchConfig, build_processes, run_stitched, stitched_graph
+    from qdev.training.compile.builder import export_golden
     from qdev.training.compile.verilate import VerilatorConfig, find_verilator
+    from qdev.training.runs import RunFolder
 
     board = get_board(args.board)
     out = args.run / "compile" / board.name
@@ -41,8 +42,8 @@ def main() -> None:
     plan = json.loads((out / "report" / "fifo_depths.json").read_text())["fifos"]
     summary = json.loads((out / "summary.json").read_text())
     clock = float(summary.get("clock_ns") or board.clock_ns)
-    pixels = np.round(np.load(args.run / "export" / "golden_in.npy")[:, 0] * 255).astype(np.uint8)
-    codes = np.load(args.run / "export" / "golden_codes.npy").transpose(0, 2, 3, 1)
+    golden = export_golden(RunFolder.existing(args.run))
+    pixels, codes = golden.pixels, golden.codes
     depths = {"chosen": None,
               "finn-default": {f["stream"]: 2 for f in plan},
               "half-skips": {f["stream"]: max(1, f["depth"] // 2) for f in plan if f["role"] == "skip"}}

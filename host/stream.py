@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from qdev.core.errors import ConfigError, QdevError
+from qdev.core.fields import no_option, opt
 from qdev.core.masks import dice
 from qdev.core.preprocess import mask_to_model, to_model_input
 from qdev.core.probe.sources import ProbeFrame, ProbeSource
@@ -33,31 +34,25 @@ __all__ = ["StreamConfig", "StreamSummary", "run_stream", "stream_to_session", "
 
 @dataclass
 class StreamConfig:
-    """Settings of one streaming session.
+    """Settings of one streaming session (each field's help says what it is)."""
 
-    Attributes:
-        fps: pace frames at this rate (None: the probe's rate if live, else unpaced).
-        window: frames in flight.
-        max_frames: stop after this many frames (None: until the source ends / Ctrl-C).
-        timeout: seconds before a frame counts as lost.
-        view: where to show the live overlay: ``window``, ``web[:PORT]``, both (comma), ``none``.
-        save: write the overlay video here (mp4).
-        out: session folder (None: ``sessions/<time>``); must not exist yet.
-        port: how the device was reached, recorded in the session manifest.
-        igtl: serve frames and masks over OpenIGTLink at ``[HOST:]PORT`` (None: off).
-        igtl_wait: seconds to wait for a first OpenIGTLink client before the first frame (0: none).
-    """
-
-    fps: float | None = None
-    window: int = 4
-    max_frames: int | None = None
-    timeout: float = 10.0
-    view: str | bool = "none"
-    save: Path | None = None
-    out: Path | None = None
-    port: str = "local"
-    igtl: str | None = None
-    igtl_wait: float = 0.0
+    fps: float | None = opt(None, help="Pace frames at this rate (default: the probe's rate if live; files unpaced).")
+    window: int = opt(4, help="Frames in flight.")
+    max_frames: int | None = opt(None, decl="--frames", help="Stop after N frames (default: until the source ends "
+                                                             "or Ctrl-C).")
+    timeout: float = opt(10.0, help="Seconds before a frame counts as lost.")
+    view: str = opt("none", cli_default="window", metavar="window|web[:PORT]|window,web[:PORT]|none",
+                    help="Live overlay: a desktop window, a browser view on 127.0.0.1:PORT (default 8765), both, "
+                         "or none.")
+    save: Path | None = opt(None, path="newfile", help="Write the overlay video (mp4).")
+    out: Path | None = opt(None, path="newdir", help="Session folder (default sessions/<time>); must not exist yet.")
+    port: str = no_option("how the device was reached (the group's --port), recorded in the session manifest",
+                          "local")
+    igtl: str | None = opt(None, metavar="[HOST:]PORT",
+                           help="Serve frames, masks (labelmap) and per-frame info over OpenIGTLink, e.g. to 3D "
+                                "Slicer (18944 is the usual port; loopback unless HOST is given).")
+    igtl_wait: float = opt(0.0, metavar="SECONDS",
+                           help="Wait this long for a first OpenIGTLink client (e.g. Slicer) before streaming.")
 
     def check(self) -> None:
         """Refuse settings that cannot stream (one-line errors naming the option)."""

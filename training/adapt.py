@@ -27,71 +27,19 @@ Steps, each recorded in the run folder (``adapt`` stage of the manifest, ``adapt
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
-from qdev.core.errors import ConfigError, QdevError
-from qdev.training.data import DataOptions, find_duplicates, make_split, open_dataset, write_split
+from qdev.core.errors import QdevError
+from qdev.training.config import AdaptConfig
+from qdev.training.data import find_duplicates, make_split, open_dataset, write_split
 from qdev.training.runs import RunFolder, atomic_write_text
 
 __all__ = ["AdaptConfig", "adapt", "patient_bootstrap", "DECISION_FILE"]
 
 DECISION_FILE = "adapt/decision.json"
-
-
-@dataclass
-class AdaptConfig:
-    """Options of ``qdev adapt`` (see the module doc).
-
-    Attributes:
-        base: run folder of the network to adapt (e.g. ``models/quantunet-w8``).
-        data: the site's dataset; ``options``: how to read it.
-        out: the new run folder.
-        fractions: adapt / validation / test fractions of the site, by patient.
-        images: adapt images kept (None: all).
-        epochs, lr, batch_size, augment, ema: the fine-tune's schedule.
-        replay: base training images drawn per site image each epoch (0: none).
-        replay_data: where the base's training data is (None: the base's own record).
-        seed: the split, the image draw and the fine-tune.
-        threads: torch CPU threads.
-        candidates: how many adapted candidates the caller compares (the margin's k).
-        level: the uncorrected bootstrap level (0.95).
-        criterion: how masks are scored for the rule search and the decision: ``balanced``
-            (lesion images and normal scans weigh half each, default) or ``all`` (all-image Dice,
-            the shipped default's; see :data:`training.postprocess.CRITERIA`).
-    """
-
-    base: Path
-    data: str
-    out: Path
-    options: DataOptions = field(default_factory=DataOptions)
-    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    images: int | None = None
-    epochs: int = 20
-    lr: float = 3e-4
-    batch_size: int = 16
-    augment: str = "scanner"
-    ema: float = 0.99
-    replay: float = 0.5
-    replay_data: str | None = None
-    seed: int = 0
-    threads: int | None = None
-    candidates: int = 1
-    level: float = 0.95
-    resamples: int = 2000
-    criterion: str = "balanced"
-
-    def check(self) -> None:
-        if self.images is not None and self.images < 1:
-            raise ConfigError(f"--images {self.images}: must be at least 1")
-        if not 0.0 <= self.replay <= 10.0:
-            raise ConfigError(f"--replay {self.replay}: must be in [0, 10]")
-        if self.epochs < 1 or self.candidates < 1:
-            raise ConfigError("--epochs and --candidates must be positive")
-        if abs(sum(self.fractions) - 1) > 1e-6 or min(self.fractions) <= 0:
-            raise ConfigError(f"--fractions {self.fractions}: three positive fractions summing to 1")
 
 
 def patient_bootstrap(gain: np.ndarray, units: np.ndarray, resamples: int, seed: int = 0) -> float:

@@ -4,6 +4,9 @@ Verification: qonnx's ``execute_onnx`` runs the QONNX graph on each golden image
 is compared with the PyTorch model's. The output is an 8-bit quantized logit, so both sides are
 divided by the output scale and the integer codes must be *equal*; the float difference is
 reported too (expected ~1e-6: float32 op order differs between onnx execution and torch).
+The golden batch is written once, in the layout the hardware takes (:mod:`qdev.core.golden`:
+``golden_pixels.npy`` uint8 frames, ``golden_codes.npy`` int16 NHWC codes); every later stage
+reads it as is.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import torch
 
 from qdev.core.errors import QdevError
+from qdev.core.golden import GoldenBatch, save_golden
 from qdev.core.preprocess import to_unit_float
 from qdev.training.postprocess import logit_codes
 from qdev.training.qonnx_exec import qonnx_forward
@@ -28,7 +32,8 @@ log = logging.getLogger(__name__)
 
 
 def golden_batch(run: RunFolder, size: int, n: int = 4, data: str | None = None) -> tuple[np.ndarray, str]:
-    """``n`` test images (float32 [n,1,H,W], exactly k/255) from the run's data, else the phantom."""
+    """``n`` test images (uint8 [n, H, W], the model's input pixels) from the run's data, else the
+    phantom."""
     try:
         from qdev.training.data import open_run_data, read_split
 
@@ -47,7 +52,7 @@ def golden_batch(run: RunFolder, size: int, n: int = 4, data: str | None = None)
         log.warning("golden batch from the phantom (%s)", exc)
         imgs = np.stack([phantom_image(1000 + i, "mixed", size, size)[0] for i in range(n)])
         source = "phantom seeds 1000.."
-    return to_unit_float(imgs)[:, None], source
+    return np.ascontiguousarray(imgs, dtype=np.uint8), source
 
 
 def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkpoint: str = "best") -> dict:
@@ -65,7 +70,8 @@ def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkp
     edir.mkdir(parents=True, exist_ok=True)
     key = f"train/{checkpoint}.pt"
     t0 = run.begin("export", {"n_golden": n_golden, "checkpoint": checkpoint}, {key: run.stage("train")["outputs"][key]})
-    x, source = golden_batch(run, size, n_golden, data)
+    pixels, source = golden_batch(run, size, n_golden, data)
+    x = to_unit_float(pixels)[:, None]  # what the float network sees (exact k/255)
     raw = edir / "model.brevitas.onnx"
     onnx_path = edir / "model.qonnx.onnx"
     import contextlib
@@ -84,9 +90,8 @@ def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkp
     scale = float(model.out.act_quant.scale())
     codes_t, codes_o = logit_codes(y_torch, scale), logit_codes(y_onnx, scale)
     equal = bool(np.array_equal(codes_t, codes_o))
-    np.save(edir / "golden_in.npy", x)
-    np.save(edir / "golden_out.npy", y_torch)
-    np.save(edir / "golden_codes.npy", codes_t.astype(np.int8))
+    golden = GoldenBatch(pixels, np.ascontiguousarray(codes_t.transpose(0, 2, 3, 1)).astype(np.int16))
+    golden_files = save_golden(edir, golden)  # the layout the hardware takes, read as is from here on
     report = {
         "checkpoint": checkpoint,
         "checkpoint_epoch": ckpt["epoch"],
@@ -103,7 +108,7 @@ def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkp
         "node_counts": _op_counts(onnx_path),
     }
     atomic_write_text(edir / "verify.json", json.dumps(report, indent=1) + "\n")
-    outs = [onnx_path, edir / "golden_in.npy", edir / "golden_out.npy", edir / "golden_codes.npy", edir / "verify.json"]
+    outs = [onnx_path, *golden_files, edir / "verify.json"]
     run.finish("export", t0, outs, status="done" if equal else "failed")
     if not equal:
         raise QdevError(f"{onnx_path}: QONNX execution differs from PyTorch in {report['codes_differing']} output codes")

@@ -32,6 +32,7 @@ import torch
 from qdev.core.errors import QdevError
 from qdev.core.masks import SMOOTH
 from qdev.core.maskrule import DEFAULT_RULE, MaskRule
+from qdev.training.config import CRITERIA_NAMES
 from qdev.core.preprocess import to_unit_float
 from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
 from qdev.training.data import open_run_data, read_split
@@ -76,7 +77,7 @@ class RuleSearch:
                 for p in off + [q for q in peaks if q > c]]
 
 
-CRITERIA = ("all", "balanced")
+CRITERIA = CRITERIA_NAMES  # declared with the configs that offer them
 """What a rule is scored by: ``all``, the mean Dice over all images (the shipped default's; a
 split's prevalence weighs its two failure modes), or ``balanced``, the mean of the lesion images'
 mean Dice and the normal scans' mean Dice (each failure mode half, whatever the prevalence: a new

@@ -23,7 +23,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from qdev.core.errors import ConfigError, QdevError
 from qdev.core.maskrule import MaskRule
 from qdev.core.preprocess import to_unit_float
 from qdev.training.augment import AUGMENT_PRESETS, augment_batch
+from qdev.training.config import ModelConfig, TrainConfig
 from qdev.training.ema import ModelEMA
 from qdev.training.data import (
     DataOptions,
@@ -43,11 +44,11 @@ from qdev.training.data import (
     read_split,
     write_split,
 )
-from qdev.training.losses import DICE_MODES, total_loss
+from qdev.training.losses import total_loss
 from qdev.training.metrics import SegMetrics
 from qdev.training.postprocess import logit_codes
-from qdev.training.models import ModelConfig, build_model
-from qdev.training.models.bitwidth import BIT_LOSS_MODES, BitWidthTracker
+from qdev.training.models import build_model
+from qdev.training.models.bitwidth import BitWidthTracker
 from qdev.training.checkpoint import init_weights_from, save_checkpoint
 from qdev.training.runs import RunFolder, atomic_write_text
 
@@ -55,142 +56,6 @@ __all__ = ["TrainConfig", "train", "prepare_data", "DataTensors", "evaluate_mode
            "finetune_model_config"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (stored in the run manifest and checkpoints).
-
-    Attributes:
-        model: architecture (float/quant, width, BN, bit-width range and init).
-        out: run folder.
-        data: BUSI location (None: $QDEV_BUSI or ../shared/data/busi).
-        split: ``grouped`` (leak-free), ``paper`` (random stratified), or a split JSON path.
-        size: input side (the paper: 128).
-        epochs: number of epochs.
-        batch_size: global batch size (split across DDP ranks).
-        lr: learning rate of weights (AdamW, cosine decay to 1% over the run).
-        bits_lr: learning rate of the bit-width offsets (constant).
-        bits_optimizer: ``sgd`` (momentum 0.9; default, see module doc) or ``adam``.
-        weight_decay: AdamW weight decay (not on bit widths, BN or biases).
-        lam: lambda of the bit-width loss.
-        bit_loss: which average the loss penalises: mean, weights, size, bops.
-        augment: training augmentation preset of :mod:`training.augment`: full, flips, none.
-        init_from: checkpoint whose weights initialise the model (e.g. the float twin).
-        finetune_from: checkpoint whose whole state (weights, quantizer scales, bit widths)
-            starts the run, with its own model configuration: fine-tuning a trained network
-            (``qdev adapt``, or with ``freeze_bits`` 0 at the base's hardware cost).
-        seed: seed of everything (split, init, order, augmentation).
-        device: ``auto``, ``cpu``, ``cuda``.
-        threads: torch CPU threads (None: torch's default).
-        freeze_bits: fraction of the epochs after which the bit widths are frozen at their
-            integer values (1.0: never). The weights then settle on the final grid, and the best
-            checkpoint is chosen among the frozen epochs only, so the shipped widths are the ones
-            the weights were trained for.
-        ema: decay of the weight EMA (:mod:`training.ema`, 0: none). With it, validation, the
-            best-checkpoint choice and ``best.pt`` use the averaged model (restarted when the
-            widths freeze); the live model's validation Dice is logged beside it.
-        normal_weight: weight of a normal scan's (empty truth's) BCE against a lesion image's
-            (:func:`training.losses.weighted_bce`; 1: the paper's loss).
-        dice: the Dice term, ``batch`` (the paper's) or ``image`` (mean over the batch's lesion
-            images, :func:`training.losses.image_dice_loss`).
-        data_options: how ``data`` is read where it is not BUSI's layout
-            (:class:`training.data.DataOptions` as a dict: colour map, patient pattern, site).
-        select: what picks the best checkpoint on validation: ``lesion`` (lesion images' Dice, the
-            default's) or ``balanced`` (the mean of lesion images' and normal scans' Dice, so that
-            a checkpoint that marks every normal scan does not win: ``qdev adapt``'s).
-        mix: more training data, each ``{"data", "data_options", "split", "weight"}``: the train
-            split (a split JSON path, or ``grouped``) of another dataset, drawn ``weight`` times as
-            often per epoch as the main dataset's training images are (0.5: one image of it for
-            every two of the main set). Validation stays the main dataset's. Empty: every epoch
-            is one permutation of the main training set, as before.
-    """
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    out: str = "runs/default"
-    data: str | None = None
-    split: str = "grouped"
-    size: int = 128
-    epochs: int = 60
-    batch_size: int = 16
-    lr: float = 1e-3
-    bits_lr: float = 0.1
-    bits_optimizer: str = "sgd"
-    weight_decay: float = 1e-4
-    lam: float = 0.25
-    bit_loss: str = "mean"
-    augment: str = "full"
-    init_from: str | None = None
-    finetune_from: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    freeze_bits: float = 0.75
-    ema: float = 0.0
-    normal_weight: float = 1.0
-    dice: str = "batch"
-    data_options: dict | None = None
-    mix: list = field(default_factory=list)
-    select: str = "lesion"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @staticmethod
-    def from_dict(d: dict) -> TrainConfig:
-        d = dict(d)
-        d["model"] = ModelConfig(**d["model"])
-        d.setdefault("freeze_bits", 1.0)  # runs made before freezing existed never froze
-        d.setdefault("ema", 0.0)  # runs made before the EMA existed had none
-        d.setdefault("normal_weight", 1.0)  # runs made before the weighting: the paper's loss
-        d.setdefault("dice", "batch")  # runs made before the per-image Dice: the paper's
-        d.setdefault("finetune_from", None)
-        d.setdefault("data_options", None)
-        d.setdefault("mix", [])
-        d.setdefault("select", "lesion")
-        if isinstance(d.get("augment"), bool):  # runs made before the presets: on/off
-            d["augment"] = "full" if d["augment"] else "none"
-        return TrainConfig(**d)
-
-    def freeze_epoch(self) -> int | None:
-        """First epoch trained with frozen widths (None: widths train to the end)."""
-        if self.model.kind != "quant" or self.freeze_bits >= 1.0:
-            return None
-        return max(1, min(self.epochs, int(math.floor(self.freeze_bits * self.epochs)) + 1))
-
-    def check(self) -> None:
-        if self.model.kind not in ("float", "quant"):
-            raise ConfigError(f"--model must be float or quant, not {self.model.kind!r}")
-        if not 2 <= self.model.min_bits <= self.model.init_bits <= self.model.max_bits <= 16:
-            raise ConfigError(
-                f"bit widths need 2 <= min ({self.model.min_bits}) <= init ({self.model.init_bits}) "
-                f"<= max ({self.model.max_bits}) <= 16"
-            )
-        if self.size % 16 or self.size < 16:
-            raise ConfigError(f"--size {self.size}: must be a multiple of 16 (four 2x2 poolings)")
-        if self.model.width < 1 or self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("--width, --epochs and --batch-size must be positive")
-        if self.bit_loss not in BIT_LOSS_MODES:
-            raise ConfigError(f"--bit-loss must be one of {', '.join(BIT_LOSS_MODES)}")
-        if self.augment not in AUGMENT_PRESETS:
-            raise ConfigError(f"--augment must be one of {', '.join(AUGMENT_PRESETS)}, not {self.augment!r}")
-        if self.lam < 0:
-            raise ConfigError("--lambda must be >= 0")
-        if not 0.0 <= self.freeze_bits <= 1.0:
-            raise ConfigError(f"--freeze-bits {self.freeze_bits}: must be a fraction in [0, 1]")
-        if not 0.0 <= self.ema < 1.0:
-            raise ConfigError(f"--ema {self.ema}: must be a decay in [0, 1) (0: no EMA)")
-        if not 0.0 < self.normal_weight <= 100.0:
-            raise ConfigError(f"--normal-weight {self.normal_weight}: must be in (0, 100] (1: the paper's loss)")
-        if self.dice not in DICE_MODES:
-            raise ConfigError(f"--dice must be one of {', '.join(DICE_MODES)}, not {self.dice!r}")
-        if self.select not in SELECT_MODES:
-            raise ConfigError(f"select must be one of {', '.join(SELECT_MODES)}, not {self.select!r}")
-        for m in self.mix:
-            if not isinstance(m, dict) or "data" not in m or not 0.0 < float(m.get("weight", 0)) <= 100.0:
-                raise ConfigError(f"mix entry {m!r}: needs a data location and a weight in (0, 100]")
-        if not 0.0 <= self.model.out_range <= 64.0:
-            raise ConfigError(f"--out-range {self.model.out_range}: must be in [0, 64] (0: from statistics)")
 
 
 @dataclass
@@ -258,9 +123,6 @@ def _add_mix(cfg: TrainConfig, data: DataTensors) -> None:
         data.mix_hashes.append(arrays.data_hash)
     data.weights = torch.cat(weights)
     data.epoch_draws = int(round(draws))
-
-
-SELECT_MODES = ("lesion", "balanced")
 
 
 def selection_score(metrics: dict, select: str = "lesion") -> float:

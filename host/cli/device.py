@@ -4,11 +4,14 @@ over host.client / host.stream / host.report)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from qdev.core.errors import ConfigError, QdevError
+from qdev.host.cli.dcopts import build_config, config_options
+from qdev.host.stream import StreamConfig
 
 __all__ = ["COMMANDS"]
 
@@ -206,39 +209,26 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: P
 
 @click.command("stream")
 @click.option("--probe", required=True, help="phantom[:SEED] | video:N | /dev/videoN | cine file | DICOM | image folder/glob | igtl://HOST:PORT[/DEVICE] | device:SOURCE")
-@click.option("--fps", type=float, default=None, help="Pace frames (default: the probe's rate; files unpaced).")
-@click.option("--frames", "max_frames", type=int, default=None, help="Stop after N frames.")
-@click.option("--window", default=4, show_default=True, help="Frames in flight.")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds before a frame counts as lost.")
-@click.option("--view", default="window", show_default=True, metavar="window|web[:PORT]|window,web[:PORT]|none",
-              help="Live overlay: a desktop window, a browser view on 127.0.0.1:PORT (default 8765), both, or none.")
+@config_options(StreamConfig)
 @click.option("--no-view", is_flag=True, help="Same as --view none.")
 @click.option("--display-quality", type=click.IntRange(10, 95), default=40, show_default=True,
               help="device: mode: JPEG quality of the display frames the device sends (segmentation "
                    "always runs on the raw pixels).")
-@click.option("--save", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the overlay video (mp4).")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="Session folder (default sessions/<time>).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Print the summary at the end.")
-@click.option("--igtl", default=None, metavar="[HOST:]PORT",
-              help="Serve frames, masks (labelmap) and per-frame info over OpenIGTLink, e.g. to 3D Slicer "
-                   "(18944 is the usual port; loopback unless HOST is given).")
 @click.option("--display-size", default=320, show_default=True, metavar="PX",
               help="device: mode: the probe's own frame is sent for display with its longer side at most PX "
                    "(aspect kept; 0: the model's input). The HUD says when it is reduced.")
-@click.option("--igtl-wait", default=0.0, show_default=True, metavar="SECONDS",
-              help="Wait this long for a first OpenIGTLink client (e.g. Slicer) before streaming.")
 @click.pass_context
-def stream_cmd(ctx: click.Context, probe: str, fps: float | None, max_frames: int | None, window: int, timeout: float,
-               view: str, no_view: bool, display_quality: int, save: Path | None, out: Path | None,
-               report: bool, igtl: str | None, display_size: int, igtl_wait: float) -> None:
+def stream_cmd(ctx: click.Context, probe: str, no_view: bool, display_quality: int, report: bool, display_size: int,
+               **values: object) -> None:
     """Live segmentation of probe frames on the device, logged per frame."""
-    from qdev.host.stream import StreamConfig
-
-    view = "none" if no_view else view
-    cfg = StreamConfig(fps, window, max_frames, timeout, view, save, out, _port(ctx)[0], igtl, igtl_wait)
+    cfg = build_config(StreamConfig, values, port=_port(ctx)[0])
+    if no_view:
+        cfg = replace(cfg, view="none")
     cfg.check()  # before connecting: a bad option costs nothing
     if probe.startswith("device:"):
-        _watch(ctx, probe[len("device:"):], max_frames, view, save, display_quality, igtl, out, report, display_size)
+        _watch(ctx, probe[len("device:"):], cfg.max_frames, cfg.view, cfg.save, display_quality, cfg.igtl, cfg.out,
+               report, display_size)
         return
     from qdev.core.probe.sources import open_probe
 

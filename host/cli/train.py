@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from qdev.host.cli.dataopts import data_options_of, dataset_options
+from qdev.host.cli.dcopts import build_config, config_options
+from qdev.training.config import ModelConfig, TrainConfig
 
 from qdev.core.errors import ConfigError
 from qdev.core.maskrule import MaskRule
@@ -24,64 +27,28 @@ def _bits(value: str) -> tuple[int, int]:
 
 
 @click.command("train")
-@click.option("--model", "kind", type=click.Choice(["float", "quant"]), default="quant", show_default=True)
-@click.option("--width", default=8, show_default=True, help="Channels of the first block (paper: 64).")
-@click.option("--epochs", default=60, show_default=True)
-@click.option("--lambda", "lam", default=0.25, show_default=True, help="Weight of the bit-width loss.")
-@click.option("--bits", default="2..8", show_default=True, help="Trainable bit-width range MIN..MAX.")
-@click.option("--init-bits", default=4, show_default=True, help="Initial bit width (starts low).")
-@click.option("--bit-loss", type=click.Choice(["mean", "weights", "size", "bops"]), default="mean", show_default=True)
-@click.option("--bits-lr", default=0.1, show_default=True, help="Learning rate of the bit widths.")
-@click.option("--bits-optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
-@click.option("--freeze-bits", default=0.75, show_default=True,
-              help="Freeze the widths after this fraction of the epochs; best checkpoint from the frozen ones (1: never).")
-@click.option("--ema", default=0.0, show_default=True,
-              help="Weight EMA decay used for validation and best.pt (0: none; e.g. 0.995).")
-@click.option("--normal-weight", default=1.0, show_default=True,
-              help="Weight of a normal scan's BCE against a lesion image's (1: the paper's loss).")
-@click.option("--dice", "dice", type=click.Choice(["batch", "image"]), default="batch", show_default=True,
-              help="Dice term over the whole batch (the paper's) or per lesion image, averaged.")
-@click.option("--out-range", default=0.0, show_default=True,
-              help="Initial logit range of the 8-bit output's learned scale (0: from the first steps' statistics).")
-@click.option("--lr", default=1e-3, show_default=True)
-@click.option("--batch-size", default=16, show_default=True)
-@click.option("--size", default=128, show_default=True, help="Input side in pixels.")
-@click.option("--no-bn", is_flag=True, help="No BatchNorm (the paper's Table 1 literally).")
-@click.option("--augment", "augment", type=click.Choice(["full", "flips", "strong", "scanner", "none"]), default="full", show_default=True,
-              help="Training augmentation (training/augment.py).")
+@config_options(TrainConfig)
+@click.option("--bits", default=f"{ModelConfig().min_bits}..{ModelConfig().max_bits}", show_default=True, help="Trainable bit-width range MIN..MAX.")
 @click.option("--no-augment", is_flag=True, help="Same as --augment none.")
-@click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None, help="Checkpoint to initialise weights from (e.g. the float twin's best.pt).")
-@click.option("--finetune-from", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Fine-tune this checkpoint: its whole state and model options (with --freeze-bits 0, its bit widths stay).")
-@click.option("--data", default=None, help="BUSI location.")
-@click.option("--split", default="grouped", show_default=True, help="grouped | paper | split JSON path.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int, default=None)
-@click.option("--out", required=True, help="Run folder, e.g. runs/quant-w8.")
 @click.option("--resume", is_flag=True, help="Continue a killed or finished run (may raise --epochs).")
-def train_cmd(kind, width, epochs, lam, bits, init_bits, bit_loss, bits_lr, bits_optimizer, freeze_bits, ema, normal_weight, dice, out_range, lr, batch_size, size, no_bn,
-              augment, no_augment, init_from, finetune_from, data, split, seed, device, threads, out, resume) -> None:  # noqa: ANN001
-    """Train the float U-Net or QuantU-Net (trainable per-layer bit widths)."""
+def train_cmd(bits: str, no_augment: bool, resume: bool, **values: object) -> None:
+    """Train the float U-Net or QuantU-Net (trainable per-layer bit widths).
+
+    Every option but --bits, --no-augment and --resume is a field of TrainConfig / ModelConfig
+    (training/config.py), generated from it."""
     from rich.console import Console
 
-    from qdev.training.models import ModelConfig
-    from qdev.training.trainer import TrainConfig, train
+    from qdev.host.cli.progress import training_progress
+    from qdev.training.trainer import train
 
     lo, hi = _bits(bits)
-    cfg = TrainConfig(
-        model=ModelConfig(kind=kind, width=width, batchnorm=not no_bn, init_bits=init_bits, min_bits=lo, max_bits=hi,
-                          out_range=out_range),
-        out=out, data=data, split=split, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
-        bits_lr=bits_lr, bits_optimizer=bits_optimizer, freeze_bits=freeze_bits, lam=lam, bit_loss=bit_loss, augment="none" if no_augment else augment, init_from=init_from,
-        finetune_from=finetune_from, seed=seed, device=device, threads=threads, ema=ema, normal_weight=normal_weight, dice=dice,
-    )
-    from qdev.host.cli.progress import training_progress
-
+    cfg = build_config(TrainConfig, values, min_bits=lo, max_bits=hi)
+    if no_augment:
+        cfg = replace(cfg, augment="none")
     cfg.check()  # a bad option: its one-line error, before any progress display
-    with training_progress(Console(), epochs) as progress:
+    with training_progress(Console(), cfg.epochs) as progress:
         rec = train(cfg, resume=resume, progress=progress)
-    click.echo(f"done: {out} (best checkpoint train/best.pt; last epoch {rec.get('epoch')})")
+    click.echo(f"done: {cfg.out} (best checkpoint train/best.pt; last epoch {rec.get('epoch')})")
 
 
 @click.command("evaluate")

@@ -26,10 +26,11 @@ pytestmark = pytest.mark.slow
 def test_export_is_bit_exact_and_stored(compiled):
     run, export, _ = compiled
     assert export["integer_outputs_equal"] and export["codes_differing"] == 0
-    for f in ("model.qonnx.onnx", "golden_in.npy", "golden_out.npy", "golden_codes.npy", "verify.json"):
+    for f in ("model.qonnx.onnx", "golden_pixels.npy", "golden_codes.npy", "verify.json"):
         assert (run / "export" / f).is_file()
-    x = np.load(run / "export" / "golden_in.npy")
-    assert x.shape == (4, 1, 32, 32) and np.array_equal(np.round(x * 255), x * 255)  # exact pixels
+    assert not (run / "export" / "golden_in.npy").exists()  # one layout, written once
+    px, codes = np.load(run / "export" / "golden_pixels.npy"), np.load(run / "export" / "golden_codes.npy")
+    assert (px.dtype, px.shape, codes.dtype, codes.shape) == (np.uint8, (4, 32, 32), np.int16, (4, 32, 32, 1))
 
 
 def test_compile_all_hw_bit_exact_with_reports(compiled):
@@ -76,7 +77,9 @@ def test_integer_model_reference_equals_finn(compiled):
     out = run / "compile" / "KV260" / "intmodel"
     model = IntModel.load(out / "intmodel.npz")
     codes = run_reference(model, np.load(out / "golden_pixels.npy"))
-    assert np.array_equal(codes, np.load(out / "golden_codes_nhwc.npy"))
+    assert np.array_equal(codes, np.load(out / "golden_codes.npy"))
+    for name in ("golden_pixels.npy", "golden_codes.npy"):  # the export's files, byte for byte
+        assert (out / name).read_bytes() == (run / "export" / name).read_bytes()
     io = im["io"]
     assert io["idt"] == "UINT8" and io["ishape_normal"] == [1, 32, 32, 1] and io["ishape_packed"][-1] >= 1
 

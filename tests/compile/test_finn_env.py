@@ -39,3 +39,23 @@ print("ok")
                        env={k: v for k, v in __import__("os").environ.items() if k != "XILINX_VIVADO"})
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
     assert {p.target for p in PATCHES} >= {"finn.xsi.SimEngine", "finn.util.settings._SETTINGS"}
+
+
+def test_every_step_takes_the_context_as_an_argument(tmp_path, monkeypatch) -> None:
+    """qdev's state reaches its steps as their third argument, not hung on FINN's config object."""
+    import inspect
+
+    from qdev.training.compile.finn_env import boot_finn
+
+    for var in ("FINN_BUILD_DIR", "FINN_SETTINGS"):  # restored after the test
+        monkeypatch.setenv(var, "")
+    from qdev.training.compile.build_steps import BUILD_STEPS
+    from qdev.training.compile.registry import step_lookup
+
+    boot_finn(tmp_path / "finn_build")
+    lookup = step_lookup()
+    for name, step in lookup.items():
+        assert list(inspect.signature(step, follow_wrapped=False).parameters) == ["model", "cfg", "ctx"], name
+    assert BUILD_STEPS.keys() <= lookup.keys()
+    for name, step in BUILD_STEPS.items():  # qdev's own build steps use it (no wrapper)
+        assert lookup[name] is step

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from .conftest import simulate_copy
@@ -52,16 +51,17 @@ def test_chosen_depths_complete_bit_exact_through_every_fifo(compiled, tmp_path)
 def _setup(compiled):  # noqa: ANN001, ANN202
     from qonnx.core.modelwrapper import ModelWrapper
 
+    from qdev.training.compile.builder import export_golden
     from qdev.training.compile.finn_env import boot_finn
+    from qdev.training.runs import RunFolder
 
     src, _, _ = compiled
     out = src / "compile" / "KV260"
     boot_finn(out / "finn_build")
     model = ModelWrapper(str(out / "intermediate_models" / "qdev_integer_model.onnx"))
     plan = json.loads((out / "report" / "fifo_depths.json").read_text())["fifos"]
-    pixels = np.round(np.load(src / "export" / "golden_in.npy")[:, 0] * 255).astype(np.uint8)
-    codes = np.load(src / "export" / "golden_codes.npy").transpose(0, 2, 3, 1)
-    return model, plan, pixels, codes
+    golden = export_golden(RunFolder.existing(src))
+    return model, plan, golden.pixels, golden.codes
 
 
 def _run(compiled, tmp_path: Path, depths=None, frames: int = 2) -> dict:  # noqa: ANN001

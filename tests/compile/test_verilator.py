@@ -66,8 +66,8 @@ def _setup(compiled):
     out = src / "compile" / "KV260"
     boot_finn(out / "finn_build")
     model = ModelWrapper(str(out / "intermediate_models" / "qdev_integer_model.onnx"))
-    golden = np.load(src / "export" / "golden_in.npy")[:2, 0]
-    ref, _ = python_reference(model, np.round(golden * 255).astype(np.uint8), None)
+    golden = np.load(src / "export" / "golden_pixels.npy")[:2]
+    ref, _ = python_reference(model, golden, None)
     generate_rtl(model, "xck26-sfvc784-2LV-c", 5.0)
     return model, ref
 

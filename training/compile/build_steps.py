@@ -14,7 +14,8 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from qdev.core.intmodel import IntModel, run_reference
 from qdev.core.errors import QdevError
-from qdev.training.compile.context import StopBuild, step_context
+from qdev.core.golden import save_golden
+from qdev.training.compile.context import StepContext, StopBuild
 from qdev.training.compile.intmodel_export import extract_intmodel, io_spec
 from qdev.training.compile.sim_steps import SIM_STEPS
 from qdev.training.compile.summary import RES_KEYS
@@ -68,7 +69,7 @@ def _binding_limit(model: ModelWrapper, wwidth_max: int) -> str:
     return f"{name} ({node.op_type}) is where FINN's folding search stopped"
 
 
-def qdev_fold(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
+def qdev_fold(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
     """Fold for ``--fps`` with FINN's SetFolding; if the result, **with the FIFOs its streams need**
     (:func:`.fifo_step.fifo_plan`), exceeds the part's resources (times ``max_utilisation``), retry
     at 0.7x the frame rate until it fits."""
@@ -79,7 +80,6 @@ def qdev_fold(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
 
     from qdev.training.compile.fifo_step import fifo_added
 
-    ctx = step_context(cfg)
     b, c = ctx.board, ctx.cfg
     clock_hz = 1e9 / c.clock
     target = c.target_fps
@@ -129,7 +129,7 @@ def qdev_fold(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     return folded
 
 
-def qdev_fifo_depths(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
+def qdev_fifo_depths(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
     """Every stream's FIFO depth from the token model (:mod:`.fifo_step`), written into the graph
     for FINN's InsertFIFO and as ``report/fifo_config.json`` for the bitstream flow; the graph FINN
     will build from it estimated with FINN's own cost model; the whole dataflow simulated at
@@ -137,7 +137,6 @@ def qdev_fifo_depths(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     from qdev.training.compile.fifo_step import (apply_fifo_depths, check_plan, dataflow_graph, fifo_plan,
                                                  fifo_totals, finn_fifo_model, finn_fifo_resources, write_reports)
 
-    ctx = step_context(cfg)
     b = ctx.board
     layers = _totals(model, b.part)
     g = dataflow_graph(model)
@@ -167,10 +166,9 @@ def qdev_fifo_depths(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     return model
 
 
-def qdev_integer_model(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
+def qdev_integer_model(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
     """Write ``intmodel/intmodel.npz`` and prove, on the golden batch, that its reference executor
     equals FINN's python execution of the HW-layer model and the QONNX model's codes."""
-    ctx = step_context(cfg)
     im = extract_intmodel(model, ctx.out_scale, {"board": ctx.board.name, "source": "compile/" + ctx.board.name})
     d = ctx.out / "intmodel"
     d.mkdir(exist_ok=True)
@@ -178,9 +176,9 @@ def qdev_integer_model(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN00
     with atomic_writer(path) as fh:
         fh.write(im.to_bytes())
     loaded = IntModel.load(path)
-    pixels = np.round(ctx.golden_in[:, 0] * 255.0).astype(np.uint8)
+    pixels = ctx.golden.pixels
     ref = run_reference(loaded, pixels)
-    eq_qonnx = bool(np.array_equal(ref.transpose(0, 3, 1, 2), ctx.golden_codes.astype(np.int64)))
+    eq_qonnx = bool(np.array_equal(ref, ctx.golden.codes))
     hw = ctx.verification.get("qdev_convert_to_hw")
     if hw is not None and hw["equal"]:
         # the build already ran FINN's python execution of the HW-layer model on these pixels and
@@ -192,8 +190,7 @@ def qdev_integer_model(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN00
         hw_model = ctx.out / "intermediate_models" / "qdev_convert_to_hw.onnx"
         finn_out = qonnx_forward(hw_model, pixels[..., None].astype(np.float32))
         eq_finn = bool(np.array_equal(ref, np.round(finn_out).astype(np.int64)))
-    np.save(d / "golden_pixels.npy", pixels)
-    np.save(d / "golden_codes_nhwc.npy", ref.astype(np.int16))
+    save_golden(d, ctx.golden)  # unchanged, beside the integer model (the bundle copies them as is)
     ctx.intmodel = {"path": str(path.relative_to(ctx.out)), "bytes": path.stat().st_size, "layers": len(im.layers),
                     "equals_finn_python_exec": eq_finn, "equals_qonnx_codes": eq_qonnx, "io": io_spec(model)}
     if not (eq_finn and eq_qonnx):
@@ -212,10 +209,9 @@ def use_qdev_fifo_depths(cfg, out: Path) -> None:  # noqa: ANN001 - FINN's Dataf
     cfg.fifo_config_file = path
 
 
-def qdev_bitstream(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
+def qdev_bitstream(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
     """Vivado present: FINN's IP generation, FIFO sizing, stitching and synthesis to .bit/.hwh, plus
     the PYNQ driver. Absent: stop here, keeping everything before it."""
-    ctx = step_context(cfg)
     if not ctx.vivado.available:
         ctx.bitstream = {"built": False, "reason": f"Vivado not found ({ctx.vivado.reason})"}
         raise StopBuild(

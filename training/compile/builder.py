@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from qdev.core.errors import ConfigError, QdevError, ToolchainError
-from qdev.training.compile.config import VERIFY_AFTER, CompileConfig
+from qdev.core.golden import CODES, PIXELS, GoldenBatch, from_legacy_export, load_golden
+from qdev.training.compile.config import CompileConfig
+from qdev.training.compile.context import StepContext
 from qdev.training.compile.finn_env import boot_finn
 from qdev.training.runs import RunFolder, atomic_write_text, sha256_file
 
-__all__ = ["compile_run", "CompileResult", "verify_model"]
+__all__ = ["compile_run", "CompileResult", "verify_model", "export_golden"]
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ class CompileResult(dict):
     """The compile summary (also written to ``compile/<board>/summary.json``)."""
 
 
-def _finn_cfg(cfg: CompileConfig, out: Path, golden_dir: Path):  # noqa: ANN202
+def _finn_cfg(cfg: CompileConfig, out: Path):  # noqa: ANN202
     from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType
 
     b = cfg.board_info
@@ -42,14 +44,13 @@ def _finn_cfg(cfg: CompileConfig, out: Path, golden_dir: Path):  # noqa: ANN202
         standalone_thresholds=cfg.standalone_thresholds,
         mvau_wwidth_max=cfg.mvau_wwidth_max,
         save_intermediate_models=True,
-        verify_input_npy=str(golden_dir / "golden_in.npy"),
-        verify_expected_output_npy=str(golden_dir / "golden_out.npy"),
     )
 
 
-def verify_model(model_path: Path, golden_in: np.ndarray, golden_codes: np.ndarray, out_scale: float) -> dict:
-    """Run a FINN/QONNX model with FINN's python execution on the golden batch and compare its
-    integer output codes with the QONNX model's. Input/output conventions come from metadata."""
+def verify_model(model_path: Path, golden: GoldenBatch, out_scale: float) -> dict:
+    """Run a FINN/QONNX model with FINN's python execution on the golden frames and compare its
+    integer output codes with the golden codes. The graph's input and output conventions come
+    from its metadata: its output is brought to the golden layout (NHWC codes), never the reverse."""
     from qonnx.core.modelwrapper import ModelWrapper
 
     from qdev.training.compile.graph_steps import META_INPUT, META_OUTPUT
@@ -57,18 +58,17 @@ def verify_model(model_path: Path, golden_in: np.ndarray, golden_codes: np.ndarr
 
     m = ModelWrapper(str(model_path))
     kind_in = m.get_metadata_prop(META_INPUT) or "float01"
-    x = golden_in if kind_in == "float01" else np.round(golden_in * 255.0).astype(np.float32)
-    if kind_in == "uint8_nhwc":
-        x = x.transpose(0, 2, 3, 1)
+    x = golden.float_nchw() if kind_in == "float01" else golden.pixels[..., None].astype(np.float32)
+    if kind_in not in ("float01", "uint8_nhwc"):
+        raise QdevError(f"{model_path.name}: unknown input convention {kind_in!r}")
     y = qonnx_forward(m, x)
-    if m.get_metadata_prop(META_OUTPUT) == "int_codes_nhwc":
-        codes = y.transpose(0, 3, 1, 2)
-    else:
-        codes = y / out_scale
-    codes = np.round(codes).astype(np.int32)
-    equal = bool(np.array_equal(codes, golden_codes.astype(np.int32)))
-    return {"exec_mode": "python", "images": int(len(x)), "equal": equal,
-            "codes_differing": int((codes != golden_codes).sum())}
+    if m.get_metadata_prop(META_OUTPUT) != "int_codes_nhwc":  # scaled float logits, NCHW
+        y = (y / out_scale).transpose(0, 2, 3, 1)
+    codes = np.round(y).astype(np.int32)
+    equal = bool(np.array_equal(codes, golden.codes))
+    return {"exec_mode": "python", "images": len(golden), "equal": equal,
+            "codes_differing": int((codes != golden.codes).sum()) if codes.shape == golden.codes.shape
+            else int(golden.codes.size)}
 
 
 @dataclass
@@ -76,16 +76,23 @@ class _Inputs:
     """What the export stage handed on to the compile (all sha256-verified by the run folder)."""
 
     onnx: Path
-    golden_in: np.ndarray
-    golden_codes: np.ndarray
+    golden: GoldenBatch
     out_scale: float
+
+
+def export_golden(run: RunFolder) -> GoldenBatch:
+    """The run's golden batch as export wrote it, each file checked against its recorded hash
+    (a run exported before the one layout is converted by :func:`qdev.core.golden.from_legacy_export`)."""
+    outputs = run.stage("export")["outputs"]
+    if f"export/{PIXELS}" in outputs:
+        return load_golden(run.verified("export", f"export/{PIXELS}"), run.verified("export", f"export/{CODES}"))
+    return from_legacy_export(np.load(run.verified("export", "export/golden_in.npy"), allow_pickle=False),
+                              np.load(run.verified("export", "export/golden_codes.npy"), allow_pickle=False))
 
 
 def _load_inputs(run: RunFolder) -> _Inputs:
     export_report = json.loads(run.verified("export", "export/verify.json").read_text())
-    return _Inputs(run.verified("export", "export/model.qonnx.onnx"),
-                   np.load(run.verified("export", "export/golden_in.npy")),
-                   np.load(run.verified("export", "export/golden_codes.npy")),
+    return _Inputs(run.verified("export", "export/model.qonnx.onnx"), export_golden(run),
                    float(export_report["output_scale"]))
 
 
@@ -122,12 +129,13 @@ def _resumed_json(path: Path, resuming: bool) -> dict:
 
 
 def _run_steps(model, steps: list[str], i0: int, i1: int, lookup: dict[str, Callable], fcfg,  # noqa: ANN001, ANN202
-               inputs: _Inputs, out: Path, times: dict, verification: dict, progress: ProgressFn | None):
-    """Run steps[i0:i1]; after each, save its model, verify it where VERIFY_AFTER says, and
+               ctx: StepContext, inputs: _Inputs, times: dict, progress: ProgressFn | None):
+    """Run steps[i0:i1]; after each, save its model, verify it where ``cfg.verify_after`` says, and
     persist times and verifications (so a failed build keeps what it established).
     Returns (model, status, stopped_reason)."""
     from qdev.training.compile.context import StopBuild
 
+    out, verification = ctx.out, ctx.verification
     inter = out / "intermediate_models"
     times_path, vpath = out / "time_per_step.json", out / "report" / "verification.json"
     status, stopped = "done", None
@@ -137,7 +145,7 @@ def _run_steps(model, steps: list[str], i0: int, i1: int, lookup: dict[str, Call
             progress(name, k - i0, i1 - i0)
         t0 = time.perf_counter()
         try:
-            model = lookup[name](model, fcfg)
+            model = lookup[name](model, fcfg, ctx)
         except StopBuild as stop:
             status, stopped = "stopped", str(stop)
         except QdevError:
@@ -147,9 +155,8 @@ def _run_steps(model, steps: list[str], i0: int, i1: int, lookup: dict[str, Call
         times[name] = round(time.perf_counter() - t0, 3)
         if status == "done":
             model.save(str(inter / f"{name}.onnx"))
-            if name in VERIFY_AFTER:
-                verification[name] = verify_model(inter / f"{name}.onnx", inputs.golden_in, inputs.golden_codes,
-                                                  inputs.out_scale)
+            if name in ctx.cfg.verify_after:
+                verification[name] = verify_model(inter / f"{name}.onnx", inputs.golden, inputs.out_scale)
         atomic_write_text(times_path, json.dumps(times, indent=1) + "\n")
         atomic_write_text(vpath, json.dumps(verification, indent=1) + "\n")
         if status != "done":
@@ -164,7 +171,6 @@ def _run_steps(model, steps: list[str], i0: int, i1: int, lookup: dict[str, Call
 
 def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None = None) -> CompileResult:
     """Compile a run's exported QONNX model for ``cfg.board``; see module doc."""
-    from qdev.training.compile.context import StepContext
     from qdev.training.compile.registry import step_lookup
     from qdev.training.compile.summary import summarise
 
@@ -178,15 +184,14 @@ def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None =
     lookup = step_lookup()
     steps, i0, i1 = _step_range(cfg, lookup)
     model = _first_model(steps, i0, out / "intermediate_models", inputs.onnx)
-    fcfg = _finn_cfg(cfg, out, run.path / "export")
-    ctx = StepContext(cfg=cfg, board=board, out=out, golden_in=inputs.golden_in, golden_codes=inputs.golden_codes,
+    fcfg = _finn_cfg(cfg, out)
+    ctx = StepContext(cfg=cfg, board=board, out=out, golden=inputs.golden,
                       out_scale=inputs.out_scale, vivado=viv, run=run)
-    fcfg.qdev = ctx  # custom steps find the qdev context on the FINN config
     times = _resumed_json(out / "time_per_step.json", i0 > 0)
     verification = ctx.verification  # shared with the steps: qdev_integer_model reads it
     verification.update(_resumed_json(out / "report" / "verification.json", i0 > 0))
     t_stage = run.begin(f"compile/{board.name}", cfg.to_dict(), {"export/model.qonnx.onnx": sha256_file(inputs.onnx)})
-    model, status, stopped = _run_steps(model, steps, i0, i1, lookup, fcfg, inputs, out, times, verification, progress)
+    model, status, stopped = _run_steps(model, steps, i0, i1, lookup, fcfg, ctx, inputs, times, progress)
     summary = summarise(ctx, model, times, verification, status, stopped)
     spath = out / "summary.json"
     if i0 > 0:  # a partial build keeps what earlier steps established

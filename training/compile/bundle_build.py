@@ -19,6 +19,7 @@ from qdev.core.bundle import (
 )
 from qdev.core.errors import QdevError
 from qdev.core.fsutil import FolderBuild
+from qdev.core.golden import CODES, PIXELS, load_golden
 from qdev.training.compile.config import VERIFY_STEPS
 from qdev.training.mask_rule import run_mask_rule
 from qdev.training.runs import RunFolder
@@ -75,6 +76,14 @@ def adaptation_record(run: RunFolder, allow_unoffered: bool = False) -> dict | N
             "gain": decision.get("gain"), "p_gain": decision.get("p_gain"), "level": decision.get("level")}
 
 
+def _compiled_files(outputs: dict, board: str) -> dict[str, str]:
+    """Bundle file name -> the compile's output it is copied from. The golden pair keeps its
+    names (a compile made before the one golden layout named the codes ``golden_codes_nhwc.npy``)."""
+    d = f"compile/{board}/intmodel"
+    codes = f"{d}/{CODES}" if f"{d}/{CODES}" in outputs else f"{d}/golden_codes_nhwc.npy"
+    return {"intmodel.npz": f"{d}/intmodel.npz", PIXELS: f"{d}/{PIXELS}", CODES: codes}
+
+
 def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: str | None = None,
                  allow_unoffered: bool = False) -> Path:
     """Copy the compiled artifacts of ``run_dir``/compile/<board> into a bundle folder, write the
@@ -93,11 +102,11 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
     train = run.stage("train")
     rule, rule_source = run_mask_rule(run)
     stage_name = f"compile/{board}"
-    files = {  # each checked against the hash the compile recorded (a changed file is refused)
-        "intmodel.npz": run.verified(stage_name, f"compile/{board}/intmodel/intmodel.npz"),
-        "golden_pixels.npy": run.verified(stage_name, f"compile/{board}/intmodel/golden_pixels.npy"),
-        "golden_codes.npy": run.verified(stage_name, f"compile/{board}/intmodel/golden_codes_nhwc.npy"),
-    }
+    sources = _compiled_files(run.stage(stage_name)["outputs"], board)
+    # each checked against the hash the compile recorded (a changed file is refused), the golden
+    # pair also for its layout (core/golden.py): the bundle holds it under the same names
+    files = {name: run.verified(stage_name, rel) for name, rel in sources.items()}
+    load_golden(files[PIXELS], files[CODES])
     bit = (summary.get("bitstream") or {})
     if bit.get("built"):
         files["accel.bit"] = Path(bit["bit"][0])
@@ -108,9 +117,8 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
     stages_sha = stages_sha256(run.load(), rests_on)
     t0 = run.begin(f"bundle/{board}", {"board": board, "model": model_name or run.path.name, "out": str(out),
                                        "allow_unoffered": allow_unoffered},
-                   {f"compile/{board}/{rel}": run.stage(stage_name)["outputs"][f"compile/{board}/{rel}"]
-                    for rel in ("intmodel/intmodel.npz", "intmodel/golden_pixels.npy",
-                                "intmodel/golden_codes_nhwc.npy", "summary.json")})
+                   {rel: run.stage(stage_name)["outputs"][rel]
+                    for rel in (*sources.values(), f"compile/{board}/summary.json")})
     out.parent.mkdir(parents=True, exist_ok=True)
     with FolderBuild(out.parent, ".bundle-") as build:
         tmp = build.path
@@ -153,7 +161,7 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
                              "modes_run": summary["verification"].get("modes_run"),
                              "not_run": summary["verification"].get("not_run"),
                              "layers": summary["verification"].get("layers")},
-            "self_test": {"input": "golden_pixels.npy", "expected": "golden_codes.npy"},
+            "self_test": {"input": PIXELS, "expected": CODES},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             # rises with every build: a device refuses a lower one than it has run (rollback
             # protection, as MCUboot's security counter) unless told --allow-downgrade

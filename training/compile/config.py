@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from qdev.core.errors import ConfigError
 from qdev.training.compile.boards import Board, get_board
 
-__all__ = ["CompileConfig", "DEFAULT_STEPS", "VERIFY_AFTER", "VERIFY_STEPS", "DEFAULT_FPS"]
+__all__ = ["CompileConfig", "DEFAULT_STEPS", "DEFAULT_VERIFY_AFTER", "VERIFY_STEPS", "DEFAULT_FPS"]
 
 #: The build, in order. FINN's own steps by their builder names, qdev's prefixed ``qdev_``.
 DEFAULT_STEPS: list[str] = [
@@ -28,8 +28,8 @@ DEFAULT_STEPS: list[str] = [
     "qdev_bitstream",
 ]
 
-#: Steps after which FINN's python execution is compared with the QONNX golden output.
-VERIFY_AFTER = ("step_tidy_up", "qdev_streamline_unet", "qdev_lower_unet", "qdev_strip_io", "qdev_convert_to_hw")
+#: Steps after which FINN's python execution is compared with the QONNX golden output (default).
+DEFAULT_VERIFY_AFTER = ("step_tidy_up", "qdev_streamline_unet", "qdev_lower_unet", "qdev_strip_io", "qdev_convert_to_hw")
 
 #: Target frames/s when --fps is not given (the issue's targets at 128x128).
 DEFAULT_FPS = {"Pynq-Z2": 30.0, "Ultra96-V2": 60.0, "ZCU104": 200.0, "KV260": 200.0}
@@ -62,6 +62,8 @@ class CompileConfig:
             ``../shared/vendor``).
         cppsim_opt: g++ optimisation flag of the node simulators.
         verilator_opt: C++ optimisation flag of the verilated layer models.
+        verify_after: steps after which FINN's python execution of the graph is compared with
+            the QONNX golden output (a difference stops the build).
     """
 
     board: str = "KV260"
@@ -77,6 +79,7 @@ class CompileConfig:
     hls_deps: str | None = None
     cppsim_opt: str = "-O2"
     verilator_opt: str = "-O1"
+    verify_after: tuple[str, ...] = DEFAULT_VERIFY_AFTER
 
     def __post_init__(self) -> None:
         unknown = set(self.verify) - set(VERIFY_STEPS)

@@ -1,19 +1,20 @@
-"""What qdev's build steps share during one compile: the :class:`StepContext` (hung on FINN's
-build config as ``cfg.qdev``) and :class:`StopBuild` (a step ends the build on purpose)."""
+"""What qdev's build steps share during one compile: the :class:`StepContext` (handed to each of
+qdev's own steps as its third argument, never hung on FINN's build config) and
+:class:`StopBuild` (a step ends the build on purpose)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
+from qdev.core.golden import GoldenBatch
 from qdev.training.compile.boards import Board
 from qdev.training.compile.config import CompileConfig
 from qdev.training.compile.finn_env import VivadoInfo
 from qdev.training.runs import RunFolder
 
-__all__ = ["StepContext", "StopBuild", "step_context"]
+__all__ = ["StepContext", "StopBuild"]
 
 
 class StopBuild(Exception):
@@ -25,8 +26,7 @@ class StepContext:
     cfg: CompileConfig
     board: Board
     out: Path
-    golden_in: np.ndarray
-    golden_codes: np.ndarray
+    golden: GoldenBatch  # the export's golden batch, in the hardware's layout (core/golden.py)
     out_scale: float
     vivado: VivadoInfo
     run: RunFolder
@@ -38,8 +38,3 @@ class StepContext:
     # python execution of the specialised graph on the golden frames, shared by the simulation
     # steps of one build: (sha256 of the graph, contexts, equals the unspecialised graph)
     sim_reference: tuple | None = None
-
-
-def step_context(cfg) -> StepContext:  # noqa: ANN001
-    """The qdev context of a FINN build config."""
-    return cfg.qdev

@@ -13,7 +13,7 @@ import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
 from qdev.core.errors import QdevError
-from qdev.training.compile.context import StepContext, step_context
+from qdev.training.compile.context import StepContext
 from qdev.training.runs import atomic_writer
 
 __all__ = ["qdev_cppsim", "qdev_verilator", "qdev_stitched", "SIM_STEPS"]
@@ -22,8 +22,7 @@ __all__ = ["qdev_cppsim", "qdev_verilator", "qdev_stitched", "SIM_STEPS"]
 def _golden(ctx: StepContext) -> tuple[np.ndarray, np.ndarray, Path | None]:
     """The golden frames as pixels, their codes in the dataflow graph's NHWC, and the graph
     before specialisation (python execution's own reference), if the build saved it."""
-    pixels = np.round(ctx.golden_in[:, 0] * 255.0).astype(np.uint8)
-    codes = ctx.golden_codes.transpose(0, 2, 3, 1)
+    pixels, codes = ctx.golden.pixels, ctx.golden.codes
     before = ctx.out / "intermediate_models" / "qdev_convert_to_hw.onnx"
     return pixels, codes, before if before.is_file() else None
 
@@ -57,11 +56,10 @@ def _bad(nodes: dict[str, dict]) -> list[str]:
     return sorted(k for k, r in nodes.items() if r.get("simulated") is False or r.get("bit_exact") is False)
 
 
-def qdev_cppsim(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
+def qdev_cppsim(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
     """HLS C++ simulation of every HLS node against python execution on the golden batch."""
     from qdev.training.compile.cppsim import CppSimConfig, find_hls_deps, verify_cppsim
 
-    ctx = step_context(cfg)
     d = _save(model, ctx, "cppsim")
     pixels, codes, before = _golden(ctx)
     deps = find_hls_deps(ctx.cfg.hls_deps)  # before any work: missing headers are a one-line error
@@ -84,12 +82,11 @@ def qdev_cppsim(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     return model
 
 
-def qdev_verilator(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
+def qdev_verilator(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
     """Every RTL node's SystemVerilog (FINN's own HDL generation) in Verilator, against python
     execution on the golden batch. Works on a copy: the build's graph is handed on unchanged."""
     from qdev.training.compile.verilate import VerilatorConfig, find_verilator, generate_rtl, verify_verilator
 
-    ctx = step_context(cfg)
     vl = find_verilator()  # before any work: a missing simulator is a one-line error
     d = _save(model, ctx, "verilator")
     pixels, _, before = _golden(ctx)
@@ -114,7 +111,7 @@ def qdev_verilator(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     return model
 
 
-def qdev_stitched(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
+def qdev_stitched(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
     """The whole accelerator at once (:mod:`.stitch`): every node of the graph FINN's FIFO step
     builds from this build's depths, each in its hardware language, connected by FIFOs of those
     depths; the golden frames back to back; bit-exact against the golden codes, no deadlock.
@@ -128,7 +125,6 @@ def qdev_stitched(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     from qdev.training.compile.verilate import VerilatorConfig, find_verilator
 
     log = logging.getLogger(__name__)
-    ctx = step_context(cfg)
     vl = find_verilator()  # before any work: missing tools are a one-line error
     deps = find_hls_deps(ctx.cfg.hls_deps)
     plan_file = ctx.out / "report" / "fifo_depths.json"

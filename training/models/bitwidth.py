@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["LayerBits", "BitWidthTracker", "BIT_LOSS_MODES"]
+from qdev.training.config import BIT_LOSS_MODES
 
-BIT_LOSS_MODES = ("mean", "weights", "size", "bops")
+__all__ = ["LayerBits", "BitWidthTracker", "BIT_LOSS_MODES"]
 
 
 def _bw_module(quant_proxy: nn.Module) -> nn.Module:

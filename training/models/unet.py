@@ -15,42 +15,14 @@ Deviations from Table 1, each for deployment and each switchable:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
+
+from qdev.training.config import ModelConfig
 
 __all__ = ["ModelConfig", "UNet", "build_model", "N_CONV_LAYERS"]
 
 N_CONV_LAYERS = 23
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture settings.
-
-    Attributes:
-        kind: ``float`` or ``quant``.
-        width: channels of the first block (paper: 64; qdev default 8, see README).
-        batchnorm: BN after each 3x3 conv.
-        init_bits: initial weight/activation bit width of QuantU-Net.
-        min_bits: lower bound of the trainable bit widths.
-        max_bits: upper bound of the trainable bit widths.
-        out_range: initial logit range of the 8-bit output quantizer's learned scale (0: from
-            the first steps' statistics, as models made before the option;
-            :func:`qdev.training.models.quant.logit_output_quant`).
-    """
-
-    kind: str = "quant"
-    width: int = 8
-    batchnorm: bool = True
-    init_bits: int = 4
-    min_bits: int = 2
-    max_bits: int = 8
-    out_range: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class _Layers:
