@@ -10,8 +10,9 @@ import torch
 from qdev.core.errors import QdevError
 from qdev.core.preprocess import to_unit_float
 from qdev.training.data import open_run_data, read_split
-from qdev.training.mask_rule import RULE_FILE, run_mask_rule
+from qdev.training.mask_rule import run_mask_rule
 from qdev.training.runs import RunFolder, atomic_write_text
+from qdev.training.stages import StageRecord
 from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
 from qdev.training.trainer import evaluate_model
 
@@ -41,13 +42,12 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
     y = torch.from_numpy(arrays.masks[idx]).float().unsqueeze(1)
     labels = torch.from_numpy(arrays.labels[idx])
     rule, rule_source = run_mask_rule(run)
-    ckpt_rel = str(Path(best).resolve().relative_to(run.path.resolve()))
-    inputs = {ckpt_rel: st["outputs"].get(ckpt_rel)}  # run-relative keys, as every stage writes them
-    if not rule.is_default:
-        inputs[RULE_FILE] = run.stage("postprocess")["outputs"][RULE_FILE]
     # one stage record per split and checkpoint: evaluating val after test keeps test's record
-    stage = f"evaluate/{split_name}" + ("" if checkpoint == "best" else f"@{checkpoint}")
-    t0 = run.begin(stage, {"data": data, "split": split_name, "checkpoint": checkpoint}, inputs)
+    stem = "metrics" if split_name == "test" else f"metrics_{split_name}"
+    stem += "" if checkpoint == "best" else f"_{checkpoint}"
+    rec = StageRecord(run, "evaluate", {"data": data, "split": split_name, "checkpoint": checkpoint},
+                      split=split_name, at="" if checkpoint == "best" else f"@{checkpoint}", checkpoint=checkpoint,
+                      stem=stem).begin()
     without = None
     if rule.is_default:
         metrics, loss, _ = evaluate_model(model, x, y, labels, torch.device("cpu"))
@@ -74,9 +74,6 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
     out["float_model_bits"] = 32 * out["params"]
     if out["bits"]:
         out["compression_vs_float"] = out["float_model_bits"] / out["bits"]["model_bits"]
-    edir = run.path / "evaluate"
-    stem = "metrics" if split_name == "test" else f"metrics_{split_name}"
-    path = edir / (f"{stem}.json" if checkpoint == "best" else f"{stem}_{checkpoint}.json")
-    atomic_write_text(path, json.dumps(out, indent=1) + "\n")
-    run.finish(stage, t0, [path])
+    atomic_write_text(run.path / "evaluate" / f"{stem}.json", json.dumps(out, indent=1) + "\n")
+    rec.finish()
     return out

@@ -24,6 +24,7 @@ from qdev.core.preprocess import to_unit_float
 from qdev.training.postprocess import logit_codes
 from qdev.training.qonnx_exec import qonnx_forward
 from qdev.training.runs import RunFolder, atomic_write_text
+from qdev.training.stages import StageRecord
 from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
 
 __all__ = ["export_run", "golden_batch"]
@@ -62,14 +63,15 @@ def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkp
     from qonnx.util.cleanup import cleanup_model
 
     run = RunFolder.existing(run_dir)
-    model, ckpt = load_checkpoint_model(run_checkpoint(run, checkpoint))
+    run_checkpoint(run, checkpoint)  # best or last, verified
+    rec = StageRecord(run, "export", {"n_golden": n_golden, "checkpoint": checkpoint}, checkpoint=checkpoint)
+    model, ckpt = load_checkpoint_model(rec.input(f"train/{checkpoint}.pt"))
     if ckpt["model_config"]["kind"] != "quant":
         raise QdevError(f"{run_dir}: a float model cannot be exported for FINN; train with --model quant")
     size = int(ckpt["size"])
     edir = run.path / "export"
     edir.mkdir(parents=True, exist_ok=True)
-    key = f"train/{checkpoint}.pt"
-    t0 = run.begin("export", {"n_golden": n_golden, "checkpoint": checkpoint}, {key: run.stage("train")["outputs"][key]})
+    rec.begin()
     pixels, source = golden_batch(run, size, n_golden, data)
     x = to_unit_float(pixels)[:, None]  # what the float network sees (exact k/255)
     raw = edir / "model.brevitas.onnx"
@@ -91,7 +93,7 @@ def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkp
     codes_t, codes_o = logit_codes(y_torch, scale), logit_codes(y_onnx, scale)
     equal = bool(np.array_equal(codes_t, codes_o))
     golden = GoldenBatch(pixels, np.ascontiguousarray(codes_t.transpose(0, 2, 3, 1)).astype(np.int16))
-    golden_files = save_golden(edir, golden)  # the layout the hardware takes, read as is from here on
+    save_golden(edir, golden)  # the layout the hardware takes, read as is from here on
     report = {
         "checkpoint": checkpoint,
         "checkpoint_epoch": ckpt["epoch"],
@@ -108,8 +110,7 @@ def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkp
         "node_counts": _op_counts(onnx_path),
     }
     atomic_write_text(edir / "verify.json", json.dumps(report, indent=1) + "\n")
-    outs = [onnx_path, *golden_files, edir / "verify.json"]
-    run.finish("export", t0, outs, status="done" if equal else "failed")
+    rec.finish(status="done" if equal else "failed")
     if not equal:
         raise QdevError(f"{onnx_path}: QONNX execution differs from PyTorch in {report['codes_differing']} output codes")
     return report

@@ -39,6 +39,7 @@ from qdev.training.data import open_run_data, read_split
 from qdev.training.data.busi import CLASSES
 from qdev.training.mask_rule import RULE_FILE
 from qdev.training.runs import RunFolder, atomic_write_text
+from qdev.training.stages import StageRecord
 
 __all__ = ["RuleSearch", "RuleStep", "RuleChoice", "output_scale", "model_codes", "logit_codes", "per_image_dice",
            "rule_figures", "paired_bootstrap", "search_rules", "choose_rule", "split_codes"]
@@ -246,8 +247,7 @@ def choose_rule(run_dir: Path, data: str | None = None, search: RuleSearch = Rul
         raise QdevError(f"{run_dir}: the run's validation split is empty")
     codes, scale = model_codes(model, arrays.images[idx])
     truth, labels = arrays.masks[idx] > 0, arrays.labels[idx]
-    t0 = run.begin("postprocess", {"search": asdict(search), "split": "val"},
-                   {"best.pt": st["outputs"]["train/best.pt"]})
+    rec = StageRecord(run, "postprocess", {"search": asdict(search), "split": "val"}).begin()
     found = search_rules(codes, truth, labels, scale, search)
     chosen, figures = found.rule, found.figures
     what = "Dice over all images" if search.criterion == "all" else \
@@ -267,5 +267,5 @@ def choose_rule(run_dir: Path, data: str | None = None, search: RuleSearch = Rul
     path = run.path / RULE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
-    run.finish("postprocess", t0, [path])
+    rec.finish()
     return doc

@@ -51,6 +51,7 @@ from qdev.training.models import build_model
 from qdev.training.models.bitwidth import BitWidthTracker
 from qdev.training.checkpoint import init_weights_from, save_checkpoint
 from qdev.training.runs import RunFolder, atomic_write_text
+from qdev.training.stages import StageRecord
 
 __all__ = ["TrainConfig", "train", "prepare_data", "DataTensors", "evaluate_model", "ProgressFn",
            "finetune_model_config"]
@@ -441,8 +442,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = 
     if data.mix_hashes:
         inputs["mix_data_hashes"] = data.mix_hashes
     accel = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else None
-    t_stage = (run.begin("train", cfg.to_dict(), inputs, accelerator=accel) if dist.main and stored is None
-               else time.perf_counter())
+    rec = StageRecord(run, "train", cfg.to_dict())
+    rec = rec.begin(inputs, accelerator=accel) if dist.main and stored is None else rec.resumed()
     record: dict = st.history[-1] if st.history else {}
     freeze_at = cfg.freeze_epoch()
     for epoch in range(st.start_epoch, cfg.epochs + 1):
@@ -465,9 +466,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = 
     if dist.main:
         from qdev.training.plots import plot_training
 
-        plots = plot_training(paths["log"], tdir)
-        outputs = [paths["best"], paths["last"], paths["log"], tdir / "split.json", *plots]
-        run.finish("train", t_stage, outputs, best_val_score=st.best_score, epochs_done=len(st.history))
+        plot_training(paths["log"], tdir)
+        rec.finish(best_val_score=st.best_score, epochs_done=len(st.history))
     if dist.world > 1:
         import torch.distributed as tdist
 

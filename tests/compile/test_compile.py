@@ -328,3 +328,27 @@ def test_lineage_from_a_session_back_to_the_data(compiled, phantom_busi, tmp_pat
     assert links["run"].status == "MISMATCH" and links["bundle"].status == "ok"
     r = CliRunner().invoke(cli, ["lineage", str(session), *roots])
     assert r.exit_code == 1 and "MISMATCH" in r.output
+
+
+def test_every_recorded_stage_read_what_its_declaration_says(compiled):
+    """train -> export -> compile as the CLI ran them: each stage's inputs are its declared ones
+    (run-relative keys, each hash the producing stage's), its outputs the declared ones."""
+    from fnmatch import fnmatch
+
+    from qdev.training.runs import RunFolder
+    from qdev.training.stages import STAGES
+
+    run, _, _ = compiled
+    stages = RunFolder(run).load()["stages"]
+    for name, kind, params in (("train", "train", {}), ("export", "export", {"checkpoint": "best"}),
+                               ("compile/KV260", "compile", {"board": "KV260"})):
+        spec, st = STAGES[kind].resolve(**params), stages[name]
+        declared = {i.path: i for i in spec.inputs}
+        files = {k: v for k, v in st["inputs"].items() if "/" in k}
+        assert set(files) <= set(declared), name
+        assert {p for p, i in declared.items() if not i.optional} <= set(files), name
+        for path, sha in files.items():
+            assert stages[declared[path].stage]["outputs"][path] == sha, (name, path)
+        assert st["outputs"] and all(any(fnmatch(o, pat) for pat in spec.outputs) for o in st["outputs"]), name
+        assert st["duration_s"] > 0
+    assert {"export/golden_pixels.npy", "export/golden_codes.npy"} <= set(stages["compile/KV260"]["inputs"])

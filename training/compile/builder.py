@@ -18,7 +18,8 @@ from qdev.core.golden import CODES, PIXELS, GoldenBatch, from_legacy_export, loa
 from qdev.training.compile.config import CompileConfig
 from qdev.training.compile.context import StepContext
 from qdev.training.compile.finn_env import boot_finn
-from qdev.training.runs import RunFolder, atomic_write_text, sha256_file
+from qdev.training.runs import RunFolder, atomic_write_text
+from qdev.training.stages import StageRecord
 
 __all__ = ["compile_run", "CompileResult", "verify_model", "export_golden"]
 
@@ -90,10 +91,9 @@ def export_golden(run: RunFolder) -> GoldenBatch:
                               np.load(run.verified("export", "export/golden_codes.npy"), allow_pickle=False))
 
 
-def _load_inputs(run: RunFolder) -> _Inputs:
-    export_report = json.loads(run.verified("export", "export/verify.json").read_text())
-    return _Inputs(run.verified("export", "export/model.qonnx.onnx"), export_golden(run),
-                   float(export_report["output_scale"]))
+def _load_inputs(rec: StageRecord) -> _Inputs:
+    export_report = json.loads(rec.input("export/verify.json").read_text())
+    return _Inputs(rec.input("export/model.qonnx.onnx"), export_golden(rec.run), float(export_report["output_scale"]))
 
 
 def _step_range(cfg: CompileConfig, lookup: dict[str, Callable]) -> tuple[list[str], int, int]:
@@ -176,7 +176,8 @@ def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None =
 
     run = RunFolder.existing(run_dir)
     board = cfg.board_info
-    inputs = _load_inputs(run)
+    rec = StageRecord(run, "compile", cfg.to_dict(), board=board.name)
+    inputs = _load_inputs(rec)
     out = run.path / "compile" / board.name
     for d in (out / "intermediate_models", out / "report"):
         d.mkdir(parents=True, exist_ok=True)
@@ -190,7 +191,7 @@ def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None =
     times = _resumed_json(out / "time_per_step.json", i0 > 0)
     verification = ctx.verification  # shared with the steps: qdev_integer_model reads it
     verification.update(_resumed_json(out / "report" / "verification.json", i0 > 0))
-    t_stage = run.begin(f"compile/{board.name}", cfg.to_dict(), {"export/model.qonnx.onnx": sha256_file(inputs.onnx)})
+    rec.begin()
     model, status, stopped = _run_steps(model, steps, i0, i1, lookup, fcfg, ctx, inputs, times, progress)
     summary = summarise(ctx, model, times, verification, status, stopped)
     spath = out / "summary.json"
@@ -200,7 +201,5 @@ def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None =
             if summary.get(key) is None and old.get(key) is not None:
                 summary[key] = old[key]
     atomic_write_text(spath, json.dumps(summary, indent=1) + "\n")
-    outputs = [spath, out / "time_per_step.json", out / "report" / "verification.json",
-               *sorted((out / "report").glob("*.json")), *sorted(out.glob("intmodel/*"))]
-    run.finish(f"compile/{board.name}", t_stage, outputs, status=status)
+    rec.finish(status=status)
     return CompileResult(summary)

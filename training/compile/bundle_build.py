@@ -23,6 +23,7 @@ from qdev.core.golden import CODES, PIXELS, load_golden
 from qdev.training.compile.config import VERIFY_STEPS
 from qdev.training.mask_rule import run_mask_rule
 from qdev.training.runs import RunFolder
+from qdev.training.stages import StageRecord
 
 __all__ = ["build_bundle", "generate_keypair", "DEV_KEY_DIR"]
 
@@ -103,22 +104,20 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
     rule, rule_source = run_mask_rule(run)
     stage_name = f"compile/{board}"
     sources = _compiled_files(run.stage(stage_name)["outputs"], board)
+    out = Path(out)
+    # what the bundle rests on, hashed before this bundle's own stage is written into the run
+    rests_on = [n for n in ("train", "export", "postprocess", stage_name) if n in run.load()["stages"]]
+    stages_sha = stages_sha256(run.load(), rests_on)
+    rec = StageRecord(run, "bundle", {"board": board, "model": model_name or run.path.name, "out": str(out),
+                                      "allow_unoffered": allow_unoffered}, board=board).begin()
     # each checked against the hash the compile recorded (a changed file is refused), the golden
     # pair also for its layout (core/golden.py): the bundle holds it under the same names
-    files = {name: run.verified(stage_name, rel) for name, rel in sources.items()}
+    files = {name: rec.input(rel) for name, rel in sources.items()}
     load_golden(files[PIXELS], files[CODES])
     bit = (summary.get("bitstream") or {})
     if bit.get("built"):
         files["accel.bit"] = Path(bit["bit"][0])
         files["accel.hwh"] = Path(bit["hwh"][0])
-    out = Path(out)
-    # what the bundle rests on, hashed before this bundle's own stage is written into the run
-    rests_on = [n for n in ("train", "export", "postprocess", stage_name) if n in run.load()["stages"]]
-    stages_sha = stages_sha256(run.load(), rests_on)
-    t0 = run.begin(f"bundle/{board}", {"board": board, "model": model_name or run.path.name, "out": str(out),
-                                       "allow_unoffered": allow_unoffered},
-                   {rel: run.stage(stage_name)["outputs"][rel]
-                    for rel in (*sources.values(), f"compile/{board}/summary.json")})
     out.parent.mkdir(parents=True, exist_ok=True)
     with FolderBuild(out.parent, ".bundle-") as build:
         tmp = build.path
@@ -179,7 +178,7 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
     inside = out.resolve().is_relative_to(run.path.resolve())
     # the bundle is a stage of its run: its files' hashes when it lies inside the run (the
     # default), its id (the manifest's sha256) wherever it lies; qdev bundle publish copies it out
-    run.finish(f"bundle/{board}", t0, sorted(out.iterdir()) if inside else [], bundle_id=bundle_id_of(out),
+    rec.finish(outputs=sorted(out.iterdir()) if inside else [], bundle_id=bundle_id_of(out),
                bundle_dir=str(out.resolve()))
     return out
 
