@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
@@ -30,7 +29,12 @@ def main() -> None:
     from qdev.training.compile.boards import get_board
     from qdev.training.compile.cppsim import find_hls_deps
     from qdev.training.compile.finn_env import boot_finn
-    from qdev.training.compile.stitch import StitchConfig, build_processes, run_stitched, stitched_graph
+    from qdev.training.compile.stitch import (
+        StitchConfig,
+        build_processes,
+        run_stitched,
+        stitched_graph,
+    )
     from qdev.training.compile.builder import export_golden
     from qdev.training.compile.verilate import VerilatorConfig, find_verilator
     from qdev.training.runs import RunFolder
@@ -44,34 +48,58 @@ def main() -> None:
     clock = float(summary.get("clock_ns") or board.clock_ns)
     golden = export_golden(RunFolder.existing(args.run))
     pixels, codes = golden.pixels, golden.codes
-    depths = {"chosen": None,
-              "finn-default": {f["stream"]: 2 for f in plan},
-              "half-skips": {f["stream"]: max(1, f["depth"] // 2) for f in plan if f["role"] == "skip"}}
-    print(f"{args.board} build of {args.run} ({platform.node()}, {platform.processor() or platform.machine()})")
-    print("| FIFOs | processes (HLS + RTL + io) | channels | build s (cached) | status | output words | "
-          "elements differing | detected after s | run s |")
+    depths = {
+        "chosen": None,
+        "finn-default": {f["stream"]: 2 for f in plan},
+        "half-skips": {f["stream"]: max(1, f["depth"] // 2) for f in plan if f["role"] == "skip"},
+    }
+    print(
+        f"{args.board} build of {args.run} "
+        f"({platform.node()}, {platform.processor() or platform.machine()})"
+    )
+    print(
+        "| FIFOs | processes (HLS + RTL + io) | channels | build s (cached) | status | output "
+        "words "
+        "| "
+        "elements differing | detected after s | run s |"
+    )
     print("|---|---|---:|---:|---|---:|---:|---:|---:|")
     for mode in args.modes:
         fm = stitched_graph(model, plan, board.part, depths[mode])
         work = Path(f"/tmp/qdev-cosim-{args.board}-{mode}")
         cfg = StitchConfig(frames=args.frames, keep=work)
         t0 = time.perf_counter()
-        hls, rtl, facts = build_processes(fm, work, find_hls_deps(None), find_verilator(), cfg, VerilatorConfig(),
-                                          clock, board.part)
+        hls, rtl, facts = build_processes(
+            fm,
+            work,
+            find_hls_deps(None),
+            find_verilator(),
+            cfg,
+            VerilatorConfig(),
+            clock,
+            board.part,
+        )
         t_build = time.perf_counter() - t0
         rep = run_stitched(fm, pixels, codes, hls, rtl, cfg)
         cached = facts["hls_cached"] + facts["rtl_cached"]
         ow = rep["output_words"]
-        print(f"| {mode} | {rep['hls_processes']} + {rep['rtl_processes']} + 2 | {rep['channels_count']} | "
-              f"{t_build:.0f} ({cached}/{facts['hls_built'] + facts['rtl_built']}) | {rep['status']} | "
-              f"{ow['received']:,}/{ow['expected']:,} | {rep.get('elements_differing', '-')} | "
-              f"{rep.get('detected_after_s', '-')} | {rep['run_s']} |")
+        print(
+            f"| {mode} | {rep['hls_processes']} + {rep['rtl_processes']} + 2 "
+            f"| {rep['channels_count']} | "
+            f"{t_build:.0f} ({cached}/{facts['hls_built'] + facts['rtl_built']}) | {rep['status']} "
+            "| "
+            f"{ow['received']:,}/{ow['expected']:,} | {rep.get('elements_differing', '-')} | "
+            f"{rep.get('detected_after_s', '-')} | {rep['run_s']} |"
+        )
         print(f"  {rep['summary']}")
         if mode == "chosen":
             for c in rep["channels"]:
                 if c["capacity"] > 2:
-                    print(f"  skip FIFO {c['stream']} -> {c['consumer']}: capacity {c['capacity']:,} words, "
-                          f"peak {c['peak']:,}")
+                    print(
+                        f"  skip FIFO {c['stream']} -> {c['consumer']}: capacity {c['capacity']:,} "
+                        "words, "
+                        f"peak {c['peak']:,}"
+                    )
 
 
 if __name__ == "__main__":

@@ -31,12 +31,20 @@ def chosen(recs: list[dict]) -> dict | None:
 
 
 def summary(name: str, recs: list[dict]) -> dict:
-    best = chosen(recs) or {"epoch": None, "val": {"dice_lesion": float("nan"), "dice": float("nan")}}
+    best = chosen(recs) or {
+        "epoch": None,
+        "val": {"dice_lesion": float("nan"), "dice": float("nan")},
+    }
     frozen = [r["val"]["dice_lesion"] for r in recs if r.get("bits_frozen")]
-    return {"run": name, "epochs": len(recs), "best_epoch": best["epoch"],
-            "best_val_lesion": best["val"]["dice_lesion"], "best_val_all": best["val"]["dice"],
-            "frozen_mean": st.mean(frozen) if frozen else None,
-            "frozen_std": st.stdev(frozen) if len(frozen) > 1 else None}
+    return {
+        "run": name,
+        "epochs": len(recs),
+        "best_epoch": best["epoch"],
+        "best_val_lesion": best["val"]["dice_lesion"],
+        "best_val_all": best["val"]["dice"],
+        "frozen_mean": st.mean(frozen) if frozen else None,
+        "frozen_std": st.stdev(frozen) if len(frozen) > 1 else None,
+    }
 
 
 def plot(runs: list[tuple[str, list[dict]]], out: Path) -> None:
@@ -51,8 +59,14 @@ def plot(runs: list[tuple[str, list[dict]]], out: Path) -> None:
     for name, recs in runs:
         recipe = recipe_of(name)
         ep = [r["epoch"] for r in recs]
-        ax.plot(ep, [r["val"]["dice_lesion"] for r in recs], color=colours[recipe], lw=1.2, alpha=0.85,
-                label=name)
+        ax.plot(
+            ep,
+            [r["val"]["dice_lesion"] for r in recs],
+            color=colours[recipe],
+            lw=1.2,
+            alpha=0.85,
+            label=name,
+        )
         best = chosen(recs)
         if best is not None:
             ax.plot([best["epoch"]], [best["val"]["dice_lesion"]], "o", color=colours[recipe], ms=6)
@@ -77,12 +91,21 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/curves.png"))
     a = ap.parse_args()
     runs = [load(r) for r in a.runs]
-    print("| run | epochs | best epoch | best val lesion | best val all | frozen epochs: mean ± std |")
+    print(
+        "| run | epochs | best epoch | best val lesion | best val all | frozen epochs: mean ± std |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name, recs in runs:
         s = summary(name, recs)
-        fz = f"{s['frozen_mean']:.4f} ± {s['frozen_std']:.4f}" if s["frozen_std"] is not None else "-"
-        print(f"| {name} | {s['epochs']} | {s['best_epoch']} | {s['best_val_lesion']:.4f} | {s['best_val_all']:.4f} | {fz} |")
+        fz = (
+            f"{s['frozen_mean']:.4f} ± {s['frozen_std']:.4f}"
+            if s["frozen_std"] is not None
+            else "-"
+        )
+        print(
+            f"| {name} | {s['epochs']} | {s['best_epoch']} | {s['best_val_lesion']:.4f} "
+            f"| {s['best_val_all']:.4f} | {fz} |"
+        )
     plot(runs, a.out)
     print(f"plot: {a.out}")
 

@@ -7,8 +7,10 @@
    ``qdev-device serve``) over TCP loopback and over a pty pair, as a ratio of the raw link's
    throughput (the same payloads echoed by a bare process over the same kind of link).
 
-Usage: bench/device.sh (= .venv/bin/python bench/device_bench.py) [--bundle bitstreams/KV260/quantunet-w8]
-       [--qonnx models/quantunet-w8/export/model.qonnx.onnx] [--seconds 10] [--skip-accel] [--skip-link]
+Usage: bench/device.sh (= .venv/bin/python bench/device_bench.py) [--bundle
+    bitstreams/KV260/quantunet-w8]
+       [--qonnx models/quantunet-w8/export/model.qonnx.onnx] [--seconds 10] [--skip-accel]
+       [--skip-link]
 
 Both run the shipped default model on its golden frames (batch 1). The software accelerator's
 output codes must equal the bundle's golden codes; onnxruntime's (graph optimisation disabled,
@@ -87,7 +89,9 @@ def raw_echo(link, payload: int, count: int, window: int) -> float:  # noqa: ANN
     return total / (time.perf_counter() - t0)
 
 
-def link_bench(payload: int, tcp_count: int, pty_count: int, window: int, uart_count: int = 24) -> list[tuple]:
+def link_bench(
+    payload: int, tcp_count: int, pty_count: int, window: int, uart_count: int = 24
+) -> list[tuple]:
     import subprocess
     import sys
 
@@ -101,7 +105,9 @@ def link_bench(payload: int, tcp_count: int, pty_count: int, window: int, uart_c
     store = Path(tempfile.mkdtemp()) / "store"
     # TCP loopback: one frame per message, and 16 frames per message (per-message cost amortised)
     for size, count in ((payload, tcp_count), (16 * payload, max(tcp_count // 16, 50))):
-        p = subprocess.Popen([sys.executable, "-c", RAW_ECHO_TCP], stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [sys.executable, "-c", RAW_ECHO_TCP], stdout=subprocess.PIPE, text=True
+        )
         port = int(p.stdout.readline())
         link = open_link(f"tcp://127.0.0.1:{port}")
         raw = raw_echo(link, size, count, window)
@@ -114,10 +120,14 @@ def link_bench(payload: int, tcp_count: int, pty_count: int, window: int, uart_c
             c.close()
         rows.append((f"TCP loopback, {size >> 10} KiB messages", raw, proto))
     # pty pairs: unlimited, and limited like a 921600-baud UART (8N1: 92160 bytes/s each way)
-    for rate, count, name in ((None, pty_count, "pty pair (os.openpty + relay)"),
-                              (92160.0, uart_count, "pty pair at 921600 baud")):
+    for rate, count, name in (
+        (None, pty_count, "pty pair (os.openpty + relay)"),
+        (92160.0, uart_count, "pty pair at 921600 baud"),
+    ):
         pty = PtyPair(rate)
-        p = subprocess.Popen([sys.executable, "-c", RAW_ECHO_SERIAL, pty.dev_path], stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [sys.executable, "-c", RAW_ECHO_SERIAL, pty.dev_path], stdout=subprocess.PIPE, text=True
+        )
         p.stdout.readline()
         link = SerialLink(pty.host_path)
         raw = raw_echo(link, payload, count, window)
@@ -142,16 +152,25 @@ def main() -> None:
     ap.add_argument("--skip-accel", action="store_true")
     ap.add_argument("--skip-link", action="store_true")
     ap.add_argument("--window", type=int, default=8)
-    ap.add_argument("--baseline", default="5d9cade",
-                    help="git revision whose numpy executor is timed beside today's (empty: none)")
+    ap.add_argument(
+        "--baseline",
+        default="5d9cade",
+        help="git revision whose numpy executor is timed beside today's (empty: none)",
+    )
     args = ap.parse_args()
     if not args.skip_link:
         rows = link_bench(16384, 3000, 600, args.window)
-        print(f"serve-loop throughput: pipelined ECHO of 16 KiB payloads, {args.window} in flight, round trip")
+        print(
+            f"serve-loop throughput: pipelined ECHO of 16 KiB payloads, {args.window} in flight, "
+            "round trip"
+        )
         print("| link | raw echo MB/s | qdev serve loop MB/s | ratio | protocol overhead |")
         print("|---|---:|---:|---:|---:|")
         for name, raw, proto in rows:
-            print(f"| {name} | {raw / 1e6:.3f} | {proto / 1e6:.3f} | {proto / raw:.2f} | {max(0.0, 1 - proto / raw) * 100:.1f}% |")
+            print(
+                f"| {name} | {raw / 1e6:.3f} | {proto / 1e6:.3f} | {proto / raw:.2f} "
+                f"| {max(0.0, 1 - proto / raw) * 100:.1f}% |"
+            )
     if args.skip_accel:
         return
     accel_bench(Path(args.bundle), Path(args.qonnx), args.seconds, args.baseline)
@@ -164,8 +183,13 @@ def _baseline_executor(rev: str):  # noqa: ANN202
     import subprocess
     import sys
 
-    src = subprocess.run(["git", "show", f"{rev}:core/software.py"], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1]).stdout
+    src = subprocess.run(
+        ["git", "show", f"{rev}:core/software.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "software_baseline.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("qdev_software_baseline", path)
@@ -196,13 +220,16 @@ def accel_bench(b: Path, qonnx: Path, seconds: float, baseline: str | None) -> N
     graph, info = lower(model)
     lower_s = time.perf_counter() - t0
     sess = make_session(graph, 1)
-    runs["onnx backend (lowered integer model, onnxruntime)"] = lambda: sess.run(None, {"pixels": one[..., None]})
+    runs["onnx backend (lowered integer model, onnxruntime)"] = lambda: sess.run(
+        None, {"pixels": one[..., None]}
+    )
     exact["onnx backend (lowered integer model, onnxruntime)"] = np.array_equal(
-        sess.run(None, {"pixels": px[..., None]})[0], codes)
+        sess.run(None, {"pixels": px[..., None]})[0], codes
+    )
     for m in THRESHOLD_METHODS:
         ex = SoftwareExecutor(model, thresholds=m)
         key = f"numpy executor, thresholds {m}"
-        runs[key] = (lambda e=ex: e.run(one))
+        runs[key] = lambda e=ex: e.run(one)
         exact[key] = np.array_equal(ex.run(px), codes)
     if baseline:
         old = _baseline_executor(baseline)(model)
@@ -214,8 +241,10 @@ def accel_bench(b: Path, qonnx: Path, seconds: float, baseline: str | None) -> N
     q.save(str(tmp))
     x = (px.astype(np.float32) / 255.0)[:, None]
     scale = float(model.output_scale)
-    for level, name in ((ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "ORT_DISABLE_ALL"),
-                        (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "ORT_ENABLE_ALL")):
+    for level, name in (
+        (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "ORT_DISABLE_ALL"),
+        (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "ORT_ENABLE_ALL"),
+    ):
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
         so.inter_op_num_threads = 1
@@ -223,9 +252,13 @@ def accel_bench(b: Path, qonnx: Path, seconds: float, baseline: str | None) -> N
         qs = ort.InferenceSession(str(tmp), so, providers=["CPUExecutionProvider"])
         iname = qs.get_inputs()[0].name
         key = f"onnxruntime {ort.__version__} QCDQ model, {name}"
-        runs[key] = (lambda s=qs, n=iname: s.run(None, {n: x[:1]}))
-        got = np.concatenate([np.round(qs.run(None, {iname: x[i: i + 1]})[0] / scale) for i in range(len(x))])
-        exact[key] = np.array_equal(got.transpose(0, 2, 3, 1).astype(np.int64), codes.astype(np.int64))
+        runs[key] = lambda s=qs, n=iname: s.run(None, {n: x[:1]})
+        got = np.concatenate(
+            [np.round(qs.run(None, {iname: x[i : i + 1]})[0] / scale) for i in range(len(x))]
+        )
+        exact[key] = np.array_equal(
+            got.transpose(0, 2, 3, 1).astype(np.int64), codes.astype(np.int64)
+        )
     assert np.array_equal(run_reference(model, px), codes)
     qoff = f"onnxruntime {ort.__version__} QCDQ model, ORT_DISABLE_ALL"
     qall = f"onnxruntime {ort.__version__} QCDQ model, ORT_ENABLE_ALL"
@@ -235,12 +268,17 @@ def accel_bench(b: Path, qonnx: Path, seconds: float, baseline: str | None) -> N
     # each comparison in its own group of alternating slices: an executor that keeps its work
     # arrays from frame to frame (as on the device, where one runs alone) is not charged for
     # the cache the others evicted between its slices
-    groups = {"onnx backend vs onnxruntime's QCDQ model": [onnx_k, qoff, qall],
-              "numpy executor vs its earlier revision": [np_k] + ([base_k] if base_k else []),
-              "numpy threshold methods": [f"numpy executor, thresholds {m}" for m in THRESHOLD_METHODS]}
-    print(f"frames: {px.shape[1]}x{px.shape[2]}, batch 1, one thread each; each group timed in {SLICES} "
-          f"alternating slices, {seconds:.0f} s per executor; lowering to ONNX took {lower_s:.2f} s "
-          f"({info['nodes']} nodes)")
+    groups = {
+        "onnx backend vs onnxruntime's QCDQ model": [onnx_k, qoff, qall],
+        "numpy executor vs its earlier revision": [np_k] + ([base_k] if base_k else []),
+        "numpy threshold methods": [f"numpy executor, thresholds {m}" for m in THRESHOLD_METHODS],
+    }
+    print(
+        f"frames: {px.shape[1]}x{px.shape[2]}, batch 1, one thread each; each group timed "
+        f"in {SLICES} "
+        f"alternating slices, {seconds:.0f} s per executor; lowering to ONNX took {lower_s:.2f} s "
+        f"({info['nodes']} nodes)"
+    )
     rates: dict = {}
     for title, keys in groups.items():
         r = interleaved_rates({k: runs[k] for k in keys}, seconds)
@@ -248,11 +286,18 @@ def accel_bench(b: Path, qonnx: Path, seconds: float, baseline: str | None) -> N
         print(f"\n{title}\n| executor | frames/s | bit-exact vs bundle golden |\n|---|---:|---|")
         for k in keys:
             print(f"| {k} | {r[k]:.1f} | {exact[k]} |")
-    g1, g2 = rates["onnx backend vs onnxruntime's QCDQ model"], rates["numpy executor vs its earlier revision"]
-    print(f"\nratio onnx backend / onnxruntime QCDQ: {g1[onnx_k] / g1[qoff]:.2f} (ORT_DISABLE_ALL), "
-          f"{g1[onnx_k] / g1[qall]:.2f} (ORT_ENABLE_ALL)")
+    g1, g2 = (
+        rates["onnx backend vs onnxruntime's QCDQ model"],
+        rates["numpy executor vs its earlier revision"],
+    )
+    print(
+        f"\nratio onnx backend / onnxruntime QCDQ: {g1[onnx_k] / g1[qoff]:.2f} (ORT_DISABLE_ALL), "
+        f"{g1[onnx_k] / g1[qall]:.2f} (ORT_ENABLE_ALL)"
+    )
     if base_k:
-        print(f"ratio numpy executor (affine) / numpy as of {baseline}: {g2[np_k] / g2[base_k]:.2f}")
+        print(
+            f"ratio numpy executor (affine) / numpy as of {baseline}: {g2[np_k] / g2[base_k]:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,15 @@ def largest_component(p: np.ndarray) -> np.ndarray:
     return lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
-def draw_missed(images: np.ndarray, pred: np.ndarray, truth: np.ndarray, d: np.ndarray, title: str,
-                out: Path, limit: int = 12) -> None:
+def draw_missed(
+    images: np.ndarray,
+    pred: np.ndarray,
+    truth: np.ndarray,
+    d: np.ndarray,
+    title: str,
+    out: Path,
+    limit: int = 12,
+) -> None:
     """The missed lesions (Dice < 0.1) as a grid of overlays, written to ``out`` (PNG)."""
     import matplotlib
 
@@ -70,7 +77,10 @@ def draw_missed(images: np.ndarray, pred: np.ndarray, truth: np.ndarray, d: np.n
 def main(runs: list[str], gallery: Path | None = None) -> None:
     torch.set_num_threads(1)
     arrays = load_busi(resolve_busi_root(None), (128, 128))
-    print("| run | split | lesion images | Dice (lesion) | largest component only | flip-averaged (missed) | Dice < 0.1 | 0.1-0.5 | >= 0.5 (mean) |")
+    print(
+        "| run | split | lesion images | Dice (lesion) | largest component only | flip-averaged "
+        "(missed) | Dice < 0.1 | 0.1-0.5 | >= 0.5 (mean) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     anatomy = []
     missed_by: dict[str, dict[str, int]] = {"val": {}, "test": {}}  # image id -> runs that miss it
@@ -83,27 +93,48 @@ def main(runs: list[str], gallery: Path | None = None) -> None:
             x = torch.from_numpy(arrays.images[idx]).float().div_(255).unsqueeze(1)
             with torch.no_grad():
                 logits = torch.cat([model(x[i : i + 32]) for i in range(0, len(x), 32)])
-                mirrored = torch.cat([model(x[i : i + 32].flip(-1)) for i in range(0, len(x), 32)]).flip(-1)
+                mirrored = torch.cat(
+                    [model(x[i : i + 32].flip(-1)) for i in range(0, len(x), 32)]
+                ).flip(-1)
             pred, truth = (logits[:, 0] > 0).numpy(), arrays.masks[idx] > 0
             lesion = truth.reshape(len(truth), -1).any(1)
             d = np.array([dice(p, t) for p, t in zip(pred[lesion], truth[lesion])])
-            lc = np.mean([dice(largest_component(p), t) for p, t in zip(pred[lesion], truth[lesion])])
+            lc = np.mean(
+                [dice(largest_component(p), t) for p, t in zip(pred[lesion], truth[lesion])]
+            )
             flipped = ((logits[:, 0] + mirrored[:, 0]) > 0).numpy()
             fd = np.array([dice(p, t) for p, t in zip(flipped[lesion], truth[lesion])])
-            print(f"| {Path(run).name} | {split} | {lesion.sum()} | {d.mean():.4f} | {lc:.4f} | "
-                  f"{fd.mean():.4f} ({(fd < 0.1).sum()}) | {(d < 0.1).sum()} | "
-                  f"{((d >= 0.1) & (d < 0.5)).sum()} | {(d >= 0.5).sum()} ({d[d >= 0.5].mean():.3f}) |")
+            print(
+                f"| {Path(run).name} | {split} | {lesion.sum()} | {d.mean():.4f} | {lc:.4f} | "
+                f"{fd.mean():.4f} ({(fd < 0.1).sum()}) | {(d < 0.1).sum()} | "
+                f"{((d >= 0.1) & (d < 0.5)).sum()} | {(d >= 0.5).sum()} "
+                f"({d[d >= 0.5].mean():.3f}) |"
+            )
             for i in np.asarray(idx)[lesion][d < 0.1]:
                 missed_by[split][arrays.ids[i]] = missed_by[split].get(arrays.ids[i], 0) + 1
-            anatomy.append((Path(run).name, split, *missed_anatomy(pred[lesion], truth[lesion], d),
-                            len(set(group_of[idx][lesion][d < 0.1].tolist()))))
+            anatomy.append(
+                (
+                    Path(run).name,
+                    split,
+                    *missed_anatomy(pred[lesion], truth[lesion], d),
+                    len(set(group_of[idx][lesion][d < 0.1].tolist())),
+                )
+            )
             if gallery is not None and run == runs[0] and split == "val":
-                draw_missed(arrays.images[idx][lesion], pred[lesion], truth[lesion], d,
-                            f"{Path(run).name}: missed validation lesions (magenta: truth, cyan: network)", gallery)
+                draw_missed(
+                    arrays.images[idx][lesion],
+                    pred[lesion],
+                    truth[lesion],
+                    d,
+                    f"{Path(run).name}: missed validation lesions (magenta: truth, cyan: network)",
+                    gallery,
+                )
     side = pred.shape[-1]
-    print(f"\n| run | split | missed | true area of missed: median (range), px at {side}x{side} | "
-          "true area of found: median | missed with nothing drawn | missed with a blob elsewhere | "
-          "distinct scans among the missed (duplicate groups) |")
+    print(
+        f"\n| run | split | missed | true area of missed: median (range), px at {side}x{side} | "
+        "true area of found: median | missed with nothing drawn | missed with a blob elsewhere | "
+        "distinct scans among the missed (duplicate groups) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for row in anatomy:
         print("| " + " | ".join(map(str, row)) + " |")
@@ -114,12 +145,19 @@ def main(runs: list[str], gallery: Path | None = None) -> None:
 def print_missed_overlap(missed_by: dict[str, dict[str, int]], n_runs: int) -> None:
     """How many lesion images are missed by how many of the runs: the same hard images every time,
     or each run's own misses?"""
-    print(f"\n| split | lesion images missed by at least k of the {n_runs} runs: k = "
-          + " | ".join(str(k) for k in range(1, n_runs + 1)) + " |")
+    print(
+        f"\n| split | lesion images missed by at least k of the {n_runs} runs: k = "
+        + " | ".join(str(k) for k in range(1, n_runs + 1))
+        + " |"
+    )
     print("|---|" + "---:|" * n_runs)
     for split, counts in missed_by.items():
         c = np.array(list(counts.values()) or [0])
-        print(f"| {split} | " + " | ".join(str(int((c >= k).sum())) for k in range(1, n_runs + 1)) + " |")
+        print(
+            f"| {split} | "
+            + " | ".join(str(int((c >= k).sum())) for k in range(1, n_runs + 1))
+            + " |"
+        )
 
 
 def missed_anatomy(pred: np.ndarray, truth: np.ndarray, d: np.ndarray) -> tuple:

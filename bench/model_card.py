@@ -26,9 +26,15 @@ from qdev.training.mask_rule import run_mask_rule
 from qdev.training.postprocess import model_codes, rule_figures
 from qdev.training.runs import RunFolder
 
-ROWS = ("rule", "validation Dice, all images / lesion images", "test Dice, all images / lesion images",
-        "normal test scans marked with a lesion", "lesion test images missed (Dice < 0.1)",
-        "average bits, weights / activations", "model bits")
+ROWS = (
+    "rule",
+    "validation Dice, all images / lesion images",
+    "test Dice, all images / lesion images",
+    "normal test scans marked with a lesion",
+    "lesion test images missed (Dice < 0.1)",
+    "average bits, weights / activations",
+    "model bits",
+)
 
 
 def card(run: Path, arrays) -> dict[str, list[str]]:  # noqa: ANN001 - BusiArrays
@@ -49,10 +55,16 @@ def card(run: Path, arrays) -> dict[str, list[str]]:  # noqa: ANN001 - BusiArray
     cols = {}
     for k, r in rules.items():
         v, t = figs[k]["val"], figs[k]["test"]
-        cols[k] = [r.describe(), f"{v['dice_all']:.3f} / {v['dice_lesion']:.3f}",
-                   f"{t['dice_all']:.3f} / {t['dice_lesion']:.3f}",
-                   f"{t['normal_marked']} of {t['n_normal']} ({100 * t['normal_marked'] / t['n_normal']:.0f}%)",
-                   f"{t['missed']} of {t['n_lesion']}", bits, size]
+        cols[k] = [
+            r.describe(),
+            f"{v['dice_all']:.3f} / {v['dice_lesion']:.3f}",
+            f"{t['dice_all']:.3f} / {t['dice_lesion']:.3f}",
+            f"{t['normal_marked']} of {t['n_normal']} "
+            f"({100 * t['normal_marked'] / t['n_normal']:.0f}%)",
+            f"{t['missed']} of {t['n_lesion']}",
+            bits,
+            size,
+        ]
     return cols
 
 

@@ -6,7 +6,8 @@ it, on validation, then reported on test (the same search: ``training/postproces
 
 The rule is chosen on the validation split only (by all-image Dice, each step to a more complex rule
 behind the search's bootstrap margin; the grid's best rule without the margin is shown beside it);
-the test columns are read after the choice, for the report. Also prints the EMA-versus-live validation curve statistics of
+the test columns are read after the choice, for the report. Also prints the EMA-versus-live
+validation curve statistics of
 the run's log when it has an EMA. Reads the run's checkpoint; writes nothing.
 
 Usage: .venv/bin/python bench/postprocess.py RUN [RUN ...]
@@ -36,9 +37,14 @@ def ema_curve(run: Path) -> str | None:
     e = np.array([r["val"]["dice_lesion"] for r in rows])
     live = np.array([r["val_live"]["dice_lesion"] for r in rows])
     jumps = lambda a: float(np.abs(np.diff(a)).max()) if len(a) > 1 else 0.0  # noqa: E731
-    return (f"frozen epochs {rows[0]['epoch']}-{rows[-1]['epoch']}: validation lesion Dice EMA mean {e.mean():.4f} "
-            f"(std {e.std():.4f}, max {e.max():.4f}, largest epoch-to-epoch jump {jumps(e):.3f}); live mean "
-            f"{live.mean():.4f} (std {live.std():.4f}, max {live.max():.4f}, largest jump {jumps(live):.3f})")
+    return (
+        f"frozen epochs {rows[0]['epoch']}-{rows[-1]['epoch']}: validation lesion Dice EMA "
+        f"mean {e.mean():.4f} "
+        f"(std {e.std():.4f}, max {e.max():.4f}, largest epoch-to-epoch jump {jumps(e):.3f}); live "
+        "mean "
+        f"{live.mean():.4f} (std {live.std():.4f}, max {live.max():.4f}, largest "
+        f"jump {jumps(live):.3f})"
+    )
 
 
 def missed_kinds(codes: np.ndarray, truth: np.ndarray) -> str:
@@ -56,13 +62,18 @@ def missed_kinds(codes: np.ndarray, truth: np.ndarray) -> str:
             floor += int(c[t].max() == lowest)
         else:
             elsewhere += 1
-    return (f"{empty} empty masks ({floor} of them with every lesion pixel at the lowest code, {lowest}), "
-            f"{elsewhere} marked mostly elsewhere")
+    return (
+        f"{empty} empty masks ({floor} of them with every lesion pixel at the lowest "
+        f"code, {lowest}), "
+        f"{elsewhere} marked mostly elsewhere"
+    )
 
 
 def _cells(f: dict) -> str:
-    return (f"{f['dice_all']:.4f} / {f['dice_lesion']:.4f} | {f['normal_marked']} of {f['n_normal']} | "
-            f"{f['missed']} of {f['n_lesion']}")
+    return (
+        f"{f['dice_all']:.4f} / {f['dice_lesion']:.4f} | {f['normal_marked']} of {f['n_normal']} | "
+        f"{f['missed']} of {f['n_lesion']}"
+    )
 
 
 def main(runs: list[str]) -> None:
@@ -77,28 +88,48 @@ def main(runs: list[str]) -> None:
         chosen, grid = found.rule, found.grid
         no_margin = search_rules(*data["val"], scale, RuleSearch(level=0.0)).rule
         no_peak = search_rules(*data["val"], scale, RuleSearch(peak_logits=(None,), level=0.0)).rule
-        print(f"## {run.name} (best.pt: epoch {ckpt['epoch']}, EMA {bool(ckpt.get('ema'))}; output scale {scale:.5f})")
+        print(
+            f"## {run.name} (best.pt: epoch {ckpt['epoch']}, EMA {bool(ckpt.get('ema'))}; output "
+            f"scale {scale:.5f})"
+        )
         curve = ema_curve(run)
         if curve:
             print(curve)
-        print("| rule | val Dice (all / lesion) | val normals marked | val missed | "
-              "test Dice (all / lesion) | test normals marked | test missed |")
+        print(
+            "| rule | val Dice (all / lesion) | val normals marked | val missed | "
+            "test Dice (all / lesion) | test normals marked | test missed |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|")
         for st in found.steps:
-            print(f"* step to the best {st.stage} rule, {st.candidate.describe()}: validation all-image Dice "
-                  f"{st.gain:+.4f}, bootstrap P(gain > 0) {st.p_gain:.3f}: {'taken' if st.taken else 'not taken'}")
-        shown = [DEFAULT_RULE, chosen, no_margin, no_peak] + [r for r, _ in sorted(grid, key=lambda g: -g[1]["dice_all"])[:4]]
+            print(
+                f"* step to the best {st.stage} rule, {st.candidate.describe()}: validation "
+                "all-image Dice "
+                f"{st.gain:+.4f}, bootstrap P(gain > "
+                f"0) {st.p_gain:.3f}: {'taken' if st.taken else 'not taken'}"
+            )
+        shown = [DEFAULT_RULE, chosen, no_margin, no_peak] + [
+            r for r, _ in sorted(grid, key=lambda g: -g[1]["dice_all"])[:4]
+        ]
         seen = set()
         for r in shown:
             if r in seen:
                 continue
             seen.add(r)
             logits = ([f"logit > {r.logit_threshold(scale):.2f}"] if r.min_code else []) + (
-                [f"peak logit > {r.peak_logit(scale):.2f}"] if r.min_peak is not None else [])
+                [f"peak logit > {r.peak_logit(scale):.2f}"] if r.min_peak is not None else []
+            )
             name = r.describe() + (f" ({', '.join(logits)})" if logits else "")
-            mark = (" **(chosen on val)**" if r == chosen else " (default)" if r == DEFAULT_RULE
-                    else " (best on val without the margin)" if r == no_margin
-                    else " (best on val without a peak rule)" if r == no_peak else "")
+            mark = (
+                " **(chosen on val)**"
+                if r == chosen
+                else " (default)"
+                if r == DEFAULT_RULE
+                else " (best on val without the margin)"
+                if r == no_margin
+                else " (best on val without a peak rule)"
+                if r == no_peak
+                else ""
+            )
             v, t = (rule_figures(r.apply(c), tr, lb) for c, tr, lb in (data["val"], data["test"]))
             print(f"| {name}{mark} | {_cells(v)} | {_cells(t)} |")
         for name, (c, tr, _) in data.items():

@@ -63,8 +63,14 @@ ATTACKS = {
     "overflowing numbers": [(MsgType.FLASH_BEGIN, b'{"sha256":"' + b"a" * 64 + b'","size":1e999}')],
     "wrong types": [(MsgType.INFER, b'{"h":"128","w":true}')],
     "path traversal in ids": [(MsgType.ACTIVATE, b'{"bundle_id":"../../state"}')],
-    "unsigned update": [(MsgType.FLASH_BEGIN, json.dumps({"sha256": "a" * 64, "size": 1000, "manifest": "{}",
-                                                          "signature": "{}"}).encode())],
+    "unsigned update": [
+        (
+            MsgType.FLASH_BEGIN,
+            json.dumps(
+                {"sha256": "a" * 64, "size": 1000, "manifest": "{}", "signature": "{}"}
+            ).encode(),
+        )
+    ],
     "garbage bytes": None,
     "requests before HELLO": None,
     "50 silent connections": None,
@@ -72,12 +78,14 @@ ATTACKS = {
 
 
 def _attack(port: str, name: str) -> bool:
-    host, p = port[len("tcp://"):].split(":")
+    host, p = port[len("tcp://") :].split(":")
     if name == "50 silent connections":
         socks = [socket.create_connection((host, int(p))) for _ in range(50)]
         try:
             c = connect(port, timeout=10.0)
-            ok = all(r.error is None for r in c.stream(((i, PX[i % 4]) for i in range(10)), window=4))
+            ok = all(
+                r.error is None for r in c.stream(((i, PX[i % 4]) for i in range(10)), window=4)
+            )
             c.close()
             return ok
         finally:
@@ -97,7 +105,9 @@ def _attack(port: str, name: str) -> bool:
             for i, (t, raw) in enumerate(ATTACKS[name]):
                 s.sendall(_raw_meta(t, 10 + i, raw))
             replies = _frames(s, len(ATTACKS[name]))
-            if not all(f.type == MsgType.ERROR for f in replies) or len(replies) != len(ATTACKS[name]):
+            if not all(f.type == MsgType.ERROR for f in replies) or len(replies) != len(
+                ATTACKS[name]
+            ):
                 return False
         s.sendall(encode(MsgType.INFO, 99, pack_payload({})))
         return any(f.type == MsgType.INFO_REPLY for f in _frames(s, 1))
@@ -126,12 +136,16 @@ def _serial_attacks(tmp: Path) -> dict[str, bool]:
             pty.record = False
             rec = bytes(pty.tapped["to_device"])
             frames = FrameParser().feed(rec)
-            out["wiretap on a serial session (reads no pixels)"] = (
-                PX[0].tobytes()[:64] not in rec and all(f.type in (MsgType.TLS_RECORD, MsgType.TLS_ACK, MsgType.TLS_RESET)
-                                                     for f in frames))
+            out["wiretap on a serial session (reads no pixels)"] = PX[0].tobytes()[
+                :64
+            ] not in rec and all(
+                f.type in (MsgType.TLS_RECORD, MsgType.TLS_ACK, MsgType.TLS_RESET) for f in frames
+            )
             c = connect(pty.host_path, timeout=30.0)
             before, store0 = c.stats(), c.info()["store"]
-            pty.inject_to_device(encode(frames[0].type, frames[0].seq, frames[0].payload))  # a ClientHello
+            pty.inject_to_device(
+                encode(frames[0].type, frames[0].seq, frames[0].payload)
+            )  # a ClientHello
             pty.inject_to_device(rec)  # a whole recorded session
             pty.inject_to_device(encode(MsgType.ROLLBACK, 7000, pack_payload({})))
             time.sleep(1.5)
@@ -139,7 +153,9 @@ def _serial_attacks(tmp: Path) -> dict[str, bool]:
             after = c.stats()
             ran = after["frames"] != before["frames"] + 1 or c.info()["store"] != store0
             hs0, hs1 = before["link"]["handshakes"], after["link"]["handshakes"]
-            out["replayed ClientHello and session on serial"] = live and not ran and hs1["completed"] == hs0["completed"]
+            out["replayed ClientHello and session on serial"] = (
+                live and not ran and hs1["completed"] == hs0["completed"]
+            )
             out["plain request on the serial link"] = live and not ran
             last = [f for f in FrameParser().feed(rec) if f.type == MsgType.TLS_RECORD][-1]
             forged = bytearray(last.payload)
@@ -147,7 +163,8 @@ def _serial_attacks(tmp: Path) -> dict[str, bool]:
             n_before = c.stats()["frames"]
             pty.inject_to_device(encode(last.type, last.seq + 500, bytes(forged)))
             time.sleep(0.5)
-            try:  # the forged record ended the live connection, or was dropped; either way nothing ran
+            # the forged record ended the live connection, or was dropped; either way nothing ran
+            try:
                 ok = c.infer(2, PX[2]).error is None
             except LinkError:
                 ok = False
@@ -166,9 +183,15 @@ def _serial_attacks(tmp: Path) -> dict[str, bool]:
             ch.send(MsgType.HELLO, {"client": "old"}, version=1)
             try:
                 r = ch.recv(2.0)
-                while r.type in (MsgType.TLS_RECORD, MsgType.TLS_ACK, MsgType.TLS_RESET):  # the refused TLS's rest
+                while r.type in (
+                    MsgType.TLS_RECORD,
+                    MsgType.TLS_ACK,
+                    MsgType.TLS_RESET,
+                ):  # the refused TLS's rest
                     r = ch.recv(2.0)
-                out["version-1 host on serial"] = r.version == 1 and r.meta.get("code") == "protocol_version"
+                out["version-1 host on serial"] = (
+                    r.version == 1 and r.meta.get("code") == "protocol_version"
+                )
             except Exception:  # noqa: BLE001
                 out["version-1 host on serial"] = False
             ch.close()
@@ -204,7 +227,9 @@ def main() -> None:
                 c.flash(BUNDLE, assets.dev_public_keys())
                 pty.noise = 0.01
                 t0 = time.monotonic()
-                reps = list(c.stream(((i, PX[i % 4]) for i in range(a.frames)), window=4, timeout=1.0))
+                reps = list(
+                    c.stream(((i, PX[i % 4]) for i in range(a.frames)), window=4, timeout=1.0)
+                )
                 secs = time.monotonic() - t0
                 pty.noise = 0.0
                 c.close()
@@ -213,9 +238,13 @@ def main() -> None:
     ok = [r for r in reps if r.error is None]
     wrong = [r for r in ok if not np.array_equal(r.mask.reshape(-1), WANT[r.frame_id % 4])]
     hangs = a.frames - len(reps)
-    print(f"\nnoisy pty (1% of bytes overwritten in 256-byte bursts, both ways), {a.frames} frames in {secs:.1f} s: "
-          f"{len(ok) - len(wrong)} ok, {a.frames - len(ok) - hangs} lost, {len(wrong)} silently wrong, "
-          f"{hangs} hangs ({pty.corrupted} bytes overwritten)")
+    print(
+        f"\nnoisy pty (1% of bytes overwritten in 256-byte bursts, both ways), {a.frames} frames "
+        f"in {secs:.1f} s: "
+        f"{len(ok) - len(wrong)} ok, {a.frames - len(ok) - hangs} lost, {len(wrong)} silently "
+        "wrong, "
+        f"{hangs} hangs ({pty.corrupted} bytes overwritten)"
+    )
 
 
 if __name__ == "__main__":

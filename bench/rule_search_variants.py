@@ -52,18 +52,25 @@ def main(runs: list[Path]) -> None:
     torch.set_num_threads(1)
     arrays = load_busi(resolve_busi_root(None), (128, 128))
     per_run = {r.name: run_rules(r, arrays) for r in runs}
-    print(f"| variant ({len(runs)} runs) | val Dice all | test Dice all | test Dice lesion | "
-          "test normals marked (all runs) | test lesions missed per run: mean (range) | runs with a peak rule |")
+    print(
+        f"| variant ({len(runs)} runs) | val Dice all | test Dice all | test Dice lesion | "
+        "test normals marked (all runs) | test lesions missed per run: mean (range) | runs with a "
+        "peak rule |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label in VARIANTS:
         rows = [v[label] for v in per_run.values()]
         missed = [t["missed"] for _, _, t in rows]
         marked = sum(t["normal_marked"] for _, _, t in rows)
         n_normal = sum(t["n_normal"] for _, _, t in rows)
-        print(f"| {label} | {_ms([v['dice_all'] for _, v, _ in rows])} | {_ms([t['dice_all'] for _, _, t in rows])} | "
-              f"{_ms([t['dice_lesion'] for _, _, t in rows])} | {marked} of {n_normal} ({100 * marked / n_normal:.0f}%) | "
-              f"{np.mean(missed):.1f} ({min(missed)}-{max(missed)}) | "
-              f"{sum(r.min_peak is not None for r, _, _ in rows)} |")
+        print(
+            f"| {label} | {_ms([v['dice_all'] for _, v, _ in rows])} "
+            f"| {_ms([t['dice_all'] for _, _, t in rows])} | "
+            f"{_ms([t['dice_lesion'] for _, _, t in rows])} | {marked} of {n_normal} "
+            f"({100 * marked / n_normal:.0f}%) | "
+            f"{np.mean(missed):.1f} ({min(missed)}-{max(missed)}) | "
+            f"{sum(r.min_peak is not None for r, _, _ in rows)} |"
+        )
 
 
 if __name__ == "__main__":

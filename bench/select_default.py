@@ -45,7 +45,11 @@ def per_image(run: Path, arrays) -> dict:  # noqa: ANN001 - BusiArrays
         masks = rule.apply(model_codes(model, arrays.images[idx])[0])
         truth = arrays.masks[idx] > 0
         d = per_image_dice(masks, truth)
-        out[name] = {"ids": [arrays.ids[i] for i in idx], "d": d, **rule_figures(masks, truth, arrays.labels[idx], d)}
+        out[name] = {
+            "ids": [arrays.ids[i] for i in idx],
+            "d": d,
+            **rule_figures(masks, truth, arrays.labels[idx], d),
+        }
     return out
 
 
@@ -55,11 +59,16 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--default", type=Path, default=Path("models/quantunet-w8"))
-    ap.add_argument("--check", action="store_true",
-                    help="exit 1 unless the first run given is the best and replaces the default")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 unless the first run given is the best and replaces the default",
+    )
     a = ap.parse_args()
     torch.set_num_threads(1)
     arrays = load_busi(resolve_busi_root(None), (128, 128))
@@ -72,24 +81,42 @@ def main() -> None:
         gain = f["val"]["d"] - base["val"]["d"]
         rows.append((run.name, f, float(gain.mean()), paired_bootstrap(gain, RESAMPLES)))
     rows.sort(key=lambda r: -r[1]["val"]["dice_all"])
-    print("| run | rule | val Dice all (lesion) | gain over default, P(gain > 0) | test Dice all (lesion) | "
-          "test normals marked | test missed |")
+    print(
+        "| run | rule | val Dice all (lesion) | gain over default, P(gain > 0) | test Dice all "
+        "(lesion) | "
+        "test normals marked | test missed |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, f, g, p in [(f"{a.default.name} (default)", base, 0.0, float("nan")), *rows]:
         v, t = f["val"], f["test"]
-        print(f"| {name} | {f['rule']} | {v['dice_all']:.4f} ({v['dice_lesion']:.4f}) | {g:+.4f}, {p:.3f} | "
-              f"{t['dice_all']:.4f} ({t['dice_lesion']:.4f}) | {t['normal_marked']}/{t['n_normal']} | "
-              f"{t['missed']}/{t['n_lesion']} |")
+        print(
+            f"| {name} | {f['rule']} | {v['dice_all']:.4f} ({v['dice_lesion']:.4f}) "
+            f"| {g:+.4f}, {p:.3f} | "
+            f"{t['dice_all']:.4f} ({t['dice_lesion']:.4f}) | {t['normal_marked']}/{t['n_normal']} "
+            "| "
+            f"{t['missed']}/{t['n_lesion']} |"
+        )
     everyone = [base, *(r[1] for r in rows)]
-    for key in ("dice_all", "dice_lesion") if len(everyone) >= 4 else ():  # a rank over fewer says nothing
+    for key in (
+        ("dice_all", "dice_lesion") if len(everyone) >= 4 else ()
+    ):  # a rank over fewer says nothing
         rho = spearman([f["val"][key] for f in everyone], [f["test"][key] for f in everyone])
-        print(f"\nSpearman rho, validation against test {key} over the {len(everyone)} runs: {rho:+.2f}")
-    c = choose_default({r[0]: r[1]["val"]["dice_all"] for r in rows},
-                       {r[0]: r[1]["val"]["d"] - base["val"]["d"] for r in rows}, LEVEL, RESAMPLES)
+        print(
+            f"\nSpearman rho, validation against test {key} over the {len(everyone)} "
+            f"runs: {rho:+.2f}"
+        )
+    c = choose_default(
+        {r[0]: r[1]["val"]["dice_all"] for r in rows},
+        {r[0]: r[1]["val"]["d"] - base["val"]["d"] for r in rows},
+        LEVEL,
+        RESAMPLES,
+    )
     verdict = "replaces the default" if c.replaces else "does not replace the default"
-    print(f"\nbest by validation: {c.best}, all-image Dice {c.gain:+.4f} over the default, bootstrap "
-          f"P(gain > 0) {c.p_gain:.3f} (margin {c.level:.3f}: {LEVEL} corrected for {c.candidates} "
-          f"candidate{'s' if c.candidates > 1 else ''}): {verdict}")
+    print(
+        f"\nbest by validation: {c.best}, all-image Dice {c.gain:+.4f} over the default, bootstrap "
+        f"P(gain > 0) {c.p_gain:.3f} (margin {c.level:.3f}: {LEVEL} corrected for {c.candidates} "
+        f"candidate{'s' if c.candidates > 1 else ''}): {verdict}"
+    )
     if a.check and (c.best != a.runs[0].name or not c.replaces):
         raise SystemExit(1)
 

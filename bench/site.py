@@ -26,12 +26,18 @@ sys.path.insert(0, str(REPO.parent))
 
 def _fmt(f: dict) -> str:
     les = "-" if f["dice_lesion"] is None else f"{f['dice_lesion']:.3f}"
-    return (f"{les} | {f['dice_all']:.3f} | {f['missed']}/{f['n_lesion']} ({100 * f['missed'] / max(f['n_lesion'], 1):.0f}%) | "
-            f"{f['normal_marked']}/{f['n_normal']} ({100 * f['normal_marked'] / max(f['n_normal'], 1):.0f}%)")
+    return (
+        f"{les} | {f['dice_all']:.3f} | {f['missed']}/{f['n_lesion']} "
+        f"({100 * f['missed'] / max(f['n_lesion'], 1):.0f}%) | "
+        f"{f['normal_marked']}/{f['n_normal']} "
+        f"({100 * f['normal_marked'] / max(f['n_normal'], 1):.0f}%)"
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--site", default=str(REPO.parent / "shared" / "data" / "bus-uclm-dev"))
     ap.add_argument("--default", type=Path, default=REPO / "models" / "quantunet-w8")
     ap.add_argument("--zero-shot", nargs="*", type=Path, default=[])
@@ -44,23 +50,35 @@ def main() -> None:
     from qdev.training.postprocess import rule_figures
     from qdev.training.site_eval import load_subject
 
-    site = open_dataset(a.site, (128, 128), options=DataOptions(parse_colours("green=benign,red=malignant"),
-                                                                 "^([A-Z]+)_", "bus-uclm-dev"))
+    site = open_dataset(
+        a.site,
+        (128, 128),
+        options=DataOptions(
+            parse_colours("green=benign,red=malignant"), "^([A-Z]+)_", "bus-uclm-dev"
+        ),
+    )
     busi = open_busi(None, (128, 128))
     busi_test = read_split(a.default / "train" / "split.json").indices(busi, "test")
 
     def figures(run: Path, arr, idx) -> dict:  # noqa: ANN001
         s = load_subject(run, [])
-        return rule_figures(s.rule.apply(s.codes(arr.images[idx])), arr.masks[idx] > 0, arr.labels[idx])
+        return rule_figures(
+            s.rule.apply(s.codes(arr.images[idx])), arr.masks[idx] > 0, arr.labels[idx]
+        )
 
-    print(f"site {a.site}: {len(site)} images, {len(set(site.patients))} patients, data hash {site.data_hash[:16]}")
+    print(
+        f"site {a.site}: {len(site)} images, {len(set(site.patients))} patients, data "
+        f"hash {site.data_hash[:16]}"
+    )
     print(f"BUSI test: {len(busi_test)} images, data hash {busi.data_hash[:16]}\n")
     print("| model | where | lesion Dice | all-image Dice | missed lesions | normal scans marked |")
     print("|---|---|---:|---:|---:|---:|")
     for run in [a.default, *a.zero_shot]:
         name = run.name + (" (default)" if run == a.default else "")
         print(f"| {name} | BUSI test | {_fmt(figures(run, busi, busi_test))} |")
-        print(f"| {name} | site, all (zero-shot) | {_fmt(figures(run, site, np.arange(len(site))))} |")
+        print(
+            f"| {name} | site, all (zero-shot) | {_fmt(figures(run, site, np.arange(len(site))))} |"
+        )
     for run in a.adapted:
         split = read_split(run / "train" / "split.json")
         idx = split.indices(site, "test")
@@ -68,13 +86,22 @@ def main() -> None:
         cfg = json.loads((run / "manifest.json").read_text())["stages"]["adapt"]["config"]
         n = len(split.ids["train"])
         label = f"{run.name} ({n} adapt images, {'offered' if dec['offered'] else 'not offered'})"
-        print(f"| {a.default.name} (base) | site test patients of {run.name} | {_fmt(figures(a.default, site, idx))} |")
+        print(
+            f"| {a.default.name} (base) | site test patients of {run.name} "
+            f"| {_fmt(figures(a.default, site, idx))} |"
+        )
         print(f"| {label} | site test patients | {_fmt(figures(run, site, idx))} |")
         print(f"| {label} | BUSI test | {_fmt(figures(run, busi, busi_test))} |")
-        gain = dec.get("gain", dec.get("gain_dice_all"))  # runs decided before the criterion was recorded: all-image
-        print(f"|  | decision on site validation ({dec.get('criterion', 'all')}) | gain {gain:+.4f} | "
-              f"P {dec['p_gain']:.3f} | needed {dec['level']:.3f} | replay {cfg.get('replay')}, augment "
-              f"{cfg.get('augment')}, {cfg.get('epochs')} epochs |")
+        gain = dec.get(
+            "gain", dec.get("gain_dice_all")
+        )  # runs decided before the criterion was recorded: all-image
+        print(
+            f"|  | decision on site validation ({dec.get('criterion', 'all')}) | gain {gain:+.4f} "
+            "| "
+            f"P {dec['p_gain']:.3f} | needed {dec['level']:.3f} | replay {cfg.get('replay')}, "
+            "augment "
+            f"{cfg.get('augment')}, {cfg.get('epochs')} epochs |"
+        )
 
 
 if __name__ == "__main__":

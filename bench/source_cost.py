@@ -35,8 +35,10 @@ def main() -> None:
         if args.frames and n >= args.frames:
             break
     ms = (time.perf_counter() - t0) / n * 1e3
-    print(f"{src.name}: {n} frames, read + model input + truth {ms:.2f} ms/frame on one core "
-          f"(at most {1e3 / ms:.0f} frames/s from the source alone)")
+    print(
+        f"{src.name}: {n} frames, read + model input + truth {ms:.2f} ms/frame on one core "
+        f"(at most {1e3 / ms:.0f} frames/s from the source alone)"
+    )
 
 
 if __name__ == "__main__":

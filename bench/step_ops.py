@@ -29,19 +29,34 @@ def count_ops(fn: Callable[[], object]) -> int:
     """Top-level aten operators ``fn`` dispatches (those not called by another aten operator)."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
-    return sum(1 for e in prof.events() if e.name.startswith("aten::")
-               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+    return sum(
+        1
+        for e in prof.events()
+        if e.name.startswith("aten::")
+        and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=16)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    cfg = TrainConfig(model=ModelConfig(kind="quant", width=a.width, out_range=8.0), lam=0.05, ema=0.995,
-                      dice="image", normal_weight=4.0, epochs=100, threads=1, device="cpu", size=a.size)
+    cfg = TrainConfig(
+        model=ModelConfig(kind="quant", width=a.width, out_range=8.0),
+        lam=0.05,
+        ema=0.995,
+        dice="image",
+        normal_weight=4.0,
+        epochs=100,
+        threads=1,
+        device="cpu",
+        size=a.size,
+    )
     st = _build_state(cfg, None, 544, _setup_distributed(cfg))
     g = torch.Generator().manual_seed(0)
     x = torch.rand(a.batch, 1, a.size, a.size, generator=g)
@@ -49,7 +64,9 @@ def main() -> None:
 
     def forward_loss():  # noqa: ANN202
         xb, yb = augment_batch(x, y, g, AUGMENT_PRESETS[cfg.augment])
-        return total_loss(st.model(xb), yb, st.tracker.average(cfg.bit_loss), cfg.lam, cfg.normal_weight, cfg.dice)
+        return total_loss(
+            st.model(xb), yb, st.tracker.average(cfg.bit_loss), cfg.lam, cfg.normal_weight, cfg.dice
+        )
 
     def step() -> None:
         parts = forward_loss()
@@ -77,20 +94,31 @@ def main() -> None:
         "whole step": step,
         "augment + forward + loss": forward_loss,
         "AdamW step": st.opt.step,
-        "bit widths (project, average)": lambda: (st.tracker.project_(), st.tracker.average(cfg.bit_loss)),
+        "bit widths (project, average)": lambda: (
+            st.tracker.project_(),
+            st.tracker.average(cfg.bit_loss),
+        ),
         "EMA update, fused (training/ema.py)": lambda: st.ema.update(st.model),
         "EMA update, one lerp per tensor (before)": ema_loop,
     }
-    print(f"width {a.width}, {a.size}x{a.size}, batch {a.batch}: top-level aten operators dispatched")
+    print(
+        f"width {a.width}, {a.size}x{a.size}, batch {a.batch}: top-level aten operators dispatched"
+    )
     print("| part | operators |")
     print("|---|---:|")
     counts = {name: count_ops(fn) for name, fn in parts.items()}
     for name, n in counts.items():
         print(f"| {name} | {n} |")
-    fused, loop = counts["EMA update, fused (training/ema.py)"], counts["EMA update, one lerp per tensor (before)"]
+    fused, loop = (
+        counts["EMA update, fused (training/ema.py)"],
+        counts["EMA update, one lerp per tensor (before)"],
+    )
     whole = counts["whole step"]
-    print(f"\nthe step with the per-tensor EMA would dispatch {whole - fused + loop}: the fused update takes "
-          f"{100 * (loop - fused) / (whole - fused + loop):.1f}% of the step's operators off")
+    print(
+        f"\nthe step with the per-tensor EMA would dispatch {whole - fused + loop}: the fused "
+        "update takes "
+        f"{100 * (loop - fused) / (whole - fused + loop):.1f}% of the step's operators off"
+    )
 
 
 if __name__ == "__main__":

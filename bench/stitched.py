@@ -23,15 +23,22 @@ import time
 
 from qdev import assets
 from qdev.core.intmodel import IntModel
-from qdev.training.compile.dataflow_sim import (build_graph, choose_skip_depths, min_skip_depth,
-                                                nodes_from_intmodel, simulate)
+from qdev.training.compile.dataflow_sim import (
+    build_graph,
+    choose_skip_depths,
+    min_skip_depth,
+    nodes_from_intmodel,
+    simulate,
+)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--boards", nargs="+", default=["KV260", "Pynq-Z2"])
     ap.add_argument("--frames", type=int, default=4)
-    ap.add_argument("--cycles", default=None, help="FINN's estimate_layer_cycles.json for the first board")
+    ap.add_argument(
+        "--cycles", default=None, help="FINN's estimate_layer_cycles.json for the first board"
+    )
     args = ap.parse_args()
     for board in args.boards:
         model = IntModel.load(assets.shipped_bundle(board) / "intmodel.npz")
@@ -40,41 +47,60 @@ def main() -> None:
         chosen = choose_skip_depths(g)
         depths = {s: v["depth"] for s, v in chosen.items()}
         print(f"\n{board}: {len(g.nodes)} nodes, {len(g.pixels)} streams, {len(chosen)} skip FIFOs")
-        print("| skip stream (fork -> concat) | map | analytic bound px | chosen px | smallest completing px "
-              "(bisection) | chosen / smallest | bisection s |")
+        print(
+            "| skip stream (fork -> concat) | map | analytic bound px | chosen px | smallest "
+            "completing px "
+            "(bisection) | chosen / smallest | bisection s |"
+        )
         print("|---|---|---:|---:|---:|---:|---:|")
         for d, s, c in g.skips():
             t = time.perf_counter()
             mn = min_skip_depth(g, s, depths, frames=2, hi=depths[s])
             side = int(round(g.pixels[s] ** 0.5))
-            print(f"| {s} ({d} -> {c}) | {side}x{side} | {chosen[s]['must']:,} | {depths[s]:,} | {mn:,} | "
-                  f"{depths[s] / mn:.3f} | {time.perf_counter() - t:.1f} |")
+            print(
+                f"| {s} ({d} -> {c}) | {side}x{side} | {chosen[s]['must']:,} | {depths[s]:,} "
+                f"| {mn:,} | "
+                f"{depths[s] / mn:.3f} | {time.perf_counter() - t:.1f} |"
+            )
         t = time.perf_counter()
         r = simulate(g, depths, frames=args.frames)
-        print(f"chosen depths, {args.frames} frames back to back: {r.summary()} "
-              f"({r.events:,} node firings, {time.perf_counter() - t:.1f} s); peak skip occupancy "
-              + ", ".join(f"{r.peak[s]:,}/{depths[s]:,} px" for s in depths))
+        print(
+            f"chosen depths, {args.frames} frames back to back: {r.summary()} "
+            f"({r.events:,} node firings, {time.perf_counter() - t:.1f} s); peak skip occupancy "
+            + ", ".join(f"{r.peak[s]:,}/{depths[s]:,} px" for s in depths)
+        )
         t = time.perf_counter()
         r = simulate(g, {}, frames=1)
-        print(f"FINN's default depth (2 words: under one pixel): {r.summary()} "
-              f"(reported after {time.perf_counter() - t:.2f} s)")
+        print(
+            f"FINN's default depth (2 words: under one pixel): {r.summary()} "
+            f"(reported after {time.perf_counter() - t:.2f} s)"
+        )
         t = time.perf_counter()
         r = simulate(g, {s: v // 2 for s, v in depths.items()}, frames=1)
-        print(f"skip FIFOs at half their chosen depth: {r.summary()} (reported after {time.perf_counter() - t:.2f} s)")
+        print(
+            f"skip FIFOs at half their chosen depth: {r.summary()} (reported "
+            f"after {time.perf_counter() - t:.2f} s)"
+        )
         if args.cycles and board == args.boards[0]:
             import json
 
             from qdev.training.compile.dataflow_sim import timed
 
             cycles = json.loads(open(args.cycles).read())
-            for label, dep in (("chosen depths (other streams 1 px)", depths),
-                               ("every FIFO a whole frame", {s: 3 * g.pixels[s] for s in g.pixels})):
+            for label, dep in (
+                ("chosen depths (other streams 1 px)", depths),
+                ("every FIFO a whole frame", {s: 3 * g.pixels[s] for s in g.pixels}),
+            ):
                 t = time.perf_counter()
                 tr = timed(g, dep, cycles, frames=3)
-                print(f"timed, {label}: {tr.cycles_per_frame:,.0f} cycles/frame in steady state, first frame "
-                      f"{tr.first_frame_cycles:,.0f}; FINN's bottleneck {tr.bottleneck_cycles:,.0f} "
-                      f"(ratio {tr.bottleneck_cycles / tr.cycles_per_frame:.2f}; converged {tr.converged} in "
-                      f"{tr.iterations} passes, {time.perf_counter() - t:.0f} s)")
+                print(
+                    f"timed, {label}: {tr.cycles_per_frame:,.0f} cycles/frame in steady state, "
+                    "first frame "
+                    f"{tr.first_frame_cycles:,.0f}; FINN's bottleneck {tr.bottleneck_cycles:,.0f} "
+                    f"(ratio {tr.bottleneck_cycles / tr.cycles_per_frame:.2f}; "
+                    f"converged {tr.converged} in "
+                    f"{tr.iterations} passes, {time.perf_counter() - t:.0f} s)"
+                )
 
 
 if __name__ == "__main__":

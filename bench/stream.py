@@ -29,7 +29,9 @@ sys.path.insert(0, str(REPO))
 
 
 def _bench_device():  # noqa: ANN202 - bench/device_bench.py raw echo helpers
-    spec = importlib.util.spec_from_file_location("bench_device", REPO / "bench" / "device_bench.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_device", REPO / "bench" / "device_bench.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -114,7 +116,11 @@ def main() -> None:
             flash_s = time.perf_counter() - t
             s = _session(c, folder, tmp / "s-uart", args.window, args.uart_frames, 60.0)
             c.close()
-        p = subprocess.Popen([sys.executable, "-c", bd.RAW_ECHO_SERIAL, pty.dev_path], stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [sys.executable, "-c", bd.RAW_ECHO_SERIAL, pty.dev_path],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         p.stdout.readline()
         link = SerialLink(pty.host_path)
         raw = bd.raw_echo(link, 16384, 20, args.window)
@@ -123,19 +129,33 @@ def main() -> None:
     finally:
         pty.close()
     rows.append((f"pty at 921600 baud (flash took {flash_s:.1f} s)", s, raw))
-    print(f"default model {bundle.relative_to(REPO)}, 128x128 frames from 256x256 phantom PNGs, window {args.window}")
+    print(
+        f"default model {bundle.relative_to(REPO)}, 128x128 frames from 256x256 phantom PNGs, "
+        f"window {args.window}"
+    )
     print(f"software backend alone (this process, one thread): {backend_fps:.1f} frames/s")
-    print("device-only frames/s = 1000 / mean device ms of the same session (the backend inside the runtime)")
-    print("| link | frames ok / lost | e2e frames/s | device-only frames/s | e2e / device-only | e2e / backend alone "
-          "| link-bound frames/s | RTT p50 ms | p90 | p99 | max | p99/p50 |")
+    print(
+        "device-only frames/s = 1000 / mean device ms of the same session (the backend inside the "
+        "runtime)"
+    )
+    print(
+        "| link | frames ok / lost | e2e frames/s | device-only frames/s | e2e / device-only | e2e "
+        "/ backend alone "
+        "| link-bound frames/s | RTT p50 ms | p90 | p99 | max | p99/p50 |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, s, raw in rows:
         r, d = s["rtt_ms"], s["device_ms"]
         dev_fps = 1000.0 / d["mean"]
         bound = raw / 16384.0  # the raw link echoes this many 16 KiB frames per second each way
-        print(f"| {name} | {s['frames']['ok']} / {s['frames']['lost'] + s['frames']['timeout']} | {s['fps']:.1f} | "
-              f"{dev_fps:.1f} | {s['fps'] / dev_fps:.2f} | {s['fps'] / backend_fps:.2f} | {bound:.1f} | {r['p50']:.1f} | "
-              f"{r['p90']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {r['p99'] / r['p50']:.2f} |")
+        print(
+            f"| {name} | {s['frames']['ok']} / {s['frames']['lost'] + s['frames']['timeout']} "
+            f"| {s['fps']:.1f} | "
+            f"{dev_fps:.1f} | {s['fps'] / dev_fps:.2f} | {s['fps'] / backend_fps:.2f} "
+            f"| {bound:.1f} "
+            f"| {r['p50']:.1f} | "
+            f"{r['p90']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {r['p99'] / r['p50']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

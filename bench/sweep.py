@@ -47,15 +47,22 @@ def parse_job(spec: str, runs: Path) -> Job:
     args = parts[1:]
     if "--threads" not in args:
         args += ["--threads", "1"]
-    return Job(parts[0], args + ["--out", str(runs / parts[0]), "--resume"], log=runs / f"{parts[0]}.log")
+    return Job(
+        parts[0], args + ["--out", str(runs / parts[0]), "--resume"], log=runs / f"{parts[0]}.log"
+    )
 
 
 def start(job: Job, python: str) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     job.log.parent.mkdir(parents=True, exist_ok=True)
     fh = open(job.log, "ab")  # noqa: SIM115 - handed to the child, closed with it
-    job.proc = subprocess.Popen([python, "-m", "qdev.host.cli", "train", *job.args], stdout=fh,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    job.proc = subprocess.Popen(
+        [python, "-m", "qdev.host.cli", "train", *job.args],
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     job.started = time.time()
 
 
@@ -66,9 +73,12 @@ def reached(run: Path) -> dict:
     recs = [json.loads(x) for x in lines if x.strip()]
     best = [r for r in recs if r.get("best")]
     last = best[-1] if best else None
-    return {"epochs": len(recs), "best_epoch": last["epoch"] if last else None,
-            "val_lesion": round(last["val"]["dice_lesion"], 4) if last else None,
-            "s_per_epoch": round(sum(r["seconds"] for r in recs) / len(recs), 2) if recs else None}
+    return {
+        "epochs": len(recs),
+        "best_epoch": last["epoch"] if last else None,
+        "val_lesion": round(last["val"]["dice_lesion"], 4) if last else None,
+        "s_per_epoch": round(sum(r["seconds"] for r in recs) / len(recs), 2) if recs else None,
+    }
 
 
 def collect(jobs: list[Job], runs: Path, out: Path, part_mb: float, with_last: bool = True) -> None:
@@ -95,7 +105,9 @@ def collect(jobs: list[Job], runs: Path, out: Path, part_mb: float, with_last: b
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("specs", nargs="+")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--deadline", type=float, default=0, help="seconds; 0: none")
@@ -103,7 +115,9 @@ def main() -> None:
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--collect", type=Path, default=None)
     ap.add_argument("--part-mb", type=float, default=15.0)
-    ap.add_argument("--no-last", action="store_true", help="collect no last.pt, not even of stopped runs")
+    ap.add_argument(
+        "--no-last", action="store_true", help="collect no last.pt, not even of stopped runs"
+    )
     a = ap.parse_args()
     jobs = [parse_job(s, a.runs) for s in a.specs]
     pending, running, t0 = list(jobs), [], time.time()
@@ -128,7 +142,10 @@ def main() -> None:
     for j in jobs:
         r = reached(a.runs / j.name)
         wall = round(j.ended - j.started) if j.started else None
-        print(f"| {j.name} | {j.rc} | {wall} | {r['epochs']} | {r['best_epoch']} | {r['val_lesion']} | {r['s_per_epoch']} |")
+        print(
+            f"| {j.name} | {j.rc} | {wall} | {r['epochs']} | {r['best_epoch']} | {r['val_lesion']} "
+            f"| {r['s_per_epoch']} |"
+        )
         if j.rc not in (0, None):
             print("   " + " ".join(j.log.read_text(errors="replace").splitlines()[-3:])[-400:])
     if a.collect:

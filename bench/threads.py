@@ -63,19 +63,30 @@ def main() -> None:
         load1 = os.getloadavg()[0]
         rows = []
         for setting in ("1", "default"):
-            out = subprocess.run([sys.executable, "-c", CHILD, setting, str(a.frames)], env=env,
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, setting, str(a.frames)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             rows.append(json.loads(out.stdout))
     finally:
         stop.set()
         for p in spinners:
             p.join(2)
     cpus = len(os.sched_getaffinity(0))
-    print(f"software backend, shipped KV260 model, {a.frames} frames each, {a.load} busy processes on "
-          f"{cpus} CPUs (load average {load1:.1f} at the start)")
+    print(
+        f"software backend, shipped KV260 model, {a.frames} frames each, {a.load} busy processes "
+        "on "
+        f"{cpus} CPUs (load average {load1:.1f} at the start)"
+    )
     for r in rows:
         label = "pinned to 1 thread" if r["threads"] == "1" else "OpenBLAS default"
-        print(f"  {label:<20} BLAS pools {r['pools']}: {r['fps']:.2f} frames/s ({r['ms']:.1f} ms/frame)")
+        print(
+            f"  {label:<20} BLAS pools {r['pools']}: {r['fps']:.2f} frames/s ({r['ms']:.1f} "
+            "ms/frame)"
+        )
     print(f"  pinned / default: {rows[0]['fps'] / rows[1]['fps']:.2f}x")
 
 

@@ -36,18 +36,48 @@ def main() -> None:
 
         store = Path(tmp) / "store"
         run = [sys.executable, "-m", "qdev.device"]
-        subprocess.run([*run, "install", str(bundle), "--store", str(store), "--backend", "software", "--dev-key",
-                        *sum((["--trust", str(k)] for k in assets.dev_public_keys()), [])], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                *run,
+                "install",
+                str(bundle),
+                "--store",
+                str(store),
+                "--backend",
+                "software",
+                "--dev-key",
+                *sum((["--trust", str(k)] for k in assets.dev_public_keys()), []),
+            ],
+            check=True,
+            capture_output=True,
+        )
         _, host_cert = make_identity(Path(tmp) / "host" / "tls", "host", "bench")
         pair_host(store, host_cert, "operator")
-        dev_cert = subprocess.run([*run, "identity", "--store", str(store)], check=True, capture_output=True,
-                                  text=True).stdout.strip()
+        dev_cert = subprocess.run(
+            [*run, "identity", "--store", str(store)], check=True, capture_output=True, text=True
+        ).stdout.strip()
         (Path(tmp) / "host" / "tls" / "devices").mkdir(parents=True)
-        (Path(tmp) / "host" / "tls" / "devices" / "board.pem").write_text(Path(dev_cert).read_text())
-        proc = subprocess.Popen([*run, "serve", "--store", str(store), "--backend", "software", "--dev-key",
-                                 "--tcp", "127.0.0.1:0", "--tls", "127.0.0.1:0"], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True)
+        (Path(tmp) / "host" / "tls" / "devices" / "board.pem").write_text(
+            Path(dev_cert).read_text()
+        )
+        proc = subprocess.Popen(
+            [
+                *run,
+                "serve",
+                "--store",
+                str(store),
+                "--backend",
+                "software",
+                "--dev-key",
+                "--tcp",
+                "127.0.0.1:0",
+                "--tls",
+                "127.0.0.1:0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         ports = {}
         for line in proc.stdout:
             for scheme in ("tcp", "tls"):
@@ -71,7 +101,10 @@ def main() -> None:
             proc.terminate()
             proc.wait(10)
     for scheme in ("tcp", "tls"):
-        print(f"{scheme.upper():<4} frames/s: {', '.join(f'{v:.2f}' for v in fps[scheme])} (median {st.median(fps[scheme]):.2f})")
+        print(
+            f"{scheme.upper():<4} frames/s: {', '.join(f'{v:.2f}' for v in fps[scheme])} "
+            f"(median {st.median(fps[scheme]):.2f})"
+        )
     print(f"TLS / TCP (medians): {st.median(fps['tls']) / st.median(fps['tcp']):.3f}")
 
 

@@ -4,7 +4,8 @@ them (the uncoded forms, as protocol v1 sent), side by side in one run:
 
 * ``device:`` mode: the device segments its own phantom probe; the host watches. Frames/s the
   host receives, bytes per LIVE push, and the rate the link alone would allow.
-* host mode (lossless frames: WebP's prediction, else zlib, else raw): the host streams frames (the shipped bundle's BUSI golden frames, and a phantom
+* host mode (lossless frames: WebP's prediction, else zlib, else raw): the host streams frames (the
+  shipped bundle's BUSI golden frames, and a phantom
   cine) to the device and gets masks back. Frames/s, bytes per frame each way.
 
     .venv/bin/python bench/uart.py [--seconds 12] [--frames 60] [--quality 40]
@@ -40,7 +41,8 @@ def client(port: str, coded: bool) -> DeviceClient:
 
 
 def _probe_frames(folder: Path, size: tuple[int, int], n: int) -> str:
-    """``n`` frames of a phantom cine at ``size`` (w, h) as PNG files: a probe of the issue's size."""
+    """``n`` frames of a phantom cine at ``size`` (w, h) as PNG files: a probe of the issue's
+    size."""
     from PIL import Image
 
     from qdev.core.probe.phantom import phantom_image
@@ -52,21 +54,38 @@ def _probe_frames(folder: Path, size: tuple[int, int], n: int) -> str:
     return str(folder / "*.png")
 
 
-def device_mode(tmp: Path, seconds: float, quality: int, size: tuple[int, int] | None = None,
-                backend: str = "software", display_max: int = 0) -> dict:
+def device_mode(
+    tmp: Path,
+    seconds: float,
+    quality: int,
+    size: tuple[int, int] | None = None,
+    backend: str = "software",
+    display_max: int = 0,
+) -> dict:
     out = {}
     pty = PtyPair(RATE)
-    probe = "phantom" if size is None else _probe_frames(tmp / "probe", size, int((seconds * 2 + 20) * 120))
+    probe = (
+        "phantom"
+        if size is None
+        else _probe_frames(tmp / "probe", size, int((seconds * 2 + 20) * 120))
+    )
     try:
-        with LocalDevice(tmp / "store-dev", serial=pty.dev_path, tcp=False, extra=["--probe", probe],
-                         backend=backend):
+        with LocalDevice(
+            tmp / "store-dev",
+            serial=pty.dev_path,
+            tcp=False,
+            extra=["--probe", probe],
+            backend=backend,
+        ):
             c = client(pty.host_path, True)
             c.flash(BUNDLE, assets.dev_public_keys())
             c.close()
             for coded in (False, True):
                 c = client(pty.host_path, coded)
                 n, t0, first = 0, time.monotonic(), None
-                for msg in c.watch(jpeg_quality=quality if coded else None, display_max=display_max):
+                for msg in c.watch(
+                    jpeg_quality=quality if coded else None, display_max=display_max
+                ):
                     live_frame(msg)  # decodes, CRC-checks the mask
                     if first is None:  # count from the first push on: bytes and time of n pushes
                         first, n0, b0 = msg.meta["frame_id"], time.monotonic(), c.ch.bytes_in
@@ -74,9 +93,16 @@ def device_mode(tmp: Path, seconds: float, quality: int, size: tuple[int, int] |
                     n += 1
                     if time.monotonic() - t0 > seconds:
                         break
-                el, per = time.monotonic() - n0, (c.ch.bytes_in - b0) / max(n, 1)  # whole frames, sealed
+                el, per = (
+                    time.monotonic() - n0,
+                    (c.ch.bytes_in - b0) / max(n, 1),
+                )  # whole frames, sealed
                 c.close()
-                out["coded" if coded else "uncoded"] = {"fps": n / el, "bytes": per, "link_fps": RATE / per}
+                out["coded" if coded else "uncoded"] = {
+                    "fps": n / el,
+                    "bytes": per,
+                    "link_fps": RATE / per,
+                }
     finally:
         pty.close()
     return out
@@ -102,7 +128,11 @@ def host_mode(tmp: Path, frames: int) -> dict:
                 for coded in (False, True):
                     c = client(pty.host_path, coded)
                     t0 = time.monotonic()
-                    reps = list(c.stream(((i, px[i % len(px)]) for i in range(frames)), window=3, timeout=30.0))
+                    reps = list(
+                        c.stream(
+                            ((i, px[i % len(px)]) for i in range(frames)), window=3, timeout=30.0
+                        )
+                    )
                     el = time.monotonic() - t0
                     c.close()
                     ok = sum(r.error is None for r in reps)
@@ -128,8 +158,11 @@ def lossless_sizes() -> dict[str, float]:
         Image.fromarray(a, "L").save(b, "PNG", optimize=True)
         return len(b.getvalue())
 
-    coders = {"zlib -9": lambda a: len(zlib.compress(a.tobytes(), 9)), "PNG (optimize)": png,
-              "WebP lossless (the link's)": lambda a: len(encode_frame(a, ["webp"])[1])}
+    coders = {
+        "zlib -9": lambda a: len(zlib.compress(a.tobytes(), 9)),
+        "PNG (optimize)": png,
+        "WebP lossless (the link's)": lambda a: len(encode_frame(a, ["webp"])[1]),
+    }
     try:
         import jpeg_ls  # pyjpegls, where installed (the host's DICOM codecs)
 
@@ -145,7 +178,10 @@ def link_setup(tries: int = 5) -> dict:
     pty = PtyPair(RATE)
     times, sent, got = [], [], []
     try:
-        with tempfile.TemporaryDirectory() as tmp, LocalDevice(Path(tmp) / "store", serial=pty.dev_path, tcp=False):
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            LocalDevice(Path(tmp) / "store", serial=pty.dev_path, tcp=False),
+        ):
             client(pty.host_path, True).close()  # the device is up and serving
             for _ in range(tries):
                 t0 = time.monotonic()
@@ -157,8 +193,13 @@ def link_setup(tries: int = 5) -> dict:
                 c.close()
     finally:
         pty.close()
-    return {"s": float(np.median(times)), "max_s": max(times), "to_device": int(np.median(sent)),
-            "to_host": int(np.median(got)), "tries": tries}
+    return {
+        "s": float(np.median(times)),
+        "max_s": max(times),
+        "to_device": int(np.median(sent)),
+        "to_host": int(np.median(got)),
+        "tries": tries,
+    }
 
 
 def main() -> None:
@@ -166,12 +207,24 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--quality", type=int, default=40)
-    ap.add_argument("--probe-size", default=None, metavar="WxH",
-                    help="device: mode with a file probe of this size (e.g. 640x480) instead of the phantom")
-    ap.add_argument("--backend", default="software", help="the device's backend (auto: the fastest here)")
+    ap.add_argument(
+        "--probe-size",
+        default=None,
+        metavar="WxH",
+        help="device: mode with a file probe of this size (e.g. 640x480) instead of the phantom",
+    )
+    ap.add_argument(
+        "--backend", default="software", help="the device's backend (auto: the fastest here)"
+    )
     ap.add_argument("--device-only", action="store_true", help="skip the host-mode runs")
-    ap.add_argument("--display-size", type=int, default=0,
-                    help="device: mode's display frame: the probe's own, longer side at most this (0: the model input)")
+    ap.add_argument(
+        "--display-size",
+        type=int,
+        default=0,
+        help="device: mode's display frame: the probe's own, longer side at most this (0: the "
+        "model "
+        "input)",
+    )
     a = ap.parse_args()
     from qdev.core.threads import pin_threads
 
@@ -181,26 +234,47 @@ def main() -> None:
         d = device_mode(Path(tmp), a.seconds, a.quality, size, a.backend, a.display_size)
         h = {} if a.device_only else host_mode(Path(tmp), a.frames)
     hs = link_setup()
-    print(f"link set-up over the 921600-baud pty (open, security handshake, HELLO; median of {hs['tries']}): "
-          f"{hs['s']:.3f} s (max {hs['max_s']:.3f}), {hs['to_device']:,} bytes to the device, "
-          f"{hs['to_host']:,} to the host\n")
+    print(
+        "link set-up over the 921600-baud pty (open, security handshake, HELLO; median "
+        f"of {hs['tries']}): "
+        f"{hs['s']:.3f} s (max {hs['max_s']:.3f}), {hs['to_device']:,} bytes to the device, "
+        f"{hs['to_host']:,} to the host\n"
+    )
     what = f"{a.probe_size} file probe" if a.probe_size else "phantom probe"
-    shown = f"display {a.display_size} px longest side" if a.display_size else "display = the model input"
-    print(f"device: mode over a 921600-baud pty ({what} on the device, {a.backend} backend, JPEG quality "
-          f"{a.quality}, {shown}):")
-    print("| coding | frames/s received | bytes per push | link-bound frames/s |\n|---|---:|---:|---:|")
+    shown = (
+        f"display {a.display_size} px longest side"
+        if a.display_size
+        else "display = the model input"
+    )
+    print(
+        f"device: mode over a 921600-baud pty ({what} on the device, {a.backend} backend, JPEG "
+        "quality "
+        f"{a.quality}, {shown}):"
+    )
+    print(
+        "| coding | frames/s received | bytes per push | link-bound frames/s "
+        "|\n|---|---:|---:|---:|"
+    )
     for k in ("uncoded", "coded"):
         r = d[k]
         print(f"| {k} | {r['fps']:.1f} | {r['bytes']:,.0f} | {r['link_fps']:.1f} |")
     if not h:
         return
     print("\nhost mode over the same pty (window 3):")
-    print("| source | coded size / raw (WebP lossless) | uncoded frames/s | coded frames/s | ratio |\n|---|---:|---:|---:|---:|")
+    print(
+        "| source | coded size / raw (WebP lossless) | uncoded frames/s | coded frames/s | ratio "
+        "|\n|---|---:|---:|---:|---:|"
+    )
     for name in ("BUSI golden frames", "phantom cine"):
         u, c = h[(name, False)], h[(name, True)]
-        print(f"| {name} | {c['zlib_ratio']:.2f} | {u['fps']:.2f} | {c['fps']:.2f} | {c['fps'] / u['fps']:.2f} |")
-    print("\nlossless coders on the BUSI golden frames (coded / raw): " +
-          ", ".join(f"{k} {v:.2f}" for k, v in lossless_sizes().items()))
+        print(
+            f"| {name} | {c['zlib_ratio']:.2f} | {u['fps']:.2f} | {c['fps']:.2f} "
+            f"| {c['fps'] / u['fps']:.2f} |"
+        )
+    print(
+        "\nlossless coders on the BUSI golden frames (coded / raw): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in lossless_sizes().items())
+    )
 
 
 if __name__ == "__main__":

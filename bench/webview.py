@@ -26,11 +26,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def chromium(url: str, profile: Path) -> subprocess.Popen:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    exe = (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or shutil.which("google-chrome")
+    )
     if exe is None:
         sys.exit("bench/webview.py: needs chromium (apt-get install chromium)")
-    return subprocess.Popen([exe, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-                             "--remote-debugging-port=0", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def stats(url: str) -> dict:
@@ -58,7 +73,9 @@ def view_alone(rate_hz: float, seconds: float, tmp: Path) -> dict:
     from qdev.host.webview import WebView
 
     cine = PhantomCine(PhantomConfig(height=480, width=640, seed=1), 50)
-    imgs = [(compose(f.image, f.mask, None), int(f.mask.sum())) for f in cine]  # made before the clock runs
+    imgs = [
+        (compose(f.image, f.mask, None), int(f.mask.sum())) for f in cine
+    ]  # made before the clock runs
     web = WebView(port=0)
     br = chromium(web.url, tmp / "chr-a")
     mj: list[float] = []
@@ -69,7 +86,10 @@ def view_alone(rate_hz: float, seconds: float, tmp: Path) -> dict:
         t0, n, pub = time.monotonic(), 0, []
         while time.monotonic() - t0 < seconds:
             img, area = imgs[n % len(imgs)]
-            web.publish(img, Hud(n, rate_hz, 10.0, 5.0, 1.0, 5.0, "estimated", 0, 0, "bench", area).as_dict())
+            web.publish(
+                img,
+                Hud(n, rate_hz, 10.0, 5.0, 1.0, 5.0, "estimated", 0, 0, "bench", area).as_dict(),
+            )
             pub.append(time.monotonic())
             n += 1
             time.sleep(max(0.0, t0 + n / rate_hz - time.monotonic()))
@@ -79,8 +99,11 @@ def view_alone(rate_hz: float, seconds: float, tmp: Path) -> dict:
         stop.set()
         br.kill()
         web.close()
-    return {"published_fps": rate(pub), "page_fps": st.median(r[2] for r in rep[-5:]) if rep else 0.0,
-            "mjpeg_fps": rate(mj[len(mj) // 5:])}
+    return {
+        "published_fps": rate(pub),
+        "page_fps": st.median(r[2] for r in rep[-5:]) if rep else 0.0,
+        "mjpeg_fps": rate(mj[len(mj) // 5 :]),
+    }
 
 
 def whole_stream(rate_hz: float, frames: int, tmp: Path) -> dict:
@@ -117,8 +140,12 @@ def whole_stream(rate_hz: float, frames: int, tmp: Path) -> dict:
         if br[0] is not None:
             br[0].kill()
     steady = [r[2] for r in reports[2:]] or [0.0]
-    return {"session_fps": summ.fps, "frames_ok": summ.frames_ok, "dropped": summ.dropped,
-            "page_fps": st.median(steady)}
+    return {
+        "session_fps": summ.fps,
+        "frames_ok": summ.frames_ok,
+        "dropped": summ.dropped,
+        "page_fps": st.median(steady),
+    }
 
 
 def main() -> None:
@@ -132,12 +159,17 @@ def main() -> None:
     pin_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         r1 = view_alone(a.rate, a.seconds, Path(tmp))
-        print(f"view alone, 640x480 overlays published at {r1['published_fps']:.1f} fps: page shows "
-              f"{r1['page_fps']:.1f} fps (Chromium's own count); an MJPEG client beside it receives "
-              f"{r1['mjpeg_fps']:.1f} fps")
+        print(
+            f"view alone, 640x480 overlays published at {r1['published_fps']:.1f} fps: page shows "
+            f"{r1['page_fps']:.1f} fps (Chromium's own count); an MJPEG client beside it receives "
+            f"{r1['mjpeg_fps']:.1f} fps"
+        )
         r2 = whole_stream(a.rate, a.frames, Path(tmp))
-        print(f"qdev stream, phantom cine paced at {a.rate:g} fps, {r2['frames_ok']} frames ok, {r2['dropped']} "
-              f"dropped: session {r2['session_fps']:.1f} fps, page shows {r2['page_fps']:.1f} fps")
+        print(
+            f"qdev stream, phantom cine paced at {a.rate:g} fps, {r2['frames_ok']} frames "
+            f"ok, {r2['dropped']} "
+            f"dropped: session {r2['session_fps']:.1f} fps, page shows {r2['page_fps']:.1f} fps"
+        )
 
 
 if __name__ == "__main__":

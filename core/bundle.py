@@ -17,10 +17,27 @@ from qdev.core.errors import QdevError
 from qdev.core.maskrule import MaskRule
 
 __all__ = [
-    "BUNDLE_FORMAT", "READABLE_FORMATS", "MANIFEST", "SIGNATURE", "BundleError", "VerifiedBundle", "key_id",
-    "load_public_key", "load_private_key", "sha256_file", "sign_manifest", "verify_bundle", "file_entry",
-    "pack_bundle", "unpack_bundle", "verify_manifest", "unpacked_bytes", "BOARD_NAMES", "board_name",
-    "resign_bundle", "bundle_id",
+    "BUNDLE_FORMAT",
+    "READABLE_FORMATS",
+    "MANIFEST",
+    "SIGNATURE",
+    "BundleError",
+    "VerifiedBundle",
+    "key_id",
+    "load_public_key",
+    "load_private_key",
+    "sha256_file",
+    "sign_manifest",
+    "verify_bundle",
+    "file_entry",
+    "pack_bundle",
+    "unpack_bundle",
+    "verify_manifest",
+    "unpacked_bytes",
+    "BOARD_NAMES",
+    "board_name",
+    "resign_bundle",
+    "bundle_id",
 ]
 
 #: The boards qdev builds for (training/compile/boards.py holds their parts and resources).
@@ -28,7 +45,8 @@ BOARD_NAMES = ("KV260", "ZCU104", "Ultra96-V2", "Pynq-Z2")
 
 
 def board_name(name: str) -> str:
-    """The canonical spelling of a board name (case-insensitive), or QdevError naming the choices."""
+    """The canonical spelling of a board name (case-insensitive), or QdevError naming the
+    choices."""
     for b in BOARD_NAMES:
         if b.lower() == str(name).lower():
             return b
@@ -36,7 +54,10 @@ def board_name(name: str) -> str:
 
 
 BUNDLE_FORMAT = 2  # what is built; 2 added the mask rule (core/maskrule.py) a runtime must apply
-READABLE_FORMATS = (1, 2)  # a runtime of format 1 refuses a format-2 bundle, so it never ignores a rule
+READABLE_FORMATS = (
+    1,
+    2,
+)  # a runtime of format 1 refuses a format-2 bundle, so it never ignores a rule
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.json.sig"
 
@@ -112,21 +133,32 @@ def sign_manifest(manifest_bytes: bytes, private_key) -> bytes:  # noqa: ANN001
     import base64
 
     sig = private_key.sign(manifest_bytes)
-    doc = {"alg": "ed25519", "key_id": key_id(_raw(private_key.public_key())),
-           "signature": base64.b64encode(sig).decode()}
+    doc = {
+        "alg": "ed25519",
+        "key_id": key_id(_raw(private_key.public_key())),
+        "signature": base64.b64encode(sig).decode(),
+    }
     return (json.dumps(doc, indent=1) + "\n").encode()
 
 
 def _safe(name: str) -> bool:
     p = PurePosixPath(name)
-    return bool(name) and not p.is_absolute() and ".." not in p.parts and "\\" not in name and p.name == name
+    return (
+        bool(name)
+        and not p.is_absolute()
+        and ".." not in p.parts
+        and "\\" not in name
+        and p.name == name
+    )
 
 
 MAX_MANIFEST_BYTES = 48 << 10  # the shipped manifests are ~6 KB
 MAX_SIGNATURE_BYTES = 4096
 
 
-def verify_manifest(mbytes: bytes, sbytes: bytes, trusted: list, where: str = "bundle") -> tuple[dict, str]:  # noqa: ANN001, C901
+def verify_manifest(
+    mbytes: bytes, sbytes: bytes, trusted: list, where: str = "bundle"
+) -> tuple[dict, str]:  # noqa: ANN001, C901
     """Check a manifest and its detached signature (bytes, not files): size, signature by a
     trusted key, format, and a file list of safe names with integer sizes and sha256 strings.
     Returns (manifest, signer key id). Needs nothing on disk: the device runs it before an
@@ -140,7 +172,11 @@ def verify_manifest(mbytes: bytes, sbytes: bytes, trusted: list, where: str = "b
     from cryptography.exceptions import InvalidSignature
 
     if len(mbytes) > MAX_MANIFEST_BYTES or len(sbytes) > MAX_SIGNATURE_BYTES:
-        raise BundleError(f"{where}: manifest or signature larger than any bundle's ({len(mbytes)}, {len(sbytes)} bytes)")
+        raise BundleError(
+            f"{where}: manifest or signature larger than any bundle's "
+            f"({len(mbytes)}, {len(sbytes)} "
+            "bytes)"
+        )
     try:
         sig = json.loads(sbytes)
         signature = base64.b64decode(sig["signature"], validate=True)
@@ -149,22 +185,31 @@ def verify_manifest(mbytes: bytes, sbytes: bytes, trusted: list, where: str = "b
         raise BundleError(f"{where}: malformed signature file") from exc
     keys = [load_public_key(k) if isinstance(k, (str, Path)) else k for k in trusted]
     if not keys:
-        raise BundleError("no trusted keys: refusing to accept any bundle (on the device: "
-                          "qdev-device trust KEY.pub, or serve --trust KEY.pub)")
+        raise BundleError(
+            "no trusted keys: refusing to accept any bundle (on the device: "
+            "qdev-device trust KEY.pub, or serve --trust KEY.pub)"
+        )
     by_id = {key_id(_raw(k)): k for k in keys}
     if kid not in by_id:
         raise BundleError(f"{where}: signed by key {kid}, which is not trusted")
     try:
         by_id[kid].verify(signature, mbytes)
     except InvalidSignature:
-        raise BundleError(f"{where}: signature does not match {MANIFEST} (tampered manifest)") from None
+        raise BundleError(
+            f"{where}: signature does not match {MANIFEST} (tampered manifest)"
+        ) from None
     try:
         manifest = json.loads(mbytes)
     except ValueError as exc:
         raise BundleError(f"{where}: {MANIFEST} is not JSON") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != "qdev-bundle" \
-            or manifest.get("format_version") not in READABLE_FORMATS:
-        raise BundleError(f"{where}: not a qdev bundle of format {' or '.join(map(str, READABLE_FORMATS))}")
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != "qdev-bundle"
+        or manifest.get("format_version") not in READABLE_FORMATS
+    ):
+        raise BundleError(
+            f"{where}: not a qdev bundle of format {' or '.join(map(str, READABLE_FORMATS))}"
+        )
     try:  # a rule this runtime cannot apply exactly is refused here, before anything is installed
         rule = MaskRule.from_manifest(manifest.get("mask_rule"))
     except QdevError as exc:
@@ -177,9 +222,15 @@ def verify_manifest(mbytes: bytes, sbytes: bytes, trusted: list, where: str = "b
     for name, entry in files.items():
         if not _safe(name) or name in (MANIFEST, SIGNATURE):
             raise BundleError(f"{where}: file name {name!r} escapes the bundle")
-        if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or entry["bytes"] < 0 \
-                or not isinstance(entry.get("sha256"), str):
-            raise BundleError(f"{where}: {MANIFEST} entry of {name} lacks an integer size or a sha256")
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("bytes"), int)
+            or entry["bytes"] < 0
+            or not isinstance(entry.get("sha256"), str)
+        ):
+            raise BundleError(
+                f"{where}: {MANIFEST} entry of {name} lacks an integer size or a sha256"
+            )
     version = manifest.get("version", 0)
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise BundleError(f"{where}: version {version!r} is not a non-negative integer")
@@ -211,7 +262,11 @@ def verify_bundle(path: Path, trusted: list) -> VerifiedBundle:  # noqa: ANN001
             raise BundleError(f"{path}: {name} is listed but missing")
         if f.stat().st_size != entry.get("bytes") or sha256_file(f) != entry.get("sha256"):
             raise BundleError(f"{path}: {name} does not match its sha256 in the manifest")
-    extra = sorted(p.name for p in path.iterdir() if p.name not in files and p.name not in (MANIFEST, SIGNATURE))
+    extra = sorted(
+        p.name
+        for p in path.iterdir()
+        if p.name not in files and p.name not in (MANIFEST, SIGNATURE)
+    )
     if extra:
         raise BundleError(f"{path}: files not in the manifest: {', '.join(extra)}")
     return VerifiedBundle(path, manifest, kid)
@@ -227,7 +282,9 @@ def pack_bundle(path: Path) -> bytes:
     path = Path(path)
     for must in (MANIFEST, SIGNATURE):
         if not (path / must).is_file():
-            raise BundleError(f"{path}: no {must}: " + ("not a bundle" if must == MANIFEST else "unsigned bundle"))
+            raise BundleError(
+                f"{path}: no {must}: " + ("not a bundle" if must == MANIFEST else "unsigned bundle")
+            )
     try:
         names = [MANIFEST, SIGNATURE, *json.loads((path / MANIFEST).read_bytes()).get("files", {})]
     except (ValueError, AttributeError) as exc:
@@ -236,7 +293,9 @@ def pack_bundle(path: Path) -> bytes:
     if missing:
         raise BundleError(f"{path}: {', '.join(missing)} listed but missing")
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:  # plain ustar: tarstrict
+    with tarfile.open(
+        fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT
+    ) as tf:  # plain ustar: tarstrict
         for name in names:
             f = path / name
             info = tarfile.TarInfo(name)
@@ -287,13 +346,17 @@ def unpack_bundle(tar_path: Path, dest: Path, trusted: list, board: str | None =
             for want, limit in ((MANIFEST, MAX_MANIFEST_BYTES), (SIGNATURE, MAX_SIGNATURE_BYTES)):
                 m = next(it, None)
                 if m is None or m.name != want:
-                    raise BundleError(f"bundle archive does not start with {MANIFEST} and {SIGNATURE} "
-                                      "(unsigned, or packed by something other than qdev)")
+                    raise BundleError(
+                        f"bundle archive does not start with {MANIFEST} and {SIGNATURE} "
+                        "(unsigned, or packed by something other than qdev)"
+                    )
                 head.append(_read_exact(raw, m, limit))
             mbytes, sbytes = head
             manifest, _ = verify_manifest(mbytes, sbytes, trusted, "bundle archive")
             if board and manifest.get("board") != board:
-                raise BundleError(f"bundle is built for {manifest.get('board')}, this device is {board}")
+                raise BundleError(
+                    f"bundle is built for {manifest.get('board')}, this device is {board}"
+                )
             files = manifest["files"]
             (dest / MANIFEST).write_bytes(mbytes)
             (dest / SIGNATURE).write_bytes(sbytes)
@@ -301,11 +364,15 @@ def unpack_bundle(tar_path: Path, dest: Path, trusted: list, board: str | None =
             for m in it:
                 entry = files.get(m.name)
                 if entry is None or m.name in seen:
-                    raise BundleError(f"bundle archive member {m.name!r} is not in the signed manifest"
-                                      + (" (twice)" if m.name in seen else ""))
+                    raise BundleError(
+                        f"bundle archive member {m.name!r} is not in the signed manifest"
+                        + (" (twice)" if m.name in seen else "")
+                    )
                 if m.size != entry["bytes"]:
-                    raise BundleError(f"bundle archive member {m.name!r}: {m.size} bytes, the manifest "
-                                      f"signs {entry['bytes']}")
+                    raise BundleError(
+                        f"bundle archive member {m.name!r}: {m.size} bytes, the manifest "
+                        f"signs {entry['bytes']}"
+                    )
                 seen.add(m.name)
                 h, left = hashlib.sha256(), m.size
                 with open(dest / m.name, "xb") as fh:
@@ -319,7 +386,9 @@ def unpack_bundle(tar_path: Path, dest: Path, trusted: list, board: str | None =
                     fh.flush()
                     os.fsync(fh.fileno())
                 if h.hexdigest() != entry["sha256"]:
-                    raise BundleError(f"bundle archive member {m.name!r} does not match its signed sha256")
+                    raise BundleError(
+                        f"bundle archive member {m.name!r} does not match its signed sha256"
+                    )
             missing = sorted(set(files) - seen)
             if missing:
                 raise BundleError(f"bundle archive lacks {', '.join(missing)}")

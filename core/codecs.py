@@ -23,14 +23,33 @@ import zlib
 
 import numpy as np
 
-__all__ = ["MASK_CODECS", "DISPLAY_CODECS", "FRAME_CODECS", "CodecError", "encode_mask", "decode_mask",
-           "encode_display", "decode_display", "fit_display", "encode_frame", "decode_frame", "rle_encode", "rle_decode",
-           "negotiate", "HOST_OFFER", "offer_for"]
+__all__ = [
+    "MASK_CODECS",
+    "DISPLAY_CODECS",
+    "FRAME_CODECS",
+    "CodecError",
+    "encode_mask",
+    "decode_mask",
+    "encode_display",
+    "decode_display",
+    "fit_display",
+    "encode_frame",
+    "decode_frame",
+    "rle_encode",
+    "rle_decode",
+    "negotiate",
+    "HOST_OFFER",
+    "offer_for",
+]
 
 MASK_CODECS = ("rle", "bits")
 DISPLAY_CODECS = ("jpeg", "raw")
 FRAME_CODECS = ("webp", "zlib", "raw")
-HOST_OFFER = {"mask": list(MASK_CODECS), "display": list(DISPLAY_CODECS), "frame": list(FRAME_CODECS)}
+HOST_OFFER = {
+    "mask": list(MASK_CODECS),
+    "display": list(DISPLAY_CODECS),
+    "frame": list(FRAME_CODECS),
+}
 """What this host accepts (masks, display frames) and may send (frames), in order of preference."""
 
 
@@ -106,7 +125,10 @@ def fit_display(frame: np.ndarray, longest: int) -> np.ndarray:
 
     s = longest / max(h, w)
     size = (max(1, round(w * s)), max(1, round(h * s)))
-    return np.asarray(Image.fromarray(np.ascontiguousarray(frame, np.uint8), "L").resize(size, Image.BOX), np.uint8)
+    return np.asarray(
+        Image.fromarray(np.ascontiguousarray(frame, np.uint8), "L").resize(size, Image.BOX),
+        np.uint8,
+    )
 
 
 def encode_display(px: np.ndarray, codec: str, quality: int = 70) -> bytes:
@@ -170,8 +192,10 @@ def decode_frame(blob: bytes, codec: str, h: int, w: int) -> np.ndarray:
         except zlib.error as exc:
             raise CodecError(f"frame does not inflate ({exc})") from exc
         if len(raw) != n or not d.eof:
-            raise CodecError(f"frame inflates to {'more than ' if len(raw) > n else ''}{len(raw)} bytes, "
-                             f"declared {w}x{h}")
+            raise CodecError(
+                f"frame inflates to {'more than ' if len(raw) > n else ''}{len(raw)} bytes, "
+                f"declared {w}x{h}"
+            )
     elif codec == "webp":
         return _decode_webp(blob, h, w)
     elif codec == "raw":
@@ -191,7 +215,9 @@ def _decode_webp(blob: bytes, h: int, w: int) -> np.ndarray:
         if im.size != (w, h):
             raise CodecError(f"WebP frame is {im.size[0]}x{im.size[1]}, declared {w}x{h}")
         a = np.asarray(im.convert("L"), np.uint8)  # lossless WebP of gray holds R = G = B: exact
-    except Image.DecompressionBombError as exc:  # a header declaring a huge image: not ours to decode
+    except (
+        Image.DecompressionBombError
+    ) as exc:  # a header declaring a huge image: not ours to decode
         raise CodecError(f"WebP frame declares an image far larger than {w}x{h} ({exc})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise CodecError(f"frame is not a WebP image ({exc})") from exc
@@ -218,5 +244,8 @@ def negotiate(offer: object) -> dict:
         return fallback
 
     frames = offer.get("frame")
-    return {"mask": pick("mask", MASK_CODECS, "bits"), "display": pick("display", DISPLAY_CODECS, "raw"),
-            "frame": [c for c in FRAME_CODECS if isinstance(frames, list) and c in frames] or ["raw"]}
+    return {
+        "mask": pick("mask", MASK_CODECS, "bits"),
+        "display": pick("display", DISPLAY_CODECS, "raw"),
+        "frame": [c for c in FRAME_CODECS if isinstance(frames, list) and c in frames] or ["raw"],
+    }

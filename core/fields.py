@@ -46,19 +46,34 @@ class Opt:
     reason: str | None = None
 
 
-def opt(default: Any = MISSING, *, help: str, choices: tuple[str, ...] | None = None,  # noqa: A002
-        decl: str | None = None, required: bool = False, path: str | None = None,
-        metavar: str | None = None, cli_default: str | None = None, default_factory: Any = MISSING) -> Any:
+def opt(
+    default: Any = MISSING,
+    *,
+    help: str,
+    choices: tuple[str, ...] | None = None,  # noqa: A002
+    decl: str | None = None,
+    required: bool = False,
+    path: str | None = None,
+    metavar: str | None = None,
+    cli_default: str | None = None,
+    default_factory: Any = MISSING,
+) -> Any:
     """A dataclass field that is a command-line option (see :class:`Opt`)."""
     if choices is not None and default not in (MISSING, None) and default not in choices:
         raise ValueError(f"default {default!r} is not one of {choices}")
-    meta = {_KEY: Opt(help, tuple(choices) if choices else None, decl, required, path, metavar, cli_default)}
+    meta = {
+        _KEY: Opt(
+            help, tuple(choices) if choices else None, decl, required, path, metavar, cli_default
+        )
+    }
     return field(default=default, default_factory=default_factory, metadata=meta)
 
 
 def no_option(reason: str, default: Any = MISSING, *, default_factory: Any = MISSING) -> Any:
     """A dataclass field that is deliberately not a command-line option, and why."""
-    return field(default=default, default_factory=default_factory, metadata={_KEY: Opt(reason=reason)})
+    return field(
+        default=default, default_factory=default_factory, metadata={_KEY: Opt(reason=reason)}
+    )
 
 
 def option_of(f: Field) -> Opt | None:

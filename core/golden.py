@@ -42,8 +42,10 @@ class GoldenBatch:
         if p.dtype != np.uint8 or p.ndim != 3:
             raise QdevError(f"golden pixels must be uint8 [n, H, W], not {p.dtype} {list(p.shape)}")
         if c.dtype != np.int16 or c.ndim != 4 or c.shape[:3] != p.shape:
-            raise QdevError(f"golden codes must be int16 [n, H, W, C] matching the pixels {list(p.shape)}, "
-                            f"not {c.dtype} {list(c.shape)}")
+            raise QdevError(
+                f"golden codes must be int16 [n, H, W, C] matching the pixels {list(p.shape)}, "
+                f"not {c.dtype} {list(c.shape)}"
+            )
 
     def float_nchw(self) -> np.ndarray:
         """The frames as the float graphs take them: float32 ``[n, 1, H, W]`` = pixels / 255."""
@@ -77,8 +79,10 @@ def from_legacy_export(golden_in: np.ndarray, codes_nchw: np.ndarray) -> GoldenB
     """The golden batch of a run exported before this layout: float32 NCHW frames of k/255 and
     int8 NCHW codes. Refuses frames that are not exactly k/255."""
     if golden_in.ndim != 4 or golden_in.shape[1] != 1 or codes_nchw.ndim != 4:
-        raise QdevError(f"legacy golden batch {list(golden_in.shape)} / {list(codes_nchw.shape)}: "
-                        "expected [n, 1, H, W] frames and [n, C, H, W] codes")
+        raise QdevError(
+            f"legacy golden batch {list(golden_in.shape)} / {list(codes_nchw.shape)}: "
+            "expected [n, 1, H, W] frames and [n, C, H, W] codes"
+        )
     pixels = np.round(golden_in[:, 0].astype(np.float64) * 255.0)
     if not np.allclose(pixels / 255.0, golden_in[:, 0], atol=1e-6):
         raise QdevError("legacy golden_in.npy: frames are not k/255 pixels")

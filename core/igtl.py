@@ -29,8 +29,18 @@ import numpy as np
 
 from qdev.core.errors import QdevError
 
-__all__ = ["HEADER_SIZE", "MAX_BODY", "IgtlError", "Header", "parse_header", "read_message", "decode",
-           "encode_image", "encode_string", "crc64"]
+__all__ = [
+    "HEADER_SIZE",
+    "MAX_BODY",
+    "IgtlError",
+    "Header",
+    "parse_header",
+    "read_message",
+    "decode",
+    "encode_image",
+    "encode_string",
+    "crc64",
+]
 
 HEADER = struct.Struct("> H 12s 20s I I Q Q")
 HEADER_SIZE = HEADER.size  # 58
@@ -63,7 +73,8 @@ _CRC: list = []  # the function, found on first use (importing this module needs
 
 def crc64(data: bytes) -> int:
     """The OpenIGTLink body CRC: CRC-64/ECMA-182 (polynomial 0x42F0E1EBA9EA3693, no reflection,
-    zero init and xor-out; pyigtl's definition), by fastcrc where installed, else pyigtl's crcmod."""
+    zero init and xor-out; pyigtl's definition), by fastcrc where installed, else pyigtl's
+    crcmod."""
     if not _CRC:
         _CRC.append(_crc_function())
     return int(_CRC[0](data))
@@ -101,11 +112,15 @@ def parse_header(raw: bytes, max_body: int = MAX_BODY) -> Header:
     if not t:
         raise IgtlError("OpenIGTLink message without a type")
     if size > max_body:
-        raise IgtlError(f"OpenIGTLink {t} body of {size} bytes is over the {max_body}-byte bound", "oversized")
+        raise IgtlError(
+            f"OpenIGTLink {t} body of {size} bytes is over the {max_body}-byte bound", "oversized"
+        )
     return Header(version, t, _text(dev, "device name"), sec + frac / 2**32, int(size), int(crc))
 
 
-def read_message(recv_exact: Callable[[int], bytes], max_body: int = MAX_BODY) -> tuple[Header, bytes]:
+def read_message(
+    recv_exact: Callable[[int], bytes], max_body: int = MAX_BODY
+) -> tuple[Header, bytes]:
     """Read one message with ``recv_exact(n)`` (which returns exactly n bytes or raises); the body
     is read only after the header passed, and returned only after its CRC did."""
     h = parse_header(recv_exact(HEADER_SIZE), max_body)
@@ -129,12 +144,19 @@ def decode(h: Header, body: bytes):  # noqa: ANN201 - a pyigtl message
     if h.type == "IMAGE":
         _check_image(h, body)
     msg = cls()
-    fields = {"header_version": h.version, "message_type": h.type, "device_name": h.device,
-              "timestamp": h.timestamp, "body_size": h.body_size}
+    fields = {
+        "header_version": h.version,
+        "message_type": h.type,
+        "device_name": h.device,
+        "timestamp": h.timestamp,
+        "body_size": h.body_size,
+    }
     try:
         msg.unpack(fields, body)
     except Exception as exc:  # pyigtl raises whatever the bytes trigger  # noqa: BLE001
-        raise IgtlError(f"OpenIGTLink {h.type} does not decode ({exc.__class__.__name__}: {exc})") from None
+        raise IgtlError(
+            f"OpenIGTLink {h.type} does not decode ({exc.__class__.__name__}: {exc})"
+        ) from None
     return msg
 
 
@@ -157,11 +179,15 @@ def _check_image(h: Header, body: bytes) -> None:
     comps, scalar = body[ext + 2], body[ext + 3]
     si, sj, sk = struct.unpack("> H H H", body[ext + 6 : ext + 12])
     if scalar not in _SCALAR_BYTES or comps < 1:
-        raise IgtlError(f"OpenIGTLink IMAGE of scalar type {scalar} and {comps} components", "unsupported")
+        raise IgtlError(
+            f"OpenIGTLink IMAGE of scalar type {scalar} and {comps} components", "unsupported"
+        )
     want = si * sj * sk * comps * _SCALAR_BYTES[scalar]
     if want == 0 or want != content - _IMAGE_HEAD:
-        raise IgtlError(f"OpenIGTLink IMAGE declares {si}x{sj}x{sk}x{comps} but carries "
-                        f"{content - _IMAGE_HEAD} pixel bytes")
+        raise IgtlError(
+            f"OpenIGTLink IMAGE declares {si}x{sj}x{sk}x{comps} but carries "
+            f"{content - _IMAGE_HEAD} pixel bytes"
+        )
 
 
 def _matrix(h: int, w: int, spacing: tuple[float, float] | None) -> np.ndarray:
@@ -192,13 +218,25 @@ def _with_meta(msg, device: str, ts: float, meta: dict | None) -> bytes:  # noqa
         body = struct.pack("> H H I I", 12, len(meta_h), len(meta_b), 0) + content + meta_h + meta_b
     sec = int(ts)
     frac = int((ts - sec) * 2**32) & 0xFFFFFFFF
-    head = HEADER.pack(version, msg.message_type.encode("ascii"), device[:20].encode("ascii"), sec, frac,
-                       len(body), crc64(body))
+    head = HEADER.pack(
+        version,
+        msg.message_type.encode("ascii"),
+        device[:20].encode("ascii"),
+        sec,
+        frac,
+        len(body),
+        crc64(body),
+    )
     return head + body
 
 
-def encode_image(image: np.ndarray, device: str, ts: float, spacing: tuple[float, float] | None = None,
-                 meta: dict | None = None) -> bytes:
+def encode_image(
+    image: np.ndarray,
+    device: str,
+    ts: float,
+    spacing: tuple[float, float] | None = None,
+    meta: dict | None = None,
+) -> bytes:
     """An IMAGE message of a frame [H, W] or [H, W, C] (uint8 or uint16), ``spacing`` (row, column)
     in mm; with ``meta`` (v3 peers) in header version 2 with metadata."""
     import pyigtl
@@ -210,8 +248,12 @@ def encode_image(image: np.ndarray, device: str, ts: float, spacing: tuple[float
         vox = a[None] if a.shape[2] > 1 else a[None, :, :, 0]
     else:
         raise IgtlError(f"an IMAGE of a {a.ndim}-D array")
-    return _with_meta(pyigtl.ImageMessage(vox, ijk_to_world_matrix=_matrix(a.shape[0], a.shape[1], spacing)),
-                      device, ts, meta)
+    return _with_meta(
+        pyigtl.ImageMessage(vox, ijk_to_world_matrix=_matrix(a.shape[0], a.shape[1], spacing)),
+        device,
+        ts,
+        meta,
+    )
 
 
 def encode_string(text: str, device: str, ts: float, meta: dict | None = None) -> bytes:

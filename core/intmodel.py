@@ -36,12 +36,30 @@ import numpy as np
 
 from qdev.core.errors import QdevError
 
-__all__ = ["IntModel", "IntLayer", "FORMAT", "VERSION", "run_reference", "run_layer", "dtype_range", "REFERENCE_OPS", "base_op"]
+__all__ = [
+    "IntModel",
+    "IntLayer",
+    "FORMAT",
+    "VERSION",
+    "run_reference",
+    "run_layer",
+    "dtype_range",
+    "REFERENCE_OPS",
+    "base_op",
+]
 
 FORMAT = "qdev-intmodel"
 VERSION = 1
-OPS = ("FMPadding", "FMPadding_Pixel", "ConvolutionInputGenerator", "MVAU", "Thresholding", "Pool",
-       "StreamingConcat", "DuplicateStreams")
+OPS = (
+    "FMPadding",
+    "FMPadding_Pixel",
+    "ConvolutionInputGenerator",
+    "MVAU",
+    "Thresholding",
+    "Pool",
+    "StreamingConcat",
+    "DuplicateStreams",
+)
 
 
 def base_op(op_type: str) -> str:
@@ -102,15 +120,21 @@ class IntModel:
             raise QdevError(f"{where}: not a qdev integer model (no graph.json)")
         doc = json.loads(arrays["graph.json"].tobytes().decode())
         if doc.get("format") != FORMAT or doc.get("version") != VERSION:
-            raise QdevError(f"{where}: integer model format {doc.get('format')} v{doc.get('version')} "
-                            f"is not {FORMAT} v{VERSION}")
+            raise QdevError(
+                f"{where}: integer model format {doc.get('format')} v{doc.get('version')} "
+                f"is not {FORMAT} v{VERSION}"
+            )
         layers = []
         for ld in doc["layers"]:
             if ld["op"] not in OPS:
                 raise QdevError(f"{where}: unsupported op {ld['op']} in layer {ld['name']}")
             params = {k: arrays[v] for k, v in ld.get("params", {}).items()}
-            layers.append(IntLayer(ld["name"], ld["op"], ld["inputs"], ld["outputs"], ld["attrs"], params))
-        return IntModel(doc["input"], doc["output"], float(doc["output_scale"]), layers, doc.get("meta", {}))
+            layers.append(
+                IntLayer(ld["name"], ld["op"], ld["inputs"], ld["outputs"], ld["attrs"], params)
+            )
+        return IntModel(
+            doc["input"], doc["output"], float(doc["output_scale"]), layers, doc.get("meta", {})
+        )
 
     def frames_nhwc(self, pixels: np.ndarray) -> np.ndarray:
         """Frames [N, H, W] or [N, H, W, C] as NHWC, refused unless they match the input shape."""
@@ -119,16 +143,30 @@ class IntModel:
             x = x[..., None]
         shape = self.input["shape"]
         if list(x.shape[1:]) != list(shape[1:]):
-            raise QdevError(f"frame shape {list(x.shape[1:])} does not match the model input {shape[1:]}")
+            raise QdevError(
+                f"frame shape {list(x.shape[1:])} does not match the model input {shape[1:]}"
+            )
         return x
 
     def to_bytes(self) -> bytes:
         doc = {
-            "format": FORMAT, "version": VERSION, "input": self.input, "output": self.output,
-            "output_scale": self.output_scale, "meta": self.meta,
-            "layers": [{"name": ly.name, "op": ly.op, "inputs": ly.inputs, "outputs": ly.outputs,
-                        "attrs": ly.attrs, "params": {k: f"{ly.name}.{k}" for k in ly.params}}
-                       for ly in self.layers],
+            "format": FORMAT,
+            "version": VERSION,
+            "input": self.input,
+            "output": self.output,
+            "output_scale": self.output_scale,
+            "meta": self.meta,
+            "layers": [
+                {
+                    "name": ly.name,
+                    "op": ly.op,
+                    "inputs": ly.inputs,
+                    "outputs": ly.outputs,
+                    "attrs": ly.attrs,
+                    "params": {k: f"{ly.name}.{k}" for k in ly.params},
+                }
+                for ly in self.layers
+            ],
         }
         arrays = {"graph.json": np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)}
         for ly in self.layers:
@@ -149,8 +187,13 @@ def _thresholds(x: np.ndarray, t: np.ndarray, act_val: int) -> np.ndarray:
     return out + act_val
 
 
-def _im2col(x: np.ndarray, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int],
-            out_hw: tuple[int, int]) -> np.ndarray:
+def _im2col(
+    x: np.ndarray,
+    k: tuple[int, int],
+    s: tuple[int, int],
+    d: tuple[int, int],
+    out_hw: tuple[int, int],
+) -> np.ndarray:
     n, _, _, c = x.shape
     oh, ow = out_hw
     cols = np.empty((n, oh, ow, k[0], k[1], c), dtype=x.dtype)
@@ -177,7 +220,15 @@ def _ref_pixel_pad(ly: IntLayer, xs: list[np.ndarray]) -> list[np.ndarray]:
 
 def _ref_windows(ly: IntLayer, xs: list[np.ndarray]) -> list[np.ndarray]:
     a = ly.attrs
-    return [_im2col(xs[0], tuple(a["ConvKernelDim"]), tuple(a["Stride"]), tuple(a["Dilation"]), tuple(a["OFMDim"]))]
+    return [
+        _im2col(
+            xs[0],
+            tuple(a["ConvKernelDim"]),
+            tuple(a["Stride"]),
+            tuple(a["Dilation"]),
+            tuple(a["OFMDim"]),
+        )
+    ]
 
 
 def _ref_mvau(ly: IntLayer, xs: list[np.ndarray]) -> list[np.ndarray]:
@@ -188,7 +239,9 @@ def _ref_mvau(ly: IntLayer, xs: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _ref_thresholding(ly: IntLayer, xs: list[np.ndarray]) -> list[np.ndarray]:
-    return [_thresholds(xs[0].astype(np.int64), ly.params["thresholds"], int(ly.attrs.get("ActVal", 0)))]
+    return [
+        _thresholds(xs[0].astype(np.int64), ly.params["thresholds"], int(ly.attrs.get("ActVal", 0)))
+    ]
 
 
 def _ref_pool(ly: IntLayer, xs: list[np.ndarray]) -> list[np.ndarray]:

@@ -33,7 +33,15 @@ import numpy as np
 from qdev.core.errors import QdevError
 from qdev.core.intmodel import IntLayer, IntModel, dtype_range
 
-__all__ = ["Step", "Plan", "make_plan", "fit_affine", "layer_bound", "F32_EXACT", "AFFINE_CHECK_MAX"]
+__all__ = [
+    "Step",
+    "Plan",
+    "make_plan",
+    "fit_affine",
+    "layer_bound",
+    "F32_EXACT",
+    "AFFINE_CHECK_MAX",
+]
 
 F32_EXACT = 2**24
 #: the most integers one affine proof enumerates per channel (beyond it: the threshold range
@@ -129,7 +137,9 @@ def fit_affine(t: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]
             t0 = (t_lo + t_hi) / 2
         a[r], b[r] = _f32(s - t0), _f32(1.0 / s)
         xs_lo, xs_hi = max(lo, int(cr.min()) - 1), min(hi, int(cr.max()))
-        xs = np.arange(xs_lo, xs_hi + 1, dtype=np.int64) if xs_lo <= xs_hi else np.zeros(0, np.int64)
+        xs = (
+            np.arange(xs_lo, xs_hi + 1, dtype=np.int64) if xs_lo <= xs_hi else np.zeros(0, np.int64)
+        )
         xs = np.concatenate([xs, [lo, hi]])
         if xs.size > AFFINE_CHECK_MAX or np.abs(xs).max() >= F32_EXACT:
             return None
@@ -140,8 +150,13 @@ def fit_affine(t: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]
     return a, b
 
 
-def _threshold_step(ly: IntLayer, in_range: tuple[int, int], inputs: list[str], outputs: list[str],
-                    layers: list[str]) -> Step:
+def _threshold_step(
+    ly: IntLayer,
+    in_range: tuple[int, int],
+    inputs: list[str],
+    outputs: list[str],
+    layers: list[str],
+) -> Step:
     t = ly.params["thresholds"]
     if np.any(np.diff(t, axis=-1) < 0):
         raise QdevError(f"{ly.name}: thresholds are not ascending")
@@ -156,7 +171,10 @@ def _threshold_step(ly: IntLayer, in_range: tuple[int, int], inputs: list[str], 
     attrs = {"steps": int(t.shape[1]), "act": act, "t": tc.astype(np.float32), "range": (lo, hi)}
     if fit is not None:
         attrs.update(method="affine", a=fit[0], b=fit[1])
-        proof = f"affine form equal to the count on every integer in [{lo}, {hi}], per channel, in float32"
+        proof = (
+            f"affine form equal to the count on every integer in [{lo}, {hi}], "
+            "per channel, in float32"
+        )
     else:
         attrs.update(method="compare")
         proof = "summed comparisons of integers with integer thresholds (exact)"
@@ -200,19 +218,33 @@ def make_plan(model: IntModel) -> Plan:
                 chain.append(nxt)
                 pad = tuple(nxt.attrs["Padding"])
                 head = nxt
-        elif head.op == "FMPadding" and sole(head.outputs[0], "ConvolutionInputGenerator") is not None:
+        elif (
+            head.op == "FMPadding"
+            and sole(head.outputs[0], "ConvolutionInputGenerator") is not None
+        ):
             pad = tuple(head.attrs["Padding"])
-        swg = head if head.op == "ConvolutionInputGenerator" else sole(head.outputs[0], "ConvolutionInputGenerator") \
-            if head.op in ("FMPadding", "FMPadding_Pixel") else None
+        swg = (
+            head
+            if head.op == "ConvolutionInputGenerator"
+            else sole(head.outputs[0], "ConvolutionInputGenerator")
+            if head.op in ("FMPadding", "FMPadding_Pixel")
+            else None
+        )
         if swg is not None and swg is not head:
             chain.append(swg)
         if swg is not None:
             sa = swg.attrs
-            k, s, d = tuple(sa["ConvKernelDim"]), tuple(sa["Stride"]), tuple(sa.get("Dilation", [1, 1]))
+            k, s, d = (
+                tuple(sa["ConvKernelDim"]),
+                tuple(sa["Stride"]),
+                tuple(sa.get("Dilation", [1, 1])),
+            )
             mv = sole(swg.outputs[0], "MVAU")
             pool = sole(swg.outputs[0], "Pool")
             if mv is not None and not mv.attrs.get("noActivation", 0):
-                mv = None  # an MVAU with its own thresholds: left unfused (not made by this compile)
+                mv = (
+                    None  # an MVAU with its own thresholds: left unfused (not made by this compile)
+                )
             if mv is not None:
                 b = layer_bound(mv)
                 dt = _acc_dtype(b)
@@ -222,11 +254,30 @@ def make_plan(model: IntModel) -> Plan:
                 if stride_px is not None:
                     p = pad
                     q = k[0] - 1 - p[0]
-                    sym = p[0] == p[1] == p[2] == p[3] and k[0] == k[1] and s == (1, 1) and d == (1, 1)
+                    sym = (
+                        p[0] == p[1] == p[2] == p[3]
+                        and k[0] == k[1]
+                        and s == (1, 1)
+                        and d == (1, 1)
+                    )
                     if sym and q >= 0:
-                        attrs = {"w": w, "stride": stride_px, "pads": q, "k": k,
-                                 "blocks": tuple(stride_px) == k and q == 0}
-                        steps.append(Step("deconv", [x], mv.outputs, [*(z.name for z in chain), mv.name], attrs, proof))
+                        attrs = {
+                            "w": w,
+                            "stride": stride_px,
+                            "pads": q,
+                            "k": k,
+                            "blocks": tuple(stride_px) == k and q == 0,
+                        }
+                        steps.append(
+                            Step(
+                                "deconv",
+                                [x],
+                                mv.outputs,
+                                [*(z.name for z in chain), mv.name],
+                                attrs,
+                                proof,
+                            )
+                        )
                         done.update([*(z.name for z in chain), mv.name])
                         ranges[mv.outputs[0]] = (-b, b)
                         continue
@@ -235,15 +286,43 @@ def make_plan(model: IntModel) -> Plan:
                     pad = (0, 0, 0, 0)
                 else:
                     pads = pad if chain[0].op == "FMPadding" else (0, 0, 0, 0)
-                    attrs = {"w": w, "pads": pads, "stride": s, "dilation": d, "k": k, "out": tuple(sa["OFMDim"])}
-                    steps.append(Step("conv", [x], mv.outputs, [*(z.name for z in chain), mv.name], attrs, proof))
+                    attrs = {
+                        "w": w,
+                        "pads": pads,
+                        "stride": s,
+                        "dilation": d,
+                        "k": k,
+                        "out": tuple(sa["OFMDim"]),
+                    }
+                    steps.append(
+                        Step(
+                            "conv",
+                            [x],
+                            mv.outputs,
+                            [*(z.name for z in chain), mv.name],
+                            attrs,
+                            proof,
+                        )
+                    )
                     done.update([*(z.name for z in chain), mv.name])
                     ranges[mv.outputs[0]] = (-b, b)
                     continue
             elif pool is not None and chain[0] is swg and d == (1, 1):
-                steps.append(Step("maxpool", [x], pool.outputs, [swg.name, pool.name],
-                                  {"k": k, "stride": s, "out": tuple(sa["OFMDim"]), "c": int(pool.attrs["Channels"])},
-                                  "max of integers (exact)"))
+                steps.append(
+                    Step(
+                        "maxpool",
+                        [x],
+                        pool.outputs,
+                        [swg.name, pool.name],
+                        {
+                            "k": k,
+                            "stride": s,
+                            "out": tuple(sa["OFMDim"]),
+                            "c": int(pool.attrs["Channels"]),
+                        },
+                        "max of integers (exact)",
+                    )
+                )
                 done.update([swg.name, pool.name])
                 ranges[pool.outputs[0]] = rng
                 continue
@@ -254,8 +333,14 @@ def make_plan(model: IntModel) -> Plan:
             ranges[ly.outputs[0]] = (st.attrs["act"], st.attrs["act"] + st.attrs["steps"])
         elif ly.op == "MVAU":
             b = layer_bound(ly)
-            st = Step("mvau", [x], ly.outputs, [ly.name], {"w": ly.params["weights"].astype(_acc_dtype(b))},
-                      _acc_proof(b))
+            st = Step(
+                "mvau",
+                [x],
+                ly.outputs,
+                [ly.name],
+                {"w": ly.params["weights"].astype(_acc_dtype(b))},
+                _acc_proof(b),
+            )
             steps.append(st)
             ranges[ly.outputs[0]] = (-b, b)
             if not a.get("noActivation", 0):
@@ -271,18 +356,43 @@ def make_plan(model: IntModel) -> Plan:
             for o in ly.outputs:
                 ranges[o] = rng
         elif ly.op == "FMPadding":
-            steps.append(Step("pad", [x], ly.outputs, [ly.name], {"pads": tuple(a["Padding"])}, "copy"))
+            steps.append(
+                Step("pad", [x], ly.outputs, [ly.name], {"pads": tuple(a["Padding"])}, "copy")
+            )
             ranges[ly.outputs[0]] = (min(rng[0], 0), max(rng[1], 0))
         elif ly.op == "FMPadding_Pixel":
-            steps.append(Step("pixelpad", [x], ly.outputs, [ly.name], {"stride": tuple(a["Stride"])}, "copy"))
+            steps.append(
+                Step("pixelpad", [x], ly.outputs, [ly.name], {"stride": tuple(a["Stride"])}, "copy")
+            )
             ranges[ly.outputs[0]] = (min(rng[0], 0), max(rng[1], 0))
         elif ly.op == "ConvolutionInputGenerator":
-            steps.append(Step("windows", [x], ly.outputs, [ly.name],
-                              {"k": tuple(a["ConvKernelDim"]), "stride": tuple(a["Stride"]),
-                               "dilation": tuple(a.get("Dilation", [1, 1])), "out": tuple(a["OFMDim"])}, "copy"))
+            steps.append(
+                Step(
+                    "windows",
+                    [x],
+                    ly.outputs,
+                    [ly.name],
+                    {
+                        "k": tuple(a["ConvKernelDim"]),
+                        "stride": tuple(a["Stride"]),
+                        "dilation": tuple(a.get("Dilation", [1, 1])),
+                        "out": tuple(a["OFMDim"]),
+                    },
+                    "copy",
+                )
+            )
             ranges[ly.outputs[0]] = rng
         elif ly.op == "Pool":
-            steps.append(Step("poolwin", [x], ly.outputs, [ly.name], {"c": int(a["Channels"])}, "max of integers"))
+            steps.append(
+                Step(
+                    "poolwin",
+                    [x],
+                    ly.outputs,
+                    [ly.name],
+                    {"c": int(a["Channels"])},
+                    "max of integers",
+                )
+            )
             ranges[ly.outputs[0]] = rng
         else:  # pragma: no cover - IntModel.load refuses unknown ops
             raise QdevError(f"unsupported op {ly.op}")

@@ -20,8 +20,20 @@ from qdev.core.errors import QdevError
 from qdev.core.protocol import DEFAULT_MAX_PAYLOAD, VERSION, Frame, FrameParser, MsgType, encode
 from qdev.core.validate import BadRequest, check_meta_bytes
 
-__all__ = ["is_loopback", "LinkError", "LinkTimeout", "Link", "SocketLink", "SerialLink", "Message", "Channel",
-           "pack_payload", "unpack_payload", "open_link", "parse_tcp"]
+__all__ = [
+    "is_loopback",
+    "LinkError",
+    "LinkTimeout",
+    "Link",
+    "SocketLink",
+    "SerialLink",
+    "Message",
+    "Channel",
+    "pack_payload",
+    "unpack_payload",
+    "open_link",
+    "parse_tcp",
+]
 
 _META = struct.Struct("<I")
 
@@ -108,7 +120,9 @@ class SerialLink(Link):
         import serial
 
         try:
-            self.port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.1, write_timeout=write_timeout)
+            self.port = serial.serial_for_url(
+                url, baudrate=baudrate, timeout=0.1, write_timeout=write_timeout
+            )
         except (serial.SerialException, ValueError, OSError) as exc:
             raise LinkError(f"cannot open serial port {url}: {exc}") from exc
         self.name = url
@@ -157,7 +171,9 @@ class SerialLink(Link):
     def read(self, timeout: float) -> bytes:
         import serial
 
-        with self._rlock:  # one reader at a time (the device reads on one thread, writes on another)
+        with (
+            self._rlock
+        ):  # one reader at a time (the device reads on one thread, writes on another)
             if self._rx:
                 out = bytes(self._rx)
                 self._rx.clear()
@@ -191,7 +207,7 @@ def is_loopback(host: str) -> bool:
 def parse_tcp(spec: str) -> tuple[str, int] | None:
     """``tcp://HOST:PORT`` or ``HOST:PORT`` (host a name, a dotted IPv4 or a bracketed IPv6
     address, ``[::1]:7968``) -> (host, port); else None."""
-    s = spec[len("tcp://"):] if spec.startswith("tcp://") else spec
+    s = spec[len("tcp://") :] if spec.startswith("tcp://") else spec
     if s.startswith("["):
         host, sep, port = s[1:].partition("]:")
         return (host, int(port)) if sep and host and ":" in host and port.isdigit() else None
@@ -212,7 +228,7 @@ def open_link(spec: str, baudrate: int = 921600, timeout: float = 5.0) -> Link:
 
         from qdev.core.tls import check_pinned, client_context
 
-        hp = parse_tcp("tcp://" + spec[len("tls://"):])
+        hp = parse_tcp("tcp://" + spec[len("tls://") :])
         if hp is None:
             raise LinkError(f"{spec}: expected tls://HOST:PORT")
         ctx = client_context()
@@ -220,8 +236,10 @@ def open_link(spec: str, baudrate: int = 921600, timeout: float = 5.0) -> Link:
             raw = socket.create_connection(hp, timeout=timeout)
             sock = ctx.wrap_socket(raw)
         except ssl.SSLError as exc:
-            raise LinkError(f"{spec}: TLS handshake failed ({exc.reason or exc}): is this device paired "
-                            "with this host (qdev pair / qdev-device pair)?") from exc
+            raise LinkError(
+                f"{spec}: TLS handshake failed ({exc.reason or exc}): is this device paired "
+                "with this host (qdev pair / qdev-device pair)?"
+            ) from exc
         except OSError as exc:
             raise LinkError(f"cannot connect to {spec}: {exc}") from exc
         try:
@@ -303,14 +321,22 @@ class Channel:
     bytes_out: int = 0
     bytes_in: int = 0
     malformed: int = 0
-    stall_s: float = 1.0  # a partial frame with no byte for this long is dropped (sender died mid-frame)
+    stall_s: float = (
+        1.0  # a partial frame with no byte for this long is dropped (sender died mid-frame)
+    )
     last_rx: float = field(default_factory=time.monotonic)  # when a byte last arrived (any byte)
 
     def __post_init__(self) -> None:
         self.parser = FrameParser(self.max_payload)
 
-    def send(self, msg_type: int, meta: dict | None = None, blob: bytes = b"", seq: int | None = None,
-             version: int = VERSION) -> int:
+    def send(
+        self,
+        msg_type: int,
+        meta: dict | None = None,
+        blob: bytes = b"",
+        seq: int | None = None,
+        version: int = VERSION,
+    ) -> int:
         """Send one message; returns its sequence number. ``version=1``: a version-1 frame (only
         to refuse a v1 peer)."""
         with self._wlock:
@@ -357,11 +383,13 @@ class Channel:
                 meta, _ = unpack_payload(fr.payload)
             except LinkError:
                 meta = {}
-            return Message(fr.type, fr.seq, meta, b"", bad=f"protocol version {fr.version}", version=fr.version)
+            return Message(
+                fr.type, fr.seq, meta, b"", bad=f"protocol version {fr.version}", version=fr.version
+            )
         try:
             meta, blob = unpack_payload(fr.payload)
         except LinkError as exc:  # an intact frame with an unusable payload: still a
-            self.malformed += 1   # request, which gets its (ERROR) reply
+            self.malformed += 1  # request, which gets its (ERROR) reply
             return Message(fr.type, fr.seq, {}, b"", bad=str(exc))
         return Message(fr.type, fr.seq, meta, blob)
 

@@ -44,7 +44,10 @@ class MaskRule:
     min_peak: int | None = None
 
     def __post_init__(self) -> None:
-        checks = [("min_code", self.min_code, -_MAX_CODE, _MAX_CODE), ("min_area", self.min_area, 0, _MAX_AREA)]
+        checks = [
+            ("min_code", self.min_code, -_MAX_CODE, _MAX_CODE),
+            ("min_area", self.min_area, 0, _MAX_AREA),
+        ]
         if self.min_peak is not None:
             checks.append(("min_peak", self.min_peak, -_MAX_CODE, _MAX_CODE))
         for name, v, lo, hi in checks:
@@ -61,7 +64,9 @@ class MaskRule:
         if c.ndim == 4:
             c = c[..., 0]
         if c.ndim != 3:
-            raise QdevError(f"mask rule: expected codes [N, H, W(, 1)], got shape {np.shape(codes)}")
+            raise QdevError(
+                f"mask rule: expected codes [N, H, W(, 1)], got shape {np.shape(codes)}"
+            )
         mask = c > self.min_code
         if self.min_area > 1:
             keep = mask.reshape(len(mask), -1).sum(1) >= self.min_area
@@ -80,7 +85,11 @@ class MaskRule:
 
     def describe(self) -> str:
         area = f", masks under {self.min_area} px cleared" if self.min_area > 1 else ""
-        peak = f", images without a code > {self.min_peak} cleared" if self.min_peak is not None else ""
+        peak = (
+            f", images without a code > {self.min_peak} cleared"
+            if self.min_peak is not None
+            else ""
+        )
         return f"code > {self.min_code}{area}{peak}"
 
     def to_dict(self) -> dict:
@@ -97,8 +106,10 @@ class MaskRule:
         if value is None or value == _LEGACY:
             return DEFAULT_RULE
         if not isinstance(value, dict) or set(value) - set(_KEYS):
-            raise QdevError(f"mask rule {value!r}: expected {{'min_code': int, 'min_area': int"
-                            f"(, 'min_peak': int)}} or {_LEGACY!r}")
+            raise QdevError(
+                f"mask rule {value!r}: expected {{'min_code': int, 'min_area': int"
+                f"(, 'min_peak': int)}} or {_LEGACY!r}"
+            )
         return MaskRule(**value)
 
 

@@ -21,4 +21,7 @@ def dice(pred: np.ndarray, truth: np.ndarray, smooth: float = SMOOTH) -> float:
     p, t = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
     if p.shape != t.shape:
         raise ValueError(f"mask shapes differ: {p.shape} vs {t.shape}")
-    return float((2.0 * np.count_nonzero(p & t) + smooth) / (np.count_nonzero(p) + np.count_nonzero(t) + smooth))
+    return float(
+        (2.0 * np.count_nonzero(p & t) + smooth)
+        / (np.count_nonzero(p) + np.count_nonzero(t) + smooth)
+    )

@@ -29,11 +29,24 @@ from qdev.core.errors import QdevError
 from qdev.core.intmodel import IntModel
 from qdev.core.intplan import Plan, Step, make_plan
 
-__all__ = ["lower", "session_options", "DISABLED_OPTIMIZERS", "NotLowerable", "fused_into_conv", "OPSET"]
+__all__ = [
+    "lower",
+    "session_options",
+    "DISABLED_OPTIMIZERS",
+    "NotLowerable",
+    "fused_into_conv",
+    "OPSET",
+]
 
 OPSET = 17
 #: onnxruntime graph optimisers that would fold non-integer threshold constants into a convolution
-DISABLED_OPTIMIZERS = ("ConvAddFusion", "ConvMulFusion", "ConvBNFusion", "MatMulAddFusion", "MatMulScaleFusion")
+DISABLED_OPTIMIZERS = (
+    "ConvAddFusion",
+    "ConvMulFusion",
+    "ConvBNFusion",
+    "MatMulAddFusion",
+    "MatMulScaleFusion",
+)
 
 
 class NotLowerable(QdevError):
@@ -57,10 +70,14 @@ class _Graph:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], hint: str, n_out: int = 1, **attrs) -> str | list[str]:  # noqa: ANN003
+    def op(
+        self, op_type: str, inputs: list[str], hint: str, n_out: int = 1, **attrs
+    ) -> str | list[str]:  # noqa: ANN003
         self.n += 1
         outs = [f"{hint}_{self.n}_{i}" for i in range(n_out)]
-        self.nodes.append(self.h.make_node(op_type, inputs, outs, name=f"{op_type}_{self.n}", **attrs))
+        self.nodes.append(
+            self.h.make_node(op_type, inputs, outs, name=f"{op_type}_{self.n}", **attrs)
+        )
         return outs[0] if n_out == 1 else outs
 
 
@@ -77,8 +94,15 @@ def _conv(g: _Graph, st: Step, x: str) -> str:
     w = _f32_weights(st)
     t, left, b, r = a["pads"]
     wn = g.const(w.transpose(3, 2, 0, 1), "W")  # [Cout, C, kh, kw]
-    return g.op("Conv", [x, wn], "conv", kernel_shape=list(w.shape[:2]), pads=[t, left, b, r],
-                strides=list(a["stride"]), dilations=list(a["dilation"]))
+    return g.op(
+        "Conv",
+        [x, wn],
+        "conv",
+        kernel_shape=list(w.shape[:2]),
+        pads=[t, left, b, r],
+        strides=list(a["stride"]),
+        dilations=list(a["dilation"]),
+    )
 
 
 def _deconv(g: _Graph, st: Step, x: str) -> str:
@@ -86,8 +110,14 @@ def _deconv(g: _Graph, st: Step, x: str) -> str:
     w = _f32_weights(st)
     wt = np.ascontiguousarray(w[::-1, ::-1].transpose(2, 3, 0, 1))  # [C, Cout, kh, kw]
     q = int(a["pads"])
-    return g.op("ConvTranspose", [x, g.const(wt, "Wt")], "deconv", kernel_shape=list(w.shape[:2]),
-                strides=list(a["stride"]), pads=[q, q, q, q])
+    return g.op(
+        "ConvTranspose",
+        [x, g.const(wt, "Wt")],
+        "deconv",
+        kernel_shape=list(w.shape[:2]),
+        strides=list(a["stride"]),
+        pads=[q, q, q, q],
+    )
 
 
 def _maxpool(g: _Graph, st: Step, x: str) -> str:
@@ -107,7 +137,11 @@ def _threshold(g: _Graph, st: Step, x: str) -> str:
         y = g.op("Add", [x, g.const(_per_channel(a["a"]), "thr_a")], "thr")
         y = g.op("Mul", [y, g.const(_per_channel(a["b"]), "thr_b")], "thr")
         y = g.op("Floor", [y], "thr")
-        y = g.op("Clip", [y, g.const(np.array(0, np.float32), "lo"), g.const(np.array(steps, np.float32), "hi")], "thr")
+        y = g.op(
+            "Clip",
+            [y, g.const(np.array(0, np.float32), "lo"), g.const(np.array(steps, np.float32), "hi")],
+            "thr",
+        )
     else:
         t = np.asarray(a["t"], np.float32)  # [C or 1, S], integers within the input's range + 1
         t5 = t.reshape(1, t.shape[0], 1, 1, t.shape[1])
@@ -126,7 +160,13 @@ def _mvau(g: _Graph, st: Step, x: str) -> str:
     return g.op("Conv", [x, wn], "mvau", kernel_shape=[1, 1])
 
 
-_LOWER = {"conv": _conv, "deconv": _deconv, "maxpool": _maxpool, "threshold": _threshold, "mvau": _mvau}
+_LOWER = {
+    "conv": _conv,
+    "deconv": _deconv,
+    "maxpool": _maxpool,
+    "threshold": _threshold,
+    "mvau": _mvau,
+}
 
 
 def lower(model: IntModel, plan: Plan | None = None) -> tuple[bytes, dict]:
@@ -139,8 +179,14 @@ def lower(model: IntModel, plan: Plan | None = None) -> tuple[bytes, dict]:
     g = _Graph()
     shape_in = list(model.input["shape"])
     shape_out = list(model.output["shape"])
-    name = {plan.input: g.op("Transpose", [g.op("Cast", ["pixels"], "in", to=TensorProto.FLOAT)], "in",
-                             perm=[0, 3, 1, 2])}
+    name = {
+        plan.input: g.op(
+            "Transpose",
+            [g.op("Cast", ["pixels"], "in", to=TensorProto.FLOAT)],
+            "in",
+            perm=[0, 3, 1, 2],
+        )
+    }
     proofs = []
     for st in plan.steps:
         if st.kind == "dup":
@@ -153,22 +199,41 @@ def lower(model: IntModel, plan: Plan | None = None) -> tuple[bytes, dict]:
         if st.kind not in _LOWER:
             raise NotLowerable(f"plan step {st.kind} ({', '.join(st.layers)}) has no ONNX lowering")
         name[st.outputs[0]] = _LOWER[st.kind](g, st, name[st.inputs[0]])
-        proofs.append({"step": st.kind + (f"/{st.attrs['method']}" if st.kind == "threshold" else ""),
-                       "layers": st.layers, "proof": st.proof})
-    out = g.op("Cast", [g.op("Transpose", [name[plan.output]], "out", perm=[0, 2, 3, 1])], "out", to=TensorProto.INT32)
+        proofs.append(
+            {
+                "step": st.kind + (f"/{st.attrs['method']}" if st.kind == "threshold" else ""),
+                "layers": st.layers,
+                "proof": st.proof,
+            }
+        )
+    out = g.op(
+        "Cast",
+        [g.op("Transpose", [name[plan.output]], "out", perm=[0, 2, 3, 1])],
+        "out",
+        to=TensorProto.INT32,
+    )
     graph = helper.make_graph(
-        g.nodes, "qdev_intmodel",
+        g.nodes,
+        "qdev_intmodel",
         [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["N", *shape_in[1:]])],
         [helper.make_tensor_value_info(out, TensorProto.INT32, ["N", *shape_out[1:]])],
-        g.inits)
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="qdev")
+        g.inits,
+    )
+    m = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="qdev"
+    )
     m.ir_version = 8
     onnx.checker.check_model(m)
     kinds: dict[str, int] = {}
     for p in proofs:
         kinds[p["step"]] = kinds.get(p["step"], 0) + 1
-    return m.SerializeToString(), {"opset": OPSET, "nodes": len(g.nodes), "steps": kinds, "proofs": proofs,
-                                   "disabled_optimizers": list(DISABLED_OPTIMIZERS)}
+    return m.SerializeToString(), {
+        "opset": OPSET,
+        "nodes": len(g.nodes),
+        "steps": kinds,
+        "proofs": proofs,
+        "disabled_optimizers": list(DISABLED_OPTIMIZERS),
+    }
 
 
 def session_options(threads: int = 1, optimized_model_path: str | None = None):  # noqa: ANN201
@@ -190,8 +255,12 @@ def session_options(threads: int = 1, optimized_model_path: str | None = None): 
 def make_session(onnx_bytes: bytes, threads: int = 1, optimized_model_path: str | None = None):  # noqa: ANN201
     import onnxruntime as ort
 
-    return ort.InferenceSession(onnx_bytes, session_options(threads, optimized_model_path),
-                                providers=["CPUExecutionProvider"], disabled_optimizers=list(DISABLED_OPTIMIZERS))
+    return ort.InferenceSession(
+        onnx_bytes,
+        session_options(threads, optimized_model_path),
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(DISABLED_OPTIMIZERS),
+    )
 
 
 def fused_into_conv(optimized_model_path: str) -> list[str]:

@@ -19,8 +19,17 @@ import numpy as np
 
 from qdev.core.errors import DataError
 
-__all__ = ["check_image_header", "read_image", "read_mask_union", "to_luma_u8", "resize_u8", "to_model_input", "mask_to_model", "to_unit_float",
-           "MAX_FRAME_PIXELS"]
+__all__ = [
+    "check_image_header",
+    "read_image",
+    "read_mask_union",
+    "to_luma_u8",
+    "resize_u8",
+    "to_model_input",
+    "mask_to_model",
+    "to_unit_float",
+    "MAX_FRAME_PIXELS",
+]
 
 MAX_FRAME_PIXELS = 64_000_000  # a 8000x8000 frame; ultrasound frames are under 2 MP
 
@@ -39,18 +48,26 @@ class _Opened:
         try:
             self.img = Image.open(self.path)
         except Image.DecompressionBombError:  # Pillow's own, looser check fired first
-            raise DataError(f"{self.path}: image is over the {MAX_FRAME_PIXELS:,}-pixel limit") from None
+            raise DataError(
+                f"{self.path}: image is over the {MAX_FRAME_PIXELS:,}-pixel limit"
+            ) from None
         except self.errors as exc:
             raise DataError(f"{self.path}: unreadable or corrupt image ({exc})") from exc
         w, h = self.img.size
         if w * h > MAX_FRAME_PIXELS:
             self.img.close()
-            raise DataError(f"{self.path}: {w}x{h} image is over the {MAX_FRAME_PIXELS:,}-pixel limit")
+            raise DataError(
+                f"{self.path}: {w}x{h} image is over the {MAX_FRAME_PIXELS:,}-pixel limit"
+            )
         return self.img
 
     def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
         self.img.close()
-        if exc_type is not None and issubclass(exc_type, self.errors) and not issubclass(exc_type, DataError):
+        if (
+            exc_type is not None
+            and issubclass(exc_type, self.errors)
+            and not issubclass(exc_type, DataError)
+        ):
             raise DataError(f"{self.path}: unreadable or corrupt image ({exc})") from exc
 
 
@@ -85,8 +102,10 @@ def read_mask_union(paths, shape: tuple[int, int], image=None) -> np.ndarray:  #
         arr = read_image(path)
         if arr.shape[:2] != tuple(shape):
             of = f" {getattr(image, 'name', image)}" if image is not None else ""
-            raise DataError(f"{path}: mask size {arr.shape[1]}x{arr.shape[0]} differs from image{of} "
-                            f"{shape[1]}x{shape[0]}")
+            raise DataError(
+                f"{path}: mask size {arr.shape[1]}x{arr.shape[0]} differs from image{of} "
+                f"{shape[1]}x{shape[0]}"
+            )
         union |= arr.reshape(shape[0], shape[1], -1).astype(bool).any(axis=-1)
     return union
 
@@ -99,11 +118,17 @@ def to_luma_u8(image: np.ndarray) -> np.ndarray:
     a = np.asarray(image)
     if a.dtype != np.uint8:
         lo, hi = float(a.min()), float(a.max())
-        a = np.zeros(a.shape, np.uint8) if hi <= lo else ((a - lo) * (255.0 / (hi - lo))).round().astype(np.uint8)
+        a = (
+            np.zeros(a.shape, np.uint8)
+            if hi <= lo
+            else ((a - lo) * (255.0 / (hi - lo))).round().astype(np.uint8)
+        )
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
     if a.ndim == 3 and a.shape[2] in (3, 4):
-        return np.asarray(Image.fromarray(np.ascontiguousarray(a[..., :3]), "RGB").convert("L"), dtype=np.uint8)
+        return np.asarray(
+            Image.fromarray(np.ascontiguousarray(a[..., :3]), "RGB").convert("L"), dtype=np.uint8
+        )
     if a.ndim == 2:
         return a
     raise DataError(f"frame of shape {a.shape} is not an image")
@@ -115,7 +140,9 @@ def resize_u8(a: np.ndarray, height: int, width: int) -> np.ndarray:
 
     if a.shape == (height, width):
         return a
-    return np.asarray(Image.fromarray(a, "L").resize((width, height), Image.BILINEAR), dtype=np.uint8)
+    return np.asarray(
+        Image.fromarray(a, "L").resize((width, height), Image.BILINEAR), dtype=np.uint8
+    )
 
 
 def to_model_input(image: np.ndarray, height: int, width: int) -> np.ndarray:

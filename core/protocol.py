@@ -25,8 +25,17 @@ import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-__all__ = ["MAGIC", "VERSION", "SUPPORTED_VERSIONS", "HEADER", "MsgType", "Frame", "FrameParser",
-           "encode", "ParserStats"]
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "SUPPORTED_VERSIONS",
+    "HEADER",
+    "MsgType",
+    "Frame",
+    "FrameParser",
+    "encode",
+    "ParserStats",
+]
 
 MAGIC = b"QD"
 VERSION = 2
@@ -74,8 +83,13 @@ class Frame:
     version: int = VERSION
 
 
-def encode(msg_type: int, seq: int, payload: bytes = b"", max_payload: int = DEFAULT_MAX_PAYLOAD,
-           version: int = VERSION) -> bytes:
+def encode(
+    msg_type: int,
+    seq: int,
+    payload: bytes = b"",
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
+    version: int = VERSION,
+) -> bytes:
     """One frame as bytes.
 
     Raises:
@@ -154,7 +168,9 @@ class FrameParser:
                     self.stats.payload_crc_errors += 1
                     pos = self._skip(pos)
                     continue
-                out.append(Frame(mtype, seq, bytes(mv[pos + HEADER : pos + HEADER + length]), version))
+                out.append(
+                    Frame(mtype, seq, bytes(mv[pos + HEADER : pos + HEADER + length]), version)
+                )
                 self.stats.frames += 1
                 pos += total
         finally:

@@ -84,7 +84,6 @@ def _build_lut(st: Step) -> None:
     st.lut_off = -lo if t.shape[0] == 1 else np.arange(t.shape[0], dtype=np.int32) * length - lo
 
 
-
 def _prepare_threshold(step: Step, method: str) -> _Thr:
     at = step.attrs
     th = _Thr(method, at["t"].astype(np.float64), at["act"])
@@ -107,14 +106,20 @@ class SoftwareExecutor:
 
     def __init__(self, model: IntModel, thresholds: str = "affine") -> None:
         if thresholds not in THRESHOLD_METHODS:
-            raise QdevError(f"unknown threshold method {thresholds!r} (one of {', '.join(THRESHOLD_METHODS)})")
+            raise QdevError(
+                f"unknown threshold method {thresholds!r} (one of {', '.join(THRESHOLD_METHODS)})"
+            )
         self.model = model
         self.threshold_method = thresholds
         self.plan: Plan = make_plan(model)
         self.bounds = {ly.name: layer_bound(ly) for ly in model.layers if ly.op == "MVAU"}
-        self.thr: dict[int, _Thr] = {i: _prepare_threshold(st, thresholds)
-                                     for i, st in enumerate(self.plan.steps) if st.kind == "threshold"}
-        # a threshold whose input is a convolution's fresh result read by nothing else works in place
+        self.thr: dict[int, _Thr] = {
+            i: _prepare_threshold(st, thresholds)
+            for i, st in enumerate(self.plan.steps)
+            if st.kind == "threshold"
+        }
+        # a threshold whose input is a convolution's fresh result read by nothing else works in
+        # place
         readers: dict[str, int] = {}
         for st in self.plan.steps:
             for n in st.inputs:
@@ -122,8 +127,11 @@ class SoftwareExecutor:
         made_by = {o: st.kind for st in self.plan.steps for o in st.outputs}
         for i, t in self.thr.items():
             src = self.plan.steps[i].inputs[0]
-            t.inplace = readers.get(src) == 1 and made_by.get(src) in ("conv", "deconv", "mvau") \
+            t.inplace = (
+                readers.get(src) == 1
+                and made_by.get(src) in ("conv", "deconv", "mvau")
                 and src != self.plan.output
+            )
 
     def run(self, pixels: np.ndarray, profile: dict | None = None) -> np.ndarray:
         """uint8 pixels [N, H, W] or [N, H, W, 1] -> output codes [N, H, W, C] (int32).
@@ -190,11 +198,19 @@ def _windows(x: np.ndarray, k: tuple, s: tuple, d: tuple, out: tuple) -> np.ndar
     sn, sh, sw_, sc = x.strides
     c = x.shape[3]
     if d[1] == 1:  # a window row's kw pixels are kw*c contiguous values: copy them as one run
-        view = np.lib.stride_tricks.as_strided(x, (x.shape[0], oh, ow, kh, kw * c),
-                                               (sn, sh * s[0], sw_ * s[1], sh * d[0], sc), writeable=False)
+        view = np.lib.stride_tricks.as_strided(
+            x,
+            (x.shape[0], oh, ow, kh, kw * c),
+            (sn, sh * s[0], sw_ * s[1], sh * d[0], sc),
+            writeable=False,
+        )
     else:
-        view = np.lib.stride_tricks.as_strided(x, (x.shape[0], oh, ow, kh, kw, c),
-                                               (sn, sh * s[0], sw_ * s[1], sh * d[0], sw_ * d[1], sc), writeable=False)
+        view = np.lib.stride_tricks.as_strided(
+            x,
+            (x.shape[0], oh, ow, kh, kw, c),
+            (sn, sh * s[0], sw_ * s[1], sh * d[0], sw_ * d[1], sc),
+            writeable=False,
+        )
     return view.reshape(x.shape[0], oh, ow, kh * kw * c)
 
 
@@ -207,8 +223,11 @@ def _conv(ex: SoftwareExecutor, i: int, st: Step, xs: list) -> list:
     out, c0 = None, 0
     for p in parts:  # conv(concat(x1, x2), W) = conv(x1, W[..., :c1, :]) + conv(x2, W[..., c1:, :])
         cp = p.shape[-1]
-        wp = np.ascontiguousarray(w[:, :, c0 : c0 + cp, :]).reshape(kh * kw * cp, cout) if len(parts) > 1 else \
-            w.reshape(kh * kw * c, cout)
+        wp = (
+            np.ascontiguousarray(w[:, :, c0 : c0 + cp, :]).reshape(kh * kw * cp, cout)
+            if len(parts) > 1
+            else w.reshape(kh * kw * c, cout)
+        )
         cols = _windows(_pad(p, a["pads"]), (kh, kw), a["stride"], a["dilation"], (oh, ow))
         y = cols.astype(w.dtype, copy=False) @ wp
         out = y if out is None else np.add(out, y, out=out)
@@ -222,10 +241,13 @@ def _deconv(ex: SoftwareExecutor, i: int, st: Step, xs: list) -> list:
     kh, kw, c, cout = w.shape
     x = xs[0]
     n, h, wd, _ = x.shape
-    if a["blocks"]:  # stride == kernel, no overlap: out[s*i + di, s*j + dj] = x[i, j] @ flip(w)[di, dj]
+    if a[
+        "blocks"
+    ]:  # stride == kernel, no overlap: out[s*i + di, s*j + dj] = x[i, j] @ flip(w)[di, dj]
         wt = w[::-1, ::-1]  # the transposed convolution's kernel
         y = x.reshape(-1, c).astype(w.dtype, copy=False) @ np.ascontiguousarray(
-            wt.transpose(2, 0, 1, 3)).reshape(c, kh * kw * cout)
+            wt.transpose(2, 0, 1, 3)
+        ).reshape(c, kh * kw * cout)
         y = y.reshape(n, h, wd, kh, kw, cout).transpose(0, 1, 3, 2, 4, 5)
         return [np.ascontiguousarray(y).reshape(n, h * kh, wd * kw, cout)]
     p = kh - 1 - a["pads"]
@@ -311,13 +333,16 @@ def _plus_act(out: np.ndarray, st: _Thr) -> np.ndarray:
     return out
 
 
-
 def _thr_compare_or_search(acc: np.ndarray, th: _Thr) -> np.ndarray:
     return (_thr_compare if th.thr.shape[1] <= 31 else _thr_search)(acc, th)
 
 
-_THRESHOLD_METHODS = {"affine": _thr_affine, "lut": _thr_lut, "compare": _thr_compare_or_search,
-                      "search": _thr_search}
+_THRESHOLD_METHODS = {
+    "affine": _thr_affine,
+    "lut": _thr_lut,
+    "compare": _thr_compare_or_search,
+    "search": _thr_search,
+}
 
 
 def _mvau(ex: SoftwareExecutor, i: int, st: Step, xs: list) -> list:
@@ -343,7 +368,8 @@ _OPS = {
     "dup": lambda ex, i, st, xs: [xs[0]] * len(st.outputs),
     "pad": lambda ex, i, st, xs: [_pad(xs[0], st.attrs["pads"])],
     "pixelpad": lambda ex, i, st, xs: [_pixelpad(xs[0], st.attrs["stride"])],
-    "windows": lambda ex, i, st, xs: [_windows(xs[0], st.attrs["k"], st.attrs["stride"], st.attrs["dilation"],
-                                               st.attrs["out"])],
+    "windows": lambda ex, i, st, xs: [
+        _windows(xs[0], st.attrs["k"], st.attrs["stride"], st.attrs["dilation"], st.attrs["out"])
+    ],
     "poolwin": _poolwin,
 }

@@ -57,8 +57,10 @@ def _header(block: bytes) -> TarMember:
         name = f"{prefix}/{name}" if prefix else name
     if kind not in _TYPES_REGULAR:
         shown = name if len(name) <= 80 else name[:80] + "..."
-        raise TarError(f"tar member {shown!r}: type {kind!r} is not a plain file "
-                       "(links, devices and PAX/GNU extension headers are refused)")
+        raise TarError(
+            f"tar member {shown!r}: type {kind!r} is not a plain file "
+            "(links, devices and PAX/GNU extension headers are refused)"
+        )
     if not name or len(name) > _NAME_MAX:
         raise TarError("tar member with an empty or over-long name")
     return TarMember(name, _octal(block[124:136], f"size of {name!r}"))

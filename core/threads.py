@@ -19,13 +19,21 @@ from qdev.core.errors import ConfigError
 __all__ = ["pin_threads", "available_cpus", "DEFAULT_THREADS", "THREAD_ENV"]
 
 DEFAULT_THREADS = 1
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-              "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
 
 
 def available_cpus() -> int:
     """The CPUs this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
 
 
 def pin_threads(n: int | None = DEFAULT_THREADS) -> dict:
@@ -44,6 +52,12 @@ def pin_threads(n: int | None = DEFAULT_THREADS) -> dict:
     from threadpoolctl import threadpool_info, threadpool_limits
 
     threadpool_limits(limits=n)  # applies now and stays (no context manager: process-wide)
-    pools = [{"library": p.get("internal_api"), "api": p.get("user_api"), "threads": p.get("num_threads")}
-             for p in threadpool_info()]
+    pools = [
+        {
+            "library": p.get("internal_api"),
+            "api": p.get("user_api"),
+            "threads": p.get("num_threads"),
+        }
+        for p in threadpool_info()
+    ]
     return {"threads": n, "cpus_available": avail, "pools": pools}

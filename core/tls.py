@@ -26,10 +26,25 @@ from pathlib import Path
 
 from qdev.core.errors import ConfigError
 
-__all__ = ["ROLES", "make_identity", "server_context", "client_context", "peer_role", "peer_role_der", "fingerprint",
-           "check_pinned", "check_pinned_der", "pin_name",
-           "pair_host", "pin_device", "host_home", "host_identity", "device_identity", "pinned_devices",
-           "paired_host"]
+__all__ = [
+    "ROLES",
+    "make_identity",
+    "server_context",
+    "client_context",
+    "peer_role",
+    "peer_role_der",
+    "fingerprint",
+    "check_pinned",
+    "check_pinned_der",
+    "pin_name",
+    "pair_host",
+    "pin_device",
+    "host_home",
+    "host_identity",
+    "device_identity",
+    "pinned_devices",
+    "paired_host",
+]
 
 ROLES = ("viewer", "operator")
 
@@ -51,20 +66,39 @@ def make_identity(folder: Path, stem: str, common_name: str) -> tuple[Path, Path
     key = ec.generate_private_key(ec.SECP256R1())
     # a subject of its own: OpenSSL finds a trust anchor by subject, so two pinned identities that
     # shared one (every device was CN=qdev-device) made the second fail the handshake
-    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} {hashlib.sha256(spki).hexdigest()[:16]}")])
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    name = x509.Name(
+        [
+            x509.NameAttribute(
+                NameOID.COMMON_NAME, f"{common_name} {hashlib.sha256(spki).hexdigest()[:16]}"
+            )
+        ]
+    )
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            # its own trust anchor: OpenSSL accepts a pinned self-signed certificate as a CA
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        # its own trust anchor: OpenSSL accepts a pinned self-signed certificate as a CA
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(key_p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
+        fh.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
     cert_p.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key_p, cert_p
 
@@ -166,7 +200,11 @@ def server_context(store: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_cert_chain(cert, key)
     ctx.verify_mode = ssl.CERT_REQUIRED
-    pems = [p.read_text() for r in ROLES for p in sorted((Path(store) / "tls" / "paired" / r).glob("*.pem"))]
+    pems = [
+        p.read_text()
+        for r in ROLES
+        for p in sorted((Path(store) / "tls" / "paired" / r).glob("*.pem"))
+    ]
     if pems:
         ctx.load_verify_locations(cadata="".join(pems))
     return ctx
@@ -211,8 +249,10 @@ def client_context(device_name: str | None = None) -> ssl.SSLContext:
     key, cert = host_identity()
     pins = pinned_devices(device_name)
     if not pins:
-        raise ConfigError(f"no paired device{' ' + device_name if device_name else ''}: "
-                          f"qdev pair DEVICE.pem first (pins in {home / 'devices'})")
+        raise ConfigError(
+            f"no paired device{' ' + device_name if device_name else ''}: "
+            f"qdev pair DEVICE.pem first (pins in {home / 'devices'})"
+        )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.check_hostname = False  # identity is the pinned certificate, not a DNS name

@@ -103,8 +103,16 @@ class Carrier:
             with self._slock:
                 st = self._tx.setdefault(cid, _Tx())
                 if sum(map(len, st.unacked.values())) > MAX_UNACKED:
-                    raise LinkError(f"{self.link.name}: the peer acknowledges nothing ({MAX_UNACKED} bytes waiting)")
-                frame = encode(MsgType.TLS_RECORD, st.next, cid + data[i:i + MAX_CHUNK], CID_BYTES + MAX_CHUNK)
+                    raise LinkError(
+                        f"{self.link.name}: the peer acknowledges nothing ({MAX_UNACKED} bytes "
+                        "waiting)"
+                    )
+                frame = encode(
+                    MsgType.TLS_RECORD,
+                    st.next,
+                    cid + data[i : i + MAX_CHUNK],
+                    CID_BYTES + MAX_CHUNK,
+                )
                 if not st.unacked:
                     st.sent_at = time.monotonic()
                 st.unacked[st.next] = frame
@@ -130,11 +138,15 @@ class Carrier:
                 if now - st.sent_at < wait:
                     continue
                 st.resends += 1
-                if st.resends > self.max_resends:  # the peer is gone: stop (the TLS layer times out)
+                if (
+                    st.resends > self.max_resends
+                ):  # the peer is gone: stop (the TLS layer times out)
                     del self._tx[cid]
                     continue
                 st.sent_at = now
-                due.append(next(iter(st.unacked.values())))  # the oldest: the receiver holds what came after it
+                due.append(
+                    next(iter(st.unacked.values()))
+                )  # the oldest: the receiver holds what came after it
         for frame in due:
             self.resent += 1
             self._write(frame)
@@ -229,8 +241,15 @@ class TlsBioLink(Link):
 
     serial = True  # the codings a slow line wants (codecs.offer_for)
 
-    def __init__(self, carrier: Carrier, ctx: ssl.SSLContext, server_side: bool, cid: bytes | None = None,
-                 name: str = "tls-serial", pump: bool = True) -> None:
+    def __init__(
+        self,
+        carrier: Carrier,
+        ctx: ssl.SSLContext,
+        server_side: bool,
+        cid: bytes | None = None,
+        name: str = "tls-serial",
+        pump: bool = True,
+    ) -> None:
         self.carrier, self.name = carrier, name
         self.cid = cid or os.urandom(CID_BYTES)
         self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -298,12 +317,16 @@ class TlsBioLink(Link):
                 self._flush()
             except ssl.SSLError as exc:
                 self._flush()  # the alert tells the peer why
-                raise LinkError(f"{self.name}: TLS handshake failed ({exc.reason or exc}): is this device "
-                                "paired with this host (qdev pair / qdev-device pair)?") from exc
+                raise LinkError(
+                    f"{self.name}: TLS handshake failed ({exc.reason or exc}): is this device "
+                    "paired with this host (qdev pair / qdev-device pair)?"
+                ) from exc
             left = deadline - time.monotonic()
             if left <= 0:
-                raise LinkError(f"{self.name}: no TLS answer within {timeout:g} s (is qdev-device serving "
-                                "this port, and at this baud rate?)")
+                raise LinkError(
+                    f"{self.name}: no TLS answer within {timeout:g} s (is qdev-device serving "
+                    "this port, and at this baud rate?)"
+                )
             heard = self._wait_input(min(left, retry_after)) or heard
 
     def _flush(self) -> None:
@@ -353,7 +376,9 @@ class TlsBioLink(Link):
         deadline = time.monotonic() + timeout
         while True:
             if self.closed:
-                raise LinkError(f"{self.name}: closed" + (f" ({self.failed})" if self.failed else ""))
+                raise LinkError(
+                    f"{self.name}: closed" + (f" ({self.failed})" if self.failed else "")
+                )
             try:
                 with self._lock:
                     data = self.obj.read(1 << 16)
@@ -365,12 +390,22 @@ class TlsBioLink(Link):
                 raise LinkError(f"{self.name}: the peer closed the connection") from exc
             except ssl.SSLError as exc:
                 self.failed = str(exc.reason or exc)
-                if not self.got_data and "ALERT" in self.failed:  # TLS 1.3: the server refused our certificate
-                    raise LinkError(f"{self.name}: TLS handshake failed ({self.failed}): is this host paired with "
-                                    "the device (qdev-device pair HOST.pem on the device)?") from exc
-                raise LinkError(f"{self.name}: TLS failed ({self.failed}): a frame was lost or forged") from exc
+                if (
+                    not self.got_data and "ALERT" in self.failed
+                ):  # TLS 1.3: the server refused our certificate
+                    raise LinkError(
+                        f"{self.name}: TLS handshake failed ({self.failed}): is this host paired "
+                        "with "
+                        "the device (qdev-device pair HOST.pem on the device)?"
+                    ) from exc
+                raise LinkError(
+                    f"{self.name}: TLS failed ({self.failed}): a frame was lost or forged"
+                ) from exc
             if self.cid in self.carrier.resets:
-                raise LinkError(f"{self.name}: the peer ended this TLS connection (it closed, or a record was forged)")
+                raise LinkError(
+                    f"{self.name}: the peer ended this TLS connection (it closed, or a record was "
+                    "forged)"
+                )
             left = deadline - time.monotonic()
             if left <= 0:
                 return b""
@@ -402,7 +437,9 @@ class TlsBioLink(Link):
             self.carrier.link.close()
 
 
-def client_over_serial(link: Link, device_name: str | None = None, timeout: float = 10.0) -> TlsBioLink:
+def client_over_serial(
+    link: Link, device_name: str | None = None, timeout: float = 10.0
+) -> TlsBioLink:
     """The host's TLS connection to a paired device over a serial ``link``.
 
     Raises:

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 
 from qdev.core.errors import QdevError
 
-__all__ = ["BadRequest", "Field", "check_meta_bytes", "check_fields", "MAX_META_BYTES", "MAX_META_DEPTH"]
+__all__ = [
+    "BadRequest",
+    "Field",
+    "check_meta_bytes",
+    "check_fields",
+    "MAX_META_BYTES",
+    "MAX_META_DEPTH",
+]
 
 MAX_META_BYTES = 64 << 10
 MAX_META_DEPTH = 8

@@ -29,20 +29,39 @@ from pathlib import Path
 
 from qdev.device.accel.backend import clock_mhz
 
-__all__ = ["PowerReading", "PowerMeter", "PmbusMeter", "HwmonMeter", "EstimateMeter", "open_power_meter",
-           "STATIC_W", "DYN_UW_PER_MHZ", "ASSUMPTIONS", "estimate_split"]
+__all__ = [
+    "PowerReading",
+    "PowerMeter",
+    "PmbusMeter",
+    "HwmonMeter",
+    "EstimateMeter",
+    "open_power_meter",
+    "STATIC_W",
+    "DYN_UW_PER_MHZ",
+    "ASSUMPTIONS",
+    "estimate_split",
+]
 
 # Static (idle) board power, W, at the board's main supply, and where the figure comes from.
 STATIC_W: dict[str, tuple[float, str]] = {
-    "KV260": (9.15, "measured at the 12 V input, idle: Simfero, 'What one inference costs in watts' (2026), "
-                    "simfero.eu knowledge base"),
-    "ZCU104": (12.0, "assumption (no measured source checked): larger board than KV260 (ZU7EV, more peripherals)"),
+    "KV260": (
+        9.15,
+        "measured at the 12 V input, idle: Simfero, 'What one inference costs in watts' (2026), "
+        "simfero.eu knowledge base",
+    ),
+    "ZCU104": (
+        12.0,
+        "assumption (no measured source checked): larger board than KV260 "
+        "(ZU7EV, more peripherals)",
+    ),
     "Ultra96-V2": (5.0, "assumption (no measured source checked)"),
     "Pynq-Z2": (2.5, "assumption (no measured source checked)"),
 }
 #: what the estimate rests on without a checked source
-ASSUMPTIONS = ("dynamic power coefficients (uW per MHz per LUT/BRAM18/DSP/URAM): assumed, of the order of "
-               "XPE defaults at 12.5 % toggle; not fitted to a measurement",)
+ASSUMPTIONS = (
+    "dynamic power coefficients (uW per MHz per LUT/BRAM18/DSP/URAM): assumed, of the order of "
+    "XPE defaults at 12.5 % toggle; not fitted to a measurement",
+)
 POWER_MONITORS = ["ina226", "ina260", "ina219"]  # hwmon driver names of board power monitors
 DYN_UW_PER_MHZ = {"LUT": 0.05, "BRAM_18K": 1.5, "DSP": 1.0, "URAM": 3.0}
 
@@ -95,7 +114,9 @@ class PmbusMeter(PowerMeter):
         ``Mark`` column. Needs a board with PMBus rails (not exercised here: none exists)."""
         import pynq
 
-        rec = pynq.DataRecorder(*[r.power for r in self.rails.values() if getattr(r, "power", None) is not None])
+        rec = pynq.DataRecorder(
+            *[r.power for r in self.rails.values() if getattr(r, "power", None) is not None]
+        )
         rec.record(interval_s)
         return rec
 
@@ -111,7 +132,9 @@ class PmbusMeter(PowerMeter):
 class HwmonMeter(PowerMeter):
     kind = "measured"
 
-    def __init__(self, root: Path | str = "/sys/class/hwmon", names: list[str] | None = None) -> None:
+    def __init__(
+        self, root: Path | str = "/sys/class/hwmon", names: list[str] | None = None
+    ) -> None:
         self.root = Path(root)
         self.sensors = _hwmon_sensors(self.root, names)
         self.source = "hwmon:" + ",".join(s[0] for s in self.sensors)
@@ -158,12 +181,19 @@ def _hwmon_sensors(root: Path, names: list[str] | None) -> list[tuple[str, str, 
 
 def estimate_split(board: str, mhz: float, resources: dict) -> dict:
     """The estimate's parts: static board power (with its source or "assumption") and FPGA dynamic
-    power from ``resources`` (``{"LUT": n | {"used": n}, ...}``) at ``mhz``, with the assumptions."""
+    power from ``resources`` (``{"LUT": n | {"used": n}, ...}``) at ``mhz``, with the
+    assumptions."""
     static_w, static_source = STATIC_W.get(board, (5.0, "assumption: unknown board"))
     uw = sum(_used(resources.get(k)) * c for k, c in DYN_UW_PER_MHZ.items())
-    assumed = [f"{board} static power: {static_source}"] if static_source.startswith("assumption") else []
-    return {"static_w": static_w, "static_source": static_source, "dynamic_w": mhz * uw * 1e-6,
-            "assumptions": assumed + list(ASSUMPTIONS)}
+    assumed = (
+        [f"{board} static power: {static_source}"] if static_source.startswith("assumption") else []
+    )
+    return {
+        "static_w": static_w,
+        "static_source": static_source,
+        "dynamic_w": mhz * uw * 1e-6,
+        "assumptions": assumed + list(ASSUMPTIONS),
+    }
 
 
 class EstimateMeter(PowerMeter):
@@ -178,17 +208,32 @@ class EstimateMeter(PowerMeter):
         split = estimate_split(board, mhz, res)
         self.static_w, self.static_source = split["static_w"], split["static_source"]
         self.dynamic_w, self.assumptions = split["dynamic_w"], split["assumptions"]
-        static_kind = "assumption" if self.static_source.startswith("assumption") else "measured idle, cited"
-        self.source = (f"estimate: static {self.static_w:.2f} W ({board}, {static_kind}) + dynamic "
-                       f"{self.dynamic_w:.3f} W ({mhz:.0f} MHz x resources, assumed coefficients)")
+        static_kind = (
+            "assumption" if self.static_source.startswith("assumption") else "measured idle, cited"
+        )
+        self.source = (
+            f"estimate: static {self.static_w:.2f} W ({board}, {static_kind}) + dynamic "
+            f"{self.dynamic_w:.3f} W ({mhz:.0f} MHz x resources, assumed coefficients)"
+        )
 
     def read(self, active: bool = False) -> PowerReading:
-        return PowerReading(self.static_w + (self.dynamic_w if active else 0.0), "estimated", self.source, time.time())
+        return PowerReading(
+            self.static_w + (self.dynamic_w if active else 0.0),
+            "estimated",
+            self.source,
+            time.time(),
+        )
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "source": self.source, "static_w": self.static_w,
-                "static_source": self.static_source, "dynamic_w": self.dynamic_w,
-                "coefficients_uw_per_mhz": DYN_UW_PER_MHZ, "assumptions": self.assumptions}
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "static_w": self.static_w,
+            "static_source": self.static_source,
+            "dynamic_w": self.dynamic_w,
+            "coefficients_uw_per_mhz": DYN_UW_PER_MHZ,
+            "assumptions": self.assumptions,
+        }
 
 
 def _used(entry) -> float:  # noqa: ANN001 - {"used": n, ...} in bundle manifests, or a number

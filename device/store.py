@@ -1,4 +1,5 @@
-"""The device's bundle store: resumable uploads, verified atomic installs, active/previous, rollback.
+"""The device's bundle store: resumable uploads, verified atomic installs, active/previous,
+rollback.
 
 Layout (one folder, ``--store``)::
 
@@ -19,7 +20,8 @@ Self-healing: a ``state.json`` that does not parse (a damaged disk; atomic write
 is moved aside to ``state.json.corrupt-<time>`` and the store opens with no bundle active, keeping
 every installed bundle so that one can be activated again; :attr:`BundleStore.recovered` says
 what happened. What to do about a damaged *bundle* is the runtime's choice (safe boot, in
-:mod:`qdev.device.runtime.service`): it picks the previous one in memory, leaving ``state.json`` as it is.
+:mod:`qdev.device.runtime.service`): it picks the previous one in memory, leaving ``state.json`` as
+it is.
 """
 
 from __future__ import annotations
@@ -51,7 +53,15 @@ from qdev.core.fsutil import FolderBuild, atomic_write_text
 from qdev.core.maskrule import MaskRule
 from qdev.core.messages import MAX_BUNDLE_BYTES, MAX_CHUNK  # the protocol's limits, declared once
 
-__all__ = ["BundleStore", "StoreError", "InstallResult", "MAX_BUNDLE_BYTES", "MAX_CHUNK", "bundle_id", "dev_key_ids"]
+__all__ = [
+    "BundleStore",
+    "StoreError",
+    "InstallResult",
+    "MAX_BUNDLE_BYTES",
+    "MAX_CHUNK",
+    "bundle_id",
+    "dev_key_ids",
+]
 
 FREE_MARGIN = 16 << 20
 STALE_UPLOAD_S = 3600.0  # an upload untouched this long is not resumed: removed at start
@@ -122,7 +132,9 @@ class StoreState:
 
 
 class BundleStore:
-    def __init__(self, root: Path | str, board: str | None = None, allow_dev_key: bool = False) -> None:
+    def __init__(
+        self, root: Path | str, board: str | None = None, allow_dev_key: bool = False
+    ) -> None:
         self.root = Path(root)
         self.board = board
         self.allow_dev_key = allow_dev_key
@@ -131,7 +143,9 @@ class BundleStore:
             for sub in ("trusted", "incoming", "bundles"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # read-only, full, or a file where a folder must be: one line
-            raise StoreError(f"cannot open the store {self.root}: {exc.strerror or exc} ({exc.filename})") from exc
+            raise StoreError(
+                f"cannot open the store {self.root}: {exc.strerror or exc} ({exc.filename})"
+            ) from exc
         self._recover_state()
         self._cleanup()
 
@@ -161,10 +175,15 @@ class BundleStore:
         except (OSError, StoreError):
             return 0
 
-    def _write_state(self, active: str | None, previous: str | None, max_version: int | None = None) -> None:
+    def _write_state(
+        self, active: str | None, previous: str | None, max_version: int | None = None
+    ) -> None:
         mv = max(self.max_version(), max_version or 0)
-        atomic_write_text(self.state_path, json.dumps({"active": active, "previous": previous, "max_version": mv}),
-                          sync_dir=True)
+        atomic_write_text(
+            self.state_path,
+            json.dumps({"active": active, "previous": previous, "max_version": mv}),
+            sync_dir=True,
+        )
 
     def _recover_state(self) -> None:
         try:
@@ -173,12 +192,18 @@ class BundleStore:
             aside = self.state_path.with_name(f"state.json.corrupt-{int(time.time())}")
             os.replace(self.state_path, aside)
             self._write_state(None, None)
-            self.recovered.append(f"{exc}; moved to {aside.name}, no bundle active "
-                                  f"(installed: {', '.join(self.installed()) or 'none'})")
+            self.recovered.append(
+                f"{exc}; moved to {aside.name}, no bundle active "
+                f"(installed: {', '.join(self.installed()) or 'none'})"
+            )
 
     def installed(self) -> list[str]:
         """Ids of the bundle folders present (verified or not)."""
-        return sorted(p.name for p in (self.root / "bundles").iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(
+            p.name
+            for p in (self.root / "bundles").iterdir()
+            if p.is_dir() and not p.name.startswith(".")
+        )
 
     def _cleanup(self) -> None:
         for p in (self.root / "bundles").glob(".staging-*"):
@@ -214,13 +239,17 @@ class BundleStore:
 
         key = load_public_key(pub_path)  # refuse anything that is not an Ed25519 key
         if not self.allow_dev_key and key_id(_raw(key)) in dev_key_ids():
-            raise StoreError(f"{pub_path} is qdev's development key, whose private half is public: "
-                             "a device trusts it only when started with --dev-key (never with patient data)")
+            raise StoreError(
+                f"{pub_path} is qdev's development key, whose private half is public: "
+                "a device trusts it only when started with --dev-key (never with patient data)"
+            )
         dst = self.root / "trusted" / Path(pub_path).name
         try:
             shutil.copyfile(pub_path, dst)
         except OSError as exc:  # a read-only or full store: one line, not a traceback
-            raise StoreError(f"cannot add {Path(pub_path).name} to {dst.parent}: {exc.strerror or exc}") from exc
+            raise StoreError(
+                f"cannot add {Path(pub_path).name} to {dst.parent}: {exc.strerror or exc}"
+            ) from exc
         return dst
 
     def bundle_dir(self, bid: str) -> Path:
@@ -254,15 +283,22 @@ class BundleStore:
                 try:
                     m = self.verified(st[which]).manifest
                     est, bits = m.get("estimates") or {}, m.get("bits") or {}
-                    out[f"{which}_bundle"] = {"id": st[which], "model": m.get("model"), "board": m.get("board"),
-                                              "run_id": m.get("run_id"), "estimate_only": m.get("estimate_only"),
-                                              "version": m.get("version"), "part": m.get("part"),
-                                              "clock_ns": m.get("clock_ns"),
-                                              "estimated_fps": est.get("estimated_fps"),
-                                              "estimated_latency_ms": est.get("estimated_latency_ms"),
-                                              "avg_bits": bits.get("avg_bits"), "model_bits": bits.get("model_bits"),
-                                              "mask_rule": MaskRule.from_manifest(m.get("mask_rule")).describe(),
-                                              "verified": _verified(m.get("verification") or {})}
+                    out[f"{which}_bundle"] = {
+                        "id": st[which],
+                        "model": m.get("model"),
+                        "board": m.get("board"),
+                        "run_id": m.get("run_id"),
+                        "estimate_only": m.get("estimate_only"),
+                        "version": m.get("version"),
+                        "part": m.get("part"),
+                        "clock_ns": m.get("clock_ns"),
+                        "estimated_fps": est.get("estimated_fps"),
+                        "estimated_latency_ms": est.get("estimated_latency_ms"),
+                        "avg_bits": bits.get("avg_bits"),
+                        "model_bits": bits.get("model_bits"),
+                        "mask_rule": MaskRule.from_manifest(m.get("mask_rule")).describe(),
+                        "verified": _verified(m.get("verification") or {}),
+                    }
                 except BundleError as exc:
                     out[f"{which}_bundle"] = {"id": st[which], "error": str(exc)}
         return out
@@ -287,7 +323,9 @@ class BundleStore:
             raise StoreError(f"not a sha256: {sha!r}")
         return self.root / "incoming" / f"{sha}.part"
 
-    def check_update(self, manifest_bytes: bytes, sig_bytes: bytes, allow_downgrade: bool = False) -> tuple[dict, str]:
+    def check_update(
+        self, manifest_bytes: bytes, sig_bytes: bytes, allow_downgrade: bool = False
+    ) -> tuple[dict, str]:
         """Everything that can be decided from the signed manifest alone, before an upload writes
         a byte: signature by a trusted key, format, board, version. Returns (manifest, bundle id).
 
@@ -296,18 +334,28 @@ class BundleStore:
         """
         manifest, _ = verify_manifest(manifest_bytes, sig_bytes, self.trusted_keys(), "update")
         if self.board and manifest.get("board") != self.board:
-            raise BundleError(f"bundle is built for {manifest.get('board')}, this device is {self.board}")
+            raise BundleError(
+                f"bundle is built for {manifest.get('board')}, this device is {self.board}"
+            )
         self._check_version(manifest, allow_downgrade)
         return manifest, bundle_id(manifest_bytes)
 
     def _check_version(self, manifest: dict, allow_downgrade: bool) -> None:
         v, floor = int(manifest.get("version", 0)), self.max_version()
         if v < floor and not allow_downgrade:
-            raise StoreError(f"bundle version {v} is older than version {floor}, which this device has run "
-                             "(rollback protection): pass --allow-downgrade to install it anyway")
+            raise StoreError(
+                f"bundle version {v} is older than version {floor}, which this device has run "
+                "(rollback protection): pass --allow-downgrade to install it anyway"
+            )
 
-    def begin_upload(self, sha: str, size: int, manifest_bytes: bytes, sig_bytes: bytes,
-                     allow_downgrade: bool = False) -> dict:
+    def begin_upload(
+        self,
+        sha: str,
+        size: int,
+        manifest_bytes: bytes,
+        sig_bytes: bytes,
+        allow_downgrade: bool = False,
+    ) -> dict:
         """Start or resume an upload of the archive ``sha`` whose signed manifest and signature
         come first, and are verified before anything is written. Returns ``{"offset": n}`` to
         continue from, or ``{"installed": id}`` when that bundle is installed and intact already
@@ -324,16 +372,27 @@ class BundleStore:
             have = 0
         free = shutil.disk_usage(self.root).free
         unpacked = unpacked_bytes(manifest) + len(manifest_bytes) + len(sig_bytes)
-        need = (size - have) + unpacked + FREE_MARGIN  # the rest of the upload, the unpacked bundle, margin
+        need = (
+            (size - have) + unpacked + FREE_MARGIN
+        )  # the rest of the upload, the unpacked bundle, margin
         if free < need:
-            raise StoreError(f"device store full: need {need / 1e6:.1f} MB, {free / 1e6:.1f} MB free")
+            raise StoreError(
+                f"device store full: need {need / 1e6:.1f} MB, {free / 1e6:.1f} MB free"
+            )
         for other in (self.root / "incoming").iterdir():  # one upload at a time
             if other.name not in (part.name, f"{sha}.head"):
                 other.unlink(missing_ok=True)
-        atomic_write_text(part.with_suffix(".head"), json.dumps({"manifest": manifest_bytes.decode(),
-                                                                 "signature": sig_bytes.decode(),
-                                                                 "allow_downgrade": allow_downgrade,
-                                                                 "size": size}))
+        atomic_write_text(
+            part.with_suffix(".head"),
+            json.dumps(
+                {
+                    "manifest": manifest_bytes.decode(),
+                    "signature": sig_bytes.decode(),
+                    "allow_downgrade": allow_downgrade,
+                    "size": size,
+                }
+            ),
+        )
         part.touch()
         return {"offset": have}
 
@@ -352,7 +411,9 @@ class BundleStore:
         declared = self._declared_size(sha)
         if have + len(data) > min(declared, MAX_BUNDLE_BYTES):
             self._discard(sha)  # past what FLASH_BEGIN declared: nothing of it stays on disk
-            raise StoreError(f"upload past its declared size of {declared} bytes: discarded, flash again")
+            raise StoreError(
+                f"upload past its declared size of {declared} bytes: discarded, flash again"
+            )
         with open(part, "ab") as fh:
             fh.write(data)
         return have + len(data)
@@ -360,7 +421,9 @@ class BundleStore:
     def finish_upload(self, sha: str, size: int, self_test: SelfTest) -> InstallResult:
         part = self._part(sha)
         if not part.is_file() or part.stat().st_size != size:
-            raise StoreError(f"upload incomplete: {part.stat().st_size if part.is_file() else 0} of {size} bytes")
+            raise StoreError(
+                f"upload incomplete: {part.stat().st_size if part.is_file() else 0} of {size} bytes"
+            )
         h = hashlib.sha256()
         with open(part, "rb") as fh:
             while chunk := fh.read(1 << 20):
@@ -371,14 +434,20 @@ class BundleStore:
             raise StoreError("uploaded bundle does not match its sha256: discarded, upload again")
         head = part.with_suffix(".head")
         try:
-            allow = bool(json.loads(head.read_text()).get("allow_downgrade")) if head.is_file() else False
+            allow = (
+                bool(json.loads(head.read_text()).get("allow_downgrade"))
+                if head.is_file()
+                else False
+            )
             return self.install(part, self_test, allow_downgrade=allow)
         finally:
             part.unlink(missing_ok=True)
             head.unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- install
-    def install(self, archive: Path, self_test: SelfTest, allow_downgrade: bool = False) -> InstallResult:
+    def install(
+        self, archive: Path, self_test: SelfTest, allow_downgrade: bool = False
+    ) -> InstallResult:
         """Verify and install a bundle archive (its signed manifest first, then each member
         against it: :func:`qdev.core.bundle.unpack_bundle`); activate it only if its
         self-test passes."""
@@ -396,22 +465,34 @@ class BundleStore:
         vb = self.verified(bid)
         version = int(vb.manifest.get("version", 0))
         if st["active"] == bid:
-            return InstallResult(bid, True, {"ok": True, "skipped": "already active"}, st["previous"],
-                                 "already active")
+            return InstallResult(
+                bid,
+                True,
+                {"ok": True, "skipped": "already active"},
+                st["previous"],
+                "already active",
+            )
         result = self_test(vb.path, vb.manifest)
         if not result.get("ok"):
             if st["active"] != bid and st["previous"] != bid:
                 shutil.rmtree(vb.path, ignore_errors=True)
-            return InstallResult(bid, False, result, st["active"],
-                                 f"self-test failed: {result.get('error', 'mask mismatch')}; "
-                                 f"{st['active'] or 'no bundle'} stays active")
+            return InstallResult(
+                bid,
+                False,
+                result,
+                st["active"],
+                f"self-test failed: {result.get('error', 'mask mismatch')}; "
+                f"{st['active'] or 'no bundle'} stays active",
+            )
         old = st["active"]
         self._write_state(bid, old, version)
         if st["previous"] and st["previous"] not in (bid, old):
             shutil.rmtree(self.bundle_dir(st["previous"]), ignore_errors=True)
         return InstallResult(bid, True, result, old, f"{bid} active")
 
-    def activate(self, bid: str, self_test: SelfTest, allow_downgrade: bool = False) -> InstallResult:
+    def activate(
+        self, bid: str, self_test: SelfTest, allow_downgrade: bool = False
+    ) -> InstallResult:
         if not self.bundle_dir(bid).is_dir():
             raise StoreError(f"bundle {bid} is not installed")
         if bid != self.state()["previous"]:  # ROLLBACK's target is the one older bundle allowed

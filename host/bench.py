@@ -34,13 +34,21 @@ def bench_device(client: DeviceClient, frames: int, window: int) -> dict:
         rtt.append((rep.t_received - rep.t_sent) * 1e3)
         dev.append(rep.meta["device_ms"])
     secs = time.perf_counter() - t0
-    return {"backend": info.get("backend"), "threads": info.get("threads"), "frames": len(rtt), "lost": lost,
-            "seconds": secs, "fps": len(rtt) / secs, "device_fps": 1e3 / float(np.mean(dev)) if dev else 0.0,
-            "rtt_ms": percentiles(rtt)}
+    return {
+        "backend": info.get("backend"),
+        "threads": info.get("threads"),
+        "frames": len(rtt),
+        "lost": lost,
+        "seconds": secs,
+        "fps": len(rtt) / secs,
+        "device_fps": 1e3 / float(np.mean(dev)) if dev else 0.0,
+        "rtt_ms": percentiles(rtt),
+    }
 
 
 def bench_host_cpu(bundle: Path, frames: int, threads: int = DEFAULT_THREADS) -> dict:
-    """The bundle's integer model on this CPU (the software executor), BLAS pinned to ``threads``."""
+    """The bundle's integer model on this CPU (the software executor), BLAS pinned to
+    ``threads``."""
     from qdev.core.intmodel import IntModel
     from qdev.core.software import SoftwareExecutor
 
@@ -53,5 +61,10 @@ def bench_host_cpu(bundle: Path, frames: int, threads: int = DEFAULT_THREADS) ->
     for i in range(frames):
         ex.run(px[i % len(px)][None])
     secs = time.perf_counter() - t0
-    return {"frames": frames, "seconds": secs, "fps": frames / secs, "threads": pinned["threads"],
-            "blas": pinned["pools"]}
+    return {
+        "frames": frames,
+        "seconds": secs,
+        "fps": frames / secs,
+        "threads": pinned["threads"],
+        "blas": pinned["pools"],
+    }

@@ -63,9 +63,14 @@ class DeviceInternalError(DeviceError):
 
 #: ERROR code -> the exception the host raises (docs/PROTOCOL.md lists the codes)
 ERROR_CODES: dict[str, type[DeviceError]] = {
-    "bad_request": DeviceRequestError, "no_hello": DeviceRequestError, "protocol_version": DeviceRequestError,
-    "forbidden": DeviceForbidden, "unpaired": DeviceForbidden, "unauthenticated": DeviceForbidden,
-    "storage": DeviceStorageError, "internal": DeviceInternalError,
+    "bad_request": DeviceRequestError,
+    "no_hello": DeviceRequestError,
+    "protocol_version": DeviceRequestError,
+    "forbidden": DeviceForbidden,
+    "unpaired": DeviceForbidden,
+    "unauthenticated": DeviceForbidden,
+    "storage": DeviceStorageError,
+    "internal": DeviceInternalError,
 }
 
 
@@ -92,10 +97,18 @@ class DeviceClient:
         self.ch = Channel(link)
         self.timeout = timeout
         self.hello: dict | None = None
-        self.device_name: str | None = None  # the pinned device the link's TLS authenticated (serial)
-        self.codecs: dict = codecs.negotiate(None)  # what the device chose from our offer (HELLO_ACK)
-        self.coding = True  # offer the link codings in HELLO (off: the uncoded forms, for comparison)
-        self.watch_end: dict | None = None  # the device's end-of-source message, once watch() got it
+        self.device_name: str | None = (
+            None  # the pinned device the link's TLS authenticated (serial)
+        )
+        self.codecs: dict = codecs.negotiate(
+            None
+        )  # what the device chose from our offer (HELLO_ACK)
+        self.coding = (
+            True  # offer the link codings in HELLO (off: the uncoded forms, for comparison)
+        )
+        self.watch_end: dict | None = (
+            None  # the device's end-of-source message, once watch() got it
+        )
 
     # ------------------------------------------------------------- plumbing
     def _wait(self, seq: int, timeout: float | None = None) -> Message:
@@ -103,11 +116,16 @@ class DeviceClient:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise LinkTimeout(f"{self.ch.link.name}: no reply within {timeout or self.timeout:g} s")
+                raise LinkTimeout(
+                    f"{self.ch.link.name}: no reply within {timeout or self.timeout:g} s"
+                )
             msg = self.ch.recv(left)
             if msg.version != VERSION:
-                raise LinkError(f"{self.ch.link.name}: the device speaks qdev protocol {msg.version}; this host "
-                                f"speaks {VERSION}: update the device runtime (qdev-device)")
+                raise LinkError(
+                    f"{self.ch.link.name}: the device speaks qdev protocol {msg.version}; this "
+                    "host "
+                    f"speaks {VERSION}: update the device runtime (qdev-device)"
+                )
             if msg.bad is not None:
                 continue  # unusable or unauthenticated: never acted on
             if msg.meta.get("re") != seq:
@@ -117,10 +135,17 @@ class DeviceClient:
             del msg.meta["re"]  # matched: callers get the reply's own fields only
             return msg
 
-    def request(self, mtype: MsgType, meta: dict | None = None, blob: bytes = b"", timeout: float | None = None) -> Message:
+    def request(
+        self,
+        mtype: MsgType,
+        meta: dict | None = None,
+        blob: bytes = b"",
+        timeout: float | None = None,
+    ) -> Message:
         """One request, one reply. On a serial link whose TLS connection broke (a lost or forged
         record), a new connection is made and the request sent once more, unless it is one
-        that must not run twice (``resend`` of its declaration, :data:`qdev.core.messages.REQUESTS`).
+        that must not run twice (``resend`` of its declaration,
+        :data:`qdev.core.messages.REQUESTS`).
         A reply of another type than the declared one is refused."""
         decl = REQUESTS[mtype]
         try:
@@ -133,7 +158,9 @@ class DeviceClient:
             self.recover()
             msg = self._wait(self.ch.send(mtype, meta, blob), timeout)
         if msg.type != decl.reply:
-            raise DeviceError(f"{mtype.name}: the device answered {msg.name}, not {decl.reply.name}")
+            raise DeviceError(
+                f"{mtype.name}: the device answered {msg.name}, not {decl.reply.name}"
+            )
         return msg
 
     def handshake(self, timeout: float | None = None) -> dict:
@@ -206,7 +233,12 @@ class DeviceClient:
             pending.pop(0)
             done += 1
         secs = time.perf_counter() - t0
-        return {"payload": payload, "count": count, "seconds": secs, "bytes_per_s": payload * count / secs}
+        return {
+            "payload": payload,
+            "count": count,
+            "seconds": secs,
+            "bytes_per_s": payload * count / secs,
+        }
 
     def info(self) -> dict:
         return self.request(MsgType.INFO).meta
@@ -221,11 +253,21 @@ class DeviceClient:
         return self.request(MsgType.ROLLBACK, timeout=max(self.timeout, 60)).meta
 
     def activate(self, bundle_id: str, allow_downgrade: bool = False) -> dict:
-        return self.request(MsgType.ACTIVATE, {"bundle_id": bundle_id, "allow_downgrade": allow_downgrade},
-                            timeout=max(self.timeout, 60)).meta
+        return self.request(
+            MsgType.ACTIVATE,
+            {"bundle_id": bundle_id, "allow_downgrade": allow_downgrade},
+            timeout=max(self.timeout, 60),
+        ).meta
 
-    def flash(self, bundle_dir: Path, trusted: list, progress: Callable[[int, int], None] | None = None,
-              chunk: int = CHUNK, retries: int = 3, allow_downgrade: bool = False) -> dict:
+    def flash(
+        self,
+        bundle_dir: Path,
+        trusted: list,
+        progress: Callable[[int, int], None] | None = None,
+        chunk: int = CHUNK,
+        retries: int = 3,
+        allow_downgrade: bool = False,
+    ) -> dict:
         """Verify locally, send the signed manifest (the device checks it before accepting a
         byte), upload the rest (resuming where the device stopped) unless the device has that
         bundle already, install, return its report."""
@@ -233,8 +275,13 @@ class DeviceClient:
         data = pack_bundle(bundle_dir)
         sha = hashlib.sha256(data).hexdigest()
         size = len(data)
-        begin = {"sha256": sha, "size": size, "manifest": (Path(bundle_dir) / MANIFEST).read_text(),
-                 "signature": (Path(bundle_dir) / SIGNATURE).read_text(), "allow_downgrade": allow_downgrade}
+        begin = {
+            "sha256": sha,
+            "size": size,
+            "manifest": (Path(bundle_dir) / MANIFEST).read_text(),
+            "signature": (Path(bundle_dir) / SIGNATURE).read_text(),
+            "allow_downgrade": allow_downgrade,
+        }
         attempt = 0
         while True:
             try:
@@ -250,8 +297,11 @@ class DeviceClient:
                     progress(off, size)
                 while off < size:
                     piece = data[off : off + chunk]
-                    off = int(self.request(MsgType.FLASH_CHUNK, {"offset": off, "crc": zlib.crc32(piece)},
-                                           piece).meta["offset"])
+                    off = int(
+                        self.request(
+                            MsgType.FLASH_CHUNK, {"offset": off, "crc": zlib.crc32(piece)}, piece
+                        ).meta["offset"]
+                    )
                     if progress:
                         progress(off, size)
                 return self.request(MsgType.FLASH_END, timeout=max(self.timeout, 120)).meta
@@ -268,8 +318,12 @@ class DeviceClient:
         msg = self.request(MsgType.INFER, *self._frame(frame_id, pixels, t0))
         return _reply(msg, t0, time.time())
 
-    def stream(self, frames: Iterable[tuple[int, np.ndarray]], window: int = 4,
-               timeout: float | None = None) -> Iterator[StreamReply]:
+    def stream(
+        self,
+        frames: Iterable[tuple[int, np.ndarray]],
+        window: int = 4,
+        timeout: float | None = None,
+    ) -> Iterator[StreamReply]:
         """Send frames with up to ``window`` in flight; yield replies in order. A frame whose
         reply does not come within ``timeout`` is yielded with ``error`` set (counted lost)."""
         timeout = timeout or self.timeout
@@ -320,7 +374,9 @@ class DeviceClient:
             order.pop(0)
             fid, t_sent = inflight.pop(re)
             if msg.type == MsgType.ERROR:
-                yield StreamReply(fid, msg.meta, None, t_sent, time.time(), error=str(msg.meta.get("message")))
+                yield StreamReply(
+                    fid, msg.meta, None, t_sent, time.time(), error=str(msg.meta.get("message"))
+                )
                 continue
             try:
                 yield _reply(msg, t_sent, time.time())
@@ -334,13 +390,17 @@ class DeviceClient:
             meta["enc"] = enc
         return meta, blob
 
-    def watch(self, jpeg_quality: int | None = None, display_max: int | None = None) -> Iterator[Message]:
+    def watch(
+        self, jpeg_quality: int | None = None, display_max: int | None = None
+    ) -> Iterator[Message]:
         """Attach to the device's on-board probe: yields LIVE messages until the device's source
         ends (its end message is kept in ``watch_end``) or the link closes (:func:`live_frame`
         decodes one). ``jpeg_quality``: of the display frames, when the
         device sends JPEG (negotiated)."""
         req = {"jpeg_quality": int(jpeg_quality)} if jpeg_quality else {}
-        if display_max is not None:  # the probe's own frame, longer side at most this (0: the model input)
+        if (
+            display_max is not None
+        ):  # the probe's own frame, longer side at most this (0: the model input)
             req["display_max"] = int(display_max)
         self.request(MsgType.WATCH, req)
         while True:
@@ -374,7 +434,9 @@ def _mask(blob: bytes, m: dict) -> np.ndarray:
 
 
 def _reply(msg: Message, t_sent: float, t_recv: float) -> StreamReply:
-    return StreamReply(int(msg.meta["frame_id"]), msg.meta, _mask(msg.blob, msg.meta), t_sent, t_recv)
+    return StreamReply(
+        int(msg.meta["frame_id"]), msg.meta, _mask(msg.blob, msg.meta), t_sent, t_recv
+    )
 
 
 def live_frame(msg: Message) -> tuple[np.ndarray, np.ndarray]:
@@ -391,7 +453,10 @@ def live_frame(msg: Message) -> tuple[np.ndarray, np.ndarray]:
         nb = (h * w + 7) // 8
     mask = _mask(msg.blob[:nb], m)
     try:
-        dh, dw = int(m.get("dh", h)), int(m.get("dw", w))  # the display frame: its own size where stated
+        dh, dw = (
+            int(m.get("dh", h)),
+            int(m.get("dw", w)),
+        )  # the display frame: its own size where stated
         if not (0 < dh <= 8192 and 0 < dw <= 8192):
             raise DeviceError(f"LIVE display size {dw}x{dh} out of range")
         px = codecs.decode_display(msg.blob[nb:], str(m.get("display_enc", "raw")), dh, dw)

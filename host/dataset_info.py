@@ -49,9 +49,7 @@ def phantom_root() -> Path:
     return root
 
 
-def inspect_dataset(
-    cfg: InspectConfig, progress: Callable[[int, int], None] | None = None
-) -> dict:
+def inspect_dataset(cfg: InspectConfig, progress: Callable[[int, int], None] | None = None) -> dict:
     """Load a dataset and describe it.
 
     Falls back to the synthetic phantom only when no location was given and BUSI is not found
@@ -80,8 +78,14 @@ def inspect_dataset(
         if not sel.any() and c == "lesion":
             continue  # the class a dataset only has when it does not say benign or malignant
         if not sel.any():
-            classes[c] = {"images": 0, "mask_files": 0, "multi_mask_images": 0, "lesion_images": 0,
-                          "width_px": [0, 0], "height_px": [0, 0]}
+            classes[c] = {
+                "images": 0,
+                "mask_files": 0,
+                "multi_mask_images": 0,
+                "lesion_images": 0,
+                "width_px": [0, 0],
+                "height_px": [0, 0],
+            }
             continue
         hw = arrays.orig_hw[sel]
         classes[c] = {

@@ -15,7 +15,8 @@ structure, type SCT 52988006 Lesion), algorithm identification = the bundle (nam
 version), and "research use, not for diagnosis" in the series description. Masks are at the
 model's pixels; they are resized nearest-neighbour to each source frame's size (every model pixel
 kept as a block; the live view's overlay resamples bilinearly and thresholds instead, so contours
-drawn there can differ from the SEG by a pixel at edges). Areas are in mm^2 where the source states its pixel spacing, else in
+drawn there can differ from the SEG by a pixel at edges). Areas are in mm^2 where the source states
+its pixel spacing, else in
 source pixels (unit ``{pixels}``), and the SR says which. Every object is written to a temporary
 name and renamed, so a failed export leaves no half file.
 """
@@ -87,7 +88,11 @@ def _save(ds, path: Path) -> Path:  # noqa: ANN001
 
 
 def _frames_ok(rows: list[dict], masks: dict[int, np.ndarray]) -> list[tuple[dict, np.ndarray]]:
-    out = [(r, masks[int(r["frame_id"])]) for r in rows if r["status"] == "ok" and int(r["frame_id"]) in masks]
+    out = [
+        (r, masks[int(r["frame_id"])])
+        for r in rows
+        if r["status"] == "ok" and int(r["frame_id"]) in masks
+    ]
     if not out:
         raise DataError("the session has no segmented frame to export")
     return out
@@ -100,13 +105,17 @@ def _dicom_source(manifest: dict, frames: list[tuple[dict, np.ndarray]]):  # noq
     ident = (manifest.get("source") or {}).get("dicom") or {}
     path = Path(ident.get("path", ""))
     if not path.is_file():
-        raise DataError(f"the session's DICOM source {path} is not there any more: the SEG must reference it")
+        raise DataError(
+            f"the session's DICOM source {path} is not there any more: the SEG must reference it"
+        )
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types
         raise DataError(f"{path}: unreadable DICOM ({exc.__class__.__name__})") from None
     if str(getattr(ds, "SOPInstanceUID", "")) != ident.get("SOPInstanceUID"):
-        raise DataError(f"{path}: its SOP Instance UID is not the one the session segmented (the file changed)")
+        raise DataError(
+            f"{path}: its SOP Instance UID is not the one the session segmented (the file changed)"
+        )
     h, w = int(ds.Rows), int(ds.Columns)
     n = int(getattr(ds, "NumberOfFrames", 1) or 1)
     out = []
@@ -118,7 +127,9 @@ def _dicom_source(manifest: dict, frames: list[tuple[dict, np.ndarray]]):  # noq
     return ds, out
 
 
-def _file_frames(manifest: dict, frames: list[tuple[dict, np.ndarray]]) -> list[tuple[Path, np.ndarray]]:
+def _file_frames(
+    manifest: dict, frames: list[tuple[dict, np.ndarray]]
+) -> list[tuple[Path, np.ndarray]]:
     spec = str((manifest.get("source") or {}).get("source") or "")
     base = Path(spec)
     if base.is_dir():
@@ -128,13 +139,18 @@ def _file_frames(manifest: dict, frames: list[tuple[dict, np.ndarray]]) -> list[
     elif base.is_file():
         found = {base.name: base}
     else:
-        raise DataError(f"the session's source {spec!r} kept no pixels that can be read again "
-                        "(phantom, camera and OpenIGTLink frames are not stored): export needs a file or DICOM probe")
+        raise DataError(
+            f"the session's source {spec!r} kept no pixels that can be read again "
+            "(phantom, camera and OpenIGTLink frames are not stored): export needs a file or DICOM "
+            "probe"
+        )
     out = []
     for r, m in frames:
         name = r.get("source")
         if not name or name not in found:
-            raise DataError(f"frame {int(r['frame_id'])}: its file {name!r} is no longer under {spec}")
+            raise DataError(
+                f"frame {int(r['frame_id'])}: its file {name!r} is no longer under {spec}"
+            )
         out.append((found[name], m))
     return out
 
@@ -149,19 +165,41 @@ def _sc_images(files: list[tuple[Path, np.ndarray]], study_uid: str, info: dict)
     for i, (path, _) in enumerate(files, start=1):
         px = to_luma_u8(read_image(path))
         sc = hd.sc.SCImage(
-            pixel_array=px, photometric_interpretation="MONOCHROME2", bits_allocated=8, coordinate_system="PATIENT",
-            study_instance_uid=study_uid, series_instance_uid=series, series_number=100, sop_instance_uid=hd.UID(),
-            instance_number=i, manufacturer="qdev", patient_id=info["patient_id"], patient_name=info["patient_name"],
-            patient_birth_date=None, patient_sex=None, accession_number=None, study_id="1",
-            study_date=info["date"], study_time=info["time"], referring_physician_name=None,
-            patient_orientation=("L", "P"), series_description=f"qdev frames of {path.parent.name} (research use)"[:64])
-        sc.Laterality = ""  # a breast is paired; which side is not known here (type 2C: present, empty)
+            pixel_array=px,
+            photometric_interpretation="MONOCHROME2",
+            bits_allocated=8,
+            coordinate_system="PATIENT",
+            study_instance_uid=study_uid,
+            series_instance_uid=series,
+            series_number=100,
+            sop_instance_uid=hd.UID(),
+            instance_number=i,
+            manufacturer="qdev",
+            patient_id=info["patient_id"],
+            patient_name=info["patient_name"],
+            patient_birth_date=None,
+            patient_sex=None,
+            accession_number=None,
+            study_id="1",
+            study_date=info["date"],
+            study_time=info["time"],
+            referring_physician_name=None,
+            patient_orientation=("L", "P"),
+            series_description=f"qdev frames of {path.parent.name} (research use)"[:64],
+        )
+        sc.Laterality = (
+            ""  # a breast is paired; which side is not known here (type 2C: present, empty)
+        )
         out.append(sc)
     return out
 
 
-def export_session_dicom(session: Path, out: Path, patient_id: str = "QDEV-ANON",
-                         patient_name: str = "Anonymous^Research") -> DicomExport:
+def export_session_dicom(
+    session: Path,
+    out: Path,
+    patient_id: str = "QDEV-ANON",
+    patient_name: str = "Anonymous^Research",
+) -> DicomExport:
     """Write ``seg/SEG*.dcm`` (one per segmented frame), ``SR.dcm`` (and ``images/SC*.dcm`` for
     non-DICOM sources) under ``out``.
 
@@ -182,8 +220,12 @@ def export_session_dicom(session: Path, out: Path, patient_id: str = "QDEV-ANON"
     desc = _segment_description(bundle_id)
     result = DicomExport(out, out / "SR.dcm", frames=len(frames))
     series = hd.UID()
-    dicom_src = _dicom_source(manifest, frames) if (manifest.get("source") or {}).get("dicom") else None
-    files = None if dicom_src else _file_frames(manifest, frames)  # both check the source before any write
+    dicom_src = (
+        _dicom_source(manifest, frames) if (manifest.get("source") or {}).get("dicom") else None
+    )
+    files = (
+        None if dicom_src else _file_frames(manifest, frames)
+    )  # both check the source before any write
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -194,12 +236,24 @@ def export_session_dicom(session: Path, out: Path, patient_id: str = "QDEV-ANON"
         frame_refs = [(ds, fno, m) for fno, m in refs]
     else:
         now = datetime.datetime.now()
-        info = {"patient_id": patient_id, "patient_name": patient_name, "date": now.date(), "time": now.time()}
-        sources, spacing, result.referenced = _sc_images(files, hd.UID(), info), None, "secondary capture"
+        info = {
+            "patient_id": patient_id,
+            "patient_name": patient_name,
+            "date": now.date(),
+            "time": now.time(),
+        }
+        sources, spacing, result.referenced = (
+            _sc_images(files, hd.UID(), info),
+            None,
+            "secondary capture",
+        )
         (out / "images").mkdir()
         for i, sc in enumerate(sources, start=1):
             result.images.append(_save(sc, out / "images" / f"SC{i:05d}.dcm"))
-        frame_refs = [(sc, None, _resize_nearest(m, int(sc.Rows), int(sc.Columns))) for sc, (_, m) in zip(sources, files)]
+        frame_refs = [
+            (sc, None, _resize_nearest(m, int(sc.Rows), int(sc.Columns)))
+            for sc, (_, m) in zip(sources, files)
+        ]
     (out / "seg").mkdir()
     segs = []
     for k, (ds, fno, m) in enumerate(frame_refs, start=1):
@@ -217,13 +271,20 @@ def _segment_description(bundle_id: str):  # noqa: ANN202
     """The one segment: "lesion", SNOMED-coded, found automatically by the bundle."""
     import highdicom as hd
 
-    algo = hd.AlgorithmIdentificationSequence(name="qdev QuantU-Net", version=bundle_id[:64], family=_ai_family(),
-                                              source="qdev")
+    algo = hd.AlgorithmIdentificationSequence(
+        name="qdev QuantU-Net", version=bundle_id[:64], family=_ai_family(), source="qdev"
+    )
     cat, typ = _codes()
     return hd.seg.SegmentDescription(
-        segment_number=1, segment_label="lesion", segmented_property_category=cat, segmented_property_type=typ,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algo,
-        tracking_uid=hd.UID(), tracking_id="qdev lesion")
+        segment_number=1,
+        segment_label="lesion",
+        segmented_property_category=cat,
+        segmented_property_type=typ,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algo,
+        tracking_uid=hd.UID(),
+        tracking_id="qdev lesion",
+    )
 
 
 def _ai_family():  # noqa: ANN202
@@ -262,19 +323,39 @@ def _segmentation(ds, fno: int | None, mask: np.ndarray, desc, series: str, k: i
     multi = int(getattr(ds, "NumberOfFrames", 1) or 1) > 1
     if multi:
         src = copy.deepcopy(ds)
-        for tag in ("NumberOfFrames", "FrameIncrementPointer", "FrameTime", "FrameTimeVector", "PixelData"):
+        for tag in (
+            "NumberOfFrames",
+            "FrameIncrementPointer",
+            "FrameTime",
+            "FrameTimeVector",
+            "PixelData",
+        ):
             if tag in src:
                 delattr(src, tag)
-        src.SOPClassUID = US_IMAGE  # a single-frame view; the references get the real class back below
+        src.SOPClassUID = (
+            US_IMAGE  # a single-frame view; the references get the real class back below
+        )
     seg = hd.seg.Segmentation(
-        source_images=[src], pixel_array=mask.astype(np.uint8),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[desc],
-        series_instance_uid=series, series_number=901, sop_instance_uid=hd.UID(), instance_number=k,
-        manufacturer="qdev", manufacturer_model_name="QuantU-Net", software_versions=_version(),
-        device_serial_number=bundle_id[:64], series_description=RESEARCH[:64], omit_empty_frames=False)
+        source_images=[src],
+        pixel_array=mask.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[desc],
+        series_instance_uid=series,
+        series_number=901,
+        sop_instance_uid=hd.UID(),
+        instance_number=k,
+        manufacturer="qdev",
+        manufacturer_model_name="QuantU-Net",
+        software_versions=_version(),
+        device_serial_number=bundle_id[:64],
+        series_description=RESEARCH[:64],
+        omit_empty_frames=False,
+    )
     if multi:
         _refer_to_frame(seg, str(ds.SOPClassUID), int(fno))
-    if "PatientOrientation" not in seg:  # General Image, type 2C: required without a frame of reference
+    if (
+        "PatientOrientation" not in seg
+    ):  # General Image, type 2C: required without a frame of reference
         seg.PatientOrientation = getattr(ds, "PatientOrientation", None) or ""
     return seg
 
@@ -296,7 +377,9 @@ def _refer_to_frame(seg, sop_class: str, frame: int) -> None:  # noqa: ANN001
         return new
 
     for series in getattr(seg, "ReferencedSeriesSequence", []):
-        series.ReferencedInstanceSequence = [patched(x, False) for x in series.ReferencedInstanceSequence]
+        series.ReferencedInstanceSequence = [
+            patched(x, False) for x in series.ReferencedInstanceSequence
+        ]
     for group in seg.PerFrameFunctionalGroupsSequence:
         for der in getattr(group, "DerivationImageSequence", []):
             der.SourceImageSequence = [patched(x, True) for x in der.SourceImageSequence]
@@ -304,7 +387,9 @@ def _refer_to_frame(seg, sop_class: str, frame: int) -> None:  # noqa: ANN001
         seg.SourceImageSequence = [patched(x, True) for x in seg.SourceImageSequence]
 
 
-def _measurement_report(segs: list, spacing: tuple[float, float] | None, bundle_id: str, sources: list):  # noqa: ANN001, ANN202
+def _measurement_report(
+    segs: list, spacing: tuple[float, float] | None, bundle_id: str, sources: list
+):  # noqa: ANN001, ANN202
     """A TID 1500 report: one planar-ROI group per segmented frame, its lesion area (0 where the
     frame's SEG is empty: no lesion found), referencing the frame's SEG and the source image
     (frame)."""
@@ -317,26 +402,56 @@ def _measurement_report(segs: list, spacing: tuple[float, float] | None, bundle_
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=hd.UID(), name="qdev", manufacturer_name="qdev", model_name="QuantU-Net", serial_number=bundle_id[:64]))
+            uid=hd.UID(),
+            name="qdev",
+            manufacturer_name="qdev",
+            model_name="QuantU-Net",
+            serial_number=bundle_id[:64],
+        ),
+    )
     algo = hd.sr.AlgorithmIdentification(name="qdev QuantU-Net", version=bundle_id[:64])
     groups = []
     for i, (seg, ds, fno, m) in enumerate(segs, start=1):
-        src = hd.sr.SourceImageForSegmentation(str(ds.SOPClassUID), str(ds.SOPInstanceUID),
-                                               [fno] if fno else None)
-        ref = hd.sr.ReferencedSegmentationFrame(str(seg.SOPClassUID), str(seg.SOPInstanceUID), 1, 1, src)
-        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"lesion in frame {fno or i}"),
-            referenced_segment=ref, finding_type=Code(*LESION_TYPE), algorithm_id=algo,
-            measurements=[hd.sr.Measurement(name=codes.SCT.Area, value=float(m.sum()) * px_area, unit=unit,
-                                            algorithm_id=algo)]))
+        src = hd.sr.SourceImageForSegmentation(
+            str(ds.SOPClassUID), str(ds.SOPInstanceUID), [fno] if fno else None
+        )
+        ref = hd.sr.ReferencedSegmentationFrame(
+            str(seg.SOPClassUID), str(seg.SOPInstanceUID), 1, 1, src
+        )
+        groups.append(
+            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=hd.UID(), identifier=f"lesion in frame {fno or i}"
+                ),
+                referenced_segment=ref,
+                finding_type=Code(*LESION_TYPE),
+                algorithm_id=algo,
+                measurements=[
+                    hd.sr.Measurement(
+                        name=codes.SCT.Area,
+                        value=float(m.sum()) * px_area,
+                        unit=unit,
+                        algorithm_id=algo,
+                    )
+                ],
+            )
+        )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.SCT.UltrasonographyOfBreast,
-        imaging_measurements=groups)
+        imaging_measurements=groups,
+    )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[*(x[0] for x in segs), *sources], content=report, series_instance_uid=hd.UID(), series_number=902,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="qdev", is_complete=True,
-        series_description=(RESEARCH.replace("segmentation", "measurements"))[:64])
+        evidence=[*(x[0] for x in segs), *sources],
+        content=report,
+        series_instance_uid=hd.UID(),
+        series_number=902,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="qdev",
+        is_complete=True,
+        series_description=(RESEARCH.replace("segmentation", "measurements"))[:64],
+    )
     _frame_or_segment(sr.ContentSequence)
     return sr
 

@@ -1,7 +1,8 @@
 """The frames a report shows, chosen while the session streams (a session stores no frames):
 the first frame, the median- and largest-mask frames, and, where ground truth exists, the best
 and worst Dice. Each is the overlay the user saw (the probe frame at its own size, the mask mapped
-back, the ground truth's outline in magenta where known), kept as a thumbnail of at most :data:`THUMB_WIDTH` pixels.
+back, the ground truth's outline in magenta where known), kept as a thumbnail of at most
+:data:`THUMB_WIDTH` pixels.
 
 The median needs every frame's mask area, which is known only at the end: a pool of at most
 :data:`POOL` thumbnails, sampled with a stride that doubles whenever the pool fills, holds the
@@ -39,8 +40,15 @@ class Gallery:
     stride: int = 1
     seen: int = 0
 
-    def offer(self, frame_id: int, image: np.ndarray, mask: np.ndarray, dice: float | None,
-              window: tuple[float, float] | None = None, truth: np.ndarray | None = None) -> None:
+    def offer(
+        self,
+        frame_id: int,
+        image: np.ndarray,
+        mask: np.ndarray,
+        dice: float | None,
+        window: tuple[float, float] | None = None,
+        truth: np.ndarray | None = None,
+    ) -> None:
         area = int(np.count_nonzero(mask))
         self.areas.append(area)
         self.seen += 1
@@ -85,16 +93,31 @@ class Gallery:
                 continue
             name = kind.replace(" ", "_") + ".png"
             Image.fromarray(s.img[..., ::-1]).save(self.folder / name)
-            entries.append({"kind": kind, "file": name, "frame_id": s.frame_id, "mask_area": s.area,
-                            "dice": s.dice})
-        doc = {"entries": entries, "frames": self.seen, "median_area": med,
-               "note": f"median chosen among {len(self.pool)} sampled frames (every {self.stride})"}
+            entries.append(
+                {
+                    "kind": kind,
+                    "file": name,
+                    "frame_id": s.frame_id,
+                    "mask_area": s.area,
+                    "dice": s.dice,
+                }
+            )
+        doc = {
+            "entries": entries,
+            "frames": self.seen,
+            "median_area": med,
+            "note": f"median chosen among {len(self.pool)} sampled frames (every {self.stride})",
+        }
         (self.folder / "gallery.json").write_text(json.dumps(doc, indent=1))
         return entries
 
 
-def _thumb(image: np.ndarray, mask: np.ndarray, window: tuple[float, float] | None,
-           truth: np.ndarray | None) -> np.ndarray:
+def _thumb(
+    image: np.ndarray,
+    mask: np.ndarray,
+    window: tuple[float, float] | None,
+    truth: np.ndarray | None,
+) -> np.ndarray:
     import cv2
 
     from qdev.host.view import compose
@@ -102,5 +125,7 @@ def _thumb(image: np.ndarray, mask: np.ndarray, window: tuple[float, float] | No
     img = compose(image, mask, None, True, window, truth=truth)
     h, w = img.shape[:2]
     if w > THUMB_WIDTH:
-        img = cv2.resize(img, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(
+            img, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA
+        )
     return img

@@ -41,7 +41,8 @@ _CLIENT_BODY = 1 << 20
 
 
 def parse_igtl_address(text: str) -> tuple[str, int]:
-    """``PORT``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); loopback when no host is named."""
+    """``PORT``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); loopback when no host is
+    named."""
     host, sep, port = text.rpartition(":")
     if not sep:
         host, port = "127.0.0.1", text
@@ -67,11 +68,23 @@ class _Client:
 
 
 class IgtlServer:
-    """An OpenIGTLink server that publishes frames; ``with IgtlServer(...) as srv: srv.publish(...)``."""
+    """An OpenIGTLink server that publishes frames; ``with IgtlServer(...) as srv:
+    srv.publish(...)``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, max_clients: int = 8, backlog: int = 4,
-                 stall_s: float = 5.0) -> None:
-        self.host, self.max_clients, self.backlog, self.stall_s = host, max_clients, backlog, stall_s
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        max_clients: int = 8,
+        backlog: int = 4,
+        stall_s: float = 5.0,
+    ) -> None:
+        self.host, self.max_clients, self.backlog, self.stall_s = (
+            host,
+            max_clients,
+            backlog,
+            stall_s,
+        )
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._lsock = socket.socket(fam, socket.SOCK_STREAM)
         self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -79,15 +92,25 @@ class IgtlServer:
             self._lsock.bind((host, port))
         except OSError as exc:
             self._lsock.close()
-            raise ConfigError(f"--igtl {host}:{port}: cannot listen ({exc.strerror or exc})") from None
+            raise ConfigError(
+                f"--igtl {host}:{port}: cannot listen ({exc.strerror or exc})"
+            ) from None
         self._lsock.listen(16)
         self.port = self._lsock.getsockname()[1]
         self._clients: list[_Client] = []
         self._lock = threading.Condition()
         self._closed = False
         self._pending: deque = deque()
-        self.counts = {"clients": 0, "refused_busy": 0, "dropped_garbage": 0, "dropped_oversized": 0,
-                       "dropped_stalled": 0, "disconnected": 0, "frames_published": 0, "frames_skipped": 0}
+        self.counts = {
+            "clients": 0,
+            "refused_busy": 0,
+            "dropped_garbage": 0,
+            "dropped_oversized": 0,
+            "dropped_stalled": 0,
+            "disconnected": 0,
+            "frames_published": 0,
+            "frames_skipped": 0,
+        }
         threading.Thread(target=self._accept, name="igtl-accept", daemon=True).start()
         self._packing = threading.Thread(target=self._packer, name="igtl-pack", daemon=True)
         self._packing.start()
@@ -137,6 +160,7 @@ class IgtlServer:
 
     def _reader(self, c: _Client) -> None:
         """Whatever a client sends is verified and ignored; v3 headers switch it to metadata."""
+
         def recv_exact(n: int) -> bytes:
             buf = bytearray()
             while len(buf) < n:
@@ -178,10 +202,17 @@ class IgtlServer:
                 return
 
     # ------------------------------------------------------------------ publishing
-    def publish(self, frame_id: int, image: np.ndarray, mask: np.ndarray, info: dict,
-                spacing: tuple[float, float] | None = None) -> None:
+    def publish(
+        self,
+        frame_id: int,
+        image: np.ndarray,
+        mask: np.ndarray,
+        info: dict,
+        spacing: tuple[float, float] | None = None,
+    ) -> None:
         """Hand one frame to the packer thread and return (never blocks: with ``backlog`` frames
-        already waiting to be packed, the oldest is dropped, counted as skipped for every client)."""
+        already waiting to be packed, the oldest is dropped, counted as skipped for every
+        client)."""
         self.counts["frames_published"] += 1
         with self._lock:
             if not any(c.alive for c in self._clients):
@@ -207,8 +238,14 @@ class IgtlServer:
                 item = self._pending.popleft()
             self._distribute(*item)
 
-    def _distribute(self, frame_id: int, image: np.ndarray, mask: np.ndarray, info: dict,
-                    spacing: tuple[float, float] | None) -> None:
+    def _distribute(
+        self,
+        frame_id: int,
+        image: np.ndarray,
+        mask: np.ndarray,
+        info: dict,
+        spacing: tuple[float, float] | None,
+    ) -> None:
         with self._lock:
             clients = [c for c in self._clients if c.alive]
         if not clients:
@@ -222,12 +259,24 @@ class IgtlServer:
         meta = {k: ("" if v is None else v) for k, v in info.items()}
         ts = time.time()
         text = json.dumps({"frame_id": frame_id, **info})
-        v2 = b"".join([encode_image(img, "qdev-frame", ts, spacing), encode_image(label, "qdev-mask", ts, lspacing),
-                       encode_string(text, "qdev-info", ts)])
-        v3 = (b"".join([encode_image(img, "qdev-frame", ts, spacing, meta),
-                        encode_image(label, "qdev-mask", ts, lspacing, meta),
-                        encode_string(text, "qdev-info", ts, meta)])
-              if any(c.v3 for c in clients) else v2)
+        v2 = b"".join(
+            [
+                encode_image(img, "qdev-frame", ts, spacing),
+                encode_image(label, "qdev-mask", ts, lspacing),
+                encode_string(text, "qdev-info", ts),
+            ]
+        )
+        v3 = (
+            b"".join(
+                [
+                    encode_image(img, "qdev-frame", ts, spacing, meta),
+                    encode_image(label, "qdev-mask", ts, lspacing, meta),
+                    encode_string(text, "qdev-info", ts, meta),
+                ]
+            )
+            if any(c.v3 for c in clients)
+            else v2
+        )
         with self._lock:
             for c in clients:
                 if len(c.queue) >= self.backlog:
@@ -250,9 +299,20 @@ class IgtlServer:
 
     def stats(self) -> dict:
         with self._lock:
-            return {**self.counts, "connected": sum(c.alive for c in self._clients),
-                    "per_client": [{"peer": c.peer, "sent": c.sent, "skipped": c.skipped, "v3": c.v3,
-                                    "connected": c.alive} for c in self._clients]}
+            return {
+                **self.counts,
+                "connected": sum(c.alive for c in self._clients),
+                "per_client": [
+                    {
+                        "peer": c.peer,
+                        "sent": c.sent,
+                        "skipped": c.skipped,
+                        "v3": c.v3,
+                        "connected": c.alive,
+                    }
+                    for c in self._clients
+                ],
+            }
 
     def close(self) -> None:
         with self._lock:  # the frame handed last is still packed and sent
@@ -272,4 +332,3 @@ class IgtlServer:
                 while c.queue and c.alive and time.monotonic() < deadline:
                     time.sleep(0.01)
                 self._drop(c, "disconnected")
-

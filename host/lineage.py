@@ -69,7 +69,12 @@ def _runs(roots: list[Path]) -> dict[str, Path]:
 def _data_link(train: dict, recorded: str | None) -> Link:
     want = (train.get("inputs") or {}).get("data_hash")
     if recorded and want and recorded != want:
-        return Link("data", want[:16], "MISMATCH", f"the bundle records data {recorded[:16]}, the run {want[:16]}")
+        return Link(
+            "data",
+            want[:16],
+            "MISMATCH",
+            f"the bundle records data {recorded[:16]}, the run {want[:16]}",
+        )
     if not want:
         return Link("data", "-", "not recorded", "the run records no data hash")
     try:
@@ -78,7 +83,9 @@ def _data_link(train: dict, recorded: str | None) -> Link:
         size = int((train.get("config") or {}).get("size", 128))
         arrays = open_run_data(train.get("config") or {}, None, (size, size))
     except (DataError, QdevError, ImportError) as exc:
-        return Link("data", want[:16], "not here", f"the dataset is not readable here ({str(exc)[:80]})")
+        return Link(
+            "data", want[:16], "not here", f"the dataset is not readable here ({str(exc)[:80]})"
+        )
     where = str(arrays.root)
     if arrays.data_hash != want:
         return Link("data", want[:16], "MISMATCH", f"{where} hashes to {arrays.data_hash[:16]}")
@@ -89,10 +96,14 @@ def _stages_sha256(manifest: dict, names: list[str]) -> str:
     """As the bundle recorded it (training/compile/bundle_build.stages_sha256; the host may not
     import the compile path, so the three lines are here too)."""
     part = {n: manifest["stages"].get(n) for n in names}
-    return hashlib.sha256(json.dumps(part, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(part, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
-def lineage(target: Path, roots: list[Path] | None = None, trusted: list | None = None) -> list[Link]:
+def lineage(
+    target: Path, roots: list[Path] | None = None, trusted: list | None = None
+) -> list[Link]:
     """The chain of ``target`` (a session folder or a bundle folder), from its data to it.
 
     Raises:
@@ -104,15 +115,30 @@ def lineage(target: Path, roots: list[Path] | None = None, trusted: list | None 
     try:
         doc = json.loads((target / MANIFEST).read_text())
     except (OSError, ValueError):
-        raise DataError(f"{target}: neither a session nor a bundle (no readable {MANIFEST})") from None
+        raise DataError(
+            f"{target}: neither a session nor a bundle (no readable {MANIFEST})"
+        ) from None
     if doc.get("format") == "qdev-session":
         bid = str((doc.get("device") or {}).get("bundle_id") or "")
-        links.append(Link("session", str(target), "ok", f"masks of {sum((doc.get('counts') or {}).values())} "
-                          f"frames from bundle {bid or '?'}"))
+        links.append(
+            Link(
+                "session",
+                str(target),
+                "ok",
+                f"masks of {sum((doc.get('counts') or {}).values())} "
+                f"frames from bundle {bid or '?'}",
+            )
+        )
         bundle = _bundles(roots).get(bid)
         if bundle is None:
-            links.append(Link("bundle", bid or "-", "not here", f"no bundle with id {bid} under "
-                              f"{', '.join(map(str, roots))}"))
+            links.append(
+                Link(
+                    "bundle",
+                    bid or "-",
+                    "not here",
+                    f"no bundle with id {bid} under {', '.join(map(str, roots))}",
+                )
+            )
             return list(reversed(links))
     elif (target / (MANIFEST + ".sig")).is_file():
         bundle = target
@@ -121,15 +147,28 @@ def lineage(target: Path, roots: list[Path] | None = None, trusted: list | None 
     try:
         vb = verify_bundle(bundle, trusted or [])
         m = vb.manifest
-        links.append(Link("bundle", f"{bundle} ({bundle_id((bundle / MANIFEST).read_bytes())})", "ok",
-                          f"signature by key {vb.signer} and every file's sha256 verified"))
+        links.append(
+            Link(
+                "bundle",
+                f"{bundle} ({bundle_id((bundle / MANIFEST).read_bytes())})",
+                "ok",
+                f"signature by key {vb.signer} and every file's sha256 verified",
+            )
+        )
     except BundleError as exc:
         links.append(Link("bundle", str(bundle), "MISMATCH", str(exc)[:160]))
         return list(reversed(links))
     lin = m.get("lineage") or {}
     run = _runs(roots).get(str(m.get("run_id")))
     if run is None:
-        links.append(Link("run", str(m.get("run_id")), "not here", "no run folder of that name under the roots"))
+        links.append(
+            Link(
+                "run",
+                str(m.get("run_id")),
+                "not here",
+                "no run folder of that name under the roots",
+            )
+        )
         return list(reversed(links))
     run_doc = json.loads((run / MANIFEST).read_text())
     train = run_doc["stages"].get("train") or {}
@@ -140,14 +179,29 @@ def lineage(target: Path, roots: list[Path] | None = None, trusted: list | None 
     else:  # bundles of the previous session recorded the whole manifest file
         got, what = sha256_file(run / MANIFEST), "the run's manifest"
     if want is None:
-        links.append(Link("run", f"{run} ({m.get('run_id')})", "not recorded",
-                          "this bundle predates lineage records: its run is found by name only"))
+        links.append(
+            Link(
+                "run",
+                f"{run} ({m.get('run_id')})",
+                "not recorded",
+                "this bundle predates lineage records: its run is found by name only",
+            )
+        )
     elif got != want:
-        links.append(Link("run", str(run), "MISMATCH", f"{what} changed since the bundle was built"))
+        links.append(
+            Link("run", str(run), "MISMATCH", f"{what} changed since the bundle was built")
+        )
     else:
         best = lin.get("best_pt_sha256")
         ok = best is None or sha256_file(run / "train" / "best.pt") == best
-        links.append(Link("run", str(run), "ok" if ok else "MISMATCH",
-                          f"{what}: sha256 as recorded" + ("; best.pt as recorded" if ok else "; best.pt differs")))
+        links.append(
+            Link(
+                "run",
+                str(run),
+                "ok" if ok else "MISMATCH",
+                f"{what}: sha256 as recorded"
+                + ("; best.pt as recorded" if ok else "; best.pt differs"),
+            )
+        )
     links.append(_data_link(train, lin.get("data_hash")))
     return list(reversed(links))

@@ -32,15 +32,35 @@ def default_bundle(board: str = "KV260") -> Path:
 class LocalDevice:
     """``with LocalDevice(store) as dev: dev.port`` -> ``tcp://127.0.0.1:PORT``."""
 
-    def __init__(self, store: Path, trusted: list[Path] | None = None, board: str | None = None,
-                 serial: str | None = None, tcp: bool = True, extra: list[str] | None = None,
-                 python: str | None = None, backend: str = "software", env: dict | None = None,
-                 pair: bool | None = None) -> None:
+    def __init__(
+        self,
+        store: Path,
+        trusted: list[Path] | None = None,
+        board: str | None = None,
+        serial: str | None = None,
+        tcp: bool = True,
+        extra: list[str] | None = None,
+        python: str | None = None,
+        backend: str = "software",
+        env: dict | None = None,
+        pair: bool | None = None,
+    ) -> None:
         self.store = Path(store)
         self.serial = serial
-        self.auto_pair = bool(serial) if pair is None else pair  # a serial link admits paired hosts only
+        self.auto_pair = (
+            bool(serial) if pair is None else pair
+        )  # a serial link admits paired hosts only
         self.env = env or {}
-        args = [python or sys.executable, "-m", "qdev.device", "serve", "--store", str(store), "--backend", backend]
+        args = [
+            python or sys.executable,
+            "-m",
+            "qdev.device",
+            "serve",
+            "--store",
+            str(store),
+            "--backend",
+            backend,
+        ]
         keys = list(trusted if trusted is not None else default_trusted())
         for k in keys:
             args += ["--trust", str(k)]
@@ -77,8 +97,14 @@ class LocalDevice:
         if self.auto_pair:
             self.pair()
         err = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=err, text=True,
-                                     cwd=str(self.store.parent), env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
+        self.proc = subprocess.Popen(
+            self.args,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            cwd=str(self.store.parent),
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()

@@ -49,9 +49,14 @@ def parse_target(text: str) -> PacsTarget:
         except ValueError:
             port = None
         if port is None or not (1 <= len(u.username) <= 16):
-            raise ConfigError(f"--pacs {text}: expected dimse://CALLED_AE@HOST:PORT (AE title up to 16 characters)")
+            raise ConfigError(
+                f"--pacs {text}: expected dimse://CALLED_AE@HOST:PORT (AE title up to 16 "
+                "characters)"
+            )
         return PacsTarget("dimse", host=u.hostname, port=port, called_ae=u.username)
-    raise ConfigError(f"--pacs {text}: expected http(s)://HOST/.../dicom-web or dimse://CALLED_AE@HOST:PORT")
+    raise ConfigError(
+        f"--pacs {text}: expected http(s)://HOST/.../dicom-web or dimse://CALLED_AE@HOST:PORT"
+    )
 
 
 def load_credentials(path: Path | None) -> tuple[str, str] | None:
@@ -110,14 +115,18 @@ def pacs_session(ca: Path | str | None = None, creds: tuple[str, str] | None = N
     return session
 
 
-def _stow(paths: list[Path], t: PacsTarget, creds: tuple[str, str] | None, ca: Path | None) -> StoreResult:
+def _stow(
+    paths: list[Path], t: PacsTarget, creds: tuple[str, str] | None, ca: Path | None
+) -> StoreResult:
     import pydicom
     import requests
     from dicomweb_client.api import DICOMwebClient
 
     u = urlsplit(t.url)
     if creds and u.scheme == "http" and not is_loopback(u.hostname or ""):
-        raise ConfigError(f"--pacs {t.url}: credentials over plain http to another machine; use https")
+        raise ConfigError(
+            f"--pacs {t.url}: credentials over plain http to another machine; use https"
+        )
     session = pacs_session(ca, creds)
     client = DICOMwebClient(url=t.url, session=session)
     failed: list[str] = []
@@ -132,11 +141,15 @@ def _stow(paths: list[Path], t: PacsTarget, creds: tuple[str, str] | None, ca: P
             client.store_instances(datasets=batch)
             sent += len(batch)
         except requests.exceptions.SSLError as exc:
-            raise QdevError(f"--pacs {t.url}: TLS verification failed ({exc}); pass --ca FILE"[:400]) from None
+            raise QdevError(
+                f"--pacs {t.url}: TLS verification failed ({exc}); pass --ca FILE"[:400]
+            ) from None
         except requests.exceptions.HTTPError as exc:
             code = exc.response.status_code if exc.response is not None else "?"
             if code in (401, 403):
-                raise QdevError(f"--pacs {t.url}: refused ({code}): check the credentials") from None
+                raise QdevError(
+                    f"--pacs {t.url}: refused ({code}): check the credentials"
+                ) from None
             failed.extend(str(d.SOPInstanceUID) for d in batch)
         except requests.exceptions.RequestException as exc:
             raise QdevError(f"--pacs {t.url}: {exc.__class__.__name__}: {exc}"[:300]) from None
@@ -158,11 +171,19 @@ def _cstore(paths: list[Path], t: PacsTarget, calling_ae: str = "QDEV") -> Store
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     for cls in sorted({str(d.SOPClassUID) for d in datasets}):
-        ae.add_requested_context(cls, [str(datasets[0].file_meta.TransferSyntaxUID), "1.2.840.10008.1.2.1",
-                                       "1.2.840.10008.1.2"])
+        ae.add_requested_context(
+            cls,
+            [
+                str(datasets[0].file_meta.TransferSyntaxUID),
+                "1.2.840.10008.1.2.1",
+                "1.2.840.10008.1.2",
+            ],
+        )
     assoc = ae.associate(t.host, t.port, ae_title=t.called_ae)
     if not assoc.is_established:
-        raise QdevError(f"--pacs dimse://{t.called_ae}@{t.host}:{t.port}: association refused or no answer")
+        raise QdevError(
+            f"--pacs dimse://{t.called_ae}@{t.host}:{t.port}: association refused or no answer"
+        )
     failed, sent = [], 0
     try:
         for d in datasets:
@@ -176,7 +197,9 @@ def _cstore(paths: list[Path], t: PacsTarget, calling_ae: str = "QDEV") -> Store
     return StoreResult(f"dimse://{t.called_ae}@{t.host}:{t.port}", sent, failed)
 
 
-def store(paths: list[Path], target: str, credentials: Path | None = None, ca: Path | None = None) -> StoreResult:
+def store(
+    paths: list[Path], target: str, credentials: Path | None = None, ca: Path | None = None
+) -> StoreResult:
     """Store ``paths`` at ``target`` (see the module doc).
 
     Raises:

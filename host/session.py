@@ -23,22 +23,51 @@ from qdev.core.fsutil import atomic_write_text
 
 MASKS_FILE = "masks.bin"
 
-__all__ = ["COLUMNS", "MASKS_FILE", "SessionWriter", "read_masks", "read_session", "write_json_atomic", "parquet_schema", "PARQUET_COLUMNS"]
+__all__ = [
+    "COLUMNS",
+    "MASKS_FILE",
+    "SessionWriter",
+    "read_masks",
+    "read_session",
+    "write_json_atomic",
+    "parquet_schema",
+    "PARQUET_COLUMNS",
+]
 
 COLUMNS = [
-    "frame_id", "status", "t_capture", "t_sent", "t_received", "rtt_ms", "device_ms",
-    "device_t_start", "device_t_end", "power_w", "energy_mj", "energy_kind", "mask_area", "dice_vs_truth",
+    "frame_id",
+    "status",
+    "t_capture",
+    "t_sent",
+    "t_received",
+    "rtt_ms",
+    "device_ms",
+    "device_t_start",
+    "device_t_end",
+    "power_w",
+    "energy_mj",
+    "energy_kind",
+    "mask_area",
+    "dice_vs_truth",
     "source",
 ]
 
 
 PARQUET_COLUMNS: dict[str, str] = {
-    "frame_id": "int64", "status": "string", "t_capture": "float64 (unix s, probe clock read time)",
-    "t_sent": "float64 (unix s)", "t_received": "float64 (unix s)", "rtt_ms": "float64",
-    "device_ms": "float64 (device compute per frame)", "device_t_start": "float64 (device monotonic s)",
-    "device_t_end": "float64 (device monotonic s)", "power_w": "float64 (board power, see energy_kind)",
-    "energy_mj": "float64 (per frame)", "energy_kind": "string (measured | estimated)",
-    "mask_area": "int64 (pixels at the model's resolution)", "dice_vs_truth": "float64 (where truth exists)",
+    "frame_id": "int64",
+    "status": "string",
+    "t_capture": "float64 (unix s, probe clock read time)",
+    "t_sent": "float64 (unix s)",
+    "t_received": "float64 (unix s)",
+    "rtt_ms": "float64",
+    "device_ms": "float64 (device compute per frame)",
+    "device_t_start": "float64 (device monotonic s)",
+    "device_t_end": "float64 (device monotonic s)",
+    "power_w": "float64 (board power, see energy_kind)",
+    "energy_mj": "float64 (per frame)",
+    "energy_kind": "string (measured | estimated)",
+    "mask_area": "int64 (pixels at the model's resolution)",
+    "dice_vs_truth": "float64 (where truth exists)",
     "source": "string (the frame's file, where the probe is a set of files)",
 }
 """The Parquet log's columns and what they hold (nullable: a lost frame has only its times)."""
@@ -48,8 +77,10 @@ def parquet_schema():  # noqa: ANN201 - pyarrow is imported lazily
     import pyarrow as pa
 
     t = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
-    return pa.schema([pa.field(k, t[v.split()[0]], nullable=True) for k, v in PARQUET_COLUMNS.items()],
-                     metadata={b"format": b"qdev-session-frames", b"version": b"1"})
+    return pa.schema(
+        [pa.field(k, t[v.split()[0]], nullable=True) for k, v in PARQUET_COLUMNS.items()],
+        metadata={b"format": b"qdev-session-frames", b"version": b"1"},
+    )
 
 
 def _write_parquet(path: Path, rows: list[dict]) -> bool:
@@ -98,12 +129,19 @@ def write_json_atomic(path: Path, doc: dict) -> None:
 class SessionWriter:
     folder: Path
     manifest: dict
-    counts: dict = field(default_factory=lambda: {"ok": 0, "lost": 0, "timeout": 0, "error": 0, "dropped": 0})
+    counts: dict = field(
+        default_factory=lambda: {"ok": 0, "lost": 0, "timeout": 0, "error": 0, "dropped": 0}
+    )
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
         self.folder.mkdir(parents=True, exist_ok=False)
-        self.manifest = {"format": "qdev-session", "version": 1, "started": time.time(), **self.manifest}
+        self.manifest = {
+            "format": "qdev-session",
+            "version": 1,
+            "started": time.time(),
+            **self.manifest,
+        }
         write_json_atomic(self.folder / "manifest.json", self.manifest)
         self._fh = open(self.folder / "frames.csv", "w", newline="")
         self._w = csv.DictWriter(self._fh, COLUMNS, extrasaction="ignore")
@@ -121,12 +159,18 @@ class SessionWriter:
         if self._masks is None:
             self._masks = open(self.folder / MASKS_FILE, "wb")
             self._mask_shape = m.shape
-            self.manifest["masks"] = {"file": MASKS_FILE, "shape": list(m.shape), "record_bytes": 8 + (m.size + 7) // 8,
-                                      "layout": "int64 frame id (little-endian) + numpy.packbits(mask)"}
+            self.manifest["masks"] = {
+                "file": MASKS_FILE,
+                "shape": list(m.shape),
+                "record_bytes": 8 + (m.size + 7) // 8,
+                "layout": "int64 frame id (little-endian) + numpy.packbits(mask)",
+            }
             write_json_atomic(self.folder / "manifest.json", self.manifest)
         if m.shape != self._mask_shape:
             return  # one shape per session (the model's); never the case with one bundle
-        self._masks.write(int(frame_id).to_bytes(8, "little", signed=True) + np.packbits(m).tobytes())
+        self._masks.write(
+            int(frame_id).to_bytes(8, "little", signed=True) + np.packbits(m).tobytes()
+        )
         self._masks.flush()
 
     def row(self, r: dict) -> None:
@@ -143,8 +187,12 @@ class SessionWriter:
         if self._masks is not None:
             os.fsync(self._masks.fileno())
             self._masks.close()
-        logs = ["frames.csv"] + (["frames.parquet"] if _write_parquet(self.folder / "frames.parquet", self._rows) else [])
-        self.manifest.update({"finished": time.time(), "counts": self.counts, "logs": logs, **extra})
+        logs = ["frames.csv"] + (
+            ["frames.parquet"] if _write_parquet(self.folder / "frames.parquet", self._rows) else []
+        )
+        self.manifest.update(
+            {"finished": time.time(), "counts": self.counts, "logs": logs, **extra}
+        )
         write_json_atomic(self.folder / "manifest.json", self.manifest)
 
 
@@ -203,7 +251,8 @@ def _parse_row(raw: dict) -> dict:
 
 def read_session(folder: Path) -> tuple[dict, list[dict]]:
     """(manifest, rows with numbers parsed) of a session folder. Rows that cannot be read (a log
-    cut mid-line by a crash, a garbled line) are skipped; ``manifest["read_warnings"]`` names them."""
+    cut mid-line by a crash, a garbled line) are skipped; ``manifest["read_warnings"]`` names
+    them."""
     from qdev.core.errors import DataError
 
     folder = Path(folder)
@@ -216,7 +265,11 @@ def read_session(folder: Path) -> tuple[dict, list[dict]]:
     if not isinstance(manifest, dict) or manifest.get("format") != "qdev-session":
         raise DataError(f"{folder}: manifest is not a qdev session")
     rows, warnings = [], []
-    pq_rows = _read_parquet(folder / "frames.parquet") if "frames.parquet" in (manifest.get("logs") or []) else None
+    pq_rows = (
+        _read_parquet(folder / "frames.parquet")
+        if "frames.parquet" in (manifest.get("logs") or [])
+        else None
+    )
     if pq_rows is not None and len(pq_rows) >= len(raw_rows):
         manifest["read_warnings"], manifest["read_from"] = [], "frames.parquet"
         return manifest, pq_rows

@@ -29,30 +29,55 @@ from qdev.core.probe.sources import ProbeFrame, ProbeSource
 from qdev.host.client import DeviceClient, StreamReply
 from qdev.host.session import SessionWriter
 
-__all__ = ["StreamConfig", "StreamSummary", "run_stream", "stream_to_session", "default_session_dir"]
+__all__ = [
+    "StreamConfig",
+    "StreamSummary",
+    "run_stream",
+    "stream_to_session",
+    "default_session_dir",
+]
 
 
 @dataclass
 class StreamConfig:
     """Settings of one streaming session (each field's help says what it is)."""
 
-    fps: float | None = opt(None, help="Pace frames at this rate (default: the probe's rate if live; files unpaced).")
+    fps: float | None = opt(
+        None, help="Pace frames at this rate (default: the probe's rate if live; files unpaced)."
+    )
     window: int = opt(4, help="Frames in flight.")
-    max_frames: int | None = opt(None, decl="--frames", help="Stop after N frames (default: until the source ends "
-                                                             "or Ctrl-C).")
+    max_frames: int | None = opt(
+        None,
+        decl="--frames",
+        help="Stop after N frames (default: until the source ends or Ctrl-C).",
+    )
     timeout: float = opt(10.0, help="Seconds before a frame counts as lost.")
-    view: str = opt("none", cli_default="window", metavar="window|web[:PORT]|window,web[:PORT]|none",
-                    help="Live overlay: a desktop window, a browser view on 127.0.0.1:PORT (default 8765), both, "
-                         "or none.")
+    view: str = opt(
+        "none",
+        cli_default="window",
+        metavar="window|web[:PORT]|window,web[:PORT]|none",
+        help="Live overlay: a desktop window, a browser view on 127.0.0.1:PORT (default 8765), "
+        "both, "
+        "or none.",
+    )
     save: Path | None = opt(None, path="newfile", help="Write the overlay video (mp4).")
-    out: Path | None = opt(None, path="newdir", help="Session folder (default sessions/<time>); must not exist yet.")
-    port: str = no_option("how the device was reached (the group's --port), recorded in the session manifest",
-                          "local")
-    igtl: str | None = opt(None, metavar="[HOST:]PORT",
-                           help="Serve frames, masks (labelmap) and per-frame info over OpenIGTLink, e.g. to 3D "
-                                "Slicer (18944 is the usual port; loopback unless HOST is given).")
-    igtl_wait: float = opt(0.0, metavar="SECONDS",
-                           help="Wait this long for a first OpenIGTLink client (e.g. Slicer) before streaming.")
+    out: Path | None = opt(
+        None, path="newdir", help="Session folder (default sessions/<time>); must not exist yet."
+    )
+    port: str = no_option(
+        "how the device was reached (the group's --port), recorded in the session manifest", "local"
+    )
+    igtl: str | None = opt(
+        None,
+        metavar="[HOST:]PORT",
+        help="Serve frames, masks (labelmap) and per-frame info over OpenIGTLink, e.g. to 3D "
+        "Slicer (18944 is the usual port; loopback unless HOST is given).",
+    )
+    igtl_wait: float = opt(
+        0.0,
+        metavar="SECONDS",
+        help="Wait this long for a first OpenIGTLink client (e.g. Slicer) before streaming.",
+    )
 
     def check(self) -> None:
         """Refuse settings that cannot stream (one-line errors naming the option)."""
@@ -144,14 +169,19 @@ class _Prefetch:
     def __init__(self, source: ProbeSource, h: int, w: int, depth: int) -> None:
         self.q: queue.Queue = queue.Queue(maxsize=max(2, depth))
         self.stop = threading.Event()
-        self.t = threading.Thread(target=self._run, args=(source, h, w), name="qdev-prefetch", daemon=True)
+        self.t = threading.Thread(
+            target=self._run, args=(source, h, w), name="qdev-prefetch", daemon=True
+        )
         self.t.start()
 
     def _run(self, source: ProbeSource, h: int, w: int) -> None:
         try:
             for fr in source.frames():
-                item = (fr, to_model_input(fr.image, h, w),
-                        mask_to_model(fr.truth, h, w) if fr.truth is not None else None)
+                item = (
+                    fr,
+                    to_model_input(fr.image, h, w),
+                    mask_to_model(fr.truth, h, w) if fr.truth is not None else None,
+                )
                 if not self._put(item):
                     return
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, raised there
@@ -181,9 +211,15 @@ class _Prefetch:
         self.stop.set()
 
 
-def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, writer: SessionWriter,
-               on_frame: Callable[[ProbeFrame, np.ndarray, StreamReply, int, int, float | None], None] | None = None,
-               stop: threading.Event | None = None) -> StreamSummary:
+def run_stream(
+    client: DeviceClient,
+    source: ProbeSource,
+    cfg: StreamConfig,
+    writer: SessionWriter,
+    on_frame: Callable[[ProbeFrame, np.ndarray, StreamReply, int, int, float | None], None]
+    | None = None,
+    stop: threading.Event | None = None,
+) -> StreamSummary:
     """Stream ``source`` through the device; log every frame to ``writer``."""
     io = client.info()["io"]
     h, w = int(io["height"]), int(io["width"])
@@ -223,8 +259,13 @@ def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, wri
     try:
         for rep in client.stream(frames(), cfg.window, cfg.timeout):
             fr, px, truth = sent.pop(rep.frame_id, (None, None, None))
-            row = {"frame_id": rep.frame_id, "t_sent": rep.t_sent, "t_received": rep.t_received,
-                   "t_capture": fr.t_capture if fr else None, "source": fr.name if fr else None}
+            row = {
+                "frame_id": rep.frame_id,
+                "t_sent": rep.t_sent,
+                "t_received": rep.t_received,
+                "t_capture": fr.t_capture if fr else None,
+                "source": fr.name if fr else None,
+            }
             if rep.error is not None:
                 lost += 1
                 row["status"] = rep.error if rep.error in ("lost", "timeout") else "error"
@@ -232,11 +273,19 @@ def run_stream(client: DeviceClient, source: ProbeSource, cfg: StreamConfig, wri
                 continue
             ok += 1
             m = rep.meta
-            row.update({
-                "status": "ok", "rtt_ms": (rep.t_received - rep.t_sent) * 1e3, "device_ms": m.get("device_ms"),
-                "device_t_start": m.get("t_start"), "device_t_end": m.get("t_end"), "power_w": m.get("power_w"),
-                "energy_mj": m.get("energy_mj"), "energy_kind": m.get("energy_kind"), "mask_area": m.get("mask_area"),
-            })
+            row.update(
+                {
+                    "status": "ok",
+                    "rtt_ms": (rep.t_received - rep.t_sent) * 1e3,
+                    "device_ms": m.get("device_ms"),
+                    "device_t_start": m.get("t_start"),
+                    "device_t_end": m.get("t_end"),
+                    "power_w": m.get("power_w"),
+                    "energy_mj": m.get("energy_mj"),
+                    "energy_kind": m.get("energy_kind"),
+                    "mask_area": m.get("mask_area"),
+                }
+            )
             d = dice(rep.mask, truth) if truth is not None else None
             if d is not None:
                 row["dice_vs_truth"] = round(d, 4)
@@ -282,8 +331,12 @@ def _interruptible(stop: threading.Event):  # noqa: ANN202
     return signal.signal(signal.SIGINT, _interrupt)
 
 
-def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConfig,
-                      status: Callable[[str], object] | None = None) -> tuple[Path, StreamSummary]:
+def stream_to_session(
+    client: DeviceClient,
+    source: ProbeSource,
+    cfg: StreamConfig,
+    status: Callable[[str], object] | None = None,
+) -> tuple[Path, StreamSummary]:
     """A whole ``qdev stream`` session against a connected device: checks, the session folder
     and its manifest, the live view, Ctrl-C handling, and the closing statistics.
 
@@ -312,20 +365,38 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
             igtl.close()
         raise
     try:
-        writer = SessionWriter(folder, {"source": source.describe(), "device": info, "power": pw,
-                                        "settings": {"fps": cfg.fps, "window": cfg.window,
-                                                     "max_frames": cfg.max_frames, "timeout": cfg.timeout,
-                                                     "port": cfg.port}})
+        writer = SessionWriter(
+            folder,
+            {
+                "source": source.describe(),
+                "device": info,
+                "power": pw,
+                "settings": {
+                    "fps": cfg.fps,
+                    "window": cfg.window,
+                    "max_frames": cfg.max_frames,
+                    "timeout": cfg.timeout,
+                    "port": cfg.port,
+                },
+            },
+        )
     except BaseException:
         ov.close()  # no half-open window or web server for a session that never started
         if igtl is not None:
             igtl.close()
         raise
     if igtl is not None:
-        print(f"OpenIGTLink: {igtl.address} (IMAGE qdev-frame, IMAGE qdev-mask, STRING qdev-info)",
-              file=sys.stderr, flush=True)
+        print(
+            f"OpenIGTLink: {igtl.address} (IMAGE qdev-frame, IMAGE qdev-mask, STRING qdev-info)",
+            file=sys.stderr,
+            flush=True,
+        )
         if cfg.igtl_wait and not igtl.wait_for_client(cfg.igtl_wait):
-            print(f"no OpenIGTLink client within {cfg.igtl_wait:g} s: streaming anyway", file=sys.stderr, flush=True)
+            print(
+                f"no OpenIGTLink client within {cfg.igtl_wait:g} s: streaming anyway",
+                file=sys.stderr,
+                flush=True,
+            )
     if ov.web is not None:
         print(f"browser view: {ov.web.url}", file=sys.stderr, flush=True)
     gallery = Gallery(folder / "gallery")
@@ -333,20 +404,42 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
     t0 = time.time()
     shown = [0]
 
-    def on_frame(fr: ProbeFrame, px: np.ndarray, rep: StreamReply, lost: int, dropped: int, d: float | None) -> None:
+    def on_frame(
+        fr: ProbeFrame, px: np.ndarray, rep: StreamReply, lost: int, dropped: int, d: float | None
+    ) -> None:
         shown[0] += 1
         el = time.time() - t0
         m = rep.meta
-        hud = Hud(rep.frame_id, shown[0] / el if el else 0.0, (rep.t_received - rep.t_sent) * 1e3,
-                  m.get("device_ms"), m.get("power_w"), m.get("energy_mj"), m.get("energy_kind"), dropped, lost,
-                  m.get("bundle_id") or info.get("bundle_id"), int(m.get("mask_area") or 0), source.name)
+        hud = Hud(
+            rep.frame_id,
+            shown[0] / el if el else 0.0,
+            (rep.t_received - rep.t_sent) * 1e3,
+            m.get("device_ms"),
+            m.get("power_w"),
+            m.get("energy_mj"),
+            m.get("energy_kind"),
+            dropped,
+            lost,
+            m.get("bundle_id") or info.get("bundle_id"),
+            int(m.get("mask_area") or 0),
+            source.name,
+        )
         gallery.offer(rep.frame_id, fr.image, rep.mask, d, fr.display_window, fr.truth)
         writer.mask(rep.frame_id, rep.mask)
         if igtl is not None:
-            igtl.publish(rep.frame_id, fr.image, rep.mask, {
-                "frame_id": rep.frame_id, "device_ms": m.get("device_ms"), "energy_mj": m.get("energy_mj"),
-                "energy_kind": m.get("energy_kind"), "bundle_id": m.get("bundle_id") or info.get("bundle_id")},
-                fr.spacing)
+            igtl.publish(
+                rep.frame_id,
+                fr.image,
+                rep.mask,
+                {
+                    "frame_id": rep.frame_id,
+                    "device_ms": m.get("device_ms"),
+                    "energy_mj": m.get("energy_mj"),
+                    "energy_kind": m.get("energy_kind"),
+                    "bundle_id": m.get("bundle_id") or info.get("bundle_id"),
+                },
+                fr.spacing,
+            )
         if not ov.show(fr.image, rep.mask, hud, fr.display_window):
             stop.set()
 
@@ -354,8 +447,11 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
     try:
         import contextlib
 
-        shown_status = status(f"streaming {source.name} -> {info.get('backend')} ... (Ctrl-C to stop)") if status \
+        shown_status = (
+            status(f"streaming {source.name} -> {info.get('backend')} ... (Ctrl-C to stop)")
+            if status
             else contextlib.nullcontext()
+        )
         with shown_status:
             summ = run_stream(client, source, cfg, writer, on_frame, stop)
     finally:
@@ -364,10 +460,22 @@ def stream_to_session(client: DeviceClient, source: ProbeSource, cfg: StreamConf
         ov.close()
         if igtl is not None:
             igtl.close()
-    summ.interrupted = summ.interrupted or (stop.is_set() and (cfg.max_frames is None or summ.frames_ok < cfg.max_frames))
+    summ.interrupted = summ.interrupted or (
+        stop.is_set() and (cfg.max_frames is None or summ.frames_ok < cfg.max_frames)
+    )
     gallery.write()
     extra = {"igtl": igtl.stats()} if igtl is not None else {}
-    writer.close(summary={"frames_ok": summ.frames_ok, "lost": summ.lost, "dropped": summ.dropped,
-                          "seconds": summ.seconds, "fps": summ.fps, "interrupted": summ.interrupted},
-                 stats=client.stats(), source_end=source.describe(), **extra)
+    writer.close(
+        summary={
+            "frames_ok": summ.frames_ok,
+            "lost": summ.lost,
+            "dropped": summ.dropped,
+            "seconds": summ.seconds,
+            "fps": summ.fps,
+            "interrupted": summ.interrupted,
+        },
+        stats=client.stats(),
+        source_end=source.describe(),
+        **extra,
+    )
     return folder, summ

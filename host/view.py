@@ -48,10 +48,12 @@ class Hud:
             return "-" if v is None else format(v, fmt)
 
         kind = self.energy_kind or "?"
-        return [f"frame {self.frame_id}  {self.fps:.1f} fps  drops {self.dropped}  lost {self.lost}",
-                f"rtt {f(self.rtt_ms, '.0f')} ms  device {f(self.device_ms, '.1f')} ms",
-                f"{f(self.power_w, '.2f')} W  {f(self.energy_mj, '.1f')} mJ/frame ({kind})",
-                f"bundle {self.bundle_id or '-'}  mask {self.mask_area} px"]
+        return [
+            f"frame {self.frame_id}  {self.fps:.1f} fps  drops {self.dropped}  lost {self.lost}",
+            f"rtt {f(self.rtt_ms, '.0f')} ms  device {f(self.device_ms, '.1f')} ms",
+            f"{f(self.power_w, '.2f')} W  {f(self.energy_mj, '.1f')} mJ/frame ({kind})",
+            f"bundle {self.bundle_id or '-'}  mask {self.mask_area} px",
+        ]
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -104,9 +106,15 @@ def display_bgr(image: np.ndarray, window: tuple[float, float] | None = None) ->
     return np.ascontiguousarray(a[..., 2::-1])  # RGB(A) -> BGR
 
 
-def compose(image: np.ndarray, mask: np.ndarray, hud: Hud | None, fill: bool = True,
-            window: tuple[float, float] | None = None, scale: int = 1,
-            truth: np.ndarray | None = None) -> np.ndarray:
+def compose(
+    image: np.ndarray,
+    mask: np.ndarray,
+    hud: Hud | None,
+    fill: bool = True,
+    window: tuple[float, float] | None = None,
+    scale: int = 1,
+    truth: np.ndarray | None = None,
+) -> np.ndarray:
     """The frame (source size, or magnified by a whole ``scale``) with the model-size mask mapped
     back onto it, and the HUD. The contour and text are drawn at the output resolution."""
     import cv2
@@ -144,8 +152,11 @@ def _wrap(cv2, lines: list[str], width: int, scale: float) -> list[str]:  # noqa
             cut = None
             for sep in ("  ", " "):
                 for i in range(len(rest) - 1, 0, -1):
-                    if rest[i : i + len(sep)] == sep and cv2.getTextSize(rest[:i], cv2.FONT_HERSHEY_SIMPLEX, scale,
-                                                                          1)[0][0] <= width:
+                    if (
+                        rest[i : i + len(sep)] == sep
+                        and cv2.getTextSize(rest[:i], cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+                        <= width
+                    ):
                         cut = (i, len(sep))
                         break
                 if cut:
@@ -169,8 +180,16 @@ def with_hud(img: np.ndarray, lines: list[str]) -> np.ndarray:
     lines = _wrap(cv2, lines, w - 12, scale)
     band = np.full((step * len(lines) + 10, w, 3), 24, np.uint8)
     for i, line in enumerate(lines):
-        cv2.putText(band, line, (6, step * (i + 1) - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            band,
+            line,
+            (6, step * (i + 1) - 2),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
     return np.vstack([img, band])
 
 
@@ -178,7 +197,9 @@ class OverlayView:
     """``show(image, mask, hud)`` to every output asked for: the desktop window, the browser view,
     the mp4. ``show`` returns False once the user closed the window (q / Esc, or its close box)."""
 
-    def __init__(self, spec: ViewSpec | bool, save: Path | None, fps: float = 20.0, fill: bool = True) -> None:
+    def __init__(
+        self, spec: ViewSpec | bool, save: Path | None, fps: float = 20.0, fill: bool = True
+    ) -> None:
         import cv2
 
         self.cv2, self.fps, self.fill = cv2, fps, fill
@@ -199,18 +220,32 @@ class OverlayView:
             log.warning("no display ($DISPLAY unset): no window; use --view web for a browser view")
             return False
         info = self.cv2.getBuildInformation()
-        gui = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.strip().startswith("GUI:")), "")
+        gui = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in info.splitlines()
+                if ln.strip().startswith("GUI:")
+            ),
+            "",
+        )
         if not gui or gui.upper() == "NONE":
-            log.warning("this OpenCV build has no GUI (opencv-python-headless?): no window; install "
-                        "opencv-python instead, or use --view web")
+            log.warning(
+                "this OpenCV build has no GUI (opencv-python-headless?): no window; install "
+                "opencv-python instead, or use --view web"
+            )
             return False
         fonts = "/usr/share/fonts/truetype/dejavu"
         if os.path.isdir(fonts):
             os.environ.setdefault("QT_QPA_FONTDIR", fonts)  # OpenCV's Qt ships no fonts
         return True
 
-    def show(self, image: np.ndarray, mask: np.ndarray, hud: Hud | None,
-             window: tuple[float, float] | None = None) -> bool:
+    def show(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        hud: Hud | None,
+        window: tuple[float, float] | None = None,
+    ) -> bool:
         if not (self.window or self.web or self.save):
             return True
         plain = compose(image, mask, None, self.fill, window)
@@ -218,14 +253,22 @@ class OverlayView:
             self.web.publish(plain, hud.as_dict() if hud else {})
         if self.save is not None:  # at the source's own size
             img = with_hud(plain, hud.lines()) if hud is not None else plain
-            if self.writer is not None and img.shape[:2] != self._video_hw:  # a HUD that wrapped differently
+            if (
+                self.writer is not None and img.shape[:2] != self._video_hw
+            ):  # a HUD that wrapped differently
                 hh, ww = self._video_hw
-                img = np.vstack([img, np.full((max(0, hh - img.shape[0]), ww, 3), 24, np.uint8)])[:hh]
+                img = np.vstack([img, np.full((max(0, hh - img.shape[0]), ww, 3), 24, np.uint8)])[
+                    :hh
+                ]
             if self.writer is None:
                 self._video_hw = img.shape[:2]
                 self.save.parent.mkdir(parents=True, exist_ok=True)
-                self.writer = self.cv2.VideoWriter(str(self.save), self.cv2.VideoWriter_fourcc(*"mp4v"),
-                                                   self.fps, (img.shape[1], img.shape[0]))
+                self.writer = self.cv2.VideoWriter(
+                    str(self.save),
+                    self.cv2.VideoWriter_fourcc(*"mp4v"),
+                    self.fps,
+                    (img.shape[1], img.shape[0]),
+                )
             self.writer.write(img)
             self.frames += 1
         if self.window:
@@ -239,7 +282,9 @@ class OverlayView:
         cv2 = self.cv2
         try:
             if not self._opened:
-                cv2.namedWindow(WINDOW_TITLE, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)  # no toolbar
+                cv2.namedWindow(
+                    WINDOW_TITLE, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL
+                )  # no toolbar
                 self._opened = True
             elif cv2.getWindowProperty(WINDOW_TITLE, cv2.WND_PROP_VISIBLE) < 1:
                 return False  # closed with its close box

@@ -24,7 +24,8 @@ __all__ = ["WatchConfig", "WatchSummary", "watch_to_session"]
 
 @dataclass
 class WatchConfig:
-    """Settings of one ``device:`` session (see :class:`qdev.host.stream.StreamConfig` for the shared
+    """Settings of one ``device:`` session (see :class:`qdev.host.stream.StreamConfig` for the
+    shared
     ones). ``display_max``: the longer side of the probe's own frame as the device sends it for
     display (its aspect kept; 0: the model's input instead)."""
 
@@ -56,7 +57,9 @@ def _same_source(spec: str, source: str) -> bool:
 class _Watch:
     """One ``device:`` session's sinks (log, masks, gallery, view, OpenIGTLink) and counters."""
 
-    def __init__(self, client, cfg: WatchConfig, source: str | None, echo: Callable[[str], None]) -> None:  # noqa: ANN001
+    def __init__(
+        self, client, cfg: WatchConfig, source: str | None, echo: Callable[[str], None]
+    ) -> None:  # noqa: ANN001
         from qdev.host.gallery import Gallery
         from qdev.host.session import SessionWriter
         from qdev.host.stream import _igtl_server, default_session_dir
@@ -74,10 +77,24 @@ class _Watch:
             if self.igtl is not None:
                 self.igtl.close()
             raise
-        self.writer = SessionWriter(self.folder, {
-            "source": {"source": self.label, "live": True, "on_device": True, "device_source": source},
-            "device": info, "power": None, "settings": {"max_frames": cfg.frames, "display_quality": cfg.quality,
-                                                        "display_max": cfg.display_max}})
+        self.writer = SessionWriter(
+            self.folder,
+            {
+                "source": {
+                    "source": self.label,
+                    "live": True,
+                    "on_device": True,
+                    "device_source": source,
+                },
+                "device": info,
+                "power": None,
+                "settings": {
+                    "max_frames": cfg.frames,
+                    "display_quality": cfg.quality,
+                    "display_max": cfg.display_max,
+                },
+            },
+        )
         if self.ov.web is not None:
             print(f"browser view: {self.ov.web.url}", file=sys.stderr, flush=True)
         if self.igtl is not None:
@@ -99,25 +116,62 @@ class _Watch:
         self.last_id = fid
         self.dropped = int(m.get("dropped") or 0)
         t = time.time()
-        self.writer.row({"frame_id": fid, "status": "ok", "t_received": t, "device_ms": m.get("device_ms"),
-                         "device_t_start": m.get("t_start"), "device_t_end": m.get("t_end"),
-                         "power_w": m.get("power_w"), "energy_mj": m.get("energy_mj"),
-                         "energy_kind": m.get("energy_kind"), "mask_area": m.get("mask_area"), "source": m.get("source")})
+        self.writer.row(
+            {
+                "frame_id": fid,
+                "status": "ok",
+                "t_received": t,
+                "device_ms": m.get("device_ms"),
+                "device_t_start": m.get("t_start"),
+                "device_t_end": m.get("t_end"),
+                "power_w": m.get("power_w"),
+                "energy_mj": m.get("energy_mj"),
+                "energy_kind": m.get("energy_kind"),
+                "mask_area": m.get("mask_area"),
+                "source": m.get("source"),
+            }
+        )
         self.writer.mask(fid, mask)
         self.gallery.offer(fid, px, mask, None, None, None)
-        self.echo(f"frame {fid}: device {m['device_ms']:.1f} ms, {m['energy_mj']:.1f} mJ ({m['energy_kind']}), "
-                  f"mask {m['mask_area']} px, dropped {self.dropped} at the probe, {self.skipped} skipped by this viewer")
+        self.echo(
+            f"frame {fid}: device {m['device_ms']:.1f} ms, {m['energy_mj']:.1f} mJ "
+            f"({m['energy_kind']}), "
+            f"mask {m['mask_area']} px, dropped {self.dropped} at the probe, {self.skipped} "
+            "skipped "
+            "by this viewer"
+        )
         label = self.label
         ph, pw = m.get("probe_h"), m.get("probe_w")
-        if ph and (px.shape[0], px.shape[1]) != (int(ph), int(pw)):  # the HUD says when the view is reduced
+        if ph and (px.shape[0], px.shape[1]) != (
+            int(ph),
+            int(pw),
+        ):  # the HUD says when the view is reduced
             label += f" (display {px.shape[1]}x{px.shape[0]} of {pw}x{ph})"
         el = t - self.t0
-        hud = Hud(fid, self.n / el if el else 0.0, None, m.get("device_ms"), m.get("power_w"), m.get("energy_mj"),
-                  m.get("energy_kind"), self.dropped + self.skipped, 0, m.get("bundle_id"), int(m.get("mask_area") or 0),
-                  label)
+        hud = Hud(
+            fid,
+            self.n / el if el else 0.0,
+            None,
+            m.get("device_ms"),
+            m.get("power_w"),
+            m.get("energy_mj"),
+            m.get("energy_kind"),
+            self.dropped + self.skipped,
+            0,
+            m.get("bundle_id"),
+            int(m.get("mask_area") or 0),
+            label,
+        )
         if self.igtl is not None:
-            self.igtl.publish(fid, px, mask, {k: m.get(k) for k in ("frame_id", "device_ms", "energy_mj",
-                                                                      "energy_kind", "bundle_id")})
+            self.igtl.publish(
+                fid,
+                px,
+                mask,
+                {
+                    k: m.get(k)
+                    for k in ("frame_id", "device_ms", "energy_mj", "energy_kind", "bundle_id")
+                },
+            )
         return self.ov.show(px, mask, hud) and not (self.cfg.frames and self.n >= self.cfg.frames)
 
     def close(self, end: dict | None) -> WatchSummary:
@@ -129,13 +183,25 @@ class _Watch:
         lost_here = self.dropped + self.skipped
         self.writer.counts["dropped"] = lost_here
         self.gallery.write()
-        self.writer.close(summary={"frames_ok": self.n, "lost": 0, "dropped": lost_here,
-                                   "dropped_at_device": self.dropped, "skipped_by_viewer": self.skipped,
-                                   "seconds": el, "fps": self.n / el if el else 0.0, "ended_by_device": end}, **extra)
+        self.writer.close(
+            summary={
+                "frames_ok": self.n,
+                "lost": 0,
+                "dropped": lost_here,
+                "dropped_at_device": self.dropped,
+                "skipped_by_viewer": self.skipped,
+                "seconds": el,
+                "fps": self.n / el if el else 0.0,
+                "ended_by_device": end,
+            },
+            **extra,
+        )
         return WatchSummary(self.n, self.skipped, self.dropped, el, end)
 
 
-def watch_to_session(client, cfg: WatchConfig, echo: Callable[[str], None] = print) -> tuple[Path, WatchSummary]:  # noqa: ANN001
+def watch_to_session(
+    client, cfg: WatchConfig, echo: Callable[[str], None] = print
+) -> tuple[Path, WatchSummary]:  # noqa: ANN001
     """Watch the device's own probe into a session folder; returns (folder, summary).
 
     Raises:
@@ -146,8 +212,10 @@ def watch_to_session(client, cfg: WatchConfig, echo: Callable[[str], None] = pri
     except QdevError:
         source = None
     if cfg.spec and source and not _same_source(cfg.spec, source):
-        raise QdevError(f"--probe device:{cfg.spec}: this device segments its own probe '{source}' (chosen by "
-                        "qdev-device serve --probe); say device: or device:" + source)
+        raise QdevError(
+            f"--probe device:{cfg.spec}: this device segments its own probe '{source}' (chosen by "
+            "qdev-device serve --probe); say device: or device:" + source
+        )
     w = _Watch(client, cfg, source, echo)
     try:
         for msg in client.watch(jpeg_quality=cfg.quality, display_max=cfg.display_max):

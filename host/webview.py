@@ -51,13 +51,17 @@ class _State:
         self.history: deque = deque(maxlen=120)
         self.closed = False
         self.served = 0  # frames sent to viewers (all endpoints)
-        self.viewers: deque = deque(maxlen=256)  # what pages report they show: (t, shown, fps, frame)
+        self.viewers: deque = deque(
+            maxlen=256
+        )  # what pages report they show: (t, shown, fps, frame)
 
 
 class WebView:
     """``publish(bgr, hud)`` per frame; viewers connect to :attr:`url`."""
 
-    def __init__(self, port: int = 8765, host: str = "127.0.0.1", quality: int = JPEG_QUALITY) -> None:
+    def __init__(
+        self, port: int = 8765, host: str = "127.0.0.1", quality: int = JPEG_QUALITY
+    ) -> None:
         import cv2
 
         self._cv2, self.quality = cv2, quality
@@ -82,7 +86,9 @@ class WebView:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-            def _send(self, code: int, ctype: str, body: bytes, headers: dict | None = None) -> None:
+            def _send(
+                self, code: int, ctype: str, body: bytes, headers: dict | None = None
+            ) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -103,21 +109,39 @@ class WebView:
                 with state.cond:
                     state.cond.wait_for(lambda: state.n > after or state.closed, LONG_POLL_S)
                     n, jpeg, hud, closed = state.n, state.jpeg, state.hud, state.closed
-                if jpeg is None or n <= after:  # nothing newer: the session ended, or the poll timed out
+                if (
+                    jpeg is None or n <= after
+                ):  # nothing newer: the session ended, or the poll timed out
                     self._send(204, "text/plain", b"", {"X-Ended": "1" if closed else "0"})
                     return
                 with state.cond:
                     state.served += 1
-                # the frame's own figures ride with it, so the page's table is always the frame shown
-                self._send(200, "image/jpeg", jpeg, {"X-Frame": str(n), "X-Frame-Id": str(hud.get("frame_id")),
-                                                     "X-Mask-Area": str(hud.get("mask_area")),
-                                                     "X-Hud": quote(json.dumps(hud, default=str))})
+                # the frame's own figures ride with it, so the page's table is always the frame
+                # shown
+                self._send(
+                    200,
+                    "image/jpeg",
+                    jpeg,
+                    {
+                        "X-Frame": str(n),
+                        "X-Frame-Id": str(hud.get("frame_id")),
+                        "X-Mask-Area": str(hud.get("mask_area")),
+                        "X-Hud": quote(json.dumps(hud, default=str)),
+                    },
+                )
 
             def stats(self, q: dict) -> None:
                 with state.cond:
-                    body = json.dumps({"frames": state.n, "hud": state.hud, "history": list(state.history),
-                                       "ended": state.closed, "served": state.served,
-                                       "viewers": list(state.viewers)[-8:]}).encode()
+                    body = json.dumps(
+                        {
+                            "frames": state.n,
+                            "hud": state.hud,
+                            "history": list(state.history),
+                            "ended": state.closed,
+                            "served": state.served,
+                            "viewers": list(state.viewers)[-8:],
+                        }
+                    ).encode()
                 self._send(200, "application/json", body)
 
             def viewer(self, q: dict) -> None:
@@ -144,28 +168,45 @@ class WebView:
                         seen, jpeg = state.n, state.jpeg
                     if jpeg is None:
                         continue
-                    self.wfile.write(b"--qdevframe\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                     + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                    self.wfile.write(
+                        b"--qdevframe\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                        + str(len(jpeg)).encode()
+                        + b"\r\n\r\n"
+                        + jpeg
+                        + b"\r\n"
+                    )
                     with state.cond:
                         state.served += 1
 
-        ROUTES = {"/": Handler.page, "/index.html": Handler.page, "/frame.jpg": Handler.frame,
-                  "/stats.json": Handler.stats, "/stream.mjpg": Handler.mjpeg, "/viewer": Handler.viewer}
+        ROUTES = {
+            "/": Handler.page,
+            "/index.html": Handler.page,
+            "/frame.jpg": Handler.frame,
+            "/stats.json": Handler.stats,
+            "/stream.mjpg": Handler.mjpeg,
+            "/viewer": Handler.viewer,
+        }
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
 
             def handle_error(self, request, client_address) -> None:  # noqa: ANN001
-                log.debug("webview: viewer %s went away", client_address)  # a closed tab, not an error
+                log.debug(
+                    "webview: viewer %s went away", client_address
+                )  # a closed tab, not an error
 
         try:
             self.httpd = Server((host, port), Handler)
         except OSError as exc:
-            raise ConfigError(f"--view web:{port}: cannot serve the browser view on {host}:{port} "
-                              f"({exc.strerror or exc})") from exc
+            raise ConfigError(
+                f"--view web:{port}: cannot serve the browser view on {host}:{port} "
+                f"({exc.strerror or exc})"
+            ) from exc
         self.address = self.httpd.server_address[:2]
         self.url = f"http://{self.address[0]}:{self.address[1]}/"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="qdev-webview", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="qdev-webview", daemon=True
+        )
         self._thread.start()
 
     def publish(self, bgr: np.ndarray, hud: dict) -> None:
@@ -175,7 +216,10 @@ class WebView:
         st = self.state
         with st.cond:
             st.n += 1
-            st.jpeg, st.hud = buf.tobytes(), {**hud, "t": time.time(), "size": [bgr.shape[1], bgr.shape[0]]}
+            st.jpeg, st.hud = (
+                buf.tobytes(),
+                {**hud, "t": time.time(), "size": [bgr.shape[1], bgr.shape[0]]},
+            )
             st.history.append([hud.get("rtt_ms"), hud.get("device_ms")])
             st.cond.notify_all()
 

@@ -11,8 +11,14 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["shipped", "shipped_bundle", "shipped_model", "dev_public_keys", "split_file",
-           "DEFAULT_MODEL"]
+__all__ = [
+    "shipped",
+    "shipped_bundle",
+    "shipped_model",
+    "dev_public_keys",
+    "split_file",
+    "DEFAULT_MODEL",
+]
 
 DEFAULT_MODEL = "quantunet-w8"
 

@@ -33,27 +33,49 @@ class Browser:
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
 
-        def _fds() -> None:  # in the child: its ends of the pipes as fds 3 (commands) and 4 (replies)
+        def _fds() -> (
+            None
+        ):  # in the child: its ends of the pipes as fds 3 (commands) and 4 (replies)
             a, b = os.dup(to_child_r), os.dup(from_child_w)  # above 4 first, so dup2 cannot clobber
             os.dup2(a, 3)
             os.dup2(b, 4)
 
-        self._log_path = Path(f"{profile}.log")  # a file: a pipe nobody reads would fill and stall it
+        self._log_path = Path(
+            f"{profile}.log"
+        )  # a file: a pipe nobody reads would fill and stall it
         self._log = self._log_path.open("wb")
         self._proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-             f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}", "--remote-debugging-pipe",
-             "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
-            preexec_fn=_fds, close_fds=False)
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                f"--window-size={size[0]},{size[1]}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            preexec_fn=_fds,
+            close_fds=False,
+        )
         os.close(to_child_r)
         os.close(from_child_w)
         self._buf = b""
         self._id = 0
         target = self._call("Target.createTarget", {"url": "about:blank"}, timeout=60)["targetId"]
-        self._session = self._call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        self._call("Emulation.setDeviceMetricsOverride",
-                   {"width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": False}, page=True)
+        self._session = self._call("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
+        self._call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": False},
+            page=True,
+        )
 
     # -- the protocol --------------------------------------------------------------------------
 
@@ -65,7 +87,9 @@ class Browser:
         os.write(self._to_child, json.dumps(msg).encode() + b"\0")
         return self._id
 
-    def _call(self, method: str, params: dict | None = None, page: bool = False, timeout: float = 30.0) -> dict:
+    def _call(
+        self, method: str, params: dict | None = None, page: bool = False, timeout: float = 30.0
+    ) -> dict:
         want = self._send(method, params or {}, page)
         deadline = time.monotonic() + timeout
         while True:
@@ -82,7 +106,9 @@ class Browser:
             if select.select([self._from_child], [], [], left)[0]:
                 chunk = os.read(self._from_child, 1 << 20)
                 if not chunk:
-                    raise RuntimeError(f"chromium exited: {self._log_path.read_text(errors='replace')[-1000:]}")
+                    raise RuntimeError(
+                        f"chromium exited: {self._log_path.read_text(errors='replace')[-1000:]}"
+                    )
                 self._buf += chunk
 
     # -- what a test does ----------------------------------------------------------------------
@@ -91,7 +117,9 @@ class Browser:
         self._call("Page.navigate", {"url": url}, page=True)
 
     def evaluate(self, expression: str):  # noqa: ANN201 - any JSON value
-        r = self._call("Runtime.evaluate", {"expression": expression, "returnByValue": True}, page=True)
+        r = self._call(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True}, page=True
+        )
         if "exceptionDetails" in r:
             raise RuntimeError(f"{expression}: {r['exceptionDetails'].get('text')}")
         return r["result"].get("value")
@@ -108,11 +136,15 @@ class Browser:
             except RuntimeError as e:
                 why = str(e)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"page never satisfied {expression!r} in {timeout:.0f} s (last: {why})")
+                raise TimeoutError(
+                    f"page never satisfied {expression!r} in {timeout:.0f} s (last: {why})"
+                )
             time.sleep(0.1)
 
     def screenshot(self, path: Path) -> Path:
-        data = self._call("Page.captureScreenshot", {"format": "png"}, page=True, timeout=60)["data"]
+        data = self._call("Page.captureScreenshot", {"format": "png"}, page=True, timeout=60)[
+            "data"
+        ]
         path.write_bytes(base64.b64decode(data))
         return path
 

@@ -33,8 +33,10 @@ class PtyPair:
         self._wlocks = {self.m1: threading.Lock(), self.m2: threading.Lock()}
         self.rate = bytes_per_s
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._pump, args=(a, b), daemon=True)
-                        for a, b in ((self.m1, self.m2), (self.m2, self.m1))]
+        self.threads = [
+            threading.Thread(target=self._pump, args=(a, b), daemon=True)
+            for a, b in ((self.m1, self.m2), (self.m2, self.m1))
+        ]
         for t in self.threads:
             t.start()
 
@@ -107,8 +109,16 @@ class FaultProxy:
     """TCP proxy 127.0.0.1:port -> target that, per chunk and direction, flips a bit, drops the
     chunk, stalls, or (rarely) disconnects, with fixed probabilities and a fixed seed."""
 
-    def __init__(self, target: tuple[str, int], seed: int = 0, flip: float = 0.02, drop: float = 0.01,
-                 stall: float = 0.01, disconnect: float = 0.0, stall_s: float = 0.3) -> None:
+    def __init__(
+        self,
+        target: tuple[str, int],
+        seed: int = 0,
+        flip: float = 0.02,
+        drop: float = 0.01,
+        stall: float = 0.01,
+        disconnect: float = 0.0,
+        stall_s: float = 0.3,
+    ) -> None:
         self.target = target
         self.rng = random.Random(seed)
         self.p = {"flip": flip, "drop": drop, "stall": stall, "disconnect": disconnect}

@@ -22,49 +22,68 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "brevitas")
 
-_PROBE = '''
+_PROBE = """
 import sys, traceback
 first = {}
 class _Who:
     def find_spec(self, name, path=None, target=None):
         if name in ("torch", "brevitas") and name not in first:
-            files = [f.filename for f in traceback.extract_stack()[:-1] if "importlib" not in f.filename
-                     and not f.filename.startswith("<")]
+            files = [f.filename for f in traceback.extract_stack()[:-1]
+                     if "importlib" not in f.filename and not f.filename.startswith("<")]
             first[name] = files[-1] if files else "?"
         return None
 sys.meta_path.insert(0, _Who())
-'''
+"""
 
 
 def loaded_heavy_modules(code: str) -> dict[str, str]:
     """Run ``code`` in a fresh interpreter; {heavy module or qdev trainer/export: the file that
     imported it first} for what got loaded."""
-    probe = _PROBE + code + (
-        "\nimport json\nloaded = {m for m in sys.modules if m.split('.')[0] in ('torch', 'brevitas')}\n"
-        "out = {m: first.get(m, '?') for m in ('torch', 'brevitas') if m in {x.split('.')[0] for x in loaded}}\n"
-        "out.update({m: 'qdev' for m in ('qdev.training.trainer', 'qdev.training.export') if m in sys.modules})\n"
-        "print('LOADED=' + json.dumps(out))\n")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600, cwd=REPO)
+    probe = (
+        _PROBE
+        + code
+        + (
+            "\nimport json\nloaded = {m for m in sys.modules if m.split('.')[0] in ('torch', "
+            "'brevitas')}\n"
+            "out = {m: first.get(m, '?') for m in ('torch', 'brevitas') if m in {x.split('.')[0] "
+            "for x in loaded}}\n"
+            "out.update({m: 'qdev' for m in ('qdev.training.trainer', 'qdev.training.export') if m "
+            "in sys.modules})\n"
+            "print('LOADED=' + json.dumps(out))\n"
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     import json
 
     line = [x for x in out.stdout.splitlines() if x.startswith("LOADED=")][-1]
-    return json.loads(line[len("LOADED="):])
+    return json.loads(line[len("LOADED=") :])
 
 
 def test_host_cli_imports_no_torch():
-    assert loaded_heavy_modules("import qdev.host.cli, qdev.host.cli.deploy, qdev.host.cli.train") == {}
+    assert (
+        loaded_heavy_modules("import qdev.host.cli, qdev.host.cli.deploy, qdev.host.cli.train")
+        == {}
+    )
 
 
 def test_host_modules_import_training_only_inside_functions():
     offenders = []
     for py in sorted((REPO / "host").rglob("*.py")):
         for node in ast.parse(py.read_text()).body:  # module level only
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            offenders += [f"{py.relative_to(REPO)}: {n}" for n in names
-                          if n.startswith(("qdev.training", "torch", "brevitas", "finn", "qonnx"))
-                          and not n.startswith(("qdev.training.data", "qdev.training.config"))]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
+            offenders += [
+                f"{py.relative_to(REPO)}: {n}"
+                for n in names
+                if n.startswith(("qdev.training", "torch", "brevitas", "finn", "qonnx"))
+                and not n.startswith(("qdev.training.data", "qdev.training.config"))
+            ]
     assert offenders == []
 
 
@@ -81,8 +100,12 @@ def _imports(py: Path) -> list[str]:
 
 
 def _offenders(folder: str, banned: tuple[str, ...]) -> list[str]:
-    return [f"{py.relative_to(REPO)}: {n}" for py in sorted((REPO / folder).rglob("*.py"))
-            for n in _imports(py) if n == "qdev.device" or n.startswith(banned)]
+    return [
+        f"{py.relative_to(REPO)}: {n}"
+        for py in sorted((REPO / folder).rglob("*.py"))
+        for n in _imports(py)
+        if n == "qdev.device" or n.startswith(banned)
+    ]
 
 
 def test_host_and_training_never_import_the_board_runtime():
@@ -94,5 +117,14 @@ def test_host_and_training_never_import_the_board_runtime():
 
 
 def test_core_imports_no_side():
-    banned = ("qdev.device.", "qdev.host", "qdev.training", "torch", "brevitas", "finn", "qonnx", "click")
+    banned = (
+        "qdev.device.",
+        "qdev.host",
+        "qdev.training",
+        "torch",
+        "brevitas",
+        "finn",
+        "qonnx",
+        "click",
+    )
     assert _offenders("core", banned) == []

@@ -1,4 +1,5 @@
-"""qdev workstation side: BUSI data, U-Net / QuantU-Net models, training, export and FINN compile."""
+"""qdev workstation side: BUSI data, U-Net / QuantU-Net models, training, export and FINN
+compile."""
 
 from __future__ import annotations
 

@@ -83,12 +83,27 @@ AUGMENT_PRESETS: dict[str, AugmentConfig | None] = {
     "full": AugmentConfig(),
     "flips": AugmentConfig(affine=0.0, intensity=0.0),
     "none": None,
-    "strong": AugmentConfig(rotate_deg=15.0, scale=(0.8, 1.25), shift=0.10, gamma=(0.7, 1.5),
-                            contrast=0.15, blur=0.2, noise=0.15),
+    "strong": AugmentConfig(
+        rotate_deg=15.0,
+        scale=(0.8, 1.25),
+        shift=0.10,
+        gamma=(0.7, 1.5),
+        contrast=0.15,
+        blur=0.2,
+        noise=0.15,
+    ),
 }
-AUGMENT_PRESETS["scanner"] = AugmentConfig(**{**AUGMENT_PRESETS["strong"].__dict__, "depth_crop": 0.3, "tgc": 0.5,
-                                              "resolution": 0.3, "speckle": 0.3, "calipers": 0.3,
-                                              "aspect": (0.75, 1.33)})
+AUGMENT_PRESETS["scanner"] = AugmentConfig(
+    **{
+        **AUGMENT_PRESETS["strong"].__dict__,
+        "depth_crop": 0.3,
+        "tgc": 0.5,
+        "resolution": 0.3,
+        "speckle": 0.3,
+        "calipers": 0.3,
+        "aspect": (0.75, 1.33),
+    }
+)
 
 
 def _u(g: torch.Generator, n: int, lo: float, hi: float, device) -> torch.Tensor:  # noqa: ANN001
@@ -117,22 +132,30 @@ def augment_batch(
     else:
         r = torch.ones(b, device=dev)
     cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
-    theta = torch.stack([torch.stack([cos / r, -sin / r, tx], 1), torch.stack([sin * r, cos * r, ty], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos / r, -sin / r, tx], 1), torch.stack([sin * r, cos * r, ty], 1)], 1
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     use = (torch.rand(b, generator=g) < cfg.intensity).to(dev)[:, None, None, None]
     gain = _u(g, b, *cfg.gain, dev)[:, None, None, None]
     off = _u(g, b, -cfg.offset, cfg.offset, dev)[:, None, None, None]
-    gam = torch.exp(_u(g, b, math.log(cfg.gamma[0]), math.log(cfg.gamma[1]), dev))[:, None, None, None]
+    gam = torch.exp(_u(g, b, math.log(cfg.gamma[0]), math.log(cfg.gamma[1]), dev))[
+        :, None, None, None
+    ]
     xi = (x.clamp(0, 1) ** gam * gain + off).clamp(0, 1)
     x = torch.where(use, xi, x)
     for p, step in ((cfg.contrast, _contrast), (cfg.blur, _blur), (cfg.noise, _noise)):
         if p > 0:
             use = (torch.rand(b, generator=g) < p).to(dev)[:, None, None, None]
             x = torch.where(use, step(x, g, cfg), x)
-    for p, step in ((cfg.tgc, _tgc), (cfg.resolution, _resolution), (cfg.speckle, _speckle),
-                    (cfg.calipers, _calipers)):
+    for p, step in (
+        (cfg.tgc, _tgc),
+        (cfg.resolution, _resolution),
+        (cfg.speckle, _speckle),
+        (cfg.calipers, _calipers),
+    ):
         if p > 0:
             use = (torch.rand(b, generator=g) < p).to(dev)[:, None, None, None]
             x = torch.where(use, step(x, g, cfg), x)
@@ -163,16 +186,21 @@ def _noise(x: torch.Tensor, g: torch.Generator, cfg: AugmentConfig) -> torch.Ten
     return (x + n * sd).clamp(0, 1)
 
 
-def _depth_crop(x: torch.Tensor, y: torch.Tensor, g: torch.Generator,
-                cfg: AugmentConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _depth_crop(
+    x: torch.Tensor, y: torch.Tensor, g: torch.Generator, cfg: AugmentConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     b, dev = x.shape[0], x.device
     keep = _u(g, b, *cfg.depth_keep, dev)
     # output row v in [-1, 1] samples input row -1 + (v + 1) * keep: the top `keep` of the depth
     zero, one = torch.zeros(b, device=dev), torch.ones(b, device=dev)
-    theta = torch.stack([torch.stack([one, zero, zero], 1), torch.stack([zero, keep, keep - 1], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([one, zero, zero], 1), torch.stack([zero, keep, keep - 1], 1)], 1
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return (F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False),
-            F.grid_sample(y, grid, mode="nearest", padding_mode="border", align_corners=False))
+    return (
+        F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False),
+        F.grid_sample(y, grid, mode="nearest", padding_mode="border", align_corners=False),
+    )
 
 
 def _tgc(x: torch.Tensor, g: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
@@ -185,15 +213,22 @@ def _tgc(x: torch.Tensor, g: torch.Generator, cfg: AugmentConfig) -> torch.Tenso
 def _resolution(x: torch.Tensor, g: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
     h, w = x.shape[2], x.shape[3]
     f = float(_u(g, 1, *cfg.resolution_range, "cpu")[0])  # one factor per batch: one resize call
-    small = F.interpolate(x, size=(max(4, round(h * f)), max(4, round(w * f))), mode="bilinear",
-                          align_corners=False, antialias=True)
+    small = F.interpolate(
+        x,
+        size=(max(4, round(h * f)), max(4, round(w * f))),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
 def _speckle(x: torch.Tensor, g: torch.Generator, cfg: AugmentConfig) -> torch.Tensor:
     s = _u(g, x.shape[0], 0.0, cfg.speckle_sigma, x.device)[:, None, None, None]
     n = torch.randn(x.shape, generator=g).to(x.device)
-    n = F.avg_pool2d(F.pad(n, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 3.0  # grain of ~3 px, unit sd
+    n = (
+        F.avg_pool2d(F.pad(n, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 3.0
+    )  # grain of ~3 px, unit sd
     return (x * (1 + s * n)).clamp(0, 1)
 
 

@@ -58,9 +58,13 @@ def init_weights_from(model: nn.Module, path: str) -> None:
     src = torch.load(path, map_location="cpu", weights_only=False)
     state = src.get("model", src)
     own = model.state_dict()
-    loadable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and "quant" not in k}
+    loadable = {
+        k: v for k, v in state.items() if k in own and own[k].shape == v.shape and "quant" not in k
+    }
     missing = [k for k in own if k not in loadable and "quant" not in k]
     model.load_state_dict(loadable, strict=False)
     if missing:
-        raise QdevError(f"{path}: cannot initialise from it, {len(missing)} tensors missing (e.g. {missing[0]})")
+        raise QdevError(
+            f"{path}: cannot initialise from it, {len(missing)} tensors missing (e.g. {missing[0]})"
+        )
     log.info("initialised %d tensors from %s", len(loadable), path)

@@ -19,7 +19,9 @@ from qdev.training.trainer import evaluate_model
 __all__ = ["evaluate_run"]
 
 
-def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test", checkpoint: str = "best") -> dict:
+def evaluate_run(
+    run_dir: Path, data: str | None = None, split_name: str = "test", checkpoint: str = "best"
+) -> dict:
     """Evaluate ``runs/NAME/train/best.pt`` on a split of the run's split file.
 
     Args:
@@ -45,17 +47,24 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
     # one stage record per split and checkpoint: evaluating val after test keeps test's record
     stem = "metrics" if split_name == "test" else f"metrics_{split_name}"
     stem += "" if checkpoint == "best" else f"_{checkpoint}"
-    rec = StageRecord(run, "evaluate", {"data": data, "split": split_name, "checkpoint": checkpoint},
-                      split=split_name, at="" if checkpoint == "best" else f"@{checkpoint}", checkpoint=checkpoint,
-                      stem=stem).begin()
+    rec = StageRecord(
+        run,
+        "evaluate",
+        {"data": data, "split": split_name, "checkpoint": checkpoint},
+        split=split_name,
+        at="" if checkpoint == "best" else f"@{checkpoint}",
+        checkpoint=checkpoint,
+        stem=stem,
+    ).begin()
     without = None
     if rule.is_default:
         metrics, loss, _ = evaluate_model(model, x, y, labels, torch.device("cpu"))
     else:  # the run's chosen rule, on the integer output codes, as the device applies it
         from qdev.training.postprocess import output_scale
 
-        without, loss, metrics = evaluate_model(model, x, y, labels, torch.device("cpu"), rule=rule,
-                                                output_scale=output_scale(model))
+        without, loss, metrics = evaluate_model(
+            model, x, y, labels, torch.device("cpu"), rule=rule, output_scale=output_scale(model)
+        )
     out = {
         "run": run.path.name,
         "split": split_name,
@@ -67,7 +76,13 @@ def evaluate_run(run_dir: Path, data: str | None = None, split_name: str = "test
         "mask_rule": {"describe": rule.describe(), **rule.to_dict(), **rule_source},
         "loss": loss,
         "bits": ckpt.get("bits"),
-        "params": int(sum(p.numel() for n, p in model.named_parameters() if "bit_width" not in n and "scaling" not in n)),
+        "params": int(
+            sum(
+                p.numel()
+                for n, p in model.named_parameters()
+                if "bit_width" not in n and "scaling" not in n
+            )
+        ),
     }
     if without is not None:
         out["metrics_without_rule"] = without  # logit > 0: the network's own masks

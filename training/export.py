@@ -32,7 +32,9 @@ __all__ = ["export_run", "golden_batch"]
 log = logging.getLogger(__name__)
 
 
-def golden_batch(run: RunFolder, size: int, n: int = 4, data: str | None = None) -> tuple[np.ndarray, str]:
+def golden_batch(
+    run: RunFolder, size: int, n: int = 4, data: str | None = None
+) -> tuple[np.ndarray, str]:
     """``n`` test images (uint8 [n, H, W], the model's input pixels) from the run's data, else the
     phantom."""
     try:
@@ -56,18 +58,25 @@ def golden_batch(run: RunFolder, size: int, n: int = 4, data: str | None = None)
     return np.ascontiguousarray(imgs, dtype=np.uint8), source
 
 
-def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkpoint: str = "best") -> dict:
-    """Export ``train/<checkpoint>.pt`` (best or last) to ``export/model.qonnx.onnx`` and verify it."""
+def export_run(
+    run_dir: Path, data: str | None = None, n_golden: int = 4, checkpoint: str = "best"
+) -> dict:
+    """Export ``train/<checkpoint>.pt`` (best or last) to ``export/model.qonnx.onnx`` and verify
+    it."""
     from brevitas.export import export_qonnx
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
     run = RunFolder.existing(run_dir)
     run_checkpoint(run, checkpoint)  # best or last, verified
-    rec = StageRecord(run, "export", {"n_golden": n_golden, "checkpoint": checkpoint}, checkpoint=checkpoint)
+    rec = StageRecord(
+        run, "export", {"n_golden": n_golden, "checkpoint": checkpoint}, checkpoint=checkpoint
+    )
     model, ckpt = load_checkpoint_model(rec.input(f"train/{checkpoint}.pt"))
     if ckpt["model_config"]["kind"] != "quant":
-        raise QdevError(f"{run_dir}: a float model cannot be exported for FINN; train with --model quant")
+        raise QdevError(
+            f"{run_dir}: a float model cannot be exported for FINN; train with --model quant"
+        )
     size = int(ckpt["size"])
     edir = run.path / "export"
     edir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +101,9 @@ def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkp
     scale = float(model.out.act_quant.scale())
     codes_t, codes_o = logit_codes(y_torch, scale), logit_codes(y_onnx, scale)
     equal = bool(np.array_equal(codes_t, codes_o))
-    golden = GoldenBatch(pixels, np.ascontiguousarray(codes_t.transpose(0, 2, 3, 1)).astype(np.int16))
+    golden = GoldenBatch(
+        pixels, np.ascontiguousarray(codes_t.transpose(0, 2, 3, 1)).astype(np.int16)
+    )
     save_golden(edir, golden)  # the layout the hardware takes, read as is from here on
     report = {
         "checkpoint": checkpoint,
@@ -104,7 +115,8 @@ def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkp
         "integer_outputs_equal": equal,
         "codes_differing": int((codes_t != codes_o).sum()),
         "max_abs_float_diff": float(np.abs(y_torch - y_onnx).max()),
-        "float_tolerance_note": "float outputs differ only by float32 operation order; integer codes must be equal",
+        "float_tolerance_note": "float outputs differ only by float32 operation order; integer "
+        "codes must be equal",
         "mask_pixels": int((codes_t > 0).sum()),
         "bits": ckpt.get("bits"),
         "node_counts": _op_counts(onnx_path),
@@ -112,7 +124,10 @@ def export_run(run_dir: Path, data: str | None = None, n_golden: int = 4, checkp
     atomic_write_text(edir / "verify.json", json.dumps(report, indent=1) + "\n")
     rec.finish(status="done" if equal else "failed")
     if not equal:
-        raise QdevError(f"{onnx_path}: QONNX execution differs from PyTorch in {report['codes_differing']} output codes")
+        raise QdevError(
+            f"{onnx_path}: QONNX execution differs from PyTorch in {report['codes_differing']} "
+            "output codes"
+        )
     return report
 
 

@@ -7,8 +7,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DICE_MODES", "LossParts", "dice_loss", "image_dice_loss", "segmentation_loss", "total_loss",
-           "weighted_bce"]
+__all__ = [
+    "DICE_MODES",
+    "LossParts",
+    "dice_loss",
+    "image_dice_loss",
+    "segmentation_loss",
+    "total_loss",
+    "weighted_bce",
+]
 
 SMOOTH = 1e-5
 IMAGE_SMOOTH = 1.0  # per image, so a lesion of a few pixels still has a finite, useful gradient
@@ -32,7 +39,9 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = SMOOTH
     return 1.0 - (2.0 * inter + smooth) / (p.sum() + target.sum() + smooth)
 
 
-def image_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = IMAGE_SMOOTH) -> torch.Tensor:
+def image_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, smooth: float = IMAGE_SMOOTH
+) -> torch.Tensor:
     """1 - mean soft Dice of the batch's lesion images, each image on its own.
 
     The batch Dice is dominated by large lesions: missing a small one changes it a little. The
@@ -53,7 +62,9 @@ def image_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 
 DICE_MODES = {"batch": dice_loss, "image": image_dice_loss}
 
 
-def weighted_bce(logits: torch.Tensor, target: torch.Tensor, normal_weight: float = 1.0) -> torch.Tensor:
+def weighted_bce(
+    logits: torch.Tensor, target: torch.Tensor, normal_weight: float = 1.0
+) -> torch.Tensor:
     """BCE on logits, each image's mean weighted by ``normal_weight`` where its truth is empty.
 
     With weight 1 this is the paper's BCE (the mean over every pixel of the batch). With weight
@@ -63,14 +74,17 @@ def weighted_bce(logits: torch.Tensor, target: torch.Tensor, normal_weight: floa
     """
     if normal_weight == 1.0:
         return F.binary_cross_entropy_with_logits(logits, target)
-    per_image = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
+    per_image = (
+        F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
+    )
     empty = target.flatten(1).amax(1) <= 0
     w = torch.where(empty, torch.full_like(per_image, normal_weight), torch.ones_like(per_image))
     return (w * per_image).sum() / w.sum()
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, normal_weight: float = 1.0,
-                      dice: str = "batch") -> tuple[torch.Tensor, torch.Tensor]:
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, normal_weight: float = 1.0, dice: str = "batch"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(BCE, Dice loss). BCE on logits is the paper's BCE on sigmoid outputs, computed stably.
 
     ``dice``: ``batch`` (the paper's) or ``image`` (:func:`image_dice_loss`).
@@ -79,10 +93,15 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, normal_weight:
 
 
 def total_loss(
-    logits: torch.Tensor, target: torch.Tensor, bits: torch.Tensor | None, lam: float,
-    normal_weight: float = 1.0, dice_mode: str = "batch",
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    bits: torch.Tensor | None,
+    lam: float,
+    normal_weight: float = 1.0,
+    dice_mode: str = "batch",
 ) -> LossParts:
-    """BCE + Dice + lam * bits (``bits`` None for the float baseline); see :func:`segmentation_loss`."""
+    """BCE + Dice + lam * bits (``bits`` None for the float baseline); see
+    :func:`segmentation_loss`."""
     bce, dice = segmentation_loss(logits, target, normal_weight, dice_mode)
     b = bits if bits is not None else torch.zeros((), device=logits.device)
     return LossParts(bce + dice + lam * b, bce, dice, b)

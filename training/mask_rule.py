@@ -24,7 +24,12 @@ def run_mask_rule(run: RunFolder) -> tuple[MaskRule, dict]:
     st = run.stage("postprocess")
     best = run.stage("train")["outputs"].get("train/best.pt")
     if st.get("inputs", {}).get("best.pt") != best:
-        raise QdevError(f"{run.path}: the mask rule was chosen for another best.pt; rerun qdev postprocess")
+        raise QdevError(
+            f"{run.path}: the mask rule was chosen for another best.pt; rerun qdev postprocess"
+        )
     doc = json.loads(run.verified("postprocess", RULE_FILE).read_text())
-    return MaskRule.from_manifest(doc["rule"]), {"source": RULE_FILE, "chosen_by": doc.get("chosen_by"),
-                                                  "split": doc.get("split")}
+    return MaskRule.from_manifest(doc["rule"]), {
+        "source": RULE_FILE,
+        "chosen_by": doc.get("chosen_by"),
+        "split": doc.get("split"),
+    }

@@ -46,12 +46,21 @@ def plot_training(log_path: Path, out_dir: Path) -> list[Path]:
         names = list(recs[0]["bits"]["weight_bits"])
         for i, n in enumerate(names):
             c = cmap(i / max(len(names) - 1, 1))
-            ax.plot(ep, [r["bits"]["weight_bits"][n] for r in recs], color=c, lw=1.4, label=f"{n} (w)")
+            ax.plot(
+                ep, [r["bits"]["weight_bits"][n] for r in recs], color=c, lw=1.4, label=f"{n} (w)"
+            )
             ax.plot(ep, [r["bits"]["raw_bits"][n] for r in recs], color=c, lw=0.6, alpha=0.35)
         acts = list(recs[0]["bits"]["act_bits"])
         for i, n in enumerate(acts):
             c = plt.get_cmap("plasma")(i / max(len(acts) - 1, 1))
-            ax.plot(ep, [r["bits"]["act_bits"][n] for r in recs], color=c, lw=1.0, ls="--", label=f"{n} (a)")
+            ax.plot(
+                ep,
+                [r["bits"]["act_bits"][n] for r in recs],
+                color=c,
+                lw=1.0,
+                ls="--",
+                label=f"{n} (a)",
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel("bit width")
         ax.set_title("Figure 1: per-layer bit widths (solid: weights, dashed: activations)")
@@ -69,7 +78,9 @@ def plot_training(log_path: Path, out_dir: Path) -> list[Path]:
     if quant:
         ax2 = ax.twinx()
         ax2.plot(ep, [r["bits"]["avg_bits"] for r in recs], "C3--", label="average bit width")
-        ax2.plot(ep, [r["bits"]["size_weighted_bits"] for r in recs], "C1:", label="size-weighted width")
+        ax2.plot(
+            ep, [r["bits"]["size_weighted_bits"] for r in recs], "C1:", label="size-weighted width"
+        )
         ax2.set_ylabel("bits")
         ax2.legend(loc="lower right")
     ax.legend(loc="lower left")
@@ -82,7 +93,12 @@ def plot_training(log_path: Path, out_dir: Path) -> list[Path]:
     ax.plot(ep, [r["val_loss"]["seg"] for r in recs], "C0--", label="segmentation loss, val")
     if quant:
         lam = recs[0]["bit_loss"]["lambda"]
-        ax.plot(ep, [lam * r["train"]["bits"] for r in recs], "C3-", label=f"bit-width loss (lambda={lam})")
+        ax.plot(
+            ep,
+            [lam * r["train"]["bits"] for r in recs],
+            "C3-",
+            label=f"bit-width loss (lambda={lam})",
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)

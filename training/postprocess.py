@@ -41,8 +41,20 @@ from qdev.training.mask_rule import RULE_FILE
 from qdev.training.runs import RunFolder, atomic_write_text
 from qdev.training.stages import StageRecord
 
-__all__ = ["RuleSearch", "RuleStep", "RuleChoice", "output_scale", "model_codes", "logit_codes", "per_image_dice",
-           "rule_figures", "paired_bootstrap", "search_rules", "choose_rule", "split_codes"]
+__all__ = [
+    "RuleSearch",
+    "RuleStep",
+    "RuleChoice",
+    "output_scale",
+    "model_codes",
+    "logit_codes",
+    "per_image_dice",
+    "rule_figures",
+    "paired_bootstrap",
+    "search_rules",
+    "choose_rule",
+    "split_codes",
+]
 
 NORMAL = CLASSES.index("normal")
 
@@ -64,7 +76,10 @@ class RuleSearch:
 
     def __post_init__(self) -> None:
         if self.criterion not in CRITERIA:
-            raise QdevError(f"rule search: criterion must be one of {', '.join(CRITERIA)}, not {self.criterion!r}")
+            raise QdevError(
+                f"rule search: criterion must be one of {', '.join(CRITERIA)}, "
+                f"not {self.criterion!r}"
+            )
         if not 0.0 <= self.level < 1.0:
             raise QdevError(f"rule search: level {self.level} must be in [0, 1)")
         if self.resamples < 1:
@@ -74,8 +89,12 @@ class RuleSearch:
         codes = sorted({_code(t, scale) for t in self.logit_thresholds})
         peaks = sorted({_code(t, scale) for t in self.peak_logits if t is not None})
         off = [None] if None in self.peak_logits else []
-        return [MaskRule(c, a, p) for c in codes for a in sorted(set(self.min_areas))
-                for p in off + [q for q in peaks if q > c]]
+        return [
+            MaskRule(c, a, p)
+            for c in codes
+            for a in sorted(set(self.min_areas))
+            for p in off + [q for q in peaks if q > c]
+        ]
 
 
 CRITERIA = CRITERIA_NAMES  # declared with the configs that offer them
@@ -107,12 +126,16 @@ def output_scale(model: torch.nn.Module) -> float:
     """The scale of a QuantU-Net's output codes (logit = code x scale)."""
     act = getattr(getattr(model, "out", None), "act_quant", None)
     if act is None:
-        raise QdevError("a float model has no integer output codes: the mask rule is for QuantU-Nets")
+        raise QdevError(
+            "a float model has no integer output codes: the mask rule is for QuantU-Nets"
+        )
     return float(act.scale().detach())
 
 
 @torch.no_grad()
-def model_codes(model: torch.nn.Module, images: np.ndarray, batch: int = 32) -> tuple[np.ndarray, float]:
+def model_codes(
+    model: torch.nn.Module, images: np.ndarray, batch: int = 32
+) -> tuple[np.ndarray, float]:
     """(integer output codes [N, H, W], output scale) of a QuantU-Net on uint8 images [N, H, W]."""
     scale = output_scale(model)
     x = torch.from_numpy(to_unit_float(images)).unsqueeze(1)
@@ -120,9 +143,12 @@ def model_codes(model: torch.nn.Module, images: np.ndarray, batch: int = 32) -> 
     return logit_codes(logits, scale), scale
 
 
-def split_codes(model: torch.nn.Module, arrays, split, names: tuple[str, ...] = ("val", "test")) -> dict:  # noqa: ANN001
+def split_codes(
+    model: torch.nn.Module, arrays, split, names: tuple[str, ...] = ("val", "test")
+) -> dict:  # noqa: ANN001
     """name -> (output codes, truth masks, labels, output scale) of ``model`` on each named split of
-    ``split`` (a :class:`training.data.Split` over ``arrays``): what the rule figures are made of."""
+    ``split`` (a :class:`training.data.Split` over ``arrays``): what the rule figures are made
+    of."""
     out = {}
     for name in names:
         idx = split.indices(arrays, name)
@@ -144,16 +170,23 @@ def per_image_dice(masks: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return (2.0 * (m & t).sum(1) + SMOOTH) / (m.sum(1) + t.sum(1) + SMOOTH)
 
 
-def rule_figures(masks: np.ndarray, truth: np.ndarray, labels: np.ndarray, d: np.ndarray | None = None) -> dict:
+def rule_figures(
+    masks: np.ndarray, truth: np.ndarray, labels: np.ndarray, d: np.ndarray | None = None
+) -> dict:
     """Dice over all images and lesion images, and the two failure modes, of masks [N, H, W]
     (``d``: their per-image Dice where the caller has it)."""
     d = per_image_dice(masks, truth) if d is None else d
     lesion = truth.reshape(len(truth), -1).any(1)
     normal = labels == NORMAL
     marked = masks.reshape(len(masks), -1).any(1)
-    return {"dice_all": float(d.mean()), "dice_lesion": float(d[lesion].mean()) if lesion.any() else None,
-            "normal_marked": int(marked[normal].sum()), "n_normal": int(normal.sum()),
-            "missed": int((d[lesion] < 0.1).sum()), "n_lesion": int(lesion.sum())}
+    return {
+        "dice_all": float(d.mean()),
+        "dice_lesion": float(d[lesion].mean()) if lesion.any() else None,
+        "normal_marked": int(marked[normal].sum()),
+        "n_normal": int(normal.sum()),
+        "missed": int((d[lesion] < 0.1).sum()),
+        "n_lesion": int(lesion.sum()),
+    }
 
 
 def paired_bootstrap(gain: np.ndarray, resamples: int, seed: int = 0) -> float:
@@ -175,10 +208,16 @@ class RuleStep:
     taken: bool
 
     def to_dict(self, scale: float) -> dict:
-        return {"stage": self.stage, "candidate": self.candidate.to_dict(), "describe": self.candidate.describe(),
-                "logit_threshold": self.candidate.logit_threshold(scale),
-                "peak_logit": self.candidate.peak_logit(scale),
-                "gain": self.gain, "p_gain": self.p_gain, "taken": self.taken}
+        return {
+            "stage": self.stage,
+            "candidate": self.candidate.to_dict(),
+            "describe": self.candidate.describe(),
+            "logit_threshold": self.candidate.logit_threshold(scale),
+            "peak_logit": self.candidate.peak_logit(scale),
+            "gain": self.gain,
+            "p_gain": self.p_gain,
+            "taken": self.taken,
+        }
 
 
 @dataclass(frozen=True)
@@ -201,18 +240,31 @@ STAGES: dict[str, Callable[[MaskRule], bool]] = {
 
 
 def _preference(rule: MaskRule, score: float) -> tuple:
-    return (round(score, 6), rule.is_default, rule.min_peak is None, -rule.min_area,
-            -abs(rule.min_code), -(rule.min_peak or 0))
+    return (
+        round(score, 6),
+        rule.is_default,
+        rule.min_peak is None,
+        -rule.min_area,
+        -abs(rule.min_code),
+        -(rule.min_peak or 0),
+    )
 
 
-def search_rules(codes: np.ndarray, truth: np.ndarray, labels: np.ndarray, scale: float,
-                 search: RuleSearch = RuleSearch()) -> RuleChoice:
+def search_rules(
+    codes: np.ndarray,
+    truth: np.ndarray,
+    labels: np.ndarray,
+    scale: float,
+    search: RuleSearch = RuleSearch(),
+) -> RuleChoice:
     """Search ``search`` on one split (see the module doc for the steps and their margin)."""
     grid, per_image, score = [], {}, {}
     w = criterion_weights(truth, search.criterion)
     for r in [DEFAULT_RULE, *search.rules(scale)]:
         masks = r.apply(codes)
-        per_image[r] = per_image_dice(masks, truth) * w  # weighted: its mean is the criterion's score
+        per_image[r] = (
+            per_image_dice(masks, truth) * w
+        )  # weighted: its mean is the criterion's score
         score[r] = float(per_image[r].mean())
         grid.append((r, rule_figures(masks, truth, labels, per_image[r] / w)))
     (_, default), grid = grid[0], grid[1:]
@@ -233,13 +285,17 @@ def search_rules(codes: np.ndarray, truth: np.ndarray, labels: np.ndarray, scale
 
 
 def choose_rule(run_dir: Path, data: str | None = None, search: RuleSearch = RuleSearch()) -> dict:
-    """Search ``search`` on the run's validation split; write and return ``postprocess/rule.json``."""
+    """Search ``search`` on the run's validation split; write and return
+    ``postprocess/rule.json``."""
     run = RunFolder.existing(run_dir)
     st = run.stage("train")
     best = run_checkpoint(run, "best")
     model, ckpt = load_checkpoint_model(best)
     if ckpt["model_config"]["kind"] != "quant":
-        raise QdevError(f"{run_dir}: a float model has no integer output codes; the mask rule is for QuantU-Nets")
+        raise QdevError(
+            f"{run_dir}: a float model has no integer output codes; the mask rule is for "
+            "QuantU-Nets"
+        )
     size = int(ckpt["size"])
     arrays = open_run_data(st["config"], data, (size, size))
     idx = read_split(run.verified("train", "train/split.json")).indices(arrays, "val")
@@ -250,19 +306,38 @@ def choose_rule(run_dir: Path, data: str | None = None, search: RuleSearch = Rul
     rec = StageRecord(run, "postprocess", {"search": asdict(search), "split": "val"}).begin()
     found = search_rules(codes, truth, labels, scale, search)
     chosen, figures = found.rule, found.figures
-    what = "Dice over all images" if search.criterion == "all" else \
-        "balanced Dice (mean of lesion images' and normal scans' mean Dice)"
+    what = (
+        "Dice over all images"
+        if search.criterion == "all"
+        else "balanced Dice (mean of lesion images' and normal scans' mean Dice)"
+    )
     doc = {
-        "run": run.path.name, "split": "val", "n_images": int(len(idx)), "checkpoint_epoch": ckpt["epoch"],
+        "run": run.path.name,
+        "split": "val",
+        "n_images": int(len(idx)),
+        "checkpoint_epoch": ckpt["epoch"],
         "criterion": search.criterion,
-        "chosen_by": (f"validation {what}, a step to a more complex rule taken where a paired bootstrap "
-                      f"gives P(gain > 0) >= {search.level} (ties: the simpler rule)"),
-        "output_scale": scale, "rule": chosen.to_dict(), "describe": chosen.describe(),
-        "logit_threshold": chosen.logit_threshold(scale), "peak_logit": chosen.peak_logit(scale),
-        "chosen": figures, "default": found.default,
+        "chosen_by": (
+            f"validation {what}, a step to a more complex rule taken where a paired bootstrap "
+            f"gives P(gain > 0) >= {search.level} (ties: the simpler rule)"
+        ),
+        "output_scale": scale,
+        "rule": chosen.to_dict(),
+        "describe": chosen.describe(),
+        "logit_threshold": chosen.logit_threshold(scale),
+        "peak_logit": chosen.peak_logit(scale),
+        "chosen": figures,
+        "default": found.default,
         "steps": [st.to_dict(scale) for st in found.steps],
-        "grid": [{"rule": r.to_dict(), "logit_threshold": r.logit_threshold(scale), "peak_logit": r.peak_logit(scale), **f}
-                 for r, f in found.grid],
+        "grid": [
+            {
+                "rule": r.to_dict(),
+                "logit_threshold": r.logit_threshold(scale),
+                "peak_logit": r.peak_logit(scale),
+                **f,
+            }
+            for r, f in found.grid
+        ],
     }
     path = run.path / RULE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

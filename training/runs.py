@@ -16,7 +16,14 @@ from qdev.core.errors import QdevError
 from qdev.core.fsutil import atomic_write_text, atomic_writer
 from qdev.core.threads import available_cpus
 
-__all__ = ["RunFolder", "sha256_file", "atomic_writer", "atomic_write_text", "package_versions", "cpu_description"]
+__all__ = [
+    "RunFolder",
+    "sha256_file",
+    "atomic_writer",
+    "atomic_write_text",
+    "package_versions",
+    "cpu_description",
+]
 
 MANIFEST_FORMAT = 1
 
@@ -54,7 +61,9 @@ def _git(*args: str) -> subprocess.CompletedProcess | None:
     """``git ARGS`` in the checkout qdev runs from; None where git cannot be run."""
     try:
         repo = Path(__file__).resolve().parents[1]
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=5)
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -106,7 +115,8 @@ class RunFolder:
         atomic_write_text(self.manifest_path, json.dumps(doc, indent=1) + "\n")
 
     def begin(self, stage: str, config: dict, inputs: dict | None = None, **extra) -> float:
-        """Mark ``stage`` running, with its config, inputs, versions and machine; ``extra`` (e.g. the
+        """Mark ``stage`` running, with its config, inputs, versions and machine; ``extra`` (e.g.
+        the
         accelerator a training ran on) is stored beside them."""
         doc = self.load()
         doc["stages"][stage] = {
@@ -124,12 +134,16 @@ class RunFolder:
         self.save(doc)
         return time.perf_counter()
 
-    def finish(self, stage: str, t0: float, outputs: list[Path], status: str = "done", **extra) -> None:
+    def finish(
+        self, stage: str, t0: float, outputs: list[Path], status: str = "done", **extra
+    ) -> None:
         doc = self.load()
         st = doc["stages"].setdefault(stage, {})
         st["status"] = status
         st["duration_s"] = round(time.perf_counter() - t0, 3)
-        st["outputs"] = {str(p.relative_to(self.path)): sha256_file(p) for p in outputs if p.is_file()}
+        st["outputs"] = {
+            str(p.relative_to(self.path)): sha256_file(p) for p in outputs if p.is_file()
+        }
         st.update(extra)
         self.save(doc)
 
@@ -148,5 +162,7 @@ class RunFolder:
         if want is None or not path.is_file():
             raise QdevError(f"{path}: not an output of stage '{stage}' in {self.manifest_path}")
         if sha256_file(path) != want:
-            raise QdevError(f"{path}: sha256 differs from the manifest (file changed since '{stage}')")
+            raise QdevError(
+                f"{path}: sha256 differs from the manifest (file changed since '{stage}')"
+            )
         return path

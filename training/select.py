@@ -42,13 +42,22 @@ class Choice:
         return self.gain > 0 and self.p_gain >= self.level
 
 
-def choose_default(scores: dict[str, float], gains: dict[str, np.ndarray], level: float = 0.95,
-                   resamples: int = 2000) -> Choice:
+def choose_default(
+    scores: dict[str, float],
+    gains: dict[str, np.ndarray],
+    level: float = 0.95,
+    resamples: int = 2000,
+) -> Choice:
     """``scores``: each candidate's validation score (higher is better); ``gains``: its per-image
     validation Dice minus the default's, on the same images in the same order."""
     if not scores or set(scores) != set(gains):
         raise ValueError("every candidate needs a score and per-image gains")
     best = max(scores, key=lambda k: scores[k])
     g = np.asarray(gains[best], dtype=np.float64)
-    return Choice(best=best, gain=float(g.mean()), p_gain=paired_bootstrap(g, resamples),
-                  level=corrected_level(level, len(scores)), candidates=len(scores))
+    return Choice(
+        best=best,
+        gain=float(g.mean()),
+        p_gain=paired_bootstrap(g, resamples),
+        level=corrected_level(level, len(scores)),
+        candidates=len(scores),
+    )

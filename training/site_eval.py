@@ -31,8 +31,17 @@ from qdev.training.data.busi import CLASSES
 from qdev.training.postprocess import per_image_dice, rule_figures
 from qdev.training.runs import atomic_write_text, atomic_writer
 
-__all__ = ["Subject", "load_subject", "ImageRow", "SiteEvaluation", "evaluate_subject", "bootstrap_ci",
-           "write_evaluation", "MISSED_DICE", "unit_resamples"]
+__all__ = [
+    "Subject",
+    "load_subject",
+    "ImageRow",
+    "SiteEvaluation",
+    "evaluate_subject",
+    "bootstrap_ci",
+    "write_evaluation",
+    "MISSED_DICE",
+    "unit_resamples",
+]
 
 MISSED_DICE = 0.1  # a lesion image under this Dice counts as missed (as in rule_figures)
 _NORMAL = CLASSES.index("normal")
@@ -59,7 +68,9 @@ class _BundleSubject(Subject):
         from qdev.core.software import SoftwareExecutor
 
         ex = SoftwareExecutor(IntModel.load(self.path / "intmodel.npz"))
-        return np.concatenate([ex.run(images[i : i + 16])[..., 0] for i in range(0, len(images), 16)])
+        return np.concatenate(
+            [ex.run(images[i : i + 16])[..., 0] for i in range(0, len(images), 16)]
+        )
 
 
 class _RunSubject(Subject):
@@ -79,7 +90,11 @@ def load_subject(path: Path, trusted: list) -> Subject:  # noqa: ANN001
         QdevError: neither, a bundle that fails verification, a float run (no integer codes).
     """
     path = Path(path)
-    if (path / "manifest.json.sig").is_file() or (path / "manifest.json").is_file() and not (path / "train").is_dir():
+    if (
+        (path / "manifest.json.sig").is_file()
+        or (path / "manifest.json").is_file()
+        and not (path / "train").is_dir()
+    ):
         from qdev.core.bundle import verify_bundle
 
         vb = verify_bundle(path, trusted)
@@ -87,10 +102,20 @@ def load_subject(path: Path, trusted: list) -> Subject:  # noqa: ANN001
         if "intmodel.npz" not in m.get("files", {}):
             raise QdevError(f"{path}: the bundle has no integer model (intmodel.npz) to evaluate")
         size = int(m["io"]["ishape_normal"][1])
-        return _BundleSubject(f"{m.get('model')}@{m.get('board')}", "bundle", path,
-                              MaskRule.from_manifest(m.get("mask_rule")), size,
-                              {"signer": vb.signer, "version": m.get("version"), "run_id": m.get("run_id"),
-                               "board": m.get("board"), "model": m.get("model")})
+        return _BundleSubject(
+            f"{m.get('model')}@{m.get('board')}",
+            "bundle",
+            path,
+            MaskRule.from_manifest(m.get("mask_rule")),
+            size,
+            {
+                "signer": vb.signer,
+                "version": m.get("version"),
+                "run_id": m.get("run_id"),
+                "board": m.get("board"),
+                "model": m.get("model"),
+            },
+        )
     if (path / "train").is_dir():
         from qdev.training.mask_rule import run_mask_rule
         from qdev.training.runs import RunFolder
@@ -98,7 +123,9 @@ def load_subject(path: Path, trusted: list) -> Subject:  # noqa: ANN001
         run = RunFolder.existing(path)
         cfg = run.stage("train")["config"]
         if cfg["model"]["kind"] != "quant":
-            raise QdevError(f"{path}: a float run has no integer output codes to evaluate as deployed")
+            raise QdevError(
+                f"{path}: a float run has no integer output codes to evaluate as deployed"
+            )
         rule, src = run_mask_rule(run)
         return _RunSubject(run.path.name, "run", path, rule, int(cfg["size"]), {"rule_source": src})
     raise QdevError(f"{path}: neither a bundle (manifest.json + .sig) nor a run folder (train/)")
@@ -129,10 +156,17 @@ class SiteEvaluation:
     unit: str
 
     def to_dict(self) -> dict:
-        return {"subject": self.subject, "site": self.site, "data_hash": self.data_hash, "split": self.split,
-                "figures": self.figures, "ci95": self.ci, "resampled_unit": self.unit,
-                "missed_means": f"a lesion image with Dice < {MISSED_DICE}",
-                "marked_means": "a normal scan with any pixel marked"}
+        return {
+            "subject": self.subject,
+            "site": self.site,
+            "data_hash": self.data_hash,
+            "split": self.split,
+            "figures": self.figures,
+            "ci95": self.ci,
+            "resampled_unit": self.unit,
+            "missed_means": f"a lesion image with Dice < {MISSED_DICE}",
+            "marked_means": "a normal scan with any pixel marked",
+        }
 
 
 def _units(arrays: BusiArrays, idx: np.ndarray) -> tuple[np.ndarray, str]:
@@ -147,8 +181,14 @@ def _units(arrays: BusiArrays, idx: np.ndarray) -> tuple[np.ndarray, str]:
 
 def _stats(d: np.ndarray, lesion: np.ndarray, normal: np.ndarray, marked: np.ndarray) -> np.ndarray:
     les = d[lesion]
-    return np.array([les.mean() if len(les) else np.nan, d.mean(), (les < MISSED_DICE).mean() if len(les) else np.nan,
-                     marked[normal].mean() if normal.any() else np.nan])
+    return np.array(
+        [
+            les.mean() if len(les) else np.nan,
+            d.mean(),
+            (les < MISSED_DICE).mean() if len(les) else np.nan,
+            marked[normal].mean() if normal.any() else np.nan,
+        ]
+    )
 
 
 _STAT_NAMES = ("dice_lesion", "dice_all", "missed_fraction", "normal_marked_fraction")
@@ -163,25 +203,45 @@ def unit_resamples(units: np.ndarray, resamples: int, seed: int = 0):  # noqa: A
         yield np.concatenate([members[u] for u in rng.integers(0, len(members), len(members))])
 
 
-def bootstrap_ci(d: np.ndarray, lesion: np.ndarray, normal: np.ndarray, marked: np.ndarray, units: np.ndarray,
-                 resamples: int = 2000, seed: int = 0) -> dict:
+def bootstrap_ci(
+    d: np.ndarray,
+    lesion: np.ndarray,
+    normal: np.ndarray,
+    marked: np.ndarray,
+    units: np.ndarray,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict:
     """95% percentile intervals of lesion Dice, all-image Dice, missed and marked fractions,
     resampling whole units (patients) with replacement."""
-    draws = [_stats(d[pick], lesion[pick], normal[pick], marked[pick])
-             for pick in unit_resamples(units, resamples, seed)]
+    draws = [
+        _stats(d[pick], lesion[pick], normal[pick], marked[pick])
+        for pick in unit_resamples(units, resamples, seed)
+    ]
     arr = np.array(draws)
     out = {}
     for k, name in enumerate(_STAT_NAMES):
         col = arr[:, k][~np.isnan(arr[:, k])]
-        out[name] = [float(np.percentile(col, 2.5)), float(np.percentile(col, 97.5))] if len(col) else None
+        out[name] = (
+            [float(np.percentile(col, 2.5)), float(np.percentile(col, 97.5))] if len(col) else None
+        )
     return out
 
 
-def evaluate_subject(subject: Subject, arrays: BusiArrays, idx: np.ndarray, site: str, split: str,
-                     resamples: int = 2000) -> tuple[SiteEvaluation, np.ndarray]:
-    """(the evaluation, predicted masks [N, H, W]) of ``subject`` on the images ``idx`` of ``arrays``."""
+def evaluate_subject(
+    subject: Subject,
+    arrays: BusiArrays,
+    idx: np.ndarray,
+    site: str,
+    split: str,
+    resamples: int = 2000,
+) -> tuple[SiteEvaluation, np.ndarray]:
+    """(the evaluation, predicted masks [N, H, W]) of ``subject`` on the images ``idx`` of
+    ``arrays``."""
     if arrays.size != (subject.size, subject.size):
-        raise QdevError(f"the data was read at {arrays.size}, the model takes {subject.size}x{subject.size}")
+        raise QdevError(
+            f"the data was read at {arrays.size}, the model takes {subject.size}x{subject.size}"
+        )
     if len(idx) == 0:
         raise QdevError(f"{site}: no images in split {split!r}")
     images, truth, labels = arrays.images[idx], arrays.masks[idx] > 0, arrays.labels[idx]
@@ -191,38 +251,77 @@ def evaluate_subject(subject: Subject, arrays: BusiArrays, idx: np.ndarray, site
     normal = labels == _NORMAL
     marked = masks.reshape(len(masks), -1).any(1)
     units, unit = _units(arrays, idx)
-    rows = [ImageRow(arrays.ids[i], arrays.ids[i].split("/", 1)[1],
-                     arrays.patients[i] if arrays.patients else "", CLASSES[int(arrays.labels[i])], float(d[k]),
-                     int(truth[k].sum()), int(masks[k].sum()), bool(lesion[k] and d[k] < MISSED_DICE),
-                     bool(normal[k] and marked[k])) for k, i in enumerate(idx)]
+    rows = [
+        ImageRow(
+            arrays.ids[i],
+            arrays.ids[i].split("/", 1)[1],
+            arrays.patients[i] if arrays.patients else "",
+            CLASSES[int(arrays.labels[i])],
+            float(d[k]),
+            int(truth[k].sum()),
+            int(masks[k].sum()),
+            bool(lesion[k] and d[k] < MISSED_DICE),
+            bool(normal[k] and marked[k]),
+        )
+        for k, i in enumerate(idx)
+    ]
     figures = rule_figures(masks, truth, labels, d)
     figures["n_images"] = int(len(idx))
     figures["n_patients"] = int(units.max() + 1) if arrays.patients is not None else None
     ci = bootstrap_ci(d, lesion, normal, marked, units, resamples)
-    subj = {"name": subject.name, "kind": subject.kind, "path": str(subject.path), "mask_rule": subject.rule.describe(),
-            **subject.meta}
+    subj = {
+        "name": subject.name,
+        "kind": subject.kind,
+        "path": str(subject.path),
+        "mask_rule": subject.rule.describe(),
+        **subject.meta,
+    }
     return SiteEvaluation(subj, site, arrays.data_hash, split, figures, ci, rows, unit), masks
 
 
 def _csv(rows: list[ImageRow]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["id", "file", "patient", "class", "dice", "truth_px", "pred_px", "missed", "marked"])
+    w.writerow(
+        ["id", "file", "patient", "class", "dice", "truth_px", "pred_px", "missed", "marked"]
+    )
     for r in rows:
-        w.writerow([r.id, r.file, r.patient, r.cls, f"{r.dice:.4f}", r.truth_px, r.pred_px, int(r.missed),
-                    int(r.marked)])
+        w.writerow(
+            [
+                r.id,
+                r.file,
+                r.patient,
+                r.cls,
+                f"{r.dice:.4f}",
+                r.truth_px,
+                r.pred_px,
+                int(r.missed),
+                int(r.marked),
+            ]
+        )
     return buf.getvalue()
 
 
-def write_evaluation(ev: SiteEvaluation, arrays: BusiArrays, idx: np.ndarray, masks: np.ndarray, out: Path,
-                     worst: int = 12) -> dict[str, Path]:
-    """Write ``evaluation.json``, ``images.csv``, the worst cases as pictures and ``report.html``."""
+def write_evaluation(
+    ev: SiteEvaluation,
+    arrays: BusiArrays,
+    idx: np.ndarray,
+    masks: np.ndarray,
+    out: Path,
+    worst: int = 12,
+) -> dict[str, Path]:
+    """Write ``evaluation.json``, ``images.csv``, the worst cases as pictures and
+    ``report.html``."""
     from qdev.training.site_report import render_report, worst_cases
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "evaluation.json", "csv": out / "images.csv", "html": out / "report.html",
-             "worst": out / "worst.png"}
+    paths = {
+        "json": out / "evaluation.json",
+        "csv": out / "images.csv",
+        "html": out / "report.html",
+        "worst": out / "worst.png",
+    }
     atomic_write_text(paths["json"], json.dumps(ev.to_dict(), indent=1) + "\n")
     atomic_write_text(paths["csv"], _csv(ev.rows))
     picks = worst_cases(ev.rows, worst)
@@ -232,7 +331,9 @@ def write_evaluation(ev: SiteEvaluation, arrays: BusiArrays, idx: np.ndarray, ma
     return paths
 
 
-def _worst_png(arrays: BusiArrays, idx: np.ndarray, masks: np.ndarray, rows: list[ImageRow], picks: list[int]) -> bytes:
+def _worst_png(
+    arrays: BusiArrays, idx: np.ndarray, masks: np.ndarray, rows: list[ImageRow], picks: list[int]
+) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -240,8 +341,12 @@ def _worst_png(arrays: BusiArrays, idx: np.ndarray, masks: np.ndarray, rows: lis
 
     n = max(1, len(picks))
     cols = min(4, n)
-    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(3.2 * cols, 3.4 * ((n + cols - 1) // cols)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        (n + cols - 1) // cols,
+        cols,
+        figsize=(3.2 * cols, 3.4 * ((n + cols - 1) // cols)),
+        squeeze=False,
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, k in zip(axes.flat, picks):
@@ -305,7 +410,10 @@ def evaluate_dataset(cfg: EvalConfig, trusted: list, progress=None) -> tuple[Sit
         if split_file is None and subject.kind == "run":
             split_file = Path(cfg.target) / "train" / "split.json"
         if split_file is None:
-            raise QdevError(f"--split {cfg.split} of a bundle needs --split-file (a split made from this dataset)")
+            raise QdevError(
+                f"--split {cfg.split} of a bundle needs --split-file (a split made from this "
+                "dataset)"
+            )
         idx = read_split(Path(split_file)).indices(arrays, cfg.split)
     site = options.site or Path(str(arrays.root)).name
     ev, masks = evaluate_subject(subject, arrays, idx, site, cfg.split, cfg.resamples)

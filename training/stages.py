@@ -42,38 +42,74 @@ class StageSpec:
 
     def resolve(self, **params: str) -> StageSpec:
         """This spec with its placeholders filled in (a missing parameter is a KeyError)."""
-        return StageSpec(self.name.format(**params),
-                         tuple(In(i.stage.format(**params), i.path.format(**params), i.optional) for i in self.inputs),
-                         tuple(o.format(**params) for o in self.outputs))
+        return StageSpec(
+            self.name.format(**params),
+            tuple(
+                In(i.stage.format(**params), i.path.format(**params), i.optional)
+                for i in self.inputs
+            ),
+            tuple(o.format(**params) for o in self.outputs),
+        )
 
 
 _EXPORT_GOLDEN = ("export/golden_pixels.npy", "export/golden_codes.npy", "export/golden_in.npy")
 _COMPILED = "compile/{board}/intmodel"
 
 STAGES: dict[str, StageSpec] = {
-    "train": StageSpec("train", (), ("train/best.pt", "train/last.pt", "train/log.jsonl", "train/split.json",
-                                     "train/fig*.png")),
-    "export": StageSpec("export", (In("train", "train/{checkpoint}.pt"),),
-                        ("export/model.qonnx.onnx", "export/golden_pixels.npy", "export/golden_codes.npy",
-                         "export/verify.json")),
-    "postprocess": StageSpec("postprocess", (In("train", "train/best.pt"), In("train", "train/split.json")),
-                             ("postprocess/rule.json",)),
-    "evaluate": StageSpec("evaluate/{split}{at}",
-                          (In("train", "train/{checkpoint}.pt"), In("train", "train/split.json"),
-                           In("postprocess", "postprocess/rule.json", optional=True)),
-                          ("evaluate/{stem}.json",)),
-    "compile": StageSpec("compile/{board}",
-                         (In("export", "export/model.qonnx.onnx"), In("export", "export/verify.json"),
-                          *(In("export", p, optional=True) for p in _EXPORT_GOLDEN)),
-                         ("compile/{board}/summary.json", "compile/{board}/time_per_step.json",
-                          "compile/{board}/report/*.json", f"{_COMPILED}/*")),
-    "bundle": StageSpec("bundle/{board}",
-                        (In("compile/{board}", f"{_COMPILED}/intmodel.npz"),
-                         In("compile/{board}", f"{_COMPILED}/golden_pixels.npy"),
-                         In("compile/{board}", f"{_COMPILED}/golden_codes.npy", optional=True),
-                         In("compile/{board}", f"{_COMPILED}/golden_codes_nhwc.npy", optional=True),
-                         In("compile/{board}", "compile/{board}/summary.json")),
-                        ("bundle/{board}/*",)),
+    "train": StageSpec(
+        "train",
+        (),
+        ("train/best.pt", "train/last.pt", "train/log.jsonl", "train/split.json", "train/fig*.png"),
+    ),
+    "export": StageSpec(
+        "export",
+        (In("train", "train/{checkpoint}.pt"),),
+        (
+            "export/model.qonnx.onnx",
+            "export/golden_pixels.npy",
+            "export/golden_codes.npy",
+            "export/verify.json",
+        ),
+    ),
+    "postprocess": StageSpec(
+        "postprocess",
+        (In("train", "train/best.pt"), In("train", "train/split.json")),
+        ("postprocess/rule.json",),
+    ),
+    "evaluate": StageSpec(
+        "evaluate/{split}{at}",
+        (
+            In("train", "train/{checkpoint}.pt"),
+            In("train", "train/split.json"),
+            In("postprocess", "postprocess/rule.json", optional=True),
+        ),
+        ("evaluate/{stem}.json",),
+    ),
+    "compile": StageSpec(
+        "compile/{board}",
+        (
+            In("export", "export/model.qonnx.onnx"),
+            In("export", "export/verify.json"),
+            *(In("export", p, optional=True) for p in _EXPORT_GOLDEN),
+        ),
+        (
+            "compile/{board}/summary.json",
+            "compile/{board}/time_per_step.json",
+            "compile/{board}/report/*.json",
+            f"{_COMPILED}/*",
+        ),
+    ),
+    "bundle": StageSpec(
+        "bundle/{board}",
+        (
+            In("compile/{board}", f"{_COMPILED}/intmodel.npz"),
+            In("compile/{board}", f"{_COMPILED}/golden_pixels.npy"),
+            In("compile/{board}", f"{_COMPILED}/golden_codes.npy", optional=True),
+            In("compile/{board}", f"{_COMPILED}/golden_codes_nhwc.npy", optional=True),
+            In("compile/{board}", "compile/{board}/summary.json"),
+        ),
+        ("bundle/{board}/*",),
+    ),
 }
 
 
@@ -99,7 +135,9 @@ class StageRecord:
             if i.optional and not self._present(i):
                 continue
             self._inputs[i.path] = sha256_file(self.run.verified(i.stage, i.path))
-        self._t0 = self.run.begin(self.name, self.config, {**self._inputs, **(values or {})}, **extra)
+        self._t0 = self.run.begin(
+            self.name, self.config, {**self._inputs, **(values or {})}, **extra
+        )
         return self
 
     def resumed(self) -> StageRecord:
@@ -126,8 +164,16 @@ class StageRecord:
             found.update(p for p in self.run.path.glob(pattern) if p.is_file())
         return sorted(found)
 
-    def finish(self, status: str = "done", outputs: list[Path] | None = None, **extra: object) -> None:
+    def finish(
+        self, status: str = "done", outputs: list[Path] | None = None, **extra: object
+    ) -> None:
         """Record the outputs (default: the declared ones that exist), status and duration."""
         if self._t0 is None:
             raise QdevError(f"stage {self.name}: finished before it began")
-        self.run.finish(self.name, self._t0, self.outputs() if outputs is None else outputs, status=status, **extra)
+        self.run.finish(
+            self.name,
+            self._t0,
+            self.outputs() if outputs is None else outputs,
+            status=status,
+            **extra,
+        )

@@ -53,8 +53,15 @@ from qdev.training.checkpoint import init_weights_from, save_checkpoint
 from qdev.training.runs import RunFolder, atomic_write_text
 from qdev.training.stages import StageRecord
 
-__all__ = ["TrainConfig", "train", "prepare_data", "DataTensors", "evaluate_model", "ProgressFn",
-           "finetune_model_config"]
+__all__ = [
+    "TrainConfig",
+    "train",
+    "prepare_data",
+    "DataTensors",
+    "evaluate_model",
+    "ProgressFn",
+    "finetune_model_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +85,16 @@ class DataTensors:
 
 def prepare_data(cfg: TrainConfig, split_out: Path | None = None, progress=None) -> DataTensors:  # noqa: ANN001
     """Load BUSI (cached), make or read the split, return float tensors per split."""
-    arrays = open_busi(cfg.data, (cfg.size, cfg.size), progress=progress,
-                       options=DataOptions.from_dict(cfg.data_options))
+    arrays = open_busi(
+        cfg.data,
+        (cfg.size, cfg.size),
+        progress=progress,
+        options=DataOptions.from_dict(cfg.data_options),
+    )
     if cfg.split in ("grouped", "paper"):
-        split = make_split(arrays, find_duplicates(arrays), cfg.split, cfg.seed if cfg.split == "paper" else 0)
+        split = make_split(
+            arrays, find_duplicates(arrays), cfg.split, cfg.seed if cfg.split == "paper" else 0
+        )
     else:
         split = read_split(Path(cfg.split))
     if split_out is not None:
@@ -107,17 +120,30 @@ def _add_mix(cfg: TrainConfig, data: DataTensors) -> None:
     weights = [torch.ones(n_main, dtype=torch.float64)]
     draws = float(n_main)
     for m in cfg.mix:
-        arrays = open_busi(m["data"], (cfg.size, cfg.size), options=DataOptions.from_dict(m.get("data_options")))
+        arrays = open_busi(
+            m["data"], (cfg.size, cfg.size), options=DataOptions.from_dict(m.get("data_options"))
+        )
         split_spec = m.get("split", "grouped")
-        split = (make_split(arrays, find_duplicates(arrays)) if split_spec == "grouped"
-                 else read_split(Path(split_spec)))
+        split = (
+            make_split(arrays, find_duplicates(arrays))
+            if split_spec == "grouped"
+            else read_split(Path(split_spec))
+        )
         idx = split.indices(arrays, "train")
         if len(idx) == 0:
             raise QdevError(f"mix {m['data']}: its split has no training images")
-        data.x["train"] = torch.cat([data.x["train"], torch.from_numpy(to_unit_float(arrays.images[idx])).unsqueeze(1)])
-        data.y["train"] = torch.cat([data.y["train"], torch.from_numpy(arrays.masks[idx]).float().unsqueeze(1)])
-        data.labels["train"] = torch.cat([data.labels["train"], torch.from_numpy(arrays.labels[idx])])
-        data.ids["train"] = data.ids["train"] + [f"{Path(str(m['data'])).name}:{arrays.ids[i]}" for i in idx]
+        data.x["train"] = torch.cat(
+            [data.x["train"], torch.from_numpy(to_unit_float(arrays.images[idx])).unsqueeze(1)]
+        )
+        data.y["train"] = torch.cat(
+            [data.y["train"], torch.from_numpy(arrays.masks[idx]).float().unsqueeze(1)]
+        )
+        data.labels["train"] = torch.cat(
+            [data.labels["train"], torch.from_numpy(arrays.labels[idx])]
+        )
+        data.ids["train"] = data.ids["train"] + [
+            f"{Path(str(m['data'])).name}:{arrays.ids[i]}" for i in idx
+        ]
         w = float(m["weight"])
         weights.append(torch.full((len(idx),), w * n_main / len(idx), dtype=torch.float64))
         draws += w * n_main
@@ -146,7 +172,9 @@ def finetune_model_config(path: str) -> ModelConfig:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         return ModelConfig(**ckpt["model_config"])
     except (OSError, KeyError, TypeError, RuntimeError) as exc:
-        raise QdevError(f"{path}: not a qdev checkpoint to fine-tune ({exc.__class__.__name__})") from None
+        raise QdevError(
+            f"{path}: not a qdev checkpoint to fine-tune ({exc.__class__.__name__})"
+        ) from None
 
 
 def _seed_all(seed: int) -> None:
@@ -163,7 +191,9 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _param_groups(model: nn.Module, tracker: BitWidthTracker | None, cfg: TrainConfig) -> list[dict]:
+def _param_groups(
+    model: nn.Module, tracker: BitWidthTracker | None, cfg: TrainConfig
+) -> list[dict]:
     bit_ids = {id(p) for p in tracker.parameters()} if tracker else set()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -177,7 +207,9 @@ def _param_groups(model: nn.Module, tracker: BitWidthTracker | None, cfg: TrainC
     return groups
 
 
-def _bits_optimizer(tracker: BitWidthTracker | None, cfg: TrainConfig) -> torch.optim.Optimizer | None:
+def _bits_optimizer(
+    tracker: BitWidthTracker | None, cfg: TrainConfig
+) -> torch.optim.Optimizer | None:
     if tracker is None:
         return None
     if cfg.bits_optimizer == "sgd":
@@ -188,9 +220,16 @@ def _bits_optimizer(tracker: BitWidthTracker | None, cfg: TrainConfig) -> torch.
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor,
-                   device: torch.device, batch: int = 32, rule: MaskRule | None = None,
-                   output_scale: float | None = None) -> tuple[dict, dict, dict | None]:
+def evaluate_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    batch: int = 32,
+    rule: MaskRule | None = None,
+    output_scale: float | None = None,
+) -> tuple[dict, dict, dict | None]:
     """(metrics of the network's own masks (logit > 0), mean segmentation loss parts, metrics
     under ``rule`` or None) of ``model`` on tensors (eval mode), in one pass. Under a mask rule
     (which needs the model's ``output_scale``) masks are the rule applied to the integer output
@@ -278,7 +317,9 @@ def _stored_state(cfg: TrainConfig, last_path: Path, resume: bool, main: bool) -
             log.warning("%s: nothing to resume, starting a new run", cfg.out)
         return None
     if not resume:
-        raise QdevError(f"{cfg.out} already holds a training run: pass --resume, or choose another --out")
+        raise QdevError(
+            f"{cfg.out} already holds a training run: pass --resume, or choose another --out"
+        )
     state = torch.load(last_path, map_location="cpu", weights_only=False)
     old = TrainConfig.from_dict(state["config"])
     if cfg.model.kind == "float":  # bit-width optimiser settings do not apply to a float run
@@ -294,7 +335,9 @@ def _build_state(cfg: TrainConfig, stored: dict | None, n_train: int, dist: _Dis
     if cfg.init_from and stored is None:
         init_weights_from(model, cfg.init_from)
     if cfg.finetune_from and stored is None:
-        model.load_state_dict(torch.load(cfg.finetune_from, map_location="cpu", weights_only=False)["model"])
+        model.load_state_dict(
+            torch.load(cfg.finetune_from, map_location="cpu", weights_only=False)["model"]
+        )
     if stored is not None:
         model.load_state_dict(stored["model"])
     model.to(dist.device)
@@ -310,9 +353,15 @@ def _build_state(cfg: TrainConfig, stored: dict | None, n_train: int, dist: _Dis
     def lr_lambda(step: int) -> float:  # cosine to 1% (bit widths: constant rate)
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
-    st = _State(model, tracker, opt, _bits_optimizer(tracker, cfg),
-                torch.optim.lr_scheduler.LambdaLR(opt, [lr_lambda, lr_lambda]),
-                ModelEMA(model, cfg.ema) if cfg.ema > 0 and dist.main else None, steps_per_epoch)
+    st = _State(
+        model,
+        tracker,
+        opt,
+        _bits_optimizer(tracker, cfg),
+        torch.optim.lr_scheduler.LambdaLR(opt, [lr_lambda, lr_lambda]),
+        ModelEMA(model, cfg.ema) if cfg.ema > 0 and dist.main else None,
+        steps_per_epoch,
+    )
     if stored is not None:
         if st.ema is not None and stored.get("ema") is not None:
             st.ema.load_state_dict(stored["ema"])
@@ -320,13 +369,25 @@ def _build_state(cfg: TrainConfig, stored: dict | None, n_train: int, dist: _Dis
         if st.bopt is not None:
             st.bopt.load_state_dict(stored["bits_optimizer"])
         st.sched.load_state_dict(stored["scheduler"])
-        st.start_epoch, st.best_score, st.history = stored["epoch"] + 1, stored["best_score"], stored["history"]
+        st.start_epoch, st.best_score, st.history = (
+            stored["epoch"] + 1,
+            stored["best_score"],
+            stored["history"],
+        )
         torch.set_rng_state(stored["torch_rng"])
     return st
 
 
-def _train_epoch(cfg: TrainConfig, st: _State, data: DataTensors, dist: _Dist, epoch: int, frozen: bool,
-                 ddp_model: nn.Module, progress: ProgressFn | None) -> dict:
+def _train_epoch(
+    cfg: TrainConfig,
+    st: _State,
+    data: DataTensors,
+    dist: _Dist,
+    epoch: int,
+    frozen: bool,
+    ddp_model: nn.Module,
+    progress: ProgressFn | None,
+) -> dict:
     """One pass over this rank's shard of the epoch's permutation; mean loss parts (all ranks)."""
     ddp_model.train()
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -366,7 +427,15 @@ def _train_epoch(cfg: TrainConfig, st: _State, data: DataTensors, dist: _Dist, e
             sums[k] += v
         nb += 1
         if progress is not None and dist.main:
-            progress("step", {"epoch": epoch, "step": s + 1, "steps": st.steps_per_epoch, "loss": sums["total"] / nb})
+            progress(
+                "step",
+                {
+                    "epoch": epoch,
+                    "step": s + 1,
+                    "steps": st.steps_per_epoch,
+                    "loss": sums["total"] / nb,
+                },
+            )
     parts_mean = {k: v / max(nb, 1) for k, v in sums.items()}
     if dist.world > 1:
         import torch.distributed as tdist
@@ -377,36 +446,80 @@ def _train_epoch(cfg: TrainConfig, st: _State, data: DataTensors, dist: _Dist, e
     return parts_mean
 
 
-def _validate_and_checkpoint(cfg: TrainConfig, st: _State, data: DataTensors, dev: torch.device, epoch: int,
-                             seconds: float, train_parts: dict, frozen: bool, eligible: bool,
-                             paths: dict[str, Path]) -> dict:
+def _validate_and_checkpoint(
+    cfg: TrainConfig,
+    st: _State,
+    data: DataTensors,
+    dev: torch.device,
+    epoch: int,
+    seconds: float,
+    train_parts: dict,
+    frozen: bool,
+    eligible: bool,
+    paths: dict[str, Path],
+) -> dict:
     """Validate (the EMA model if any), pick the best, write best.pt / last.pt / the log line."""
     judged = st.ema.module if st.ema is not None else st.model
-    metrics, val_loss, _ = evaluate_model(judged, data.x["val"], data.y["val"], data.labels["val"], dev)
-    record = {"epoch": epoch, "seconds": round(seconds, 3), "lr": st.opt.param_groups[0]["lr"],
-              "train": train_parts, "val_loss": val_loss, "val": metrics}
+    metrics, val_loss, _ = evaluate_model(
+        judged, data.x["val"], data.y["val"], data.labels["val"], dev
+    )
+    record = {
+        "epoch": epoch,
+        "seconds": round(seconds, 3),
+        "lr": st.opt.param_groups[0]["lr"],
+        "train": train_parts,
+        "val_loss": val_loss,
+        "val": metrics,
+    }
     if st.ema is not None:  # the live weights, for the EMA-vs-live comparison
-        record["val_live"] = evaluate_model(st.model, data.x["val"], data.y["val"], data.labels["val"], dev)[0]
+        record["val_live"] = evaluate_model(
+            st.model, data.x["val"], data.y["val"], data.labels["val"], dev
+        )[0]
     if st.tracker:
         record["bits"] = st.tracker.report()
-        record["bit_loss"] = {"mode": cfg.bit_loss, "lambda": cfg.lam,
-                              "value": float(st.tracker.average(cfg.bit_loss).detach())}
+        record["bit_loss"] = {
+            "mode": cfg.bit_loss,
+            "lambda": cfg.lam,
+            "value": float(st.tracker.average(cfg.bit_loss).detach()),
+        }
         record["bits_frozen"] = frozen
     score = selection_score(metrics, cfg.select)
     record["best"] = bool(eligible and score > st.best_score)
-    common = {"model_config": cfg.model.to_dict(), "config": cfg.to_dict(), "size": cfg.size, "epoch": epoch}
+    common = {
+        "model_config": cfg.model.to_dict(),
+        "config": cfg.to_dict(),
+        "size": cfg.size,
+        "epoch": epoch,
+    }
     if record["best"]:
         st.best_score = score
-        save_checkpoint({**common, "model": judged.state_dict(), "val": metrics, "bits": record.get("bits"),
-                         "ema": st.ema is not None}, paths["best"])
+        save_checkpoint(
+            {
+                **common,
+                "model": judged.state_dict(),
+                "val": metrics,
+                "bits": record.get("bits"),
+                "ema": st.ema is not None,
+            },
+            paths["best"],
+        )
     st.history.append(record)
     # checkpoint first, then the log line: a kill in between is repaired on resume, which
     # rewrites the log from the checkpoint's history.
-    save_checkpoint({**common, "model": st.model.state_dict(), "optimizer": st.opt.state_dict(),
-                     "bits_optimizer": st.bopt.state_dict() if st.bopt is not None else None,
-                     "scheduler": st.sched.state_dict(), "best_score": st.best_score, "history": st.history,
-                     "ema": st.ema.state_dict() if st.ema is not None else None,
-                     "torch_rng": torch.get_rng_state()}, paths["last"])
+    save_checkpoint(
+        {
+            **common,
+            "model": st.model.state_dict(),
+            "optimizer": st.opt.state_dict(),
+            "bits_optimizer": st.bopt.state_dict() if st.bopt is not None else None,
+            "scheduler": st.sched.state_dict(),
+            "best_score": st.best_score,
+            "history": st.history,
+            "ema": st.ema.state_dict() if st.ema is not None else None,
+            "torch_rng": torch.get_rng_state(),
+        },
+        paths["last"],
+    )
     with open(paths["log"], "a") as fh:
         fh.write(json.dumps(record) + "\n")
     return record
@@ -437,7 +550,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = 
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ddp_model = DDP(st.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+        ddp_model = DDP(
+            st.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
+        )
     inputs = {"data_hash": data.data_hash, "split": cfg.split}
     if data.mix_hashes:
         inputs["mix_data_hashes"] = data.mix_hashes
@@ -455,8 +570,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = 
                 st.ema.reset(st.model)  # average only weights on the final grid
         train_parts = _train_epoch(cfg, st, data, dist, epoch, frozen, ddp_model, progress)
         if dist.main:
-            record = _validate_and_checkpoint(cfg, st, data, dist.device, epoch, time.perf_counter() - t0,
-                                              train_parts, frozen, freeze_at is None or frozen, paths)
+            record = _validate_and_checkpoint(
+                cfg,
+                st,
+                data,
+                dist.device,
+                epoch,
+                time.perf_counter() - t0,
+                train_parts,
+                frozen,
+                freeze_at is None or frozen,
+                paths,
+            )
             if progress is not None:
                 progress("epoch", record)
         if dist.world > 1:

@@ -43,7 +43,9 @@ def parse_igtl_url(spec: str) -> tuple[str, int, str | None]:
 class IgtlSource(ProbeSource):
     live = True
 
-    def __init__(self, spec: str, timeout: float = 5.0, reconnects: int = 3, max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self, spec: str, timeout: float = 5.0, reconnects: int = 3, max_body: int = MAX_BODY
+    ) -> None:
         self.host, self.port, self.device = parse_igtl_url(spec)
         self.name = spec
         self.timeout, self.reconnects, self.max_body = timeout, reconnects, max_body
@@ -56,7 +58,9 @@ class IgtlSource(ProbeSource):
         try:
             s = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except OSError as exc:
-            raise DataError(f"--probe {self.name}: cannot connect ({exc.strerror or exc})") from None
+            raise DataError(
+                f"--probe {self.name}: cannot connect ({exc.strerror or exc})"
+            ) from None
         s.settimeout(self.timeout)
         return s
 
@@ -146,8 +150,13 @@ class IgtlSource(ProbeSource):
             pass
 
     def describe(self) -> dict:
-        return {**super().describe(), "protocol": "OpenIGTLink", "device": self.device, "received": self.received,
-                "errors": dict(self.errors)}
+        return {
+            **super().describe(),
+            "protocol": "OpenIGTLink",
+            "device": self.device,
+            "received": self.received,
+            "errors": dict(self.errors),
+        }
 
 
 def to_frame(vox: np.ndarray) -> np.ndarray | None:

@@ -251,7 +251,9 @@ class PhantomCine:
             moved = []
             for lesion in lesions:
                 dy, dx = step * math.sin(heading), step * math.cos(heading)
-                if not (0.2 * h < lesion.cy + dy < 0.75 * h and 0.15 * w < lesion.cx + dx < 0.85 * w):
+                if not (
+                    0.2 * h < lesion.cy + dy < 0.75 * h and 0.15 * w < lesion.cx + dx < 0.85 * w
+                ):
                     heading += math.pi
                     dy, dx = -dy, -dx
                 moved.append(lesion.moved(dy, dx))

@@ -11,7 +11,8 @@ runtime (``qdev-device serve --probe``).
 * an image folder or a glob of images (BUSI-style PNGs; ``*_mask*`` files are skipped), Pillow.
 
 Every frame is turned into the model input by :func:`qdev.core.preprocess.to_model_input`, the
-function training uses too. OpenCV and pydicom are optional imports: a source that needs a missing one says so.
+function training uses too. OpenCV and pydicom are optional imports: a source that needs a missing
+one says so.
 """
 
 from __future__ import annotations
@@ -41,9 +42,13 @@ class ProbeFrame:
     t_source: float  # seconds on the source's own clock (frame index / rate for files)
     t_capture: float  # time.time() when the frame was read
     truth: np.ndarray | None = None  # a known mask (phantom) at native size
-    display_window: tuple[float, float] | None = None  # DICOM window (centre, width), for display only
+    display_window: tuple[float, float] | None = (
+        None  # DICOM window (centre, width), for display only
+    )
     name: str | None = None  # the frame's own file, where the source is a set of files
-    spacing: tuple[float, float] | None = None  # (row, column) pixel spacing in mm, where the source says
+    spacing: tuple[float, float] | None = (
+        None  # (row, column) pixel spacing in mm, where the source says
+    )
 
 
 class ProbeSource:
@@ -85,7 +90,9 @@ class OpenCVSource(ProbeSource):
         try:
             import cv2
         except ImportError as exc:
-            raise ConfigError("this probe source needs OpenCV (pip install opencv-python-headless)") from exc
+            raise ConfigError(
+                "this probe source needs OpenCV (pip install opencv-python-headless)"
+            ) from exc
         self._cv2 = cv2
         self.cap = cv2.VideoCapture(target)
         if not self.cap.isOpened():
@@ -124,7 +131,9 @@ class DicomSource(ProbeSource):
         try:
             ds = pydicom.dcmread(str(path))
             arr = ds.pixel_array
-        except Exception as exc:  # pydicom raises many types (InvalidDicomError, missing handlers ...)
+        except (
+            Exception
+        ) as exc:  # pydicom raises many types (InvalidDicomError, missing handlers ...)
             raise DataError(f"{path}: not a readable DICOM image ({exc})") from exc
         pi = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
         # pydicom (3.x) already returns RGB for YBR_* data (pixel_array's as_rgb default);
@@ -150,22 +159,44 @@ class DicomSource(ProbeSource):
         self.photometric = pi
         self.window = _dicom_window(ds)
         self.spacing = dicom_spacing(ds)
-        self.identity = {"path": str(Path(path).resolve()), "frames": self.n_frames,
-                         **{k: str(getattr(ds, k, "") or "") for k in _IDENTITY}}
+        self.identity = {
+            "path": str(Path(path).resolve()),
+            "frames": self.n_frames,
+            **{k: str(getattr(ds, k, "") or "") for k in _IDENTITY},
+        }
 
     def frames(self) -> Iterator[ProbeFrame]:
         dt = 1.0 / self.fps if self.fps else 0.0
         for i in range(self.n_frames):
-            yield ProbeFrame(i, self.arr[i], i * dt, time.time(), display_window=self.window, spacing=self.spacing,
-                             name=f"{Path(self.name).name}#{i + 1}")
+            yield ProbeFrame(
+                i,
+                self.arr[i],
+                i * dt,
+                time.time(),
+                display_window=self.window,
+                spacing=self.spacing,
+                name=f"{Path(self.name).name}#{i + 1}",
+            )
 
     def describe(self) -> dict:
-        return {**super().describe(), "photometric": self.photometric, "window": self.window,
-                "spacing_mm": self.spacing, "dicom": self.identity}
+        return {
+            **super().describe(),
+            "photometric": self.photometric,
+            "window": self.window,
+            "spacing_mm": self.spacing,
+            "dicom": self.identity,
+        }
 
 
 # what a DICOM SEG / SR made from a session needs to reference the source (issue 32)
-_IDENTITY = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "PatientID", "Modality")
+_IDENTITY = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "PatientID",
+    "Modality",
+)
 
 
 def dicom_spacing(ds) -> tuple[float, float] | None:  # noqa: ANN001
@@ -176,7 +207,10 @@ def dicom_spacing(ds) -> tuple[float, float] | None:  # noqa: ANN001
         if ps is not None and len(ps) == 2 and float(ps[0]) > 0 and float(ps[1]) > 0:
             return float(ps[0]), float(ps[1])
         for region in getattr(ds, "SequenceOfUltrasoundRegions", None) or []:
-            if int(getattr(region, "PhysicalUnitsXDirection", 0)) == 3 and int(getattr(region, "PhysicalUnitsYDirection", 0)) == 3:
+            if (
+                int(getattr(region, "PhysicalUnitsXDirection", 0)) == 3
+                and int(getattr(region, "PhysicalUnitsYDirection", 0)) == 3
+            ):
                 dx, dy = float(region.PhysicalDeltaX), float(region.PhysicalDeltaY)
                 if dx > 0 and dy > 0:
                     return dy * 10.0, dx * 10.0
@@ -193,12 +227,17 @@ def _dicom_window(ds) -> tuple[float, float] | None:  # noqa: ANN001
     try:
         c = float(c[0] if hasattr(c, "__len__") and not isinstance(c, str) else c)
         w = float(w[0] if hasattr(w, "__len__") and not isinstance(w, str) else w)
-        slope, icpt = float(getattr(ds, "RescaleSlope", 1) or 1), float(getattr(ds, "RescaleIntercept", 0) or 0)
+        slope, icpt = (
+            float(getattr(ds, "RescaleSlope", 1) or 1),
+            float(getattr(ds, "RescaleIntercept", 0) or 0),
+        )
     except (TypeError, ValueError):
         return None
     if w <= 1 or slope == 0:
         return None
-    return (c - icpt) / slope, w / abs(slope)  # the window applies to rescaled values; ours are stored ones
+    return (c - icpt) / slope, w / abs(
+        slope
+    )  # the window applies to rescaled values; ours are stored ones
 
 
 def _dicom_fps(ds) -> float | None:  # noqa: ANN001
@@ -258,7 +297,11 @@ def _is_dicom(path: Path) -> bool:
 
 
 def _images(paths: list[str]) -> list[Path]:
-    return sorted(Path(p) for p in paths if Path(p).suffix.lower() in IMAGE_EXTS and "_mask" not in Path(p).name)
+    return sorted(
+        Path(p)
+        for p in paths
+        if Path(p).suffix.lower() in IMAGE_EXTS and "_mask" not in Path(p).name
+    )
 
 
 def open_probe(spec: str, phantom_frames: int | None = None) -> ProbeSource:
@@ -278,7 +321,7 @@ def open_probe(spec: str, phantom_frames: int | None = None) -> ProbeSource:
 
         return IgtlSource(spec)
     if spec.startswith("video:"):
-        dev = spec[len("video:"):]
+        dev = spec[len("video:") :]
         return OpenCVSource(int(dev) if dev.isdigit() else dev, live=True)
     if spec.startswith("/dev/video"):
         return OpenCVSource(spec, live=True)
@@ -291,11 +334,15 @@ def open_probe(spec: str, phantom_frames: int | None = None) -> ProbeSource:
     if p.is_dir():
         files = _images([str(x) for x in p.rglob("*")])
         if not files:
-            raise DataError(f"--probe {spec}: the folder holds no image ({', '.join(sorted(IMAGE_EXTS))})")
+            raise DataError(
+                f"--probe {spec}: the folder holds no image ({', '.join(sorted(IMAGE_EXTS))})"
+            )
         return ImageFolderSource(files, spec)
     if not p.exists():
-        raise ConfigError(f"--probe {spec}: no such file, folder or source "
-                          "(phantom, video:N, a cine file, a DICOM file, an image folder or glob)")
+        raise ConfigError(
+            f"--probe {spec}: no such file, folder or source "
+            "(phantom, video:N, a cine file, a DICOM file, an image folder or glob)"
+        )
     if _is_dicom(p):
         return DicomSource(p)
     if p.suffix.lower() in CINE_EXTS:

@@ -18,8 +18,16 @@ import numpy as np
 from qdev.core.errors import QdevError
 from qdev.core.maskrule import DEFAULT_RULE, MaskRule
 
-__all__ = ["IoSpec", "Accelerator", "Backend", "register_backend", "backends", "open_accelerator",
-           "codes_to_mask", "clock_mhz"]
+__all__ = [
+    "IoSpec",
+    "Accelerator",
+    "Backend",
+    "register_backend",
+    "backends",
+    "open_accelerator",
+    "codes_to_mask",
+    "clock_mhz",
+]
 
 
 @dataclass(frozen=True)
@@ -39,15 +47,29 @@ class IoSpec:
         io = manifest.get("io") or {}
         try:
             _, h, w, c = io["ishape_normal"]
-            return IoSpec(int(h), int(w), int(c), str(io["idt"]), str(io["odt"]),
-                          MaskRule.from_manifest(manifest.get("mask_rule")), float(manifest.get("output_scale", 1.0)))
+            return IoSpec(
+                int(h),
+                int(w),
+                int(c),
+                str(io["idt"]),
+                str(io["odt"]),
+                MaskRule.from_manifest(manifest.get("mask_rule")),
+                float(manifest.get("output_scale", 1.0)),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise QdevError(f"bundle manifest has no usable io spec ({exc})") from exc
 
     def to_dict(self) -> dict:
-        return {"height": self.height, "width": self.width, "channels": self.channels, "idt": self.idt,
-                "odt": self.odt, "mask_rule": self.mask_rule.describe(), "mask_rule_params": self.mask_rule.to_dict(),
-                "output_scale": self.output_scale}
+        return {
+            "height": self.height,
+            "width": self.width,
+            "channels": self.channels,
+            "idt": self.idt,
+            "odt": self.odt,
+            "mask_rule": self.mask_rule.describe(),
+            "mask_rule_params": self.mask_rule.to_dict(),
+            "output_scale": self.output_scale,
+        }
 
 
 def clock_mhz(manifest: dict) -> float | None:
@@ -127,7 +149,9 @@ def open_accelerator(bundle_dir: Path, manifest: dict, backend: str = "auto") ->
     if backend != "auto":
         match = [b for b in avail if b.name == backend]
         if not match:
-            raise QdevError(f"unknown backend {backend!r} (known: {', '.join(b.name for b in avail)})")
+            raise QdevError(
+                f"unknown backend {backend!r} (known: {', '.join(b.name for b in avail)})"
+            )
         why = match[0].probe(bundle_dir, manifest)
         if why:
             raise QdevError(f"backend {backend} cannot run here: {why}")
@@ -138,7 +162,9 @@ def open_accelerator(bundle_dir: Path, manifest: dict, backend: str = "auto") ->
         if why is None:
             try:
                 return b.open(bundle_dir, manifest)
-            except QdevError as exc:  # e.g. a model the onnx lowering does not express: the next one
+            except (
+                QdevError
+            ) as exc:  # e.g. a model the onnx lowering does not express: the next one
                 why = f"could not open ({exc})"
         reasons.append(f"{b.name}: {why}")
     raise QdevError("no accelerator backend can run this bundle here (" + "; ".join(reasons) + ")")

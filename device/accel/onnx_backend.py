@@ -42,9 +42,15 @@ class OnnxAccelerator(Accelerator):
     def describe(self) -> dict:
         import onnxruntime as ort
 
-        return {**super().describe(), "executor": f"onnxruntime {ort.__version__}, lowered integer model",
-                "exact": {"proven": True, "steps": self.lowering["steps"],
-                          "disabled_optimizers": self.lowering["disabled_optimizers"]}}
+        return {
+            **super().describe(),
+            "executor": f"onnxruntime {ort.__version__}, lowered integer model",
+            "exact": {
+                "proven": True,
+                "steps": self.lowering["steps"],
+                "disabled_optimizers": self.lowering["disabled_optimizers"],
+            },
+        }
 
 
 def _probe(bundle_dir: Path, manifest: dict) -> str | None:

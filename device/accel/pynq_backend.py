@@ -69,7 +69,7 @@ def pack_innermost(x: np.ndarray, dtype: str) -> np.ndarray:
     if c.bipolar:
         v = (x.astype(np.int64) + 1) // 2
     elif c.frac_bits:
-        v = np.round(x.astype(np.float64) * 2.0 ** c.frac_bits).astype(np.int64)
+        v = np.round(x.astype(np.float64) * 2.0**c.frac_bits).astype(np.int64)
     else:
         v = x.astype(np.int64)
     bits = c.bits
@@ -79,7 +79,9 @@ def pack_innermost(x: np.ndarray, dtype: str) -> np.ndarray:
         return v.astype(np.uint8)
     n = v.shape[-1]
     nbytes = (n * bits + 7) // 8
-    bitarr = ((v[..., :, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(*v.shape[:-1], n * bits)
+    bitarr = (
+        ((v[..., :, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(*v.shape[:-1], n * bits)
+    )
     pad = nbytes * 8 - n * bits
     if pad:
         bitarr = np.concatenate([bitarr, np.zeros((*bitarr.shape[:-1], pad), np.uint8)], axis=-1)
@@ -94,7 +96,9 @@ def unpack_innermost(b: np.ndarray, dtype: str, n: int) -> np.ndarray:
     if bits == 8:
         v = np.asarray(b, dtype=np.uint8).astype(np.int64)[..., :n]
     else:
-        bitarr = np.unpackbits(np.asarray(b, dtype=np.uint8), axis=-1, bitorder="little")[..., : n * bits]
+        bitarr = np.unpackbits(np.asarray(b, dtype=np.uint8), axis=-1, bitorder="little")[
+            ..., : n * bits
+        ]
         bitarr = bitarr.reshape(*bitarr.shape[:-1], n, bits).astype(np.int64)
         v = (bitarr << np.arange(bits)).sum(axis=-1)
     if c.signed:
@@ -102,7 +106,7 @@ def unpack_innermost(b: np.ndarray, dtype: str, n: int) -> np.ndarray:
     if c.bipolar:
         return 2 * v - 1
     if c.frac_bits:
-        return v / 2.0 ** c.frac_bits
+        return v / 2.0**c.frac_bits
     return v
 
 
@@ -124,7 +128,9 @@ class PynqAccelerator(Accelerator):
             self.idma = getattr(self.overlay, "idma0")
             self.odma = getattr(self.overlay, "odma0")
         except AttributeError as exc:
-            raise QdevError(f"{bit.name}: the overlay has no idma0/odma0 (not a FINN zynq-iodma shell)") from exc
+            raise QdevError(
+                f"{bit.name}: the overlay has no idma0/odma0 (not a FINN zynq-iodma shell)"
+            ) from exc
         self._allocate = allocate
         self._bufs: dict[int, tuple] = {}
 
@@ -141,7 +147,9 @@ class PynqAccelerator(Accelerator):
         deadline = time.monotonic() + self.timeout_s
         while not mmio.read(CTRL) & mask:
             if time.monotonic() > deadline:
-                raise QdevError(f"accelerator timeout: {what} after {self.timeout_s:g} s (fabric hung?)")
+                raise QdevError(
+                    f"accelerator timeout: {what} after {self.timeout_s:g} s (fabric hung?)"
+                )
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         io = self.iospec
@@ -150,7 +158,10 @@ class PynqAccelerator(Accelerator):
             x = x[..., None]
         n = x.shape[0]
         if list(x.shape[1:]) != list(io["ishape_normal"][1:]):
-            raise QdevError(f"frame shape {list(x.shape[1:])} does not match the accelerator input {io['ishape_normal'][1:]}")
+            raise QdevError(
+                f"frame shape {list(x.shape[1:])} does not match the accelerator "
+                f"input {io['ishape_normal'][1:]}"
+            )
         folded = x.reshape(n, *io["ishape_folded"][1:])
         ibuf, obuf = self._buffers(n)
         ibuf[:] = pack_innermost(folded, io["idt"])

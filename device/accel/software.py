@@ -27,8 +27,11 @@ class SoftwareAccelerator(Accelerator):
         return self.executor.run(pixels)
 
     def describe(self) -> dict:
-        return {**super().describe(), "executor": "numpy, integer-model plan",
-                "exact": {"proven": True, "steps": self.executor.plan.describe()["kinds"]}}
+        return {
+            **super().describe(),
+            "executor": "numpy, integer-model plan",
+            "exact": {"proven": True, "steps": self.executor.plan.describe()["kinds"]},
+        }
 
 
 def _probe(bundle_dir: Path, manifest: dict) -> str | None:

@@ -22,8 +22,18 @@ __all__ = ["RollingLog", "LiveLoop"]
 
 log = logging.getLogger("qdev.device")
 
-COLUMNS = ["frame_id", "t_capture", "t_start", "t_end", "device_ms", "power_w", "energy_mj", "energy_kind",
-           "mask_area", "dropped"]
+COLUMNS = [
+    "frame_id",
+    "t_capture",
+    "t_start",
+    "t_end",
+    "device_ms",
+    "power_w",
+    "energy_mj",
+    "energy_kind",
+    "mask_area",
+    "dropped",
+]
 
 
 class RollingLog:
@@ -62,8 +72,15 @@ class RollingLog:
 
 
 class LiveLoop:
-    def __init__(self, runtime: DeviceRuntime, source: ProbeSource, hub: LiveHub, log_dir: Path,
-                 max_bytes: int = 1 << 20, keep: int = 5) -> None:
+    def __init__(
+        self,
+        runtime: DeviceRuntime,
+        source: ProbeSource,
+        hub: LiveHub,
+        log_dir: Path,
+        max_bytes: int = 1 << 20,
+        keep: int = 5,
+    ) -> None:
         self.rt, self.source, self.hub = runtime, source, hub
         hub.source = source.name
         self.log = RollingLog(log_dir, max_bytes, keep)
@@ -101,8 +118,13 @@ class LiveLoop:
                 except QdevError as exc:
                     log.warning("live frame %d: %s", fr.index, exc)
                     continue
-                meta = {**res.meta(), "t_capture": fr.t_capture, "dropped": self.dropped,
-                        "bundle_id": self.rt.bundle_id, "source": self.source.name}
+                meta = {
+                    **res.meta(),
+                    "t_capture": fr.t_capture,
+                    "dropped": self.dropped,
+                    "bundle_id": self.rt.bundle_id,
+                    "source": self.source.name,
+                }
                 self.log.write(meta)
                 # each watcher codes it as it negotiated: the model's input or the probe's own frame
                 self.hub.publish(meta, (res.mask, px, to_luma_u8(fr.image)))
@@ -112,8 +134,14 @@ class LiveLoop:
                     if wait > 0:
                         self.stop.wait(wait)
             if not self.stop.is_set():
-                self.hub.end({"frames": self.frames, "dropped": self.dropped, "source": self.source.name,
-                              "reason": "the source has no more frames"})
+                self.hub.end(
+                    {
+                        "frames": self.frames,
+                        "dropped": self.dropped,
+                        "source": self.source.name,
+                        "reason": "the source has no more frames",
+                    }
+                )
         finally:
             self.source.close()
             self.log.close()

@@ -30,7 +30,15 @@ from qdev.core.messages import MAX_CHUNK, REQUESTS, allowed
 from qdev.device.store import StoreError
 from qdev.core.validate import BadRequest, Field, check_fields
 
-__all__ = ["Session", "TcpServer", "SerialTlsServer", "serve_serial", "LiveHub", "HANDLERS", "REQUEST_FIELDS"]
+__all__ = [
+    "Session",
+    "TcpServer",
+    "SerialTlsServer",
+    "serve_serial",
+    "LiveHub",
+    "HANDLERS",
+    "REQUEST_FIELDS",
+]
 
 #: the longest message an ERROR reply carries (characters): far under the host's 64 KiB meta
 ERROR_TEXT_MAX = 1024
@@ -42,7 +50,9 @@ def bounded_text(text: object, limit: int) -> str:
     if len(s) <= limit:
         return s
     keep = max(0, limit - 40)
-    return f"{s[: keep // 2]} [... {len(s) - keep} characters cut ...] {s[-(keep - keep // 2):]}"[:limit]
+    return f"{s[: keep // 2]} [... {len(s) - keep} characters cut ...] {s[-(keep - keep // 2) :]}"[
+        :limit
+    ]
 
 
 #: the meta fields each request type must carry (others are ignored), from the one declaration
@@ -106,15 +116,27 @@ class LiveHub:
 
 
 def _install_meta(res) -> dict:  # noqa: ANN001
-    return {"done": True, "bundle_id": res.bundle_id, "activated": res.activated, "self_test": res.self_test,
-            "previous": res.previous, "message": res.message}
+    return {
+        "done": True,
+        "bundle_id": res.bundle_id,
+        "activated": res.activated,
+        "self_test": res.self_test,
+        "previous": res.previous,
+        "message": res.message,
+    }
 
 
 class Session:
     """One host conversation over one link."""
 
-    def __init__(self, runtime: DeviceRuntime, link: Link, hub: LiveHub | None = None,
-                 idle_timeout: float = 60.0, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+    def __init__(
+        self,
+        runtime: DeviceRuntime,
+        link: Link,
+        hub: LiveHub | None = None,
+        idle_timeout: float = 60.0,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
         self.rt = runtime
         self.ch = Channel(link, max_payload)
         self.hub = hub
@@ -124,13 +146,19 @@ class Session:
         self.link_error: LinkError | None = None  # how run() ended, if the link failed
         self.watch: queue.Queue | None = None
         self.jpeg_quality = 70
-        self.display_max = 0  # the display frame's longer side (0: the model's input, as protocol v2 began)
+        self.display_max = (
+            0  # the display frame's longer side (0: the model's input, as protocol v2 began)
+        )
         self.upload: dict | None = None
         self.codecs = codecs.negotiate(None)  # until a HELLO offers better: the uncoded forms
-        self.last_request = time.monotonic()  # when the last whole request arrived (bytes alone do not count)
+        self.last_request = (
+            time.monotonic()
+        )  # when the last whole request arrived (bytes alone do not count)
         self.link_facts: Callable[[], dict] | None = None
 
-    def reply(self, req: Message, mtype: MsgType, meta: dict | None = None, blob: bytes = b"") -> None:
+    def reply(
+        self, req: Message, mtype: MsgType, meta: dict | None = None, blob: bytes = b""
+    ) -> None:
         self.ch.send(mtype, {"re": req.seq, **(meta or {})}, blob)
 
     def run(self, stop: threading.Event, beat=None, hello_timeout: float | None = None) -> None:  # noqa: ANN001
@@ -144,16 +172,27 @@ class Session:
                     beat()
                 self._push_live()
                 try:
-                    # watching: a short wait, so a new result goes out within ~5 ms (50 ms capped the
+                    # watching: a short wait, so a new result goes out within ~5 ms (50 ms capped
+                    # the
                     # pushes at 20 per second whatever the link and the accelerator could do)
                     msg = self.ch.recv(0.005 if self.watch else 0.5)
                 except LinkTimeout:
                     now = time.monotonic()
                     if now - self.ch.last_rx > self.idle_timeout:
-                        log.info("%s: idle for %.0f s, closing the session", self.ch.link.name, self.idle_timeout)
+                        log.info(
+                            "%s: idle for %.0f s, closing the session",
+                            self.ch.link.name,
+                            self.idle_timeout,
+                        )
                         return
-                    if hello_timeout is not None and not self.hello and now - started > hello_timeout:
-                        log.info("%s: no HELLO within %.0f s, closing", self.ch.link.name, hello_timeout)
+                    if (
+                        hello_timeout is not None
+                        and not self.hello
+                        and now - started > hello_timeout
+                    ):
+                        log.info(
+                            "%s: no HELLO within %.0f s, closing", self.ch.link.name, hello_timeout
+                        )
                         return
                     continue
                 self.last_request = time.monotonic()
@@ -179,18 +218,36 @@ class Session:
         shown = px if self.display_max <= 0 else codecs.fit_display(probe, self.display_max)
         mb = codecs.encode_mask(mask, self.codecs["mask"])
         db = codecs.encode_display(shown, self.codecs["display"], self.jpeg_quality)
-        self.ch.send(MsgType.LIVE, {**meta, "mask_enc": self.codecs["mask"], "mask_len": len(mb),
-                                    "display_enc": self.codecs["display"], "dh": int(shown.shape[0]),
-                                    "dw": int(shown.shape[1]), "probe_h": int(probe.shape[0]),
-                                    "probe_w": int(probe.shape[1]),
-                                    "mask_crc": zlib.crc32(np.packbits(mask.reshape(-1)).tobytes())}, mb + db)
+        self.ch.send(
+            MsgType.LIVE,
+            {
+                **meta,
+                "mask_enc": self.codecs["mask"],
+                "mask_len": len(mb),
+                "display_enc": self.codecs["display"],
+                "dh": int(shown.shape[0]),
+                "dw": int(shown.shape[1]),
+                "probe_h": int(probe.shape[0]),
+                "probe_w": int(probe.shape[1]),
+                "mask_crc": zlib.crc32(np.packbits(mask.reshape(-1)).tobytes()),
+            },
+            mb + db,
+        )
 
     def handle(self, msg: Message) -> None:
         """Answer one request (exactly one reply), by the dispatch table :data:`HANDLERS`."""
         if msg.version != VERSION:  # answered in its own framing, so that an old host can say why
-            self.ch.send(MsgType.ERROR, {"re": msg.seq, "code": "protocol_version", "message":
-                         f"this device speaks qdev protocol {VERSION}, not {msg.version}: update the host "
-                         "(pip install -U qdev)"}, version=msg.version)
+            self.ch.send(
+                MsgType.ERROR,
+                {
+                    "re": msg.seq,
+                    "code": "protocol_version",
+                    "message": f"this device speaks qdev protocol {VERSION}, not {msg.version}: "
+                    "update the host "
+                    "(pip install -U qdev)",
+                },
+                version=msg.version,
+            )
             return
         if msg.type == MsgType.HELLO:
             try:
@@ -199,7 +256,9 @@ class Session:
                 self._error(msg, f"bad HELLO: {exc}", "bad_request")
             return
         if not self.hello:
-            self.reply(msg, MsgType.ERROR, {"message": "no session: send HELLO first", "code": "no_hello"})
+            self.reply(
+                msg, MsgType.ERROR, {"message": "no session: send HELLO first", "code": "no_hello"}
+            )
             return
         handler = HANDLERS.get(msg.type)
         try:
@@ -208,8 +267,12 @@ class Session:
             if handler is None:
                 raise QdevError(f"unknown request type {msg.type}")
             if not allowed(MsgType(msg.type), self.role):
-                self._error(msg, f"{msg.name} needs the {REQUESTS[MsgType(msg.type)].role} role; this host is "
-                            f"paired as {self.role}", "forbidden")
+                self._error(
+                    msg,
+                    f"{msg.name} needs the {REQUESTS[MsgType(msg.type)].role} role; this host is "
+                    f"paired as {self.role}",
+                    "forbidden",
+                )
                 return
             check_fields(msg.meta, REQUEST_FIELDS[MsgType(msg.type)])
             handler(self, msg)
@@ -226,15 +289,25 @@ class Session:
             raise
         except Exception as exc:  # a bug: keep the session, tell the host, keep the traceback here
             log.exception("%s: internal error in %s", self.ch.link.name, msg.name)
-            self._error(msg, f"internal error in {msg.name} ({type(exc).__name__}); see the device log", "internal")
+            self._error(
+                msg,
+                f"internal error in {msg.name} ({type(exc).__name__}); see the device log",
+                "internal",
+            )
 
     def _error(self, msg: Message, text: str, code: str) -> None:
         """An ERROR reply, bounded: the message cut to :data:`ERROR_TEXT_MAX` characters (a name
         repeated from the request, e.g. a 17 MiB tar member name, never makes a reply too big for
         the frame or the host's meta limit), the code to 64 characters of its own alphabet."""
         self.rt.counters.error()
-        self.ch.send(MsgType.ERROR, {"re": msg.seq, "message": bounded_text(text, ERROR_TEXT_MAX),
-                                     "code": bounded_text(code, 64)})
+        self.ch.send(
+            MsgType.ERROR,
+            {
+                "re": msg.seq,
+                "message": bounded_text(text, ERROR_TEXT_MAX),
+                "code": bounded_text(code, 64),
+            },
+        )
 
     def _on_hello(self, msg: Message) -> None:
         """Start a session: the codecs both sides speak, and what this device is. The peer's role
@@ -245,8 +318,17 @@ class Session:
         check_fields(msg.meta, REQUEST_FIELDS[MsgType.HELLO])
         self.hello = True
         self.codecs = codecs.negotiate(msg.meta.get("codecs"))
-        self.reply(msg, MsgType.HELLO_ACK, {"protocol": VERSION, **self.rt.info(), "codecs": self.codecs,
-                                            "max_payload": self.ch.max_payload, "role": self.role})
+        self.reply(
+            msg,
+            MsgType.HELLO_ACK,
+            {
+                "protocol": VERSION,
+                **self.rt.info(),
+                "codecs": self.codecs,
+                "max_payload": self.ch.max_payload,
+                "role": self.role,
+            },
+        )
 
     # -- request handlers (one per message type; see HANDLERS) --------------------------------
 
@@ -262,7 +344,9 @@ class Session:
         h, w = int(m["h"]), int(m["w"])  # checked (REQUEST_FIELDS): h*w cannot overflow
         enc = m.get("enc", "raw")
         if enc not in self.codecs["frame"]:
-            raise BadRequest("enc", f"{enc!r} was not negotiated (this session takes {self.codecs['frame']})")
+            raise BadRequest(
+                "enc", f"{enc!r} was not negotiated (this session takes {self.codecs['frame']})"
+            )
         try:
             px = codecs.decode_frame(msg.blob, enc, h, w)
         except codecs.CodecError as exc:  # the host's frame, not the device: bad_request
@@ -279,8 +363,13 @@ class Session:
     def _on_flash_begin(self, msg: Message) -> None:
         m = msg.meta
         sha, size = m["sha256"], m["size"]
-        res = self.rt.begin_upload(sha, size, m["manifest"].encode(), m["signature"].encode(),
-                                   bool(m.get("allow_downgrade", False)))
+        res = self.rt.begin_upload(
+            sha,
+            size,
+            m["manifest"].encode(),
+            m["signature"].encode(),
+            bool(m.get("allow_downgrade", False)),
+        )
         if "installed" in res:  # that bundle is here and intact: nothing to upload
             self.upload = None
             self.reply(msg, MsgType.FLASH_STATUS, {"installed": res["installed"], "offset": size})
@@ -297,13 +386,19 @@ class Session:
         if len(msg.blob) > MAX_CHUNK:
             raise BadRequest("blob", f"{len(msg.blob)} bytes, the chunk limit is {MAX_CHUNK}")
         up = self._current_upload()
-        off = self.rt.write_chunk(up["sha256"], int(msg.meta["offset"]), msg.blob, int(msg.meta["crc"]))
+        off = self.rt.write_chunk(
+            up["sha256"], int(msg.meta["offset"]), msg.blob, int(msg.meta["crc"])
+        )
         self.reply(msg, MsgType.FLASH_STATUS, {"offset": off})
 
     def _on_flash_end(self, msg: Message) -> None:
         up = self._current_upload()
         self.upload = None
-        self.reply(msg, MsgType.FLASH_STATUS, _install_meta(self.rt.finish_upload(up["sha256"], up["size"])))
+        self.reply(
+            msg,
+            MsgType.FLASH_STATUS,
+            _install_meta(self.rt.finish_upload(up["sha256"], up["size"])),
+        )
 
     def _on_activate(self, msg: Message) -> None:
         res = self.rt.activate(msg.meta["bundle_id"], bool(msg.meta.get("allow_downgrade", False)))
@@ -314,14 +409,24 @@ class Session:
 
     def _on_stats(self, msg: Message) -> None:
         ps = self.ch.parser.stats
-        link = {"bytes_in": self.ch.bytes_in, "bytes_out": self.ch.bytes_out,
-                "dropped_frames": ps.header_crc_errors + ps.payload_crc_errors,
-                "discarded_bytes": ps.discarded_bytes}
+        link = {
+            "bytes_in": self.ch.bytes_in,
+            "bytes_out": self.ch.bytes_out,
+            "dropped_frames": ps.header_crc_errors + ps.payload_crc_errors,
+            "discarded_bytes": ps.discarded_bytes,
+        }
         if self.link_facts is not None:  # the serial port's TLS: handshakes, the carrier's drops
             link.update(self.link_facts())
-        self.reply(msg, MsgType.STATS, {**self.rt.stats(), "link": link,
-                                        "live": self.hub.latest if self.hub else None,
-                                        "live_source": self.hub.source if self.hub else None})
+        self.reply(
+            msg,
+            MsgType.STATS,
+            {
+                **self.rt.stats(),
+                "link": link,
+                "live": self.hub.latest if self.hub else None,
+                "live_source": self.hub.source if self.hub else None,
+            },
+        )
 
     def _on_power(self, msg: Message) -> None:
         self.reply(msg, MsgType.POWER, self.rt.power())
@@ -337,18 +442,32 @@ class Session:
 
 
 #: the device's handler of every declared request (HELLO included: Session.handle runs it first)
-HANDLERS: dict[MsgType, Callable[[Session, Message], None]] = {t: getattr(Session, r.handler)
-                                                               for t, r in REQUESTS.items()}
+HANDLERS: dict[MsgType, Callable[[Session, Message], None]] = {
+    t: getattr(Session, r.handler) for t, r in REQUESTS.items()
+}
 
 
 class TcpServer:
     """Accepts TCP connections; each gets its own Session thread, up to ``max_sessions``."""
 
-    def __init__(self, runtime: DeviceRuntime, host: str = "127.0.0.1", port: int = 7967,
-                 hub: LiveHub | None = None, idle_timeout: float = 60.0, max_sessions: int = 16,
-                 hello_timeout: float = 5.0, tls_store: str | None = None, evict_after: float = 10.0) -> None:
+    def __init__(
+        self,
+        runtime: DeviceRuntime,
+        host: str = "127.0.0.1",
+        port: int = 7967,
+        hub: LiveHub | None = None,
+        idle_timeout: float = 60.0,
+        max_sessions: int = 16,
+        hello_timeout: float = 5.0,
+        tls_store: str | None = None,
+        evict_after: float = 10.0,
+    ) -> None:
         self.rt, self.hub, self.idle_timeout = runtime, hub, idle_timeout
-        self.max_sessions, self.hello_timeout, self.evict_after = max_sessions, hello_timeout, evict_after
+        self.max_sessions, self.hello_timeout, self.evict_after = (
+            max_sessions,
+            hello_timeout,
+            evict_after,
+        )
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.create_server((host, port), family=family, reuse_port=False)
         self.address = self.sock.getsockname()[:2]
@@ -380,7 +499,9 @@ class TcpServer:
 
     def _start(self, conn: socket.socket, peer: tuple) -> None:
         role = "operator"
-        if self.tls is not None:  # the handshake runs here, off the acceptor: a slow peer blocks no one
+        if (
+            self.tls is not None
+        ):  # the handshake runs here, off the acceptor: a slow peer blocks no one
             import ssl
 
             from qdev.core.tls import peer_role
@@ -420,7 +541,9 @@ class TcpServer:
                 victim = self._victim(s)
                 if victim is None:
                     return False
-                log.warning("session cap full: closing %s to admit %s", victim.ch.link.name, s.ch.link.name)
+                log.warning(
+                    "session cap full: closing %s to admit %s", victim.ch.link.name, s.ch.link.name
+                )
                 victim.ch.close()
                 self._sessions.remove(victim)
             self._sessions.append(s)
@@ -435,7 +558,9 @@ class TcpServer:
             if viewers:
                 return viewers[0]
         now = time.monotonic()
-        stale = [x for x in self._sessions if x.watch is None and now - x.last_request > self.evict_after]
+        stale = [
+            x for x in self._sessions if x.watch is None and now - x.last_request > self.evict_after
+        ]
         return min(stale, key=lambda x: x.last_request) if stale else None
 
     def _run(self, s: Session) -> None:
@@ -462,8 +587,14 @@ class SerialTlsServer:
     frames, never disturb the paired host's session. A plain frame (an older host's HELLO) gets
     a plain ERROR saying what this link needs."""
 
-    def __init__(self, runtime: DeviceRuntime, link: Link, hub: LiveHub | None = None,
-                 idle_timeout: float = 3600.0, handshake_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        runtime: DeviceRuntime,
+        link: Link,
+        hub: LiveHub | None = None,
+        idle_timeout: float = 3600.0,
+        handshake_timeout: float = 10.0,
+    ) -> None:
         from qdev.core.tlsserial import Carrier
 
         self.rt, self.link, self.hub = runtime, link, hub
@@ -476,17 +607,28 @@ class SerialTlsServer:
     def _plain(self, fr) -> None:  # noqa: ANN001
         from qdev.core.protocol import encode
 
-        text = ("this serial link carries TLS only (qdev protocol 2 over TLS 1.3): update the host "
-                "(pip install -U qdev) and pair it (qdev pair / qdev-device pair)")
+        text = (
+            "this serial link carries TLS only (qdev protocol 2 over TLS 1.3): update the host "
+            "(pip install -U qdev) and pair it (qdev pair / qdev-device pair)"
+        )
         if fr.version != VERSION:
-            text = f"this device speaks qdev protocol {VERSION}, not {fr.version}: update the host (pip install -U qdev)"
+            text = (
+                f"this device speaks qdev protocol {VERSION}, not {fr.version}: "
+                "update the host (pip install -U qdev)"
+            )
         if fr.type == MsgType.ERROR:
             return  # never answer an answer
         from qdev.core.link import pack_payload
 
         code = "protocol_version" if fr.version != VERSION else "unauthenticated"
-        self.link.write(encode(MsgType.ERROR, 0, pack_payload({"re": fr.seq, "code": code, "message": text}),
-                               version=fr.version))
+        self.link.write(
+            encode(
+                MsgType.ERROR,
+                0,
+                pack_payload({"re": fr.seq, "code": code, "message": text}),
+                version=fr.version,
+            )
+        )
 
     def run(self, stop: threading.Event, beat=None) -> None:  # noqa: ANN001
         """Serve until ``stop``. A link failure (the port vanished) raises :class:`LinkError`."""
@@ -521,11 +663,22 @@ class SerialTlsServer:
                     continue
                 if self.pending is None or cid != self.pending[0].cid:
                     if self.pending is not None:
-                        self.handshakes["failed"] += 1  # a new handshake abandons the unfinished one
+                        self.handshakes["failed"] += (
+                            1  # a new handshake abandons the unfinished one
+                        )
                         self.pending[0].close()
                     # per handshake: a host paired while serving is known at once
-                    self.pending = (TlsBioLink(self.carrier, server_context(store), True, cid, self.link.name,
-                                               pump=False), time.monotonic())
+                    self.pending = (
+                        TlsBioLink(
+                            self.carrier,
+                            server_context(store),
+                            True,
+                            cid,
+                            self.link.name,
+                            pump=False,
+                        ),
+                        time.monotonic(),
+                    )
                 t = self.pending[0]
                 t.feed(data)
                 try:
@@ -543,14 +696,18 @@ class SerialTlsServer:
             self._close_live()
 
     def _go_live(self, t, role: str | None, stop: threading.Event) -> None:  # noqa: ANN001
-        if role is None:  # only paired certificates are anchors, so this cannot happen; never assume
+        if (
+            role is None
+        ):  # only paired certificates are anchors, so this cannot happen; never assume
             self.handshakes["unpaired"] += 1
             return
         self._close_live()
         s = Session(self.rt, t, self.hub, self.idle_timeout)
         s.role = role
         s.link_facts = self.facts
-        th = threading.Thread(target=self._serve, args=(s, stop), daemon=True, name="serial-session")
+        th = threading.Thread(
+            target=self._serve, args=(s, stop), daemon=True, name="serial-session"
+        )
         self.live = (t, s, th)
         self.handshakes["completed"] += 1
         th.start()
@@ -566,16 +723,23 @@ class SerialTlsServer:
 
     def facts(self) -> dict:
         ps = self.carrier.parser.stats
-        return {"tls": "TLS 1.3 over serial", "handshakes": dict(self.handshakes),
-                "carrier_resent": self.carrier.resent, "carrier_out_of_order": self.carrier.out_of_order,
-                "carrier_bytes_in": self.carrier.bytes_in, "carrier_bytes_out": self.carrier.bytes_out,
-                "carrier_dropped_frames": ps.header_crc_errors + ps.payload_crc_errors,
-                "carrier_discarded_bytes": ps.discarded_bytes}
+        return {
+            "tls": "TLS 1.3 over serial",
+            "handshakes": dict(self.handshakes),
+            "carrier_resent": self.carrier.resent,
+            "carrier_out_of_order": self.carrier.out_of_order,
+            "carrier_bytes_in": self.carrier.bytes_in,
+            "carrier_bytes_out": self.carrier.bytes_out,
+            "carrier_dropped_frames": ps.header_crc_errors + ps.payload_crc_errors,
+            "carrier_discarded_bytes": ps.discarded_bytes,
+        }
 
     def _reap(self) -> None:
         if self.live is not None and not self.live[2].is_alive():
             self.live[0].close()
-            self.live = None  # the session ended (idle, TLS failure): the next handshake starts afresh
+            self.live = (
+                None  # the session ended (idle, TLS failure): the next handshake starts afresh
+            )
         if self.pending is not None and time.monotonic() - self.pending[1] > self.handshake_timeout:
             self.handshakes["expired"] += 1
             self.pending[0].close()
@@ -589,8 +753,15 @@ class SerialTlsServer:
             self.live = None
 
 
-def serve_serial(runtime: DeviceRuntime, url: str, baudrate: int, stop: threading.Event,
-                 hub: LiveHub | None = None, idle_timeout: float = 3600.0, beat=None) -> None:  # noqa: ANN001
+def serve_serial(
+    runtime: DeviceRuntime,
+    url: str,
+    baudrate: int,
+    stop: threading.Event,
+    hub: LiveHub | None = None,
+    idle_timeout: float = 3600.0,
+    beat=None,
+) -> None:  # noqa: ANN001
     """Serve one serial port until ``stop`` (TLS 1.3, :class:`SerialTlsServer`). A port that
     fails raises: the supervisor reopens it after a backoff."""
     link = SerialLink(url, baudrate)

@@ -63,10 +63,18 @@ class FrameResult:
 
     def meta(self) -> dict:
         h, w = self.mask.shape
-        return {"frame_id": self.frame_id, "h": h, "w": w, "device_ms": (self.t_end - self.t_start) * 1e3,
-                "t_start": self.t_start, "t_end": self.t_end, "power_w": self.power_w,
-                "energy_mj": self.energy_mj, "energy_kind": self.energy_kind,
-                "mask_area": int(self.mask.sum())}
+        return {
+            "frame_id": self.frame_id,
+            "h": h,
+            "w": w,
+            "device_ms": (self.t_end - self.t_start) * 1e3,
+            "t_start": self.t_start,
+            "t_end": self.t_end,
+            "power_w": self.power_w,
+            "energy_mj": self.energy_mj,
+            "energy_kind": self.energy_kind,
+            "mask_area": int(self.mask.sum()),
+        }
 
     def mask_bytes(self) -> bytes:
         return np.packbits(self.mask.reshape(-1)).tobytes()
@@ -96,8 +104,13 @@ class Counters:
 
     def snapshot(self) -> dict:
         with self._lock:
-            return {"frames": self.frames, "errors": self.errors, "busy_s": self.busy_s,
-                    "energy_mj": self.energy_mj, "started": self.started}
+            return {
+                "frames": self.frames,
+                "errors": self.errors,
+                "busy_s": self.busy_s,
+                "energy_mj": self.energy_mj,
+                "started": self.started,
+            }
 
 
 class DeviceRuntime:
@@ -151,7 +164,9 @@ class DeviceRuntime:
                 which = "active" if i == 0 else "previous"
                 self.store.recovered.append(f"{which} bundle {bid} unusable ({exc})")
         if candidates:
-            self.store.recovered.append("serving with no bundle: flash one (qdev flash) or activate one")
+            self.store.recovered.append(
+                "serving with no bundle: flash one (qdev flash) or activate one"
+            )
 
     @property
     def degraded(self) -> list[str]:
@@ -177,12 +192,26 @@ class DeviceRuntime:
                     acc.close()
         except (KeyError, OSError, ValueError, QdevError) as exc:
             return {"ok": False, "error": f"self-test could not run: {exc}"}
-        if expected.shape != codes.shape:  # the golden layout is the backend's output layout: never reshaped
-            return {"ok": False, "error": f"output shape {list(codes.shape)} != golden {list(expected.shape)}"}
+        if (
+            expected.shape != codes.shape
+        ):  # the golden layout is the backend's output layout: never reshaped
+            return {
+                "ok": False,
+                "error": f"output shape {list(codes.shape)} != golden {list(expected.shape)}",
+            }
         differ = int((codes != expected).sum())
-        return {"ok": differ == 0, "frames": int(pixels.shape[0]), "codes_differing": differ,
-                "seconds": round(secs, 4), "backend": acc.name,
-                **({} if differ == 0 else {"error": f"{differ} output codes differ from the golden batch"})}
+        return {
+            "ok": differ == 0,
+            "frames": int(pixels.shape[0]),
+            "codes_differing": differ,
+            "seconds": round(secs, 4),
+            "backend": acc.name,
+            **(
+                {}
+                if differ == 0
+                else {"error": f"{differ} output codes differ from the golden batch"}
+            ),
+        }
 
     def _after_change(self, res: InstallResult) -> InstallResult:
         # also after a failed self-test: the candidate's bitstream may now be on the fabric,
@@ -192,8 +221,9 @@ class DeviceRuntime:
         self._open_active()
         return res
 
-    def begin_upload(self, sha: str, size: int, manifest: bytes, signature: bytes,
-                     allow_downgrade: bool = False) -> dict:
+    def begin_upload(
+        self, sha: str, size: int, manifest: bytes, signature: bytes, allow_downgrade: bool = False
+    ) -> dict:
         with self._store_lock:
             return self.store.begin_upload(sha, size, manifest, signature, allow_downgrade)
 
@@ -221,8 +251,10 @@ class DeviceRuntime:
                 raise QdevError("no bundle is active on this device: flash one first")
             io = self.accel.io
             if pixels.shape != (io.height, io.width):
-                raise QdevError(f"frame {frame_id}: {pixels.shape[1]}x{pixels.shape[0]} pixels, "
-                                f"the active model takes {io.width}x{io.height}")
+                raise QdevError(
+                    f"frame {frame_id}: {pixels.shape[1]}x{pixels.shape[0]} pixels, "
+                    f"the active model takes {io.width}x{io.height}"
+                )
             t0 = time.perf_counter()
             masks, _ = self.accel.masks(pixels[None])
             t1 = time.perf_counter()
@@ -236,13 +268,26 @@ class DeviceRuntime:
         import numpy
 
         out = {
-            "device_version": __version__, "protocol": PROTOCOL_VERSION, "python": platform.python_version(),
-            "numpy": numpy.__version__, "machine": platform.machine(), "board": self.cfg.board,
-            "bundle_id": self.bundle_id, "store": self.store.describe(), "threads": self.cfg.threads,
-            "degraded": bool(self.degraded), "degraded_reasons": self.degraded,
+            "device_version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "python": platform.python_version(),
+            "numpy": numpy.__version__,
+            "machine": platform.machine(),
+            "board": self.cfg.board,
+            "bundle_id": self.bundle_id,
+            "store": self.store.describe(),
+            "threads": self.cfg.threads,
+            "degraded": bool(self.degraded),
+            "degraded_reasons": self.degraded,
             "dev_key": self.cfg.dev_key,
-            **({"warning": "trusts qdev's public development key (--dev-key): anyone can sign bundles for it"}
-               if self.cfg.dev_key else {}),
+            **(
+                {
+                    "warning": "trusts qdev's public development key (--dev-key): anyone can sign "
+                    "bundles for it"
+                }
+                if self.cfg.dev_key
+                else {}
+            ),
         }
         try:
             import pynq
@@ -266,11 +311,21 @@ class DeviceRuntime:
                 raise QdevError("no bundle is active: the power model needs one")
             idle = self.meter.read(active=False)
             busy = self.meter.read(active=True)
-        return {"idle_w": idle.watts, "active_w": busy.watts, "kind": idle.kind, "source": idle.source}
+        return {
+            "idle_w": idle.watts,
+            "active_w": busy.watts,
+            "kind": idle.kind,
+            "source": idle.source,
+        }
 
     def stats(self) -> dict:
         c = self.counters.snapshot()
         up = time.time() - c["started"]
-        return {"frames": c["frames"], "errors": c["errors"], "busy_s": round(c["busy_s"], 4), "uptime_s": round(up, 3),
-                "energy_mj": round(c["energy_mj"], 3),
-                "device_fps": (c["frames"] / c["busy_s"]) if c["busy_s"] else None}
+        return {
+            "frames": c["frames"],
+            "errors": c["errors"],
+            "busy_s": round(c["busy_s"], 4),
+            "uptime_s": round(up, 3),
+            "energy_mj": round(c["energy_mj"], 3),
+            "device_fps": (c["frames"] / c["busy_s"]) if c["busy_s"] else None,
+        }

@@ -54,8 +54,13 @@ def sd_notify(state: str, env: dict | None = None) -> bool:
 class Supervisor:
     """Run named loops, restart the ones that die, give up on the ones that keep dying."""
 
-    def __init__(self, stop: threading.Event, max_restarts: int = 5, window_s: float = 60.0,
-                 stale_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        stop: threading.Event,
+        max_restarts: int = 5,
+        window_s: float = 60.0,
+        stale_s: float = 10.0,
+    ) -> None:
         self.stop = stop
         self.max_restarts, self.window_s, self.stale_s = max_restarts, window_s, stale_s
         self.failed: str | None = None
@@ -104,12 +109,21 @@ class Supervisor:
                         self.failing.add(name)
                     others = self.transports - self.failing
                 if name in self.transports and others:
-                    log.error("%s died %d times within %g s; retrying it every %g s while %s serve(s)", name,
-                              len(deaths), self.window_s, RETRY_S, ", ".join(sorted(others)))
+                    log.error(
+                        "%s died %d times within %g s; retrying it every %g s while %s serve(s)",
+                        name,
+                        len(deaths),
+                        self.window_s,
+                        RETRY_S,
+                        ", ".join(sorted(others)),
+                    )
                     self._wait_beating(name, RETRY_S)
                     continue
                 self.failed = f"{name} died {len(deaths)} times within {self.window_s:g} s"
-                log.error("giving up: %s; exiting so that the service manager restarts the device", self.failed)
+                log.error(
+                    "giving up: %s; exiting so that the service manager restarts the device",
+                    self.failed,
+                )
                 self.stop.set()
                 return
             with self._lock:

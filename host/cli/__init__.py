@@ -43,18 +43,29 @@ class QdevGroup(click.Group):
             if top not in WORKSTATION_PACKAGES:
                 raise
             cmd = ctx.invoked_subcommand or "this command"
-            raise _UserError(f"'qdev {cmd}' needs the workstation extras ({top} is not installed): "
-                             "pip install 'qdev[workstation]' (the FINN compile: scripts/setup)") from exc
-        except click.BadParameter as exc:  # a missing path, a bad number: one line, not the usage text
+            raise _UserError(
+                f"'qdev {cmd}' needs the workstation extras ({top} is not installed): "
+                "pip install 'qdev[workstation]' (the FINN compile: scripts/setup)"
+            ) from exc
+        except (
+            click.BadParameter
+        ) as exc:  # a missing path, a bad number: one line, not the usage text
             raise _UserError(exc.format_message()) from exc
 
 
 @click.group(cls=QdevGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="qdev")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-p", "--port", envvar="QDEV_PORT", default=None,
-              help="Device port: serial device / pyserial URL, or tcp://HOST:PORT (env QDEV_PORT).")
-@click.option("-b", "--baud", envvar="QDEV_BAUD", default=921600, show_default=True, help="Serial baud rate.")
+@click.option(
+    "-p",
+    "--port",
+    envvar="QDEV_PORT",
+    default=None,
+    help="Device port: serial device / pyserial URL, or tcp://HOST:PORT (env QDEV_PORT).",
+)
+@click.option(
+    "-b", "--baud", envvar="QDEV_BAUD", default=921600, show_default=True, help="Serial baud rate."
+)
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, port: str | None, baud: int) -> None:
     """qdev: QuantU-Net from BUSI training to a low-power FPGA, deployed and measured."""

@@ -68,10 +68,17 @@ def _click_type(cf: ConfigField) -> Any:
         return click.Choice(list(o.choices))
     base = _base_type(cf.type)
     if o.path is not None or base is Path:
-        return click.Path(exists=o.path in ("file", "dir"), dir_okay=o.path not in ("file", "newfile"),
-                          file_okay=o.path not in ("dir", "newdir"), path_type=Path if base is Path else str)
+        return click.Path(
+            exists=o.path in ("file", "dir"),
+            dir_okay=o.path not in ("file", "newfile"),
+            file_okay=o.path not in ("dir", "newdir"),
+            path_type=Path if base is Path else str,
+        )
     if base not in _SCALARS:
-        raise TypeError(f"{cf.owner.__name__}.{cf.name}: no option type for {cf.type!r}; declare it with no_option")
+        raise TypeError(
+            f"{cf.owner.__name__}.{cf.name}: no option type for {cf.type!r}; declare it with "
+            "no_option"
+        )
     return _SCALARS[base]
 
 
@@ -80,7 +87,9 @@ def _option(cf: ConfigField) -> Callable:
     decl = o.decl or "--" + cf.name.replace("_", "-")
     if _base_type(cf.type) is bool:
         if "/" not in decl:
-            raise TypeError(f"{cf.owner.__name__}.{cf.name}: a boolean option needs a --yes/--no declaration")
+            raise TypeError(
+                f"{cf.owner.__name__}.{cf.name}: a boolean option needs a --yes/--no declaration"
+            )
         return click.option(decl, cf.name, default=cf.default, show_default=True, help=o.help)
     kw: dict[str, Any] = {"type": _click_type(cf), "help": o.help, "metavar": o.metavar}
     if o.required:
@@ -94,11 +103,17 @@ def _option(cf: ConfigField) -> Callable:
 def config_options(*classes: type, exclude: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
     """Decorator: the options of every option field of ``classes`` (in field order), except the
     fields named in ``exclude`` (a command that sets them itself, e.g. from an argument)."""
-    leaves = [cf for cls in classes for cf in config_fields(cls)
-              if cf.opt is not None and cf.opt.reason is None and cf.name not in exclude]
+    leaves = [
+        cf
+        for cls in classes
+        for cf in config_fields(cls)
+        if cf.opt is not None and cf.opt.reason is None and cf.name not in exclude
+    ]
 
     def add(f: Callable) -> Callable:
-        for cf in reversed(leaves):  # click applies the last decorator first: keep field order in --help
+        for cf in reversed(
+            leaves
+        ):  # click applies the last decorator first: keep field order in --help
             f = _option(cf)(f)
         return f
 

@@ -30,8 +30,10 @@ def _busi_test_source(data: Path | None, required: bool):  # noqa: ANN202
 
     given = data if data is not None else os.environ.get("QDEV_BUSI")
     if given and Path(given).expanduser().is_file():
-        raise DataError(f"{given}: a BUSI pack holds no source images; the demo streams the PNG folder "
-                        "(--data PATH/Dataset_BUSI_with_GT)")
+        raise DataError(
+            f"{given}: a BUSI pack holds no source images; the demo streams the PNG folder "
+            "(--data PATH/Dataset_BUSI_with_GT)"
+        )
     if given or required:
         root = resolve_busi_root(data)
     else:
@@ -44,25 +46,55 @@ def _busi_test_source(data: Path | None, required: bool):  # noqa: ANN202
     files = [root / f"{i}.png" for i in split.ids["test"]]
     files = [f for f in files if f.is_file()]
     if not files:
-        raise DataError(f"{root}: none of the BUSI test split's images is there (is it a BUSI copy?)")
+        raise DataError(
+            f"{root}: none of the BUSI test split's images is there (is it a BUSI copy?)"
+        )
     return ImageFolderSource(files, f"BUSI test split ({len(files)} images, {root})")
 
 
 @click.command("demo")
-@click.option("--probe", type=click.Choice(["auto", "phantom", "busi"]), default="auto", show_default=True,
-              help="auto: BUSI test images when a BUSI copy is found, else the phantom.")
-@click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="BUSI copy to stream the test split of (default: $QDEV_BUSI, else ../shared/data/busi).")
+@click.option(
+    "--probe",
+    type=click.Choice(["auto", "phantom", "busi"]),
+    default="auto",
+    show_default=True,
+    help="auto: BUSI test images when a BUSI copy is found, else the phantom.",
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="BUSI copy to stream the test split of (default: $QDEV_BUSI, else ../shared/data/busi).",
+)
 @click.option("--frames", default=120, show_default=True, help="Frames to stream.")
 @click.option("--board", default="KV260", show_default=True, help="Which shipped bundle to flash.")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Session folder (default sessions/demo-<time>).")
-@click.option("--view", default="none", show_default=True, metavar="window|web[:PORT]|none",
-              help="Live overlay: a desktop window, a browser view on 127.0.0.1:PORT, or none.")
-@click.option("--igtl", default=None, metavar="[HOST:]PORT", help="Also serve the session over OpenIGTLink.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Session folder (default sessions/demo-<time>).",
+)
+@click.option(
+    "--view",
+    default="none",
+    show_default=True,
+    metavar="window|web[:PORT]|none",
+    help="Live overlay: a desktop window, a browser view on 127.0.0.1:PORT, or none.",
+)
+@click.option(
+    "--igtl", default=None, metavar="[HOST:]PORT", help="Also serve the session over OpenIGTLink."
+)
 @click.pass_context
-def demo_cmd(ctx: click.Context, probe: str, data: Path | None, frames: int, board: str, out: Path | None,
-             view: str, igtl: str | None) -> None:
+def demo_cmd(
+    ctx: click.Context,
+    probe: str,
+    data: Path | None,
+    frames: int,
+    board: str,
+    out: Path | None,
+    view: str,
+    igtl: str | None,
+) -> None:
     """Local device + default model: flash, stream live, report. No board, no training needed."""
     import time
 
@@ -81,8 +113,10 @@ def demo_cmd(ctx: click.Context, probe: str, data: Path | None, frames: int, boa
     source = _busi_test_source(data, probe == "busi") if probe in ("auto", "busi") else None
     if source is None:
         if probe == "auto":
-            click.echo("no BUSI copy found (no --data, no QDEV_BUSI, no ../shared/data/busi): "
-                       "streaming the synthetic phantom instead")
+            click.echo(
+                "no BUSI copy found (no --data, no QDEV_BUSI, no ../shared/data/busi): "
+                "streaming the synthetic phantom instead"
+            )
         source = open_probe("phantom")
     out = out or Path("sessions") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     with tempfile.TemporaryDirectory(prefix="qdev-demo-") as tmp:
@@ -93,12 +127,20 @@ def demo_cmd(ctx: click.Context, probe: str, data: Path | None, frames: int, boa
                 with progress_bar(f"flash {board}/{bundle.name}") as cb:
                     res = c.flash(bundle, default_trusted(), progress=cb)
                 st = res["self_test"]
-                click.echo(f"flashed {res['bundle_id']}: self-test {'passed' if st['ok'] else 'FAILED'} "
-                           f"({st.get('frames')} golden frames, {st.get('codes_differing')} codes differ) "
-                           f"on the {st.get('backend')} backend")
+                click.echo(
+                    f"flashed {res['bundle_id']}: self-test {'passed' if st['ok'] else 'FAILED'} "
+                    f"({st.get('frames')} golden frames, {st.get('codes_differing')} codes differ) "
+                    f"on the {st.get('backend')} backend"
+                )
                 if not res["activated"]:
                     raise QdevError(res["message"])
                 click.echo(f"streaming {source.name} ...")
-                stream_session(ctx, source, StreamConfig(None, 4, frames, 30.0, view, None, out, igtl=igtl), True, client=c)
+                stream_session(
+                    ctx,
+                    source,
+                    StreamConfig(None, 4, frames, 30.0, view, None, out, igtl=igtl),
+                    True,
+                    client=c,
+                )
     rep = write_report(out)
     click.echo(f"report: {out / 'report' / 'report.html'} ({len(rep['plots'])} plots)")

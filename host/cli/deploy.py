@@ -30,9 +30,13 @@ def export_cmd() -> None:
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--data", default=None, help="BUSI location for the golden batch (else the run's).")
 @click.option("--golden", default=4, show_default=True, help="Golden batch size.")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option(
+    "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True
+)
 @click.option("--json", "as_json", is_flag=True)
-def export_run_cmd(run: Path, data: str | None, golden: int, checkpoint: str, as_json: bool) -> None:
+def export_run_cmd(
+    run: Path, data: str | None, golden: int, checkpoint: str, as_json: bool
+) -> None:
     """Export a run's best checkpoint to QONNX and verify it against PyTorch."""
     from qdev.training.export import export_run
 
@@ -40,25 +44,58 @@ def export_run_cmd(run: Path, data: str | None, golden: int, checkpoint: str, as
     if as_json:
         click.echo(json.dumps(rep, indent=1))
         return
-    click.echo(f"{run}/export/model.qonnx.onnx: integer outputs equal to PyTorch on {rep['n_golden']} golden "
-               f"images ({rep['codes_differing']} codes differ, max float diff {rep['max_abs_float_diff']:.2e})")
-
+    click.echo(
+        f"{run}/export/model.qonnx.onnx: integer outputs equal to PyTorch on {rep['n_golden']} "
+        "golden "
+        f"images ({rep['codes_differing']} codes differ, max float "
+        f"diff {rep['max_abs_float_diff']:.2e})"
+    )
 
 
 @export_cmd.command("dicom")
 @click.argument("session", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder for the DICOM files.")
-@click.option("--pacs", "targets", multiple=True, metavar="URL",
-              help="Also store them: http(s)://HOST/.../dicom-web (STOW-RS) or dimse://CALLED_AE@HOST:PORT (C-STORE).")
-@click.option("--credentials", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="File with user:password for the PACS (else $QDEV_PACS_USER / $QDEV_PACS_PASSWORD).")
-@click.option("--ca", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="CA certificate bundle to verify an https PACS.")
-@click.option("--patient-id", default="QDEV-ANON", show_default=True,
-              help="Patient ID of the new study (non-DICOM sources; a DICOM source keeps its own).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for the DICOM files.",
+)
+@click.option(
+    "--pacs",
+    "targets",
+    multiple=True,
+    metavar="URL",
+    help="Also store them: http(s)://HOST/.../dicom-web (STOW-RS) or dimse://CALLED_AE@HOST:PORT "
+    "(C-STORE).",
+)
+@click.option(
+    "--credentials",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="File with user:password for the PACS (else $QDEV_PACS_USER / $QDEV_PACS_PASSWORD).",
+)
+@click.option(
+    "--ca",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="CA certificate bundle to verify an https PACS.",
+)
+@click.option(
+    "--patient-id",
+    default="QDEV-ANON",
+    show_default=True,
+    help="Patient ID of the new study (non-DICOM sources; a DICOM source keeps its own).",
+)
 @click.option("--json", "as_json", is_flag=True)
-def export_dicom_cmd(session: Path, out: Path, targets: tuple[str, ...], credentials: Path | None, ca: Path | None,
-                     patient_id: str, as_json: bool) -> None:
+def export_dicom_cmd(
+    session: Path,
+    out: Path,
+    targets: tuple[str, ...],
+    credentials: Path | None,
+    ca: Path | None,
+    patient_id: str,
+    as_json: bool,
+) -> None:
     """A session's masks as DICOM SEG and its lesion areas as a TID 1500 SR (referencing the
     source DICOM, or new secondary-capture images of file sources); optionally stored in a PACS."""
     from qdev.host.dicom_export import export_session_dicom
@@ -68,48 +105,107 @@ def export_dicom_cmd(session: Path, out: Path, targets: tuple[str, ...], credent
         parse_target(t)  # a bad URL costs nothing
     res = export_session_dicom(session, out, patient_id=patient_id)
     stored = [store(res.files, t, credentials, ca) for t in targets]
-    doc = {"out": str(res.out), "frames": res.frames, "references": res.referenced, "segs": len(res.segs),
-           "images": len(res.images), "sr": str(res.sr), "study_uid": res.study_uid, "seg_series_uid": res.seg_series_uid,
-           "sr_uid": res.sr_uid, "stored": [{"target": s.target, "sent": s.sent, "failed": s.failed} for s in stored]}
+    doc = {
+        "out": str(res.out),
+        "frames": res.frames,
+        "references": res.referenced,
+        "segs": len(res.segs),
+        "images": len(res.images),
+        "sr": str(res.sr),
+        "study_uid": res.study_uid,
+        "seg_series_uid": res.seg_series_uid,
+        "sr_uid": res.sr_uid,
+        "stored": [{"target": s.target, "sent": s.sent, "failed": s.failed} for s in stored],
+    }
     if as_json:
         click.echo(json.dumps(doc, indent=1))
         return
-    click.echo(f"wrote {out}: {len(res.segs)} SEG, 1 SR" + (f", {len(res.images)} secondary-capture images" if res.images
-               else "") + f" for {res.frames} frames, referencing the {res.referenced}; study {res.study_uid}")
+    click.echo(
+        f"wrote {out}: {len(res.segs)} SEG, 1 SR"
+        + (f", {len(res.images)} secondary-capture images" if res.images else "")
+        + f" for {res.frames} frames, referencing the {res.referenced}; study {res.study_uid}"
+    )
     for s in stored:
-        click.echo(f"stored at {s.target}: {s.sent} sent" + (f", {len(s.failed)} FAILED" if s.failed else ""))
+        click.echo(
+            f"stored at {s.target}: {s.sent} sent"
+            + (f", {len(s.failed)} FAILED" if s.failed else "")
+        )
     if any(s.failed for s in stored):
         raise click.exceptions.Exit(1)
 
 
 @click.command("compile")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--board", required=True, type=click.Choice(["Pynq-Z2", "Ultra96-V2", "ZCU104", "KV260"], case_sensitive=False))
-@click.option("--fps", type=float, default=None, help="Target frames/s (default: the board's target).")
-@click.option("--clock-ns", type=float, default=None, help="Fabric clock period (default: the board's).")
+@click.option(
+    "--board",
+    required=True,
+    type=click.Choice(["Pynq-Z2", "Ultra96-V2", "ZCU104", "KV260"], case_sensitive=False),
+)
+@click.option(
+    "--fps", type=float, default=None, help="Target frames/s (default: the board's target)."
+)
+@click.option(
+    "--clock-ns", type=float, default=None, help="Fabric clock period (default: the board's)."
+)
 @click.option("--start-step", default=None, help="Resume the build at this step.")
 @click.option("--stop-step", default=None, help="Stop the build after this step.")
-@click.option("--verify", "verify", multiple=True, type=click.Choice(["cppsim", "verilator", "stitched"]),
-              help="Also simulate the hardware's own code on the golden batch, against python execution "
-                   "(repeatable): cppsim = every HLS layer's generated C++ compiled against open-source HLS "
-                   "headers (no Vitis needed); verilator = every RTL layer's SystemVerilog in Verilator "
-                   "(no Vivado needed); stitched = all layers at once in those languages, connected by FIFOs of "
-                   "the chosen depths, golden frames back to back, deadlocks detected and named.")
-@click.option("--hls-deps", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Folder with finn-hlslib, finn-hlslib-newer and HLS_arbitrary_Precision_Types "
-                   "(default: $QDEV_HLS_DEPS or ../shared/vendor).")
-@click.option("--cppsim-opt", default="-O2", show_default=True, type=click.Choice(["-O0", "-O1", "-O2", "-O3"]),
-              help="g++ optimisation of the node simulators.")
-@click.option("--verilator-opt", default="-O1", show_default=True, type=click.Choice(["-O0", "-O1", "-O2", "-O3"]),
-              help="C++ optimisation of the verilated layer models.")
-@click.option("--mvau-wwidth-max", type=click.IntRange(8, 4096), default=36, show_default=True,
-              help="FINN's cap on an MVAU's weight-stream width in bits (SIMD x PE x weight bits); raising "
-                   "it lets the folding go faster at more LUTs.")
+@click.option(
+    "--verify",
+    "verify",
+    multiple=True,
+    type=click.Choice(["cppsim", "verilator", "stitched"]),
+    help="Also simulate the hardware's own code on the golden batch, against python execution "
+    "(repeatable): cppsim = every HLS layer's generated C++ compiled against open-source HLS "
+    "headers (no Vitis needed); verilator = every RTL layer's SystemVerilog in Verilator "
+    "(no Vivado needed); stitched = all layers at once in those languages, connected by FIFOs of "
+    "the chosen depths, golden frames back to back, deadlocks detected and named.",
+)
+@click.option(
+    "--hls-deps",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder with finn-hlslib, finn-hlslib-newer and HLS_arbitrary_Precision_Types "
+    "(default: $QDEV_HLS_DEPS or ../shared/vendor).",
+)
+@click.option(
+    "--cppsim-opt",
+    default="-O2",
+    show_default=True,
+    type=click.Choice(["-O0", "-O1", "-O2", "-O3"]),
+    help="g++ optimisation of the node simulators.",
+)
+@click.option(
+    "--verilator-opt",
+    default="-O1",
+    show_default=True,
+    type=click.Choice(["-O0", "-O1", "-O2", "-O3"]),
+    help="C++ optimisation of the verilated layer models.",
+)
+@click.option(
+    "--mvau-wwidth-max",
+    type=click.IntRange(8, 4096),
+    default=36,
+    show_default=True,
+    help="FINN's cap on an MVAU's weight-stream width in bits (SIMD x PE x weight bits); raising "
+    "it lets the folding go faster at more LUTs.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the compile summary as JSON.")
-def compile_cmd(run: Path, board: str, fps: float | None, clock_ns: float | None, start_step: str | None,
-                stop_step: str | None, verify: tuple[str, ...], hls_deps: Path | None, cppsim_opt: str,
-                verilator_opt: str, mvau_wwidth_max: int, as_json: bool) -> None:
-    """Compile a run's QONNX model with FINN for a board: estimates, integer model, bitstream (Vivado)."""
+def compile_cmd(
+    run: Path,
+    board: str,
+    fps: float | None,
+    clock_ns: float | None,
+    start_step: str | None,
+    stop_step: str | None,
+    verify: tuple[str, ...],
+    hls_deps: Path | None,
+    cppsim_opt: str,
+    verilator_opt: str,
+    mvau_wwidth_max: int,
+    as_json: bool,
+) -> None:
+    """Compile a run's QONNX model with FINN for a board: estimates, integer model, bitstream
+    (Vivado)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -117,16 +213,36 @@ def compile_cmd(run: Path, board: str, fps: float | None, clock_ns: float | None
     from qdev.training.compile.builder import compile_run
     from qdev.training.compile.config import CompileConfig
 
-    cfg = CompileConfig(board=get_board(board).name, fps=fps, clock_ns=clock_ns, start_step=start_step,
-                        stop_step=stop_step, verify=tuple(verify), hls_deps=str(hls_deps) if hls_deps else None,
-                        cppsim_opt=cppsim_opt, verilator_opt=verilator_opt, mvau_wwidth_max=mvau_wwidth_max)
+    cfg = CompileConfig(
+        board=get_board(board).name,
+        fps=fps,
+        clock_ns=clock_ns,
+        start_step=start_step,
+        stop_step=stop_step,
+        verify=tuple(verify),
+        hls_deps=str(hls_deps) if hls_deps else None,
+        cppsim_opt=cppsim_opt,
+        verilator_opt=verilator_opt,
+        mvau_wwidth_max=mvau_wwidth_max,
+    )
     con = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=con,
-                  disable=as_json, transient=True) as prog:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=con,
+        disable=as_json,
+        transient=True,
+    ) as prog:
         task = prog.add_task("compile", total=None)
 
         def cb(step: str, i: int, n: int) -> None:
-            prog.update(task, description=f"[{i + 1}/{n}] {step}" if step != "done" else "done", completed=i, total=n)
+            prog.update(
+                task,
+                description=f"[{i + 1}/{n}] {step}" if step != "done" else "done",
+                completed=i,
+                total=n,
+            )
 
         import contextlib
         import sys
@@ -150,25 +266,49 @@ def _print_summary(s: dict) -> None:
     bott = (s.get("bottleneck") or {}).get("layer")
     for ly in sorted(s["layers"], key=lambda r: -r["cycles"])[:12]:
         name = f"[bold red]{ly['layer']}[/]" if ly["layer"] == bott else ly["layer"]
-        t.add_row(name, f"{ly['cycles']:,}", f"{ly['LUT']:,.0f}", f"{ly['BRAM_18K']:.0f}", f"{ly['URAM']:.0f}", f"{ly['DSP']:.0f}")
+        t.add_row(
+            name,
+            f"{ly['cycles']:,}",
+            f"{ly['LUT']:,.0f}",
+            f"{ly['BRAM_18K']:.0f}",
+            f"{ly['URAM']:.0f}",
+            f"{ly['DSP']:.0f}",
+        )
     if len(s["layers"]) > 12:
         t.add_row(f"... {len(s['layers']) - 12} more layers", "", "", "", "", "")
     r = s["resources"]
-    t.add_row("[bold]total", "", *(f"[bold]{r[k]['used']:,.0f} / {r[k]['available']:,} ({(r[k]['utilisation'] or 0):.0%})"
-                                    for k in ("LUT", "BRAM_18K", "URAM", "DSP")))
+    t.add_row(
+        "[bold]total",
+        "",
+        *(
+            f"[bold]{r[k]['used']:,.0f} / {r[k]['available']:,} ({(r[k]['utilisation'] or 0):.0%})"
+            for k in ("LUT", "BRAM_18K", "URAM", "DSP")
+        ),
+    )
     con.print(t)
-    con.print(f"estimated {s['estimated_fps']:.1f} frames/s, latency {s['estimated_latency_ms']:.2f} ms; "
-              f"bottleneck {bott}; compile {s['compile_seconds']:.0f} s")
+    con.print(
+        f"estimated {s['estimated_fps']:.1f} frames/s, latency {s['estimated_latency_ms']:.2f} ms; "
+        f"bottleneck {bott}; compile {s['compile_seconds']:.0f} s"
+    )
     ff = s.get("fifos")
     if ff:
         rw = s["resources_with_fifos"]
-        con.print(f"FIFOs: {ff['count']} (+{ff['dwcs']} width converters), skip depths "
-                  + ", ".join(f"{x['depth_pixels']:,} px ({x['depth']:,} x {x['width_bits']} b, {x['ram_style']})"
-                              for x in ff["skips"])
-                  + "; with them " + ", ".join(f"{k} {rw[k]['used']:,.0f} ({(rw[k]['utilisation'] or 0):.0%})"
-                                               for k in ("LUT", "BRAM_18K", "URAM"))
-                  + ("" if ff["fits"] else " [red](over the fit limit)[/]"))
-        con.print(f"stitched dataflow, token simulation at these depths: {ff['simulation']['summary']}")
+        con.print(
+            f"FIFOs: {ff['count']} (+{ff['dwcs']} width converters), skip depths "
+            + ", ".join(
+                f"{x['depth_pixels']:,} px ({x['depth']:,} x {x['width_bits']} b, {x['ram_style']})"
+                for x in ff["skips"]
+            )
+            + "; with them "
+            + ", ".join(
+                f"{k} {rw[k]['used']:,.0f} ({(rw[k]['utilisation'] or 0):.0%})"
+                for k in ("LUT", "BRAM_18K", "URAM")
+            )
+            + ("" if ff["fits"] else " [red](over the fit limit)[/]")
+        )
+        con.print(
+            f"stitched dataflow, token simulation at these depths: {ff['simulation']['summary']}"
+        )
     f = s.get("folding") or {}
     if f.get("binding_limit") and not f.get("met"):
         con.print(f"rate limit: {f['binding_limit']}")
@@ -176,11 +316,16 @@ def _print_summary(s: dict) -> None:
         con.print(f"[yellow]{f['message']}[/]")
     v = s["verification"]
     ok = all(x["equal"] for x in v["steps"].values())
-    con.print(f"verification ({', '.join(v['modes_run'])} execution, golden batch): "
-              + ("[green]bit-exact after every step[/]" if ok else "[red]MISMATCH[/]")
-              + f"; not run: {', '.join(f'{k} ({m})' for k, m in v['not_run'].items())}")
+    con.print(
+        f"verification ({', '.join(v['modes_run'])} execution, golden batch): "
+        + ("[green]bit-exact after every step[/]" if ok else "[red]MISMATCH[/]")
+        + f"; not run: {', '.join(f'{k} ({m})' for k, m in v['not_run'].items())}"
+    )
     if v.get("layers"):
-        t = Table(title="the hardware's own code, simulated per layer type (golden batch, against python execution)")
+        t = Table(
+            title="the hardware's own code, simulated per layer type (golden batch, against python "
+            "execution)"
+        )
         for c in ("layer type", "nodes", "cppsim (HLS C++)", "verilator (RTL)"):
             t.add_column(c, justify="right" if c == "nodes" else "left")
         for op, row in v["layers"].items():
@@ -188,8 +333,11 @@ def _print_summary(s: dict) -> None:
         con.print(t)
     st = v["steps"].get("qdev_stitched")
     if st:
-        con.print("stitched co-simulation (every layer at once in its hardware language, through the chosen FIFOs): "
-                  + (f"[green]{st['summary']}[/]" if st["equal"] else f"[red]{st['summary']}[/]"))
+        con.print(
+            "stitched co-simulation (every layer at once in its hardware language, through the "
+            "chosen FIFOs): "
+            + (f"[green]{st['summary']}[/]" if st["equal"] else f"[red]{st['summary']}[/]")
+        )
     if s.get("stopped"):
         con.print(f"[yellow]{s['stopped']}[/]")
 
@@ -210,7 +358,9 @@ def keys_generate(out: Path, name: str) -> None:
     k, p = generate_keypair(out, name)
     from cryptography.hazmat.primitives import serialization
 
-    raw = load_public_key(p).public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw = load_public_key(p).public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     click.echo(f"wrote {k} and {p} (key id {key_id(raw)})")
 
 
@@ -222,14 +372,33 @@ def bundle() -> None:
 @bundle.command("create")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--board", required=True)
-@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Private signing key.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Default: inside the run, RUN/bundle/<board> (then qdev bundle publish copies it out).")
+@click.option(
+    "--key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Private signing key.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Default: inside the run, RUN/bundle/<board> (then qdev bundle publish copies it out).",
+)
 @click.option("--model-name", default=None)
-@click.option("--allow-unoffered", is_flag=True,
-              help="Bundle an adapted run (qdev adapt) that did not beat its base on the site's validation patients.")
-def bundle_create(run: Path, board: str, key: Path, out: Path | None, model_name: str | None,
-                  allow_unoffered: bool) -> None:
+@click.option(
+    "--allow-unoffered",
+    is_flag=True,
+    help="Bundle an adapted run (qdev adapt) that did not beat its base on the site's validation "
+    "patients.",
+)
+def bundle_create(
+    run: Path,
+    board: str,
+    key: Path,
+    out: Path | None,
+    model_name: str | None,
+    allow_unoffered: bool,
+) -> None:
     """Bundle a compiled run for a board and sign its manifest (an adapted run's bundle records
     its base, the site's data hash, the split and the decision)."""
     from qdev.training.compile.boards import get_board
@@ -244,8 +413,13 @@ def bundle_create(run: Path, board: str, key: Path, out: Path | None, model_name
 @bundle.command("publish")
 @click.argument("run", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--board", required=True)
-@click.option("--to", "dest", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Default bitstreams/<board>/<model>.")
+@click.option(
+    "--to",
+    "dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Default bitstreams/<board>/<model>.",
+)
 def bundle_publish(run: Path, board: str, dest: Path | None) -> None:
     """Copy a run's bundle (qdev bundle create) out of the run, each file checked against the hash
     the bundle stage recorded."""
@@ -262,26 +436,48 @@ def bundle_publish(run: Path, board: str, dest: Path | None) -> None:
 
 @bundle.command("sign")
 @click.argument("path", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="Your private signing key (qdev keys generate).")
-@click.option("--trusted", "trusted", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Key the bundle must verify against first (repeatable). Default: the development key.")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder for the re-signed copy (must not exist).")
+@click.option(
+    "--key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="Your private signing key (qdev keys generate).",
+)
+@click.option(
+    "--trusted",
+    "trusted",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Key the bundle must verify against first (repeatable). Default: the development key.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for the re-signed copy (must not exist).",
+)
 def bundle_sign(path: Path, key: Path, trusted: tuple[str, ...], out: Path) -> None:
-    """Re-sign a verified bundle (e.g. a shipped one) with your own key, for devices that trust it."""
+    """Re-sign a verified bundle (e.g. a shipped one) with your own key, for devices that trust
+    it."""
     from qdev import assets
     from qdev.core.bundle import resign_bundle
 
     vb = resign_bundle(path, key, list(trusted) or [str(k) for k in assets.dev_public_keys()], out)
-    click.echo(f"{out}: signed by {vb.signer}; {vb.manifest['board']} / {vb.manifest['model']}, manifest unchanged "
-               f"(verified first against {', '.join(trusted) or 'the development key'})")
+    click.echo(
+        f"{out}: signed by {vb.signer}; {vb.manifest['board']} / {vb.manifest['model']}, manifest "
+        "unchanged "
+        f"(verified first against {', '.join(trusted) or 'the development key'})"
+    )
 
 
 @bundle.command("verify")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--trusted", "trusted", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="Trusted public key (repeatable). Default: the development key.")
+@click.option(
+    "--trusted",
+    "trusted",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Trusted public key (repeatable). Default: the development key.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def bundle_verify(path: Path, trusted: tuple[str, ...], as_json: bool) -> None:
     """Check a bundle's signature and every file's sha256; refuses any mismatch."""
@@ -293,10 +489,24 @@ def bundle_verify(path: Path, trusted: tuple[str, ...], as_json: bool) -> None:
     vb = verify_bundle(path, keys_)
     m = vb.manifest
     if as_json:
-        click.echo(json.dumps({"ok": True, "signer": vb.signer, "board": m["board"], "model": m["model"],
-                               "estimate_only": m["estimate_only"], "files": sorted(m["files"]),
-                               "mask_rule": MaskRule.from_manifest(m.get("mask_rule")).to_dict()}, indent=1))
+        click.echo(
+            json.dumps(
+                {
+                    "ok": True,
+                    "signer": vb.signer,
+                    "board": m["board"],
+                    "model": m["model"],
+                    "estimate_only": m["estimate_only"],
+                    "files": sorted(m["files"]),
+                    "mask_rule": MaskRule.from_manifest(m.get("mask_rule")).to_dict(),
+                },
+                indent=1,
+            )
+        )
         return
-    click.echo(f"{path}: OK, signed by {vb.signer}; {m['board']} / {m['model']}; {len(m['files'])} files verified"
-               + ("; estimate-only (no bitstream)" if m["estimate_only"] else "")
-               + f"; masks: {MaskRule.from_manifest(m.get('mask_rule')).describe()}")
+    click.echo(
+        f"{path}: OK, signed by {vb.signer}; {m['board']} / {m['model']}; {len(m['files'])} files "
+        "verified"
+        + ("; estimate-only (no bitstream)" if m["estimate_only"] else "")
+        + f"; masks: {MaskRule.from_manifest(m.get('mask_rule')).describe()}"
+    )

@@ -19,7 +19,10 @@ __all__ = ["COMMANDS"]
 def _port(ctx: click.Context) -> tuple[str, int]:
     obj = ctx.find_root().obj or {}
     if not obj.get("port"):
-        raise ConfigError("no device port: pass -p/--port PORT (a serial port or tcp://HOST:PORT) or set QDEV_PORT")
+        raise ConfigError(
+            "no device port: pass -p/--port PORT (a serial port or tcp://HOST:PORT) or set "
+            "QDEV_PORT"
+        )
     return obj["port"], obj["baud"]
 
 
@@ -44,7 +47,12 @@ def _echo_json(doc: dict) -> None:
 
 
 @click.command("ports")
-@click.option("--check/--no-check", default=True, show_default=True, help="Try the qdev handshake on each port.")
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Try the qdev handshake on each port.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def ports_cmd(check: bool, as_json: bool) -> None:
     """List serial ports; mark those where a qdev device answers."""
@@ -59,7 +67,10 @@ def ports_cmd(check: bool, as_json: bool) -> None:
         if check:
             try:
                 with connect(p.device, timeout=1.0) as c:
-                    r["qdev"] = {k: c.hello.get(k) for k in ("device_version", "board", "backend", "bundle_id")}
+                    r["qdev"] = {
+                        k: c.hello.get(k)
+                        for k in ("device_version", "board", "backend", "bundle_id")
+                    }
             except (LinkError, DeviceError):
                 r["qdev"] = False
         rows.append(r)
@@ -88,45 +99,83 @@ def info_cmd(ctx: click.Context, as_json: bool) -> None:
         _echo_json(info)
         return
     st = info.get("store") or {}
-    click.echo(f"device   qdev-device {info['device_version']} (protocol {info['protocol']}), python {info['python']}, "
-               f"numpy {info['numpy']}, pynq {info.get('pynq')}")
-    click.echo(f"board    {info.get('board') or '(any)'}   backend {info.get('backend') or '- (no bundle active)'}")
+    click.echo(
+        f"device   qdev-device {info['device_version']} (protocol {info['protocol']}), "
+        f"python {info['python']}, "
+        f"numpy {info['numpy']}, pynq {info.get('pynq')}"
+    )
+    click.echo(
+        f"board    {info.get('board') or '(any)'}   "
+        f"backend {info.get('backend') or '- (no bundle active)'}"
+    )
     if info.get("executor"):
         ex = info.get("exact") or {}
         steps = ", ".join(f"{k} x{v}" for k, v in (ex.get("steps") or {}).items())
-        click.echo(f"executor {info['executor']}" + (f"; every step proven exact ({steps})" if ex.get("proven") else ""))
+        click.echo(
+            f"executor {info['executor']}"
+            + (f"; every step proven exact ({steps})" if ex.get("proven") else "")
+        )
     if info.get("warning"):
         click.echo(f"WARNING  {info['warning']}")
     for which in ("active", "previous"):
         b = st.get(f"{which}_bundle")
-        click.echo(f"{which:<8} " + (f"{b['id']} {b.get('model')} for {b.get('board')}" + (" (estimate-only)" if b.get("estimate_only") else "") if b else "-"))
+        click.echo(
+            f"{which:<8} "
+            + (
+                f"{b['id']} {b.get('model')} for {b.get('board')}"
+                + (" (estimate-only)" if b.get("estimate_only") else "")
+                if b
+                else "-"
+            )
+        )
         if b and which == "active" and b.get("mask_rule"):
             click.echo(f"masks    {b['mask_rule']}")
         if b and which == "active" and b.get("verified"):
             v = b["verified"]
             extra = "; ".join(f"{k}: {r}" for k, r in (v.get("not_run") or {}).items())
-            click.echo(f"verified {', '.join(v.get('modes') or []) or 'nothing recorded'}" + (f"  (not run: {extra})" if extra else ""))
-            for op, row in (v.get("layers") or {}).items():  # per layer type, its own language's cell
-                own = [f"{lang} {row[lang]}" for lang in ("cppsim", "verilator") if row.get(lang) not in (None, "-")]
+            click.echo(
+                f"verified {', '.join(v.get('modes') or []) or 'nothing recorded'}"
+                + (f"  (not run: {extra})" if extra else "")
+            )
+            for op, row in (
+                v.get("layers") or {}
+            ).items():  # per layer type, its own language's cell
+                own = [
+                    f"{lang} {row[lang]}"
+                    for lang in ("cppsim", "verilator")
+                    if row.get(lang) not in (None, "-")
+                ]
                 click.echo(f"         {op} x{row.get('nodes')}: {'; '.join(own) or '-'}")
     if info.get("degraded"):
         for why in info.get("degraded_reasons") or []:
             click.echo(f"DEGRADED {why}")
-        click.echo(f"         installed: {', '.join(st.get('installed') or []) or 'none'}; "
-                   "qdev flash BUNDLE or qdev activate ID to recover")
+        click.echo(
+            f"         installed: {', '.join(st.get('installed') or []) or 'none'}; "
+            "qdev flash BUNDLE or qdev activate ID to recover"
+        )
     p = info.get("power_now")
     if p:
-        click.echo(f"power    {p['kind']}: idle {p['idle_w']:.2f} W, active {p['active_w']:.2f} W ({p['source']})")
+        click.echo(
+            f"power    {p['kind']}: idle {p['idle_w']:.2f} W, active {p['active_w']:.2f} W "
+            f"({p['source']})"
+        )
 
 
 @click.command("flash")
 @click.argument("bundle", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--trust", multiple=True, help="Trusted public key (default: $QDEV_TRUST or keys/dev).")
+@click.option(
+    "--trust", multiple=True, help="Trusted public key (default: $QDEV_TRUST or keys/dev)."
+)
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--allow-downgrade", is_flag=True,
-              help="Install a bundle older (by its signed version) than one the device has run.")
+@click.option(
+    "--allow-downgrade",
+    is_flag=True,
+    help="Install a bundle older (by its signed version) than one the device has run.",
+)
 @click.pass_context
-def flash_cmd(ctx: click.Context, bundle: Path, trust: tuple[str, ...], allow_downgrade: bool, as_json: bool) -> None:
+def flash_cmd(
+    ctx: click.Context, bundle: Path, trust: tuple[str, ...], allow_downgrade: bool, as_json: bool
+) -> None:
     """Verify a bundle here, upload it (resumable), install it on the device after its self-test."""
     from qdev.host.cli.progress import progress_bar
 
@@ -138,8 +187,11 @@ def flash_cmd(ctx: click.Context, bundle: Path, trust: tuple[str, ...], allow_do
         _echo_json(res)
     else:
         st = res.get("self_test", {})
-        click.echo(f"self-test: {'passed' if st.get('ok') else 'FAILED'} ({st.get('frames', 0)} golden frames, "
-                   f"{st.get('codes_differing', '-')} codes differ, backend {st.get('backend', '-')})")
+        click.echo(
+            f"self-test: {'passed' if st.get('ok') else 'FAILED'} ({st.get('frames', 0)} golden "
+            "frames, "
+            f"{st.get('codes_differing', '-')} codes differ, backend {st.get('backend', '-')})"
+        )
         click.echo(res["message"])
     if not res.get("activated"):
         raise QdevError(f"not activated: {res['message']}")
@@ -158,7 +210,11 @@ def rollback_cmd(ctx: click.Context) -> None:
 
 @click.command("pair")
 @click.argument("device_cert", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--name", default=None, help="Name of the pin (default: the file's stem and the certificate's fingerprint).")
+@click.option(
+    "--name",
+    default=None,
+    help="Name of the pin (default: the file's stem and the certificate's fingerprint).",
+)
 def pair_cmd(device_cert: Path, name: str | None) -> None:
     """Pin a device's certificate (from qdev-device identity) and print this host's certificate,
     to pin on the device with: qdev-device pair HOST.pem --role operator|viewer. One pairing
@@ -175,7 +231,8 @@ def pair_cmd(device_cert: Path, name: str | None) -> None:
 @click.argument("bundle_id")
 @click.pass_context
 def activate_cmd(ctx: click.Context, bundle_id: str) -> None:
-    """Make an installed bundle active (after its self-test), e.g. after a damaged store was healed."""
+    """Make an installed bundle active (after its self-test), e.g. after a damaged store was
+    healed."""
     with _client(ctx) as c:
         res = c.activate(bundle_id)
     click.echo(res["message"])
@@ -183,23 +240,41 @@ def activate_cmd(ctx: click.Context, bundle_id: str) -> None:
         raise QdevError(f"activate failed: {res['message']}")
 
 
-def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: Path | None,
-           quality: int = 40, igtl_spec: str | None = None, out: Path | None = None, report: bool = True,
-           display_max: int = 320) -> None:
+def _watch(
+    ctx: click.Context,
+    spec: str,
+    frames: int | None,
+    view: str,
+    save: Path | None,
+    quality: int = 40,
+    igtl_spec: str | None = None,
+    out: Path | None = None,
+    report: bool = True,
+    display_max: int = 320,
+) -> None:
     from qdev.host.watch import WatchConfig, watch_to_session
 
     if not 0 <= display_max <= 4096:
         raise ConfigError(f"--display-size {display_max}: must be 0-4096 pixels")
     with _client(ctx) as c:
-        folder, summ = watch_to_session(c, WatchConfig(spec, frames, view, save, quality, igtl_spec, out, display_max),
-                                        click.echo)
+        folder, summ = watch_to_session(
+            c,
+            WatchConfig(spec, frames, view, save, quality, igtl_spec, out, display_max),
+            click.echo,
+        )
     end = summ.ended_by_device
     if end is not None:
-        click.echo(f"the device's source ended: {end.get('frames')} frames segmented on the device "
-                   f"({end.get('dropped', 0)} dropped there), {summ.received} received here in {summ.seconds:.1f} s, "
-                   f"{summ.skipped} skipped")
+        click.echo(
+            f"the device's source ended: {end.get('frames')} frames segmented on the device "
+            f"({end.get('dropped', 0)} dropped there), {summ.received} received here "
+            f"in {summ.seconds:.1f} s, "
+            f"{summ.skipped} skipped"
+        )
     else:
-        click.echo(f"{summ.received} frames received in {summ.seconds:.1f} s, {summ.skipped} skipped by this viewer")
+        click.echo(
+            f"{summ.received} frames received in {summ.seconds:.1f} s, {summ.skipped} skipped by "
+            "this viewer"
+        )
     if report:
         from qdev.host.report import summarise
 
@@ -208,27 +283,61 @@ def _watch(ctx: click.Context, spec: str, frames: int | None, view: str, save: P
 
 
 @click.command("stream")
-@click.option("--probe", required=True, help="phantom[:SEED] | video:N | /dev/videoN | cine file | DICOM | image folder/glob | igtl://HOST:PORT[/DEVICE] | device:SOURCE")
+@click.option(
+    "--probe",
+    required=True,
+    help="phantom[:SEED] | video:N | /dev/videoN | cine file | DICOM | image folder/glob | "
+    "igtl://HOST:PORT[/DEVICE] | device:SOURCE",
+)
 @config_options(StreamConfig)
 @click.option("--no-view", is_flag=True, help="Same as --view none.")
-@click.option("--display-quality", type=click.IntRange(10, 95), default=40, show_default=True,
-              help="device: mode: JPEG quality of the display frames the device sends (segmentation "
-                   "always runs on the raw pixels).")
-@click.option("--report/--no-report", default=True, show_default=True, help="Print the summary at the end.")
-@click.option("--display-size", default=320, show_default=True, metavar="PX",
-              help="device: mode: the probe's own frame is sent for display with its longer side at most PX "
-                   "(aspect kept; 0: the model's input). The HUD says when it is reduced.")
+@click.option(
+    "--display-quality",
+    type=click.IntRange(10, 95),
+    default=40,
+    show_default=True,
+    help="device: mode: JPEG quality of the display frames the device sends (segmentation "
+    "always runs on the raw pixels).",
+)
+@click.option(
+    "--report/--no-report", default=True, show_default=True, help="Print the summary at the end."
+)
+@click.option(
+    "--display-size",
+    default=320,
+    show_default=True,
+    metavar="PX",
+    help="device: mode: the probe's own frame is sent for display with its longer side at most PX "
+    "(aspect kept; 0: the model's input). The HUD says when it is reduced.",
+)
 @click.pass_context
-def stream_cmd(ctx: click.Context, probe: str, no_view: bool, display_quality: int, report: bool, display_size: int,
-               **values: object) -> None:
+def stream_cmd(
+    ctx: click.Context,
+    probe: str,
+    no_view: bool,
+    display_quality: int,
+    report: bool,
+    display_size: int,
+    **values: object,
+) -> None:
     """Live segmentation of probe frames on the device, logged per frame."""
     cfg = build_config(StreamConfig, values, port=_port(ctx)[0])
     if no_view:
         cfg = replace(cfg, view="none")
     cfg.check()  # before connecting: a bad option costs nothing
     if probe.startswith("device:"):
-        _watch(ctx, probe[len("device:"):], cfg.max_frames, cfg.view, cfg.save, display_quality, cfg.igtl, cfg.out,
-               report, display_size)
+        _watch(
+            ctx,
+            probe[len("device:") :],
+            cfg.max_frames,
+            cfg.view,
+            cfg.save,
+            display_quality,
+            cfg.igtl,
+            cfg.out,
+            report,
+            display_size,
+        )
         return
     from qdev.core.probe.sources import open_probe
 
@@ -262,45 +371,77 @@ def energy_label(backend: str | None, kind: str | None, board: str | None) -> st
     from qdev.host.report import CPU_BACKENDS
 
     if backend in CPU_BACKENDS:
-        return (f"this computer's CPU time ({backend} backend) x the {board or 'board'}'s {kind or 'estimated'} power: "
-                "describes no real system")
+        return (
+            f"this computer's CPU time ({backend} backend) x "
+            f"the {board or 'board'}'s {kind or 'estimated'} power: "
+            "describes no real system"
+        )
     return f"{kind or 'unknown'} on the device ({backend or 'unknown'} backend)"
 
 
 def _print_summary(s: dict) -> None:
     f = s["frames"]
-    click.echo(f"{f['ok']} frames ok, {f['lost'] + f['timeout']} lost, {f['error']} errors, {s['dropped']} dropped; "
-               f"{s['fps']:.2f} frames/s")
+    click.echo(
+        f"{f['ok']} frames ok, {f['lost'] + f['timeout']} lost, {f['error']} "
+        f"errors, {s['dropped']} "
+        "dropped; "
+        f"{s['fps']:.2f} frames/s"
+    )
     for key, label in (("rtt_ms", "round trip"), ("device_ms", "device")):
         v = s[key]
         if v.get("n"):
-            click.echo(f"{label:<11} p50 {v['p50']:.1f} ms  p90 {v['p90']:.1f}  p99 {v['p99']:.1f}  max {v['max']:.1f}")
+            click.echo(
+                f"{label:<11} p50 {v['p50']:.1f} ms  p90 {v['p90']:.1f}  p99 {v['p99']:.1f}  "
+                f"max {v['max']:.1f}"
+            )
     e = s["energy_mj_per_frame"]
     if e.get("n"):
         dev = s.get("device") or {}
         board = dev.get("board") or ((s.get("tables") or {}).get("board") or {}).get("board")
         what = energy_label(dev.get("backend"), e["kind"], board)
-        click.echo(f"energy     {e['mean']:.1f} mJ/frame, {s['power_w']['mean']:.2f} W average "
-                   f"(idle {s['power_w']['idle_w']} W): {what}")
+        click.echo(
+            f"energy     {e['mean']:.1f} mJ/frame, {s['power_w']['mean']:.2f} W average "
+            f"(idle {s['power_w']['idle_w']} W): {what}"
+        )
     fp = (s.get("energy") or {}).get("fpga_estimate")
     if fp:
-        click.echo(f"FPGA       {fp['mj_per_frame']:.1f} mJ/frame: the bundle's FINN-estimated {fp['frames_per_s']:.1f} "
-                   f"frames/s at the board's estimated {fp['board_w']:.2f} W (estimated)")
+        click.echo(
+            f"FPGA       {fp['mj_per_frame']:.1f} mJ/frame: the bundle's "
+            f"FINN-estimated {fp['frames_per_s']:.1f} "
+            f"frames/s at the board's estimated {fp['board_w']:.2f} W (estimated)"
+        )
     if s.get("dice_vs_truth"):
-        click.echo(f"Dice vs ground truth (phantom masks or the images' _mask files): mean "
-                   f"{s['dice_vs_truth']['mean']:.3f} over {s['dice_vs_truth']['n']} frames")
+        click.echo(
+            f"Dice vs ground truth (phantom masks or the images' _mask files): mean "
+            f"{s['dice_vs_truth']['mean']:.3f} over {s['dice_vs_truth']['n']} frames"
+        )
     for w in s["warnings"]:
         click.echo(f"warning: {w}")
 
 
 @click.command("report")
 @click.argument("session", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--compare", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None)
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None, help="Default SESSION/report.")
-@click.option("--dicom", "dicom_out", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
-              help="Also write the session's DICOM SEG + SR here (as qdev export dicom).")
+@click.option(
+    "--compare", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Default SESSION/report.",
+)
+@click.option(
+    "--dicom",
+    "dicom_out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Also write the session's DICOM SEG + SR here (as qdev export dicom).",
+)
 @click.option("--json", "as_json", is_flag=True)
-def report_cmd(session: Path, compare: Path | None, out: Path | None, dicom_out: Path | None, as_json: bool) -> None:
+def report_cmd(
+    session: Path, compare: Path | None, out: Path | None, dicom_out: Path | None, as_json: bool
+) -> None:
     """Frames, FPS, drops, latency percentiles, power and energy per frame; PNG plots + HTML."""
     from qdev.host.report import write_report
 
@@ -309,7 +450,12 @@ def report_cmd(session: Path, compare: Path | None, out: Path | None, dicom_out:
         from qdev.host.dicom_export import export_session_dicom
 
         res = export_session_dicom(session, dicom_out)
-        doc["dicom"] = {"out": str(res.out), "segs": len(res.segs), "sr": str(res.sr), "study_uid": res.study_uid}
+        doc["dicom"] = {
+            "out": str(res.out),
+            "segs": len(res.segs),
+            "sr": str(res.sr),
+            "study_uid": res.study_uid,
+        }
     if as_json:
         _echo_json(doc)
         return
@@ -318,19 +464,33 @@ def report_cmd(session: Path, compare: Path | None, out: Path | None, dicom_out:
         _print_summary(s)
     click.echo(f"report: {(out or session / 'report') / 'report.html'}")
     if doc.get("dicom"):
-        click.echo(f"dicom: {doc['dicom']['out']} ({doc['dicom']['segs']} SEG + SR, study {doc['dicom']['study_uid']})")
+        click.echo(
+            f"dicom: {doc['dicom']['out']} ({doc['dicom']['segs']} SEG + SR, "
+            f"study {doc['dicom']['study_uid']})"
+        )
 
 
 @click.command("bench")
 @click.option("--frames", default=200, show_default=True)
 @click.option("--window", default=4, show_default=True)
-@click.option("--bundle", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
-              help="Bundle for the host-CPU reference (default: the shipped KV260 bundle).")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="BLAS/OpenMP threads of the host-CPU reference.")
+@click.option(
+    "--bundle",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Bundle for the host-CPU reference (default: the shipped KV260 bundle).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="BLAS/OpenMP threads of the host-CPU reference.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def bench_cmd(ctx: click.Context, frames: int, window: int, bundle: Path | None, threads: int, as_json: bool) -> None:
+def bench_cmd(
+    ctx: click.Context, frames: int, window: int, bundle: Path | None, threads: int, as_json: bool
+) -> None:
     """Throughput/latency against the device, and the same model on this CPU as a reference."""
     from qdev.host.bench import bench_device, bench_host_cpu
     from qdev.host.local import default_bundle
@@ -343,22 +503,40 @@ def bench_cmd(ctx: click.Context, frames: int, window: int, bundle: Path | None,
         _echo_json(doc)
         return
     rtt = dev["rtt_ms"]
-    tail = f"round trip p50 {rtt['p50']:.1f} ms, p99 {rtt['p99']:.1f} ms" if rtt["n"] else "no frame came back"
-    click.echo(f"device ({dev['backend']}, {dev.get('threads') or '?'} BLAS thread(s)): {dev['fps']:.2f} frames/s "
-               f"end to end, device-only {dev['device_fps']:.2f}; {tail}")
-    click.echo(f"host CPU (software executor, same bundle, {host['threads']} BLAS thread(s)): {host['fps']:.2f} frames/s")
-
-
+    tail = (
+        f"round trip p50 {rtt['p50']:.1f} ms, p99 {rtt['p99']:.1f} ms"
+        if rtt["n"]
+        else "no frame came back"
+    )
+    click.echo(
+        f"device ({dev['backend']}, {dev.get('threads') or '?'} BLAS thread(s)): {dev['fps']:.2f} "
+        "frames/s "
+        f"end to end, device-only {dev['device_fps']:.2f}; {tail}"
+    )
+    click.echo(
+        f"host CPU (software executor, same bundle, {host['threads']} BLAS "
+        f"thread(s)): {host['fps']:.2f} frames/s"
+    )
 
 
 @click.command("lineage")
 @click.argument("target", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--root", "roots", multiple=True, type=click.Path(path_type=Path, file_okay=False),
-              help="Where to look for bundles and runs (default: bitstreams/, models/, runs/).")
-@click.option("--trust", multiple=True, help="Trusted public key (default: $QDEV_TRUST or keys/dev).")
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to look for bundles and runs (default: bitstreams/, models/, runs/).",
+)
+@click.option(
+    "--trust", multiple=True, help="Trusted public key (default: $QDEV_TRUST or keys/dev)."
+)
 @click.option("--json", "as_json", is_flag=True)
-def lineage_cmd(target: Path, roots: tuple[Path, ...], trust: tuple[str, ...], as_json: bool) -> None:
-    """Which data, run and bundle produced a session (or a bundle), each hash checked where the files are."""
+def lineage_cmd(
+    target: Path, roots: tuple[Path, ...], trust: tuple[str, ...], as_json: bool
+) -> None:
+    """Which data, run and bundle produced a session (or a bundle), each hash checked where the
+    files are."""
     from dataclasses import asdict
 
     from qdev.host.lineage import lineage
@@ -373,4 +551,15 @@ def lineage_cmd(target: Path, roots: tuple[Path, ...], trust: tuple[str, ...], a
         raise click.exceptions.Exit(1)
 
 
-COMMANDS = [ports_cmd, info_cmd, flash_cmd, rollback_cmd, activate_cmd, pair_cmd, stream_cmd, report_cmd, bench_cmd, lineage_cmd]
+COMMANDS = [
+    ports_cmd,
+    info_cmd,
+    flash_cmd,
+    rollback_cmd,
+    activate_cmd,
+    pair_cmd,
+    stream_cmd,
+    report_cmd,
+    bench_cmd,
+    lineage_cmd,
+]

@@ -14,8 +14,12 @@ __all__ = ["progress_bar"]
 def progress_bar(label: str, disable: bool = False) -> Iterator[Callable[[int, int], None]]:
     """Yield a callback that drives a progress bar (created lazily on the first call)."""
     prog = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        transient=True, disable=disable,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        disable=disable,
     )
     task: list[int] = []
 
@@ -34,8 +38,10 @@ def progress_bar(label: str, disable: bool = False) -> Iterator[Callable[[int, i
 def format_epoch(rec: dict) -> str:
     """One line per epoch, as ``qdev train`` prints it."""
     t, v, b = rec["train"], rec["val"], rec.get("bits")
-    line = (f"epoch {rec['epoch']:3d}  loss {t['total']:.3f}  val dice {v['dice']:.3f} "
-            f"lesion {v['dice_lesion']:.3f}  acc {v['pixel_acc']:.4f}")
+    line = (
+        f"epoch {rec['epoch']:3d}  loss {t['total']:.3f}  val dice {v['dice']:.3f} "
+        f"lesion {v['dice_lesion']:.3f}  acc {v['pixel_acc']:.4f}"
+    )
     if "val_live" in rec:
         line += f" (live {rec['val_live']['dice_lesion']:.3f})"
     if b:
@@ -46,8 +52,15 @@ def format_epoch(rec: dict) -> str:
 @contextmanager
 def training_progress(console, epochs: int) -> Iterator[Callable[[str, dict], None]]:  # noqa: ANN001
     """The trainer's ``progress(event, info)`` callback: a per-epoch step bar and an epoch line."""
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[info]}"), console=console, transient=True)
+    prog = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=True,
+    )
     task: dict[int, int] = {}
     started: list[bool] = []
 

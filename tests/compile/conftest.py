@@ -16,8 +16,26 @@ from qdev.host.cli import cli
 def compiled(phantom_busi, tmp_path_factory):
     """A tiny run (width 2, 32x32), exported and compiled for KV260 through the CLI."""
     run = tmp_path_factory.mktemp("run") / "tiny"
-    r = CliRunner().invoke(cli, ["train", "--model", "quant", "--width", "2", "--size", "32", "--epochs", "2",
-                                 "--threads", "1", "--data", str(phantom_busi), "--out", str(run)])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--model",
+            "quant",
+            "--width",
+            "2",
+            "--size",
+            "32",
+            "--epochs",
+            "2",
+            "--threads",
+            "1",
+            "--data",
+            str(phantom_busi),
+            "--out",
+            str(run),
+        ],
+    )
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["export", str(run), "--json"])
     assert r.exit_code == 0, r.output
@@ -33,8 +51,21 @@ def simulate_copy(compiled, tmp_path: Path, mode: str, *extra: str) -> tuple[Pat
     run = tmp_path / "tiny"
     if not run.exists():
         shutil.copytree(compiled[0], run)
-    r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--verify", mode, "--start-step",
-                                 f"qdev_{mode}", "--json", *extra])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "compile",
+            str(run),
+            "--board",
+            "KV260",
+            "--verify",
+            mode,
+            "--start-step",
+            f"qdev_{mode}",
+            "--json",
+            *extra,
+        ],
+    )
     assert r.exit_code == 0, r.output
     v = json.loads(r.stdout)["verification"]
     assert mode in v["modes_run"] and v["steps"][f"qdev_{mode}"]["equal"] is True

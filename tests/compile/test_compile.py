@@ -1,4 +1,5 @@
-"""Export -> FINN compile -> integer model -> signed bundle, on a tiny QuantU-Net (real FINN passes)."""
+"""Export -> FINN compile -> integer model -> signed bundle, on a tiny QuantU-Net (real FINN
+passes)."""
 
 from __future__ import annotations
 
@@ -21,16 +22,22 @@ from tests.test_import_rules import loaded_heavy_modules
 pytestmark = pytest.mark.slow
 
 
-
-
 def test_export_is_bit_exact_and_stored(compiled):
     run, export, _ = compiled
     assert export["integer_outputs_equal"] and export["codes_differing"] == 0
     for f in ("model.qonnx.onnx", "golden_pixels.npy", "golden_codes.npy", "verify.json"):
         assert (run / "export" / f).is_file()
     assert not (run / "export" / "golden_in.npy").exists()  # one layout, written once
-    px, codes = np.load(run / "export" / "golden_pixels.npy"), np.load(run / "export" / "golden_codes.npy")
-    assert (px.dtype, px.shape, codes.dtype, codes.shape) == (np.uint8, (4, 32, 32), np.int16, (4, 32, 32, 1))
+    px, codes = (
+        np.load(run / "export" / "golden_pixels.npy"),
+        np.load(run / "export" / "golden_codes.npy"),
+    )
+    assert (px.dtype, px.shape, codes.dtype, codes.shape) == (
+        np.uint8,
+        (4, 32, 32),
+        np.int16,
+        (4, 32, 32, 1),
+    )
 
 
 def test_compile_all_hw_bit_exact_with_reports(compiled):
@@ -41,17 +48,31 @@ def test_compile_all_hw_bit_exact_with_reports(compiled):
     from qonnx.core.modelwrapper import ModelWrapper
 
     final = ModelWrapper(str(out / "intermediate_models" / "qdev_integer_model.onnx"))
-    assert s["all_hw"] and all(n.domain.startswith("finn.custom_op.fpgadataflow") for n in final.graph.node)
+    assert s["all_hw"] and all(
+        n.domain.startswith("finn.custom_op.fpgadataflow") for n in final.graph.node
+    )
     assert sum(s["hw_layers"].values()) == len(final.graph.node) and s["software_nodes"] == []
     assert any("output scale" in p for p in s["software_parts"])
     steps = s["verification"]["steps"]
-    assert set(steps) >= {"step_tidy_up", "qdev_streamline_unet", "qdev_lower_unet", "qdev_convert_to_hw"}
+    assert set(steps) >= {
+        "step_tidy_up",
+        "qdev_streamline_unet",
+        "qdev_lower_unet",
+        "qdev_convert_to_hw",
+    }
     assert all(v["equal"] and v["codes_differing"] == 0 for v in steps.values())
     # the modes listed as run are the ones the steps' checks used; the rest say why not
     assert s["verification"]["modes_run"] == sorted({v["exec_mode"] for v in steps.values()})
-    assert set(s["verification"]["not_run"]) == {"cppsim", "rtlsim", "verilator", "stitched"} - set(s["verification"]["modes_run"])
-    for f in ("estimate_layer_resources.json", "estimate_layer_cycles.json", "estimate_network_performance.json",
-              "op_and_param_counts.json", "auto_folding_config.json"):
+    assert set(s["verification"]["not_run"]) == {"cppsim", "rtlsim", "verilator", "stitched"} - set(
+        s["verification"]["modes_run"]
+    )
+    for f in (
+        "estimate_layer_resources.json",
+        "estimate_layer_cycles.json",
+        "estimate_network_performance.json",
+        "op_and_param_counts.json",
+        "auto_folding_config.json",
+    ):
         assert (out / "report" / f).is_file(), f
     times = json.loads((out / "time_per_step.json").read_text())
     assert "qdev_streamline_unet" in times and "step_generate_estimate_reports" in times
@@ -62,12 +83,19 @@ def test_compile_all_hw_bit_exact_with_reports(compiled):
     assert s["folding"]["met"]
 
 
-@pytest.mark.skipif(find_vivado().available, reason="Vivado present: the bitstream step runs instead")
+@pytest.mark.skipif(
+    find_vivado().available, reason="Vivado present: the bitstream step runs instead"
+)
 def test_without_vivado_the_bitstream_step_stops_clearly(compiled):
     _, _, s = compiled
     assert set(s["bitstream"]) == {"built", "reason"} and s["bitstream"]["built"] is False
-    assert s["bitstream"]["reason"] == f"Vivado not found ({find_vivado().reason})"  # where it looked
-    assert "Vivado not found" in s["stopped"] and "Everything before it is done and kept" in s["stopped"]
+    assert (
+        s["bitstream"]["reason"] == f"Vivado not found ({find_vivado().reason})"
+    )  # where it looked
+    assert (
+        "Vivado not found" in s["stopped"]
+        and "Everything before it is done and kept" in s["stopped"]
+    )
 
 
 def test_integer_model_reference_equals_finn(compiled):
@@ -81,24 +109,45 @@ def test_integer_model_reference_equals_finn(compiled):
     for name in ("golden_pixels.npy", "golden_codes.npy"):  # the export's files, byte for byte
         assert (out / name).read_bytes() == (run / "export" / name).read_bytes()
     io = im["io"]
-    assert io["idt"] == "UINT8" and io["ishape_normal"] == [1, 32, 32, 1] and io["ishape_packed"][-1] >= 1
+    assert (
+        io["idt"] == "UINT8"
+        and io["ishape_normal"] == [1, 32, 32, 1]
+        and io["ishape_packed"][-1] >= 1
+    )
 
 
 def test_start_and_stop_at_named_steps(compiled, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(compiled[0], run)
-    r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--start-step", "step_specialize_layers",
-                                 "--stop-step", "step_generate_estimate_reports", "--json"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "compile",
+            str(run),
+            "--board",
+            "KV260",
+            "--start-step",
+            "step_specialize_layers",
+            "--stop-step",
+            "step_generate_estimate_reports",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert s["status"] == "done" and s["estimated_fps"] > 0
-    # stopped before the HW conversion, the graph still holds software nodes, and the summary says so
-    r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--stop-step", "qdev_lower_unet", "--json"])
+    # stopped before the HW conversion, the graph still holds software nodes, and the summary says
+    # so
+    r = CliRunner().invoke(
+        cli, ["compile", str(run), "--board", "KV260", "--stop-step", "qdev_lower_unet", "--json"]
+    )
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert not s["all_hw"] and any(n.startswith("MatMul") for n in s["software_nodes"])
     assert "qdev_convert_to_hw" not in s["verification"]["steps"]
-    r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--start-step", "no_such_step"])
+    r = CliRunner().invoke(
+        cli, ["compile", str(run), "--board", "KV260", "--start-step", "no_such_step"]
+    )
     assert r.exit_code == 2 and "qdev: " in r.output
 
 
@@ -116,8 +165,12 @@ def test_bundle_sign_verify_and_tamper(compiled, tmp_path):
     with pytest.raises(BundleError, match="not trusted"):
         verify_bundle(out, [pub])
     cases = {
-        "file": lambda p: (p / "intmodel.npz").write_bytes((p / "intmodel.npz").read_bytes() + b"x"),
-        "manifest": lambda p: (p / "manifest.json").write_text((p / "manifest.json").read_text().replace("KV260", "ZCU104")),
+        "file": lambda p: (p / "intmodel.npz").write_bytes(
+            (p / "intmodel.npz").read_bytes() + b"x"
+        ),
+        "manifest": lambda p: (p / "manifest.json").write_text(
+            (p / "manifest.json").read_text().replace("KV260", "ZCU104")
+        ),
         "extra": lambda p: (p / "evil.sh").write_text("#!/bin/sh"),
         "missing": lambda p: (p / "golden_codes.npy").unlink(),
         "unsigned": lambda p: (p / "manifest.json.sig").unlink(),
@@ -132,22 +185,39 @@ def test_bundle_sign_verify_and_tamper(compiled, tmp_path):
         assert r.exit_code == 2 and r.output.startswith("qdev: "), name
 
 
-def test_bundle_is_a_stage_of_its_run_and_publish_copies_it_checked(compiled, tmp_path, monkeypatch):
+def test_bundle_is_a_stage_of_its_run_and_publish_copies_it_checked(
+    compiled, tmp_path, monkeypatch
+):
     """`qdev bundle create` without --out writes inside the run (RUN/bundle/<board>) and records a
     stage (inputs: the compile's files by hash; outputs: the bundle's files; its id); `qdev bundle
     publish` copies it to bitstreams/<board>/<model> byte for byte, and refuses a changed file."""
     run = tmp_path / "tiny"
     shutil.copytree(compiled[0], run)
     key = DEV_KEY_DIR / "qdev-dev.key"
-    r = CliRunner().invoke(cli, ["bundle", "create", str(run), "--board", "kv260", "--key", str(key),
-                                 "--model-name", "tiny-w"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "bundle",
+            "create",
+            str(run),
+            "--board",
+            "kv260",
+            "--key",
+            str(key),
+            "--model-name",
+            "tiny-w",
+        ],
+    )
     assert r.exit_code == 0, r.output
     b = run / "bundle" / "KV260"
     vb = verify_bundle(b, [DEV_KEY_DIR / "qdev-dev.pub"])
     st = json.loads((run / "manifest.json").read_text())["stages"]["bundle/KV260"]
     assert st["status"] == "done" and st["config"]["model"] == "tiny-w"
     assert set(st["outputs"]) == {f"bundle/KV260/{p.name}" for p in b.iterdir()}
-    assert st["inputs"]["compile/KV260/intmodel/intmodel.npz"] == vb.manifest["files"]["intmodel.npz"]["sha256"]
+    assert (
+        st["inputs"]["compile/KV260/intmodel/intmodel.npz"]
+        == vb.manifest["files"]["intmodel.npz"]["sha256"]
+    )
     from qdev.core.bundle import bundle_id
 
     assert st["bundle_id"] == bundle_id((b / "manifest.json").read_bytes())
@@ -159,18 +229,40 @@ def test_bundle_is_a_stage_of_its_run_and_publish_copies_it_checked(compiled, tm
     assert all((pub / p.name).read_bytes() == p.read_bytes() for p in b.iterdir())
     # a file changed inside the run since the bundle stage: refused, nothing published over
     (b / "golden_codes.npy").write_bytes(b"x")
-    r = CliRunner().invoke(cli, ["bundle", "publish", str(run), "--board", "KV260", "--to", str(tmp_path / "p2")])
+    r = CliRunner().invoke(
+        cli, ["bundle", "publish", str(run), "--board", "KV260", "--to", str(tmp_path / "p2")]
+    )
     assert r.exit_code == 2 and "sha256 differs" in r.output and not (tmp_path / "p2").exists()
     # the compile's own golden file changed: bundle create refuses it (it used to copy it unchecked)
     (run / "compile" / "KV260" / "intmodel" / "golden_pixels.npy").write_bytes(b"y")
-    r = CliRunner().invoke(cli, ["bundle", "create", str(run), "--board", "KV260", "--key", str(key)])
+    r = CliRunner().invoke(
+        cli, ["bundle", "create", str(run), "--board", "KV260", "--key", str(key)]
+    )
     assert r.exit_code == 2 and "golden_pixels.npy" in r.output
 
 
 def test_float_run_cannot_be_exported(phantom_busi, tmp_path):
     out = tmp_path / "f"
-    r = CliRunner().invoke(cli, ["train", "--model", "float", "--width", "2", "--size", "32", "--epochs", "1",
-                                 "--threads", "1", "--data", str(phantom_busi), "--out", str(out)])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--model",
+            "float",
+            "--width",
+            "2",
+            "--size",
+            "32",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--data",
+            str(phantom_busi),
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0
     r = CliRunner().invoke(cli, ["export", str(out)])
     assert r.exit_code == 2 and "float model cannot be exported" in r.output
@@ -180,8 +272,22 @@ def test_float_run_cannot_be_exported(phantom_busi, tmp_path):
 
 def test_unreachable_fps_gives_best_fit_and_a_clear_message(compiled):
     run, _, _ = compiled
-    r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--fps", "1e9", "--start-step", "qdev_fold",
-                                 "--stop-step", "step_generate_estimate_reports", "--json"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "compile",
+            str(run),
+            "--board",
+            "KV260",
+            "--fps",
+            "1e9",
+            "--start-step",
+            "qdev_fold",
+            "--stop-step",
+            "step_generate_estimate_reports",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     f = json.loads(r.stdout)["folding"]
     assert f["met"] is False and f["tries"][-1]["fits"]
@@ -189,10 +295,14 @@ def test_unreachable_fps_gives_best_fit_and_a_clear_message(compiled):
 
 
 @pytest.mark.vivado
-@pytest.mark.skipif(not find_vivado().available, reason="needs Vivado (XILINX_VIVADO or vivado on PATH)")
+@pytest.mark.skipif(
+    not find_vivado().available, reason="needs Vivado (XILINX_VIVADO or vivado on PATH)"
+)
 def test_bitstream_with_vivado(compiled):  # pragma: no cover - no Vivado here or in CI
     run, _, _ = compiled
-    r = CliRunner().invoke(cli, ["compile", str(run), "--board", "KV260", "--start-step", "qdev_bitstream", "--json"])
+    r = CliRunner().invoke(
+        cli, ["compile", str(run), "--board", "KV260", "--start-step", "qdev_bitstream", "--json"]
+    )
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert s["bitstream"]["built"] and s["bitstream"]["bit"] and s["bitstream"]["hwh"]
@@ -202,12 +312,18 @@ def test_compile_runs_end_to_end_without_torch(compiled, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(compiled[0], run)
     shutil.rmtree(run / "compile")  # built anew by that process
-    code = ("from click.testing import CliRunner\n"
-            "from qdev.host.cli import cli\n"
-            f"r = CliRunner().invoke(cli, ['compile', {str(run)!r}, '--board', 'KV260'])\n"
-            "assert r.exit_code == 0, r.output\n")
+    code = (
+        "from click.testing import CliRunner\n"
+        "from qdev.host.cli import cli\n"
+        f"r = CliRunner().invoke(cli, ['compile', {str(run)!r}, '--board', 'KV260'])\n"
+        "assert r.exit_code == 0, r.output\n"
+    )
     loaded = loaded_heavy_modules(code)  # the whole build ran in that process
-    assert "brevitas" not in loaded and "qdev.training.trainer" not in loaded and "qdev.training.export" not in loaded
+    assert (
+        "brevitas" not in loaded
+        and "qdev.training.trainer" not in loaded
+        and "qdev.training.export" not in loaded
+    )
     # torch only by finn-plus's own import (see tests/test_import_rules.py), never by a qdev module
     assert "torch" not in loaded or "/finn/" in loaded["torch"], loaded
     assert (run / "compile" / "KV260" / "intmodel" / "intmodel.npz").is_file()  # it really compiled
@@ -215,7 +331,8 @@ def test_compile_runs_end_to_end_without_torch(compiled, tmp_path):
 
 def test_mask_rule_chosen_on_validation_reaches_evaluate_and_the_bundle(compiled, tmp_path):
     """`qdev postprocess` searches on validation; evaluate and the bundle apply the run's rule to
-    the integer codes exactly as the device does; a rule chosen for another checkpoint is refused."""
+    the integer codes exactly as the device does; a rule chosen for another checkpoint is
+    refused."""
     import torch
 
     from qdev.device.accel.backend import open_accelerator
@@ -232,20 +349,28 @@ def test_mask_rule_chosen_on_validation_reaches_evaluate_and_the_bundle(compiled
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["split"] == "val" and len(doc["grid"]) >= 16
-    assert any(g["rule"].get("min_peak") is not None for g in doc["grid"])  # peak rules are searched
-    # the steps of the search: each taken one cleared the bootstrap margin, and the rule kept is the last taken
+    assert any(
+        g["rule"].get("min_peak") is not None for g in doc["grid"]
+    )  # peak rules are searched
+    # the steps of the search: each taken one cleared the bootstrap margin, and the rule kept is the
+    # last taken
     assert [st["stage"] for st in doc["steps"]] == ["threshold and area", "peak"]
     taken = [st for st in doc["steps"] if st["taken"]]
     assert all(st["gain"] > 0 and st["p_gain"] >= 0.95 for st in taken)
     assert doc["rule"] == (taken[-1]["candidate"] if taken else MaskRule().to_dict())
     assert doc["chosen"]["dice_all"] >= doc["default"]["dice_all"]
-    r = CliRunner().invoke(cli, ["postprocess", str(run)], env={"COLUMNS": "80"})  # the table a user reads
+    r = CliRunner().invoke(
+        cli, ["postprocess", str(run)], env={"COLUMNS": "80"}
+    )  # the table a user reads
     assert r.exit_code == 0 and "Traceback" not in r.output
     table = r.output.splitlines()
     assert all(len(line) <= 80 for line in table if line.startswith(("┃", "│", "┏", "└")))
-    # one row per step of the search, marked as the margin judged it, then the rule kept, each rule on one line
+    # one row per step of the search, marked as the margin judged it, then the rule kept, each rule
+    # on one line
     verdicts = [line.split("│")[2].strip() for line in table if line.startswith("│")]
-    assert verdicts == ["network"] + ["taken" if st["taken"] else "refused" for st in doc["steps"]] + ["chosen"]
+    assert verdicts == ["network"] + [
+        "taken" if st["taken"] else "refused" for st in doc["steps"]
+    ] + ["chosen"]
     kept = next(line for line in table if line.startswith("│") and "chosen" in line)
     assert f"code > {doc['rule']['min_code']}" in kept
     # a rule that changes this model's masks (a 2-epoch net is far from its decision boundary):
@@ -258,8 +383,14 @@ def test_mask_rule_chosen_on_validation_reaches_evaluate_and_the_bundle(compiled
     rule = MaskRule(int(np.median(codes)) - 1, 5)
     assert not np.array_equal(rule.apply(codes), (codes > 0).astype(np.uint8))
     rf = RunFolder(run)
-    t0 = rf.begin("postprocess", {"test": "hand-set rule"}, {"best.pt": rf.stage("train")["outputs"]["train/best.pt"]})
-    (run / "postprocess" / "rule.json").write_text(json.dumps({"rule": rule.to_dict(), "chosen_by": "test", "split": "val"}))
+    t0 = rf.begin(
+        "postprocess",
+        {"test": "hand-set rule"},
+        {"best.pt": rf.stage("train")["outputs"]["train/best.pt"]},
+    )
+    (run / "postprocess" / "rule.json").write_text(
+        json.dumps({"rule": rule.to_dict(), "chosen_by": "test", "split": "val"})
+    )
     rf.finish("postprocess", t0, [run / "postprocess" / "rule.json"])
     r = CliRunner().invoke(cli, ["evaluate", str(run), "--json"])
     assert r.exit_code == 0, r.output
@@ -267,11 +398,19 @@ def test_mask_rule_chosen_on_validation_reaches_evaluate_and_the_bundle(compiled
     masks = rule.apply(codes)
     truth = arrays.masks[test_idx] > 0
     assert ev["mask_rule"]["min_code"] == rule.min_code and "metrics_without_rule" in ev
-    assert ev["metrics"]["dice"] == pytest.approx(np.mean([dice(p, t) for p, t in zip(masks, truth)]), abs=1e-6)
+    assert ev["metrics"]["dice"] == pytest.approx(
+        np.mean([dice(p, t) for p, t in zip(masks, truth)]), abs=1e-6
+    )
     with torch.no_grad():  # and without the rule, the network's own logit > 0
-        raw = model(torch.from_numpy(arrays.images[test_idx].astype(np.float32) / 255.0).unsqueeze(1))[:, 0] > 0
+        raw = (
+            model(
+                torch.from_numpy(arrays.images[test_idx].astype(np.float32) / 255.0).unsqueeze(1)
+            )[:, 0]
+            > 0
+        )
     assert ev["metrics_without_rule"]["dice"] == pytest.approx(
-        np.mean([dice(p, t) for p, t in zip(raw.numpy(), truth)]), abs=1e-6)
+        np.mean([dice(p, t) for p, t in zip(raw.numpy(), truth)]), abs=1e-6
+    )
     # the bundle carries it, and the device's accelerator shows exactly those masks
     out = build_bundle(run, "KV260", DEV_KEY_DIR / "qdev-dev.key", tmp_path / "b" / "tiny")
     vb = verify_bundle(out, [DEV_KEY_DIR / "qdev-dev.pub"])
@@ -284,7 +423,11 @@ def test_mask_rule_chosen_on_validation_reaches_evaluate_and_the_bundle(compiled
     doc["stages"]["postprocess"]["inputs"]["best.pt"] = "0" * 64
     (run / "manifest.json").write_text(json.dumps(doc))
     r = CliRunner().invoke(cli, ["evaluate", str(run)])
-    assert r.exit_code == 2 and r.output.strip() == f"qdev: {run}: the mask rule was chosen for another best.pt; rerun qdev postprocess"
+    assert (
+        r.exit_code == 2
+        and r.output.strip()
+        == f"qdev: {run}: the mask rule was chosen for another best.pt; rerun qdev postprocess"
+    )
 
 
 def test_lineage_from_a_session_back_to_the_data(compiled, phantom_busi, tmp_path, monkeypatch):
@@ -297,7 +440,12 @@ def test_lineage_from_a_session_back_to_the_data(compiled, phantom_busi, tmp_pat
     runs = tmp_path / "runs"
     runs.mkdir()
     shutil.copytree(run, runs / run.name)
-    bundle = build_bundle(runs / run.name, "KV260", DEV_KEY_DIR / "qdev-dev.key", tmp_path / "bitstreams" / "KV260" / "tiny")
+    bundle = build_bundle(
+        runs / run.name,
+        "KV260",
+        DEV_KEY_DIR / "qdev-dev.key",
+        tmp_path / "bitstreams" / "KV260" / "tiny",
+    )
     lin = verify_bundle(bundle, [DEV_KEY_DIR / "qdev-dev.pub"]).manifest["lineage"]
     assert set(lin) == {"run_stages", "run_stages_sha256", "data_hash", "split", "best_pt_sha256"}
     assert lin["run_stages"] == ["train", "export", "compile/KV260"]  # what the bundle rests on
@@ -306,8 +454,9 @@ def test_lineage_from_a_session_back_to_the_data(compiled, phantom_busi, tmp_pat
     bid = bundle_id((bundle / "manifest.json").read_bytes())
     session = tmp_path / "session"
     session.mkdir()
-    (session / "manifest.json").write_text(json.dumps({"format": "qdev-session", "device": {"bundle_id": bid},
-                                                       "counts": {"ok": 3}}))
+    (session / "manifest.json").write_text(
+        json.dumps({"format": "qdev-session", "device": {"bundle_id": bid}, "counts": {"ok": 3}})
+    )
     monkeypatch.setenv("QDEV_TRUST", str(DEV_KEY_DIR / "qdev-dev.pub"))
     roots = ["--root", str(tmp_path / "bitstreams"), "--root", str(runs)]
     r = CliRunner().invoke(cli, ["lineage", str(session), *roots, "--json"])
@@ -319,12 +468,18 @@ def test_lineage_from_a_session_back_to_the_data(compiled, phantom_busi, tmp_pat
     m = json.loads((runs / run.name / "manifest.json").read_text())
     m["stages"]["evaluate/val"] = {"status": "done", "outputs": {}}
     (runs / run.name / "manifest.json").write_text(json.dumps(m))
-    links = {x.what: x for x in lineage(session, [tmp_path / "bitstreams", runs], [DEV_KEY_DIR / "qdev-dev.pub"])}
+    links = {
+        x.what: x
+        for x in lineage(session, [tmp_path / "bitstreams", runs], [DEV_KEY_DIR / "qdev-dev.pub"])
+    }
     assert links["run"].status == "ok", links["run"]
     # ... a stage it rests on, rewritten after the bundle: said, exit 1
     m["stages"]["train"]["config"]["epochs"] = 999
     (runs / run.name / "manifest.json").write_text(json.dumps(m))
-    links = {x.what: x for x in lineage(session, [tmp_path / "bitstreams", runs], [DEV_KEY_DIR / "qdev-dev.pub"])}
+    links = {
+        x.what: x
+        for x in lineage(session, [tmp_path / "bitstreams", runs], [DEV_KEY_DIR / "qdev-dev.pub"])
+    }
     assert links["run"].status == "MISMATCH" and links["bundle"].status == "ok"
     r = CliRunner().invoke(cli, ["lineage", str(session), *roots])
     assert r.exit_code == 1 and "MISMATCH" in r.output
@@ -340,8 +495,11 @@ def test_every_recorded_stage_read_what_its_declaration_says(compiled):
 
     run, _, _ = compiled
     stages = RunFolder(run).load()["stages"]
-    for name, kind, params in (("train", "train", {}), ("export", "export", {"checkpoint": "best"}),
-                               ("compile/KV260", "compile", {"board": "KV260"})):
+    for name, kind, params in (
+        ("train", "train", {}),
+        ("export", "export", {"checkpoint": "best"}),
+        ("compile/KV260", "compile", {"board": "KV260"}),
+    ):
         spec, st = STAGES[kind].resolve(**params), stages[name]
         declared = {i.path: i for i in spec.inputs}
         files = {k: v for k, v in st["inputs"].items() if "/" in k}
@@ -349,6 +507,10 @@ def test_every_recorded_stage_read_what_its_declaration_says(compiled):
         assert {p for p, i in declared.items() if not i.optional} <= set(files), name
         for path, sha in files.items():
             assert stages[declared[path].stage]["outputs"][path] == sha, (name, path)
-        assert st["outputs"] and all(any(fnmatch(o, pat) for pat in spec.outputs) for o in st["outputs"]), name
+        assert st["outputs"] and all(
+            any(fnmatch(o, pat) for pat in spec.outputs) for o in st["outputs"]
+        ), name
         assert st["duration_s"] > 0
-    assert {"export/golden_pixels.npy", "export/golden_codes.npy"} <= set(stages["compile/KV260"]["inputs"])
+    assert {"export/golden_pixels.npy", "export/golden_codes.npy"} <= set(
+        stages["compile/KV260"]["inputs"]
+    )

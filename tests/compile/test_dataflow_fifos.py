@@ -12,8 +12,14 @@ import pytest
 from qdev import assets
 from qdev.core.errors import QdevError
 from qdev.core.intmodel import IntModel
-from qdev.training.compile.dataflow_sim import (StreamNode, build_graph, choose_skip_depths, must_buffer,
-                                                nodes_from_intmodel, simulate)
+from qdev.training.compile.dataflow_sim import (
+    StreamNode,
+    build_graph,
+    choose_skip_depths,
+    must_buffer,
+    nodes_from_intmodel,
+    simulate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +55,9 @@ def test_chosen_depths_complete_and_every_bound_is_tight(shipped):
         below = simulate(g, {**depths, s: v["must"] - 1}, frames=2)
         assert at.completed, s
         assert not below.completed, s
-        assert any(b["stream"] == s and b["waits_on"] == "output full" for b in below.blocked), below.summary()
+        assert any(b["stream"] == s and b["waits_on"] == "output full" for b in below.blocked), (
+            below.summary()
+        )
 
 
 def test_finn_default_depths_are_a_reported_deadlock_not_a_hang(shipped):
@@ -57,17 +65,29 @@ def test_finn_default_depths_are_a_reported_deadlock_not_a_hang(shipped):
     t = time.monotonic()
     r = simulate(g, {}, frames=1)  # every FIFO one pixel: FINN's depth 2 holds less
     assert not r.completed and time.monotonic() - t < 30
-    assert r.blocked[0]["node"].startswith("DuplicateStreams") and r.blocked[0]["waits_on"] == "output full"
+    assert (
+        r.blocked[0]["node"].startswith("DuplicateStreams")
+        and r.blocked[0]["waits_on"] == "output full"
+    )
     assert "DEADLOCK" in r.summary() and "StreamingConcat" in r.summary()
     half = simulate(g, {s: v["must"] // 2 for s, v in chosen.items()}, frames=1)
     assert not half.completed
 
 
 def test_pipeline_and_errors():
-    nodes = [StreamNode("pad", "FMPadding", ("in",), ("a",), {"ImgDim": [4, 4], "Padding": [1, 1, 1, 1]}),
-             StreamNode("swg", "ConvolutionInputGenerator", ("a",), ("b",),
-                        {"IFMDim": [6, 6], "OFMDim": [4, 4], "ConvKernelDim": [3, 3]}),
-             StreamNode("mvau", "MVAU", ("b",), ("out",), {})]
+    nodes = [
+        StreamNode(
+            "pad", "FMPadding", ("in",), ("a",), {"ImgDim": [4, 4], "Padding": [1, 1, 1, 1]}
+        ),
+        StreamNode(
+            "swg",
+            "ConvolutionInputGenerator",
+            ("a",),
+            ("b",),
+            {"IFMDim": [6, 6], "OFMDim": [4, 4], "ConvKernelDim": [3, 3]},
+        ),
+        StreamNode("mvau", "MVAU", ("b",), ("out",), {}),
+    ]
     g = build_graph(nodes, (4, 4))
     assert g.skips() == [] and g.pixels["out"] == 16
     r = simulate(g, {}, frames=3)
@@ -76,8 +96,16 @@ def test_pipeline_and_errors():
     assert g.ports["swg"][0].cap == 2 * 6 + 3
     with pytest.raises(QdevError, match="no token model"):
         build_graph([StreamNode("x", "Mystery", ("in",), ("out",), {})], (4, 4))
-    bad = [nodes[0], StreamNode("swg", "ConvolutionInputGenerator", ("a",), ("b",),
-                                {"IFMDim": [5, 5], "OFMDim": [3, 3], "ConvKernelDim": [3, 3]})]
+    bad = [
+        nodes[0],
+        StreamNode(
+            "swg",
+            "ConvolutionInputGenerator",
+            ("a",),
+            ("b",),
+            {"IFMDim": [5, 5], "OFMDim": [3, 3], "ConvKernelDim": [3, 3]},
+        ),
+    ]
     with pytest.raises(QdevError, match="producer gives"):
         build_graph(bad, (4, 4))
 
@@ -87,12 +115,19 @@ def test_must_buffer_of_a_one_level_unet():
     must hold a row and two pixels of the padded map's worth of lag, found by the bound and by the
     simulation alike."""
     a = {"ImgDim": [8, 8], "Padding": [1, 1, 1, 1]}
-    nodes = [StreamNode("dup", "DuplicateStreams", ("in",), ("s", "d"), {}),
-             StreamNode("pad", "FMPadding", ("d",), ("p",), a),
-             StreamNode("swg", "ConvolutionInputGenerator", ("p",), ("w",),
-                        {"IFMDim": [10, 10], "OFMDim": [8, 8], "ConvKernelDim": [3, 3]}),
-             StreamNode("mv", "MVAU", ("w",), ("m",), {}),
-             StreamNode("cat", "StreamingConcat", ("s", "m"), ("out",), {})]
+    nodes = [
+        StreamNode("dup", "DuplicateStreams", ("in",), ("s", "d"), {}),
+        StreamNode("pad", "FMPadding", ("d",), ("p",), a),
+        StreamNode(
+            "swg",
+            "ConvolutionInputGenerator",
+            ("p",),
+            ("w",),
+            {"IFMDim": [10, 10], "OFMDim": [8, 8], "ConvKernelDim": [3, 3]},
+        ),
+        StreamNode("mv", "MVAU", ("w",), ("m",), {}),
+        StreamNode("cat", "StreamingConcat", ("s", "m"), ("out",), {}),
+    ]
     g = build_graph(nodes, (8, 8))
     need = must_buffer(g, "s", frames=2)
     assert need == 8 + 1  # output (0,0) needs input (1,1): a row and one pixel ahead
@@ -125,16 +160,23 @@ def test_compile_counts_fifos_and_finn_consumes_the_depths(compiled, tmp_path, m
 
     monkeypatch.setattr(steps, "step_hw_codegen", lambda m, c, parent_node=None: m)
     monkeypatch.setattr(steps, "step_hw_ipgen", lambda m, c, parent_node=None: m)
-    fcfg = DataflowBuildConfig(output_dir=str(tmp_path), synth_clk_period_ns=5.0, fpga_part="xck26-sfvc784-2LV-c",
-                               generate_outputs=[DataflowOutputType.ESTIMATE_REPORTS])
+    fcfg = DataflowBuildConfig(
+        output_dir=str(tmp_path),
+        synth_clk_period_ns=5.0,
+        fpga_part="xck26-sfvc784-2LV-c",
+        generate_outputs=[DataflowOutputType.ESTIMATE_REPORTS],
+    )
     use_qdev_fifo_depths(fcfg, out)
     assert fcfg.auto_fifo_depths is False
     model = ModelWrapper(str(out / "intermediate_models" / "step_generate_estimate_reports.onnx"))
     built = steps.step_set_fifo_depths(model, fcfg)
-    got = {n.name: getCustomOp(n).get_nodeattr("depth") for n in built.get_nodes_by_op_type("StreamingFIFO_rtl")}
+    got = {
+        n.name: getCustomOp(n).get_nodeattr("depth")
+        for n in built.get_nodes_by_op_type("StreamingFIFO_rtl")
+    }
     want = json.loads(cfg_file.read_text())["fifo_depths"]
     assert got == want
-    deep = sorted(got.values())[-len(ff["skips"]):]
+    deep = sorted(got.values())[-len(ff["skips"]) :]
     assert deep == sorted(x["depth"] for x in ff["skips"])
     report = json.loads((tmp_path / "report" / "fifo_sizing.json").read_text())
     assert report["fifo_depths"] == want
@@ -153,14 +195,25 @@ def test_timed_model_runs_at_the_bottleneck_when_fifos_allow():
     little (the window generator's row turns); the first frame's latency is the pipeline's fill."""
     from qdev.training.compile.dataflow_sim import timed
 
-    nodes = [StreamNode("pad", "FMPadding", ("in",), ("a",), {"ImgDim": [8, 8], "Padding": [1, 1, 1, 1]}),
-             StreamNode("swg", "ConvolutionInputGenerator", ("a",), ("b",),
-                        {"IFMDim": [10, 10], "OFMDim": [8, 8], "ConvKernelDim": [3, 3]}),
-             StreamNode("mv", "MVAU", ("b",), ("out",), {})]
+    nodes = [
+        StreamNode(
+            "pad", "FMPadding", ("in",), ("a",), {"ImgDim": [8, 8], "Padding": [1, 1, 1, 1]}
+        ),
+        StreamNode(
+            "swg",
+            "ConvolutionInputGenerator",
+            ("a",),
+            ("b",),
+            {"IFMDim": [10, 10], "OFMDim": [8, 8], "ConvKernelDim": [3, 3]},
+        ),
+        StreamNode("mv", "MVAU", ("b",), ("out",), {}),
+    ]
     g = build_graph(nodes, (8, 8))
     cycles = {"pad": 100, "swg": 100, "mv": 640}
     roomy = timed(g, {"a": 100, "b": 100}, cycles, frames=3)
     assert roomy.converged and roomy.bottleneck_cycles == 640 and roomy.cycles_per_frame == 640
     tight = timed(g, {}, cycles, frames=3)
     assert tight.converged and 640 <= tight.cycles_per_frame < 700
-    assert roomy.first_frame_cycles > 640  # the fill: the window needs two rows before its first output
+    assert (
+        roomy.first_frame_cycles > 640
+    )  # the fill: the window needs two rows before its first output

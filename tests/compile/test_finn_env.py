@@ -12,7 +12,8 @@ from qdev.training.compile.finn_env import FINN_VERSION, PATCHES
 
 def test_the_patches_are_written_against_the_installed_finn_plus():
     assert importlib.metadata.version("finn-plus") == FINN_VERSION, (
-        "finn-plus changed: look at every entry of finn_env.PATCHES again, then update FINN_VERSION")
+        "finn-plus changed: look at every entry of finn_env.PATCHES again, then update FINN_VERSION"
+    )
 
 
 def test_every_patched_thing_is_still_there_and_still_needed(tmp_path):
@@ -23,20 +24,26 @@ def test_every_patched_thing_is_still_there_and_still_needed(tmp_path):
 import os
 os.environ.pop("XILINX_VIVADO", None)
 import finn.xsi as xsi
-assert "SimEngine" not in vars(xsi), "finn.xsi now defines SimEngine without Vivado: drop that patch"
+assert "SimEngine" not in vars(xsi), "finn.xsi defines SimEngine without Vivado: drop that patch"
 import finn.util.settings as fs
-assert hasattr(fs, "_SETTINGS"), "finn.util.settings._SETTINGS is gone: the reset patch needs rework"
+assert hasattr(fs, "_SETTINGS"), "finn.util.settings._SETTINGS is gone: rework the reset patch"
 import finn.util.logging as fl
 assert callable(getattr(fl, "set_console", None)), "finn.util.logging.set_console is gone"
 from qdev.training.compile.finn_env import boot_finn
-viv = boot_finn(r"{tmp_path / 'build'}")
+viv = boot_finn(r"{tmp_path / "build"}")
 assert not viv.available
 import finn.builder.build_dataflow_steps  # imports now, thanks to the SimEngine patch
-assert os.environ["FINN_BUILD_DIR"].endswith("build") and os.environ["FINN_SETTINGS"].endswith(".yaml")
+assert os.environ["FINN_BUILD_DIR"].endswith("build")
+assert os.environ["FINN_SETTINGS"].endswith(".yaml")
 print("ok")
 """
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       env={k: v for k, v in __import__("os").environ.items() if k != "XILINX_VIVADO"})
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in __import__("os").environ.items() if k != "XILINX_VIVADO"},
+    )
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
     assert {p.target for p in PATCHES} >= {"finn.xsi.SimEngine", "finn.util.settings._SETTINGS"}
 
@@ -55,7 +62,11 @@ def test_every_step_takes_the_context_as_an_argument(tmp_path, monkeypatch) -> N
     boot_finn(tmp_path / "finn_build")
     lookup = step_lookup()
     for name, step in lookup.items():
-        assert list(inspect.signature(step, follow_wrapped=False).parameters) == ["model", "cfg", "ctx"], name
+        assert list(inspect.signature(step, follow_wrapped=False).parameters) == [
+            "model",
+            "cfg",
+            "ctx",
+        ], name
     assert BUILD_STEPS.keys() <= lookup.keys()
     for name, step in BUILD_STEPS.items():  # qdev's own build steps use it (no wrapper)
         assert lookup[name] is step

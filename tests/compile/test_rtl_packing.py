@@ -9,8 +9,19 @@ import pytest
 from qdev.training.compile.verilate import pack_words, unpack_words
 
 
-@pytest.mark.parametrize(("dtype", "n"), [("UINT8", 1), ("INT4", 3), ("UINT3", 8), ("INT7", 9), ("INT14", 5),
-                                          ("UINT2", 40), ("INT24", 4), ("UINT32", 3)])
+@pytest.mark.parametrize(
+    ("dtype", "n"),
+    [
+        ("UINT8", 1),
+        ("INT4", 3),
+        ("UINT3", 8),
+        ("INT7", 9),
+        ("INT14", 5),
+        ("UINT2", 40),
+        ("INT24", 4),
+        ("UINT32", 3),
+    ],
+)
 def test_pack_and_unpack_match_finn(dtype, n):
     from finn.util.data_packing import npy_to_rtlsim_input, rtlsim_output_to_npy
     from qonnx.core.datatype import DataType

@@ -33,19 +33,27 @@ def test_chosen_depths_complete_bit_exact_through_every_fifo(compiled, tmp_path)
     assert rep["processes"] == rep["hls_processes"] + rep["rtl_processes"] + 2
     assert rep["hls_processes"] > 0 and rep["rtl_processes"] > 0
     # the channels are FINN's FIFOs at qdev's depths: each skip FIFO's capacity is the plan's depth
-    plan = json.loads((run / "compile" / "KV260" / "report" / "fifo_depths.json").read_text())["fifos"]
+    plan = json.loads((run / "compile" / "KV260" / "report" / "fifo_depths.json").read_text())[
+        "fifos"
+    ]
     skips = sorted(f["depth"] for f in plan if f["role"] == "skip")
-    deep = [c for c in rep["channels"] if c["capacity"] > 2]  # FINN renamed the tensors; the depths stay
+    deep = [
+        c for c in rep["channels"] if c["capacity"] > 2
+    ]  # FINN renamed the tensors; the depths stay
     assert skips and sorted(c["capacity"] for c in deep) == skips
-    assert all(c["producer"].startswith("DuplicateStreams") and c["consumer"].startswith("StreamingConcat")
-               for c in deep)
+    assert all(
+        c["producer"].startswith("DuplicateStreams") and c["consumer"].startswith("StreamingConcat")
+        for c in deep
+    )
     assert all(0 < c["peak"] <= c["capacity"] for c in rep["channels"])
     assert all(c["fifos"] for c in rep["channels"])  # every stream went through one of FINN's FIFOs
     # recorded: the build's verification and the summary line the CLI prints
     st = v["steps"]["qdev_stitched"]
     assert st["equal"] is True and st["status"] == "completed" and "bit-exact" in st["summary"]
     assert "stitched" in summary["verification"]["modes_run"]
-    assert not (run / "compile" / "KV260" / "stitched" / "work").exists()  # cleaned up after success
+    assert not (
+        run / "compile" / "KV260" / "stitched" / "work"
+    ).exists()  # cleaned up after success
 
 
 def _setup(compiled):  # noqa: ANN001, ANN202
@@ -66,14 +74,27 @@ def _setup(compiled):  # noqa: ANN001, ANN202
 
 def _run(compiled, tmp_path: Path, depths=None, frames: int = 2) -> dict:  # noqa: ANN001
     from qdev.training.compile.cppsim import find_hls_deps
-    from qdev.training.compile.stitch import StitchConfig, build_processes, run_stitched, stitched_graph
+    from qdev.training.compile.stitch import (
+        StitchConfig,
+        build_processes,
+        run_stitched,
+        stitched_graph,
+    )
     from qdev.training.compile.verilate import VerilatorConfig, find_verilator
 
     model, plan, pixels, codes = _setup(compiled)
     fm = stitched_graph(model, plan, PART, depths(plan) if depths else None)
     cfg = StitchConfig(frames=frames, keep=tmp_path / "work", timeout_s=300)
-    hls, rtl, _ = build_processes(fm, tmp_path / "work", find_hls_deps(None), find_verilator(), cfg,
-                                  VerilatorConfig(), 5.0, PART)
+    hls, rtl, _ = build_processes(
+        fm,
+        tmp_path / "work",
+        find_hls_deps(None),
+        find_verilator(),
+        cfg,
+        VerilatorConfig(),
+        5.0,
+        PART,
+    )
     return run_stitched(fm, pixels, codes, hls, rtl, cfg)
 
 
@@ -82,15 +103,25 @@ def test_too_shallow_fifos_are_reported_as_a_deadlock_in_bounded_time(compiled, 
     """FINN's default (every FIFO 2 words) and the skips cut to half their chosen depth: the run
     stops within seconds of the stall, not at a timeout, and names the fork held by its full
     skip FIFO; nothing of the output is claimed."""
-    depths = {"finn-default": lambda plan: {f["stream"]: 2 for f in plan},
-              "half-skips": lambda plan: {f["stream"]: f["depth"] // 2 for f in plan if f["role"] == "skip"}}[which]
+    depths = {
+        "finn-default": lambda plan: {f["stream"]: 2 for f in plan},
+        "half-skips": lambda plan: {
+            f["stream"]: f["depth"] // 2 for f in plan if f["role"] == "skip"
+        },
+    }[which]
     rep = _run(compiled, tmp_path, depths)
     assert rep["status"] == "deadlock", rep["summary"]
-    assert rep["detected_after_s"] < 5 and rep["run_s"] < 60  # the simulation's own time, builds aside
+    assert (
+        rep["detected_after_s"] < 5 and rep["run_s"] < 60
+    )  # the simulation's own time, builds aside
     assert rep["bit_exact"] is False and "elements" not in rep
     assert rep["output_words"]["received"] < rep["output_words"]["expected"]
     assert rep["summary"].startswith("DEADLOCK")
-    forks = [b for b in rep["blocked"] if b["op_type"].startswith("DuplicateStreams") and b.get("waits") == "writing"]
+    forks = [
+        b
+        for b in rep["blocked"]
+        if b["op_type"].startswith("DuplicateStreams") and b.get("waits") == "writing"
+    ]
     assert forks, rep["summary"]
     held = {c["stream"]: c for c in rep["channels"]}[forks[0]["channel"]]
     assert held["peak"] == held["capacity"] and held["consumer"].startswith("StreamingConcat")

@@ -26,18 +26,24 @@ def test_tiny_quantunet_every_rtl_node_bit_exact_cached_and_recorded(compiled, t
     rtl = {k: n for k, n in rep["nodes"].items() if n["op_type"].endswith("_rtl")}
     assert {n["op_type"] for n in rtl.values()} == RTL_TYPES
     hls = [n for n in rep["nodes"].values() if n["op_type"].endswith("_hls")]
-    assert hls and all(n["simulated"] is None and "cppsim" in n["reason"] for n in hls)  # listed, not claimed
+    assert hls and all(
+        n["simulated"] is None and "cppsim" in n["reason"] for n in hls
+    )  # listed, not claimed
     for name, n in rtl.items():
         assert n["built"] and n["simulated"] and n["bit_exact"], (name, n)
         assert n["elements"] > 0 and n["words_out"] == n["words_expected"] > 0
-    assert rep["frames"] == 4 and rep["stall_permille"] > 0  # all golden frames, under back-pressure
+    assert (
+        rep["frames"] == 4 and rep["stall_permille"] > 0
+    )  # all golden frames, under back-pressure
     assert rep["python_equals_unspecialised_graph"] is True
     assert all("behavioural" in n["note"] for n in rtl.values() if n["op_type"] == "MVAU_rtl")
     # layers of one shape share one verilated model; every node still ran on its own data
     assert any(n.get("shared") for n in rtl.values())
     for op, t in v["layers"].items():
         assert t["python"] is True
-        assert t["verilator"].startswith(f"{t['nodes']}/{t['nodes']} bit-exact") == op.endswith("_rtl")
+        assert t["verilator"].startswith(f"{t['nodes']}/{t['nodes']} bit-exact") == op.endswith(
+            "_rtl"
+        )
         assert (t["verilator"] == "-") == op.endswith("_hls")
     # a rerun builds nothing
     _, _, rep2 = simulate_copy(compiled, tmp_path, "verilator")
@@ -49,7 +55,9 @@ def test_tiny_quantunet_every_rtl_node_bit_exact_cached_and_recorded(compiled, t
     b = build_bundle(run, "KV260", key, tmp_path / "bundle")
     m = json.loads((b / "manifest.json").read_text())["verification"]
     assert "verilator" in m["modes_run"] and m["verilator"]["equal"] is True
-    assert m["verilator"]["rtl_nodes_bit_exact"] == m["verilator"]["rtl_nodes_simulated"] == len(rtl)
+    assert (
+        m["verilator"]["rtl_nodes_bit_exact"] == m["verilator"]["rtl_nodes_simulated"] == len(rtl)
+    )
     assert m["layers"]["FMPadding_rtl"]["verilator"].endswith("bit-exact")
     assert "verilator" not in m["not_run"]
 
@@ -72,7 +80,9 @@ def _setup(compiled):
     return model, ref
 
 
-def test_a_corrupted_weight_and_a_starved_layer_are_each_reported_at_their_node(compiled, monkeypatch):
+def test_a_corrupted_weight_and_a_starved_layer_are_each_reported_at_their_node(
+    compiled, monkeypatch
+):
     """Mutations prove the check can fail, and fails where the fault is: one bit of one MVAU's
     weight memory file (what the bitstream's BRAM is initialised from) gives a mismatch at that
     MVAU; a sliding window starved of its last input words never completes its frame, and the
@@ -103,9 +113,17 @@ def test_a_corrupted_weight_and_a_starved_layer_are_each_reported_at_their_node(
     bad = nodes[target.name]
     assert bad["simulated"] and bad["bit_exact"] is False and bad["elements_differing"] > 0
     hung = nodes[starved.name]
-    assert hung["simulated"] is False and "hung" in hung["error"] and hung["words_out"] < hung["words_expected"]
+    assert (
+        hung["simulated"] is False
+        and "hung" in hung["error"]
+        and hung["words_out"] < hung["words_expected"]
+    )
     assert "bit_exact" not in hung
-    others = [k for k, r in nodes.items() if k not in (target.name, starved.name) and r["op_type"].endswith("_rtl")]
+    others = [
+        k
+        for k, r in nodes.items()
+        if k not in (target.name, starved.name) and r["op_type"].endswith("_rtl")
+    ]
     assert others and all(nodes[k]["bit_exact"] for k in others)
     t = rep["by_type"]["ConvolutionInputGenerator_rtl"]
     assert t["bit_exact"] == t["simulated"] == t["nodes"] - 1

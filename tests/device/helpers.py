@@ -23,8 +23,11 @@ def make_key(folder: Path) -> tuple[object, Path]:
 
     key = Ed25519PrivateKey.generate()
     pub = folder / "test.pub"
-    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    pub.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return key, pub
 
 
@@ -69,7 +72,7 @@ def broken_selftest_bundle(dst: Path, key) -> Path:  # noqa: ANN001
 
 def raw_socket(port: str) -> socket.socket:
     """A plain TCP socket to a ``tcp://HOST:PORT`` device: for bytes no client would send."""
-    host, p = port[len("tcp://"):].split(":")
+    host, p = port[len("tcp://") :].split(":")
     s = socket.create_connection((host, int(p)), timeout=5)
     return s
 

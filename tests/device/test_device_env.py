@@ -16,7 +16,8 @@ WALK = (
     "names = [m.name for m in pkgutil.walk_packages(pkg.__path__, 'qdev.device.')]\n"
     "names += [m.name for m in pkgutil.walk_packages(core.__path__, 'qdev.core.')]\n"
     "for n in names: importlib.import_module(n)\n"
-    "heavy = ('torch', 'brevitas', 'finn', 'qonnx', 'click', 'onnx', 'qdev.training', 'qdev.host')\n"
+    "heavy = ('torch', 'brevitas', 'finn', 'qonnx', 'click', 'onnx', 'qdev.training', "
+    "'qdev.host')\n"
     "bad = sorted({m for m in sys.modules for h in heavy if m == h or m.startswith(h + '.')})\n"
     "print(len(names)); print(','.join(bad))\n"
 )

@@ -65,11 +65,15 @@ def test_kill_during_flash_always_leaves_a_working_bundle(tmp_path):
         dev.proc.wait()
         th.join(30)
         # what does a fresh start find?
-        rt = DeviceRuntime(RuntimeConfig(store=str(store), backend="software", power="estimate", dev_key=True))
+        rt = DeviceRuntime(
+            RuntimeConfig(store=str(store), backend="software", power="estimate", dev_key=True)
+        )
         vb = rt.store.active()
         assert vb is not None, f"kill {i}: no active bundle"
         verify_bundle(vb.path, [DEV_PUB])
-        assert rt.self_test(vb.path, vb.manifest)["ok"], f"kill {i}: active bundle fails its self-test"
+        assert rt.self_test(vb.path, vb.manifest)["ok"], (
+            f"kill {i}: active bundle fails its self-test"
+        )
         now = vb.manifest["board"]
         outcomes["new" if now == target else "old"] += 1
         active_board = now
@@ -114,7 +118,11 @@ def test_server_survives_garbage_oversize_and_truncation(tmp_path):
         s.sendall(encode(MsgType.INFO, 10, pack_payload({})))
         a, b = read_frames(s, 2)
         err = json.loads(a.payload[4:].decode())
-        assert a.type == MsgType.ERROR and err["code"] == "bad_request" and "size: must be an integer" in err["message"]
+        assert (
+            a.type == MsgType.ERROR
+            and err["code"] == "bad_request"
+            and "size: must be an integer" in err["message"]
+        )
         assert b.type == MsgType.INFO_REPLY
         # disconnect mid-frame: the server keeps serving others
         s.sendall(encode(MsgType.INFO, 8, pack_payload({}))[:10])
@@ -153,7 +161,14 @@ def test_a_handler_bug_or_disk_error_gets_an_error_reply_and_the_session_goes_on
             raise OSError(28, "No space left on device")
 
     sess = server.Session.__new__(server.Session)
-    sess.rt, sess.ch, sess.hub, sess.hello, sess.watch, sess.upload = Rt(), FakeChannel(), None, True, None, None
+    sess.rt, sess.ch, sess.hub, sess.hello, sess.watch, sess.upload = (
+        Rt(),
+        FakeChannel(),
+        None,
+        True,
+        None,
+        None,
+    )
     sess.role = "operator"
     sess.ch.link = type("L", (), {"name": "test"})()
     with caplog.at_level("ERROR", logger="qdev.device"):
@@ -161,7 +176,11 @@ def test_a_handler_bug_or_disk_error_gets_an_error_reply_and_the_session_goes_on
         sess.handle(Message(MsgType.ROLLBACK, 2, {}, b""))
         sess.handle(Message(MsgType.INFO, 3, {}, b""))
     codes = [(t, m.get("code")) for t, m in sent]
-    assert codes == [(MsgType.ERROR, "internal"), (MsgType.ERROR, "storage"), (MsgType.INFO_REPLY, None)]
+    assert codes == [
+        (MsgType.ERROR, "internal"),
+        (MsgType.ERROR, "storage"),
+        (MsgType.INFO_REPLY, None),
+    ]
     assert "No space left on device" in sent[1][1]["message"]
     assert "ZeroDivisionError" in caplog.text and "Traceback" in caplog.text
     assert Rt.counters.snapshot()["errors"] == 2

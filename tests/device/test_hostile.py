@@ -28,7 +28,9 @@ GOLD_PX = np.load(SHIPPED["KV260"] / "golden_pixels.npy")
 @pytest.fixture(scope="module")
 def device(tmp_path_factory):
     store = tmp_path_factory.mktemp("hostile") / "store"
-    with LocalDevice(store, trusted=[DEV_PUB], extra=["--idle-timeout", "2", "--max-sessions", "8"]) as dev:
+    with LocalDevice(
+        store, trusted=[DEV_PUB], extra=["--idle-timeout", "2", "--max-sessions", "8"]
+    ) as dev:
         c = connect(dev.port)
         assert c.flash(SHIPPED["KV260"], [DEV_PUB])["activated"]
         c.close()
@@ -48,7 +50,7 @@ def _hello(s: socket.socket) -> None:
 
 
 def _reply(f) -> dict:  # noqa: ANN001
-    return json.loads(f.payload[4:4 + int.from_bytes(f.payload[:4], "little")].decode())
+    return json.loads(f.payload[4 : 4 + int.from_bytes(f.payload[:4], "little")].decode())
 
 
 HOSTILE = {
@@ -56,8 +58,16 @@ HOSTILE = {
     "nested object": (MsgType.INFO, b'{"a":' * 50 + b"1" + b"}" * 50, "nested deeper"),
     "not JSON": (MsgType.INFO, b"\xff\xfe{garbage", "not JSON"),
     "not an object": (MsgType.INFO, b"[1,2,3]", "not an object"),
-    "size 1e999": (MsgType.FLASH_BEGIN, b'{"sha256":"' + b"a" * 64 + b'","size":1e999}', "size: must be an integer"),
-    "size negative": (MsgType.FLASH_BEGIN, b'{"sha256":"' + b"a" * 64 + b'","size":-5}', "size: -5 is outside"),
+    "size 1e999": (
+        MsgType.FLASH_BEGIN,
+        b'{"sha256":"' + b"a" * 64 + b'","size":1e999}',
+        "size: must be an integer",
+    ),
+    "size negative": (
+        MsgType.FLASH_BEGIN,
+        b'{"sha256":"' + b"a" * 64 + b'","size":-5}',
+        "size: -5 is outside",
+    ),
     "sha not hex": (MsgType.FLASH_BEGIN, b'{"sha256":"../../etc/passwd","size":10}', "sha256:"),
     "h a string": (MsgType.INFER, b'{"h":"128","w":128}', "h: must be an integer"),
     "h a bool": (MsgType.INFER, b'{"h":true,"w":128}', "h: must be an integer"),
@@ -108,7 +118,9 @@ def test_fifty_silent_connections_do_not_lock_out_a_healthy_client(device):
             c.close()
         assert len(reps) == 20 and all(r.error is None for r in reps)
         want = golden_masks(SHIPPED["KV260"]).reshape(len(GOLD_PX), -1).astype(bool)
-        assert all(np.array_equal(r.mask.reshape(-1), want[r.frame_id % 4]) for r in reps)  # bit-exact
+        assert all(
+            np.array_equal(r.mask.reshape(-1), want[r.frame_id % 4]) for r in reps
+        )  # bit-exact
     finally:
         for s in silent:
             s.close()
@@ -134,10 +146,26 @@ def test_a_noisy_link_is_not_idle(device):
 
 
 def test_non_loopback_tcp_is_refused_without_the_insecure_flag(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "qdev.device", "serve", "--store", str(tmp_path / "s"),
-                        "--tcp", "0.0.0.0:0"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qdev.device",
+            "serve",
+            "--store",
+            str(tmp_path / "s"),
+            "--tcp",
+            "0.0.0.0:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
-    assert "refusing to serve unauthenticated on a non-loopback address" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        "refusing to serve unauthenticated on a non-loopback address" in r.stderr
+        and "Traceback" not in r.stderr
+    )
 
 
 def test_supervisor_restarts_a_dying_loop_and_gives_up_on_one_that_keeps_dying():
@@ -168,7 +196,9 @@ def test_supervisor_restarts_a_dying_loop_and_gives_up_on_one_that_keeps_dying()
         sup.add("dead", dead)
         for t in sup.threads:
             t.join(timeout=20 if t.name == "qdev-dead" else 0.01)
-        assert sup.failed and "dead died 4 times" in sup.failed and stop.is_set() and not sup.healthy()
+        assert (
+            sup.failed and "dead died 4 times" in sup.failed and stop.is_set() and not sup.healthy()
+        )
     finally:
         stop.set()
 
@@ -216,7 +246,9 @@ def test_bursts_of_noise_on_a_serial_link_lose_frames_but_never_corrupt_one(tmp_
                 assert c.flash(SHIPPED["KV260"], [DEV_PUB])["activated"]
                 pty.noise = 0.01
                 t0 = time.monotonic()
-                reps = list(c.stream(((i, GOLD_PX[i % 4]) for i in range(60)), window=4, timeout=1.0))
+                reps = list(
+                    c.stream(((i, GOLD_PX[i % 4]) for i in range(60)), window=4, timeout=1.0)
+                )
                 noisy_s = time.monotonic() - t0
                 resent = c.ch.link.carrier.resent
                 pty.noise = 0.0
@@ -224,7 +256,9 @@ def test_bursts_of_noise_on_a_serial_link_lose_frames_but_never_corrupt_one(tmp_
                 c.ch.parser.expire()
                 # a TLS connection the noise broke is replaced by the first request after it
                 assert c.info()["protocol"] == 2
-                after = list(c.stream(((i, GOLD_PX[i % 4]) for i in range(8)), window=2, timeout=10.0))
+                after = list(
+                    c.stream(((i, GOLD_PX[i % 4]) for i in range(8)), window=2, timeout=10.0)
+                )
             finally:
                 c.close()
     finally:
@@ -232,8 +266,11 @@ def test_bursts_of_noise_on_a_serial_link_lose_frames_but_never_corrupt_one(tmp_
     ok = [r for r in reps if r.error is None]
     lost = [r for r in reps if r.error is not None]
     wrong = [r for r in ok if not np.array_equal(r.mask.reshape(-1), want[r.frame_id % 4])]
-    print(f"noisy pty: {len(ok)} ok, {len(lost)} lost, {len(wrong)} silently wrong, {pty.corrupted} bytes hit, "
-          f"{noisy_s:.1f} s")
+    print(
+        f"noisy pty: {len(ok)} ok, {len(lost)} lost, {len(wrong)} silently wrong, {pty.corrupted} "
+        "bytes hit, "
+        f"{noisy_s:.1f} s"
+    )
     # the noise really bit, and the serial carrier sent the lost pieces again (TLS never saw a gap)
     assert len(reps) == 60 and wrong == [] and pty.corrupted > 0 and resent > 0
     assert noisy_s < 120  # no hang: lost frames cost their timeout, no more
@@ -258,7 +295,9 @@ def test_error_replies_are_bounded_whatever_the_request_repeats(tmp_path):
     b = socket.create_connection(lst.getsockname())
     a, _ = lst.accept()
     lst.close()
-    rt = DeviceRuntime(RuntimeConfig(store=str(tmp_path / "store"), backend="software", power="estimate"))
+    rt = DeviceRuntime(
+        RuntimeConfig(store=str(tmp_path / "store"), backend="software", power="estimate")
+    )
     sess = srv.Session(rt, SocketLink(a, "test-a"))
     sess.hello = True
     host = Channel(SocketLink(b, "test-b"))
@@ -276,7 +315,10 @@ def test_error_replies_are_bounded_whatever_the_request_repeats(tmp_path):
         host.send(MsgType.INFO, {})
         reply = host.recv(10.0)
         assert reply.type == MsgType.ERROR
-        assert len(reply.meta["message"]) <= srv.ERROR_TEXT_MAX and "characters cut" in reply.meta["message"]
+        assert (
+            len(reply.meta["message"]) <= srv.ERROR_TEXT_MAX
+            and "characters cut" in reply.meta["message"]
+        )
         assert len(_json.dumps(reply.meta)) < 64 << 10
         srv.HANDLERS[MsgType.INFO] = old
         host.send(MsgType.INFO, {})  # the session is still there
@@ -293,7 +335,9 @@ def test_hello_then_trickle_cannot_hold_the_session_cap(tmp_path):
     keeps a link from counting as idle). They used to lock every new client out; now a newcomer
     evicts the one whose last whole request is oldest, once it is --evict-after seconds old."""
     store = tmp_path / "store"
-    with LocalDevice(store, trusted=[DEV_PUB], extra=["--max-sessions", "3", "--evict-after", "1"]) as dev:
+    with LocalDevice(
+        store, trusted=[DEV_PUB], extra=["--max-sessions", "3", "--evict-after", "1"]
+    ) as dev:
         hogs = []
         for _ in range(3):
             s = raw_socket(dev.port)

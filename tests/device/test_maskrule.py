@@ -25,11 +25,23 @@ def test_threshold_and_minimum_area_on_codes():
     codes[2, :5, :5] = 2  # 25 pixels at code 2
     codes[2, 7, 7] = -3
     assert DEFAULT_RULE.apply(codes).reshape(3, -1).sum(1).tolist() == [4, 25, 25]
-    assert MaskRule(min_code=2).apply(codes).reshape(3, -1).sum(1).tolist() == [4, 25, 0]  # code > 2
-    assert MaskRule(min_area=10).apply(codes).reshape(3, -1).sum(1).tolist() == [0, 25, 25]  # 4 px cleared
+    assert MaskRule(min_code=2).apply(codes).reshape(3, -1).sum(1).tolist() == [
+        4,
+        25,
+        0,
+    ]  # code > 2
+    assert MaskRule(min_area=10).apply(codes).reshape(3, -1).sum(1).tolist() == [
+        0,
+        25,
+        25,
+    ]  # 4 px cleared
     assert MaskRule(min_code=-4).apply(codes).reshape(3, -1).sum(1).tolist() == [64, 64, 64]
     nhwc = MaskRule(3, 10).apply(codes[..., None])  # the accelerator's NHWC layout gives the same
-    assert nhwc.dtype == np.uint8 and nhwc.shape == (3, 8, 8) and nhwc.reshape(3, -1).sum(1).tolist() == [0, 25, 0]
+    assert (
+        nhwc.dtype == np.uint8
+        and nhwc.shape == (3, 8, 8)
+        and nhwc.reshape(3, -1).sum(1).tolist() == [0, 25, 0]
+    )
 
 
 def test_peak_rule_clears_images_without_a_confident_pixel():
@@ -41,18 +53,39 @@ def test_peak_rule_clears_images_without_a_confident_pixel():
     rule = MaskRule(min_code=0, min_area=0, min_peak=8)
     assert rule.apply(codes).reshape(3, -1).sum(1).tolist() == [0, 25, 0]
     assert MaskRule(0, 0, 2).apply(codes).reshape(3, -1).sum(1).tolist() == [25, 25, 0]
-    assert MaskRule(0, 0, 9).apply(codes).reshape(3, -1).sum(1).tolist() == [0, 0, 0]  # "above", not "at"
+    assert MaskRule(0, 0, 9).apply(codes).reshape(3, -1).sum(1).tolist() == [
+        0,
+        0,
+        0,
+    ]  # "above", not "at"
     assert rule.describe() == "code > 0, images without a code > 8 cleared" and not rule.is_default
     assert rule.to_dict() == {"min_code": 0, "min_area": 0, "min_peak": 8}
-    assert MaskRule(3, 10).to_dict() == {"min_code": 3, "min_area": 10}  # rules without a peak: as before
+    assert MaskRule(3, 10).to_dict() == {
+        "min_code": 3,
+        "min_area": 10,
+    }  # rules without a peak: as before
     assert MaskRule.from_manifest(rule.to_dict()) == rule and rule.peak_logit(0.5) == 4.0
     assert MaskRule(3, 10).peak_logit(0.5) is None
 
 
-@pytest.mark.parametrize("value", [{"min_code": "0"}, {"min_code": True}, {"min_area": -1}, {"min_area": 2**40},
-                                   {"min_peak": "8"}, {"min_peak": 2**20}, {"min_peak": 1.0}, {"min_peak": [8]},
-                                   {"min_code": 1.5}, {"min_code": 0, "shell": "rm -rf /"}, [0, 25],
-                                   "code > 1", {"min_code": {"nested": [1]}}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"min_code": "0"},
+        {"min_code": True},
+        {"min_area": -1},
+        {"min_area": 2**40},
+        {"min_peak": "8"},
+        {"min_peak": 2**20},
+        {"min_peak": 1.0},
+        {"min_peak": [8]},
+        {"min_code": 1.5},
+        {"min_code": 0, "shell": "rm -rf /"},
+        [0, 25],
+        "code > 1",
+        {"min_code": {"nested": [1]}},
+    ],
+)
 def test_malformed_rules_are_refused_with_one_line(value):
     with pytest.raises(QdevError) as e:
         MaskRule.from_manifest(value)
@@ -66,7 +99,12 @@ def test_legacy_and_absent_rules_are_the_default():
 
 def test_bundle_rule_is_checked_at_verification_and_applied_by_the_accelerator(tmp_path):
     key, pub = make_key(tmp_path)
-    b = resign(copy_bundle(tmp_path / "ok"), key, format_version=2, mask_rule={"min_code": 40, "min_area": 25})
+    b = resign(
+        copy_bundle(tmp_path / "ok"),
+        key,
+        format_version=2,
+        mask_rule={"min_code": 40, "min_area": 25},
+    )
     vb = verify_bundle(b, [pub])
     acc = open_accelerator(b, vb.manifest, backend="software")
     assert acc.io.mask_rule == MaskRule(40, 25)
@@ -78,8 +116,12 @@ def test_bundle_rule_is_checked_at_verification_and_applied_by_the_accelerator(t
     assert not np.array_equal(masks, DEFAULT_RULE.apply(codes))  # the rule changed what is shown
     # a peak rule: the device clears the frames whose highest code is not above it
     peak = int(np.sort(codes.reshape(len(codes), -1).max(1))[len(codes) // 2])
-    pb = resign(copy_bundle(tmp_path / "peak"), key, format_version=2,
-                mask_rule={"min_code": 0, "min_area": 0, "min_peak": peak})
+    pb = resign(
+        copy_bundle(tmp_path / "peak"),
+        key,
+        format_version=2,
+        mask_rule={"min_code": 0, "min_area": 0, "min_peak": peak},
+    )
     pacc = open_accelerator(pb, verify_bundle(pb, [pub]).manifest, backend="software")
     pmasks, _ = pacc.masks(pixels)
     assert np.array_equal(pmasks, MaskRule(0, 0, peak).apply(codes))
@@ -88,10 +130,17 @@ def test_bundle_rule_is_checked_at_verification_and_applied_by_the_accelerator(t
     bad = resign(copy_bundle(tmp_path / "bad"), key, format_version=2, mask_rule={"min_code": "40"})
     with pytest.raises(BundleError, match="min_code"):
         verify_bundle(bad, [pub])
-    old = resign(copy_bundle(tmp_path / "old"), key, format_version=1, mask_rule={"min_code": 40, "min_area": 0})
+    old = resign(
+        copy_bundle(tmp_path / "old"),
+        key,
+        format_version=1,
+        mask_rule={"min_code": 40, "min_area": 0},
+    )
     with pytest.raises(BundleError, match="format 1 bundles carry only the default"):
         verify_bundle(old, [pub])
     future = resign(copy_bundle(tmp_path / "future"), key, format_version=3)
     with pytest.raises(BundleError, match="not a qdev bundle of format 1 or 2"):
         verify_bundle(future, [pub])
-    assert json.loads((tmp_path / "ok" / "manifest.json").read_text())["mask_rule"]["min_area"] == 25
+    assert (
+        json.loads((tmp_path / "ok" / "manifest.json").read_text())["mask_rule"]["min_area"] == 25
+    )

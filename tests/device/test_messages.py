@@ -33,7 +33,9 @@ def test_every_declared_request_has_its_handler_and_client_method():
 
 def test_nothing_is_handled_or_sent_that_is_not_declared():
     # the device's Session methods that answer requests are exactly the declared handlers
-    handlers = {n for n, _ in inspect.getmembers(server.Session, inspect.isfunction) if n.startswith("_on_")}
+    handlers = {
+        n for n, _ in inspect.getmembers(server.Session, inspect.isfunction) if n.startswith("_on_")
+    }
     assert handlers == {r.handler for r in REQUESTS.values()}
     # every MsgType the host's client sends is declared, and sent from its declared method
     src = inspect.getsource(host_client)
@@ -50,12 +52,19 @@ def test_roles_follow_the_declaration():
     assert not allowed(MsgType.ROLLBACK, "viewer") and allowed(MsgType.ROLLBACK, "operator")
     assert allowed(MsgType.WATCH, "viewer")
     assert {t for t, r in REQUESTS.items() if r.role == "operator"} == {
-        MsgType.FLASH_BEGIN, MsgType.FLASH_CHUNK, MsgType.FLASH_END, MsgType.ACTIVATE, MsgType.ROLLBACK}
+        MsgType.FLASH_BEGIN,
+        MsgType.FLASH_CHUNK,
+        MsgType.FLASH_END,
+        MsgType.ACTIVATE,
+        MsgType.ROLLBACK,
+    }
     assert not REQUESTS[MsgType.ROLLBACK].resend  # may have run: never sent twice
 
 
 def test_a_reply_of_another_type_is_refused():
     with client_and_fake_device() as (c, dev):
-        dev.sendall(encode(MsgType.POWER, 7, pack_payload({"re": 0, "rails": {}})))  # STATS asked, POWER came
+        dev.sendall(
+            encode(MsgType.POWER, 7, pack_payload({"re": 0, "rails": {}}))
+        )  # STATS asked, POWER came
         with pytest.raises(DeviceError, match="answered POWER, not STATS"):
             c.stats()

@@ -21,23 +21,32 @@ pytestmark = pytest.mark.device_env
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = sorted(p.parent for p in (REPO / "bitstreams").glob("*/*/manifest.json"))
 HAS_ORT = bool(importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"))
-needs_ort = pytest.mark.skipif(not HAS_ORT, reason="onnxruntime/onnx not installed in this environment")
+needs_ort = pytest.mark.skipif(
+    not HAS_ORT, reason="onnxruntime/onnx not installed in this environment"
+)
 
 
 def adversarial(h: int, w: int) -> np.ndarray:
     rng = np.random.default_rng(7)
     yy, xx = np.mgrid[:h, :w]
-    return np.stack([np.zeros((h, w), np.uint8), np.full((h, w), 255, np.uint8),
-                     rng.integers(0, 256, (h, w), dtype=np.uint8),
-                     (((yy // 1 + xx // 1) % 2) * 255).astype(np.uint8),  # 1-pixel checkerboard
-                     (((yy // 8 + xx // 8) % 2) * 255).astype(np.uint8),  # 8-pixel checkerboard
-                     ((xx * 255) // (w - 1)).astype(np.uint8)])  # a ramp through every level
+    return np.stack(
+        [
+            np.zeros((h, w), np.uint8),
+            np.full((h, w), 255, np.uint8),
+            rng.integers(0, 256, (h, w), dtype=np.uint8),
+            (((yy // 1 + xx // 1) % 2) * 255).astype(np.uint8),  # 1-pixel checkerboard
+            (((yy // 8 + xx // 8) % 2) * 255).astype(np.uint8),  # 8-pixel checkerboard
+            ((xx * 255) // (w - 1)).astype(np.uint8),
+        ]
+    )  # a ramp through every level
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_numpy_plan_is_exact_on_every_bundle(bundle):
     model = IntModel.load(bundle / "intmodel.npz")
-    px = np.concatenate([np.load(bundle / "golden_pixels.npy"), adversarial(*model.input["shape"][1:3])])
+    px = np.concatenate(
+        [np.load(bundle / "golden_pixels.npy"), adversarial(*model.input["shape"][1:3])]
+    )
     want = run_reference(model, px)
     for method in ("affine", "lut"):
         assert np.array_equal(SoftwareExecutor(model, method).run(px), want), method
@@ -53,7 +62,9 @@ def test_onnx_lowering_is_exact_on_every_bundle(bundle):
     assert info["proofs"] and all(p["proof"] for p in info["proofs"])
     sess = make_session(graph)
     golden = np.load(bundle / "golden_pixels.npy")
-    assert np.array_equal(sess.run(None, {"pixels": golden[..., None]})[0], np.load(bundle / "golden_codes.npy"))
+    assert np.array_equal(
+        sess.run(None, {"pixels": golden[..., None]})[0], np.load(bundle / "golden_codes.npy")
+    )
     px = adversarial(*model.input["shape"][1:3])
     assert np.array_equal(sess.run(None, {"pixels": px[..., None]})[0], run_reference(model, px))
 
@@ -76,9 +87,21 @@ def test_fit_affine_finds_bn_style_thresholds_and_refuses_others():
 
 def test_non_affine_thresholds_fall_back_to_exact_comparisons():
     t = np.array([[1, 2, 10, 11], [0, 5, 6, 40]], np.int64)
-    ly = IntLayer("thr0", "Thresholding", ["x"], ["y"], {"ActVal": -1, "inputDataType": "UINT8"}, {"thresholds": t})
-    model = IntModel({"name": "x", "shape": [1, 16, 16, 2], "dtype": "UINT8", "layout": "NHWC"},
-                     {"name": "y", "shape": [1, 16, 16, 2], "dtype": "INT8", "layout": "NHWC"}, 1.0, [ly], {})
+    ly = IntLayer(
+        "thr0",
+        "Thresholding",
+        ["x"],
+        ["y"],
+        {"ActVal": -1, "inputDataType": "UINT8"},
+        {"thresholds": t},
+    )
+    model = IntModel(
+        {"name": "x", "shape": [1, 16, 16, 2], "dtype": "UINT8", "layout": "NHWC"},
+        {"name": "y", "shape": [1, 16, 16, 2], "dtype": "INT8", "layout": "NHWC"},
+        1.0,
+        [ly],
+        {},
+    )
     plan = make_plan(model)
     assert plan.steps[0].attrs["method"] == "compare"
     px = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(2, axis=3)
@@ -88,8 +111,6 @@ def test_non_affine_thresholds_fall_back_to_exact_comparisons():
         from qdev.core.onnx_lower import lower, make_session
 
         assert np.array_equal(make_session(lower(model)[0]).run(None, {"pixels": px})[0], want)
-
-
 
 
 @needs_ort
@@ -111,15 +132,23 @@ def test_every_affine_threshold_of_the_shipped_model_is_exact_in_onnxruntime():
         xs = np.arange(lo, hi + 1, dtype=np.float32)
         g = _Graph()
         y = _threshold(g, st, "x")
-        gr = helper.make_graph(g.nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, len(xs), 1])],
-                               [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)], g.inits)
+        gr = helper.make_graph(
+            g.nodes,
+            "t",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, len(xs), 1])],
+            [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)],
+            g.inits,
+        )
         m = helper.make_model(gr, opset_imports=[helper.make_opsetid("", OPSET)])
         m.ir_version = 8
         x = np.broadcast_to(xs[None, None, :, None], (1, c, len(xs), 1)).astype(np.float32)
         got = make_session(m.SerializeToString()).run(None, {"x": x})[0][0, :, :, 0]
         ly = next(l for l in model.layers if l.name == st.layers[-1])
         t = np.broadcast_to(ly.params["thresholds"], (c, ly.params["thresholds"].shape[1]))
-        want = np.stack([np.searchsorted(np.ceil(t[ch]), xs, side="right") for ch in range(c)]) + st.attrs["act"]
+        want = (
+            np.stack([np.searchsorted(np.ceil(t[ch]), xs, side="right") for ch in range(c)])
+            + st.attrs["act"]
+        )
         assert np.array_equal(got, want), st.layers
         dlo, dhi = dtype_range(ly.attrs["inputDataType"])
         assert lo <= dlo and hi >= dhi  # every integer the input type allows was checked
@@ -146,7 +175,9 @@ def test_the_fusions_that_would_break_exactness_stay_off():
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.optimized_model_filepath = default
         ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"])
-        assert fused_into_conv(default), "onnxruntime no longer fuses Conv+Add: revisit DISABLED_OPTIMIZERS"
+        assert fused_into_conv(default), (
+            "onnxruntime no longer fuses Conv+Add: revisit DISABLED_OPTIMIZERS"
+        )
 
 
 @needs_ort
@@ -172,4 +203,6 @@ def test_every_op_has_one_reference_definition_and_a_plan_step():
     assert set(REFERENCE_OPS) == set(OPS)
     model = IntModel.load(BUNDLES[0] / "intmodel.npz")
     covered = {name for st in make_plan(model).steps for name in st.layers}
-    assert covered == {ly.name for ly in model.layers}  # every layer in exactly the steps that run it
+    assert covered == {
+        ly.name for ly in model.layers
+    }  # every layer in exactly the steps that run it

@@ -15,8 +15,20 @@ from tests.device.helpers import SHIPPED
 pytestmark = pytest.mark.device_env
 
 
-DTYPES = ["UINT8", "INT8", "INT4", "UINT4", "INT2", "UINT3", "BIPOLAR", "BINARY", "UINT1", "INT16",
-          "FIXED<8,4>", "FIXED<6,2>"]
+DTYPES = [
+    "UINT8",
+    "INT8",
+    "INT4",
+    "UINT4",
+    "INT2",
+    "UINT3",
+    "BIPOLAR",
+    "BINARY",
+    "UINT1",
+    "INT16",
+    "FIXED<8,4>",
+    "FIXED<6,2>",
+]
 
 
 def _values(dtype: str, rng: np.random.Generator, shape: tuple) -> np.ndarray:
@@ -43,14 +55,18 @@ def test_pack_unpack_round_trip(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_packing_matches_finn_data_packing(dtype):
     """Every data type FINN's driver handles, both directions, against FINN's own functions."""
-    dp = pytest.importorskip("finn.util.data_packing", reason="FINN lives in the workstation environment")
+    dp = pytest.importorskip(
+        "finn.util.data_packing", reason="FINN lives in the workstation environment"
+    )
     from qonnx.core.datatype import DataType
 
     rng = np.random.default_rng(2)
     for n in (1, 3, 5, 6, 8):
         x = _values(dtype, rng, (3, 4, n)).astype(np.float32)
         # what finn-plus-driver's pack_input / unpack_output do (reverse_endian, reverse_inner)
-        ref = dp.finnpy_to_packed_bytearray(x, DataType[dtype], reverse_inner=True, reverse_endian=True)
+        ref = dp.finnpy_to_packed_bytearray(
+            x, DataType[dtype], reverse_inner=True, reverse_endian=True
+        )
         assert np.array_equal(pack_innermost(x, dtype), ref), (dtype, n)
         assert np.array_equal(unpack_innermost(ref, dtype, n), x), (dtype, n)
         if dtype.startswith("FIXED") and DataType[dtype].bitwidth() in (8, 16):
@@ -58,8 +74,13 @@ def test_packing_matches_finn_data_packing(dtype):
             # bytes as DataType.to_numpy_dt(), float32 for FIXED: its result is garbage, so the
             # exact values above are the reference for these
             continue
-        back = dp.packed_bytearray_to_finnpy(np.ascontiguousarray(ref), DataType[dtype], x.shape,
-                                             reverse_inner=True, reverse_endian=True)
+        back = dp.packed_bytearray_to_finnpy(
+            np.ascontiguousarray(ref),
+            DataType[dtype],
+            x.shape,
+            reverse_inner=True,
+            reverse_endian=True,
+        )
         assert np.array_equal(unpack_innermost(ref, dtype, n), back), (dtype, n)
 
 
@@ -87,7 +108,11 @@ def test_estimate_meter_uses_bundle_resources_and_says_estimated(tmp_path):
     assert idle.kind == busy.kind == "estimated"
     assert idle.watts == pytest.approx(9.15)  # KV260 static, sourced in device/power.py
     res = man["estimates"]["resources"]
-    dyn = 200.0 * (res["LUT"]["used"] * 0.05 + res["BRAM_18K"]["used"] * 1.5 + res["DSP"]["used"] * 1.0) * 1e-6
+    dyn = (
+        200.0
+        * (res["LUT"]["used"] * 0.05 + res["BRAM_18K"]["used"] * 1.5 + res["DSP"]["used"] * 1.0)
+        * 1e-6
+    )
     assert busy.watts - idle.watts == pytest.approx(dyn)
     with pytest.raises(Exception, match="no power sensors"):
         open_power_meter("hwmon", man, str(tmp_path / "none"))
@@ -97,7 +122,11 @@ def _best_cpu_backend() -> str:
     """onnx where onnxruntime imports, else the numpy software backend."""
     import importlib.util
 
-    return "onnx" if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx") else "software"
+    return (
+        "onnx"
+        if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx")
+        else "software"
+    )
 
 
 def test_pynq_backend_refuses_estimate_only_bundles_and_auto_falls_back():

@@ -46,7 +46,9 @@ def test_cine_moves_slowly_and_is_reproducible():
     cfg = PhantomConfig(kind="malignant", seed=5, motion_px_per_frame=0.5)
     frames = list(PhantomCine(cfg, n_frames=30))
     again = list(PhantomCine(cfg, n_frames=30))
-    assert len(frames) == 30 and all(np.array_equal(a.image, b.image) for a, b in zip(frames, again))
+    assert len(frames) == 30 and all(
+        np.array_equal(a.image, b.image) for a, b in zip(frames, again)
+    )
     centres = [np.argwhere(f.mask).mean(0) for f in frames]
     steps = [np.linalg.norm(b - a) for a, b in zip(centres, centres[1:])]
     assert max(steps) < 1.5 and np.linalg.norm(centres[-1] - centres[0]) > 1.0

@@ -13,18 +13,31 @@ pytestmark = pytest.mark.device_env
 
 
 def test_round_trip_byte_by_byte():
-    frames = [encode(MsgType.HELLO, 1, b"qdev"), encode(MsgType.INFER, 2, bytes(range(256)) * 64), encode(7, 2**32 - 1)]
+    frames = [
+        encode(MsgType.HELLO, 1, b"qdev"),
+        encode(MsgType.INFER, 2, bytes(range(256)) * 64),
+        encode(7, 2**32 - 1),
+    ]
     p = FrameParser()
     got = []
     for b in b"".join(frames):
         got += p.feed(bytes([b]))
-    assert got == [Frame(MsgType.HELLO, 1, b"qdev"), Frame(MsgType.INFER, 2, bytes(range(256)) * 64), Frame(7, 2**32 - 1, b"")]
+    assert got == [
+        Frame(MsgType.HELLO, 1, b"qdev"),
+        Frame(MsgType.INFER, 2, bytes(range(256)) * 64),
+        Frame(7, 2**32 - 1, b""),
+    ]
     assert p.buffered == 0 and p.stats.discarded_bytes == 0
 
 
 def test_resync_after_garbage_and_partial_magic():
     p = FrameParser()
-    data = b"\x00\xffQQD garbage Q" + encode(MsgType.STATS, 9, b"x") + b"QD\x01" + encode(MsgType.STATS, 10, b"y")
+    data = (
+        b"\x00\xffQQD garbage Q"
+        + encode(MsgType.STATS, 9, b"x")
+        + b"QD\x01"
+        + encode(MsgType.STATS, 10, b"y")
+    )
     got = p.feed(data)
     assert [f.seq for f in got] == [9, 10] and p.stats.discarded_bytes > 0
 
@@ -56,9 +69,21 @@ def test_truncated_frame_waits_for_the_rest():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(st.binary(max_size=64), st.builds(lambda t, s, b: encode(t, s, b),
-       st.integers(0, 255), st.integers(0, 2**32 - 1), st.binary(max_size=300))), max_size=12),
-       st.integers(1, 97))
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=64),
+            st.builds(
+                lambda t, s, b: encode(t, s, b),
+                st.integers(0, 255),
+                st.integers(0, 2**32 - 1),
+                st.binary(max_size=300),
+            ),
+        ),
+        max_size=12,
+    ),
+    st.integers(1, 97),
+)
 def test_fuzz_parser_never_crashes_and_only_delivers_valid_frames(chunks, step):
     data = b"".join(chunks)
     p = FrameParser(max_payload=4096)
@@ -94,7 +119,10 @@ def test_channel_expires_a_stalled_partial_frame_over_a_real_socket():
     b, _ = srv.accept()
     srv.close()
     ch = Channel(SocketLink(b, "tcp"), stall_s=0.3)
-    a.sendall(encode(18, 1, pack_payload({}, b"x" * 16384))[:3000] + encode(48, 2, pack_payload({"ok": 1})))
+    a.sendall(
+        encode(18, 1, pack_payload({}, b"x" * 16384))[:3000]
+        + encode(48, 2, pack_payload({"ok": 1}))
+    )
     msg = ch.recv(5.0)
     assert (msg.type, msg.meta) == (48, {"ok": 1})
     a.close()

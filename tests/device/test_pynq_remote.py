@@ -42,12 +42,16 @@ def _bundle_with_bitstream(dst: Path, key) -> Path:  # noqa: ANN001
     m = json.loads((dst / "manifest.json").read_text())
     m["files"].update({"finn-accel.bit": {}, "finn-accel.hwh": {}})
     (dst / "manifest.json").write_text(json.dumps(m))
-    return resign(dst, key, estimate_only=False, bitstream="test bitstream (valid header, no configuration)")
+    return resign(
+        dst, key, estimate_only=False, bitstream="test bitstream (valid header, no configuration)"
+    )
 
 
 @pytest.fixture(scope="module")
 def remote_board(tmp_path_factory):
-    pytest.importorskip("pynq", reason="the pynq backend test runs where pynq is installed (.venv-device)")
+    pytest.importorskip(
+        "pynq", reason="the pynq backend test runs where pynq is installed (.venv-device)"
+    )
     pytest.importorskip("grpc")
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", 7967)) == 0:
@@ -55,8 +59,12 @@ def remote_board(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("remote")
     key, pub = make_key(tmp)
     bundle = _bundle_with_bitstream(tmp / "bundle", key)
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fixtures.remote_board", "--bundle", str(bundle)],
-                            cwd=str(REPO), stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fixtures.remote_board", "--bundle", str(bundle)],
+        cwd=str(REPO),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     assert "remote board" in line, line
     yield bundle, pub
@@ -75,7 +83,9 @@ def test_device_runtime_runs_the_pynq_backend_through_pynq_remote(remote_board, 
         try:
             res = c.flash(bundle, [pub])
             assert res["activated"], res
-            assert res["self_test"]["backend"] == "pynq" and res["self_test"]["codes_differing"] == 0
+            assert (
+                res["self_test"]["backend"] == "pynq" and res["self_test"]["codes_differing"] == 0
+            )
             info = c.info()
             assert info["backend"] == "pynq" and info["clock_mhz"] == pytest.approx(200.0)
             px = np.load(bundle / "golden_pixels.npy").reshape(-1, 128, 128)
@@ -83,7 +93,9 @@ def test_device_runtime_runs_the_pynq_backend_through_pynq_remote(remote_board, 
             reps = list(c.stream(((i, px[i % 4]) for i in range(8)), window=2, timeout=60))
         finally:
             c.close()
-    assert all(r.error is None and np.array_equal(r.mask.astype(bool), exp[r.frame_id % 4]) for r in reps)
+    assert all(
+        r.error is None and np.array_equal(r.mask.astype(bool), exp[r.frame_id % 4]) for r in reps
+    )
 
 
 def test_without_a_board_auto_falls_back_to_software_and_says_why(tmp_path):
@@ -99,4 +111,3 @@ def test_without_a_board_auto_falls_back_to_software_and_says_why(tmp_path):
     assert open_accelerator(bundle, manifest, "auto").name in ("onnx", "software")
     with pytest.raises(QdevError, match="backend pynq cannot run here"):
         open_accelerator(bundle, manifest, "pynq")
-

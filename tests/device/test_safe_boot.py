@@ -19,8 +19,18 @@ pytestmark = pytest.mark.device_env
 
 
 def _install(store, bundle, *trust) -> dict:  # noqa: ANN001
-    args = [sys.executable, "-m", "qdev.device", "install", str(bundle), "--store", str(store),
-            "--backend", "software", "--dev-key"]
+    args = [
+        sys.executable,
+        "-m",
+        "qdev.device",
+        "install",
+        str(bundle),
+        "--store",
+        str(store),
+        "--backend",
+        "software",
+        "--dev-key",
+    ]
     for k in trust:
         args += ["--trust", str(k)]
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
@@ -36,7 +46,11 @@ def _two_bundles(tmp_path):  # noqa: ANN202
     second = resign(copy_bundle(tmp_path / "b2"), key, run_id="second")
     res = _install(store, second, DEV_PUB, pub)
     state = json.loads((store / "state.json").read_text())
-    assert res["activated"] and state["active"] == res["bundle_id"] and state["previous"] == first["bundle_id"]
+    assert (
+        res["activated"]
+        and state["active"] == res["bundle_id"]
+        and state["previous"] == first["bundle_id"]
+    )
     return store, first["bundle_id"], res["bundle_id"]
 
 
@@ -82,7 +96,11 @@ def test_both_damaged_serves_with_no_bundle_and_can_be_flashed(tmp_path):
             info = c.info()
             assert info["degraded"] and info["bundle_id"] is None and info["backend"] is None
             reasons = info["degraded_reasons"]
-            assert len(reasons) == 3 and "active bundle" in reasons[0] and "previous bundle" in reasons[1]
+            assert (
+                len(reasons) == 3
+                and "active bundle" in reasons[0]
+                and "previous bundle" in reasons[1]
+            )
             assert "serving with no bundle" in reasons[2]
             # the shipped bundle installs again over the link, and the device is healthy
             c2_res = c.flash(SHIPPED["KV260"], [DEV_PUB])
@@ -139,7 +157,10 @@ def test_stale_uploads_and_staging_are_cleaned_at_start(tmp_path):
 
     store = tmp_path / "s"
     BundleStore(store)
-    stale, fresh = store / "incoming" / ("a" * 64 + ".part"), store / "incoming" / ("b" * 64 + ".part")
+    stale, fresh = (
+        store / "incoming" / ("a" * 64 + ".part"),
+        store / "incoming" / ("b" * 64 + ".part"),
+    )
     stale.write_bytes(b"x" * 10)
     fresh.write_bytes(b"y" * 10)
     old = time.time() - STALE_UPLOAD_S - 5
@@ -151,11 +172,35 @@ def test_stale_uploads_and_staging_are_cleaned_at_start(tmp_path):
     assert any("stale upload" in r for r in s.recovered)
 
 
-@pytest.mark.parametrize("content", ["null", "[]", "5", '"x"', '{"active": 5}', '{"active": "zz"}',
-                                     '{"active": "../../etc"}', '{"previous": {}}', '{"max_version": -1}',
-                                     '{"max_version": true}', '{"active": null, "evil": 1}'],
-                         ids=["null", "list", "number", "string", "active-int", "active-not-hex", "active-path",
-                              "previous-object", "version-negative", "version-bool", "unknown-field"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "null",
+        "[]",
+        "5",
+        '"x"',
+        '{"active": 5}',
+        '{"active": "zz"}',
+        '{"active": "../../etc"}',
+        '{"previous": {}}',
+        '{"max_version": -1}',
+        '{"max_version": true}',
+        '{"active": null, "evil": 1}',
+    ],
+    ids=[
+        "null",
+        "list",
+        "number",
+        "string",
+        "active-int",
+        "active-not-hex",
+        "active-path",
+        "previous-object",
+        "version-negative",
+        "version-bool",
+        "unknown-field",
+    ],
+)
 def test_state_json_of_any_wrong_shape_is_moved_aside(tmp_path, content):
     """Valid JSON of the wrong shape used to stop `serve` with a traceback (null, [], 5,
     {"active": 5}) or start it unable to answer HELLO ({"active": "zz"}): now every one is moved
@@ -181,7 +226,11 @@ def test_a_wrong_shape_state_boots_degraded_and_answers(tmp_path):
         try:
             assert c.hello["degraded"]
             info = c.info()
-            assert info["degraded"] and info["bundle_id"] is None and "corrupted" in info["degraded_reasons"][0]
+            assert (
+                info["degraded"]
+                and info["bundle_id"] is None
+                and "corrupted" in info["degraded_reasons"][0]
+            )
             assert c.activate(first)["activated"]
         finally:
             c.close()

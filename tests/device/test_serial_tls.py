@@ -21,7 +21,11 @@ from tests.linkfaults import PtyPair
 pytestmark = pytest.mark.device_env
 
 GOLD_PX = np.load(SHIPPED["KV260"] / "golden_pixels.npy")
-CARRIER = (MsgType.TLS_RECORD, MsgType.TLS_ACK, MsgType.TLS_RESET)  # what TLS over serial puts on the wire
+CARRIER = (
+    MsgType.TLS_RECORD,
+    MsgType.TLS_ACK,
+    MsgType.TLS_RESET,
+)  # what TLS over serial puts on the wire
 
 
 @pytest.fixture()
@@ -88,7 +92,9 @@ def test_a_replayed_session_or_hello_never_touches_the_live_one(tmp_path, pty):
             c.close()
         pty.record = False
         recorded = bytes(pty.tapped["to_device"])
-        hello = next(f for f in _frames(recorded) if f.type == MsgType.TLS_RECORD)  # the ClientHello
+        hello = next(
+            f for f in _frames(recorded) if f.type == MsgType.TLS_RECORD
+        )  # the ClientHello
         c = connect(pty.host_path, timeout=20.0)
         try:
             frames0, hs0 = c.stats()["frames"], _handshakes(c)
@@ -122,7 +128,9 @@ def test_a_forged_record_breaks_only_its_connection_and_runs_nothing(tmp_path, p
             fr = [f for f in _frames(pty.tapped["to_device"]) if f.type == MsgType.TLS_RECORD][-1]
             bad = bytearray(fr.payload)
             bad[CID_BYTES + 8] ^= 0x40
-            pty.inject_to_device(encode(fr.type, fr.seq + 1000, bytes(bad)))  # out of order: dropped
+            pty.inject_to_device(
+                encode(fr.type, fr.seq + 1000, bytes(bad))
+            )  # out of order: dropped
             time.sleep(0.5)
             assert c.infer(2, GOLD_PX[1]).error is None and c.ch.link.reconnects == 0
             nxt = c.ch.link.carrier._tx[c.ch.link.cid].next  # the seq the device expects next
@@ -133,7 +141,9 @@ def test_a_forged_record_breaks_only_its_connection_and_runs_nothing(tmp_path, p
             st = c.stats()
         finally:
             c.close()
-    assert st["frames"] == frames0 + 3  # the three real frames, once each; nothing from the forgeries
+    assert (
+        st["frames"] == frames0 + 3
+    )  # the three real frames, once each; nothing from the forgeries
     assert st["link"]["handshakes"]["completed"] == 2
 
 
@@ -190,7 +200,9 @@ def test_version_1_peers_get_a_clear_refusal(tmp_path, pty):
         try:
             p, frames = FrameParser(), []
             for _ in range(3):  # as any host does: bytes sent just after open may be flushed
-                link.write(encode(MsgType.HELLO, 0, pack_payload({"client": "qdev 0.x"}), version=1))
+                link.write(
+                    encode(MsgType.HELLO, 0, pack_payload({"client": "qdev 0.x"}), version=1)
+                )
                 t0 = time.monotonic()
                 while not frames and time.monotonic() - t0 < 2:
                     frames = p.feed(link.read(0.5))
@@ -206,6 +218,8 @@ def test_version_1_peers_get_a_clear_refusal(tmp_path, pty):
 def test_host_refuses_a_version_1_device():
     with client_and_fake_device() as (c, dev):
         seq = c.ch.send(MsgType.HELLO, {"client": "qdev", "protocol": 2})
-        dev.sendall(encode(MsgType.HELLO_ACK, 0, pack_payload({"re": seq, "protocol": 1}), version=1))
+        dev.sendall(
+            encode(MsgType.HELLO_ACK, 0, pack_payload({"re": seq, "protocol": 1}), version=1)
+        )
         with pytest.raises(LinkError, match="speaks qdev protocol 1"):
             c._wait(seq, 5.0)

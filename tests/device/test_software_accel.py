@@ -29,7 +29,9 @@ def test_bundles_are_shipped_for_every_board():
 def test_shipped_bundle_verifies_and_self_test_is_bit_exact(bundle):
     vb = verify_bundle(bundle, [DEV_PUB])
     m = vb.manifest
-    assert m["estimate_only"] is True and "accel.bit" not in m["files"]  # nothing claimed that wasn't built
+    assert (
+        m["estimate_only"] is True and "accel.bit" not in m["files"]
+    )  # nothing claimed that wasn't built
     model = IntModel.load(bundle / "intmodel.npz")
     ex = SoftwareExecutor(model)
     assert max(ex.bounds.values()) < F32_EXACT  # the float32 path is provably exact for this model
@@ -71,19 +73,34 @@ def test_fast_paths_are_planned_and_exact_on_random_frames():
     assert kinds["conv"] >= 15 and kinds["deconv"] == 4 and kinds["maxpool"] == 4
     assert ex.methods() == {"affine": 23}  # every threshold step of the shipped model proven affine
     rng = np.random.default_rng(5)
-    frames = np.concatenate([rng.integers(0, 256, (2, 128, 128), dtype=np.uint8),
-                             np.zeros((1, 128, 128), np.uint8), np.full((1, 128, 128), 255, np.uint8)])
+    frames = np.concatenate(
+        [
+            rng.integers(0, 256, (2, 128, 128), dtype=np.uint8),
+            np.zeros((1, 128, 128), np.uint8),
+            np.full((1, 128, 128), 255, np.uint8),
+        ]
+    )
     assert np.array_equal(ex.run(frames), run_reference(m, frames))
 
 
 def _threshold_model(t: np.ndarray, act: int, channels: int) -> IntModel:
     from qdev.core.intmodel import IntLayer
 
-    ly = IntLayer("thr0", "Thresholding", ["x"], ["y"], {"ActVal": act, "inputDataType": "UINT8"},
-                  {"thresholds": t})
-    return IntModel({"name": "x", "shape": [1, 6, 7, channels], "dtype": "UINT8", "layout": "NHWC"},
-                    {"name": "y", "shape": [1, 6, 7, channels], "dtype": "INT8", "layout": "NHWC"},
-                    1.0, [ly], {})
+    ly = IntLayer(
+        "thr0",
+        "Thresholding",
+        ["x"],
+        ["y"],
+        {"ActVal": act, "inputDataType": "UINT8"},
+        {"thresholds": t},
+    )
+    return IntModel(
+        {"name": "x", "shape": [1, 6, 7, channels], "dtype": "UINT8", "layout": "NHWC"},
+        {"name": "y", "shape": [1, 6, 7, channels], "dtype": "INT8", "layout": "NHWC"},
+        1.0,
+        [ly],
+        {},
+    )
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["per-channel", "one-row"])

@@ -12,7 +12,14 @@ import pytest
 from qdev.core.bundle import BundleError, pack_bundle
 from qdev.device.runtime import DeviceRuntime, RuntimeConfig
 from qdev.device.store import MAX_BUNDLE_BYTES, BundleStore, StoreError
-from tests.device.helpers import DEV_PUB, SHIPPED, broken_selftest_bundle, copy_bundle, make_key, resign
+from tests.device.helpers import (
+    DEV_PUB,
+    SHIPPED,
+    broken_selftest_bundle,
+    copy_bundle,
+    make_key,
+    resign,
+)
 
 pytestmark = pytest.mark.device_env
 
@@ -31,7 +38,11 @@ def _archive(bundle: Path, tmp: Path, name: str = "b.tar") -> Path:
 def rt(tmp_path) -> DeviceRuntime:
     store = BundleStore(tmp_path / "store", allow_dev_key=True)
     store.trust(DEV_PUB)
-    return DeviceRuntime(RuntimeConfig(store=str(tmp_path / "store"), backend="software", power="estimate", dev_key=True))
+    return DeviceRuntime(
+        RuntimeConfig(
+            store=str(tmp_path / "store"), backend="software", power="estimate", dev_key=True
+        )
+    )
 
 
 def _by_version(*boards: str) -> list[tuple[str, Path]]:
@@ -93,8 +104,15 @@ def test_bad_bundles_are_refused_and_change_nothing(rt, tmp_path, damage):
 def test_wrong_board_and_escaping_paths_are_refused(tmp_path):
     store = BundleStore(tmp_path / "s", board="KV260", allow_dev_key=True)
     store.trust(DEV_PUB)
-    rt = DeviceRuntime(RuntimeConfig(store=str(tmp_path / "s"), board="KV260", backend="software", power="estimate",
-                                     dev_key=True))
+    rt = DeviceRuntime(
+        RuntimeConfig(
+            store=str(tmp_path / "s"),
+            board="KV260",
+            backend="software",
+            power="estimate",
+            dev_key=True,
+        )
+    )
     with pytest.raises(BundleError, match="built for ZCU104"):
         rt.store.install(_archive(SHIPPED["ZCU104"], tmp_path), rt.self_test)
     evil = tmp_path / "evil.tar"
@@ -102,7 +120,9 @@ def test_wrong_board_and_escaping_paths_are_refused(tmp_path):
         src = tmp_path / "x"
         src.write_text("x")
         tf.add(src, arcname="../../escape.txt")
-    with pytest.raises(BundleError, match="does not start with manifest.json|extension headers are refused"):
+    with pytest.raises(
+        BundleError, match="does not start with manifest.json|extension headers are refused"
+    ):
         rt.store.install(evil, rt.self_test)
     assert not (tmp_path / "escape.txt").exists() and rt.store.state()["active"] is None
 
@@ -174,7 +194,9 @@ def test_folder_build_is_all_or_nothing(tmp_path):
     with FolderBuild(tmp_path) as b:
         (b.path / "b").write_text("replacement")
         assert b.commit(final, replace=True, durable=True) is True
-    assert sorted(p.name for p in final.iterdir()) == ["b"] and [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert sorted(p.name for p in final.iterdir()) == ["b"] and [
+        p.name for p in tmp_path.iterdir()
+    ] == ["out"]
 
 
 def _evil_archive(tmp: Path, kind: str) -> Path:
@@ -182,7 +204,11 @@ def _evil_archive(tmp: Path, kind: str) -> Path:
     import io
 
     b = SHIPPED["KV260"]
-    names = ["manifest.json", "manifest.json.sig", *json.loads((b / "manifest.json").read_text())["files"]]
+    names = [
+        "manifest.json",
+        "manifest.json.sig",
+        *json.loads((b / "manifest.json").read_text())["files"],
+    ]
     out = tmp / f"evil-{kind}.tar"
     with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tf:
         for n in names[:2]:
@@ -201,7 +227,9 @@ def _evil_archive(tmp: Path, kind: str) -> Path:
             info.type = tarfile.CHRTYPE
             tf.addfile(info)
         elif kind == "oversize":  # a listed name with more bytes than signed
-            data = b"\0" * (json.loads((b / "manifest.json").read_text())["files"][names[2]]["bytes"] + 1)
+            data = b"\0" * (
+                json.loads((b / "manifest.json").read_text())["files"][names[2]]["bytes"] + 1
+            )
             info = tarfile.TarInfo(names[2])
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
@@ -219,15 +247,25 @@ def _evil_archive(tmp: Path, kind: str) -> Path:
     return out
 
 
-@pytest.mark.parametrize("kind, needle", [("unlisted", "not in the signed manifest"), ("symlink", "not a plain file"),
-                                          ("device", "not a plain file"), ("oversize", "the manifest signs"),
-                                          ("twice", "(twice)"), ("swapped", "does not match its signed sha256"),
-                                          ("missing", "lacks")])
+@pytest.mark.parametrize(
+    "kind, needle",
+    [
+        ("unlisted", "not in the signed manifest"),
+        ("symlink", "not a plain file"),
+        ("device", "not a plain file"),
+        ("oversize", "the manifest signs"),
+        ("twice", "(twice)"),
+        ("swapped", "does not match its signed sha256"),
+        ("missing", "lacks"),
+    ],
+)
 def test_archive_members_are_checked_against_the_signed_manifest(rt, tmp_path, kind, needle):
     with pytest.raises(BundleError, match=re.escape(needle)):
         rt.store.install(_evil_archive(tmp_path, kind), rt.self_test)
     assert rt.store.state()["active"] is None
-    assert [p.name for p in (rt.store.root / "bundles").iterdir()] == []  # the staging folder is gone
+    assert [
+        p.name for p in (rt.store.root / "bundles").iterdir()
+    ] == []  # the staging folder is gone
 
 
 def test_a_sparse_member_is_refused_before_it_is_expanded(rt, tmp_path):
@@ -245,7 +283,7 @@ def test_a_sparse_member_is_refused_before_it_is_expanded(rt, tmp_path):
     hdr[148:156] = b"%06o\0 " % sum(hdr[:512])
     data = out.read_bytes()
     end = len(data) - 1024  # before the two zero blocks of the end
-    while end > 0 and data[end - 512:end] == b"\0" * 512:
+    while end > 0 and data[end - 512 : end] == b"\0" * 512:
         end -= 512
     out.write_bytes(data[:end] + bytes(hdr[:512]) + b"\0" * 2048)
     free0 = sum(f.stat().st_size for f in rt.store.root.rglob("*") if f.is_file())
@@ -268,7 +306,9 @@ def test_reflash_of_an_installed_bundle_uploads_nothing(rt, tmp_path):
 
     rt.store.install(_archive(SHIPPED["KV260"], tmp_path), rt.self_test)
     data = pack_bundle(SHIPPED["KV260"])
-    res = rt.store.begin_upload(hashlib.sha256(data).hexdigest(), len(data), *_head(SHIPPED["KV260"]))
+    res = rt.store.begin_upload(
+        hashlib.sha256(data).hexdigest(), len(data), *_head(SHIPPED["KV260"])
+    )
     assert res == {"installed": rt.store.state()["active"]}
     assert list((rt.store.root / "incoming").iterdir()) == []
 
@@ -327,7 +367,8 @@ def test_uploads_past_the_declared_size_and_bad_hashes_leave_nothing(rt, tmp_pat
 def test_a_crafted_pax_header_is_refused_without_parsing_it(rt, tmp_path):
     """CVE-2024-6232: CPython 3.11.7's tarfile spends quadratic time on a crafted PAX header (a
     131,072-digit one froze the device for 23 s). The store's reader never hands unverified
-    bytes to tarfile: such a header is refused by its type, in bounded time, and nothing is written."""
+    bytes to tarfile: such a header is refused by its type, in bounded time, and nothing is
+        written."""
     import time as _time
 
     from qdev.core.tarstrict import BLOCK
@@ -347,7 +388,9 @@ def test_a_crafted_pax_header_is_refused_without_parsing_it(rt, tmp_path):
     with pytest.raises(BundleError, match="extension headers are refused"):
         rt.store.install(evil, rt.self_test)
     assert _time.perf_counter() - t0 < 2.0
-    assert rt.store.state()["active"] is None and not list((rt.store.root / "bundles").glob("[0-9a-f]*"))
+    assert rt.store.state()["active"] is None and not list(
+        (rt.store.root / "bundles").glob("[0-9a-f]*")
+    )
 
 
 def test_the_strict_reader_refuses_damaged_headers(tmp_path):

@@ -34,7 +34,9 @@ def test_every_field_is_an_option_or_says_why_not(name: str) -> None:
             where = f"{cls.__name__}.{cf.name}"
             assert cf.opt is not None, f"{where}: declared without opt() or no_option()"
             if cf.opt.reason is not None:
-                assert len(cf.opt.reason) > 10, where  # it may still be set by a hand-written parameter
+                assert len(cf.opt.reason) > 10, (
+                    where
+                )  # it may still be set by a hand-written parameter
                 continue
             p = params.get(cf.name)
             assert isinstance(p, click.Option), f"{where}: no option"
@@ -42,7 +44,9 @@ def test_every_field_is_an_option_or_says_why_not(name: str) -> None:
             if cf.opt.required:
                 assert p.required, where
             else:
-                assert p.default == (cf.opt.cli_default if cf.opt.cli_default is not None else cf.default), where
+                assert p.default == (
+                    cf.opt.cli_default if cf.opt.cli_default is not None else cf.default
+                ), where
             if cf.opt.choices:
                 assert tuple(p.type.choices) == cf.opt.choices, where
 
@@ -57,7 +61,9 @@ def test_no_command_has_more_than_twelve_hand_written_parameters() -> None:
     assert over == {}
 
 
-def test_train_builds_its_config_from_the_options(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_train_builds_its_config_from_the_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
     import qdev.training.trainer as trainer
 
     seen = {}
@@ -68,25 +74,63 @@ def test_train_builds_its_config_from_the_options(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(trainer, "train", fake_train)
     out = tmp_path / "run"
-    r = CliRunner().invoke(cli, ["train", "--out", str(out), "--lambda", "0.5", "--no-bn", "--bits", "3..6",
-                                 "--no-augment", "--epochs", "7", "--width", "4", "--select", "balanced",
-                                 "--weight-decay", "0.001", "--resume"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--out",
+            str(out),
+            "--lambda",
+            "0.5",
+            "--no-bn",
+            "--bits",
+            "3..6",
+            "--no-augment",
+            "--epochs",
+            "7",
+            "--width",
+            "4",
+            "--select",
+            "balanced",
+            "--weight-decay",
+            "0.001",
+            "--resume",
+        ],
+    )
     assert r.exit_code == 0, r.output
     cfg = seen["cfg"]
     assert isinstance(cfg, TrainConfig) and seen["resume"] is True
     assert (cfg.lam, cfg.epochs, cfg.augment, cfg.select, cfg.weight_decay, cfg.out) == (
-        0.5, 7, "none", "balanced", 0.001, str(out))
-    assert (cfg.model.batchnorm, cfg.model.min_bits, cfg.model.max_bits, cfg.model.width) == (False, 3, 6, 4)
+        0.5,
+        7,
+        "none",
+        "balanced",
+        0.001,
+        str(out),
+    )
+    assert (cfg.model.batchnorm, cfg.model.min_bits, cfg.model.max_bits, cfg.model.width) == (
+        False,
+        3,
+        6,
+        4,
+    )
     defaults = TrainConfig()
-    assert (cfg.lr, cfg.bit_loss, cfg.model.init_bits) == (defaults.lr, defaults.bit_loss, defaults.model.init_bits)
+    assert (cfg.lr, cfg.bit_loss, cfg.model.init_bits) == (
+        defaults.lr,
+        defaults.bit_loss,
+        defaults.model.init_bits,
+    )
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--augment", "sideways"], "--augment"),
-    (["--bits", "8..2"], "bit widths"),
-    (["--size", "100"], "--size 100"),
-    (["--init-from", "/no/such.pt"], "--init-from"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--augment", "sideways"], "--augment"),
+        (["--bits", "8..2"], "bit widths"),
+        (["--size", "100"], "--size 100"),
+        (["--init-from", "/no/such.pt"], "--init-from"),
+    ],
+)
 def test_train_refuses_a_bad_option_in_one_line(tmp_path, args: list[str], words: str) -> None:
     r = CliRunner().invoke(cli, ["train", "--out", str(tmp_path / "r"), *args])
     assert r.exit_code == 2

@@ -25,8 +25,6 @@ from tests.host.dicom_helpers import write_us_cine
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 
-
-
 def _session(device, probe: str, out: Path, frames: int | None = None) -> Path:  # noqa: ANN001
     from qdev.core.probe.sources import open_probe
     from qdev.host.client import connect
@@ -60,7 +58,9 @@ def png_session(flashed_device, tmp_path_factory):
     (d / "frames").mkdir()
     for i in range(4):
         ds = write_us_cine(d / f"tmp{i}.dcm", frames=1, rows=90, cols=110, seed=i)
-        Image.fromarray(np.frombuffer(ds.PixelData, np.uint8).reshape(90, 110)).save(d / "frames" / f"f{i}.png")
+        Image.fromarray(np.frombuffer(ds.PixelData, np.uint8).reshape(90, 110)).save(
+            d / "frames" / f"f{i}.png"
+        )
     return _session(flashed_device, str(d / "frames"), d / "session")
 
 
@@ -80,8 +80,15 @@ def test_seg_and_sr_reference_the_dicom_source_and_pass_dciodvfy(cine_session, t
     for k, p in enumerate(segs):
         seg = pydicom.dcmread(p)
         assert seg.StudyInstanceUID == src.StudyInstanceUID and seg.PatientID == "P1"
-        ref = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
-        assert ref.ReferencedSOPInstanceUID == src.SOPInstanceUID and ref.ReferencedSOPClassUID == src.SOPClassUID
+        ref = (
+            seg.PerFrameFunctionalGroupsSequence[0]
+            .DerivationImageSequence[0]
+            .SourceImageSequence[0]
+        )
+        assert (
+            ref.ReferencedSOPInstanceUID == src.SOPInstanceUID
+            and ref.ReferencedSOPClassUID == src.SOPClassUID
+        )
         assert int(ref.ReferencedFrameNumber) == k + 1
         inst = seg.ReferencedSeriesSequence[0]
         assert inst.SeriesInstanceUID == src.SeriesInstanceUID
@@ -95,7 +102,8 @@ def test_seg_and_sr_reference_the_dicom_source_and_pass_dciodvfy(cine_session, t
     sr = pydicom.dcmread(out / "SR.dcm")
     assert sr.StudyInstanceUID == src.StudyInstanceUID
     areas = _sr_areas(sr)
-    # spacing from the cine's ultrasound region: 0.025 cm rows x 0.02 cm columns -> 0.05 mm^2 a pixel
+    # spacing from the cine's ultrasound region: 0.025 cm rows x 0.02 cm columns -> 0.05 mm^2 a
+    # pixel
     want_areas = [float(_resize_nearest(masks[k], 120, 160).sum()) * 0.25 * 0.2 for k in range(6)]
     assert [a for a, _ in areas] == pytest.approx(want_areas) and {u for _, u in areas} == {"mm2"}
     if shutil.which("dciodvfy") is None:
@@ -109,7 +117,10 @@ def _sr_areas(sr) -> list[tuple[float, str]]:  # noqa: ANN001
 
     def walk(items) -> None:  # noqa: ANN001
         for it in items:
-            if getattr(it, "ValueType", "") == "NUM" and it.ConceptNameCodeSequence[0].CodeMeaning == "Area":
+            if (
+                getattr(it, "ValueType", "") == "NUM"
+                and it.ConceptNameCodeSequence[0].CodeMeaning == "Area"
+            ):
                 mv = it.MeasuredValueSequence[0]
                 out.append((float(mv.NumericValue), mv.MeasurementUnitsCodeSequence[0].CodeValue))
             walk(getattr(it, "ContentSequence", []))
@@ -124,12 +135,26 @@ def test_file_source_gets_secondary_capture_and_a_dcmtk_receiver_takes_all(png_s
     port = free_port()
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    scp = subprocess.Popen(["storescp", "-od", str(inbox), "-aet", "STORESCP", str(port)],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    scp = subprocess.Popen(
+        ["storescp", "-od", str(inbox), "-aet", "STORESCP", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         time.sleep(0.5)
-        r = CliRunner().invoke(cli, ["export", "dicom", str(png_session), "--out", str(tmp_path / "d"), "--pacs",
-                                     f"dimse://STORESCP@127.0.0.1:{port}", "--json"])
+        r = CliRunner().invoke(
+            cli,
+            [
+                "export",
+                "dicom",
+                str(png_session),
+                "--out",
+                str(tmp_path / "d"),
+                "--pacs",
+                f"dimse://STORESCP@127.0.0.1:{port}",
+                "--json",
+            ],
+        )
         assert r.exit_code == 0, r.output
         doc = json.loads(r.stdout)
         assert doc["references"] == "secondary capture" and doc["images"] == 4 and doc["segs"] == 4
@@ -139,7 +164,11 @@ def test_file_source_gets_secondary_capture_and_a_dcmtk_receiver_takes_all(png_s
         scp.wait(10)
     got = sorted(inbox.iterdir())
     assert len(got) == 9
-    dump = subprocess.run(["dcmdump", str(next(p for p in got if p.name.startswith("SG")))], capture_output=True, text=True)
+    dump = subprocess.run(
+        ["dcmdump", str(next(p for p in got if p.name.startswith("SG")))],
+        capture_output=True,
+        text=True,
+    )
     assert "Segmentation" in dump.stdout and "lesion" in dump.stdout
     if shutil.which("dciodvfy"):
         for p in (tmp_path / "d").rglob("*.dcm"):
@@ -159,16 +188,29 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
     cpem = cert.public_bytes(serialization.Encoding.PEM)
-    kpem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                             serialization.NoEncryption())
-    (folder / "server.pem").write_bytes(kpem + cpem)  # civetweb (Orthanc's server): key, then certificate
+    kpem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    (folder / "server.pem").write_bytes(
+        kpem + cpem
+    )  # civetweb (Orthanc's server): key, then certificate
     (folder / "ca.pem").write_bytes(cpem)
     return folder / "server.pem", folder / "ca.pem"
 
@@ -176,20 +218,38 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
 @pytest.fixture(params=["http", "https"])
 def orthanc(tmp_path, request):
     if shutil.which("Orthanc") is None or not PLUGIN.is_file():
-        pytest.skip("Orthanc with its DICOMweb plugin not installed (apt install orthanc orthanc-dicomweb)")
+        pytest.skip(
+            "Orthanc with its DICOMweb plugin not installed (apt install orthanc orthanc-dicomweb)"
+        )
     http, dimse = free_port(), free_port()
     tls = request.param == "https"
-    cfg = {"Name": "qdev-test", "StorageDirectory": str(tmp_path / "db"), "IndexDirectory": str(tmp_path / "db"),
-           "HttpPort": http, "DicomPort": dimse, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
-           "AuthenticationEnabled": True, "RegisteredUsers": {"qdev": "s3cret-pw"}, "Plugins": [str(PLUGIN)],
-           "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, "DicomCheckCalledAet": False}
+    cfg = {
+        "Name": "qdev-test",
+        "StorageDirectory": str(tmp_path / "db"),
+        "IndexDirectory": str(tmp_path / "db"),
+        "HttpPort": http,
+        "DicomPort": dimse,
+        "DicomAet": "ORTHANC",
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {"qdev": "s3cret-pw"},
+        "Plugins": [str(PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "DicomCheckCalledAet": False,
+    }
     (tmp_path / "orthanc.json").write_text(json.dumps(cfg))
-    p = subprocess.Popen(["Orthanc", str(tmp_path / "orthanc.json")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        ["Orthanc", str(tmp_path / "orthanc.json")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import requests
 
     for _ in range(100):
         try:
-            if requests.get(f"http://127.0.0.1:{http}/system", auth=("qdev", "s3cret-pw"), timeout=1).ok:
+            if requests.get(
+                f"http://127.0.0.1:{http}/system", auth=("qdev", "s3cret-pw"), timeout=1
+            ).ok:
                 break
         except requests.RequestException:
             time.sleep(0.1)
@@ -200,13 +260,21 @@ def orthanc(tmp_path, request):
     cred.write_text("qdev:s3cret-pw\n")
     cred.chmod(0o600)
     port, ca, proxy = http, None, None
-    if tls:  # Debian's Orthanc 1.10.1 serves https through civetweb, which segfaults after the handshake
-        # with OpenSSL 3 here (civetweb#1316); TLS is terminated in front of it by OpenSSL (stdlib ssl)
+    if (
+        tls
+    ):  # Debian's Orthanc 1.10.1 serves https through civetweb, which segfaults after the handshake
+        # with OpenSSL 3 here (civetweb#1316); TLS is terminated in front of it by OpenSSL (stdlib
+        # ssl)
         server, ca = _self_signed(tmp_path)
         proxy = _TlsProxy(server, http)
         port = proxy.port
-    yield {"url": f"{request.param}://127.0.0.1:{port}/dicom-web", "dimse": f"dimse://ORTHANC@127.0.0.1:{dimse}",
-           "cred": cred, "http": http, "ca": ca}
+    yield {
+        "url": f"{request.param}://127.0.0.1:{port}/dicom-web",
+        "dimse": f"dimse://ORTHANC@127.0.0.1:{dimse}",
+        "cred": cred,
+        "http": http,
+        "ca": ca,
+    }
     if proxy is not None:
         proxy.close()
     p.terminate()
@@ -275,11 +343,37 @@ def test_orthanc_round_trip_is_bit_exact(cine_session, orthanc, tmp_path, monkey
     out = tmp_path / "d"
     ca = ["--ca", str(orthanc["ca"])] if orthanc["ca"] else []
     if orthanc["ca"]:  # https: an unknown certificate is refused, one line, nothing half-stored
-        r = CliRunner().invoke(cli, ["export", "dicom", str(session), "--out", str(tmp_path / "d0"), "--pacs",
-                                     orthanc["url"], "--credentials", str(orthanc["cred"])])
+        r = CliRunner().invoke(
+            cli,
+            [
+                "export",
+                "dicom",
+                str(session),
+                "--out",
+                str(tmp_path / "d0"),
+                "--pacs",
+                orthanc["url"],
+                "--credentials",
+                str(orthanc["cred"]),
+            ],
+        )
         assert r.exit_code == 2 and "TLS verification failed" in r.output
-    r = CliRunner().invoke(cli, ["export", "dicom", str(session), "--out", str(out), "--pacs", orthanc["url"],
-                                 "--credentials", str(orthanc["cred"]), *ca, "--json"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            "dicom",
+            str(session),
+            "--out",
+            str(out),
+            "--pacs",
+            orthanc["url"],
+            "--credentials",
+            str(orthanc["cred"]),
+            *ca,
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["stored"][0]["sent"] == 7
@@ -295,19 +389,43 @@ def test_orthanc_round_trip_is_bit_exact(cine_session, orthanc, tmp_path, monkey
     masks = read_masks(session, manifest)
     assert len(segs) == 6
     for seg in segs:
-        k = int(seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
-                .ReferencedFrameNumber) - 1
+        k = (
+            int(
+                seg.PerFrameFunctionalGroupsSequence[0]
+                .DerivationImageSequence[0]
+                .SourceImageSequence[0]
+                .ReferencedFrameNumber
+            )
+            - 1
+        )
         assert np.array_equal(seg.pixel_array.astype(bool), _resize_nearest(masks[k], 120, 160))
     # wrong credentials: one line, exit 2, nothing stored twice
     bad = tmp_path / "bad"
     bad.write_text("qdev:wrong\n")
     bad.chmod(0o600)
-    r = CliRunner().invoke(cli, ["export", "dicom", str(session), "--out", str(tmp_path / "d2"), "--pacs", orthanc["url"],
-                                 "--credentials", str(bad), *ca])
-    assert r.exit_code == 2 and "refused (401)" in r.output and len(r.output.strip().splitlines()) == 1
+    r = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            "dicom",
+            str(session),
+            "--out",
+            str(tmp_path / "d2"),
+            "--pacs",
+            orthanc["url"],
+            "--credentials",
+            str(bad),
+            *ca,
+        ],
+    )
+    assert (
+        r.exit_code == 2 and "refused (401)" in r.output and len(r.output.strip().splitlines()) == 1
+    )
 
 
-def test_credentials_never_from_a_readable_file_or_clear_text_to_another_host(tmp_path, monkeypatch):
+def test_credentials_never_from_a_readable_file_or_clear_text_to_another_host(
+    tmp_path, monkeypatch
+):
     from qdev.core.errors import ConfigError
     from qdev.host.pacs import load_credentials, parse_target, store
 
@@ -344,11 +462,16 @@ def test_a_dicom_dataset_reads_cine_frames_and_seg_masks_back(cine_session, tmp_
 
     src, session = cine_session
     out = tmp_path / "export"
-    assert CliRunner().invoke(cli, ["export", "dicom", str(session), "--out", str(out)]).exit_code == 0
+    assert (
+        CliRunner().invoke(cli, ["export", "dicom", str(session), "--out", str(out)]).exit_code == 0
+    )
     ds_root = tmp_path / "site"
     (ds_root / "images").mkdir(parents=True)
     shutil.copytree(out / "seg", ds_root / "masks")
-    shutil.copy(Path(read_session(session)[0]["source"]["dicom"]["path"]), ds_root / "images" / "PAT_001.dcm")
+    shutil.copy(
+        Path(read_session(session)[0]["source"]["dicom"]["path"]),
+        ds_root / "images" / "PAT_001.dcm",
+    )
     a = open_dataset(ds_root, (120, 160), options=DataOptions(None, "^([A-Z]+)_"))
     assert a.kind == "pairs" and len(a) == 6 and a.patients == ["PAT"] * 6
     masks = read_masks(session, read_session(session)[0])
@@ -367,10 +490,19 @@ def test_a_datalist_of_dicom_frames_with_seg_masks(cine_session, tmp_path):
 
     src, session = cine_session
     out = tmp_path / "export"
-    assert CliRunner().invoke(cli, ["export", "dicom", str(session), "--out", str(out)]).exit_code == 0
+    assert (
+        CliRunner().invoke(cli, ["export", "dicom", str(session), "--out", str(out)]).exit_code == 0
+    )
     cine = Path(read_session(session)[0]["source"]["dicom"]["path"])
-    rows = [{"image": str(cine), "frame": str(k + 1), "label": str(out / "seg" / f"SEG{k + 1:05d}.dcm"),
-             "patient": "P1"} for k in range(6)]
+    rows = [
+        {
+            "image": str(cine),
+            "frame": str(k + 1),
+            "label": str(out / "seg" / f"SEG{k + 1:05d}.dcm"),
+            "patient": "P1",
+        }
+        for k in range(6)
+    ]
     lst = tmp_path / "list.json"
     lst.write_text(json.dumps(rows))
     a = open_dataset(lst, (120, 160))

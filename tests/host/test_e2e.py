@@ -40,7 +40,9 @@ def _png_folder(folder, n: int, hw: tuple[int, int], stem: str, seed: int):  # n
     folder.mkdir()
     rng = np.random.default_rng(seed)
     for i in range(n):
-        Image.fromarray(rng.integers(0, 256, hw, dtype=np.uint8)).save(folder / f"{stem}{i:02d}.png")
+        Image.fromarray(rng.integers(0, 256, hw, dtype=np.uint8)).save(
+            folder / f"{stem}{i:02d}.png"
+        )
     return folder
 
 
@@ -62,7 +64,18 @@ def test_cli_info_stream_report_over_tcp(device, tmp_path):
     r = _run("-p", device.port, "info")
     assert r.exit_code == 0 and f"verified {', '.join(want)}" in r.output
     sess = tmp_path / "s1"
-    r = _run("-p", device.port, "stream", "--probe", "phantom", "--frames", "12", "--no-view", "--out", str(sess))
+    r = _run(
+        "-p",
+        device.port,
+        "stream",
+        "--probe",
+        "phantom",
+        "--frames",
+        "12",
+        "--no-view",
+        "--out",
+        str(sess),
+    )
     assert r.exit_code == 0, r.output
     rows = (sess / "frames.csv").read_text().splitlines()
     assert len(rows) == 13 and all(",ok," in x for x in rows[1:])
@@ -71,9 +84,19 @@ def test_cli_info_stream_report_over_tcp(device, tmp_path):
     r = _run("report", str(sess), "--json")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)["sessions"][0]
-    assert rep["frames"]["ok"] == 12 and rep["rtt_ms"]["p50"] > 0 and rep["energy_mj_per_frame"]["kind"] == "estimated"
+    assert (
+        rep["frames"]["ok"] == 12
+        and rep["rtt_ms"]["p50"] > 0
+        and rep["energy_mj_per_frame"]["kind"] == "estimated"
+    )
     assert any("only 12 frames" in w for w in rep["warnings"])
-    for f in ("latency_cdf.png", "latency_timeline.png", "power_timeline.png", "energy_per_frame.png", "report.html"):
+    for f in (
+        "latency_cdf.png",
+        "latency_timeline.png",
+        "power_timeline.png",
+        "energy_per_frame.png",
+        "report.html",
+    ):
         assert (sess / "report" / f).stat().st_size > 1000, f
     assert "data:image/png;base64," in (sess / "report" / "report.html").read_text()
 
@@ -102,7 +125,9 @@ def test_flash_and_stream_over_a_pty(tmp_path, rate):
             try:
                 res = c.flash(BUNDLE, default_trusted())
                 assert res["activated"] and res["self_test"]["ok"]
-                reps = list(c.stream(((i, GOLD_PX[i % 4]) for i in range(6)), window=2, timeout=30.0))
+                reps = list(
+                    c.stream(((i, GOLD_PX[i % 4]) for i in range(6)), window=2, timeout=30.0)
+                )
             finally:
                 c.close()
     finally:
@@ -111,11 +136,13 @@ def test_flash_and_stream_over_a_pty(tmp_path, rate):
 
 
 def test_fault_injection_no_silent_corruption_every_loss_counted(device):
-    host, port = device.port[len("tcp://"):].split(":")
+    host, port = device.port[len("tcp://") :].split(":")
     proxy = FaultProxy((host, int(port)), seed=3, flip=0.03, drop=0.02, stall=0.02)
     n, ok, lost = 80, 0, 0
     try:
-        c = DeviceClient(__import__("qdev.core.link", fromlist=["open_link"]).open_link(proxy.port), timeout=3.0)
+        c = DeviceClient(
+            __import__("qdev.core.link", fromlist=["open_link"]).open_link(proxy.port), timeout=3.0
+        )
         for _ in range(5):  # the handshake itself may be hit by a fault
             try:
                 c.handshake(timeout=3.0)
@@ -127,7 +154,9 @@ def test_fault_injection_no_silent_corruption_every_loss_counted(device):
             seen.append(r.frame_id)
             if r.error is None:
                 ok += 1
-                assert np.array_equal(r.mask, GOLD_MASK[r.frame_id % 4]), f"frame {r.frame_id} silently wrong"
+                assert np.array_equal(r.mask, GOLD_MASK[r.frame_id % 4]), (
+                    f"frame {r.frame_id} silently wrong"
+                )
             else:
                 lost += 1
         c.close()
@@ -144,7 +173,7 @@ def test_disconnect_then_reconnect_and_resumed_flash(device):
     from qdev.core.bundle import pack_bundle
     from qdev.core.protocol import MsgType
 
-    host, port = device.port[len("tcp://"):].split(":")
+    host, port = device.port[len("tcp://") :].split(":")
     proxy = FaultProxy((host, int(port)), seed=1, flip=0, drop=0, stall=0, disconnect=1.0)
     try:
         with pytest.raises(LinkError):
@@ -156,15 +185,24 @@ def test_disconnect_then_reconnect_and_resumed_flash(device):
     sha = hashlib.sha256(data).hexdigest()
     c = connect(device.port)
     b = default_bundle("ZCU104")
-    c.request(MsgType.FLASH_BEGIN, {"sha256": sha, "size": len(data), "manifest": (b / "manifest.json").read_text(),
-                                    "signature": (b / "manifest.json.sig").read_text()})
+    c.request(
+        MsgType.FLASH_BEGIN,
+        {
+            "sha256": sha,
+            "size": len(data),
+            "manifest": (b / "manifest.json").read_text(),
+            "signature": (b / "manifest.json.sig").read_text(),
+        },
+    )
     half = data[: len(data) // 2]
     c.request(MsgType.FLASH_CHUNK, {"offset": 0, "crc": zlib.crc32(half)}, half)
     c.close()
     c = connect(device.port)
     first = []
     try:
-        res = c.flash(default_bundle("ZCU104"), default_trusted(), progress=lambda d, t: first.append(d))
+        res = c.flash(
+            default_bundle("ZCU104"), default_trusted(), progress=lambda d, t: first.append(d)
+        )
         assert first[0] == len(data) // 2 and res["activated"]
         assert c.info()["store"]["active_bundle"]["board"] == "ZCU104"
         assert c.rollback()["activated"] and c.info()["store"]["active_bundle"]["board"] == "KV260"
@@ -189,7 +227,18 @@ def test_user_errors_are_one_line_exit_2(device, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "not a qdev session" in r.output
     out = tmp_path / "exists"
     out.mkdir()
-    r = _run("-p", device.port, "stream", "--probe", "phantom", "--frames", "2", "--no-view", "--out", str(out))
+    r = _run(
+        "-p",
+        device.port,
+        "stream",
+        "--probe",
+        "phantom",
+        "--frames",
+        "2",
+        "--no-view",
+        "--out",
+        str(out),
+    )
     assert r.exit_code == 2 and "already exists" in r.output and not list(out.iterdir())
 
 
@@ -208,8 +257,18 @@ def test_on_device_probe_watched_by_host_with_bounded_logs(tmp_path):
         c = connect(dev.port)
         assert c.flash(BUNDLE, default_trusted())["activated"]
         c.close()
-        r = _run("-p", dev.port, "stream", "--probe", "device:phantom", "--frames", "25", "--no-view",
-                 "--out", str(tmp_path / "sess"))
+        r = _run(
+            "-p",
+            dev.port,
+            "stream",
+            "--probe",
+            "device:phantom",
+            "--frames",
+            "25",
+            "--no-view",
+            "--out",
+            str(tmp_path / "sess"),
+        )
         assert r.exit_code == 0, r.output
         lines = [x for x in r.stdout.splitlines() if x.startswith("frame ")]
         assert len(lines) == 25 and "(estimated)" in lines[0]
@@ -234,8 +293,20 @@ def test_ports_bench_and_saved_overlay_video(device, tmp_path):
     assert b["device"]["threads"] == 1 and b["host_cpu"]["threads"] == 1
     assert b["host_cpu"]["blas"] and all(p["threads"] == 1 for p in b["host_cpu"]["blas"])
     video = tmp_path / "overlay.mp4"
-    r = _run("-p", device.port, "stream", "--probe", "phantom", "--frames", "6", "--no-view",
-             "--save", str(video), "--out", str(tmp_path / "s"))
+    r = _run(
+        "-p",
+        device.port,
+        "stream",
+        "--probe",
+        "phantom",
+        "--frames",
+        "6",
+        "--no-view",
+        "--save",
+        str(video),
+        "--out",
+        str(tmp_path / "s"),
+    )
     assert r.exit_code == 0, r.output
     import cv2
 
@@ -254,8 +325,24 @@ def test_ctrl_c_ends_cleanly_with_logs_flushed(device, tmp_path):
     import time
 
     out = tmp_path / "sess"
-    p = subprocess.Popen([sys.executable, "-m", "qdev.host.cli", "-p", device.port, "stream", "--probe", "phantom",
-                          "--no-view", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qdev.host.cli",
+            "-p",
+            device.port,
+            "stream",
+            "--probe",
+            "phantom",
+            "--no-view",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         f = out / "frames.csv"
@@ -266,7 +353,9 @@ def test_ctrl_c_ends_cleanly_with_logs_flushed(device, tmp_path):
     stdout, stderr = p.communicate(timeout=30)
     man = json.loads((out / "manifest.json").read_text())
     rows = (out / "frames.csv").read_text().splitlines()
-    assert man["summary"]["interrupted"] is True and man["counts"]["ok"] == len(rows) - 1 >= 5, stderr
+    assert man["summary"]["interrupted"] is True and man["counts"]["ok"] == len(rows) - 1 >= 5, (
+        stderr
+    )
     assert "Traceback" not in stderr
 
 
@@ -307,17 +396,38 @@ def test_live_source_newest_frame_wins_and_drops_are_counted(device, tmp_path):
     finally:
         c.close()
     assert summ.frames_ok == 15 and summ.lost == 0 and summ.dropped > 0
-    ids = [int(x.split(",")[0]) for x in (tmp_path / "s" / "frames.csv").read_text().splitlines()[1:]]
+    ids = [
+        int(x.split(",")[0]) for x in (tmp_path / "s" / "frames.csv").read_text().splitlines()[1:]
+    ]
     # later frames, not a backlog: the ids skip exactly the frames counted as dropped (at most)
     assert ids == sorted(ids) and 14 < ids[-1] - ids[0] <= 14 + summ.dropped
 
 
 def test_report_compare_two_sessions(device, tmp_path):
     for name in ("a", "b"):
-        r = _run("-p", device.port, "stream", "--probe", "phantom:1", "--frames", "5", "--no-view",
-                 "--out", str(tmp_path / name), "--no-report")
+        r = _run(
+            "-p",
+            device.port,
+            "stream",
+            "--probe",
+            "phantom:1",
+            "--frames",
+            "5",
+            "--no-view",
+            "--out",
+            str(tmp_path / name),
+            "--no-report",
+        )
         assert r.exit_code == 0, r.output
-    r = _run("report", str(tmp_path / "a"), "--compare", str(tmp_path / "b"), "--out", str(tmp_path / "rep"), "--json")
+    r = _run(
+        "report",
+        str(tmp_path / "a"),
+        "--compare",
+        str(tmp_path / "b"),
+        "--out",
+        str(tmp_path / "rep"),
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert [s["frames"]["ok"] for s in doc["sessions"]] == [5, 5]
@@ -338,25 +448,50 @@ def test_demo_on_busi_reproduces_the_evaluated_dice(busi_path, tmp_path, monkeyp
     r = _run("demo", "--probe", "busi", "--frames", "1000", "--out", str(out))
     assert r.exit_code == 0, r.output
     s = summarise(out)
-    evaluated = json.loads((BUNDLE.parents[2] / "models" / "quantunet-w8" / "evaluate" / "metrics.json").read_text())
-    rule = {k: evaluated["mask_rule"][k] for k in ("min_code", "min_area", "min_peak")
-            if evaluated["mask_rule"].get(k) is not None}  # min_peak only where the rule has one
+    evaluated = json.loads(
+        (BUNDLE.parents[2] / "models" / "quantunet-w8" / "evaluate" / "metrics.json").read_text()
+    )
+    rule = {
+        k: evaluated["mask_rule"][k]
+        for k in ("min_code", "min_area", "min_peak")
+        if evaluated["mask_rule"].get(k) is not None
+    }  # min_peak only where the rule has one
     from qdev.core.maskrule import MaskRule
 
-    assert MaskRule.from_manifest(json.loads((BUNDLE / "manifest.json").read_text()).get("mask_rule")).to_dict() == rule
+    assert (
+        MaskRule.from_manifest(
+            json.loads((BUNDLE / "manifest.json").read_text()).get("mask_rule")
+        ).to_dict()
+        == rule
+    )
     assert s["frames"]["ok"] == evaluated["metrics"]["n_images"] == s["dice_vs_truth"]["n"]
     assert abs(s["dice_vs_truth"]["mean"] - evaluated["metrics"]["dice"]) < 1e-4
 
 
-@pytest.mark.parametrize("opt, value, needle", [("--fps", "-1", "--fps -1.0: must be a positive number"),
-                                                 ("--fps", "0", "--fps 0.0: must be a positive number"),
-                                                 ("--timeout", "0", "--timeout 0.0: must be a positive number of seconds"),
-                                                 ("--window", "0", "--window 0: must be >= 1"),
-                                                 ("--frames", "0", "--frames 0: must be >= 1")])
+@pytest.mark.parametrize(
+    "opt, value, needle",
+    [
+        ("--fps", "-1", "--fps -1.0: must be a positive number"),
+        ("--fps", "0", "--fps 0.0: must be a positive number"),
+        ("--timeout", "0", "--timeout 0.0: must be a positive number of seconds"),
+        ("--window", "0", "--window 0: must be >= 1"),
+        ("--frames", "0", "--frames 0: must be >= 1"),
+    ],
+)
 def test_stream_settings_are_checked_before_connecting(opt, value, needle, tmp_path):
     # the port answers nothing: the check must come first, with one line and exit 2
-    r = _run("-p", "tcp://127.0.0.1:9", "stream", "--probe", "phantom", "--no-view", opt, value,
-             "--out", str(tmp_path / "s"))
+    r = _run(
+        "-p",
+        "tcp://127.0.0.1:9",
+        "stream",
+        "--probe",
+        "phantom",
+        "--no-view",
+        opt,
+        value,
+        "--out",
+        str(tmp_path / "s"),
+    )
     assert r.exit_code == 2 and r.output.strip() == f"qdev: {needle}"
     assert not (tmp_path / "s").exists()
 
@@ -376,7 +511,16 @@ def test_device_mode_with_a_file_probe_ends_by_itself_and_waits_for_a_bundle(tmp
         assert c.flash(BUNDLE, default_trusted())["activated"]
         c.close()
         t0 = _time.monotonic()
-        r = _run("-p", dev.port, "stream", "--probe", "device:cine", "--no-view", "--out", str(tmp_path / "sess"))
+        r = _run(
+            "-p",
+            dev.port,
+            "stream",
+            "--probe",
+            "device:cine",
+            "--no-view",
+            "--out",
+            str(tmp_path / "sess"),
+        )
         assert r.exit_code == 0, r.output
         assert _time.monotonic() - t0 < 60
         assert "the device's source ended: 12 frames segmented on the device" in r.stdout, r.stdout
@@ -388,13 +532,33 @@ def test_device_mode_with_a_file_probe_ends_by_itself_and_waits_for_a_bundle(tmp
         # every frame the device segmented was either received here or counted as skipped by this
         # viewer (the device moves on while a viewer is busy)
         first = int(rows[0]["frame_id"])
-        assert len(rows) + m["summary"]["skipped_by_viewer"] + first == 12 and all(x["status"] == "ok" for x in rows)
-        assert len(read_masks(tmp_path / "sess", m)) == len(rows) and m["summary"]["ended_by_device"]["frames"] == 12
-        assert (tmp_path / "sess" / "frames.parquet").is_file() and (tmp_path / "sess" / "gallery").is_dir()
+        assert len(rows) + m["summary"]["skipped_by_viewer"] + first == 12 and all(
+            x["status"] == "ok" for x in rows
+        )
+        assert (
+            len(read_masks(tmp_path / "sess", m)) == len(rows)
+            and m["summary"]["ended_by_device"]["frames"] == 12
+        )
+        assert (tmp_path / "sess" / "frames.parquet").is_file() and (
+            tmp_path / "sess" / "gallery"
+        ).is_dir()
         assert summarise(tmp_path / "sess")["frames"]["ok"] == len(rows) and "session: " in r.stdout
         # device:SOURCE names the device's own probe: another one is refused in one line
-        r = _run("-p", dev.port, "stream", "--probe", "device:video:7", "--no-view", "--out", str(tmp_path / "s2"))
-        assert r.exit_code == 2 and "this device segments its own probe" in r.output and "Traceback" not in r.output
+        r = _run(
+            "-p",
+            dev.port,
+            "stream",
+            "--probe",
+            "device:video:7",
+            "--no-view",
+            "--out",
+            str(tmp_path / "s2"),
+        )
+        assert (
+            r.exit_code == 2
+            and "this device segments its own probe" in r.output
+            and "Traceback" not in r.output
+        )
         assert not (tmp_path / "s2").exists()
 
 
@@ -406,13 +570,29 @@ def test_demo_finds_busi_by_the_one_rule_and_never_falls_back_silently(tmp_path,
     r = _run("demo", "--frames", "2", "--out", str(tmp_path / "d1"))
     assert r.exit_code == 2 and "QDEV_BUSI=" in r.output and "no such folder" in r.output
     monkeypatch.delenv("QDEV_BUSI")
-    r = _run("demo", "--data", str(tmp_path / "nope"), "--frames", "2", "--out", str(tmp_path / "d2"))
+    r = _run(
+        "demo", "--data", str(tmp_path / "nope"), "--frames", "2", "--out", str(tmp_path / "d2")
+    )
     assert r.exit_code == 2 and "nope: no such folder" in r.output
     pack = tmp_path / "busi.npz"
     pack.write_bytes(b"not really")
-    r = _run("demo", "--data", str(pack), "--probe", "busi", "--frames", "2", "--out", str(tmp_path / "d3"))
+    r = _run(
+        "demo",
+        "--data",
+        str(pack),
+        "--probe",
+        "busi",
+        "--frames",
+        "2",
+        "--out",
+        str(tmp_path / "d3"),
+    )
     assert r.exit_code == 2 and "pack holds no source images" in r.output
-    assert not (tmp_path / "d1").exists() and not (tmp_path / "d2").exists() and not (tmp_path / "d3").exists()
+    assert (
+        not (tmp_path / "d1").exists()
+        and not (tmp_path / "d2").exists()
+        and not (tmp_path / "d3").exists()
+    )
 
 
 def test_frames_log_and_report_name_each_frames_file(device, tmp_path):
@@ -422,7 +602,16 @@ def test_frames_log_and_report_name_each_frames_file(device, tmp_path):
 
     folder = _png_folder(tmp_path / "imgs", 5, (64, 80), "scan_", seed=1)
     out = tmp_path / "s"
-    r = _run("-p", device.port, "stream", "--probe", str(folder / "*.png"), "--no-view", "--out", str(out))
+    r = _run(
+        "-p",
+        device.port,
+        "stream",
+        "--probe",
+        str(folder / "*.png"),
+        "--no-view",
+        "--out",
+        str(out),
+    )
     assert r.exit_code == 0, r.output
     _, rows = read_session(out)
     assert sorted(r_["source"] for r_ in rows) == [f"scan_{i:02d}.png" for i in range(5)]
@@ -455,7 +644,12 @@ def test_device_mode_shows_the_probe_s_own_frame_reduced_for_the_link_and_says_s
             mask, px = live_frame(msg)
             sizes.append((px.shape, mask.shape, msg.meta["probe_w"], msg.meta["probe_h"]))
         c.close()
-    assert sizes[0] == ((240, 320), (128, 128), 640, 480) and sizes[1] == ((480, 640), (128, 128), 640, 480)
+    assert sizes[0] == ((240, 320), (128, 128), 640, 480) and sizes[1] == (
+        (480, 640),
+        (128, 128),
+        640,
+        480,
+    )
     assert fit_display(np.zeros((100, 50), np.uint8), 64).shape == (64, 32)
 
 
@@ -468,17 +662,35 @@ def test_device_mode_over_a_pty_ends_by_itself_and_writes_its_folder(tmp_path):
     folder = _png_folder(tmp_path / "cine", 8, (120, 160), "f", seed=5)
     pty = PtyPair(None)
     try:
-        with LocalDevice(tmp_path / "store", serial=pty.dev_path, tcp=False, extra=["--probe", str(folder / "*.png")]):
+        with LocalDevice(
+            tmp_path / "store",
+            serial=pty.dev_path,
+            tcp=False,
+            extra=["--probe", str(folder / "*.png")],
+        ):
             c = connect(pty.host_path, timeout=30.0)
             try:
                 assert c.flash(BUNDLE, default_trusted())["activated"]
             finally:
                 c.close()
-            r = _run("-p", pty.host_path, "stream", "--probe", "device:cine", "--no-view", "--out", str(tmp_path / "s"))
+            r = _run(
+                "-p",
+                pty.host_path,
+                "stream",
+                "--probe",
+                "device:cine",
+                "--no-view",
+                "--out",
+                str(tmp_path / "s"),
+            )
     finally:
         pty.close()
     assert r.exit_code == 0, r.output
     assert "the device's source ended: 8 frames segmented on the device" in r.stdout
     m, rows = read_session(tmp_path / "s")
-    assert rows and len(read_masks(tmp_path / "s", m)) == len(rows) and (tmp_path / "s" / "frames.parquet").is_file()
+    assert (
+        rows
+        and len(read_masks(tmp_path / "s", m)) == len(rows)
+        and (tmp_path / "s" / "frames.parquet").is_file()
+    )
     assert len(rows) + m["summary"]["skipped_by_viewer"] + int(rows[0]["frame_id"]) == 8

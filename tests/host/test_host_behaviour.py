@@ -80,7 +80,8 @@ def test_energy_lines_say_what_they_describe():
 
 def test_a_workstation_command_on_a_host_only_install_names_the_extra():
     """`qdev train/export/compile` on `pip install qdev[host]` ended in a ModuleNotFoundError
-    traceback; now one line names the extra to install, exit 2. Other missing modules still raise."""
+    traceback; now one line names the extra to install, exit 2. Other missing modules still
+    raise."""
     import click
     from click.testing import CliRunner
 
@@ -105,7 +106,9 @@ def test_a_workstation_command_on_a_host_only_install_names_the_extra():
     assert isinstance(r.exception, ModuleNotFoundError)
 
 
-def test_a_user_re_signs_a_shipped_bundle_and_a_device_trusting_only_their_key_installs_it(tmp_path):
+def test_a_user_re_signs_a_shipped_bundle_and_a_device_trusting_only_their_key_installs_it(
+    tmp_path,
+):
     """Following "Deploy and measure" with one's own key (`qdev keys generate`, `qdev-device trust`)
     could not flash the shipped bundles (signed by the development key) nor re-sign them; now
     `qdev bundle sign` verifies the bundle and signs a copy with the user's key."""
@@ -124,32 +127,83 @@ def test_a_user_re_signs_a_shipped_bundle_and_a_device_trusting_only_their_key_i
     key = next(keys.glob("*.key"))
     pub = next(keys.glob("*.pub"))
     out = tmp_path / "mine"
-    r = CliRunner().invoke(cli, ["bundle", "sign", str(assets.shipped_bundle("KV260")), "--key", str(key),
-                                 "--out", str(out)])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "bundle",
+            "sign",
+            str(assets.shipped_bundle("KV260")),
+            "--key",
+            str(key),
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
-    assert (out / "manifest.json").read_bytes() == (assets.shipped_bundle("KV260") / "manifest.json").read_bytes()
+    assert (out / "manifest.json").read_bytes() == (
+        assets.shipped_bundle("KV260") / "manifest.json"
+    ).read_bytes()
     r = CliRunner().invoke(cli, ["bundle", "verify", str(out), "--trusted", str(pub)])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(cli, ["bundle", "verify", str(out)])  # not by the development key any more
+    r = CliRunner().invoke(
+        cli, ["bundle", "verify", str(out)]
+    )  # not by the development key any more
     assert r.exit_code == 2
-    r = CliRunner().invoke(cli, ["bundle", "sign", str(assets.shipped_bundle("KV260")), "--key", str(key),
-                                 "--out", str(out)])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "bundle",
+            "sign",
+            str(assets.shipped_bundle("KV260")),
+            "--key",
+            str(key),
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 2 and "exists" in r.output  # nothing overwritten
     store = tmp_path / "store"
     qd = [sys.executable, "-m", "qdev.device"]
-    assert subprocess.run([*qd, "trust", str(pub), "--store", str(store)], capture_output=True).returncode == 0
-    r = subprocess.run([*qd, "install", str(out), "--store", str(store), "--backend", "software"],
-                       capture_output=True, text=True, timeout=300)  # no --dev-key: only the user's key
+    assert (
+        subprocess.run(
+            [*qd, "trust", str(pub), "--store", str(store)], capture_output=True
+        ).returncode
+        == 0
+    )
+    r = subprocess.run(
+        [*qd, "install", str(out), "--store", str(store), "--backend", "software"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # no --dev-key: only the user's key
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["activated"]
 
 
 def test_error_codes_become_typed_exceptions():
-    from qdev.host.client import (DeviceError, DeviceForbidden, DeviceInternalError, DeviceRefused,
-                                  DeviceRequestError, DeviceStorageError, device_error)
+    from qdev.host.client import (
+        DeviceError,
+        DeviceForbidden,
+        DeviceInternalError,
+        DeviceRefused,
+        DeviceRequestError,
+        DeviceStorageError,
+        device_error,
+    )
 
-    cases = {"bad_request": DeviceRequestError, "forbidden": DeviceForbidden, "unpaired": DeviceForbidden,
-             "storage": DeviceStorageError, "internal": DeviceInternalError, "StoreError": DeviceRefused}
+    cases = {
+        "bad_request": DeviceRequestError,
+        "forbidden": DeviceForbidden,
+        "unpaired": DeviceForbidden,
+        "storage": DeviceStorageError,
+        "internal": DeviceInternalError,
+        "StoreError": DeviceRefused,
+    }
     for code, cls in cases.items():
         e = device_error({"message": "m", "code": code})
-        assert type(e) is cls and isinstance(e, DeviceError) and e.code == code and str(e) == "device: m"
+        assert (
+            type(e) is cls
+            and isinstance(e, DeviceError)
+            and e.code == code
+            and str(e) == "device: m"
+        )

@@ -25,17 +25,28 @@ CPP = Path(__file__).parent / "igtl_cpp"
 INCLUDE = Path("/usr/include/openigtlink")
 
 
-
-
 @pytest.fixture(scope="module")
 def igtl_bin(tmp_path_factory):
     """The reference-library client and server, compiled with g++ (skips without them)."""
     if shutil.which("g++") is None or not (INCLUDE / "igtlImageMessage.h").is_file():
-        pytest.skip("needs g++ and the OpenIGTLink reference library (apt install libopenigtlink-dev)")
+        pytest.skip(
+            "needs g++ and the OpenIGTLink reference library (apt install libopenigtlink-dev)"
+        )
     out = tmp_path_factory.mktemp("igtl")
     for name in ("receive", "send"):
-        r = subprocess.run(["g++", "-O1", "-o", str(out / name), str(CPP / f"{name}.cxx"), f"-I{INCLUDE}",
-                            "-lOpenIGTLink"], capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                "g++",
+                "-O1",
+                "-o",
+                str(out / name),
+                str(CPP / f"{name}.cxx"),
+                f"-I{INCLUDE}",
+                "-lOpenIGTLink",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr
     return out
 
@@ -46,9 +57,31 @@ def device(flashed_device):
 
 
 def _stream(device, out: Path, frames: int, port: int, *extra: str) -> subprocess.Popen:  # noqa: ANN001
-    return subprocess.Popen([sys.executable, "-m", "qdev.host.cli", "-p", device.port, "stream", "--probe", "phantom",
-                             "--frames", str(frames), "--no-view", "--out", str(out), "--igtl", str(port),
-                             "--igtl-wait", "30", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qdev.host.cli",
+            "-p",
+            device.port,
+            "stream",
+            "--probe",
+            "phantom",
+            "--frames",
+            str(frames),
+            "--no-view",
+            "--out",
+            str(out),
+            "--igtl",
+            str(port),
+            "--igtl-wait",
+            "30",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _parse_receiver(text: str) -> list[dict]:
@@ -57,15 +90,22 @@ def _parse_receiver(text: str) -> list[dict]:
     for line in text.splitlines():
         if line.startswith("qdev-mask "):
             dev, i, j, k, comps, stype, si, sj, hexpx = line.split()
-            pending.update({"size": (int(i), int(j), int(k)), "comps": int(comps), "type": int(stype),
-                            "spacing": (float(si), float(sj)), "mask": bytes.fromhex(hexpx)})
+            pending.update(
+                {
+                    "size": (int(i), int(j), int(k)),
+                    "comps": int(comps),
+                    "type": int(stype),
+                    "spacing": (float(si), float(sj)),
+                    "mask": bytes.fromhex(hexpx),
+                }
+            )
         elif line.startswith("qdev-frame "):
             _, i, j, k, comps, stype, *_ = line.split()
             pending = {}  # a frame's messages: IMAGE frame, IMAGE mask, STRING info
             pending["frame_size"] = (int(i), int(j), int(k))
             pending["frame_type"] = int(stype)
         elif line.startswith("STRING "):
-            pending["info"] = json.loads(line[len("STRING "):])
+            pending["info"] = json.loads(line[len("STRING ") :])
             frames.append(pending)
             pending = {}
     return frames
@@ -75,8 +115,12 @@ def test_reference_client_gets_every_frame_and_the_session_s_masks(device, igtl_
     n, port = 300, free_port()
     out = tmp_path / "s"
     p = _stream(device, out, n, port)
-    recv = subprocess.run([str(igtl_bin / "receive"), "127.0.0.1", str(port), str(n)], capture_output=True,
-                          text=True, timeout=300)
+    recv = subprocess.run(
+        [str(igtl_bin / "receive"), "127.0.0.1", str(port), str(n)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
     assert recv.returncode == 0, recv.stderr
@@ -87,8 +131,12 @@ def test_reference_client_gets_every_frame_and_the_session_s_masks(device, igtl_
     assert len(masks) == n and [g["info"]["frame_id"] for g in got] == sorted(masks)
     for g in got:
         m = masks[g["info"]["frame_id"]]
-        assert g["size"] == (m.shape[1], m.shape[0], 1) and g["comps"] == 1 and g["type"] == 3  # uint8 labelmap
-        assert np.array_equal(np.frombuffer(g["mask"], np.uint8).reshape(m.shape), m.astype(np.uint8))
+        assert (
+            g["size"] == (m.shape[1], m.shape[0], 1) and g["comps"] == 1 and g["type"] == 3
+        )  # uint8 labelmap
+        assert np.array_equal(
+            np.frombuffer(g["mask"], np.uint8).reshape(m.shape), m.astype(np.uint8)
+        )
         assert g["frame_size"][2] == 1 and g["frame_type"] == 3
         assert g["info"]["energy_kind"] and "device_ms" in g["info"]
     st = manifest["igtl"]
@@ -113,13 +161,19 @@ def _hostile(port: int, kind: str) -> socket.socket:
     return s
 
 
-def test_hostile_clients_are_dropped_and_counted_while_the_session_goes_on(device, igtl_bin, tmp_path):
+def test_hostile_clients_are_dropped_and_counted_while_the_session_goes_on(
+    device, igtl_bin, tmp_path
+):
     n, port = 120, free_port()
     out = tmp_path / "s"
     p = _stream(device, out, n, port, "--fps", "40")
     peers = [_hostile(port, k) for k in ("garbage", "4GiB", "never-reads")]
-    recv = subprocess.run([str(igtl_bin / "receive"), "127.0.0.1", str(port), str(n)], capture_output=True,
-                          text=True, timeout=300)
+    recv = subprocess.run(
+        [str(igtl_bin / "receive"), "127.0.0.1", str(port), str(n)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     _, err = p.communicate(timeout=300)
     for s in peers:
         s.close()
@@ -140,8 +194,11 @@ def test_igtl_probe_takes_frames_from_a_reference_server(igtl_bin, kind):
     from qdev.core.probe.sources import open_probe
 
     port, n, w, h = free_port(), 12, 64, 48
-    srv = subprocess.Popen([str(igtl_bin / "send"), str(port), str(n), kind, str(w), str(h), "50"],
-                           stdout=subprocess.PIPE, text=True)
+    srv = subprocess.Popen(
+        [str(igtl_bin / "send"), str(port), str(n), kind, str(w), str(h), "50"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert srv.stdout.readline().strip() == "listening"
     src = open_probe(f"igtl://127.0.0.1:{port}/Image_Reference")
     got = list(src.frames())
@@ -151,7 +208,11 @@ def test_igtl_probe_takes_frames_from_a_reference_server(igtl_bin, kind):
     y, x = np.mgrid[0:h, 0:w]
     for f, fr in enumerate(got):
         v = ((3 * x + 5 * y + 7 * f) % 256).astype(np.uint8)
-        want = np.stack([(v.astype(int) + c) % 256 for c in range(3)], -1).astype(np.uint8) if kind == "rgb" else v
+        want = (
+            np.stack([(v.astype(int) + c) % 256 for c in range(3)], -1).astype(np.uint8)
+            if kind == "rgb"
+            else v
+        )
         assert np.array_equal(fr.image, want), f
         assert fr.spacing == pytest.approx((0.25, 0.2))
 
@@ -181,7 +242,9 @@ def test_igtl_probe_counts_bad_messages_and_never_crashes():
     good = encode_image(np.full((8, 10), 7, np.uint8), "Image_Reference", 1.0)
     bad_crc = bytearray(good)
     bad_crc[-1] ^= 0xFF
-    over = HEADER.pack(1, b"IMAGE", b"Image_Reference", 0, 0, 4 << 30, 0)  # 4 GiB declared, never sent
+    over = HEADER.pack(
+        1, b"IMAGE", b"Image_Reference", 0, 0, 4 << 30, 0
+    )  # 4 GiB declared, never sent
     short = encode_image(np.full((8, 10), 9, np.uint8), "Image_Reference", 1.0)
     h = parse_header(short[:58])
     body = bytearray(short[58:])
@@ -195,7 +258,9 @@ def test_igtl_probe_counts_bad_messages_and_never_crashes():
     t.join(5)
     d = src.describe()
     assert len(got) == 2 and all((g.image == 7).all() for g in got)
-    assert d["errors"]["crc"] == 1 and d["errors"]["malformed"] == 1 and d["errors"]["oversized"] == 1
+    assert (
+        d["errors"]["crc"] == 1 and d["errors"]["malformed"] == 1 and d["errors"]["oversized"] == 1
+    )
     assert h.type == "IMAGE"
 
 
@@ -220,8 +285,12 @@ def test_framing_is_byte_for_byte_pyigtl_s_and_reads_back():
     meta = {"frame_id": "7", "energy_kind": "estimated", "bundle_id": "abc"}
     for m in (None, meta):
         ours = encode_image(img, "qdev-frame", 1234.5, (0.2, 0.3), m)
-        ref = pyigtl.ImageMessage(img[None], ijk_to_world_matrix=_matrix(48, 64, (0.2, 0.3)), device_name="qdev-frame",
-                                  timestamp=1234.5)
+        ref = pyigtl.ImageMessage(
+            img[None],
+            ijk_to_world_matrix=_matrix(48, 64, (0.2, 0.3)),
+            device_name="qdev-frame",
+            timestamp=1234.5,
+        )
         if m is not None:
             ref.header_version, ref.metadata = 2, dict(m)
         assert ours == ref.pack()

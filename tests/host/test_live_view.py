@@ -30,6 +30,7 @@ def _green(a: np.ndarray) -> np.ndarray:
 
 # -- the composed overlay --------------------------------------------------------------------
 
+
 def test_overlay_is_at_the_source_size_in_colour_with_the_mask_mapped_back():
     from qdev.host.view import Hud, compose
 
@@ -38,9 +39,12 @@ def test_overlay_is_at_the_source_size_in_colour_with_the_mask_mapped_back():
     rgb[..., 0] = 200  # a red frame: RGB in, so BGR out has it in channel 2
     mask = np.zeros((128, 128), np.uint8)
     mask[32:96, 64:128] = 1  # the right half of the model input, rows a quarter to three quarters
-    img = compose(rgb, mask, Hud(3, 25.0, 12.0, 5.0, 1.5, 7.5, "measured", 0, 0, "abcd", 4096), fill=False)
+    img = compose(
+        rgb, mask, Hud(3, 25.0, 12.0, 5.0, 1.5, 7.5, "measured", 0, 0, "abcd", 4096), fill=False
+    )
     plain = compose(rgb, mask, None, fill=False)
-    # the HUD is a band below the frame: the scan's own rows are untouched (nothing hides the skin line)
+    # the HUD is a band below the frame: the scan's own rows are untouched (nothing hides the skin
+    # line)
     assert img.shape[0] > h and img.shape[1:] == (w, 3) and np.array_equal(img[:h], plain)
     assert (img[h:] > 240).all(axis=2).sum() > 50  # its white text is in the band
     assert img[400, 100, 2] == 200 and img[400, 100, 0] == 0  # colour kept, as BGR
@@ -62,7 +66,12 @@ def test_dicom_window_centre_width_is_applied_for_display_only():
 def test_one_opencv_with_a_gui():
     """opencv-python (with highgui) and opencv-python-headless both provide cv2: exactly one."""
     have = set()
-    for dist in ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"):
+    for dist in (
+        "opencv-python",
+        "opencv-python-headless",
+        "opencv-contrib-python",
+        "opencv-contrib-python-headless",
+    ):
         try:
             md.version(dist)
             have.add(dist)
@@ -80,19 +89,28 @@ def test_view_spec_errors_are_one_line(tmp_path):
 
     from qdev.host.cli import cli
 
-    r = CliRunner().invoke(cli, ["-p", "tcp://127.0.0.1:9", "stream", "--probe", "phantom", "--view", "tv"])
-    assert r.exit_code == 2 and r.output.strip().splitlines()[-1].startswith("qdev: --view tv: expected")
+    r = CliRunner().invoke(
+        cli, ["-p", "tcp://127.0.0.1:9", "stream", "--probe", "phantom", "--view", "tv"]
+    )
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1].startswith(
+        "qdev: --view tv: expected"
+    )
 
 
 # -- the desktop window, under Xvfb --------------------------------------------------------------
+
 
 @pytest.fixture()
 def xdisplay():
     if XVFB is None:
         pytest.skip("Xvfb not installed (apt-get install xvfb; .ci/run installs it)")
     r, w = os.pipe()
-    proc = subprocess.Popen([XVFB, "-displayfd", str(w), "-screen", "0", "1280x900x24", "-nolisten", "tcp"],
-                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [XVFB, "-displayfd", str(w), "-screen", "0", "1280x900x24", "-nolisten", "tcp"],
+        pass_fds=(w,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(w)
     num = b""
     while not num.endswith(b"\n"):
@@ -115,11 +133,31 @@ def _grab(display: str) -> np.ndarray:
 def test_desktop_window_opens_shows_the_overlay_and_q_closes_it(xdisplay, tmp_path):
     env = {**os.environ, "DISPLAY": xdisplay}
     out = tmp_path / "sess"
-    p = subprocess.Popen([sys.executable, "-m", "qdev.host.cli", "demo", "--probe", "phantom", "--frames", "2000",
-                          "--view", "window", "--out", str(out)], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qdev.host.cli",
+            "demo",
+            "--probe",
+            "phantom",
+            "--frames",
+            "2000",
+            "--view",
+            "window",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        shot, deadline = None, time.time() + 240  # a loaded CI machine: device start, flash, first frames
+        shot, deadline = (
+            None,
+            time.time() + 240,
+        )  # a loaded CI machine: device start, flash, first frames
         while time.time() < deadline:
             time.sleep(1.0)
             a = _grab(xdisplay)
@@ -129,7 +167,9 @@ def test_desktop_window_opens_shows_the_overlay_and_q_closes_it(xdisplay, tmp_pa
                 break
         if shot is None:
             p.kill()
-            raise AssertionError(f"no window with a contour appeared: {p.communicate(timeout=30)[1][-3000:]}")
+            raise AssertionError(
+                f"no window with a contour appeared: {p.communicate(timeout=30)[1][-3000:]}"
+            )
         from PIL import Image
 
         Image.fromarray(shot).save(tmp_path / "window.png")
@@ -141,8 +181,22 @@ def test_desktop_window_opens_shows_the_overlay_and_q_closes_it(xdisplay, tmp_pa
         if XDOTOOL is None:
             pytest.skip("xdotool not installed: cannot press q")
         for _ in range(3):  # a key press can be lost while the window is busy: press again if so
-            subprocess.run([XDOTOOL, "search", "--onlyvisible", "--name", "qdev live", "windowfocus", "--sync",
-                            "key", "q"], env=env, timeout=30, capture_output=True)
+            subprocess.run(
+                [
+                    XDOTOOL,
+                    "search",
+                    "--onlyvisible",
+                    "--name",
+                    "qdev live",
+                    "windowfocus",
+                    "--sync",
+                    "key",
+                    "q",
+                ],
+                env=env,
+                timeout=30,
+                capture_output=True,
+            )
             try:
                 p.wait(timeout=20)
                 break
@@ -159,10 +213,13 @@ def test_desktop_window_opens_shows_the_overlay_and_q_closes_it(xdisplay, tmp_pa
     man = json.loads((out / "manifest.json").read_text())
     rows = (out / "frames.csv").read_text().splitlines()
     assert man["summary"]["interrupted"] is True  # closed by the user, before 2000 frames
-    assert man["counts"]["ok"] + man["counts"].get("lost", 0) == len(rows) - 1 >= 5  # the log is complete
+    assert (
+        man["counts"]["ok"] + man["counts"].get("lost", 0) == len(rows) - 1 >= 5
+    )  # the log is complete
 
 
 # -- the browser view, in headless Chromium ------------------------------------------------------
+
 
 def test_browser_view_loads_updates_and_matches_the_session_log(tmp_path):
     if CHROMIUM is None:
@@ -173,9 +230,25 @@ def test_browser_view_loads_updates_and_matches_the_session_log(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "sess"
-    p = subprocess.Popen([sys.executable, "-m", "qdev.host.cli", "demo", "--probe", "phantom", "--frames", "2000",
-                          "--view", f"web:{port}", "--out", str(out)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qdev.host.cli",
+            "demo",
+            "--probe",
+            "phantom",
+            "--frames",
+            "2000",
+            "--view",
+            f"web:{port}",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         import json
@@ -184,7 +257,12 @@ def test_browser_view_loads_updates_and_matches_the_session_log(tmp_path):
         deadline = time.time() + 240
         while time.time() < deadline:
             try:
-                if json.loads(urllib.request.urlopen(url + "stats.json", timeout=2).read())["frames"] >= 5:
+                if (
+                    json.loads(urllib.request.urlopen(url + "stats.json", timeout=2).read())[
+                        "frames"
+                    ]
+                    >= 5
+                ):
                     break
             except OSError:
                 pass
@@ -196,14 +274,23 @@ def test_browser_view_loads_updates_and_matches_the_session_log(tmp_path):
             seen = 0
             for i in range(2):
                 if i:  # the next frame reached the page
-                    br.wait_for(f"Number(document.getElementById('shown').textContent) > {seen}", timeout=120)
+                    br.wait_for(
+                        f"Number(document.getElementById('shown').textContent) > {seen}",
+                        timeout=120,
+                    )
                 seen = int(br.evaluate("document.getElementById('shown').textContent"))
                 png = br.screenshot(tmp_path / f"page{i}.png")
-                shots.append(np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(png).convert("RGB")))
+                shots.append(
+                    np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(png).convert("RGB"))
+                )
             dom = br.dom()
-            p.send_signal(__import__("signal").SIGINT)  # Ctrl-C: the session ends, its log is flushed
+            p.send_signal(
+                __import__("signal").SIGINT
+            )  # Ctrl-C: the session ends, its log is flushed
             # the page says so, and stops counting (it used to count the last frame again and again)
-            br.wait_for("document.getElementById('state').textContent === 'session ended'", timeout=120)
+            br.wait_for(
+                "document.getElementById('state').textContent === 'session ended'", timeout=120
+            )
             time.sleep(1.0)  # a frame already on its way may still arrive; then nothing more
             shown_at_end = int(br.evaluate("document.getElementById('shown').textContent"))
             time.sleep(1.5)
@@ -214,23 +301,33 @@ def test_browser_view_loads_updates_and_matches_the_session_log(tmp_path):
             p.send_signal(__import__("signal").SIGINT)
         p.communicate(timeout=240)
     # the page drew the live frame with its contour, and the frame changed between the shots
-    for a in shots:  # the contour, through JPEG and the browser's scaling: clearly green, not pure green
+    for a in (
+        shots
+    ):  # the contour, through JPEG and the browser's scaling: clearly green, not pure green
         a16 = a.astype(int)
-        assert ((a16[..., 1] - np.maximum(a16[..., 0], a16[..., 2])) > 80).sum() > 200, "no overlay on the page"
+        assert ((a16[..., 1] - np.maximum(a16[..., 0], a16[..., 2])) > 80).sum() > 200, (
+            "no overlay on the page"
+        )
     assert np.abs(shots[0].astype(int) - shots[1].astype(int)).sum() > 0
     frame_id = int(re.search(r'id="frame_id">(\d+)<', dom).group(1))
     area = int(re.search(r'id="area">(\d+) px<', dom).group(1))
     assert int(re.search(r'id="shown">(\d+)<', dom).group(1)) >= 1
-    rows = {int(r["frame_id"]): r for r in csv.DictReader(io.StringIO((out / "frames.csv").read_text()))}
+    rows = {
+        int(r["frame_id"]): r for r in csv.DictReader(io.StringIO((out / "frames.csv").read_text()))
+    }
     assert rows[frame_id]["status"] == "ok" and int(rows[frame_id]["mask_area"]) == area
     # the table is the frame shown's own row of the log (it was one frame behind)
     rtt = float(re.search(r'id="rtt">([\d.]+) ms<', dom).group(1))
     dev = float(re.search(r'id="device">([\d.]+) ms<', dom).group(1))
-    assert abs(rtt - float(rows[frame_id]["rtt_ms"])) <= 0.51 and abs(dev - float(rows[frame_id]["device_ms"])) <= 0.051
+    assert (
+        abs(rtt - float(rows[frame_id]["rtt_ms"])) <= 0.51
+        and abs(dev - float(rows[frame_id]["device_ms"])) <= 0.051
+    )
     assert shown_at_end <= sum(r["status"] == "ok" for r in rows.values())
 
 
 # -- through the CLI: a 640x480 cine keeps its size; device: mode feeds the browser view too -------
+
 
 def test_saved_overlay_of_a_640x480_cine_is_640x480_in_colour(tmp_path):
     import cv2
@@ -251,13 +348,31 @@ def test_saved_overlay_of_a_640x480_cine_is_640x480_in_colour(tmp_path):
         c = connect(dev.port)
         c.flash(default_bundle("KV260"), default_trusted())
         c.close()
-        r = CliRunner().invoke(cli, ["-p", dev.port, "stream", "--probe", str(cine), "--no-view", "--save",
-                                     str(tmp_path / "o.mp4"), "--out", str(tmp_path / "s"), "--no-report"])
+        r = CliRunner().invoke(
+            cli,
+            [
+                "-p",
+                dev.port,
+                "stream",
+                "--probe",
+                str(cine),
+                "--no-view",
+                "--save",
+                str(tmp_path / "o.mp4"),
+                "--out",
+                str(tmp_path / "s"),
+                "--no-report",
+            ],
+        )
     assert r.exit_code == 0, r.output
     cap = cv2.VideoCapture(str(tmp_path / "o.mp4"))
     ok, first = cap.read()
-    assert ok and first.shape[0] > 480 and first.shape[1:] == (640, 3)  # the frame, and the HUD band below it
-    corner = first[5:40, 5:40].reshape(-1, 3).mean(axis=0)  # the frame's top left: no HUD over it any more
+    assert (
+        ok and first.shape[0] > 480 and first.shape[1:] == (640, 3)
+    )  # the frame, and the HUD band below it
+    corner = (
+        first[5:40, 5:40].reshape(-1, 3).mean(axis=0)
+    )  # the frame's top left: no HUD over it any more
     assert corner[2] > corner[0] + 60  # the frame's own colours (red over blue), not darkened
 
 
@@ -277,9 +392,27 @@ def test_device_mode_feeds_the_browser_view(tmp_path):
         c = connect(dev.port)
         c.flash(default_bundle("KV260"), default_trusted())
         c.close()
-        p = subprocess.Popen([sys.executable, "-m", "qdev.host.cli", "-p", dev.port, "stream", "--probe",
-                              "device:phantom", "--frames", "400", "--view", f"web:{port}", "--out", str(tmp_path / "s")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "qdev.host.cli",
+                "-p",
+                dev.port,
+                "stream",
+                "--probe",
+                "device:phantom",
+                "--frames",
+                "400",
+                "--view",
+                f"web:{port}",
+                "--out",
+                str(tmp_path / "s"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             url, doc, deadline = f"http://127.0.0.1:{port}/", None, time.time() + 240
             while time.time() < deadline:

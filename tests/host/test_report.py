@@ -19,7 +19,6 @@ from qdev.host.session import read_session
 from tests.chromium import CHROMIUM, Browser
 
 
-
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     root = tmp_path_factory.mktemp("rep")
@@ -27,8 +26,22 @@ def session(tmp_path_factory):
         c = connect(dev.port)
         assert c.flash(default_bundle("KV260"), default_trusted())["activated"]
         c.close()
-        r = CliRunner().invoke(cli, ["-p", dev.port, "stream", "--probe", "phantom:1", "--frames", "30", "--no-view",
-                                     "--out", str(root / "s"), "--no-report"])
+        r = CliRunner().invoke(
+            cli,
+            [
+                "-p",
+                dev.port,
+                "stream",
+                "--probe",
+                "phantom:1",
+                "--frames",
+                "30",
+                "--no-view",
+                "--out",
+                str(root / "s"),
+                "--no-report",
+            ],
+        )
         assert r.exit_code == 0, r.output
     return root / "s"
 
@@ -47,13 +60,16 @@ def test_report_gallery_tables_histogram_and_energy_split(session, tmp_path):
     assert gal["first"]["frame_id"] == int(rows[0]["frame_id"])
     assert gal["largest mask"]["mask_area"] == max(int(x["mask_area"]) for x in rows)
     dices = [float(x["dice_vs_truth"]) for x in rows]
-    assert round(gal["best Dice"]["dice"], 4) == max(dices) and round(gal["worst Dice"]["dice"], 4) == min(dices)
+    assert round(gal["best Dice"]["dice"], 4) == max(dices) and round(
+        gal["worst Dice"]["dice"], 4
+    ) == min(dices)
     from PIL import Image
 
     for g in gal.values():
         im = Image.open(session / "gallery" / g["file"])
         assert im.size == (256, 256)  # the phantom's own size, not the model's 128
-    # tables: the board from the flashed bundle (not the runtime's unset --board), the bundle, the model
+    # tables: the board from the flashed bundle (not the runtime's unset --board), the bundle, the
+    # model
     t = s["tables"]
     assert t["board"]["board"] == "KV260" and t["bundle"]["id"] == s["device"]["bundle_id"]
     assert t["bundle"]["FINN-estimated rate (frames/s)"] > 0 and t["model"]["average bits"] > 0
@@ -65,7 +81,9 @@ def test_report_gallery_tables_histogram_and_energy_split(session, tmp_path):
     assert e["fpga_estimate"]["kind"] == "estimated"
     assert (tmp_path / "rep" / "dice_histogram.png").is_file()
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert page.count("<figure><img src='data:image/png") >= 5 + 5  # gallery and plots, self-contained
+    assert (
+        page.count("<figure><img src='data:image/png") >= 5 + 5
+    )  # gallery and plots, self-contained
     assert "{'" not in page  # no Python dict reprs
 
 
@@ -76,14 +94,18 @@ def test_report_page_in_a_browser_shows_the_overlays(session, tmp_path):
     assert r.exit_code == 0, r.output
     with Browser(tmp_path / "chr", size=(1400, 900)) as br:
         br.open((tmp_path / "rep" / "report.html").as_uri())
-        br.wait_for("document.readyState === 'complete' && [...document.images].every((i) => i.complete)")
+        br.wait_for(
+            "document.readyState === 'complete' && [...document.images].every((i) => i.complete)"
+        )
         png = br.screenshot(tmp_path / "page.png")
     from PIL import Image
 
     a = np.asarray(Image.open(png).convert("RGB")).astype(int)
     green = (a[..., 1] > 200) & (a[..., 0] < 80) & (a[..., 2] < 80)
     magenta = (a[..., 0] > 200) & (a[..., 1] < 80) & (a[..., 2] > 200)
-    assert green.sum() > 100 and magenta.sum() > 50  # mask contours and the truth's, in the first screen
+    assert (
+        green.sum() > 100 and magenta.sum() > 50
+    )  # mask contours and the truth's, in the first screen
 
 
 def test_parquet_log_beside_the_csv_with_its_schema_and_fallbacks(session, tmp_path):
@@ -92,7 +114,9 @@ def test_parquet_log_beside_the_csv_with_its_schema_and_fallbacks(session, tmp_p
     from qdev.host.session import parquet_schema
 
     t = pq.read_table(session / "frames.parquet")
-    assert t.schema.equals(parquet_schema(), check_metadata=False) and t.num_rows == len(_csv(session))
+    assert t.schema.equals(parquet_schema(), check_metadata=False) and t.num_rows == len(
+        _csv(session)
+    )
     man, rows = read_session(session)
     assert man["read_from"] == "frames.parquet"
     _, csv_rows = read_session(_copy(session, tmp_path / "csv-only", drop_parquet=True))

@@ -10,14 +10,23 @@ from qdev.core.preprocess import to_model_input
 from qdev.core.probe.sources import open_probe
 
 
-@pytest.mark.parametrize("name,frames,fps", [("ybr_color", 30, 30.0), ("rgb_color", 1, None),
-                                             ("palette_color", 1, None), ("jpeg2k", 1, None)])
+@pytest.mark.parametrize(
+    "name,frames,fps",
+    [
+        ("ybr_color", 30, 30.0),
+        ("rgb_color", 1, None),
+        ("palette_color", 1, None),
+        ("jpeg2k", 1, None),
+    ],
+)
 def test_dicom_ultrasound_examples(name, frames, fps):
     from pydicom import examples
 
     src = open_probe(str(examples.get_path(name)))
     assert src.n_frames == frames and not src.live
-    assert (src.fps is None and fps is None) or src.fps == pytest.approx(fps, rel=1e-3)  # FrameTime 33.333 ms
+    assert (src.fps is None and fps is None) or src.fps == pytest.approx(
+        fps, rel=1e-3
+    )  # FrameTime 33.333 ms
     got = list(src.frames())
     assert len(got) == frames
     px = to_model_input(got[0].image, 128, 128)
@@ -73,7 +82,9 @@ def test_phantom_is_live_with_truth():
     assert src.live and len(fr) == 2 and fr[0].truth is not None
 
 
-@pytest.mark.parametrize("spec,err", [("nope/missing.mp4", ConfigError), ("phantom:x", ConfigError)])
+@pytest.mark.parametrize(
+    "spec,err", [("nope/missing.mp4", ConfigError), ("phantom:x", ConfigError)]
+)
 def test_bad_probe_specs(spec, err, tmp_path):
     with pytest.raises(err):
         open_probe(spec)
@@ -83,12 +94,18 @@ def test_bad_probe_specs(spec, err, tmp_path):
         list(open_probe(str(bad)).frames())
 
 
-@pytest.mark.parametrize("name, syntax", [
-    ("SC_rgb_jpeg_dcmtk.dcm", "JPEG baseline"), ("SC_rgb_jpeg_gdcm.dcm", "JPEG baseline (GDCM-encoded)"),
-    ("JPEG2000.dcm", "JPEG 2000"), ("MR_small_RLE.dcm", "RLE (16-bit)"), ("SC_rgb_rle.dcm", "RLE (RGB)"),
-    ("MR_small_jpeg_ls_lossless.dcm", "JPEG-LS lossless (16-bit)"),
-    ("JPEGLSNearLossless_16.dcm", "JPEG-LS near-lossless (16-bit)"),
-])
+@pytest.mark.parametrize(
+    "name, syntax",
+    [
+        ("SC_rgb_jpeg_dcmtk.dcm", "JPEG baseline"),
+        ("SC_rgb_jpeg_gdcm.dcm", "JPEG baseline (GDCM-encoded)"),
+        ("JPEG2000.dcm", "JPEG 2000"),
+        ("MR_small_RLE.dcm", "RLE (16-bit)"),
+        ("SC_rgb_rle.dcm", "RLE (RGB)"),
+        ("MR_small_jpeg_ls_lossless.dcm", "JPEG-LS lossless (16-bit)"),
+        ("JPEGLSNearLossless_16.dcm", "JPEG-LS near-lossless (16-bit)"),
+    ],
+)
 def test_compressed_dicom_transfer_syntaxes_decode(name, syntax):
     """The transfer syntaxes hospitals send, through pydicom's plugins (pylibjpeg, pyjpegls), on
     pydicom's own test files: decoded, and equal to what pydicom decodes them to."""
@@ -103,9 +120,14 @@ def test_compressed_dicom_transfer_syntaxes_decode(name, syntax):
     assert len(frames) == int(getattr(ds, "NumberOfFrames", 1) or 1)
     first = frames[0].image
     assert first.shape[:2] == (ds.Rows, ds.Columns)
-    assert np.array_equal(first, ref if ref.ndim == first.ndim else ref[0]) or ds.PhotometricInterpretation == "MONOCHROME1"
+    assert (
+        np.array_equal(first, ref if ref.ndim == first.ndim else ref[0])
+        or ds.PhotometricInterpretation == "MONOCHROME1"
+    )
     px = to_model_input(first, 128, 128)
-    assert px.dtype == np.uint8 and px.shape == (128, 128) and px.max() > px.min()  # 16-bit scaled, not clipped
+    assert (
+        px.dtype == np.uint8 and px.shape == (128, 128) and px.max() > px.min()
+    )  # 16-bit scaled, not clipped
 
 
 def test_frame_time_vector_gives_the_rate():

@@ -35,7 +35,9 @@ def test_load_shapes_ranges_labels(phantom_busi):
     assert arr.images.shape == (36, 32, 40) and arr.images.dtype == np.uint8
     assert arr.masks.shape == (36, 32, 40) and arr.masks.dtype == bool
     assert list(np.bincount(arr.labels)) == [18, 12, 6]
-    assert not arr.masks[arr.labels == 2].any() and arr.masks[arr.labels == 0].any(axis=(1, 2)).all()
+    assert (
+        not arr.masks[arr.labels == 2].any() and arr.masks[arr.labels == 0].any(axis=(1, 2)).all()
+    )
 
 
 def test_multi_mask_union_and_rgb_rgba_inputs(tmp_path, phantom_busi):

@@ -29,11 +29,18 @@ def test_counts_match_source_md(busi):
 def test_known_cross_class_duplicates_are_grouped(busi):
     arr, dups = busi
     ix = arr.index()
-    known = [("benign (433)", "malignant (145)"), ("benign (333)", "malignant (77)"),
-             ("benign (399)", "malignant (93)"), ("benign (406)", "malignant (94)"),
-             ("benign (42)", "malignant (51)"), ("benign (131)", "malignant (51)"),
-             ("benign (85)", "malignant (52)"), ("benign (164)", "malignant (52)"),
-             ("benign (269)", "normal (1)"), ("benign (437)", "normal (34)")]
+    known = [
+        ("benign (433)", "malignant (145)"),
+        ("benign (333)", "malignant (77)"),
+        ("benign (399)", "malignant (93)"),
+        ("benign (406)", "malignant (94)"),
+        ("benign (42)", "malignant (51)"),
+        ("benign (131)", "malignant (51)"),
+        ("benign (85)", "malignant (52)"),
+        ("benign (164)", "malignant (52)"),
+        ("benign (269)", "normal (1)"),
+        ("benign (437)", "normal (34)"),
+    ]
     for a, b in known:
         ia = ix[f"benign/{a}"]
         ib = ix[f"{b.split(' ')[0]}/{b}"]

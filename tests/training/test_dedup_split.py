@@ -30,7 +30,11 @@ def test_planted_recrops_are_found(loaded):
     arr, dups = loaded
     index = arr.index()
     # write_phantom_busi plants a re-cropped copy after every 6th image: (6)->(7), (12)->(13)
-    for a, b in [("benign/benign (6)", "benign/benign (7)"), ("malignant/malignant (6)", "malignant/malignant (7)"), ("benign/benign (12)", "benign/benign (13)")]:
+    for a, b in [
+        ("benign/benign (6)", "benign/benign (7)"),
+        ("malignant/malignant (6)", "malignant/malignant (7)"),
+        ("benign/benign (12)", "benign/benign (13)"),
+    ]:
         assert dups.group_of[index[a]] == dups.group_of[index[b]], (a, b)
     # independent phantom images are not merged wholesale
     assert len(dups.duplicate_groups) <= 8 and max(len(g) for g in dups.groups) <= 3

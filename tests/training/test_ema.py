@@ -14,7 +14,11 @@ from qdev.training.models import ModelConfig, build_model
 def _reference(ema_state: dict, live_state: dict, weight: float) -> dict:
     out = {}
     for k, v in ema_state.items():
-        out[k] = v.clone().lerp_(live_state[k], weight) if v.dtype.is_floating_point else live_state[k].clone()
+        out[k] = (
+            v.clone().lerp_(live_state[k], weight)
+            if v.dtype.is_floating_point
+            else live_state[k].clone()
+        )
     return out
 
 
@@ -32,7 +36,9 @@ def test_fused_update_equals_one_lerp_per_tensor_on_a_quantunet():
     torch.manual_seed(0)
     model = build_model(ModelConfig(kind="quant", width=2))
     model.train()
-    _trained_a_little(model, 101)  # past Brevitas's 100 steps of activation statistics: scales are parameters now
+    _trained_a_little(
+        model, 101
+    )  # past Brevitas's 100 steps of activation statistics: scales are parameters now
     ema = ModelEMA(model, 0.9)
     ema.update(model)
     _trained_a_little(model, 3)
@@ -49,7 +55,11 @@ def test_fused_update_equals_one_lerp_per_tensor_on_a_quantunet():
     assert all(not p.requires_grad for p in ema.module.parameters())
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         ema.update(model)
-    ops = [e for e in prof.events() if e.name.startswith("aten::")
-           and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]
+    ops = [
+        e
+        for e in prof.events()
+        if e.name.startswith("aten::")
+        and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
+    ]
     n_float = sum(v.dtype.is_floating_point for v in got.values())
     assert len(ops) < n_float / 2, (len(ops), n_float)

@@ -81,10 +81,12 @@ def test_lambda_lowers_average_width_on_toy_run(mode):
         m = build_model(ModelConfig(kind="quant", width=2, init_bits=6))
         t = BitWidthTracker(m, (32, 32))
         ids = {id(p) for p in t.parameters()}
-        opt = torch.optim.Adam([
-            {"params": [p for p in m.parameters() if id(p) not in ids], "lr": 1e-3},
-            {"params": t.parameters(), "lr": 5e-2},
-        ])
+        opt = torch.optim.Adam(
+            [
+                {"params": [p for p in m.parameters() if id(p) not in ids], "lr": 1e-3},
+                {"params": t.parameters(), "lr": 5e-2},
+            ]
+        )
         g = torch.Generator().manual_seed(0)
         x = torch.rand(8, 1, 32, 32, generator=g)
         y = (x > 0.6).float()
@@ -162,7 +164,9 @@ def test_normal_weight_makes_a_false_lesion_on_a_normal_scan_cost_more():
     target[:2, :, 4:10, 4:10] = 1.0  # images 0-1 carry a lesion; 2-3 are normal scans
     paper = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
     assert torch.equal(weighted_bce(logits, target, 1.0), paper)  # weight 1 is the paper's BCE
-    per_image = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((1, 2, 3))
+    per_image = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, target, reduction="none"
+    ).mean((1, 2, 3))
     w = torch.tensor([1.0, 1.0, 3.0, 3.0])
     assert torch.allclose(weighted_bce(logits, target, 3.0), (w * per_image).sum() / w.sum())
     # a false lesion on a normal scan: the weighted loss rises more than the paper's
@@ -170,9 +174,13 @@ def test_normal_weight_makes_a_false_lesion_on_a_normal_scan_cost_more():
     bad[2, :, :4, :4] += 8.0
     d_paper = float(weighted_bce(bad, target, 1.0) - weighted_bce(logits, target, 1.0))
     d_weighted = float(weighted_bce(bad, target, 3.0) - weighted_bce(logits, target, 3.0))
-    assert d_paper > 0 and d_weighted / d_paper == pytest.approx((3 / 8) / (1 / 4), rel=1e-4)  # its share: 3 of 8, not 1 of 4
+    assert d_paper > 0 and d_weighted / d_paper == pytest.approx(
+        (3 / 8) / (1 / 4), rel=1e-4
+    )  # its share: 3 of 8, not 1 of 4
     # and total_loss passes it on
-    assert torch.allclose(total_loss(logits, target, None, 0.0, 3.0).bce, weighted_bce(logits, target, 3.0))
+    assert torch.allclose(
+        total_loss(logits, target, None, 0.0, 3.0).bce, weighted_bce(logits, target, 3.0)
+    )
 
 
 def test_image_dice_counts_a_missed_small_lesion_as_a_whole_image():
@@ -192,14 +200,18 @@ def test_image_dice_counts_a_missed_small_lesion_as_a_whole_image():
     # the normal scan is left to the BCE: a false lesion on it leaves this term as it is
     bad = logits.clone()
     bad[2, :, :8, :8] = 30.0
-    assert float(image_dice_loss(bad, target)) == pytest.approx(float(image_dice_loss(logits, target)), abs=1e-6)
+    assert float(image_dice_loss(bad, target)) == pytest.approx(
+        float(image_dice_loss(logits, target)), abs=1e-6
+    )
     # a batch of normal scans: 0, with a gradient of zeros rather than none
     x = logits.clone().requires_grad_(True)
     loss = image_dice_loss(x, torch.zeros_like(target))
     loss.backward()
     assert float(loss.detach()) == 0.0 and float(x.grad.abs().sum()) == 0.0
     # and total_loss passes the mode on
-    assert torch.allclose(total_loss(logits, target, None, 0.0, 1.0, "image").dice, image_dice_loss(logits, target))
+    assert torch.allclose(
+        total_loss(logits, target, None, 0.0, 1.0, "image").dice, image_dice_loss(logits, target)
+    )
 
 
 def test_out_range_starts_the_output_scale_at_the_given_logits():

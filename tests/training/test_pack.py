@@ -15,13 +15,22 @@ from click.testing import CliRunner
 
 from qdev.core.errors import DataError
 from qdev.host.cli import cli
-from qdev.training.data import find_duplicates, load_busi, make_split, open_busi, read_pack, write_pack
+from qdev.training.data import (
+    find_duplicates,
+    load_busi,
+    make_split,
+    open_busi,
+    read_pack,
+    write_pack,
+)
 
 
 @pytest.fixture(scope="module")
 def pack(phantom_busi, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pack") / "phantom-32.npz"
-    r = CliRunner().invoke(cli, ["data", "pack", "--data", str(phantom_busi), "--size", "32", "--out", str(out)])
+    r = CliRunner().invoke(
+        cli, ["data", "pack", "--data", str(phantom_busi), "--size", "32", "--out", str(out)]
+    )
     assert r.exit_code == 0, r.output
     assert "36 images at 32x32" in r.output
     return out
@@ -38,7 +47,10 @@ def test_pack_holds_exactly_what_the_folder_gives(phantom_busi, pack):
     # the grouped split (made from the thumbnails) comes out the same
     s1 = make_split(folder, find_duplicates(folder), "grouped", 0)
     s2 = make_split(packed, find_duplicates(packed), "grouped", 0)
-    assert all(np.array_equal(s1.indices(folder, n), s2.indices(packed, n)) for n in ("train", "val", "test"))
+    assert all(
+        np.array_equal(s1.indices(folder, n), s2.indices(packed, n))
+        for n in ("train", "val", "test")
+    )
 
 
 def test_open_busi_takes_a_pack_from_data_or_the_environment(pack, monkeypatch):
@@ -55,13 +67,16 @@ def _rewrite(src: Path, dst: Path, **changes) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("case, message", [
-    ("garbage", "unreadable BUSI pack"),
-    ("truncated", "unreadable BUSI pack"),
-    ("foreign npz", "not a qdev BUSI pack (no meta_json"),
-    ("other version", "preprocessing v1"),
-    ("short labels", "damaged BUSI pack (arrays disagree with its 36 ids: labels)"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("garbage", "unreadable BUSI pack"),
+        ("truncated", "unreadable BUSI pack"),
+        ("foreign npz", "not a qdev BUSI pack (no meta_json"),
+        ("other version", "preprocessing v1"),
+        ("short labels", "damaged BUSI pack (arrays disagree with its 36 ids: labels)"),
+    ],
+)
 def test_bad_packs_are_one_line_data_errors(pack, tmp_path, case, message):
     bad = tmp_path / "bad.npz"
     if case == "garbage":
@@ -95,22 +110,55 @@ def test_train_and_evaluate_from_a_pack_record_the_folders_data_hash(phantom_bus
     folder; both see the same data, and the manifest says so."""
     out = tmp_path / "run"
     env = {"QDEV_BUSI": str(pack), "OMP_NUM_THREADS": "1"}
-    r = CliRunner(env=env).invoke(cli, ["train", "--model", "quant", "--width", "2", "--size", "32", "--epochs", "1",
-                                        "--threads", "1", "--out", str(out)])
+    r = CliRunner(env=env).invoke(
+        cli,
+        [
+            "train",
+            "--model",
+            "quant",
+            "--width",
+            "2",
+            "--size",
+            "32",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     stage = json.loads((out / "manifest.json").read_text())["stages"]["train"]
     assert stage["inputs"]["data_hash"] == load_busi(phantom_busi, (32, 32)).data_hash
     assert stage["config"]["data"] is None and stage["accelerator"] is None
-    r = CliRunner(env={"QDEV_BUSI": str(phantom_busi)}).invoke(cli, ["evaluate", str(out), "--json"])
+    r = CliRunner(env={"QDEV_BUSI": str(phantom_busi)}).invoke(
+        cli, ["evaluate", str(out), "--json"]
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["metrics"]["n_images"] > 0
 
 
 def test_cli_pack_errors_are_one_line_and_leave_no_file(tmp_path):
     out = tmp_path / "p.npz"
-    p = subprocess.run([sys.executable, "-m", "qdev.host.cli", "data", "pack", "--data", str(tmp_path / "nope"),
-                        "--out", str(out)], capture_output=True, text=True)
-    assert p.returncode == 2 and p.stderr.startswith("qdev: ") and p.stderr.count("\n") == 1, p.stderr
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qdev.host.cli",
+            "data",
+            "pack",
+            "--data",
+            str(tmp_path / "nope"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 2 and p.stderr.startswith("qdev: ") and p.stderr.count("\n") == 1, (
+        p.stderr
+    )
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -130,7 +178,9 @@ def test_a_full_disk_leaves_no_pack_and_no_temporary_file(phantom_busi, tmp_path
 
 def test_inspect_and_split_read_a_pack_as_they_read_the_folder(phantom_busi, pack, tmp_path):
     runner = CliRunner()
-    r1 = runner.invoke(cli, ["data", "inspect", "--data", str(phantom_busi), "--size", "32", "--json"])
+    r1 = runner.invoke(
+        cli, ["data", "inspect", "--data", str(phantom_busi), "--size", "32", "--json"]
+    )
     r2 = runner.invoke(cli, ["data", "inspect", "--data", str(pack), "--size", "32", "--json"])
     assert r1.exit_code == 0 and r2.exit_code == 0, r2.output
     a, b = json.loads(r1.stdout), json.loads(r2.stdout)
@@ -139,5 +189,9 @@ def test_inspect_and_split_read_a_pack_as_they_read_the_folder(phantom_busi, pac
         assert a[key] == b[key], key
     r = runner.invoke(cli, ["data", "inspect", "--data", str(pack), "--size", "64"])
     assert r.exit_code == 2 and "qdev data pack --size 64x64" in r.output
-    r = runner.invoke(cli, ["data", "split", "--data", str(pack), "--out", str(tmp_path / "s.json")])
-    assert r.exit_code == 2 and "a pack of [32, 32] images" in r.output  # split files are made at 128x128
+    r = runner.invoke(
+        cli, ["data", "split", "--data", str(pack), "--out", str(tmp_path / "s.json")]
+    )
+    assert (
+        r.exit_code == 2 and "a pack of [32, 32] images" in r.output
+    )  # split files are made at 128x128

@@ -11,13 +11,20 @@ from qdev.core.maskrule import DEFAULT_RULE, MaskRule
 import pytest
 
 from qdev.core.errors import QdevError
-from qdev.training.postprocess import NORMAL, RuleSearch, paired_bootstrap, rule_figures, search_rules
+from qdev.training.postprocess import (
+    NORMAL,
+    RuleSearch,
+    paired_bootstrap,
+    rule_figures,
+    search_rules,
+)
 
 SCALE = 0.0625  # logit = code / 16
 
 
 def _scans(rng: np.random.Generator, n_lesion: int = 12, n_normal: int = 6):
-    """Lesion images: a 10x10 lesion at code 20 whose 4x4 core is confident (code 100); normal scans: a faint
+    """Lesion images: a 10x10 lesion at code 20 whose 4x4 core is confident (code 100); normal
+    scans: a faint
     12x12 blob at code 20 (logit 1.25) and nothing above it. Background at code -40."""
     n = n_lesion + n_normal
     codes = np.full((n, 32, 32), -40, np.int32)
@@ -43,9 +50,12 @@ def test_peak_rule_wins_where_normal_scans_carry_only_faint_blobs():
     assert default["normal_marked"] == 6 and fig["normal_marked"] == 0 and fig["missed"] == 0
     assert rule.min_peak is not None and 20 <= rule.min_peak < 100 and fig["dice_all"] == 1.0
     assert fig == rule_figures(rule.apply(codes), truth, labels)
-    assert found.steps[-1].stage == "peak" and found.steps[-1].taken and found.steps[-1].p_gain > 0.99
-    assert any(r.min_peak is None for r, _ in grid) and all(r.min_peak is None or r.min_peak > r.min_code
-                                                            for r, _ in grid)  # no redundant peaks
+    assert (
+        found.steps[-1].stage == "peak" and found.steps[-1].taken and found.steps[-1].p_gain > 0.99
+    )
+    assert any(r.min_peak is None for r, _ in grid) and all(
+        r.min_peak is None or r.min_peak > r.min_code for r, _ in grid
+    )  # no redundant peaks
 
 
 def test_ties_go_to_the_default_then_to_no_peak():
@@ -89,7 +99,11 @@ def test_a_gain_carried_by_one_image_is_not_taken():
         # P(the one improved image is in a resample) = 1 - (40/41)^41, about 0.64
         assert 0.55 < st.p_gain < 0.72
     loose = search_rules(codes, truth, labels, SCALE, RuleSearch(level=0.0))
-    assert loose.rule != DEFAULT_RULE and loose.figures["normal_marked"] == 0 and loose.figures["dice_all"] == 1.0
+    assert (
+        loose.rule != DEFAULT_RULE
+        and loose.figures["normal_marked"] == 0
+        and loose.figures["dice_all"] == 1.0
+    )
 
 
 def test_paired_bootstrap_counts_resamples_with_a_positive_mean():

@@ -24,7 +24,9 @@ def _varied_copy(src, dst):
     Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB").save(imgs[0])
     rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
     Image.fromarray(rgba, "RGBA").save(imgs[1])
-    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB").quantize(64).save(imgs[2])
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB").quantize(64).save(
+        imgs[2]
+    )
     odd = rng.integers(0, 256, (77, 131), dtype=np.uint8)
     Image.fromarray(odd).save(imgs[3])
     m = np.zeros((77, 131, 3), np.uint8)
@@ -53,7 +55,9 @@ def test_training_tensors_equal_the_deployed_input_bytes(phantom_busi, tmp_path)
         (frame,) = list(open_probe(str(path)).frames())  # the host's probe source for a file
         sent = to_model_input(frame.image, size, size)  # the bytes the device receives
         assert sent.dtype == np.uint8 and np.array_equal(sent, arrays.images[i]), rid
-        assert frame.truth is not None and np.array_equal(mask_to_model(frame.truth, size, size), arrays.masks[i]), rid
+        assert frame.truth is not None and np.array_equal(
+            mask_to_model(frame.truth, size, size), arrays.masks[i]
+        ), rid
     assert {"L", "RGB", "RGBA", "P"} <= modes  # every kind was really exercised
     # and the float tensors the network trains on are exactly those bytes / 255
     data = prepare_data(TrainConfig(data=str(root), size=size))

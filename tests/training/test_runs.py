@@ -1,4 +1,5 @@
-"""Run-folder provenance: the revision a stage ran on, and whether the checkout held more than it."""
+"""Run-folder provenance: the revision a stage ran on, and whether the checkout held more than
+it."""
 
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ def _repo(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     (repo / "training").mkdir(parents=True)
     (repo / "training" / "runs.py").write_text("# stand-in\n")
-    for cmd in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+    for cmd in (
+        ["init", "-q"],
+        ["add", "."],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"],
+    ):
         subprocess.run(["git", "-C", str(repo), *cmd], check=True)
     return repo
 
@@ -27,7 +32,9 @@ def test_stage_records_revision_and_whether_tracked_files_differ(tmp_path, monke
     repo = _repo(tmp_path)
     monkeypatch.delenv("QDEV_GIT_REVISION", raising=False)
     monkeypatch.setattr(runs, "__file__", str(repo / "training" / "runs.py"))
-    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     run = runs.RunFolder(tmp_path / "run")
     run.path.mkdir()
     run.begin("train", {})

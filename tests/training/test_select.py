@@ -1,4 +1,5 @@
-"""The default's replacement rule: best by validation, margin corrected for the number of candidates."""
+"""The default's replacement rule: best by validation, margin corrected for the number of
+candidates."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from qdev.training.select import choose_default, corrected_level
 
 def test_the_best_of_several_must_clear_a_stricter_margin():
     rng = np.random.default_rng(0)
-    gain = rng.normal(0.03, 0.17, 118)  # the spread of per-image Dice differences on BUSI validation
+    gain = rng.normal(
+        0.03, 0.17, 118
+    )  # the spread of per-image Dice differences on BUSI validation
     gain += 0.03 - gain.mean()
     p = paired_bootstrap(gain, 2000)
     assert 0.95 <= p < 0.99  # clears 95% alone, not 99%

@@ -16,7 +16,15 @@ from PIL import Image
 from qdev.core.errors import DataError
 from qdev.core.probe.phantom import phantom_image
 from qdev.host.cli import cli
-from qdev.training.data import DataOptions, find_duplicates, make_split, open_dataset, parse_colours, read_pack, write_pack
+from qdev.training.data import (
+    DataOptions,
+    find_duplicates,
+    make_split,
+    open_dataset,
+    parse_colours,
+    read_pack,
+    write_pack,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 COLOURS = "green=benign,red=malignant"
@@ -24,8 +32,14 @@ PATTERN = "^([A-Z]+)_"
 KINDS = ("benign", "malignant", "normal")
 
 
-def write_site(root: Path, patients=("ANNA", "BERT", "CARL", "DORA", "EMIL"), per: int = 6, size=(96, 120),
-               colour: bool = True, seed: int = 0) -> dict[str, str]:
+def write_site(
+    root: Path,
+    patients=("ANNA", "BERT", "CARL", "DORA", "EMIL"),
+    per: int = 6,
+    size=(96, 120),
+    colour: bool = True,
+    seed: int = 0,
+) -> dict[str, str]:
     """An images/ + masks/ site: RGB masks green = benign, red = malignant (BUS-UCLM's form), or
     binary. Returns file stem -> class."""
     (root / "images").mkdir(parents=True)
@@ -50,7 +64,9 @@ def write_site(root: Path, patients=("ANNA", "BERT", "CARL", "DORA", "EMIL"), pe
 
 
 def _opts(**kw) -> DataOptions:
-    return DataOptions(parse_colours(kw.get("colours", COLOURS)), kw.get("pattern", PATTERN), kw.get("site"))
+    return DataOptions(
+        parse_colours(kw.get("colours", COLOURS)), kw.get("pattern", PATTERN), kw.get("site")
+    )
 
 
 def test_pairs_with_colour_masks_read_classes_and_patients(tmp_path):
@@ -59,7 +75,13 @@ def test_pairs_with_colour_masks_read_classes_and_patients(tmp_path):
     assert a.kind == "pairs" and len(a) == len(truth) == 30
     got = {i.split("/", 1)[1]: i.split("/", 1)[0] for i in a.ids}
     assert got == truth  # every class from the mask's colour
-    assert a.patients is not None and sorted(set(a.patients)) == ["ANNA", "BERT", "CARL", "DORA", "EMIL"]
+    assert a.patients is not None and sorted(set(a.patients)) == [
+        "ANNA",
+        "BERT",
+        "CARL",
+        "DORA",
+        "EMIL",
+    ]
     assert all(a.ids[k].split("/")[1].startswith(p) for k, p in enumerate(a.patients))
     normal = a.labels == 2
     assert not a.masks[normal].any() and a.masks[~normal].reshape((~normal).sum(), -1).any(1).all()
@@ -73,14 +95,19 @@ def test_pairs_with_colour_masks_read_classes_and_patients(tmp_path):
 
 def test_patient_split_keeps_every_patient_in_one_split_and_balances_lesions(tmp_path):
     write_site(tmp_path / "site", patients=tuple(f"P{chr(65 + i)}" for i in range(10)), per=5)
-    a = open_dataset(tmp_path / "site", (32, 32), options=DataOptions(parse_colours(COLOURS), "^([A-Z]+)_"))
+    a = open_dataset(
+        tmp_path / "site", (32, 32), options=DataOptions(parse_colours(COLOURS), "^([A-Z]+)_")
+    )
     s = make_split(a, find_duplicates(a), "grouped", 0, (0.6, 0.2, 0.2))
     assert s.unit == "patient"
     where = {}
     for name in ("train", "val", "test"):
         for i in s.indices(a, name):
             assert where.setdefault(a.patients[i], name) == name
-    lesions = {n: int(a.masks[s.indices(a, n)].reshape(len(s.indices(a, n)), -1).any(1).sum()) for n in ("train", "val", "test")}
+    lesions = {
+        n: int(a.masks[s.indices(a, n)].reshape(len(s.indices(a, n)), -1).any(1).sum())
+        for n in ("train", "val", "test")
+    }
     assert min(lesions["val"], lesions["test"]) >= 3, lesions
 
 
@@ -101,8 +128,14 @@ def test_datalist_reads_the_same_images_and_says_which_row_is_wrong(tmp_path, fm
     truth = write_site(tmp_path / "site")
     rows = []
     for stem, cls in truth.items():
-        rows.append({"image": f"site/images/{stem}.png", "label": "" if cls == "normal" else f"site/masks/{stem}.png",
-                     "patient": stem.split("_")[0], "class": cls})
+        rows.append(
+            {
+                "image": f"site/images/{stem}.png",
+                "label": "" if cls == "normal" else f"site/masks/{stem}.png",
+                "patient": stem.split("_")[0],
+                "class": cls,
+            }
+        )
     lst = _write_list(tmp_path / f"list.{fmt}", rows, wrapped=True)
     a = open_dataset(lst, (32, 32))
     b = open_dataset(tmp_path / "site", (32, 32), options=_opts())
@@ -151,7 +184,9 @@ def test_a_site_pack_keeps_its_patients_and_hash(tmp_path):
     assert b.patients == a.patients and b.data_hash == a.data_hash and b.ids == a.ids
     # the hash covers the reading options (another colour map reads other classes), not the name
     c = open_dataset(tmp_path / "site", (32, 32), options=_opts(site="another name"))
-    d = open_dataset(tmp_path / "site", (32, 32), options=_opts(colours="green=malignant,red=benign"))
+    d = open_dataset(
+        tmp_path / "site", (32, 32), options=_opts(colours="green=malignant,red=benign")
+    )
     assert c.data_hash == a.data_hash != d.data_hash
 
 
@@ -162,22 +197,61 @@ def test_cli_inspect_and_evaluate_the_shipped_bundle_as_deployed(tmp_path):
     truth = write_site(tmp_path / "site", size=(140, 180))
     names = {s: s for s in truth}
     run = CliRunner()
-    r = run.invoke(cli, ["data", "inspect", "--data", str(tmp_path / "site"), "--mask-colours", COLOURS,
-                         "--patient-pattern", PATTERN, "--size", "32"])
+    r = run.invoke(
+        cli,
+        [
+            "data",
+            "inspect",
+            "--data",
+            str(tmp_path / "site"),
+            "--mask-colours",
+            COLOURS,
+            "--patient-pattern",
+            PATTERN,
+            "--size",
+            "32",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "Patients: 5" in r.output and "benign" in r.output
     bundle = REPO / "bitstreams" / "KV260" / "quantunet-w8"
     out = tmp_path / "ev"
-    r = run.invoke(cli, ["evaluate", str(bundle), "--data", str(tmp_path / "site"), "--mask-colours", COLOURS,
-                         "--patient-pattern", PATTERN, "--site", "synthetic", "--out", str(out), "--json"])
+    r = run.invoke(
+        cli,
+        [
+            "evaluate",
+            str(bundle),
+            "--data",
+            str(tmp_path / "site"),
+            "--mask-colours",
+            COLOURS,
+            "--patient-pattern",
+            PATTERN,
+            "--site",
+            "synthetic",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     ev = json.loads(r.stdout)
-    assert ev["subject"]["kind"] == "bundle" and ev["site"] == "synthetic" and ev["resampled_unit"] == "patient"
+    assert (
+        ev["subject"]["kind"] == "bundle"
+        and ev["site"] == "synthetic"
+        and ev["resampled_unit"] == "patient"
+    )
     assert ev["figures"]["n_images"] == 30 and ev["figures"]["n_patients"] == 5
     for f in ("evaluation.json", "images.csv", "worst.png", "report.html"):
         assert (out / f).stat().st_size > 0
     rows = list(csv.DictReader(open(out / "images.csv")))
-    assert {r_["file"] for r_ in rows} == set(names) and {r_["patient"] for r_ in rows} == {"ANNA", "BERT", "CARL", "DORA", "EMIL"}
+    assert {r_["file"] for r_ in rows} == set(names) and {r_["patient"] for r_ in rows} == {
+        "ANNA",
+        "BERT",
+        "CARL",
+        "DORA",
+        "EMIL",
+    }
     # as deployed means the integer model's codes: recompute two images with the reference
     # executor (core.intmodel.run_reference, the other implementation) and the signed rule
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -193,18 +267,37 @@ def test_cli_inspect_and_evaluate_the_shipped_bundle_as_deployed(tmp_path):
     lo, hi = ev["ci95"]["dice_all"]
     assert lo <= ev["figures"]["dice_all"] <= hi
     # a wrong option is one line, exit 2
-    r = run.invoke(cli, ["evaluate", str(bundle), "--data", str(tmp_path / "site"), "--patient-pattern", "(["])
-    assert r.exit_code == 2 and r.output.startswith("qdev: ") and len(r.output.strip().splitlines()) == 1
-    r = run.invoke(cli, ["evaluate", str(bundle), "--data", str(tmp_path / "site"), "--split", "test"])
+    r = run.invoke(
+        cli, ["evaluate", str(bundle), "--data", str(tmp_path / "site"), "--patient-pattern", "(["]
+    )
+    assert (
+        r.exit_code == 2
+        and r.output.startswith("qdev: ")
+        and len(r.output.strip().splitlines()) == 1
+    )
+    r = run.invoke(
+        cli, ["evaluate", str(bundle), "--data", str(tmp_path / "site"), "--split", "test"]
+    )
     assert r.exit_code == 2 and "--split-file" in r.output
 
 
 def test_report_escapes_the_dataset_s_names(tmp_path):
     write_site(tmp_path / "site", patients=("ANNA",), per=3)
     for d in ("images", "masks"):
-        (tmp_path / "site" / d / "ANNA_000.png").rename(tmp_path / "site" / d / "ANNA_<img src=x onerror=alert(1)>.png")
-    r = CliRunner().invoke(cli, ["evaluate", str(REPO / "bitstreams" / "KV260" / "quantunet-w8"), "--data",
-                                 str(tmp_path / "site"), "--out", str(tmp_path / "ev")])
+        (tmp_path / "site" / d / "ANNA_000.png").rename(
+            tmp_path / "site" / d / "ANNA_<img src=x onerror=alert(1)>.png"
+        )
+    r = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            str(REPO / "bitstreams" / "KV260" / "quantunet-w8"),
+            "--data",
+            str(tmp_path / "site"),
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     html = (tmp_path / "ev" / "report.html").read_text()
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
@@ -232,8 +325,18 @@ def tiny_base(tmp_path_factory, phantom_busi):
     from qdev.training.trainer import TrainConfig, train
 
     out = tmp_path_factory.mktemp("base") / "run"
-    train(TrainConfig(model=ModelConfig(kind="quant", width=2), data=str(phantom_busi), out=str(out), size=32,
-                      batch_size=8, threads=1, epochs=2, freeze_bits=0.5))
+    train(
+        TrainConfig(
+            model=ModelConfig(kind="quant", width=2),
+            data=str(phantom_busi),
+            out=str(out),
+            size=32,
+            batch_size=8,
+            threads=1,
+            epochs=2,
+            freeze_bits=0.5,
+        )
+    )
     choose_rule(out)
     return out
 
@@ -243,9 +346,29 @@ def test_adapt_end_to_end_keeps_bits_splits_by_patient_and_decides(tiny_base, tm
 
     write_site(tmp_path / "site", patients=tuple(f"P{chr(65 + i)}" for i in range(6)), per=5)
     out = tmp_path / "adapted"
-    r = CliRunner().invoke(cli, ["adapt", str(tiny_base), "--data", str(tmp_path / "site"), "--mask-colours", COLOURS,
-                                 "--patient-pattern", PATTERN, "--out", str(out), "--epochs", "2", "--images", "8",
-                                 "--replay", "0.5", "--threads", "1"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "adapt",
+            str(tiny_base),
+            "--data",
+            str(tmp_path / "site"),
+            "--mask-colours",
+            COLOURS,
+            "--patient-pattern",
+            PATTERN,
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--images",
+            "8",
+            "--replay",
+            "0.5",
+            "--threads",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "site validation" in r.output and ("offered" in r.output)
     d = json.loads((out / "adapt" / "decision.json").read_text())
@@ -253,8 +376,15 @@ def test_adapt_end_to_end_keeps_bits_splits_by_patient_and_decides(tiny_base, tm
     assert d["offered"] == (d["gain"] > 0 and d["p_gain"] >= 0.95) and d["criterion"] == "balanced"
     split = json.loads((out / "train" / "split.json").read_text())
     assert len(split["ids"]["train"]) == 8 and split["unit"] == "patient"
-    pats = {n: {i.split("/")[1].split("_")[0] for i in split["ids"][n]} for n in ("train", "val", "test")}
-    assert not (pats["train"] & pats["val"]) and not (pats["train"] & pats["test"]) and not (pats["val"] & pats["test"])
+    pats = {
+        n: {i.split("/")[1].split("_")[0] for i in split["ids"][n]}
+        for n in ("train", "val", "test")
+    }
+    assert (
+        not (pats["train"] & pats["val"])
+        and not (pats["train"] & pats["test"])
+        and not (pats["val"] & pats["test"])
+    )
     # the bit widths are the base's: the hardware cost is unchanged
     base = torch.load(tiny_base / "train" / "best.pt", weights_only=False)
     new = torch.load(out / "train" / "best.pt", weights_only=False)
@@ -262,8 +392,14 @@ def test_adapt_end_to_end_keeps_bits_splits_by_patient_and_decides(tiny_base, tm
     assert new["bits"]["act_bits"] == base["bits"]["act_bits"]
     m = json.loads((out / "manifest.json").read_text())
     st = m["stages"]
-    assert st["adapt"]["status"] == "done" and st["adapt"]["inputs"]["site_data_hash"] == d["site_data_hash"]
-    assert st["train"]["config"]["finetune_from"].endswith("best.pt") and st["train"]["inputs"]["mix_data_hashes"]
+    assert (
+        st["adapt"]["status"] == "done"
+        and st["adapt"]["inputs"]["site_data_hash"] == d["site_data_hash"]
+    )
+    assert (
+        st["train"]["config"]["finetune_from"].endswith("best.pt")
+        and st["train"]["inputs"]["mix_data_hashes"]
+    )
     assert st["postprocess"]["status"] == "done"
     c = json.loads((out / "adapt" / "comparison.json").read_text())
     assert set(c) == {"site test patients", "base's test split"}
@@ -284,14 +420,30 @@ def test_adapt_end_to_end_keeps_bits_splits_by_patient_and_decides(tiny_base, tm
     assert adaptation_record(RunFolder(out), allow_unoffered=True)["offered"] == d["offered"]
     assert adaptation_record(RunFolder(tiny_base)) is None
     # the adapted run exports like any other (its integer model is what a bundle ships)
-    r = CliRunner().invoke(cli, ["adapt", str(tiny_base), "--data", str(tmp_path / "site"), "--mask-colours", COLOURS,
-                                 "--patient-pattern", PATTERN, "--out", str(out)])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "adapt",
+            str(tiny_base),
+            "--data",
+            str(tmp_path / "site"),
+            "--mask-colours",
+            COLOURS,
+            "--patient-pattern",
+            PATTERN,
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 2 and "already holds a run" in r.output
 
 
 def test_adapt_refuses_a_site_without_patients(tiny_base, tmp_path):
     write_site(tmp_path / "site", patients=("ANNA",), per=4)
-    r = CliRunner().invoke(cli, ["adapt", str(tiny_base), "--data", str(tmp_path / "site"), "--out", str(tmp_path / "o")])
+    r = CliRunner().invoke(
+        cli,
+        ["adapt", str(tiny_base), "--data", str(tmp_path / "site"), "--out", str(tmp_path / "o")],
+    )
     assert r.exit_code == 2 and "by patient" in r.output
     assert not (tmp_path / "o" / "train").exists()
 
@@ -299,7 +451,14 @@ def test_adapt_refuses_a_site_without_patients(tiny_base, tmp_path):
 def test_scanner_augment_steps_do_what_they_say():
     import torch
 
-    from qdev.training.augment import AUGMENT_PRESETS, AugmentConfig, _calipers, _depth_crop, _tgc, augment_batch
+    from qdev.training.augment import (
+        AUGMENT_PRESETS,
+        AugmentConfig,
+        _calipers,
+        _depth_crop,
+        _tgc,
+        augment_batch,
+    )
 
     g = torch.Generator().manual_seed(0)
     x = torch.full((4, 1, 32, 32), 0.5)
@@ -318,7 +477,11 @@ def test_scanner_augment_steps_do_what_they_say():
     assert (xk >= x).all() and (xk == 1).any()
     # the preset runs end to end and keeps masks binary
     a, b = augment_batch(x, y, torch.Generator().manual_seed(1), AUGMENT_PRESETS["scanner"])
-    assert a.shape == x.shape and set(b.unique().tolist()) <= {0.0, 1.0} and 0 <= float(a.min()) <= float(a.max()) <= 1
+    assert (
+        a.shape == x.shape
+        and set(b.unique().tolist()) <= {0.0, 1.0}
+        and 0 <= float(a.min()) <= float(a.max()) <= 1
+    )
 
 
 def test_balanced_criterion_weights_and_checkpoint_score():
@@ -332,5 +495,12 @@ def test_balanced_criterion_weights_and_checkpoint_score():
     assert w.mean() == pytest.approx(1.0)
     assert (d * w).mean() == pytest.approx(0.5 * (d[:3].mean() + d[3:].mean()))
     assert np.array_equal(criterion_weights(truth, "all"), np.ones(10))
-    m = {"n_lesion_images": 3, "dice_lesion": 0.7, "dice": 0.6, "per_class": {"normal": {"n": 7, "dice": 0.4}}}
-    assert selection_score(m, "lesion") == 0.7 and selection_score(m, "balanced") == pytest.approx(0.55)
+    m = {
+        "n_lesion_images": 3,
+        "dice_lesion": 0.7,
+        "dice": 0.6,
+        "per_class": {"normal": {"n": 7, "dice": 0.4}},
+    }
+    assert selection_score(m, "lesion") == 0.7 and selection_score(m, "balanced") == pytest.approx(
+        0.55
+    )

@@ -1,5 +1,6 @@
 """The declared stages (training/stages.py) drive the run manifest: inputs verified before any
-work and recorded under run-relative keys, outputs found from the declaration, durations measured."""
+work and recorded under run-relative keys, outputs found from the declaration, durations
+measured."""
 
 from __future__ import annotations
 
@@ -30,16 +31,26 @@ def _trained(tmp_path):
 def test_every_declared_stage_resolves_and_reads_only_earlier_stages() -> None:
     for kind, spec in STAGES.items():
         r = spec.resolve(**PARAMS)
-        assert "{" not in r.name + "".join(i.path + i.stage for i in r.inputs) + "".join(r.outputs), kind
+        assert "{" not in r.name + "".join(i.path + i.stage for i in r.inputs) + "".join(
+            r.outputs
+        ), kind
         for i in r.inputs:
-            assert i.path.startswith(i.stage.split("/")[0] + "/"), (kind, i)  # a stage's outputs live in its folder
+            assert i.path.startswith(i.stage.split("/")[0] + "/"), (
+                kind,
+                i,
+            )  # a stage's outputs live in its folder
             assert i.stage != r.name
 
 
 def test_a_stage_records_declared_outputs_and_duration(tmp_path) -> None:
     run = _trained(tmp_path)
     st = run.stage("train")
-    assert set(st["outputs"]) == {"train/best.pt", "train/last.pt", "train/log.jsonl", "train/split.json"}
+    assert set(st["outputs"]) == {
+        "train/best.pt",
+        "train/last.pt",
+        "train/log.jsonl",
+        "train/split.json",
+    }
     assert st["inputs"] == {"data_hash": "d" * 64} and st["duration_s"] > 0
 
 
@@ -48,7 +59,8 @@ def test_inputs_are_verified_before_the_work_and_keyed_by_run_path(tmp_path) -> 
     rec = StageRecord(run, "postprocess", {"split": "val"}).begin()
     assert run.load()["stages"]["postprocess"]["inputs"] == {
         "train/best.pt": sha256_file(run.path / "train/best.pt"),
-        "train/split.json": sha256_file(run.path / "train/split.json")}
+        "train/split.json": sha256_file(run.path / "train/split.json"),
+    }
     assert rec.input("train/split.json") == run.path / "train/split.json"
     with pytest.raises(QdevError, match="not one of its declared inputs"):
         rec.input("train/log.jsonl")
@@ -56,7 +68,9 @@ def test_inputs_are_verified_before_the_work_and_keyed_by_run_path(tmp_path) -> 
     before = json.loads(run.manifest_path.read_text())
     with pytest.raises(QdevError, match="sha256 differs"):
         StageRecord(run, "export", {}, checkpoint="best").begin()
-    assert json.loads(run.manifest_path.read_text()) == before  # refused before the stage was marked
+    assert (
+        json.loads(run.manifest_path.read_text()) == before
+    )  # refused before the stage was marked
 
 
 def test_an_optional_input_is_recorded_where_its_stage_wrote_it(tmp_path) -> None:

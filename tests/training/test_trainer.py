@@ -46,12 +46,21 @@ def test_quant_run_logs_everything(phantom_busi, tmp_path):
     for k in ("avg_bits", "avg_weight_bits", "avg_act_bits", "size_weighted_bits", "model_bits"):
         assert k in b
     assert r["seconds"] > 0
-    for f in ("best.pt", "last.pt", "split.json", "fig1_layer_bits.png", "fig2_acc_bits.png", "fig3_bit_vs_seg.png"):
+    for f in (
+        "best.pt",
+        "last.pt",
+        "split.json",
+        "fig1_layer_bits.png",
+        "fig2_acc_bits.png",
+        "fig3_bit_vs_seg.png",
+    ):
         assert (out / "train" / f).is_file(), f
     man = json.loads((out / "manifest.json").read_text())
     st = man["stages"]["train"]
     assert st["status"] == "done" and "train/best.pt" in st["outputs"] and st["versions"]["torch"]
-    assert st["cpu"].endswith(" CPUs") and len(st["cpu"]) > len(" 1 CPUs")  # which machine trained it
+    assert st["cpu"].endswith(" CPUs") and len(st["cpu"]) > len(
+        " 1 CPUs"
+    )  # which machine trained it
 
 
 def test_widths_move_during_training(phantom_busi, tmp_path):
@@ -71,7 +80,10 @@ def test_existing_run_and_mismatched_resume_are_refused(phantom_busi, tmp_path):
     with pytest.raises(QdevError, match="already holds a training run"):
         train(_cfg(phantom_busi, out, epochs=1, model=ModelConfig(kind="float", width=2)))
     with pytest.raises(QdevError, match="different configuration"):
-        train(_cfg(phantom_busi, out, epochs=2, lr=0.5, model=ModelConfig(kind="float", width=2)), resume=True)
+        train(
+            _cfg(phantom_busi, out, epochs=2, lr=0.5, model=ModelConfig(kind="float", width=2)),
+            resume=True,
+        )
     # extending the epochs of a finished run is a resume
     train(_cfg(phantom_busi, out, epochs=2, model=ModelConfig(kind="float", width=2)), resume=True)
     assert [r["epoch"] for r in _log(out)] == [1, 2]
@@ -80,8 +92,28 @@ def test_existing_run_and_mismatched_resume_are_refused(phantom_busi, tmp_path):
 @pytest.mark.slow
 def test_resume_after_kill_loses_no_epoch(phantom_busi, tmp_path):
     out = tmp_path / "k"
-    cmd = [sys.executable, "-m", "qdev.host.cli", "train", "--model", "quant", "--width", "2", "--size", "32",
-           "--batch-size", "4", "--epochs", "6", "--threads", "1", "--data", str(phantom_busi), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "qdev.host.cli",
+        "train",
+        "--model",
+        "quant",
+        "--width",
+        "2",
+        "--size",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "6",
+        "--threads",
+        "1",
+        "--data",
+        str(phantom_busi),
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = out / "train" / "log.jsonl"
     deadline = time.time() + 120
@@ -99,8 +131,26 @@ def test_resume_after_kill_loses_no_epoch(phantom_busi, tmp_path):
 
 def test_cli_train_and_evaluate(phantom_busi, tmp_path):
     out = tmp_path / "cli"
-    r = CliRunner().invoke(cli, ["train", "--model", "float", "--width", "2", "--size", "32", "--epochs", "1",
-                                 "--threads", "1", "--data", str(phantom_busi), "--out", str(out)])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--model",
+            "float",
+            "--width",
+            "2",
+            "--size",
+            "32",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--data",
+            str(phantom_busi),
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["evaluate", str(out), "--json"])
     assert r.exit_code == 0, r.output
@@ -116,14 +166,20 @@ def test_cli_train_and_evaluate(phantom_busi, tmp_path):
     # checkpoint it read (by its run-relative path) and its own output's hash
     st = json.loads((out / "manifest.json").read_text())["stages"]
     assert {"evaluate/test", "evaluate/test@last", "evaluate/val"} <= set(st)
-    assert st["evaluate/test"]["outputs"] == {"evaluate/metrics.json": sha256_file(out / "evaluate" / "metrics.json")}
-    assert st["evaluate/test@last"]["inputs"] == {"train/last.pt": st["train"]["outputs"]["train/last.pt"]}
+    assert st["evaluate/test"]["outputs"] == {
+        "evaluate/metrics.json": sha256_file(out / "evaluate" / "metrics.json")
+    }
+    assert st["evaluate/test@last"]["inputs"] == {
+        "train/last.pt": st["train"]["outputs"]["train/last.pt"]
+    }
     assert st["evaluate/val"]["duration_s"] > 0
     # tampered checkpoint is refused
     (out / "train" / "best.pt").write_bytes(b"x")
     r = CliRunner().invoke(cli, ["evaluate", str(out)])
     assert r.exit_code == 2 and "sha256 differs" in r.output
-    r = CliRunner().invoke(cli, ["train", "--bits", "9..3", "--out", str(tmp_path / "z"), "--data", str(phantom_busi)])
+    r = CliRunner().invoke(
+        cli, ["train", "--bits", "9..3", "--out", str(tmp_path / "z"), "--data", str(phantom_busi)]
+    )
     assert r.exit_code == 2 and r.output.startswith("qdev: ")
 
 
@@ -133,10 +189,33 @@ def test_torchrun_two_processes_gloo(phantom_busi, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "qdev.host.cli", "train", "--model", "quant",
-         "--width", "2", "--size", "32", "--batch-size", "8", "--epochs", "2", "--data", str(phantom_busi),
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "qdev.host.cli",
+            "train",
+            "--model",
+            "quant",
+            "--width",
+            "2",
+            "--size",
+            "32",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "2",
+            "--data",
+            str(phantom_busi),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     log = _log(out)
@@ -154,16 +233,28 @@ def test_init_from_float_then_widths_in_checkpoint_match_log(phantom_busi, tmp_p
     f = tmp_path / "f"
     train(_cfg(phantom_busi, f, epochs=1, model=ModelConfig(kind="float", width=2)))
     q = tmp_path / "q"
-    train(_cfg(phantom_busi, q, epochs=2, bits_lr=2.0, lam=1.0, freeze_bits=1.0,
-               init_from=str(f / "train" / "best.pt")))
+    train(
+        _cfg(
+            phantom_busi,
+            q,
+            epochs=2,
+            bits_lr=2.0,
+            lam=1.0,
+            freeze_bits=1.0,
+            init_from=str(f / "train" / "best.pt"),
+        )
+    )
     logged = _log(q)[-1]["bits"]
     model, _ = load_checkpoint_model(q / "train" / "last.pt")
     rep = BitWidthTracker(model, (32, 32)).report()
     assert rep["weight_bits"] == logged["weight_bits"] and rep["act_bits"] == logged["act_bits"]
     assert rep["avg_bits"] < 4.0
     with torch.no_grad():  # and the exported widths are the same integers
-        assert all(float(m.quant_weight().bit_width) == logged["weight_bits"][n]
-                   for n, m in model.conv_layers() if n in logged["weight_bits"])
+        assert all(
+            float(m.quant_weight().bit_width) == logged["weight_bits"][n]
+            for n, m in model.conv_layers()
+            if n in logged["weight_bits"]
+        )
 
 
 def test_widths_freeze_and_best_is_chosen_among_frozen_epochs(phantom_busi, tmp_path):
@@ -193,7 +284,9 @@ def test_augment_presets_and_runs_from_before_them(phantom_busi, tmp_path):
     mirrored = [bool(torch.equal(xa[i], x[i].flip(-1))) for i in range(16)]
     for i in range(16):  # flips only: every image is itself or its mirror, mask alike
         src = x[i].flip(-1) if mirrored[i] else x[i]
-        assert torch.equal(xa[i], src) and torch.equal(ya[i], y[i].flip(-1) if mirrored[i] else y[i])
+        assert torch.equal(xa[i], src) and torch.equal(
+            ya[i], y[i].flip(-1) if mirrored[i] else y[i]
+        )
     assert 0 < sum(mirrored) < 16
     xf, _ = augment_batch(x, y, torch.Generator().manual_seed(0), AUGMENT_PRESETS["full"])
     assert not all(torch.equal(xf[i], x[i]) or torch.equal(xf[i], x[i].flip(-1)) for i in range(16))
@@ -228,15 +321,21 @@ def test_strong_augment_steps_do_what_they_say_and_train(phantom_busi, tmp_path)
     # contrast: the image's mean stays where no pixel clips
     x = 0.4 + 0.2 * torch.rand(4, 1, 32, 32)
     xc, _ = augment_batch(x, y, torch.Generator().manual_seed(2), replace(off, contrast=1.0))
-    assert torch.allclose(xc.mean((1, 2, 3)), x.mean((1, 2, 3)), atol=1e-5) and not torch.equal(xc, x)
+    assert torch.allclose(xc.mean((1, 2, 3)), x.mean((1, 2, 3)), atol=1e-5) and not torch.equal(
+        xc, x
+    )
     # noise: zero-mean, within [0, 1], never more than the configured spread
     xn, _ = augment_batch(x, y, torch.Generator().manual_seed(3), replace(off, noise=1.0))
     d = xn - x
     assert d.abs().mean() > 0 and d.std((1, 2, 3)).max() <= 0.05 * 1.2 and d.mean().abs() < 0.01
     # the preset as a whole: same seed, same batch; masks stay binary
     xs = torch.rand(8, 1, 32, 32)
-    a = augment_batch(xs, y.repeat(2, 1, 1, 1), torch.Generator().manual_seed(4), AUGMENT_PRESETS["strong"])
-    b = augment_batch(xs, y.repeat(2, 1, 1, 1), torch.Generator().manual_seed(4), AUGMENT_PRESETS["strong"])
+    a = augment_batch(
+        xs, y.repeat(2, 1, 1, 1), torch.Generator().manual_seed(4), AUGMENT_PRESETS["strong"]
+    )
+    b = augment_batch(
+        xs, y.repeat(2, 1, 1, 1), torch.Generator().manual_seed(4), AUGMENT_PRESETS["strong"]
+    )
     assert torch.equal(a[0], b[0]) and set(a[1].unique().tolist()) <= {0.0, 1.0}
     assert a[0].min() >= 0 and a[0].max() <= 1
     train(_cfg(phantom_busi, tmp_path / "s", epochs=1, augment="strong"))
@@ -273,7 +372,11 @@ def test_ema_is_what_is_validated_and_shipped_and_restarts_at_the_freeze(phantom
     best = torch.load(out / "train" / "best.pt", weights_only=False)
     assert best["ema"] is True and last["ema"]["updates"] > 0
     ema_state, live_state = last["ema"]["model"], last["model"]
-    assert any(not torch.equal(ema_state[k], live_state[k]) for k in live_state if live_state[k].is_floating_point())
+    assert any(
+        not torch.equal(ema_state[k], live_state[k])
+        for k in live_state
+        if live_state[k].is_floating_point()
+    )
     if best["epoch"] == last["epoch"]:
         assert all(torch.equal(best["model"][k], ema_state[k]) for k in ema_state)
     # restarted at the freeze: the average holds the frozen integer widths, not a mix
@@ -289,13 +392,35 @@ def test_ema_is_what_is_validated_and_shipped_and_restarts_at_the_freeze(phantom
 
 def test_image_dice_and_out_range_are_recorded_resumed_and_export_bit_exact(phantom_busi, tmp_path):
     out = tmp_path / "idice"
-    args = ["train", "--model", "quant", "--width", "2", "--size", "32", "--epochs", "1", "--threads", "1",
-            "--dice", "image", "--out-range", "8", "--data", str(phantom_busi), "--out", str(out)]
+    args = [
+        "train",
+        "--model",
+        "quant",
+        "--width",
+        "2",
+        "--size",
+        "32",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--dice",
+        "image",
+        "--out-range",
+        "8",
+        "--data",
+        str(phantom_busi),
+        "--out",
+        str(out),
+    ]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     cfg = json.loads((out / "manifest.json").read_text())["stages"]["train"]["config"]
     assert cfg["dice"] == "image" and cfg["model"]["out_range"] == 8.0
-    r = CliRunner().invoke(cli, [*args[:args.index("--epochs") + 1], "2", *args[args.index("--epochs") + 2:], "--resume"])
+    r = CliRunner().invoke(
+        cli,
+        [*args[: args.index("--epochs") + 1], "2", *args[args.index("--epochs") + 2 :], "--resume"],
+    )
     assert r.exit_code == 0, r.output
     assert [x["epoch"] for x in _log(out)] == [1, 2]
     r = CliRunner().invoke(cli, ["export", str(out), "--json"])

@@ -62,9 +62,13 @@ def _binding_limit(model: ModelWrapper, wwidth_max: int) -> str:
             return f"{name} is fully parallel (SIMD {simd} = MW, PE {pe} = MH)"
         nxt = next((d for d in range(simd + 1, mw + 1) if mw % d == 0), None)
         if nxt is not None and nxt * pe * wbits > wwidth_max:
-            return (f"{name} (SIMD {simd}, PE {pe}, {wbits}-bit weights) is held by the weight-stream cap "
-                    f"mvau_wwidth_max = {wwidth_max} bits: its next SIMD ({nxt}) needs {nxt * pe * wbits}; "
-                    "raise --mvau-wwidth-max")
+            return (
+                f"{name} (SIMD {simd}, PE {pe}, {wbits}-bit weights) is held by the weight-stream "
+                "cap "
+                f"mvau_wwidth_max = {wwidth_max} bits: its next SIMD ({nxt}) "
+                f"needs {nxt * pe * wbits}; "
+                "raise --mvau-wwidth-max"
+            )
         return f"{name} (SIMD {simd}/{mw}, PE {pe}/{mh}) is where FINN's folding search stopped"
     return f"{name} ({node.op_type}) is where FINN's folding search stopped"
 
@@ -87,7 +91,9 @@ def qdev_fold(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # no
     tries = []
     while True:
         cycles = max(int(clock_hz / target), 1)
-        folded = model.transform(SetFolding(cycles, mvau_wwidth_max=c.mvau_wwidth_max, two_pass_relaxation=True))
+        folded = model.transform(
+            SetFolding(cycles, mvau_wwidth_max=c.mvau_wwidth_max, two_pass_relaxation=True)
+        )
         # estimated as the later steps will build it: bit widths minimised, FIFOs and FINN's width
         # converters added (the estimate of the folding alone missed both)
         built = step_minimize_bit_width(ModelWrapper(deepcopy(folded.model)), cfg)
@@ -95,37 +101,67 @@ def qdev_fold(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # no
         fifo = fifo_added(built, b, layers)
         tot = {k: layers[k] + fifo.get(k, 0.0) for k in RES_KEYS}
         fps = clock_hz / _max_cycles(folded)
-        util = {k: (tot[k] / cap[k] if cap[k] else (0.0 if tot[k] == 0 else float("inf"))) for k in RES_KEYS}
+        util = {
+            k: (tot[k] / cap[k] if cap[k] else (0.0 if tot[k] == 0 else float("inf")))
+            for k in RES_KEYS
+        }
         fits = all(u <= c.max_utilisation for u in util.values())
-        tries.append({"target_fps": round(target, 2), "estimated_fps": round(fps, 2), "fits": fits,
-                      "utilisation": {k: round(v, 4) for k, v in util.items()},
-                      "utilisation_layers_only": {k: round(layers[k] / cap[k], 4) if cap[k] else 0.0 for k in RES_KEYS}})
+        tries.append(
+            {
+                "target_fps": round(target, 2),
+                "estimated_fps": round(fps, 2),
+                "fits": fits,
+                "utilisation": {k: round(v, 4) for k, v in util.items()},
+                "utilisation_layers_only": {
+                    k: round(layers[k] / cap[k], 4) if cap[k] else 0.0 for k in RES_KEYS
+                },
+            }
+        )
         log.info("folding for %.1f fps: est %.1f fps, fits=%s %s", target, fps, fits, util)
         if fits:
             break
         target *= 0.7
         if target < 0.5:
-            raise QdevError(f"{b.name}: the model does not fit the {b.part} even fully folded "
-                            f"(utilisation with FIFOs {util}); use a smaller --width or another board")
+            raise QdevError(
+                f"{b.name}: the model does not fit the {b.part} even fully folded "
+                f"(utilisation with FIFOs {util}); use a smaller --width or another board"
+            )
     met = fps >= c.target_fps * 0.999
     first = tries[0]["utilisation"]
-    limit = _binding_limit(folded, c.mvau_wwidth_max) if len(tries) == 1 else (
-        f"the board's resources: the folding for --fps {c.target_fps:g} needs "
-        + ", ".join(f"{k} {v:.0%}" for k, v in first.items() if v > c.max_utilisation)
-        + f" (over {c.max_utilisation:.0%}, FIFOs included)")
-    ctx.folding = {"requested_fps": c.target_fps, "achieved_fps": round(fps, 2), "met": met, "tries": tries,
-                   "binding_limit": limit,
-                   "message": None if met else (
-                       f"{b.name}: --fps {c.target_fps:g} needs more than {c.max_utilisation:.0%} of the "
-                       f"{b.part} (FIFOs included); the best folding that fits reaches {fps:.1f} fps" if len(tries) > 1 else
-                       f"{b.name}: --fps {c.target_fps:g} is out of reach: {limit}; "
-                       f"the best folding that fits reaches {fps:.1f} fps")}
+    limit = (
+        _binding_limit(folded, c.mvau_wwidth_max)
+        if len(tries) == 1
+        else (
+            f"the board's resources: the folding for --fps {c.target_fps:g} needs "
+            + ", ".join(f"{k} {v:.0%}" for k, v in first.items() if v > c.max_utilisation)
+            + f" (over {c.max_utilisation:.0%}, FIFOs included)"
+        )
+    )
+    ctx.folding = {
+        "requested_fps": c.target_fps,
+        "achieved_fps": round(fps, 2),
+        "met": met,
+        "tries": tries,
+        "binding_limit": limit,
+        "message": None
+        if met
+        else (
+            f"{b.name}: --fps {c.target_fps:g} needs more than {c.max_utilisation:.0%} of the "
+            f"{b.part} (FIFOs included); the best folding that fits reaches {fps:.1f} fps"
+            if len(tries) > 1
+            else f"{b.name}: --fps {c.target_fps:g} is out of reach: {limit}; "
+            f"the best folding that fits reaches {fps:.1f} fps"
+        ),
+    }
     if not met:
         log.warning(ctx.folding["message"])
     from finn.util.config import extract_model_config_to_json
 
-    extract_model_config_to_json(folded, ctx.out / "report" / "auto_folding_config.json",
-                                 ["PE", "SIMD", "parallel_window", "ram_style", "mem_mode", "resType"])
+    extract_model_config_to_json(
+        folded,
+        ctx.out / "report" / "auto_folding_config.json",
+        ["PE", "SIMD", "parallel_window", "ram_style", "mem_mode", "resType"],
+    )
     return folded
 
 
@@ -134,8 +170,16 @@ def qdev_fifo_depths(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper
     for FINN's InsertFIFO and as ``report/fifo_config.json`` for the bitstream flow; the graph FINN
     will build from it estimated with FINN's own cost model; the whole dataflow simulated at
     those depths over two frames back to back (it must complete)."""
-    from qdev.training.compile.fifo_step import (apply_fifo_depths, check_plan, dataflow_graph, fifo_plan,
-                                                 fifo_totals, finn_fifo_model, finn_fifo_resources, write_reports)
+    from qdev.training.compile.fifo_step import (
+        apply_fifo_depths,
+        check_plan,
+        dataflow_graph,
+        fifo_plan,
+        fifo_totals,
+        finn_fifo_model,
+        finn_fifo_resources,
+        write_reports,
+    )
 
     b = ctx.board
     layers = _totals(model, b.part)
@@ -149,27 +193,61 @@ def qdev_fifo_depths(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper
     added = {k: finn_cost["fifo"][k] + finn_cost["dwc"][k] for k in RES_KEYS}
     cap = b.capacity
     util = {k: ((layers[k] + added[k]) / cap[k]) if cap[k] else 0.0 for k in RES_KEYS}
-    ctx.fifos = {"count": finn_cost["fifos"], "dwcs": finn_cost["dwcs"],
-                 "skips": [{k: f[k] for k in ("stream", "producer", "consumer", "must_pixels", "depth_pixels",
-                                              "words_per_pixel", "depth", "width_bits", "bits", "ram_style",
-                                              "LUT", "BRAM_18K", "URAM")} for f in plan if f["role"] == "skip"],
-                 "plan_totals": fifo_totals(plan), "finn_estimate": finn_cost, "added": added,
-                 "layers_only": layers, "with_fifos": {k: layers[k] + added[k] for k in RES_KEYS},
-                 "utilisation_with_fifos": {k: round(v, 4) for k, v in util.items()},
-                 "fits": all(v <= ctx.cfg.max_utilisation for v in util.values()),
-                 "simulation": sim, "config_file": "report/fifo_config.json"}
+    ctx.fifos = {
+        "count": finn_cost["fifos"],
+        "dwcs": finn_cost["dwcs"],
+        "skips": [
+            {
+                k: f[k]
+                for k in (
+                    "stream",
+                    "producer",
+                    "consumer",
+                    "must_pixels",
+                    "depth_pixels",
+                    "words_per_pixel",
+                    "depth",
+                    "width_bits",
+                    "bits",
+                    "ram_style",
+                    "LUT",
+                    "BRAM_18K",
+                    "URAM",
+                )
+            }
+            for f in plan
+            if f["role"] == "skip"
+        ],
+        "plan_totals": fifo_totals(plan),
+        "finn_estimate": finn_cost,
+        "added": added,
+        "layers_only": layers,
+        "with_fifos": {k: layers[k] + added[k] for k in RES_KEYS},
+        "utilisation_with_fifos": {k: round(v, 4) for k, v in util.items()},
+        "fits": all(v <= ctx.cfg.max_utilisation for v in util.values()),
+        "simulation": sim,
+        "config_file": "report/fifo_config.json",
+    }
     if not sim["completed"]:
-        raise QdevError(f"the stitched dataflow deadlocks at the computed FIFO depths: {sim['summary']}")
+        raise QdevError(
+            f"the stitched dataflow deadlocks at the computed FIFO depths: {sim['summary']}"
+        )
     if not ctx.fifos["fits"]:
-        log.warning("%s: with its FIFOs the accelerator exceeds %.0f%% of the part: %s", b.name,
-                    100 * ctx.cfg.max_utilisation, util)
+        log.warning(
+            "%s: with its FIFOs the accelerator exceeds %.0f%% of the part: %s",
+            b.name,
+            100 * ctx.cfg.max_utilisation,
+            util,
+        )
     return model
 
 
 def qdev_integer_model(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
     """Write ``intmodel/intmodel.npz`` and prove, on the golden batch, that its reference executor
     equals FINN's python execution of the HW-layer model and the QONNX model's codes."""
-    im = extract_intmodel(model, ctx.out_scale, {"board": ctx.board.name, "source": "compile/" + ctx.board.name})
+    im = extract_intmodel(
+        model, ctx.out_scale, {"board": ctx.board.name, "source": "compile/" + ctx.board.name}
+    )
     d = ctx.out / "intmodel"
     d.mkdir(exist_ok=True)
     path = d / "intmodel.npz"
@@ -191,20 +269,31 @@ def qdev_integer_model(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapp
         finn_out = qonnx_forward(hw_model, pixels[..., None].astype(np.float32))
         eq_finn = bool(np.array_equal(ref, np.round(finn_out).astype(np.int64)))
     save_golden(d, ctx.golden)  # unchanged, beside the integer model (the bundle copies them as is)
-    ctx.intmodel = {"path": str(path.relative_to(ctx.out)), "bytes": path.stat().st_size, "layers": len(im.layers),
-                    "equals_finn_python_exec": eq_finn, "equals_qonnx_codes": eq_qonnx, "io": io_spec(model)}
+    ctx.intmodel = {
+        "path": str(path.relative_to(ctx.out)),
+        "bytes": path.stat().st_size,
+        "layers": len(im.layers),
+        "equals_finn_python_exec": eq_finn,
+        "equals_qonnx_codes": eq_qonnx,
+        "io": io_spec(model),
+    }
     if not (eq_finn and eq_qonnx):
-        raise QdevError(f"integer model differs from FINN execution (finn={eq_finn}, qonnx={eq_qonnx})")
+        raise QdevError(
+            f"integer model differs from FINN execution (finn={eq_finn}, qonnx={eq_qonnx})"
+        )
     return model
 
 
 def use_qdev_fifo_depths(cfg, out: Path) -> None:  # noqa: ANN001 - FINN's DataflowBuildConfig
     """Point FINN's ``step_set_fifo_depths`` at qdev's depths: ``auto_fifo_depths=False`` with
     ``report/fifo_config.json`` (written by ``qdev_fifo_depths``), so no simulation-based sizing
-    runs and no design with FINN's default depths (which deadlocks on the U-Net's skips) is built."""
+    runs and no design with FINN's default depths (which deadlocks on the U-Net's skips) is
+    built."""
     path = out / "report" / "fifo_config.json"
     if not path.is_file():
-        raise QdevError(f"{path}: missing; run the build from qdev_fifo_depths (--start-step qdev_fifo_depths)")
+        raise QdevError(
+            f"{path}: missing; run the build from qdev_fifo_depths (--start-step qdev_fifo_depths)"
+        )
     cfg.auto_fifo_depths = False
     cfg.fifo_config_file = path
 
@@ -215,8 +304,10 @@ def qdev_bitstream(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper: 
     if not ctx.vivado.available:
         ctx.bitstream = {"built": False, "reason": f"Vivado not found ({ctx.vivado.reason})"}
         raise StopBuild(
-            f"bitstream not built: Vivado not found ({ctx.vivado.reason}); set XILINX_VIVADO or put "
-            "vivado on PATH and rerun with --start-step qdev_bitstream. Everything before it is done and kept."
+            f"bitstream not built: Vivado not found ({ctx.vivado.reason}); set XILINX_VIVADO or "
+            "put "
+            "vivado on PATH and rerun with --start-step qdev_bitstream. Everything before it is "
+            "done and kept."
         )
     from finn.builder.build_dataflow_config import DataflowOutputType, ShellFlowType
     from finn.builder.build_dataflow_steps import (  # pragma: no cover - needs Vivado
@@ -230,16 +321,34 @@ def qdev_bitstream(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper: 
 
     use_qdev_fifo_depths(cfg, ctx.out)
     cfg.shell_flow_type = ShellFlowType.VIVADO_ZYNQ  # pragma: no cover
-    cfg.generate_outputs = [DataflowOutputType.STITCHED_IP, DataflowOutputType.BITFILE,  # pragma: no cover
-                            DataflowOutputType.PYNQ_DRIVER]
-    for step in (step_hw_codegen, step_hw_ipgen, step_set_fifo_depths, step_create_stitched_ip,  # pragma: no cover
-                 step_synthesize_bitfile, step_make_driver):
+    cfg.generate_outputs = [
+        DataflowOutputType.STITCHED_IP,
+        DataflowOutputType.BITFILE,  # pragma: no cover
+        DataflowOutputType.PYNQ_DRIVER,
+    ]
+    for step in (
+        step_hw_codegen,
+        step_hw_ipgen,
+        step_set_fifo_depths,
+        step_create_stitched_ip,  # pragma: no cover
+        step_synthesize_bitfile,
+        step_make_driver,
+    ):
         model = step(model, cfg)
     bit = sorted(Path(cfg.output_dir).glob("bitfile/*.bit"))  # pragma: no cover
     hwh = sorted(Path(cfg.output_dir).glob("bitfile/*.hwh"))  # pragma: no cover
-    ctx.bitstream = {"built": bool(bit and hwh), "bit": [str(p) for p in bit], "hwh": [str(p) for p in hwh]}  # pragma: no cover
+    ctx.bitstream = {
+        "built": bool(bit and hwh),
+        "bit": [str(p) for p in bit],
+        "hwh": [str(p) for p in hwh],
+    }  # pragma: no cover
     return model  # pragma: no cover
 
 
-BUILD_STEPS = {"qdev_fold": qdev_fold, "qdev_fifo_depths": qdev_fifo_depths, "qdev_integer_model": qdev_integer_model, **SIM_STEPS,
-               "qdev_bitstream": qdev_bitstream}
+BUILD_STEPS = {
+    "qdev_fold": qdev_fold,
+    "qdev_fifo_depths": qdev_fifo_depths,
+    "qdev_integer_model": qdev_integer_model,
+    **SIM_STEPS,
+    "qdev_bitstream": qdev_bitstream,
+}

@@ -48,10 +48,19 @@ def _finn_cfg(cfg: CompileConfig, out: Path):  # noqa: ANN202
     )
 
 
+#: a graph's input convention (its metadata) -> the golden frames in that form
+GRAPH_INPUTS = {
+    "float01": GoldenBatch.float_nchw,  # the exported graph: pixels / 255, NCHW
+    "uint8_nchw": lambda g: g.pixels[:, None].astype(np.float32),  # after qdev_pixel_input
+    "uint8_nhwc": lambda g: g.pixels[..., None].astype(np.float32),  # after qdev_strip_io
+}
+
+
 def verify_model(model_path: Path, golden: GoldenBatch, out_scale: float) -> dict:
     """Run a FINN/QONNX model with FINN's python execution on the golden frames and compare its
     integer output codes with the golden codes. The graph's input and output conventions come
-    from its metadata: its output is brought to the golden layout (NHWC codes), never the reverse."""
+    from its metadata: its output is brought to the golden layout (NHWC codes), never the
+        reverse."""
     from qonnx.core.modelwrapper import ModelWrapper
 
     from qdev.training.compile.graph_steps import META_INPUT, META_OUTPUT
@@ -59,17 +68,22 @@ def verify_model(model_path: Path, golden: GoldenBatch, out_scale: float) -> dic
 
     m = ModelWrapper(str(model_path))
     kind_in = m.get_metadata_prop(META_INPUT) or "float01"
-    x = golden.float_nchw() if kind_in == "float01" else golden.pixels[..., None].astype(np.float32)
-    if kind_in not in ("float01", "uint8_nhwc"):
+    if kind_in not in GRAPH_INPUTS:
         raise QdevError(f"{model_path.name}: unknown input convention {kind_in!r}")
+    x = GRAPH_INPUTS[kind_in](golden)
     y = qonnx_forward(m, x)
     if m.get_metadata_prop(META_OUTPUT) != "int_codes_nhwc":  # scaled float logits, NCHW
         y = (y / out_scale).transpose(0, 2, 3, 1)
     codes = np.round(y).astype(np.int32)
     equal = bool(np.array_equal(codes, golden.codes))
-    return {"exec_mode": "python", "images": len(golden), "equal": equal,
-            "codes_differing": int((codes != golden.codes).sum()) if codes.shape == golden.codes.shape
-            else int(golden.codes.size)}
+    return {
+        "exec_mode": "python",
+        "images": len(golden),
+        "equal": equal,
+        "codes_differing": int((codes != golden.codes).sum())
+        if codes.shape == golden.codes.shape
+        else int(golden.codes.size),
+    }
 
 
 @dataclass
@@ -83,17 +97,26 @@ class _Inputs:
 
 def export_golden(run: RunFolder) -> GoldenBatch:
     """The run's golden batch as export wrote it, each file checked against its recorded hash
-    (a run exported before the one layout is converted by :func:`qdev.core.golden.from_legacy_export`)."""
+    (a run exported before the one layout is converted by
+    :func:`qdev.core.golden.from_legacy_export`)."""
     outputs = run.stage("export")["outputs"]
     if f"export/{PIXELS}" in outputs:
-        return load_golden(run.verified("export", f"export/{PIXELS}"), run.verified("export", f"export/{CODES}"))
-    return from_legacy_export(np.load(run.verified("export", "export/golden_in.npy"), allow_pickle=False),
-                              np.load(run.verified("export", "export/golden_codes.npy"), allow_pickle=False))
+        return load_golden(
+            run.verified("export", f"export/{PIXELS}"), run.verified("export", f"export/{CODES}")
+        )
+    return from_legacy_export(
+        np.load(run.verified("export", "export/golden_in.npy"), allow_pickle=False),
+        np.load(run.verified("export", "export/golden_codes.npy"), allow_pickle=False),
+    )
 
 
 def _load_inputs(rec: StageRecord) -> _Inputs:
     export_report = json.loads(rec.input("export/verify.json").read_text())
-    return _Inputs(rec.input("export/model.qonnx.onnx"), export_golden(rec.run), float(export_report["output_scale"]))
+    return _Inputs(
+        rec.input("export/model.qonnx.onnx"),
+        export_golden(rec.run),
+        float(export_report["output_scale"]),
+    )
 
 
 def _step_range(cfg: CompileConfig, lookup: dict[str, Callable]) -> tuple[list[str], int, int]:
@@ -119,7 +142,9 @@ def _first_model(steps: list[str], i0: int, inter: Path, onnx: Path):  # noqa: A
         return ModelWrapper(str(onnx))
     prev = inter / f"{steps[i0 - 1]}.onnx"
     if not prev.is_file():
-        raise QdevError(f"cannot start at {steps[i0]}: {prev} (the previous step's model) is missing")
+        raise QdevError(
+            f"cannot start at {steps[i0]}: {prev} (the previous step's model) is missing"
+        )
     return ModelWrapper(str(prev))
 
 
@@ -128,8 +153,18 @@ def _resumed_json(path: Path, resuming: bool) -> dict:
     return json.loads(path.read_text()) if resuming and path.is_file() else {}
 
 
-def _run_steps(model, steps: list[str], i0: int, i1: int, lookup: dict[str, Callable], fcfg,  # noqa: ANN001, ANN202
-               ctx: StepContext, inputs: _Inputs, times: dict, progress: ProgressFn | None):
+def _run_steps(
+    model,
+    steps: list[str],
+    i0: int,
+    i1: int,
+    lookup: dict[str, Callable],
+    fcfg,  # noqa: ANN001, ANN202
+    ctx: StepContext,
+    inputs: _Inputs,
+    times: dict,
+    progress: ProgressFn | None,
+):
     """Run steps[i0:i1]; after each, save its model, verify it where ``cfg.verify_after`` says, and
     persist times and verifications (so a failed build keeps what it established).
     Returns (model, status, stopped_reason)."""
@@ -156,20 +191,26 @@ def _run_steps(model, steps: list[str], i0: int, i1: int, lookup: dict[str, Call
         if status == "done":
             model.save(str(inter / f"{name}.onnx"))
             if name in ctx.cfg.verify_after:
-                verification[name] = verify_model(inter / f"{name}.onnx", inputs.golden, inputs.out_scale)
+                verification[name] = verify_model(
+                    inter / f"{name}.onnx", inputs.golden, inputs.out_scale
+                )
         atomic_write_text(times_path, json.dumps(times, indent=1) + "\n")
         atomic_write_text(vpath, json.dumps(verification, indent=1) + "\n")
         if status != "done":
             break
         if name in verification and not verification[name]["equal"]:
-            raise QdevError(f"after {name}: FINN python execution differs from the QONNX model "
-                            f"in {verification[name]['codes_differing']} output codes")
+            raise QdevError(
+                f"after {name}: FINN python execution differs from the QONNX model "
+                f"in {verification[name]['codes_differing']} output codes"
+            )
     if progress:
         progress("done", i1 - i0, i1 - i0)
     return model, status, stopped
 
 
-def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None = None) -> CompileResult:
+def compile_run(
+    run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None = None
+) -> CompileResult:
     """Compile a run's exported QONNX model for ``cfg.board``; see module doc."""
     from qdev.training.compile.registry import step_lookup
     from qdev.training.compile.summary import summarise
@@ -186,13 +227,22 @@ def compile_run(run_dir: Path, cfg: CompileConfig, progress: ProgressFn | None =
     steps, i0, i1 = _step_range(cfg, lookup)
     model = _first_model(steps, i0, out / "intermediate_models", inputs.onnx)
     fcfg = _finn_cfg(cfg, out)
-    ctx = StepContext(cfg=cfg, board=board, out=out, golden=inputs.golden,
-                      out_scale=inputs.out_scale, vivado=viv, run=run)
+    ctx = StepContext(
+        cfg=cfg,
+        board=board,
+        out=out,
+        golden=inputs.golden,
+        out_scale=inputs.out_scale,
+        vivado=viv,
+        run=run,
+    )
     times = _resumed_json(out / "time_per_step.json", i0 > 0)
     verification = ctx.verification  # shared with the steps: qdev_integer_model reads it
     verification.update(_resumed_json(out / "report" / "verification.json", i0 > 0))
     rec.begin()
-    model, status, stopped = _run_steps(model, steps, i0, i1, lookup, fcfg, ctx, inputs, times, progress)
+    model, status, stopped = _run_steps(
+        model, steps, i0, i1, lookup, fcfg, ctx, inputs, times, progress
+    )
     summary = summarise(ctx, model, times, verification, status, stopped)
     spath = out / "summary.json"
     if i0 > 0:  # a partial build keeps what earlier steps established

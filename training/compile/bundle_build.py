@@ -28,7 +28,9 @@ from qdev.training.stages import StageRecord
 __all__ = ["build_bundle", "generate_keypair", "DEV_KEY_DIR"]
 
 #: The development key pair committed for tests and the demo. NOT for deployment.
-DEV_KEY_DIR = Path(__file__).resolve().parents[2] / "keys" / "dev"  # the checkout's (private key: never in a wheel)
+DEV_KEY_DIR = (
+    Path(__file__).resolve().parents[2] / "keys" / "dev"
+)  # the checkout's (private key: never in a wheel)
 
 
 def generate_keypair(out_dir: Path, name: str = "qdev") -> tuple[Path, Path]:
@@ -43,11 +45,17 @@ def generate_keypair(out_dir: Path, name: str = "qdev") -> tuple[Path, Path]:
         if p.exists():
             raise QdevError(f"{p} exists: refusing to overwrite a key")
     sk = Ed25519PrivateKey.generate()
-    pem = sk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem = sk.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with open(fd, "wb") as fh:
         fh.write(pem)
-    pub.write_bytes(sk.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    pub.write_bytes(
+        sk.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return key, pub
 
 
@@ -66,38 +74,59 @@ def adaptation_record(run: RunFolder, allow_unoffered: bool = False) -> dict | N
         raise QdevError(f"{run.path}: qdev adapt did not finish")
     decision = json.loads(run.verified("adapt", "adapt/decision.json").read_text())
     if not decision.get("offered") and not allow_unoffered:
-        raise QdevError(f"{run.path}: this adaptation was not offered ({decision.get('rule')}); "
-                        "pass --allow-unoffered to bundle it anyway")
+        raise QdevError(
+            f"{run.path}: this adaptation was not offered ({decision.get('rule')}); "
+            "pass --allow-unoffered to bundle it anyway"
+        )
     cfg = st.get("config") or {}
-    return {"base": cfg.get("base"), "base_best_pt_sha256": (st.get("inputs") or {}).get("base_best.pt"),
-            "site": (cfg.get("options") or {}).get("site") or Path(str(cfg.get("data"))).name,
-            "site_data_hash": decision.get("site_data_hash"),
-            "site_split_sha256": (st.get("outputs") or {}).get("adapt/site_split.json"),
-            "offered": decision.get("offered"), "criterion": decision.get("criterion"),
-            "gain": decision.get("gain"), "p_gain": decision.get("p_gain"), "level": decision.get("level")}
+    return {
+        "base": cfg.get("base"),
+        "base_best_pt_sha256": (st.get("inputs") or {}).get("base_best.pt"),
+        "site": (cfg.get("options") or {}).get("site") or Path(str(cfg.get("data"))).name,
+        "site_data_hash": decision.get("site_data_hash"),
+        "site_split_sha256": (st.get("outputs") or {}).get("adapt/site_split.json"),
+        "offered": decision.get("offered"),
+        "criterion": decision.get("criterion"),
+        "gain": decision.get("gain"),
+        "p_gain": decision.get("p_gain"),
+        "level": decision.get("level"),
+    }
 
 
 def _compiled_files(outputs: dict, board: str) -> dict[str, str]:
     """Bundle file name -> the compile's output it is copied from. The golden pair keeps its
-    names (a compile made before the one golden layout named the codes ``golden_codes_nhwc.npy``)."""
+    names (a compile made before the one golden layout named the codes
+    ``golden_codes_nhwc.npy``)."""
     d = f"compile/{board}/intmodel"
     codes = f"{d}/{CODES}" if f"{d}/{CODES}" in outputs else f"{d}/golden_codes_nhwc.npy"
     return {"intmodel.npz": f"{d}/intmodel.npz", PIXELS: f"{d}/{PIXELS}", CODES: codes}
 
 
-def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: str | None = None,
-                 allow_unoffered: bool = False) -> Path:
+def build_bundle(
+    run_dir: Path,
+    board: str,
+    key: Path,
+    out: Path,
+    model_name: str | None = None,
+    allow_unoffered: bool = False,
+) -> Path:
     """Copy the compiled artifacts of ``run_dir``/compile/<board> into a bundle folder, write the
     manifest and sign it. The folder is built aside and renamed into place."""
     run = RunFolder(Path(run_dir))
     adapted = adaptation_record(run, allow_unoffered)
     stage = run.load()["stages"].get(f"compile/{board}")
     if not stage or stage.get("status") not in ("done", "stopped"):
-        raise QdevError(f"{run_dir}: compile for {board} has not run (qdev compile {run_dir} --board {board})")
-    summary = json.loads(run.verified(f"compile/{board}", f"compile/{board}/summary.json").read_text())
+        raise QdevError(
+            f"{run_dir}: compile for {board} has not run (qdev compile {run_dir} --board {board})"
+        )
+    summary = json.loads(
+        run.verified(f"compile/{board}", f"compile/{board}/summary.json").read_text()
+    )
     im = summary.get("intmodel") or {}
     if not im.get("equals_finn_python_exec"):
-        raise QdevError(f"{run_dir}: the integer model for {board} was not verified; rerun the compile")
+        raise QdevError(
+            f"{run_dir}: the integer model for {board} was not verified; rerun the compile"
+        )
     sk = load_private_key(key)
     export = json.loads(run.verified("export", "export/verify.json").read_text())
     train = run.stage("train")
@@ -106,15 +135,26 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
     sources = _compiled_files(run.stage(stage_name)["outputs"], board)
     out = Path(out)
     # what the bundle rests on, hashed before this bundle's own stage is written into the run
-    rests_on = [n for n in ("train", "export", "postprocess", stage_name) if n in run.load()["stages"]]
+    rests_on = [
+        n for n in ("train", "export", "postprocess", stage_name) if n in run.load()["stages"]
+    ]
     stages_sha = stages_sha256(run.load(), rests_on)
-    rec = StageRecord(run, "bundle", {"board": board, "model": model_name or run.path.name, "out": str(out),
-                                      "allow_unoffered": allow_unoffered}, board=board).begin()
+    rec = StageRecord(
+        run,
+        "bundle",
+        {
+            "board": board,
+            "model": model_name or run.path.name,
+            "out": str(out),
+            "allow_unoffered": allow_unoffered,
+        },
+        board=board,
+    ).begin()
     # each checked against the hash the compile recorded (a changed file is refused), the golden
     # pair also for its layout (core/golden.py): the bundle holds it under the same names
     files = {name: rec.input(rel) for name, rel in sources.items()}
     load_golden(files[PIXELS], files[CODES])
-    bit = (summary.get("bitstream") or {})
+    bit = summary.get("bitstream") or {}
     if bit.get("built"):
         files["accel.bit"] = Path(bit["bit"][0])
         files["accel.hwh"] = Path(bit["hwh"][0])
@@ -132,34 +172,63 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
             # lineage: the run manifest and the data this network was trained on (qdev lineage)
             # the stages it rests on, by a hash of their records: later stages of the run (its
             # own bundle stage, an evaluation) change the manifest file but not these
-            "lineage": {"run_stages": rests_on, "run_stages_sha256": stages_sha,
-                        "data_hash": (train.get("inputs") or {}).get("data_hash"),
-                        "split": (train.get("outputs") or {}).get("train/split.json"),
-                        "best_pt_sha256": (train.get("outputs") or {}).get("train/best.pt")},
+            "lineage": {
+                "run_stages": rests_on,
+                "run_stages_sha256": stages_sha,
+                "data_hash": (train.get("inputs") or {}).get("data_hash"),
+                "split": (train.get("outputs") or {}).get("train/split.json"),
+                "best_pt_sha256": (train.get("outputs") or {}).get("train/best.pt"),
+            },
             **({"adapted": adapted} if adapted else {}),
             "board": summary["board"],
             "part": summary["part"],
             "clock_ns": summary["clock_ns"],
             "estimate_only": not bit.get("built", False),
-            "bitstream": "built" if bit.get("built") else f"not built: {bit.get('reason', 'no Vivado')}",
+            "bitstream": "built"
+            if bit.get("built")
+            else f"not built: {bit.get('reason', 'no Vivado')}",
             "io": im["io"],
             "output_scale": export["output_scale"],
             "mask_rule": rule.to_dict(),
-            "mask_rule_source": {"describe": rule.describe(), "logit_threshold": rule.logit_threshold(
-                export["output_scale"]), **rule_source},
+            "mask_rule_source": {
+                "describe": rule.describe(),
+                "logit_threshold": rule.logit_threshold(export["output_scale"]),
+                **rule_source,
+            },
             "bits": export.get("bits"),
-            "estimates": {k: summary.get(k) for k in ("resources", "resources_with_fifos", "estimated_fps",
-                                                      "estimated_latency_ms", "bottleneck", "folding")},
+            "estimates": {
+                k: summary.get(k)
+                for k in (
+                    "resources",
+                    "resources_with_fifos",
+                    "estimated_fps",
+                    "estimated_latency_ms",
+                    "bottleneck",
+                    "folding",
+                )
+            },
             "fifos": summary.get("fifos"),
-            "verification": {"export": export.get("integer_outputs_equal"),
-                             "finn_python": {k: v for k, v in summary["verification"]["steps"].items()
-                                             if v.get("exec_mode", "python") == "python"},
-                             **{mode: {k: v for k, v in (summary["verification"]["steps"].get(step) or {}).items()
-                                       if k != "by_type"} or None for mode, step in VERIFY_STEPS.items()},
-                             "intmodel_equals_finn": im.get("equals_finn_python_exec"),
-                             "modes_run": summary["verification"].get("modes_run"),
-                             "not_run": summary["verification"].get("not_run"),
-                             "layers": summary["verification"].get("layers")},
+            "verification": {
+                "export": export.get("integer_outputs_equal"),
+                "finn_python": {
+                    k: v
+                    for k, v in summary["verification"]["steps"].items()
+                    if v.get("exec_mode", "python") == "python"
+                },
+                **{
+                    mode: {
+                        k: v
+                        for k, v in (summary["verification"]["steps"].get(step) or {}).items()
+                        if k != "by_type"
+                    }
+                    or None
+                    for mode, step in VERIFY_STEPS.items()
+                },
+                "intmodel_equals_finn": im.get("equals_finn_python_exec"),
+                "modes_run": summary["verification"].get("modes_run"),
+                "not_run": summary["verification"].get("not_run"),
+                "layers": summary["verification"].get("layers"),
+            },
             "self_test": {"input": PIXELS, "expected": CODES},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             # rises with every build: a device refuses a lower one than it has run (rollback
@@ -178,8 +247,11 @@ def build_bundle(run_dir: Path, board: str, key: Path, out: Path, model_name: st
     inside = out.resolve().is_relative_to(run.path.resolve())
     # the bundle is a stage of its run: its files' hashes when it lies inside the run (the
     # default), its id (the manifest's sha256) wherever it lies; qdev bundle publish copies it out
-    rec.finish(outputs=sorted(out.iterdir()) if inside else [], bundle_id=bundle_id_of(out),
-               bundle_dir=str(out.resolve()))
+    rec.finish(
+        outputs=sorted(out.iterdir()) if inside else [],
+        bundle_id=bundle_id_of(out),
+        bundle_dir=str(out.resolve()),
+    )
     return out
 
 
@@ -189,7 +261,9 @@ def stages_sha256(manifest: dict, names: list[str]) -> str:
     import hashlib
 
     part = {n: manifest["stages"].get(n) for n in names}
-    return hashlib.sha256(json.dumps(part, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(part, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 def bundle_id_of(folder: Path) -> str:
@@ -210,8 +284,10 @@ def publish_bundle(run_dir: Path, board: str, dest: Path) -> Path:
     st = run.stage(f"bundle/{board}")
     outs = st.get("outputs") or {}
     if not outs:
-        raise QdevError(f"{run_dir}: the {board} bundle was written outside the run ({st.get('bundle_dir')}); "
-                        "publish copies bundles made inside it (qdev bundle create without --out)")
+        raise QdevError(
+            f"{run_dir}: the {board} bundle was written outside the run ({st.get('bundle_dir')}); "
+            "publish copies bundles made inside it (qdev bundle create without --out)"
+        )
     files = [run.verified(f"bundle/{board}", rel) for rel in sorted(outs)]
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

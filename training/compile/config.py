@@ -29,7 +29,13 @@ DEFAULT_STEPS: list[str] = [
 ]
 
 #: Steps after which FINN's python execution is compared with the QONNX golden output (default).
-DEFAULT_VERIFY_AFTER = ("step_tidy_up", "qdev_streamline_unet", "qdev_lower_unet", "qdev_strip_io", "qdev_convert_to_hw")
+DEFAULT_VERIFY_AFTER = (
+    "step_tidy_up",
+    "qdev_streamline_unet",
+    "qdev_lower_unet",
+    "qdev_strip_io",
+    "qdev_convert_to_hw",
+)
 
 #: Target frames/s when --fps is not given (the issue's targets at 128x128).
 DEFAULT_FPS = {"Pynq-Z2": 30.0, "Ultra96-V2": 60.0, "ZCU104": 200.0, "KV260": 200.0}
@@ -84,10 +90,16 @@ class CompileConfig:
     def __post_init__(self) -> None:
         unknown = set(self.verify) - set(VERIFY_STEPS)
         if unknown:
-            raise ConfigError(f"--verify {', '.join(sorted(unknown))}: the modes are: {', '.join(VERIFY_STEPS)}")
+            raise ConfigError(
+                f"--verify {', '.join(sorted(unknown))}: the modes are: {', '.join(VERIFY_STEPS)}"
+            )
         for mode, step in VERIFY_STEPS.items():  # in this order, before the bitstream
             if mode in self.verify and step not in self.steps:
-                at = self.steps.index("qdev_bitstream") if "qdev_bitstream" in self.steps else len(self.steps)
+                at = (
+                    self.steps.index("qdev_bitstream")
+                    if "qdev_bitstream" in self.steps
+                    else len(self.steps)
+                )
                 self.steps = [*self.steps[:at], step, *self.steps[at:]]
 
     @property

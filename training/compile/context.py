@@ -33,7 +33,9 @@ class StepContext:
     folding: dict | None = None
     intmodel: dict | None = None
     bitstream: dict | None = None
-    fifos: dict | None = None  # qdev_fifo_depths: the plan, FINN's cost of it, the stitched token simulation
+    fifos: dict | None = (
+        None  # qdev_fifo_depths: the plan, FINN's cost of it, the stitched token simulation
+    )
     verification: dict = field(default_factory=dict)  # step name -> verify_model() result
     # python execution of the specialised graph on the golden frames, shared by the simulation
     # steps of one build: (sha256 of the graph, contexts, equals the unspecialised graph)

@@ -41,7 +41,15 @@ import numpy as np
 from qdev.core.errors import ConfigError
 from qdev.training.compile.simtally import tally_by_type
 
-__all__ = ["HlsDeps", "find_hls_deps", "CppSimConfig", "verify_cppsim", "compile_nodes", "python_reference", "SHIM"]
+__all__ = [
+    "HlsDeps",
+    "find_hls_deps",
+    "CppSimConfig",
+    "verify_cppsim",
+    "compile_nodes",
+    "python_reference",
+    "SHIM",
+]
 
 SHIM = Path(__file__).with_name("hls_shim")
 _REPO_VENDOR = Path(__file__).resolve().parents[2].parent / "shared" / "vendor"
@@ -49,7 +57,8 @@ _REPO_VENDOR = Path(__file__).resolve().parents[2].parent / "shared" / "vendor"
 
 @dataclass(frozen=True)
 class HlsDeps:
-    """The include folders, in search order (shim first, the newer finn-hlslib files before the rest)."""
+    """The include folders, in search order (shim first, the newer finn-hlslib files before the
+    rest)."""
 
     root: Path
     includes: tuple[Path, ...]
@@ -71,20 +80,32 @@ def find_hls_deps(path: str | os.PathLike | None = None) -> HlsDeps:
         ConfigError: naming the folder or file that is missing.
     """
     root = Path(path or os.environ.get("QDEV_HLS_DEPS") or _REPO_VENDOR)
-    need = {"finn-hlslib-newer": ("pool.hpp", "dup.hpp", "flatten.hpp"),
-            "finn-hlslib": ("bnn-library.h", "streamtools.h", "concat.hpp"),
-            "HLS_arbitrary_Precision_Types/include": ("ap_int.h", "ap_fixed.h")}
+    need = {
+        "finn-hlslib-newer": ("pool.hpp", "dup.hpp", "flatten.hpp"),
+        "finn-hlslib": ("bnn-library.h", "streamtools.h", "concat.hpp"),
+        "HLS_arbitrary_Precision_Types/include": ("ap_int.h", "ap_fixed.h"),
+    }
     for sub, files in need.items():
         for f in files:
             if not (root / sub / f).is_file():
-                raise ConfigError(f"--hls-deps {root}: {sub}/{f} is missing (cppsim needs finn-hlslib, its newer "
-                                  "pool/dup/flatten files and HLS_arbitrary_Precision_Types; see "
-                                  "../shared/vendor/SOURCE.md)")
+                raise ConfigError(
+                    f"--hls-deps {root}: {sub}/{f} is missing (cppsim needs finn-hlslib, its newer "
+                    "pool/dup/flatten files and HLS_arbitrary_Precision_Types; see "
+                    "../shared/vendor/SOURCE.md)"
+                )
     from finn.templates import get_templates_folder  # noqa: PLC0415 - FINN is booted by then
 
     npy2stream = Path(get_templates_folder()) / "npy2stream"
-    return HlsDeps(root, (SHIM, root / "finn-hlslib-newer", root / "finn-hlslib",
-                          root / "HLS_arbitrary_Precision_Types" / "include", npy2stream))
+    return HlsDeps(
+        root,
+        (
+            SHIM,
+            root / "finn-hlslib-newer",
+            root / "finn-hlslib",
+            root / "HLS_arbitrary_Precision_Types" / "include",
+            npy2stream,
+        ),
+    )
 
 
 @dataclass
@@ -96,7 +117,8 @@ class CppSimConfig:
             slow the simulators down (outputs identical, see ../shared/vendor/SOURCE.md), and a
             lower level compiles faster, which the CI's tiny model wants.
         jobs: parallel compiles (default: the cores).
-        cache: compiled simulators, by hash (default ``$QDEV_CACHE/cppsim`` or ``~/.cache/qdev/cppsim``).
+        cache: compiled simulators, by hash (default ``$QDEV_CACHE/cppsim`` or
+            ``~/.cache/qdev/cppsim``).
     """
 
     opt: str = "-O2"
@@ -125,7 +147,9 @@ def _sources(code_dir: Path) -> dict[str, bytes]:
     return out
 
 
-def _compile_one(code_dir: Path, deps: HlsDeps, cfg: CppSimConfig, salt: str, extra: tuple[str, ...] = ()) -> dict:
+def _compile_one(
+    code_dir: Path, deps: HlsDeps, cfg: CppSimConfig, salt: str, extra: tuple[str, ...] = ()
+) -> dict:
     """Compile the node's generated C++ in ``code_dir`` (cached by its normalised sources, the
     flags, ``extra`` flags and ``salt``) and put a wrapper ``node_model`` that runs it there."""
     t0 = time.perf_counter()
@@ -138,14 +162,25 @@ def _compile_one(code_dir: Path, deps: HlsDeps, cfg: CppSimConfig, salt: str, ex
     cached = exe.is_file()
     err = None
     if not cached:
-        cfg.cache_dir().mkdir(parents=True, exist_ok=True)  # a folder of its own: nodes of one source build at once
+        cfg.cache_dir().mkdir(
+            parents=True, exist_ok=True
+        )  # a folder of its own: nodes of one source build at once
         build = Path(tempfile.mkdtemp(prefix=key + ".", suffix=".build", dir=cfg.cache_dir()))
         for name, data in srcs.items():
             (build / name).write_bytes(data)
         npy2stream = deps.includes[-1]
-        cmd = ["g++", *_flags(cfg), *extra, *[f"-I{d}" for d in deps.includes], f"-I{build}",
-               *[str(build / n) for n in srcs if n.endswith(".cpp")], str(npy2stream / "cnpy.cpp"), "-lz",
-               "-o", str(build / "node_model")]
+        cmd = [
+            "g++",
+            *_flags(cfg),
+            *extra,
+            *[f"-I{d}" for d in deps.includes],
+            f"-I{build}",
+            *[str(build / n) for n in srcs if n.endswith(".cpp")],
+            str(npy2stream / "cnpy.cpp"),
+            "-lz",
+            "-o",
+            str(build / "node_model"),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             err = (r.stderr or r.stdout).strip().splitlines()[-12:]
@@ -153,12 +188,19 @@ def _compile_one(code_dir: Path, deps: HlsDeps, cfg: CppSimConfig, salt: str, ex
             exe.parent.mkdir(parents=True, exist_ok=True)
             os.replace(build / "node_model", exe)
         shutil.rmtree(build, ignore_errors=True)
-    if err is None:  # FINN runs executable_path as is: a wrapper runs the simulator in the node's folder
+    if (
+        err is None
+    ):  # FINN runs executable_path as is: a wrapper runs the simulator in the node's folder
         wrapper = code_dir / "node_model"
-        wrapper.write_text(f"#!/bin/sh\ncd \"$(dirname \"$0\")\" && exec '{exe}'\n")
+        wrapper.write_text(f'#!/bin/sh\ncd "$(dirname "$0")" && exec \'{exe}\'\n')
         wrapper.chmod(0o755)
-    return {"compiled": err is None, "cached": cached, "compile_s": round(time.perf_counter() - t0, 3),
-            "key": key, "error": err}
+    return {
+        "compiled": err is None,
+        "cached": cached,
+        "compile_s": round(time.perf_counter() - t0, 3),
+        "key": key,
+        "error": err,
+    }
 
 
 def compile_nodes(model, deps: HlsDeps, cfg: CppSimConfig, progress=None) -> dict[str, dict]:  # noqa: ANN001
@@ -227,7 +269,9 @@ def _python_contexts(model, frames: np.ndarray) -> list[dict]:  # noqa: ANN001
     return out
 
 
-def python_reference(model, frames: np.ndarray, reference_path: Path | None) -> tuple[list[dict], bool | None]:  # noqa: ANN001
+def python_reference(
+    model, frames: np.ndarray, reference_path: Path | None
+) -> tuple[list[dict], bool | None]:  # noqa: ANN001
     """FINN's python execution of the specialised graph ``model`` on ``frames``, every tensor kept
     (one context per frame), and whether its output equals FINN's executor on ``reference_path``,
     the same layers before specialisation (None: not checked). Intermediate tensors may be laid
@@ -241,9 +285,15 @@ def python_reference(model, frames: np.ndarray, reference_path: Path | None) -> 
     out_name = model.graph.output[0].name
     before = ModelWrapper(str(reference_path))
     bname = before.graph.input[0].name
-    ref_before = [execute_onnx(before, {bname: f.reshape(before.get_tensor_shape(bname)).astype(np.float32)})
-                  [before.graph.output[0].name] for f in frames]
-    return ref, all(np.array_equal(a.reshape(-1), c[out_name].reshape(-1)) for a, c in zip(ref_before, ref))
+    ref_before = [
+        execute_onnx(before, {bname: f.reshape(before.get_tensor_shape(bname)).astype(np.float32)})[
+            before.graph.output[0].name
+        ]
+        for f in frames
+    ]
+    return ref, all(
+        np.array_equal(a.reshape(-1), c[out_name].reshape(-1)) for a, c in zip(ref_before, ref)
+    )
 
 
 def _python_order(model, name: str, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
@@ -284,9 +334,17 @@ def _cppsim_mode(model) -> None:  # noqa: ANN001
         getCustomOp(n).set_nodeattr("exec_mode", "cppsim")
 
 
-def verify_cppsim(model_path: Path, reference_path: Path | None, frames: np.ndarray, golden_codes: np.ndarray | None,
-                  deps: HlsDeps, cfg: CppSimConfig, progress=None, mutate=None,  # noqa: ANN001
-                  reference: tuple[list[dict], bool | None] | None = None) -> dict:
+def verify_cppsim(
+    model_path: Path,
+    reference_path: Path | None,
+    frames: np.ndarray,
+    golden_codes: np.ndarray | None,
+    deps: HlsDeps,
+    cfg: CppSimConfig,
+    progress=None,
+    mutate=None,  # noqa: ANN001
+    reference: tuple[list[dict], bool | None] | None = None,
+) -> dict:
     """The cppsim report of the specialised dataflow graph at ``model_path`` on ``frames``
     ([N, H, W] uint8). The reference is FINN's python execution of ``reference_path``, the same
     layers before specialisation (after it, FINN executes only cppsim/rtlsim): every tensor keeps
@@ -299,7 +357,9 @@ def verify_cppsim(model_path: Path, reference_path: Path | None, frames: np.ndar
 
     t0 = time.perf_counter()
     model = ModelWrapper(str(model_path))
-    ref, python_agrees = reference if reference is not None else python_reference(model, frames, reference_path)
+    ref, python_agrees = (
+        reference if reference is not None else python_reference(model, frames, reference_path)
+    )
     t_ref = None if reference is not None else round(time.perf_counter() - t0, 2)
     model = model.transform(PrepareCppSim())
     if mutate is not None:  # tests: corrupt generated code to prove the check can fail
@@ -310,7 +370,9 @@ def verify_cppsim(model_path: Path, reference_path: Path | None, frames: np.ndar
     for n in model.graph.node:
         rec: dict = {"op_type": n.op_type}
         if not n.op_type.endswith("_hls"):
-            rec.update({"simulated": None, "reason": "RTL layer: no C++ model (FINN has no cppsim for it)"})
+            rec.update(
+                {"simulated": None, "reason": "RTL layer: no C++ model (FINN has no cppsim for it)"}
+            )
             nodes[n.name] = rec
             continue
         rec.update({k: comp[n.name][k] for k in ("compiled", "cached", "compile_s", "error")})
@@ -325,8 +387,16 @@ def verify_cppsim(model_path: Path, reference_path: Path | None, frames: np.ndar
             for o in n.output:
                 diff += int(np.count_nonzero(got[o] != ctx[o]))
                 total += int(ctx[o].size)
-        rec.update({"simulated": True, "elements": total, "elements_differing": diff, "bit_exact": diff == 0,
-                    "run_s": round(time.perf_counter() - t_run, 3), "runs_cached": hits})
+        rec.update(
+            {
+                "simulated": True,
+                "elements": total,
+                "elements_differing": diff,
+                "bit_exact": diff == 0,
+                "run_s": round(time.perf_counter() - t_run, 3),
+                "runs_cached": hits,
+            }
+        )
         nodes[n.name] = rec
     # the whole graph, every HLS node simulated on what its simulated predecessors gave it (RTL
     # nodes in python), its output against python's and the golden codes. When every node equals
@@ -338,20 +408,38 @@ def verify_cppsim(model_path: Path, reference_path: Path | None, frames: np.ndar
     compiled = all(r.get("compiled", True) for r in nodes.values())
     all_exact = compiled and all(r.get("bit_exact", True) for r in nodes.values())
     if all_exact:
-        outs, how = [c[out] for c in ref], "implied: every HLS node equals python on python's inputs"
+        outs, how = (
+            [c[out] for c in ref],
+            "implied: every HLS node equals python on python's inputs",
+        )
     else:
-        outs, how = ([_chain(model, f)[out] for f in frames] if compiled else []), "simulated in a chain"
-    e2e = {"frames": int(len(outs)), "how": how,
-           "differing_from_python": int(sum(np.count_nonzero(o != c[out]) for o, c in zip(outs, ref))),
-           "seconds": round(time.perf_counter() - t_e2e, 2)}
+        outs, how = (
+            ([_chain(model, f)[out] for f in frames] if compiled else []),
+            "simulated in a chain",
+        )
+    e2e = {
+        "frames": int(len(outs)),
+        "how": how,
+        "differing_from_python": int(sum(np.count_nonzero(o != c[out]) for o, c in zip(outs, ref))),
+        "seconds": round(time.perf_counter() - t_e2e, 2),
+    }
     if not outs:
         e2e["skipped"] = "a node did not compile"
     elif golden_codes is not None:
         got = np.stack([o.reshape(-1) for o in outs])
-        e2e["differing_from_golden_codes"] = int(np.count_nonzero(got != golden_codes.reshape(len(frames), -1)))
+        e2e["differing_from_golden_codes"] = int(
+            np.count_nonzero(got != golden_codes.reshape(len(frames), -1))
+        )
     e2e["python_equals_unspecialised_graph"] = python_agrees
-    return {"nodes": nodes, "by_type": _by_type(nodes), "end_to_end": e2e, "python_s": t_ref,
-            "flags": _flags(cfg), "hls_deps": str(deps.root), "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "nodes": nodes,
+        "by_type": _by_type(nodes),
+        "end_to_end": e2e,
+        "python_s": t_ref,
+        "flags": _flags(cfg),
+        "hls_deps": str(deps.root),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def _run_cached(model, n, inst, ctx: dict, key: str, cfg: CppSimConfig) -> tuple[dict, int]:  # noqa: ANN001

@@ -46,17 +46,37 @@ import numpy as np
 from qdev.core.errors import QdevError
 from qdev.core.intmodel import base_op
 
-__all__ = ["StreamNode", "Port", "DataflowGraph", "SimResult", "nodes_from_intmodel", "build_graph",
-           "must_buffer", "simulate", "SKIP_MARGIN",
-           "min_skip_depth", "choose_skip_depths", "words", "pixels_of"]
+__all__ = [
+    "StreamNode",
+    "Port",
+    "DataflowGraph",
+    "SimResult",
+    "nodes_from_intmodel",
+    "build_graph",
+    "must_buffer",
+    "simulate",
+    "SKIP_MARGIN",
+    "min_skip_depth",
+    "choose_skip_depths",
+    "words",
+    "pixels_of",
+]
 
 #: Margin added to every computed skip depth (fraction), for what the pixel model leaves out:
 #: word-level streaming inside a pixel and the window generators' implementation-specific
 #: read-ahead. Measured against the simulation's own minimum by bench/stitched.py.
 SKIP_MARGIN = 0.10
 
-ONE_TO_ONE = {"MVAU", "Thresholding", "Pool", "DuplicateStreams", "StreamingConcat", "StreamingFIFO",
-              "StreamingDataWidthConverter", "LabelSelect"}
+ONE_TO_ONE = {
+    "MVAU",
+    "Thresholding",
+    "Pool",
+    "DuplicateStreams",
+    "StreamingConcat",
+    "StreamingFIFO",
+    "StreamingDataWidthConverter",
+    "LabelSelect",
+}
 
 
 @dataclass(frozen=True)
@@ -114,11 +134,15 @@ class DataflowGraph:
 
 def nodes_from_intmodel(model) -> list[StreamNode]:  # noqa: ANN001 - qdev.core.intmodel.IntModel
     """The token-model nodes of a bundle's integer model (its layers keep FINN's attributes)."""
-    return [StreamNode(ly.name, base_op(ly.op), tuple(ly.inputs), tuple(ly.outputs), dict(ly.attrs))
-            for ly in model.layers]
+    return [
+        StreamNode(ly.name, base_op(ly.op), tuple(ly.inputs), tuple(ly.outputs), dict(ly.attrs))
+        for ly in model.layers
+    ]
 
 
-def _pad_ports(h: int, w: int, pad: tuple[int, int, int, int], stride: int) -> tuple[int, int, list[int]]:
+def _pad_ports(
+    h: int, w: int, pad: tuple[int, int, int, int], stride: int
+) -> tuple[int, int, list[int]]:
     """Output dims and the cumulative count of real input pixels up to each output pixel of a
     padder: ``pad`` = (top, left, bottom, right) around the image, ``stride - 1`` zeros between
     its pixels."""
@@ -154,7 +178,9 @@ def build_graph(nodes: list[StreamNode], in_hw: tuple[int, int]) -> DataflowGrap
     sources = [s for n in nodes for s in n.inputs if s not in producer]
     sinks = [s for n in nodes for s in n.outputs if s not in consumer]
     if len(sources) != 1 or len(sinks) != 1:
-        raise QdevError(f"dataflow graph: expected one input and one output stream, got {sources} / {sinks}")
+        raise QdevError(
+            f"dataflow graph: expected one input and one output stream, got {sources} / {sinks}"
+        )
     dims = {sources[0]: tuple(in_hw)}
     ports: dict[str, list[Port]] = {}
     n_out: dict[str, int] = {}
@@ -179,9 +205,13 @@ def build_graph(nodes: list[StreamNode], in_hw: tuple[int, int]) -> DataflowGrap
             raise QdevError(f"dataflow graph: no token model for {n.op} ({n.name})")
         for p in ps:
             ph, pw = dims[p.stream]
-            if ph * pw != p.n_in or (n.op == "ConvolutionInputGenerator" and (ph, pw) != tuple(a["IFMDim"])):
-                raise QdevError(f"dataflow graph: {n.name} expects {p.n_in} pixels on {p.stream}, "
-                                f"its producer gives {ph}x{pw}")
+            if ph * pw != p.n_in or (
+                n.op == "ConvolutionInputGenerator" and (ph, pw) != tuple(a["IFMDim"])
+            ):
+                raise QdevError(
+                    f"dataflow graph: {n.name} expects {p.n_in} pixels on {p.stream}, "
+                    f"its producer gives {ph}x{pw}"
+                )
         ports[n.name] = ps
         n_out[n.name] = oh * ow
         for s in n.outputs:
@@ -219,7 +249,9 @@ def must_buffer(g: DataflowGraph, skip: str, frames: int = 2) -> int:
         req[s] = jj.copy()
     idx = {n.name: i for i, n in enumerate(g.nodes)}
     for n in reversed(g.nodes[: idx[cname]]):  # back from the concat, in reverse graph order
-        outs = [req[s] for s in n.outputs if s in req and s != skip]  # the skip itself is what is sized
+        outs = [
+            req[s] for s in n.outputs if s in req and s != skip
+        ]  # the skip itself is what is sized
         if not outs:
             continue
         r = np.maximum.reduce(outs)
@@ -252,8 +284,10 @@ class SimResult:
             return f"completed {self.frames} frame(s): {self.outputs}/{self.expected} output pixels"
         names = ", ".join(f"{b['node']} ({b['waits_on']} {b['stream']})" for b in self.blocked[:6])
         more = f" and {len(self.blocked) - 6} more" if len(self.blocked) > 6 else ""
-        return (f"DEADLOCK after {self.outputs}/{self.expected} output pixels: every node is blocked; "
-                f"{names}{more}")
+        return (
+            f"DEADLOCK after {self.outputs}/{self.expected} output pixels: every node is blocked; "
+            f"{names}{more}"
+        )
 
 
 def _emittable(p: Port, taken: int, n_out: int, frames: int) -> int:
@@ -275,8 +309,9 @@ def _released(p: Port, emitted: int, n_out: int) -> int:
     return f * p.n_in + p.release[k]
 
 
-def simulate(g: DataflowGraph, depths: dict[str, int], frames: int = 2,
-             max_events: int = 50_000_000) -> SimResult:
+def simulate(
+    g: DataflowGraph, depths: dict[str, int], frames: int = 2, max_events: int = 50_000_000
+) -> SimResult:
     """Run every node together, each stream a FIFO of ``depths[stream]`` pixels (at least 1;
     the graph's input is an endless source, its output a sink that never stalls). Nodes fire
     greedily, reading as far ahead as their buffers allow. Ends when the sink has every output
@@ -353,9 +388,19 @@ def simulate(g: DataflowGraph, depths: dict[str, int], frames: int = 2,
             if full:
                 blocked.append({"node": n.name, "waits_on": "output full", "stream": full[0]})
             else:
-                starving = [p.stream for p in g.ports[n.name] if produced[p.stream] == consumed[p.stream]]
-                blocked.append({"node": n.name, "waits_on": "input empty", "stream": starving[0] if starving else "?"})
-        # the cause first: a fork held by a full skip FIFO, and the concat starving on its other input
+                starving = [
+                    p.stream for p in g.ports[n.name] if produced[p.stream] == consumed[p.stream]
+                ]
+                blocked.append(
+                    {
+                        "node": n.name,
+                        "waits_on": "input empty",
+                        "stream": starving[0] if starving else "?",
+                    }
+                )
+
+        # the cause first: a fork held by a full skip FIFO, and the concat starving on its other
+        # input
         def rank(b: dict) -> int:
             op = g.node(b["node"]).op
             if op == "DuplicateStreams" and b["waits_on"] == "output full":
@@ -365,11 +410,14 @@ def simulate(g: DataflowGraph, depths: dict[str, int], frames: int = 2,
         blocked.sort(key=rank)
         if events >= max_events:
             blocked.insert(0, {"node": "-", "waits_on": "event budget", "stream": str(max_events)})
-    return SimResult(done, frames, produced[sink], expected, {s: v for s, v in peak.items()}, blocked, events)
+    return SimResult(
+        done, frames, produced[sink], expected, {s: v for s, v in peak.items()}, blocked, events
+    )
 
 
-def min_skip_depth(g: DataflowGraph, skip: str, depths: dict[str, int], frames: int = 2,
-                   hi: int | None = None) -> int:
+def min_skip_depth(
+    g: DataflowGraph, skip: str, depths: dict[str, int], frames: int = 2, hi: int | None = None
+) -> int:
     """The smallest depth (pixels) of ``skip`` at which the simulation still completes, the other
     streams held at ``depths``: bisection between 1 and ``hi`` (default: the whole frame)."""
     lo_bad, hi_ok = 0, hi or g.pixels[skip] * frames
@@ -387,7 +435,9 @@ def min_skip_depth(g: DataflowGraph, skip: str, depths: dict[str, int], frames: 
     return hi_ok
 
 
-def choose_skip_depths(g: DataflowGraph, frames: int = 2, margin: float = SKIP_MARGIN) -> dict[str, dict]:
+def choose_skip_depths(
+    g: DataflowGraph, frames: int = 2, margin: float = SKIP_MARGIN
+) -> dict[str, dict]:
     """Every skip FIFO's depth in pixels: the analytic must-bound (:func:`must_buffer`) plus
     ``margin``. Returns {skip stream: {"must": pixels, "depth": pixels}}."""
     out = {}
@@ -427,8 +477,13 @@ def _frames(a: list[int] | None, n_other: int, n: int, frames: int) -> np.ndarra
     return np.concatenate([base + f * n_other for f in range(frames)])
 
 
-def timed(g: DataflowGraph, depths: dict[str, int], cycles: dict[str, float], frames: int = 3,
-          max_iter: int = 5000) -> TimedResult:
+def timed(
+    g: DataflowGraph,
+    depths: dict[str, int],
+    cycles: dict[str, float],
+    frames: int = 3,
+    max_iter: int = 5000,
+) -> TimedResult:
     """When each pixel is written and read, in clock cycles, under a stated timing model:
 
     * a node writes one output pixel every ``cycles[node] / output pixels`` cycles at most (FINN's
@@ -445,10 +500,21 @@ def timed(g: DataflowGraph, depths: dict[str, int], cycles: dict[str, float], fr
     order = g.nodes
     E: dict[str, np.ndarray] = {}
     R: dict[tuple[str, int], np.ndarray] = {}
-    ii = {n.name: max(1.0, float(cycles.get(n.name, g.n_out[n.name])) / g.n_out[n.name]) for n in order}
-    ports = {n.name: [(p, _frames(p.need, p.n_in, g.n_out[n.name], frames),
-                       _frames(p.release, p.n_in, g.n_out[n.name], frames)) for p in g.ports[n.name]]
-             for n in order}
+    ii = {
+        n.name: max(1.0, float(cycles.get(n.name, g.n_out[n.name])) / g.n_out[n.name])
+        for n in order
+    }
+    ports = {
+        n.name: [
+            (
+                p,
+                _frames(p.need, p.n_in, g.n_out[n.name], frames),
+                _frames(p.release, p.n_in, g.n_out[n.name], frames),
+            )
+            for p in g.ports[n.name]
+        ]
+        for n in order
+    }
     reader = {p.stream: (n.name, k) for n in order for k, p in enumerate(g.ports[n.name])}
     for n in order:
         E[n.name] = np.zeros(g.n_out[n.name] * frames)
@@ -461,7 +527,7 @@ def timed(g: DataflowGraph, depths: dict[str, int], cycles: dict[str, float], fr
         changed = False
         # forward sweeps carry data dependencies down the graph in one pass, backward sweeps carry
         # back-pressure (a full FIFO) up it: alternating them reaches the fixed point in few passes
-        for n in (order if it % 2 else order[::-1]):
+        for n in order if it % 2 else order[::-1]:
             nm = n.name
             nout = g.n_out[nm] * frames
             k_idx = np.arange(nout, dtype=np.float64)
@@ -505,5 +571,10 @@ def timed(g: DataflowGraph, depths: dict[str, int], cycles: dict[str, float], fr
     per = g.pixels[g.sink]
     ends = [last[(f + 1) * per - 1] for f in range(frames)]
     slowest = max(ii[n.name] * g.n_out[n.name] for n in order)
-    return TimedResult(not changed, it, float(ends[-1] - ends[-2]) if frames > 1 else float(ends[0]),
-                       float(ends[0]), float(slowest))
+    return TimedResult(
+        not changed,
+        it,
+        float(ends[-1] - ends[-2]) if frames > 1 else float(ends[0]),
+        float(ends[0]),
+        float(slowest),
+    )

@@ -24,11 +24,30 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qdev.core.intmodel import base_op
 
 from qdev.training.compile.boards import Board
-from qdev.training.compile.dataflow_sim import (SKIP_MARGIN, DataflowGraph, StreamNode, build_graph,
-                                                choose_skip_depths, pixels_of, simulate, words)
+from qdev.training.compile.dataflow_sim import (
+    SKIP_MARGIN,
+    DataflowGraph,
+    StreamNode,
+    build_graph,
+    choose_skip_depths,
+    pixels_of,
+    simulate,
+    words,
+)
 
-__all__ = ["finn_nodes", "fifo_plan", "apply_fifo_depths", "fifo_totals", "SHALLOW_DEPTH", "finn_fifo_model",
-           "finn_fifo_resources", "check_plan", "write_reports", "fifo_added", "dataflow_graph"]
+__all__ = [
+    "finn_nodes",
+    "fifo_plan",
+    "apply_fifo_depths",
+    "fifo_totals",
+    "SHALLOW_DEPTH",
+    "finn_fifo_model",
+    "finn_fifo_resources",
+    "check_plan",
+    "write_reports",
+    "fifo_added",
+    "dataflow_graph",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +85,10 @@ def _stream_geometry(model: ModelWrapper) -> dict[str, dict]:
             folded = list(inst.get_folded_output_shape(k))
             normal = list(inst.get_normal_output_shape(k))
             px = math.prod(normal[:-1])
-            geo[s] = {"words_per_pixel": math.prod(folded[:-1]) // max(1, px),
-                      "width_bits": int(inst.get_outstream_width_padded(k))}
+            geo[s] = {
+                "words_per_pixel": math.prod(folded[:-1]) // max(1, px),
+                "width_bits": int(inst.get_outstream_width_padded(k)),
+            }
     return geo
 
 
@@ -77,8 +98,14 @@ def _style_costs(depth: int, width: int, board: Board, versal: bool = False) -> 
     from finn.util.resource_models import _fifo_cost
 
     styles = ("srl",) if depth <= 33 else tuple(s for s in STYLES if s != "ultra" or board.uram)
-    return {st: {"LUT": (c := _fifo_cost(depth, width, st, versal)).lut, "BRAM_18K": c.bram, "URAM": c.uram}
-            for st in styles}
+    return {
+        st: {
+            "LUT": (c := _fifo_cost(depth, width, st, versal)).lut,
+            "BRAM_18K": c.bram,
+            "URAM": c.uram,
+        }
+        for st in styles
+    }
 
 
 def _choose_styles(entries: list[dict], board: Board, base: dict[str, float]) -> None:
@@ -106,8 +133,13 @@ def dataflow_graph(model: ModelWrapper) -> DataflowGraph:
     return build_graph(finn_nodes(model), (int(shape[1]), int(shape[2])))
 
 
-def fifo_plan(model: ModelWrapper, board: Board, base: dict[str, float] | None = None,
-              margin: float = SKIP_MARGIN, g: DataflowGraph | None = None) -> list[dict]:
+def fifo_plan(
+    model: ModelWrapper,
+    board: Board,
+    base: dict[str, float] | None = None,
+    margin: float = SKIP_MARGIN,
+    g: DataflowGraph | None = None,
+) -> list[dict]:
     """One entry per internal stream of the folded HW graph: producer, consumer, role (skip or
     shallow), depth in pixels (skips) and words, width, memory style, bits and FINN-model cost.
     ``base``: what the layers already take of the board (the styles are chosen around it);
@@ -122,12 +154,26 @@ def fifo_plan(model: ModelWrapper, board: Board, base: dict[str, float] | None =
         wpp, width = geo[s]["words_per_pixel"], geo[s]["width_bits"]
         if s in skips:
             depth = words(skips[s]["depth"], wpp)
-            entry = {"role": "skip", "must_pixels": skips[s]["must"], "depth_pixels": skips[s]["depth"]}
+            entry = {
+                "role": "skip",
+                "must_pixels": skips[s]["must"],
+                "depth_pixels": skips[s]["depth"],
+            }
         else:
             depth = SHALLOW_DEPTH
             entry = {"role": "shallow"}
-        plan.append({"stream": s, "producer": g.producer[s], "consumer": g.consumer[s], **entry,
-                     "words_per_pixel": wpp, "depth": depth, "width_bits": width, "bits": depth * width})
+        plan.append(
+            {
+                "stream": s,
+                "producer": g.producer[s],
+                "consumer": g.consumer[s],
+                **entry,
+                "words_per_pixel": wpp,
+                "depth": depth,
+                "width_bits": width,
+                "bits": depth * width,
+            }
+        )
     _choose_styles(plan, board, base or {})
     return plan
 
@@ -160,7 +206,9 @@ def finn_fifo_model(model: ModelWrapper, plan: list[dict], part: str) -> tuple[M
     from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
     from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
-    from finn.transformation.qonnx.give_unique_node_names_recursive import GiveUniqueNodeNamesRecursive
+    from finn.transformation.qonnx.give_unique_node_names_recursive import (
+        GiveUniqueNodeNamesRecursive,
+    )
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.transformation.general import GiveReadableTensorNames
 
@@ -187,8 +235,10 @@ def write_reports(out: Path, plan: list[dict], sim: dict, fifo_cfg: dict) -> Non
 
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(rep / "fifo_depths.json", json.dumps({"fifos": plan, "totals": fifo_totals(plan),
-                                                           "simulation": sim}, indent=1))
+    atomic_write_text(
+        rep / "fifo_depths.json",
+        json.dumps({"fifos": plan, "totals": fifo_totals(plan), "simulation": sim}, indent=1),
+    )
     atomic_write_text(rep / "fifo_config.json", json.dumps(fifo_cfg, indent=1))
 
 
@@ -196,9 +246,13 @@ def check_plan(g: DataflowGraph, plan: list[dict], frames: int = 2) -> dict:
     """The stitched token simulation of the folded graph at the plan's depths: it must complete."""
     depths = {f["stream"]: pixels_of(f["depth"], f["words_per_pixel"]) for f in plan}
     r = simulate(g, depths, frames=frames)
-    return {"frames": frames, "completed": r.completed, "summary": r.summary(),
-            "peak_pixels": {f["stream"]: r.peak[f["stream"]] for f in plan if f["role"] == "skip"},
-            "blocked": r.blocked[:8]}
+    return {
+        "frames": frames,
+        "completed": r.completed,
+        "summary": r.summary(),
+        "peak_pixels": {f["stream"]: r.peak[f["stream"]] for f in plan if f["role"] == "skip"},
+        "blocked": r.blocked[:8],
+    }
 
 
 def finn_fifo_resources(model: ModelWrapper, part: str) -> dict:
@@ -209,16 +263,24 @@ def finn_fifo_resources(model: ModelWrapper, part: str) -> dict:
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
 
     per = model.analysis(partial(res_estimation, fpgapart=part))
-    keep = {n.name: n.op_type for n in model.graph.node
-            if n.op_type.startswith(("StreamingFIFO", "StreamingDataWidthConverter"))}
-    tot = {"fifo": dict.fromkeys(("LUT", "BRAM_18K", "URAM", "DSP"), 0.0),
-           "dwc": dict.fromkeys(("LUT", "BRAM_18K", "URAM", "DSP"), 0.0)}
+    keep = {
+        n.name: n.op_type
+        for n in model.graph.node
+        if n.op_type.startswith(("StreamingFIFO", "StreamingDataWidthConverter"))
+    }
+    tot = {
+        "fifo": dict.fromkeys(("LUT", "BRAM_18K", "URAM", "DSP"), 0.0),
+        "dwc": dict.fromkeys(("LUT", "BRAM_18K", "URAM", "DSP"), 0.0),
+    }
     for name, op in keep.items():
         part_of = "fifo" if op.startswith("StreamingFIFO") else "dwc"
         for k in tot[part_of]:
             tot[part_of][k] += float(per.get(name, {}).get(k, 0))
-    return {"fifos": sum(op.startswith("StreamingFIFO") for op in keep.values()),
-            "dwcs": sum(op.startswith("StreamingDataWidth") for op in keep.values()), **tot}
+    return {
+        "fifos": sum(op.startswith("StreamingFIFO") for op in keep.values()),
+        "dwcs": sum(op.startswith("StreamingDataWidth") for op in keep.values()),
+        **tot,
+    }
 
 
 def fifo_added(model: ModelWrapper, board: Board, layers: dict[str, float]) -> dict[str, float]:

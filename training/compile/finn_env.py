@@ -33,18 +33,37 @@ class Patch:
 
 #: Everything :func:`boot_finn` writes outside qdev, in the order it does.
 PATCHES = (
-    Patch("os.environ['FINN_BUILD_DIR']", "the compile's own finn_build folder",
-          "finn-plus writes its code generation there; unset, it uses a global folder"),
-    Patch("os.environ['FINN_SETTINGS']", "an empty settings file in that folder",
-          "unset, finn-plus reads and writes ~/.finn"),
-    Patch("os.environ['XILINX_VIVADO']", "Vivado's root, when it is on PATH but the variable is unset",
-          "finn-plus finds Vivado only through the variable"),
-    Patch("finn.xsi.SimEngine", "None, only when Vivado is absent",
-          "finn.builder.build_dataflow_steps imports it at import time and finn.xsi raises without "
-          "XILINX_VIVADO; rtlsim, its only user, is never called then"),
-    Patch("finn.util.logging console", "a rich Console on stderr (finn.util.logging.set_console)",
-          "FINN logs to stdout by default; qdev keeps stdout for results (--json)"),
-    Patch("finn.util.settings._SETTINGS", "None", "finn-plus caches its settings; reset so this build's are read"),
+    Patch(
+        "os.environ['FINN_BUILD_DIR']",
+        "the compile's own finn_build folder",
+        "finn-plus writes its code generation there; unset, it uses a global folder",
+    ),
+    Patch(
+        "os.environ['FINN_SETTINGS']",
+        "an empty settings file in that folder",
+        "unset, finn-plus reads and writes ~/.finn",
+    ),
+    Patch(
+        "os.environ['XILINX_VIVADO']",
+        "Vivado's root, when it is on PATH but the variable is unset",
+        "finn-plus finds Vivado only through the variable",
+    ),
+    Patch(
+        "finn.xsi.SimEngine",
+        "None, only when Vivado is absent",
+        "finn.builder.build_dataflow_steps imports it at import time and finn.xsi raises without "
+        "XILINX_VIVADO; rtlsim, its only user, is never called then",
+    ),
+    Patch(
+        "finn.util.logging console",
+        "a rich Console on stderr (finn.util.logging.set_console)",
+        "FINN logs to stdout by default; qdev keeps stdout for results (--json)",
+    ),
+    Patch(
+        "finn.util.settings._SETTINGS",
+        "None",
+        "finn-plus caches its settings; reset so this build's are read",
+    ),
 )
 
 
@@ -78,7 +97,9 @@ def boot_finn(build_dir: Path) -> VivadoInfo:
     os.environ["FINN_BUILD_DIR"] = str(build_dir)
     settings = build_dir / "finn_settings.yaml"
     if not settings.exists():
-        settings.write_text("# written by qdev: finn-plus defaults, build dir from FINN_BUILD_DIR\n{}\n")
+        settings.write_text(
+            "# written by qdev: finn-plus defaults, build dir from FINN_BUILD_DIR\n{}\n"
+        )
     os.environ["FINN_SETTINGS"] = str(settings)
     viv = find_vivado()
     if viv.available and not os.environ.get("XILINX_VIVADO"):
@@ -91,7 +112,9 @@ def boot_finn(build_dir: Path) -> VivadoInfo:
     from finn.util.logging import set_console
     from rich.console import Console
 
-    set_console(Console(stderr=True))  # FINN's log goes to stdout by default: keep stdout for results
+    set_console(
+        Console(stderr=True)
+    )  # FINN's log goes to stdout by default: keep stdout for results
 
     fs._SETTINGS = None  # re-read from the environment of this build
     return viv

@@ -52,8 +52,15 @@ META_OUTPUT_SCALE = "qdev_output_scale"
 
 
 def _tidy(model: ModelWrapper) -> ModelWrapper:
-    for t in (InferShapes(), InferDataTypes(), InferDataLayouts(), GiveUniqueNodeNames(),
-              GiveReadableTensorNames(), RemoveUnusedTensors(), SortGraph()):
+    for t in (
+        InferShapes(),
+        InferDataTypes(),
+        InferDataLayouts(),
+        GiveUniqueNodeNames(),
+        GiveReadableTensorNames(),
+        RemoveUnusedTensors(),
+        SortGraph(),
+    ):
         model = model.transform(t)
     return model
 
@@ -112,8 +119,14 @@ def qdev_lower_unet(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN001
     model = model.transform(MakeMaxPoolNHWC())
     for _ in range(20):
         before = _op_counts(model)
-        for t in (MoveTransposePastFork(), MoveTransposePastJoinConcat(), AbsorbTransposeIntoMultiThreshold(),
-                  AbsorbConsecutiveTransposes(), CollapseRepeatedTranspose(), RemoveIdentityTranspose()):
+        for t in (
+            MoveTransposePastFork(),
+            MoveTransposePastJoinConcat(),
+            AbsorbTransposeIntoMultiThreshold(),
+            AbsorbConsecutiveTransposes(),
+            CollapseRepeatedTranspose(),
+            RemoveIdentityTranspose(),
+        ):
             model = model.transform(t)
         model = model.transform(InferDataLayouts())
         model = model.transform(InferShapes())
@@ -220,17 +233,27 @@ def qdev_convert_to_hw(model: ModelWrapper, cfg) -> ModelWrapper:  # noqa: ANN00
     passes = [InferPool(), InferConvInpGen()]
     if standalone:  # as FINN's step_convert_to_hw: thresholds become their own layers
         passes.append(InferThresholdingLayer())
-    passes += [InferQuantizedMatrixVectorActivation(), InferThresholdingLayer(), InferConcatLayer(),
-               InferDuplicateStreamsLayer()]
+    passes += [
+        InferQuantizedMatrixVectorActivation(),
+        InferThresholdingLayer(),
+        InferConcatLayer(),
+        InferDuplicateStreamsLayer(),
+    ]
     for t in passes:
         model = model.transform(t)
         model = model.transform(InferShapes())
         model = model.transform(InferDataTypes())
     model = _tidy(model)
-    left = [n.op_type for n in model.graph.node if not n.domain.startswith("finn.custom_op.fpgadataflow")]
+    left = [
+        n.op_type
+        for n in model.graph.node
+        if not n.domain.startswith("finn.custom_op.fpgadataflow")
+    ]
     model.set_metadata_prop("qdev_non_hw_nodes", json.dumps(left))
     if left:
-        raise QdevError(f"nodes left outside the dataflow accelerator: {', '.join(sorted(set(left)))}")
+        raise QdevError(
+            f"nodes left outside the dataflow accelerator: {', '.join(sorted(set(left)))}"
+        )
     return model
 
 

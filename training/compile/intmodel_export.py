@@ -16,7 +16,14 @@ __all__ = ["extract_intmodel", "io_spec"]
 _KEEP = {
     "FMPadding": ("Padding", "ImgDim", "NumChannels"),
     "FMPadding_Pixel": ("Stride", "ImgDim", "NumChannels"),
-    "ConvolutionInputGenerator": ("ConvKernelDim", "Stride", "Dilation", "IFMDim", "OFMDim", "IFMChannels"),
+    "ConvolutionInputGenerator": (
+        "ConvKernelDim",
+        "Stride",
+        "Dilation",
+        "IFMDim",
+        "OFMDim",
+        "IFMChannels",
+    ),
     "MVAU": ("MW", "MH", "noActivation", "ActVal", "PE", "SIMD"),
     "Thresholding": ("NumChannels", "ActVal", "PE"),
     "Pool": ("Channels", "KernelSize", "Function"),
@@ -44,8 +51,18 @@ def extract_intmodel(model: ModelWrapper, out_scale: float, meta: dict) -> IntMo
         for k in _KEEP[op]:
             if k in raw:
                 v = raw[k]
-                attrs[k] = v.decode() if isinstance(v, bytes) else (list(v) if isinstance(v, (list, tuple)) else v)
-        for k in ("inputDataType", "outputDataType", "weightDataType", "InputDataType", "OutputDataType"):
+                attrs[k] = (
+                    v.decode()
+                    if isinstance(v, bytes)
+                    else (list(v) if isinstance(v, (list, tuple)) else v)
+                )
+        for k in (
+            "inputDataType",
+            "outputDataType",
+            "weightDataType",
+            "InputDataType",
+            "OutputDataType",
+        ):
             if k in raw:
                 attrs[k] = raw[k].decode() if isinstance(raw[k], bytes) else str(raw[k])
         attrs["out_dtype"] = str(model.get_tensor_datatype(n.output[0]).name)
@@ -61,11 +78,22 @@ def extract_intmodel(model: ModelWrapper, out_scale: float, meta: dict) -> IntMo
         layers.append(IntLayer(n.name, op, data_inputs, list(n.output), attrs, params))
     gi, go = model.graph.input[0], model.graph.output[0]
     return IntModel(
-        input={"name": gi.name, "shape": model.get_tensor_shape(gi.name), "dtype": model.get_tensor_datatype(gi.name).name,
-               "layout": "NHWC"},
-        output={"name": go.name, "shape": model.get_tensor_shape(go.name), "dtype": model.get_tensor_datatype(go.name).name,
-                "layout": "NHWC", "mask_rule": "code > 0"},
-        output_scale=out_scale, layers=layers, meta=meta,
+        input={
+            "name": gi.name,
+            "shape": model.get_tensor_shape(gi.name),
+            "dtype": model.get_tensor_datatype(gi.name).name,
+            "layout": "NHWC",
+        },
+        output={
+            "name": go.name,
+            "shape": model.get_tensor_shape(go.name),
+            "dtype": model.get_tensor_datatype(go.name).name,
+            "layout": "NHWC",
+            "mask_rule": "code > 0",
+        },
+        output_scale=out_scale,
+        layers=layers,
+        meta=meta,
     )
 
 
@@ -86,11 +114,15 @@ def io_spec(model: ModelWrapper) -> dict:
     idt, odt = first.get_input_datatype(0), last.get_output_datatype(0)
     ifold, ofold = list(first.get_folded_input_shape(0)), list(last.get_folded_output_shape(0))
     return {
-        "idt": idt.name, "odt": odt.name,
-        "ishape_normal": list(first.get_normal_input_shape(0)), "ishape_folded": ifold,
+        "idt": idt.name,
+        "odt": odt.name,
+        "ishape_normal": list(first.get_normal_input_shape(0)),
+        "ishape_folded": ifold,
         "ishape_packed": packed(ifold, idt.bitwidth()),
-        "oshape_normal": list(last.get_normal_output_shape(0)), "oshape_folded": ofold,
+        "oshape_normal": list(last.get_normal_output_shape(0)),
+        "oshape_folded": ofold,
         "oshape_packed": packed(ofold, odt.bitwidth()),
-        "packing": "innermost folded dim packed to whole bytes, little-endian, element 0 in the lowest bits",
+        "packing": "innermost folded dim packed to whole bytes, little-endian, element 0 in the "
+        "lowest bits",
         "layout": "NHWC",
     }

@@ -39,7 +39,9 @@ def _write(d: Path, rep: dict) -> None:
         fh.write(json.dumps(rep, indent=1).encode())
 
 
-def _reference(ctx: StepContext, model_path: Path, pixels: np.ndarray, before: Path | None) -> tuple:
+def _reference(
+    ctx: StepContext, model_path: Path, pixels: np.ndarray, before: Path | None
+) -> tuple:
     """Python execution of the graph at ``model_path`` on the golden frames, computed once per
     build for both simulation steps (they see the same graph: checked by its hash)."""
     import hashlib
@@ -53,7 +55,9 @@ def _reference(ctx: StepContext, model_path: Path, pixels: np.ndarray, before: P
 
 
 def _bad(nodes: dict[str, dict]) -> list[str]:
-    return sorted(k for k, r in nodes.items() if r.get("simulated") is False or r.get("bit_exact") is False)
+    return sorted(
+        k for k, r in nodes.items() if r.get("simulated") is False or r.get("bit_exact") is False
+    )
 
 
 def qdev_cppsim(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
@@ -63,29 +67,54 @@ def qdev_cppsim(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # 
     d = _save(model, ctx, "cppsim")
     pixels, codes, before = _golden(ctx)
     deps = find_hls_deps(ctx.cfg.hls_deps)  # before any work: missing headers are a one-line error
-    rep = verify_cppsim(d / "model.onnx", before, pixels, codes, deps, CppSimConfig(opt=ctx.cfg.cppsim_opt),
-                        reference=_reference(ctx, d / "model.onnx", pixels, before))
+    rep = verify_cppsim(
+        d / "model.onnx",
+        before,
+        pixels,
+        codes,
+        deps,
+        CppSimConfig(opt=ctx.cfg.cppsim_opt),
+        reference=_reference(ctx, d / "model.onnx", pixels, before),
+    )
     _write(d, rep)
     e2e = rep["end_to_end"]
     sim = [r for r in rep["nodes"].values() if r.get("simulated")]
-    exact = all(r["bit_exact"] for r in sim) and all(r.get("compiled", True) for r in rep["nodes"].values())
+    exact = all(r["bit_exact"] for r in sim) and all(
+        r.get("compiled", True) for r in rep["nodes"].values()
+    )
     ctx.verification["qdev_cppsim"] = {
-        "exec_mode": "cppsim", "images": e2e["frames"],
-        "equal": bool(exact and not e2e.get("skipped") and e2e.get("differing_from_golden_codes", 0) == 0
-                      and e2e.get("python_equals_unspecialised_graph") is not False),
-        "codes_differing": e2e.get("differing_from_golden_codes"), "hls_nodes_simulated": len(sim),
-        "hls_nodes_bit_exact": sum(r["bit_exact"] for r in sim), "by_type": rep["by_type"],
-        "report": "cppsim/report.json"}
+        "exec_mode": "cppsim",
+        "images": e2e["frames"],
+        "equal": bool(
+            exact
+            and not e2e.get("skipped")
+            and e2e.get("differing_from_golden_codes", 0) == 0
+            and e2e.get("python_equals_unspecialised_graph") is not False
+        ),
+        "codes_differing": e2e.get("differing_from_golden_codes"),
+        "hls_nodes_simulated": len(sim),
+        "hls_nodes_bit_exact": sum(r["bit_exact"] for r in sim),
+        "by_type": rep["by_type"],
+        "report": "cppsim/report.json",
+    }
     if not ctx.verification["qdev_cppsim"]["equal"]:
-        raise QdevError(f"cppsim differs from python execution at {', '.join(_bad(rep['nodes'])[:8]) or 'the output'} "
-                        f"(see {d / 'report.json'})")
+        raise QdevError(
+            "cppsim differs from python execution "
+            f"at {', '.join(_bad(rep['nodes'])[:8]) or 'the output'} "
+            f"(see {d / 'report.json'})"
+        )
     return model
 
 
 def qdev_verilator(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
     """Every RTL node's SystemVerilog (FINN's own HDL generation) in Verilator, against python
     execution on the golden batch. Works on a copy: the build's graph is handed on unchanged."""
-    from qdev.training.compile.verilate import VerilatorConfig, find_verilator, generate_rtl, verify_verilator
+    from qdev.training.compile.verilate import (
+        VerilatorConfig,
+        find_verilator,
+        generate_rtl,
+        verify_verilator,
+    )
 
     vl = find_verilator()  # before any work: a missing simulator is a one-line error
     d = _save(model, ctx, "verilator")
@@ -99,15 +128,28 @@ def qdev_verilator(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper: 
     nodes = {k: r for k, r in rep["nodes"].items() if r["op_type"].endswith("_rtl")}
     sim = [r for r in nodes.values() if r.get("simulated")]
     ctx.verification["qdev_verilator"] = {
-        "exec_mode": "verilator", "images": rep["frames"], "verilator": rep["verilator"],
-        "equal": bool(all(r["bit_exact"] for r in sim) and not any(r.get("simulated") is False for r in nodes.values())
-                      and agrees is not False),
-        "rtl_nodes_simulated": len(sim), "rtl_nodes_bit_exact": sum(r["bit_exact"] for r in sim),
-        "rtl_nodes_not_simulated": {k: r["reason"] for k, r in nodes.items() if r.get("simulated") is None},
-        "by_type": rep["by_type"], "report": "verilator/report.json"}
+        "exec_mode": "verilator",
+        "images": rep["frames"],
+        "verilator": rep["verilator"],
+        "equal": bool(
+            all(r["bit_exact"] for r in sim)
+            and not any(r.get("simulated") is False for r in nodes.values())
+            and agrees is not False
+        ),
+        "rtl_nodes_simulated": len(sim),
+        "rtl_nodes_bit_exact": sum(r["bit_exact"] for r in sim),
+        "rtl_nodes_not_simulated": {
+            k: r["reason"] for k, r in nodes.items() if r.get("simulated") is None
+        },
+        "by_type": rep["by_type"],
+        "report": "verilator/report.json",
+    }
     if not ctx.verification["qdev_verilator"]["equal"]:
-        raise QdevError(f"Verilator differs from python execution at {', '.join(_bad(nodes)[:8]) or 'the output'} "
-                        f"(see {d / 'report.json'})")
+        raise QdevError(
+            "Verilator differs from python execution "
+            f"at {', '.join(_bad(nodes)[:8]) or 'the output'} "
+            f"(see {d / 'report.json'})"
+        )
     return model
 
 
@@ -121,7 +163,12 @@ def qdev_stitched(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  
     import time
 
     from qdev.training.compile.cppsim import find_hls_deps
-    from qdev.training.compile.stitch import StitchConfig, build_processes, run_stitched, stitched_graph
+    from qdev.training.compile.stitch import (
+        StitchConfig,
+        build_processes,
+        run_stitched,
+        stitched_graph,
+    )
     from qdev.training.compile.verilate import VerilatorConfig, find_verilator
 
     log = logging.getLogger(__name__)
@@ -129,7 +176,10 @@ def qdev_stitched(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  
     deps = find_hls_deps(ctx.cfg.hls_deps)
     plan_file = ctx.out / "report" / "fifo_depths.json"
     if not plan_file.is_file():
-        raise QdevError(f"--verify stitched needs the FIFO depths of step qdev_fifo_depths ({plan_file} is missing)")
+        raise QdevError(
+            f"--verify stitched needs the FIFO depths of step qdev_fifo_depths ({plan_file} is "
+            "missing)"
+        )
     plan = json.loads(plan_file.read_text())["fifos"]
     d = ctx.out / "stitched"
     work = d / "work"
@@ -137,8 +187,16 @@ def qdev_stitched(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  
     pixels, codes, _ = _golden(ctx)
     fm = stitched_graph(model, plan, ctx.board.part)
     scfg = StitchConfig(keep=work)
-    hls, rtl, facts = build_processes(fm, work, deps, vl, scfg, VerilatorConfig(cflags=ctx.cfg.verilator_opt),
-                                      ctx.cfg.clock, ctx.board.part)
+    hls, rtl, facts = build_processes(
+        fm,
+        work,
+        deps,
+        vl,
+        scfg,
+        VerilatorConfig(cflags=ctx.cfg.verilator_opt),
+        ctx.cfg.clock,
+        ctx.board.part,
+    )
     last = [0.0]
 
     def progress(got: int, total: int) -> None:
@@ -153,17 +211,33 @@ def qdev_stitched(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  
     if rep["bit_exact"]:
         shutil.rmtree(work, ignore_errors=True)  # kept (logs, words) only when something went wrong
     ctx.verification["qdev_stitched"] = {
-        "exec_mode": "stitched", "images": rep["frames"], "equal": bool(rep["bit_exact"]), "status": rep["status"],
+        "exec_mode": "stitched",
+        "images": rep["frames"],
+        "equal": bool(rep["bit_exact"]),
+        "status": rep["status"],
         "summary": rep["summary"],
-        "processes": rep["processes"], "channels": rep["channels_count"],
-        "elements_differing": rep.get("elements_differing"), "run_s": rep["run_s"], "report": "stitched/report.json"}
+        "processes": rep["processes"],
+        "channels": rep["channels_count"],
+        "elements_differing": rep.get("elements_differing"),
+        "run_s": rep["run_s"],
+        "report": "stitched/report.json",
+    }
     if rep["status"] == "deadlock":
-        raise QdevError(f"the stitched accelerator deadlocks at the chosen FIFO depths: {rep['summary']} "
-                        f"(see {d / 'report.json'})")
+        raise QdevError(
+            f"the stitched accelerator deadlocks at the chosen FIFO depths: {rep['summary']} "
+            f"(see {d / 'report.json'})"
+        )
     if not rep["bit_exact"]:
-        raise QdevError(f"the stitched co-simulation {rep['status']}: output differs from the golden codes or is "
-                        f"incomplete (see {d / 'report.json'}, logs in {work})")
+        raise QdevError(
+            f"the stitched co-simulation {rep['status']}: output differs from the golden codes or "
+            "is "
+            f"incomplete (see {d / 'report.json'}, logs in {work})"
+        )
     return model
 
 
-SIM_STEPS = {"qdev_cppsim": qdev_cppsim, "qdev_verilator": qdev_verilator, "qdev_stitched": qdev_stitched}
+SIM_STEPS = {
+    "qdev_cppsim": qdev_cppsim,
+    "qdev_verilator": qdev_verilator,
+    "qdev_stitched": qdev_stitched,
+}

@@ -129,7 +129,8 @@ def _real_producer(model, tensor: str) -> tuple[object | None, str, list]:  # no
 
 
 def plan_processes(model) -> tuple[list[Process], list[Channel], dict]:  # noqa: ANN001
-    """The processes and channels of ``model`` (a graph with FIFOs, :func:`.fifo_step.finn_fifo_model`).
+    """The processes and channels of ``model`` (a graph with FIFOs,
+    :func:`.fifo_step.finn_fifo_model`).
     Returns them and the io facts: the first and last node (for packing) and words per frame."""
     from qonnx.custom_op.registry import getCustomOp
 
@@ -163,11 +164,15 @@ def plan_processes(model) -> tuple[list[Process], list[Channel], dict]:  # noqa:
                 port = list(p.output).index(pt)
                 pw = int(getCustomOp(p).get_outstream_width_padded(port))
                 if pw != width:
-                    raise ConfigError(f"stream {pt}: {p.name} writes {pw}-bit words, {n.name} reads {width}-bit "
-                                      "words and no width converter stands between them")
+                    raise ConfigError(
+                        f"stream {pt}: {p.name} writes {pw}-bit words, {n.name} reads {width}-bit "
+                        "words and no width converter stands between them"
+                    )
                 procs[prod].binds[out_name(p, port)] = len(chans)
             procs[index[n.name]].binds[f"in{i}_V"] = len(chans)
-            chans.append(Channel(pt, prod, index[n.name], depth(fifos), width, tuple(f.name for f in fifos)))
+            chans.append(
+                Channel(pt, prod, index[n.name], depth(fifos), width, tuple(f.name for f in fifos))
+            )
     out_t = model.graph.output[0].name
     p, pt, fifos = _real_producer(model, out_t)
     if p is None:
@@ -176,11 +181,22 @@ def plan_processes(model) -> tuple[list[Process], list[Channel], dict]:  # noqa:
     port = list(p.output).index(pt)
     procs[index[p.name]].binds[out_name(p, port)] = len(chans)
     procs[sink].binds["in0_V"] = len(chans)
-    chans.append(Channel(pt, index[p.name], sink, depth(fifos),
-                         int(getCustomOp(p).get_outstream_width_padded(port)), tuple(f.name for f in fifos)))
+    chans.append(
+        Channel(
+            pt,
+            index[p.name],
+            sink,
+            depth(fifos),
+            int(getCustomOp(p).get_outstream_width_padded(port)),
+            tuple(f.name for f in fifos),
+        )
+    )
     for c in chans:
         if c.slot > MAX_SLOT:
-            raise ConfigError(f"stream {c.name}: {c.width_bits}-bit words exceed the co-simulation's {MAX_SLOT * 8}")
+            raise ConfigError(
+                f"stream {c.name}: {c.width_bits}-bit words exceed the "
+                f"co-simulation's {MAX_SLOT * 8}"
+            )
     if first is None:
         raise ConfigError("no node reads the graph's input")
     return procs, chans, {"first": first, "last": last}
@@ -273,8 +289,11 @@ def hls_source(model, node, folder: Path, bound_inputs: set[int]) -> None:  # no
         if free:
             inst.timeout_condition()
             inst.timeout_read_stream()
-        reads = [ln for ln in inst.code_gen_dict.get("$READNPYDATA$", [])
-                 if not any(f"in{i}_V" in ln for i in bound_inputs)]
+        reads = [
+            ln
+            for ln in inst.code_gen_dict.get("$READNPYDATA$", [])
+            if not any(f"in{i}_V" in ln for i in bound_inputs)
+        ]
         inst.code_gen_dict["$READNPYDATA$"] = reads
         text = _HEAD + (_MAIN_FREE if free else _MAIN)
         for key, lines in inst.code_gen_dict.items():
@@ -292,15 +311,21 @@ def _io_helper(cfg: StitchConfig) -> Path:
     if not exe.is_file():
         exe.parent.mkdir(parents=True, exist_ok=True)
         tmp = exe.with_name(exe.name + f".{os.getpid()}")
-        r = subprocess.run(["g++", "-std=c++17", "-O2", "-w", f"-I{RUNTIME}", str(src), "-o", str(tmp)],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            ["g++", "-std=c++17", "-O2", "-w", f"-I{RUNTIME}", str(src), "-o", str(tmp)],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
-            raise ConfigError(f"the co-simulation's io helper does not compile: {r.stderr.strip()[-300:]}")
+            raise ConfigError(
+                f"the co-simulation's io helper does not compile: {r.stderr.strip()[-300:]}"
+            )
         os.replace(tmp, exe)
     return exe
 
 
 # ----------------------------------------------------------------------------- channels ----
+
 
 def _layout(chans: list[Channel], n_procs: int, frames: int) -> tuple[np.ndarray, int]:
     """The channel file's header words and its size in bytes."""
@@ -309,7 +334,14 @@ def _layout(chans: list[Channel], n_procs: int, frames: int) -> tuple[np.ndarray
     off = ((words.nbytes + 63) // 64) * 64
     for k, c in enumerate(chans):
         r = HDR + RING * k
-        words[r + 32:r + 38] = (c.capacity, c.slot, c.producer, c.consumer, off & 0xFFFFFFFF, off >> 32)
+        words[r + 32 : r + 38] = (
+            c.capacity,
+            c.slot,
+            c.producer,
+            c.consumer,
+            off & 0xFFFFFFFF,
+            off >> 32,
+        )
         off += ((c.capacity * c.slot + 63) // 64) * 64
     return words, off
 
@@ -317,7 +349,9 @@ def _layout(chans: list[Channel], n_procs: int, frames: int) -> tuple[np.ndarray
 class _Board:
     """The coordinator's view of the channel file."""
 
-    def __init__(self, path: Path, words: np.ndarray, size: int, n_chans: int, n_procs: int) -> None:
+    def __init__(
+        self, path: Path, words: np.ndarray, size: int, n_chans: int, n_procs: int
+    ) -> None:
         with open(path, "wb") as fh:
             fh.truncate(size)
             fh.write(words.tobytes())
@@ -327,18 +361,18 @@ class _Board:
         self.n_chans, self.n_procs = n_chans, n_procs
 
     def ring(self, k: int) -> np.ndarray:
-        return self.w[HDR + RING * k: HDR + RING * (k + 1)]
+        return self.w[HDR + RING * k : HDR + RING * (k + 1)]
 
     def node(self, i: int) -> np.ndarray:
         base = HDR + RING * self.n_chans
-        return self.w[base + NODE * i: base + NODE * (i + 1)]
+        return self.w[base + NODE * i : base + NODE * (i + 1)]
 
     def states(self) -> np.ndarray:
         base = HDR + RING * self.n_chans
-        return self.w[base: base + NODE * self.n_procs].reshape(self.n_procs, NODE)[:, 2]
+        return self.w[base : base + NODE * self.n_procs].reshape(self.n_procs, NODE)[:, 2]
 
     def moved(self) -> int:
-        r = self.w[HDR: HDR + RING * self.n_chans].reshape(self.n_chans, RING)
+        r = self.w[HDR : HDR + RING * self.n_chans].reshape(self.n_chans, RING)
         return int(r[:, 0].astype(np.int64).sum() + r[:, 16].astype(np.int64).sum())
 
     def abort(self) -> None:
@@ -352,6 +386,7 @@ class _Board:
 
 # ---------------------------------------------------------------------------------- run ----
 
+
 def _words_per_frame(inst, out: bool) -> int:  # noqa: ANN001
     shape = inst.get_folded_output_shape(0) if out else inst.get_folded_input_shape(0)
     return int(np.prod(shape[:-1]))
@@ -360,11 +395,17 @@ def _words_per_frame(inst, out: bool) -> int:  # noqa: ANN001
 def _launch(procs: list[Process], path: Path, logs: Path) -> list[subprocess.Popen]:
     out = []
     for i, p in enumerate(procs):
-        env = dict(os.environ, QDEV_STITCH=str(path), QDEV_STITCH_NODE=str(i),
-                   QDEV_STITCH_BIND=",".join(f"{k}={v}" for k, v in p.binds.items()),
-                   OMP_NUM_THREADS="1")
+        env = dict(
+            os.environ,
+            QDEV_STITCH=str(path),
+            QDEV_STITCH_NODE=str(i),
+            QDEV_STITCH_BIND=",".join(f"{k}={v}" for k, v in p.binds.items()),
+            OMP_NUM_THREADS="1",
+        )
         log = open(logs / f"{i:03d}-{p.name}.log", "wb")  # noqa: SIM115 - owned by the process
-        out.append(subprocess.Popen(p.argv, cwd=p.cwd, env=env, stdout=log, stderr=subprocess.STDOUT))
+        out.append(
+            subprocess.Popen(p.argv, cwd=p.cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        )
         log.close()
     return out
 
@@ -376,19 +417,35 @@ def _describe_block(board: _Board, procs: list[Process], chans: list[Channel], i
     if side in (1, 2) and k < len(chans):
         c, r = chans[k], board.ring(k)
         held = int(r[0]) - int(r[16])
-        rec.update(waits=SIDES[side], channel=c.name, held=held, capacity=c.capacity,
-                   peer=procs[c.producer if side == 1 else c.consumer].name)
-        rec["why"] = (f"{procs[i].name} waits to read {c.name} (empty; written by {rec['peer']})" if side == 1 else
-                      f"{procs[i].name} waits to write {c.name} (full, {held}/{c.capacity} words; read by "
-                      f"{rec['peer']})")
+        rec.update(
+            waits=SIDES[side],
+            channel=c.name,
+            held=held,
+            capacity=c.capacity,
+            peer=procs[c.producer if side == 1 else c.consumer].name,
+        )
+        rec["why"] = (
+            f"{procs[i].name} waits to read {c.name} (empty; written by {rec['peer']})"
+            if side == 1
+            else f"{procs[i].name} waits to write {c.name} (full, {held}/{c.capacity} words; read "
+            "by "
+            f"{rec['peer']})"
+        )
     else:
         rec["why"] = f"{procs[i].name} waits ({SIDES.get(side, '?')})"
     return rec
 
 
-def _supervise(board: _Board, procs: list[Process], chans: list[Channel], popen: list[subprocess.Popen],
-               cfg: StitchConfig, sink: int, progress: Callable[[int, int], None] | None,
-               sink_words: int) -> dict:
+def _supervise(
+    board: _Board,
+    procs: list[Process],
+    chans: list[Channel],
+    popen: list[subprocess.Popen],
+    cfg: StitchConfig,
+    sink: int,
+    progress: Callable[[int, int], None] | None,
+    sink_words: int,
+) -> dict:
     t0 = time.perf_counter()
     last_moved, still_since = -1, None
     while True:
@@ -398,7 +455,10 @@ def _supervise(board: _Board, procs: list[Process], chans: list[Channel], popen:
             progress(int(board.ring(len(chans) - 1)[16]), sink_words)
         bad = [i for i, c in enumerate(codes) if c not in (None, 0)]
         if bad:
-            return {"status": "failed", "failed": [{"node": procs[i].name, "exit": codes[i]} for i in bad]}
+            return {
+                "status": "failed",
+                "failed": [{"node": procs[i].name, "exit": codes[i]} for i in bad],
+            }
         if codes[sink] == 0:
             return {"status": "completed"}
         live = [i for i, c in enumerate(codes) if c is None]
@@ -407,13 +467,19 @@ def _supervise(board: _Board, procs: list[Process], chans: list[Channel], popen:
         if blocked and moved == last_moved:
             still_since = still_since or time.perf_counter()
             if time.perf_counter() - still_since >= cfg.deadlock_s:
-                return {"status": "deadlock", "blocked": [_describe_block(board, procs, chans, i) for i in live],
-                        "detected_after_s": round(time.perf_counter() - still_since, 2)}
+                return {
+                    "status": "deadlock",
+                    "blocked": [_describe_block(board, procs, chans, i) for i in live],
+                    "detected_after_s": round(time.perf_counter() - still_since, 2),
+                }
         else:
             still_since = None
         last_moved = moved
         if time.perf_counter() - t0 > cfg.timeout_s:
-            return {"status": "timeout", "states": [_describe_block(board, procs, chans, i) for i in live]}
+            return {
+                "status": "timeout",
+                "states": [_describe_block(board, procs, chans, i) for i in live],
+            }
 
 
 def _stop(board: _Board, popen: list[subprocess.Popen]) -> None:
@@ -427,9 +493,15 @@ def _stop(board: _Board, popen: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-def run_stitched(model, pixels: np.ndarray, codes: np.ndarray, hls_exe: dict[str, tuple[Path, Path]],  # noqa: ANN001
-                 rtl_exe: dict[str, tuple[Path, dict[str, Path]]], cfg: StitchConfig,
-                 progress: Callable[[int, int], None] | None = None) -> dict:
+def run_stitched(
+    model,
+    pixels: np.ndarray,
+    codes: np.ndarray,
+    hls_exe: dict[str, tuple[Path, Path]],  # noqa: ANN001
+    rtl_exe: dict[str, tuple[Path, dict[str, Path]]],
+    cfg: StitchConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Run the co-simulation of ``model`` (with FIFOs) on ``pixels`` ([N, H, W] uint8), its output
     against ``codes`` ([N, H, W, C], the golden codes). ``hls_exe``: node -> (process, folder it
     runs in); ``rtl_exe``: node -> (Verilator model, memory files it reads). Returns the report."""
@@ -447,13 +519,19 @@ def run_stitched(model, pixels: np.ndarray, codes: np.ndarray, hls_exe: dict[str
     (work / "logs").mkdir(parents=True, exist_ok=True)
     first, last = getCustomOp(io["first"]), getCustomOp(io["last"])
     simd = int(first.get_folded_input_shape(0)[-1])
-    words_in = pack_words(pixels.reshape(-1, simd).astype(np.int64), first.get_input_datatype(0).bitwidth(),
-                          chans[procs[src].binds["out0_V"]].width_bits)
+    words_in = pack_words(
+        pixels.reshape(-1, simd).astype(np.int64),
+        first.get_input_datatype(0).bitwidth(),
+        chans[procs[src].binds["out0_V"]].width_bits,
+    )
     _limbs_to_bytes(words_in, chans[procs[src].binds["out0_V"]].slot).tofile(work / "in.bin")
     out_per_frame = _words_per_frame(last, out=True)
     io_exe = _io_helper(cfg)
     procs[src].argv, procs[src].cwd = [str(io_exe), "source", str(work / "in.bin")], work
-    procs[sink].argv, procs[sink].cwd = [str(io_exe), "sink", str(work / "out.bin"), str(out_per_frame * frames)], work
+    procs[sink].argv, procs[sink].cwd = (
+        [str(io_exe), "sink", str(work / "out.bin"), str(out_per_frame * frames)],
+        work,
+    )
     by_name = {n.name: n for n in model.graph.node}
     for i, p in enumerate(procs[:src]):
         if p.name in hls_exe:
@@ -465,8 +543,11 @@ def run_stitched(model, pixels: np.ndarray, codes: np.ndarray, hls_exe: dict[str
             for name, f in data.items():
                 shutil.copyfile(f, d / name)
             inst = getCustomOp(by_name[p.name])
-            p.argv = [str(exe), str(_words_per_frame(inst, out=False) * frames),
-                      str(_words_per_frame(inst, out=True) * frames)]
+            p.argv = [
+                str(exe),
+                str(_words_per_frame(inst, out=False) * frames),
+                str(_words_per_frame(inst, out=True) * frames),
+            ]
             p.cwd = d
         else:
             raise ConfigError(f"{p.name} ({p.op_type}): no simulator was built for it")
@@ -481,10 +562,19 @@ def run_stitched(model, pixels: np.ndarray, codes: np.ndarray, hls_exe: dict[str
         res = _supervise(board, procs, chans, popen, cfg, sink, progress, out_per_frame * frames)
         run_s = time.perf_counter() - t_run
         _stop(board, popen)
-        res["channels"] = [{"stream": c.name, "producer": procs[c.producer].name, "consumer": procs[c.consumer].name,
-                            "capacity": c.capacity, "width_bits": c.width_bits, "fifos": list(c.fifos),
-                            "peak": int(board.ring(k)[38]), "words": int(board.ring(k)[0])}
-                           for k, c in enumerate(chans)]
+        res["channels"] = [
+            {
+                "stream": c.name,
+                "producer": procs[c.producer].name,
+                "consumer": procs[c.consumer].name,
+                "capacity": c.capacity,
+                "width_bits": c.width_bits,
+                "fifos": list(c.fifos),
+                "peak": int(board.ring(k)[38]),
+                "words": int(board.ring(k)[0]),
+            }
+            for k, c in enumerate(chans)
+        ]
         res["words_moved"] = board.moved() // 2
     finally:
         for p in popen:
@@ -493,24 +583,38 @@ def run_stitched(model, pixels: np.ndarray, codes: np.ndarray, hls_exe: dict[str
                 p.wait()
         board.close()
         path.unlink(missing_ok=True)
-    res.update(frames=frames, processes=len(procs), hls_processes=len(hls_exe), rtl_processes=len(rtl_exe),
-               channels_count=len(chans), run_s=round(run_s, 2))
+    res.update(
+        frames=frames,
+        processes=len(procs),
+        hls_processes=len(hls_exe),
+        rtl_processes=len(rtl_exe),
+        channels_count=len(chans),
+        run_s=round(run_s, 2),
+    )
     if res["status"] == "failed":
         for f in res["failed"]:
             log = next((work / "logs").glob(f"*-{f['node']}.log"), None)
             f["log"] = log.read_text(errors="replace")[-400:] if log else ""
-    got = np.fromfile(work / "out.bin", np.uint8) if (work / "out.bin").is_file() else np.zeros(0, np.uint8)
+    got = (
+        np.fromfile(work / "out.bin", np.uint8)
+        if (work / "out.bin").is_file()
+        else np.zeros(0, np.uint8)
+    )
     slot = chans[-1].slot
     n_words = got.size // slot
     res["output_words"] = {"received": int(n_words), "expected": out_per_frame * frames}
     if res["status"] == "completed" and n_words == out_per_frame * frames:
         odt = last.get_output_datatype(0)
         limbs = _bytes_to_limbs(got[: n_words * slot].reshape(n_words, slot))
-        vals = unpack_words(limbs, int(last.get_folded_output_shape(0)[-1]), odt.bitwidth(), odt.signed())
+        vals = unpack_words(
+            limbs, int(last.get_folded_output_shape(0)[-1]), odt.bitwidth(), odt.signed()
+        )
         out = vals.reshape(frames, -1)
         want = codes.reshape(frames, -1)
         res["elements"] = {"received": int(out.size), "expected": int(want.size)}
-        res["elements_differing"] = int(np.count_nonzero(out != want)) if out.shape == want.shape else None
+        res["elements_differing"] = (
+            int(np.count_nonzero(out != want)) if out.shape == want.shape else None
+        )
         res["bit_exact"] = out.shape == want.shape and res["elements_differing"] == 0
     else:
         res["bit_exact"] = False
@@ -527,9 +631,16 @@ def _summary(res: dict) -> str:
     got = res["output_words"]
     if res["status"] == "completed":
         diff = res.get("elements_differing")
-        return (f"completed: {res['frames']} frames back to back through {res['processes']} processes and "
-                f"{res['channels_count']} FIFOs, {got['received']}/{got['expected']} output words, "
-                + ("bit-exact" if res.get("bit_exact") else f"{diff} elements differ from the golden codes"))
+        return (
+            f"completed: {res['frames']} frames back to back through {res['processes']} processes "
+            "and "
+            f"{res['channels_count']} FIFOs, {got['received']}/{got['expected']} output words, "
+            + (
+                "bit-exact"
+                if res.get("bit_exact")
+                else f"{diff} elements differ from the golden codes"
+            )
+        )
     if res["status"] == "deadlock":
         blocked = res["blocked"]
         chans = {c["stream"]: c for c in res.get("channels", [])}
@@ -542,11 +653,18 @@ def _summary(res: dict) -> str:
             ins[c["consumer"]] = ins.get(c["consumer"], 0) + 1
         forks = [b["why"] for b in full if outs.get(b["node"], 0) > 1]
         joins = [b["why"] for b in empty if ins.get(b["node"], 0) > 1]
-        cause = "; ".join((forks + joins)[:4]) or (blocked[0]["why"] if blocked else "no process left")
-        return (f"DEADLOCK after {got['received']} of {got['expected']} output words: {len(full)} processes wait on a "
-                f"full FIFO, {len(empty)} on an empty one; {cause}")
+        cause = "; ".join((forks + joins)[:4]) or (
+            blocked[0]["why"] if blocked else "no process left"
+        )
+        return (
+            f"DEADLOCK after {got['received']} of {got['expected']} output words: {len(full)} "
+            "processes wait on a "
+            f"full FIFO, {len(empty)} on an empty one; {cause}"
+        )
     if res["status"] == "failed":
-        return "a process failed: " + ", ".join(f"{f['node']} (exit {f['exit']})" for f in res["failed"])
+        return "a process failed: " + ", ".join(
+            f"{f['node']} (exit {f['exit']})" for f in res["failed"]
+        )
     return f"timed out after {got['received']} of {got['expected']} output words"
 
 
@@ -567,6 +685,7 @@ def _bytes_to_limbs(b: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------- whole ----
 
+
 def stitched_graph(model, plan: list[dict], part: str, depths: dict[str, int] | None = None):  # noqa: ANN001, ANN201
     """The graph FINN's FIFO step builds from ``model`` (a folded graph) at the plan's depths, or
     with ``depths`` (stream -> words) in place of some of them (what the tests and the bench
@@ -577,14 +696,24 @@ def stitched_graph(model, plan: list[dict], part: str, depths: dict[str, int] | 
 
     from qdev.training.compile.fifo_step import apply_fifo_depths, finn_fifo_model
 
-    plan = [dict(f, depth=int(depths.get(f["stream"], f["depth"]))) if depths else dict(f) for f in plan]
+    plan = [
+        dict(f, depth=int(depths.get(f["stream"], f["depth"]))) if depths else dict(f) for f in plan
+    ]
     m = apply_fifo_depths(ModelWrapper(deepcopy(model.model)), plan)
     fm, _ = finn_fifo_model(m, plan, part)
     return fm
 
 
-def build_processes(fm, work: Path, deps, vl, cfg: StitchConfig, vcfg,  # noqa: ANN001
-                    clk_ns: float, part: str) -> tuple[dict, dict, dict]:
+def build_processes(
+    fm,
+    work: Path,
+    deps,
+    vl,
+    cfg: StitchConfig,
+    vcfg,  # noqa: ANN001
+    clk_ns: float,
+    part: str,
+) -> tuple[dict, dict, dict]:
     """Generate and build every node's process of ``fm``: HLS nodes compiled with the channel
     binding (cached), RTL nodes verilated with the channel testbench (the ``--verify verilator``
     cache). Returns (hls node -> (exe, folder), rtl node -> (exe, memory files), build facts)."""
@@ -610,15 +739,25 @@ def build_processes(fm, work: Path, deps, vl, cfg: StitchConfig, vcfg,  # noqa: 
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, cfg.jobs)) as pool:
-        futs = {n.name: pool.submit(_compile_one, work / "hls" / n.name, deps, ccfg, salt, extra) for n in hls_nodes}
+        futs = {
+            n.name: pool.submit(_compile_one, work / "hls" / n.name, deps, ccfg, salt, extra)
+            for n in hls_nodes
+        }
         hls_recs = {k: f.result() for k, f in futs.items()}
     bad = {k: r["error"] for k, r in hls_recs.items() if not r["compiled"]}
     if bad:
         k = next(iter(bad))
         raise ConfigError(f"{k}: its stitched C++ does not compile: {' '.join(bad[k][-3:])}")
-    hls = {k: (ccfg.cache_dir() / r["key"] / "node_model", work / "hls" / k) for k, r in hls_recs.items()}
+    hls = {
+        k: (ccfg.cache_dir() / r["key"] / "node_model", work / "hls" / k)
+        for k, r in hls_recs.items()
+    }
     t_hls = time.perf_counter() - t0
-    rtl_nodes = [n for n in fm.graph.node if n.op_type.endswith("_rtl") and not n.op_type.startswith("StreamingFIFO")]
+    rtl_nodes = [
+        n
+        for n in fm.graph.node
+        if n.op_type.endswith("_rtl") and not n.op_type.startswith("StreamingFIFO")
+    ]
     names = {n.name for n in rtl_nodes}
     generate_rtl(fm, part, clk_ns, only=names)
     built = build_nodes(fm, vl, vcfg, only=names)
@@ -629,10 +768,16 @@ def build_processes(fm, work: Path, deps, vl, cfg: StitchConfig, vcfg,  # noqa: 
     missing = [n.name for n in rtl_nodes if n.name not in built]
     if missing:
         inst = getCustomOp(next(n for n in rtl_nodes if n.name == missing[0]))
-        raise ConfigError(f"{missing[0]}: the co-simulation cannot drive it ({inst.onnx_node.op_type})")
+        raise ConfigError(
+            f"{missing[0]}: the co-simulation cannot drive it ({inst.onnx_node.op_type})"
+        )
     rtl = {k: (vcfg.cache_dir() / b.key / "tb", b.data) for k, (b, _) in built.items()}
-    facts = {"hls_built": len(hls), "hls_cached": sum(r["cached"] for r in hls_recs.values()),
-             "hls_build_s": round(t_hls, 1), "rtl_built": len(rtl),
-             "rtl_cached": sum(r["cached"] for _, r in built.values()),
-             "rtl_build_s": round(time.perf_counter() - t0 - t_hls, 1)}
+    facts = {
+        "hls_built": len(hls),
+        "hls_cached": sum(r["cached"] for r in hls_recs.values()),
+        "hls_build_s": round(t_hls, 1),
+        "rtl_built": len(rtl),
+        "rtl_cached": sum(r["cached"] for _, r in built.values()),
+        "rtl_build_s": round(time.perf_counter() - t0 - t_hls, 1),
+    }
     return hls, rtl, facts

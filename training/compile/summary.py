@@ -31,24 +31,36 @@ def graph_parts(model: ModelWrapper) -> dict:
     edges = []
     scale = model.get_metadata_prop(META_OUTPUT_SCALE)
     if scale is not None:
-        edges.append(f"output scale x{float(scale):.6g} (a float multiply the mask does not need: code > 0)")
+        edges.append(
+            f"output scale x{float(scale):.6g} (a float multiply the mask does not need: code > 0)"
+        )
     if model.get_metadata_prop(META_INPUT) == "uint8_nhwc":
         edges.append("NCHW->NHWC input view (a no-op for 1 channel)")
     if model.get_metadata_prop(META_OUTPUT) == "int_codes_nhwc":
         edges.append("NHWC->NCHW output view (a no-op for 1 channel)")
-    return {"all_hw": bool(hw) and not sw, "hw_layers": dict(sorted(hw.items())),
-            "software_nodes": sw, "software_parts": edges}
+    return {
+        "all_hw": bool(hw) and not sw,
+        "hw_layers": dict(sorted(hw.items())),
+        "software_nodes": sw,
+        "software_parts": edges,
+    }
 
 
 def verification_modes(verification: dict, vivado: VivadoInfo) -> dict:
     """The execution modes that really checked a step of this build, and why the others did not."""
     ran = sorted({v.get("exec_mode", "python") for v in verification.values()})
-    reasons = {"cppsim": "not requested (qdev compile --verify cppsim)",
-               "rtlsim": "needs Vivado xsim (not installed)" if not vivado.available else "not requested",
-               "verilator": "not requested (qdev compile --verify verilator)",
-               "stitched": "not requested (qdev compile --verify stitched)"}
-    return {"modes_run": ran, "not_run": {k: r for k, r in reasons.items() if k not in ran}, "steps": verification,
-            "layers": layer_verification(verification)}
+    reasons = {
+        "cppsim": "not requested (qdev compile --verify cppsim)",
+        "rtlsim": "needs Vivado xsim (not installed)" if not vivado.available else "not requested",
+        "verilator": "not requested (qdev compile --verify verilator)",
+        "stitched": "not requested (qdev compile --verify stitched)",
+    }
+    return {
+        "modes_run": ran,
+        "not_run": {k: r for k, r in reasons.items() if k not in ran},
+        "steps": verification,
+        "layers": layer_verification(verification),
+    }
 
 
 def _simulated(t: dict | None) -> str:
@@ -68,19 +80,31 @@ def layer_verification(verification: dict) -> dict[str, dict]:
     vs = (verification.get("qdev_verilator") or {}).get("by_type") or {}
     ran = {"cppsim": "qdev_cppsim" in verification, "verilator": "qdev_verilator" in verification}
 
-    def cell(own: bool, mode: str, t: dict | None) -> str:  # a layer is simulated in its own language only
+    def cell(
+        own: bool, mode: str, t: dict | None
+    ) -> str:  # a layer is simulated in its own language only
         return "-" if not own else _simulated(t) if ran[mode] else "not run"
 
     out = {}
     for op in sorted(set(cs) | set(vs)):
         hls = op.endswith("_hls")
-        out[op] = {"nodes": (cs.get(op) or vs.get(op))["nodes"], "python": True,
-                   "cppsim": cell(hls, "cppsim", cs.get(op)), "verilator": cell(not hls, "verilator", vs.get(op))}
+        out[op] = {
+            "nodes": (cs.get(op) or vs.get(op))["nodes"],
+            "python": True,
+            "cppsim": cell(hls, "cppsim", cs.get(op)),
+            "verilator": cell(not hls, "verilator", vs.get(op)),
+        }
     return out
 
 
-def summarise(ctx: StepContext, model: ModelWrapper, times: dict, verification: dict, status: str,
-              stopped: str | None) -> dict:
+def summarise(
+    ctx: StepContext,
+    model: ModelWrapper,
+    times: dict,
+    verification: dict,
+    status: str,
+    stopped: str | None,
+) -> dict:
     """Per-layer and total estimates vs the part, bottleneck, expected FPS/latency, and what ran,
     all derived from the reports, the final graph and the verifications the build executed."""
     rep = ctx.out / "report"
@@ -89,28 +113,51 @@ def summarise(ctx: StepContext, model: ModelWrapper, times: dict, verification: 
         p = rep / name
         return json.loads(p.read_text()) if p.is_file() else {}
 
-    res, cyc, perf = load("estimate_layer_resources.json"), load("estimate_layer_cycles.json"), load(
-        "estimate_network_performance.json")
+    res, cyc, perf = (
+        load("estimate_layer_resources.json"),
+        load("estimate_layer_cycles.json"),
+        load("estimate_network_performance.json"),
+    )
     cap = ctx.board.capacity
     total = res.get("total", {})
-    layers = [{"layer": k, "cycles": int(cyc.get(k, 0)), **{r: float(v.get(r, 0)) for r in RES_KEYS}}
-              for k, v in res.items() if k != "total"]
+    layers = [
+        {"layer": k, "cycles": int(cyc.get(k, 0)), **{r: float(v.get(r, 0)) for r in RES_KEYS}}
+        for k, v in res.items()
+        if k != "total"
+    ]
     bottleneck = max(cyc, key=cyc.get) if cyc else None
     clock_mhz = 1e3 / ctx.cfg.clock
     return {
-        "board": ctx.board.name, "part": ctx.board.part, "clock_ns": ctx.cfg.clock, "clock_mhz": clock_mhz,
-        "status": status, "stopped": stopped,
-        "resources": {r: {"used": float(total.get(r, 0)), "available": cap[r],
-                          "utilisation": (float(total.get(r, 0)) / cap[r]) if cap[r] else None} for r in RES_KEYS},
+        "board": ctx.board.name,
+        "part": ctx.board.part,
+        "clock_ns": ctx.cfg.clock,
+        "clock_mhz": clock_mhz,
+        "status": status,
+        "stopped": stopped,
+        "resources": {
+            r: {
+                "used": float(total.get(r, 0)),
+                "available": cap[r],
+                "utilisation": (float(total.get(r, 0)) / cap[r]) if cap[r] else None,
+            }
+            for r in RES_KEYS
+        },
         "layers": layers,
         "bottleneck": {"layer": bottleneck, "cycles": int(cyc[bottleneck])} if bottleneck else None,
         "estimated_fps": perf.get("estimated_throughput_fps"),
         "estimated_latency_ms": (perf.get("estimated_latency_ns") or 0) / 1e6 if perf else None,
         "folding": ctx.folding,
         "fifos": ctx.fifos,
-        "resources_with_fifos": None if not ctx.fifos else {
-            r: {"used": ctx.fifos["with_fifos"][r], "available": cap[r],
-                "utilisation": ctx.fifos["utilisation_with_fifos"][r] if cap[r] else None} for r in RES_KEYS},
+        "resources_with_fifos": None
+        if not ctx.fifos
+        else {
+            r: {
+                "used": ctx.fifos["with_fifos"][r],
+                "available": cap[r],
+                "utilisation": ctx.fifos["utilisation_with_fifos"][r] if cap[r] else None,
+            }
+            for r in RES_KEYS
+        },
         "verification": verification_modes(verification, ctx.vivado),
         "intmodel": ctx.intmodel,
         "bitstream": ctx.bitstream,

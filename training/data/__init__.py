@@ -8,7 +8,14 @@ from qdev.training.data.cache import BusiArrays, load_busi
 from qdev.training.data.dedup import DedupConfig, DuplicateReport, find_duplicates
 from qdev.training.data.locate import BUSI_HELP, resolve_busi_root
 from qdev.training.data.layouts import DataOptions, parse_colours
-from qdev.training.data.pack import dataset_kind, open_busi, open_dataset, open_run_data, read_pack, write_pack
+from qdev.training.data.pack import (
+    dataset_kind,
+    open_busi,
+    open_dataset,
+    open_run_data,
+    read_pack,
+    write_pack,
+)
 from qdev.training.data.split import Split, make_split, read_split, write_split
 
 __all__ = [

@@ -64,8 +64,10 @@ def scan_busi(root: Path) -> list[BusiRecord]:
     for label, cls in enumerate(BUSI_CLASSES):
         folder = root / cls
         if not folder.is_dir():
-            raise DataError(f"{folder}: class folder missing (expected {', '.join(BUSI_CLASSES)}; or an "
-                            "images/ + masks/ folder, a datalist or a pack)")
+            raise DataError(
+                f"{folder}: class folder missing (expected {', '.join(BUSI_CLASSES)}; or an "
+                "images/ + masks/ folder, a datalist or a pack)"
+            )
         images: dict[str, Path] = {}
         masks: dict[str, list[tuple[int, Path]]] = {}
         for path in sorted(folder.iterdir()):

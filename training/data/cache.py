@@ -94,7 +94,9 @@ def dataset_hash(root: Path, records: list[BusiRecord], options: dict | None = N
         h.update(json.dumps(options, sort_keys=True).encode())
     for rec in records:
         if rec.frame is not None or rec.seg_frames:  # DICOM frames: which frame, which SEG frames
-            h.update(f"{rec.frame}|{[(os.path.relpath(p, root), k) for p, k in rec.seg_frames]}".encode())
+            h.update(
+                f"{rec.frame}|{[(os.path.relpath(p, root), k) for p, k in rec.seg_frames]}".encode()
+            )
         for path in (rec.image, *rec.masks, *sorted({p for p, _ in rec.seg_frames})):
             h.update(os.path.relpath(path, root).encode())
             h.update(b"\0")

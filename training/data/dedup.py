@@ -11,7 +11,8 @@ Method (thumbnail correlation, calibrated on BUSI; see bench/RESULTS.md):
 
 On the ../shared BUSI copy, every cross-class duplicate listed in its SOURCE.md scores >= 0.958
 (the exact copy benign (433) / malignant (145) scores 1.0); 0.92 finds 146 groups covering 334
-images (bench/dedup_busi.py; README and bench/RESULTS.md), close to the 139 groups / 319 images of the reference heuristic and to the 235 duplicated
+images (bench/dedup_busi.py; README and bench/RESULTS.md), close to the 139 groups / 319 images of
+the reference heuristic and to the 235 duplicated
 images of Pawlowska et al. (2023). Lower thresholds start chaining unrelated scans (0.90: one
 group of 43 images).
 """

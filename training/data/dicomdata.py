@@ -61,8 +61,13 @@ def dicom_info(path: Path) -> DicomInfo:
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        return DicomInfo(str(ds.SOPInstanceUID), str(ds.SOPClassUID), int(getattr(ds, "NumberOfFrames", 1) or 1),
-                         int(ds.Rows), int(ds.Columns))
+        return DicomInfo(
+            str(ds.SOPInstanceUID),
+            str(ds.SOPClassUID),
+            int(getattr(ds, "NumberOfFrames", 1) or 1),
+            int(ds.Rows),
+            int(ds.Columns),
+        )
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types
         raise DataError(f"{path}: not a readable DICOM image ({exc.__class__.__name__})") from None
 
@@ -104,15 +109,23 @@ class SegIndex:
             for k, group in enumerate(getattr(ds, "PerFrameFunctionalGroupsSequence", [])):
                 for der in getattr(group, "DerivationImageSequence", []):
                     for src in der.SourceImageSequence:
-                        key = (str(src.ReferencedSOPInstanceUID), int(getattr(src, "ReferencedFrameNumber", 0) or 0))
+                        key = (
+                            str(src.ReferencedSOPInstanceUID),
+                            int(getattr(src, "ReferencedFrameNumber", 0) or 0),
+                        )
                         refs.setdefault(key, []).append((p, k))
         return SegIndex(refs)
 
     def for_frame(self, sop_uid: str, frame: int | None) -> tuple[tuple[Path, int], ...]:
-        return tuple(self.refs.get((sop_uid, frame or 0), ()) or (self.refs.get((sop_uid, 0), ()) if not frame else ()))
+        return tuple(
+            self.refs.get((sop_uid, frame or 0), ())
+            or (self.refs.get((sop_uid, 0), ()) if not frame else ())
+        )
 
 
-def read_seg_mask(refs: tuple[tuple[Path, int], ...], shape: tuple[int, int], where: str) -> np.ndarray:
+def read_seg_mask(
+    refs: tuple[tuple[Path, int], ...], shape: tuple[int, int], where: str
+) -> np.ndarray:
     """The union of the referenced SEG frames, bool [H, W].
 
     Raises:
@@ -128,7 +141,9 @@ def read_seg_mask(refs: tuple[tuple[Path, int], ...], shape: tuple[int, int], wh
             raise DataError(f"{path}: unreadable DICOM SEG ({exc.__class__.__name__})") from None
         frame = arr if arr.ndim == 2 else arr[k]
         if frame.shape != tuple(shape):
-            raise DataError(f"{path}: SEG frame {k + 1} is {frame.shape[1]}x{frame.shape[0]}, image {where} is "
-                            f"{shape[1]}x{shape[0]}")
+            raise DataError(
+                f"{path}: SEG frame {k + 1} is {frame.shape[1]}x{frame.shape[0]}, image {where} is "
+                f"{shape[1]}x{shape[0]}"
+            )
         out |= frame.astype(bool)
     return out

@@ -30,12 +30,26 @@ from qdev.core.errors import DataError
 from qdev.core.preprocess import read_image
 from qdev.training.data.busi import CLASSES, BusiRecord
 
-__all__ = ["DataOptions", "IMAGE_EXTS", "parse_colours", "scan_pairs", "scan_datalist", "MAX_LIST_BYTES"]
+__all__ = [
+    "DataOptions",
+    "IMAGE_EXTS",
+    "parse_colours",
+    "scan_pairs",
+    "scan_datalist",
+    "MAX_LIST_BYTES",
+]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MAX_LIST_BYTES = 64 << 20  # a datalist of a million rows is ~100 MB; ours are far below this
-_COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
-            "cyan": (0, 255, 255), "magenta": (255, 0, 255), "white": (255, 255, 255)}
+_COLOURS = {
+    "red": (255, 0, 0),
+    "green": (0, 255, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "cyan": (0, 255, 255),
+    "magenta": (255, 0, 255),
+    "white": (255, 255, 255),
+}
 _MASK_SUFFIX = re.compile(r"^(?P<stem>.+?)(?:_mask)?(?:_(?P<k>\d+))?$")
 
 
@@ -55,15 +69,21 @@ class DataOptions:
     extra: dict = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
-        return {"colours": [[list(c), k] for c, k in self.colours] if self.colours else None,
-                "patient_pattern": self.patient_pattern, "site": self.site}
+        return {
+            "colours": [[list(c), k] for c, k in self.colours] if self.colours else None,
+            "patient_pattern": self.patient_pattern,
+            "site": self.site,
+        }
 
     @staticmethod
     def from_dict(d: dict | None) -> DataOptions:
         d = d or {}
         cols = d.get("colours")
-        return DataOptions(tuple((tuple(c), k) for c, k in cols) if cols else None, d.get("patient_pattern"),
-                           d.get("site"))
+        return DataOptions(
+            tuple((tuple(c), k) for c, k in cols) if cols else None,
+            d.get("patient_pattern"),
+            d.get("site"),
+        )
 
     def is_default(self) -> bool:
         return self.colours is None and self.patient_pattern is None
@@ -73,7 +93,9 @@ class DataOptions:
             return None
         m = re.search(self.patient_pattern, path.name)
         if m is None or not m.groups() or not m.group(1):
-            raise DataError(f"{path}: --patient-pattern {self.patient_pattern!r} finds no patient in this name")
+            raise DataError(
+                f"{path}: --patient-pattern {self.patient_pattern!r} finds no patient in this name"
+            )
         return m.group(1)
 
 
@@ -96,13 +118,16 @@ def parse_colours(text: str | None) -> tuple[tuple[tuple[int, int, int], str], .
         elif re.fullmatch(r"#[0-9a-f]{6}", colour):
             rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
         else:
-            raise DataError(f"--mask-colours: unknown colour {colour!r} (a name like green, or #rrggbb)")
+            raise DataError(
+                f"--mask-colours: unknown colour {colour!r} (a name like green, or #rrggbb)"
+            )
         out.append((rgb, cls))
     return tuple(out)
 
 
 def _mask_class(paths: tuple[Path, ...], colours, seg_frames: tuple = ()) -> str:  # noqa: ANN001
-    """``normal`` for empty masks; else the colour map's class covering most pixels, or ``lesion``."""
+    """``normal`` for empty masks; else the colour map's class covering most pixels, or
+    ``lesion``."""
     counts: dict[str, int] = {}
     any_lesion = False
     if seg_frames:
@@ -119,7 +144,9 @@ def _mask_class(paths: tuple[Path, ...], colours, seg_frames: tuple = ()) -> str
         if colours:
             flat = rgb.reshape(-1, 3)
             for colour, cls in colours:
-                counts[cls] = counts.get(cls, 0) + int(np.all(flat == np.array(colour, flat.dtype), axis=1).sum())
+                counts[cls] = counts.get(cls, 0) + int(
+                    np.all(flat == np.array(colour, flat.dtype), axis=1).sum()
+                )
     if not any_lesion:
         return "normal"
     if colours and paths:
@@ -131,8 +158,16 @@ def _mask_class(paths: tuple[Path, ...], colours, seg_frames: tuple = ()) -> str
     return "lesion"
 
 
-def _record(stem: str, image: Path, masks: tuple[Path, ...], cls: str, opts: DataOptions,
-            patient: str | None = None, frame: int | None = None, seg_frames: tuple = ()) -> BusiRecord:
+def _record(
+    stem: str,
+    image: Path,
+    masks: tuple[Path, ...],
+    cls: str,
+    opts: DataOptions,
+    patient: str | None = None,
+    frame: int | None = None,
+    seg_frames: tuple = (),
+) -> BusiRecord:
     if cls not in CLASSES:
         raise DataError(f"{image}: class {cls!r} is none of {', '.join(CLASSES)}")
     if patient is None:
@@ -185,8 +220,11 @@ def scan_pairs(root: Path, opts: DataOptions) -> list[BusiRecord]:
 _FRAME_MASK = re.compile(r"^(?P<stem>.+)_f(?P<frame>\d+)$")
 
 
-def _dicom_records(stem: str, image: Path, info, masks: dict, segs, opts: DataOptions) -> list[BusiRecord]:  # noqa: ANN001
-    """Records of a DICOM image: one, or one per frame of a cine, each with its PNG masks and SEG frames."""
+def _dicom_records(
+    stem: str, image: Path, info, masks: dict, segs, opts: DataOptions
+) -> list[BusiRecord]:  # noqa: ANN001
+    """Records of a DICOM image: one, or one per frame of a cine, each with its PNG masks and SEG
+    frames."""
     out = []
     frames = [None] if info.frames == 1 else list(range(1, info.frames + 1))
     for fno in frames:
@@ -194,10 +232,22 @@ def _dicom_records(stem: str, image: Path, info, masks: dict, segs, opts: DataOp
         pngs = tuple(p for _, p in sorted(masks.get(key, [])))
         seg = segs.for_frame(info.sop_uid, fno)
         if not pngs and not seg:
-            raise DataError(f"{image}{'' if fno is None else f' frame {fno}'}: no mask (masks/{key}.png or a "
-                            "DICOM SEG referencing it)")
+            raise DataError(
+                f"{image}{'' if fno is None else f' frame {fno}'}: no mask (masks/{key}.png or a "
+                "DICOM SEG referencing it)"
+            )
         rid = stem if fno is None else f"{stem}#{fno}"
-        out.append(_record(rid, image, pngs, _mask_class(pngs, opts.colours, seg), opts, frame=fno, seg_frames=seg))
+        out.append(
+            _record(
+                rid,
+                image,
+                pngs,
+                _mask_class(pngs, opts.colours, seg),
+                opts,
+                frame=fno,
+                seg_frames=seg,
+            )
+        )
     return out
 
 
@@ -215,14 +265,19 @@ def _read_rows(path: Path) -> list[dict]:
             raise DataError(f"{path}: not JSON ({exc})") from None
         rows = doc.get("data", doc.get("training")) if isinstance(doc, dict) else doc
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise DataError(f"{path}: a JSON datalist is a list of {{image, label}} objects (or {{\"data\": [...]}})")
+            raise DataError(
+                f'{path}: a JSON datalist is a list of {{image, label}} objects (or {{"data": '
+                "[...]})"
+            )
         return rows
     sample = text[:4096]
     delim = ";" if sample.count(";") > sample.count(",") else ","
     return list(csv.DictReader(text.splitlines(), delimiter=delim))
 
 
-def _split_seg(image: Path, frame: int | None, masks: tuple[Path, ...]) -> tuple[tuple, tuple[Path, ...]]:
+def _split_seg(
+    image: Path, frame: int | None, masks: tuple[Path, ...]
+) -> tuple[tuple, tuple[Path, ...]]:
     """(SEG frames referencing ``image`` [``frame``], the other, image-file masks) of a row."""
     from qdev.training.data.dicomdata import SegIndex, dicom_info, is_dicom
 
@@ -236,7 +291,10 @@ def _split_seg(image: Path, frame: int | None, masks: tuple[Path, ...]) -> tuple
         raise DataError(f"{image}: a multi-frame image needs a 'frame' column (1-{info.frames})")
     seg = SegIndex.scan(dicoms).for_frame(info.sop_uid, frame)
     if not seg:
-        raise DataError(f"{image}: none of its SEG files references {'it' if frame is None else f'frame {frame}'}")
+        raise DataError(
+            f"{image}: none of its SEG files "
+            f"references {'it' if frame is None else f'frame {frame}'}"
+        )
     return seg, tuple(m for m in masks if m not in dicoms)
 
 
@@ -274,8 +332,23 @@ def scan_datalist(path: Path, opts: DataOptions) -> tuple[Path, list[BusiRecord]
             given = str(row.get("class") or "").strip().lower()
             cls = given or (_mask_class(masks, opts.colours, seg) if masks or seg else "normal")
             patient = str(row.get("patient") or "").strip() or None
-            stem = image.relative_to(root).with_suffix("").as_posix() if image.is_relative_to(root) else image.stem
-            out.append(_record(stem if frame is None else f"{stem}#{frame}", image, masks, cls, opts, patient, frame, seg))
+            stem = (
+                image.relative_to(root).with_suffix("").as_posix()
+                if image.is_relative_to(root)
+                else image.stem
+            )
+            out.append(
+                _record(
+                    stem if frame is None else f"{stem}#{frame}",
+                    image,
+                    masks,
+                    cls,
+                    opts,
+                    patient,
+                    frame,
+                    seg,
+                )
+            )
         except DataError as exc:
             raise DataError(f"{where}: {exc}") from None
     return root, out

@@ -64,5 +64,7 @@ def resolve_busi_root(data: str | os.PathLike[str] | None = None) -> Path:
         return root
     found = find_default_busi()
     if found is None:
-        raise DataError(f"BUSI not found (no --data, no QDEV_BUSI, no {DEFAULT_SHARED}); {BUSI_HELP}")
+        raise DataError(
+            f"BUSI not found (no --data, no QDEV_BUSI, no {DEFAULT_SHARED}); {BUSI_HELP}"
+        )
     return found

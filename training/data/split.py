@@ -74,7 +74,9 @@ class Split:
         out: dict[str, dict[str, int]] = {}
         for name in SPLITS:
             per_class = Counter(i.split("/", 1)[0] for i in self.ids[name])
-            out[name] = {c: per_class.get(c, 0) for c in CLASSES if c != "lesion" or per_class.get(c)}
+            out[name] = {
+                c: per_class.get(c, 0) for c in CLASSES if c != "lesion" or per_class.get(c)
+            }
             out[name]["total"] = len(self.ids[name])
         return out
 
@@ -135,18 +137,27 @@ def make_split(
     ids = {name: [arrays.ids[i] for i in sorted(out[name])] for name in SPLITS}
     groups = [[arrays.ids[i] for i in g] for g in duplicates.duplicate_groups]
     unit = "patient" if arrays.patients is not None and kind == "grouped" else "duplicate-group"
-    return Split(kind, seed, fractions, ids, groups, arrays.data_hash, duplicates.summary(arrays), unit)
+    return Split(
+        kind, seed, fractions, ids, groups, arrays.data_hash, duplicates.summary(arrays), unit
+    )
 
 
-def _fill_by_lesions(arrays: BusiArrays, units: list[list[int]], fractions: tuple[float, float, float],
-                     rng: np.random.Generator, out: dict[str, list[int]]) -> None:
+def _fill_by_lesions(
+    arrays: BusiArrays,
+    units: list[list[int]],
+    fractions: tuple[float, float, float],
+    rng: np.random.Generator,
+    out: dict[str, list[int]],
+) -> None:
     """Patients, most lesion images first (ties in a seeded random order), each to the split
     furthest below its share of lesion images, then of normal scans: a 19-patient site split
     by majority class can leave a test split with a handful of lesions."""
     lesion = arrays.masks.reshape(len(arrays), -1).any(1)
     counts = [(int(lesion[g].sum()), int((~lesion[g]).sum())) for g in units]
     order = rng.permutation(len(units)).tolist()
-    order.sort(key=lambda u: (-counts[u][0], -counts[u][1]))  # stable: equal counts keep the random order
+    order.sort(
+        key=lambda u: (-counts[u][0], -counts[u][1])
+    )  # stable: equal counts keep the random order
     tot = np.array([sum(c[0] for c in counts), sum(c[1] for c in counts)], np.float64)
     target = np.outer(fractions, tot)  # [split, (lesion, normal)]
     filled = np.zeros_like(target)

@@ -78,19 +78,37 @@ class BitWidthTracker:
         self.acts: dict[str, nn.Module] = {}
         for conv, a_in, a_out in _act_names(model):
             m = mods[conv]
-            self.layers.append(LayerBits(conv, _bw_module(m.weight_quant), a_in, a_out, m.weight.numel()))
+            self.layers.append(
+                LayerBits(conv, _bw_module(m.weight_quant), a_in, a_out, m.weight.numel())
+            )
             for a in (a_in, a_out):
                 if a is not None and a not in self.acts:
                     self.acts[a] = _bw_module(mods[a].act_quant)
         self._count_macs(model, mods, input_hw)
         n_weights = sum(layer.params for layer in self.layers)
-        self.other_params = sum(p.numel() for n, p in model.named_parameters()
-                                if "bit_width" not in n and "scaling" not in n) - n_weights
+        self.other_params = (
+            sum(
+                p.numel()
+                for n, p in model.named_parameters()
+                if "bit_width" not in n and "scaling" not in n
+            )
+            - n_weights
+        )
 
     def _count_macs(self, model: nn.Module, mods: dict, hw: tuple[int, int]) -> None:
         """Analytic MACs per layer (no forward pass: it would disturb Brevitas's runtime stats)."""
-        level = {"enc1": 0, "enc2": 1, "enc3": 2, "enc4": 3, "bottleneck": 4,
-                 "up4": 3, "up3": 2, "up2": 1, "up1": 0, "head": 0}
+        level = {
+            "enc1": 0,
+            "enc2": 1,
+            "enc3": 2,
+            "enc4": 3,
+            "bottleneck": 4,
+            "up4": 3,
+            "up3": 2,
+            "up2": 1,
+            "up1": 0,
+            "head": 0,
+        }
         for layer in self.layers:
             m = mods[layer.name]
             lv = level[layer.name.split(".")[0]]
@@ -110,8 +128,10 @@ class BitWidthTracker:
         own = {id(p) for p in model.parameters()}
         stale = [i for i, p in enumerate(self.parameters()) if id(p) not in own]
         if stale:
-            raise RuntimeError(f"{len(stale)} tracked bit widths are not parameters of the model "
-                               "(tracker built before load_state_dict?)")
+            raise RuntimeError(
+                f"{len(stale)} tracked bit widths are not parameters of the model "
+                "(tracker built before load_state_dict?)"
+            )
 
     @torch.no_grad()
     def project_(self) -> None:
@@ -123,7 +143,8 @@ class BitWidthTracker:
     @torch.no_grad()
     def freeze_(self) -> None:
         """Snap every offset to the integer its forward rounds to (the caller stops stepping them;
-        ``requires_grad`` stays on, which DDP's reducer expects of every parameter it was built with)."""
+        ``requires_grad`` stays on, which DDP's reducer expects of every parameter it was built
+        with)."""
         for m in [layer.weight_bw for layer in self.layers] + list(self.acts.values()):
             m.bit_width_offset.copy_(m.bit_width_offset.abs().round_())
 
@@ -146,7 +167,9 @@ class BitWidthTracker:
         if mode == "bops":
             macs = torch.tensor([float(layer.macs) for layer in self.layers], device=w.device)
             eight = torch.tensor(8.0, device=w.device)
-            a_in = torch.stack([a[layer.in_act] if layer.in_act else eight for layer in self.layers])
+            a_in = torch.stack(
+                [a[layer.in_act] if layer.in_act else eight for layer in self.layers]
+            )
             return torch.sqrt((macs * w * a_in).sum() / macs.sum())
         raise ValueError(f"bit-width loss mode must be one of {BIT_LOSS_MODES}, not {mode!r}")
 
@@ -156,9 +179,18 @@ class BitWidthTracker:
         w, a = self.widths()
         weights = {layer.name: int(round(float(v))) for layer, v in zip(self.layers, w)}
         acts = {name: int(round(float(v))) for name, v in a.items()}
-        raw = {layer.name: float(layer.weight_bw.bit_width_offset.abs() + layer.weight_bw.bit_width_base)
-               for layer in self.layers}
-        raw.update({f"{name}": float(m.bit_width_offset.abs() + m.bit_width_base) for name, m in self.acts.items()})
+        raw = {
+            layer.name: float(
+                layer.weight_bw.bit_width_offset.abs() + layer.weight_bw.bit_width_base
+            )
+            for layer in self.layers
+        }
+        raw.update(
+            {
+                f"{name}": float(m.bit_width_offset.abs() + m.bit_width_base)
+                for name, m in self.acts.items()
+            }
+        )
         weight_bits = sum(layer.params * weights[layer.name] for layer in self.layers)
         return {
             "avg_bits": float(self.average("mean")),
@@ -171,6 +203,10 @@ class BitWidthTracker:
             "raw_bits": raw,
             # conv weights at their widths + the rest (biases, BN, folded later) at 32 bits
             "model_bits": int(weight_bits + 32 * self.other_params),
-            "bops": int(sum(layer.macs * weights[layer.name] * (acts[layer.in_act] if layer.in_act else 8)
-                            for layer in self.layers)),
+            "bops": int(
+                sum(
+                    layer.macs * weights[layer.name] * (acts[layer.in_act] if layer.in_act else 8)
+                    for layer in self.layers
+                )
+            ),
         }

@@ -1,7 +1,8 @@
 """QuantU-Net's quantizers, declared once (Brevitas style: composed classes, `.let` overrides).
 
 * Weights: signed narrow-range per-tensor int, scale from the max |w|, bit width a trainable
-  parameter (``bit_width_impl_type = PARAMETER``: ``round_ste(clamp(|offset| + min, min, max))``; the
+  parameter (``bit_width_impl_type = PARAMETER``: ``round_ste(clamp(|offset| + min, min, max))``;
+  the
   trainer also projects the offsets back into range after every step).
 * Activations after ReLU: unsigned per-tensor int, scale learned (initialised from runtime
   percentile statistics), trainable bit width in the same range.
@@ -72,7 +73,9 @@ def logit_output_quant(out_range: float) -> type:
     """
     if out_range <= 0:
         return LogitInt8OutputQuant
-    return LogitInt8OutputQuant.let(scaling_impl_type=ScalingImplType.PARAMETER, scaling_init=float(out_range))
+    return LogitInt8OutputQuant.let(
+        scaling_impl_type=ScalingImplType.PARAMETER, scaling_init=float(out_range)
+    )
 
 
 def _trainable_bits(quant: type, init_bits: int, min_bits: int, max_bits: int) -> type:

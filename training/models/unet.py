@@ -41,7 +41,11 @@ class _Layers:
 
         c = self.cfg
         return QuantConv2d(
-            cin, cout, k, padding=k // 2, bias=bias,
+            cin,
+            cout,
+            k,
+            padding=k // 2,
+            bias=bias,
             weight_quant=weight_quant(c.init_bits, c.min_bits, c.max_bits),
         )
 
@@ -54,7 +58,10 @@ class _Layers:
 
         c = self.cfg
         return QuantConvTranspose2d(
-            cin, cout, 2, stride=2,
+            cin,
+            cout,
+            2,
+            stride=2,
             weight_quant=weight_quant(c.init_bits, c.min_bits, c.max_bits),
         )
 
@@ -119,7 +126,8 @@ class UpStep(nn.Module):
 
 
 class UNet(nn.Module):
-    """The paper's U-Net / QuantU-Net. Input [B,1,H,W] in [0,1] (H, W divisible by 16); output logits."""
+    """The paper's U-Net / QuantU-Net. Input [B,1,H,W] in [0,1] (H, W divisible by 16); output
+    logits."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -180,7 +188,7 @@ class UNet(nn.Module):
         out = []
         for name in order:
             mod = getattr(self, name)
-            for sub, m in ([("", mod)] if isinstance(mod, convs) else mod.named_modules()):
+            for sub, m in [("", mod)] if isinstance(mod, convs) else mod.named_modules():
                 if isinstance(m, convs):
                     out.append((f"{name}.{sub}" if sub else name, m))
         # forward order inside an UpStep is up -> block.conv1 -> block.conv2 (named_modules order)
