@@ -23,7 +23,10 @@ def run_mask_rule(run: RunFolder) -> tuple[MaskRule, dict]:
         return DEFAULT_RULE, {"source": "default (no postprocess stage)"}
     st = run.stage("postprocess")
     best = run.stage("train")["outputs"].get("train/best.pt")
-    if st.get("inputs", {}).get("best.pt") != best:
+    inputs = st.get(
+        "inputs", {}
+    )  # run-relative keys; "best.pt" in runs made before training/stages.py
+    if inputs.get("train/best.pt", inputs.get("best.pt")) != best:
         raise QdevError(
             f"{run.path}: the mask rule was chosen for another best.pt; rerun qdev postprocess"
         )

@@ -169,8 +169,8 @@ def test_cli_train_and_evaluate(phantom_busi, tmp_path):
     assert st["evaluate/test"]["outputs"] == {
         "evaluate/metrics.json": sha256_file(out / "evaluate" / "metrics.json")
     }
-    assert st["evaluate/test@last"]["inputs"] == {
-        "train/last.pt": st["train"]["outputs"]["train/last.pt"]
+    assert st["evaluate/test@last"]["inputs"] == {  # the declared inputs, by run-relative path
+        k: st["train"]["outputs"][k] for k in ("train/last.pt", "train/split.json")
     }
     assert st["evaluate/val"]["duration_s"] > 0
     # tampered checkpoint is refused
