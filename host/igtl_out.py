@@ -65,6 +65,7 @@ class _Client:
     sent: int = 0
     skipped: int = 0
     alive: bool = True
+    sending: bool = False  # the writer has taken a message off the queue and not finished it
 
 
 class IgtlServer:
@@ -191,9 +192,11 @@ class IgtlServer:
                 if not c.alive:
                     return
                 item = c.queue.popleft()
+                c.sending = True
             try:
                 c.sock.sendall(item[1] if c.v3 else item[0])
                 c.sent += 1
+                c.sending = False
             except socket.timeout:
                 self._drop(c, "dropped_stalled")
                 return
@@ -327,8 +330,9 @@ class IgtlServer:
             clients = list(self._clients)
         for c in clients:
             if c.alive:
-                # let queued frames go out for a moment, then close
-                deadline = time.monotonic() + 1.0
-                while c.queue and c.alive and time.monotonic() < deadline:
+                # let queued frames go out for a moment, the one being sent included (closing
+                # in the middle of it cut the session's last message on a busy machine)
+                deadline = time.monotonic() + 2.0
+                while (c.queue or c.sending) and c.alive and time.monotonic() < deadline:
                     time.sleep(0.01)
                 self._drop(c, "disconnected")

@@ -304,3 +304,43 @@ def test_framing_is_byte_for_byte_pyigtl_s_and_reads_back():
         h, body = read_message(recv_exact)
         back = decode(h, body)
         assert np.array_equal(back.image[0], img) and (m is None or back.metadata == m)
+
+
+def test_closing_lets_the_message_being_sent_finish():
+    """A slow client: the writer has taken the last message off the queue and is still sending it
+    when the session closes the server. It arrives whole (it used to be cut: 'header cut after
+    299 masks' from the reference receiver on a busy machine)."""
+    from qdev.host.igtl_out import IgtlServer
+
+    srv = IgtlServer("127.0.0.1", 0, stall_s=10.0)
+    cli = socket.socket()
+    cli.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    cli.connect(("127.0.0.1", srv.port))
+    deadline = time.monotonic() + 5
+    while srv.counts["clients"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # larger than the kernel's socket buffers, so that sendall is still running at the close
+    frame = np.random.default_rng(0).integers(0, 256, (3000, 3000), dtype=np.uint8)
+    srv.publish(1, frame, np.zeros((128, 128), bool), {"frame": 1})
+    time.sleep(0.2)  # packed and queued; the writer takes it and blocks on the full socket
+    while time.monotonic() < deadline:
+        with srv._lock:
+            if not srv._pending and not any(c.queue for c in srv._clients):
+                break
+        time.sleep(0.001)
+    closer = threading.Thread(target=srv.close)
+    closer.start()
+    time.sleep(0.3)  # the client only starts reading after the close began
+    data = bytearray()
+    cli.settimeout(10)
+    while chunk := cli.recv(1 << 16):
+        data += chunk
+    closer.join(10)
+    cli.close()
+    types, at = [], 0
+    while at < len(data):
+        h = parse_header(bytes(data[at : at + HEADER.size]))
+        assert at + HEADER.size + h.body_size <= len(data), f"message {len(types) + 1} cut"
+        types.append(h.type)
+        at += HEADER.size + h.body_size
+    assert types and types[0] == "IMAGE"
