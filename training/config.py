@@ -11,12 +11,15 @@ torch modules that implement them are tested to implement exactly these
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from qdev.core.errors import ConfigError
 from qdev.core.fields import no_option, opt
-from qdev.training.data import DataOptions
+
+if TYPE_CHECKING:
+    from qdev.training.data import DataOptions
 
 __all__ = [
     "ModelConfig",
@@ -230,6 +233,14 @@ class TrainConfig:
             )
 
 
+def _data_options() -> DataOptions:
+    """A default DataOptions, imported on first use: the command line loads this module to make
+    its options and should not pay for the data readers (numpy, Pillow) to start."""
+    from qdev.training.data import DataOptions
+
+    return DataOptions()
+
+
 @dataclass
 class AdaptConfig:
     """Options of ``qdev adapt`` (see :mod:`qdev.training.adapt`)."""
@@ -244,7 +255,7 @@ class AdaptConfig:
     options: DataOptions = no_option(
         "how to read the site's data: the dataset options --mask-colours, "
         "--patient-pattern, --site",
-        default_factory=DataOptions,
+        default_factory=_data_options,
     )
     fractions: tuple[float, float, float] = no_option(
         "--fractions A,V,T (three numbers in one option)", (0.6, 0.2, 0.2)

@@ -10,6 +10,7 @@ one or the other: ``tests/host/test_config_options.py``).
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -28,7 +29,8 @@ _SCALARS: dict[type, Any] = {int: int, float: float, str: str}
 
 @dataclasses.dataclass(frozen=True)
 class ConfigField:
-    """One leaf field of a config dataclass (nested dataclasses flattened)."""
+    """One leaf field of a config dataclass (nested dataclasses flattened); ``type`` and
+    ``default`` are evaluated only for option fields."""
 
     name: str
     type: Any
@@ -37,21 +39,43 @@ class ConfigField:
     owner: type
 
 
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _nested(f: dataclasses.Field) -> type | None:
+    """The config class of a field declared without option metadata whose default is a dataclass
+    (``TrainConfig.model``): its fields are options of their own."""
+    if option_of(f) is not None:
+        return None
+    default = _default(f)
+    return type(default) if dataclasses.is_dataclass(default) else None
+
+
+def _hint(cls: type, f: dataclasses.Field) -> Any:
+    """A field's annotation, evaluated in its class's module (only option fields need one, so a
+    ``no_option`` field may name a type its module imports only when type checking)."""
+    if not isinstance(f.type, str):
+        return f.type
+    return eval(f.type, vars(sys.modules[cls.__module__]))  # noqa: S307 - our own annotations
+
+
 def config_fields(cls: type) -> Iterator[ConfigField]:
-    """Every leaf field of ``cls``: a field whose type is a dataclass gives that class's fields."""
-    hints = typing.get_type_hints(cls)
+    """Every leaf field of ``cls``: a nested config class gives its own fields."""
     for f in dataclasses.fields(cls):
-        t = hints[f.name]
-        if dataclasses.is_dataclass(t) and option_of(f) is None:
-            yield from config_fields(t)
+        sub = _nested(f)
+        if sub is not None:
+            yield from config_fields(sub)
             continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
+        o = option_of(f)
+        if o is None or o.reason is not None:  # no option: neither type nor default is needed
+            yield ConfigField(f.name, f.type, None, o, cls)
         else:
-            default = None
-        yield ConfigField(f.name, t, default, option_of(f), cls)
+            yield ConfigField(f.name, _hint(cls, f), _default(f), o, cls)
 
 
 def _base_type(t: Any) -> Any:
@@ -124,14 +148,13 @@ def build_config(cls: type[T], values: dict[str, Any], **fixed: Any) -> T:
     """Build ``cls`` from a command's keyword arguments: each field takes ``fixed[name]`` if given,
     else ``values[name]`` (popped, so what is left are the command's own parameters), else its
     default; nested dataclasses are built the same way."""
-    hints = typing.get_type_hints(cls)
     kw: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        t = hints[f.name]
+        sub = _nested(f)
         if f.name in fixed:
             kw[f.name] = fixed[f.name]
-        elif dataclasses.is_dataclass(t) and option_of(f) is None:
-            kw[f.name] = build_config(t, values, **fixed)
+        elif sub is not None:
+            kw[f.name] = build_config(sub, values, **fixed)
         elif f.name in values:
             kw[f.name] = values.pop(f.name)
     return cls(**kw)

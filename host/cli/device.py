@@ -11,7 +11,7 @@ import click
 
 from qdev.core.errors import ConfigError, QdevError
 from qdev.host.cli.dcopts import build_config, config_options
-from qdev.host.stream import StreamConfig
+from qdev.host.stream_config import StreamConfig
 
 __all__ = ["COMMANDS"]
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from qdev.host.cli import cli
 from qdev.host.cli.dcopts import config_fields
-from qdev.host.stream import StreamConfig
+from qdev.host.stream_config import StreamConfig
 from qdev.training.config import AdaptConfig, TrainConfig
 
 #: command -> its config classes
