@@ -18,7 +18,13 @@ from qdev.training.models import ModelConfig, build_model
 from qdev.training.models.bitwidth import BitWidthTracker
 from qdev.training.runs import RunFolder, atomic_writer
 
-__all__ = ["save_checkpoint", "load_checkpoint_model", "run_checkpoint", "init_weights_from"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint_model",
+    "run_checkpoint",
+    "checkpoint_path",
+    "init_weights_from",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +51,16 @@ def load_checkpoint_model(path: Path, map_location: str = "cpu") -> tuple[nn.Mod
     return model, ckpt
 
 
-def run_checkpoint(run: RunFolder, which: str = "best") -> Path:
-    """A run's verified ``train/best.pt`` (best by validation lesion Dice) or ``train/last.pt``."""
+def checkpoint_path(which: str) -> str:
+    """The run-relative path of checkpoint ``best`` (by validation lesion Dice) or ``last``."""
     if which not in ("best", "last"):
         raise QdevError(f"checkpoint must be best or last, not {which!r}")
-    return run.verified("train", f"train/{which}.pt")
+    return f"train/{which}.pt"
+
+
+def run_checkpoint(run: RunFolder, which: str = "best") -> Path:
+    """A run's verified ``train/best.pt`` or ``train/last.pt``."""
+    return run.verified("train", checkpoint_path(which))
 
 
 def init_weights_from(model: nn.Module, path: str) -> None:

@@ -13,7 +13,7 @@ from qdev.training.data import open_run_data, read_split
 from qdev.training.mask_rule import run_mask_rule
 from qdev.training.runs import RunFolder, atomic_write_text
 from qdev.training.stages import StageRecord
-from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
+from qdev.training.checkpoint import checkpoint_path, load_checkpoint_model
 from qdev.training.trainer import evaluate_model
 
 __all__ = ["evaluate_run"]
@@ -32,18 +32,9 @@ def evaluate_run(
     """
     run = RunFolder.existing(run_dir)
     st = run.stage("train")
-    best = run_checkpoint(run, checkpoint)
-    split_file = run.verified("train", "train/split.json")
+    ckpt_rel = checkpoint_path(checkpoint)
     if split_name not in ("train", "val", "test"):
         raise QdevError(f"split must be train, val or test, not {split_name!r}")
-    model, ckpt = load_checkpoint_model(best)
-    size = int(ckpt["size"])
-    arrays = open_run_data(st["config"], data, (size, size))
-    idx = read_split(split_file).indices(arrays, split_name)
-    x = torch.from_numpy(to_unit_float(arrays.images[idx])).unsqueeze(1)
-    y = torch.from_numpy(arrays.masks[idx]).float().unsqueeze(1)
-    labels = torch.from_numpy(arrays.labels[idx])
-    rule, rule_source = run_mask_rule(run)
     # one stage record per split and checkpoint: evaluating val after test keeps test's record
     stem = "metrics" if split_name == "test" else f"metrics_{split_name}"
     stem += "" if checkpoint == "best" else f"_{checkpoint}"
@@ -55,7 +46,17 @@ def evaluate_run(
         at="" if checkpoint == "best" else f"@{checkpoint}",
         checkpoint=checkpoint,
         stem=stem,
-    ).begin()
+    )
+    split_file = rec.input("train/split.json")
+    model, ckpt = load_checkpoint_model(rec.input(ckpt_rel))
+    size = int(ckpt["size"])
+    arrays = open_run_data(st["config"], data, (size, size))
+    idx = read_split(split_file).indices(arrays, split_name)
+    x = torch.from_numpy(to_unit_float(arrays.images[idx])).unsqueeze(1)
+    y = torch.from_numpy(arrays.masks[idx]).float().unsqueeze(1)
+    labels = torch.from_numpy(arrays.labels[idx])
+    rule, rule_source = run_mask_rule(run)
+    rec.begin()
     without = None
     if rule.is_default:
         metrics, loss, _ = evaluate_model(model, x, y, labels, torch.device("cpu"))

@@ -25,7 +25,7 @@ from qdev.training.postprocess import logit_codes
 from qdev.training.qonnx_exec import qonnx_forward
 from qdev.training.runs import RunFolder, atomic_write_text
 from qdev.training.stages import StageRecord
-from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
+from qdev.training.checkpoint import checkpoint_path, load_checkpoint_model
 
 __all__ = ["export_run", "golden_batch"]
 
@@ -68,11 +68,11 @@ def export_run(
     from qonnx.util.cleanup import cleanup_model
 
     run = RunFolder.existing(run_dir)
-    run_checkpoint(run, checkpoint)  # best or last, verified
+    ckpt_rel = checkpoint_path(checkpoint)  # best or last
     rec = StageRecord(
         run, "export", {"n_golden": n_golden, "checkpoint": checkpoint}, checkpoint=checkpoint
     )
-    model, ckpt = load_checkpoint_model(rec.input(f"train/{checkpoint}.pt"))
+    model, ckpt = load_checkpoint_model(rec.input(ckpt_rel))
     if ckpt["model_config"]["kind"] != "quant":
         raise QdevError(
             f"{run_dir}: a float model cannot be exported for FINN; train with --model quant"

@@ -34,7 +34,7 @@ from qdev.core.masks import SMOOTH
 from qdev.core.maskrule import DEFAULT_RULE, MaskRule
 from qdev.training.config import CRITERIA_NAMES
 from qdev.core.preprocess import to_unit_float
-from qdev.training.checkpoint import load_checkpoint_model, run_checkpoint
+from qdev.training.checkpoint import load_checkpoint_model
 from qdev.training.data import open_run_data, read_split
 from qdev.training.data.busi import CLASSES
 from qdev.training.mask_rule import RULE_FILE
@@ -289,8 +289,8 @@ def choose_rule(run_dir: Path, data: str | None = None, search: RuleSearch = Rul
     ``postprocess/rule.json``."""
     run = RunFolder.existing(run_dir)
     st = run.stage("train")
-    best = run_checkpoint(run, "best")
-    model, ckpt = load_checkpoint_model(best)
+    rec = StageRecord(run, "postprocess", {"search": asdict(search), "split": "val"})
+    model, ckpt = load_checkpoint_model(rec.input("train/best.pt"))
     if ckpt["model_config"]["kind"] != "quant":
         raise QdevError(
             f"{run_dir}: a float model has no integer output codes; the mask rule is for "
@@ -298,12 +298,12 @@ def choose_rule(run_dir: Path, data: str | None = None, search: RuleSearch = Rul
         )
     size = int(ckpt["size"])
     arrays = open_run_data(st["config"], data, (size, size))
-    idx = read_split(run.verified("train", "train/split.json")).indices(arrays, "val")
+    idx = read_split(rec.input("train/split.json")).indices(arrays, "val")
     if len(idx) == 0:
         raise QdevError(f"{run_dir}: the run's validation split is empty")
     codes, scale = model_codes(model, arrays.images[idx])
     truth, labels = arrays.masks[idx] > 0, arrays.labels[idx]
-    rec = StageRecord(run, "postprocess", {"search": asdict(search), "split": "val"}).begin()
+    rec.begin()
     found = search_rules(codes, truth, labels, scale, search)
     chosen, figures = found.rule, found.figures
     what = (

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qdev.core.errors import QdevError
-from qdev.training.runs import RunFolder, sha256_file
+from qdev.training.runs import RunFolder
 
 __all__ = ["In", "StageSpec", "STAGES", "StageRecord"]
 
@@ -127,14 +127,22 @@ class StageRecord:
         st = self.run.load()["stages"].get(i.stage) or {}
         return i.path in (st.get("outputs") or {})
 
+    def _verify(self, i: In) -> Path:
+        """Check one input against its producer's hash, once per stage run: the hash is recorded
+        and later asks for the same input are answered without reading it again."""
+        if i.path not in self._inputs:
+            path = self.run.verified(i.stage, i.path)  # refuses a missing or changed file
+            self._inputs[i.path] = self.run.stage(i.stage)["outputs"][i.path]
+            return path
+        return self.run.path / i.path
+
     def begin(self, values: dict | None = None, **extra: object) -> StageRecord:
-        """Verify every declared input and mark the stage running. ``values``: inputs that are no
-        file of the run (the hash of a dataset), recorded beside the files' hashes; ``extra``:
-        stored beside the record (e.g. the accelerator a training ran on)."""
+        """Verify every declared input not read yet and mark the stage running. ``values``:
+        inputs that are no file of the run (the hash of a dataset), recorded beside the files'
+        hashes; ``extra``: stored beside the record (e.g. the accelerator a training ran on)."""
         for i in self.spec.inputs:
-            if i.optional and not self._present(i):
-                continue
-            self._inputs[i.path] = sha256_file(self.run.verified(i.stage, i.path))
+            if not i.optional or self._present(i):
+                self._verify(i)
         self._t0 = self.run.begin(
             self.name, self.config, {**self._inputs, **(values or {})}, **extra
         )
@@ -147,10 +155,10 @@ class StageRecord:
         return self
 
     def input(self, path: str) -> Path:
-        """A declared input, checked again against its recorded hash."""
+        """A declared input, checked against its producer's hash (before or after ``begin``)."""
         for i in self.spec.inputs:
             if i.path == path:
-                return self.run.verified(i.stage, path)
+                return self._verify(i)
         raise QdevError(f"stage {self.name}: {path} is not one of its declared inputs")
 
     def has_input(self, path: str) -> bool:

@@ -95,18 +95,17 @@ class _Inputs:
     out_scale: float
 
 
-def export_golden(run: RunFolder) -> GoldenBatch:
-    """The run's golden batch as export wrote it, each file checked against its recorded hash
-    (a run exported before the one layout is converted by
-    :func:`qdev.core.golden.from_legacy_export`)."""
-    outputs = run.stage("export")["outputs"]
-    if f"export/{PIXELS}" in outputs:
-        return load_golden(
-            run.verified("export", f"export/{PIXELS}"), run.verified("export", f"export/{CODES}")
-        )
+def export_golden(run: RunFolder, read: Callable[[str], Path] | None = None) -> GoldenBatch:
+    """The run's golden batch as export wrote it, each file checked against its recorded hash by
+    ``read`` (default: the run folder's check; the compile passes its stage record's, so that each
+    file is read once); a run exported before the one layout is converted by
+    :func:`qdev.core.golden.from_legacy_export`."""
+    read = read or (lambda rel: run.verified("export", rel))
+    if f"export/{PIXELS}" in run.stage("export")["outputs"]:
+        return load_golden(read(f"export/{PIXELS}"), read(f"export/{CODES}"))
     return from_legacy_export(
-        np.load(run.verified("export", "export/golden_in.npy"), allow_pickle=False),
-        np.load(run.verified("export", "export/golden_codes.npy"), allow_pickle=False),
+        np.load(read("export/golden_in.npy"), allow_pickle=False),
+        np.load(read("export/golden_codes.npy"), allow_pickle=False),
     )
 
 
@@ -114,7 +113,7 @@ def _load_inputs(rec: StageRecord) -> _Inputs:
     export_report = json.loads(rec.input("export/verify.json").read_text())
     return _Inputs(
         rec.input("export/model.qonnx.onnx"),
-        export_golden(rec.run),
+        export_golden(rec.run, rec.input),
         float(export_report["output_scale"]),
     )
 

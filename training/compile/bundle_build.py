@@ -119,9 +119,19 @@ def build_bundle(
         raise QdevError(
             f"{run_dir}: compile for {board} has not run (qdev compile {run_dir} --board {board})"
         )
-    summary = json.loads(
-        run.verified(f"compile/{board}", f"compile/{board}/summary.json").read_text()
+    out = Path(out)
+    rec = StageRecord(
+        run,
+        "bundle",
+        {
+            "board": board,
+            "model": model_name or run.path.name,
+            "out": str(out),
+            "allow_unoffered": allow_unoffered,
+        },
+        board=board,
     )
+    summary = json.loads(rec.input(f"compile/{board}/summary.json").read_text())
     im = summary.get("intmodel") or {}
     if not im.get("equals_finn_python_exec"):
         raise QdevError(
@@ -133,23 +143,12 @@ def build_bundle(
     rule, rule_source = run_mask_rule(run)
     stage_name = f"compile/{board}"
     sources = _compiled_files(run.stage(stage_name)["outputs"], board)
-    out = Path(out)
     # what the bundle rests on, hashed before this bundle's own stage is written into the run
     rests_on = [
         n for n in ("train", "export", "postprocess", stage_name) if n in run.load()["stages"]
     ]
     stages_sha = stages_sha256(run.load(), rests_on)
-    rec = StageRecord(
-        run,
-        "bundle",
-        {
-            "board": board,
-            "model": model_name or run.path.name,
-            "out": str(out),
-            "allow_unoffered": allow_unoffered,
-        },
-        board=board,
-    ).begin()
+    rec.begin()
     # each checked against the hash the compile recorded (a changed file is refused), the golden
     # pair also for its layout (core/golden.py): the bundle holds it under the same names
     files = {name: rec.input(rel) for name, rel in sources.items()}
