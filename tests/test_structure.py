@@ -52,7 +52,6 @@ OVER_60 = {
     "training/compile/stitch.py::build_processes": 77,
     "training/compile/summary.py::summarise": 68,
     "training/compile/verilate.py::verify_verilator": 65,
-    "training/evaluate.py::evaluate_run": 73,
     "training/export.py::export_run": 71,
     "training/plots.py::plot_training": 80,
     "training/trainer.py::_train_epoch": 66,

@@ -19,6 +19,37 @@ from qdev.training.trainer import evaluate_model
 __all__ = ["evaluate_run"]
 
 
+def _metrics_stem(split_name: str, checkpoint: str) -> str:
+    """``metrics``, ``metrics_val``, ``metrics_test_last``...: one file per split and checkpoint."""
+    stem = "metrics" if split_name == "test" else f"metrics_{split_name}"
+    return stem + ("" if checkpoint == "best" else f"_{checkpoint}")
+
+
+def _weight_count(model: torch.nn.Module) -> int:
+    """Parameters that are weights and biases (not the learnt bit widths and scales)."""
+    return int(
+        sum(
+            p.numel()
+            for n, p in model.named_parameters()
+            if "bit_width" not in n and "scaling" not in n
+        )
+    )
+
+
+def _score(model, x, y, labels, rule) -> tuple[dict, float, dict | None]:
+    """Metrics with the run's mask rule (and without it, where the rule is not the default)."""
+    if rule.is_default:
+        metrics, loss, _ = evaluate_model(model, x, y, labels, torch.device("cpu"))
+        return metrics, loss, None
+    # the run's chosen rule, on the integer output codes, as the device applies it
+    from qdev.training.postprocess import output_scale
+
+    without, loss, metrics = evaluate_model(
+        model, x, y, labels, torch.device("cpu"), rule=rule, output_scale=output_scale(model)
+    )
+    return metrics, loss, without
+
+
 def evaluate_run(
     run_dir: Path, data: str | None = None, split_name: str = "test", checkpoint: str = "best"
 ) -> dict:
@@ -36,8 +67,7 @@ def evaluate_run(
     if split_name not in ("train", "val", "test"):
         raise QdevError(f"split must be train, val or test, not {split_name!r}")
     # one stage record per split and checkpoint: evaluating val after test keeps test's record
-    stem = "metrics" if split_name == "test" else f"metrics_{split_name}"
-    stem += "" if checkpoint == "best" else f"_{checkpoint}"
+    stem = _metrics_stem(split_name, checkpoint)
     rec = StageRecord(
         run,
         "evaluate",
@@ -57,15 +87,7 @@ def evaluate_run(
     labels = torch.from_numpy(arrays.labels[idx])
     rule, rule_source = run_mask_rule(run)
     rec.begin()
-    without = None
-    if rule.is_default:
-        metrics, loss, _ = evaluate_model(model, x, y, labels, torch.device("cpu"))
-    else:  # the run's chosen rule, on the integer output codes, as the device applies it
-        from qdev.training.postprocess import output_scale
-
-        without, loss, metrics = evaluate_model(
-            model, x, y, labels, torch.device("cpu"), rule=rule, output_scale=output_scale(model)
-        )
+    metrics, loss, without = _score(model, x, y, labels, rule)
     out = {
         "run": run.path.name,
         "split": split_name,
@@ -77,13 +99,7 @@ def evaluate_run(
         "mask_rule": {"describe": rule.describe(), **rule.to_dict(), **rule_source},
         "loss": loss,
         "bits": ckpt.get("bits"),
-        "params": int(
-            sum(
-                p.numel()
-                for n, p in model.named_parameters()
-                if "bit_width" not in n and "scaling" not in n
-            )
-        ),
+        "params": _weight_count(model),
     }
     if without is not None:
         out["metrics_without_rule"] = without  # logit > 0: the network's own masks
