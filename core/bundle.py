@@ -156,27 +156,15 @@ MAX_MANIFEST_BYTES = 48 << 10  # the shipped manifests are ~6 KB
 MAX_SIGNATURE_BYTES = 4096
 
 
-def verify_manifest(
-    mbytes: bytes, sbytes: bytes, trusted: list, where: str = "bundle"
-) -> tuple[dict, str]:  # noqa: ANN001, C901
-    """Check a manifest and its detached signature (bytes, not files): size, signature by a
-    trusted key, format, and a file list of safe names with integer sizes and sha256 strings.
-    Returns (manifest, signer key id). Needs nothing on disk: the device runs it before an
-    upload writes a byte.
+def _check_signature(mbytes: bytes, sbytes: bytes, trusted: list, where: str) -> str:
+    """The signature file parses, names a trusted key, and that key signed ``mbytes``.
 
-    Raises:
-        BundleError: on any mismatch.
+    Returns the signer's key id.
     """
     import base64
 
     from cryptography.exceptions import InvalidSignature
 
-    if len(mbytes) > MAX_MANIFEST_BYTES or len(sbytes) > MAX_SIGNATURE_BYTES:
-        raise BundleError(
-            f"{where}: manifest or signature larger than any bundle's "
-            f"({len(mbytes)}, {len(sbytes)} "
-            "bytes)"
-        )
     try:
         sig = json.loads(sbytes)
         signature = base64.b64decode(sig["signature"], validate=True)
@@ -198,6 +186,45 @@ def verify_manifest(
         raise BundleError(
             f"{where}: signature does not match {MANIFEST} (tampered manifest)"
         ) from None
+    return kid
+
+
+def _check_files(manifest: dict, where: str) -> None:
+    """The file list is non-empty, of safe names, each with an integer size and a sha256."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"{where}: {MANIFEST} lists no files")
+    for name, entry in files.items():
+        if not _safe(name) or name in (MANIFEST, SIGNATURE):
+            raise BundleError(f"{where}: file name {name!r} escapes the bundle")
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("bytes"), int)
+            or entry["bytes"] < 0
+            or not isinstance(entry.get("sha256"), str)
+        ):
+            raise BundleError(
+                f"{where}: {MANIFEST} entry of {name} lacks an integer size or a sha256"
+            )
+
+
+def verify_manifest(
+    mbytes: bytes, sbytes: bytes, trusted: list, where: str = "bundle"
+) -> tuple[dict, str]:
+    """Check a manifest and its detached signature (bytes, not files): size, signature by a
+    trusted key, format, and a file list of safe names with integer sizes and sha256 strings.
+    Returns (manifest, signer key id). Needs nothing on disk: the device runs it before an
+    upload writes a byte.
+
+    Raises:
+        BundleError: on any mismatch.
+    """
+    if len(mbytes) > MAX_MANIFEST_BYTES or len(sbytes) > MAX_SIGNATURE_BYTES:
+        raise BundleError(
+            f"{where}: manifest or signature larger than any bundle's "
+            f"({len(mbytes)}, {len(sbytes)} bytes)"
+        )
+    kid = _check_signature(mbytes, sbytes, trusted, where)  # nothing parsed before this
     try:
         manifest = json.loads(mbytes)
     except ValueError as exc:
@@ -216,21 +243,7 @@ def verify_manifest(
         raise BundleError(f"{where}: {exc}") from None
     if manifest["format_version"] < 2 and not rule.is_default:
         raise BundleError(f"{where}: format 1 bundles carry only the default mask rule")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise BundleError(f"{where}: {MANIFEST} lists no files")
-    for name, entry in files.items():
-        if not _safe(name) or name in (MANIFEST, SIGNATURE):
-            raise BundleError(f"{where}: file name {name!r} escapes the bundle")
-        if (
-            not isinstance(entry, dict)
-            or not isinstance(entry.get("bytes"), int)
-            or entry["bytes"] < 0
-            or not isinstance(entry.get("sha256"), str)
-        ):
-            raise BundleError(
-                f"{where}: {MANIFEST} entry of {name} lacks an integer size or a sha256"
-            )
+    _check_files(manifest, where)
     version = manifest.get("version", 0)
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise BundleError(f"{where}: version {version!r} is not a non-negative integer")
@@ -335,8 +348,6 @@ def unpack_bundle(tar_path: Path, dest: Path, trusted: list, board: str | None =
     Raises:
         BundleError: the first failing check, with the member's name.
     """
-    import os
-
     from qdev.core.tarstrict import TarError, members
 
     try:
@@ -362,39 +373,44 @@ def unpack_bundle(tar_path: Path, dest: Path, trusted: list, board: str | None =
             (dest / SIGNATURE).write_bytes(sbytes)
             seen: set[str] = set()
             for m in it:
-                entry = files.get(m.name)
-                if entry is None or m.name in seen:
-                    raise BundleError(
-                        f"bundle archive member {m.name!r} is not in the signed manifest"
-                        + (" (twice)" if m.name in seen else "")
-                    )
-                if m.size != entry["bytes"]:
-                    raise BundleError(
-                        f"bundle archive member {m.name!r}: {m.size} bytes, the manifest "
-                        f"signs {entry['bytes']}"
-                    )
-                seen.add(m.name)
-                h, left = hashlib.sha256(), m.size
-                with open(dest / m.name, "xb") as fh:
-                    while left:
-                        chunk = raw.read(min(left, 1 << 20))
-                        if not chunk:
-                            raise BundleError(f"bundle archive member {m.name!r} is truncated")
-                        left -= len(chunk)
-                        h.update(chunk)
-                        fh.write(chunk)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                if h.hexdigest() != entry["sha256"]:
-                    raise BundleError(
-                        f"bundle archive member {m.name!r} does not match its signed sha256"
-                    )
+                _extract_member(raw, m, files.get(m.name), seen, dest)
             missing = sorted(set(files) - seen)
             if missing:
                 raise BundleError(f"bundle archive lacks {', '.join(missing)}")
     except TarError as exc:
         raise BundleError(f"not a bundle archive qdev accepts ({exc})") from exc
     return manifest
+
+
+def _extract_member(raw, m, entry: dict | None, seen: set[str], dest: Path) -> None:  # noqa: ANN001
+    """Stream one archive member to ``dest`` if the signed manifest lists it (once, at its size),
+    hashing it on the way; a mismatching hash raises after the write (the caller's folder is
+    temporary and dropped on any error)."""
+    import os
+
+    if entry is None or m.name in seen:
+        raise BundleError(
+            f"bundle archive member {m.name!r} is not in the signed manifest"
+            + (" (twice)" if m.name in seen else "")
+        )
+    if m.size != entry["bytes"]:
+        raise BundleError(
+            f"bundle archive member {m.name!r}: {m.size} bytes, the manifest signs {entry['bytes']}"
+        )
+    seen.add(m.name)
+    h, left = hashlib.sha256(), m.size
+    with open(dest / m.name, "xb") as fh:
+        while left:
+            chunk = raw.read(min(left, 1 << 20))
+            if not chunk:
+                raise BundleError(f"bundle archive member {m.name!r} is truncated")
+            left -= len(chunk)
+            h.update(chunk)
+            fh.write(chunk)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if h.hexdigest() != entry["sha256"]:
+        raise BundleError(f"bundle archive member {m.name!r} does not match its signed sha256")
 
 
 def resign_bundle(src: Path, key_path: Path, trusted: list, out: Path) -> VerifiedBundle:

@@ -181,227 +181,195 @@ def _threshold_step(
     return Step("threshold", inputs, outputs, layers, attrs, proof)
 
 
+_NO_PAD = (0, 0, 0, 0)
+_WINDOW = "ConvolutionInputGenerator"
+
+
+class _Planner:
+    """One pass over the layers in graph order: each layer starts a fused group where the graph's
+    pattern allows (padding -> sliding window -> MVAU or Pool), else becomes a step of its own.
+    ``ranges`` follows the integer range of every tensor, so each step's exactness is proven
+    from what actually reaches it."""
+
+    def __init__(self, model: IntModel) -> None:
+        self.consumers: dict[str, list[IntLayer]] = {}
+        for ly in model.layers:
+            for i in ly.inputs:
+                self.consumers.setdefault(i, []).append(ly)
+        self.ranges: dict[str, tuple[int, int]] = {
+            model.input["name"]: dtype_range(model.input["dtype"])
+        }
+        self.done: set[str] = set()
+        self.steps: list[Step] = []
+
+    def sole(self, name: str, op: str) -> IntLayer | None:
+        """The one consumer of tensor ``name`` if there is exactly one and it is an ``op``."""
+        c = self.consumers.get(name, [])
+        return c[0] if len(c) == 1 and c[0].op == op else None
+
+    def emit(self, step: Step, out_range: tuple[int, int] | None = None) -> None:
+        self.steps.append(step)
+        self.done.update(step.layers)
+        if out_range is not None:
+            self.ranges[step.outputs[0]] = out_range
+
+    def rng(self, ly: IntLayer) -> tuple[int, int]:
+        return self.ranges.get(ly.inputs[0], (0, 0))
+
+    # ------------------------------------------------------------------ fused groups
+    def window_group(self, ly: IntLayer) -> tuple[list[IntLayer], IntLayer | None, tuple, tuple]:
+        """(layers up to the sliding window, the window or None, padding, pixel stride or ())."""
+        if ly.op == "FMPadding_Pixel":
+            nxt = self.sole(ly.outputs[0], "FMPadding")
+            swg = self.sole(nxt.outputs[0], _WINDOW) if nxt is not None else None
+            if swg is None:  # pixel padding not followed by padding and a window: not fused
+                return [ly], None, _NO_PAD, ()
+            return [ly, nxt, swg], swg, tuple(nxt.attrs["Padding"]), tuple(ly.attrs["Stride"])
+        if ly.op == "FMPadding":
+            swg = self.sole(ly.outputs[0], _WINDOW)
+            pad = tuple(ly.attrs["Padding"]) if swg is not None else _NO_PAD
+            return [ly] + ([swg] if swg is not None else []), swg, pad, ()
+        if ly.op == _WINDOW:
+            return [ly], ly, _NO_PAD, ()
+        return [ly], None, _NO_PAD, ()
+
+    def fused(self, ly: IntLayer) -> bool:
+        """Emit the fused group starting at ``ly``; False where there is none."""
+        chain, swg, pad, stride_px = self.window_group(ly)
+        if swg is None:
+            return False
+        mv = self.sole(swg.outputs[0], "MVAU")
+        if mv is not None and not mv.attrs.get("noActivation", 0):
+            mv = None  # an MVAU with its own thresholds: left unfused (not made by this compile)
+        if mv is not None:
+            return self.conv(ly, chain, swg, mv, pad, stride_px)
+        pool = self.sole(swg.outputs[0], "Pool")
+        sa = swg.attrs
+        if pool is None or chain[0] is not swg or tuple(sa.get("Dilation", [1, 1])) != (1, 1):
+            return False
+        attrs = {
+            "k": tuple(sa["ConvKernelDim"]),
+            "stride": tuple(sa["Stride"]),
+            "out": tuple(sa["OFMDim"]),
+            "c": int(pool.attrs["Channels"]),
+        }
+        names = [swg.name, pool.name]
+        step = Step(
+            "maxpool", [ly.inputs[0]], pool.outputs, names, attrs, "max of integers (exact)"
+        )
+        self.emit(step, self.rng(ly))
+        return True
+
+    def conv(self, ly, chain, swg, mv, pad, stride_px) -> bool:  # noqa: ANN001
+        """A convolution, or a transposed one where pixel padding leads the group."""
+        sa = swg.attrs
+        k, s, d = (
+            tuple(sa["ConvKernelDim"]),
+            tuple(sa["Stride"]),
+            tuple(sa.get("Dilation", [1, 1])),
+        )
+        b = layer_bound(mv)
+        c = mv.params["weights"].shape[0] // (k[0] * k[1])
+        w = mv.params["weights"].astype(_acc_dtype(b)).reshape(k[0], k[1], c, -1)
+        names = [*(z.name for z in chain), mv.name]
+        if stride_px:
+            q = k[0] - 1 - pad[0]
+            sym = pad[0] == pad[1] == pad[2] == pad[3] and k[0] == k[1]
+            if not (sym and s == (1, 1) and d == (1, 1) and q >= 0):
+                return False  # not a transposed convolution we recognise: pixel padding alone
+            blocks = tuple(stride_px) == k and q == 0
+            attrs = {"w": w, "stride": stride_px, "pads": q, "k": k, "blocks": blocks}
+            kind = "deconv"
+        else:
+            pads = pad if chain[0].op == "FMPadding" else _NO_PAD
+            attrs = {"w": w, "pads": pads, "stride": s, "dilation": d, "k": k}
+            attrs["out"] = tuple(sa["OFMDim"])
+            kind = "conv"
+        self.emit(Step(kind, [ly.inputs[0]], mv.outputs, names, attrs, _acc_proof(b)), (-b, b))
+        return True
+
+    # ------------------------------------------------------------------ single layers
+    def thresholding(self, ly: IntLayer) -> None:
+        st = _threshold_step(ly, self.rng(ly), [ly.inputs[0]], ly.outputs, [ly.name])
+        self.emit(st, (st.attrs["act"], st.attrs["act"] + st.attrs["steps"]))
+
+    def mvau(self, ly: IntLayer) -> None:
+        b = layer_bound(ly)
+        w = ly.params["weights"].astype(_acc_dtype(b))
+        self.emit(Step("mvau", [ly.inputs[0]], ly.outputs, [ly.name], {"w": w}, _acc_proof(b)))
+        self.ranges[ly.outputs[0]] = (-b, b)
+        if not ly.attrs.get("noActivation", 0):
+            th = _threshold_step(ly, (-b, b), ly.outputs, ly.outputs, [ly.name])
+            self.emit(th, (th.attrs["act"], th.attrs["act"] + th.attrs["steps"]))
+
+    def concat(self, ly: IntLayer) -> None:
+        los, his = zip(*(self.ranges.get(i, (0, 0)) for i in ly.inputs))
+        step = Step("concat", list(ly.inputs), ly.outputs, [ly.name], {}, "copy")
+        self.emit(step, (min(los), max(his)))
+
+    def dup(self, ly: IntLayer) -> None:
+        self.emit(Step("dup", [ly.inputs[0]], ly.outputs, [ly.name], {}, "alias"))
+        for o in ly.outputs:
+            self.ranges[o] = self.rng(ly)
+
+    def pad(self, ly: IntLayer) -> None:
+        lo, hi = self.rng(ly)
+        attrs = {"pads": tuple(ly.attrs["Padding"])}
+        self.emit(Step("pad", [ly.inputs[0]], ly.outputs, [ly.name], attrs, "copy"))
+        self.ranges[ly.outputs[0]] = (min(lo, 0), max(hi, 0))
+
+    def pixelpad(self, ly: IntLayer) -> None:
+        lo, hi = self.rng(ly)
+        attrs = {"stride": tuple(ly.attrs["Stride"])}
+        self.emit(Step("pixelpad", [ly.inputs[0]], ly.outputs, [ly.name], attrs, "copy"))
+        self.ranges[ly.outputs[0]] = (min(lo, 0), max(hi, 0))
+
+    def windows(self, ly: IntLayer) -> None:
+        a = ly.attrs
+        attrs = {
+            "k": tuple(a["ConvKernelDim"]),
+            "stride": tuple(a["Stride"]),
+            "dilation": tuple(a.get("Dilation", [1, 1])),
+            "out": tuple(a["OFMDim"]),
+        }
+        self.emit(Step("windows", [ly.inputs[0]], ly.outputs, [ly.name], attrs, "copy"))
+        self.ranges[ly.outputs[0]] = self.rng(ly)
+
+    def poolwin(self, ly: IntLayer) -> None:
+        attrs = {"c": int(ly.attrs["Channels"])}
+        step = Step("poolwin", [ly.inputs[0]], ly.outputs, [ly.name], attrs, "max of integers")
+        self.emit(step, self.rng(ly))
+
+    SINGLE = {
+        "Thresholding": thresholding,
+        "MVAU": mvau,
+        "StreamingConcat": concat,
+        "DuplicateStreams": dup,
+        "FMPadding": pad,
+        "FMPadding_Pixel": pixelpad,
+        _WINDOW: windows,
+        "Pool": poolwin,
+    }
+
+    def single(self, ly: IntLayer) -> None:
+        method = self.SINGLE.get(ly.op)
+        if method is None:  # pragma: no cover - IntModel.load refuses unknown ops
+            raise QdevError(f"unsupported op {ly.op}")
+        method(self, ly)
+
+
 def make_plan(model: IntModel) -> Plan:
     """The plan of ``model``: layers fused into convolutions, transposed convolutions and pools
     where the graph's pattern allows, each step with its exactness proof (a step that cannot be
     proven exact in float32 is refused: QdevError)."""
-    layers = model.layers
-    consumers: dict[str, list[IntLayer]] = {}
-    for ly in layers:
-        for i in ly.inputs:
-            consumers.setdefault(i, []).append(ly)
-    producer = {o: ly for ly in layers for o in ly.outputs}
-    only = lambda name: consumers.get(name, [])  # noqa: E731
-    ranges: dict[str, tuple[int, int]] = {model.input["name"]: dtype_range(model.input["dtype"])}
-    done: set[str] = set()
-    steps: list[Step] = []
-
-    def sole(name: str, op: str) -> IntLayer | None:
-        c = only(name)
-        return c[0] if len(c) == 1 and c[0].op == op else None
-
-    for ly in layers:
-        if ly.name in done:
-            continue
-        a = ly.attrs
-        x = ly.inputs[0]
-        rng = ranges.get(x, (0, 0))
-        chain = [ly]
-        # -- fused groups, matched from their first layer
-        pad = (0, 0, 0, 0)
-        stride_px = None
-        head = ly
-        if head.op == "FMPadding_Pixel":
-            nxt = sole(head.outputs[0], "FMPadding")
-            if nxt is not None and sole(nxt.outputs[0], "ConvolutionInputGenerator") is not None:
-                stride_px = tuple(head.attrs["Stride"])
-                chain.append(nxt)
-                pad = tuple(nxt.attrs["Padding"])
-                head = nxt
-        elif (
-            head.op == "FMPadding"
-            and sole(head.outputs[0], "ConvolutionInputGenerator") is not None
-        ):
-            pad = tuple(head.attrs["Padding"])
-        swg = (
-            head
-            if head.op == "ConvolutionInputGenerator"
-            else sole(head.outputs[0], "ConvolutionInputGenerator")
-            if head.op in ("FMPadding", "FMPadding_Pixel")
-            else None
-        )
-        if swg is not None and swg is not head:
-            chain.append(swg)
-        if swg is not None:
-            sa = swg.attrs
-            k, s, d = (
-                tuple(sa["ConvKernelDim"]),
-                tuple(sa["Stride"]),
-                tuple(sa.get("Dilation", [1, 1])),
-            )
-            mv = sole(swg.outputs[0], "MVAU")
-            pool = sole(swg.outputs[0], "Pool")
-            if mv is not None and not mv.attrs.get("noActivation", 0):
-                mv = (
-                    None  # an MVAU with its own thresholds: left unfused (not made by this compile)
-                )
-            if mv is not None:
-                b = layer_bound(mv)
-                dt = _acc_dtype(b)
-                c = mv.params["weights"].shape[0] // (k[0] * k[1])
-                w = mv.params["weights"].astype(dt).reshape(k[0], k[1], c, -1)
-                proof = _acc_proof(b)
-                if stride_px is not None:
-                    p = pad
-                    q = k[0] - 1 - p[0]
-                    sym = (
-                        p[0] == p[1] == p[2] == p[3]
-                        and k[0] == k[1]
-                        and s == (1, 1)
-                        and d == (1, 1)
-                    )
-                    if sym and q >= 0:
-                        attrs = {
-                            "w": w,
-                            "stride": stride_px,
-                            "pads": q,
-                            "k": k,
-                            "blocks": tuple(stride_px) == k and q == 0,
-                        }
-                        steps.append(
-                            Step(
-                                "deconv",
-                                [x],
-                                mv.outputs,
-                                [*(z.name for z in chain), mv.name],
-                                attrs,
-                                proof,
-                            )
-                        )
-                        done.update([*(z.name for z in chain), mv.name])
-                        ranges[mv.outputs[0]] = (-b, b)
-                        continue
-                    # not a transposed convolution we recognise: pixel padding on its own
-                    chain = [ly]
-                    pad = (0, 0, 0, 0)
-                else:
-                    pads = pad if chain[0].op == "FMPadding" else (0, 0, 0, 0)
-                    attrs = {
-                        "w": w,
-                        "pads": pads,
-                        "stride": s,
-                        "dilation": d,
-                        "k": k,
-                        "out": tuple(sa["OFMDim"]),
-                    }
-                    steps.append(
-                        Step(
-                            "conv",
-                            [x],
-                            mv.outputs,
-                            [*(z.name for z in chain), mv.name],
-                            attrs,
-                            proof,
-                        )
-                    )
-                    done.update([*(z.name for z in chain), mv.name])
-                    ranges[mv.outputs[0]] = (-b, b)
-                    continue
-            elif pool is not None and chain[0] is swg and d == (1, 1):
-                steps.append(
-                    Step(
-                        "maxpool",
-                        [x],
-                        pool.outputs,
-                        [swg.name, pool.name],
-                        {
-                            "k": k,
-                            "stride": s,
-                            "out": tuple(sa["OFMDim"]),
-                            "c": int(pool.attrs["Channels"]),
-                        },
-                        "max of integers (exact)",
-                    )
-                )
-                done.update([swg.name, pool.name])
-                ranges[pool.outputs[0]] = rng
-                continue
-        # -- single layers
-        if ly.op == "Thresholding":
-            st = _threshold_step(ly, rng, [x], ly.outputs, [ly.name])
-            steps.append(st)
-            ranges[ly.outputs[0]] = (st.attrs["act"], st.attrs["act"] + st.attrs["steps"])
-        elif ly.op == "MVAU":
-            b = layer_bound(ly)
-            st = Step(
-                "mvau",
-                [x],
-                ly.outputs,
-                [ly.name],
-                {"w": ly.params["weights"].astype(_acc_dtype(b))},
-                _acc_proof(b),
-            )
-            steps.append(st)
-            ranges[ly.outputs[0]] = (-b, b)
-            if not a.get("noActivation", 0):
-                th = _threshold_step(ly, (-b, b), ly.outputs, ly.outputs, [ly.name])
-                steps.append(th)
-                ranges[ly.outputs[0]] = (th.attrs["act"], th.attrs["act"] + th.attrs["steps"])
-        elif ly.op == "StreamingConcat":
-            steps.append(Step("concat", list(ly.inputs), ly.outputs, [ly.name], {}, "copy"))
-            los, his = zip(*(ranges.get(i, (0, 0)) for i in ly.inputs))
-            ranges[ly.outputs[0]] = (min(los), max(his))
-        elif ly.op == "DuplicateStreams":
-            steps.append(Step("dup", [x], ly.outputs, [ly.name], {}, "alias"))
-            for o in ly.outputs:
-                ranges[o] = rng
-        elif ly.op == "FMPadding":
-            steps.append(
-                Step("pad", [x], ly.outputs, [ly.name], {"pads": tuple(a["Padding"])}, "copy")
-            )
-            ranges[ly.outputs[0]] = (min(rng[0], 0), max(rng[1], 0))
-        elif ly.op == "FMPadding_Pixel":
-            steps.append(
-                Step("pixelpad", [x], ly.outputs, [ly.name], {"stride": tuple(a["Stride"])}, "copy")
-            )
-            ranges[ly.outputs[0]] = (min(rng[0], 0), max(rng[1], 0))
-        elif ly.op == "ConvolutionInputGenerator":
-            steps.append(
-                Step(
-                    "windows",
-                    [x],
-                    ly.outputs,
-                    [ly.name],
-                    {
-                        "k": tuple(a["ConvKernelDim"]),
-                        "stride": tuple(a["Stride"]),
-                        "dilation": tuple(a.get("Dilation", [1, 1])),
-                        "out": tuple(a["OFMDim"]),
-                    },
-                    "copy",
-                )
-            )
-            ranges[ly.outputs[0]] = rng
-        elif ly.op == "Pool":
-            steps.append(
-                Step(
-                    "poolwin",
-                    [x],
-                    ly.outputs,
-                    [ly.name],
-                    {"c": int(a["Channels"])},
-                    "max of integers",
-                )
-            )
-            ranges[ly.outputs[0]] = rng
-        else:  # pragma: no cover - IntModel.load refuses unknown ops
-            raise QdevError(f"unsupported op {ly.op}")
-        done.add(ly.name)
+    pl = _Planner(model)
+    for ly in model.layers:
+        if ly.name not in pl.done and not pl.fused(ly):
+            pl.single(ly)
     kinds: dict[str, int] = {}
-    for s in steps:
+    for s in pl.steps:
         kinds[s.kind] = kinds.get(s.kind, 0) + 1
-    missing = {ly.name for ly in layers} - done
+    missing = {ly.name for ly in model.layers} - pl.done
     if missing:  # pragma: no cover - every layer is matched above
         raise QdevError(f"plan: layers left out: {sorted(missing)}")
-    _ = producer
-    return Plan(steps, model.input["name"], model.output["name"], kinds)
+    return Plan(pl.steps, model.input["name"], model.output["name"], kinds)
