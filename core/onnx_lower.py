@@ -169,24 +169,10 @@ _LOWER = {
 }
 
 
-def lower(model: IntModel, plan: Plan | None = None) -> tuple[bytes, dict]:
-    """The ONNX graph (serialised ModelProto) of ``model`` and a description of what was lowered
-    and why it is exact. Raises :class:`NotLowerable` for a step it does not express."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    plan = plan or make_plan(model)
-    g = _Graph()
-    shape_in = list(model.input["shape"])
-    shape_out = list(model.output["shape"])
-    name = {
-        plan.input: g.op(
-            "Transpose",
-            [g.op("Cast", ["pixels"], "in", to=TensorProto.FLOAT)],
-            "in",
-            perm=[0, 3, 1, 2],
-        )
-    }
+def _lower_steps(g: _Graph, plan: Plan, first: str) -> tuple[str, list[dict]]:
+    """Add every plan step to ``g`` after the tensor ``first``; returns the name of the plan's
+    output in ``g`` and one proof entry per lowered step."""
+    name = {plan.input: first}
     proofs = []
     for st in plan.steps:
         if st.kind == "dup":
@@ -199,19 +185,25 @@ def lower(model: IntModel, plan: Plan | None = None) -> tuple[bytes, dict]:
         if st.kind not in _LOWER:
             raise NotLowerable(f"plan step {st.kind} ({', '.join(st.layers)}) has no ONNX lowering")
         name[st.outputs[0]] = _LOWER[st.kind](g, st, name[st.inputs[0]])
-        proofs.append(
-            {
-                "step": st.kind + (f"/{st.attrs['method']}" if st.kind == "threshold" else ""),
-                "layers": st.layers,
-                "proof": st.proof,
-            }
-        )
-    out = g.op(
-        "Cast",
-        [g.op("Transpose", [name[plan.output]], "out", perm=[0, 2, 3, 1])],
-        "out",
-        to=TensorProto.INT32,
-    )
+        kind = st.kind + (f"/{st.attrs['method']}" if st.kind == "threshold" else "")
+        proofs.append({"step": kind, "layers": st.layers, "proof": st.proof})
+    return name[plan.output], proofs
+
+
+def lower(model: IntModel, plan: Plan | None = None) -> tuple[bytes, dict]:
+    """The ONNX graph (serialised ModelProto) of ``model`` and a description of what was lowered
+    and why it is exact. Raises :class:`NotLowerable` for a step it does not express."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    plan = plan or make_plan(model)
+    g = _Graph()
+    shape_in = list(model.input["shape"])
+    shape_out = list(model.output["shape"])
+    cast = g.op("Cast", ["pixels"], "in", to=TensorProto.FLOAT)
+    last, proofs = _lower_steps(g, plan, g.op("Transpose", [cast], "in", perm=[0, 3, 1, 2]))
+    nhwc = g.op("Transpose", [last], "out", perm=[0, 2, 3, 1])
+    out = g.op("Cast", [nhwc], "out", to=TensorProto.INT32)
     graph = helper.make_graph(
         g.nodes,
         "qdev_intmodel",

@@ -32,9 +32,8 @@ def _board(name: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qdev-device", description="qdev board-side runtime")
-    sub = p.add_subparsers(dest="cmd", required=True)
+def _parents() -> tuple[argparse.ArgumentParser, ...]:
+    """(store only, dev key, common): the option groups the commands share."""
     store_only = argparse.ArgumentParser(add_help=False)  # what pair / identity / trust need
     store_only.add_argument(
         "--store", default="/var/lib/qdev", help="bundle store folder (default %(default)s)"
@@ -75,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="BLAS/OpenMP threads of the software backend (default 1: see qdev.core.threads)",
     )
+    return store_only, dev_key, common
+
+
+def _add_serve(sub, common: argparse.ArgumentParser) -> None:  # noqa: ANN001
     s = sub.add_parser("serve", parents=[common], help="serve hosts over TCP and/or a serial port")
     s.add_argument(
         "--tcp",
@@ -118,6 +121,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow --tcp on a non-loopback address without authentication (not for patient data)",
     )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qdev-device", description="qdev board-side runtime")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    store_only, dev_key, common = _parents()
+    _add_serve(sub, common)
     i = sub.add_parser(
         "install", parents=[common], help="install and activate a bundle folder locally"
     )
@@ -184,11 +194,68 @@ def _hostport(addr: tuple) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _serve(a) -> int:  # noqa: ANN001
+def _tcp_address(a) -> tuple[str, int]:  # noqa: ANN001
+    """--tcp's address, refused on a non-loopback address without --insecure-network."""
     from qdev.core.link import parse_tcp
+
+    hp = ("127.0.0.1", int(a.tcp)) if a.tcp.isdigit() else parse_tcp(a.tcp)
+    if hp is None:
+        raise ConfigError(f"--tcp {a.tcp}: expected HOST:PORT")
+    if not is_loopback(hp[0]) and not a.insecure_network:
+        raise ConfigError(
+            f"--tcp {a.tcp}: refusing to serve unauthenticated on a non-loopback address "
+            "(anyone who reaches the port could watch the probe and flash bundles); serve on "
+            "127.0.0.1 and tunnel to it (ssh -L), or pass --insecure-network to accept that"
+        )
+    if not is_loopback(hp[0]):
+        logging.getLogger("qdev.device").warning(
+            "serving UNAUTHENTICATED on %s (--insecure-network)", a.tcp
+        )
+    return hp
+
+
+def _listeners(a, rt, hub) -> tuple[list, list]:  # noqa: ANN001
+    """The TCP, TLS and serial listeners asked for: (servers to close, (name, loop) pairs)."""
+    from qdev.core.link import parse_tcp
+    from qdev.device.runtime.server import TcpServer, serve_serial
+
+    loops, servers = [], []
+    for flag, addr, tls in (("--tcp", a.tcp, False), ("--tls", a.tls, True)):
+        if not addr:
+            continue
+        hp = parse_tcp(addr) if tls else _tcp_address(a)
+        if hp is None:
+            raise ConfigError(f"--tls {addr}: expected HOST:PORT")
+        try:
+            srv = TcpServer(
+                rt,
+                hp[0],
+                hp[1],
+                hub,
+                a.idle_timeout,
+                a.max_sessions,
+                tls_store=a.store if tls else None,
+                evict_after=a.evict_after,
+            )
+        except OSError as exc:
+            raise ConfigError(f"{flag} {addr}: cannot listen ({exc})") from exc
+        servers.append(srv)
+        loops.append((flag[2:], lambda beat, _stop, srv=srv: srv.serve_forever(beat)))
+        scheme, note = ("tls", " (paired hosts only)") if tls else ("tcp", "")
+        print(f"listening on {scheme}://{_hostport(srv.address)}{note}", flush=True)
+    if a.serial:
+        idle = max(a.idle_timeout, 3600.0)
+        loops.append(
+            ("serial", lambda beat, st: serve_serial(rt, a.serial, a.baud, st, hub, idle, beat))
+        )
+        print(f"listening on serial {a.serial}", flush=True)
+    return servers, loops
+
+
+def _serve(a) -> int:  # noqa: ANN001
     from qdev.core.probe.sources import open_probe
     from qdev.device.runtime.live import LiveLoop
-    from qdev.device.runtime.server import LiveHub, TcpServer, serve_serial
+    from qdev.device.runtime.server import LiveHub
     from qdev.device.runtime.supervise import Supervisor
 
     if not a.tcp and not a.serial and not a.tls:
@@ -197,69 +264,14 @@ def _serve(a) -> int:  # noqa: ANN001
     stop = threading.Event()
     hub = LiveHub() if a.probe else None
     sup = Supervisor(stop)
-    loops, servers = [], []
     # the probe first: a source this board cannot read (no OpenCV, no pydicom, no such file) is
     # refused before anything says it is listening
     probe_src = open_probe(a.probe, a.probe_frames) if a.probe else None
-    if a.tcp:
-        hp = ("127.0.0.1", int(a.tcp)) if a.tcp.isdigit() else parse_tcp(a.tcp)
-        if hp is None:
-            raise ConfigError(f"--tcp {a.tcp}: expected HOST:PORT")
-        if not is_loopback(hp[0]) and not a.insecure_network:
-            raise ConfigError(
-                f"--tcp {a.tcp}: refusing to serve unauthenticated on a non-loopback address "
-                "(anyone who reaches the port could watch the probe and flash bundles); serve on "
-                "127.0.0.1 and tunnel to it (ssh -L), or pass --insecure-network to accept that"
-            )
-        if not is_loopback(hp[0]):
-            logging.getLogger("qdev.device").warning(
-                "serving UNAUTHENTICATED on %s (--insecure-network)", a.tcp
-            )
-        try:
-            srv = TcpServer(
-                rt, hp[0], hp[1], hub, a.idle_timeout, a.max_sessions, evict_after=a.evict_after
-            )
-        except OSError as exc:
-            raise ConfigError(f"--tcp {a.tcp}: cannot listen ({exc})") from exc
-        servers.append(srv)
-        loops.append(("tcp", lambda beat, _stop, srv=srv: srv.serve_forever(beat)))
-        print(f"listening on tcp://{_hostport(srv.address)}", flush=True)
-    if a.tls:
-        hp = parse_tcp(a.tls)
-        if hp is None:
-            raise ConfigError(f"--tls {a.tls}: expected HOST:PORT")
-        try:
-            tsrv = TcpServer(
-                rt,
-                hp[0],
-                hp[1],
-                hub,
-                a.idle_timeout,
-                a.max_sessions,
-                tls_store=a.store,
-                evict_after=a.evict_after,
-            )
-        except OSError as exc:
-            raise ConfigError(f"--tls {a.tls}: cannot listen ({exc})") from exc
-        servers.append(tsrv)
-        loops.append(("tls", lambda beat, _stop, srv=tsrv: srv.serve_forever(beat)))
-        print(f"listening on tls://{_hostport(tsrv.address)} (paired hosts only)", flush=True)
-    if a.serial:
-        idle = max(a.idle_timeout, 3600.0)
-        loops.append(
-            ("serial", lambda beat, st: serve_serial(rt, a.serial, a.baud, st, hub, idle, beat))
-        )
-        print(f"listening on serial {a.serial}", flush=True)
+    servers, loops = _listeners(a, rt, hub)
     live = None
     if a.probe:
-        live = LiveLoop(
-            rt,
-            probe_src,
-            hub,
-            Path(a.log_dir or Path(a.store) / "logs"),
-            a.log_max_bytes,
-            a.log_keep,
-        )
+        logs = Path(a.log_dir or Path(a.store) / "logs")
+        live = LiveLoop(rt, probe_src, hub, logs, a.log_max_bytes, a.log_keep)
         live.start()
         print(f"on-device probe {a.probe}: logs in {live.log.folder}", flush=True)
     for name, loop in loops:

@@ -146,14 +146,12 @@ class Session:
         self.link_error: LinkError | None = None  # how run() ended, if the link failed
         self.watch: queue.Queue | None = None
         self.jpeg_quality = 70
-        self.display_max = (
-            0  # the display frame's longer side (0: the model's input, as protocol v2 began)
-        )
+        # the display frame's longer side (0: the model's input, as protocol v2 began)
+        self.display_max = 0
         self.upload: dict | None = None
         self.codecs = codecs.negotiate(None)  # until a HELLO offers better: the uncoded forms
-        self.last_request = (
-            time.monotonic()
-        )  # when the last whole request arrived (bytes alone do not count)
+        # when the last whole request arrived (bytes alone do not count)
+        self.last_request = time.monotonic()
         self.link_facts: Callable[[], dict] | None = None
 
     def reply(
@@ -173,26 +171,10 @@ class Session:
                 self._push_live()
                 try:
                     # watching: a short wait, so a new result goes out within ~5 ms (50 ms capped
-                    # the
-                    # pushes at 20 per second whatever the link and the accelerator could do)
+                    # the pushes at 20 per second whatever the link and the accelerator could do)
                     msg = self.ch.recv(0.005 if self.watch else 0.5)
                 except LinkTimeout:
-                    now = time.monotonic()
-                    if now - self.ch.last_rx > self.idle_timeout:
-                        log.info(
-                            "%s: idle for %.0f s, closing the session",
-                            self.ch.link.name,
-                            self.idle_timeout,
-                        )
-                        return
-                    if (
-                        hello_timeout is not None
-                        and not self.hello
-                        and now - started > hello_timeout
-                    ):
-                        log.info(
-                            "%s: no HELLO within %.0f s, closing", self.ch.link.name, hello_timeout
-                        )
+                    if self._quiet_too_long(started, hello_timeout):
                         return
                     continue
                 self.last_request = time.monotonic()
@@ -203,6 +185,18 @@ class Session:
         finally:
             if self.watch is not None and self.hub is not None:
                 self.hub.unsubscribe(self.watch)
+
+    def _quiet_too_long(self, started: float, hello_timeout: float | None) -> bool:
+        """No byte for ``idle_timeout``, or no HELLO within ``hello_timeout`` of the start."""
+        now = time.monotonic()
+        name = self.ch.link.name
+        if now - self.ch.last_rx > self.idle_timeout:
+            log.info("%s: idle for %.0f s, closing the session", name, self.idle_timeout)
+            return True
+        if hello_timeout is not None and not self.hello and now - started > hello_timeout:
+            log.info("%s: no HELLO within %.0f s, closing", name, hello_timeout)
+            return True
+        return False
 
     def _push_live(self) -> None:
         if self.watch is None:
@@ -632,12 +626,6 @@ class SerialTlsServer:
 
     def run(self, stop: threading.Event, beat=None) -> None:  # noqa: ANN001
         """Serve until ``stop``. A link failure (the port vanished) raises :class:`LinkError`."""
-        import ssl
-
-        from qdev.core.tlsserial import TlsBioLink
-        from qdev.core.tls import peer_role_der, server_context
-
-        store = self.rt.cfg.store
         failures = 0
         try:
             while not stop.is_set():
@@ -660,40 +648,41 @@ class SerialTlsServer:
                     continue
                 if self.live is not None and cid == self.live[0].cid:
                     self.live[0].feed(data)
-                    continue
-                if self.pending is None or cid != self.pending[0].cid:
-                    if self.pending is not None:
-                        self.handshakes["failed"] += (
-                            1  # a new handshake abandons the unfinished one
-                        )
-                        self.pending[0].close()
-                    # per handshake: a host paired while serving is known at once
-                    self.pending = (
-                        TlsBioLink(
-                            self.carrier,
-                            server_context(store),
-                            True,
-                            cid,
-                            self.link.name,
-                            pump=False,
-                        ),
-                        time.monotonic(),
-                    )
-                t = self.pending[0]
-                t.feed(data)
-                try:
-                    done = t.handshake_step()
-                except ssl.SSLError as exc:
-                    self.handshakes["failed"] += 1
-                    log.warning("%s: TLS handshake refused (%s)", self.link.name, exc.reason or exc)
-                    t.close()
-                    self.pending = None
-                    continue
-                if done:
-                    self.pending = None
-                    self._go_live(t, peer_role_der(store, t.peer_der()), stop)
+                else:
+                    self._handshake(cid, data, stop)
         finally:
             self._close_live()
+
+    def _handshake(self, cid: bytes, data: bytes, stop: threading.Event) -> None:
+        """Feed a record of a connection that is not the live one to its TLS handshake (a new
+        connection id abandons the unfinished handshake); a finished one goes live."""
+        import ssl
+
+        from qdev.core.tlsserial import TlsBioLink
+        from qdev.core.tls import peer_role_der, server_context
+
+        store = self.rt.cfg.store
+        if self.pending is None or cid != self.pending[0].cid:
+            if self.pending is not None:
+                self.handshakes["failed"] += 1  # a new handshake abandons the unfinished one
+                self.pending[0].close()
+            # per handshake: a host paired while serving is known at once
+            ctx = server_context(store)
+            link = TlsBioLink(self.carrier, ctx, True, cid, self.link.name, pump=False)
+            self.pending = (link, time.monotonic())
+        t = self.pending[0]
+        t.feed(data)
+        try:
+            done = t.handshake_step()
+        except ssl.SSLError as exc:
+            self.handshakes["failed"] += 1
+            log.warning("%s: TLS handshake refused (%s)", self.link.name, exc.reason or exc)
+            t.close()
+            self.pending = None
+            return
+        if done:
+            self.pending = None
+            self._go_live(t, peer_role_der(store, t.peer_der()), stop)
 
     def _go_live(self, t, role: str | None, stop: threading.Event) -> None:  # noqa: ANN001
         if (
