@@ -34,6 +34,8 @@ class Opt:
         cli_default: the command's default where it differs from the library's, e.g. the live view
             opens a window for a user at the command line and none for a script.
         reason: set instead of the others by :func:`no_option`: why the field is no option.
+        any_case: the choices are accepted in any case (board names); the value passed on is the
+            choice as declared.
     """
 
     help: str = ""
@@ -44,6 +46,7 @@ class Opt:
     metavar: str | None = None
     cli_default: str | None = None
     reason: str | None = None
+    any_case: bool = False
 
 
 def opt(
@@ -57,13 +60,22 @@ def opt(
     metavar: str | None = None,
     cli_default: str | None = None,
     default_factory: Any = MISSING,
+    any_case: bool = False,
 ) -> Any:
     """A dataclass field that is a command-line option (see :class:`Opt`)."""
-    if choices is not None and default not in (MISSING, None) and default not in choices:
+    values = default if isinstance(default, tuple) else (default,)  # a repeatable option: each
+    if choices is not None and any(v not in (MISSING, None) and v not in choices for v in values):
         raise ValueError(f"default {default!r} is not one of {choices}")
     meta = {
         _KEY: Opt(
-            help, tuple(choices) if choices else None, decl, required, path, metavar, cli_default
+            help,
+            tuple(choices) if choices else None,
+            decl,
+            required,
+            path,
+            metavar,
+            cli_default,
+            any_case=any_case,
         )
     }
     return field(default=default, default_factory=default_factory, metadata=meta)

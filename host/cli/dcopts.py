@@ -88,8 +88,8 @@ def _base_type(t: Any) -> Any:
 
 def _click_type(cf: ConfigField) -> Any:
     o = cf.opt
-    if o.choices:
-        return click.Choice(list(o.choices))
+    if o.choices:  # any_case: the value passed on is still the choice as declared
+        return click.Choice(list(o.choices), case_sensitive=not o.any_case)
     base = _base_type(cf.type)
     if o.path is not None or base is Path:
         return click.Path(
@@ -116,11 +116,15 @@ def _option(cf: ConfigField) -> Callable:
             )
         return click.option(decl, cf.name, default=cf.default, show_default=True, help=o.help)
     kw: dict[str, Any] = {"type": _click_type(cf), "help": o.help, "metavar": o.metavar}
+    if typing.get_origin(cf.type) is tuple:  # tuple[X, ...]: a repeatable option
+        if not o.choices:
+            raise TypeError(f"{cf.owner.__name__}.{cf.name}: a repeatable option needs choices")
+        kw["multiple"] = True
     if o.required:
         kw["required"] = True
     else:
         kw["default"] = cf.default if o.cli_default is None else o.cli_default
-        kw["show_default"] = kw["default"] is not None
+        kw["show_default"] = kw["default"] not in (None, ())
     return click.option(decl, cf.name, **kw)
 
 
@@ -135,9 +139,7 @@ def config_options(*classes: type, exclude: tuple[str, ...] = ()) -> Callable[[C
     ]
 
     def add(f: Callable) -> Callable:
-        for cf in reversed(
-            leaves
-        ):  # click applies the last decorator first: keep field order in --help
+        for cf in reversed(leaves):  # click applies the last decorator first: keep field order
             f = _option(cf)(f)
         return f
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from qdev.host.cli.dcopts import build_config, config_options
+from qdev.training.compile.config import CompileConfig
+
 __all__ = ["export_cmd", "compile_cmd", "keys", "bundle"]
 
 
@@ -136,210 +139,36 @@ def export_dicom_cmd(
 
 @click.command("compile")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option(
-    "--board",
-    required=True,
-    type=click.Choice(["Pynq-Z2", "Ultra96-V2", "ZCU104", "KV260"], case_sensitive=False),
-)
-@click.option(
-    "--fps", type=float, default=None, help="Target frames/s (default: the board's target)."
-)
-@click.option(
-    "--clock-ns", type=float, default=None, help="Fabric clock period (default: the board's)."
-)
-@click.option("--start-step", default=None, help="Resume the build at this step.")
-@click.option("--stop-step", default=None, help="Stop the build after this step.")
-@click.option(
-    "--verify",
-    "verify",
-    multiple=True,
-    type=click.Choice(["cppsim", "verilator", "stitched"]),
-    help="Also simulate the hardware's own code on the golden batch, against python execution "
-    "(repeatable): cppsim = every HLS layer's generated C++ compiled against open-source HLS "
-    "headers (no Vitis needed); verilator = every RTL layer's SystemVerilog in Verilator "
-    "(no Vivado needed); stitched = all layers at once in those languages, connected by FIFOs of "
-    "the chosen depths, golden frames back to back, deadlocks detected and named.",
-)
-@click.option(
-    "--hls-deps",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder with finn-hlslib, finn-hlslib-newer and HLS_arbitrary_Precision_Types "
-    "(default: $QDEV_HLS_DEPS or ../shared/vendor).",
-)
-@click.option(
-    "--cppsim-opt",
-    default="-O2",
-    show_default=True,
-    type=click.Choice(["-O0", "-O1", "-O2", "-O3"]),
-    help="g++ optimisation of the node simulators.",
-)
-@click.option(
-    "--verilator-opt",
-    default="-O1",
-    show_default=True,
-    type=click.Choice(["-O0", "-O1", "-O2", "-O3"]),
-    help="C++ optimisation of the verilated layer models.",
-)
-@click.option(
-    "--mvau-wwidth-max",
-    type=click.IntRange(8, 4096),
-    default=36,
-    show_default=True,
-    help="FINN's cap on an MVAU's weight-stream width in bits (SIMD x PE x weight bits); raising "
-    "it lets the folding go faster at more LUTs.",
-)
+@config_options(CompileConfig)
 @click.option("--json", "as_json", is_flag=True, help="Print the compile summary as JSON.")
-def compile_cmd(
-    run: Path,
-    board: str,
-    fps: float | None,
-    clock_ns: float | None,
-    start_step: str | None,
-    stop_step: str | None,
-    verify: tuple[str, ...],
-    hls_deps: Path | None,
-    cppsim_opt: str,
-    verilator_opt: str,
-    mvau_wwidth_max: int,
-    as_json: bool,
-) -> None:
+def compile_cmd(run: Path, as_json: bool, **values: object) -> None:
     """Compile a run's QONNX model with FINN for a board: estimates, integer model, bitstream
     (Vivado)."""
+    import contextlib
+    import sys
+
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from qdev.training.compile.boards import get_board
+    from qdev.host.compile_summary import print_compile_summary
     from qdev.training.compile.builder import compile_run
-    from qdev.training.compile.config import CompileConfig
 
-    cfg = CompileConfig(
-        board=get_board(board).name,
-        fps=fps,
-        clock_ns=clock_ns,
-        start_step=start_step,
-        stop_step=stop_step,
-        verify=tuple(verify),
-        hls_deps=str(hls_deps) if hls_deps else None,
-        cppsim_opt=cppsim_opt,
-        verilator_opt=verilator_opt,
-        mvau_wwidth_max=mvau_wwidth_max,
-    )
+    cfg = build_config(CompileConfig, values)
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     con = Console(stderr=True)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=con,
-        disable=as_json,
-        transient=True,
-    ) as prog:
+    with Progress(*columns, console=con, disable=as_json, transient=True) as prog:
         task = prog.add_task("compile", total=None)
 
         def cb(step: str, i: int, n: int) -> None:
-            prog.update(
-                task,
-                description=f"[{i + 1}/{n}] {step}" if step != "done" else "done",
-                completed=i,
-                total=n,
-            )
-
-        import contextlib
-        import sys
+            shown = f"[{i + 1}/{n}] {step}" if step != "done" else "done"
+            prog.update(task, description=shown, completed=i, total=n)
 
         with contextlib.redirect_stdout(sys.stderr):  # FINN logs to stdout; stdout is for results
             res = compile_run(run, cfg, cb)
     if as_json:
         click.echo(json.dumps(res, indent=1))
         return
-    _print_summary(res)
-
-
-def _print_summary(s: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    con = Console()
-    t = Table(title=f"{s['board']} ({s['part']}) @ {s['clock_mhz']:.0f} MHz: per-layer estimates")
-    for c in ("layer", "cycles", "LUT", "BRAM_18K", "URAM", "DSP"):
-        t.add_column(c, justify="left" if c == "layer" else "right")
-    bott = (s.get("bottleneck") or {}).get("layer")
-    for ly in sorted(s["layers"], key=lambda r: -r["cycles"])[:12]:
-        name = f"[bold red]{ly['layer']}[/]" if ly["layer"] == bott else ly["layer"]
-        t.add_row(
-            name,
-            f"{ly['cycles']:,}",
-            f"{ly['LUT']:,.0f}",
-            f"{ly['BRAM_18K']:.0f}",
-            f"{ly['URAM']:.0f}",
-            f"{ly['DSP']:.0f}",
-        )
-    if len(s["layers"]) > 12:
-        t.add_row(f"... {len(s['layers']) - 12} more layers", "", "", "", "", "")
-    r = s["resources"]
-    t.add_row(
-        "[bold]total",
-        "",
-        *(
-            f"[bold]{r[k]['used']:,.0f} / {r[k]['available']:,} ({(r[k]['utilisation'] or 0):.0%})"
-            for k in ("LUT", "BRAM_18K", "URAM", "DSP")
-        ),
-    )
-    con.print(t)
-    con.print(
-        f"estimated {s['estimated_fps']:.1f} frames/s, latency {s['estimated_latency_ms']:.2f} ms; "
-        f"bottleneck {bott}; compile {s['compile_seconds']:.0f} s"
-    )
-    ff = s.get("fifos")
-    if ff:
-        rw = s["resources_with_fifos"]
-        con.print(
-            f"FIFOs: {ff['count']} (+{ff['dwcs']} width converters), skip depths "
-            + ", ".join(
-                f"{x['depth_pixels']:,} px ({x['depth']:,} x {x['width_bits']} b, {x['ram_style']})"
-                for x in ff["skips"]
-            )
-            + "; with them "
-            + ", ".join(
-                f"{k} {rw[k]['used']:,.0f} ({(rw[k]['utilisation'] or 0):.0%})"
-                for k in ("LUT", "BRAM_18K", "URAM")
-            )
-            + ("" if ff["fits"] else " [red](over the fit limit)[/]")
-        )
-        con.print(
-            f"stitched dataflow, token simulation at these depths: {ff['simulation']['summary']}"
-        )
-    f = s.get("folding") or {}
-    if f.get("binding_limit") and not f.get("met"):
-        con.print(f"rate limit: {f['binding_limit']}")
-    if f.get("message"):
-        con.print(f"[yellow]{f['message']}[/]")
-    v = s["verification"]
-    ok = all(x["equal"] for x in v["steps"].values())
-    con.print(
-        f"verification ({', '.join(v['modes_run'])} execution, golden batch): "
-        + ("[green]bit-exact after every step[/]" if ok else "[red]MISMATCH[/]")
-        + f"; not run: {', '.join(f'{k} ({m})' for k, m in v['not_run'].items())}"
-    )
-    if v.get("layers"):
-        t = Table(
-            title="the hardware's own code, simulated per layer type (golden batch, against python "
-            "execution)"
-        )
-        for c in ("layer type", "nodes", "cppsim (HLS C++)", "verilator (RTL)"):
-            t.add_column(c, justify="right" if c == "nodes" else "left")
-        for op, row in v["layers"].items():
-            t.add_row(op, str(row["nodes"]), row["cppsim"], row["verilator"])
-        con.print(t)
-    st = v["steps"].get("qdev_stitched")
-    if st:
-        con.print(
-            "stitched co-simulation (every layer at once in its hardware language, through the "
-            "chosen FIFOs): "
-            + (f"[green]{st['summary']}[/]" if st["equal"] else f"[red]{st['summary']}[/]")
-        )
-    if s.get("stopped"):
-        con.print(f"[yellow]{s['stopped']}[/]")
+    print_compile_summary(res)
 
 
 @click.group()

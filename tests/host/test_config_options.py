@@ -11,10 +11,16 @@ from click.testing import CliRunner
 from qdev.host.cli import cli
 from qdev.host.cli.dcopts import config_fields
 from qdev.host.stream_config import StreamConfig
+from qdev.training.compile.config import DEFAULT_STEPS, CompileConfig
 from qdev.training.config import AdaptConfig, TrainConfig
 
 #: command -> its config classes
-GENERATED = {"train": (TrainConfig,), "adapt": (AdaptConfig,), "stream": (StreamConfig,)}
+GENERATED = {
+    "train": (TrainConfig,),
+    "adapt": (AdaptConfig,),
+    "stream": (StreamConfig,),
+    "compile": (CompileConfig,),
+}
 MAX_HAND_WRITTEN = 12
 
 
@@ -146,3 +152,36 @@ def test_the_torch_modules_implement_exactly_the_offered_names() -> None:
 
     assert set(AUGMENT_PRESETS) == set(config.AUGMENT_NAMES)
     assert set(DICE_MODES) == set(config.DICE_NAMES)
+
+
+def test_compile_builds_its_config_from_the_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Repeatable --verify, a board name in any case, a boolean pair, the rest defaults."""
+    import qdev.training.compile.builder as builder
+
+    seen = {}
+    monkeypatch.setattr(builder, "compile_run", lambda run, cfg, cb: seen.update(cfg=cfg) or {})
+    args = ["compile", "runs/x", "--board", "kv260", "--verify", "cppsim", "--verify", "stitched"]
+    r = CliRunner().invoke(cli, [*args, "--fused-thresholds", "--json"])
+    assert r.exit_code == 0, r.output
+    cfg = seen["cfg"]
+    assert (cfg.board, cfg.verify, cfg.standalone_thresholds) == (
+        "KV260",
+        ("cppsim", "stitched"),
+        False,
+    )
+    assert cfg.steps[-3:] == ["qdev_cppsim", "qdev_stitched", "qdev_bitstream"]
+    assert cfg.steps[:-3] == DEFAULT_STEPS[:-1] and cfg.mvau_wwidth_max == 36
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--board", "Zedboard"], "--board"),
+        (["--board", "KV260", "--mvau-wwidth-max", "4"], "8..4096"),
+        (["--board", "KV260", "--max-utilisation", "1.5"], "--max-utilisation"),
+        (["--board", "KV260", "--cppsim-opt", "-Ofast"], "--cppsim-opt"),
+    ],
+)
+def test_compile_refuses_a_bad_option_in_one_line(args: list[str], words: str) -> None:
+    r = CliRunner().invoke(cli, ["compile", "runs/none", *args])
+    assert r.exit_code == 2 and words in r.output and "Traceback" not in r.output

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from qdev.core.errors import ConfigError
-from qdev.training.compile.boards import Board, get_board
+from qdev.core.fields import no_option, opt
+from qdev.training.compile.boards import BOARDS, Board, get_board
 
 __all__ = ["CompileConfig", "DEFAULT_STEPS", "DEFAULT_VERIFY_AFTER", "VERIFY_STEPS", "DEFAULT_FPS"]
 
@@ -40,6 +41,8 @@ DEFAULT_VERIFY_AFTER = (
 #: Target frames/s when --fps is not given (the issue's targets at 128x128).
 DEFAULT_FPS = {"Pynq-Z2": 30.0, "Ultra96-V2": 60.0, "ZCU104": 200.0, "KV260": 200.0}
 
+_OPT_LEVELS = ("-O0", "-O1", "-O2", "-O3")
+
 #: ``--verify`` mode -> the step that performs it (added before the bitstream, in this order).
 VERIFY_STEPS = {"cppsim": "qdev_cppsim", "verilator": "qdev_verilator", "stitched": "qdev_stitched"}
 
@@ -72,22 +75,67 @@ class CompileConfig:
             the QONNX golden output (a difference stops the build).
     """
 
-    board: str = "KV260"
-    fps: float | None = None
-    clock_ns: float | None = None
-    steps: list[str] = field(default_factory=lambda: list(DEFAULT_STEPS))
-    start_step: str | None = None
-    stop_step: str | None = None
-    max_utilisation: float = 0.85
-    mvau_wwidth_max: int = 36
-    standalone_thresholds: bool = True
-    verify: tuple[str, ...] = ()
-    hls_deps: str | None = None
-    cppsim_opt: str = "-O2"
-    verilator_opt: str = "-O1"
-    verify_after: tuple[str, ...] = DEFAULT_VERIFY_AFTER
+    board: str = opt(
+        "KV260", required=True, choices=tuple(BOARDS), any_case=True, help="Target board."
+    )
+    fps: float | None = opt(None, help="Target frames/s (default: the board's target).")
+    clock_ns: float | None = opt(None, help="Fabric clock period (default: the board's).")
+    steps: list[str] = no_option(
+        "the build is data: a library caller passes its own list; the command line runs a slice "
+        "of it (--start-step/--stop-step)",
+        default_factory=lambda: list(DEFAULT_STEPS),
+    )
+    start_step: str | None = opt(None, help="Resume the build at this step.")
+    stop_step: str | None = opt(None, help="Stop the build after this step.")
+    max_utilisation: float = opt(
+        0.85,
+        help="Fraction of each resource the accelerator may use (the rest is the shell: DMA, "
+        "interconnect).",
+    )
+    mvau_wwidth_max: int = opt(
+        36,
+        help="FINN's cap on an MVAU's weight-stream width in bits (SIMD x PE x weight bits, "
+        "8..4096); raising it lets the folding go faster at more LUTs.",
+    )
+    standalone_thresholds: bool = opt(
+        True,
+        decl="--standalone-thresholds/--fused-thresholds",
+        help="Thresholds as layers of their own (fewer LUTs on this U-Net) or inside the MVAUs.",
+    )
+    verify: tuple[str, ...] = opt(
+        (),
+        choices=tuple(VERIFY_STEPS),
+        help="Also simulate the hardware's own code on the golden batch, against python execution "
+        "(repeatable): cppsim = every HLS layer's generated C++ compiled against open-source HLS "
+        "headers (no Vitis needed); verilator = every RTL layer's SystemVerilog in Verilator "
+        "(no Vivado needed); stitched = all layers at once in those languages, connected by FIFOs "
+        "of the chosen depths, golden frames back to back, deadlocks detected and named.",
+    )
+    hls_deps: str | None = opt(
+        None,
+        path="dir",
+        help="Folder with finn-hlslib, finn-hlslib-newer and HLS_arbitrary_Precision_Types "
+        "(default: $QDEV_HLS_DEPS or ../shared/vendor).",
+    )
+    cppsim_opt: str = opt(
+        "-O2", choices=_OPT_LEVELS, help="g++ optimisation of the node simulators."
+    )
+    verilator_opt: str = opt(
+        "-O1", choices=_OPT_LEVELS, help="C++ optimisation of the verilated layer models."
+    )
+    verify_after: tuple[str, ...] = no_option(
+        "where the build compares FINN's execution with the golden output is part of the build's "
+        "definition, as the steps are",
+        DEFAULT_VERIFY_AFTER,
+    )
 
     def __post_init__(self) -> None:
+        if not 8 <= self.mvau_wwidth_max <= 4096:
+            raise ConfigError(f"--mvau-wwidth-max {self.mvau_wwidth_max}: must be 8..4096 bits")
+        if not 0.0 < self.max_utilisation <= 1.0:
+            raise ConfigError(
+                f"--max-utilisation {self.max_utilisation}: a fraction in (0, 1], e.g. 0.85"
+            )
         unknown = set(self.verify) - set(VERIFY_STEPS)
         if unknown:
             raise ConfigError(
