@@ -98,67 +98,10 @@ def info_cmd(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         _echo_json(info)
         return
-    st = info.get("store") or {}
-    click.echo(
-        f"device   qdev-device {info['device_version']} (protocol {info['protocol']}), "
-        f"python {info['python']}, "
-        f"numpy {info['numpy']}, pynq {info.get('pynq')}"
-    )
-    click.echo(
-        f"board    {info.get('board') or '(any)'}   "
-        f"backend {info.get('backend') or '- (no bundle active)'}"
-    )
-    if info.get("executor"):
-        ex = info.get("exact") or {}
-        steps = ", ".join(f"{k} x{v}" for k, v in (ex.get("steps") or {}).items())
-        click.echo(
-            f"executor {info['executor']}"
-            + (f"; every step proven exact ({steps})" if ex.get("proven") else "")
-        )
-    if info.get("warning"):
-        click.echo(f"WARNING  {info['warning']}")
-    for which in ("active", "previous"):
-        b = st.get(f"{which}_bundle")
-        click.echo(
-            f"{which:<8} "
-            + (
-                f"{b['id']} {b.get('model')} for {b.get('board')}"
-                + (" (estimate-only)" if b.get("estimate_only") else "")
-                if b
-                else "-"
-            )
-        )
-        if b and which == "active" and b.get("mask_rule"):
-            click.echo(f"masks    {b['mask_rule']}")
-        if b and which == "active" and b.get("verified"):
-            v = b["verified"]
-            extra = "; ".join(f"{k}: {r}" for k, r in (v.get("not_run") or {}).items())
-            click.echo(
-                f"verified {', '.join(v.get('modes') or []) or 'nothing recorded'}"
-                + (f"  (not run: {extra})" if extra else "")
-            )
-            for op, row in (
-                v.get("layers") or {}
-            ).items():  # per layer type, its own language's cell
-                own = [
-                    f"{lang} {row[lang]}"
-                    for lang in ("cppsim", "verilator")
-                    if row.get(lang) not in (None, "-")
-                ]
-                click.echo(f"         {op} x{row.get('nodes')}: {'; '.join(own) or '-'}")
-    if info.get("degraded"):
-        for why in info.get("degraded_reasons") or []:
-            click.echo(f"DEGRADED {why}")
-        click.echo(
-            f"         installed: {', '.join(st.get('installed') or []) or 'none'}; "
-            "qdev flash BUNDLE or qdev activate ID to recover"
-        )
-    p = info.get("power_now")
-    if p:
-        click.echo(
-            f"power    {p['kind']}: idle {p['idle_w']:.2f} W, active {p['active_w']:.2f} W "
-            f"({p['source']})"
-        )
+    from qdev.host.device_info import info_lines
+
+    for line in info_lines(info):
+        click.echo(line)
 
 
 @click.command("flash")

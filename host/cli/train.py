@@ -13,7 +13,6 @@ from qdev.host.cli.dcopts import build_config, config_options
 from qdev.training.config import ModelConfig, TrainConfig
 
 from qdev.core.errors import ConfigError
-from qdev.core.maskrule import MaskRule
 
 __all__ = ["train_cmd", "evaluate_cmd", "postprocess_cmd"]
 
@@ -129,54 +128,14 @@ def evaluate_cmd(
             as_json,
         )
         return
-    split_name = split_name or "test"
-    from rich.console import Console
-    from rich.table import Table
-
+    from qdev.host.train_tables import print_run_metrics
     from qdev.training.evaluate import evaluate_run
 
-    out = evaluate_run(run, data, split_name, checkpoint)
+    out = evaluate_run(run, data, split_name or "test", checkpoint)
     if as_json:
         click.echo(json.dumps(out, indent=1))
         return
-    m = out["metrics"]
-    t = Table(
-        title=f"{out['run']}: {split_name} split, {checkpoint} checkpoint "
-        f"(epoch {out['checkpoint_epoch']})"
-    )
-    for c in ("images", "n", "Dice", "IoU", "pixel acc"):
-        t.add_column(c, justify="right" if c != "images" else "left")
-    t.add_row(
-        "all", str(m["n_images"]), f"{m['dice']:.4f}", f"{m['iou']:.4f}", f"{m['pixel_acc']:.4f}"
-    )
-    t.add_row(
-        "lesion images",
-        str(m["n_lesion_images"]),
-        f"{m['dice_lesion']:.4f}",
-        f"{m['iou_lesion']:.4f}",
-        "",
-    )
-    for c, v in m["per_class"].items():
-        t.add_row(c, str(v["n"]), f"{v['dice']:.4f}", f"{v['iou']:.4f}", f"{v['pixel_acc']:.4f}")
-    Console().print(t)
-    rule = out.get("mask_rule") or {}
-    if rule:
-        line = f"masks: {rule['describe']} ({rule['source']})"
-        w = out.get("metrics_without_rule")
-        if w:
-            line += (
-                f"; without the rule (logit > 0): Dice {w['dice']:.4f}, "
-                f"lesion images {w['dice_lesion']:.4f}"
-            )
-        click.echo(line)
-    if out.get("bits"):
-        b = out["bits"]
-        click.echo(
-            f"bits: mean {b['avg_bits']:.2f}, weights {b['avg_weight_bits']:.2f}, "
-            f"acts {b['avg_act_bits']:.2f}, "
-            f"size-weighted {b['size_weighted_bits']:.2f}; model {b['model_bits']} bits, "
-            f"{out['compression_vs_float']:.1f}x smaller than float32"
-        )
+    print_run_metrics(out)
 
 
 def _evaluate_dataset(
@@ -188,11 +147,9 @@ def _evaluate_dataset(
     options,
     as_json: bool,
 ) -> None:  # noqa: ANN001
-    from rich.console import Console
-    from rich.table import Table
-
     from qdev.host.cli.progress import progress_bar
     from qdev.host.local import default_trusted
+    from qdev.host.train_tables import print_site_evaluation
     from qdev.training.site_eval import EvalConfig, evaluate_dataset
 
     with progress_bar("reading the dataset", disable=as_json) as cb:
@@ -200,46 +157,10 @@ def _evaluate_dataset(
             EvalConfig(target, data, options, split, split_file, out), default_trusted(), cb
         )
     if as_json:
-        click.echo(
-            json.dumps({**ev.to_dict(), "written": {k: str(v) for k, v in paths.items()}}, indent=1)
-        )
+        written = {k: str(v) for k, v in paths.items()}
+        click.echo(json.dumps({**ev.to_dict(), "written": written}, indent=1))
         return
-    f, ci = ev.figures, ev.ci
-
-    def iv(name: str, pct: bool = False) -> str:
-        v = ci.get(name)
-        return (
-            "-"
-            if not v
-            else (f"{100 * v[0]:.0f}-{100 * v[1]:.0f}%" if pct else f"{v[0]:.3f}-{v[1]:.3f}")
-        )
-
-    how = "as deployed" if ev.subject["kind"] == "bundle" else "as trained"
-    t = Table(
-        title=f"{ev.subject['name']} ({how}) on {ev.site}, {split}: {f['n_images']} images"
-        + (f", {f['n_patients']} patients" if f.get("n_patients") else "")
-    )
-    for c in ("figure", "value", "95% interval"):
-        t.add_column(c, justify="left" if c == "figure" else "right")
-    t.add_row(
-        "lesion Dice",
-        "-" if f["dice_lesion"] is None else f"{f['dice_lesion']:.3f}",
-        iv("dice_lesion"),
-    )
-    t.add_row("all-image Dice", f"{f['dice_all']:.3f}", iv("dice_all"))
-    t.add_row("missed lesions", f"{f['missed']} of {f['n_lesion']}", iv("missed_fraction", True))
-    t.add_row(
-        "normal scans marked",
-        f"{f['normal_marked']} of {f['n_normal']}",
-        iv("normal_marked_fraction", True),
-    )
-    Console().print(t)
-    click.echo(
-        f"masks: {ev.subject['mask_rule']}; intervals resample {ev.unit}s; data "
-        f"hash {ev.data_hash[:16]}"
-    )
-    if paths:
-        click.echo(f"report: {paths['html']}")
+    print_site_evaluation(ev, paths, split)
 
 
 @click.command("postprocess")
@@ -264,63 +185,11 @@ def postprocess_cmd(run: Path, data: str | None, criterion: str, as_json: bool) 
     The rule is signed into the run's bundles and applied by the device after the accelerator;
     `qdev evaluate` applies it too. The test split is not read.
     """
-    from rich.console import Console
-    from rich.table import Table
-
-    from qdev.training.postprocess import choose_rule
-
-    from qdev.training.postprocess import RuleSearch
+    from qdev.host.train_tables import print_rule_search
+    from qdev.training.postprocess import RuleSearch, choose_rule
 
     doc = choose_rule(run, data, RuleSearch(criterion=criterion))
     if as_json:
         click.echo(json.dumps(doc, indent=1))
         return
-    # fits 80 columns with the rule on one line: the logits and the gains are in the lines below
-    t = Table(title=f"{doc['run']}: mask rules on the validation split ({doc['n_images']} images)")
-    t.add_column("rule", no_wrap=True)
-    for c in ("search", "Dice all", "Dice lesion", "normals marked", "missed"):
-        t.add_column(c, justify="right")
-
-    def row(name: str, what: str, f: dict, style: str | None = None) -> None:
-        t.add_row(
-            name,
-            what,
-            f"{f['dice_all']:.4f}",
-            f"{f['dice_lesion']:.4f}",
-            f"{f['normal_marked']}/{f['n_normal']}",
-            f"{f['missed']}/{f['n_lesion']}",
-            style=style,
-        )
-
-    by_rule = {json.dumps(g["rule"], sort_keys=True): g for g in doc["grid"]}
-    row("code > 0", "network", doc["default"])
-    for st in doc.get(
-        "steps", []
-    ):  # each step's best candidate, whether the margin let it in or not
-        g = by_rule.get(json.dumps(st["candidate"], sort_keys=True))
-        if g is not None:
-            row(_rule_name(st["candidate"]), "taken" if st["taken"] else "refused", g)
-    row(_rule_name(doc["rule"]), "chosen", doc["chosen"], style="bold")
-    Console().print(t)
-    for st in doc.get("steps", []):
-        crit = "balanced Dice" if doc.get("criterion") == "balanced" else "all-image Dice"
-        click.echo(
-            f"step to the best {st['stage']} rule, {st['describe']}: {crit} {st['gain']:+.4f}, "
-            f"bootstrap P(gain > 0) {st['p_gain']:.3f}: {'taken' if st['taken'] else 'not taken'}"
-        )
-    click.echo(
-        f"chosen: {doc['describe']} (by {doc['chosen_by']}; missed: lesion images with Dice < "
-        "0.1); "
-        f"written to {Path(run) / 'postprocess' / 'rule.json'}. Re-run qdev evaluate and qdev "
-        "bundle "
-        "create to apply it."
-    )
-
-
-def _rule_name(rule: dict) -> str:
-    r = MaskRule.from_manifest(rule)
-    return (
-        f"code > {r.min_code}"
-        + (f", area >= {r.min_area}" if r.min_area > 1 else "")
-        + (f", peak > {r.min_peak}" if r.min_peak is not None else "")
-    )
+    print_rule_search(doc, run)
