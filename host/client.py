@@ -90,6 +90,24 @@ class StreamReply:
     error: str | None = None
 
 
+def _drop(order: list[int], inflight: dict, until: int | None = None) -> Iterator[StreamReply]:
+    """The frames in flight before sequence number ``until`` (all of them: None), lost."""
+    while order and order[0] != until:
+        fid, t_sent = inflight.pop(order.pop(0))
+        yield StreamReply(fid, {}, None, t_sent, time.time(), error="lost")
+
+
+def _answer(msg: Message, fid: int, t_sent: float) -> StreamReply:
+    """The reply to a frame: its result, or the device's error about it."""
+    if msg.type == MsgType.ERROR:
+        error = str(msg.meta.get("message"))
+        return StreamReply(fid, msg.meta, None, t_sent, time.time(), error=error)
+    try:
+        return _reply(msg, t_sent, time.time())
+    except DeviceError as exc:
+        return StreamReply(fid, msg.meta, None, t_sent, time.time(), error=str(exc))
+
+
 class DeviceClient:
     RECOVER_TRIES = 5  # new TLS connections tried after one broke (serial)
 
@@ -330,18 +348,10 @@ class DeviceClient:
         inflight: dict[int, tuple[int, float]] = {}  # seq -> (frame_id, t_sent)
         order: list[int] = []
         it = iter(frames)
-        exhausted = False
+        more = True
         while True:
-            while not exhausted and len(inflight) < window:
-                try:
-                    fid, px = next(it)
-                except StopIteration:
-                    exhausted = True
-                    break
-                t = time.time()
-                seq = self.ch.send(MsgType.STREAM_FRAME, *self._frame(fid, px, t))
-                inflight[seq] = (fid, t)
-                order.append(seq)
+            if more:
+                more = self._send_more(it, inflight, order, window)
             if not order:
                 return
             head = order[0]
@@ -357,31 +367,29 @@ class DeviceClient:
                 yield StreamReply(fid, {}, None, t_sent, time.time(), error="timeout")
                 continue
             except LinkError:  # the link's TLS broke (serial noise): what was in flight is lost
-                for s_ in order:
-                    lf, lt = inflight.pop(s_)
-                    yield StreamReply(lf, {}, None, lt, time.time(), error="lost")
-                order.clear()
+                yield from _drop(order, inflight)
                 self.recover()
                 continue
             re = msg.meta.get("re")
             if re not in inflight:
                 continue
-            # replies come in order; anything before `re` was lost on the way
-            while order and order[0] != re:
-                lost = order.pop(0)
-                lf, lt = inflight.pop(lost)
-                yield StreamReply(lf, {}, None, lt, time.time(), error="lost")
+            yield from _drop(order, inflight, re)  # replies come in order: those before were lost
             order.pop(0)
             fid, t_sent = inflight.pop(re)
-            if msg.type == MsgType.ERROR:
-                yield StreamReply(
-                    fid, msg.meta, None, t_sent, time.time(), error=str(msg.meta.get("message"))
-                )
-                continue
+            yield _answer(msg, fid, t_sent)
+
+    def _send_more(self, it: Iterator, inflight: dict, order: list[int], window: int) -> bool:
+        """Send frames until ``window`` are in flight; False once the frames are exhausted."""
+        while len(inflight) < window:
             try:
-                yield _reply(msg, t_sent, time.time())
-            except DeviceError as exc:
-                yield StreamReply(fid, msg.meta, None, t_sent, time.time(), error=str(exc))
+                fid, px = next(it)
+            except StopIteration:
+                return False
+            t = time.time()
+            seq = self.ch.send(MsgType.STREAM_FRAME, *self._frame(fid, px, t))
+            inflight[seq] = (fid, t)
+            order.append(seq)
+        return True
 
     def _frame(self, fid: int, px: np.ndarray, t: float) -> tuple[dict, bytes]:
         meta = _frame_meta(fid, px, t)

@@ -49,57 +49,58 @@ def phantom_root() -> Path:
     return root
 
 
+def _open(cfg: InspectConfig, progress: Callable[[int, int], None] | None):  # noqa: ANN202
+    """(arrays, root, source) of the dataset ``cfg`` names (the phantom where nothing is named
+    and BUSI is not in the default places)."""
+    location = cfg.data if cfg.data is not None else os.environ.get("QDEV_BUSI")
+    kind = dataset_kind(location)
+    if kind == "pack":  # `qdev data pack`'s file: the arrays as they were packed
+        root = Path(location).expanduser()  # type: ignore[arg-type]
+        return read_pack(root, cfg.size), root, "pack"
+    if kind != "busi":  # an images/ + masks/ folder or a datalist
+        root = Path(location).expanduser()  # type: ignore[arg-type]
+        return open_dataset(location, cfg.size, progress, cfg.options), root, kind
+    if cfg.data is None and find_default_busi() is None:
+        root, source = phantom_root(), "phantom"
+    else:
+        root, source = resolve_busi_root(cfg.data), "busi"
+    return load_busi(root, cfg.size, use_cache=cfg.use_cache, progress=progress), root, source
+
+
+def _class_figures(arrays, sel: np.ndarray) -> dict:  # noqa: ANN001
+    """Images, mask files, lesion images and image sizes of the images ``sel`` selects."""
+    if not sel.any():
+        blank = {"images": 0, "mask_files": 0, "multi_mask_images": 0, "lesion_images": 0}
+        return {**blank, "width_px": [0, 0], "height_px": [0, 0]}
+    hw = arrays.orig_hw[sel]
+    return {
+        "images": int(sel.sum()),
+        "mask_files": int(arrays.n_mask_files[sel].sum()),
+        "multi_mask_images": int((arrays.n_mask_files[sel] > 1).sum()),
+        "lesion_images": int(arrays.masks[sel].reshape(int(sel.sum()), -1).any(1).sum()),
+        "width_px": [int(hw[:, 1].min()), int(hw[:, 1].max())],
+        "height_px": [int(hw[:, 0].min()), int(hw[:, 0].max())],
+    }
+
+
 def inspect_dataset(cfg: InspectConfig, progress: Callable[[int, int], None] | None = None) -> dict:
     """Load a dataset and describe it.
 
     Falls back to the synthetic phantom only when no location was given and BUSI is not found
     in the default places; an explicit ``--data`` or ``$QDEV_BUSI`` that is wrong is an error.
     """
-    source = "busi"
-    location = cfg.data if cfg.data is not None else os.environ.get("QDEV_BUSI")
-    kind = dataset_kind(location)
-    if kind == "pack":  # `qdev data pack`'s file: the arrays as they were packed
-        root, source = Path(location).expanduser(), "pack"  # type: ignore[arg-type]
-        arrays = read_pack(root, cfg.size)
-    elif kind != "busi":  # an images/ + masks/ folder or a datalist
-        root, source = Path(location).expanduser(), kind  # type: ignore[arg-type]
-        arrays = open_dataset(location, cfg.size, progress, cfg.options)
-    else:
-        if cfg.data is None and find_default_busi() is None:
-            root = phantom_root()
-            source = "phantom"
-        else:
-            root = resolve_busi_root(cfg.data)
-        arrays = load_busi(root, cfg.size, use_cache=cfg.use_cache, progress=progress)
+    arrays, root, source = _open(cfg, progress)
     dups = find_duplicates(arrays, DedupConfig(threshold=cfg.threshold))
     classes = {}
     for k, c in enumerate(CLASSES):
         sel = arrays.labels == k
-        if not sel.any() and c == "lesion":
-            continue  # the class a dataset only has when it does not say benign or malignant
-        if not sel.any():
-            classes[c] = {
-                "images": 0,
-                "mask_files": 0,
-                "multi_mask_images": 0,
-                "lesion_images": 0,
-                "width_px": [0, 0],
-                "height_px": [0, 0],
-            }
-            continue
-        hw = arrays.orig_hw[sel]
-        classes[c] = {
-            "images": int(sel.sum()),
-            "mask_files": int(arrays.n_mask_files[sel].sum()),
-            "multi_mask_images": int((arrays.n_mask_files[sel] > 1).sum()),
-            "lesion_images": int(arrays.masks[sel].reshape(int(sel.sum()), -1).any(1).sum()),
-            "width_px": [int(hw[:, 1].min()), int(hw[:, 1].max())],
-            "height_px": [int(hw[:, 0].min()), int(hw[:, 0].max())],
-        }
+        if sel.any() or c != "lesion":  # "lesion": only where a dataset says no benign/malignant
+            classes[c] = _class_figures(arrays, sel)
     splits = {}
     for kind in ("grouped", "paper"):
         sp = make_split(arrays, dups, kind, cfg.seed)
         splits[kind] = {"sizes": sp.sizes(), "groups_crossing_splits": len(sp.crossing_groups())}
+    hw = arrays.orig_hw
     return {
         "source": source,
         "root": str(root),
@@ -108,9 +109,9 @@ def inspect_dataset(cfg: InspectConfig, progress: Callable[[int, int], None] | N
         "images": len(arrays),
         "mask_files": int(arrays.n_mask_files.sum()),
         "multi_mask_images": int((arrays.n_mask_files > 1).sum()),
-        "width_px": [int(arrays.orig_hw[:, 1].min()), int(arrays.orig_hw[:, 1].max())],
-        "height_px": [int(arrays.orig_hw[:, 0].min()), int(arrays.orig_hw[:, 0].max())],
-        "median_hw": [int(np.median(arrays.orig_hw[:, 0])), int(np.median(arrays.orig_hw[:, 1]))],
+        "width_px": [int(hw[:, 1].min()), int(hw[:, 1].max())],
+        "height_px": [int(hw[:, 0].min()), int(hw[:, 0].max())],
+        "median_hw": [int(np.median(hw[:, 0])), int(np.median(hw[:, 1]))],
         "classes": classes,
         "patients": len(set(arrays.patients)) if arrays.patients is not None else None,
         "duplicates": dups.summary(arrays),
