@@ -220,12 +220,10 @@ def export_session_dicom(
     desc = _segment_description(bundle_id)
     result = DicomExport(out, out / "SR.dcm", frames=len(frames))
     series = hd.UID()
-    dicom_src = (
-        _dicom_source(manifest, frames) if (manifest.get("source") or {}).get("dicom") else None
-    )
-    files = (
-        None if dicom_src else _file_frames(manifest, frames)
-    )  # both check the source before any write
+    is_dicom = (manifest.get("source") or {}).get("dicom")
+    # both check the source before any write
+    dicom_src = _dicom_source(manifest, frames) if is_dicom else None
+    files = None if dicom_src else _file_frames(manifest, frames)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -235,25 +233,10 @@ def export_session_dicom(
         sources, spacing, result.referenced = [ds], _spacing(ds), "source DICOM"
         frame_refs = [(ds, fno, m) for fno, m in refs]
     else:
-        now = datetime.datetime.now()
-        info = {
-            "patient_id": patient_id,
-            "patient_name": patient_name,
-            "date": now.date(),
-            "time": now.time(),
-        }
-        sources, spacing, result.referenced = (
-            _sc_images(files, hd.UID(), info),
-            None,
-            "secondary capture",
+        sources, frame_refs, result.images = _write_secondary_captures(
+            files, out, patient_id, patient_name
         )
-        (out / "images").mkdir()
-        for i, sc in enumerate(sources, start=1):
-            result.images.append(_save(sc, out / "images" / f"SC{i:05d}.dcm"))
-        frame_refs = [
-            (sc, None, _resize_nearest(m, int(sc.Rows), int(sc.Columns)))
-            for sc, (_, m) in zip(sources, files)
-        ]
+        spacing, result.referenced = None, "secondary capture"
     (out / "seg").mkdir()
     segs = []
     for k, (ds, fno, m) in enumerate(frame_refs, start=1):
@@ -265,6 +248,29 @@ def export_session_dicom(
     result.study_uid, result.sr_uid = str(sr.StudyInstanceUID), str(sr.SOPInstanceUID)
     result.seg_series_uid = series
     return result
+
+
+def _write_secondary_captures(files, out: Path, patient_id: str, patient_name: str):  # noqa: ANN001, ANN202
+    """The frames of a non-DICOM source as secondary-capture images (``out/images/SC*.dcm``):
+    (the images; per frame the image, no frame number and the mask at the image's size; the
+    paths written)."""
+    import highdicom as hd
+
+    now = datetime.datetime.now()
+    info = {
+        "patient_id": patient_id,
+        "patient_name": patient_name,
+        "date": now.date(),
+        "time": now.time(),
+    }
+    sources = _sc_images(files, hd.UID(), info)
+    (out / "images").mkdir()
+    paths = [_save(sc, out / "images" / f"SC{i:05d}.dcm") for i, sc in enumerate(sources, 1)]
+    frame_refs = [
+        (sc, None, _resize_nearest(m, int(sc.Rows), int(sc.Columns)))
+        for sc, (_, m) in zip(sources, files)
+    ]
+    return sources, frame_refs, paths
 
 
 def _segment_description(bundle_id: str):  # noqa: ANN202
@@ -387,6 +393,47 @@ def _refer_to_frame(seg, sop_class: str, frame: int) -> None:  # noqa: ANN001
         seg.SourceImageSequence = [patched(x, True) for x in seg.SourceImageSequence]
 
 
+def _observer(bundle_id: str):  # noqa: ANN202
+    """The observing device: qdev, with the bundle as its serial number."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    return hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=hd.UID(),
+            name="qdev",
+            manufacturer_name="qdev",
+            model_name="QuantU-Net",
+            serial_number=bundle_id[:64],
+        ),
+    )
+
+
+def _roi_group(seg, ds, fno: int | None, area: float, unit, algo, i: int):  # noqa: ANN001, ANN202
+    """One frame's planar-ROI group: the lesion area, referencing its SEG and source image."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
+
+    src = hd.sr.SourceImageForSegmentation(
+        str(ds.SOPClassUID), str(ds.SOPInstanceUID), [fno] if fno else None
+    )
+    ref = hd.sr.ReferencedSegmentationFrame(
+        str(seg.SOPClassUID), str(seg.SOPInstanceUID), 1, 1, src
+    )
+    area_m = hd.sr.Measurement(name=codes.SCT.Area, value=area, unit=unit, algorithm_id=algo)
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=hd.UID(), identifier=f"lesion in frame {fno or i}"
+        ),
+        referenced_segment=ref,
+        finding_type=Code(*LESION_TYPE),
+        algorithm_id=algo,
+        measurements=[area_m],
+    )
+
+
 def _measurement_report(
     segs: list, spacing: tuple[float, float] | None, bundle_id: str, sources: list
 ):  # noqa: ANN001, ANN202
@@ -399,43 +446,12 @@ def _measurement_report(
 
     unit = codes.UCUM.SquareMillimeter if spacing else Code("{pixels}", "UCUM", "pixels")
     px_area = spacing[0] * spacing[1] if spacing else 1.0
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=hd.UID(),
-            name="qdev",
-            manufacturer_name="qdev",
-            model_name="QuantU-Net",
-            serial_number=bundle_id[:64],
-        ),
-    )
+    observer = _observer(bundle_id)
     algo = hd.sr.AlgorithmIdentification(name="qdev QuantU-Net", version=bundle_id[:64])
-    groups = []
-    for i, (seg, ds, fno, m) in enumerate(segs, start=1):
-        src = hd.sr.SourceImageForSegmentation(
-            str(ds.SOPClassUID), str(ds.SOPInstanceUID), [fno] if fno else None
-        )
-        ref = hd.sr.ReferencedSegmentationFrame(
-            str(seg.SOPClassUID), str(seg.SOPInstanceUID), 1, 1, src
-        )
-        groups.append(
-            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=hd.UID(), identifier=f"lesion in frame {fno or i}"
-                ),
-                referenced_segment=ref,
-                finding_type=Code(*LESION_TYPE),
-                algorithm_id=algo,
-                measurements=[
-                    hd.sr.Measurement(
-                        name=codes.SCT.Area,
-                        value=float(m.sum()) * px_area,
-                        unit=unit,
-                        algorithm_id=algo,
-                    )
-                ],
-            )
-        )
+    groups = [
+        _roi_group(seg, ds, fno, float(m.sum()) * px_area, unit, algo, i)
+        for i, (seg, ds, fno, m) in enumerate(segs, start=1)
+    ]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.SCT.UltrasonographyOfBreast,
