@@ -101,6 +101,51 @@ def _stages_sha256(manifest: dict, names: list[str]) -> str:
     ).hexdigest()
 
 
+def _session_link(target: Path, doc: dict) -> tuple[Link, str]:
+    """The session's link and the id of the bundle that made its masks."""
+    bid = str((doc.get("device") or {}).get("bundle_id") or "")
+    frames = sum((doc.get("counts") or {}).values())
+    link = Link("session", str(target), "ok", f"masks of {frames} frames from bundle {bid or '?'}")
+    return link, bid
+
+
+def _bundle_link(bundle: Path, trusted: list) -> tuple[Link, dict | None]:
+    """The bundle's link, and its manifest where its signature and files verify."""
+    try:
+        vb = verify_bundle(bundle, trusted)
+    except BundleError as exc:
+        return Link("bundle", str(bundle), "MISMATCH", str(exc)[:160]), None
+    name = f"{bundle} ({bundle_id((bundle / MANIFEST).read_bytes())})"
+    what = f"signature by key {vb.signer} and every file's sha256 verified"
+    return Link("bundle", name, "ok", what), vb.manifest
+
+
+def _run_link(run: Path, run_doc: dict, m: dict) -> Link:
+    """The run's link: its recorded stages (or whole manifest) and best.pt as the bundle says."""
+    lin = m.get("lineage") or {}
+    want = lin.get("run_stages_sha256") or lin.get("run_manifest_sha256")
+    if lin.get("run_stages_sha256"):  # the stages it rests on (later stages may come and go)
+        got = _stages_sha256(run_doc, list(lin.get("run_stages") or []))
+        what = f"the records of {', '.join(lin.get('run_stages') or [])}"
+    else:  # bundles of the previous session recorded the whole manifest file
+        got, what = sha256_file(run / MANIFEST), "the run's manifest"
+    if want is None:
+        return Link(
+            "run",
+            f"{run} ({m.get('run_id')})",
+            "not recorded",
+            "this bundle predates lineage records: its run is found by name only",
+        )
+    if got != want:
+        return Link("run", str(run), "MISMATCH", f"{what} changed since the bundle was built")
+    best = lin.get("best_pt_sha256")
+    ok = best is None or sha256_file(run / "train" / "best.pt") == best
+    detail = f"{what}: sha256 as recorded" + (
+        "; best.pt as recorded" if ok else "; best.pt differs"
+    )
+    return Link("run", str(run), "ok" if ok else "MISMATCH", detail)
+
+
 def lineage(
     target: Path, roots: list[Path] | None = None, trusted: list | None = None
 ) -> list[Link]:
@@ -119,89 +164,29 @@ def lineage(
             f"{target}: neither a session nor a bundle (no readable {MANIFEST})"
         ) from None
     if doc.get("format") == "qdev-session":
-        bid = str((doc.get("device") or {}).get("bundle_id") or "")
-        links.append(
-            Link(
-                "session",
-                str(target),
-                "ok",
-                f"masks of {sum((doc.get('counts') or {}).values())} "
-                f"frames from bundle {bid or '?'}",
-            )
-        )
+        link, bid = _session_link(target, doc)
+        links.append(link)
         bundle = _bundles(roots).get(bid)
         if bundle is None:
-            links.append(
-                Link(
-                    "bundle",
-                    bid or "-",
-                    "not here",
-                    f"no bundle with id {bid} under {', '.join(map(str, roots))}",
-                )
-            )
+            where = ", ".join(map(str, roots))
+            detail = f"no bundle with id {bid} under {where}"
+            links.append(Link("bundle", bid or "-", "not here", detail))
             return list(reversed(links))
     elif (target / (MANIFEST + ".sig")).is_file():
         bundle = target
     else:
         raise DataError(f"{target}: neither a session nor a bundle")
-    try:
-        vb = verify_bundle(bundle, trusted or [])
-        m = vb.manifest
-        links.append(
-            Link(
-                "bundle",
-                f"{bundle} ({bundle_id((bundle / MANIFEST).read_bytes())})",
-                "ok",
-                f"signature by key {vb.signer} and every file's sha256 verified",
-            )
-        )
-    except BundleError as exc:
-        links.append(Link("bundle", str(bundle), "MISMATCH", str(exc)[:160]))
+    link, m = _bundle_link(bundle, trusted or [])
+    links.append(link)
+    if m is None:
         return list(reversed(links))
-    lin = m.get("lineage") or {}
     run = _runs(roots).get(str(m.get("run_id")))
     if run is None:
-        links.append(
-            Link(
-                "run",
-                str(m.get("run_id")),
-                "not here",
-                "no run folder of that name under the roots",
-            )
-        )
+        what = "no run folder of that name under the roots"
+        links.append(Link("run", str(m.get("run_id")), "not here", what))
         return list(reversed(links))
     run_doc = json.loads((run / MANIFEST).read_text())
+    links.append(_run_link(run, run_doc, m))
     train = run_doc["stages"].get("train") or {}
-    want = lin.get("run_stages_sha256") or lin.get("run_manifest_sha256")
-    if lin.get("run_stages_sha256"):  # the stages it rests on (later stages may come and go)
-        got = _stages_sha256(run_doc, list(lin.get("run_stages") or []))
-        what = f"the records of {', '.join(lin.get('run_stages') or [])}"
-    else:  # bundles of the previous session recorded the whole manifest file
-        got, what = sha256_file(run / MANIFEST), "the run's manifest"
-    if want is None:
-        links.append(
-            Link(
-                "run",
-                f"{run} ({m.get('run_id')})",
-                "not recorded",
-                "this bundle predates lineage records: its run is found by name only",
-            )
-        )
-    elif got != want:
-        links.append(
-            Link("run", str(run), "MISMATCH", f"{what} changed since the bundle was built")
-        )
-    else:
-        best = lin.get("best_pt_sha256")
-        ok = best is None or sha256_file(run / "train" / "best.pt") == best
-        links.append(
-            Link(
-                "run",
-                str(run),
-                "ok" if ok else "MISMATCH",
-                f"{what}: sha256 as recorded"
-                + ("; best.pt as recorded" if ok else "; best.pt differs"),
-            )
-        )
-    links.append(_data_link(train, lin.get("data_hash")))
+    links.append(_data_link(train, (m.get("lineage") or {}).get("data_hash")))
     return list(reversed(links))

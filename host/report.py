@@ -227,13 +227,7 @@ def _fig_png(fig) -> bytes:  # noqa: ANN001
     return buf.getvalue()
 
 
-def _plots(sessions: list[tuple[str, list[dict]]]) -> dict[str, bytes]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = {}
+def _latency_cdf(plt, sessions: list[tuple[str, list[dict]]]) -> bytes:  # noqa: ANN001
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rows in sessions:
         for key, ls in (("rtt_ms", "-"), ("device_ms", "--")):
@@ -241,60 +235,67 @@ def _plots(sessions: list[tuple[str, list[dict]]]) -> dict[str, bytes]:
             if v.size:
                 ax.plot(v, np.arange(1, v.size + 1) / v.size, ls, label=f"{name} {key[:-3]}")
     ax.set_title("Latency CDF (round trip solid, device dashed)")
-    out["latency_cdf.png"] = _finish(plt, fig, ax, "latency (ms)", "fraction of frames")
-    for key, fname, label in (
-        ("rtt_ms", "latency_timeline.png", "round-trip latency (ms)"),
-        ("power_w", "power_timeline.png", "board power (W)"),
-        ("energy_mj", "energy_per_frame.png", "energy per frame (mJ)"),
-    ):
-        fig, ax = plt.subplots(figsize=(7, 3.2))
-        kinds = set()
-        for name, rows in sessions:
-            ok = [r for r in rows if r["status"] == "ok" and r[key] is not None]
-            if not ok:
-                continue
-            kinds |= {r.get("energy_kind") or "?" for r in ok}
-            t0 = ok[0]["t_sent"]
-            ax.plot([r["t_sent"] - t0 for r in ok], [r[key] for r in ok], ".", ms=2, label=name)
-            lost = [r for r in rows if r["status"] != "ok" and r["t_sent"] is not None]
-            if lost and key == "rtt_ms":
-                ax.plot(
-                    [r["t_sent"] - t0 for r in lost],
-                    [0] * len(lost),
-                    "rx",
-                    ms=4,
-                    label=f"{name} lost",
-                )
-        if (
-            key != "rtt_ms" and kinds
-        ):  # a power or energy plot says whether it is measured or estimated
-            ax.set_title(f"{label.split(' (')[0]}: {', '.join(sorted(kinds)).upper()}")
-            label = f"{label}, {'/'.join(sorted(kinds))}"
-        out[fname] = _finish(plt, fig, ax, "time in session (s)", label)
+    return _finish(plt, fig, ax, "latency (ms)", "fraction of frames")
+
+
+def _timeline(plt, sessions: list[tuple[str, list[dict]]], key: str, label: str) -> bytes:  # noqa: ANN001
+    """``key`` of every answered frame over the session's time (lost frames marked on the latency
+    plot; a power or energy plot names whether it is measured or estimated)."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    kinds = set()
+    for name, rows in sessions:
+        ok = [r for r in rows if r["status"] == "ok" and r[key] is not None]
+        if not ok:
+            continue
+        kinds |= {r.get("energy_kind") or "?" for r in ok}
+        t0 = ok[0]["t_sent"]
+        ax.plot([r["t_sent"] - t0 for r in ok], [r[key] for r in ok], ".", ms=2, label=name)
+        lost = [r for r in rows if r["status"] != "ok" and r["t_sent"] is not None]
+        if lost and key == "rtt_ms":
+            lost_t = [r["t_sent"] - t0 for r in lost]
+            ax.plot(lost_t, [0] * len(lost), "rx", ms=4, label=f"{name} lost")
+    if key != "rtt_ms" and kinds:
+        ax.set_title(f"{label.split(' (')[0]}: {', '.join(sorted(kinds)).upper()}")
+        label = f"{label}, {'/'.join(sorted(kinds))}"
+    return _finish(plt, fig, ax, "time in session (s)", label)
+
+
+def _dice_histogram(plt, sessions: list[tuple[str, list[dict]]]) -> bytes | None:  # noqa: ANN001
+    """Dice against the ground truth per frame (None: no session has a ground truth)."""
     dice_sets = [
-        (
-            name,
-            [
-                r["dice_vs_truth"]
-                for r in rows
-                if r["status"] == "ok" and r["dice_vs_truth"] is not None
-            ],
-        )
-        for name, rows in sessions
+        (name, [r["dice_vs_truth"] for r in rows if r["status"] == "ok"]) for name, rows in sessions
     ]
-    if any(d for _, d in dice_sets):
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        for name, d in dice_sets:
-            if d:
-                ax.hist(
-                    d,
-                    bins=np.linspace(0, 1, 21),
-                    alpha=0.6,
-                    label=f"{name} (n={len(d)}, mean {np.mean(d):.3f})",
-                )
-        out["dice_histogram.png"] = _finish(
-            plt, fig, ax, "Dice of the device's mask against the ground truth", "frames"
-        )
+    dice_sets = [(name, [d for d in ds if d is not None]) for name, ds in dice_sets]
+    if not any(d for _, d in dice_sets):
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name, d in dice_sets:
+        if d:
+            label = f"{name} (n={len(d)}, mean {np.mean(d):.3f})"
+            ax.hist(d, bins=np.linspace(0, 1, 21), alpha=0.6, label=label)
+    xlabel = "Dice of the device's mask against the ground truth"
+    return _finish(plt, fig, ax, xlabel, "frames")
+
+
+_TIMELINES = (
+    ("rtt_ms", "latency_timeline.png", "round-trip latency (ms)"),
+    ("power_w", "power_timeline.png", "board power (W)"),
+    ("energy_mj", "energy_per_frame.png", "energy per frame (mJ)"),
+)
+
+
+def _plots(sessions: list[tuple[str, list[dict]]]) -> dict[str, bytes]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {"latency_cdf.png": _latency_cdf(plt, sessions)}
+    for key, fname, label in _TIMELINES:
+        out[fname] = _timeline(plt, sessions, key, label)
+    hist = _dice_histogram(plt, sessions)
+    if hist is not None:
+        out["dice_histogram.png"] = hist
     return out
 
 
