@@ -148,6 +148,69 @@ class _Prefetch:
         self.stop.set()
 
 
+def _frames(
+    feed: _NewestSlot | _Prefetch,
+    hw: tuple[int, int],
+    pace: float | None,
+    stop: threading.Event,
+    max_frames: int | None,
+    sent: dict,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame index, model input) of each frame to send, until ``stop``, ``max_frames`` or the
+    source's end; each frame, input and truth is kept in ``sent`` for its reply. A live source
+    gives its newest frame (the slot paces); a file source is read ahead and paced here."""
+    h, w = hw
+    n = 0
+    nxt = time.monotonic()
+    while not stop.is_set() and (max_frames is None or n < max_frames):
+        if isinstance(feed, _NewestSlot):
+            fr = feed.get()
+            if fr is None:
+                return
+            px = to_model_input(fr.image, h, w)
+            truth = mask_to_model(fr.truth, h, w) if fr.truth is not None else None
+        else:
+            item = feed.get()
+            if item is None:
+                return
+            fr, px, truth = item
+            if pace:
+                nxt += 1.0 / pace
+                delay = nxt - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+        sent[fr.index] = (fr, px, truth)
+        n += 1
+        yield fr.index, px
+
+
+def _row(
+    rep: StreamReply, fr: ProbeFrame | None, truth: np.ndarray | None
+) -> tuple[dict, float | None]:
+    """One frame's log row, and its Dice against the truth (None: no truth or no answer)."""
+    row = {
+        "frame_id": rep.frame_id,
+        "t_sent": rep.t_sent,
+        "t_received": rep.t_received,
+        "t_capture": fr.t_capture if fr else None,
+        "source": fr.name if fr else None,
+    }
+    if rep.error is not None:
+        row["status"] = rep.error if rep.error in ("lost", "timeout") else "error"
+        return row, None
+    m = rep.meta
+    row["status"] = "ok"
+    row["rtt_ms"] = (rep.t_received - rep.t_sent) * 1e3
+    row["device_ms"] = m.get("device_ms")
+    row["device_t_start"], row["device_t_end"] = m.get("t_start"), m.get("t_end")
+    for k in ("power_w", "energy_mj", "energy_kind", "mask_area"):
+        row[k] = m.get(k)
+    d = dice(rep.mask, truth) if truth is not None else None
+    if d is not None:
+        row["dice_vs_truth"] = round(d, 4)
+    return row, d
+
+
 def run_stream(
     client: DeviceClient,
     source: ProbeSource,
@@ -163,79 +226,27 @@ def run_stream(
     stop = stop or threading.Event()
     pace = cfg.fps if cfg.fps else (source.fps if source.live else None)
     slot = _NewestSlot(source, pace) if source.live else None
-    ahead = _Prefetch(source, h, w, 2 * cfg.window) if slot is None else None
+    feed = slot if slot is not None else _Prefetch(source, h, w, 2 * cfg.window)
     sent: dict[int, tuple[ProbeFrame, np.ndarray, np.ndarray | None]] = {}
-
-    def frames() -> Iterator[tuple[int, np.ndarray]]:
-        n = 0
-        nxt = time.monotonic()
-        while not stop.is_set() and (cfg.max_frames is None or n < cfg.max_frames):
-            if slot is not None:
-                fr = slot.get()
-                if fr is None:
-                    return
-                px = to_model_input(fr.image, h, w)
-                truth = mask_to_model(fr.truth, h, w) if fr.truth is not None else None
-            else:
-                item = ahead.get()
-                if item is None:
-                    return
-                fr, px, truth = item
-                if pace:
-                    nxt += 1.0 / pace
-                    delay = nxt - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-            sent[fr.index] = (fr, px, truth)
-            n += 1
-            yield fr.index, px
-
+    frames = _frames(feed, (h, w), pace, stop, cfg.max_frames, sent)
     t0 = time.time()
     ok = lost = 0
     interrupted = False
     try:
-        for rep in client.stream(frames(), cfg.window, cfg.timeout):
+        for rep in client.stream(frames, cfg.window, cfg.timeout):
             fr, px, truth = sent.pop(rep.frame_id, (None, None, None))
-            row = {
-                "frame_id": rep.frame_id,
-                "t_sent": rep.t_sent,
-                "t_received": rep.t_received,
-                "t_capture": fr.t_capture if fr else None,
-                "source": fr.name if fr else None,
-            }
+            row, d = _row(rep, fr, truth)
+            writer.row(row)
             if rep.error is not None:
                 lost += 1
-                row["status"] = rep.error if rep.error in ("lost", "timeout") else "error"
-                writer.row(row)
                 continue
             ok += 1
-            m = rep.meta
-            row.update(
-                {
-                    "status": "ok",
-                    "rtt_ms": (rep.t_received - rep.t_sent) * 1e3,
-                    "device_ms": m.get("device_ms"),
-                    "device_t_start": m.get("t_start"),
-                    "device_t_end": m.get("t_end"),
-                    "power_w": m.get("power_w"),
-                    "energy_mj": m.get("energy_mj"),
-                    "energy_kind": m.get("energy_kind"),
-                    "mask_area": m.get("mask_area"),
-                }
-            )
-            d = dice(rep.mask, truth) if truth is not None else None
-            if d is not None:
-                row["dice_vs_truth"] = round(d, 4)
-            writer.row(row)
             if on_frame is not None and fr is not None:
                 on_frame(fr, px, rep, lost, slot.dropped if slot is not None else 0, d)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if slot is not None:
-            slot.close()
-        if ahead is not None:
-            ahead.close()
+        feed.close()
         source.close()
     dropped = slot.dropped if slot is not None else 0
     writer.counts["dropped"] = dropped
@@ -268,6 +279,103 @@ def _interruptible(stop: threading.Event):  # noqa: ANN202
     return signal.signal(signal.SIGINT, _interrupt)
 
 
+def _open_outputs(folder: Path, source: ProbeSource, cfg: StreamConfig, info: dict, pw):  # noqa: ANN001, ANN202
+    """(OpenIGTLink server or None, live view, session writer), opened in that order; on any
+    failure what was opened is closed again (no half-open window, port or web server)."""
+    from qdev.host.view import OverlayView
+
+    igtl = _igtl_server(cfg.igtl)  # before the folder: a busy port is an error that writes nothing
+    opened = [igtl] if igtl is not None else []
+    try:
+        ov = OverlayView(cfg.view, cfg.save, fps=cfg.fps or source.fps or 20.0)
+        opened.insert(0, ov)
+        settings = {k: getattr(cfg, k) for k in ("fps", "window", "max_frames", "timeout", "port")}
+        head = {"source": source.describe(), "device": info, "power": pw, "settings": settings}
+        writer = SessionWriter(folder, head)
+    except BaseException:
+        for x in opened:
+            x.close()
+        raise
+    return igtl, ov, writer
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class _LiveOutputs:
+    """Where each answered frame goes: the session folder, the gallery, the live view and the
+    OpenIGTLink clients; ``stop`` is set when the viewer closes the window."""
+
+    def __init__(self, folder: Path, source: ProbeSource, info: dict, igtl, ov, writer) -> None:  # noqa: ANN001
+        from qdev.host.gallery import Gallery
+
+        self.source, self.info = source, info
+        self.igtl, self.ov, self.writer = igtl, ov, writer
+        self.gallery = Gallery(folder / "gallery")
+        self.stop = threading.Event()
+        self.t0 = time.time()
+        self.shown = 0
+
+    def _hud(self, rep: StreamReply, lost: int, dropped: int):  # noqa: ANN202
+        from qdev.host.view import Hud
+
+        el = time.time() - self.t0
+        m = rep.meta
+        return Hud(
+            rep.frame_id,
+            self.shown / el if el else 0.0,
+            (rep.t_received - rep.t_sent) * 1e3,
+            m.get("device_ms"),
+            m.get("power_w"),
+            m.get("energy_mj"),
+            m.get("energy_kind"),
+            dropped,
+            lost,
+            m.get("bundle_id") or self.info.get("bundle_id"),
+            int(m.get("mask_area") or 0),
+            self.source.name,
+        )
+
+    def on_frame(
+        self,
+        fr: ProbeFrame,
+        px: np.ndarray,
+        rep: StreamReply,
+        lost: int,
+        dropped: int,
+        d: float | None,
+    ) -> None:
+        self.shown += 1
+        hud = self._hud(rep, lost, dropped)
+        self.gallery.offer(rep.frame_id, fr.image, rep.mask, d, fr.display_window, fr.truth)
+        self.writer.mask(rep.frame_id, rep.mask)
+        if self.igtl is not None:
+            m = rep.meta
+            facts = {k: m.get(k) for k in ("device_ms", "energy_mj", "energy_kind")}
+            bid = m.get("bundle_id") or self.info.get("bundle_id")
+            meta = {"frame_id": rep.frame_id, **facts, "bundle_id": bid}
+            self.igtl.publish(rep.frame_id, fr.image, rep.mask, meta, fr.spacing)
+        if not self.ov.show(fr.image, rep.mask, hud, fr.display_window):
+            self.stop.set()
+
+    def close(self) -> None:
+        self.ov.close()
+        if self.igtl is not None:
+            self.igtl.close()
+
+
+def _announce(out: _LiveOutputs, cfg: StreamConfig) -> None:
+    """Where the OpenIGTLink server and the browser view are (waiting for a client if asked)."""
+    igtl = out.igtl
+    if igtl is not None:
+        _say(f"OpenIGTLink: {igtl.address} (IMAGE qdev-frame, IMAGE qdev-mask, STRING qdev-info)")
+        if cfg.igtl_wait and not igtl.wait_for_client(cfg.igtl_wait):
+            _say(f"no OpenIGTLink client within {cfg.igtl_wait:g} s: streaming anyway")
+    if out.ov.web is not None:
+        _say(f"browser view: {out.ov.web.url}")
+
+
 def stream_to_session(
     client: DeviceClient,
     source: ProbeSource,
@@ -280,8 +388,7 @@ def stream_to_session(
     ``status(text)``, if given, is a context-manager factory shown while streaming (rich's
     ``Console.status``). Returns the session folder and the summary.
     """
-    from qdev.host.gallery import Gallery
-    from qdev.host.view import Hud, OverlayView
+    import contextlib
 
     cfg.check()
     folder = cfg.out or default_session_dir()
@@ -294,125 +401,25 @@ def stream_to_session(
         pw = None
     if folder.exists():
         raise ConfigError(f"{folder} already exists: choose another --out")
-    igtl = _igtl_server(cfg.igtl)  # before the folder: a busy port is an error that writes nothing
+    out = _LiveOutputs(folder, source, info, *_open_outputs(folder, source, cfg, info, pw))
+    _announce(out, cfg)
+    old = _interruptible(out.stop)
     try:
-        ov = OverlayView(cfg.view, cfg.save, fps=cfg.fps or source.fps or 20.0)
-    except BaseException:
-        if igtl is not None:
-            igtl.close()
-        raise
-    try:
-        writer = SessionWriter(
-            folder,
-            {
-                "source": source.describe(),
-                "device": info,
-                "power": pw,
-                "settings": {
-                    "fps": cfg.fps,
-                    "window": cfg.window,
-                    "max_frames": cfg.max_frames,
-                    "timeout": cfg.timeout,
-                    "port": cfg.port,
-                },
-            },
-        )
-    except BaseException:
-        ov.close()  # no half-open window or web server for a session that never started
-        if igtl is not None:
-            igtl.close()
-        raise
-    if igtl is not None:
-        print(
-            f"OpenIGTLink: {igtl.address} (IMAGE qdev-frame, IMAGE qdev-mask, STRING qdev-info)",
-            file=sys.stderr,
-            flush=True,
-        )
-        if cfg.igtl_wait and not igtl.wait_for_client(cfg.igtl_wait):
-            print(
-                f"no OpenIGTLink client within {cfg.igtl_wait:g} s: streaming anyway",
-                file=sys.stderr,
-                flush=True,
-            )
-    if ov.web is not None:
-        print(f"browser view: {ov.web.url}", file=sys.stderr, flush=True)
-    gallery = Gallery(folder / "gallery")
-    stop = threading.Event()
-    t0 = time.time()
-    shown = [0]
-
-    def on_frame(
-        fr: ProbeFrame, px: np.ndarray, rep: StreamReply, lost: int, dropped: int, d: float | None
-    ) -> None:
-        shown[0] += 1
-        el = time.time() - t0
-        m = rep.meta
-        hud = Hud(
-            rep.frame_id,
-            shown[0] / el if el else 0.0,
-            (rep.t_received - rep.t_sent) * 1e3,
-            m.get("device_ms"),
-            m.get("power_w"),
-            m.get("energy_mj"),
-            m.get("energy_kind"),
-            dropped,
-            lost,
-            m.get("bundle_id") or info.get("bundle_id"),
-            int(m.get("mask_area") or 0),
-            source.name,
-        )
-        gallery.offer(rep.frame_id, fr.image, rep.mask, d, fr.display_window, fr.truth)
-        writer.mask(rep.frame_id, rep.mask)
-        if igtl is not None:
-            igtl.publish(
-                rep.frame_id,
-                fr.image,
-                rep.mask,
-                {
-                    "frame_id": rep.frame_id,
-                    "device_ms": m.get("device_ms"),
-                    "energy_mj": m.get("energy_mj"),
-                    "energy_kind": m.get("energy_kind"),
-                    "bundle_id": m.get("bundle_id") or info.get("bundle_id"),
-                },
-                fr.spacing,
-            )
-        if not ov.show(fr.image, rep.mask, hud, fr.display_window):
-            stop.set()
-
-    old = _interruptible(stop)
-    try:
-        import contextlib
-
-        shown_status = (
-            status(f"streaming {source.name} -> {info.get('backend')} ... (Ctrl-C to stop)")
-            if status
-            else contextlib.nullcontext()
-        )
-        with shown_status:
-            summ = run_stream(client, source, cfg, writer, on_frame, stop)
+        text = f"streaming {source.name} -> {info.get('backend')} ... (Ctrl-C to stop)"
+        with status(text) if status else contextlib.nullcontext():
+            summ = run_stream(client, source, cfg, out.writer, out.on_frame, out.stop)
     finally:
         if old is not None:
             signal.signal(signal.SIGINT, old)
-        ov.close()
-        if igtl is not None:
-            igtl.close()
+        out.close()
     summ.interrupted = summ.interrupted or (
-        stop.is_set() and (cfg.max_frames is None or summ.frames_ok < cfg.max_frames)
+        out.stop.is_set() and (cfg.max_frames is None or summ.frames_ok < cfg.max_frames)
     )
-    gallery.write()
-    extra = {"igtl": igtl.stats()} if igtl is not None else {}
-    writer.close(
-        summary={
-            "frames_ok": summ.frames_ok,
-            "lost": summ.lost,
-            "dropped": summ.dropped,
-            "seconds": summ.seconds,
-            "fps": summ.fps,
-            "interrupted": summ.interrupted,
-        },
-        stats=client.stats(),
-        source_end=source.describe(),
-        **extra,
+    out.gallery.write()
+    extra = {"igtl": out.igtl.stats()} if out.igtl is not None else {}
+    fields = ("frames_ok", "lost", "dropped", "seconds", "fps", "interrupted")
+    writer_summary = {k: getattr(summ, k) for k in fields}
+    out.writer.close(
+        summary=writer_summary, stats=client.stats(), source_end=source.describe(), **extra
     )
     return folder, summ
