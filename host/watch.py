@@ -16,8 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qdev.core.errors import ConfigError, QdevError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["WatchConfig", "WatchSummary", "watch_to_session"]
 
@@ -102,53 +106,23 @@ class _Watch:
         self.gallery = Gallery(self.folder / "gallery")
         self.n, self.t0, self.last_id, self.skipped, self.dropped = 0, time.time(), None, 0, 0
 
-    def frame(self, msg) -> bool:  # noqa: ANN001
-        """Log, keep and show one LIVE push; False when the viewer closed or enough frames came."""
-        from qdev.host.client import live_frame
+    def _row(self, fid: int, m: dict, t: float) -> dict:
+        row = {"frame_id": fid, "status": "ok", "t_received": t, "device_ms": m.get("device_ms")}
+        row["device_t_start"], row["device_t_end"] = m.get("t_start"), m.get("t_end")
+        for k in ("power_w", "energy_mj", "energy_kind", "mask_area", "source"):
+            row[k] = m.get(k)
+        return row
+
+    def _hud(self, fid: int, m: dict, px: np.ndarray, t: float):  # noqa: ANN202
+        """The HUD of one push: it says when the view is reduced from the probe's size."""
         from qdev.host.view import Hud
 
-        m = msg.meta
-        mask, px = live_frame(msg)
-        self.n += 1
-        fid = int(m["frame_id"])
-        if self.last_id is not None and fid > self.last_id + 1:
-            self.skipped += fid - self.last_id - 1  # the device moved on while this viewer was busy
-        self.last_id = fid
-        self.dropped = int(m.get("dropped") or 0)
-        t = time.time()
-        self.writer.row(
-            {
-                "frame_id": fid,
-                "status": "ok",
-                "t_received": t,
-                "device_ms": m.get("device_ms"),
-                "device_t_start": m.get("t_start"),
-                "device_t_end": m.get("t_end"),
-                "power_w": m.get("power_w"),
-                "energy_mj": m.get("energy_mj"),
-                "energy_kind": m.get("energy_kind"),
-                "mask_area": m.get("mask_area"),
-                "source": m.get("source"),
-            }
-        )
-        self.writer.mask(fid, mask)
-        self.gallery.offer(fid, px, mask, None, None, None)
-        self.echo(
-            f"frame {fid}: device {m['device_ms']:.1f} ms, {m['energy_mj']:.1f} mJ "
-            f"({m['energy_kind']}), "
-            f"mask {m['mask_area']} px, dropped {self.dropped} at the probe, {self.skipped} "
-            "skipped "
-            "by this viewer"
-        )
         label = self.label
         ph, pw = m.get("probe_h"), m.get("probe_w")
-        if ph and (px.shape[0], px.shape[1]) != (
-            int(ph),
-            int(pw),
-        ):  # the HUD says when the view is reduced
+        if ph and (px.shape[0], px.shape[1]) != (int(ph), int(pw)):
             label += f" (display {px.shape[1]}x{px.shape[0]} of {pw}x{ph})"
         el = t - self.t0
-        hud = Hud(
+        return Hud(
             fid,
             self.n / el if el else 0.0,
             None,
@@ -162,16 +136,32 @@ class _Watch:
             int(m.get("mask_area") or 0),
             label,
         )
+
+    def frame(self, msg) -> bool:  # noqa: ANN001
+        """Log, keep and show one LIVE push; False when the viewer closed or enough frames came."""
+        from qdev.host.client import live_frame
+
+        m = msg.meta
+        mask, px = live_frame(msg)
+        self.n += 1
+        fid = int(m["frame_id"])
+        if self.last_id is not None and fid > self.last_id + 1:
+            self.skipped += fid - self.last_id - 1  # the device moved on while this viewer was busy
+        self.last_id = fid
+        self.dropped = int(m.get("dropped") or 0)
+        t = time.time()
+        self.writer.row(self._row(fid, m, t))
+        self.writer.mask(fid, mask)
+        self.gallery.offer(fid, px, mask, None, None, None)
+        self.echo(
+            f"frame {fid}: device {m['device_ms']:.1f} ms, {m['energy_mj']:.1f} mJ "
+            f"({m['energy_kind']}), mask {m['mask_area']} px, dropped {self.dropped} at the "
+            f"probe, {self.skipped} skipped by this viewer"
+        )
+        hud = self._hud(fid, m, px, t)
         if self.igtl is not None:
-            self.igtl.publish(
-                fid,
-                px,
-                mask,
-                {
-                    k: m.get(k)
-                    for k in ("frame_id", "device_ms", "energy_mj", "energy_kind", "bundle_id")
-                },
-            )
+            keys = ("frame_id", "device_ms", "energy_mj", "energy_kind", "bundle_id")
+            self.igtl.publish(fid, px, mask, {k: m.get(k) for k in keys})
         return self.ov.show(px, mask, hud) and not (self.cfg.frames and self.n >= self.cfg.frames)
 
     def close(self, end: dict | None) -> WatchSummary:

@@ -51,9 +51,138 @@ class _State:
         self.history: deque = deque(maxlen=120)
         self.closed = False
         self.served = 0  # frames sent to viewers (all endpoints)
-        self.viewers: deque = deque(
-            maxlen=256
-        )  # what pages report they show: (t, shown, fps, frame)
+        # what pages report they show: (t, shown, fps, frame)
+        self.viewers: deque = deque(maxlen=256)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One viewer's requests; ``state`` and ``page_body`` are set on a subclass per server."""
+
+    protocol_version = "HTTP/1.1"
+    state: _State
+    page_body: bytes
+    #: path -> the method that answers it
+    ROUTES = {
+        "/": "page",
+        "/index.html": "page",
+        "/frame.jpg": "frame",
+        "/stats.json": "stats",
+        "/stream.mjpg": "mjpeg",
+        "/viewer": "viewer",
+    }
+
+    def log_message(self, fmt: str, *args) -> None:  # noqa: ANN002
+        log.debug("webview: " + fmt, *args)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        url = urlparse(self.path)
+        route = self.ROUTES.get(url.path)
+        if route is None:
+            self._send(404, "text/plain", b"not found\n")
+            return
+        try:
+            getattr(self, route)(parse_qs(url.query))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _send(self, code: int, ctype: str, body: bytes, headers: dict | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def page(self, q: dict) -> None:
+        self._send(200, "text/html; charset=utf-8", self.page_body)
+
+    def frame(self, q: dict) -> None:
+        state = self.state
+        try:
+            after = int(q.get("after", ["0"])[0])
+        except ValueError:
+            after = 0
+        with state.cond:
+            state.cond.wait_for(lambda: state.n > after or state.closed, LONG_POLL_S)
+            n, jpeg, hud, closed = state.n, state.jpeg, state.hud, state.closed
+        if jpeg is None or n <= after:  # nothing newer: the session ended, or the poll timed out
+            self._send(204, "text/plain", b"", {"X-Ended": "1" if closed else "0"})
+            return
+        with state.cond:
+            state.served += 1
+        # the frame's own figures ride with it, so the page's table is always the frame
+        # shown
+        self._send(
+            200,
+            "image/jpeg",
+            jpeg,
+            {
+                "X-Frame": str(n),
+                "X-Frame-Id": str(hud.get("frame_id")),
+                "X-Mask-Area": str(hud.get("mask_area")),
+                "X-Hud": quote(json.dumps(hud, default=str)),
+            },
+        )
+
+    def stats(self, q: dict) -> None:
+        state = self.state
+        with state.cond:
+            body = json.dumps(
+                {
+                    "frames": state.n,
+                    "hud": state.hud,
+                    "history": list(state.history),
+                    "ended": state.closed,
+                    "served": state.served,
+                    "viewers": list(state.viewers)[-8:],
+                }
+            ).encode()
+        self._send(200, "application/json", body)
+
+    def viewer(self, q: dict) -> None:
+        state = self.state
+        try:
+            rec = (time.time(), int(q["shown"][0]), float(q["fps"][0]), int(q["frame"][0]))
+        except (KeyError, ValueError, IndexError):
+            self._send(400, "text/plain", b"bad report\n")
+            return
+        with state.cond:
+            state.viewers.append(rec)
+        self._send(204, "text/plain", b"")
+
+    def mjpeg(self, q: dict) -> None:
+        state = self.state
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=qdevframe")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        seen = 0
+        while True:
+            with state.cond:
+                state.cond.wait_for(lambda: state.n > seen or state.closed, LONG_POLL_S)
+                if state.closed:
+                    return
+                seen, jpeg = state.n, state.jpeg
+            if jpeg is None:
+                continue
+            self.wfile.write(
+                b"--qdevframe\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                + str(len(jpeg)).encode()
+                + b"\r\n\r\n"
+                + jpeg
+                + b"\r\n"
+            )
+            with state.cond:
+                state.served += 1
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        log.debug("webview: viewer %s went away", client_address)  # a closed tab, not an error
 
 
 class WebView:
@@ -66,137 +195,10 @@ class WebView:
 
         self._cv2, self.quality = cv2, quality
         self.state = _State()
-        state = self.state
-        page = PAGE.read_bytes()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, fmt: str, *args) -> None:  # noqa: ANN002
-                log.debug("webview: " + fmt, *args)
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                url = urlparse(self.path)
-                route = ROUTES.get(url.path)
-                if route is None:
-                    self._send(404, "text/plain", b"not found\n")
-                    return
-                try:
-                    route(self, parse_qs(url.query))
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def _send(
-                self, code: int, ctype: str, body: bytes, headers: dict | None = None
-            ) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def page(self, q: dict) -> None:
-                self._send(200, "text/html; charset=utf-8", page)
-
-            def frame(self, q: dict) -> None:
-                try:
-                    after = int(q.get("after", ["0"])[0])
-                except ValueError:
-                    after = 0
-                with state.cond:
-                    state.cond.wait_for(lambda: state.n > after or state.closed, LONG_POLL_S)
-                    n, jpeg, hud, closed = state.n, state.jpeg, state.hud, state.closed
-                if (
-                    jpeg is None or n <= after
-                ):  # nothing newer: the session ended, or the poll timed out
-                    self._send(204, "text/plain", b"", {"X-Ended": "1" if closed else "0"})
-                    return
-                with state.cond:
-                    state.served += 1
-                # the frame's own figures ride with it, so the page's table is always the frame
-                # shown
-                self._send(
-                    200,
-                    "image/jpeg",
-                    jpeg,
-                    {
-                        "X-Frame": str(n),
-                        "X-Frame-Id": str(hud.get("frame_id")),
-                        "X-Mask-Area": str(hud.get("mask_area")),
-                        "X-Hud": quote(json.dumps(hud, default=str)),
-                    },
-                )
-
-            def stats(self, q: dict) -> None:
-                with state.cond:
-                    body = json.dumps(
-                        {
-                            "frames": state.n,
-                            "hud": state.hud,
-                            "history": list(state.history),
-                            "ended": state.closed,
-                            "served": state.served,
-                            "viewers": list(state.viewers)[-8:],
-                        }
-                    ).encode()
-                self._send(200, "application/json", body)
-
-            def viewer(self, q: dict) -> None:
-                try:
-                    rec = (time.time(), int(q["shown"][0]), float(q["fps"][0]), int(q["frame"][0]))
-                except (KeyError, ValueError, IndexError):
-                    self._send(400, "text/plain", b"bad report\n")
-                    return
-                with state.cond:
-                    state.viewers.append(rec)
-                self._send(204, "text/plain", b"")
-
-            def mjpeg(self, q: dict) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=qdevframe")
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                seen = 0
-                while True:
-                    with state.cond:
-                        state.cond.wait_for(lambda: state.n > seen or state.closed, LONG_POLL_S)
-                        if state.closed:
-                            return
-                        seen, jpeg = state.n, state.jpeg
-                    if jpeg is None:
-                        continue
-                    self.wfile.write(
-                        b"--qdevframe\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                        + str(len(jpeg)).encode()
-                        + b"\r\n\r\n"
-                        + jpeg
-                        + b"\r\n"
-                    )
-                    with state.cond:
-                        state.served += 1
-
-        ROUTES = {
-            "/": Handler.page,
-            "/index.html": Handler.page,
-            "/frame.jpg": Handler.frame,
-            "/stats.json": Handler.stats,
-            "/stream.mjpg": Handler.mjpeg,
-            "/viewer": Handler.viewer,
-        }
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request, client_address) -> None:  # noqa: ANN001
-                log.debug(
-                    "webview: viewer %s went away", client_address
-                )  # a closed tab, not an error
-
+        attrs = {"state": self.state, "page_body": PAGE.read_bytes()}
+        handler = type("Handler", (_Handler,), attrs)
         try:
-            self.httpd = Server((host, port), Handler)
+            self.httpd = _Server((host, port), handler)
         except OSError as exc:
             raise ConfigError(
                 f"--view web:{port}: cannot serve the browser view on {host}:{port} "
