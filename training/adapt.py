@@ -84,18 +84,10 @@ def _site_split(cfg: AdaptConfig, out: Path, size: int):  # noqa: ANN202
     return arrays, split, path
 
 
-def adapt(cfg: AdaptConfig, progress=None) -> dict:  # noqa: ANN001
-    """Run the five steps; returns the decision document (also ``adapt/decision.json``)."""
-    from qdev.training.postprocess import RuleSearch, choose_rule
-    from qdev.training.trainer import TrainConfig, train
-
-    cfg.check()
-    brun, bst, best = _base_run(Path(cfg.base))
-    out = Path(cfg.out)
-    if (out / "train").exists():
-        raise QdevError(f"{out} already holds a run; choose another --out")
-    bcfg = TrainConfig.from_dict(bst["config"])
-    arrays, split, split_path = _site_split(cfg, out, bcfg.size)
+def _finetune_config(cfg: AdaptConfig, bcfg, brun: RunFolder, best: Path, split_path: Path):  # noqa: ANN001, ANN202
+    """The base run's training config, changed into the site's fine-tune: the site's data and
+    split, adapt's schedule, the base's best weights, and (``replay``) the base's own training
+    images mixed in."""
     mix = []
     if cfg.replay > 0:
         mix.append(
@@ -106,9 +98,9 @@ def adapt(cfg: AdaptConfig, progress=None) -> dict:  # noqa: ANN001
                 "weight": cfg.replay,
             }
         )
-    tcfg = replace(
+    return replace(
         bcfg,
-        out=str(out),
+        out=str(Path(cfg.out)),
         data=cfg.data,
         data_options=cfg.options.to_dict(),
         split=str(split_path),
@@ -126,6 +118,21 @@ def adapt(cfg: AdaptConfig, progress=None) -> dict:  # noqa: ANN001
         mix=mix,
         select="balanced" if cfg.criterion == "balanced" else "lesion",
     )
+
+
+def adapt(cfg: AdaptConfig, progress=None) -> dict:  # noqa: ANN001
+    """Run the five steps; returns the decision document (also ``adapt/decision.json``)."""
+    from qdev.training.postprocess import RuleSearch, choose_rule
+    from qdev.training.trainer import TrainConfig, train
+
+    cfg.check()
+    brun, bst, best = _base_run(Path(cfg.base))
+    out = Path(cfg.out)
+    if (out / "train").exists():
+        raise QdevError(f"{out} already holds a run; choose another --out")
+    bcfg = TrainConfig.from_dict(bst["config"])
+    arrays, split, split_path = _site_split(cfg, out, bcfg.size)
+    tcfg = _finetune_config(cfg, bcfg, brun, best, split_path)
     train(tcfg, progress=progress)
     choose_rule(out, search=RuleSearch(criterion=cfg.criterion))
     decision = _decide(cfg, Path(cfg.base), out, arrays, split)
@@ -137,15 +144,8 @@ def adapt(cfg: AdaptConfig, progress=None) -> dict:  # noqa: ANN001
     )
     path = out / DECISION_FILE
     atomic_write_text(path, json.dumps(decision, indent=1) + "\n")
-    comparison = compare(
-        Path(cfg.base),
-        out,
-        arrays,
-        split,
-        cfg.replay_data if cfg.replay_data else bcfg.data,
-        brun,
-        cfg.resamples,
-    )
+    replay_data = cfg.replay_data if cfg.replay_data else bcfg.data
+    comparison = compare(Path(cfg.base), out, arrays, split, replay_data, brun, cfg.resamples)
     cpath = out / "adapt" / "comparison.json"
     atomic_write_text(cpath, json.dumps(comparison, indent=1) + "\n")
     hpath = out / "adapt" / "report.html"

@@ -58,15 +58,29 @@ def golden_batch(
     return np.ascontiguousarray(imgs, dtype=np.uint8), source
 
 
+def _write_qonnx(model: torch.nn.Module, x1: np.ndarray, raw: Path, onnx_path: Path) -> None:
+    """Brevitas' QONNX export of ``model`` (traced on ``x1``) to ``raw``, cleaned up by QONNX and
+    saved as ``onnx_path``."""
+    import contextlib
+    import io
+
+    from brevitas.export import export_qonnx
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup_model
+
+    chatter = io.StringIO()  # torch.onnx prints its progress to stdout: keep --json output clean
+    with torch.no_grad(), contextlib.redirect_stdout(chatter):
+        export_qonnx(model, torch.from_numpy(x1), export_path=str(raw))
+    log.debug("torch.onnx: %s", chatter.getvalue())
+    cleanup_model(ModelWrapper(str(raw))).save(str(onnx_path))
+    raw.unlink()
+
+
 def export_run(
     run_dir: Path, data: str | None = None, n_golden: int = 4, checkpoint: str = "best"
 ) -> dict:
     """Export ``train/<checkpoint>.pt`` (best or last) to ``export/model.qonnx.onnx`` and verify
     it."""
-    from brevitas.export import export_qonnx
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.util.cleanup import cleanup_model
-
     run = RunFolder.existing(run_dir)
     ckpt_rel = checkpoint_path(checkpoint)  # best or last
     rec = StageRecord(
@@ -83,20 +97,10 @@ def export_run(
     rec.begin()
     pixels, source = golden_batch(run, size, n_golden, data)
     x = to_unit_float(pixels)[:, None]  # what the float network sees (exact k/255)
-    raw = edir / "model.brevitas.onnx"
     onnx_path = edir / "model.qonnx.onnx"
-    import contextlib
-    import io
-
-    chatter = io.StringIO()  # torch.onnx prints its progress to stdout: keep --json output clean
-    with torch.no_grad(), contextlib.redirect_stdout(chatter):
-        export_qonnx(model, torch.from_numpy(x[:1]), export_path=str(raw))
-    log.debug("torch.onnx: %s", chatter.getvalue())
+    _write_qonnx(model, x[:1], edir / "model.brevitas.onnx", onnx_path)
     with torch.no_grad():
         y_torch = model(torch.from_numpy(x)).numpy()
-    cleaned = cleanup_model(ModelWrapper(str(raw)))
-    cleaned.save(str(onnx_path))
-    raw.unlink()
     y_onnx = qonnx_forward(onnx_path, x)
     scale = float(model.out.act_quant.scale())
     codes_t, codes_o = logit_codes(y_torch, scale), logit_codes(y_onnx, scale)

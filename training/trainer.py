@@ -378,6 +378,53 @@ def _build_state(cfg: TrainConfig, stored: dict | None, n_train: int, dist: _Dis
     return st
 
 
+def _epoch_order(cfg: TrainConfig, data: DataTensors, epoch: int) -> torch.Tensor:
+    """The epoch's image order: a seeded permutation, or weighted draws for mixed datasets."""
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    if data.weights is None:
+        return torch.randperm(len(data.x["train"]), generator=gen)
+    return torch.multinomial(data.weights, data.n_epoch, replacement=True, generator=gen)
+
+
+def _step(
+    cfg: TrainConfig,
+    st: _State,
+    ddp_model: nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    frozen: bool,
+) -> dict:
+    """One optimisation step on a batch (bit widths held once ``frozen``); its loss parts."""
+    logits = ddp_model(xb)
+    bits = st.tracker.average(cfg.bit_loss) if st.tracker else None
+    if bits is not None and frozen:
+        bits = bits.detach()  # a constant now: logged, but it pulls no width
+    parts = total_loss(logits, yb, bits, cfg.lam, cfg.normal_weight, cfg.dice)
+    st.opt.zero_grad(set_to_none=True)
+    if st.bopt is not None:
+        st.bopt.zero_grad(set_to_none=True)
+    parts.total.backward()
+    st.opt.step()
+    if st.bopt is not None and not frozen:
+        st.bopt.step()
+    st.sched.step()
+    if st.tracker and not frozen:
+        st.tracker.project_()
+    if st.ema is not None:
+        st.ema.update(st.model)
+    return parts.detached()
+
+
+def _mean_over_ranks(parts: dict, dist: _Dist) -> dict:
+    if dist.world == 1:
+        return parts
+    import torch.distributed as tdist
+
+    t = torch.tensor([parts[k] for k in sorted(parts)], device=dist.device)
+    tdist.all_reduce(t)
+    return {k: float(v) / dist.world for k, v in zip(sorted(parts), t)}
+
+
 def _train_epoch(
     cfg: TrainConfig,
     st: _State,
@@ -390,11 +437,7 @@ def _train_epoch(
 ) -> dict:
     """One pass over this rank's shard of the epoch's permutation; mean loss parts (all ranks)."""
     ddp_model.train()
-    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    if data.weights is None:
-        perm = torch.randperm(len(data.x["train"]), generator=gen)
-    else:  # mixed datasets: each image drawn with its dataset's weight
-        perm = torch.multinomial(data.weights, data.n_epoch, replacement=True, generator=gen)
+    perm = _epoch_order(cfg, data, epoch)
     aug_gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 31 + dist.rank)
     aug_cfg = AUGMENT_PRESETS[cfg.augment]
     sums = {"total": 0.0, "bce": 0.0, "dice": 0.0, "bits": 0.0}
@@ -406,44 +449,43 @@ def _train_epoch(
         xb, yb = data.x["train"][idx].to(dist.device), data.y["train"][idx].to(dist.device)
         if aug_cfg is not None:
             xb, yb = augment_batch(xb, yb, aug_gen, aug_cfg)
-        logits = ddp_model(xb)
-        bits = st.tracker.average(cfg.bit_loss) if st.tracker else None
-        if bits is not None and frozen:
-            bits = bits.detach()  # a constant now: logged, but it pulls no width
-        parts = total_loss(logits, yb, bits, cfg.lam, cfg.normal_weight, cfg.dice)
-        st.opt.zero_grad(set_to_none=True)
-        if st.bopt is not None:
-            st.bopt.zero_grad(set_to_none=True)
-        parts.total.backward()
-        st.opt.step()
-        if st.bopt is not None and not frozen:
-            st.bopt.step()
-        st.sched.step()
-        if st.tracker and not frozen:
-            st.tracker.project_()
-        if st.ema is not None:
-            st.ema.update(st.model)
-        for k, v in parts.detached().items():
+        for k, v in _step(cfg, st, ddp_model, xb, yb, frozen).items():
             sums[k] += v
         nb += 1
         if progress is not None and dist.main:
-            progress(
-                "step",
-                {
-                    "epoch": epoch,
-                    "step": s + 1,
-                    "steps": st.steps_per_epoch,
-                    "loss": sums["total"] / nb,
-                },
-            )
-    parts_mean = {k: v / max(nb, 1) for k, v in sums.items()}
-    if dist.world > 1:
-        import torch.distributed as tdist
+            figures = {"epoch": epoch, "step": s + 1, "steps": st.steps_per_epoch}
+            progress("step", {**figures, "loss": sums["total"] / nb})
+    return _mean_over_ranks({k: v / max(nb, 1) for k, v in sums.items()}, dist)
 
-        t = torch.tensor([parts_mean[k] for k in sorted(parts_mean)], device=dist.device)
-        tdist.all_reduce(t)
-        parts_mean = {k: float(v) / dist.world for k, v in zip(sorted(parts_mean), t)}
-    return parts_mean
+
+def _save_checkpoints(
+    cfg: TrainConfig, st: _State, epoch: int, record: dict, judged: nn.Module, paths: dict
+) -> None:
+    """best.pt (the judged model, when this epoch is the best) and last.pt (everything resume
+    needs)."""
+    common = {
+        "model_config": cfg.model.to_dict(),
+        "config": cfg.to_dict(),
+        "size": cfg.size,
+        "epoch": epoch,
+    }
+    if record["best"]:
+        best = {"model": judged.state_dict(), "val": record["val"], "bits": record.get("bits")}
+        save_checkpoint({**common, **best, "ema": st.ema is not None}, paths["best"])
+    save_checkpoint(
+        {
+            **common,
+            "model": st.model.state_dict(),
+            "optimizer": st.opt.state_dict(),
+            "bits_optimizer": st.bopt.state_dict() if st.bopt is not None else None,
+            "scheduler": st.sched.state_dict(),
+            "best_score": st.best_score,
+            "history": st.history,
+            "ema": st.ema.state_dict() if st.ema is not None else None,
+            "torch_rng": torch.get_rng_state(),
+        },
+        paths["last"],
+    )
 
 
 def _validate_and_checkpoint(
@@ -460,9 +502,8 @@ def _validate_and_checkpoint(
 ) -> dict:
     """Validate (the EMA model if any), pick the best, write best.pt / last.pt / the log line."""
     judged = st.ema.module if st.ema is not None else st.model
-    metrics, val_loss, _ = evaluate_model(
-        judged, data.x["val"], data.y["val"], data.labels["val"], dev
-    )
+    val = (data.x["val"], data.y["val"], data.labels["val"], dev)
+    metrics, val_loss, _ = evaluate_model(judged, *val)
     record = {
         "epoch": epoch,
         "seconds": round(seconds, 3),
@@ -472,57 +513,50 @@ def _validate_and_checkpoint(
         "val": metrics,
     }
     if st.ema is not None:  # the live weights, for the EMA-vs-live comparison
-        record["val_live"] = evaluate_model(
-            st.model, data.x["val"], data.y["val"], data.labels["val"], dev
-        )[0]
+        record["val_live"] = evaluate_model(st.model, *val)[0]
     if st.tracker:
         record["bits"] = st.tracker.report()
-        record["bit_loss"] = {
-            "mode": cfg.bit_loss,
-            "lambda": cfg.lam,
-            "value": float(st.tracker.average(cfg.bit_loss).detach()),
-        }
+        value = float(st.tracker.average(cfg.bit_loss).detach())
+        record["bit_loss"] = {"mode": cfg.bit_loss, "lambda": cfg.lam, "value": value}
         record["bits_frozen"] = frozen
     score = selection_score(metrics, cfg.select)
     record["best"] = bool(eligible and score > st.best_score)
-    common = {
-        "model_config": cfg.model.to_dict(),
-        "config": cfg.to_dict(),
-        "size": cfg.size,
-        "epoch": epoch,
-    }
     if record["best"]:
         st.best_score = score
-        save_checkpoint(
-            {
-                **common,
-                "model": judged.state_dict(),
-                "val": metrics,
-                "bits": record.get("bits"),
-                "ema": st.ema is not None,
-            },
-            paths["best"],
-        )
     st.history.append(record)
     # checkpoint first, then the log line: a kill in between is repaired on resume, which
     # rewrites the log from the checkpoint's history.
-    save_checkpoint(
-        {
-            **common,
-            "model": st.model.state_dict(),
-            "optimizer": st.opt.state_dict(),
-            "bits_optimizer": st.bopt.state_dict() if st.bopt is not None else None,
-            "scheduler": st.sched.state_dict(),
-            "best_score": st.best_score,
-            "history": st.history,
-            "ema": st.ema.state_dict() if st.ema is not None else None,
-            "torch_rng": torch.get_rng_state(),
-        },
-        paths["last"],
-    )
+    _save_checkpoints(cfg, st, epoch, record, judged, paths)
     with open(paths["log"], "a") as fh:
         fh.write(json.dumps(record) + "\n")
     return record
+
+
+def _wrap_ddp(model: nn.Module, dist: _Dist) -> nn.Module:
+    """The model as the ranks train it: itself on one process, DistributedDataParallel on more."""
+    if dist.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+
+
+def _barrier() -> None:
+    import torch.distributed as tdist
+
+    tdist.barrier()
+
+
+def _stage_record(
+    run: RunFolder, cfg: TrainConfig, data: DataTensors, dist: _Dist, resumed: bool
+) -> StageRecord:
+    """The train stage's record, begun with the data's hashes (a resumed run keeps its own)."""
+    inputs = {"data_hash": data.data_hash, "split": cfg.split}
+    if data.mix_hashes:
+        inputs["mix_data_hashes"] = data.mix_hashes
+    accel = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else None
+    rec = StageRecord(run, "train", cfg.to_dict())
+    return rec.begin(inputs, accelerator=accel) if dist.main and not resumed else rec.resumed()
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = None) -> dict:
@@ -546,19 +580,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = 
     st = _build_state(cfg, stored, data.n_epoch, dist)
     if stored is not None and dist.main:
         atomic_write_text(paths["log"], "".join(json.dumps(h) + "\n" for h in st.history))
-    ddp_model = st.model
-    if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ddp_model = DDP(
-            st.model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
-        )
-    inputs = {"data_hash": data.data_hash, "split": cfg.split}
-    if data.mix_hashes:
-        inputs["mix_data_hashes"] = data.mix_hashes
-    accel = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else None
-    rec = StageRecord(run, "train", cfg.to_dict())
-    rec = rec.begin(inputs, accelerator=accel) if dist.main and stored is None else rec.resumed()
+    ddp_model = _wrap_ddp(st.model, dist)
+    rec = _stage_record(run, cfg, data, dist, resumed=stored is not None)
     record: dict = st.history[-1] if st.history else {}
     freeze_at = cfg.freeze_epoch()
     for epoch in range(st.start_epoch, cfg.epochs + 1):
@@ -570,24 +593,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: ProgressFn | None = 
                 st.ema.reset(st.model)  # average only weights on the final grid
         train_parts = _train_epoch(cfg, st, data, dist, epoch, frozen, ddp_model, progress)
         if dist.main:
+            seconds, eligible = time.perf_counter() - t0, freeze_at is None or frozen
             record = _validate_and_checkpoint(
-                cfg,
-                st,
-                data,
-                dist.device,
-                epoch,
-                time.perf_counter() - t0,
-                train_parts,
-                frozen,
-                freeze_at is None or frozen,
-                paths,
+                cfg, st, data, dist.device, epoch, seconds, train_parts, frozen, eligible, paths
             )
             if progress is not None:
                 progress("epoch", record)
         if dist.world > 1:
-            import torch.distributed as tdist
-
-            tdist.barrier()
+            _barrier()
     if dist.main:
         from qdev.training.plots import plot_training
 
