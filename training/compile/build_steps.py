@@ -73,10 +73,10 @@ def _binding_limit(model: ModelWrapper, wwidth_max: int) -> str:
     return f"{name} ({node.op_type}) is where FINN's folding search stopped"
 
 
-def qdev_fold(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
-    """Fold for ``--fps`` with FINN's SetFolding; if the result, **with the FIFOs its streams need**
-    (:func:`.fifo_step.fifo_plan`), exceeds the part's resources (times ``max_utilisation``), retry
-    at 0.7x the frame rate until it fits."""
+def _try_folding(model: ModelWrapper, cfg, ctx: StepContext, target: float) -> tuple:  # noqa: ANN001
+    """Fold for ``target`` frames/s and estimate it as the later steps will build it: bit widths
+    minimised, FIFOs and FINN's width converters added (the estimate of the folding alone missed
+    both). Returns (folded model, its frames/s, utilisation per resource, the try's record)."""
     from copy import deepcopy
 
     from finn.builder.build_dataflow_steps import step_minimize_bit_width
@@ -86,39 +86,78 @@ def qdev_fold(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # no
 
     b, c = ctx.board, ctx.cfg
     clock_hz = 1e9 / c.clock
-    target = c.target_fps
     cap = b.capacity
+    cycles = max(int(clock_hz / target), 1)
+    folded = model.transform(
+        SetFolding(cycles, mvau_wwidth_max=c.mvau_wwidth_max, two_pass_relaxation=True)
+    )
+    built = step_minimize_bit_width(ModelWrapper(deepcopy(folded.model)), cfg)
+    layers = _totals(built, b.part)
+    fifo = fifo_added(built, b, layers)
+    tot = {k: layers[k] + fifo.get(k, 0.0) for k in RES_KEYS}
+    fps = clock_hz / _max_cycles(folded)
+    util = {
+        k: (tot[k] / cap[k] if cap[k] else (0.0 if tot[k] == 0 else float("inf"))) for k in RES_KEYS
+    }
+    record = {
+        "target_fps": round(target, 2),
+        "estimated_fps": round(fps, 2),
+        "fits": all(u <= c.max_utilisation for u in util.values()),
+        "utilisation": {k: round(v, 4) for k, v in util.items()},
+        "utilisation_layers_only": {
+            k: round(layers[k] / cap[k], 4) if cap[k] else 0.0 for k in RES_KEYS
+        },
+    }
+    return folded, fps, util, record
+
+
+def _folding_record(folded: ModelWrapper, fps: float, tries: list[dict], ctx: StepContext) -> dict:
+    """What the folding reached against ``--fps``, what limited it, and the message if not met."""
+    b, c = ctx.board, ctx.cfg
+    met = fps >= c.target_fps * 0.999
+    first = tries[0]["utilisation"]
+    if len(tries) == 1:
+        limit = _binding_limit(folded, c.mvau_wwidth_max)
+        message = (
+            f"{b.name}: --fps {c.target_fps:g} is out of reach: {limit}; "
+            f"the best folding that fits reaches {fps:.1f} fps"
+        )
+    else:
+        limit = (
+            f"the board's resources: the folding for --fps {c.target_fps:g} needs "
+            + ", ".join(f"{k} {v:.0%}" for k, v in first.items() if v > c.max_utilisation)
+            + f" (over {c.max_utilisation:.0%}, FIFOs included)"
+        )
+        message = (
+            f"{b.name}: --fps {c.target_fps:g} needs more than {c.max_utilisation:.0%} of the "
+            f"{b.part} (FIFOs included); the best folding that fits reaches {fps:.1f} fps"
+        )
+    return {
+        "requested_fps": c.target_fps,
+        "achieved_fps": round(fps, 2),
+        "met": met,
+        "tries": tries,
+        "binding_limit": limit,
+        "message": None if met else message,
+    }
+
+
+def qdev_fold(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
+    """Fold for ``--fps`` with FINN's SetFolding; if the result, **with the FIFOs its streams need**
+    (:func:`.fifo_step.fifo_plan`), exceeds the part's resources (times ``max_utilisation``), retry
+    at 0.7x the frame rate until it fits."""
+    from finn.util.config import extract_model_config_to_json
+
+    b = ctx.board
+    target = ctx.cfg.target_fps
     tries = []
     while True:
-        cycles = max(int(clock_hz / target), 1)
-        folded = model.transform(
-            SetFolding(cycles, mvau_wwidth_max=c.mvau_wwidth_max, two_pass_relaxation=True)
+        folded, fps, util, record = _try_folding(model, cfg, ctx, target)
+        tries.append(record)
+        log.info(
+            "folding for %.1f fps: est %.1f fps, fits=%s %s", target, fps, record["fits"], util
         )
-        # estimated as the later steps will build it: bit widths minimised, FIFOs and FINN's width
-        # converters added (the estimate of the folding alone missed both)
-        built = step_minimize_bit_width(ModelWrapper(deepcopy(folded.model)), cfg)
-        layers = _totals(built, b.part)
-        fifo = fifo_added(built, b, layers)
-        tot = {k: layers[k] + fifo.get(k, 0.0) for k in RES_KEYS}
-        fps = clock_hz / _max_cycles(folded)
-        util = {
-            k: (tot[k] / cap[k] if cap[k] else (0.0 if tot[k] == 0 else float("inf")))
-            for k in RES_KEYS
-        }
-        fits = all(u <= c.max_utilisation for u in util.values())
-        tries.append(
-            {
-                "target_fps": round(target, 2),
-                "estimated_fps": round(fps, 2),
-                "fits": fits,
-                "utilisation": {k: round(v, 4) for k, v in util.items()},
-                "utilisation_layers_only": {
-                    k: round(layers[k] / cap[k], 4) if cap[k] else 0.0 for k in RES_KEYS
-                },
-            }
-        )
-        log.info("folding for %.1f fps: est %.1f fps, fits=%s %s", target, fps, fits, util)
-        if fits:
+        if record["fits"]:
             break
         target *= 0.7
         if target < 0.5:
@@ -126,43 +165,33 @@ def qdev_fold(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # no
                 f"{b.name}: the model does not fit the {b.part} even fully folded "
                 f"(utilisation with FIFOs {util}); use a smaller --width or another board"
             )
-    met = fps >= c.target_fps * 0.999
-    first = tries[0]["utilisation"]
-    limit = (
-        _binding_limit(folded, c.mvau_wwidth_max)
-        if len(tries) == 1
-        else (
-            f"the board's resources: the folding for --fps {c.target_fps:g} needs "
-            + ", ".join(f"{k} {v:.0%}" for k, v in first.items() if v > c.max_utilisation)
-            + f" (over {c.max_utilisation:.0%}, FIFOs included)"
-        )
-    )
-    ctx.folding = {
-        "requested_fps": c.target_fps,
-        "achieved_fps": round(fps, 2),
-        "met": met,
-        "tries": tries,
-        "binding_limit": limit,
-        "message": None
-        if met
-        else (
-            f"{b.name}: --fps {c.target_fps:g} needs more than {c.max_utilisation:.0%} of the "
-            f"{b.part} (FIFOs included); the best folding that fits reaches {fps:.1f} fps"
-            if len(tries) > 1
-            else f"{b.name}: --fps {c.target_fps:g} is out of reach: {limit}; "
-            f"the best folding that fits reaches {fps:.1f} fps"
-        ),
-    }
-    if not met:
+    ctx.folding = _folding_record(folded, fps, tries, ctx)
+    if not ctx.folding["met"]:
         log.warning(ctx.folding["message"])
-    from finn.util.config import extract_model_config_to_json
-
     extract_model_config_to_json(
         folded,
         ctx.out / "report" / "auto_folding_config.json",
         ["PE", "SIMD", "parallel_window", "ram_style", "mem_mode", "resType"],
     )
     return folded
+
+
+#: what the compile summary keeps of each skip FIFO's plan
+_SKIP_KEYS = (
+    "stream",
+    "producer",
+    "consumer",
+    "must_pixels",
+    "depth_pixels",
+    "words_per_pixel",
+    "depth",
+    "width_bits",
+    "bits",
+    "ram_style",
+    "LUT",
+    "BRAM_18K",
+    "URAM",
+)
 
 
 def qdev_fifo_depths(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
@@ -196,28 +225,7 @@ def qdev_fifo_depths(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper
     ctx.fifos = {
         "count": finn_cost["fifos"],
         "dwcs": finn_cost["dwcs"],
-        "skips": [
-            {
-                k: f[k]
-                for k in (
-                    "stream",
-                    "producer",
-                    "consumer",
-                    "must_pixels",
-                    "depth_pixels",
-                    "words_per_pixel",
-                    "depth",
-                    "width_bits",
-                    "bits",
-                    "ram_style",
-                    "LUT",
-                    "BRAM_18K",
-                    "URAM",
-                )
-            }
-            for f in plan
-            if f["role"] == "skip"
-        ],
+        "skips": [{k: f[k] for k in _SKIP_KEYS} for f in plan if f["role"] == "skip"],
         "plan_totals": fifo_totals(plan),
         "finn_estimate": finn_cost,
         "added": added,

@@ -102,6 +102,122 @@ def _compiled_files(outputs: dict, board: str) -> dict[str, str]:
     return {"intmodel.npz": f"{d}/intmodel.npz", PIXELS: f"{d}/{PIXELS}", CODES: codes}
 
 
+def _lineage(train: dict, rests_on: list[str], stages_sha: str) -> dict:
+    """The run manifest and the data this network was trained on (``qdev lineage``): the stages
+    the bundle rests on, by a hash of their records (later stages of the run, its own bundle
+    stage or an evaluation, change the manifest file but not these)."""
+    return {
+        "run_stages": rests_on,
+        "run_stages_sha256": stages_sha,
+        "data_hash": (train.get("inputs") or {}).get("data_hash"),
+        "split": (train.get("outputs") or {}).get("train/split.json"),
+        "best_pt_sha256": (train.get("outputs") or {}).get("train/best.pt"),
+    }
+
+
+_ESTIMATES = (
+    "resources",
+    "resources_with_fifos",
+    "estimated_fps",
+    "estimated_latency_ms",
+    "bottleneck",
+    "folding",
+)
+
+
+def _verification(export: dict, summary: dict) -> dict:
+    """What the export and the compile verified: FINN's python execution after each step, each
+    hardware-language mode run (without its per-type detail), the integer model."""
+    v = summary["verification"]
+    steps = v["steps"]
+    modes = {
+        mode: {k: x for k, x in (steps.get(step) or {}).items() if k != "by_type"} or None
+        for mode, step in VERIFY_STEPS.items()
+    }
+    return {
+        "export": export.get("integer_outputs_equal"),
+        "finn_python": {k: x for k, x in steps.items() if x.get("exec_mode", "python") == "python"},
+        **modes,
+        "intmodel_equals_finn": (summary.get("intmodel") or {}).get("equals_finn_python_exec"),
+        "modes_run": v.get("modes_run"),
+        "not_run": v.get("not_run"),
+        "layers": v.get("layers"),
+    }
+
+
+def _manifest(
+    run: RunFolder, summary: dict, export: dict, model: str, lineage: dict, mask_rule: tuple
+) -> dict:
+    """The bundle manifest apart from its file list: what the bundle is, where it comes from,
+    what was estimated and verified, and the mask rule the device applies."""
+    rule, rule_source = mask_rule
+    train = run.stage("train")
+    bit = summary.get("bitstream") or {}
+    scale = export["output_scale"]
+    return {
+        "format": "qdev-bundle",
+        "format_version": BUNDLE_FORMAT,
+        "model": model,
+        "run_id": run.path.name,
+        "train_config": train.get("config"),
+        "lineage": lineage,
+        "board": summary["board"],
+        "part": summary["part"],
+        "clock_ns": summary["clock_ns"],
+        "estimate_only": not bit.get("built", False),
+        "bitstream": "built"
+        if bit.get("built")
+        else f"not built: {bit.get('reason', 'no Vivado')}",
+        "io": summary["intmodel"]["io"],
+        "output_scale": scale,
+        "mask_rule": rule.to_dict(),
+        "mask_rule_source": {
+            "describe": rule.describe(),
+            "logit_threshold": rule.logit_threshold(scale),
+            **rule_source,
+        },
+        "bits": export.get("bits"),
+        "estimates": {k: summary.get(k) for k in _ESTIMATES},
+        "fifos": summary.get("fifos"),
+        "verification": _verification(export, summary),
+        "self_test": {"input": PIXELS, "expected": CODES},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # rises with every build: a device refuses a lower one than it has run (rollback
+        # protection, as MCUboot's security counter) unless told --allow-downgrade
+        "version": int(time.time()),
+        "qdev_version": __version__,
+    }
+
+
+def _compile_summary(run: RunFolder, rec: StageRecord, board: str) -> dict:
+    """The compile's summary for ``board``, refused unless the compile ran and its integer model
+    was verified."""
+    stage = run.load()["stages"].get(f"compile/{board}")
+    if not stage or stage.get("status") not in ("done", "stopped"):
+        raise QdevError(
+            f"{run.path}: compile for {board} has not run (qdev compile {run.path} --board {board})"
+        )
+    summary = json.loads(rec.input(f"compile/{board}/summary.json").read_text())
+    if not (summary.get("intmodel") or {}).get("equals_finn_python_exec"):
+        raise QdevError(
+            f"{run.path}: the integer model for {board} was not verified; rerun the compile"
+        )
+    return summary
+
+
+def _write_signed(tmp: Path, files: dict[str, Path], manifest: dict, sk) -> None:  # noqa: ANN001
+    """Copy ``files`` into ``tmp``, list them in the manifest, write it and its signature."""
+    for name, src in files.items():
+        shutil.copyfile(src, tmp / name)
+    manifest["files"] = {name: file_entry(tmp / name) for name in files}
+    mbytes = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    (tmp / MANIFEST).write_bytes(mbytes)
+    (tmp / SIGNATURE).write_bytes(sign_manifest(mbytes, sk))
+    for p in tmp.iterdir():
+        p.chmod(0o644)
+    tmp.chmod(0o755)
+
+
 def build_bundle(
     run_dir: Path,
     board: str,
@@ -114,40 +230,20 @@ def build_bundle(
     manifest and sign it. The folder is built aside and renamed into place."""
     run = RunFolder(Path(run_dir))
     adapted = adaptation_record(run, allow_unoffered)
-    stage = run.load()["stages"].get(f"compile/{board}")
-    if not stage or stage.get("status") not in ("done", "stopped"):
-        raise QdevError(
-            f"{run_dir}: compile for {board} has not run (qdev compile {run_dir} --board {board})"
-        )
     out = Path(out)
-    rec = StageRecord(
-        run,
-        "bundle",
-        {
-            "board": board,
-            "model": model_name or run.path.name,
-            "out": str(out),
-            "allow_unoffered": allow_unoffered,
-        },
-        board=board,
-    )
-    summary = json.loads(rec.input(f"compile/{board}/summary.json").read_text())
-    im = summary.get("intmodel") or {}
-    if not im.get("equals_finn_python_exec"):
-        raise QdevError(
-            f"{run_dir}: the integer model for {board} was not verified; rerun the compile"
-        )
+    model = model_name or run.path.name
+    settings = {"board": board, "model": model, "out": str(out)}
+    rec = StageRecord(run, "bundle", {**settings, "allow_unoffered": allow_unoffered}, board=board)
+    summary = _compile_summary(run, rec, board)
     sk = load_private_key(key)
     export = json.loads(run.verified("export", "export/verify.json").read_text())
-    train = run.stage("train")
-    rule, rule_source = run_mask_rule(run)
     stage_name = f"compile/{board}"
     sources = _compiled_files(run.stage(stage_name)["outputs"], board)
     # what the bundle rests on, hashed before this bundle's own stage is written into the run
-    rests_on = [
-        n for n in ("train", "export", "postprocess", stage_name) if n in run.load()["stages"]
-    ]
-    stages_sha = stages_sha256(run.load(), rests_on)
+    stages = run.load()["stages"]
+    rests_on = [n for n in ("train", "export", "postprocess", stage_name) if n in stages]
+    lineage = _lineage(run.stage("train"), rests_on, stages_sha256(run.load(), rests_on))
+    mask_rule = run_mask_rule(run)
     rec.begin()
     # each checked against the hash the compile recorded (a changed file is refused), the golden
     # pair also for its layout (core/golden.py): the bundle holds it under the same names
@@ -157,91 +253,12 @@ def build_bundle(
     if bit.get("built"):
         files["accel.bit"] = Path(bit["bit"][0])
         files["accel.hwh"] = Path(bit["hwh"][0])
+    manifest = _manifest(run, summary, export, model, lineage, mask_rule)
+    if adapted:
+        manifest["adapted"] = adapted
     out.parent.mkdir(parents=True, exist_ok=True)
     with FolderBuild(out.parent, ".bundle-") as build:
-        tmp = build.path
-        for name, src in files.items():
-            shutil.copyfile(src, tmp / name)
-        manifest = {
-            "format": "qdev-bundle",
-            "format_version": BUNDLE_FORMAT,
-            "model": model_name or run.path.name,
-            "run_id": run.path.name,
-            "train_config": train.get("config"),
-            # lineage: the run manifest and the data this network was trained on (qdev lineage)
-            # the stages it rests on, by a hash of their records: later stages of the run (its
-            # own bundle stage, an evaluation) change the manifest file but not these
-            "lineage": {
-                "run_stages": rests_on,
-                "run_stages_sha256": stages_sha,
-                "data_hash": (train.get("inputs") or {}).get("data_hash"),
-                "split": (train.get("outputs") or {}).get("train/split.json"),
-                "best_pt_sha256": (train.get("outputs") or {}).get("train/best.pt"),
-            },
-            **({"adapted": adapted} if adapted else {}),
-            "board": summary["board"],
-            "part": summary["part"],
-            "clock_ns": summary["clock_ns"],
-            "estimate_only": not bit.get("built", False),
-            "bitstream": "built"
-            if bit.get("built")
-            else f"not built: {bit.get('reason', 'no Vivado')}",
-            "io": im["io"],
-            "output_scale": export["output_scale"],
-            "mask_rule": rule.to_dict(),
-            "mask_rule_source": {
-                "describe": rule.describe(),
-                "logit_threshold": rule.logit_threshold(export["output_scale"]),
-                **rule_source,
-            },
-            "bits": export.get("bits"),
-            "estimates": {
-                k: summary.get(k)
-                for k in (
-                    "resources",
-                    "resources_with_fifos",
-                    "estimated_fps",
-                    "estimated_latency_ms",
-                    "bottleneck",
-                    "folding",
-                )
-            },
-            "fifos": summary.get("fifos"),
-            "verification": {
-                "export": export.get("integer_outputs_equal"),
-                "finn_python": {
-                    k: v
-                    for k, v in summary["verification"]["steps"].items()
-                    if v.get("exec_mode", "python") == "python"
-                },
-                **{
-                    mode: {
-                        k: v
-                        for k, v in (summary["verification"]["steps"].get(step) or {}).items()
-                        if k != "by_type"
-                    }
-                    or None
-                    for mode, step in VERIFY_STEPS.items()
-                },
-                "intmodel_equals_finn": im.get("equals_finn_python_exec"),
-                "modes_run": summary["verification"].get("modes_run"),
-                "not_run": summary["verification"].get("not_run"),
-                "layers": summary["verification"].get("layers"),
-            },
-            "self_test": {"input": PIXELS, "expected": CODES},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            # rises with every build: a device refuses a lower one than it has run (rollback
-            # protection, as MCUboot's security counter) unless told --allow-downgrade
-            "version": int(time.time()),
-            "qdev_version": __version__,
-            "files": {name: file_entry(tmp / name) for name in files},
-        }
-        mbytes = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
-        (tmp / MANIFEST).write_bytes(mbytes)
-        (tmp / SIGNATURE).write_bytes(sign_manifest(mbytes, sk))
-        for p in tmp.iterdir():
-            p.chmod(0o644)
-        tmp.chmod(0o755)
+        _write_signed(build.path, files, manifest, sk)
         build.commit(out, replace=True)
     inside = out.resolve().is_relative_to(run.path.resolve())
     # the bundle is a stage of its run: its files' hashes when it lies inside the run (the

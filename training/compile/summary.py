@@ -5,6 +5,7 @@ verifications the build's steps executed."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from qonnx.core.modelwrapper import ModelWrapper
 
@@ -97,6 +98,31 @@ def layer_verification(verification: dict) -> dict[str, dict]:
     return out
 
 
+def _reports(rep: Path) -> tuple[dict, dict, dict]:
+    """FINN's estimate reports: per-layer resources, per-layer cycles, network performance
+    (an empty dict for one that was not written)."""
+
+    def load(name: str) -> dict:
+        p = rep / name
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    return (
+        load("estimate_layer_resources.json"),
+        load("estimate_layer_cycles.json"),
+        load("estimate_network_performance.json"),
+    )
+
+
+def _against_part(used: dict, cap: dict, utilisation: dict | None = None) -> dict:
+    """Each resource used, available and the fraction (given, or used / available)."""
+    out = {}
+    for r in RES_KEYS:
+        u = float(used.get(r, 0))
+        frac = (utilisation[r] if utilisation is not None else u / cap[r]) if cap[r] else None
+        out[r] = {"used": u, "available": cap[r], "utilisation": frac}
+    return out
+
+
 def summarise(
     ctx: StepContext,
     model: ModelWrapper,
@@ -107,57 +133,32 @@ def summarise(
 ) -> dict:
     """Per-layer and total estimates vs the part, bottleneck, expected FPS/latency, and what ran,
     all derived from the reports, the final graph and the verifications the build executed."""
-    rep = ctx.out / "report"
-
-    def load(name: str) -> dict:
-        p = rep / name
-        return json.loads(p.read_text()) if p.is_file() else {}
-
-    res, cyc, perf = (
-        load("estimate_layer_resources.json"),
-        load("estimate_layer_cycles.json"),
-        load("estimate_network_performance.json"),
-    )
+    res, cyc, perf = _reports(ctx.out / "report")
     cap = ctx.board.capacity
-    total = res.get("total", {})
     layers = [
         {"layer": k, "cycles": int(cyc.get(k, 0)), **{r: float(v.get(r, 0)) for r in RES_KEYS}}
         for k, v in res.items()
         if k != "total"
     ]
     bottleneck = max(cyc, key=cyc.get) if cyc else None
-    clock_mhz = 1e3 / ctx.cfg.clock
+    ff = ctx.fifos
     return {
         "board": ctx.board.name,
         "part": ctx.board.part,
         "clock_ns": ctx.cfg.clock,
-        "clock_mhz": clock_mhz,
+        "clock_mhz": 1e3 / ctx.cfg.clock,
         "status": status,
         "stopped": stopped,
-        "resources": {
-            r: {
-                "used": float(total.get(r, 0)),
-                "available": cap[r],
-                "utilisation": (float(total.get(r, 0)) / cap[r]) if cap[r] else None,
-            }
-            for r in RES_KEYS
-        },
+        "resources": _against_part(res.get("total", {}), cap),
         "layers": layers,
         "bottleneck": {"layer": bottleneck, "cycles": int(cyc[bottleneck])} if bottleneck else None,
         "estimated_fps": perf.get("estimated_throughput_fps"),
         "estimated_latency_ms": (perf.get("estimated_latency_ns") or 0) / 1e6 if perf else None,
         "folding": ctx.folding,
-        "fifos": ctx.fifos,
-        "resources_with_fifos": None
-        if not ctx.fifos
-        else {
-            r: {
-                "used": ctx.fifos["with_fifos"][r],
-                "available": cap[r],
-                "utilisation": ctx.fifos["utilisation_with_fifos"][r] if cap[r] else None,
-            }
-            for r in RES_KEYS
-        },
+        "fifos": ff,
+        "resources_with_fifos": (
+            _against_part(ff["with_fifos"], cap, ff["utilisation_with_fifos"]) if ff else None
+        ),
         "verification": verification_modes(verification, ctx.vivado),
         "intmodel": ctx.intmodel,
         "bitstream": ctx.bitstream,
