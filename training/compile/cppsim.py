@@ -334,6 +334,72 @@ def _cppsim_mode(model) -> None:  # noqa: ANN001
         getCustomOp(n).set_nodeattr("exec_mode", "cppsim")
 
 
+def _node_report(model, n, comp: dict, ref: list[dict], cfg: CppSimConfig) -> dict:  # noqa: ANN001
+    """One node's entry: an RTL layer (no C++ model), an HLS layer that did not compile, or its
+    simulated outputs on every golden frame's python inputs against python's outputs."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    rec: dict = {"op_type": n.op_type}
+    if not n.op_type.endswith("_hls"):
+        rec.update(simulated=None, reason="RTL layer: no C++ model (FINN has no cppsim for it)")
+        return rec
+    rec.update({k: comp[n.name][k] for k in ("compiled", "cached", "compile_s", "error")})
+    if not rec["compiled"]:
+        rec["simulated"] = False
+        return rec
+    inst, diff, total, t_run, hits = getCustomOp(n), 0, 0, time.perf_counter(), 0
+    for ctx in ref:
+        got, hit = _run_cached(model, n, inst, ctx, comp[n.name]["key"], cfg)
+        hits += hit
+        for o in n.output:
+            diff += int(np.count_nonzero(got[o] != ctx[o]))
+            total += int(ctx[o].size)
+    rec.update(
+        {
+            "simulated": True,
+            "elements": total,
+            "elements_differing": diff,
+            "bit_exact": diff == 0,
+            "run_s": round(time.perf_counter() - t_run, 3),
+            "runs_cached": hits,
+        }
+    )
+    return rec
+
+
+def _end_to_end(
+    model, nodes: dict, ref: list[dict], frames: np.ndarray, golden_codes: np.ndarray | None
+) -> dict:  # noqa: ANN001
+    """The whole graph, every HLS node simulated on what its simulated predecessors gave it (RTL
+    nodes in python), its output against python's and the golden codes. When every node equals
+    python on python's own inputs, the chain equals python by induction over the graph's order:
+    then python's output is the chain's, and only a mismatch is chained (to show where it
+    leads)."""
+    t_e2e = time.perf_counter()
+    out = model.graph.output[0].name
+    compiled = all(r.get("compiled", True) for r in nodes.values())
+    all_exact = compiled and all(r.get("bit_exact", True) for r in nodes.values())
+    if all_exact:
+        outs = [c[out] for c in ref]
+        how = "implied: every HLS node equals python on python's inputs"
+    else:
+        outs = [_chain(model, f)[out] for f in frames] if compiled else []
+        how = "simulated in a chain"
+    e2e = {
+        "frames": int(len(outs)),
+        "how": how,
+        "differing_from_python": int(sum(np.count_nonzero(o != c[out]) for o, c in zip(outs, ref))),
+        "seconds": round(time.perf_counter() - t_e2e, 2),
+    }
+    if not outs:
+        e2e["skipped"] = "a node did not compile"
+    elif golden_codes is not None:
+        got = np.stack([o.reshape(-1) for o in outs])
+        want = golden_codes.reshape(len(frames), -1)
+        e2e["differing_from_golden_codes"] = int(np.count_nonzero(got != want))
+    return e2e
+
+
 def verify_cppsim(
     model_path: Path,
     reference_path: Path | None,
@@ -353,7 +419,6 @@ def verify_cppsim(
     report's ``python_s`` is then None (the time was spent before, by whoever computed it)."""
     from finn.transformation.fpgadataflow.prepare_cppsim import PrepareCppSim
     from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.custom_op.registry import getCustomOp
 
     t0 = time.perf_counter()
     model = ModelWrapper(str(model_path))
@@ -366,70 +431,8 @@ def verify_cppsim(
         mutate(model)
     comp = compile_nodes(model, deps, cfg, progress)
     _cppsim_mode(model)
-    nodes: dict[str, dict] = {}
-    for n in model.graph.node:
-        rec: dict = {"op_type": n.op_type}
-        if not n.op_type.endswith("_hls"):
-            rec.update(
-                {"simulated": None, "reason": "RTL layer: no C++ model (FINN has no cppsim for it)"}
-            )
-            nodes[n.name] = rec
-            continue
-        rec.update({k: comp[n.name][k] for k in ("compiled", "cached", "compile_s", "error")})
-        if not rec["compiled"]:
-            rec["simulated"] = False
-            nodes[n.name] = rec
-            continue
-        inst, diff, total, t_run, hits = getCustomOp(n), 0, 0, time.perf_counter(), 0
-        for ctx in ref:
-            got, hit = _run_cached(model, n, inst, ctx, comp[n.name]["key"], cfg)
-            hits += hit
-            for o in n.output:
-                diff += int(np.count_nonzero(got[o] != ctx[o]))
-                total += int(ctx[o].size)
-        rec.update(
-            {
-                "simulated": True,
-                "elements": total,
-                "elements_differing": diff,
-                "bit_exact": diff == 0,
-                "run_s": round(time.perf_counter() - t_run, 3),
-                "runs_cached": hits,
-            }
-        )
-        nodes[n.name] = rec
-    # the whole graph, every HLS node simulated on what its simulated predecessors gave it (RTL
-    # nodes in python), its output against python's and the golden codes. When every node equals
-    # python on python's own inputs, the chain equals python by induction over the graph's
-    # order: then python's output is the chain's, and only a mismatch is chained (to show where
-    # it leads).
-    t_e2e = time.perf_counter()
-    out = model.graph.output[0].name
-    compiled = all(r.get("compiled", True) for r in nodes.values())
-    all_exact = compiled and all(r.get("bit_exact", True) for r in nodes.values())
-    if all_exact:
-        outs, how = (
-            [c[out] for c in ref],
-            "implied: every HLS node equals python on python's inputs",
-        )
-    else:
-        outs, how = (
-            ([_chain(model, f)[out] for f in frames] if compiled else []),
-            "simulated in a chain",
-        )
-    e2e = {
-        "frames": int(len(outs)),
-        "how": how,
-        "differing_from_python": int(sum(np.count_nonzero(o != c[out]) for o, c in zip(outs, ref))),
-        "seconds": round(time.perf_counter() - t_e2e, 2),
-    }
-    if not outs:
-        e2e["skipped"] = "a node did not compile"
-    elif golden_codes is not None:
-        got = np.stack([o.reshape(-1) for o in outs])
-        e2e["differing_from_golden_codes"] = int(
-            np.count_nonzero(got != golden_codes.reshape(len(frames), -1))
-        )
+    nodes = {n.name: _node_report(model, n, comp, ref, cfg) for n in model.graph.node}
+    e2e = _end_to_end(model, nodes, ref, frames, golden_codes)
     e2e["python_equals_unspecialised_graph"] = python_agrees
     return {
         "nodes": nodes,

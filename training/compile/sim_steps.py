@@ -153,64 +153,20 @@ def qdev_verilator(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper: 
     return model
 
 
-def qdev_stitched(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
-    """The whole accelerator at once (:mod:`.stitch`): every node of the graph FINN's FIFO step
-    builds from this build's depths, each in its hardware language, connected by FIFOs of those
-    depths; the golden frames back to back; bit-exact against the golden codes, no deadlock.
-    Works on a copy: the build's graph is handed on unchanged."""
-    import logging
-    import shutil
-    import time
-
-    from qdev.training.compile.cppsim import find_hls_deps
-    from qdev.training.compile.stitch import (
-        StitchConfig,
-        build_processes,
-        run_stitched,
-        stitched_graph,
-    )
-    from qdev.training.compile.verilate import VerilatorConfig, find_verilator
-
-    log = logging.getLogger(__name__)
-    vl = find_verilator()  # before any work: missing tools are a one-line error
-    deps = find_hls_deps(ctx.cfg.hls_deps)
+def _fifo_plan(ctx: StepContext) -> list[dict]:
+    """The FIFO depths qdev_fifo_depths chose (a one-line error where that step has not run)."""
     plan_file = ctx.out / "report" / "fifo_depths.json"
     if not plan_file.is_file():
         raise QdevError(
             f"--verify stitched needs the FIFO depths of step qdev_fifo_depths ({plan_file} is "
             "missing)"
         )
-    plan = json.loads(plan_file.read_text())["fifos"]
-    d = ctx.out / "stitched"
-    work = d / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    pixels, codes, _ = _golden(ctx)
-    fm = stitched_graph(model, plan, ctx.board.part)
-    scfg = StitchConfig(keep=work)
-    hls, rtl, facts = build_processes(
-        fm,
-        work,
-        deps,
-        vl,
-        scfg,
-        VerilatorConfig(cflags=ctx.cfg.verilator_opt),
-        ctx.cfg.clock,
-        ctx.board.part,
-    )
-    last = [0.0]
+    return json.loads(plan_file.read_text())["fifos"]
 
-    def progress(got: int, total: int) -> None:
-        if time.monotonic() - last[0] > 10:
-            last[0] = time.monotonic()
-            log.info("stitched co-simulation: %d of %d output words", got, total)
 
-    rep = run_stitched(fm, pixels, codes, hls, rtl, scfg, progress)
-    rep["build"] = facts
-    d.mkdir(exist_ok=True)
-    _write(d, rep)
-    if rep["bit_exact"]:
-        shutil.rmtree(work, ignore_errors=True)  # kept (logs, words) only when something went wrong
-    ctx.verification["qdev_stitched"] = {
+def _stitched_record(rep: dict) -> dict:
+    """The stitched run as the compile summary's verification entry."""
+    return {
         "exec_mode": "stitched",
         "images": rep["frames"],
         "equal": bool(rep["bit_exact"]),
@@ -222,6 +178,59 @@ def qdev_stitched(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  
         "run_s": rep["run_s"],
         "report": "stitched/report.json",
     }
+
+
+def _log_every(seconds: float):  # noqa: ANN202
+    """A progress callback that logs the co-simulation's output words at most every ``seconds``."""
+    import logging
+    import time
+
+    log = logging.getLogger(__name__)
+    last = [0.0]
+
+    def progress(got: int, total: int) -> None:
+        if time.monotonic() - last[0] > seconds:
+            last[0] = time.monotonic()
+            log.info("stitched co-simulation: %d of %d output words", got, total)
+
+    return progress
+
+
+def qdev_stitched(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  # noqa: ANN001
+    """The whole accelerator at once (:mod:`.stitch`): every node of the graph FINN's FIFO step
+    builds from this build's depths, each in its hardware language, connected by FIFOs of those
+    depths; the golden frames back to back; bit-exact against the golden codes, no deadlock.
+    Works on a copy: the build's graph is handed on unchanged."""
+    import shutil
+
+    from qdev.training.compile.cppsim import find_hls_deps
+    from qdev.training.compile.stitch import (
+        StitchConfig,
+        build_processes,
+        run_stitched,
+        stitched_graph,
+    )
+    from qdev.training.compile.verilate import VerilatorConfig, find_verilator
+
+    vl = find_verilator()  # before any work: missing tools are a one-line error
+    deps = find_hls_deps(ctx.cfg.hls_deps)
+    plan = _fifo_plan(ctx)
+    d = ctx.out / "stitched"
+    work = d / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    pixels, codes, _ = _golden(ctx)
+    fm = stitched_graph(model, plan, ctx.board.part)
+    scfg = StitchConfig(keep=work)
+    vcfg = VerilatorConfig(cflags=ctx.cfg.verilator_opt)
+    part = ctx.board.part
+    hls, rtl, facts = build_processes(fm, work, deps, vl, scfg, vcfg, ctx.cfg.clock, part)
+    rep = run_stitched(fm, pixels, codes, hls, rtl, scfg, _log_every(10.0))
+    rep["build"] = facts
+    d.mkdir(exist_ok=True)
+    _write(d, rep)
+    if rep["bit_exact"]:
+        shutil.rmtree(work, ignore_errors=True)  # kept (logs, words) only when something went wrong
+    ctx.verification["qdev_stitched"] = _stitched_record(rep)
     if rep["status"] == "deadlock":
         raise QdevError(
             f"the stitched accelerator deadlocks at the chosen FIFO depths: {rep['summary']} "
@@ -230,8 +239,7 @@ def qdev_stitched(model: ModelWrapper, cfg, ctx: StepContext) -> ModelWrapper:  
     if not rep["bit_exact"]:
         raise QdevError(
             f"the stitched co-simulation {rep['status']}: output differs from the golden codes or "
-            "is "
-            f"incomplete (see {d / 'report.json'}, logs in {work})"
+            f"is incomplete (see {d / 'report.json'}, logs in {work})"
         )
     return model
 

@@ -569,12 +569,33 @@ def _simulate(n, inst, b: _Build, exe: Path, x: np.ndarray, cfg: VerilatorConfig
     return rec
 
 
+def _node_record(n, inst, built: dict) -> dict:  # noqa: ANN001
+    """A node's entry before simulation: not an RTL layer, not supported (and why), not built,
+    or built (``simulated`` True: the caller simulates it)."""
+    if inst is None:  # listed, so that the report covers the whole graph
+        return {"op_type": n.op_type, "simulated": None, "reason": "HLS layer: its C++ is cppsim's"}
+    rec: dict = {"op_type": n.op_type}
+    why = _unsupported(n, inst)
+    if why is not None:
+        rec.update(simulated=None, reason=why)
+        return rec
+    _, brec = built[n.name]
+    rec.update(
+        {k: brec[k] for k in ("built", "cached", "build_s", "error")},
+        shared=brec.get("shared", False),
+    )
+    if n.op_type.startswith("MVAU"):
+        rec["note"] = MVU_NOTE
+    rec["simulated"] = bool(brec["built"])
+    return rec
+
+
 def verify_verilator(
     model, ref: list[dict], vl: Verilator, cfg: VerilatorConfig, progress=None
 ) -> dict:  # noqa: ANN001
     """The Verilator report of the RTL nodes of ``model`` (their HDL generated,
-    :func:`generate_rtl`)
-    against python execution's tensors ``ref`` (one context per golden frame)."""
+    :func:`generate_rtl`) against python execution's tensors ``ref`` (one context per golden
+    frame)."""
     from qonnx.custom_op.registry import getCustomOp
 
     t0 = time.perf_counter()
@@ -582,31 +603,11 @@ def verify_verilator(
     nodes: dict[str, dict] = {}
     todo = []
     for n in model.graph.node:
-        if not n.op_type.endswith("_rtl"):  # listed, so that the report covers the whole graph
-            nodes[n.name] = {
-                "op_type": n.op_type,
-                "simulated": None,
-                "reason": "HLS layer: its C++ is cppsim's",
-            }
-            continue
-        inst = getCustomOp(n)
-        rec: dict = {"op_type": n.op_type}
-        why = _unsupported(n, inst)
-        if why is not None:
-            rec.update(simulated=None, reason=why)
-        else:
-            b, brec = built[n.name]
-            rec.update(
-                {k: brec[k] for k in ("built", "cached", "build_s", "error")},
-                shared=brec.get("shared", False),
-            )
-            if n.op_type.startswith("MVAU"):
-                rec["note"] = MVU_NOTE
-            if not brec["built"]:
-                rec["simulated"] = False
-            else:
-                todo.append((n, inst, b))
-        nodes[n.name] = rec
+        inst = getCustomOp(n) if n.op_type.endswith("_rtl") else None
+        nodes[n.name] = _node_record(n, inst, built)
+        if nodes[n.name].get("simulated") is True:  # built: to be simulated
+            del nodes[n.name]["simulated"]
+            todo.append((n, inst, built[n.name][0]))
 
     def one(item):  # noqa: ANN001, ANN202
         n, inst, b = item
