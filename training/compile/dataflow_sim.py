@@ -309,6 +309,90 @@ def _released(p: Port, emitted: int, n_out: int) -> int:
     return f * p.n_in + p.release[k]
 
 
+@dataclass
+class _Tokens:
+    """The token simulation's counters: per stream pixels produced and consumed and the peak
+    occupancy; per node the outputs emitted and each port's inputs taken."""
+
+    cap: dict[str, int]
+    produced: dict[str, int]
+    consumed: dict[str, int]
+    peak: dict[str, int]
+    emitted: dict[str, int]
+    taken: dict[str, list[int]]
+    total_out: dict[str, int]
+
+
+def _fire(g: DataflowGraph, st: _Tokens, name: str, frames: int) -> tuple[bool, bool, int]:
+    """Let node ``name`` read and emit as far as its inputs, buffers and outputs allow;
+    (it read, it emitted, the events it took)."""
+    produced, consumed, cap = st.produced, st.consumed, st.cap
+    node = g.node(name)
+    ports = g.ports[name]
+    tk = st.taken[name]
+    nout = g.n_out[name]
+    sink = g.sink
+    moved_in = moved_out = False
+    events = 0
+    while True:
+        progress = False
+        em = st.emitted[name]
+        for i, p in enumerate(ports):
+            avail = produced[p.stream] - consumed[p.stream]
+            room = p.cap - (tk[i] - _released(p, em, nout))
+            limit = p.n_in * frames - tk[i]
+            t = min(avail, room, limit)
+            if t > 0:
+                tk[i] += t
+                consumed[p.stream] += t
+                progress = moved_in = True
+        e = min(_emittable(p, tk[i], nout, frames) for i, p in enumerate(ports))
+        e = min(e, st.total_out[name])
+        for s in node.outputs:
+            if s != sink:
+                e = min(e, em + cap[s] - (produced[s] - consumed[s]))
+        if e > em:
+            st.emitted[name] = e
+            for s in node.outputs:
+                produced[s] += e - em
+                if s == sink:
+                    consumed[s] = produced[s]
+                else:
+                    st.peak[s] = max(st.peak[s], produced[s] - consumed[s])
+            progress = moved_out = True
+        events += 1
+        if not progress:
+            return moved_in, moved_out, events
+
+
+def _blame_rank(g: DataflowGraph, b: dict) -> int:
+    """The cause first: a fork held by its full skip FIFO, then the concat starving on its deep
+    input, then the rest."""
+    op = g.node(b["node"]).op
+    if op == "DuplicateStreams" and b["waits_on"] == "output full":
+        return 0
+    return 1 if op == "StreamingConcat" else 2
+
+
+def _blocked(g: DataflowGraph, st: _Tokens) -> list[dict]:
+    """Every unfinished node and the stream it waits on (a full output or an empty input)."""
+    blocked = []
+    for n in g.nodes:
+        if st.emitted[n.name] >= st.total_out[n.name]:
+            continue
+        occ = {s: st.produced[s] - st.consumed[s] for s in n.outputs if s != g.sink}
+        full = [s for s, o in occ.items() if o >= st.cap[s]]
+        if full:
+            blocked.append({"node": n.name, "waits_on": "output full", "stream": full[0]})
+            continue
+        starving = [
+            p.stream for p in g.ports[n.name] if st.produced[p.stream] == st.consumed[p.stream]
+        ]
+        stream = starving[0] if starving else "?"
+        blocked.append({"node": n.name, "waits_on": "input empty", "stream": stream})
+    return sorted(blocked, key=lambda b: _blame_rank(g, b))
+
+
 def simulate(
     g: DataflowGraph, depths: dict[str, int], frames: int = 2, max_events: int = 50_000_000
 ) -> SimResult:
@@ -317,102 +401,40 @@ def simulate(
     greedily, reading as far ahead as their buffers allow. Ends when the sink has every output
     pixel of ``frames`` frames, or when no node can move: a deadlock, reported with each
     unfinished node and the stream it waits on (an empty input or a full output)."""
-    cap = {s: max(1, int(depths.get(s, 1))) for s in g.pixels}
-    produced = dict.fromkeys(g.pixels, 0)
-    consumed = dict.fromkeys(g.pixels, 0)
-    produced[g.source] = g.pixels[g.source] * frames
-    peak = dict.fromkeys(g.pixels, 0)
-    emitted = {n.name: 0 for n in g.nodes}
-    taken = {n.name: [0] * len(g.ports[n.name]) for n in g.nodes}
-    total_out = {n.name: g.n_out[n.name] * frames for n in g.nodes}
+    st = _Tokens(
+        cap={s: max(1, int(depths.get(s, 1))) for s in g.pixels},
+        produced=dict.fromkeys(g.pixels, 0),
+        consumed=dict.fromkeys(g.pixels, 0),
+        peak=dict.fromkeys(g.pixels, 0),
+        emitted={n.name: 0 for n in g.nodes},
+        taken={n.name: [0] * len(g.ports[n.name]) for n in g.nodes},
+        total_out={n.name: g.n_out[n.name] * frames for n in g.nodes},
+    )
+    st.produced[g.source] = g.pixels[g.source] * frames
     queue = deque(n.name for n in g.nodes)
     queued = set(queue)
     events = 0
-    sink = g.sink
     while queue and events < max_events:
         name = queue.popleft()
         queued.discard(name)
-        node = g.node(name)
-        ports = g.ports[name]
-        tk = taken[name]
-        nout = g.n_out[name]
-        moved_in = moved_out = False
-        while True:
-            progress = False
-            em = emitted[name]
-            for i, p in enumerate(ports):
-                avail = produced[p.stream] - consumed[p.stream]
-                room = p.cap - (tk[i] - _released(p, em, nout))
-                limit = p.n_in * frames - tk[i]
-                t = min(avail, room, limit)
-                if t > 0:
-                    tk[i] += t
-                    consumed[p.stream] += t
-                    progress = moved_in = True
-            e = min(_emittable(p, tk[i], nout, frames) for i, p in enumerate(ports))
-            e = min(e, total_out[name])
-            for s in node.outputs:
-                if s != sink:
-                    e = min(e, em + cap[s] - (produced[s] - consumed[s]))
-            if e > em:
-                emitted[name] = e
-                for s in node.outputs:
-                    produced[s] += e - em
-                    if s == sink:
-                        consumed[s] = produced[s]
-                    else:
-                        occ = produced[s] - consumed[s]
-                        if occ > peak[s]:
-                            peak[s] = occ
-                progress = moved_out = True
-            events += 1
-            if not progress:
-                break
+        moved_in, moved_out, n_events = _fire(g, st, name, frames)
+        events += n_events
         wake = []
         if moved_in:
-            wake += [g.producer[p.stream] for p in ports if p.stream in g.producer]
+            wake += [g.producer[p.stream] for p in g.ports[name] if p.stream in g.producer]
         if moved_out:
-            wake += [g.consumer[s] for s in node.outputs if s in g.consumer]
+            wake += [g.consumer[s] for s in g.node(name).outputs if s in g.consumer]
         for w in wake:
             if w not in queued:
                 queued.add(w)
                 queue.append(w)
-    expected = g.pixels[sink] * frames
-    done = produced[sink] == expected
-    blocked = []
-    if not done:
-        for n in g.nodes:
-            if emitted[n.name] >= total_out[n.name]:
-                continue
-            full = [s for s in n.outputs if s != sink and produced[s] - consumed[s] >= cap[s]]
-            if full:
-                blocked.append({"node": n.name, "waits_on": "output full", "stream": full[0]})
-            else:
-                starving = [
-                    p.stream for p in g.ports[n.name] if produced[p.stream] == consumed[p.stream]
-                ]
-                blocked.append(
-                    {
-                        "node": n.name,
-                        "waits_on": "input empty",
-                        "stream": starving[0] if starving else "?",
-                    }
-                )
-
-        # the cause first: a fork held by a full skip FIFO, and the concat starving on its other
-        # input
-        def rank(b: dict) -> int:
-            op = g.node(b["node"]).op
-            if op == "DuplicateStreams" and b["waits_on"] == "output full":
-                return 0  # a fork held by its full skip FIFO
-            return 1 if op == "StreamingConcat" else 2  # the concat starving on its deep input
-
-        blocked.sort(key=rank)
-        if events >= max_events:
-            blocked.insert(0, {"node": "-", "waits_on": "event budget", "stream": str(max_events)})
-    return SimResult(
-        done, frames, produced[sink], expected, {s: v for s, v in peak.items()}, blocked, events
-    )
+    expected = g.pixels[g.sink] * frames
+    done = st.produced[g.sink] == expected
+    blocked = [] if done else _blocked(g, st)
+    if not done and events >= max_events:
+        blocked.insert(0, {"node": "-", "waits_on": "event budget", "stream": str(max_events)})
+    out = st.produced[g.sink]
+    return SimResult(done, frames, out, expected, dict(st.peak), blocked, events)
 
 
 def min_skip_depth(
@@ -477,6 +499,64 @@ def _frames(a: list[int] | None, n_other: int, n: int, frames: int) -> np.ndarra
     return np.concatenate([base + f * n_other for f in range(frames)])
 
 
+def _reads(
+    p: Port, rel: np.ndarray | None, arrive: np.ndarray, written: np.ndarray, nout: int, frames: int
+) -> np.ndarray:
+    """When a port reads each input pixel: after the producer wrote it (``arrive``), in order, and
+    while the line buffer has room (the node must have written e outputs with release(e) >=
+    i + 1 - cap; ``written``: when it wrote each output)."""
+    lb = arrive.copy()
+    want = np.arange(p.n_in * frames) + 1 - p.cap
+    has = want > 0
+    if has.any():
+        relc = rel if rel is not None else np.arange(1, nout + 1)
+        e = np.searchsorted(relc, want[has], side="left")  # outputs written = e + 1
+        e = np.minimum(e, nout - 1)
+        lb[has] = np.maximum(lb[has], written[e] + 1.0)
+    return np.maximum.accumulate(lb)
+
+
+def _writes(
+    ports: list[tuple], reads: list[np.ndarray], room: list[tuple], nout: int, ii: float
+) -> np.ndarray:
+    """When a node writes each output pixel: after the reads it needs, at most one per ``ii``
+    cycles, and into FIFOs with room (``room``: per output FIFO its depth and when its reader
+    read each pixel)."""
+    k_idx = np.arange(nout, dtype=np.float64)
+    lb = np.zeros(nout)
+    for (_p, need, _rel), r in zip(ports, reads):
+        last = (need if need is not None else np.arange(1, nout + 1)) - 1
+        ok = last >= 0
+        lb[ok] = np.maximum(lb[ok], r[last[ok]] + 1.0)
+    for cap, read in room:
+        j = np.arange(nout) - cap
+        ok = j >= 0
+        lb[ok] = np.maximum(lb[ok], read[j[ok]])
+    return k_idx * ii + np.maximum.accumulate(lb - k_idx * ii)
+
+
+def _timing_setup(g: DataflowGraph, cycles: dict[str, float], frames: int) -> tuple:
+    """(cycles between a node's outputs, per node its ports with need/release over ``frames``
+    frames, the (node, port) reading each stream)."""
+    ii = {
+        n.name: max(1.0, float(cycles.get(n.name, g.n_out[n.name])) / g.n_out[n.name])
+        for n in g.nodes
+    }
+    ports = {
+        n.name: [
+            (
+                p,
+                _frames(p.need, p.n_in, g.n_out[n.name], frames),
+                _frames(p.release, p.n_in, g.n_out[n.name], frames),
+            )
+            for p in g.ports[n.name]
+        ]
+        for n in g.nodes
+    }
+    reader = {p.stream: (n.name, k) for n in g.nodes for k, p in enumerate(g.ports[n.name])}
+    return ii, ports, reader
+
+
 def timed(
     g: DataflowGraph,
     depths: dict[str, int],
@@ -498,28 +578,11 @@ def timed(
     fixed point (each pass is vectorised per node). Returns the steady cycles per frame beside the
     slowest node's: equal when the FIFOs let the pipeline run at its bottleneck's rate."""
     order = g.nodes
-    E: dict[str, np.ndarray] = {}
-    R: dict[tuple[str, int], np.ndarray] = {}
-    ii = {
-        n.name: max(1.0, float(cycles.get(n.name, g.n_out[n.name])) / g.n_out[n.name])
-        for n in order
+    ii, ports, reader = _timing_setup(g, cycles, frames)
+    E = {n.name: np.zeros(g.n_out[n.name] * frames) for n in order}
+    R = {
+        (n.name, k): np.zeros(p.n_in * frames) for n in order for k, p in enumerate(g.ports[n.name])
     }
-    ports = {
-        n.name: [
-            (
-                p,
-                _frames(p.need, p.n_in, g.n_out[n.name], frames),
-                _frames(p.release, p.n_in, g.n_out[n.name], frames),
-            )
-            for p in g.ports[n.name]
-        ]
-        for n in order
-    }
-    reader = {p.stream: (n.name, k) for n in order for k, p in enumerate(g.ports[n.name])}
-    for n in order:
-        E[n.name] = np.zeros(g.n_out[n.name] * frames)
-        for k, p in enumerate(g.ports[n.name]):
-            R[(n.name, k)] = np.zeros(p.n_in * frames)
     src_avail = np.arange(g.pixels[g.source] * frames, dtype=np.float64)
     it, changed = 0, True
     while changed and it < max_iter:
@@ -530,51 +593,26 @@ def timed(
         for n in order if it % 2 else order[::-1]:
             nm = n.name
             nout = g.n_out[nm] * frames
-            k_idx = np.arange(nout, dtype=np.float64)
-            # reads: after the producer wrote the pixel, in order, while the line buffer has room
-            for k, (p, need, rel) in enumerate(ports[nm]):
-                prod = g.producer.get(p.stream)
-                arrive = src_avail if prod is None else E[prod] + 1.0
-                lb = arrive.copy()
-                i = np.arange(p.n_in * frames)
-                # room: the node must have written e outputs with release(e) >= i + 1 - cap
-                want = i + 1 - p.cap
-                has = want > 0
-                if has.any():
-                    relc = rel if rel is not None else np.arange(1, nout + 1)
-                    e = np.searchsorted(relc, want[has], side="left")  # outputs written = e + 1
-                    e = np.minimum(e, nout - 1)
-                    lb[has] = np.maximum(lb[has], E[nm][e] + 1.0)
-                new = np.maximum.accumulate(lb)
+            for k, (p, _need, rel) in enumerate(ports[nm]):
+                arrive = src_avail if p.stream not in g.producer else E[g.producer[p.stream]] + 1.0
+                new = _reads(p, rel, arrive, E[nm], nout, frames)
                 if not np.array_equal(new, R[(nm, k)]):
                     changed = True
                     R[(nm, k)] = new
-            # writes: after the needed reads, at most one per ii, and into a FIFO with room
-            lb = np.zeros(nout)
-            for k, (p, need, rel) in enumerate(ports[nm]):
-                last = (need if need is not None else np.arange(1, nout + 1)) - 1
-                ok = last >= 0
-                lb[ok] = np.maximum(lb[ok], R[(nm, k)][last[ok]] + 1.0)
-            for s in n.outputs:
-                if s == g.sink or s not in reader:
-                    continue
-                cap = max(1, int(depths.get(s, 1)))
-                cn, ck = reader[s]
-                j = np.arange(nout) - cap
-                ok = j >= 0
-                lb[ok] = np.maximum(lb[ok], R[(cn, ck)][j[ok]])
-            new = k_idx * ii[nm] + np.maximum.accumulate(lb - k_idx * ii[nm])
+            room = [
+                (max(1, int(depths.get(s, 1))), R[reader[s]])
+                for s in n.outputs
+                if s != g.sink and s in reader
+            ]
+            new = _writes(
+                ports[nm], [R[(nm, k)] for k in range(len(ports[nm]))], room, nout, ii[nm]
+            )
             if not np.allclose(new, E[nm], rtol=0, atol=1e-9):
                 changed = True
                 E[nm] = new
     last = E[g.producer[g.sink]]
     per = g.pixels[g.sink]
     ends = [last[(f + 1) * per - 1] for f in range(frames)]
+    steady = float(ends[-1] - ends[-2]) if frames > 1 else float(ends[0])
     slowest = max(ii[n.name] * g.n_out[n.name] for n in order)
-    return TimedResult(
-        not changed,
-        it,
-        float(ends[-1] - ends[-2]) if frames > 1 else float(ends[0]),
-        float(ends[0]),
-        float(slowest),
-    )
+    return TimedResult(not changed, it, steady, float(ends[0]), float(slowest))
