@@ -1,9 +1,9 @@
 """Structure rules of the style guide that a test can hold: no function over 60 lines.
 
-The functions listed in ``OVER_60`` were written before ``ruff format`` (100 columns) was
-enforced and are longer than 60 formatted lines; each is to be split (issue #35), and none may
-grow meanwhile: the test fails when one gets longer, and when one shrinks to 60 lines or fewer
-(so the list only ever gets shorter). Every other function must stay within 60 lines.
+Every function and method of the package (``core``, ``device``, ``host``, ``training``, ``qdev``)
+fits in 60 formatted lines (``ruff format``, 100 columns), docstring included. The benchmark
+scripts under ``bench/`` are outside the rule: each ``main`` is one measurement procedure read top
+to bottom beside the figures it prints in ``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -13,18 +13,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = 60
-
-#: "path::function" -> its length in lines today (a ceiling)
-OVER_60 = {
-    "training/compile/stitch.py::plan_processes": 72,
-    "training/compile/stitch.py::run_stitched": 130,
-    "training/compile/stitch.py::build_processes": 77,
-}
+PACKAGE = ("core", "device", "host", "training", "qdev")
 
 
 def _lengths() -> dict[str, int]:
     out = {}
-    for root in ("core", "device", "host", "training"):
+    for root in PACKAGE:
         for py in sorted((REPO / root).rglob("*.py")):
             for node in ast.walk(ast.parse(py.read_text())):
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -33,11 +27,8 @@ def _lengths() -> dict[str, int]:
     return out
 
 
-def test_no_function_over_sixty_lines_and_the_old_ones_do_not_grow() -> None:
+def test_no_function_over_sixty_lines() -> None:
     lengths = _lengths()
-    new = {k: n for k, n in lengths.items() if n > LIMIT and k not in OVER_60}
-    grown = {k: (lengths.get(k), cap) for k, cap in OVER_60.items() if lengths.get(k, 0) > cap}
-    split = [k for k, cap in OVER_60.items() if lengths.get(k, 0) <= LIMIT]
-    assert new == {}, "split these functions (at most 60 lines)"
-    assert grown == {}, "these long functions grew: split them instead"
-    assert split == [], "these are within 60 lines now: remove them from OVER_60"
+    assert len(lengths) > 500, "the walk found too few functions: is the layout still the same?"
+    over = {k: n for k, n in lengths.items() if n > LIMIT}
+    assert over == {}, "split these functions (at most 60 lines)"

@@ -128,6 +128,44 @@ def _real_producer(model, tensor: str) -> tuple[object | None, str, list]:  # no
         tensor = p.input[0]
 
 
+def _fifo_depth(fifos: list) -> int:
+    """The depth of a chain of FIFO nodes (1: a direct connection)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    return sum(int(getCustomOp(f).get_nodeattr("depth")) for f in fifos) if fifos else 1
+
+
+def _out_name(node, port: int) -> str:  # noqa: ANN001
+    """The name of a node's output port in its generated code."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    hls_free = node.op_type.endswith("_hls") and _freerunning(getCustomOp(node))
+    return f"strm{port}" if hls_free else f"out{port}_V"
+
+
+def _input_channel(model, n, i: int, t: str, index: dict, src: int) -> tuple[Channel, str]:  # noqa: ANN001
+    """The channel into input ``i`` of node ``n`` (tensor ``t``) and the producer's port name;
+    the producer's word width must equal the reader's (no width converter is inserted here)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    p, pt, fifos = _real_producer(model, t)
+    width = int(getCustomOp(n).get_instream_width_padded(i))
+    if p is None:
+        prod, port_name = src, "out0_V"
+    else:
+        prod = index[p.name]
+        port = list(p.output).index(pt)
+        pw = int(getCustomOp(p).get_outstream_width_padded(port))
+        if pw != width:
+            raise ConfigError(
+                f"stream {pt}: {p.name} writes {pw}-bit words, {n.name} reads {width}-bit "
+                "words and no width converter stands between them"
+            )
+        port_name = _out_name(p, port)
+    ch = Channel(pt, prod, index[n.name], _fifo_depth(fifos), width, tuple(f.name for f in fifos))
+    return ch, port_name
+
+
 def plan_processes(model) -> tuple[list[Process], list[Channel], dict]:  # noqa: ANN001
     """The processes and channels of ``model`` (a graph with FIFOs,
     :func:`.fifo_step.finn_fifo_model`).
@@ -140,57 +178,26 @@ def plan_processes(model) -> tuple[list[Process], list[Channel], dict]:  # noqa:
     src, sink = len(nodes), len(nodes) + 1
     procs += [Process("source", "source"), Process("sink", "sink")]
     chans: list[Channel] = []
-
-    def depth(fifos: list) -> int:
-        return sum(int(getCustomOp(f).get_nodeattr("depth")) for f in fifos) if fifos else 1
-
-    def out_name(node, port: int) -> str:  # noqa: ANN001
-        hls_free = node.op_type.endswith("_hls") and _freerunning(getCustomOp(node))
-        return f"strm{port}" if hls_free else f"out{port}_V"
-
-    first = last = None
+    first = None
     for n in nodes:
-        inst = getCustomOp(n)
         for i, t in enumerate(n.input):
             if model.get_initializer(t) is not None:
                 continue  # weights and thresholds live in the layer
-            p, pt, fifos = _real_producer(model, t)
-            width = int(inst.get_instream_width_padded(i))
-            if p is None:
-                prod, first = src, n
-                procs[src].binds["out0_V"] = len(chans)
-            else:
-                prod = index[p.name]
-                port = list(p.output).index(pt)
-                pw = int(getCustomOp(p).get_outstream_width_padded(port))
-                if pw != width:
-                    raise ConfigError(
-                        f"stream {pt}: {p.name} writes {pw}-bit words, {n.name} reads {width}-bit "
-                        "words and no width converter stands between them"
-                    )
-                procs[prod].binds[out_name(p, port)] = len(chans)
+            ch, port_name = _input_channel(model, n, i, t, index, src)
+            if ch.producer == src:
+                first = n
+            procs[ch.producer].binds[port_name] = len(chans)
             procs[index[n.name]].binds[f"in{i}_V"] = len(chans)
-            chans.append(
-                Channel(pt, prod, index[n.name], depth(fifos), width, tuple(f.name for f in fifos))
-            )
-    out_t = model.graph.output[0].name
-    p, pt, fifos = _real_producer(model, out_t)
+            chans.append(ch)
+    p, pt, fifos = _real_producer(model, model.graph.output[0].name)
     if p is None:
         raise ConfigError("the graph's output is its input: nothing to simulate")
-    last = p
     port = list(p.output).index(pt)
-    procs[index[p.name]].binds[out_name(p, port)] = len(chans)
+    procs[index[p.name]].binds[_out_name(p, port)] = len(chans)
     procs[sink].binds["in0_V"] = len(chans)
-    chans.append(
-        Channel(
-            pt,
-            index[p.name],
-            sink,
-            depth(fifos),
-            int(getCustomOp(p).get_outstream_width_padded(port)),
-            tuple(f.name for f in fifos),
-        )
-    )
+    width = int(getCustomOp(p).get_outstream_width_padded(port))
+    names = tuple(f.name for f in fifos)
+    chans.append(Channel(pt, index[p.name], sink, _fifo_depth(fifos), width, names))
     for c in chans:
         if c.slot > MAX_SLOT:
             raise ConfigError(
@@ -199,7 +206,7 @@ def plan_processes(model) -> tuple[list[Process], list[Channel], dict]:  # noqa:
             )
     if first is None:
         raise ConfigError("no node reads the graph's input")
-    return procs, chans, {"first": first, "last": last}
+    return procs, chans, {"first": first, "last": p}
 
 
 def _freerunning(inst) -> bool:  # noqa: ANN001
@@ -493,64 +500,56 @@ def _stop(board: _Board, popen: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-def run_stitched(
-    model,
-    pixels: np.ndarray,
-    codes: np.ndarray,
-    hls_exe: dict[str, tuple[Path, Path]],  # noqa: ANN001
-    rtl_exe: dict[str, tuple[Path, dict[str, Path]]],
-    cfg: StitchConfig,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict:
-    """Run the co-simulation of ``model`` (with FIFOs) on ``pixels`` ([N, H, W] uint8), its output
-    against ``codes`` ([N, H, W, C], the golden codes). ``hls_exe``: node -> (process, folder it
-    runs in); ``rtl_exe``: node -> (Verilator model, memory files it reads). Returns the report."""
-    from qonnx.custom_op.registry import getCustomOp
+def _write_input(pixels: np.ndarray, first, ch: Channel, path: Path) -> None:  # noqa: ANN001
+    """The golden pixels packed into the first node's input words, as the source process reads
+    them."""
+    from qdev.training.compile.verilate import pack_words
 
-    from qdev.training.compile.verilate import pack_words, unpack_words
-
-    t0 = time.perf_counter()
-    procs, chans, io = plan_processes(model)
-    frames = int(cfg.frames or len(pixels))
-    pixels, codes = pixels[:frames], codes[:frames]
-    src, sink = len(procs) - 2, len(procs) - 1
-    work = Path(cfg.keep) if cfg.keep else Path(tempfile.mkdtemp(prefix="qdev-stitch-"))
-    shutil.rmtree(work / "logs", ignore_errors=True)
-    (work / "logs").mkdir(parents=True, exist_ok=True)
-    first, last = getCustomOp(io["first"]), getCustomOp(io["last"])
     simd = int(first.get_folded_input_shape(0)[-1])
     words_in = pack_words(
         pixels.reshape(-1, simd).astype(np.int64),
         first.get_input_datatype(0).bitwidth(),
-        chans[procs[src].binds["out0_V"]].width_bits,
+        ch.width_bits,
     )
-    _limbs_to_bytes(words_in, chans[procs[src].binds["out0_V"]].slot).tofile(work / "in.bin")
-    out_per_frame = _words_per_frame(last, out=True)
-    io_exe = _io_helper(cfg)
-    procs[src].argv, procs[src].cwd = [str(io_exe), "source", str(work / "in.bin")], work
-    procs[sink].argv, procs[sink].cwd = (
-        [str(io_exe), "sink", str(work / "out.bin"), str(out_per_frame * frames)],
-        work,
-    )
+    _limbs_to_bytes(words_in, ch.slot).tofile(path)
+
+
+def _assign_programs(
+    procs: list[Process], model, hls_exe: dict, rtl_exe: dict, work: Path, frames: int
+) -> None:  # noqa: ANN001
+    """Each node process's command line and folder: its HLS program, or its Verilator model
+    (run in a folder of its own with the memory files it reads)."""
+    from qonnx.custom_op.registry import getCustomOp
+
     by_name = {n.name: n for n in model.graph.node}
-    for i, p in enumerate(procs[:src]):
+    for p in procs[:-2]:
         if p.name in hls_exe:
             p.argv, p.cwd = [str(hls_exe[p.name][0])], hls_exe[p.name][1]
-        elif p.name in rtl_exe:
-            exe, data = rtl_exe[p.name]
-            d = work / "rtl" / p.name
-            d.mkdir(parents=True, exist_ok=True)
-            for name, f in data.items():
-                shutil.copyfile(f, d / name)
-            inst = getCustomOp(by_name[p.name])
-            p.argv = [
-                str(exe),
-                str(_words_per_frame(inst, out=False) * frames),
-                str(_words_per_frame(inst, out=True) * frames),
-            ]
-            p.cwd = d
-        else:
+            continue
+        if p.name not in rtl_exe:
             raise ConfigError(f"{p.name} ({p.op_type}): no simulator was built for it")
+        exe, data = rtl_exe[p.name]
+        d = work / "rtl" / p.name
+        d.mkdir(parents=True, exist_ok=True)
+        for name, f in data.items():
+            shutil.copyfile(f, d / name)
+        inst = getCustomOp(by_name[p.name])
+        n_in = _words_per_frame(inst, out=False) * frames
+        n_out = _words_per_frame(inst, out=True) * frames
+        p.argv, p.cwd = [str(exe), str(n_in), str(n_out)], d
+
+
+def _run_board(
+    procs: list[Process],
+    chans: list[Channel],
+    work: Path,
+    cfg: StitchConfig,
+    progress: Callable[[int, int], None] | None,
+    frames: int,
+    total_out: int,
+) -> tuple[dict, float]:
+    """Launch every process on a shared-memory board of channels and supervise them to the end;
+    (the result with each channel's peak and words, the run's seconds)."""
     words, size = _layout(chans, len(procs), frames)
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else work
     path = Path(tempfile.mkstemp(prefix="qdev-stitch-", dir=shm)[1])
@@ -559,7 +558,8 @@ def run_stitched(
     try:
         t_run = time.perf_counter()
         popen = _launch(procs, path, work / "logs")
-        res = _supervise(board, procs, chans, popen, cfg, sink, progress, out_per_frame * frames)
+        sink = len(procs) - 1
+        res = _supervise(board, procs, chans, popen, cfg, sink, progress, total_out)
         run_s = time.perf_counter() - t_run
         _stop(board, popen)
         res["channels"] = [
@@ -583,6 +583,64 @@ def run_stitched(
                 p.wait()
         board.close()
         path.unlink(missing_ok=True)
+    return res, run_s
+
+
+def _check_output(res: dict, out_bin: Path, ch: Channel, last, codes: np.ndarray, n: int) -> None:  # noqa: ANN001
+    """The sink's words against the golden codes: ``output_words``, ``elements``,
+    ``elements_differing`` and ``bit_exact`` into ``res`` (only a completed run with every word
+    is compared)."""
+    from qdev.training.compile.verilate import unpack_words
+
+    frames = len(codes)
+    got = np.fromfile(out_bin, np.uint8) if out_bin.is_file() else np.zeros(0, np.uint8)
+    n_words = got.size // ch.slot
+    res["output_words"] = {"received": int(n_words), "expected": n}
+    res["bit_exact"] = False
+    if res["status"] != "completed" or n_words != n:
+        return
+    odt = last.get_output_datatype(0)
+    limbs = _bytes_to_limbs(got[: n_words * ch.slot].reshape(n_words, ch.slot))
+    simd = int(last.get_folded_output_shape(0)[-1])
+    out = unpack_words(limbs, simd, odt.bitwidth(), odt.signed()).reshape(frames, -1)
+    want = codes.reshape(frames, -1)
+    res["elements"] = {"received": int(out.size), "expected": int(want.size)}
+    same_shape = out.shape == want.shape
+    res["elements_differing"] = int(np.count_nonzero(out != want)) if same_shape else None
+    res["bit_exact"] = same_shape and res["elements_differing"] == 0
+
+
+def run_stitched(
+    model,
+    pixels: np.ndarray,
+    codes: np.ndarray,
+    hls_exe: dict[str, tuple[Path, Path]],  # noqa: ANN001
+    rtl_exe: dict[str, tuple[Path, dict[str, Path]]],
+    cfg: StitchConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Run the co-simulation of ``model`` (with FIFOs) on ``pixels`` ([N, H, W] uint8), its output
+    against ``codes`` ([N, H, W, C], the golden codes). ``hls_exe``: node -> (process, folder it
+    runs in); ``rtl_exe``: node -> (Verilator model, memory files it reads). Returns the report."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    t0 = time.perf_counter()
+    procs, chans, io = plan_processes(model)
+    frames = int(cfg.frames or len(pixels))
+    pixels, codes = pixels[:frames], codes[:frames]
+    src, sink = len(procs) - 2, len(procs) - 1
+    work = Path(cfg.keep) if cfg.keep else Path(tempfile.mkdtemp(prefix="qdev-stitch-"))
+    shutil.rmtree(work / "logs", ignore_errors=True)
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    first, last = getCustomOp(io["first"]), getCustomOp(io["last"])
+    _write_input(pixels, first, chans[procs[src].binds["out0_V"]], work / "in.bin")
+    total_out = _words_per_frame(last, out=True) * frames
+    io_exe = _io_helper(cfg)
+    procs[src].argv, procs[src].cwd = [str(io_exe), "source", str(work / "in.bin")], work
+    sink_argv = [str(io_exe), "sink", str(work / "out.bin"), str(total_out)]
+    procs[sink].argv, procs[sink].cwd = sink_argv, work
+    _assign_programs(procs, model, hls_exe, rtl_exe, work, frames)
+    res, run_s = _run_board(procs, chans, work, cfg, progress, frames, total_out)
     res.update(
         frames=frames,
         processes=len(procs),
@@ -595,29 +653,7 @@ def run_stitched(
         for f in res["failed"]:
             log = next((work / "logs").glob(f"*-{f['node']}.log"), None)
             f["log"] = log.read_text(errors="replace")[-400:] if log else ""
-    got = (
-        np.fromfile(work / "out.bin", np.uint8)
-        if (work / "out.bin").is_file()
-        else np.zeros(0, np.uint8)
-    )
-    slot = chans[-1].slot
-    n_words = got.size // slot
-    res["output_words"] = {"received": int(n_words), "expected": out_per_frame * frames}
-    if res["status"] == "completed" and n_words == out_per_frame * frames:
-        odt = last.get_output_datatype(0)
-        limbs = _bytes_to_limbs(got[: n_words * slot].reshape(n_words, slot))
-        vals = unpack_words(
-            limbs, int(last.get_folded_output_shape(0)[-1]), odt.bitwidth(), odt.signed()
-        )
-        out = vals.reshape(frames, -1)
-        want = codes.reshape(frames, -1)
-        res["elements"] = {"received": int(out.size), "expected": int(want.size)}
-        res["elements_differing"] = (
-            int(np.count_nonzero(out != want)) if out.shape == want.shape else None
-        )
-        res["bit_exact"] = out.shape == want.shape and res["elements_differing"] == 0
-    else:
-        res["bit_exact"] = False
+    _check_output(res, work / "out.bin", chans[-1], last, codes, total_out)
     res["summary"] = _summary(res)
     res["seconds"] = round(time.perf_counter() - t0, 2)
     if not cfg.keep:
@@ -704,25 +740,13 @@ def stitched_graph(model, plan: list[dict], part: str, depths: dict[str, int] | 
     return fm
 
 
-def build_processes(
-    fm,
-    work: Path,
-    deps,
-    vl,
-    cfg: StitchConfig,
-    vcfg,  # noqa: ANN001
-    clk_ns: float,
-    part: str,
-) -> tuple[dict, dict, dict]:
-    """Generate and build every node's process of ``fm``: HLS nodes compiled with the channel
-    binding (cached), RTL nodes verilated with the channel testbench (the ``--verify verilator``
-    cache). Returns (hls node -> (exe, folder), rtl node -> (exe, memory files), build facts)."""
-    from qonnx.custom_op.registry import getCustomOp
+def _build_hls(fm, work: Path, deps, cfg: StitchConfig) -> tuple[dict, dict]:  # noqa: ANN001
+    """Every HLS node's C++ generated with its channel binding and compiled (cached);
+    (node -> (program, folder), node -> compile record)."""
+    from concurrent.futures import ThreadPoolExecutor
 
     from qdev.training.compile.cppsim import CppSimConfig, _compile_one
-    from qdev.training.compile.verilate import build_nodes, generate_rtl
 
-    t0 = time.perf_counter()
     procs, _, _ = plan_processes(fm)
     binds = {p.name: p.binds for p in procs}
     hls_nodes = [n for n in fm.graph.node if n.op_type.endswith("_hls")]
@@ -736,23 +760,29 @@ def build_processes(
     ccfg = CppSimConfig(opt=cfg.opt, jobs=cfg.jobs, cache=cfg.cache_dir() / "hls")
     salt = "|".join([gxx.stdout.splitlines()[0], ccfg.opt, deps.fingerprint(), rt])
     extra = ("-DQDEV_STITCH", f"-I{RUNTIME}")
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=max(1, cfg.jobs)) as pool:
         futs = {
             n.name: pool.submit(_compile_one, work / "hls" / n.name, deps, ccfg, salt, extra)
             for n in hls_nodes
         }
-        hls_recs = {k: f.result() for k, f in futs.items()}
-    bad = {k: r["error"] for k, r in hls_recs.items() if not r["compiled"]}
+        recs = {k: f.result() for k, f in futs.items()}
+    bad = {k: r["error"] for k, r in recs.items() if not r["compiled"]}
     if bad:
         k = next(iter(bad))
         raise ConfigError(f"{k}: its stitched C++ does not compile: {' '.join(bad[k][-3:])}")
     hls = {
-        k: (ccfg.cache_dir() / r["key"] / "node_model", work / "hls" / k)
-        for k, r in hls_recs.items()
+        k: (ccfg.cache_dir() / r["key"] / "node_model", work / "hls" / k) for k, r in recs.items()
     }
-    t_hls = time.perf_counter() - t0
+    return hls, recs
+
+
+def _build_rtl(fm, vl, vcfg, clk_ns: float, part: str) -> tuple[dict, dict]:  # noqa: ANN001
+    """Every RTL node's HDL generated and verilated with the channel testbench (the ``--verify
+    verilator`` cache); (node -> (model, memory files), node -> (build, record))."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    from qdev.training.compile.verilate import build_nodes, generate_rtl
+
     rtl_nodes = [
         n
         for n in fm.graph.node
@@ -772,6 +802,26 @@ def build_processes(
             f"{missing[0]}: the co-simulation cannot drive it ({inst.onnx_node.op_type})"
         )
     rtl = {k: (vcfg.cache_dir() / b.key / "tb", b.data) for k, (b, _) in built.items()}
+    return rtl, built
+
+
+def build_processes(
+    fm,
+    work: Path,
+    deps,
+    vl,
+    cfg: StitchConfig,
+    vcfg,  # noqa: ANN001
+    clk_ns: float,
+    part: str,
+) -> tuple[dict, dict, dict]:
+    """Generate and build every node's process of ``fm``: HLS nodes compiled with the channel
+    binding (cached), RTL nodes verilated with the channel testbench (the ``--verify verilator``
+    cache). Returns (hls node -> (exe, folder), rtl node -> (exe, memory files), build facts)."""
+    t0 = time.perf_counter()
+    hls, hls_recs = _build_hls(fm, work, deps, cfg)
+    t_hls = time.perf_counter() - t0
+    rtl, built = _build_rtl(fm, vl, vcfg, clk_ns, part)
     facts = {
         "hls_built": len(hls),
         "hls_cached": sum(r["cached"] for r in hls_recs.values()),
