@@ -90,6 +90,26 @@ class StreamReply:
     error: str | None = None
 
 
+def _send_more(
+    send: Callable[[int, np.ndarray, float], int],
+    it: Iterator,
+    inflight: dict,
+    order: list[int],
+    window: int,
+) -> bool:
+    """Send frames until ``window`` are in flight; False once the frames are exhausted."""
+    while len(inflight) < window:
+        try:
+            fid, px = next(it)
+        except StopIteration:
+            return False
+        t = time.time()
+        seq = send(fid, px, t)
+        inflight[seq] = (fid, t)
+        order.append(seq)
+    return True
+
+
 def _drop(order: list[int], inflight: dict, until: int | None = None) -> Iterator[StreamReply]:
     """The frames in flight before sequence number ``until`` (all of them: None), lost."""
     while order and order[0] != until:
@@ -349,9 +369,11 @@ class DeviceClient:
         order: list[int] = []
         it = iter(frames)
         more = True
+        # frames are sent from here, the method REQUESTS declares for STREAM_FRAME
+        send = lambda fid, px, t: self.ch.send(MsgType.STREAM_FRAME, *self._frame(fid, px, t))  # noqa: E731
         while True:
             if more:
-                more = self._send_more(it, inflight, order, window)
+                more = _send_more(send, it, inflight, order, window)
             if not order:
                 return
             head = order[0]
@@ -377,19 +399,6 @@ class DeviceClient:
             order.pop(0)
             fid, t_sent = inflight.pop(re)
             yield _answer(msg, fid, t_sent)
-
-    def _send_more(self, it: Iterator, inflight: dict, order: list[int], window: int) -> bool:
-        """Send frames until ``window`` are in flight; False once the frames are exhausted."""
-        while len(inflight) < window:
-            try:
-                fid, px = next(it)
-            except StopIteration:
-                return False
-            t = time.time()
-            seq = self.ch.send(MsgType.STREAM_FRAME, *self._frame(fid, px, t))
-            inflight[seq] = (fid, t)
-            order.append(seq)
-        return True
 
     def _frame(self, fid: int, px: np.ndarray, t: float) -> tuple[dict, bytes]:
         meta = _frame_meta(fid, px, t)
