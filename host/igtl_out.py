@@ -34,7 +34,7 @@ import numpy as np
 from qdev.core.errors import ConfigError
 from qdev.core.igtl import IgtlError, encode_image, encode_string, read_message
 
-__all__ = ["IgtlServer", "parse_igtl_address", "DEFAULT_PORT"]
+__all__ = ["IgtlServer", "parse_igtl_address", "open_igtl_server", "DEFAULT_PORT"]
 
 DEFAULT_PORT = 18944  # OpenIGTLink's registered port
 _CLIENT_BODY = 1 << 20
@@ -336,3 +336,12 @@ class IgtlServer:
                 while (c.queue or c.sending) and c.alive and time.monotonic() < deadline:
                     time.sleep(0.01)
                 self._drop(c, "disconnected")
+
+
+def open_igtl_server(spec: str | None) -> IgtlServer | None:
+    """The OpenIGTLink server ``--igtl [HOST:]PORT`` asks for (None: not asked); a busy port is a
+    one-line error, raised before the caller writes anything."""
+    if spec is None:
+        return None
+    host, port = parse_igtl_address(spec)
+    return IgtlServer(host, port)

@@ -253,15 +253,6 @@ def run_stream(
     return StreamSummary(ok, lost, dropped, time.time() - t0, interrupted)
 
 
-def _igtl_server(spec: str | None):  # noqa: ANN202
-    if spec is None:
-        return None
-    from qdev.host.igtl_out import IgtlServer, parse_igtl_address
-
-    host, port = parse_igtl_address(spec)
-    return IgtlServer(host, port)
-
-
 def default_session_dir(root: Path = Path("sessions")) -> Path:
     return root / time.strftime("%Y%m%d-%H%M%S")
 
@@ -284,7 +275,11 @@ def _open_outputs(folder: Path, source: ProbeSource, cfg: StreamConfig, info: di
     failure what was opened is closed again (no half-open window, port or web server)."""
     from qdev.host.view import OverlayView
 
-    igtl = _igtl_server(cfg.igtl)  # before the folder: a busy port is an error that writes nothing
+    from qdev.host.igtl_out import open_igtl_server
+
+    igtl = open_igtl_server(
+        cfg.igtl
+    )  # before the folder: a busy port is an error that writes nothing
     opened = [igtl] if igtl is not None else []
     try:
         ov = OverlayView(cfg.view, cfg.save, fps=cfg.fps or source.fps or 20.0)

@@ -66,7 +66,8 @@ class _Watch:
     ) -> None:  # noqa: ANN001
         from qdev.host.gallery import Gallery
         from qdev.host.session import SessionWriter
-        from qdev.host.stream import _igtl_server, default_session_dir
+        from qdev.host.igtl_out import open_igtl_server
+        from qdev.host.stream import default_session_dir
         from qdev.host.view import OverlayView
 
         self.cfg, self.echo, self.label = cfg, echo, f"device:{cfg.spec or source}"
@@ -74,7 +75,7 @@ class _Watch:
         if self.folder.exists():
             raise ConfigError(f"{self.folder} already exists: choose another --out")
         info = client.info()
-        self.igtl = _igtl_server(cfg.igtl)  # a busy port: an error before anything is written
+        self.igtl = open_igtl_server(cfg.igtl)  # a busy port: an error before anything is written
         try:
             self.ov = OverlayView(cfg.view, cfg.save)
         except BaseException:

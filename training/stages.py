@@ -54,6 +54,9 @@ class StageSpec:
 
 _EXPORT_GOLDEN = ("export/golden_pixels.npy", "export/golden_codes.npy", "export/golden_in.npy")
 _COMPILED = "compile/{board}/intmodel"
+#: FINN's bitstream and hardware handoff, where Vivado ran (finn-plus 1.6.1,
+#: build_dataflow_steps.copy_and_rename_bitfiles: bitfile/finn-accel.bit and .hwh)
+_BITFILES = ("compile/{board}/bitfile/finn-accel.bit", "compile/{board}/bitfile/finn-accel.hwh")
 
 STAGES: dict[str, StageSpec] = {
     "train": StageSpec(
@@ -97,6 +100,7 @@ STAGES: dict[str, StageSpec] = {
             "compile/{board}/time_per_step.json",
             "compile/{board}/report/*.json",
             f"{_COMPILED}/*",
+            *_BITFILES,
         ),
     ),
     "bundle": StageSpec(
@@ -107,6 +111,7 @@ STAGES: dict[str, StageSpec] = {
             In("compile/{board}", f"{_COMPILED}/golden_codes.npy", optional=True),
             In("compile/{board}", f"{_COMPILED}/golden_codes_nhwc.npy", optional=True),
             In("compile/{board}", "compile/{board}/summary.json"),
+            *(In("compile/{board}", p, optional=True) for p in _BITFILES),
         ),
         ("bundle/{board}/*",),
     ),

@@ -185,6 +185,43 @@ def test_bundle_sign_verify_and_tamper(compiled, tmp_path):
         assert r.exit_code == 2 and r.output.startswith("qdev: "), name
 
 
+def test_bundle_takes_the_bitstream_only_as_the_compile_recorded_it(compiled, tmp_path):
+    """Where Vivado ran, the compile records FINN's bitfile/finn-accel.bit and .hwh with their
+    hashes and the bundle ships them as accel.bit/.hwh; a bitstream changed after the compile is
+    refused. No Vivado here: stand-in bytes are written where FINN copies its outputs
+    (finn-plus 1.6.1, copy_and_rename_bitfiles) and recorded as the compile stage records its
+    declared outputs."""
+    from qdev.core.bundle import sha256_file
+    from qdev.training.runs import RunFolder
+
+    run = tmp_path / "tiny"
+    shutil.copytree(compiled[0], run)
+    d = run / "compile" / "KV260"
+    (d / "bitfile").mkdir()
+    (d / "bitfile" / "finn-accel.bit").write_bytes(b"stand-in bitstream")
+    (d / "bitfile" / "finn-accel.hwh").write_text("<stand-in hwh/>")
+    summary = json.loads((d / "summary.json").read_text())
+    bits = {k: [str(d / "bitfile" / f"finn-accel.{k}")] for k in ("bit", "hwh")}
+    summary["bitstream"] = {"built": True, **bits}  # as qdev_bitstream records it
+    (d / "summary.json").write_text(json.dumps(summary))
+    rf = RunFolder(run)
+    doc = rf.load()
+    outputs = doc["stages"]["compile/KV260"]["outputs"]
+    for rel in ("summary.json", "bitfile/finn-accel.bit", "bitfile/finn-accel.hwh"):
+        outputs[f"compile/KV260/{rel}"] = sha256_file(d / rel)
+    rf.save(doc)
+    key = DEV_KEY_DIR / "qdev-dev.key"
+    out = build_bundle(run, "KV260", key, tmp_path / "b1")
+    m = verify_bundle(out, [DEV_KEY_DIR / "qdev-dev.pub"]).manifest
+    assert not m["estimate_only"] and m["bitstream"] == "built"
+    assert (out / "accel.bit").read_bytes() == b"stand-in bitstream"
+    assert m["files"]["accel.hwh"]["sha256"] == outputs["compile/KV260/bitfile/finn-accel.hwh"]
+    (d / "bitfile" / "finn-accel.bit").write_bytes(b"another bitstream")
+    with pytest.raises(QdevError, match="sha256 differs"):
+        build_bundle(run, "KV260", key, tmp_path / "b2")
+    assert not (tmp_path / "b2").exists()
+
+
 def test_bundle_is_a_stage_of_its_run_and_publish_copies_it_checked(
     compiled, tmp_path, monkeypatch
 ):

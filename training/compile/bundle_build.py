@@ -249,10 +249,9 @@ def build_bundle(
     # pair also for its layout (core/golden.py): the bundle holds it under the same names
     files = {name: rec.input(rel) for name, rel in sources.items()}
     load_golden(files[PIXELS], files[CODES])
-    bit = summary.get("bitstream") or {}
-    if bit.get("built"):
-        files["accel.bit"] = Path(bit["bit"][0])
-        files["accel.hwh"] = Path(bit["hwh"][0])
+    if (summary.get("bitstream") or {}).get("built"):  # checked against the compile's hashes too
+        files["accel.bit"] = rec.input(f"compile/{board}/bitfile/finn-accel.bit")
+        files["accel.hwh"] = rec.input(f"compile/{board}/bitfile/finn-accel.hwh")
     manifest = _manifest(run, summary, export, model, lineage, mask_rule)
     if adapted:
         manifest["adapted"] = adapted

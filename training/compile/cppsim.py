@@ -128,8 +128,9 @@ class CppSimConfig:
     def cache_dir(self) -> Path:
         if self.cache is not None:
             return Path(self.cache)
-        base = os.environ.get("QDEV_CACHE") or Path.home() / ".cache" / "qdev"
-        return Path(base) / "cppsim"
+        from qdev.training.data.cache import default_cache_dir
+
+        return default_cache_dir() / "cppsim"
 
 
 def _flags(cfg: CppSimConfig) -> list[str]:

@@ -141,8 +141,9 @@ class VerilatorConfig:
     def cache_dir(self) -> Path:
         if self.cache is not None:
             return Path(self.cache)
-        base = os.environ.get("QDEV_CACHE") or Path.home() / ".cache" / "qdev"
-        return Path(base) / "verilator"
+        from qdev.training.data.cache import default_cache_dir
+
+        return default_cache_dir() / "verilator"
 
 
 # ------------------------------------------------------------------------------------ HDL ----
