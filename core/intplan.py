@@ -69,6 +69,11 @@ class Step:
     attrs: dict = field(default_factory=dict)
     proof: str = ""
 
+    @property
+    def label(self) -> str:
+        """The step's kind, with the method for a threshold step (``threshold/affine``...)."""
+        return self.kind + (f"/{self.attrs['method']}" if self.kind == "threshold" else "")
+
 
 @dataclass
 class Plan:
@@ -80,8 +85,7 @@ class Plan:
     def describe(self) -> dict:
         kinds: dict[str, int] = {}
         for s in self.steps:
-            k = s.kind + (f"/{s.attrs['method']}" if s.kind == "threshold" else "")
-            kinds[k] = kinds.get(k, 0) + 1
+            kinds[s.label] = kinds.get(s.label, 0) + 1
         return {"steps": len(self.steps), "kinds": kinds, "proven_exact": True}
 
 
@@ -312,16 +316,15 @@ class _Planner:
         for o in ly.outputs:
             self.ranges[o] = self.rng(ly)
 
-    def pad(self, ly: IntLayer) -> None:
+    def padding(self, ly: IntLayer) -> None:
+        """Zeros around the frame (``pad``) or between its pixels (``pixelpad``): the range
+        takes in 0."""
+        if ly.op == "FMPadding":
+            kind, attrs = "pad", {"pads": tuple(ly.attrs["Padding"])}
+        else:
+            kind, attrs = "pixelpad", {"stride": tuple(ly.attrs["Stride"])}
         lo, hi = self.rng(ly)
-        attrs = {"pads": tuple(ly.attrs["Padding"])}
-        self.emit(Step("pad", [ly.inputs[0]], ly.outputs, [ly.name], attrs, "copy"))
-        self.ranges[ly.outputs[0]] = (min(lo, 0), max(hi, 0))
-
-    def pixelpad(self, ly: IntLayer) -> None:
-        lo, hi = self.rng(ly)
-        attrs = {"stride": tuple(ly.attrs["Stride"])}
-        self.emit(Step("pixelpad", [ly.inputs[0]], ly.outputs, [ly.name], attrs, "copy"))
+        self.emit(Step(kind, [ly.inputs[0]], ly.outputs, [ly.name], attrs, "copy"))
         self.ranges[ly.outputs[0]] = (min(lo, 0), max(hi, 0))
 
     def windows(self, ly: IntLayer) -> None:
@@ -345,8 +348,8 @@ class _Planner:
         "MVAU": mvau,
         "StreamingConcat": concat,
         "DuplicateStreams": dup,
-        "FMPadding": pad,
-        "FMPadding_Pixel": pixelpad,
+        "FMPadding": padding,
+        "FMPadding_Pixel": padding,
         _WINDOW: windows,
         "Pool": poolwin,
     }

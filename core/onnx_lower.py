@@ -185,8 +185,7 @@ def _lower_steps(g: _Graph, plan: Plan, first: str) -> tuple[str, list[dict]]:
         if st.kind not in _LOWER:
             raise NotLowerable(f"plan step {st.kind} ({', '.join(st.layers)}) has no ONNX lowering")
         name[st.outputs[0]] = _LOWER[st.kind](g, st, name[st.inputs[0]])
-        kind = st.kind + (f"/{st.attrs['method']}" if st.kind == "threshold" else "")
-        proofs.append({"step": kind, "layers": st.layers, "proof": st.proof})
+        proofs.append({"step": st.label, "layers": st.layers, "proof": st.proof})
     return name[plan.output], proofs
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from qdev.core.errors import ConfigError
 from qdev.core.igtl import IgtlError, encode_image, encode_string, read_message
 
-__all__ = ["IgtlServer", "parse_igtl_address", "open_igtl_server", "DEFAULT_PORT"]
+__all__ = ["IgtlServer", "parse_igtl_address", "open_igtl_server", "frame_info", "DEFAULT_PORT"]
 
 DEFAULT_PORT = 18944  # OpenIGTLink's registered port
 _CLIENT_BODY = 1 << 20
@@ -345,3 +345,13 @@ def open_igtl_server(spec: str | None) -> IgtlServer | None:
         return None
     host, port = parse_igtl_address(spec)
     return IgtlServer(host, port)
+
+
+#: what the STRING qdev-info message of each frame carries
+INFO_KEYS = ("frame_id", "device_ms", "energy_mj", "energy_kind", "bundle_id")
+
+
+def frame_info(meta: dict, **given: object) -> dict:
+    """The qdev-info of one frame from the device's answer ``meta``; ``given`` values (the
+    frame id, the bundle where the answer lacks it) take their place."""
+    return {k: given[k] if k in given else meta.get(k) for k in INFO_KEYS}

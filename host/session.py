@@ -25,6 +25,7 @@ MASKS_FILE = "masks.bin"
 
 __all__ = [
     "COLUMNS",
+    "device_fields",
     "MASKS_FILE",
     "SessionWriter",
     "read_masks",
@@ -71,6 +72,20 @@ PARQUET_COLUMNS: dict[str, str] = {
     "source": "string (the frame's file, where the probe is a set of files)",
 }
 """The Parquet log's columns and what they hold (nullable: a lost frame has only its times)."""
+
+
+def device_fields(meta: dict) -> dict:
+    """The row columns a frame's device answer (or LIVE push) fills: its time on the device,
+    power and energy (and which kind), the mask's area."""
+    return {
+        "device_ms": meta.get("device_ms"),
+        "device_t_start": meta.get("t_start"),
+        "device_t_end": meta.get("t_end"),
+        "power_w": meta.get("power_w"),
+        "energy_mj": meta.get("energy_mj"),
+        "energy_kind": meta.get("energy_kind"),
+        "mask_area": meta.get("mask_area"),
+    }
 
 
 def parquet_schema():  # noqa: ANN201 - pyarrow is imported lazily

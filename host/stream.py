@@ -25,7 +25,7 @@ from qdev.core.masks import dice
 from qdev.core.preprocess import mask_to_model, to_model_input
 from qdev.core.probe.sources import ProbeFrame, ProbeSource
 from qdev.host.client import DeviceClient, StreamReply
-from qdev.host.session import SessionWriter
+from qdev.host.session import SessionWriter, device_fields
 from qdev.host.stream_config import StreamConfig
 
 __all__ = [
@@ -198,13 +198,9 @@ def _row(
     if rep.error is not None:
         row["status"] = rep.error if rep.error in ("lost", "timeout") else "error"
         return row, None
-    m = rep.meta
     row["status"] = "ok"
     row["rtt_ms"] = (rep.t_received - rep.t_sent) * 1e3
-    row["device_ms"] = m.get("device_ms")
-    row["device_t_start"], row["device_t_end"] = m.get("t_start"), m.get("t_end")
-    for k in ("power_w", "energy_mj", "energy_kind", "mask_area"):
-        row[k] = m.get(k)
+    row.update(device_fields(rep.meta))
     d = dice(rep.mask, truth) if truth is not None else None
     if d is not None:
         row["dice_vs_truth"] = round(d, 4)
@@ -273,13 +269,11 @@ def _interruptible(stop: threading.Event):  # noqa: ANN202
 def _open_outputs(folder: Path, source: ProbeSource, cfg: StreamConfig, info: dict, pw):  # noqa: ANN001, ANN202
     """(OpenIGTLink server or None, live view, session writer), opened in that order; on any
     failure what was opened is closed again (no half-open window, port or web server)."""
+    from qdev.host.igtl_out import open_igtl_server
     from qdev.host.view import OverlayView
 
-    from qdev.host.igtl_out import open_igtl_server
-
-    igtl = open_igtl_server(
-        cfg.igtl
-    )  # before the folder: a busy port is an error that writes nothing
+    # before the folder: a busy port is an error that writes nothing
+    igtl = open_igtl_server(cfg.igtl)
     opened = [igtl] if igtl is not None else []
     try:
         ov = OverlayView(cfg.view, cfg.save, fps=cfg.fps or source.fps or 20.0)
@@ -312,25 +306,13 @@ class _LiveOutputs:
         self.t0 = time.time()
         self.shown = 0
 
-    def _hud(self, rep: StreamReply, lost: int, dropped: int):  # noqa: ANN202
+    def _hud(self, rep: StreamReply, lost: int, dropped: int, bid: str | None):  # noqa: ANN202
         from qdev.host.view import Hud
 
         el = time.time() - self.t0
-        m = rep.meta
-        return Hud(
-            rep.frame_id,
-            self.shown / el if el else 0.0,
-            (rep.t_received - rep.t_sent) * 1e3,
-            m.get("device_ms"),
-            m.get("power_w"),
-            m.get("energy_mj"),
-            m.get("energy_kind"),
-            dropped,
-            lost,
-            m.get("bundle_id") or self.info.get("bundle_id"),
-            int(m.get("mask_area") or 0),
-            self.source.name,
-        )
+        fps = self.shown / el if el else 0.0
+        rtt = (rep.t_received - rep.t_sent) * 1e3
+        return Hud.of(rep.meta, rep.frame_id, fps, rtt, dropped, lost, bid, self.source.name)
 
     def on_frame(
         self,
@@ -342,15 +324,15 @@ class _LiveOutputs:
         d: float | None,
     ) -> None:
         self.shown += 1
-        hud = self._hud(rep, lost, dropped)
+        bid = rep.meta.get("bundle_id") or self.info.get("bundle_id")
+        hud = self._hud(rep, lost, dropped, bid)
         self.gallery.offer(rep.frame_id, fr.image, rep.mask, d, fr.display_window, fr.truth)
         self.writer.mask(rep.frame_id, rep.mask)
         if self.igtl is not None:
-            m = rep.meta
-            facts = {k: m.get(k) for k in ("device_ms", "energy_mj", "energy_kind")}
-            bid = m.get("bundle_id") or self.info.get("bundle_id")
-            meta = {"frame_id": rep.frame_id, **facts, "bundle_id": bid}
-            self.igtl.publish(rep.frame_id, fr.image, rep.mask, meta, fr.spacing)
+            from qdev.host.igtl_out import frame_info
+
+            info = frame_info(rep.meta, frame_id=rep.frame_id, bundle_id=bid)
+            self.igtl.publish(rep.frame_id, fr.image, rep.mask, info, fr.spacing)
         if not self.ov.show(fr.image, rep.mask, hud, fr.display_window):
             self.stop.set()
 

@@ -43,6 +43,35 @@ class Hud:
     mask_area: int
     source: str = ""
 
+    @classmethod
+    def of(
+        cls,
+        meta: dict,
+        frame_id: int,
+        fps: float,
+        rtt_ms: float | None,
+        dropped: int,
+        lost: int,
+        bundle_id: str | None,
+        source: str,
+    ) -> Hud:
+        """The HUD of one frame: the device's figures from its answer ``meta``, the rest as the
+        host counts them."""
+        return cls(
+            frame_id,
+            fps,
+            rtt_ms,
+            meta.get("device_ms"),
+            meta.get("power_w"),
+            meta.get("energy_mj"),
+            meta.get("energy_kind"),
+            dropped,
+            lost,
+            bundle_id,
+            int(meta.get("mask_area") or 0),
+            source,
+        )
+
     def lines(self) -> list[str]:
         def f(v: float | None, fmt: str) -> str:
             return "-" if v is None else format(v, fmt)

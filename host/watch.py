@@ -108,11 +108,10 @@ class _Watch:
         self.n, self.t0, self.last_id, self.skipped, self.dropped = 0, time.time(), None, 0, 0
 
     def _row(self, fid: int, m: dict, t: float) -> dict:
-        row = {"frame_id": fid, "status": "ok", "t_received": t, "device_ms": m.get("device_ms")}
-        row["device_t_start"], row["device_t_end"] = m.get("t_start"), m.get("t_end")
-        for k in ("power_w", "energy_mj", "energy_kind", "mask_area", "source"):
-            row[k] = m.get(k)
-        return row
+        from qdev.host.session import device_fields
+
+        row = {"frame_id": fid, "status": "ok", "t_received": t, **device_fields(m)}
+        return {**row, "source": m.get("source")}
 
     def _hud(self, fid: int, m: dict, px: np.ndarray, t: float):  # noqa: ANN202
         """The HUD of one push: it says when the view is reduced from the probe's size."""
@@ -123,20 +122,9 @@ class _Watch:
         if ph and (px.shape[0], px.shape[1]) != (int(ph), int(pw)):
             label += f" (display {px.shape[1]}x{px.shape[0]} of {pw}x{ph})"
         el = t - self.t0
-        return Hud(
-            fid,
-            self.n / el if el else 0.0,
-            None,
-            m.get("device_ms"),
-            m.get("power_w"),
-            m.get("energy_mj"),
-            m.get("energy_kind"),
-            self.dropped + self.skipped,
-            0,
-            m.get("bundle_id"),
-            int(m.get("mask_area") or 0),
-            label,
-        )
+        fps = self.n / el if el else 0.0
+        dropped = self.dropped + self.skipped
+        return Hud.of(m, fid, fps, None, dropped, 0, m.get("bundle_id"), label)
 
     def frame(self, msg) -> bool:  # noqa: ANN001
         """Log, keep and show one LIVE push; False when the viewer closed or enough frames came."""
@@ -161,8 +149,9 @@ class _Watch:
         )
         hud = self._hud(fid, m, px, t)
         if self.igtl is not None:
-            keys = ("frame_id", "device_ms", "energy_mj", "energy_kind", "bundle_id")
-            self.igtl.publish(fid, px, mask, {k: m.get(k) for k in keys})
+            from qdev.host.igtl_out import frame_info
+
+            self.igtl.publish(fid, px, mask, frame_info(m))
         return self.ov.show(px, mask, hud) and not (self.cfg.frames and self.n >= self.cfg.frames)
 
     def close(self, end: dict | None) -> WatchSummary:

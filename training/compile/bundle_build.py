@@ -146,12 +146,17 @@ def _verification(export: dict, summary: dict) -> dict:
 
 
 def _manifest(
-    run: RunFolder, summary: dict, export: dict, model: str, lineage: dict, mask_rule: tuple
+    run: RunFolder,
+    train: dict,
+    summary: dict,
+    export: dict,
+    model: str,
+    lineage: dict,
+    mask_rule: tuple,
 ) -> dict:
     """The bundle manifest apart from its file list: what the bundle is, where it comes from,
     what was estimated and verified, and the mask rule the device applies."""
     rule, rule_source = mask_rule
-    train = run.stage("train")
     bit = summary.get("bitstream") or {}
     scale = export["output_scale"]
     return {
@@ -238,11 +243,13 @@ def build_bundle(
     sk = load_private_key(key)
     export = json.loads(run.verified("export", "export/verify.json").read_text())
     stage_name = f"compile/{board}"
-    sources = _compiled_files(run.stage(stage_name)["outputs"], board)
-    # what the bundle rests on, hashed before this bundle's own stage is written into the run
-    stages = run.load()["stages"]
-    rests_on = [n for n in ("train", "export", "postprocess", stage_name) if n in stages]
-    lineage = _lineage(run.stage("train"), rests_on, stages_sha256(run.load(), rests_on))
+    # the run's manifest read once: what the bundle rests on, hashed before this bundle's own
+    # stage is written into it (the compile's status was checked above)
+    doc = run.load()
+    sources = _compiled_files(doc["stages"][stage_name]["outputs"], board)
+    rests_on = [n for n in ("train", "export", "postprocess", stage_name) if n in doc["stages"]]
+    train = run.stage("train")
+    lineage = _lineage(train, rests_on, stages_sha256(doc, rests_on))
     mask_rule = run_mask_rule(run)
     rec.begin()
     # each checked against the hash the compile recorded (a changed file is refused), the golden
@@ -252,7 +259,7 @@ def build_bundle(
     if (summary.get("bitstream") or {}).get("built"):  # checked against the compile's hashes too
         files["accel.bit"] = rec.input(f"compile/{board}/bitfile/finn-accel.bit")
         files["accel.hwh"] = rec.input(f"compile/{board}/bitfile/finn-accel.hwh")
-    manifest = _manifest(run, summary, export, model, lineage, mask_rule)
+    manifest = _manifest(run, train, summary, export, model, lineage, mask_rule)
     if adapted:
         manifest["adapted"] = adapted
     out.parent.mkdir(parents=True, exist_ok=True)
